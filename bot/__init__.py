@@ -1,0 +1,1 @@
+"""Genie: self-hosted incident alerting whose home is Slack."""

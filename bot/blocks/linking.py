@@ -1,0 +1,212 @@
+"""Pure Block Kit builders for linking: ephemeral answers to ``/genie``, the App Home tab and
+the DM sent after linking. No I/O; every function returns plain dicts ready for the Web API.
+
+Interactive elements come from ``slack_sdk.models.blocks`` so Slack's limits are validated
+when the blocks are built, not when Slack rejects them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot.ids import Action
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """What the builders need to know about a link (plain values, no ORM objects)."""
+
+    user_name: str
+    user_email: str
+    since: datetime
+    user_active: bool = True
+
+
+def _esc(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _when(moment: datetime) -> str:
+    """Slack renders this in the reader's own time zone; the fallback is UTC."""
+    ts = int(moment.timestamp())
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{ts}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
+def connect_button(url: str, text: str = "Connect your Genie account") -> ButtonElement:
+    return ButtonElement(text=text, action_id=Action.CONNECT_LINK, url=url, style="primary")
+
+
+def disconnect_button(email: str) -> ButtonElement:
+    return ButtonElement(
+        text="Disconnect",
+        action_id=Action.HOME_DISCONNECT,
+        value="disconnect",
+        style="danger",
+        confirm=ConfirmObject(
+            title="Disconnect from Genie?",
+            text=f"Your Slack account will no longer act as {_esc(email)} in Genie. "
+            "You can connect again at any time with /genie connect.",
+            confirm="Disconnect",
+            deny="Cancel",
+            style="danger",
+        ),
+    )
+
+
+def connect_message(slack_user_id: str, url: str, ttl_seconds: int, workspace_name: str | None = None) -> list[dict]:
+    minutes = max(1, ttl_seconds // 60)
+    where = f" in *{_esc(workspace_name)}*" if workspace_name else ""
+    return [
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=f"You are <@{slack_user_id}>{where}, not yet connected to a Genie account.\n"
+                "Connect it so you can acknowledge, close and assign alerts from Slack."
+            )
+        ).to_dict(),
+        ActionsBlock(elements=[connect_button(url)]).to_dict(),
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=f"The link works once and expires in {minutes} minute{'s' if minutes != 1 else ''}. "
+                    "Only you can see this message — don't share the link."
+                )
+            ]
+        ).to_dict(),
+    ]
+
+
+def linked_message(slack_user_id: str, link: LinkView, relink_url: str | None = None) -> list[dict]:
+    elements: list[ButtonElement] = [disconnect_button(link.user_email)]
+    if relink_url:
+        elements.append(connect_button(relink_url, text="Connect a different account"))
+    blocks = [
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=f"<@{slack_user_id}> is connected to Genie as *{_esc(link.user_name)}* "
+                f"({_esc(link.user_email)}) since {_when(link.since)}."
+            )
+        ).to_dict(),
+    ]
+    if not link.user_active:
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=":warning: That Genie account is deactivated, so it cannot act on alerts. "
+                    "Disconnect, or ask a Genie admin to reactivate it."
+                )
+            ).to_dict()
+        )
+    blocks.append(ActionsBlock(elements=elements).to_dict())
+    return blocks
+
+
+def status_text(slack_user_id: str, link: LinkView | None) -> str:
+    if link is None:
+        return f"<@{slack_user_id}> is not connected to a Genie account. Run `/genie connect` to connect."
+    state = "" if link.user_active else " (that Genie account is deactivated)"
+    return (
+        f"<@{slack_user_id}> is connected to Genie as *{_esc(link.user_name)}* ({_esc(link.user_email)}) "
+        f"since {_when(link.since)}{state}. Run `/genie disconnect` to undo."
+    )
+
+
+def disconnected_text(link: LinkView | None) -> str:
+    if link is None:
+        return "You were not connected to a Genie account, so there was nothing to disconnect."
+    return (
+        f"Disconnected. Your Slack account no longer acts as *{_esc(link.user_name)}* "
+        f"({_esc(link.user_email)}) in Genie. Run `/genie connect` to connect again."
+    )
+
+
+HELP_TEXT = (
+    "*Genie* links your Slack account to your Genie account, so you can act on alerts here.\n"
+    "• `/genie connect` — get a one-time link to connect your Genie account\n"
+    "• `/genie status` — see which Genie account you are connected to\n"
+    "• `/genie disconnect` — remove the connection\n"
+    "• `/genie help` — this message"
+)
+
+
+def help_blocks(unknown: str | None = None) -> list[dict]:
+    text = HELP_TEXT
+    if unknown:
+        text = f"I don't know `{_esc(unknown[:50])}`.\n\n" + HELP_TEXT
+    return [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
+
+
+def connected_dm(link: LinkView, workspace_name: str | None) -> tuple[str, list[dict]]:
+    text = f"You're connected as {link.user_email} in Genie."
+    where = f" in {_esc(workspace_name)}" if workspace_name else ""
+    return text, [
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=f":white_check_mark: You're connected as *{_esc(link.user_name)}* ({_esc(link.user_email)}) "
+                f"in Genie. Your Slack account{where} can now act on your teams' alerts."
+            )
+        ).to_dict(),
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text="Wasn't you? Disconnect from the Home tab or with `/genie disconnect`, and tell your Genie admin."
+                )
+            ]
+        ).to_dict(),
+    ]
+
+
+def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool = False) -> dict:
+    """The App Home tab: link state first, then what the person can do."""
+    blocks: list[dict] = [HeaderBlock(text="Genie").to_dict()]
+    if link is None:
+        blocks += [
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text="*You are not connected to a Genie account.*\n"
+                    "Type `/genie connect` in any channel or in this app's Messages tab to get a one-time link, "
+                    "sign in to Genie and confirm. Then you can acknowledge, close and assign your teams' alerts here."
+                )
+            ).to_dict(),
+        ]
+    else:
+        role = " · Genie admin" if is_admin else ""
+        blocks += [
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"*Connected as {_esc(link.user_name)}* ({_esc(link.user_email)}){role}\n"
+                    f"Since {_when(link.since)}"
+                ),
+                accessory=disconnect_button(link.user_email),
+            ).to_dict(),
+        ]
+        if not link.user_active:
+            blocks.append(
+                SectionBlock(
+                    text=MarkdownTextObject(
+                        text=":warning: This Genie account is deactivated and cannot act on alerts. "
+                        "Disconnect, or ask a Genie admin to reactivate it."
+                    )
+                ).to_dict()
+            )
+        blocks.append(DividerBlock().to_dict())
+        team_text = ", ".join(_esc(t) for t in teams) if teams else "none yet — ask a Genie admin to add you"
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Your teams:* {team_text}")).to_dict())
+    blocks.append(
+        ContextBlock(elements=[MarkdownTextObject(text="`/genie help` lists every command.")]).to_dict()
+    )
+    return {"type": "home", "blocks": blocks}

@@ -1,0 +1,343 @@
+"""The ``genie`` command (also ``python -m bot``).
+
+Exit status 0 on success; 1 on a user error, with one clear line on stderr and never a
+traceback. Passwords are read from stdin (``--password-stdin``) or a terminal prompt, never
+from the command line, where ``ps`` and shell history would show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+from sqlalchemy.exc import DBAPIError
+
+from bot.config import ConfigError, Settings, load_dotenv_file
+from bot.logs import install_log_redaction
+from bot.services import accounts, linking
+from bot.services.errors import GenieError
+from storage import repositories as repo
+from storage.session import make_engine, make_sessionmaker
+
+
+class UserError(Exception):
+    """Reported as one line on stderr with exit status 1."""
+
+
+def _settings(socket_mode: bool = False) -> Settings:
+    load_dotenv_file()
+    return Settings.from_env(socket_mode=socket_mode)
+
+
+async def _with_db(work: Callable[..., Any], migrate: bool = True) -> Any:
+    """Open the database (migrating it first, so a fresh machine just works) and run ``work``."""
+    from storage.migrate import upgrade
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        if migrate:
+            await upgrade(engine)
+        sessionmaker = make_sessionmaker(engine)
+        async with sessionmaker.begin() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def _read_password(from_stdin: bool) -> str | None:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UserError("--password-stdin: no password on standard input")
+        return password
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password (empty: the user cannot sign in yet): ")
+        if not first:
+            return None
+        if getpass.getpass("Repeat password: ") != first:
+            raise UserError("the passwords do not match")
+        return first
+    return None
+
+
+def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r[c] if r[c] is not None else "")) for r in rows)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        print("  ".join(str(r[c] if r[c] is not None else "").ljust(widths[c]) for c in columns).rstrip())
+
+
+def _emit(rows: list[dict], columns: Sequence[str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        _print_table(rows, columns)
+
+
+# --- commands --------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bot.server import build_asgi_app, make_runtime
+    from storage.migrate import upgrade
+
+    settings = _settings(socket_mode=args.socket_mode)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
+
+    async def run() -> None:
+        engine = make_engine(settings.database_url)
+        try:
+            if not args.no_migrate:
+                await upgrade(engine)
+            rt = await make_runtime(settings, make_sessionmaker(engine))
+            app = build_asgi_app(rt)
+            config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", proxy_headers=True,
+                                    server_header=False)
+            logging.getLogger("bot").info("Genie listening on http://%s:%s (public URL %s)", args.host, args.port,
+                                          settings.base_url)
+            await uvicorn.Server(config).serve()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    async def work(session):
+        return None
+
+    asyncio.run(_with_db(work))
+    print("database is up to date")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    password = _read_password(args.password_stdin)
+
+    async def work(session):
+        return await accounts.add_user(session, args.email, args.name, password, is_admin=args.admin)
+
+    user = asyncio.run(_with_db(work))
+    note = "" if password else " (no password: they cannot sign in until `genie user set-password`)"
+    print(f"added user {user.email}{' (admin)' if user.is_admin else ''}{note}")
+    return 0
+
+
+def cmd_user_set_password(args: argparse.Namespace) -> int:
+    password = _read_password(args.password_stdin)
+    if password is None:
+        raise UserError("no password given (use --password-stdin)")
+
+    async def work(session):
+        return await accounts.set_password(session, args.email, password)
+
+    user = asyncio.run(_with_db(work))
+    print(f"password set for {user.email}")
+    return 0
+
+
+def cmd_user_set_active(active: bool) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        async def work(session):
+            return await accounts.set_active(session, args.email, active)
+
+        user = asyncio.run(_with_db(work))
+        print(f"{user.email} is now {'active' if active else 'deactivated'}")
+        return 0
+
+    return run
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    async def work(session):
+        users = await repo.all_users(session)
+        links = await repo.all_links(session)
+        by_user: dict[int, list[str]] = {}
+        for link in links:
+            by_user.setdefault(link.user_id, []).append(f"{link.workspace_id}/{link.slack_user_id}")
+        return [
+            {"email": u.email, "name": u.name, "admin": u.is_admin, "active": u.is_active,
+             "can_sign_in": u.password_hash is not None, "slack": by_user.get(u.id, [])}
+            for u in users
+        ]
+
+    rows = asyncio.run(_with_db(work))
+    if not args.json:
+        rows_text = [dict(r, slack=", ".join(r["slack"]) or "-") for r in rows]
+        _print_table(rows_text, ["email", "name", "admin", "active", "slack"])
+    else:
+        _emit(rows, [], True)
+    return 0
+
+
+def cmd_team_add(args: argparse.Namespace) -> int:
+    async def work(session):
+        return await accounts.add_team(session, args.name, args.channel)
+
+    team = asyncio.run(_with_db(work))
+    print(f"added team {team.name}" + (f" (channel {team.slack_channel_id})" if team.slack_channel_id else ""))
+    return 0
+
+
+def cmd_team_set_channel(args: argparse.Namespace) -> int:
+    async def work(session):
+        return await accounts.set_team_channel(session, args.name, args.channel)
+
+    team = asyncio.run(_with_db(work))
+    print(f"team {team.name} now posts to {team.slack_channel_id}")
+    return 0
+
+
+def cmd_team_member(add: bool) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        async def work(session):
+            if add:
+                return await accounts.add_member(session, args.name, args.email)
+            return await accounts.remove_member(session, args.name, args.email)
+
+        team, user = asyncio.run(_with_db(work))
+        print(f"{'added' if add else 'removed'} {user.email} {'to' if add else 'from'} {team.name}")
+        return 0
+
+    return run
+
+
+def cmd_team_list(args: argparse.Namespace) -> int:
+    async def work(session):
+        return [
+            {"name": team.name, "channel": team.slack_channel_id, "members": [u.email for u in members]}
+            for team, members in await repo.all_teams_with_members(session)
+        ]
+
+    rows = asyncio.run(_with_db(work))
+    if args.json:
+        _emit(rows, [], True)
+    else:
+        _print_table([dict(r, members=", ".join(r["members"]) or "-") for r in rows], ["name", "channel", "members"])
+    return 0
+
+
+def cmd_link_list(args: argparse.Namespace) -> int:
+    async def work(session):
+        return [
+            {"email": link.user.email, "workspace": link.workspace_id, "slack_team": link.slack_team_id,
+             "slack_user": link.slack_user_id, "slack_name": link.slack_name, "since": link.created_at.isoformat()}
+            for link in await repo.all_links(session, email=args.email)
+        ]
+
+    rows = asyncio.run(_with_db(work))
+    _emit(rows, ["email", "workspace", "slack_user", "slack_name", "since"], args.json)
+    return 0
+
+
+def cmd_link_remove(args: argparse.Namespace) -> int:
+    async def work(session):
+        return [(link.user.email if link.user else "?", link.workspace_id, link.slack_user_id)
+                for link in await linking.unlink_by_admin(session, args.who)]
+
+    for email, workspace, slack_user in asyncio.run(_with_db(work)):
+        print(f"removed link {workspace}/{slack_user} -> {email}")
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 1 (argparse's default is 2 + usage)
+        self.exit(1, f"genie: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="genie", description="Genie: incident alerting whose home is Slack.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("serve", help="run Slack, web pages and the API in one process")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--socket-mode", action="store_true", help="connect to Slack over Socket Mode (SLACK_APP_TOKEN)")
+    p.add_argument("--no-migrate", action="store_true", help="do not apply database migrations first")
+    p.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True,
+                                                                           parser_class=_Parser)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    user = sub.add_parser("user", help="Genie accounts").add_subparsers(dest="user_command", required=True,
+                                                                         parser_class=_Parser)
+    p = user.add_parser("add", help="add a person")
+    p.add_argument("email")
+    p.add_argument("--name", required=True)
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--admin", action="store_true")
+    p.set_defaults(func=cmd_user_add)
+    p = user.add_parser("set-password", help="set a person's password")
+    p.add_argument("email")
+    p.add_argument("--password-stdin", action="store_true")
+    p.set_defaults(func=cmd_user_set_password)
+    p = user.add_parser("deactivate", help="a deactivated user cannot sign in or act on alerts")
+    p.add_argument("email")
+    p.set_defaults(func=cmd_user_set_active(False))
+    p = user.add_parser("activate")
+    p.add_argument("email")
+    p.set_defaults(func=cmd_user_set_active(True))
+    p = user.add_parser("list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_user_list)
+
+    team = sub.add_parser("team", help="teams and their members").add_subparsers(dest="team_command", required=True,
+                                                                                   parser_class=_Parser)
+    p = team.add_parser("add")
+    p.add_argument("name")
+    p.add_argument("--channel", help="Slack channel id for the team's alerts")
+    p.set_defaults(func=cmd_team_add)
+    p = team.add_parser("set-channel")
+    p.add_argument("name")
+    p.add_argument("channel")
+    p.set_defaults(func=cmd_team_set_channel)
+    for name, add in (("add-member", True), ("remove-member", False)):
+        p = team.add_parser(name)
+        p.add_argument("name")
+        p.add_argument("email")
+        p.set_defaults(func=cmd_team_member(add))
+    p = team.add_parser("list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_team_list)
+
+    link = sub.add_parser("link", help="Slack links").add_subparsers(dest="link_command", required=True,
+                                                                      parser_class=_Parser)
+    p = link.add_parser("list")
+    p.add_argument("--email")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_link_list)
+    p = link.add_parser("remove", help="remove the links of a Genie user (email) or a Slack user id")
+    p.add_argument("who", metavar="EMAIL|SLACK_USER_ID")
+    p.set_defaults(func=cmd_link_remove)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, GenieError, ConfigError) as err:
+        print(f"genie: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except DBAPIError as err:
+        print(f"genie: cannot use the database (DATABASE_URL): {str(err.orig).splitlines()[0] if err.orig else err}",
+              file=sys.stderr)
+        return 1
+    except OSError as err:  # e.g. the database file's folder is not writable, the port is taken
+        print(f"genie: {err.strerror or err}", file=sys.stderr)
+        return 1

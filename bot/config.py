@@ -1,0 +1,177 @@
+"""Settings: every environment variable Genie reads, validated once at start.
+
+``Settings.from_env(os.environ)`` either returns a complete, consistent configuration or
+raises :class:`ConfigError` whose message is one line naming the variable at fault, so
+``genie serve`` can stop with that line instead of a traceback.
+
+    >>> s = Settings.from_env({"GENIE_LINK_TTL": "120"})
+    >>> s.link_ttl, s.slack_mode
+    (120, 'none')
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///genie.db"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+ASYNC_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+
+SlackMode = Literal["none", "single", "oauth"]
+
+#: What an operator sets to connect Slack; shown in the log and on the home page.
+SLACK_SETUP_HINT = (
+    "Slack is not connected: create the app from manifest.yml, then set SLACK_SIGNING_SECRET "
+    "and SLACK_BOT_TOKEN (single workspace) and restart"
+)
+
+
+class ConfigError(ValueError):
+    """An invalid or contradictory setting; ``str(err)`` is one line naming the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+def _truthy(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(name, f"expected true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    #: Empty means "generate once and keep in the database" (see ``bot.secrets``).
+    secret_keys: tuple[str, ...] = ()
+    base_url: str = "http://localhost:3000"
+    link_ttl: int = 600
+    slack_signing_secret: str | None = None
+    slack_bot_token: str | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    allow_anonymous_actions: bool = False
+    #: Not from the environment: filled in by tests and by the CLI for its own use.
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def slack_mode(self) -> SlackMode:
+        if self.slack_client_id:
+            return "oauth"
+        if self.slack_bot_token:
+            return "single"
+        return "none"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, socket_mode: bool = False) -> "Settings":
+        """Read and validate; raise ConfigError (one line, naming the variable) on bad input."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            raw = env.get(name)
+            return raw.strip() if raw is not None and raw.strip() != "" else None
+
+        database_url = get("DATABASE_URL") or DEFAULT_DATABASE_URL
+        try:
+            url = make_url(database_url)
+        except ArgumentError:
+            raise ConfigError("DATABASE_URL", "not a database URL (e.g. sqlite+aiosqlite:///genie.db)") from None
+        if url.drivername not in ASYNC_DRIVERS:
+            raise ConfigError(
+                "DATABASE_URL",
+                f"driver {url.drivername!r} is not supported; use sqlite+aiosqlite:// or postgresql+asyncpg://",
+            )
+
+        secret_keys: tuple[str, ...] = ()
+        if (raw_keys := get("GENIE_SECRET_KEY")) is not None:
+            secret_keys = tuple(k.strip() for k in raw_keys.split(","))
+            if any(len(k) < 16 for k in secret_keys):
+                raise ConfigError("GENIE_SECRET_KEY", "every key in the list must be at least 16 characters")
+
+        base_url = (get("GENIE_BASE_URL") or "http://localhost:3000").rstrip("/")
+        parts = urlsplit(base_url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError("GENIE_BASE_URL", f"must be an http(s) URL like https://genie.example.com, got {base_url!r}")
+
+        raw_ttl = get("GENIE_LINK_TTL") or "600"
+        try:
+            link_ttl = int(raw_ttl)
+        except ValueError:
+            raise ConfigError("GENIE_LINK_TTL", f"must be a whole number of seconds, got {raw_ttl!r}") from None
+        if not 30 <= link_ttl <= 86400:
+            raise ConfigError("GENIE_LINK_TTL", f"must be between 30 and 86400 seconds, got {link_ttl}")
+
+        signing_secret = get("SLACK_SIGNING_SECRET")
+        bot_token = get("SLACK_BOT_TOKEN")
+        client_id = get("SLACK_CLIENT_ID")
+        client_secret = get("SLACK_CLIENT_SECRET")
+        app_token = get("SLACK_APP_TOKEN")
+
+        if bot_token and client_id:
+            raise ConfigError(
+                "SLACK_CLIENT_ID",
+                "set either SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET (OAuth), not both",
+            )
+        if bot_token and not bot_token.startswith("xoxb-"):
+            raise ConfigError("SLACK_BOT_TOKEN", "must be a bot token starting with xoxb-")
+        if client_id:
+            # Multi-workspace OAuth arrives with the installation store (issue: part 3).
+            raise ConfigError("SLACK_CLIENT_ID", "multi-workspace OAuth mode is not available yet; use SLACK_BOT_TOKEN")
+        if client_secret and not client_id:
+            raise ConfigError("SLACK_CLIENT_SECRET", "is set but SLACK_CLIENT_ID is not")
+        if socket_mode:
+            raise ConfigError("SLACK_APP_TOKEN", "Socket Mode is not available yet; serve over HTTP")
+        if app_token and not app_token.startswith("xapp-"):
+            raise ConfigError("SLACK_APP_TOKEN", "must be an app-level token starting with xapp-")
+        if bot_token and not signing_secret:
+            raise ConfigError("SLACK_SIGNING_SECRET", "is required with SLACK_BOT_TOKEN to verify requests from Slack")
+        if signing_secret and not bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN", "is required when SLACK_SIGNING_SECRET is set")
+
+        slack_api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+        if urlsplit(slack_api_url).scheme not in {"http", "https"}:
+            raise ConfigError("SLACK_API_URL", f"must be an http(s) URL, got {slack_api_url!r}")
+        if not slack_api_url.endswith("/"):
+            slack_api_url += "/"
+
+        return cls(
+            database_url=database_url,
+            secret_keys=secret_keys,
+            base_url=base_url,
+            link_ttl=link_ttl,
+            slack_signing_secret=signing_secret,
+            slack_bot_token=bot_token,
+            slack_client_id=client_id,
+            slack_client_secret=client_secret,
+            slack_app_token=app_token,
+            slack_api_url=slack_api_url,
+            allow_anonymous_actions=_truthy(
+                "GENIE_ALLOW_ANONYMOUS_ACTIONS", env.get("GENIE_ALLOW_ANONYMOUS_ACTIONS"), False
+            ),
+        )
+
+
+def load_dotenv_file(path: Path | str = ".env") -> None:
+    """Read ``.env`` from the working directory; real environment variables win."""
+    from dotenv import load_dotenv
+
+    load_dotenv(path, override=False)

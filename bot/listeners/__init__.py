@@ -1,0 +1,53 @@
+"""Slack glue. Each folder exposes ``register(app)``; listeners ack first, call one service,
+hand the result to a builder and make one Slack call."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+
+from bot.runtime import Runtime
+from bot.services.errors import GenieError
+from bot.services.linking import SlackIdentity
+
+logger = logging.getLogger(__name__)
+
+
+def runtime(context: AsyncBoltContext) -> Runtime:
+    return context["genie"]
+
+
+def identity_from(context: AsyncBoltContext) -> SlackIdentity:
+    """The person who acted. In shared (Slack Connect) channels Bolt's ``actor_*`` ids name the
+    clicker's own organization; otherwise they equal the installation's ids."""
+    team_id = context.actor_team_id or context.team_id or ""
+    user_id = context.actor_user_id or context.user_id or ""
+    enterprise_id = context.actor_enterprise_id or context.enterprise_id
+    return SlackIdentity(team_id=team_id, user_id=user_id, enterprise_id=enterprise_id or None)
+
+
+def register_listeners(app: AsyncApp, rt: Runtime) -> None:
+    from bot.listeners import actions, commands, events
+
+    async def inject_runtime(context: AsyncBoltContext, next):  # noqa: A002 - Bolt's name
+        context["genie"] = rt
+        await next()
+
+    app.middleware(inject_runtime)
+    commands.register(app)
+    actions.register(app)
+    events.register(app)
+    app.error(on_error)
+
+
+async def on_error(error: Exception, body: dict, respond, logger: logging.Logger) -> None:
+    """One error path: domain errors become an ephemeral message; the unexpected is logged."""
+    if isinstance(error, GenieError):
+        text = str(error)
+    else:
+        logger.exception("unhandled error in a Slack listener", exc_info=error)
+        text = "Something went wrong on Genie's side. Please try again in a moment."
+    if body.get("response_url"):
+        await respond(text=text, response_type="ephemeral", replace_original=False)

@@ -1,0 +1,28 @@
+"""Buttons about the link itself: the Connect URL button and Disconnect."""
+
+from __future__ import annotations
+
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks.linking import disconnected_text
+from bot.listeners import identity_from, runtime
+from bot.notify import link_view, publish_home
+from bot.services import linking
+
+
+async def ack_only(ack) -> None:
+    """A URL button opens the browser; Slack still sends block_actions, which must be acked."""
+    await ack()
+
+
+async def disconnect(ack, body: dict, context: AsyncBoltContext, client: AsyncWebClient, respond) -> None:
+    """Disconnect from App Home or from a ``/genie`` answer (after Slack's confirm dialog)."""
+    await ack()
+    rt, identity = runtime(context), identity_from(context)
+    async with rt.sessionmaker.begin() as session:
+        link = await linking.unlink(session, identity)
+        view = link_view(link) if link else None
+    if body.get("response_url"):
+        await respond(text=disconnected_text(view), replace_original=True, response_type="ephemeral")
+    await publish_home(rt, client, identity)

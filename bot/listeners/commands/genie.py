@@ -1,0 +1,80 @@
+"""``/genie connect | status | disconnect | help``."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_bolt.context.async_context import AsyncBoltContext
+
+from bot.blocks.linking import connect_message, disconnected_text, help_blocks, linked_message, status_text
+from bot.listeners import identity_from, runtime
+from bot.notify import SLACK_FAILURES, link_view, publish_home
+from bot.services import linking
+from bot.services.linking import SlackProfile
+
+logger = logging.getLogger(__name__)
+
+
+async def genie_command(ack, body: dict, context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    words = (body.get("text") or "").strip().split()
+    sub = words[0].lower() if words else "help"
+    if sub == "connect":
+        await connect(ack, body, context, client)
+    elif sub == "status":
+        await status(ack, context)
+    elif sub == "disconnect":
+        await disconnect(ack, context, client)
+    else:
+        await ack(response_type="ephemeral", text="Genie help", blocks=help_blocks(None if sub == "help" else words[0]))
+
+
+async def connect(ack, body: dict, context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    rt, identity = runtime(context), identity_from(context)
+    workspace_name = body.get("team_domain")
+    async with rt.sessionmaker.begin() as session:
+        link = await linking.current_link(session, identity)
+        view = link_view(link) if link else None
+        request = await linking.issue_link(session, identity, SlackProfile(workspace_name=workspace_name), rt.settings.link_ttl)
+    url = rt.link_url(rt.tokens.dump(request.nonce))
+    if view is None:
+        await ack(response_type="ephemeral", text="Connect your Genie account",
+                  blocks=connect_message(identity.user_id, url, rt.settings.link_ttl, workspace_name))
+    else:
+        await ack(response_type="ephemeral", text=f"You're connected to Genie as {view.user_email}",
+                  blocks=linked_message(identity.user_id, view, relink_url=url))
+    # After the ack (Slack's 3 seconds): who this is, for the confirm page's anti-phishing check.
+    profile = await fetch_profile(client, identity.user_id, workspace_name)
+    if profile is not None:
+        async with rt.sessionmaker.begin() as session:
+            await linking.record_profile(session, request.nonce, profile)
+
+
+async def fetch_profile(client: AsyncWebClient, user_id: str, workspace_name: str | None) -> SlackProfile | None:
+    try:
+        answer = await client.users_info(user=user_id)
+    except SLACK_FAILURES as err:
+        logger.warning("users.info for %s failed (%s); the confirm page will show the Slack id only", user_id, type(err).__name__)
+        return None
+    user = answer.get("user") or {}
+    profile = user.get("profile") or {}
+    name = profile.get("real_name") or profile.get("display_name") or user.get("real_name") or user.get("name")
+    return SlackProfile(name=name, email=profile.get("email"), workspace_name=workspace_name)
+
+
+async def status(ack, context: AsyncBoltContext) -> None:
+    rt, identity = runtime(context), identity_from(context)
+    async with rt.sessionmaker() as session:
+        link = await linking.current_link(session, identity)
+        view = link_view(link) if link else None
+    await ack(response_type="ephemeral", text=status_text(identity.user_id, view))
+
+
+async def disconnect(ack, context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    rt, identity = runtime(context), identity_from(context)
+    async with rt.sessionmaker.begin() as session:
+        link = await linking.unlink(session, identity)
+        view = link_view(link) if link else None
+    await ack(response_type="ephemeral", text=disconnected_text(view))
+    if link is not None:
+        await publish_home(rt, client, identity)

@@ -1,0 +1,16 @@
+"""``app_home_opened``: publish the Home tab with the person's link state."""
+
+from __future__ import annotations
+
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.listeners import identity_from, runtime
+from bot.notify import publish_home
+
+
+async def app_home_opened(ack, event: dict, context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    await ack()
+    if event.get("tab", "home") != "home":
+        return
+    await publish_home(runtime(context), client, identity_from(context))

@@ -1,0 +1,66 @@
+"""Slack calls shared by the listeners and the web pages: publish a person's App Home,
+DM them when their account is connected.
+
+These run after the state change has committed; a Slack failure here is logged and never
+undoes the change (the Home tab is re-published the next time it is opened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks.linking import LinkView, connected_dm, home_view
+from bot.runtime import Runtime
+from bot.services import linking
+from bot.services.linking import SlackIdentity
+from storage import repositories as repo
+from storage.models import SlackLink
+
+logger = logging.getLogger(__name__)
+
+#: What a Slack Web API call can fail with: an error answer, a transport failure, a timeout.
+SLACK_FAILURES = (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError)
+
+
+def _why(err: Exception) -> str:
+    if isinstance(err, SlackApiError):
+        return str(err.response.get("error"))
+    return type(err).__name__
+
+
+def link_view(link: SlackLink) -> LinkView:
+    return LinkView(user_name=link.user.name, user_email=link.user.email, since=link.created_at,
+                    user_active=link.user.is_active)
+
+
+async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdentity) -> None:
+    async with rt.sessionmaker() as session:
+        link = await linking.current_link(session, identity)
+        teams = [t.name for t in await repo.teams_of_user(session, link.user_id)] if link else []
+        view = home_view(link_view(link) if link else None, teams, is_admin=bool(link and link.user.is_admin))
+    try:
+        await client.views_publish(user_id=identity.user_id, view=view)
+    except SLACK_FAILURES as err:
+        logger.warning("views.publish for %s failed: %s", identity.user_id, _why(err))
+
+
+async def announce_link(rt: Runtime, link: SlackLink) -> None:
+    """After a web confirm: DM "You're connected as …" and refresh the Home tab."""
+    if rt.slack is None:
+        return
+    text, blocks = connected_dm(link_view(link), link.workspace_name)
+    try:
+        await rt.slack.chat_postMessage(channel=link.slack_user_id, text=text, blocks=blocks)
+    except SLACK_FAILURES as err:
+        logger.warning("connected DM to %s failed: %s", link.slack_user_id, _why(err))
+    await publish_home(rt, rt.slack, SlackIdentity(link.slack_team_id, link.slack_user_id, link.enterprise_id))
+
+
+async def refresh_home_after_unlink(rt: Runtime, link: SlackLink) -> None:
+    if rt.slack is not None:
+        await publish_home(rt, rt.slack, SlackIdentity(link.slack_team_id, link.slack_user_id, link.enterprise_id))

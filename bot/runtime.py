@@ -1,0 +1,41 @@
+"""What every request handler needs, built once by the app factory and shared."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from itsdangerous import Signer
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.services.linking import LinkTokens
+
+CSRF_SALT = "genie.csrf.v1"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    secret_keys: tuple[str, ...]
+    tokens: LinkTokens
+    #: Signs the CSRF double-submit cookie; first key signs, all verify.
+    csrf: Signer
+    #: Bot-token client for calls not triggered by a Slack request (web confirm, disconnect).
+    slack: AsyncWebClient | None = None
+
+    @classmethod
+    def create(cls, settings: Settings, sessionmaker, secret_keys: tuple[str, ...], slack: AsyncWebClient | None):
+        return cls(
+            settings=settings,
+            sessionmaker=sessionmaker,
+            secret_keys=secret_keys,
+            tokens=LinkTokens(secret_keys, settings.link_ttl),
+            csrf=Signer(list(reversed(secret_keys)), salt=CSRF_SALT),
+            slack=slack,
+        )
+
+    def link_url(self, token: str) -> str:
+        """Built from GENIE_BASE_URL, never from a request's Host header."""
+        return f"{self.settings.base_url}/link/{token}"

@@ -1,0 +1,143 @@
+"""Builds the one ASGI app: Slack (Bolt) + web pages + health, around one Runtime.
+
+    rt = await make_runtime(settings, sessionmaker)
+    asgi = build_asgi_app(rt)          # served by uvicorn in `genie serve`, and by the tests
+
+Nothing happens at import time; everything is made by these factories.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot.config import SLACK_SETUP_HINT, Settings
+from bot.listeners import register_listeners
+from bot.runtime import Runtime
+from bot.services.keys import resolve_secret_keys
+from bot.web.pages import routes as page_routes
+
+logger = logging.getLogger(__name__)
+
+#: Sent on every response. The link pages carry the token in their URL, so no page may leak
+#: it through a Referer header, and nothing is loaded from anywhere but Genie itself.
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
+     b"form-action 'self'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [
+                    (name, value) for name, value in SECURITY_HEADERS if name not in present
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def make_slack_client(settings: Settings) -> AsyncWebClient:
+    """The one configured client: Bolt copies base_url and retry handlers into its per-request clients."""
+    return AsyncWebClient(
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_url,
+        timeout=10,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+async def make_runtime(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Runtime:
+    keys, generated = await resolve_secret_keys(sessionmaker, settings.secret_keys)
+    if generated:
+        logger.warning(
+            "GENIE_SECRET_KEY is not set: using a key generated once and kept in the database. "
+            "Set GENIE_SECRET_KEY so that a copy of the database cannot be used to forge links."
+        )
+    slack = make_slack_client(settings) if settings.slack_mode == "single" else None
+    return Runtime.create(settings, sessionmaker, keys, slack)
+
+
+def build_bolt_app(rt: Runtime) -> AsyncApp:
+    assert rt.slack is not None
+    app = AsyncApp(
+        client=rt.slack,
+        signing_secret=rt.settings.slack_signing_secret,
+        # Bolt acks first and finishes listeners in the background (Slack's 3 seconds).
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+    )
+    register_listeners(app, rt)
+    return app
+
+
+def build_asgi_app(rt: Runtime) -> Starlette:
+    routes: list = list(page_routes)
+    if rt.settings.slack_mode == "single":
+        handler = AsyncSlackRequestHandler(build_bolt_app(rt))
+
+        async def slack_events(request: Request) -> Response:
+            return await handler.handle(request)
+    else:
+        logger.warning("%s.", SLACK_SETUP_HINT)
+
+        async def slack_events(request: Request) -> Response:
+            return JSONResponse({"error": SLACK_SETUP_HINT}, status_code=503)
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        try:
+            async with rt.sessionmaker() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as err:  # any database failure means "not ready", with the reason
+            return PlainTextResponse(f"database unreachable: {type(err).__name__}", status_code=503)
+        return PlainTextResponse("ready")
+
+    routes += [
+        Route("/slack/events", slack_events, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.state.runtime = rt
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,281 @@
+"""Browser pages: home, sign-in, the link confirm flow and the account page.
+
+Rules kept here: GET and HEAD never change anything (Slack's unfurler and mail scanners
+prefetch links); every POST carries a CSRF token (signed double-submit cookie) and, when the
+browser sends one, an ``Origin`` matching ``GENIE_BASE_URL``; the session cookie is HttpOnly,
+SameSite=Lax and Secure when the base URL is https.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from itsdangerous import BadSignature
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.background import BackgroundTask
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from bot.config import SLACK_SETUP_HINT
+from bot.notify import announce_link, refresh_home_after_unlink
+from bot.runtime import Runtime
+from bot.services import accounts, linking
+from bot.services.linking import LinkError, LinkProblem, NeedsReplaceConfirmation
+from storage import repositories as repo
+from storage.models import User
+
+logger = logging.getLogger(__name__)
+
+SESSION_COOKIE = "genie_session"
+CSRF_COOKIE = "genie_csrf"
+MAX_FORM_BYTES = 16 * 1024
+
+templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+_PROBLEM_STATUS = {
+    LinkProblem.INVALID: 400,
+    LinkProblem.EXPIRED: 410,
+    LinkProblem.USED: 410,
+    LinkProblem.SUPERSEDED: 410,
+}
+_PROBLEM_TITLE = {
+    LinkProblem.INVALID: "This link isn't valid",
+    LinkProblem.EXPIRED: "This link has expired",
+    LinkProblem.USED: "This link has already been used",
+    LinkProblem.SUPERSEDED: "This link was replaced by a newer one",
+}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def rt_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def _csrf_cookie(request: Request) -> tuple[str, bool]:
+    value = request.cookies.get(CSRF_COOKIE)
+    if value and 20 <= len(value) <= 100:
+        return value, False
+    return secrets.token_urlsafe(32), True
+
+
+def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    rt = rt_of(request)
+    cookie, is_new = _csrf_cookie(request)
+    context.setdefault("user", getattr(request.state, "user", None))
+    html = templates.get_template(template).render(
+        csrf_token=rt.csrf.sign(cookie).decode(), base_url=rt.settings.base_url, **context
+    )
+    response = HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+    if is_new:
+        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="lax", secure=rt.settings.secure_cookies, path="/")
+    return response
+
+
+async def read_form(request: Request) -> FormData | None:
+    """The POSTed form if its CSRF token and Origin check out; None otherwise."""
+    rt = rt_of(request)
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        base = urlsplit(rt.settings.base_url)
+        if origin.rstrip("/") != f"{base.scheme}://{base.netloc}":
+            return None
+    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        return None
+    try:
+        form = await request.form(max_files=0, max_fields=20)
+    except Exception:  # malformed multipart/urlencoded body: treat as a forged form
+        return None
+    token = form.get("csrf_token")
+    cookie = request.cookies.get(CSRF_COOKIE)
+    if not isinstance(token, str) or not cookie:
+        return None
+    try:
+        expected = rt.csrf.unsign(token.encode()).decode()
+    except (BadSignature, UnicodeDecodeError):
+        return None
+    if not hmac.compare_digest(expected, cookie):
+        return None
+    return form
+
+
+def csrf_failed(request: Request) -> HTMLResponse:
+    return render(
+        request,
+        "message.html",
+        status_code=403,
+        title="Please try again",
+        message="This form expired or did not come from Genie's own page. Go back, reload the page and submit it again.",
+    )
+
+
+async def current_user(request: Request) -> User | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    async with rt_of(request).sessionmaker() as session:
+        return await accounts.session_user(session, token)
+
+
+def safe_next(target: str | None) -> str:
+    """Only local paths: an open redirect would turn our sign-in into a phishing tool."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/account"
+
+
+def problem_page(request: Request, err: LinkError) -> HTMLResponse:
+    return render(
+        request,
+        "link_problem.html",
+        status_code=_PROBLEM_STATUS[err.problem],
+        title=_PROBLEM_TITLE[err.problem],
+        message=str(err),
+        problem=err.problem.value,
+    )
+
+
+# --- pages -----------------------------------------------------------------------------------
+async def home(request: Request) -> Response:
+    rt = rt_of(request)
+    request.state.user = await current_user(request)
+    return render(request, "home.html", slack_mode=rt.settings.slack_mode, slack_hint=SLACK_SETUP_HINT)
+
+
+async def login_page(request: Request) -> Response:
+    request.state.user = await current_user(request)
+    return render(request, "login.html", next=safe_next(request.query_params.get("next")), error=None)
+
+
+async def login_submit(request: Request) -> Response:
+    form = await read_form(request)
+    if form is None:
+        return csrf_failed(request)
+    rt = rt_of(request)
+    email = str(form.get("email") or "")[:254]
+    password = str(form.get("password") or "")[:1024]
+    target = safe_next(str(form.get("next") or ""))
+    async with rt.sessionmaker.begin() as session:
+        user = await accounts.authenticate(session, email, password)
+        if user is not None:
+            await accounts.end_session(session, request.cookies.get(SESSION_COOKIE))
+            token = await accounts.start_session(session, user)
+    if user is None:
+        return render(request, "login.html", status_code=401, next=target, email=email,
+                      error="Email or password is incorrect.")
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=rt.settings.secure_cookies,
+                        path="/", max_age=int(accounts.SESSION_LIFETIME.total_seconds()))
+    return response
+
+
+async def logout(request: Request) -> Response:
+    form = await read_form(request)
+    if form is None:
+        return csrf_failed(request)
+    async with rt_of(request).sessionmaker.begin() as session:
+        await accounts.end_session(session, request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def link_page(request: Request) -> Response:
+    """Shows what confirming will link. Never mutates: scanners and unfurlers GET links."""
+    rt = rt_of(request)
+    token = request.path_params["token"]
+    try:
+        nonce = rt.tokens.load(token)
+        async with rt.sessionmaker() as session:
+            request_row = await linking.usable_request(session, nonce)
+            user = await accounts.session_user(session, request.cookies.get(SESSION_COOKIE))
+            request.state.user = user
+            if user is None:
+                return render(request, "link_signin.html", link=request_row, next=f"/link/{quote(token)}", error=None)
+            planned = await linking.preview(session, nonce, user)
+    except LinkError as err:
+        return problem_page(request, err)
+    return render(request, "link_confirm.html", plan=planned, token=token)
+
+
+async def link_confirm(request: Request) -> Response:
+    rt = rt_of(request)
+    token = request.path_params["token"]
+    form = await read_form(request)
+    if form is None:
+        return csrf_failed(request)
+    user = await current_user(request)
+    if user is None:
+        return RedirectResponse(f"/link/{quote(token)}", status_code=303)
+    request.state.user = user
+    try:
+        nonce = rt.tokens.load(token)
+        async with rt.sessionmaker.begin() as session:
+            link = await linking.redeem(session, nonce, user, replace=form.get("replace") == "yes")
+    except LinkError as err:
+        return problem_page(request, err)
+    except NeedsReplaceConfirmation as need:
+        # Something changed since the page was shown: show the choice again, nothing consumed.
+        return render(request, "link_confirm.html", status_code=409, plan=need.preview, token=token)
+    logger.info("linked Slack user %s (workspace %s) to Genie user %s", link.slack_user_id, link.workspace_id, user.id)
+    response = render(request, "link_done.html", link=link)
+    response.background = BackgroundTask(announce_link, rt, link)
+    return response
+
+
+async def account_page(request: Request) -> Response:
+    user = await current_user(request)
+    if user is None:
+        return RedirectResponse("/login?next=/account", status_code=303)
+    request.state.user = user
+    async with rt_of(request).sessionmaker() as session:
+        links = await repo.links_of_user(session, user.id)
+        teams = await repo.teams_of_user(session, user.id)
+    return render(request, "account.html", links=links, teams=teams,
+                  disconnected=request.query_params.get("disconnected") == "1")
+
+
+async def account_disconnect(request: Request) -> Response:
+    form = await read_form(request)
+    if form is None:
+        return csrf_failed(request)
+    user = await current_user(request)
+    if user is None:
+        return RedirectResponse("/login?next=/account", status_code=303)
+    try:
+        link_id = int(request.path_params["link_id"])
+    except ValueError:
+        link_id = -1
+    rt = rt_of(request)
+    async with rt.sessionmaker.begin() as session:
+        link = await linking.unlink_for_user(session, user, link_id)
+    if link is None:
+        request.state.user = user
+        return render(request, "message.html", status_code=404, title="Not found",
+                      message="That connection does not exist any more, or is not yours.")
+    logger.info("Genie user %s disconnected Slack user %s on the web", user.id, link.slack_user_id)
+    response = RedirectResponse("/account?disconnected=1", status_code=303)
+    response.background = BackgroundTask(refresh_home_after_unlink, rt, link)
+    return response
+
+
+routes = [
+    Route("/", home, methods=["GET"]),
+    Route("/login", login_page, methods=["GET"]),
+    Route("/login", login_submit, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/link/{token}", link_page, methods=["GET"]),
+    Route("/link/{token}", link_confirm, methods=["POST"]),
+    Route("/account", account_page, methods=["GET"]),
+    Route("/account/links/{link_id}/disconnect", account_disconnect, methods=["POST"]),
+]

@@ -1,0 +1,1 @@
+"""Persistence only: models, engine/session factories and queries. Nothing here commits."""

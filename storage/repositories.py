@@ -1,0 +1,130 @@
+"""Queries. Each takes an ``AsyncSession`` and never commits: the use case that opened the
+session owns the transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from storage.models import LinkRequest, SlackLink, Team, TeamMember, User, WebSession
+
+
+# --- users -----------------------------------------------------------------------------------
+async def user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email.strip().lower()))
+
+
+async def user_by_id(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def all_users(session: AsyncSession) -> list[User]:
+    return list(await session.scalars(select(User).order_by(User.email)))
+
+
+# --- teams -----------------------------------------------------------------------------------
+async def team_by_name(session: AsyncSession, name: str) -> Team | None:
+    return await session.scalar(select(Team).where(func.lower(Team.name) == name.strip().lower()))
+
+
+async def all_teams_with_members(session: AsyncSession) -> list[tuple[Team, list[User]]]:
+    teams = list(await session.scalars(select(Team).order_by(Team.name)))
+    rows = await session.execute(
+        select(TeamMember.team_id, User).join(User, User.id == TeamMember.user_id).order_by(User.email)
+    )
+    members: dict[int, list[User]] = {}
+    for team_id, user in rows:
+        members.setdefault(team_id, []).append(user)
+    return [(team, members.get(team.id, [])) for team in teams]
+
+
+async def teams_of_user(session: AsyncSession, user_id: int) -> list[Team]:
+    return list(
+        await session.scalars(
+            select(Team).join(TeamMember, TeamMember.team_id == Team.id).where(TeamMember.user_id == user_id).order_by(Team.name)
+        )
+    )
+
+
+async def membership(session: AsyncSession, team_id: int, user_id: int) -> TeamMember | None:
+    return await session.get(TeamMember, (team_id, user_id))
+
+
+# --- Slack links -----------------------------------------------------------------------------
+async def link_for_identity(session: AsyncSession, workspace_id: str, slack_user_id: str) -> SlackLink | None:
+    return await session.scalar(
+        select(SlackLink)
+        .options(selectinload(SlackLink.user))
+        .where(SlackLink.workspace_id == workspace_id, SlackLink.slack_user_id == slack_user_id)
+    )
+
+
+async def link_for_user_in_workspace(session: AsyncSession, user_id: int, workspace_id: str) -> SlackLink | None:
+    return await session.scalar(
+        select(SlackLink).where(SlackLink.user_id == user_id, SlackLink.workspace_id == workspace_id)
+    )
+
+
+async def links_of_user(session: AsyncSession, user_id: int) -> list[SlackLink]:
+    return list(await session.scalars(select(SlackLink).where(SlackLink.user_id == user_id).order_by(SlackLink.created_at)))
+
+
+async def all_links(session: AsyncSession, email: str | None = None) -> list[SlackLink]:
+    query = select(SlackLink).options(selectinload(SlackLink.user)).join(User, User.id == SlackLink.user_id)
+    if email:
+        query = query.where(User.email == email.strip().lower())
+    return list(await session.scalars(query.order_by(User.email, SlackLink.workspace_id)))
+
+
+async def delete_link(session: AsyncSession, link_id: int) -> None:
+    await session.execute(delete(SlackLink).where(SlackLink.id == link_id))
+
+
+# --- link requests ---------------------------------------------------------------------------
+async def supersede_open_requests(session: AsyncSession, workspace_id: str, slack_user_id: str, now: datetime) -> int:
+    result = await session.execute(
+        update(LinkRequest)
+        .where(
+            LinkRequest.workspace_id == workspace_id,
+            LinkRequest.slack_user_id == slack_user_id,
+            LinkRequest.consumed_at.is_(None),
+            LinkRequest.superseded_at.is_(None),
+        )
+        .values(superseded_at=now)
+    )
+    return result.rowcount
+
+
+async def consume_request(session: AsyncSession, nonce: str, user_id: int, now: datetime) -> bool:
+    """The one conditional update that makes a link one-time: exactly one caller wins."""
+    result = await session.execute(
+        update(LinkRequest)
+        .where(
+            LinkRequest.nonce == nonce,
+            LinkRequest.consumed_at.is_(None),
+            LinkRequest.superseded_at.is_(None),
+            LinkRequest.expires_at > now,
+        )
+        .values(consumed_at=now, consumed_by_user_id=user_id)
+    )
+    return result.rowcount == 1
+
+
+# --- web sessions ----------------------------------------------------------------------------
+async def session_user(session: AsyncSession, token_hash: str, now: datetime) -> User | None:
+    return await session.scalar(
+        select(User)
+        .join(WebSession, WebSession.user_id == User.id)
+        .where(WebSession.token_hash == token_hash, WebSession.expires_at > now, User.is_active.is_(True))
+    )
+
+
+async def delete_session(session: AsyncSession, token_hash: str) -> None:
+    await session.execute(delete(WebSession).where(WebSession.token_hash == token_hash))
+
+
+async def delete_expired_sessions(session: AsyncSession, now: datetime) -> None:
+    await session.execute(delete(WebSession).where(WebSession.expires_at <= now))
