@@ -1,0 +1,212 @@
+"""A fake Slack Web API on loopback (DESIGN.md §6).
+
+It answers the Web API methods Genie calls, plus ``response_url`` posts, records every call,
+and can be told to fail. Genie reaches it through ``SLACK_API_URL`` exactly as it reaches
+Slack; nothing of Genie's own is mocked.
+
+    fake = FakeSlack().start()            # its own thread and event loop
+    settings = {"SLACK_API_URL": fake.api_url, ...}
+    ...
+    fake.calls("chat.postMessage")        # what Genie said
+    fake.fail("views.publish", status=500, times=1)
+    fake.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+TEAM_ID = "T0GENIE01"
+TEAM_DOMAIN = "acme"
+BOT_USER_ID = "U0GENIEBOT"
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Failure:
+    status: int = 200
+    error: str | None = None
+    retry_after: int | None = None
+    delay: float = 0.0
+    times: int = 1
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: list[Call] = []
+        self._failures: dict[str, list[_Failure]] = {}
+        self._ts = itertools.count(1)
+        #: users.info answers: Slack user id -> user object (as Slack returns it).
+        self.users: dict[str, dict[str, Any]] = {}
+        self.api_url = ""
+        self.url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- directory ---------------------------------------------------------------------------
+    def add_user(self, user_id: str, real_name: str, email: str | None, team_id: str = TEAM_ID) -> None:
+        profile = {"real_name": real_name, "display_name": real_name.split()[0]}
+        if email:
+            profile["email"] = email
+        self.users[user_id] = {"id": user_id, "team_id": team_id, "name": real_name.split()[0].lower(),
+                               "real_name": real_name, "deleted": False, "is_bot": False, "profile": profile}
+
+    # --- recording ---------------------------------------------------------------------------
+    def calls(self, method: str | None = None) -> list[Call]:
+        with self._lock:
+            return [c for c in self._calls if method is None or c.method == method]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0, **match: Any) -> list[Call]:
+        """The recorded calls of ``method`` (matching ``match`` on args) once there are ``count``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [c for c in self.calls(method) if all(c.args.get(k) == v for k, v in match.items())]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fake Slack: expected {count} {method} call(s) matching {match}, got {found}")
+            await asyncio.sleep(0.02)
+
+    def fail(self, method: str, *, status: int = 200, error: str | None = None, retry_after: int | None = None,
+             delay: float = 0.0, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` fail (HTTP status, Slack error, or slowness)."""
+        with self._lock:
+            self._failures.setdefault(method, []).append(_Failure(status, error, retry_after, delay, times))
+
+    def _take_failure(self, method: str) -> _Failure | None:
+        with self._lock:
+            queue = self._failures.get(method) or []
+            if not queue:
+                return None
+            failure = queue[0]
+            failure.times -= 1
+            if failure.times <= 0:
+                queue.pop(0)
+            return failure
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    async def _api(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        args: dict[str, Any] = dict(request.query_params)
+        body = await request.body()
+        ctype = request.headers.get("content-type", "")
+        if body:
+            if "json" in ctype:
+                args.update(json.loads(body))
+            else:
+                args.update(dict(parse_qsl(body.decode())))
+        for key in ("blocks", "view", "attachments"):
+            if isinstance(args.get(key), str):
+                try:
+                    args[key] = json.loads(args[key])
+                except ValueError:
+                    pass
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ") if auth else args.get("token")
+        with self._lock:
+            self._calls.append(Call(method, args, token))
+        failure = self._take_failure(method)
+        if failure is not None:
+            if failure.delay:
+                await asyncio.sleep(failure.delay)
+            if failure.status != 200:
+                headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+                return JSONResponse({"ok": False, "error": "fake_http_error"}, status_code=failure.status,
+                                    headers=headers)
+            if failure.error:
+                return JSONResponse({"ok": False, "error": failure.error})
+        if not token or not token.startswith("xoxb-"):
+            return JSONResponse({"ok": False, "error": "not_authed"})
+        return JSONResponse(self._answer(method, args))
+
+    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"ok": True, "url": f"https://{TEAM_DOMAIN}.slack.com/", "team": "Acme", "user": "genie",
+                    "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": "B0GENIE", "is_enterprise_install": False}
+        if method == "users.info":
+            user = self.users.get(args.get("user", ""))
+            return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
+        if method == "chat.postMessage":
+            ts = f"{int(time.time())}.{next(self._ts):06d}"
+            channel = args.get("channel", "")
+            if channel.startswith("U"):
+                channel = "D" + channel[1:]
+            return {"ok": True, "channel": channel, "ts": ts,
+                    "message": {"text": args.get("text"), "blocks": args.get("blocks"), "ts": ts}}
+        if method in {"chat.update", "chat.postEphemeral"}:
+            return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts") or f"{time.time():.6f}"}
+        if method in {"views.publish", "views.open", "views.update"}:
+            return {"ok": True, "view": {"id": "V0001", **(args.get("view") or {})}}
+        if method == "conversations.open":
+            return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))[1:]}}
+        if method == "users.list":
+            return {"ok": True, "members": list(self.users.values()), "response_metadata": {"next_cursor": ""}}
+        return {"ok": False, "error": "unknown_method"}
+
+    async def _response_url(self, request: Request) -> Response:
+        body = await request.body()
+        try:
+            args = json.loads(body) if body else {}
+        except ValueError:
+            args = {"raw": body.decode(errors="replace")}
+        args["response_id"] = request.path_params["rid"]
+        with self._lock:
+            self._calls.append(Call("response_url", args, None))
+        return JSONResponse({"ok": True})
+
+    def response_url(self, rid: str = "r1") -> str:
+        return f"{self.url}/response/{rid}"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "FakeSlack":
+        app = Starlette(routes=[
+            Route("/api/{method}", self._api, methods=["GET", "POST"]),
+            Route("/response/{rid}", self._response_url, methods=["POST"]),
+        ])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.api_url = f"{self.url}/api/"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake Slack did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
