@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -89,12 +89,12 @@ class LinkTokens:
             raise ValueError("at least one secret key is required")
         clock_ = clock
 
-        class _Serializer(URLSafeTimedSerializer):
+        class _Signer(TimestampSigner):
             def get_timestamp(self) -> int:  # itsdangerous' hook for "now"; lets tests mint old tokens
                 return int(clock_())
 
         # itsdangerous signs with the *last* key of the list and tries all of them.
-        self._serializer = _Serializer(list(reversed(keys)), salt=LINK_TOKEN_SALT)
+        self._serializer = URLSafeTimedSerializer(list(reversed(keys)), salt=LINK_TOKEN_SALT, signer=_Signer)
         self.ttl = ttl
 
     def dump(self, nonce: str) -> str:

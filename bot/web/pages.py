@@ -203,9 +203,9 @@ async def link_page(request: Request) -> Response:
             if user is None:
                 return render(request, "link_signin.html", link=request_row, next=f"/link/{quote(token)}", error=None)
             planned = await linking.preview(session, nonce, user)
+            return render(request, "link_confirm.html", plan=planned, token=token)
     except LinkError as err:
         return problem_page(request, err)
-    return render(request, "link_confirm.html", plan=planned, token=token)
 
 
 async def link_confirm(request: Request) -> Response:
@@ -224,9 +224,15 @@ async def link_confirm(request: Request) -> Response:
             link = await linking.redeem(session, nonce, user, replace=form.get("replace") == "yes")
     except LinkError as err:
         return problem_page(request, err)
-    except NeedsReplaceConfirmation as need:
-        # Something changed since the page was shown: show the choice again, nothing consumed.
-        return render(request, "link_confirm.html", status_code=409, plan=need.preview, token=token)
+    except NeedsReplaceConfirmation:
+        # Confirming would replace a link and the person did not choose that (or it appeared since
+        # the page was shown): nothing was consumed; show the choice again.
+        try:
+            async with rt.sessionmaker() as session:
+                planned = await linking.preview(session, nonce, user)
+                return render(request, "link_confirm.html", status_code=409, plan=planned, token=token)
+        except LinkError as err:
+            return problem_page(request, err)
     logger.info("linked Slack user %s (workspace %s) to Genie user %s", link.slack_user_id, link.workspace_id, user.id)
     response = render(request, "link_done.html", link=link)
     response.background = BackgroundTask(announce_link, rt, link)
