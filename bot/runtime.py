@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from itsdangerous import Signer
 from slack_sdk.web.async_client import AsyncWebClient
@@ -24,6 +25,8 @@ class Runtime:
     csrf: Signer
     #: Bot-token client for calls not triggered by a Slack request (web confirm, disconnect).
     slack: AsyncWebClient | None = None
+    #: The outbox worker of this process, if it runs one (``bot.delivery``).
+    worker: Any = None
 
     @classmethod
     def create(cls, settings: Settings, sessionmaker, secret_keys: tuple[str, ...], slack: AsyncWebClient | None):
@@ -35,6 +38,11 @@ class Runtime:
             csrf=Signer(list(reversed(secret_keys)), salt=CSRF_SALT),
             slack=slack,
         )
+
+    def wake_outbox(self) -> None:
+        """After committing outbox rows: deliver now rather than at the worker's next poll."""
+        if self.worker is not None:
+            self.worker.wake()
 
     def link_url(self, token: str) -> str:
         """Built from GENIE_BASE_URL, never from a request's Host header."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from storage.base import Base, UTCDateTime, utcnow
@@ -116,3 +116,155 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# --- alerts (part 2) -------------------------------------------------------------------------
+class TeamApiKey(Base):
+    """A team's key for the OpsGenie-compatible API (``Authorization: GenieKey <key>``).
+
+    Looked up by the SHA-256 of the presented key (indexed), so the lookup never compares the
+    secret itself; the key is kept too, because ``genie team key NAME`` prints it, as
+    OpsGenie's integration page does."""
+
+    __tablename__ = "team_api_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), unique=True)
+    key: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TeamPostGrant(Base):
+    """``team``'s key may also post alerts for ``for_team`` (named in ``responders``)."""
+
+    __tablename__ = "team_post_grant"
+
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), primary_key=True)
+    for_team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Alert(Base):
+    """An alert. ``id`` is OpsGenie's ``tinyId`` (a small number people can type); ``uid`` is
+    OpsGenie's ``id``. At most one *open* alert per (team, alias): that is de-duplication."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        Index("uq_alert_open_alias", "team_id", "alias", unique=True,
+              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+        Index("ix_alert_team_status", "team_id", "status", "id"),
+        Index("ix_alert_status_created", "status", "created_at"),
+        Index("ix_alert_owner_status", "owner_user_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id", ondelete="SET NULL"))
+    message: Mapped[str] = mapped_column(String(130))
+    alias: Mapped[str] = mapped_column(String(512))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    responders: Mapped[list] = mapped_column(JSON, default=list)
+    entity: Mapped[str | None] = mapped_column(String(512))
+    source: Mapped[str | None] = mapped_column(String(100))
+    priority: Mapped[str] = mapped_column(String(2), default="P3")
+    reported_by: Mapped[str | None] = mapped_column(String(100))  # the API's ``user`` field
+    status: Mapped[str] = mapped_column(String(10), default="open")
+    acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_by: Mapped[str | None] = mapped_column(String(200))
+    owner_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    slack_channel: Mapped[str | None] = mapped_column(String(32))
+    slack_ts: Mapped[str | None] = mapped_column(String(32))
+
+    team: Mapped[Team | None] = relationship(lazy="raise")
+    owner: Mapped[User | None] = relationship(lazy="raise")
+
+
+class AlertEvent(Base):
+    """The alert's timeline: every decision (allowed or denied) and every change, with who."""
+
+    __tablename__ = "alert_event"
+    __table_args__ = (Index("ix_alert_event_alert", "alert_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: create, deduplicate, acknowledge, close, assign, note
+    action: Mapped[str] = mapped_column(String(20))
+    #: applied, denied, noop (allowed but nothing to do: already acknowledged, …)
+    outcome: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    via: Mapped[str] = mapped_column(String(10))  # slack, api, cli
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    actor_name: Mapped[str | None] = mapped_column(String(200))
+    slack_workspace_id: Mapped[str | None] = mapped_column(String(32))
+    slack_user_id: Mapped[str | None] = mapped_column(String(32))
+    anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class ApiRequest(Base):
+    """What became of an accepted API request (``GET /v2/alerts/requests/{requestId}``)."""
+
+    __tablename__ = "api_request"
+
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(30))
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alert.id", ondelete="SET NULL"))
+    alias: Mapped[str | None] = mapped_column(String(512))
+    success: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(300))
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutboxMessage(Base):
+    """A Slack call to make, written in the same transaction as the change it reports.
+
+    Delivered in ``id`` order per ``channel``; an alert's post and updates are rendered from the
+    alert's state at delivery time, so a burst of changes needs only the latest picture."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_pending_channel", "channel", "id",
+              sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+              postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL")),
+        Index("ix_outbox_pending_due", "next_attempt_at",
+              sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+              postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(20))  # alert.post, alert.update, message
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
+    payload: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: A worker holds the message until then; past it, another worker may take it over.
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the first attempt started: after a crash, Slack is asked whether it already posted.
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+
+
+class WorkspaceSetting(Base):
+    """Per-workspace settings; ``workspace_id = '*'`` holds the deployment-wide value."""
+
+    __tablename__ = "workspace_setting"
+
+    workspace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))

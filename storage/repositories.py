@@ -49,6 +49,12 @@ async def teams_of_user(session: AsyncSession, user_id: int) -> list[Team]:
     )
 
 
+async def team_members(session: AsyncSession, team_id: int) -> list[User]:
+    return list(await session.scalars(
+        select(User).join(TeamMember, TeamMember.user_id == User.id).where(TeamMember.team_id == team_id).order_by(User.name)
+    ))
+
+
 async def membership(session: AsyncSession, team_id: int, user_id: int) -> TeamMember | None:
     return await session.get(TeamMember, (team_id, user_id))
 

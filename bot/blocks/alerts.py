@@ -1,0 +1,184 @@
+"""Pure Block Kit builders for alerts: the channel message (state-driven: only the buttons that
+still make sense), the ephemeral refusals, and the App Home list. No I/O.
+
+    text, blocks = alert_message(view)        # chat.postMessage / chat.update
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Sequence
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ContextBlock,
+    MarkdownTextObject,
+    Option,
+    SectionBlock,
+    StaticSelectElement,
+)
+
+from bot.blocks.linking import _esc, _when, connect_button, disconnect_button
+from bot.ids import Action
+
+PRIORITY_ICON = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:",
+                 "P4": ":large_blue_circle:", "P5": ":white_circle:"}
+MAX_SELECT_OPTIONS = 100
+SECTION_LIMIT = 3000
+FIELD_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """What the message shows, as plain values."""
+
+    id: int
+    message: str
+    priority: str
+    status: str
+    created_at: datetime
+    team_name: str | None = None
+    description: str | None = None
+    tags: Sequence[str] = ()
+    details: dict[str, str] = field(default_factory=dict)
+    source: str | None = None
+    entity: str | None = None
+    count: int = 1
+    acknowledged: bool = False
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    closed_by: str | None = None
+    closed_at: datetime | None = None
+    owner_name: str | None = None
+    owner_id: int | None = None
+    #: (Genie user id, name) of people it may be assigned to.
+    members: Sequence[tuple[int, str]] = ()
+
+
+def button_value(alert_id: int, **extra: int) -> str:
+    """Small typed JSON carried by buttons; never trusted — the listener re-reads the alert."""
+    return json.dumps({"alert": alert_id, **extra}, separators=(",", ":"))
+
+
+def parse_value(value: str | None) -> dict[str, int] | None:
+    """``{"alert": int, ...}`` or None if the value is not ours (forged, mangled, too big)."""
+    if not value or len(value) > 200:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("alert"), int) or isinstance(data["alert"], bool):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**53 for v in data.values()):
+        return None
+    return data
+
+
+def _after(start: datetime, then: datetime | None) -> str:
+    if then is None:
+        return ""
+    seconds = max(0, int((then - start).total_seconds()))
+    if seconds < 60:
+        return f" · {seconds} s after it fired"
+    if seconds < 7200:
+        return f" · {seconds // 60} min after it fired"
+    return f" · {seconds // 3600} h {seconds % 3600 // 60} min after it fired"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_MENTION = re.compile(r"^<@[UW][A-Z0-9]{2,20}> \(anonymous\)$")
+
+
+def _who(name: str | None) -> str:
+    """Actor names are escaped, except the mention Genie itself writes for anonymous actors."""
+    if not name:
+        return "someone"
+    return name if _MENTION.match(name) else _esc(name)
+
+
+def status_line(view: AlertView) -> str:
+    if view.status == "closed":
+        line = f":white_check_mark: *Closed* by {_who(view.closed_by)}{_after(view.created_at, view.closed_at)}"
+    elif view.acknowledged:
+        line = (f":eyes: *Acknowledged* by {_who(view.acknowledged_by)}"
+                f"{_after(view.created_at, view.acknowledged_at)}")
+    else:
+        line = f":rotating_light: *Open* · fired {_when(view.created_at)}"
+    if view.owner_name and view.status != "closed":
+        line += f" · Assigned to {_esc(view.owner_name)}"
+    elif view.owner_name:
+        line += f" · was assigned to {_esc(view.owner_name)}"
+    return line
+
+
+def alert_message(view: AlertView) -> tuple[str, list[dict]]:
+    """``(fallback text, blocks)`` for the alert's channel message, showing its current state."""
+    icon = PRIORITY_ICON.get(view.priority, "")
+    title = f"{icon} *{view.priority}* · #{view.id} · {_esc(view.message)}"
+    if view.count > 1:
+        title += f"  _(×{view.count})_"
+    blocks: list[dict] = [SectionBlock(text=MarkdownTextObject(text=title)).to_dict()]
+    if view.description:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(_esc(view.description), SECTION_LIMIT))).to_dict())
+    facts = []
+    if view.team_name:
+        facts.append(f"*Team*\n{_esc(view.team_name)}")
+    if view.source:
+        facts.append(f"*Source*\n{_esc(view.source)}")
+    if view.entity:
+        facts.append(f"*Entity*\n{_esc(view.entity)}")
+    if view.tags:
+        facts.append("*Tags*\n" + ", ".join(f"`{_esc(t)}`" for t in view.tags))
+    for key, value in list(view.details.items())[: 10 - len(facts)]:
+        facts.append(_clip(f"*{_esc(key)}*\n{_esc(value)}", FIELD_LIMIT))
+    if facts:
+        blocks.append(SectionBlock(fields=[MarkdownTextObject(text=f) for f in facts[:10]]).to_dict())
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=status_line(view))]).to_dict())
+    if view.status != "closed":
+        elements: list = []
+        if not view.acknowledged:
+            elements.append(ButtonElement(text="Acknowledge", action_id=Action.ALERT_ACKNOWLEDGE,
+                                          value=button_value(view.id), style="primary"))
+        elements.append(ButtonElement(text="Close", action_id=Action.ALERT_CLOSE, value=button_value(view.id)))
+        options = [Option(text=_clip(name, 75), value=button_value(view.id, user=uid))
+                   for uid, name in view.members[:MAX_SELECT_OPTIONS]]
+        if options:
+            initial = next((o for o, (uid, _) in zip(options, view.members) if uid == view.owner_id), None)
+            elements.append(StaticSelectElement(placeholder="Assign…", action_id=Action.ALERT_ASSIGN,
+                                                options=options, initial_option=initial))
+        blocks.append(ActionsBlock(block_id=f"alert-{view.id}", elements=elements).to_dict())
+    state = "closed" if view.status == "closed" else "acknowledged" if view.acknowledged else "open"
+    text = f"[{view.priority}] #{view.id} {view.message} ({state})"
+    return text, blocks
+
+
+def refusal_blocks(text: str, connect_url: str | None = None, offer_disconnect_for: str | None = None) -> list[dict]:
+    """An ephemeral "you can't do that" that carries its own fix."""
+    blocks = [SectionBlock(text=MarkdownTextObject(text=f":no_entry: {_esc(text)}")).to_dict()]
+    elements = []
+    if connect_url:
+        elements.append(connect_button(connect_url))
+    if offer_disconnect_for:
+        elements.append(disconnect_button(offer_disconnect_for))
+    if elements:
+        blocks.append(ActionsBlock(elements=elements).to_dict())
+    return blocks
+
+
+def home_alert_lines(alerts: Sequence[AlertView]) -> list[dict]:
+    if not alerts:
+        return [SectionBlock(text=MarkdownTextObject(text="*Open alerts:* none right now. :sunny:")).to_dict()]
+    lines = "\n".join(
+        f"{PRIORITY_ICON.get(a.priority, '')} *#{a.id}* {_esc(_clip(a.message, 80))}"
+        f"{' — ' + _esc(a.team_name) if a.team_name else ''}{' · acknowledged' if a.acknowledged else ''}"
+        for a in alerts
+    )
+    return [SectionBlock(text=MarkdownTextObject(text=_clip(f"*Open alerts of your teams:*\n{lines}", SECTION_LIMIT))).to_dict()]

@@ -1,0 +1,117 @@
+"""The gate: who may act on an alert from Slack (DESIGN.md §3).
+
+``decide`` is the one decision function. It reads the link, the user and team membership
+*now*, never from a cache, so a person removed from a team at 03:00 cannot acknowledge at 03:01
+and a person added at 03:00 can.
+
+    decision = await decide(session, identity, "acknowledge", alert, allow_anonymous=False)
+    if not decision.allowed:
+        show(decision.text)            # why, and how to fix it
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.services.linking import SlackIdentity
+from storage import repositories as repo
+from storage.models import Alert, Team, User, WorkspaceSetting
+
+ANONYMOUS_SETTING = "allow_anonymous_actions"
+
+
+class Reason(enum.StrEnum):
+    MEMBER = "member of the owning team"
+    ASSIGNEE = "assignee"
+    ADMIN = "Genie admin"
+    ANONYMOUS = "anonymous actions allowed in this workspace"
+    NOT_LINKED = "Slack account not linked"
+    INACTIVE = "linked Genie account is deactivated"
+    NOT_MEMBER = "not a member of the owning team"
+    NO_TEAM = "alert has no owning team (admins only)"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: Reason
+    #: The Genie user acting (None when not linked / anonymous).
+    user: User | None = None
+    #: For people: why, and what to do about it (denials only).
+    text: str = ""
+    team_name: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.reason is Reason.ANONYMOUS
+
+
+_VERB = {"acknowledge": "acknowledge", "close": "close", "assign": "assign"}
+
+
+async def allow_anonymous(session: AsyncSession, workspace_id: str, default: bool) -> bool:
+    """The workspace's own setting, else the deployment-wide one (``'*'``), else ``default``."""
+    rows = dict(
+        (r.workspace_id, r.value)
+        for r in await session.scalars(
+            select(WorkspaceSetting).where(
+                WorkspaceSetting.key == ANONYMOUS_SETTING, WorkspaceSetting.workspace_id.in_([workspace_id, "*"])
+            )
+        )
+    )
+    value = rows.get(workspace_id, rows.get("*"))
+    return default if value is None else value == "true"
+
+
+async def _admin_names(session: AsyncSession) -> list[str]:
+    admins = await session.scalars(
+        select(User).where(User.is_admin.is_(True), User.is_active.is_(True)).order_by(User.name).limit(3)
+    )
+    return [u.name for u in admins]
+
+
+async def decide(
+    session: AsyncSession, identity: SlackIdentity, action: str, alert: Alert, allow_anonymous: bool
+) -> Decision:
+    verb = _VERB.get(action, action)
+    link = await repo.link_for_identity(session, identity.workspace_id, identity.user_id)
+    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+    team_name = team.name if team else None
+    if link is None:
+        if allow_anonymous:
+            return Decision(True, Reason.ANONYMOUS, team_name=team_name)
+        return Decision(
+            False, Reason.NOT_LINKED, team_name=team_name,
+            text=f"You can't {verb} this alert yet: your Slack account isn't connected to a Genie account. "
+                 "Connect it with the button below (or `/genie connect`), then try again.",
+        )
+    user = link.user
+    if not user.is_active:
+        return Decision(
+            False, Reason.INACTIVE, user=user, team_name=team_name,
+            text=f"You can't {verb} this alert: your Slack account is connected to {user.name} ({user.email}), "
+                 "whose Genie account is deactivated. Disconnect below if that isn't you, or ask a Genie admin to "
+                 "reactivate it.",
+        )
+    if user.is_admin:
+        return Decision(True, Reason.ADMIN, user=user, team_name=team_name)
+    if alert.owner_user_id == user.id:
+        return Decision(True, Reason.ASSIGNEE, user=user, team_name=team_name)
+    admins = await _admin_names(session)
+    ask = f"ask a Genie admin ({', '.join(admins)})" if admins else "ask a Genie admin"
+    if team is None:
+        return Decision(
+            False, Reason.NO_TEAM, user=user,
+            text=f"You can't {verb} this alert: it belongs to no team, so only Genie admins can act on it — {ask}.",
+        )
+    if await repo.membership(session, team.id, user.id) is not None:
+        return Decision(True, Reason.MEMBER, user=user, team_name=team_name)
+    return Decision(
+        False, Reason.NOT_MEMBER, user=user, team_name=team_name,
+        text=f"You can't {verb} this alert: you ({user.email}) are not in {team.name}, which owns it — "
+             f"{ask} or a member of {team.name} to add you (`genie team add-member \"{team.name}\" {user.email}`).",
+    )

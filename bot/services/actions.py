@@ -1,0 +1,72 @@
+"""A click on an alert's button in Slack: decide, then act, and put both on the timeline.
+
+Button values are never trusted: the alert is re-read here and access re-checked on every
+click, whatever the button claimed.
+
+    async with sessionmaker.begin() as session:
+        result = await act(session, identity, "acknowledge", alert_id, anonymous_default=False)
+    if not result.applied:
+        tell_the_person(result.text)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.services import access, alerts
+from bot.services.access import Decision, Reason
+from bot.services.alerts import Actor, AlreadyDone, Forbidden
+from bot.services.linking import SlackIdentity
+from storage.models import Alert, User
+
+ACTIONS = ("acknowledge", "close", "assign")
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    applied: bool
+    #: For the person, when nothing was applied: why (denied), or who got there first (noop).
+    text: str | None = None
+    decision: Decision | None = None
+    alert_id: int | None = None
+
+    @property
+    def needs_link(self) -> bool:
+        return self.decision is not None and self.decision.reason is Reason.NOT_LINKED
+
+    @property
+    def linked_inactive_email(self) -> str | None:
+        d = self.decision
+        return d.user.email if d is not None and d.reason is Reason.INACTIVE and d.user else None
+
+
+async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert_id: int, *,
+              anonymous_default: bool, assignee_id: int | None = None) -> ActionResult:
+    if action not in ACTIONS:
+        return ActionResult(False, "That action isn't one Genie knows.")
+    alert = await session.get(Alert, alert_id)
+    if alert is None:
+        return ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.")
+    allow_anonymous = await access.allow_anonymous(session, identity.workspace_id, anonymous_default)
+    decision = await access.decide(session, identity, action, alert, allow_anonymous)
+    actor = Actor(via="slack", user=decision.user, identity=identity, anonymous=decision.anonymous)
+    if not decision.allowed:
+        await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
+        return ActionResult(False, decision.text, decision, alert.id)
+    why = decision.reason.value
+    try:
+        if action == "acknowledge":
+            await alerts.acknowledge(session, alert, actor, why=why)
+        elif action == "close":
+            await alerts.close(session, alert, actor, why=why)
+        else:
+            owner = await session.get(User, assignee_id) if assignee_id is not None else None
+            if owner is None:
+                await alerts.record(session, alert, action, "denied", actor, reason="unknown assignee")
+                return ActionResult(False, "That person isn't a Genie user (any more).", decision, alert.id)
+            await alerts.assign(session, alert, actor, owner, why=why)
+    except (AlreadyDone, Forbidden) as err:
+        return ActionResult(False, str(err), decision, alert.id)
+    return ActionResult(True, None, decision, alert.id)

@@ -1,0 +1,429 @@
+"""Alerts: create (with OpsGenie de-duplication), acknowledge, close, assign, notes, and the
+timeline. Every change writes its timeline row and its Slack outbox message in the caller's
+transaction, so a committed change is never without its record or its Slack update.
+
+Transitions are conditional UPDATEs (``… WHERE status = 'open' AND acknowledged = false``):
+when two people click at once, exactly one row changes and the other learns who won.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.services import outbox
+from bot.services.errors import GenieError, NotFound
+from bot.services.linking import SlackIdentity
+from storage import repositories as repo
+from storage.base import utcnow
+from storage.models import Alert, AlertEvent, ApiRequest, Team, TeamApiKey, TeamMember, TeamPostGrant, User
+
+PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
+LIMITS = {"message": 130, "alias": 512, "description": 15000, "entity": 512, "source": 100, "user": 100,
+          "note": 25000}
+MAX_TAGS, MAX_TAG = 20, 50
+MAX_DETAILS_CHARS = 8000
+MAX_RESPONDERS = 50
+
+
+class ValidationFailed(GenieError):
+    """Request body not processable; ``errors`` maps field → problem (OpsGenie's 422 shape)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("Request body is not processable. Please check the errors.")
+
+
+class Forbidden(GenieError):
+    pass
+
+
+class AlreadyDone(GenieError):
+    """Allowed, but nothing to do (already acknowledged/closed/assigned): says by whom."""
+
+
+# --- actors ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, as recorded on the timeline."""
+
+    via: str  # slack, api, cli
+    user: User | None = None
+    identity: SlackIdentity | None = None
+    anonymous: bool = False
+    #: For the API: the ``user`` field of the request, else the key's team.
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.user is not None:
+            return self.user.name
+        if self.anonymous and self.identity is not None:
+            return f"<@{self.identity.user_id}> (anonymous)"
+        return self.label or "API"
+
+
+# --- keys ------------------------------------------------------------------------------------
+def _hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def team_key(session: AsyncSession, team: Team, rotate: bool = False) -> str:
+    """The team's API key; made on first use, replaced (old one stops working) with ``rotate``."""
+    current = await session.scalar(select(TeamApiKey).where(TeamApiKey.team_id == team.id))
+    if current is not None and not rotate:
+        return current.key
+    key = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
+    if current is None:
+        session.add(TeamApiKey(team_id=team.id, key=key, key_hash=_hash_key(key)))
+    else:
+        current.key, current.key_hash, current.created_at = key, _hash_key(key), utcnow()
+    await session.flush()
+    return key
+
+
+async def team_for_key(session: AsyncSession, presented: str) -> Team | None:
+    if not presented or len(presented) > 200:
+        return None
+    row = await session.scalar(select(TeamApiKey).where(TeamApiKey.key_hash == _hash_key(presented)))
+    if row is None or not hmac.compare_digest(row.key.encode(), presented.encode()):
+        return None
+    return await session.get(Team, row.team_id)
+
+
+async def grant_post(session: AsyncSession, team: Team, for_team: Team) -> None:
+    if team.id == for_team.id or await session.get(TeamPostGrant, (team.id, for_team.id)):
+        return
+    session.add(TeamPostGrant(team_id=team.id, for_team_id=for_team.id))
+    await session.flush()
+
+
+async def teams_key_may_use(session: AsyncSession, team: Team) -> set[int]:
+    granted = await session.scalars(select(TeamPostGrant.for_team_id).where(TeamPostGrant.team_id == team.id))
+    return {team.id, *granted}
+
+
+# --- validation ------------------------------------------------------------------------------
+@dataclass
+class CreateAlert:
+    message: str
+    alias: str | None = None
+    description: str | None = None
+    responders: list[dict[str, str]] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    details: dict[str, str] = field(default_factory=dict)
+    entity: str | None = None
+    source: str | None = None
+    priority: str = "P3"
+    user: str | None = None
+    note: str | None = None
+
+
+def _opt_str(body: dict, name: str, errors: dict[str, str]) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors[name] = f"{name} must be a string"
+        return None
+    if len(value) > LIMITS[name]:
+        errors[name] = f"{name} can not be longer than {LIMITS[name]} characters"
+        return None
+    return value
+
+
+def parse_create(body: Any) -> CreateAlert:
+    """Validate a create request like OpsGenie does; raise ``ValidationFailed`` listing problems."""
+    if not isinstance(body, dict):
+        raise ValidationFailed({"body": "the request body must be a JSON object"})
+    errors: dict[str, str] = {}
+    message = body.get("message")
+    if not isinstance(message, str) or not message.strip():
+        errors["message"] = "Message can not be empty."
+    elif len(message) > LIMITS["message"]:
+        errors["message"] = f"message can not be longer than {LIMITS['message']} characters"
+    data = {name: _opt_str(body, name, errors) for name in ("alias", "description", "entity", "source", "user", "note")}
+    priority = body.get("priority", "P3")
+    if priority is None:
+        priority = "P3"
+    if priority not in PRIORITIES:
+        errors["priority"] = "priority must be one of P1, P2, P3, P4, P5"
+    tags = body.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        errors["tags"] = "tags must be a list of strings"
+        tags = []
+    elif len(tags) > MAX_TAGS or any(len(t) > MAX_TAG for t in tags):
+        errors["tags"] = f"at most {MAX_TAGS} tags of at most {MAX_TAG} characters each"
+    details = body.get("details") or {}
+    if not isinstance(details, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in details.items()
+    ):
+        errors["details"] = "details must be an object of string keys and string values"
+        details = {}
+    else:
+        details = {k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+                   for k, v in details.items()}
+        if sum(len(k) + len(v) for k, v in details.items()) > MAX_DETAILS_CHARS:
+            errors["details"] = f"details can not be longer than {MAX_DETAILS_CHARS} characters in total"
+    responders = body.get("responders") or []
+    if not isinstance(responders, list) or len(responders) > MAX_RESPONDERS or not all(
+        isinstance(r, dict) and r.get("type") in {"team", "user", "escalation", "schedule"}
+        and any(isinstance(r.get(k), str) and 0 < len(r[k]) <= 512 for k in ("id", "name", "username"))
+        for r in responders
+    ):
+        errors["responders"] = ("responders must be a list of at most 50 objects with a type (team, user, "
+                                "escalation, schedule) and an id, name or username")
+        responders = []
+    if errors:
+        raise ValidationFailed(errors)
+    return CreateAlert(message=message.strip(), priority=priority, tags=list(dict.fromkeys(tags)), details=details,
+                       responders=[{k: v for k, v in r.items() if k in {"type", "id", "name", "username"}}
+                                   for r in responders],
+                       **data)
+
+
+# --- timeline and outbox ---------------------------------------------------------------------
+async def record(session: AsyncSession, alert: Alert, action: str, outcome: str, actor: Actor, *,
+                 reason: str | None = None, note: str | None = None, request_id: str | None = None,
+                 now: datetime | None = None) -> AlertEvent:
+    event = AlertEvent(
+        alert_id=alert.id, at=now or utcnow(), action=action, outcome=outcome, reason=reason, via=actor.via,
+        actor_user_id=actor.user.id if actor.user else None, actor_name=actor.name,
+        slack_workspace_id=actor.identity.workspace_id if actor.identity else None,
+        slack_user_id=actor.identity.user_id if actor.identity else None,
+        anonymous=actor.anonymous, note=note, request_id=request_id,
+    )
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def refresh_in_slack(session: AsyncSession, alert: Alert, now: datetime | None = None) -> None:
+    """Queue an update of the alert's Slack message. If the first post is still pending, the
+    update follows it (per-channel order) and renders the state at delivery time."""
+    if alert.slack_channel:
+        await outbox.enqueue(session, alert.slack_channel, outbox.UPDATE_ALERT, alert_id=alert.id, now=now)
+
+
+async def timeline(session: AsyncSession, alert_id: int) -> list[AlertEvent]:
+    return list(await session.scalars(select(AlertEvent).where(AlertEvent.alert_id == alert_id).order_by(AlertEvent.id)))
+
+
+# --- create ----------------------------------------------------------------------------------
+async def _owner_team(session: AsyncSession, key_team: Team, responders: list[dict[str, str]]) -> Team:
+    allowed = await teams_key_may_use(session, key_team)
+    for responder in responders:
+        if responder["type"] != "team":
+            continue
+        team = None
+        if responder.get("id", "").isdigit():
+            team = await session.get(Team, int(responder["id"]))
+        if team is None and responder.get("name"):
+            team = await repo.team_by_name(session, responder["name"])
+        if team is None:
+            wanted = responder.get("name") or responder.get("id")
+            raise ValidationFailed({"responders": f"team {wanted!r} does not exist"})
+        if team.id not in allowed:
+            raise Forbidden(f"this key (team {key_team.name}) may not post alerts for team {team.name}")
+        return team
+    return key_team
+
+
+async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert, request_id: str,
+                       now: datetime | None = None) -> tuple[Alert, bool]:
+    """``(alert, created)``. An open alert with the same alias (in the owning team) is
+    de-duplicated: its count goes up and no second Slack message is posted."""
+    now = now or utcnow()
+    team = await _owner_team(session, key_team, data.responders)
+    actor = Actor(via="api", label=data.user or f"API ({key_team.name})")
+    uid = str(uuid.uuid4())
+    alias = data.alias or uid
+    for _ in range(3):
+        existing = await session.scalar(
+            select(Alert).where(Alert.team_id == team.id, Alert.alias == alias, Alert.status == "open")
+        )
+        if existing is not None:
+            await session.execute(
+                update(Alert).where(Alert.id == existing.id)
+                .values(count=Alert.count + 1, last_occurred_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            await session.refresh(existing)
+            await record(session, existing, "deduplicate", "applied", actor, request_id=request_id, now=now,
+                         reason=f"count is now {existing.count}")
+            await refresh_in_slack(session, existing, now)
+            session.add(ApiRequest(request_id=request_id, team_id=key_team.id, action="Create", alert_id=existing.id,
+                                   alias=alias, success=True, status="Alert is deduplicated", processed_at=now))
+            return existing, False
+        alert = Alert(
+            uid=uid, team_id=team.id, message=data.message, alias=alias, description=data.description,
+            tags=data.tags, details=data.details, responders=data.responders, entity=data.entity, source=data.source,
+            priority=data.priority, reported_by=data.user, status="open", acknowledged=False, count=1,
+            created_at=now, updated_at=now, last_occurred_at=now, slack_channel=team.slack_channel_id,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(alert)
+                await session.flush()
+        except IntegrityError:  # the same alias was created concurrently: de-duplicate against it
+            continue
+        await record(session, alert, "create", "applied", actor, note=data.note, request_id=request_id, now=now)
+        if team.slack_channel_id:
+            await outbox.enqueue(session, team.slack_channel_id, outbox.POST_ALERT, alert_id=alert.id, now=now)
+        session.add(ApiRequest(request_id=request_id, team_id=key_team.id, action="Create", alert_id=alert.id,
+                               alias=alias, success=True, status="Created alert", processed_at=now))
+        return alert, True
+    raise GenieError("could not create the alert; please retry")  # pragma: no cover - needs 3 lost races
+
+
+# --- finding ---------------------------------------------------------------------------------
+async def find(session: AsyncSession, identifier: str, identifier_type: str = "id",
+               team_ids: set[int] | None = None) -> Alert:
+    """By OpsGenie ``id``, ``tiny`` id or ``alias`` (the open one, else the latest). ``team_ids``
+    limits the search to alerts a key may see; others are "not found", not "forbidden"."""
+    query = select(Alert)
+    if identifier_type == "id":
+        query = query.where(Alert.uid == identifier)
+    elif identifier_type == "tiny":
+        if not identifier.isdigit() or len(identifier) > 12:
+            raise NotFound("Alert with given id does not exist")
+        query = query.where(Alert.id == int(identifier))
+    elif identifier_type == "alias":
+        query = query.where(Alert.alias == identifier).order_by((Alert.status == "open").desc(), Alert.id.desc())
+    else:
+        raise ValidationFailed({"identifierType": "identifierType must be one of id, alias, tiny"})
+    if team_ids is not None:
+        query = query.where(Alert.team_id.in_(team_ids))
+    alert = await session.scalar(query.limit(1))
+    if alert is None:
+        raise NotFound(f"Alert with given {'alias' if identifier_type == 'alias' else 'id'} does not exist")
+    return alert
+
+
+async def get(session: AsyncSession, alert_id: int) -> Alert:
+    alert = await session.get(Alert, alert_id)
+    if alert is None:
+        raise NotFound("That alert does not exist (any more).")
+    return alert
+
+
+# --- transitions -----------------------------------------------------------------------------
+def _ago(then: datetime | None, now: datetime) -> str:
+    if then is None:
+        return ""
+    minutes = int((now - then).total_seconds() // 60)
+    return " just now" if minutes < 1 else f" {minutes} min ago" if minutes < 120 else f" {minutes // 60} h ago"
+
+
+async def _noop(session: AsyncSession, alert: Alert, action: str, actor: Actor, now: datetime,
+                request_id: str | None) -> AlreadyDone:
+    await session.refresh(alert)
+    if alert.status == "closed":
+        text = f"Alert #{alert.id} is already closed (by {alert.closed_by}{_ago(alert.closed_at, now)})."
+    elif action == "acknowledge" and alert.acknowledged:
+        text = f"Alert #{alert.id} was already acknowledged by {alert.acknowledged_by}{_ago(alert.acknowledged_at, now)}."
+    else:
+        text = f"Nothing to do: alert #{alert.id} is already in that state."
+    await record(session, alert, action, "noop", actor, reason=text, request_id=request_id, now=now)
+    return AlreadyDone(text)
+
+
+async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
+                      request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
+    now = now or utcnow()
+    result = await session.execute(
+        update(Alert).where(Alert.id == alert.id, Alert.status == "open", Alert.acknowledged.is_(False))
+        .values(acknowledged=True, acknowledged_at=now, acknowledged_by=actor.name, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise await _noop(session, alert, "acknowledge", actor, now, request_id)
+    await session.refresh(alert)
+    await record(session, alert, "acknowledge", "applied", actor, reason=why, note=note, request_id=request_id, now=now)
+    await refresh_in_slack(session, alert, now)
+    return alert
+
+
+async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
+                request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
+    now = now or utcnow()
+    result = await session.execute(
+        update(Alert).where(Alert.id == alert.id, Alert.status == "open")
+        .values(status="closed", closed_at=now, closed_by=actor.name, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise await _noop(session, alert, "close", actor, now, request_id)
+    await session.refresh(alert)
+    await record(session, alert, "close", "applied", actor, reason=why, note=note, request_id=request_id, now=now)
+    await refresh_in_slack(session, alert, now)
+    return alert
+
+
+async def assignable(session: AsyncSession, alert: Alert) -> list[User]:
+    """Who an alert may be assigned to: active members of its owning team."""
+    if alert.team_id is None:
+        return []
+    return [u for u in await repo.team_members(session, alert.team_id) if u.is_active]
+
+
+async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User, *, note: str | None = None,
+                 request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
+    now = now or utcnow()
+    if alert.team_id is None or await repo.membership(session, alert.team_id, owner.id) is None or not owner.is_active:
+        team = await session.get(Team, alert.team_id) if alert.team_id else None
+        text = (f"{owner.name} is not an active member of {team.name}, so can't be assigned this alert."
+                if team else "This alert has no owning team, so it can't be assigned.")
+        await record(session, alert, "assign", "denied", actor, reason=text, request_id=request_id, now=now)
+        raise Forbidden(text)
+    result = await session.execute(
+        update(Alert)
+        .where(Alert.id == alert.id, Alert.status == "open",
+               or_(Alert.owner_user_id.is_(None), Alert.owner_user_id != owner.id))
+        .values(owner_user_id=owner.id, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        await session.refresh(alert)
+        if alert.status == "open" and alert.owner_user_id == owner.id:
+            text = f"Alert #{alert.id} is already assigned to {owner.name}."
+            await record(session, alert, "assign", "noop", actor, reason=text, request_id=request_id, now=now)
+            raise AlreadyDone(text)
+        raise await _noop(session, alert, "assign", actor, now, request_id)
+    await session.refresh(alert)
+    await record(session, alert, "assign", "applied", actor,
+                 reason=f"assigned to {owner.name} ({owner.email})" + (f"; {why}" if why else ""),
+                 note=note, request_id=request_id, now=now)
+    await refresh_in_slack(session, alert, now)
+    return alert
+
+
+async def add_note(session: AsyncSession, alert: Alert, actor: Actor, note: str, *, request_id: str | None = None,
+                   now: datetime | None = None) -> AlertEvent:
+    return await record(session, alert, "note", "applied", actor, note=note, request_id=request_id, now=now)
+
+
+async def record_api_request(session: AsyncSession, request_id: str, team: Team, action: str, alert: Alert | None,
+                             success: bool, status: str, now: datetime | None = None) -> None:
+    session.add(ApiRequest(request_id=request_id, team_id=team.id, action=action, alert_id=alert.id if alert else None,
+                           alias=alert.alias if alert else None, success=success, status=status[:300],
+                           processed_at=now or utcnow()))
+    await session.flush()
+
+
+async def open_alerts_for(session: AsyncSession, user_id: int, limit: int = 10) -> list[Alert]:
+    """Open alerts of the person's teams or assigned to them, newest first (App Home)."""
+    team_ids = select(func.distinct(TeamMember.team_id)).where(TeamMember.user_id == user_id)
+    return list(await session.scalars(
+        select(Alert).where(Alert.status == "open", or_(Alert.team_id.in_(team_ids), Alert.owner_user_id == user_id))
+        .order_by(Alert.id.desc()).limit(limit)
+    ))
