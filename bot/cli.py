@@ -41,8 +41,11 @@ async def _with_db(work: Callable[..., Any], migrate: bool = True) -> Any:
     settings = _settings()
     engine = make_engine(settings.database_url)
     try:
-        if migrate:
-            await upgrade(engine)
+        try:
+            if migrate:
+                await upgrade(engine)
+        except OSError as err:  # e.g. PostgreSQL not reachable
+            raise UserError(f"cannot reach the database (DATABASE_URL): {err}") from None
         sessionmaker = make_sessionmaker(engine)
         async with sessionmaker.begin() as session:
             return await work(session)
@@ -251,8 +254,73 @@ def cmd_link_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workspace_set(args: argparse.Namespace) -> int:
+    from bot.services import access
+
+    async def work(session):
+        return await access.set_workspace_setting(session, args.workspace or "*", args.key, args.value)
+
+    row = asyncio.run(_with_db(work))
+    where = f"workspace {row.workspace_id}" if row.workspace_id != "*" else "every workspace (default)"
+    print(f"{row.key} = {row.value} for {where}")
+    return 0
+
+
+def cmd_workspace_list(args: argparse.Namespace) -> int:
+    from bot.services import access
+
+    async def work(session):
+        return [{"workspace": r.workspace_id, "key": r.key, "value": r.value}
+                for r in await access.workspace_settings(session)]
+
+    _emit(asyncio.run(_with_db(work)), ["workspace", "key", "value"], args.json)
+    return 0
+
+
+def cmd_alert_show(args: argparse.Namespace) -> int:
+    from bot.services import alerts
+
+    async def work(session):
+        alert = await alerts.find(session, args.id, "tiny" if args.id.isdigit() else "id")
+        team = await repo.team_by_id(session, alert.team_id) if alert.team_id else None
+        events = await alerts.timeline(session, alert.id)
+        return {
+            "id": alert.id, "uid": alert.uid, "message": alert.message, "priority": alert.priority,
+            "status": alert.status, "acknowledged": alert.acknowledged, "team": team.name if team else None,
+            "alias": alert.alias, "count": alert.count, "created_at": alert.created_at.isoformat(),
+            "timeline": [
+                {"at": e.at.isoformat(), "action": e.action, "outcome": e.outcome, "via": e.via,
+                 "actor": e.actor_name, "actor_user_id": e.actor_user_id,
+                 "slack": f"{e.slack_workspace_id}/{e.slack_user_id}" if e.slack_user_id else None,
+                 "anonymous": e.anonymous, "reason": e.reason, "note": e.note}
+                for e in events
+            ],
+        }
+
+    shown = asyncio.run(_with_db(work))
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return 0
+    state = "closed" if shown["status"] == "closed" else "acknowledged" if shown["acknowledged"] else "open"
+    print(f"#{shown['id']} [{shown['priority']}] {shown['message']}")
+    print(f"team {shown['team'] or '-'} · {state} · alias {shown['alias']} · count {shown['count']} · "
+          f"created {shown['created_at']}")
+    for e in shown["timeline"]:
+        who = e["actor"] or "?"
+        if e["slack"]:
+            who += f" (Slack {e['slack']}{', anonymous' if e['anonymous'] else ''})"
+        extra = f" — {e['reason']}" if e["reason"] else ""
+        note = f" — note: {e['note']}" if e["note"] else ""
+        print(f"  {e['at']}  {e['action']:<11} {e['outcome']:<7} via {e['via']:<5} by {who}{extra}{note}")
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        # No abbreviations: `--password x` must never be read as `--password-stdin` + a stray word.
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
     def error(self, message: str) -> None:  # one line, exit 1 (argparse's default is 2 + usage)
         self.exit(1, f"genie: {message} (see {self.prog} --help)\n")
 
@@ -322,6 +390,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = link.add_parser("remove", help="remove the links of a Genie user (email) or a Slack user id")
     p.add_argument("who", metavar="EMAIL|SLACK_USER_ID")
     p.set_defaults(func=cmd_link_remove)
+    ws = sub.add_parser("workspace", help="per-workspace settings").add_subparsers(
+        dest="workspace_command", required=True, parser_class=_Parser)
+    p = ws.add_parser("set", help="e.g. genie workspace set allow_anonymous_actions true --workspace T0123")
+    p.add_argument("key")
+    p.add_argument("value")
+    p.add_argument("--workspace", help="Slack workspace (or Enterprise Grid org) id; default: every workspace")
+    p.set_defaults(func=cmd_workspace_set)
+    p = ws.add_parser("list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_workspace_list)
+
+    alert = sub.add_parser("alert", help="alerts").add_subparsers(dest="alert_command", required=True,
+                                                                   parser_class=_Parser)
+    p = alert.add_parser("show", help="an alert and its timeline: who did what")
+    p.add_argument("id", help="the alert's number (tinyId) or id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_alert_show)
     return parser
 
 

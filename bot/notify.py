@@ -15,7 +15,9 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import LinkView, connected_dm, home_view
+from bot.alert_render import alert_view
 from bot.runtime import Runtime
+from bot.services import alerts as alert_service
 from bot.services import linking
 from bot.services.linking import SlackIdentity
 from storage import repositories as repo
@@ -42,7 +44,11 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
     async with rt.sessionmaker() as session:
         link = await linking.current_link(session, identity)
         teams = [t.name for t in await repo.teams_of_user(session, link.user_id)] if link else []
-        view = home_view(link_view(link) if link else None, teams, is_admin=bool(link and link.user.is_admin))
+        open_alerts = []
+        if link is not None and link.user.is_active:
+            open_alerts = [await alert_view(session, a) for a in await alert_service.open_alerts_for(session, link.user_id)]
+        view = home_view(link_view(link) if link else None, teams, is_admin=bool(link and link.user.is_admin),
+                         alerts=open_alerts)
     try:
         await client.views_publish(user_id=identity.user_id, view=view)
     except SLACK_FAILURES as err:

@@ -30,6 +30,10 @@ async def team_by_name(session: AsyncSession, name: str) -> Team | None:
     return await session.scalar(select(Team).where(func.lower(Team.name) == name.strip().lower()))
 
 
+async def team_by_id(session: AsyncSession, team_id: int) -> Team | None:
+    return await session.get(Team, team_id)
+
+
 async def all_teams_with_members(session: AsyncSession) -> list[tuple[Team, list[User]]]:
     teams = list(await session.scalars(select(Team).order_by(Team.name)))
     rows = await session.execute(

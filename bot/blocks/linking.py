@@ -170,8 +170,11 @@ def connected_dm(link: LinkView, workspace_name: str | None) -> tuple[str, list[
     ]
 
 
-def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool = False) -> dict:
-    """The App Home tab: link state first, then what the person can do."""
+def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool = False,
+              alerts: Sequence = ()) -> dict:
+    """The App Home tab: link state first, then the person's teams and their open alerts."""
+    from bot.blocks.alerts import home_alert_lines
+
     blocks: list[dict] = [HeaderBlock(text="Genie").to_dict()]
     if link is None:
         blocks += [
@@ -206,6 +209,8 @@ def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool =
         blocks.append(DividerBlock().to_dict())
         team_text = ", ".join(_esc(t) for t in teams) if teams else "none yet — ask a Genie admin to add you"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Your teams:* {team_text}")).to_dict())
+        if link.user_active:
+            blocks += home_alert_lines(alerts)
     blocks.append(
         ContextBlock(elements=[MarkdownTextObject(text="`/genie help` lists every command.")]).to_dict()
     )

@@ -115,3 +115,31 @@ async def decide(
         text=f"You can't {verb} this alert: you ({user.email}) are not in {team.name}, which owns it — "
              f"{ask} or a member of {team.name} to add you (`genie team add-member \"{team.name}\" {user.email}`).",
     )
+
+
+WORKSPACE_SETTINGS = {ANONYMOUS_SETTING: ("true", "false")}
+
+
+async def set_workspace_setting(session: AsyncSession, workspace_id: str, key: str, value: str) -> WorkspaceSetting:
+    """``genie workspace set``: ``workspace_id='*'`` sets the default for every workspace."""
+    from bot.services.errors import InvalidInput
+
+    key = key.strip().lower().replace("-", "_")
+    if key not in WORKSPACE_SETTINGS:
+        raise InvalidInput(f"unknown setting {key!r}; known: {', '.join(sorted(WORKSPACE_SETTINGS))}")
+    value = value.strip().lower()
+    value = {"yes": "true", "on": "true", "1": "true", "no": "false", "off": "false", "0": "false"}.get(value, value)
+    if value not in WORKSPACE_SETTINGS[key]:
+        raise InvalidInput(f"{key} must be one of: {', '.join(WORKSPACE_SETTINGS[key])}")
+    row = await session.get(WorkspaceSetting, (workspace_id, key))
+    if row is None:
+        row = WorkspaceSetting(workspace_id=workspace_id, key=key, value=value)
+        session.add(row)
+    else:
+        row.value = value
+    await session.flush()
+    return row
+
+
+async def workspace_settings(session: AsyncSession) -> list[WorkspaceSetting]:
+    return list(await session.scalars(select(WorkspaceSetting).order_by(WorkspaceSetting.workspace_id, WorkspaceSetting.key)))

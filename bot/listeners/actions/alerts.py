@@ -1,0 +1,71 @@
+"""Acknowledge / Close / Assign… on an alert message. Ack first (Slack's 3 seconds), then one
+use case decides and acts; a refusal or a lost race is told to the clicker alone."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt.context.async_context import AsyncBoltContext
+
+from bot.blocks.alerts import parse_value, refusal_blocks
+from bot.listeners import identity_from, runtime
+from bot.services import actions, linking
+from bot.services.linking import SlackProfile
+
+logger = logging.getLogger(__name__)
+
+
+async def acknowledge(ack, body: dict, context: AsyncBoltContext, respond) -> None:
+    await ack()
+    await _act(body, context, respond, "acknowledge")
+
+
+async def close(ack, body: dict, context: AsyncBoltContext, respond) -> None:
+    await ack()
+    await _act(body, context, respond, "close")
+
+
+async def assign(ack, body: dict, context: AsyncBoltContext, respond) -> None:
+    await ack()
+    await _act(body, context, respond, "assign")
+
+
+def _raw_value(body: dict) -> str | None:
+    actions_ = body.get("actions")
+    if not isinstance(actions_, list) or not actions_ or not isinstance(actions_[0], dict):
+        return None
+    action = actions_[0]
+    selected = action.get("selected_option")
+    if isinstance(selected, dict):
+        return selected.get("value") if isinstance(selected.get("value"), str) else None
+    return action.get("value") if isinstance(action.get("value"), str) else None
+
+
+async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> None:
+    rt, identity = runtime(context), identity_from(context)
+    data = parse_value(_raw_value(body))
+    if data is None or (action == "assign" and "user" not in data):
+        await respond(text="That button doesn't belong to a Genie alert I know, so nothing was changed.",
+                      response_type="ephemeral", replace_original=False)
+        return
+    async with rt.sessionmaker.begin() as session:
+        result = await actions.act(session, identity, action, data["alert"],
+                                   anonymous_default=rt.settings.allow_anonymous_actions,
+                                   assignee_id=data.get("user"))
+    if result.applied:
+        rt.wake_outbox()
+        return
+    connect_url = None
+    if result.needs_link:
+        async with rt.sessionmaker.begin() as session:
+            request = await linking.issue_link(session, identity, SlackProfile(workspace_name=_domain(body)),
+                                               rt.settings.link_ttl)
+        connect_url = rt.link_url(rt.tokens.dump(request.nonce))
+    await respond(text=result.text or "Nothing was changed.", response_type="ephemeral", replace_original=False,
+                  blocks=refusal_blocks(result.text or "Nothing was changed.", connect_url=connect_url,
+                                        offer_disconnect_for=result.linked_inactive_email))
+
+
+def _domain(body: dict) -> str | None:
+    team = body.get("team")
+    return team.get("domain") if isinstance(team, dict) and isinstance(team.get("domain"), str) else None
