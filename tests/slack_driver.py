@@ -73,11 +73,16 @@ class SlackDriver:
         return await self.post(urlencode(form), "application/x-www-form-urlencoded", **kw)
 
     async def block_action(self, who: SlackUser, action_id: str, value: str | None = None, *,
-                           container: str = "view", url: str | None = None, **kw) -> httpx.Response:
-        action: dict[str, Any] = {"action_id": action_id, "block_id": "b1", "type": "button",
+                           container: str = "view", url: str | None = None, selected_option: dict | None = None,
+                           channel_id: str = "C0GENERAL", message_ts: str = "1.2", block_id: str = "b1",
+                           message: dict | None = None, **kw) -> httpx.Response:
+        action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": "button",
                                   "action_ts": f"{time.time():.6f}", "text": {"type": "plain_text", "text": "x"}}
         if value is not None:
             action["value"] = value
+        if selected_option is not None:
+            action = {"action_id": action_id, "block_id": block_id, "type": "static_select",
+                      "action_ts": f"{time.time():.6f}", "selected_option": selected_option}
         if url is not None:
             action["url"] = url
         payload: dict[str, Any] = {
@@ -96,9 +101,11 @@ class SlackDriver:
             payload["container"] = {"type": "view", "view_id": "V0001"}
             payload["view"] = {"id": "V0001", "type": "home", "team_id": who.team_id, "blocks": []}
         else:
-            payload["container"] = {"type": "message", "message_ts": "1.2", "channel_id": "C0GENERAL",
+            payload["container"] = {"type": "message", "message_ts": message_ts, "channel_id": channel_id,
                                     "is_ephemeral": container == "ephemeral"}
-            payload["channel"] = {"id": "C0GENERAL", "name": "general"}
+            payload["channel"] = {"id": channel_id, "name": "alerts"}
+            if message is not None:
+                payload["message"] = message
             payload["response_url"] = self.fake.response_url(self._rid())
         return await self.post(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded", **kw)
 
