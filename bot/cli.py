@@ -231,6 +231,30 @@ def cmd_team_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_team_key(args: argparse.Namespace) -> int:
+    from bot.services import alerts
+
+    async def work(session):
+        return await alerts.team_key(session, await accounts.require_team(session, args.name), rotate=args.rotate)
+
+    print(asyncio.run(_with_db(work)))  # only the key, so that KEY=$(genie team key NAME) works
+    return 0
+
+
+def cmd_team_grant(args: argparse.Namespace) -> int:
+    from bot.services import alerts
+
+    async def work(session):
+        team, other = await accounts.require_team(session, args.name), await accounts.require_team(session, args.other)
+        await alerts.grant_post(session, team, other)
+        return team, other
+
+    team, other = asyncio.run(_with_db(work))
+    hint = json.dumps([{"type": "team", "name": other.name}])
+    print(f"{team.name}'s key may now also post alerts for {other.name} (name it in responders: {hint})")
+    return 0
+
+
 def cmd_link_list(args: argparse.Namespace) -> int:
     async def work(session):
         return [
@@ -380,6 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = team.add_parser("list")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_team_list)
+    p = team.add_parser("key", help="print the team's API key (GenieKey) for the alert API")
+    p.add_argument("name")
+    p.add_argument("--rotate", action="store_true", help="replace the key; the old one stops working")
+    p.set_defaults(func=cmd_team_key)
+    p = team.add_parser("grant", help="NAME's key may also post alerts for team OTHER")
+    p.add_argument("name")
+    p.add_argument("other")
+    p.set_defaults(func=cmd_team_grant)
 
     link = sub.add_parser("link", help="Slack links").add_subparsers(dest="link_command", required=True,
                                                                       parser_class=_Parser)

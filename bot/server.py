@@ -35,6 +35,7 @@ from bot.services.keys import resolve_secret_keys
 from bot.web.pages import routes as page_routes
 
 logger = logging.getLogger(__name__)
+from bot.web.alert_api import routes as api_routes
 
 #: Sent on every response. The link pages carry the token in their URL, so no page may leak
 #: it through a Referer header, and nothing is loaded from anywhere but Genie itself.
@@ -108,7 +109,7 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
 
 
 def build_asgi_app(rt: Runtime) -> Starlette:
-    routes: list = list(page_routes)
+    routes: list = list(page_routes) + list(api_routes)
     if rt.settings.slack_mode == "single":
         handler = AsyncSlackRequestHandler(build_bolt_app(rt))
 

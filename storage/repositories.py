@@ -4,12 +4,14 @@ session owns the transaction."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, cast, delete, exists, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from storage.models import LinkRequest, SlackLink, Team, TeamMember, User, WebSession
+from storage.models import Alert, ApiRequest, LinkRequest, SlackLink, Team, TeamMember, User, WebSession
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -138,3 +140,63 @@ async def delete_session(session: AsyncSession, token_hash: str) -> None:
 
 async def delete_expired_sessions(session: AsyncSession, now: datetime) -> None:
     await session.execute(delete(WebSession).where(WebSession.expires_at <= now))
+
+
+# --- alerts (the API's reads) ----------------------------------------------------------------
+#: ``search_alerts`` sort keys (OpsGenie's names) → columns.
+ALERT_SORTS = {
+    "createdAt": Alert.created_at, "updatedAt": Alert.updated_at, "lastOccurredAt": Alert.last_occurred_at,
+    "tinyId": Alert.id, "alias": Alert.alias, "message": Alert.message, "status": Alert.status,
+    "acknowledged": Alert.acknowledged, "count": Alert.count, "source": Alert.source, "priority": Alert.priority,
+}
+
+
+def _alert_term(dialect: str, key: str, value: Any) -> ColumnElement[bool]:
+    if key == "tag":  # exact element of the JSON list
+        if dialect == "postgresql":
+            return cast(Alert.tags, JSONB).contains([value])
+        each = func.json_each(Alert.tags).table_valued("value")
+        return exists(select(literal(1)).select_from(each).where(each.c.value == value))
+    if key == "message":  # substring, case-insensitive
+        return func.lower(Alert.message).contains(value.lower(), autoescape=True)
+    if key == "owner":
+        return Alert.owner_user_id.in_(select(User.id).where(User.email == value.strip().lower()))
+    column = {"status": Alert.status, "acknowledged": Alert.acknowledged, "priority": Alert.priority,
+              "alias": Alert.alias, "source": Alert.source, "entity": Alert.entity, "tinyId": Alert.id}[key]
+    return column == value
+
+
+async def search_alerts(session: AsyncSession, team_ids: set[int], terms: list[tuple[str, Any]], *,
+                        sort: str = "createdAt", descending: bool = True, offset: int = 0,
+                        limit: int = 20) -> tuple[int, list[Alert]]:
+    """``(total, page)`` of the alerts of ``team_ids`` matching every ``(key, value)`` term
+    (keys: status, acknowledged, priority, alias, source, entity, tinyId, tag, message, owner)."""
+    dialect = session.get_bind().dialect.name
+    where = [Alert.team_id.in_(team_ids), *(_alert_term(dialect, k, v) for k, v in terms)]
+    total = await session.scalar(select(func.count()).select_from(Alert).where(*where))
+    column = ALERT_SORTS[sort]
+    order = [column.desc(), Alert.id.desc()] if descending else [column.asc(), Alert.id.asc()]
+    page = await session.scalars(select(Alert).where(*where).order_by(*order).offset(offset).limit(limit))
+    return total or 0, list(page)
+
+
+async def users_by_id(session: AsyncSession, ids: set[int]) -> dict[int, User]:
+    if not ids:
+        return {}
+    return {u.id: u for u in await session.scalars(select(User).where(User.id.in_(ids)))}
+
+
+async def teams_by_id(session: AsyncSession, ids: set[int]) -> dict[int, Team]:
+    if not ids:
+        return {}
+    return {t.id: t for t in await session.scalars(select(Team).where(Team.id.in_(ids)))}
+
+
+async def api_request(session: AsyncSession, request_id: str, team_id: int) -> tuple[ApiRequest, Alert | None] | None:
+    """An API request of this team's key, with its alert (if it still exists)."""
+    row = await session.scalar(
+        select(ApiRequest).where(ApiRequest.request_id == request_id, ApiRequest.team_id == team_id)
+    )
+    if row is None:
+        return None
+    return row, (await session.get(Alert, row.alert_id) if row.alert_id is not None else None)

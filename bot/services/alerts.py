@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -69,7 +70,10 @@ class Actor:
             return self.user.name
         if self.anonymous and self.identity is not None:
             return f"<@{self.identity.user_id}> (anonymous)"
-        return self.label or "API"
+        if self.label:
+            return self.label
+        # A Slack click by someone not linked (denied): name the Slack user, not "API".
+        return f"<@{self.identity.user_id}>" if self.identity is not None else "API"
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -186,8 +190,8 @@ def parse_create(body: Any) -> CreateAlert:
     if errors:
         raise ValidationFailed(errors)
     return CreateAlert(message=message.strip(), priority=priority, tags=list(dict.fromkeys(tags)), details=details,
-                       responders=[{k: v for k, v in r.items() if k in {"type", "id", "name", "username"}}
-                                   for r in responders],
+                       responders=[{k: v for k, v in r.items() if k in {"type", "id", "name", "username"}
+                                    and isinstance(v, str)} for r in responders],
                        **data)
 
 
@@ -225,7 +229,7 @@ async def _owner_team(session: AsyncSession, key_team: Team, responders: list[di
         if responder["type"] != "team":
             continue
         team = None
-        if responder.get("id", "").isdigit():
+        if re.fullmatch(r"[0-9]{1,9}", responder.get("id", "")):  # ASCII, and fits an INTEGER
             team = await session.get(Team, int(responder["id"]))
         if team is None and responder.get("name"):
             team = await repo.team_by_name(session, responder["name"])
@@ -294,7 +298,7 @@ async def find(session: AsyncSession, identifier: str, identifier_type: str = "i
     if identifier_type == "id":
         query = query.where(Alert.uid == identifier)
     elif identifier_type == "tiny":
-        if not identifier.isdigit() or len(identifier) > 12:
+        if not re.fullmatch(r"[0-9]{1,9}", identifier):  # ASCII digits that fit an INTEGER
             raise NotFound("Alert with given id does not exist")
         query = query.where(Alert.id == int(identifier))
     elif identifier_type == "alias":
