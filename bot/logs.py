@@ -6,10 +6,12 @@ import logging
 import re
 
 _LINK_PATH = re.compile(r"(/link/)[^\s/?\"']+")
+#: Keys some OpsGenie clients put in URLs (Genie refuses them, but the access log would print them).
+_QUERY_KEY = re.compile(r"([?&](?:apiKey|apikey|api_key|token)=)[^\s&\"']+")
 
 
 def redact(text: str) -> str:
-    return _LINK_PATH.sub(r"\1[redacted]", text)
+    return _QUERY_KEY.sub(r"\1[redacted]", _LINK_PATH.sub(r"\1[redacted]", text))
 
 
 class RedactLinkTokens(logging.Filter):

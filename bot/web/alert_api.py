@@ -94,7 +94,10 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         call = Call(str(uuid.uuid4()), time.monotonic())
         try:
-            return await handler(request, call)
+            response = await handler(request, call)
+            if request.method == "POST" and response.status_code < 300:
+                request.app.state.runtime.wake_outbox()  # committed: let Slack hear of it now
+            return response
         except ApiError as err:
             extra = {"errors": err.errors} if err.errors else {}
             return call.answer(err.status, err.headers, message=err.message, **extra)
