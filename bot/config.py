@@ -66,6 +66,9 @@ class Settings:
     slack_app_token: str | None = None
     slack_api_url: str = DEFAULT_SLACK_API_URL
     allow_anonymous_actions: bool = False
+    #: How long the outbox worker holds a Slack message it is delivering (renewed while the
+    #: call lasts); after a crash, another worker or the restarted one takes it over then.
+    outbox_lease_seconds: int = 60
     #: Not from the environment: filled in by tests and by the CLI for its own use.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -120,6 +123,14 @@ class Settings:
         if not 30 <= link_ttl <= 86400:
             raise ConfigError("GENIE_LINK_TTL", f"must be between 30 and 86400 seconds, got {link_ttl}")
 
+        raw_lease = get("GENIE_OUTBOX_LEASE_SECONDS") or "60"
+        try:
+            outbox_lease_seconds = int(raw_lease)
+        except ValueError:
+            raise ConfigError("GENIE_OUTBOX_LEASE_SECONDS", f"must be a whole number of seconds, got {raw_lease!r}") from None
+        if not 2 <= outbox_lease_seconds <= 3600:
+            raise ConfigError("GENIE_OUTBOX_LEASE_SECONDS", f"must be between 2 and 3600 seconds, got {outbox_lease_seconds}")
+
         signing_secret = get("SLACK_SIGNING_SECRET")
         bot_token = get("SLACK_BOT_TOKEN")
         client_id = get("SLACK_CLIENT_ID")
@@ -167,6 +178,7 @@ class Settings:
             allow_anonymous_actions=_truthy(
                 "GENIE_ALLOW_ANONYMOUS_ACTIONS", env.get("GENIE_ALLOW_ANONYMOUS_ACTIONS"), False
             ),
+            outbox_lease_seconds=outbox_lease_seconds,
         )
 
 

@@ -9,6 +9,7 @@ Nothing happens at import time; everything is made by these factories.
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -28,7 +29,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot import metrics
 from bot.config import SLACK_SETUP_HINT, Settings
+from bot.delivery import OutboxWorker, make_delivery_client
 from bot.listeners import register_listeners
 from bot.runtime import Runtime
 from bot.services.keys import resolve_secret_keys
@@ -112,6 +115,8 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     routes: list = list(page_routes) + list(api_routes)
     if rt.settings.slack_mode == "single":
         handler = AsyncSlackRequestHandler(build_bolt_app(rt))
+        # Delivers the outbox to Slack; handlers call rt.wake_outbox() after committing.
+        rt.worker = OutboxWorker(rt, make_delivery_client(rt.settings))
 
         async def slack_events(request: Request) -> Response:
             return await handler.handle(request)
@@ -132,13 +137,29 @@ def build_asgi_app(rt: Runtime) -> Starlette:
             return PlainTextResponse(f"database unreachable: {type(err).__name__}", status_code=503)
         return PlainTextResponse("ready")
 
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        worker = rt.worker
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+
     routes += [
         Route("/slack/events", slack_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = rt
     app.add_middleware(SecurityHeaders)
     return app

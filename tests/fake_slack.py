@@ -8,7 +8,9 @@ Slack; nothing of Genie's own is mocked.
     settings = {"SLACK_API_URL": fake.api_url, ...}
     ...
     fake.calls("chat.postMessage")        # what Genie said
+    fake.messages("C0PAY")                # what the channel shows now (posts, as updated)
     fake.fail("views.publish", status=500, times=1)
+    fake.fail("chat.postMessage", delay=5)  # slow: the post is in the channel at once, the answer late
     fake.stop()
 """
 
@@ -60,6 +62,8 @@ class FakeSlack:
         self._ts = itertools.count(1)
         #: users.info answers: Slack user id -> user object (as Slack returns it).
         self.users: dict[str, dict[str, Any]] = {}
+        #: What each channel shows: the messages posted there (oldest first), as since updated.
+        self._history: dict[str, list[dict[str, Any]]] = {}
         self.api_url = ""
         self.url = ""
         self._server: uvicorn.Server | None = None
@@ -81,6 +85,12 @@ class FakeSlack:
     def clear(self) -> None:
         with self._lock:
             self._calls.clear()
+            self._history.clear()
+
+    def messages(self, channel: str) -> list[dict[str, Any]]:
+        """The messages in ``channel`` (oldest first), with their metadata, as last updated."""
+        with self._lock:
+            return [dict(m) for m in self._history.get(channel, [])]
 
     async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0, **match: Any) -> list[Call]:
         """The recorded calls of ``method`` (matching ``match`` on args) once there are ``count``."""
@@ -121,7 +131,7 @@ class FakeSlack:
                 args.update(json.loads(body))
             else:
                 args.update(dict(parse_qsl(body.decode())))
-        for key in ("blocks", "view", "attachments"):
+        for key in ("blocks", "view", "attachments", "metadata"):
             if isinstance(args.get(key), str):
                 try:
                     args[key] = json.loads(args[key])
@@ -132,6 +142,11 @@ class FakeSlack:
         with self._lock:
             self._calls.append(Call(method, args, token))
         failure = self._take_failure(method)
+        if failure is not None and failure.status == 200 and not failure.error and token and token.startswith("xoxb-"):
+            # Slow but successful: Slack acts at once (a post is in the channel) and answers late.
+            answer = self._answer(method, args)
+            await asyncio.sleep(failure.delay)
+            return JSONResponse(answer)
         if failure is not None:
             if failure.delay:
                 await asyncio.sleep(failure.delay)
@@ -157,10 +172,23 @@ class FakeSlack:
             channel = args.get("channel", "")
             if channel.startswith("U"):
                 channel = "D" + channel[1:]
+            message = {"type": "message", "ts": ts, "user": BOT_USER_ID, "bot_id": "B0GENIE",
+                       "text": args.get("text"), "blocks": args.get("blocks")}
+            if isinstance(args.get("metadata"), dict):
+                message["metadata"] = args["metadata"]
+            with self._lock:
+                self._history.setdefault(channel, []).append(message)
             return {"ok": True, "channel": channel, "ts": ts,
                     "message": {"text": args.get("text"), "blocks": args.get("blocks"), "ts": ts}}
+        if method == "chat.update":
+            with self._lock:
+                for message in self._history.get(args.get("channel", ""), []):
+                    if message["ts"] == args.get("ts"):
+                        message.update(text=args.get("text"), blocks=args.get("blocks"), edited={"user": BOT_USER_ID})
         if method in {"chat.update", "chat.postEphemeral"}:
             return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts") or f"{time.time():.6f}"}
+        if method == "conversations.history":
+            return self._conversation_history(args)
         if method in {"views.publish", "views.open", "views.update"}:
             return {"ok": True, "view": {"id": "V0001", **(args.get("view") or {})}}
         if method == "conversations.open":
@@ -168,6 +196,24 @@ class FakeSlack:
         if method == "users.list":
             return {"ok": True, "members": list(self.users.values()), "response_metadata": {"next_cursor": ""}}
         return {"ok": False, "error": "unknown_method"}
+
+    def _conversation_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, between ``oldest`` and ``latest``, paged with ``cursor``; metadata
+        only with ``include_all_metadata`` (as Slack does)."""
+        oldest, latest = float(args.get("oldest") or 0), float(args.get("latest") or "inf")
+        inclusive = str(args.get("inclusive", "")).lower() in {"1", "true"}
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in {"1", "true"}
+        limit, start = min(int(args.get("limit") or 100), 999), int(args.get("cursor") or 0)
+        with self._lock:
+            found = [dict(m) for m in reversed(self._history.get(args.get("channel", ""), []))
+                     if (oldest <= float(m["ts"]) if inclusive else oldest < float(m["ts"])) and float(m["ts"]) <= latest]
+        page = found[start:start + limit]
+        if not with_metadata:
+            for message in page:
+                message.pop("metadata", None)
+        more = start + limit < len(found)
+        return {"ok": True, "messages": page, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
     async def _response_url(self, request: Request) -> Response:
         body = await request.body()

@@ -32,8 +32,10 @@ MANIFEST_PATH = REPO / "manifest.yml"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared/reference/slack-app-manifest.schema.1.0.0.json"
 
 EVENTS_URL = "https://YOUR-HOST/slack/events"
-#: DESIGN.md §2, "Slack surface".
-DOCUMENTED_BOT_SCOPES = {"commands", "chat:write", "im:write", "users:read", "users:read.email"}
+#: DESIGN.md §2, "Slack surface". The history scopes let the outbox worker find a post it may
+#: have made just before a crash (bot/delivery.py) instead of posting it twice.
+DOCUMENTED_BOT_SCOPES = {"commands", "chat:write", "im:write", "users:read", "users:read.email",
+                         "channels:history", "groups:history"}
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -9,25 +9,35 @@ caller's session). The worker (``bot.delivery``) then claims due messages and de
   that expires and the message is taken over;
 - **retries**: failures reschedule with exponential backoff (or Slack's ``Retry-After``), and
   a channel waits while its head message waits; permanent errors mark the message failed
-  (visible to operators) and the channel moves on.
+  (visible to operators) and the channel moves on;
+- **no double post**: ``first_attempt_at`` is when the earliest attempt whose outcome is unknown
+  started (a worker that died mid-call, a timeout). While it is set from an earlier attempt, the
+  worker asks Slack whether that attempt posted before posting again; an attempt that certainly
+  did not post (a rate limit, an error answer) clears it.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from storage.base import utcnow
 from storage.models import OutboxMessage
 
+#: How long a claim holds a message. The worker renews it while a call lasts, so it only has to
+#: outlive a stall; after a crash the message is taken over when it runs out
+#: (``GENIE_OUTBOX_LEASE_SECONDS``).
 LEASE = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(minutes=5)
-MAX_ATTEMPTS = 12
+#: Failed attempts (rate limits do not count) before a message is given up: about a day at the
+#: five-minute cap, so a Slack outage delays alerts but does not drop them.
+MAX_ATTEMPTS = 300
 
 POST_ALERT = "alert.post"
 UPDATE_ALERT = "alert.update"
@@ -50,17 +60,21 @@ async def enqueue(
     return message
 
 
+def _is_head():
+    older = aliased(OutboxMessage)
+    return ~exists().where(older.channel == OutboxMessage.channel, older.id < OutboxMessage.id,
+                           older.delivered_at.is_(None), older.failed_at.is_(None))
+
+
 async def due_heads(session: AsyncSession, now: datetime, limit: int = 20) -> list[OutboxMessage]:
     """The oldest pending message of each channel, where that message is due and not leased."""
-    older = aliased(OutboxMessage)
     query = (
         select(OutboxMessage)
         .where(
             _pending(),
             OutboxMessage.next_attempt_at <= now,
             (OutboxMessage.locked_until.is_(None)) | (OutboxMessage.locked_until < now),
-            ~exists().where(older.channel == OutboxMessage.channel, older.id < OutboxMessage.id,
-                            older.delivered_at.is_(None), older.failed_at.is_(None)),
+            _is_head(),
         )
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(limit)
@@ -68,7 +82,7 @@ async def due_heads(session: AsyncSession, now: datetime, limit: int = 20) -> li
     return list(await session.scalars(query))
 
 
-async def claim(session: AsyncSession, message: OutboxMessage, now: datetime) -> bool:
+async def claim(session: AsyncSession, message: OutboxMessage, now: datetime, lease: timedelta = LEASE) -> bool:
     """Take the lease; exactly one worker wins. Returns whether this one did."""
     result = await session.execute(
         update(OutboxMessage)
@@ -76,11 +90,25 @@ async def claim(session: AsyncSession, message: OutboxMessage, now: datetime) ->
             OutboxMessage.id == message.id, _pending(),
             (OutboxMessage.locked_until.is_(None)) | (OutboxMessage.locked_until < now),
         )
-        .values(locked_until=now + LEASE, attempts=OutboxMessage.attempts + 1,
+        .values(locked_until=now + lease, attempts=OutboxMessage.attempts + 1,
                 first_attempt_at=func.coalesce(OutboxMessage.first_attempt_at, now))
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
+
+
+async def renew(session: AsyncSession, message_id: int, held_until: datetime, now: datetime,
+                lease: timedelta = LEASE) -> datetime | None:
+    """Extend a lease this worker still holds (its ``locked_until`` is unchanged); the new
+    expiry, or None when the lease was lost (expired and taken over, or the message settled)."""
+    until = now + lease
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, _pending(), OutboxMessage.locked_until == held_until)
+        .values(locked_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return until if result.rowcount == 1 else None
 
 
 async def mark_delivered(session: AsyncSession, message_id: int, now: datetime) -> None:
@@ -92,19 +120,28 @@ async def mark_delivered(session: AsyncSession, message_id: int, now: datetime) 
 
 
 def backoff(attempts: int) -> timedelta:
-    return min(MAX_BACKOFF, timedelta(seconds=2 ** min(attempts, 10)))
+    """2, 4, 8 … seconds, at most ``MAX_BACKOFF``, plus up to 20 % jitter so channels that
+    failed together do not retry in lockstep."""
+    base = min(MAX_BACKOFF, timedelta(seconds=2 ** min(max(attempts, 1), 10)))
+    return base * (1 + random.random() * 0.2)
 
 
 async def mark_retry(session: AsyncSession, message_id: int, attempts: int, error: str, now: datetime,
-                     retry_after: float | None = None) -> bool:
-    """Reschedule; returns False (and marks it failed) when it has run out of attempts."""
-    if attempts >= MAX_ATTEMPTS:
+                     retry_after: float | None = None, *, may_have_delivered: bool = True) -> bool:
+    """Reschedule: after ``retry_after`` seconds (Slack's rate limit, which is not counted as a
+    failure), else with backoff; returns False (and marks it failed) when it has run out of
+    attempts. ``may_have_delivered=False`` says no attempt so far can have reached Slack, so
+    the next one need not look for an earlier post."""
+    if retry_after is None and attempts >= MAX_ATTEMPTS:
         await mark_failed(session, message_id, f"gave up after {attempts} attempts: {error}", now)
         return False
     delay = timedelta(seconds=retry_after) if retry_after is not None else backoff(attempts)
+    values: dict[str, Any] = {"next_attempt_at": now + delay, "locked_until": None, "last_error": error[:300]}
+    if not may_have_delivered:
+        values["first_attempt_at"] = None
     await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message_id)
-        .values(next_attempt_at=now + delay, locked_until=None, last_error=error[:300])
+        update(OutboxMessage).where(OutboxMessage.id == message_id, _pending())
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     return True
@@ -112,7 +149,7 @@ async def mark_retry(session: AsyncSession, message_id: int, attempts: int, erro
 
 async def mark_failed(session: AsyncSession, message_id: int, error: str, now: datetime) -> None:
     await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message_id)
+        update(OutboxMessage).where(OutboxMessage.id == message_id, _pending())
         .values(failed_at=now, locked_until=None, last_error=error[:300])
         .execution_options(synchronize_session=False)
     )
@@ -136,4 +173,8 @@ async def stats(session: AsyncSession, now: datetime | None = None) -> OutboxSta
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
-    return await session.scalar(select(func.min(OutboxMessage.next_attempt_at)).where(_pending()))
+    """When a message next becomes claimable: the earliest channel head that is due and not
+    leased (a later message of a channel waits for its head, so it does not count)."""
+    ready_at = case((OutboxMessage.locked_until > OutboxMessage.next_attempt_at, OutboxMessage.locked_until),
+                    else_=OutboxMessage.next_attempt_at)
+    return await session.scalar(select(func.min(ready_at)).where(_pending(), _is_head()))

@@ -1,0 +1,478 @@
+"""The outbox worker: delivers committed Slack messages (DESIGN.md §3, "Nothing accepted is lost").
+
+    worker = OutboxWorker(rt, make_delivery_client(rt.settings))
+    worker.start()                 # in the app's lifespan (bot.server)
+    rt.wake_outbox()               # after a commit that enqueued something: deliver now
+    await worker.stop()            # lets the calls in flight finish
+
+The loop claims due channel heads (``bot.services.outbox``: one claim per short transaction,
+a lease that is renewed while a call lasts), delivers different channels concurrently (at most
+``concurrency`` at once) and one channel strictly in ``id`` order, then sleeps until the next
+message is due, ``wake()`` is called, or ``poll_interval`` passes (other processes enqueue too).
+
+Retries belong to the worker and are durable: its Slack client has no slack-sdk retry handlers.
+A rate limit (HTTP 429 or ``ratelimited``) reschedules the channel's head after ``Retry-After``,
+so the whole channel waits; 5xx answers, connection errors and timeouts back off exponentially;
+a permanent error (``channel_not_found``, ``not_in_channel``, ``invalid_auth`` …) marks the
+message failed, is logged as an error, and the channel moves on.
+
+**No double post.** An alert post carries metadata naming its outbox message. If an earlier
+attempt may have posted and died before recording it (a crash, a timeout), the worker first
+looks for that message in the channel's history (``channels:history``/``groups:history``) and
+adopts it. If the history cannot be read, it posts anyway: a rare duplicate beats a lost alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import update
+
+from bot import metrics
+from bot.alert_render import alert_view
+from bot.blocks.alerts import alert_message
+from bot.config import Settings
+from bot.runtime import Runtime
+from bot.services import outbox
+from storage.base import utcnow
+from storage.models import Alert, OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+CONCURRENCY = 8
+POLL_INTERVAL = 2.0
+SLACK_TIMEOUT = 10
+#: ``event_type`` of the metadata on alert posts; ``event_payload`` names the alert and the outbox row.
+EVENT_TYPE = "genie_alert"
+#: Slack's clock and ours differ a little: look this much further back for an earlier post.
+HISTORY_MARGIN = timedelta(seconds=5)
+HISTORY_PAGES = 10
+GAUGE_INTERVAL = 1.0
+
+RATE_LIMITED = {"ratelimited", "rate_limited"}
+#: Error answers Slack documents as temporary; every other error answer is permanent.
+TRANSIENT = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+#: What an operator should do about a permanent error (said in the log line).
+HINTS = {
+    "channel_not_found": "check the team's channel id (genie team set-channel)",
+    "not_in_channel": "invite the Genie app to the channel",
+    "is_archived": "the channel is archived; set another one (genie team set-channel)",
+    "invalid_auth": "check SLACK_BOT_TOKEN",
+    "not_authed": "check SLACK_BOT_TOKEN",
+    "token_revoked": "the app was uninstalled or its token revoked; reinstall it and update SLACK_BOT_TOKEN",
+    "account_inactive": "the app was uninstalled or its token revoked; reinstall it and update SLACK_BOT_TOKEN",
+    "missing_scope": "reinstall the app from manifest.yml so it has every scope",
+}
+
+
+def make_delivery_client(settings: Settings) -> AsyncWebClient:
+    """The worker's own client. No retry handlers (``[]``; None would mean slack-sdk's default
+    connection retry): backoff and ``Retry-After`` are the worker's, recorded in the database."""
+    return AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
+                          timeout=SLACK_TIMEOUT, retry_handlers=[])
+
+
+# --- errors ------------------------------------------------------------------------------------
+class Undeliverable(Exception):
+    """Retrying cannot help (the alert was never posted, so there is nothing to update …)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str  # rate_limited, transient, permanent
+    code: str  # Slack's error code, http_NNN, timeout, connection, unexpected
+    retry_after: float | None = None
+    #: This attempt certainly changed nothing in Slack (an error answer, no connection).
+    certain: bool = True
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        value = float((headers or {}).get("Retry-After"))
+    except (TypeError, ValueError):
+        return None
+    return min(max(value, 1.0), 900.0)
+
+
+def classify(err: BaseException) -> Failure | None:
+    """What a failed Web API call means for the message; None for anything unexpected."""
+    if isinstance(err, SlackApiError):
+        response = err.response
+        status = getattr(response, "status_code", 200)
+        data = response.data if isinstance(getattr(response, "data", None), dict) else {}
+        code = str(data.get("error") or f"http_{status}")
+        if status == 429 or code in RATE_LIMITED:
+            return Failure("rate_limited", "ratelimited", _retry_after(getattr(response, "headers", None)))
+        if status >= 500:
+            # Slack may have acted before failing: the outcome is unknown.
+            return Failure("transient", f"http_{status}", certain=False)
+        if code in TRANSIENT:
+            return Failure("transient", code, certain=False)
+        return Failure("permanent", code if status == 200 else f"http_{status}")
+    if isinstance(err, aiohttp.ClientConnectorError):  # never reached Slack
+        return Failure("transient", "connection")
+    if isinstance(err, TimeoutError):
+        return Failure("transient", "timeout", certain=False)
+    if isinstance(err, aiohttp.ClientError):
+        return Failure("transient", "connection", certain=False)
+    return None
+
+
+# --- one claimed message -------------------------------------------------------------------
+@dataclass
+class Claim:
+    id: int
+    channel: str
+    kind: str
+    alert_id: int | None
+    payload: dict | None
+    attempts: int
+    locked_until: datetime
+    #: When an earlier attempt whose outcome is unknown started (it may have posted); else None.
+    maybe_posted_since: datetime | None
+    #: This attempt sent a call that changes Slack and does not know how it ended.
+    in_doubt: bool = False
+    #: Settling (delivered/retry/failed); the lease keeper stops complaining.
+    done: bool = False
+
+
+class OutboxWorker:
+    def __init__(self, rt: Runtime, client: AsyncWebClient, *, concurrency: int = CONCURRENCY,
+                 poll_interval: float = POLL_INTERVAL) -> None:
+        self.rt = rt
+        self.sessionmaker = rt.sessionmaker
+        self.client = client
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.lease = timedelta(seconds=rt.settings.outbox_lease_seconds)
+        self._wake = asyncio.Event()
+        self._inflight: dict[str, asyncio.Task] = {}  # channel -> its delivery
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self._gauges_at = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._loop(), name="genie-outbox-worker")
+            logger.info("Outbox worker started (lease %d s)", self.lease.total_seconds())
+
+    async def stop(self, timeout: float = 3 * SLACK_TIMEOUT) -> None:
+        """Stop claiming; let the calls in flight finish and record their outcome. A call still
+        running after ``timeout`` is cancelled: its message keeps its lease and is taken over
+        (after a look at the channel's history) when the lease runs out."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        tasks = list(self._inflight.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning("Outbox worker stopped with %d Slack call(s) unfinished; they are retried when "
+                               "their lease runs out", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Something was committed to the outbox: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Deliver everything due now (following each channel to its end); the number delivered."""
+        mine: set[asyncio.Task] = set()
+        while True:
+            mine.update(await self._fill())
+            running = [t for t in mine if not t.done()]
+            if not running:
+                break
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        await self._update_gauges(force=True)
+        return sum(1 for t in mine if not t.cancelled() and t.result() == "delivered")
+
+    # --- the loop ------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._wake.clear()  # before looking: a wake() from now on is not lost
+            try:
+                await self._fill()
+                await self._update_gauges()
+                delay = await self._idle_delay()
+                failures = 0
+            except Exception:  # the database is unreachable or broken: say so, back off, go on
+                failures += 1
+                delay = min(30.0, 2.0 ** failures)
+                logger.exception("Outbox worker could not read the outbox; trying again in %.0f s", delay)
+            if self._stopping:
+                break
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def _fill(self) -> list[asyncio.Task]:
+        """Claim due channel heads (channels not already in flight here) and start delivering them."""
+        free = self.concurrency - len(self._inflight)
+        if free <= 0 or self._stopping:
+            return []
+        async with self.sessionmaker() as session:
+            heads = await outbox.due_heads(session, utcnow(), limit=free)
+        started = []
+        for head in heads:
+            if self._stopping or head.channel in self._inflight:
+                continue
+            claim = await self._claim(head)
+            if claim is None:  # another worker got there first
+                continue
+            task = asyncio.create_task(self._deliver(claim), name=f"genie-outbox-{claim.id}")
+            self._inflight[claim.channel] = task
+            task.add_done_callback(partial(self._finished, claim.channel))
+            started.append(task)
+        return started
+
+    async def _claim(self, head: OutboxMessage) -> Claim | None:
+        now = utcnow()
+        async with self.sessionmaker.begin() as session:
+            if not await outbox.claim(session, head, now, self.lease):
+                return None
+            row = await session.get(OutboxMessage, head.id, populate_existing=True)
+        assert row is not None and row.locked_until is not None
+        earlier = row.first_attempt_at is not None and row.first_attempt_at < now - timedelta(milliseconds=1)
+        return Claim(id=row.id, channel=row.channel, kind=row.kind, alert_id=row.alert_id, payload=row.payload,
+                     attempts=row.attempts, locked_until=row.locked_until,
+                     maybe_posted_since=row.first_attempt_at if earlier else None)
+
+    def _finished(self, channel: str, task: asyncio.Task) -> None:
+        if self._inflight.get(channel) is task:
+            del self._inflight[channel]
+        self._wake.set()  # the channel's next message may be due now
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Outbox delivery task crashed", exc_info=task.exception())
+
+    async def _idle_delay(self) -> float:
+        if len(self._inflight) >= self.concurrency:
+            return self.poll_interval  # a finishing delivery wakes the loop
+        async with self.sessionmaker() as session:
+            due = await outbox.next_due_at(session)
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.0, (due - utcnow()).total_seconds() + 0.01))
+
+    async def _update_gauges(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._gauges_at < GAUGE_INTERVAL:
+            return
+        self._gauges_at = time.monotonic()
+        async with self.sessionmaker() as session:
+            stats = await outbox.stats(session)
+        metrics.OUTBOX_DEPTH.set(stats.pending)
+        metrics.OUTBOX_OLDEST_AGE.set(stats.oldest_pending_age)
+        metrics.OUTBOX_FAILED_MESSAGES.set(stats.failed)
+
+    # --- one message ---------------------------------------------------------------------------
+    async def _deliver(self, claim: Claim) -> str:
+        """Deliver and record the outcome: delivered, retry, failed, or abandoned (the outcome
+        could not be recorded; the lease runs out and the message is tried again)."""
+        keeper = asyncio.create_task(self._keep_lease(claim))
+        try:
+            try:
+                await self._send(claim)
+            except Undeliverable as err:
+                claim.done = True
+                return await self._give_up(claim, str(err), logging.WARNING)
+            except (SlackApiError, aiohttp.ClientError, TimeoutError) as err:
+                claim.done = True
+                failure = classify(err)
+                if failure is None:
+                    logger.exception("Unexpected Slack client failure delivering outbox message %s", claim.id)
+                    failure = Failure("transient", "unexpected", certain=False)
+                return await self._after_failure(claim, failure)
+            except Exception:  # a bug or a database failure: in full in the log, then retried
+                claim.done = True
+                logger.exception("Delivering outbox message %s (%s, alert #%s) to %s failed unexpectedly",
+                                 claim.id, claim.kind, claim.alert_id, claim.channel)
+                return await self._after_failure(claim, Failure("transient", "unexpected", certain=False))
+            metrics.OUTBOX_DELIVERED.labels(kind=claim.kind).inc()
+            return "delivered"
+        finally:
+            keeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_lease(self, claim: Claim) -> None:
+        """Renew the lease while a delivery lasts, so a slow call is not taken over."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                async with self.sessionmaker.begin() as session:
+                    until = await outbox.renew(session, claim.id, claim.locked_until, utcnow(), self.lease)
+            except Exception:
+                logger.exception("Could not renew the lease on outbox message %s", claim.id)
+                continue
+            if until is None:
+                if not claim.done:
+                    logger.warning("Lost the lease on outbox message %s (alert #%s, channel %s) while delivering "
+                                   "it; another worker may take it over", claim.id, claim.alert_id, claim.channel)
+                return
+            claim.locked_until = until
+
+    async def _send(self, claim: Claim) -> None:
+        if claim.kind == outbox.POST_ALERT:
+            await self._post_alert(claim)
+        elif claim.kind == outbox.UPDATE_ALERT:
+            await self._update_alert(claim)
+        elif claim.kind == outbox.MESSAGE:
+            await self._post_message(claim)
+        else:
+            raise Undeliverable(f"unknown outbox kind {claim.kind!r}")
+
+    async def _render(self, claim: Claim) -> tuple[Alert, str, list[dict]]:
+        """The alert as it is now (so a late message still shows the current state)."""
+        async with self.sessionmaker() as session:
+            alert = await session.get(Alert, claim.alert_id) if claim.alert_id is not None else None
+            if alert is None:
+                raise Undeliverable("the alert no longer exists")
+            text, blocks = alert_message(await alert_view(session, alert))
+        return alert, text, blocks
+
+    async def _post_alert(self, claim: Claim) -> None:
+        alert, text, blocks = await self._render(claim)
+        if alert.slack_ts:  # an earlier attempt posted and recorded it: never post twice
+            logger.info("Alert #%s is already in Slack (%s); outbox message %s needs no post",
+                        alert.id, alert.slack_ts, claim.id)
+            await self._settle(claim)
+            return
+        channel, ts = claim.channel, None
+        if claim.maybe_posted_since is not None:
+            ts = await self._earlier_post(claim)
+        if ts is None:
+            claim.in_doubt = True
+            response = await self.client.chat_postMessage(
+                channel=claim.channel, text=text, blocks=blocks,
+                metadata={"event_type": EVENT_TYPE, "event_payload": {"alert_id": alert.id, "outbox_id": claim.id}},
+            )
+            channel, ts = response.get("channel") or claim.channel, response["ts"]
+        await self._settle(claim, alert_id=alert.id, channel=channel, ts=ts)
+
+    async def _earlier_post(self, claim: Claim) -> str | None:
+        """The ts of this message's post by an earlier attempt, if Slack has it.
+
+        A rate limit or an outage here propagates (retry later rather than risk a duplicate);
+        a permanent error (missing scope, not in channel) means we cannot know, so post."""
+        assert claim.maybe_posted_since is not None
+        oldest = f"{(claim.maybe_posted_since - HISTORY_MARGIN).timestamp():.6f}"
+        cursor: str | None = None
+        for _ in range(HISTORY_PAGES):
+            try:
+                response = await self.client.conversations_history(
+                    channel=claim.channel, oldest=oldest, include_all_metadata=True, limit=100, cursor=cursor)
+            except SlackApiError as err:
+                failure = classify(err)
+                if failure is None or failure.kind != "permanent":
+                    raise
+                metrics.OUTBOX_ERRORS.labels(error=metrics.error_label(failure.code)).inc()
+                logger.warning("Cannot read the history of channel %s to see whether alert #%s was already posted "
+                               "(%s%s); posting it, so it may appear twice", claim.channel, claim.alert_id,
+                               failure.code, _hint(failure.code))
+                claim.maybe_posted_since = None
+                return None
+            for message in response.get("messages") or []:
+                meta = message.get("metadata") if isinstance(message, dict) else None
+                payload = meta.get("event_payload") if isinstance(meta, dict) else None
+                if (isinstance(payload, dict) and meta.get("event_type") == EVENT_TYPE
+                        and str(payload.get("outbox_id")) == str(claim.id)
+                        and str(payload.get("alert_id")) == str(claim.alert_id) and message.get("ts")):
+                    logger.info("Alert #%s was already posted to %s by an earlier attempt (ts %s); adopting it",
+                                claim.alert_id, claim.channel, message["ts"])
+                    return str(message["ts"])
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                break
+        claim.maybe_posted_since = None  # looked, and it is not there
+        return None
+
+    async def _update_alert(self, claim: Claim) -> None:
+        alert, text, blocks = await self._render(claim)
+        if not alert.slack_ts or not alert.slack_channel:
+            raise Undeliverable("no Slack message to update")
+        claim.in_doubt = True
+        await self.client.chat_update(channel=alert.slack_channel, ts=alert.slack_ts, text=text, blocks=blocks)
+        await self._settle(claim)
+
+    async def _post_message(self, claim: Claim) -> None:
+        payload = claim.payload or {}
+        if not isinstance(payload.get("text"), str) or not payload["text"]:
+            raise Undeliverable("a message without text")
+        kwargs: dict[str, Any] = {"channel": claim.channel, "text": payload["text"]}
+        if payload.get("blocks"):
+            kwargs["blocks"] = payload["blocks"]
+        claim.in_doubt = True
+        await self.client.chat_postMessage(**kwargs)
+        await self._settle(claim)
+
+    async def _settle(self, claim: Claim, *, alert_id: int | None = None, channel: str | None = None,
+                      ts: str | None = None) -> None:
+        """Record delivery (and where the alert's message is) in one transaction."""
+        claim.done = True
+        async with self.sessionmaker.begin() as session:
+            if alert_id is not None:
+                await session.execute(
+                    update(Alert).where(Alert.id == alert_id).values(slack_channel=channel, slack_ts=ts)
+                    .execution_options(synchronize_session=False)
+                )
+            await outbox.mark_delivered(session, claim.id, utcnow())
+
+    async def _after_failure(self, claim: Claim, failure: Failure) -> str:
+        metrics.OUTBOX_ERRORS.labels(error=metrics.error_label(failure.code)).inc()
+        if failure.kind == "permanent":
+            return await self._give_up(claim, failure.code, logging.ERROR)
+        retry_after = failure.retry_after
+        if failure.kind == "rate_limited" and retry_after is None:
+            retry_after = outbox.backoff(claim.attempts).total_seconds()
+        may_have_delivered = claim.maybe_posted_since is not None or (claim.in_doubt and not failure.certain)
+        try:
+            async with self.sessionmaker.begin() as session:
+                kept = await outbox.mark_retry(session, claim.id, claim.attempts, failure.code, utcnow(), retry_after,
+                                               may_have_delivered=may_have_delivered)
+        except Exception:
+            logger.exception("Could not reschedule outbox message %s; it is retried when its lease runs out", claim.id)
+            return "abandoned"
+        if not kept:
+            metrics.OUTBOX_FAILED.inc()
+            logger.error("Gave up on Slack message %s (%s, alert #%s) to channel %s after %d attempts: %s",
+                         claim.id, claim.kind, claim.alert_id, claim.channel, claim.attempts, failure.code)
+            return "failed"
+        if failure.kind == "rate_limited":
+            logger.info("Slack rate-limited channel %s; outbox message %s waits %.1f s", claim.channel, claim.id,
+                        retry_after)
+        else:
+            logger.warning("Slack message %s (%s, alert #%s) to channel %s failed (%s, attempt %d); retrying with "
+                           "backoff", claim.id, claim.kind, claim.alert_id, claim.channel, failure.code, claim.attempts)
+        return "retry"
+
+    async def _give_up(self, claim: Claim, error: str, level: int) -> str:
+        try:
+            async with self.sessionmaker.begin() as session:
+                await outbox.mark_failed(session, claim.id, error, utcnow())
+        except Exception:
+            logger.exception("Could not mark outbox message %s failed; it is retried when its lease runs out", claim.id)
+            return "abandoned"
+        metrics.OUTBOX_FAILED.inc()
+        logger.log(level, "Slack message %s (%s, alert #%s) to channel %s failed permanently: %s%s",
+                   claim.id, claim.kind, claim.alert_id, claim.channel, error, _hint(error))
+        return "failed"
+
+
+def _hint(code: str) -> str:
+    return f" — {HINTS[code]}" if code in HINTS else ""

@@ -1,0 +1,398 @@
+"""The outbox worker delivers what was committed to Slack: once, in order per channel, through
+rate limits, outages and crashes (DESIGN.md §3, "Nothing accepted is lost").
+
+Alerts are made with the service layer, as the API does, in a committed transaction; then
+``rt.wake_outbox()``. What we assert is what the fake Slack received and what its channels show,
+and the outbox and alert rows. The crash tests run ``genie serve`` as a process and SIGKILL it
+in the middle of a delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot import metrics
+from bot.alert_render import alert_view
+from bot.blocks.alerts import alert_message
+from bot.config import ConfigError, Settings
+from bot.services import accounts, alerts
+from bot.services.alerts import Actor, CreateAlert
+from storage.models import Alert
+from storage.session import make_engine, make_sessionmaker
+from tests.conftest import SECRET_KEY, SIGNING_SECRET, eventually
+from tests.fake_slack import FakeSlack
+from tests.helpers import block_text, buttons
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- helpers -----------------------------------------------------------------------------------
+async def add_team(sessionmaker, name: str, channel: str) -> None:
+    async with sessionmaker.begin() as session:
+        await accounts.add_team(session, name, channel=channel)
+
+
+async def fire(sessionmaker, team: str, message: str, rt=None, **fields) -> int:
+    """Create an alert as the API does (one committed transaction); wake the worker if local."""
+    async with sessionmaker.begin() as session:
+        owner = await accounts.require_team(session, team)
+        alert, created = await alerts.create_alert(session, owner, CreateAlert(message=message, **fields),
+                                                   request_id=str(uuid4()))
+    assert created
+    if rt is not None:
+        rt.wake_outbox()
+    return alert.id
+
+
+def alert_of(message: dict) -> int | None:
+    return ((message.get("metadata") or {}).get("event_payload") or {}).get("alert_id")
+
+
+def posts_of(fake: FakeSlack, alert_id: int):
+    """chat.postMessage calls Genie made for this alert (answered or not)."""
+    return [c for c in fake.calls("chat.postMessage") if alert_of(c.args) == alert_id]
+
+
+async def outbox_rows(sessionmaker, alert_id: int | None = None) -> list:
+    from sqlalchemy import text
+    sql = ("SELECT id, kind, channel, alert_id, attempts, delivered_at, failed_at, last_error, first_attempt_at "
+           "FROM outbox" + (" WHERE alert_id = :a" if alert_id is not None else "") + " ORDER BY id")
+    async with sessionmaker() as session:
+        return list((await session.execute(text(sql), {"a": alert_id})).all())
+
+
+async def delivered(sessionmaker, alert_id: int | None = None, count: int = 1):
+    rows = await outbox_rows(sessionmaker, alert_id)
+    return rows if len(rows) >= count and all(r.delivered_at for r in rows) else None
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# --- the message -------------------------------------------------------------------------------
+async def test_post_shows_the_alert_carries_metadata_and_is_recorded(genie):
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    alert_id = await fire(genie.sessionmaker, "Payments", "Checkout error rate above 5%", genie.rt, priority="P1",
+                          description="Payments API returns 502s", tags=["checkout"], details={"region": "eu-west-1"})
+    post = (await genie.fake.wait_for("chat.postMessage", channel="C0PAY"))[0].args
+    [row] = await eventually(lambda: delivered(genie.sessionmaker, alert_id))
+
+    async with genie.sessionmaker() as session:
+        alert = await session.get(Alert, alert_id)
+        text, blocks = alert_message(await alert_view(session, alert))
+    assert (post["text"], post["blocks"]) == (text, blocks)
+    assert "Checkout error rate above 5%" in block_text(post["blocks"])
+    assert set(buttons(post["blocks"])) == {"alert_acknowledge", "alert_close"}
+    assert post["metadata"] == {"event_type": "genie_alert",
+                                "event_payload": {"alert_id": alert_id, "outbox_id": row.id}}
+    [shown] = genie.fake.messages("C0PAY")
+    assert (alert.slack_channel, alert.slack_ts) == ("C0PAY", shown["ts"])
+    assert row.attempts == 1 and row.failed_at is None
+    assert genie.fake.calls("conversations.history") == []  # a first attempt has nothing to look for
+    assert genie.rt.worker.client.retry_handlers == []  # backoff and Retry-After are the worker's
+
+
+async def test_acknowledge_through_the_api_updates_the_message_in_place(genie):
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    alert_id = await fire(genie.sessionmaker, "Payments", "Disk full on db-1", genie.rt)
+    await eventually(lambda: delivered(genie.sessionmaker, alert_id))
+    async with genie.sessionmaker.begin() as session:
+        await alerts.acknowledge(session, await alerts.get(session, alert_id), Actor(via="api", label="Alertmanager"))
+    genie.rt.wake_outbox()
+
+    update = (await genie.fake.wait_for("chat.update"))[0].args
+    [shown] = genie.fake.messages("C0PAY")
+    assert (update["channel"], update["ts"]) == ("C0PAY", shown["ts"])
+    assert "Acknowledged by Alertmanager" in block_text(update["blocks"]).replace("*", "")
+    assert set(buttons(update["blocks"])) == {"alert_close"}
+    assert shown["blocks"] == update["blocks"]  # the one message in the channel now shows it
+    await eventually(lambda: delivered(genie.sessionmaker, alert_id, count=2))
+
+
+async def test_stop_lets_the_call_in_flight_finish_and_records_it(genie):
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    genie.fake.fail("chat.postMessage", delay=1)
+    alert_id = await fire(genie.sessionmaker, "Payments", "Deploy stuck", genie.rt)
+    await genie.fake.wait_for("chat.postMessage")
+    await genie.rt.worker.stop()  # as at shutdown: waits for Slack's answer and records it
+    [row] = await outbox_rows(genie.sessionmaker, alert_id)
+    assert row.delivered_at is not None and row.attempts == 1
+    async with genie.sessionmaker() as session:
+        assert (await session.get(Alert, alert_id)).slack_ts == genie.fake.messages("C0PAY")[0]["ts"]
+
+
+@pytest.mark.parametrize("value", ["1", "soon", "100000"])
+def test_lease_setting_is_checked(value):
+    with pytest.raises(ConfigError, match="^GENIE_OUTBOX_LEASE_SECONDS: "):
+        Settings.from_env({"GENIE_OUTBOX_LEASE_SECONDS": value})
+    assert Settings.from_env({}).outbox_lease_seconds == 60
+
+
+# --- failures that pass --------------------------------------------------------------------------
+async def test_server_error_is_retried_later_and_delivered_once(genie):
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    genie.fake.fail("chat.postMessage", status=500)
+    errors_before = sample("genie_outbox_errors_total", error="http_500")
+    alert_id = await fire(genie.sessionmaker, "Payments", "Queue backlog", genie.rt)
+
+    first, second = await genie.fake.wait_for("chat.postMessage", count=2, timeout=10)
+    assert second.at - first.at >= 1.9  # exponential backoff starts at 2 s
+    [row] = await eventually(lambda: delivered(genie.sessionmaker, alert_id))
+    assert row.attempts == 2
+    assert [alert_of(m) for m in genie.fake.messages("C0PAY")] == [alert_id]
+    # A 500 leaves it open whether Slack posted: the retry looked before posting again.
+    assert genie.fake.calls("conversations.history")
+    assert sample("genie_outbox_errors_total", error="http_500") == errors_before + 1
+
+
+@pytest.mark.parametrize("how", ["http_429", "ratelimited"])
+async def test_rate_limit_waits_then_delivers(genie, how):
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    if how == "http_429":
+        genie.fake.fail("chat.postMessage", status=429, retry_after=1)
+    else:
+        genie.fake.fail("chat.postMessage", error="ratelimited")
+    alert_id = await fire(genie.sessionmaker, "Payments", "Error budget burn", genie.rt)
+
+    first, second = await genie.fake.wait_for("chat.postMessage", count=2, timeout=10)
+    assert second.at - first.at >= 1.0
+    [row] = await eventually(lambda: delivered(genie.sessionmaker, alert_id))
+    assert row.attempts == 2
+    assert [alert_of(m) for m in genie.fake.messages("C0PAY")] == [alert_id]
+    assert genie.fake.calls("conversations.history") == []  # a rate limit certainly posted nothing
+
+
+async def test_a_rate_limited_head_holds_its_channel_and_no_other(genie):
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    await add_team(genie.sessionmaker, "Ops", "C0OPS")
+    genie.fake.fail("chat.postMessage", status=429, retry_after=2)
+    first = await fire(genie.sessionmaker, "Payments", "Payments #1", genie.rt)
+    await genie.fake.wait_for("chat.postMessage")  # the 429
+    limited_at = time.monotonic()
+    second = await fire(genie.sessionmaker, "Payments", "Payments #2", genie.rt)
+    third = await fire(genie.sessionmaker, "Payments", "Payments #3", genie.rt)
+    other = await fire(genie.sessionmaker, "Ops", "Ops #1", genie.rt)
+
+    await genie.fake.wait_for("chat.postMessage", channel="C0OPS")
+    assert time.monotonic() - limited_at < 1.5, "another channel must not wait for C0PAY's rate limit"
+    assert [c for c in genie.fake.calls("chat.postMessage") if c.args["channel"] == "C0PAY"] \
+        and genie.fake.messages("C0PAY") == []  # C0PAY still waits: #2 and #3 did not jump the queue
+
+    await eventually(lambda: delivered(genie.sessionmaker, count=4), timeout=10)
+    assert [alert_of(m) for m in genie.fake.messages("C0PAY")] == [first, second, third]
+    assert [alert_of(m) for m in genie.fake.messages("C0OPS")] == [other]
+    retried = posts_of(genie.fake, first)
+    assert len(retried) == 2 and retried[1].at - retried[0].at >= 2.0
+
+
+# --- failures that do not pass -----------------------------------------------------------------
+async def test_permanent_error_fails_the_message_and_the_channel_moves_on(genie, caplog):
+    caplog.set_level(logging.INFO, logger="bot.delivery")
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    genie.fake.fail("chat.postMessage", error="channel_not_found")
+    failed_before = sample("genie_outbox_failed_total")
+    errors_before = sample("genie_outbox_errors_total", error="channel_not_found")
+    lost = await fire(genie.sessionmaker, "Payments", "Posted into the void", genie.rt)
+    later = await fire(genie.sessionmaker, "Payments", "Posted fine", genie.rt)
+
+    await eventually(lambda: delivered(genie.sessionmaker, later))
+    [row] = await outbox_rows(genie.sessionmaker, lost)
+    assert row.failed_at is not None and row.delivered_at is None and row.last_error == "channel_not_found"
+    assert row.attempts == 1  # permanent: not retried
+    assert [alert_of(m) for m in genie.fake.messages("C0PAY")] == [later]
+    assert sample("genie_outbox_failed_total") == failed_before + 1
+    assert sample("genie_outbox_errors_total", error="channel_not_found") == errors_before + 1
+    [said] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    line = said.getMessage()
+    assert "C0PAY" in line and f"alert #{lost}" in line and "channel_not_found" in line
+    assert "xoxb-" not in caplog.text
+
+    # Its update has no message to update: failed too, with that reason, and nothing sent.
+    async with genie.sessionmaker.begin() as session:
+        await alerts.close(session, await alerts.get(session, lost), Actor(via="api", label="Alertmanager"))
+    genie.rt.wake_outbox()
+    await eventually(lambda: _failed_update(genie, lost))
+    assert genie.fake.calls("chat.update") == []
+
+
+async def _failed_update(genie, alert_id: int):
+    rows = [r for r in await outbox_rows(genie.sessionmaker, alert_id) if r.kind == "alert.update"]
+    return rows and rows[0].failed_at and rows[0].last_error == "no Slack message to update"
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+async def _metrics(genie) -> dict[tuple[str, tuple], float]:
+    response = await genie.http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+async def test_metrics_show_depth_age_and_deliveries(genie):
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    before = (await _metrics(genie)).get(("genie_outbox_delivered_total", (("kind", "alert.post"),)), 0.0)
+    genie.fake.fail("chat.postMessage", status=429, retry_after=3)
+    await fire(genie.sessionmaker, "Payments", "Waits for its rate limit", genie.rt)
+    await fire(genie.sessionmaker, "Payments", "Waits behind it", genie.rt)
+
+    async def waiting():
+        seen = await _metrics(genie)
+        return seen if seen[("genie_outbox_depth", ())] == 2 else None
+    seen = await eventually(waiting, timeout=3)
+    assert seen[("genie_outbox_oldest_pending_age_seconds", ())] > 0
+
+    async def drained():
+        seen = await _metrics(genie)
+        return seen if seen[("genie_outbox_depth", ())] == 0 else None
+    seen = await eventually(drained, timeout=10)
+    assert seen[("genie_outbox_delivered_total", (("kind", "alert.post"),))] == before + 2
+    assert seen[("genie_outbox_oldest_pending_age_seconds", ())] == 0
+    assert seen[("genie_outbox_errors_total", (("error", "ratelimited"),))] >= 1
+
+
+# --- volume --------------------------------------------------------------------------------------
+async def test_fifty_alerts_in_three_channels_arrive_once_each_and_in_order(genie):
+    channels = {"Payments": "C0PAY", "Search": "C0SEARCH", "Ops": "C0OPS"}
+    for team, channel in channels.items():
+        await add_team(genie.sessionmaker, team, channel)
+    genie.fake.fail("chat.postMessage", status=429, retry_after=1)  # one rate limit on the way
+    fired: dict[str, list[int]] = {channel: [] for channel in channels.values()}
+    for i in range(50):
+        team = list(channels)[i % 3]
+        fired[channels[team]].append(await fire(genie.sessionmaker, team, f"Alert number {i}", genie.rt))
+
+    await eventually(lambda: delivered(genie.sessionmaker, count=50), timeout=30)
+    for channel, ids in fired.items():
+        assert [alert_of(m) for m in genie.fake.messages(channel)] == ids
+    answered = [alert_of(c.args) for c in genie.fake.calls("chat.postMessage")]
+    assert len(answered) == 51 and set(answered) == {i for ids in fired.values() for i in ids}
+
+
+# --- crashes ---------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup, exactly like a crash or an OOM kill."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def serve(tmp_path: Path, db_url: str, fake_slack: FakeSlack):
+    """``serve()`` starts ``genie serve`` on a fresh port; every server is killed at the end."""
+    started: list[Served] = []
+
+    async def start() -> Served:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("GENIE_", "SLACK_")) and k != "DATABASE_URL"}
+        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+                   PYTHONUNBUFFERED="1", DATABASE_URL=db_url, GENIE_SECRET_KEY=SECRET_KEY,
+                   SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN="xoxb-test-token",
+                   SLACK_API_URL=fake_slack.api_url, GENIE_BASE_URL=f"http://127.0.0.1:{port}",
+                   GENIE_OUTBOX_LEASE_SECONDS="2")
+        log_path = tmp_path / f"serve-{len(started)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port)], env=env,
+                                    cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        served = Served(proc, f"http://127.0.0.1:{port}", log_path)
+        started.append(served)
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(base_url=served.url, timeout=2) as http:
+            while True:
+                assert proc.poll() is None, f"genie serve exited:\n{served.log()}"
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        return served
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"genie serve not healthy:\n{served.log()}"
+                await asyncio.sleep(0.1)
+
+    yield start
+    for served in started:
+        served.kill()
+
+
+@pytest.fixture
+async def db(db_url: str):
+    """This test's own connection to the database the servers use."""
+    engine = make_engine(db_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def test_killed_after_slack_posted_is_not_posted_twice(serve, db, fake_slack):
+    """The worst moment: Slack has the message, the worker dies before recording it."""
+    await add_team(db, "Payments", "C0PAY")
+    first = await serve()
+    fake_slack.fail("chat.postMessage", delay=4)  # posted at once, answered after 4 s
+    alert_id = await fire(db, "Payments", "Checkout down")
+    await fake_slack.wait_for("chat.postMessage", timeout=15)
+    first.kill()
+
+    [row] = await outbox_rows(db, alert_id)
+    assert row.delivered_at is None and row.attempts == 1  # killed mid-delivery, nothing recorded
+    assert [alert_of(m) for m in fake_slack.messages("C0PAY")] == [alert_id]
+
+    second = await serve()
+    [row] = await eventually(lambda: delivered(db, alert_id), timeout=30)
+    shown = [m for m in fake_slack.messages("C0PAY") if alert_of(m) == alert_id]
+    assert len(shown) == 1, shown
+    assert len(posts_of(fake_slack, alert_id)) == 1  # the restarted worker found it and did not post
+    assert fake_slack.calls("conversations.history")
+    async with db() as session:
+        alert = await session.get(Alert, alert_id)
+    assert (alert.slack_channel, alert.slack_ts) == ("C0PAY", shown[0]["ts"])
+    assert row.attempts == 2 and row.failed_at is None
+    assert "adopting it" in second.log()
+
+
+async def test_killed_before_slack_posted_is_delivered_once_after_restart(serve, db, fake_slack):
+    """The request reached Slack, which had not acted when the worker died; and an alert
+    committed while no server runs waits for the next one."""
+    await add_team(db, "Payments", "C0PAY")
+    first = await serve()
+    fake_slack.fail("chat.postMessage", status=503, delay=4)  # nothing posted; the answer would be late
+    alert_id = await fire(db, "Payments", "Checkout down")
+    await fake_slack.wait_for("chat.postMessage", timeout=15)
+    first.kill()
+    assert fake_slack.messages("C0PAY") == []
+    quiet_id = await fire(db, "Payments", "Committed while Genie was down")
+
+    await serve()
+    await eventually(lambda: delivered(db, count=2), timeout=30)
+    assert [alert_of(m) for m in fake_slack.messages("C0PAY")] == [alert_id, quiet_id]
+    assert len(posts_of(fake_slack, alert_id)) == 2 and len(posts_of(fake_slack, quiet_id)) == 1
+    assert len(fake_slack.calls("conversations.history")) == 1  # looked once, for the doubtful one
+    async with db() as session:
+        assert all([(await session.get(Alert, a)).slack_ts for a in (alert_id, quiet_id)])
