@@ -35,10 +35,10 @@ from bot.delivery import OutboxWorker, make_delivery_client
 from bot.listeners import register_listeners
 from bot.runtime import Runtime
 from bot.services.keys import resolve_secret_keys
+from bot.web.alert_api import routes as api_routes
 from bot.web.pages import routes as page_routes
 
 logger = logging.getLogger(__name__)
-from bot.web.alert_api import routes as api_routes
 
 #: Sent on every response. The link pages carry the token in their URL, so no page may leak
 #: it through a Referer header, and nothing is loaded from anywhere but Genie itself.

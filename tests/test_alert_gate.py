@@ -112,7 +112,7 @@ async def test_alert_is_posted_with_its_facts_and_buttons(world):
     assert set(buttons(post["blocks"])) == {"alert_acknowledge", "alert_close"}
     select = next(d for d in walk(post["blocks"]) if d.get("action_id") == "alert_assign")
     assert [o["text"]["text"] for o in select["options"]] == ["Alice Smith", "Bob Jones"]
-    assert await world.scalar("SELECT slack_ts FROM alert WHERE id = :a", a=alert_id)
+    assert await eventually(lambda: world.scalar("SELECT slack_ts FROM alert WHERE id = :a", a=alert_id))
 
 
 async def test_member_acknowledges_then_closes_and_the_message_follows(world):
