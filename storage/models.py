@@ -35,6 +35,9 @@ class Team(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     slack_channel_id: Mapped[str | None] = mapped_column(String(32))
+    #: The workspace (and Grid org) whose bot posts in that channel; NULL in single-workspace mode.
+    slack_team_id: Mapped[str | None] = mapped_column(String(32))
+    enterprise_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -245,6 +248,9 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel: Mapped[str] = mapped_column(String(32))
+    #: Whose bot token delivers it (multi-workspace mode); NULL: the single workspace's.
+    slack_team_id: Mapped[str | None] = mapped_column(String(32))
+    enterprise_id: Mapped[str | None] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(20))  # alert.post, alert.update, message
     alert_id: Mapped[int | None] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
     payload: Mapped[dict | None] = mapped_column(JSON)
@@ -268,3 +274,14 @@ class WorkspaceSetting(Base):
     workspace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     key: Mapped[str] = mapped_column(String(50), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
+
+
+# --- Slack installations (multi-workspace OAuth) ---------------------------------------------
+# slack-sdk's own tables, defined by slack-sdk and used through its Async SQLAlchemy stores on
+# Genie's engine; declared here so that Alembic creates and upgrades them with ours.
+from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore  # noqa: E402
+from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore  # noqa: E402
+
+SLACK_INSTALLATIONS = SQLAlchemyInstallationStore.build_installations_table(Base.metadata, "slack_installations")
+SLACK_BOTS = SQLAlchemyInstallationStore.build_bots_table(Base.metadata, "slack_bots")
+SLACK_OAUTH_STATES = SQLAlchemyOAuthStateStore.build_oauth_states_table(Base.metadata, "slack_oauth_states")
