@@ -90,8 +90,8 @@ async def test_app_home_disconnect_removes_link_and_republishes(genie):
     genie.fake.clear()
     clicked = await genie.slack.block_action(ALICE, "home_disconnect", disconnect["value"], container="view")
     assert clicked.status_code == 200
+    home = await genie.fake.wait_for("views.publish", user_id="U0ALICE")  # published after the unlink commits
     assert await genie.scalar("SELECT count(*) FROM slack_link") == 0
-    home = await genie.fake.wait_for("views.publish", user_id="U0ALICE")
     assert "not connected" in block_text(home[-1].args["view"]["blocks"])
 
 
