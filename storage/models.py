@@ -112,6 +112,34 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class SigninFailure(Base):
+    """A failed web sign-in, kept for a while so that sign-in can be rate-limited per account
+    and per client address across every Genie process (``bot.services.accounts``). The account
+    is the SHA-256 of the typed email, so the table holds no list of guessed addresses."""
+
+    __tablename__ = "signin_failure"
+    __table_args__ = (
+        Index("ix_signin_failure_account_at", "account", "at"),
+        Index("ix_signin_failure_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SlackEvent(Base):
+    """An Events API delivery already taken in (by ``event_id``). Slack re-sends an event it
+    thinks failed (``X-Slack-Retry-Num``); the retry finds its row and does nothing. Pruned after
+    ``bot.services.slack_events.KEEP``."""
+
+    __tablename__ = "slack_event"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class Setting(Base):
     """Deployment-wide key/value settings (e.g. the generated secret key)."""
 
