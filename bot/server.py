@@ -8,7 +8,9 @@ Nothing happens at import time; everything is made by these factories.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +41,9 @@ from bot.web.alert_api import routes as api_routes
 from bot.web.pages import routes as page_routes
 
 logger = logging.getLogger(__name__)
+
+#: Seconds ``/readyz`` waits for the database before answering 503.
+READY_TIMEOUT = 5.0
 
 #: Sent on every response. The link pages carry the token in their URL, so no page may leak
 #: it through a Referer header, and nothing is loaded from anywhere but Genie itself.
@@ -71,6 +76,52 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class RequestMetrics:
+    """Counts every HTTP request in ``genie_http_requests_total{method, route, status}`` (and its
+    duration), labelled with the matched route's *template* — ``/link/{token}``, never the path:
+    link tokens and alert ids are in paths, and a label per path would grow without end."""
+
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an exception that escapes becomes a 500 further out
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            metrics.count_request(scope["method"], self.template(scope), status, time.perf_counter() - started)
+
+    def template(self, scope: Scope) -> str:
+        # Starlette's router notes the route it chose in the scope; match here when it did not
+        # (an older Starlette, or a request that never reached the router).
+        route = scope.get("route")
+        if route is None:
+            partial = None
+            for candidate in self.routes:
+                match, _ = candidate.matches(scope)
+                if match is Match.FULL:
+                    route = candidate
+                    break
+                if match is Match.PARTIAL and partial is None:
+                    partial = candidate  # the path matched, the method did not (405)
+            route = route or partial
+        if isinstance(route, Mount):
+            return f"{route.path}/{{path}}"
+        return getattr(route, "path", None) or metrics.UNMATCHED
 
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
@@ -130,9 +181,12 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
+        """For a load balancer: 503 while the database cannot be reached, so traffic goes to
+        processes that can serve it. Bounded, because a health check that hangs is no answer."""
         try:
-            async with rt.sessionmaker() as session:
-                await session.execute(text("SELECT 1"))
+            async with asyncio.timeout(READY_TIMEOUT):
+                async with rt.sessionmaker() as session:
+                    await session.execute(text("SELECT 1"))
         except Exception as err:  # any database failure means "not ready", with the reason
             return PlainTextResponse(f"database unreachable: {type(err).__name__}", status_code=503)
         return PlainTextResponse("ready")
@@ -162,4 +216,5 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = rt
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestMetrics, routes=app.routes)
     return app

@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,9 +26,9 @@ import pytest
 from tests.conftest import PASSWORD, SECRET_KEY, SIGNING_SECRET
 from tests.fake_slack import FakeSlack
 from tests.helpers import connect_url
+from tests.processes import GenieServer, clean_env, free_port
 from tests.slack_driver import SlackDriver, SlackUser
 
-REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -46,22 +44,6 @@ ALICE = SlackUser("U0ALICE")
 
 
 # --- processes -----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """This machine's environment without any Genie or Slack setting, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GENIE_", "SLACK_")) and k != "DATABASE_URL"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(settings)
-    return env
-
-
 def genie_cli(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run ``genie ARGS`` (as ``python -m bot``) and insist on exit status 0."""
     done = subprocess.run([sys.executable, "-m", "bot", *args], input=stdin, env=env, cwd=cwd,
@@ -70,50 +52,12 @@ def genie_cli(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = No
     return done
 
 
-@dataclass
-class GenieServer:
-    url: str
-    log_path: Path
-    proc: subprocess.Popen
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(base_url=self.url, timeout=2) as http:
-            while True:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"genie serve exited with {self.proc.returncode}:\n{self.log()}")
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"genie serve not healthy after {timeout}s:\n{self.log()}")
-                await asyncio.sleep(0.1)
-
-
 @pytest.fixture
 def serve(request, tmp_path: Path) -> Callable[[dict[str, str], int], GenieServer]:
     """Starts ``genie serve --port PORT`` with an environment; always terminated at the end."""
 
     def start(env: dict[str, str], port: int) -> GenieServer:
-        log_path = tmp_path / f"genie-serve-{port}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port)], env=env,
-                                    cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        server = GenieServer(f"http://127.0.0.1:{port}", log_path, proc)
+        server = GenieServer.start(env, port, cwd=tmp_path)
         request.addfinalizer(server.stop)
         return server
 

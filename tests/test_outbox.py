@@ -8,19 +8,11 @@ in the middle of a delivery."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,9 +27,7 @@ from storage.session import make_engine, make_sessionmaker
 from tests.conftest import SECRET_KEY, SIGNING_SECRET, eventually
 from tests.fake_slack import FakeSlack
 from tests.helpers import block_text, buttons
-
-REPO = Path(__file__).resolve().parents[1]
-
+from tests.processes import GenieServer, clean_env, free_port
 
 # --- helpers -----------------------------------------------------------------------------------
 async def add_team(sessionmaker, name: str, channel: str) -> None:
@@ -284,59 +274,20 @@ async def test_fifty_alerts_in_three_channels_arrive_once_each_and_in_order(geni
 
 
 # --- crashes ---------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen
-    url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no cleanup, exactly like a crash or an OOM kill."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-
 @pytest.fixture
 def serve(tmp_path: Path, db_url: str, fake_slack: FakeSlack):
     """``serve()`` starts ``genie serve`` on a fresh port; every server is killed at the end."""
-    started: list[Served] = []
+    started: list[GenieServer] = []
 
-    async def start() -> Served:
+    async def start() -> GenieServer:
         port = free_port()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("GENIE_", "SLACK_")) and k != "DATABASE_URL"}
-        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-                   PYTHONUNBUFFERED="1", DATABASE_URL=db_url, GENIE_SECRET_KEY=SECRET_KEY,
-                   SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN="xoxb-test-token",
-                   SLACK_API_URL=fake_slack.api_url, GENIE_BASE_URL=f"http://127.0.0.1:{port}",
-                   GENIE_OUTBOX_LEASE_SECONDS="2")
-        log_path = tmp_path / f"serve-{len(started)}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port)], env=env,
-                                    cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        served = Served(proc, f"http://127.0.0.1:{port}", log_path)
+        env = clean_env(DATABASE_URL=db_url, GENIE_SECRET_KEY=SECRET_KEY, SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                        SLACK_BOT_TOKEN="xoxb-test-token", SLACK_API_URL=fake_slack.api_url,
+                        GENIE_BASE_URL=f"http://127.0.0.1:{port}", GENIE_OUTBOX_LEASE_SECONDS="2")
+        served = GenieServer.start(env, port, cwd=tmp_path, log_path=tmp_path / f"serve-{len(started)}.log")
         started.append(served)
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient(base_url=served.url, timeout=2) as http:
-            while True:
-                assert proc.poll() is None, f"genie serve exited:\n{served.log()}"
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        return served
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"genie serve not healthy:\n{served.log()}"
-                await asyncio.sleep(0.1)
+        await served.wait_healthy()
+        return served
 
     yield start
     for served in started:

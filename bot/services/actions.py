@@ -31,6 +31,11 @@ class ActionResult:
     text: str | None = None
     decision: Decision | None = None
     alert_id: int | None = None
+    #: What became of the click, for operators (``genie_gate_decisions``): applied, noop
+    #: (someone got there first), denied, or invalid (no such alert, action or assignee) …
+    outcome: str = "applied"
+    #: … and why, as a short label: the gate's reason (member, not_linked …) or what was invalid.
+    reason: str = ""
 
     @property
     def needs_link(self) -> bool:
@@ -45,16 +50,18 @@ class ActionResult:
 async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert_id: int, *,
               anonymous_default: bool, assignee_id: int | None = None) -> ActionResult:
     if action not in ACTIONS:
-        return ActionResult(False, "That action isn't one Genie knows.")
+        return ActionResult(False, "That action isn't one Genie knows.", outcome="invalid", reason="unknown_action")
     alert = await session.get(Alert, alert_id)
     if alert is None:
-        return ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.")
+        return ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.",
+                            outcome="invalid", reason="unknown_alert")
     allow_anonymous = await access.allow_anonymous(session, identity.workspace_id, anonymous_default)
     decision = await access.decide(session, identity, action, alert, allow_anonymous)
     actor = Actor(via="slack", user=decision.user, identity=identity, anonymous=decision.anonymous)
+    reason = decision.reason.name.lower()
     if not decision.allowed:
         await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
-        return ActionResult(False, decision.text, decision, alert.id)
+        return ActionResult(False, decision.text, decision, alert.id, outcome="denied", reason=reason)
     why = decision.reason.value
     try:
         if action == "acknowledge":
@@ -65,8 +72,11 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
             owner = await session.get(User, assignee_id) if assignee_id is not None else None
             if owner is None:
                 await alerts.record(session, alert, action, "denied", actor, reason="unknown assignee")
-                return ActionResult(False, "That person isn't a Genie user (any more).", decision, alert.id)
+                return ActionResult(False, "That person isn't a Genie user (any more).", decision, alert.id,
+                                    outcome="invalid", reason="unknown_assignee")
             await alerts.assign(session, alert, actor, owner, why=why)
-    except (AlreadyDone, Forbidden) as err:
-        return ActionResult(False, str(err), decision, alert.id)
-    return ActionResult(True, None, decision, alert.id)
+    except AlreadyDone as err:
+        return ActionResult(False, str(err), decision, alert.id, outcome="noop", reason=reason)
+    except Forbidden as err:  # allowed to assign, but not to that person
+        return ActionResult(False, str(err), decision, alert.id, outcome="denied", reason="assignee_not_member")
+    return ActionResult(True, None, decision, alert.id, outcome="applied", reason=reason)

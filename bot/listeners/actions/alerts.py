@@ -7,6 +7,7 @@ import logging
 
 from slack_bolt.context.async_context import AsyncBoltContext
 
+from bot import metrics
 from bot.blocks.alerts import parse_value, refusal_blocks
 from bot.listeners import identity_from, runtime
 from bot.services import actions, linking
@@ -45,6 +46,7 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> N
     rt, identity = runtime(context), identity_from(context)
     data = parse_value(_raw_value(body))
     if data is None or (action == "assign" and "user" not in data):
+        metrics.count_decision(action, "invalid", "bad_value")
         await respond(text="That button doesn't belong to a Genie alert I know, so nothing was changed.",
                       response_type="ephemeral", replace_original=False)
         return
@@ -52,6 +54,7 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> N
         result = await actions.act(session, identity, action, data["alert"],
                                    anonymous_default=rt.settings.allow_anonymous_actions,
                                    assignee_id=data.get("user"))
+    metrics.count_decision(action, result.outcome, result.reason)  # committed: it is on the timeline
     if result.applied:
         rt.wake_outbox()
         return

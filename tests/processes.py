@@ -1,0 +1,98 @@
+"""Genie as operating-system processes, for the tests that look from the outside: ``genie serve``
+runs as a subprocess (``python -m bot serve``) with an environment of its own, its output goes
+to a log file, and the test talks to it over HTTP — as an operator's supervisor and a load
+balancer do.
+
+    server = GenieServer.start(clean_env(DATABASE_URL=url, ...), free_port(), cwd=tmp_path)
+    await server.wait_healthy()
+    ...
+    server.kill()      # SIGKILL: a crash, an OOM kill — no shutdown, no cleanup
+    server.stop()      # SIGTERM: a graceful shutdown (SIGKILL after 15 s)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This machine's environment without any Genie or Slack setting, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GENIE_", "SLACK_")) and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+@dataclass
+class GenieServer:
+    url: str
+    log_path: Path
+    proc: subprocess.Popen
+
+    @classmethod
+    def start(cls, env: dict[str, str], port: int, *, cwd: Path, log_path: Path | None = None,
+              args: tuple[str, ...] = ()) -> "GenieServer":
+        """``genie serve --port PORT ARGS`` in ``cwd``; returns at once (see ``wait_healthy``)."""
+        log_path = log_path or cwd / f"genie-serve-{port}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port), *args], env=env,
+                                    cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        return cls(f"http://127.0.0.1:{port}", log_path, proc)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup, exactly like a crash or an OOM kill."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until ``/healthz`` answers 200; fails with the server's log if it exits or never does."""
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(base_url=self.url, timeout=2) as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"genie serve exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"genie serve not healthy after {timeout}s:\n{self.log()}")
+                await asyncio.sleep(0.1)
