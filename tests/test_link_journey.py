@@ -172,4 +172,7 @@ async def _link(genie, who, email: str):
     await browser.get(path)
     done = await browser.post(path, {"replace": "yes"})
     assert done.status_code == 200, page_text(done)
+    # Let the after-confirm DM and Home refresh finish, so later waits see only their own calls.
+    await genie.fake.wait_for("chat.postMessage", channel=who.user_id)
+    await genie.fake.wait_for("views.publish", user_id=who.user_id)
     return browser
