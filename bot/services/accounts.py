@@ -3,24 +3,35 @@
 Passwords are hashed with argon2id (argon2-cffi). Sign-in takes the same time whether or not
 the email exists (a dummy hash is verified), and the caller says only "email or password is
 incorrect" — no hint which field was wrong.
+
+Sign-in is rate-limited per account (the typed email) and per client address: after
+``MAX_FAILURES_PER_ACCOUNT`` / ``MAX_FAILURES_PER_ADDRESS`` failures within ``SIGNIN_WINDOW``
+further attempts are refused with ``TooManyAttempts`` *before* any password is checked (so a
+guesser learns nothing and burns no argon2 time). Failures live in the database, so the limit
+holds across restarts and every Genie process::
+
+    async with sessionmaker.begin() as session:
+        user = await sign_in(session, email, password, address)   # None: wrong; raises when limited
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services.errors import AlreadyExists, InvalidInput, NotFound
+from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
 from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import Team, TeamMember, User, WebSession
+from storage.models import SigninFailure, Team, TeamMember, User, WebSession
 
 SESSION_LIFETIME = timedelta(hours=12)
 MIN_PASSWORD_LENGTH = 8
@@ -91,12 +102,72 @@ async def set_active(session: AsyncSession, email: str, active: bool) -> User:
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> User | None:
     """The user if the email and password match an active account, else None."""
-    user = await repo.user_by_email(session, email)
+    # NUL can't be in a stored email (PostgreSQL refuses it in a query): no such user.
+    user = await repo.user_by_email(session, email) if "\x00" not in email else None
     ok = _verify(user.password_hash if user else None, password)
     if not ok or user is None or not user.is_active:
         return None
     if _hasher.check_needs_rehash(user.password_hash or ""):
         user.password_hash = _hasher.hash(password)
+    return user
+
+
+# --- sign-in rate limits ---------------------------------------------------------------------
+SIGNIN_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_ACCOUNT = 5
+MAX_FAILURES_PER_ADDRESS = 20
+
+
+class TooManyAttempts(GenieError):
+    """Sign-in refused without checking the password; ``retry_after`` says for how long."""
+
+    def __init__(self, retry_after: timedelta) -> None:
+        self.retry_after = retry_after
+        minutes = max(1, math.ceil(retry_after.total_seconds() / 60))
+        super().__init__(f"Too many sign-in attempts; try again in {minutes} minute{'s' if minutes != 1 else ''}.")
+
+
+def _account_key(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def _wait_for(session: AsyncSession, column, value: str, limit: int, now: datetime) -> timedelta | None:
+    """How long until fewer than ``limit`` failures of ``column == value`` are in the window
+    (None when there already are)."""
+    recent = list(await session.scalars(
+        select(SigninFailure.at).where(column == value, SigninFailure.at > now - SIGNIN_WINDOW)
+        .order_by(SigninFailure.at.desc()).limit(limit)
+    ))
+    if len(recent) < limit:
+        return None
+    return recent[-1] + SIGNIN_WINDOW - now
+
+
+async def check_signin_allowed(session: AsyncSession, email: str, address: str, now: datetime | None = None) -> None:
+    """Raise ``TooManyAttempts`` when this account or this address failed too often lately."""
+    now = now or utcnow()
+    waits = [w for w in (
+        await _wait_for(session, SigninFailure.account, _account_key(email), MAX_FAILURES_PER_ACCOUNT, now),
+        await _wait_for(session, SigninFailure.address, address[:64], MAX_FAILURES_PER_ADDRESS, now),
+    ) if w is not None]
+    if waits:
+        raise TooManyAttempts(max(waits))
+
+
+async def sign_in(session: AsyncSession, email: str, password: str, address: str,
+                  now: datetime | None = None) -> User | None:
+    """``authenticate`` behind the rate limits: raises ``TooManyAttempts`` (checking nothing),
+    else the user, or None after recording the failure. Success clears the account's failures."""
+    now = now or utcnow()
+    await check_signin_allowed(session, email, address, now)
+    user = await authenticate(session, email, password)
+    account = _account_key(email)
+    if user is None:
+        await session.execute(delete(SigninFailure).where(SigninFailure.at <= now - SIGNIN_WINDOW))
+        session.add(SigninFailure(account=account, address=address[:64], at=now))
+        await session.flush()
+        return None
+    await session.execute(delete(SigninFailure).where(SigninFailure.account == account))
     return user
 
 

@@ -127,6 +127,13 @@ async def current_user(request: Request) -> User | None:
         return await accounts.session_user(session, token)
 
 
+def client_address(request: Request) -> str:
+    """The client's address as the ASGI server saw it. ``genie serve`` runs uvicorn with
+    ``proxy_headers``, so behind a trusted proxy (``FORWARDED_ALLOW_IPS``) this is the address
+    from ``X-Forwarded-For``; a header sent by anyone else is ignored."""
+    return request.client.host if request.client and request.client.host else "unknown"
+
+
 def safe_next(target: str | None) -> str:
     """Only local paths: an open redirect would turn our sign-in into a phishing tool."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
@@ -165,11 +172,18 @@ async def login_submit(request: Request) -> Response:
     email = str(form.get("email") or "")[:254]
     password = str(form.get("password") or "")[:1024]
     target = safe_next(str(form.get("next") or ""))
-    async with rt.sessionmaker.begin() as session:
-        user = await accounts.authenticate(session, email, password)
-        if user is not None:
-            await accounts.end_session(session, request.cookies.get(SESSION_COOKIE))
-            token = await accounts.start_session(session, user)
+    try:
+        async with rt.sessionmaker.begin() as session:
+            user = await accounts.sign_in(session, email, password, client_address(request))
+            if user is not None:
+                await accounts.end_session(session, request.cookies.get(SESSION_COOKIE))
+                token = await accounts.start_session(session, user)
+    except accounts.TooManyAttempts as err:
+        logger.warning("sign-in refused for a while: too many failures for that account or from %s",
+                       client_address(request))
+        response = render(request, "login.html", status_code=429, next=target, email=email, error=str(err))
+        response.headers["Retry-After"] = str(max(1, int(err.retry_after.total_seconds())))
+        return response
     if user is None:
         return render(request, "login.html", status_code=401, next=target, email=email,
                       error="Email or password is incorrect.")
