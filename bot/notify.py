@@ -19,7 +19,7 @@ from bot.alert_render import alert_view
 from bot.runtime import Runtime
 from bot.services import alerts as alert_service
 from bot.services import linking
-from bot.services.linking import SlackIdentity
+from bot.services.linking import SlackIdentity, SlackProfile
 from storage import repositories as repo
 from storage.models import SlackLink
 
@@ -33,6 +33,19 @@ def _why(err: Exception) -> str:
     if isinstance(err, SlackApiError):
         return str(err.response.get("error"))
     return type(err).__name__
+
+
+async def fetch_profile(client: AsyncWebClient, user_id: str, workspace_name: str | None) -> SlackProfile | None:
+    """Who a Slack user is (``users.info``: name, profile email), or None if Slack can't say."""
+    try:
+        answer = await client.users_info(user=user_id)
+    except SLACK_FAILURES as err:
+        logger.warning("users.info for %s failed (%s)", user_id, _why(err))
+        return None
+    user = answer.get("user") or {}
+    profile = user.get("profile") or {}
+    name = profile.get("real_name") or profile.get("display_name") or user.get("real_name") or user.get("name")
+    return SlackProfile(name=name, email=profile.get("email"), workspace_name=workspace_name)
 
 
 def link_view(link: SlackLink) -> LinkView:

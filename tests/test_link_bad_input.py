@@ -271,3 +271,20 @@ async def test_concurrent_confirms_of_one_link_link_once(genie):
     assert await genie.scalar("SELECT count(*) FROM slack_link") == 1
     winner = await genie.scalar("SELECT consumed_by_user_id FROM link_request")
     assert await genie.scalar("SELECT user_id FROM slack_link") == winner
+
+
+async def test_phishing_warning_holds_even_when_the_profile_lookup_after_connect_failed(genie):
+    """users.info failed right after /genie connect: the confirm page asks Slack itself."""
+    await genie.add_user("alice@example.com", "Alice Smith")
+    genie.fake.fail("users.info", status=500, times=3)  # the lookup after the ack (and its retries) fail
+    path = await _connect_path(genie, MALLORY)
+    await genie.fake.wait_for("users.info")
+    from tests.conftest import eventually
+    async def settled():
+        return len(genie.fake.calls("users.info")) >= 1 and not genie.fake._failures.get("users.info")
+    await eventually(settled, timeout=10)
+    assert await genie.scalar("SELECT slack_email FROM link_request") is None
+    browser = await _signed_in(genie, "alice@example.com", path)
+    words = page_text(await browser.get(path))
+    assert "Careful: this Slack account's email is mallory@evil.example" in words
+    assert await genie.scalar("SELECT slack_email FROM link_request") is None  # GET wrote nothing

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
@@ -165,15 +165,24 @@ class LinkPreview:
     user_linked_elsewhere: SlackLink | None = None
     #: Already linked exactly like this: nothing to do.
     already_linked: bool = False
-    warnings: list[str] = field(default_factory=list)
+    #: What Slack says about the person now, when the request has not recorded it yet.
+    live_profile: SlackProfile | None = None
 
     @property
     def needs_replace(self) -> bool:
         return self.identity_taken_by is not None or self.user_linked_elsewhere is not None
 
     @property
+    def slack_name(self) -> str | None:
+        return self.request.slack_name or (self.live_profile.name if self.live_profile else None)
+
+    @property
+    def slack_email(self) -> str | None:
+        return self.request.slack_email or (self.live_profile.email if self.live_profile else None)
+
+    @property
     def email_mismatch(self) -> bool:
-        email = (self.request.slack_email or "").strip().lower()
+        email = (self.slack_email or "").strip().lower()
         return bool(email) and email != self.user.email
 
 
@@ -192,9 +201,10 @@ async def usable_request(session: AsyncSession, nonce: str, now: datetime | None
     return request
 
 
-async def preview(session: AsyncSession, nonce: str, user: User, now: datetime | None = None) -> LinkPreview:
+async def preview(session: AsyncSession, nonce: str, user: User, now: datetime | None = None,
+                  live_profile: SlackProfile | None = None) -> LinkPreview:
     request = await usable_request(session, nonce, now)
-    result = LinkPreview(request=request, user=user)
+    result = LinkPreview(request=request, user=user, live_profile=live_profile)
     current = await repo.link_for_identity(session, request.workspace_id, request.slack_user_id)
     if current is not None:
         if current.user_id == user.id:

@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bot.config import SLACK_SETUP_HINT
-from bot.notify import announce_link, refresh_home_after_unlink
+from bot.notify import announce_link, fetch_profile, refresh_home_after_unlink
 from bot.runtime import Runtime
 from bot.services import accounts, linking
 from bot.services.linking import LinkError, LinkProblem, NeedsReplaceConfirmation
@@ -216,10 +216,19 @@ async def link_page(request: Request) -> Response:
             request.state.user = user
             if user is None:
                 return render(request, "link_signin.html", link=request_row, next=f"/link/{quote(token)}", error=None)
-            planned = await linking.preview(session, nonce, user)
+            live = await _live_profile(rt, request_row) if not request_row.slack_email else None
+            planned = await linking.preview(session, nonce, user, live_profile=live)
             return render(request, "link_confirm.html", plan=planned, token=token)
     except LinkError as err:
         return problem_page(request, err)
+
+
+async def _live_profile(rt: Runtime, row) -> linking.SlackProfile | None:
+    """If the profile lookup that follows /genie connect has not finished (or failed), ask Slack
+    now: the confirm page must be able to warn when the Slack email is not the person's own."""
+    if rt.slack is None:
+        return None
+    return await fetch_profile(rt.slack, row.slack_user_id, row.workspace_name)
 
 
 async def link_confirm(request: Request) -> Response:

@@ -9,7 +9,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.blocks.linking import connect_message, disconnected_text, help_blocks, linked_message, status_text
 from bot.listeners import identity_from, runtime
-from bot.notify import SLACK_FAILURES, link_view, publish_home
+from bot.notify import fetch_profile, link_view, publish_home
 from bot.services import linking
 from bot.services.linking import SlackProfile
 
@@ -48,18 +48,6 @@ async def connect(ack, body: dict, context: AsyncBoltContext, client: AsyncWebCl
     if profile is not None:
         async with rt.sessionmaker.begin() as session:
             await linking.record_profile(session, request.nonce, profile)
-
-
-async def fetch_profile(client: AsyncWebClient, user_id: str, workspace_name: str | None) -> SlackProfile | None:
-    try:
-        answer = await client.users_info(user=user_id)
-    except SLACK_FAILURES as err:
-        logger.warning("users.info for %s failed (%s); the confirm page will show the Slack id only", user_id, type(err).__name__)
-        return None
-    user = answer.get("user") or {}
-    profile = user.get("profile") or {}
-    name = profile.get("real_name") or profile.get("display_name") or user.get("real_name") or user.get("name")
-    return SlackProfile(name=name, email=profile.get("email"), workspace_name=workspace_name)
 
 
 async def status(ack, context: AsyncBoltContext) -> None:
