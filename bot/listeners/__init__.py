@@ -7,8 +7,10 @@ import logging
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.response import BoltResponse
 
 from bot.runtime import Runtime
+from bot.services import slack_events
 from bot.services.errors import GenieError
 from bot.services.linking import SlackIdentity
 
@@ -35,7 +37,21 @@ def register_listeners(app: AsyncApp, rt: Runtime) -> None:
         context["genie"] = rt
         await next()
 
+    async def drop_event_retries(body: dict, next, logger: logging.Logger):  # noqa: A002 - Bolt's name
+        """Slack re-sends an event it thinks failed (``X-Slack-Retry-Num``); a delivery whose
+        ``event_id`` was taken in before is answered 200 and does nothing. Runs after Bolt has
+        verified the signature, so a forged request cannot burn a real event's id."""
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if isinstance(event_id, str) and 0 < len(event_id) <= slack_events.MAX_EVENT_ID:
+            async with rt.sessionmaker.begin() as session:
+                first = await slack_events.first_delivery(session, event_id)
+            if not first:
+                logger.info("Slack event %s was already taken in; ignoring this delivery", event_id)
+                return BoltResponse(status=200, body="")
+        await next()
+
     app.middleware(inject_runtime)
+    app.middleware(drop_event_retries)
     commands.register(app)
     actions.register(app)
     events.register(app)

@@ -1,0 +1,39 @@
+"""Slack's Events API retries: an event Slack thinks failed (no 200 within 3 seconds, a 5xx)
+is sent again with ``X-Slack-Retry-Num``, up to three times over some minutes. Each delivery of
+one event carries the same ``event_id``; the first one in wins and the others do nothing.
+
+    async with sessionmaker.begin() as session:
+        if not await first_delivery(session, body["event_id"]):
+            return   # a retry of an event already taken in
+
+Rows older than ``KEEP`` are pruned on the way (Slack gives up retrying well before that).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.base import utcnow
+from storage.models import SlackEvent
+
+KEEP = timedelta(hours=1)
+MAX_EVENT_ID = 64
+
+
+async def first_delivery(session: AsyncSession, event_id: str, now: datetime | None = None) -> bool:
+    """Record ``event_id``; False when it was recorded before (by this or another process).
+    Concurrent deliveries of one event race on the primary key: exactly one wins."""
+    now = now or utcnow()
+    await session.execute(delete(SlackEvent).where(SlackEvent.received_at < now - KEEP))
+    if await session.scalar(select(SlackEvent.event_id).where(SlackEvent.event_id == event_id)) is not None:
+        return False
+    try:
+        async with session.begin_nested():
+            session.add(SlackEvent(event_id=event_id, received_at=now))
+    except IntegrityError:  # another delivery of the same event committed first
+        return False
+    return True
