@@ -11,6 +11,8 @@ Slack; nothing of Genie's own is mocked.
     fake.messages("C0PAY")                # what the channel shows now (posts, as updated)
     fake.fail("views.publish", status=500, times=1)
     fake.fail("chat.postMessage", delay=5)  # slow: the post is in the channel at once, the answer late
+    fake.fail("chat.update", drop="before")  # the connection is cut, no answer; "after": Slack acted first
+    fake.fail("response_url", status=500)   # response_url posts can fail too
     fake.stop()
 """
 
@@ -52,6 +54,33 @@ class _Failure:
     retry_after: int | None = None
     delay: float = 0.0
     times: int = 1
+    #: Close the connection without answering: "before" acting, or "after" (Slack acted).
+    drop: str | None = None
+
+
+#: Where the fake keeps uvicorn's transport in the ASGI scope, so a failure can cut it.
+_TRANSPORT = "fake_slack.transport"
+
+
+class _KeepTransport:
+    """Outermost ASGI layer: notes the connection's transport in the scope (uvicorn's ``send``
+    is a method of its request cycle, which holds the transport)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if scope["type"] == "http" and transport is not None:
+            scope[_TRANSPORT] = transport
+        await self.app(scope, receive, send)
+
+
+async def _drop(request: Request) -> Response:
+    """Cut the connection: the client sees it closed with no answer (a reset)."""
+    request.scope[_TRANSPORT].abort()
+    await asyncio.sleep(0.05)  # let uvicorn see the disconnect, so it does not answer after all
+    return Response(status_code=500)
 
 
 class FakeSlack:
@@ -104,10 +133,13 @@ class FakeSlack:
             await asyncio.sleep(0.02)
 
     def fail(self, method: str, *, status: int = 200, error: str | None = None, retry_after: int | None = None,
-             delay: float = 0.0, times: int = 1) -> None:
-        """Make the next ``times`` calls of ``method`` fail (HTTP status, Slack error, or slowness)."""
+             delay: float = 0.0, times: int = 1, drop: str | None = None) -> None:
+        """Make the next ``times`` calls of ``method`` fail (HTTP status, Slack error, slowness, or
+        ``drop`` = "before"/"after": the connection is closed without an answer, before or after
+        Slack acted). ``method`` "response_url" makes response_url posts fail."""
+        assert drop in (None, "before", "after")
         with self._lock:
-            self._failures.setdefault(method, []).append(_Failure(status, error, retry_after, delay, times))
+            self._failures.setdefault(method, []).append(_Failure(status, error, retry_after, delay, times, drop))
 
     def _take_failure(self, method: str) -> _Failure | None:
         with self._lock:
@@ -142,6 +174,11 @@ class FakeSlack:
         with self._lock:
             self._calls.append(Call(method, args, token))
         failure = self._take_failure(method)
+        if failure is not None and failure.drop:
+            await asyncio.sleep(failure.delay)
+            if failure.drop == "after" and token and token.startswith("xoxb-"):
+                self._answer(method, args)
+            return await _drop(request)
         if failure is not None and failure.status == 200 and not failure.error and token and token.startswith("xoxb-"):
             # Slow but successful: Slack acts at once (a post is in the channel) and answers late.
             answer = self._answer(method, args)
@@ -224,6 +261,13 @@ class FakeSlack:
         args["response_id"] = request.path_params["rid"]
         with self._lock:
             self._calls.append(Call("response_url", args, None))
+        failure = self._take_failure("response_url")
+        if failure is not None:
+            await asyncio.sleep(failure.delay)
+            if failure.drop:
+                return await _drop(request)
+            if failure.status != 200:
+                return Response("fake_http_error", status_code=failure.status)
         return JSONResponse({"ok": True})
 
     def response_url(self, rid: str = "r1") -> str:
@@ -241,7 +285,7 @@ class FakeSlack:
         port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.api_url = f"{self.url}/api/"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._server = uvicorn.Server(uvicorn.Config(_KeepTransport(app), log_level="warning", lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
