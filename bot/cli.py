@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import logging
+import re
 import sys
 from typing import Any, Callable, Sequence
 
@@ -339,6 +340,40 @@ def cmd_alert_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbox_row(m) -> dict:
+    state = "failed" if m.failed_at else "pending"
+    return {"id": m.id, "state": state, "kind": m.kind, "channel": m.channel, "alert": m.alert_id,
+            "attempts": m.attempts, "created_at": m.created_at.isoformat(),
+            "next_attempt_at": None if m.failed_at else m.next_attempt_at.isoformat(),
+            "failed_at": m.failed_at.isoformat() if m.failed_at else None, "last_error": m.last_error}
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from bot.services import outbox
+
+    async def work(session):
+        return [_outbox_row(m) for m in await outbox.undelivered(session, failed_only=args.failed)]
+
+    rows = asyncio.run(_with_db(work))
+    _emit(rows, ["id", "state", "kind", "channel", "alert", "attempts", "next_attempt_at", "last_error"], args.json)
+    return 0
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    from bot.services import outbox
+
+    if not re.fullmatch(r"[0-9]{1,9}", args.id):
+        raise UserError(f"{args.id!r} is not an outbox message id (see genie outbox list --failed)")
+
+    async def work(session):
+        return await outbox.retry_failed(session, int(args.id))
+
+    message = asyncio.run(_with_db(work))
+    print(f"outbox message {message.id} ({message.kind} to {message.channel}) will be retried now by the running "
+          "genie serve")
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
@@ -439,6 +474,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="the alert's number (tinyId) or id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_alert_show)
+
+    box = sub.add_parser("outbox", help="Slack messages waiting or failed").add_subparsers(
+        dest="outbox_command", required=True, parser_class=_Parser)
+    p = box.add_parser("list", help="messages not delivered yet (pending and failed), oldest first")
+    p.add_argument("--failed", action="store_true", help="only the failed ones (they wait for genie outbox retry)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outbox_list)
+    p = box.add_parser("retry", help="retry a failed message now (after fixing its cause)")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_outbox_retry)
     return parser
 
 

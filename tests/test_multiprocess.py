@@ -108,6 +108,9 @@ def cluster(db_url: str, fake_slack: FakeSlack, tmp_path: Path):
     yield start
     for node in nodes:
         node.server.kill()
+        # Shown by pytest only when the test failed: what each process said.
+        lines = node.server.log().splitlines()
+        print(f"--- genie {node.name} ({node.url}), last {min(len(lines), 80)} log lines:", *lines[-80:], sep="\n")
 
 
 @pytest.fixture
@@ -220,7 +223,7 @@ async def test_forty_confirms_of_one_link_across_two_processes_link_it_once(clus
 
     path = urlsplit(connect_url(await a.slack.command(ALICE, "connect"))).path
     assert path.startswith("/link/")
-    await fake_slack.wait_for("users.info", user="U0ALICE")  # the profile, looked up after the ack
+    await fake_slack.wait_for("users.info", user="U0ALICE", timeout=30)  # the profile, looked up after the ack
 
     # Forty people, each signed in on one process and shown the confirm page by the other
     # (sessions and CSRF tokens live in the database and under the shared key).
@@ -257,7 +260,7 @@ async def test_forty_confirms_of_one_link_across_two_processes_link_it_once(clus
     assert await rows(db, 'SELECT u.email FROM link_request r JOIN "user" u ON u.id = r.consumed_by_user_id') \
         == [(winner,)]
     # Slack: the one DM saying so, from whichever process won.
-    dm = await fake_slack.wait_for("chat.postMessage", channel="U0ALICE", timeout=10)
+    dm = await fake_slack.wait_for("chat.postMessage", channel="U0ALICE", timeout=30)
     await asyncio.sleep(0.5)
     dms = fake_slack.calls("chat.postMessage")
     assert len([c for c in dms if c.args.get("channel") == "U0ALICE"]) == 1
@@ -282,10 +285,10 @@ async def test_forty_acknowledge_clicks_across_two_processes_make_one_transition
     a, b = nodes = await cluster("a", "b")
 
     await create_alert(a, keys["Payments"], "Checkout error rate above 5%")
-    [post] = await fake_slack.wait_for("chat.postMessage", channel="C0PAY", timeout=10)
+    [post] = await fake_slack.wait_for("chat.postMessage", channel="C0PAY", timeout=30)
     alert_id = alert_of(post.args)
     value = buttons(post.args["blocks"])["alert_acknowledge"]["value"]
-    await eventually(lambda: all_delivered(db, 1), timeout=10)
+    await eventually(lambda: all_delivered(db, 1), timeout=30)
 
     clickers = [SlackUser(f"U0CLICK{i:02d}") for i in range(40)]
     started = time.monotonic()
@@ -314,7 +317,7 @@ async def test_forty_acknowledge_clicks_across_two_processes_make_one_transition
     assert all(t.args.get("response_type") == "ephemeral" for t in told)
 
     # The channel's message was updated once, to name the winner.
-    await eventually(lambda: all_delivered(db, 2), timeout=10)
+    await eventually(lambda: all_delivered(db, 2), timeout=30)
     updates = [c for c in fake_slack.calls("chat.update") if c.args.get("channel") == "C0PAY"]
     assert len(updates) == 1
     [shown] = fake_slack.messages("C0PAY")

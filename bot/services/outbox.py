@@ -27,6 +27,7 @@ from sqlalchemy import and_, case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from bot.services.errors import InvalidInput, NotFound
 from storage.base import utcnow
 from storage.models import OutboxMessage
 
@@ -178,3 +179,35 @@ async def next_due_at(session: AsyncSession) -> datetime | None:
     ready_at = case((OutboxMessage.locked_until > OutboxMessage.next_attempt_at, OutboxMessage.locked_until),
                     else_=OutboxMessage.next_attempt_at)
     return await session.scalar(select(func.min(ready_at)).where(_pending(), _is_head()))
+
+
+# --- for operators (``genie outbox list`` / ``genie outbox retry``) -----------------------------
+async def undelivered(session: AsyncSession, *, failed_only: bool = False, limit: int = 200) -> list[OutboxMessage]:
+    """Messages not delivered, oldest first: pending ones (with their last error, if any) and
+    failed ones, which stay until an operator retries them — nothing is dropped silently."""
+    query = select(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))
+    if failed_only:
+        query = query.where(OutboxMessage.failed_at.is_not(None))
+    return list(await session.scalars(query.order_by(OutboxMessage.id).limit(limit)))
+
+
+async def retry_failed(session: AsyncSession, message_id: int, now: datetime | None = None) -> OutboxMessage:
+    """Make a failed message pending again, due now, with a fresh count of attempts (after the
+    cause was fixed: the app invited to the channel, the channel id corrected …). If an earlier
+    attempt may have posted, the worker still looks in the channel before posting again."""
+    now = now or utcnow()
+    message = await session.get(OutboxMessage, message_id)
+    if message is None:
+        raise NotFound(f"no outbox message {message_id}")
+    if message.delivered_at is not None:
+        raise InvalidInput(f"outbox message {message_id} was delivered already")
+    result = await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == message_id, OutboxMessage.failed_at.is_not(None),
+                                    OutboxMessage.delivered_at.is_(None))
+        .values(failed_at=None, next_attempt_at=now, attempts=0, locked_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise InvalidInput(f"outbox message {message_id} has not failed: it is pending, and is retried on its own")
+    await session.refresh(message)
+    return message
