@@ -187,7 +187,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 def cmd_team_add(args: argparse.Namespace) -> int:
     async def work(session):
-        return await accounts.add_team(session, args.name, args.channel)
+        return await accounts.add_team(session, args.name, args.channel, args.workspace)
 
     team = asyncio.run(_with_db(work))
     print(f"added team {team.name}" + (f" (channel {team.slack_channel_id})" if team.slack_channel_id else ""))
@@ -196,7 +196,7 @@ def cmd_team_add(args: argparse.Namespace) -> int:
 
 def cmd_team_set_channel(args: argparse.Namespace) -> int:
     async def work(session):
-        return await accounts.set_team_channel(session, args.name, args.channel)
+        return await accounts.set_team_channel(session, args.name, args.channel, args.workspace)
 
     team = asyncio.run(_with_db(work))
     print(f"team {team.name} now posts to {team.slack_channel_id}")
@@ -426,10 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = team.add_parser("add")
     p.add_argument("name")
     p.add_argument("--channel", help="Slack channel id for the team's alerts")
+    p.add_argument("--workspace", help="multi-workspace mode: the channel's workspace (T0123… or E0123…/T0123…)")
     p.set_defaults(func=cmd_team_add)
     p = team.add_parser("set-channel")
     p.add_argument("name")
     p.add_argument("channel")
+    p.add_argument("--workspace", help="multi-workspace mode: the channel's workspace (T0123… or E0123…/T0123…)")
     p.set_defaults(func=cmd_team_set_channel)
     for name, add in (("add-member", True), ("remove-member", False)):
         p = team.add_parser(name)

@@ -144,9 +144,10 @@ class Settings:
             )
         if bot_token and not bot_token.startswith("xoxb-"):
             raise ConfigError("SLACK_BOT_TOKEN", "must be a bot token starting with xoxb-")
-        if client_id:
-            # Multi-workspace OAuth arrives with the installation store (issue: part 3).
-            raise ConfigError("SLACK_CLIENT_ID", "multi-workspace OAuth mode is not available yet; use SLACK_BOT_TOKEN")
+        if client_id and not client_secret:
+            raise ConfigError("SLACK_CLIENT_SECRET", "is required with SLACK_CLIENT_ID (multi-workspace OAuth mode)")
+        if client_id and not signing_secret:
+            raise ConfigError("SLACK_SIGNING_SECRET", "is required with SLACK_CLIENT_ID to verify requests from Slack")
         if client_secret and not client_id:
             raise ConfigError("SLACK_CLIENT_SECRET", "is set but SLACK_CLIENT_ID is not")
         if socket_mode:
@@ -155,8 +156,9 @@ class Settings:
             raise ConfigError("SLACK_APP_TOKEN", "must be an app-level token starting with xapp-")
         if bot_token and not signing_secret:
             raise ConfigError("SLACK_SIGNING_SECRET", "is required with SLACK_BOT_TOKEN to verify requests from Slack")
-        if signing_secret and not bot_token:
-            raise ConfigError("SLACK_BOT_TOKEN", "is required when SLACK_SIGNING_SECRET is set")
+        if signing_secret and not bot_token and not client_id:
+            raise ConfigError("SLACK_BOT_TOKEN", "is required when SLACK_SIGNING_SECRET is set "
+                                                 "(or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET for several workspaces)")
 
         slack_api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
         if urlsplit(slack_api_url).scheme not in {"http", "https"}:

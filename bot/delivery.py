@@ -144,6 +144,11 @@ class Claim:
     in_doubt: bool = False
     #: Settling (delivered/retry/failed); the lease keeper stops complaining.
     done: bool = False
+    #: Whose bot delivers it (multi-workspace mode).
+    slack_team_id: str | None = None
+    enterprise_id: str | None = None
+    #: The Web API client for that workspace, resolved when delivery starts.
+    client: Any = None
 
 
 class OutboxWorker:
@@ -250,7 +255,8 @@ class OutboxWorker:
             row = await session.get(OutboxMessage, head.id, populate_existing=True)
         assert row is not None and row.locked_until is not None
         earlier = row.first_attempt_at is not None and row.first_attempt_at < now - timedelta(milliseconds=1)
-        return Claim(id=row.id, channel=row.channel, kind=row.kind, alert_id=row.alert_id, payload=row.payload,
+        return Claim(slack_team_id=row.slack_team_id, enterprise_id=row.enterprise_id,
+                     id=row.id, channel=row.channel, kind=row.kind, alert_id=row.alert_id, payload=row.payload,
                      attempts=row.attempts, locked_until=row.locked_until,
                      maybe_posted_since=row.first_attempt_at if earlier else None)
 
@@ -328,6 +334,7 @@ class OutboxWorker:
             claim.locked_until = until
 
     async def _send(self, claim: Claim) -> None:
+        claim.client = await self._client_for(claim)
         if claim.kind == outbox.POST_ALERT:
             await self._post_alert(claim)
         elif claim.kind == outbox.UPDATE_ALERT:
@@ -336,6 +343,25 @@ class OutboxWorker:
             await self._post_message(claim)
         else:
             raise Undeliverable(f"unknown outbox kind {claim.kind!r}")
+
+    async def _client_for(self, claim: Claim) -> AsyncWebClient:
+        """Single workspace: the one bot. Several: that workspace's bot, looked up now (a
+        reinstall or an uninstall takes effect at once); with no workspace recorded and exactly
+        one installation, that one."""
+        if self.rt.settings.slack_mode != "oauth" or self.rt.clients is None:
+            return self.client
+        team_id, enterprise_id = claim.slack_team_id, claim.enterprise_id
+        if team_id is None and enterprise_id is None:
+            only = await self.rt.clients.only_installation()
+            if only is None:
+                raise Undeliverable("this team's channel has no workspace and Genie is installed in several "
+                                    "(or none): run `genie team set-channel NAME CHANNEL --workspace TEAM_ID`")
+            team_id, enterprise_id = only
+        client = await self.rt.clients.for_workspace(team_id, enterprise_id, retries=False)
+        if client is None:
+            raise Undeliverable(f"Genie is not installed in workspace {enterprise_id or ''}{'/' if enterprise_id and team_id else ''}"
+                                f"{team_id or ''} (install it at /slack/install)")
+        return client
 
     async def _render(self, claim: Claim) -> tuple[Alert, str, list[dict]]:
         """The alert as it is now (so a late message still shows the current state)."""
@@ -358,7 +384,7 @@ class OutboxWorker:
             ts = await self._earlier_post(claim)
         if ts is None:
             claim.in_doubt = True
-            response = await self.client.chat_postMessage(
+            response = await claim.client.chat_postMessage(
                 channel=claim.channel, text=text, blocks=blocks,
                 metadata={"event_type": EVENT_TYPE, "event_payload": {"alert_id": alert.id, "outbox_id": claim.id}},
             )
@@ -375,7 +401,7 @@ class OutboxWorker:
         cursor: str | None = None
         for _ in range(HISTORY_PAGES):
             try:
-                response = await self.client.conversations_history(
+                response = await claim.client.conversations_history(
                     channel=claim.channel, oldest=oldest, include_all_metadata=True, limit=100, cursor=cursor)
             except SlackApiError as err:
                 failure = classify(err)
@@ -407,7 +433,7 @@ class OutboxWorker:
         if not alert.slack_ts or not alert.slack_channel:
             raise Undeliverable("no Slack message to update")
         claim.in_doubt = True
-        await self.client.chat_update(channel=alert.slack_channel, ts=alert.slack_ts, text=text, blocks=blocks)
+        await claim.client.chat_update(channel=alert.slack_channel, ts=alert.slack_ts, text=text, blocks=blocks)
         await self._settle(claim)
 
     async def _post_message(self, claim: Claim) -> None:
@@ -418,7 +444,7 @@ class OutboxWorker:
         if payload.get("blocks"):
             kwargs["blocks"] = payload["blocks"]
         claim.in_doubt = True
-        await self.client.chat_postMessage(**kwargs)
+        await claim.client.chat_postMessage(**kwargs)
         await self._settle(claim)
 
     async def _settle(self, claim: Claim, *, alert_id: int | None = None, channel: str | None = None,

@@ -70,16 +70,18 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
 
 async def announce_link(rt: Runtime, link: SlackLink) -> None:
     """After a web confirm: DM "You're connected as …" and refresh the Home tab."""
-    if rt.slack is None:
+    client = await rt.client_for(link.slack_team_id, link.enterprise_id)
+    if client is None:
         return
     text, blocks = connected_dm(link_view(link), link.workspace_name)
     try:
-        await rt.slack.chat_postMessage(channel=link.slack_user_id, text=text, blocks=blocks)
+        await client.chat_postMessage(channel=link.slack_user_id, text=text, blocks=blocks)
     except SLACK_FAILURES as err:
         logger.warning("connected DM to %s failed: %s", link.slack_user_id, _why(err))
-    await publish_home(rt, rt.slack, SlackIdentity(link.slack_team_id, link.slack_user_id, link.enterprise_id))
+    await publish_home(rt, client, SlackIdentity(link.slack_team_id, link.slack_user_id, link.enterprise_id))
 
 
 async def refresh_home_after_unlink(rt: Runtime, link: SlackLink) -> None:
-    if rt.slack is not None:
-        await publish_home(rt, rt.slack, SlackIdentity(link.slack_team_id, link.slack_user_id, link.enterprise_id))
+    client = await rt.client_for(link.slack_team_id, link.enterprise_id)
+    if client is not None:
+        await publish_home(rt, client, SlackIdentity(link.slack_team_id, link.slack_user_id, link.enterprise_id))

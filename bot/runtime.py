@@ -25,12 +25,16 @@ class Runtime:
     csrf: Signer
     #: Bot-token client for calls not triggered by a Slack request (web confirm, disconnect).
     slack: AsyncWebClient | None = None
+    #: Bot tokens per workspace (``bot.slack_clients``); None only in unit tests.
+    clients: Any = None
     #: The outbox worker of this process, if it runs one (``bot.delivery``).
     worker: Any = None
 
     @classmethod
-    def create(cls, settings: Settings, sessionmaker, secret_keys: tuple[str, ...], slack: AsyncWebClient | None):
+    def create(cls, settings: Settings, sessionmaker, secret_keys: tuple[str, ...], slack: AsyncWebClient | None,
+               clients: Any = None):
         return cls(
+            clients=clients,
             settings=settings,
             sessionmaker=sessionmaker,
             secret_keys=secret_keys,
@@ -38,6 +42,12 @@ class Runtime:
             csrf=Signer(list(reversed(secret_keys)), salt=CSRF_SALT),
             slack=slack,
         )
+
+    async def client_for(self, team_id: str | None, enterprise_id: str | None) -> AsyncWebClient | None:
+        """The bot client for that workspace (None: Slack not configured, or not installed there)."""
+        if self.clients is None:
+            return self.slack
+        return await self.clients.for_workspace(team_id, enterprise_id)
 
     def wake_outbox(self) -> None:
         """After committing outbox rows: deliver now rather than at the worker's next poll."""

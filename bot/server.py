@@ -16,11 +16,8 @@ from pathlib import Path
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot import metrics
 from bot.config import SLACK_SETUP_HINT, Settings
 from bot.delivery import OutboxWorker, make_delivery_client
+from bot.slack_clients import BOT_SCOPES, SlackClients
 from bot.listeners import register_listeners
 from bot.runtime import Runtime
 from bot.services.keys import resolve_secret_keys
@@ -126,16 +124,7 @@ class RequestMetrics:
 
 def make_slack_client(settings: Settings) -> AsyncWebClient:
     """The one configured client: Bolt copies base_url and retry handlers into its per-request clients."""
-    return AsyncWebClient(
-        token=settings.slack_bot_token,
-        base_url=settings.slack_api_url,
-        timeout=10,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
-        ],
-    )
+    return SlackClients(settings).app_client()
 
 
 async def make_runtime(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Runtime:
@@ -145,15 +134,35 @@ async def make_runtime(settings: Settings, sessionmaker: async_sessionmaker[Asyn
             "GENIE_SECRET_KEY is not set: using a key generated once and kept in the database. "
             "Set GENIE_SECRET_KEY so that a copy of the database cannot be used to forge links."
         )
-    slack = make_slack_client(settings) if settings.slack_mode == "single" else None
-    return Runtime.create(settings, sessionmaker, keys, slack)
+    clients = SlackClients(settings, sessionmaker.kw.get("bind"))
+    slack = clients.app_client() if settings.slack_mode != "none" else None
+    return Runtime.create(settings, sessionmaker, keys, slack, clients=clients)
 
 
 def build_bolt_app(rt: Runtime) -> AsyncApp:
+    """Single workspace: the bot token. OAuth: installs at /slack/install, tokens looked up per
+    request in slack-sdk's installation store on Genie's database."""
     assert rt.slack is not None
+    oauth_settings = None
+    if rt.settings.slack_mode == "oauth":
+        store = rt.clients.installation_store
+        engine = rt.sessionmaker.kw.get("bind")
+        oauth_settings = AsyncOAuthSettings(
+            client_id=rt.settings.slack_client_id,
+            client_secret=rt.settings.slack_client_secret,
+            scopes=list(BOT_SCOPES),
+            installation_store=store,
+            # slack-sdk's state store (its consume is not race-safe: fine for OAuth state only).
+            state_store=AsyncSQLAlchemyOAuthStateStore(expiration_seconds=600, engine=engine),
+            install_path="/slack/install",
+            redirect_uri_path="/slack/oauth_redirect",
+            redirect_uri=f"{rt.settings.base_url}/slack/oauth_redirect",
+            installation_store_bot_only=True,
+        )
     app = AsyncApp(
         client=rt.slack,
         signing_secret=rt.settings.slack_signing_secret,
+        oauth_settings=oauth_settings,
         # Bolt acks first and finishes listeners in the background (Slack's 3 seconds).
         process_before_response=False,
         raise_error_for_unhandled_request=False,
@@ -164,13 +173,20 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
 
 def build_asgi_app(rt: Runtime) -> Starlette:
     routes: list = list(page_routes) + list(api_routes)
-    if rt.settings.slack_mode == "single":
+    if rt.settings.slack_mode in ("single", "oauth"):
         handler = AsyncSlackRequestHandler(build_bolt_app(rt))
         # Delivers the outbox to Slack; handlers call rt.wake_outbox() after committing.
         rt.worker = OutboxWorker(rt, make_delivery_client(rt.settings))
 
         async def slack_events(request: Request) -> Response:
             return await handler.handle(request)
+
+        if rt.settings.slack_mode == "oauth":
+            async def slack_oauth(request: Request) -> Response:
+                return await handler.handle(request)
+
+            routes += [Route("/slack/install", slack_oauth, methods=["GET"]),
+                       Route("/slack/oauth_redirect", slack_oauth, methods=["GET"])]
     else:
         logger.warning("%s.", SLACK_SETUP_HINT)
 

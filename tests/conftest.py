@@ -114,6 +114,7 @@ def fake_slack_server() -> Any:
 def fake_slack(fake_slack_server: FakeSlack) -> FakeSlack:
     fake_slack_server.clear()
     fake_slack_server._failures.clear()
+    fake_slack_server.oauth_grants.clear()
     fake_slack_server.users.clear()
     fake_slack_server.add_user("U0ALICE", "Alice Smith", "alice@example.com")
     fake_slack_server.add_user("U0BOB", "Bob Jones", "bob@example.com")

@@ -87,6 +87,8 @@ class FakeSlack:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: list[Call] = []
+        #: oauth.v2.access answers by code (see grant()).
+        self.oauth_grants: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[_Failure]] = {}
         self._ts = itertools.count(1)
         #: users.info answers: Slack user id -> user object (as Slack returns it).
@@ -171,6 +173,11 @@ class FakeSlack:
                     pass
         auth = request.headers.get("authorization", "")
         token = auth.removeprefix("Bearer ") if auth else args.get("token")
+        if method == "oauth.v2.access":  # client credentials, not a token
+            with self._lock:
+                self._calls.append(Call(method, args, None))
+            grant = self.oauth_grants.pop(args.get("code", ""), None)
+            return JSONResponse(grant or {"ok": False, "error": "invalid_code"})
         with self._lock:
             self._calls.append(Call(method, args, token))
         failure = self._take_failure(method)
@@ -195,9 +202,30 @@ class FakeSlack:
                 return JSONResponse({"ok": False, "error": failure.error})
         if not token or not token.startswith("xoxb-"):
             return JSONResponse({"ok": False, "error": "not_authed"})
-        return JSONResponse(self._answer(method, args))
+        return JSONResponse(self._answer(method, args, token))
 
-    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+    def grant(self, code: str, team_id: str | None, *, team_name: str = "Beta", enterprise_id: str | None = None,
+              org_wide: bool = False, installer: str = "U0INSTALLER") -> str:
+        """Make ``oauth.v2.access`` with ``code`` install the app there; returns the bot token."""
+        where = enterprise_id if org_wide else team_id
+        token = f"xoxb-{where}-{code}"
+        self.oauth_grants[code] = {
+            "ok": True, "access_token": token, "token_type": "bot", "scope": "commands,chat:write",
+            "bot_user_id": f"U0BOT{where}", "app_id": "A0GENIE",
+            "team": None if org_wide else {"id": team_id, "name": team_name},
+            "enterprise": {"id": enterprise_id, "name": "Acme Org"} if enterprise_id else None,
+            "authed_user": {"id": installer}, "is_enterprise_install": org_wide,
+        }
+        return token
+
+    def _answer(self, method: str, args: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+        # Tokens made by grant() are "xoxb-<team or org id>-<code>": answer for that workspace.
+        where = token.split("-")[1] if token and token.count("-") >= 2 and token.split("-")[1][:1] in "TE" else None
+        if method == "auth.test" and where:
+            org = where.startswith("E")
+            return {"ok": True, "url": "https://beta.slack.com/", "team": "Beta", "user": "genie",
+                    "team_id": None if org else where, "enterprise_id": where if org else None,
+                    "user_id": f"U0BOT{where}", "bot_id": f"B0{where}", "is_enterprise_install": org}
         if method == "auth.test":
             return {"ok": True, "url": f"https://{TEAM_DOMAIN}.slack.com/", "team": "Acme", "user": "genie",
                     "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": "B0GENIE", "is_enterprise_install": False}

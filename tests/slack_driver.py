@@ -27,6 +27,8 @@ class SlackUser:
     team_id: str = TEAM_ID
     enterprise_id: str | None = None
     team_domain: str = TEAM_DOMAIN
+    #: The app is installed org-wide on Enterprise Grid (Slack then says so in every request).
+    org_install: bool = False
 
 
 class SlackDriver:
@@ -63,7 +65,7 @@ class SlackDriver:
             "command": "/genie",
             "text": text,
             "api_app_id": "A0GENIE",
-            "is_enterprise_install": "false",
+            "is_enterprise_install": "true" if who.org_install else "false",
             "response_url": self.fake.response_url(self._rid()),
             "trigger_id": "1.2.3",
         }
@@ -93,7 +95,7 @@ class SlackDriver:
             "team": {"id": who.team_id, "domain": who.team_domain,
                      **({"enterprise_id": who.enterprise_id} if who.enterprise_id else {})},
             "enterprise": {"id": who.enterprise_id, "name": "Acme Org"} if who.enterprise_id else None,
-            "is_enterprise_install": False,
+            "is_enterprise_install": who.org_install,
             "user": {"id": who.user_id, "username": who.user_id.lower(), "team_id": who.team_id},
             "actions": [action],
         }
@@ -121,7 +123,8 @@ class SlackDriver:
             "event_id": event_id or f"Ev{self._n:08d}",
             "event_time": int(time.time()),
             "authorizations": [{"enterprise_id": who.enterprise_id, "team_id": who.team_id,
-                                "user_id": "U0GENIEBOT", "is_bot": True, "is_enterprise_install": False}],
+                                "user_id": "U0GENIEBOT", "is_bot": True, "is_enterprise_install": who.org_install}],
+            "is_ext_shared_channel": False,
         }
         return await self.post(json.dumps(envelope), "application/json", **kw)
 

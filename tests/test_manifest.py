@@ -32,10 +32,16 @@ MANIFEST_PATH = REPO / "manifest.yml"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared/reference/slack-app-manifest.schema.1.0.0.json"
 
 EVENTS_URL = "https://YOUR-HOST/slack/events"
+OAUTH_REDIRECT_URL = "https://YOUR-HOST/slack/oauth_redirect"
 #: DESIGN.md §2, "Slack surface". The history scopes let the outbox worker find a post it may
 #: have made just before a crash (bot/delivery.py) instead of posting it twice.
 DOCUMENTED_BOT_SCOPES = {"commands", "chat:write", "im:write", "users:read", "users:read.email",
                          "channels:history", "groups:history"}
+
+
+def test_oauth_mode_asks_for_the_manifests_scopes() -> None:
+    from bot.slack_clients import BOT_SCOPES
+    assert set(BOT_SCOPES) == DOCUMENTED_BOT_SCOPES
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -178,7 +184,9 @@ def test_display_information(manifest: dict) -> None:
 
 
 def test_every_request_url_is_the_bolt_route(manifest: dict) -> None:
-    urls = _urls(manifest)
+    redirects = manifest["oauth_config"].get("redirect_urls", [])
+    assert redirects == [OAUTH_REDIRECT_URL], "the OAuth redirect is Bolt's /slack/oauth_redirect"
+    urls = [(w, u) for w, u in _urls(manifest) if not w.startswith("oauth_config.redirect_urls")]
     wrong = [(where, url) for where, url in urls if url != EVENTS_URL]
     assert not wrong, f"every Slack request URL must be exactly {EVENTS_URL}; found {wrong}"
     where = {w for w, _ in urls}

@@ -205,13 +205,30 @@ def _check_channel(channel: str) -> str:
     return channel
 
 
-async def add_team(session: AsyncSession, name: str, channel: str | None = None) -> Team:
+_WORKSPACE = re.compile(r"^[TE][A-Z0-9]{2,}$")
+
+
+def _check_workspace(workspace: str | None) -> tuple[str | None, str | None]:
+    """``T…`` (a workspace) or ``E…/T…`` / ``E…`` (Enterprise Grid) → ``(team_id, enterprise_id)``."""
+    if not workspace:
+        return None, None
+    parts = [p.strip() for p in workspace.split("/")]
+    if not all(_WORKSPACE.match(p) for p in parts) or len(parts) > 2:
+        raise InvalidInput(f"{workspace!r} is not a Slack workspace id (T0123…, or E0123…/T0123… on Enterprise Grid)")
+    enterprise = next((p for p in parts if p.startswith("E")), None)
+    team = next((p for p in parts if p.startswith("T")), None)
+    return team, enterprise
+
+
+async def add_team(session: AsyncSession, name: str, channel: str | None = None, workspace: str | None = None) -> Team:
     name = name.strip()
     if not name or len(name) > 100:
         raise InvalidInput("a team name of 1 to 100 characters is required")
     if await repo.team_by_name(session, name):
         raise AlreadyExists(f"a team named {name} already exists")
-    team = Team(name=name, slack_channel_id=_check_channel(channel) if channel else None)
+    team_id, enterprise_id = _check_workspace(workspace)
+    team = Team(name=name, slack_channel_id=_check_channel(channel) if channel else None,
+                slack_team_id=team_id, enterprise_id=enterprise_id)
     session.add(team)
     await session.flush()
     return team
@@ -224,9 +241,12 @@ async def require_team(session: AsyncSession, name: str) -> Team:
     return team
 
 
-async def set_team_channel(session: AsyncSession, name: str, channel: str) -> Team:
+async def set_team_channel(session: AsyncSession, name: str, channel: str, workspace: str | None = None) -> Team:
+    """The channel for the team's alerts; in multi-workspace mode also the workspace it is in."""
     team = await require_team(session, name)
     team.slack_channel_id = _check_channel(channel)
+    if workspace:
+        team.slack_team_id, team.enterprise_id = _check_workspace(workspace)
     return team
 
 

@@ -215,7 +215,10 @@ async def refresh_in_slack(session: AsyncSession, alert: Alert, now: datetime | 
     """Queue an update of the alert's Slack message. If the first post is still pending, the
     update follows it (per-channel order) and renders the state at delivery time."""
     if alert.slack_channel:
-        await outbox.enqueue(session, alert.slack_channel, outbox.UPDATE_ALERT, alert_id=alert.id, now=now)
+        team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+        await outbox.enqueue(session, alert.slack_channel, outbox.UPDATE_ALERT, alert_id=alert.id, now=now,
+                             slack_team_id=team.slack_team_id if team else None,
+                             enterprise_id=team.enterprise_id if team else None)
 
 
 async def timeline(session: AsyncSession, alert_id: int) -> list[AlertEvent]:
@@ -282,7 +285,8 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
             continue
         await record(session, alert, "create", "applied", actor, note=data.note, request_id=request_id, now=now)
         if team.slack_channel_id:
-            await outbox.enqueue(session, team.slack_channel_id, outbox.POST_ALERT, alert_id=alert.id, now=now)
+            await outbox.enqueue(session, team.slack_channel_id, outbox.POST_ALERT, alert_id=alert.id, now=now,
+                                 slack_team_id=team.slack_team_id, enterprise_id=team.enterprise_id)
         session.add(ApiRequest(request_id=request_id, team_id=key_team.id, action="Create", alert_id=alert.id,
                                alias=alias, success=True, status="Created alert", processed_at=now))
         return alert, True

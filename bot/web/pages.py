@@ -226,9 +226,10 @@ async def link_page(request: Request) -> Response:
 async def _live_profile(rt: Runtime, row) -> linking.SlackProfile | None:
     """If the profile lookup that follows /genie connect has not finished (or failed), ask Slack
     now: the confirm page must be able to warn when the Slack email is not the person's own."""
-    if rt.slack is None:
+    client = await rt.client_for(row.slack_team_id, row.enterprise_id)
+    if client is None:
         return None
-    return await fetch_profile(rt.slack, row.slack_user_id, row.workspace_name)
+    return await fetch_profile(client, row.slack_user_id, row.workspace_name)
 
 
 async def link_confirm(request: Request) -> Response:

@@ -1,7 +1,10 @@
 from slack_bolt.async_app import AsyncApp
 
 from bot.listeners.events.app_home import app_home_opened
+from bot.listeners.events.installs import app_uninstalled, tokens_revoked
 
 
 def register(app: AsyncApp) -> None:
     app.event("app_home_opened")(app_home_opened)
+    app.event("app_uninstalled")(app_uninstalled)
+    app.event("tokens_revoked")(tokens_revoked)

@@ -1,0 +1,132 @@
+"""Multi-workspace mode: install through Slack's OAuth v2 flow (answered by the fake Slack's
+``oauth.v2.access``), tokens looked up per request and per outbox message in slack-sdk's
+installation store on Genie's database, Enterprise Grid org-wide installs, uninstall cleanup."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from bot.config import ConfigError, Settings
+from bot.services import accounts, alerts, linking
+from bot.services.alerts import CreateAlert
+from tests.conftest import eventually
+from tests.helpers import ack_json, connect_url
+from tests.slack_driver import SlackUser
+
+OAUTH = {"SLACK_BOT_TOKEN": None, "SLACK_CLIENT_ID": "1234.5678", "SLACK_CLIENT_SECRET": "client-secret-0123456789"}
+BETA_ALICE = SlackUser("U0BALICE", team_id="T0BETA", team_domain="beta")
+GRID_BOB = SlackUser("U0GBOB", team_id="T0GRIDWS", enterprise_id="E0ORG", team_domain="grid-ws", org_install=True)
+
+
+@pytest.fixture
+def genie_settings() -> dict:
+    return OAUTH
+
+
+async def _install(genie, code: str, team_id: str | None, **kw) -> str:
+    """Walk Slack's OAuth flow as a browser does: /slack/install, then Slack's redirect back."""
+    token = genie.fake.grant(code, team_id, **kw)
+    start = await genie.http.get("/slack/install")
+    assert start.status_code in (200, 302), start.text
+    cookie = re.search(r"slack-app-oauth-state=([^;]+)", start.headers["set-cookie"]).group(1)
+    authorize = start.headers.get("location") or re.search(r'href="(https://slack.com/oauth/v2/authorize[^"]+)"',
+                                                            start.text).group(1).replace("&amp;", "&")
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["client_id"] == ["1234.5678"]
+    assert set(query["scope"][0].split(",")) >= {"commands", "chat:write", "users:read.email"}
+    assert query["redirect_uri"] == [genie.url + "/slack/oauth_redirect"]
+    done = await genie.http.get(f"/slack/oauth_redirect?code={code}&state={query['state'][0]}",
+                                headers={"Cookie": f"slack-app-oauth-state={cookie}"})
+    assert done.status_code == 200, done.text
+    return token
+
+
+async def test_oauth_settings_are_validated():
+    with pytest.raises(ConfigError, match="^SLACK_CLIENT_SECRET"):
+        Settings.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_SIGNING_SECRET": "s" * 20})
+    with pytest.raises(ConfigError, match="^SLACK_SIGNING_SECRET"):
+        Settings.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "c" * 20})
+    assert Settings.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "c" * 20,
+                              "SLACK_SIGNING_SECRET": "s" * 20}).slack_mode == "oauth"
+
+
+async def test_install_then_connect_and_link_in_that_workspace_with_its_own_token(genie):
+    token = await _install(genie, "code-beta", "T0BETA", team_name="Beta")
+    rows = await genie.rows("SELECT team_id, enterprise_id, bot_token IS NOT NULL FROM slack_bots")
+    assert rows == [("T0BETA", None, True)]
+    assert [c.args.get("code") for c in genie.fake.calls("oauth.v2.access")] == ["code-beta"]
+
+    # A state that was not issued (or was used) is refused, and nothing is installed.
+    replay = await genie.http.get("/slack/oauth_redirect?code=x&state=not-a-state")
+    assert replay.status_code >= 400
+    assert await genie.scalar("SELECT count(*) FROM slack_bots") == 1
+
+    await genie.add_user("alice@example.com", "Alice Smith")
+    genie.fake.add_user("U0BALICE", "Alice Smith", "alice@example.com", team_id="T0BETA")
+    url = connect_url(await genie.slack.command(BETA_ALICE, "connect"))
+    path = urlsplit(url).path
+    browser = genie.browser()
+    await browser.login("alice@example.com", next_path=path)
+    await browser.get(path)
+    assert (await browser.post(path)).status_code == 200
+    assert await genie.rows("SELECT workspace_id, slack_user_id FROM slack_link") == [("T0BETA", "U0BALICE")]
+    dm = await genie.fake.wait_for("chat.postMessage", channel="U0BALICE")
+    assert dm[-1].token == token  # Beta's own bot spoke
+
+    # The team's channel lives in Beta: its alerts are posted with Beta's token.
+    async with genie.sessionmaker.begin() as s:
+        team = await accounts.add_team(s, "Payments", "C0BETAPAY", workspace="T0BETA")
+        await alerts.create_alert(s, team, CreateAlert(message="Checkout down"), str(uuid.uuid4()))
+    genie.rt.wake_outbox()
+    post = await genie.fake.wait_for("chat.postMessage", channel="C0BETAPAY")
+    assert post[-1].token == token
+
+
+async def test_an_uninstalled_workspace_is_forgotten(genie):
+    await _install(genie, "code-beta", "T0BETA")
+    gone = await genie.slack.event(BETA_ALICE, {"type": "app_uninstalled", "event_ts": "1.2"})
+    assert gone.status_code == 200
+    await eventually(lambda: _no_bots(genie))
+    # Alerts for a channel there cannot be delivered; the operator sees why.
+    async with genie.sessionmaker.begin() as s:
+        team = await accounts.add_team(s, "Payments", "C0BETAPAY", workspace="T0BETA")
+        await alerts.create_alert(s, team, CreateAlert(message="Checkout down"), str(uuid.uuid4()))
+    genie.rt.wake_outbox()
+
+    async def failed():
+        return await genie.scalar("SELECT last_error FROM outbox WHERE failed_at IS NOT NULL")
+    assert "not installed in workspace T0BETA" in await eventually(failed)
+    assert genie.fake.calls("chat.postMessage") == []
+    # A request from that workspace is no longer served.
+    await genie.slack.command(BETA_ALICE, "connect")
+    assert await genie.scalar("SELECT count(*) FROM link_request") == 0
+
+
+async def _no_bots(genie):
+    return await genie.scalar("SELECT count(*) FROM slack_bots") == 0
+
+
+async def test_enterprise_grid_org_wide_install_serves_every_workspace_of_the_org(genie):
+    token = await _install(genie, "code-org", None, enterprise_id="E0ORG", org_wide=True)
+    rows = await genie.rows("SELECT team_id, enterprise_id, is_enterprise_install FROM slack_bots")
+    assert [(t, e, bool(i)) for t, e, i in rows] == [(None, "E0ORG", True)]
+    response = await genie.slack.command(GRID_BOB, "connect")
+    url = connect_url(response)
+    assert url.startswith(genie.url + "/link/")
+    assert await genie.rows("SELECT workspace_id, slack_team_id, enterprise_id FROM link_request") == [
+        ("E0ORG", "T0GRIDWS", "E0ORG")]
+    users_info = await genie.fake.wait_for("users.info")
+    assert users_info[-1].token == token
+
+
+async def test_a_workspace_that_never_installed_is_not_served(genie):
+    await _install(genie, "code-beta", "T0BETA")
+    stranger = SlackUser("U0X", team_id="T0NOTINSTALLED")
+    response = await genie.slack.command(stranger, "connect")
+    assert response.status_code in (200, 401)
+    assert "/link/" not in response.text
+    assert await genie.scalar("SELECT count(*) FROM link_request") == 0
