@@ -295,10 +295,30 @@ def cmd_workspace_list(args: argparse.Namespace) -> int:
     from bot.services import access
 
     async def work(session):
-        return [{"workspace": r.workspace_id, "key": r.key, "value": r.value}
-                for r in await access.workspace_settings(session)]
+        settings = await access.workspace_settings(session)
+        by_workspace: dict[str, dict[str, str]] = {}
+        for r in settings:
+            by_workspace.setdefault(r.workspace_id, {})[r.key] = r.value
+        rows = []
+        for inst in await repo.installations(session):
+            workspace = inst["enterprise_id"] if inst["is_enterprise_install"] else inst["team_id"]
+            own = by_workspace.pop(inst["enterprise_id"] or "", {}) | by_workspace.pop(inst["team_id"] or "", {})
+            rows.append({"workspace": workspace, "team_id": inst["team_id"], "enterprise_id": inst["enterprise_id"],
+                         "name": inst["team_name"] or inst["enterprise_name"],
+                         "org_wide": bool(inst["is_enterprise_install"]), "installed_at": str(inst["installed_at"]),
+                         "settings": own})
+        for workspace, own in sorted(by_workspace.items()):  # settings without an installation (or '*')
+            rows.append({"workspace": workspace, "team_id": None, "enterprise_id": None,
+                         "name": "(every workspace: default)" if workspace == "*" else "(not installed)",
+                         "org_wide": False, "installed_at": None, "settings": own})
+        return rows
 
-    _emit(asyncio.run(_with_db(work)), ["workspace", "key", "value"], args.json)
+    rows = asyncio.run(_with_db(work))
+    if args.json:
+        _emit(rows, [], True)
+    else:
+        _print_table([dict(r, settings=", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "-")
+                      for r in rows], ["workspace", "name", "org_wide", "installed_at", "settings"])
     return 0
 
 

@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks.linking import LinkView, connected_dm, home_view
 from bot.alert_render import alert_view
 from bot.runtime import Runtime
+from bot.services import access
 from bot.services import alerts as alert_service
 from bot.services import linking
 from bot.services.linking import SlackIdentity, SlackProfile
@@ -60,8 +61,13 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
         open_alerts = []
         if link is not None and link.user.is_active:
             open_alerts = [await alert_view(session, a) for a in await alert_service.open_alerts_for(session, link.user_id)]
-        view = home_view(link_view(link) if link else None, teams, is_admin=bool(link and link.user.is_admin),
-                         alerts=open_alerts)
+        is_admin = bool(link and link.user.is_admin and link.user.is_active)
+        admin_settings = None
+        if is_admin:
+            anonymous = await access.allow_anonymous(session, identity.workspace_id, rt.settings.allow_anonymous_actions)
+            admin_settings = {"workspace": identity.workspace_id, "anonymous_actions": anonymous}
+        view = home_view(link_view(link) if link else None, teams, is_admin=is_admin, alerts=open_alerts,
+                         admin_settings=admin_settings)
     try:
         await client.views_publish(user_id=identity.user_id, view=view)
     except SLACK_FAILURES as err:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, cast, delete, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from storage.models import Alert, ApiRequest, LinkRequest, SlackLink, Team, TeamMember, User, WebSession
 
@@ -67,9 +67,10 @@ async def membership(session: AsyncSession, team_id: int, user_id: int) -> TeamM
 
 # --- Slack links -----------------------------------------------------------------------------
 async def link_for_identity(session: AsyncSession, workspace_id: str, slack_user_id: str) -> SlackLink | None:
+    """On every click (the gate): the link and its user in one query."""
     return await session.scalar(
         select(SlackLink)
-        .options(selectinload(SlackLink.user))
+        .options(joinedload(SlackLink.user, innerjoin=True))
         .where(SlackLink.workspace_id == workspace_id, SlackLink.slack_user_id == slack_user_id)
     )
 
@@ -200,3 +201,17 @@ async def api_request(session: AsyncSession, request_id: str, team_id: int) -> t
     if row is None:
         return None
     return row, (await session.get(Alert, row.alert_id) if row.alert_id is not None else None)
+
+
+async def installations(session: AsyncSession) -> list[dict]:
+    """Multi-workspace mode: the latest bot installation of each workspace / Grid org."""
+    from storage.models import SLACK_BOTS
+
+    rows = (await session.execute(
+        select(SLACK_BOTS.c.team_id, SLACK_BOTS.c.team_name, SLACK_BOTS.c.enterprise_id, SLACK_BOTS.c.enterprise_name,
+               SLACK_BOTS.c.is_enterprise_install, func.max(SLACK_BOTS.c.installed_at).label("installed_at"))
+        .group_by(SLACK_BOTS.c.team_id, SLACK_BOTS.c.team_name, SLACK_BOTS.c.enterprise_id,
+                  SLACK_BOTS.c.enterprise_name, SLACK_BOTS.c.is_enterprise_install)
+        .order_by(SLACK_BOTS.c.enterprise_id, SLACK_BOTS.c.team_id)
+    )).mappings().all()
+    return [dict(r) for r in rows]

@@ -130,3 +130,33 @@ async def test_a_workspace_that_never_installed_is_not_served(genie):
     assert response.status_code in (200, 401)
     assert "/link/" not in response.text
     assert await genie.scalar("SELECT count(*) FROM link_request") == 0
+
+
+async def test_workspace_list_shows_installations_and_admins_see_settings_on_home(genie, tmp_path):
+    import asyncio
+    import json
+    import sys
+    from bot.services import access
+    await _install(genie, "code-beta", "T0BETA", team_name="Beta")
+    async with genie.sessionmaker.begin() as s:
+        await access.set_workspace_setting(s, "T0BETA", "allow_anonymous_actions", "true")
+    env = {"DATABASE_URL": genie.settings.database_url, "GENIE_SECRET_KEY": "k" * 32, "PATH": "/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "workspace", "list", "--json", env=env,
+                                                cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err
+    rows = json.loads(out)
+    assert [(r["workspace"], r["name"], r["settings"]) for r in rows] == [
+        ("T0BETA", "Beta", {"allow_anonymous_actions": "true"})]
+
+    await genie.add_user("root@example.com", "Ada Admin", admin=True)
+    async with genie.sessionmaker.begin() as s:
+        req = await linking.issue_link(s, linking.SlackIdentity("T0BETA", "U0BADMIN"), linking.SlackProfile(), 600)
+        await linking.redeem(s, req.nonce, await accounts.require_user(s, "root@example.com"), replace=True)
+    await genie.slack.open_home(SlackUser("U0BADMIN", team_id="T0BETA"))
+    home = (await genie.fake.wait_for("views.publish", user_id="U0BADMIN"))[-1]
+    from tests.helpers import block_text
+    assert "Anonymous actions by people who haven't connected: *allowed* in this workspace" in \
+        block_text(home.args["view"]["blocks"])
+    assert home.token.startswith("xoxb-T0BETA-")

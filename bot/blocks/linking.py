@@ -171,7 +171,7 @@ def connected_dm(link: LinkView, workspace_name: str | None) -> tuple[str, list[
 
 
 def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool = False,
-              alerts: Sequence = ()) -> dict:
+              alerts: Sequence = (), admin_settings: dict | None = None) -> dict:
     """The App Home tab: link state first, then the person's teams and their open alerts."""
     from bot.blocks.alerts import home_alert_lines
 
@@ -211,6 +211,15 @@ def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool =
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Your teams:* {team_text}")).to_dict())
         if link.user_active:
             blocks += home_alert_lines(alerts)
+    if admin_settings:
+        state = "allowed" if admin_settings["anonymous_actions"] else "not allowed"
+        flip = "false" if admin_settings["anonymous_actions"] else "true"
+        blocks.append(DividerBlock().to_dict())
+        blocks.append(SectionBlock(text=MarkdownTextObject(
+            text=f"*Workspace settings* (you are a Genie admin)\n"
+                 f"Anonymous actions by people who haven't connected: *{state}* in this workspace. "
+                 f"Change: `genie workspace set allow_anonymous_actions {flip} --workspace {_esc(admin_settings['workspace'])}`"
+        )).to_dict())
     blocks.append(
         ContextBlock(elements=[MarkdownTextObject(text="`/genie help` lists every command.")]).to_dict()
     )
