@@ -70,3 +70,18 @@ def columns(table: str) -> list[str]:
 def as_dicts(table: str, rows: list[tuple]) -> list[dict[str, Any]]:
     names = columns(table)
     return [dict(zip(names, row)) for row in rows]
+
+
+def report(test: str, **counts: Any) -> None:
+    """Note what a hardening test tried (inputs, faults, kills …): printed (``pytest -s``) and,
+    with ``GENIE_HARDENING_REPORT=path``, appended to that file as JSON lines (SECURITY.md's
+    counts come from there)."""
+    import json
+    import os
+
+    line = json.dumps({"test": test, **counts}, default=str)
+    print(f"\nHARDENING {line}")
+    path = os.environ.get("GENIE_HARDENING_REPORT")
+    if path:
+        with open(path, "a") as out:
+            out.write(line + "\n")

@@ -30,6 +30,24 @@ def identity_from(context: AsyncBoltContext) -> SlackIdentity:
     return SlackIdentity(team_id=team_id, user_id=user_id, enterprise_id=enterprise_id or None)
 
 
+async def tell(respond, who: str, what: str, **message) -> bool:
+    """Answer the person who clicked or typed, through Slack's ``response_url``. Slack may refuse
+    or be unreachable; the state change (or the refusal) is committed and on the timeline
+    already, so that is logged — with ``what`` the person missed — and not raised."""
+    from bot.notify import SLACK_FAILURES
+
+    try:
+        answer = await respond(**message)
+    except SLACK_FAILURES as err:
+        logger.warning("could not tell Slack user %s %s: response_url failed (%s)", who, what, type(err).__name__)
+        return False
+    status = getattr(answer, "status_code", 200)
+    if status != 200:
+        logger.warning("could not tell Slack user %s %s: response_url answered HTTP %s", who, what, status)
+        return False
+    return True
+
+
 def register_listeners(app: AsyncApp, rt: Runtime) -> None:
     from bot.listeners import actions, commands, events
 
@@ -66,4 +84,5 @@ async def on_error(error: Exception, body: dict, respond, logger: logging.Logger
         logger.exception("unhandled error in a Slack listener", exc_info=error)
         text = "Something went wrong on Genie's side. Please try again in a moment."
     if body.get("response_url"):
-        await respond(text=text, response_type="ephemeral", replace_original=False)
+        who = (body.get("user") or {}).get("id") if isinstance(body.get("user"), dict) else body.get("user_id")
+        await tell(respond, str(who), "about the error", text=text, response_type="ephemeral", replace_original=False)

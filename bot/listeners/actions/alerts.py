@@ -9,7 +9,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot import metrics
 from bot.blocks.alerts import parse_value, refusal_blocks
-from bot.listeners import identity_from, runtime
+from bot.listeners import identity_from, runtime, tell
 from bot.services import actions, linking
 from bot.services.linking import SlackProfile
 
@@ -47,8 +47,9 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> N
     data = parse_value(_raw_value(body))
     if data is None or (action == "assign" and "user" not in data):
         metrics.count_decision(action, "invalid", "bad_value")
-        await respond(text="That button doesn't belong to a Genie alert I know, so nothing was changed.",
-                      response_type="ephemeral", replace_original=False)
+        await tell(respond, identity.user_id, "that the button was not Genie's",
+                   text="That button doesn't belong to a Genie alert I know, so nothing was changed.",
+                   response_type="ephemeral", replace_original=False)
         return
     async with rt.sessionmaker.begin() as session:
         result = await actions.act(session, identity, action, data["alert"],
@@ -64,9 +65,10 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> N
             request = await linking.issue_link(session, identity, SlackProfile(workspace_name=_domain(body)),
                                                rt.settings.link_ttl)
         connect_url = rt.link_url(rt.tokens.dump(request.nonce))
-    await respond(text=result.text or "Nothing was changed.", response_type="ephemeral", replace_original=False,
-                  blocks=refusal_blocks(result.text or "Nothing was changed.", connect_url=connect_url,
-                                        offer_disconnect_for=result.linked_inactive_email))
+    await tell(respond, identity.user_id, f"why {action} changed nothing on alert #{result.alert_id or '?'}",
+               text=result.text or "Nothing was changed.", response_type="ephemeral", replace_original=False,
+               blocks=refusal_blocks(result.text or "Nothing was changed.", connect_url=connect_url,
+                                     offer_disconnect_for=result.linked_inactive_email))
 
 
 def _domain(body: dict) -> str | None:

@@ -6,7 +6,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import disconnected_text
-from bot.listeners import identity_from, runtime
+from bot.listeners import identity_from, runtime, tell
 from bot.notify import link_view, publish_home
 from bot.services import linking
 
@@ -24,5 +24,6 @@ async def disconnect(ack, body: dict, context: AsyncBoltContext, client: AsyncWe
         link = await linking.unlink(session, identity)
         view = link_view(link) if link else None
     if body.get("response_url"):
-        await respond(text=disconnected_text(view), replace_original=True, response_type="ephemeral")
+        await tell(respond, identity.user_id, "that the link was removed", text=disconnected_text(view),
+                   replace_original=True, response_type="ephemeral")
     await publish_home(rt, client, identity)
