@@ -35,11 +35,28 @@ def _settings(socket_mode: bool = False) -> Settings:
     return Settings.from_env(socket_mode=socket_mode)
 
 
+def _admin_settings() -> Settings:
+    """The other commands only use the database: a configuration that ``genie serve`` or
+    ``genie serve --socket-mode`` (no signing secret) would accept will do."""
+    try:
+        return _settings()
+    except ConfigError:
+        import os
+
+        if not os.environ.get("SLACK_APP_TOKEN"):
+            raise
+        try:
+            return _settings(socket_mode=True)
+        except ConfigError:
+            pass
+        raise
+
+
 async def _with_db(work: Callable[..., Any], migrate: bool = True) -> Any:
     """Open the database (migrating it first, so a fresh machine just works) and run ``work``."""
     from storage.migrate import upgrade
 
-    settings = _settings()
+    settings = _admin_settings()
     engine = make_engine(settings.database_url)
     try:
         try:

@@ -65,6 +65,9 @@ class Settings:
     slack_client_secret: str | None = None
     slack_app_token: str | None = None
     slack_api_url: str = DEFAULT_SLACK_API_URL
+    #: ``genie serve --socket-mode``: Slack's requests arrive over a WebSocket Genie opens with
+    #: SLACK_APP_TOKEN, not at ``POST /slack/events`` (which then accepts nothing).
+    socket_mode: bool = False
     allow_anonymous_actions: bool = False
     #: How long the outbox worker holds a Slack message it is delivering (renewed while the
     #: call lasts); after a crash, another worker or the restarted one takes it over then.
@@ -137,6 +140,18 @@ class Settings:
         client_secret = get("SLACK_CLIENT_SECRET")
         app_token = get("SLACK_APP_TOKEN")
 
+        if socket_mode:
+            # Requests arrive over the WebSocket opened with the app-level token, so there is no
+            # signature to verify; Slack allows Socket Mode only for apps that are not distributed.
+            if client_id or client_secret:
+                raise ConfigError("SLACK_CLIENT_ID" if client_id else "SLACK_CLIENT_SECRET",
+                                  "Socket Mode serves one workspace: unset it and set SLACK_BOT_TOKEN "
+                                  "(Slack does not allow Socket Mode for apps installed through OAuth)")
+            if not app_token:
+                raise ConfigError("SLACK_APP_TOKEN", "is required with --socket-mode "
+                                                     "(an app-level token starting with xapp-, scope connections:write)")
+            if not bot_token:
+                raise ConfigError("SLACK_BOT_TOKEN", "is required with --socket-mode (the bot token, starting with xoxb-)")
         if bot_token and client_id:
             raise ConfigError(
                 "SLACK_CLIENT_ID",
@@ -150,11 +165,9 @@ class Settings:
             raise ConfigError("SLACK_SIGNING_SECRET", "is required with SLACK_CLIENT_ID to verify requests from Slack")
         if client_secret and not client_id:
             raise ConfigError("SLACK_CLIENT_SECRET", "is set but SLACK_CLIENT_ID is not")
-        if socket_mode:
-            raise ConfigError("SLACK_APP_TOKEN", "Socket Mode is not available yet; serve over HTTP")
         if app_token and not app_token.startswith("xapp-"):
             raise ConfigError("SLACK_APP_TOKEN", "must be an app-level token starting with xapp-")
-        if bot_token and not signing_secret:
+        if bot_token and not signing_secret and not socket_mode:
             raise ConfigError("SLACK_SIGNING_SECRET", "is required with SLACK_BOT_TOKEN to verify requests from Slack")
         if signing_secret and not bot_token and not client_id:
             raise ConfigError("SLACK_BOT_TOKEN", "is required when SLACK_SIGNING_SECRET is set "
@@ -177,6 +190,7 @@ class Settings:
             slack_client_secret=client_secret,
             slack_app_token=app_token,
             slack_api_url=slack_api_url,
+            socket_mode=socket_mode,
             allow_anonymous_actions=_truthy(
                 "GENIE_ALLOW_ANONYMOUS_ACTIONS", env.get("GENIE_ALLOW_ANONYMOUS_ACTIONS"), False
             ),

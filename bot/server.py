@@ -165,6 +165,8 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
         oauth_settings=oauth_settings,
         # Bolt acks first and finishes listeners in the background (Slack's 3 seconds).
         process_before_response=False,
+        # Socket Mode: requests come over the WebSocket opened with the app-level token, unsigned.
+        request_verification_enabled=not rt.settings.socket_mode,
         raise_error_for_unhandled_request=False,
     )
     register_listeners(app, rt)
@@ -173,13 +175,24 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
 
 def build_asgi_app(rt: Runtime) -> Starlette:
     routes: list = list(page_routes) + list(api_routes)
+    socket_mode = None
     if rt.settings.slack_mode in ("single", "oauth"):
-        handler = AsyncSlackRequestHandler(build_bolt_app(rt))
+        bolt = build_bolt_app(rt)
+        handler = AsyncSlackRequestHandler(bolt)
         # Delivers the outbox to Slack; handlers call rt.wake_outbox() after committing.
         rt.worker = OutboxWorker(rt, make_delivery_client(rt.settings))
 
-        async def slack_events(request: Request) -> Response:
-            return await handler.handle(request)
+        if rt.settings.socket_mode:
+            from bot.socket_mode import SocketModeConnection
+
+            socket_mode = SocketModeConnection(bolt, rt.settings)
+
+            async def slack_events(request: Request) -> Response:  # unsigned by design: nothing gets in
+                return JSONResponse({"error": "Socket Mode: Slack requests arrive over the WebSocket, not here"},
+                                    status_code=404)
+        else:
+            async def slack_events(request: Request) -> Response:
+                return await handler.handle(request)
 
         if rt.settings.slack_mode == "oauth":
             async def slack_oauth(request: Request) -> Response:
@@ -216,9 +229,13 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         worker = rt.worker
         if worker is not None:
             worker.start()
+        if socket_mode is not None:
+            await socket_mode.start()
         try:
             yield
         finally:
+            if socket_mode is not None:
+                await socket_mode.stop()
             if worker is not None:
                 await worker.stop()
 
@@ -231,6 +248,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = rt
+    app.state.socket_mode = socket_mode
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, routes=app.routes)
     return app

@@ -14,6 +14,13 @@ Slack; nothing of Genie's own is mocked.
     fake.fail("chat.update", drop="before")  # the connection is cut, no answer; "after": Slack acted first
     fake.fail("response_url", status=500)   # response_url posts can fail too
     fake.stop()
+
+Socket Mode: ``apps.connections.open`` (with an ``xapp-`` token) hands out ``ws://…/socket``;
+the fake greets each connection with ``hello`` and lets a test push envelopes and read the acks:
+
+    await fake.socket_connected()                              # an app has connected
+    ack = await fake.socket_request("slash_commands", {...})   # {"envelope_id": ..., "payload": {...}}
+    await fake.socket_disconnect()                             # "disconnect": the app reconnects
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 TEAM_ID = "T0GENIE01"
 TEAM_DOMAIN = "acme"
@@ -99,6 +107,11 @@ class FakeSlack:
         self.url = ""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        #: Socket Mode: the open WebSocket connections (newest last), acks by envelope id.
+        self._sockets: list[WebSocket] = []
+        self._acks: dict[str, dict[str, Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._envelopes = itertools.count(1)
 
     # --- directory ---------------------------------------------------------------------------
     def add_user(self, user_id: str, real_name: str, email: str | None, team_id: str = TEAM_ID) -> None:
@@ -178,6 +191,16 @@ class FakeSlack:
                 self._calls.append(Call(method, args, None))
             grant = self.oauth_grants.pop(args.get("code", ""), None)
             return JSONResponse(grant or {"ok": False, "error": "invalid_code"})
+        if method == "apps.connections.open":  # Socket Mode: an app-level token, not a bot token
+            with self._lock:
+                self._calls.append(Call(method, args, token))
+            failure = self._take_failure(method)
+            if failure is not None and (failure.status != 200 or failure.error):
+                return JSONResponse({"ok": False, "error": failure.error or "fake_http_error"},
+                                    status_code=failure.status)
+            if not token or not token.startswith("xapp-"):
+                return JSONResponse({"ok": False, "error": "not_allowed_token_type" if token else "not_authed"})
+            return JSONResponse({"ok": True, "url": f"ws://{self.url.removeprefix('http://')}/socket"})
         with self._lock:
             self._calls.append(Call(method, args, token))
         failure = self._take_failure(method)
@@ -301,11 +324,95 @@ class FakeSlack:
     def response_url(self, rid: str = "r1") -> str:
         return f"{self.url}/response/{rid}"
 
+    # --- Socket Mode -----------------------------------------------------------------------------
+    async def _socket(self, websocket: WebSocket) -> None:
+        """Slack's side of a Socket Mode connection: ``hello``, then envelopes pushed by the test;
+        every text frame the app sends is an ack (``{"envelope_id", "payload"?}``). WebSocket
+        pings are answered by the server (uvicorn) itself, as Slack does."""
+        await websocket.accept()
+        self._loop = asyncio.get_running_loop()
+        await websocket.send_text(json.dumps({
+            "type": "hello", "num_connections": len(self._sockets) + 1,
+            "debug_info": {"host": "fake-slack", "build_number": 1, "approximate_connection_time": 18060},
+            "connection_info": {"app_id": "A0GENIE"},
+        }))
+        with self._lock:
+            self._sockets.append(websocket)
+        try:
+            while True:
+                message = json.loads(await websocket.receive_text())
+                if isinstance(message, dict) and message.get("envelope_id"):
+                    with self._lock:
+                        self._acks[message["envelope_id"]] = message
+        except WebSocketDisconnect:
+            pass
+        finally:
+            with self._lock:
+                if websocket in self._sockets:
+                    self._sockets.remove(websocket)
+
+    async def socket_connected(self, count: int = 1, timeout: float = 15.0) -> None:
+        """Until ``count`` apps are connected over Socket Mode (and were sent ``hello``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if len(self._sockets) >= count:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fake Slack: expected {count} Socket Mode connection(s), got {len(self._sockets)}")
+            await asyncio.sleep(0.02)
+
+    async def _send_socket(self, message: dict[str, Any]) -> None:
+        """Send on the newest connection, from the fake's own event loop (its thread)."""
+        with self._lock:
+            if not self._sockets:
+                raise AssertionError("fake Slack: no app is connected over Socket Mode")
+            websocket = self._sockets[-1]
+        assert self._loop is not None
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(websocket.send_text(json.dumps(message)),
+                                                                   self._loop))
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any], *, accepts_response_payload: bool | None = None,
+                            retry_attempt: int | None = None) -> str:
+        """Push a request (``slash_commands``, ``interactive`` or ``events_api``) as Slack does;
+        returns its ``envelope_id``."""
+        envelope_id = f"env-{next(self._envelopes)}-{time.monotonic_ns()}"
+        if accepts_response_payload is None:
+            accepts_response_payload = kind != "events_api"
+        message: dict[str, Any] = {"type": kind, "envelope_id": envelope_id, "payload": payload,
+                                   "accepts_response_payload": accepts_response_payload}
+        if kind == "events_api":
+            message.update(retry_attempt=retry_attempt or 0, retry_reason="")
+        await self._send_socket(message)
+        return envelope_id
+
+    async def socket_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The app's ack of that envelope (``{"envelope_id": ..., "payload": {...}}``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                ack = self._acks.get(envelope_id)
+            if ack is not None:
+                return ack
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fake Slack: no ack for Socket Mode envelope {envelope_id}")
+            await asyncio.sleep(0.02)
+
+    async def socket_request(self, kind: str, payload: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """Push an envelope and return the app's ack."""
+        return await self.socket_ack(await self.send_envelope(kind, payload, **kw))
+
+    async def socket_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Slack's ``disconnect`` message: the app is to open a new connection."""
+        await self._send_socket({"type": "disconnect", "reason": reason,
+                                 "debug_info": {"host": "fake-slack"}})
+
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "FakeSlack":
         app = Starlette(routes=[
             Route("/api/{method}", self._api, methods=["GET", "POST"]),
             Route("/response/{rid}", self._response_url, methods=["POST"]),
+            WebSocketRoute("/socket", self._socket),
         ])
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

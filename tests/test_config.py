@@ -139,6 +139,34 @@ def test_invalid_settings_name_the_variable_in_one_line(env, variable):
                 assert secret not in message, message
 
 
+APP_TOKEN = "xapp-1-A0GENIE-1-secretapptoken"
+
+
+def test_socket_mode_needs_no_signing_secret():
+    s = Settings.from_env({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_BOT_TOKEN": BOT_TOKEN}, socket_mode=True)
+    assert s.socket_mode is True and s.slack_mode == "single"
+    assert s.slack_app_token == APP_TOKEN and s.slack_signing_secret is None
+    assert Settings.from_env({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}).socket_mode is False
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"SLACK_BOT_TOKEN": BOT_TOKEN}, "SLACK_APP_TOKEN"),
+    ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": "xoxb-not-app-token"}, "SLACK_APP_TOKEN"),
+    ({"SLACK_APP_TOKEN": APP_TOKEN}, "SLACK_BOT_TOKEN"),
+    ({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_BOT_TOKEN": "xoxp-user-token-secret"}, "SLACK_BOT_TOKEN"),
+    ({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_CLIENT_ID": "123.456", "SLACK_CLIENT_SECRET": "client-secret-xyz",
+      "SLACK_SIGNING_SECRET": SIGNING_SECRET}, "SLACK_CLIENT_ID"),
+    ({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_CLIENT_ID": "123.456"}, "SLACK_CLIENT_ID"),
+])
+def test_invalid_socket_mode_settings_name_the_variable_in_one_line(env, variable):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env, socket_mode=True)
+    message = str(caught.value)
+    assert caught.value.variable == variable and message.startswith(f"{variable}: ") and "\n" not in message
+    for secret in (APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, "client-secret-xyz"):
+        assert secret not in message, message
+
+
 def test_serve_stops_at_start_on_a_contradictory_setting(tmp_path: Path):
     db = tmp_path / "genie.db"
     env = base_env(DATABASE_URL=f"sqlite+aiosqlite:///{db}", SLACK_BOT_TOKEN="xoxb-1")
