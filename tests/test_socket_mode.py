@@ -6,7 +6,6 @@ pages, the alert API and health still serve over HTTP; ``POST /slack/events`` ta
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -111,6 +110,18 @@ async def test_socket_mode_serves_slack_over_the_websocket_and_the_rest_over_htt
         assert "payload" not in ack or not ack["payload"]
         published = await slack.wait_for("views.publish", user_id="U0ALICE", timeout=10)
         assert published[0].token == BOT_TOKEN
+
+        # Interactivity over the WebSocket: Disconnect on the Home tab is acked there, Home republished.
+        click = {"type": "block_actions", "api_app_id": "A0GENIE", "token": "legacy-verification-token",
+                 "trigger_id": "1.2.3", "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN}, "is_enterprise_install": False,
+                 "user": {"id": "U0ALICE", "username": "u0alice", "team_id": TEAM_ID},
+                 "container": {"type": "view", "view_id": "V0001"},
+                 "view": {"id": "V0001", "type": "home", "team_id": TEAM_ID, "blocks": []},
+                 "actions": [{"action_id": "home_disconnect", "block_id": "b1", "type": "button",
+                              "action_ts": f"{time.time():.6f}", "text": {"type": "plain_text", "text": "x"}}]}
+        ack = await slack.socket_request("interactive", click)
+        assert not ack.get("payload")
+        await slack.wait_for("views.publish", count=2, user_id="U0ALICE", timeout=10)
 
         # HTTP Slack requests are refused, signed or not: nothing unsigned may get in.
         for secret in (SIGNING_SECRET, ""):
