@@ -16,6 +16,7 @@ holds across restarts and every Genie process::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
@@ -104,11 +105,13 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     """The user if the email and password match an active account, else None."""
     # NUL can't be in a stored email (PostgreSQL refuses it in a query): no such user.
     user = await repo.user_by_email(session, email) if "\x00" not in email else None
-    ok = _verify(user.password_hash if user else None, password)
+    # argon2 is deliberately slow (~0.1 s): off the event loop, so one sign-in never stalls
+    # the clicks and API calls this process is serving.
+    ok = await asyncio.to_thread(_verify, user.password_hash if user else None, password)
     if not ok or user is None or not user.is_active:
         return None
     if _hasher.check_needs_rehash(user.password_hash or ""):
-        user.password_hash = _hasher.hash(password)
+        user.password_hash = await asyncio.to_thread(_hasher.hash, password)
     return user
 
 
