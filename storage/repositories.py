@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, cast, delete, exists, func, literal, select, update
+from sqlalchemy import ColumnElement, cast, delete, exists, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
@@ -98,6 +98,12 @@ async def delete_link(session: AsyncSession, link_id: int) -> None:
 
 # --- link requests ---------------------------------------------------------------------------
 async def supersede_open_requests(session: AsyncSession, workspace_id: str, slack_user_id: str, now: datetime) -> int:
+    """Mark this identity's unused requests superseded. Two ``/genie connect`` at the same moment
+    must not both leave a usable link: on PostgreSQL a transaction-scoped advisory lock per
+    identity orders them (SQLite already runs writers one at a time: BEGIN IMMEDIATE)."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                              {"k": f"genie-link:{workspace_id}:{slack_user_id}"})
     result = await session.execute(
         update(LinkRequest)
         .where(
