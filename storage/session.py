@@ -4,6 +4,13 @@ On SQLite every transaction starts with ``BEGIN IMMEDIATE`` (WAL, busy timeout):
 transaction that reads and then writes can otherwise fail with "database is locked" when
 another connection or process got there first. With it, writers queue instead, and the
 conditional updates that make tokens one-time behave on SQLite as on PostgreSQL.
+
+Because every transaction takes SQLite's one write lock, a process keeps a single connection
+(``pool_size=1``): its transactions queue in order for that connection, in asyncio, and each
+starts the moment the previous one ends. With a pool of several, they queued inside SQLite's
+busy handler instead, which sleeps and retries (up to 100 ms a time): under load most of the
+time went to sleeping while the lock sat free (bench/RESULTS.md). Other processes on the same
+file still wait through the busy timeout. Never open a second session while holding one.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 def make_engine(url: str, **kwargs) -> AsyncEngine:
     if url.startswith("sqlite"):
+        if ":memory:" not in url and "mode=memory" not in url:
+            kwargs.setdefault("pool_size", 1)
+            kwargs.setdefault("max_overflow", 0)
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
