@@ -101,6 +101,9 @@ async def decide(
         return Decision(True, Reason.ADMIN, user=user, team_name=team_name)
     if alert.owner_user_id == user.id:
         return Decision(True, Reason.ASSIGNEE, user=user, team_name=team_name)
+    if team is not None and await repo.membership(session, team.id, user.id) is not None:
+        return Decision(True, Reason.MEMBER, user=user, team_name=team_name)
+    # Refusals only from here: who to ask is read now, off the allowed (hot) path.
     admins = await _admin_names(session)
     ask = f"ask a Genie admin ({', '.join(admins)})" if admins else "ask a Genie admin"
     if team is None:
@@ -108,8 +111,6 @@ async def decide(
             False, Reason.NO_TEAM, user=user,
             text=f"You can't {verb} this alert: it belongs to no team, so only Genie admins can act on it — {ask}.",
         )
-    if await repo.membership(session, team.id, user.id) is not None:
-        return Decision(True, Reason.MEMBER, user=user, team_name=team_name)
     return Decision(
         False, Reason.NOT_MEMBER, user=user, team_name=team_name,
         text=f"You can't {verb} this alert: you ({user.email}) are not in {team.name}, which owns it — "
