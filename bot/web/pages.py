@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -282,10 +283,9 @@ async def account_disconnect(request: Request) -> Response:
     user = await current_user(request)
     if user is None:
         return RedirectResponse("/login?next=/account", status_code=303)
-    try:
-        link_id = int(request.path_params["link_id"])
-    except ValueError:
-        link_id = -1
+    raw_id = request.path_params["link_id"]
+    # ASCII digits that fit the database's integer: int() would also take " 1", "١" or 30 digits.
+    link_id = int(raw_id) if re.fullmatch(r"[0-9]{1,9}", raw_id) else -1
     rt = rt_of(request)
     async with rt.sessionmaker.begin() as session:
         link = await linking.unlink_for_user(session, user, link_id)
