@@ -32,7 +32,7 @@ from bot import metrics
 from bot.config import SLACK_SETUP_HINT, Settings
 from bot.delivery import OutboxWorker, make_delivery_client
 from bot.slack_clients import BOT_SCOPES, SlackClients
-from bot.listeners import register_listeners
+from bot.listeners import register_listeners, screen
 from bot.runtime import Runtime
 from bot.services.keys import resolve_secret_keys
 from bot.web.alert_api import routes as api_routes
@@ -192,6 +192,9 @@ def build_asgi_app(rt: Runtime) -> Starlette:
                                     status_code=404)
         else:
             async def slack_events(request: Request) -> Response:
+                refused = screen(await request.body(), request.headers, rt.settings.slack_signing_secret)
+                if refused is not None:
+                    return PlainTextResponse(refused[1], status_code=refused[0])
                 return await handler.handle(request)
 
         if rt.settings.slack_mode == "oauth":
@@ -247,6 +250,9 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # No "add the missing slash" redirects: they are built from the request's Host header, and
+    # a link path must never be sent anywhere but GENIE_BASE_URL (a 404 instead).
+    app.router.redirect_slashes = False
     app.state.runtime = rt
     app.state.socket_mode = socket_mode
     app.add_middleware(SecurityHeaders)

@@ -78,3 +78,209 @@ async def test_the_limit_is_shared_by_every_process(genie):
         refused = await http.post("/login", data={"email": "alice@example.com", "password": PASSWORD,
                                                   "csrf_token": csrf})
     assert refused.status_code == 429 and "Too many sign-in attempts" in page_text(refused)
+
+
+# --- link tokens: what test_link_bad_input.py does not cover ---------------------------------------
+import pytest  # noqa: E402
+from itsdangerous import URLSafeTimedSerializer  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from bot.services.linking import LINK_TOKEN_SALT, LinkTokens  # noqa: E402
+from starlette.routing import Mount, Route  # noqa: E402
+from tests.conftest import ALICE, SECRET_KEY  # noqa: E402
+from tests.hardening import changes, report, snapshot  # noqa: E402
+from tests.helpers import connect_url  # noqa: E402
+
+NEW_KEY = "rotated-key-0123456789abcdefghijkl"
+
+
+async def _connect_path(genie, who=ALICE) -> str:
+    return urlsplit(connect_url(await genie.slack.command(who, "connect"))).path
+
+
+async def _signed_in(genie, email: str, path: str = "/account"):
+    browser = genie.browser()
+    assert (await browser.login(email, next_path=path)).status_code == 303
+    return browser
+
+
+@pytest.mark.parametrize("genie_settings", [{"GENIE_SECRET_KEY": NEW_KEY}])
+async def test_a_key_rotated_out_of_the_list_no_longer_verifies(genie):
+    """After rotation *beyond* the list (the old key removed from GENIE_SECRET_KEY), a token
+    signed with the old key is invalid, even for a live request; the new key's token works."""
+    await genie.add_user("alice@example.com", "Alice Smith")
+    path = await _connect_path(genie)
+    nonce = await genie.scalar("SELECT nonce FROM link_request")
+    old = LinkTokens([SECRET_KEY], 600).dump(nonce)
+    browser = await _signed_in(genie, "alice@example.com")
+    before = await snapshot(genie.sessionmaker)
+    for response in (await browser.get(f"/link/{old}"), await browser.post(f"/link/{old}")):
+        assert response.status_code == 400 and "This link isn't valid" in page_text(response)
+    assert changes(before, await snapshot(genie.sessionmaker)) == {}
+    await browser.get(path)
+    assert (await browser.post(path)).status_code == 200
+
+
+async def test_a_used_link_replayed_by_anyone_changes_nothing(genie):
+    await genie.add_user("alice@example.com", "Alice Smith")
+    await genie.add_user("mallory@example.com", "Mallory Evil")
+    path = await _connect_path(genie)
+    alice = await _signed_in(genie, "alice@example.com", path)
+    await alice.get(path)
+    assert (await alice.post(path)).status_code == 200
+    mallory = await _signed_in(genie, "mallory@example.com", path)
+    before = await snapshot(genie.sessionmaker)
+    for browser in (alice, mallory, alice):
+        page = await browser.get(path)
+        assert page.status_code == 410 and "already been used" in page_text(page)
+        replay = await browser.post(path, {"replace": "yes"})
+        assert replay.status_code == 410 and "already been used" in page_text(replay)
+        assert (await browser.http.head(path)).status_code == 410
+    assert changes(before, await snapshot(genie.sessionmaker)) == {}
+    # Still used after the link it made is removed: a token never comes back to life.
+    async with genie.sessionmaker.begin() as s:
+        await s.execute(text("DELETE FROM slack_link"))
+    assert (await alice.post(path)).status_code == 410
+    assert await genie.scalar("SELECT count(*) FROM slack_link") == 0
+
+
+@pytest.mark.parametrize("payload", ["no-such-nonce-0123456789", 12345, ["a" * 20], {"n": "a" * 20}, "x" * 65, ""])
+async def test_genuinely_signed_tokens_with_unknown_or_odd_payloads_are_invalid(genie, payload):
+    """The signature is right but what it signs is not a live nonce: still just "not valid"."""
+    await genie.add_user("alice@example.com", "Alice Smith")
+    await _connect_path(genie)
+    token = URLSafeTimedSerializer([SECRET_KEY], salt=LINK_TOKEN_SALT).dumps(payload)
+    browser = await _signed_in(genie, "alice@example.com")
+    before = await snapshot(genie.sessionmaker)
+    for response in (await browser.get(f"/link/{token}"), await browser.post(f"/link/{token}")):
+        assert response.status_code == 400 and "This link isn't valid" in page_text(response)
+    assert changes(before, await snapshot(genie.sessionmaker)) == {}
+
+
+# --- sessions ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("genie_settings", [{"GENIE_BASE_URL": "https://genie.example.com"}])
+async def test_session_cookie_is_httponly_lax_secure_and_dies_with_sign_out(genie):
+    await genie.add_user("alice@example.com", "Alice Smith")
+    browser = genie.browser()
+    page = await browser.get("/login")
+    csrf_cookie = next(c for c in page.headers.get_list("set-cookie") if c.startswith("genie_csrf="))
+    assert "secure" in csrf_cookie.lower() and "httponly" in csrf_cookie.lower()
+    # httpx keeps Secure cookies to https: send it back by hand, as a browser on https would.
+    signed_in = await browser.post("/login", {"email": "alice@example.com", "password": PASSWORD, "next": "/account"},
+                                   headers={"Cookie": csrf_cookie.split(";")[0]})
+    assert signed_in.status_code == 303
+    cookie = next(c for c in signed_in.headers.get_list("set-cookie") if c.startswith("genie_session="))
+    flags = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "secure", "samesite", "path", "max-age"} <= flags and "samesite=lax" in cookie.lower()
+    token = cookie.split(";")[0].split("=", 1)[1]
+    # Only its hash is stored: a copy of the database is no set of cookies.
+    assert await genie.scalar("SELECT count(*) FROM web_session WHERE token_hash = :t", t=token) == 0
+    stolen = {"Cookie": f"genie_session={token}"}
+    assert (await genie.http.get("/account", headers=stolen)).status_code == 200
+    tampered = {"Cookie": f"genie_session={token[:-2]}xx"}
+    assert (await genie.http.get("/account", headers=tampered)).status_code == 303
+    out = await browser.post("/logout", headers={"Cookie": f"{csrf_cookie.split(';')[0]}; genie_session={token}"})
+    assert out.status_code == 303
+    assert (await genie.http.get("/account", headers=stolen)).status_code == 303  # replay after sign-out
+
+
+async def test_an_expired_session_is_no_session(genie):
+    await genie.add_user("alice@example.com", "Alice Smith")
+    browser = await _signed_in(genie, "alice@example.com")
+    assert (await browser.get("/account")).status_code == 200
+    async with genie.sessionmaker.begin() as s:
+        await s.execute(text("UPDATE web_session SET expires_at = created_at"))
+    assert (await browser.get("/account")).status_code == 303
+
+
+# --- every POST route is protected -------------------------------------------------------------------
+async def _app_routes(genie):
+    app = build_asgi_app(await make_runtime(genie.settings, genie.sessionmaker))
+    return app.routes
+
+
+def _fill(path: str) -> str:
+    return path.replace("{token}", "x" * 20).replace("{link_id}", "1").replace("{identifier:path}", "x") \
+        .replace("{requestId}", "x").replace("{path:path}", "x/y")
+
+
+async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(genie):
+    """Browser pages: a signed-in user's cookie but no CSRF token → 403. Slack: no signature →
+    401. API: cookies are no credential, only a GenieKey → 401. Any other POST route fails this
+    test until it is given a protection and a line here."""
+    from bot.web.alert_api import routes as api_routes
+    from bot.web.pages import routes as page_routes
+    await genie.add_user("alice@example.com", "Alice Smith")
+    path = await _connect_path(genie)
+    browser = await _signed_in(genie, "alice@example.com", path)
+    await browser.get(path)  # the CSRF cookie is set; the forged posts below lack the form token
+    page_posts = {r.path for r in page_routes if "POST" in (r.methods or ())}
+    api_posts = {r.path for r in api_routes if "POST" in (r.methods or ())}
+    audited = []
+    for route in await _app_routes(genie):
+        if isinstance(route, Mount) or "POST" not in (route.methods or ()):
+            continue
+        url = path if route.path == "/link/{token}" else _fill(route.path)
+        before = await snapshot(genie.sessionmaker)
+        if route.path in page_posts:
+            for form in ({}, {"csrf_token": "forged"}, {"csrf_token": browser.last_csrf}):
+                response = await browser.post(url, form, csrf=False,
+                                              headers={"Origin": "https://evil.example"} if form.get("csrf_token")
+                                              == browser.last_csrf else None)
+                assert response.status_code == 403, (route.path, form, response.status_code)
+        elif route.path == "/slack/events":
+            response = await browser.http.post(url, content=b"command=%2Fgenie&text=connect",
+                                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert response.status_code == 401, response.text
+        elif route.path in api_posts:
+            response = await browser.http.post(url, json={"message": "forged"})
+            # The catch-all for what Genie does not implement does nothing, with or without a key.
+            allowed = (401, 404, 405) if route.path == "/v2/{path:path}" else (401,)
+            assert response.status_code in allowed, (route.path, response.text)
+        else:
+            raise AssertionError(f"POST {route.path} is not audited for CSRF / authentication")
+        assert changes(before, await snapshot(genie.sessionmaker)) == {}, route.path
+        audited.append(route.path)
+    assert {"/login", "/logout", "/link/{token}", "/account/links/{link_id}/disconnect", "/slack/events",
+            "/v2/alerts"} <= set(audited)
+    # The real thing still works after all that.
+    assert (await browser.post(path)).status_code == 200
+
+
+# --- security headers on every response ----------------------------------------------------------
+HEADERS = {
+    "content-security-policy": ("default-src 'self'", "frame-ancestors 'none'", "script-src 'none'"),
+    "x-frame-options": ("DENY",),
+    "referrer-policy": ("no-referrer",),
+    "x-content-type-options": ("nosniff",),
+}
+
+
+def _check_headers(response: httpx.Response, where: str) -> None:
+    for name, parts in HEADERS.items():
+        value = response.headers.get(name, "")
+        assert all(p in value for p in parts), f"{where}: {name}={value!r} ({response.status_code})"
+
+
+async def test_every_route_answers_with_the_security_headers(genie):
+    await genie.add_user("alice@example.com", "Alice Smith")
+    path = await _connect_path(genie)
+    browser = await _signed_in(genie, "alice@example.com", path)
+    await browser.get(path)
+    seen = 0
+    for route in await _app_routes(genie):
+        if isinstance(route, Mount):
+            urls, methods = [f"{route.path}/genie.css", f"{route.path}/missing.css"], ["GET", "HEAD"]
+        else:
+            urls = [path if route.path == "/link/{token}" else _fill(route.path)]
+            methods = sorted(route.methods or ["GET"])
+        for url in urls:
+            for method in methods + ["DELETE"]:  # DELETE: the 405 (or 404) answers too
+                response = await browser.http.request(method, url, headers={"Authorization": "GenieKey nope"})
+                _check_headers(response, f"{method} {url}")
+                seen += 1
+    for url in ("/no/such/page", "/link/", "/v2/alerts/x/y/z/unknown"):
+        _check_headers(await browser.http.get(url), url)
+        seen += 1
+    report("test_web_security::headers", responses_checked=seen)
+    assert seen > 40
