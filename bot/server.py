@@ -33,6 +33,7 @@ from bot.config import SLACK_SETUP_HINT, Settings
 from bot.delivery import OutboxWorker, make_delivery_client
 from bot.slack_clients import BOT_SCOPES, SlackClients
 from bot.listeners import register_listeners, screen
+from bot.logs import install_log_redaction
 from bot.runtime import Runtime
 from bot.services.keys import resolve_secret_keys
 from bot.web.alert_api import routes as api_routes
@@ -174,6 +175,7 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
 
 
 def build_asgi_app(rt: Runtime) -> Starlette:
+    install_log_redaction()  # before anything logs a link URL or a query with its parameters
     routes: list = list(page_routes) + list(api_routes)
     socket_mode = None
     if rt.settings.slack_mode in ("single", "oauth"):
