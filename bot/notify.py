@@ -19,7 +19,7 @@ from bot.alert_render import alert_view
 from bot.runtime import Runtime
 from bot.services import access
 from bot.services import alerts as alert_service
-from bot.services import linking
+from bot.services import linking, outbox
 from bot.services.linking import SlackIdentity, SlackProfile
 from storage import repositories as repo
 from storage.models import SlackLink
@@ -74,16 +74,24 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
         logger.warning("views.publish for %s failed: %s", identity.user_id, _why(err))
 
 
+async def queue_connected_dm(rt: Runtime, session, link: SlackLink) -> None:
+    """In the confirm's own transaction: the DM "You're connected as …" goes to the outbox, so
+    the worker delivers it through Slack's failures (retried with backoff, or failed where an
+    operator sees it: metric, log, ``genie outbox list``) — the link never exists unannounced."""
+    if rt.settings.slack_mode == "none":
+        return
+    text, blocks = connected_dm(link_view(link), link.workspace_name)
+    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload={"text": text, "blocks": blocks},
+                         slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
+
+
 async def announce_link(rt: Runtime, link: SlackLink) -> None:
-    """After a web confirm: DM "You're connected as …" and refresh the Home tab."""
+    """After a web confirm has committed (with its DM queued): deliver the DM now, and refresh
+    the Home tab (best effort: it is published again whenever the tab is opened)."""
+    rt.wake_outbox()
     client = await rt.client_for(link.slack_team_id, link.enterprise_id)
     if client is None:
         return
-    text, blocks = connected_dm(link_view(link), link.workspace_name)
-    try:
-        await client.chat_postMessage(channel=link.slack_user_id, text=text, blocks=blocks)
-    except SLACK_FAILURES as err:
-        logger.warning("connected DM to %s failed: %s", link.slack_user_id, _why(err))
     await publish_home(rt, client, SlackIdentity(link.slack_team_id, link.slack_user_id, link.enterprise_id))
 
 

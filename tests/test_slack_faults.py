@@ -189,3 +189,42 @@ async def test_genie_connect_answers_at_once_when_users_info_is_slow_or_failing(
     assert await genie.scalar("SELECT count(*) FROM slack_link") == 1
     report("test_slack_faults::connect", fault=fault, ack_seconds=round(took, 3),
            confirm_page_seconds=round(time.monotonic() - page_started, 3))
+
+
+@pytest.mark.parametrize("fault", ["http_500", "dropped_before_acting", "ratelimited", "user_not_found"])
+async def test_web_confirm_commits_and_the_dm_follows_or_is_visibly_failed(genie, fault, tmp_path):
+    """The DM "You're connected as …" is queued in the confirm's transaction: Slack failing does
+    not slow or undo the confirm; the DM is delivered later, or failed where an operator sees it."""
+    how = {"http_500": dict(status=500), "dropped_before_acting": dict(drop="before"),
+           "ratelimited": dict(error="ratelimited"), "user_not_found": dict(error="user_not_found")}[fault]
+    await genie.add_user("alice@example.com", "Alice Smith")
+    path = urlsplit(connect_url(await genie.slack.command(ALICE, "connect"))).path
+    browser = genie.browser()
+    await browser.login("alice@example.com", next_path=path)
+    await browser.get(path)
+    failed_before = sample("genie_outbox_failed_total")
+    genie.fake.fail("chat.postMessage", **how)
+    started = time.monotonic()
+    done = await browser.post(path)
+    took = time.monotonic() - started
+    assert done.status_code == 200 and "You're connected" in page_text(done)
+    assert took < ACK_BUDGET
+    assert await genie.scalar("SELECT count(*) FROM slack_link") == 1
+
+    async def settled():
+        rows = await genie.rows("SELECT delivered_at, failed_at, last_error, attempts FROM outbox "
+                                "WHERE kind = 'message' AND channel = 'U0ALICE'")
+        return rows if rows and (rows[0].delivered_at or rows[0].failed_at) else None
+    [row] = await eventually(settled, timeout=20)
+    if fault == "user_not_found":  # permanent: failed, counted and listed for the operator
+        assert row.failed_at and row.last_error == "user_not_found"
+        assert sample("genie_outbox_failed_total") == failed_before + 1
+        code, out, err = await _genie_cli(genie, tmp_path, "outbox", "list", "--failed", "--json")
+        assert code == 0 and [(m["channel"], m["kind"], m["last_error"]) for m in json.loads(out)] == [
+            ("U0ALICE", "message", "user_not_found")]
+    else:
+        assert row.delivered_at and row.attempts == 2
+        [dm] = genie.fake.messages("D0ALICE")
+        assert "You're connected as alice@example.com" in dm["text"]
+    report("test_slack_faults::web_confirm_dm", fault=fault, confirm_seconds=round(took, 3),
+           dm="failed, listed" if row.failed_at else "delivered on retry")

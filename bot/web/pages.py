@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bot.config import SLACK_SETUP_HINT
-from bot.notify import announce_link, fetch_profile, refresh_home_after_unlink
+from bot.notify import announce_link, queue_connected_dm, fetch_profile, refresh_home_after_unlink
 from bot.runtime import Runtime
 from bot.services import accounts, linking
 from bot.services.linking import LinkError, LinkProblem, NeedsReplaceConfirmation
@@ -247,6 +247,7 @@ async def link_confirm(request: Request) -> Response:
         nonce = rt.tokens.load(token)
         async with rt.sessionmaker.begin() as session:
             link = await linking.redeem(session, nonce, user, replace=form.get("replace") == "yes")
+            await queue_connected_dm(rt, session, link)
     except LinkError as err:
         return problem_page(request, err)
     except NeedsReplaceConfirmation:
