@@ -12,10 +12,12 @@ from bot.services import alerts as alert_service
 from storage.models import Alert, Team, User
 
 
-async def alert_view(session: AsyncSession, alert: Alert) -> AlertView:
+async def alert_view(session: AsyncSession, alert: Alert, *, with_members: bool = True) -> AlertView:
+    """``with_members=False`` for lists that show no Assign… select (App Home): the team's
+    members are the costliest part to read."""
     team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
     owner = await session.get(User, alert.owner_user_id) if alert.owner_user_id is not None else None
-    members = [(u.id, u.name) for u in await alert_service.assignable(session, alert)]
+    members = [(u.id, u.name) for u in await alert_service.assignable(session, alert)] if with_members else []
     return AlertView(
         id=alert.id, message=alert.message, priority=alert.priority, status=alert.status,
         created_at=alert.created_at, team_name=team.name if team else None, description=alert.description,

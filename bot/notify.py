@@ -60,7 +60,8 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
         teams = [t.name for t in await repo.teams_of_user(session, link.user_id)] if link else []
         open_alerts = []
         if link is not None and link.user.is_active:
-            open_alerts = [await alert_view(session, a) for a in await alert_service.open_alerts_for(session, link.user_id)]
+            open_alerts = [await alert_view(session, a, with_members=False)
+                           for a in await alert_service.open_alerts_for(session, link.user_id)]
         is_admin = bool(link and link.user.is_admin and link.user.is_active)
         admin_settings = None
         if is_admin:
