@@ -272,6 +272,10 @@ class OutboxMessage(Base):
         Index("ix_outbox_pending_due", "next_attempt_at",
               sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
               postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL")),
+        # The failed-messages gauge counts these every second; without it, a full scan of the
+        # outbox (every message ever sent: ~120 ms at 1M rows on SQLite, holding its connection).
+        Index("ix_outbox_failed", "id",
+              sqlite_where=text("failed_at IS NOT NULL"), postgresql_where=text("failed_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
