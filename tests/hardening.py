@@ -34,6 +34,15 @@ async def bolt_idle(timeout: float = 15.0) -> None:
         await asyncio.wait(tasks, timeout=remaining)
 
 
+async def outbox_idle(genie, timeout: float = 20.0) -> None:
+    """Wait until the outbox worker has delivered (or failed) everything queued so far."""
+    deadline = time.monotonic() + timeout
+    while await genie.scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL"):
+        assert time.monotonic() < deadline, "the outbox did not drain"
+        genie.rt.wake_outbox()
+        await asyncio.sleep(0.02)
+
+
 Snapshot = dict[str, Counter]
 
 

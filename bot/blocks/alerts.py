@@ -75,7 +75,8 @@ def parse_value(value: str | None) -> dict[str, int] | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("alert"), int) or isinstance(data["alert"], bool):
         return None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**53 for v in data.values()):
+    # Ids are INTEGER columns: a bigger number is no id of ours (PostgreSQL would refuse the query).
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 for v in data.values()):
         return None
     return data
 
