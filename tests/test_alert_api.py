@@ -290,7 +290,7 @@ async def test_malformed_requests_get_the_opsgenie_envelope_and_change_nothing(a
         assert "body" in answer["errors"] or "message" in answer["errors"], answer
     answer = envelope(await post("/v2/alerts", content=b"", headers=auth), 422)
     assert answer["errors"]["message"] == "Message can not be empty."
-    big = b'{"message": "m", "description": "' + b"d" * (65 * 1024) + b'"}'
+    big = b'{"message": "m", "description": "' + b"d" * (1024 * 1024 + 1) + b'"}'
     envelope(await post("/v2/alerts", content=big, headers=auth), 413)
 
     # Keys: missing, wrong scheme, empty, unknown, from a rotated-away team key.

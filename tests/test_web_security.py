@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy import text
 
 from bot.server import build_asgi_app, make_runtime
-from tests.conftest import PASSWORD, page_text
+from tests.conftest import eventually, PASSWORD, page_text
 
 
 async def _fail_login(genie, email: str, address: str = "203.0.113.7", password: str = "wrong password!"):
@@ -128,6 +128,9 @@ async def test_a_used_link_replayed_by_anyone_changes_nothing(genie):
     alice = await _signed_in(genie, "alice@example.com", path)
     await alice.get(path)
     assert (await alice.post(path)).status_code == 200
+    # The confirm queued a DM; let the outbox deliver it so the snapshot sees a settled state.
+    await genie.fake.wait_for("chat.postMessage", channel="U0ALICE")
+    await eventually(lambda: _outbox_settled(genie))
     mallory = await _signed_in(genie, "mallory@example.com", path)
     before = await snapshot(genie.sessionmaker)
     for browser in (alice, mallory, alice):
@@ -142,6 +145,10 @@ async def test_a_used_link_replayed_by_anyone_changes_nothing(genie):
         await s.execute(text("DELETE FROM slack_link"))
     assert (await alice.post(path)).status_code == 410
     assert await genie.scalar("SELECT count(*) FROM slack_link") == 0
+
+
+async def _outbox_settled(genie) -> bool:
+    return await genie.scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL") == 0
 
 
 @pytest.mark.parametrize("payload", ["no-such-nonce-0123456789", 12345, ["a" * 20], {"n": "a" * 20}, "x" * 65, ""])

@@ -54,7 +54,9 @@ from storage.models import Alert, AlertEvent, Team
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY = 64 * 1024
+#: Large enough for every field at its limit even when JSON-escaped (25,000 characters of note
+#: as \uXXXX escapes alone is 150 KB); anything bigger is not an alert.
+MAX_BODY = 1024 * 1024
 MAX_LIMIT = 100
 MAX_QUERY_TERMS = 20
 MAX_QUERY_LENGTH = 2000
