@@ -815,6 +815,7 @@ class Bench:
     # --- a backend -------------------------------------------------------------------------
     async def run_backend(self, backend: str, scenarios: list[str]) -> None:
         p = self.plan
+        self.fake.clear()  # each backend starts with a fake Slack that has seen nothing (fresh channels)
         main_rows = [s for s in scenarios if s != "growth"]
         if main_rows:
             hot = p.warmup + p.rounds * (p.click_closed + p.click_open) + 10
@@ -945,6 +946,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+        report(args, argv, plan, bench, started)
+    return 0  # a target not met is a result, not a failure of the command
+
+
+def report(args: argparse.Namespace, argv: list[str] | None, plan: Plan, bench: Bench, started: float) -> None:
+    """The table (also of a run that stopped half-way: the rows measured so far)."""
     info = machine()
     command = "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"\nGenie benchmark — {info['date']} — {info['nproc']} × {info['cpu']}, {info['ram']} RAM, "
@@ -958,7 +965,6 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"machine": info, "command": command, "plan": asdict(plan),
                                                "rows": [asdict(r) for r in bench.rows], "details": bench.details},
                                               indent=2, default=str))
-    return 0  # a target not met is a result, not a failure of the command
 
 
 if __name__ == "__main__":
