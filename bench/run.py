@@ -278,8 +278,8 @@ async def loadgen(spec: dict[str, Any]) -> dict[str, Any]:
 class Database:
     """A scratch database: a SQLite file in the work directory, or a PostgreSQL database."""
 
-    def __init__(self, backend: str, name: str, work: Path, pg_url: str) -> None:
-        self.backend, self.name = backend, name
+    def __init__(self, backend: str, name: str, work: Path, pg_url: str, src: Path | None = None) -> None:
+        self.backend, self.name, self.src = backend, name, src
         self._pg_admin = pg_url
         if backend == "sqlite":
             self.path = work / (name + ".db")
@@ -301,9 +301,18 @@ class Database:
             await admin.dispose()
         else:
             self._remove_files()
-        engine = make_engine(self.url)
-        await upgrade(engine)
-        await engine.dispose()
+        if self.src is None:
+            engine = make_engine(self.url)
+            await upgrade(engine)
+            await engine.dispose()
+        else:  # that checkout's own migrations
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "db", "upgrade", cwd=self.src, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=clean_env() | {"PYTHONPATH": str(self.src), "DATABASE_URL": self.url})
+            _, err = await proc.communicate()
+            if proc.returncode:
+                raise RuntimeError(f"genie db upgrade failed: {err.decode()[-2000:]}")
         # Reads only, with no BEGIN IMMEDIATE: the benchmark never holds Genie's write lock.
         self.engine = create_async_engine(self.url)
 
@@ -388,12 +397,12 @@ class World:
 
 
 async def make_world(backend: str, name: str, n: int, *, hot: int, confirms: int, key_teams: list[int],
-                     work: Path, pg_url: str) -> World:
+                     work: Path, pg_url: str, src: Path | None = None) -> World:
     from bot.services import accounts, alerts
     from storage.models import Team
     from storage.session import make_engine, make_sessionmaker
 
-    db = Database(backend, name, work, pg_url)
+    db = Database(backend, name, work, pg_url, src)
     await db.create()
     started = time.monotonic()
     layout = await seeding.seed(db.url, n, hot=hot, confirms=confirms, password_hash=accounts.hash_password(PASSWORD))
@@ -760,7 +769,7 @@ class Bench:
             for size in sizes:
                 world = await make_world(backend, f"growth{size}", size, key_teams=[],
                                          hot=p.growth_rounds * p.growth_clicks + p.warmup + 10, confirms=0,
-                                         work=self.work, pg_url=self.args.pg_url)
+                                         work=self.work, pg_url=self.args.pg_url, src=self.args.genie_src)
                 worlds[size] = world
             self.message = alert_message_template(worlds[sizes[0]].layout)
             genies = await asyncio.gather(*(
@@ -823,7 +832,7 @@ class Bench:
             log(f"{backend}: seeding the main database ({p.base_n:,} rows per kind)")
             world = await make_world(backend, "main", p.base_n, hot=hot, confirms=confirms,
                                      key_teams=list(range(2, 10 + p.drain_channels)), work=self.work,
-                                     pg_url=self.args.pg_url)
+                                     pg_url=self.args.pg_url, src=self.args.genie_src)
             self.message = alert_message_template(world.layout)
             try:
                 world.genie = await start_genie(f"genie-{backend}-main", world.db.url, self.fake, self.work,
