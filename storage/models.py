@@ -73,6 +73,9 @@ class SlackLink(Base):
     slack_name: Mapped[str | None] = mapped_column(String(200))
     slack_email: Mapped[str | None] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: How the link was made: ``link`` (the person's one-time link), ``email`` (matched by
+    #: ``genie slack sync``), ``admin`` (by hand), ``import`` (from a file).
+    via: Mapped[str] = mapped_column(String(10), default="link", server_default="link")
 
     user: Mapped[User] = relationship(back_populates="slack_links")
 
@@ -306,6 +309,88 @@ class WorkspaceSetting(Base):
     workspace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     key: Mapped[str] = mapped_column(String(50), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
+
+
+# --- connected accounts (part 6) -------------------------------------------------------------
+class ExternalAccount(Base):
+    """An account in another tool, as that tool reported it: a Slack directory entry, a PagerDuty
+    or OpsGenie user, a GitHub login …
+
+    ``(provider, tenant, external_id)`` names it: the tenant is the Slack workspace (or Grid org)
+    id, the PagerDuty/OpsGenie/Jira site, or ``''`` for a global namespace (GitHub).
+
+    For every provider but Slack, ``user_id`` is the connection to a Genie person. A Slack
+    account's connection is its ``SlackLink`` (the row the gate reads on every click), matched on
+    ``(tenant, external_id) = (workspace_id, slack_user_id)``; ``user_id`` stays NULL on Slack
+    rows so there is one source of truth.
+    """
+
+    __tablename__ = "external_account"
+    __table_args__ = (
+        UniqueConstraint("provider", "tenant", "external_id", name="uq_external_account_identity"),
+        Index("ix_external_account_email", "email"),
+        Index("ix_external_account_provider_handle", "provider", "handle"),
+        Index("ix_external_account_user", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    tenant: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    external_id: Mapped[str] = mapped_column(String(200))
+    #: The name people type: OpsGenie username, GitHub login, Slack handle, Jira name …
+    handle: Mapped[str | None] = mapped_column(String(200))
+    #: Lower-cased; as the provider reported it.
+    email: Mapped[str | None] = mapped_column(String(254))
+    #: The provider vouches for the address (Slack: ``is_email_confirmed``).
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    is_bot: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Slack guests (restricted / ultra-restricted), PagerDuty "limited" roles …
+    is_guest: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Its profile is governed by another organization (a Slack Connect user).
+    is_external: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Provider-specific facts (Slack: team_id, enterprise_id, workspace name).
+    attrs: Mapped[dict] = mapped_column(JSON, default=dict)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    #: How it was connected: link, email, admin, import (NULL while not connected).
+    connected_via: Mapped[str | None] = mapped_column(String(10))
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    connected_by: Mapped[str | None] = mapped_column(String(200))
+    #: What the last automatic match by email found: linked, already, ambiguous, unmatched,
+    #: conflict, skipped (bot, guest, deleted, external, unverified, untrusted …); NULL: never tried.
+    match: Mapped[str | None] = mapped_column(String(20))
+    match_detail: Mapped[str | None] = mapped_column(String(300))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User | None] = relationship(lazy="raise")
+
+
+class AuditEvent(Base):
+    """Who changed which connection (or ran which import), when, and how. Append-only."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_at", "at"),
+        Index("ix_audit_event_subject", "subject_user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The person who did it, when a signed-in person did (web, Slack); NULL for CLI and jobs.
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    #: Who, in words: an email, "cli (root@host)", "slack sync", "import accounts.csv".
+    actor: Mapped[str] = mapped_column(String(200))
+    via: Mapped[str] = mapped_column(String(10))  # web, slack, cli, sync, import
+    #: account.connect, account.move, account.remove, import.run …
+    action: Mapped[str] = mapped_column(String(40))
+    subject_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    subject_email: Mapped[str | None] = mapped_column(String(254))
+    provider: Mapped[str | None] = mapped_column(String(20))
+    tenant: Mapped[str | None] = mapped_column(String(100))
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 # --- Slack installations (multi-workspace OAuth) ---------------------------------------------

@@ -118,7 +118,9 @@ async def decide(
     )
 
 
-WORKSPACE_SETTINGS = {ANONYMOUS_SETTING: ("true", "false")}
+#: ``auto_link_by_email``: ``genie slack sync`` and Slack's user events connect a Slack user to
+#: the one Genie person with the same confirmed email (``bot.services.identities``).
+WORKSPACE_SETTINGS = {ANONYMOUS_SETTING: ("true", "false"), "auto_link_by_email": ("true", "false")}
 
 
 async def set_workspace_setting(session: AsyncSession, workspace_id: str, key: str, value: str) -> WorkspaceSetting:

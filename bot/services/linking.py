@@ -27,6 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from bot.services import audit
+from bot.services.audit import Who
 from bot.services.errors import GenieError, NotFound
 from storage import repositories as repo
 from storage.base import utcnow
@@ -250,7 +252,8 @@ async def redeem(
             | ((SlackLink.workspace_id == request.workspace_id) & (SlackLink.user_id == user.id))
         )
     )
-    for old in existing:
+    replaced = list(existing)
+    for old in replaced:
         await session.delete(old)
     await session.flush()
     link = SlackLink(
@@ -271,6 +274,22 @@ async def redeem(
         # A concurrent confirm of another link for the same identity committed first.
         raise LinkError(LinkProblem.USED) from None
     link.user = user
+    who = Who.person(user, "web")
+    for old in replaced:
+        if old.slack_user_id != request.slack_user_id:  # the person's earlier Slack user here
+            await audit.record(session, who, "account.remove", subject=user, provider="slack",
+                               tenant=old.workspace_id, external_id=old.slack_user_id,
+                               detail=f"replaced by {request.slack_user_id} (one-time link)")
+    moved_from = next((old for old in replaced if old.slack_user_id == request.slack_user_id
+                       and old.user_id != user.id), None)
+    if moved_from is not None:
+        previous = await session.get(User, moved_from.user_id)
+        await audit.record(session, who, "account.move", subject=user, provider="slack", tenant=link.workspace_id,
+                           external_id=link.slack_user_id,
+                           detail=f"moved from {previous.email if previous else 'a removed person'} (one-time link)")
+    elif not any(old.slack_user_id == request.slack_user_id for old in replaced):
+        await audit.record(session, who, "account.connect", subject=user, provider="slack", tenant=link.workspace_id,
+                           external_id=link.slack_user_id, detail="one-time link")
     return link
 
 
@@ -280,12 +299,20 @@ async def current_link(session: AsyncSession, identity: SlackIdentity) -> SlackL
     return await repo.link_for_identity(session, identity.workspace_id, identity.user_id)
 
 
+async def _audit_unlink(session: AsyncSession, link: SlackLink, who: Who, detail: str) -> None:
+    person = await session.get(User, link.user_id)
+    await audit.record(session, who, "account.remove", subject=person, provider="slack", tenant=link.workspace_id,
+                       external_id=link.slack_user_id, detail=detail)
+
+
 async def unlink(session: AsyncSession, identity: SlackIdentity) -> SlackLink | None:
     """Remove this Slack identity's link; returns what was removed (None if there was none)."""
     link = await current_link(session, identity)
     if link is not None:
         await session.delete(link)
         await session.flush()
+        who = Who(label=f"{link.user.email} (as Slack user {identity.user_id})", via="slack", user_id=link.user_id)
+        await _audit_unlink(session, link, who, "disconnected in Slack")
     return link
 
 
@@ -296,6 +323,7 @@ async def unlink_for_user(session: AsyncSession, user: User, link_id: int) -> Sl
         return None
     await session.delete(link)
     await session.flush()
+    await _audit_unlink(session, link, Who.person(user, "web"), "disconnected on their account page")
     return link
 
 
@@ -315,4 +343,6 @@ async def unlink_by_admin(session: AsyncSession, who: str) -> list[SlackLink]:
     for link in links:
         await session.delete(link)
     await session.flush()
+    for link in links:
+        await _audit_unlink(session, link, Who.cli("genie link remove"), f"genie link remove {who}")
     return links
