@@ -7,6 +7,7 @@ database holds afterwards — including, for every refused request, that nothing
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import quote
 
@@ -411,6 +412,50 @@ async def test_a_slack_link_made_before_any_sync_can_be_moved_and_removed(genie)
     # Now connected to no one, it is listed as such and can be connected again.
     page = await ada.get("/admin/people?provider=slack")
     assert "U0ALICE" in _section(page, "loose-table")
+
+
+async def test_moving_a_slack_account_to_someone_linked_in_that_workspace_says_so_and_replaces_it(genie):
+    ids = await world(genie)
+    alice_slack = await _record(genie, ReportedAccount("slack", "U0ALICE", WORKSPACE, email="alice@example.com",
+                                                       display_name="Alice Smith", attrs={"team_id": WORKSPACE}),
+                                to="alice@example.com", via="import")
+    ada = await _admin(genie)
+    confirm = await ada.post("/admin/accounts/move", {"account": f"a:{ids['slack_bob']}", "email": "alice@example.com"})
+    assert confirm.status_code == 200
+    warning = page_text(confirm)
+    assert f"This also removes alice@example.com's own Slack link to U0ALICE in {WORKSPACE}" in warning
+    assert await genie.scalar("SELECT count(*) FROM slack_link") == 2
+    bob = re.search(r'name="from" value="(\d+)"', confirm.text).group(1)
+    moved = await ada.post("/admin/accounts/move", {"account": f"a:{ids['slack_bob']}", "email": "alice@example.com",
+                                                    "from": bob, "confirm": "yes"})
+    assert moved.status_code == 303
+    assert [tuple(r) for r in await genie.rows(
+        'SELECT l.slack_user_id, u.email FROM slack_link l JOIN "user" u ON u.id = l.user_id')] == [
+        ("U0BOB", "alice@example.com")]
+    assert [a[0] + " " + a[5] for a in await _audit(genie)] == ["account.remove U0ALICE", "account.move U0BOB"]
+    # The Slack user's Home tab is refreshed with the new state, after the change committed.
+    await genie.fake.wait_for("views.publish", user_id="U0BOB")
+    page = await ada.get("/admin/people?provider=slack")
+    assert "U0ALICE" in _section(page, "loose-table") and alice_slack
+
+
+async def test_two_admins_moving_one_account_at_once_one_wins_and_the_other_is_told(genie):
+    ids = await world(genie)
+    await genie.add_user("eve@example.com", "Eve Admin", admin=True)
+    first, second = await _admin(genie), await _signed_in(genie, "eve@example.com", "/admin/people")
+    await second.get("/admin/people")
+    alice = await genie.scalar("SELECT id FROM \"user\" WHERE email = 'alice@example.com'")
+    results = await asyncio.gather(*(
+        browser.post("/admin/accounts/move", {"account": f"a:{ids['pd_alice']}", "email": to, "from": str(alice),
+                                              "confirm": "yes"})
+        for browser, to in ((first, "bob@example.com"), (second, "carol@example.com"))))
+    statuses = sorted(r.status_code for r in results)
+    owner = await _owner(genie, ids["pd_alice"])
+    assert statuses == [303, 409], [page_text(r)[:200] for r in results]
+    loser = next(r for r in results if r.status_code == 409)
+    assert f"is now connected to {owner}, not to whom the page showed" in page_text(loser)
+    moves = [r for r in await _audit(genie) if r[0] == "account.move"]
+    assert len(moves) == 1 and moves[0][3] == owner
 
 
 async def test_the_audit_page_filters_and_pages_newest_first(genie):

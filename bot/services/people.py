@@ -224,7 +224,10 @@ async def account_by_key(session: AsyncSession, key: str | None, *, record: bool
         raise NotFound("That account does not exist any more.")
     kind, number = parsed
     if kind == "a":
-        account = await session.get(ExternalAccount, number)
+        # About to change it: lock the row (PostgreSQL; SQLite's write transactions are serial),
+        # so two admins changing one account at once take turns and the second sees the first.
+        account = await session.get(ExternalAccount, number, with_for_update=record or None,
+                                    populate_existing=record)
     else:
         link = await session.get(SlackLink, number)
         account = await identities.account_for_link(session, link, record=record) if link is not None else None
@@ -276,8 +279,8 @@ async def connect_by_admin(session: AsyncSession, admin: User, key: str | None, 
     return account, person
 
 
-async def plan_move(session: AsyncSession, key: str | None, email: str | None) -> MovePlan:
-    account = await account_by_key(session, key)
+async def plan_move(session: AsyncSession, key: str | None, email: str | None, *, record: bool = False) -> MovePlan:
+    account = await account_by_key(session, key, record=record)
     to_person = await person_by_email(session, email)
     from_person = await identities.connected_person(session, account)
     if from_person is None:
@@ -296,10 +299,9 @@ async def plan_move(session: AsyncSession, key: str | None, email: str | None) -
 async def move_by_admin(session: AsyncSession, admin: User, key: str | None, email: str | None,
                         expected_from: str | None) -> MovePlan:
     """Move an account from the person the confirm page showed to another person."""
-    plan = await plan_move(session, key, email)
+    plan = await plan_move(session, key, email, record=True)
     await _check_still(session, plan.account, expected_from)
-    account = await account_by_key(session, key, record=True)
-    await identities.connect(session, account, plan.to_person, via="admin", who=Who.person(admin, "web"),
+    await identities.connect(session, plan.account, plan.to_person, via="admin", who=Who.person(admin, "web"),
                              replace=True, detail=f"moved from {plan.from_person.email} by an admin on the web")
     return plan
 

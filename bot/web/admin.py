@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, quote, urlencode
 
+from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -32,6 +33,8 @@ from storage.models import ExternalAccount, User
 logger = logging.getLogger(__name__)
 
 AUDIT_PER_PAGE = 50
+#: A unique constraint stopped a change that raced another (two admins, or a /genie connect).
+_RACED = "That account or person changed while you were looking (someone else changed it at the same moment)."
 _DONE = {
     "connect": "Connected. The change is on the audit log.",
     "move": "Moved. The change is on the audit log.",
@@ -165,6 +168,8 @@ async def admin_connect(request: Request) -> Response:
                                                             _field(form, "email"))
     except GenieError as err:
         return await _people_page(request, filters, status_code=_status(err), error=str(err))
+    except IntegrityError:
+        return await _people_page(request, filters, status_code=409, error=_RACED)
     logger.info("admin %s connected %s to %s", admin.id, identities.describe(account), person.id)
     return _done(request, filters, "connect", account)
 
@@ -187,6 +192,8 @@ async def admin_move(request: Request) -> Response:
             plan = await people.move_by_admin(session, admin, key, email, _field(form, "from", 12))
     except GenieError as err:
         return await _people_page(request, filters, status_code=_status(err), error=str(err))
+    except IntegrityError:
+        return await _people_page(request, filters, status_code=409, error=_RACED)
     logger.info("admin %s moved %s from %s to %s", admin.id, identities.describe(plan.account),
                 plan.from_person.id, plan.to_person.id)
     return _done(request, filters, "move", plan.account)
@@ -213,6 +220,8 @@ async def admin_remove(request: Request) -> Response:
             account, person = await people.remove_by_admin(session, admin, key, _field(form, "from", 12))
     except GenieError as err:
         return await _people_page(request, filters, status_code=_status(err), error=str(err))
+    except IntegrityError:
+        return await _people_page(request, filters, status_code=409, error=_RACED)
     logger.info("admin %s removed %s from %s", admin.id, identities.describe(account), person.id)
     return _done(request, filters, "remove", account)
 
