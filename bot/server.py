@@ -37,6 +37,7 @@ from bot.logs import install_log_redaction
 from bot.runtime import Runtime
 from bot.services.keys import resolve_secret_keys
 from bot.web.alert_api import routes as api_routes
+from bot.web.admin import routes as admin_routes
 from bot.web.pages import routes as page_routes
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
 
 def build_asgi_app(rt: Runtime) -> Starlette:
     install_log_redaction()  # before anything logs a link URL or a query with its parameters
-    routes: list = list(page_routes) + list(api_routes)
+    routes: list = list(page_routes) + list(admin_routes) + list(api_routes)
     socket_mode = None
     if rt.settings.slack_mode in ("single", "oauth"):
         bolt = build_bolt_app(rt)

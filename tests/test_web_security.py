@@ -207,7 +207,8 @@ async def _app_routes(genie):
 
 
 def _fill(path: str) -> str:
-    return path.replace("{token}", "x" * 20).replace("{link_id}", "1").replace("{identifier:path}", "x") \
+    return path.replace("{token}", "x" * 20).replace("{link_id}", "1").replace("{account_id}", "1") \
+        .replace("{identifier:path}", "x") \
         .replace("{requestId}", "x").replace("{path:path}", "x/y")
 
 
@@ -215,13 +216,14 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
     """Browser pages: a signed-in user's cookie but no CSRF token → 403. Slack: no signature →
     401. API: cookies are no credential, only a GenieKey → 401. Any other POST route fails this
     test until it is given a protection and a line here."""
+    from bot.web.admin import routes as admin_routes
     from bot.web.alert_api import routes as api_routes
     from bot.web.pages import routes as page_routes
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie)
     browser = await _signed_in(genie, "alice@example.com", path)
     await browser.get(path)  # the CSRF cookie is set; the forged posts below lack the form token
-    page_posts = {r.path for r in page_routes if "POST" in (r.methods or ())}
+    page_posts = {r.path for r in [*page_routes, *admin_routes] if "POST" in (r.methods or ())}
     api_posts = {r.path for r in api_routes if "POST" in (r.methods or ())}
     audited = []
     for route in await _app_routes(genie):
@@ -249,7 +251,8 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
         assert changes(before, await snapshot(genie.sessionmaker)) == {}, route.path
         audited.append(route.path)
     assert {"/login", "/logout", "/link/{token}", "/account/links/{link_id}/disconnect", "/slack/events",
-            "/v2/alerts"} <= set(audited)
+            "/v2/alerts", "/account/accounts/{account_id}/remove", "/admin/accounts/connect",
+            "/admin/accounts/move", "/admin/accounts/remove"} <= set(audited)
     # The real thing still works after all that.
     assert (await browser.post(path)).status_code == 200
 

@@ -71,9 +71,12 @@ async def record(
 
 
 async def events(session: AsyncSession, *, limit: int = 100, subject_email: str | None = None,
-                 provider: str | None = None, action: str | None = None) -> list[AuditEvent]:
-    """Newest first."""
+                 provider: str | None = None, action: str | None = None,
+                 before_id: int | None = None) -> list[AuditEvent]:
+    """Newest first; ``before_id`` pages back (the events older than that one)."""
     query = select(AuditEvent)
+    if before_id is not None:
+        query = query.where(AuditEvent.id < before_id)
     if subject_email:
         query = query.where(AuditEvent.subject_email == subject_email.strip().lower())
     if provider:

@@ -196,6 +196,32 @@ async def slack_link_of(session: AsyncSession, account: ExternalAccount) -> Slac
         SlackLink.workspace_id == account.tenant, SlackLink.slack_user_id == account.external_id))
 
 
+async def account_for_link(session: AsyncSession, link: SlackLink, *, record: bool = False) -> ExternalAccount:
+    """The Slack directory entry of a link; a link made before ``genie slack sync`` recorded
+    one gets an entry built from what the link knows (written to the session with ``record``,
+    otherwise a transient one, enough to describe it)."""
+    account = await find_account(session, "slack", link.workspace_id, link.slack_user_id)
+    if account is not None:
+        return account
+    now = utcnow()
+    account = ExternalAccount(
+        provider="slack", tenant=link.workspace_id, external_id=link.slack_user_id, email=normalize_email(link.slack_email),
+        email_verified=False, display_name=link.slack_name, is_bot=False, is_deleted=False, is_guest=False,
+        is_external=False, attrs={"team_id": link.slack_team_id, "enterprise_id": link.enterprise_id,
+                                  "workspace_name": link.workspace_name},
+        connected_via=link.via, connected_at=link.created_at, first_seen_at=now, updated_at=now)
+    if not record:
+        return account
+    try:
+        async with session.begin_nested():
+            session.add(account)
+            await session.flush()
+    except IntegrityError:  # recorded by a concurrent sync a moment ago
+        account = await find_account(session, "slack", link.workspace_id, link.slack_user_id)
+        assert account is not None
+    return account
+
+
 async def connected_person(session: AsyncSession, account: ExternalAccount) -> User | None:
     if account.provider == "slack":
         link = await slack_link_of(session, account)

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from bot.config import SLACK_SETUP_HINT
 from bot.notify import announce_link, queue_connected_dm, fetch_profile, refresh_home_after_unlink
 from bot.runtime import Runtime
-from bot.services import accounts, linking
+from bot.services import accounts, identities, linking, people
 from bot.services.linking import LinkError, LinkProblem, NeedsReplaceConfirmation
 from storage import repositories as repo
 from storage.models import User
@@ -272,9 +272,12 @@ async def account_page(request: Request) -> Response:
     request.state.user = user
     async with rt_of(request).sessionmaker() as session:
         links = await repo.links_of_user(session, user.id)
+        connected = await identities.accounts_of(session, user.id)
         teams = await repo.teams_of_user(session, user.id)
     return render(request, "account.html", links=links, teams=teams,
-                  disconnected=request.query_params.get("disconnected") == "1")
+                  others=[a for a in connected if a.provider != "slack"],
+                  disconnected=request.query_params.get("disconnected") == "1",
+                  removed=request.query_params.get("removed") == "1")
 
 
 async def account_disconnect(request: Request) -> Response:
@@ -300,6 +303,33 @@ async def account_disconnect(request: Request) -> Response:
     return response
 
 
+async def account_remove(request: Request) -> Response:
+    """Remove one of the person's own non-Slack accounts: a confirm page first, then the
+    POST with ``confirm=yes``. Someone else's account (or a made-up id) is "not found"."""
+    form = await read_form(request)
+    if form is None:
+        return csrf_failed(request)
+    user = await current_user(request)
+    if user is None:
+        return RedirectResponse("/login?next=/account", status_code=303)
+    request.state.user = user
+    raw_id = request.path_params["account_id"]
+    account_id = int(raw_id) if re.fullmatch(r"[0-9]{1,9}", raw_id) else -1
+    confirmed = form.get("confirm") == "yes"
+    async with rt_of(request).sessionmaker.begin() as session:
+        if confirmed:
+            account = await people.remove_own(session, user, account_id)
+        else:
+            account = await people.own_account(session, user, account_id)
+    if account is not None and not confirmed:
+        return render(request, "account_remove.html", account=account)
+    if account is None:
+        return render(request, "message.html", status_code=404, title="Not found",
+                      message="That connection does not exist any more, or is not yours.")
+    logger.info("Genie user %s removed their %s account %s on the web", user.id, account.provider, account.id)
+    return RedirectResponse("/account?removed=1", status_code=303)
+
+
 routes = [
     Route("/", home, methods=["GET"]),
     Route("/login", login_page, methods=["GET"]),
@@ -309,4 +339,5 @@ routes = [
     Route("/link/{token}", link_confirm, methods=["POST"]),
     Route("/account", account_page, methods=["GET"]),
     Route("/account/links/{link_id}/disconnect", account_disconnect, methods=["POST"]),
+    Route("/account/accounts/{account_id}/remove", account_remove, methods=["POST"]),
 ]
