@@ -122,7 +122,7 @@ def _error_code(err: SlackApiError) -> str:
     return str(data.get("error") or "") if isinstance(data, dict) else ""
 
 
-def explain(err: SlackApiError, workspace: str, token_name: str) -> str:
+def explain(err: SlackApiError, workspace: str, token_name: str, method: str = "users.list") -> str:
     """Slack's refusal, in one line that says what to do."""
     code = _error_code(err)
     data = err.response.data if isinstance(getattr(err.response, "data", None), dict) else {}
@@ -134,8 +134,8 @@ def explain(err: SlackApiError, workspace: str, token_name: str) -> str:
         return (f"the bot token for workspace {workspace} lacks the {needed} scope (missing_scope); add it under "
                 "OAuth & Permissions (manifest.yml lists it) and reinstall the app")
     if code:
-        return f"Slack refused users.list for workspace {workspace}: {code[:100]}"
-    return f"Slack answered HTTP {status} to users.list for workspace {workspace}; try again later"
+        return f"Slack refused {method} for workspace {workspace}: {code[:100]}"
+    return f"Slack answered HTTP {status} to {method} for workspace {workspace}; try again later"
 
 
 # --- one workspace --------------------------------------------------------------------------
@@ -149,38 +149,48 @@ def make_client(settings: Settings, token: str) -> AsyncWebClient:
 Sleep = Callable[[float], Awaitable[Any]]
 
 
-async def _page(client: AsyncWebClient, cursor: str | None, report: SyncReport, progress: Progress,
-                token_name: str, sleep: Sleep) -> dict[str, Any]:
+async def _call(client: AsyncWebClient, method: str, args: dict[str, Any], report: SyncReport, progress: Progress,
+                token_name: str, sleep: Sleep) -> Any:
+    """One Web API call, asked again after each rate-limit answer (never skipped)."""
     waits = 0
     where = str(report.workspace)
     while True:
         try:
-            response = await client.users_list(limit=PAGE_LIMIT, **({"cursor": cursor} if cursor else {}))
+            return await client.api_call(method, http_verb="GET", params=args)
         except SlackApiError as err:
             if not _is_rate_limited(err):
-                raise SyncFailed(explain(err, where, token_name)) from None
+                raise SyncFailed(explain(err, where, token_name, method)) from None
             waits += 1
             report.rate_limited += 1
             if waits > MAX_RATE_LIMIT_WAITS:
-                raise SyncFailed(f"Slack kept rate-limiting users.list for workspace {where} "
-                                 f"({MAX_RATE_LIMIT_WAITS} times for one page); run genie slack sync again later "
+                raise SyncFailed(f"Slack kept rate-limiting {method} for workspace {where} "
+                                 f"({MAX_RATE_LIMIT_WAITS} times in a row); run genie slack sync again later "
                                  "— the pages read so far are kept") from None
             delay = retry_after(err.response.headers)
             progress.waiting(report, delay)
             await sleep(delay)
-            continue
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
             raise SyncFailed(f"cannot reach Slack (SLACK_API_URL) for workspace {where}: "
                              f"{type(err).__name__}") from None
-        if not report.warnings and report.pages == 0:
-            scopes = _header(response.headers, "x-oauth-scopes")
-            if scopes is not None and "users:read.email" not in {s.strip() for s in scopes.split(",")}:
-                report.warnings.append("the bot token lacks the users:read.email scope: Slack sends no emails, "
-                                       "so nobody can be matched; add the scope and reinstall the app")
-        data = response.data if isinstance(response.data, dict) else {}
-        if not isinstance(data.get("members"), list):
-            raise SyncFailed(f"Slack's users.list answer for workspace {where} has no list of members")
-        return data
+
+
+async def _page(client: AsyncWebClient, cursor: str | None, team_id: str | None, report: SyncReport,
+                progress: Progress, token_name: str, sleep: Sleep) -> dict[str, Any]:
+    args: dict[str, Any] = {"limit": PAGE_LIMIT}
+    if cursor:
+        args["cursor"] = cursor
+    if team_id:  # an org-level token lists one workspace of the org at a time
+        args["team_id"] = team_id
+    response = await _call(client, "users.list", args, report, progress, token_name, sleep)
+    if not report.warnings and report.pages == 0:
+        scopes = _header(response.headers, "x-oauth-scopes")
+        if scopes is not None and "users:read.email" not in {s.strip() for s in scopes.split(",")}:
+            report.warnings.append("the bot token lacks the users:read.email scope: Slack sends no emails, "
+                                   "so nobody can be matched; add the scope and reinstall the app")
+    data = response.data if isinstance(response.data, dict) else {}
+    if not isinstance(data.get("members"), list):
+        raise SyncFailed(f"Slack's users.list answer for workspace {report.workspace} has no list of members")
+    return data
 
 
 async def sync_workspace(client: AsyncWebClient, sessionmaker: async_sessionmaker[AsyncSession],
@@ -191,21 +201,26 @@ async def sync_workspace(client: AsyncWebClient, sessionmaker: async_sessionmake
     async with sessionmaker.begin() as session:
         allowed = await identities.auto_link_enabled(session, workspace.workspace_id)
     report = SyncReport(workspace=workspace, auto_link=allowed)
-    cursor: str | None = None
+    seen: set[str] = set()  # on Grid a person may be in several workspaces of the org: counted once
     try:
-        while True:
-            data = await _page(client, cursor, report, progress, token_name, sleep)
-            async with sessionmaker.begin() as session:
-                # Read per page: turning the setting off during a long sync takes effect at once.
-                allowed = await identities.auto_link_enabled(session, workspace.workspace_id)
-                entries = await slack_directory.record_page(session, data["members"], workspace, allowed=allowed)
-            report.pages += 1
-            report.add(entries)
-            progress.page(report)
-            meta = data.get("response_metadata") if isinstance(data.get("response_metadata"), dict) else {}
-            cursor = meta.get("next_cursor") if isinstance(meta.get("next_cursor"), str) else None
-            if not cursor:
-                break
+        for part in await _parts(client, workspace, report, progress, token_name, sleep):
+            cursor: str | None = None
+            while True:
+                data = await _page(client, cursor, part.team_id if part is not workspace else None, report,
+                                   progress, token_name, sleep)
+                members = [m for m in data["members"] if not (isinstance(m, dict) and m.get("id") in seen)]
+                async with sessionmaker.begin() as session:
+                    # Read per page: turning the setting off during a long sync takes effect at once.
+                    allowed = await identities.auto_link_enabled(session, workspace.workspace_id)
+                    entries = await slack_directory.record_page(session, members, part, allowed=allowed)
+                seen.update(m["id"] for m in members if isinstance(m, dict) and isinstance(m.get("id"), str))
+                report.pages += 1
+                report.add(entries)
+                progress.page(report)
+                meta = data.get("response_metadata") if isinstance(data.get("response_metadata"), dict) else {}
+                cursor = meta.get("next_cursor") if isinstance(meta.get("next_cursor"), str) else None
+                if not cursor:
+                    break
     except SyncFailed as err:
         report.error = str(err)
     finally:
@@ -213,6 +228,30 @@ async def sync_workspace(client: AsyncWebClient, sessionmaker: async_sessionmake
     async with sessionmaker.begin() as session:
         await slack_directory.record_run(session, report, SYNC)
     return report
+
+
+async def _parts(client: AsyncWebClient, workspace: Workspace, report: SyncReport, progress: Progress,
+                 token_name: str, sleep: Sleep) -> list[Workspace]:
+    """The directories to read: the workspace itself, or — for an Enterprise Grid org-wide
+    install, whose org-level token lists users one workspace at a time — each workspace of the
+    org that granted Genie access (``auth.teams.list``)."""
+    if workspace.team_id or not workspace.enterprise_id:
+        return [workspace]
+    parts: list[Workspace] = []
+    cursor: str | None = None
+    while True:
+        args: dict[str, Any] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        data = (await _call(client, "auth.teams.list", args, report, progress, token_name, sleep)).data
+        teams = data.get("teams") if isinstance(data, dict) else None
+        for team in teams if isinstance(teams, list) else []:
+            if isinstance(team, dict) and isinstance(team.get("id"), str) and _WORKSPACE_ID.match(team["id"]):
+                parts.append(Workspace(workspace_id=workspace.workspace_id, team_id=team["id"],
+                                       enterprise_id=workspace.enterprise_id,
+                                       name=team.get("name") if isinstance(team.get("name"), str) else workspace.name))
+        meta = data.get("response_metadata") if isinstance(data, dict) else None
+        cursor = meta.get("next_cursor") if isinstance(meta, dict) and isinstance(meta.get("next_cursor"), str) else None
+        if not cursor:
+            return parts
 
 
 # --- which workspaces -------------------------------------------------------------------------

@@ -107,6 +107,10 @@ class FakeSlack:
         #: users.list returns at most this many per page, whatever ``limit`` asks (Slack may
         #: return fewer than asked); None: up to ``limit``.
         self.users_page_size: int | None = None
+        #: auth.teams.list answers for an org-wide install's token: org id -> [{"id", "name"}].
+        self.org_teams: dict[str, list[dict[str, Any]]] = {}
+        #: When set, every Web API answer carries ``X-OAuth-Scopes`` (as Slack's do).
+        self.token_scopes: str | None = None
         #: What each channel shows: the messages posted there (oldest first), as since updated.
         self._history: dict[str, list[dict[str, Any]]] = {}
         self.api_url = ""
@@ -150,8 +154,12 @@ class FakeSlack:
             return {"ok": False, "error": "invalid_cursor"}
         size = min(limit or 1000, self.users_page_size or 1000)
         with self._lock:
-            members = [u for u in self.users.values() if where is None or where in (
+            org_teams = {t["id"] for t in self.org_teams.get(where or "", [])}
+            members = [u for u in self.users.values() if where is None or u.get("team_id") in org_teams or where in (
                 u.get("team_id"), (u.get("enterprise_user") or {}).get("enterprise_id"))]
+        if args.get("team_id"):  # an org-level token: that workspace of the org
+            members = [u for u in members if args["team_id"] == u.get("team_id")
+                       or args["team_id"] in (u.get("enterprise_user") or {}).get("teams", [])]
         page = members[start:start + size]
         more = start + size < len(members)
         cursor = base64.b64encode(f"users:{start + size}".encode()).decode() if more else ""
@@ -267,7 +275,8 @@ class FakeSlack:
                 return JSONResponse({"ok": False, "error": failure.error})
         if not token or not token.startswith("xoxb-"):
             return JSONResponse({"ok": False, "error": "not_authed"})
-        return JSONResponse(self._answer(method, args, token))
+        headers = {"X-OAuth-Scopes": self.token_scopes} if self.token_scopes is not None else None
+        return JSONResponse(self._answer(method, args, token), headers=headers)
 
     def grant(self, code: str, team_id: str | None, *, team_name: str = "Beta", enterprise_id: str | None = None,
               org_wide: bool = False, installer: str = "U0INSTALLER") -> str:
@@ -325,6 +334,9 @@ class FakeSlack:
             return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))[1:]}}
         if method == "users.list":
             return self._users_list(args, where)
+        if method == "auth.teams.list":
+            return {"ok": True, "teams": list(self.org_teams.get(where or "", [])),
+                    "response_metadata": {"next_cursor": ""}}
         return {"ok": False, "error": "unknown_method"}
 
     def _conversation_history(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -341,6 +341,45 @@ async def test_oauth_mode_syncs_every_installed_workspace_with_its_own_token(gen
         await _sync(genie, workspace="T0NOPE")
 
 
+@pytest.mark.parametrize("genie_settings", [OAUTH])
+async def test_an_org_wide_grid_install_reads_each_workspace_of_the_org_and_counts_people_once(genie):
+    from tests.test_oauth import _install
+
+    fake = genie.fake
+    await _install(genie, "code-org", None, enterprise_id="E0ORG", org_wide=True)
+    fake.org_teams["E0ORG"] = [{"id": "T0GRIDWS", "name": "Grid WS"}, {"id": "T0GRIDTWO", "name": "Grid Two"}]
+    org = {"enterprise_id": "E0ORG", "enterprise_name": "Acme Org"}
+    fake.add_user("W0GBOB", "Bob Grid", "bob@example.com", team_id="T0GRIDWS",
+                  enterprise_user={**org, "id": "W0GBOB", "teams": ["T0GRIDWS", "T0GRIDTWO"]})
+    fake.add_user("W0GAMY", "Amy Grid", "amy@example.com", team_id="T0GRIDTWO",
+                  enterprise_user={**org, "id": "W0GAMY", "teams": ["T0GRIDTWO"]})
+    fake.add_user("W0PAT", "Pat Partner", "pat@example.com", team_id="T0GRIDTWO",  # from another Grid org
+                  enterprise_user={"enterprise_id": "E0PARTNER", "id": "W0PAT", "teams": ["T0PARTNER"]})
+    for email in ("bob@example.com", "amy@example.com", "pat@example.com"):
+        await genie.add_user(email, email.split("@")[0].title())
+    await _auto_link(genie, workspace="E0ORG")
+
+    [report] = await _sync(genie)
+    assert report.workspace.workspace_id == "E0ORG" and report.error is None
+    assert [c.args.get("team_id") for c in fake.calls("users.list")] == ["T0GRIDWS", "T0GRIDTWO"]
+    assert report.pages == 2 and report.users == 3  # Bob is in both workspaces: once
+    assert sorted(e.slack_user for e in report.linked) == ["W0GAMY", "W0GBOB"]
+    assert report.skipped == {"external": 1}
+    assert sorted(await genie.rows("SELECT workspace_id, slack_user_id, slack_team_id, enterprise_id FROM slack_link")) == [
+        ("E0ORG", "W0GAMY", "T0GRIDTWO", "E0ORG"), ("E0ORG", "W0GBOB", "T0GRIDWS", "E0ORG")]
+    bob = SlackUser("W0GBOB", team_id="T0GRIDWS", enterprise_id="E0ORG", team_domain="grid-ws", org_install=True)
+    assert "connected to Genie as *Bob*" in _status(await genie.slack.command(bob, "status"))
+
+
+async def test_a_token_without_users_read_email_is_named_in_the_report(genie):
+    from bot.cli import _sync_lines
+
+    genie.fake.token_scopes = "commands,chat:write,im:write,users:read"
+    [report] = await _sync(genie)
+    assert report.error is None
+    assert "  warning: the bot token lacks the users:read.email scope" in "\n".join(_sync_lines(report))
+
+
 # --- the command, as an operator runs it ---------------------------------------------------------------
 async def _cli(tmp_path, env: dict[str, str], *args: str):
     """``genie ARGS`` as a process; in a thread, so that the in-process Genie serving the same
