@@ -26,6 +26,7 @@ the fake greets each connection with ``hello`` and lets a test push envelopes an
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import socket
@@ -64,6 +65,8 @@ class _Failure:
     times: int = 1
     #: Close the connection without answering: "before" acting, or "after" (Slack acted).
     drop: str | None = None
+    #: Calls to let through (answered normally) before failing.
+    after: int = 0
 
 
 #: Where the fake keeps uvicorn's transport in the ASGI scope, so a failure can cut it.
@@ -101,6 +104,13 @@ class FakeSlack:
         self._ts = itertools.count(1)
         #: users.info answers: Slack user id -> user object (as Slack returns it).
         self.users: dict[str, dict[str, Any]] = {}
+        #: users.list returns at most this many per page, whatever ``limit`` asks (Slack may
+        #: return fewer than asked); None: up to ``limit``.
+        self.users_page_size: int | None = None
+        #: auth.teams.list answers for an org-wide install's token: org id -> [{"id", "name"}].
+        self.org_teams: dict[str, list[dict[str, Any]]] = {}
+        #: When set, every Web API answer carries ``X-OAuth-Scopes`` (as Slack's do).
+        self.token_scopes: str | None = None
         #: What each channel shows: the messages posted there (oldest first), as since updated.
         self._history: dict[str, list[dict[str, Any]]] = {}
         self.api_url = ""
@@ -114,12 +124,47 @@ class FakeSlack:
         self._envelopes = itertools.count(1)
 
     # --- directory ---------------------------------------------------------------------------
-    def add_user(self, user_id: str, real_name: str, email: str | None, team_id: str = TEAM_ID) -> None:
-        profile = {"real_name": real_name, "display_name": real_name.split()[0]}
+    def add_user(self, user_id: str, real_name: str, email: str | None, team_id: str = TEAM_ID,
+                 **fields: Any) -> dict[str, Any]:
+        """A member of the directory (``users.info``, ``users.list``), as Slack describes one;
+        ``fields`` sets or overrides Slack's flags: ``deleted``, ``is_bot``, ``is_restricted``,
+        ``is_ultra_restricted``, ``is_stranger``, ``is_email_confirmed``, ``enterprise_user`` …
+        (``is_email_confirmed=None`` leaves the field out, as some payloads do)."""
+        profile = {"real_name": real_name, "display_name": real_name.split()[0], "team": team_id}
         if email:
             profile["email"] = email
-        self.users[user_id] = {"id": user_id, "team_id": team_id, "name": real_name.split()[0].lower(),
-                               "real_name": real_name, "deleted": False, "is_bot": False, "profile": profile}
+        user = {"id": user_id, "team_id": team_id, "name": real_name.split()[0].lower(), "real_name": real_name,
+                "deleted": False, "is_bot": False, "is_app_user": False, "is_restricted": False,
+                "is_ultra_restricted": False, "is_email_confirmed": True, "updated": int(time.time()),
+                "profile": profile}
+        user.update(fields)
+        user = {k: v for k, v in user.items() if v is not None}
+        self.users[user_id] = user
+        return user
+
+    def _users_list(self, args: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+        """Paged like Slack: ``limit`` (fewer may come back: ``users_page_size``), an opaque
+        ``cursor`` from the last page's ``response_metadata.next_cursor``, "" after the last.
+        A token made by ``grant()`` lists its own workspace's (or org's) members; the default
+        test token lists every member the test added."""
+        try:
+            limit = int(args.get("limit") or 0)
+            start = int(base64.b64decode(args["cursor"]).decode().removeprefix("users:")) if args.get("cursor") else 0
+        except (ValueError, UnicodeDecodeError):
+            return {"ok": False, "error": "invalid_cursor"}
+        size = min(limit or 1000, self.users_page_size or 1000)
+        with self._lock:
+            org_teams = {t["id"] for t in self.org_teams.get(where or "", [])}
+            members = [u for u in self.users.values() if where is None or u.get("team_id") in org_teams or where in (
+                u.get("team_id"), (u.get("enterprise_user") or {}).get("enterprise_id"))]
+        if args.get("team_id"):  # an org-level token: that workspace of the org
+            members = [u for u in members if args["team_id"] == u.get("team_id")
+                       or args["team_id"] in (u.get("enterprise_user") or {}).get("teams", [])]
+        page = members[start:start + size]
+        more = start + size < len(members)
+        cursor = base64.b64encode(f"users:{start + size}".encode()).decode() if more else ""
+        return {"ok": True, "members": page, "cache_ts": int(time.time()),
+                "response_metadata": {"next_cursor": cursor}}
 
     # --- recording ---------------------------------------------------------------------------
     def calls(self, method: str | None = None) -> list[Call]:
@@ -148,13 +193,15 @@ class FakeSlack:
             await asyncio.sleep(0.02)
 
     def fail(self, method: str, *, status: int = 200, error: str | None = None, retry_after: int | None = None,
-             delay: float = 0.0, times: int = 1, drop: str | None = None) -> None:
+             delay: float = 0.0, times: int = 1, drop: str | None = None, after: int = 0) -> None:
         """Make the next ``times`` calls of ``method`` fail (HTTP status, Slack error, slowness, or
         ``drop`` = "before"/"after": the connection is closed without an answer, before or after
-        Slack acted). ``method`` "response_url" makes response_url posts fail."""
+        Slack acted). ``method`` "response_url" makes response_url posts fail. ``after``: answer
+        that many calls normally first (e.g. fail the second page of ``users.list``)."""
         assert drop in (None, "before", "after")
         with self._lock:
-            self._failures.setdefault(method, []).append(_Failure(status, error, retry_after, delay, times, drop))
+            self._failures.setdefault(method, []).append(
+                _Failure(status, error, retry_after, delay, times, drop, after))
 
     def _take_failure(self, method: str) -> _Failure | None:
         with self._lock:
@@ -162,6 +209,9 @@ class FakeSlack:
             if not queue:
                 return None
             failure = queue[0]
+            if failure.after > 0:
+                failure.after -= 1
+                return None
             failure.times -= 1
             if failure.times <= 0:
                 queue.pop(0)
@@ -225,7 +275,8 @@ class FakeSlack:
                 return JSONResponse({"ok": False, "error": failure.error})
         if not token or not token.startswith("xoxb-"):
             return JSONResponse({"ok": False, "error": "not_authed"})
-        return JSONResponse(self._answer(method, args, token))
+        headers = {"X-OAuth-Scopes": self.token_scopes} if self.token_scopes is not None else None
+        return JSONResponse(self._answer(method, args, token), headers=headers)
 
     def grant(self, code: str, team_id: str | None, *, team_name: str = "Beta", enterprise_id: str | None = None,
               org_wide: bool = False, installer: str = "U0INSTALLER") -> str:
@@ -282,7 +333,10 @@ class FakeSlack:
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))[1:]}}
         if method == "users.list":
-            return {"ok": True, "members": list(self.users.values()), "response_metadata": {"next_cursor": ""}}
+            return self._users_list(args, where)
+        if method == "auth.teams.list":
+            return {"ok": True, "teams": list(self.org_teams.get(where or "", [])),
+                    "response_metadata": {"next_cursor": ""}}
         return {"ok": False, "error": "unknown_method"}
 
     def _conversation_history(self, args: dict[str, Any]) -> dict[str, Any]:
