@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -161,6 +161,15 @@ async def upsert(session: AsyncSession, reported: ReportedAccount, now: datetime
     else:
         for key, value in values.items():
             setattr(account, key, value)
+    if provider == "slack":
+        # The link keeps a copy of the name and email Slack reported when it was made; keep it
+        # current (``people_with_email`` and the confirm page read it).
+        # A token without users:read.email reports no email: keep the one the link knows.
+        copies = {"slack_email": values["email"], "slack_name": values["display_name"] or values["handle"]}
+        copies = {k: v for k, v in copies.items() if v}
+        if copies:
+            await session.execute(update(SlackLink).where(
+                SlackLink.workspace_id == reported.tenant, SlackLink.slack_user_id == external_id).values(**copies))
     return account
 
 
@@ -242,6 +251,16 @@ async def _person_has_other(session: AsyncSession, account: ExternalAccount, per
     return other is not None
 
 
+async def _lock(session: AsyncSession, account: ExternalAccount) -> None:
+    """Two admins (or an import and an admin) changing one account at once: on PostgreSQL the
+    second waits for the first and then reads its outcome (``SELECT … FOR UPDATE``); SQLite
+    runs writers one at a time already. A Slack account's connection is guarded by the
+    unique constraints of ``slack_link``."""
+    if account.provider != "slack" and account.id is not None:
+        await session.flush()
+        await session.refresh(account, with_for_update=True)
+
+
 async def connect(
     session: AsyncSession, account: ExternalAccount, person: User, *, via: str, who: Who,
     replace: bool = False, detail: str | None = None, now: datetime | None = None,
@@ -252,6 +271,7 @@ async def connect(
     if via not in VIA:
         raise InvalidInput(f"unknown connection method {via!r}")
     now = now or utcnow()
+    await _lock(session, account)
     previous = await connected_person(session, account)
     if previous is not None and previous.id == person.id:
         return account
@@ -296,6 +316,7 @@ async def disconnect(session: AsyncSession, account: ExternalAccount, *, who: Wh
                      action: str = "account.remove", detail: str | None = None) -> User | None:
     """Remove the account's connection; returns the person it was connected to (None: it
     was not connected, and nothing is logged)."""
+    await _lock(session, account)
     person = await connected_person(session, account)
     if person is None:
         return None
