@@ -464,6 +464,237 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- connected accounts: importers, files, by hand, the audit log ---------------------------
+def _api_key(args: argparse.Namespace, default_env: str) -> tuple[str, str]:
+    """The API key from standard input or an environment variable (never from argv) and where
+    it came from, for error messages that name the place but never the key."""
+    import os
+
+    load_dotenv_file()
+    if args.key_stdin:  # a prompt that does not echo on a terminal; the first line of a pipe
+        key = (getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()).strip()
+        if not key:
+            raise UserError("--key-stdin: no API key on standard input")
+        return key, "the key on standard input"
+    var = args.key_env or default_env
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", var):
+        raise UserError(f"--key-env {var!r} is not an environment variable name")
+    key = os.environ.get(var, "").strip()
+    if not key:
+        raise UserError(f"no API key: set {var} (or name another variable with --key-env, or use --key-stdin)")
+    return key, var
+
+
+def _account_words(e: dict) -> str:
+    words = [e["id"]]
+    if e.get("name") or e.get("handle"):
+        words.append(e.get("name") or e.get("handle"))
+    if e.get("email"):
+        words.append(f"<{e['email']}>")
+    return " ".join(words)
+
+
+def _print_import_report(r: dict) -> None:
+    skipped = sum(len(v) for v in r["skipped"].values())
+    waits = f", waited out {r['rate_limited']} rate limits" if r["rate_limited"] else ""
+    print(f"{r['label']} {r['tenant']}: {r['read']} users read ({r['requests']} requests{waits})")
+    print(f"  linked {len(r['linked'])}, already {len(r['already'])}, ambiguous {len(r['ambiguous'])}, "
+          f"unmatched {len(r['unmatched'])}, conflict {len(r['conflict'])}, unlinked {len(r['unlinked'])}, "
+          f"skipped {skipped}, departed {len(r['departed'])}, people created {len(r['people_created'])}, "
+          f"teams created {len(r['teams_created'])}, teams updated {len(r['teams_updated'])}")
+    for e in r["linked"]:
+        print(f"  linked     {_account_words(e)} -> {e['person']}")
+    for e in r["people_created"]:
+        print(f"  created    {e['person']} (no password: cannot sign in until an admin sets one) <- {_account_words(e)}")
+    for e in r["ambiguous"]:
+        print(f"  ambiguous  {_account_words(e)}: {len(e['candidates'])} people have that email: "
+              f"{', '.join(e['candidates'])}")
+    for e in r["unmatched"]:
+        print(f"  unmatched  {_account_words(e)}: no person has that email")
+    for e in r["conflict"]:
+        print(f"  conflict   {_account_words(e)}: {e['person']} already has another {r['provider']} account here")
+    for e in r["unlinked"]:
+        print(f"  unlinked   {_account_words(e)}: deleted or deactivated, link to {e.get('person')} removed")
+    for reason, entries in sorted(r["skipped"].items()):
+        for e in entries:
+            print(f"  skipped    {_account_words(e)}: {reason}")
+    for e in r["departed"]:
+        gone = f": link to {e['person']} removed" if e.get("link_removed") else ""
+        print(f"  departed   {_account_words(e)}: no longer listed{gone}")
+    for t in r["teams_created"]:
+        print(f"  team       {t['name']} created with {', '.join(t['members']) or 'no members'}")
+    for t in r["teams_updated"]:
+        print(f"  team       {t['name']} updated: added {', '.join(t['added'])}")
+    for name in r["teams_unchanged"]:
+        print(f"  team       {name} unchanged")
+    for m in r["team_members_unmatched"]:
+        print(f"  team       {m['team']}: {m['member']} left out ({m['reason']})")
+
+
+def _run_import(args: argparse.Namespace, fetch: Callable[..., Any], default_env: str, command: str,
+                create_people: bool = False) -> int:
+    from bot.services import imports
+    from bot.services.audit import Who
+
+    if create_people and args.no_auto_link:
+        raise UserError("--create-people connects people by email: it cannot go with --no-auto-link")
+    install_log_redaction()  # the key travels in a header: keep it out of any log record, whoever logs
+    key, where = _api_key(args, default_env)
+
+    async def run():
+        directory = await fetch(key, key_hint=where)
+        who = Who.cli(command)
+
+        async def work(session):
+            return (await imports.apply_directory(session, directory, allowed=not args.no_auto_link, who=who,
+                                                  create_people=create_people)).as_dict()
+
+        return await _with_db(work)
+
+    report = asyncio.run(run())
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_import_report(report)
+    return 0
+
+
+def cmd_pagerduty_import(args: argparse.Namespace) -> int:
+    from bot.importers import pagerduty
+
+    def fetch(key, key_hint):
+        return pagerduty.fetch(key, base_url=args.url, key_hint=key_hint, tenant=args.tenant)
+
+    return _run_import(args, fetch, pagerduty.DEFAULT_KEY_ENV, "genie pagerduty import")
+
+
+def cmd_opsgenie_import(args: argparse.Namespace) -> int:
+    from bot.importers import opsgenie
+
+    def fetch(key, key_hint):
+        return opsgenie.fetch(key, base_url=args.url, key_hint=key_hint, tenant=args.tenant, teams=args.teams)
+
+    return _run_import(args, fetch, opsgenie.DEFAULT_KEY_ENV, "genie opsgenie import",
+                       create_people=args.create_people)
+
+
+def cmd_accounts_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bot.services import imports
+    from bot.services.audit import Who
+
+    path = Path(args.file)
+    try:
+        if path.stat().st_size > 20 * 1024 * 1024:
+            raise UserError(f"{args.file}: larger than 20 MB; split the file")
+        content = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{args.file}: not UTF-8 text") from None
+    except OSError as err:
+        raise UserError(f"cannot read {args.file}: {err.strerror or err}") from None
+    rows = imports.parse_file(path.name, content)
+    who = Who.cli(f"genie accounts import {path.name}")
+
+    async def work(session):
+        return await imports.import_rows(session, path.name, rows, move=args.move, who=who)
+
+    done = asyncio.run(_with_db(work))
+    if args.json:
+        print(json.dumps(done, indent=2))
+        return 0
+    for d in done:
+        where = f" in {d['tenant']}" if d["tenant"] else ""
+        account = f"{d['provider']} account {d['external_id']}{where}"
+        if d["result"] == "moved":
+            print(f"{d['where']}: moved {account} from {d['previous']} to {d['person']}")
+        elif d["result"] == "already":
+            print(f"{d['where']}: {account} was already connected to {d['person']}")
+        else:
+            print(f"{d['where']}: connected {account} to {d['person']}")
+    counts = {r: sum(1 for d in done if d["result"] == r) for r in ("connected", "moved", "already")}
+    print(f"{path.name}: " + ", ".join(f"{n} {r}" for r, n in counts.items()))
+    return 0
+
+
+def cmd_accounts_list(args: argparse.Namespace) -> int:
+    from bot.services import connections
+
+    async def work(session):
+        return [
+            {"provider": r.account.provider, "tenant": r.account.tenant, "external_id": r.account.external_id,
+             "handle": r.account.handle, "email": r.account.email, "name": r.account.display_name,
+             "person": r.person.email if r.person else None, "via": r.via,
+             "match": r.account.match, "match_detail": r.account.match_detail,
+             "guest": r.account.is_guest, "deleted": r.account.is_deleted, "bot": r.account.is_bot}
+            for r in await connections.list_accounts(session, provider=args.provider, unlinked=args.unlinked,
+                                                      ambiguous=args.ambiguous, email=args.email)
+        ]
+
+    rows = asyncio.run(_with_db(work))
+    _emit(rows, ["provider", "tenant", "external_id", "handle", "email", "person", "via", "match"], args.json)
+    return 0
+
+
+def cmd_accounts_connect(args: argparse.Namespace) -> int:
+    from bot.services import connections, identities
+    from bot.services.audit import Who
+
+    async def work(session):
+        account, person, previous = await connections.connect_by_hand(
+            session, args.provider, args.external_id, args.email, who=Who.cli("genie accounts connect"),
+            tenant=args.tenant, move=args.move)
+        return identities.describe(account), person.email, previous.email if previous else None
+
+    account, person, previous = asyncio.run(_with_db(work))
+    if previous == person:
+        print(f"{account} was already connected to {person}")
+    elif previous:
+        print(f"moved {account} from {previous} to {person}")
+    else:
+        print(f"connected {account} to {person}")
+    return 0
+
+
+def cmd_accounts_remove(args: argparse.Namespace) -> int:
+    from bot.services import connections, identities
+    from bot.services.audit import Who
+
+    async def work(session):
+        account, person = await connections.remove(session, args.provider, args.external_id,
+                                                   who=Who.cli("genie accounts remove"), tenant=args.tenant)
+        return identities.describe(account), person.email
+
+    account, person = asyncio.run(_with_db(work))
+    print(f"removed {account} from {person}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from bot.services import audit
+
+    if args.action and args.action not in audit.ACTIONS:
+        raise UserError(f"--action {args.action!r} is not one of {', '.join(audit.ACTIONS)}")
+    if not 1 <= args.limit <= 10_000:
+        raise UserError("--limit must be between 1 and 10000")
+
+    async def work(session):
+        return [
+            {"at": e.at.isoformat(), "action": e.action, "actor": e.actor, "via": e.via, "person": e.subject_email,
+             "provider": e.provider, "tenant": e.tenant, "external_id": e.external_id, "detail": e.detail}
+            for e in await audit.events(session, limit=args.limit, subject_email=args.email, provider=args.provider,
+                                        action=args.action)
+        ]
+
+    rows = asyncio.run(_with_db(work))
+    if args.json:
+        _emit(rows, [], True)
+    else:
+        _print_table([dict(r, account="/".join(x for x in (r["provider"], r["tenant"], r["external_id"]) if x) or None)
+                      for r in rows], ["at", "action", "person", "account", "actor", "via", "detail"])
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
@@ -584,6 +815,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = box.add_parser("retry", help="retry a failed message now (after fixing its cause)")
     p.add_argument("id")
     p.set_defaults(func=cmd_outbox_retry)
+    for provider, what, default_url, default_env in (
+            ("pagerduty", "PagerDuty", "https://api.pagerduty.com", "PAGERDUTY_API_KEY"),
+            ("opsgenie", "OpsGenie", "https://api.opsgenie.com", "OPSGENIE_API_KEY")):
+        group = sub.add_parser(provider, help=f"{what} users (and teams)").add_subparsers(
+            dest=f"{provider}_command", required=True, parser_class=_Parser)
+        p = group.add_parser("import", help=f"record every {what} user; link by unique email; report")
+        eu = " (EU: https://api.eu.opsgenie.com)" if provider == "opsgenie" else ""
+        p.add_argument("--url", default=default_url, help=f"{what} API address; default {default_url}{eu}")
+        keys = p.add_mutually_exclusive_group()
+        keys.add_argument("--key-env", metavar="VAR", help=f"environment variable holding the API key; default {default_env}")
+        keys.add_argument("--key-stdin", action="store_true", help="read the API key from standard input")
+        p.add_argument("--tenant", help="name the account yourself instead of asking the API (see README)")
+        p.add_argument("--no-auto-link", action="store_true", help="record and report only; connect nobody")
+        if provider == "opsgenie":
+            p.add_argument("--teams", action="store_true", help="also create/update Genie teams with their members")
+            p.add_argument("--create-people", action="store_true",
+                           help="create a Genie person (no password) for each user nobody matches, and connect them")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_pagerduty_import if provider == "pagerduty" else cmd_opsgenie_import)
+
+    acc = sub.add_parser("accounts", help="connected accounts in other tools").add_subparsers(
+        dest="accounts_command", required=True, parser_class=_Parser)
+    p = acc.add_parser("list", help="recorded accounts and whom they are connected to")
+    p.add_argument("--provider")
+    p.add_argument("--unlinked", action="store_true", help="only accounts connected to nobody")
+    p.add_argument("--ambiguous", action="store_true", help="only accounts whose email several people share")
+    p.add_argument("--email", help="accounts connected to this person, or reporting this email")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_accounts_list)
+    p = acc.add_parser("connect", help="connect an account to a person (recorded first if Genie has not seen it)")
+    p.add_argument("provider")
+    p.add_argument("external_id", metavar="EXTERNAL_ID", help="the account's id (or handle, when Genie knows it)")
+    p.add_argument("email")
+    p.add_argument("--tenant", help="the provider's tenant (site, account); needed when the id is in several")
+    p.add_argument("--move", action="store_true", help="move it when it is connected to someone else")
+    p.set_defaults(func=cmd_accounts_connect)
+    p = acc.add_parser("remove", help="remove an account's connection")
+    p.add_argument("provider")
+    p.add_argument("external_id", metavar="EXTERNAL_ID")
+    p.add_argument("--tenant")
+    p.set_defaults(func=cmd_accounts_remove)
+    p = acc.add_parser("import", help="connect accounts listed in a CSV or JSON file, all or nothing")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--move", action="store_true", help="move accounts connected to someone else")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_accounts_import)
+
+    p = sub.add_parser("audit", help="who connected, moved or removed which account; imports run")
+    p.add_argument("--email", help="changes to this person's accounts")
+    p.add_argument("--provider")
+    p.add_argument("--action", help="account.connect, account.move, account.remove, account.departed, import.run")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

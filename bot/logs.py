@@ -5,7 +5,8 @@ messages, which Bolt and slack-sdk print at DEBUG; the aiosqlite driver prints e
 statement *with its parameters* (nonces, API keys) at DEBUG. ``install_log_redaction()`` puts a
 log-record factory in front of every logger, so each record is scrubbed once, when it is made:
 
-- ``/link/<token>``, ``?apiKey=…``/``?token=…`` and ``GenieKey <key>`` become ``[redacted]``;
+- ``/link/<token>``, ``?apiKey=…``/``?token=…``, ``GenieKey <key>`` and PagerDuty's
+  ``Token token=<key>`` become ``[redacted]``;
 - aiosqlite's records keep the statement and lose the parameters;
 - a traceback is formatted and scrubbed the same way.
 
@@ -22,9 +23,12 @@ _LINK_PATH = re.compile(r"(/link/)[^\s/?\"'\\<>]+")
 #: Keys some OpsGenie clients put in URLs (Genie refuses them, but the access log would print them).
 _QUERY_KEY = re.compile(r"([?&](?:apiKey|apikey|api_key|token)=)[^\s&\"']+")
 _GENIE_KEY = re.compile(r"(GenieKey\s+)[^\s\"',}]+", re.IGNORECASE)
+#: PagerDuty's ``Authorization: Token token=<key>`` (the PagerDuty importer sends it).
+_PAGERDUTY_KEY = re.compile(r"(Token\s+token=)[^\s\"',}]+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
+    text = _PAGERDUTY_KEY.sub(r"\1[redacted]", text)
     return _GENIE_KEY.sub(r"\1[redacted]", _QUERY_KEY.sub(r"\1[redacted]", _LINK_PATH.sub(r"\1[redacted]", text)))
 
 
