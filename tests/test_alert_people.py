@@ -8,9 +8,11 @@ what the fake Slack was asked to post. Accounts are seeded through the identitie
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
+from bot.blocks.alerts import AlertView, PersonRef, alert_message
 from bot.services import accounts, alerts, identities
 from bot.services.audit import Who
 from bot.services.identities import ReportedAccount
@@ -230,3 +232,24 @@ async def test_an_assignee_linked_only_in_another_workspace_gets_no_dm_there(wor
     assert status["isSuccess"] is True
     assert await world.genie.scalar("SELECT count(*) FROM outbox WHERE channel = 'U0CAROL'") == 0
     assert any(line.endswith("assigned to Carol Diaz (carol@example.com)") for line in await _logs(world, alert["id"]))
+
+
+async def test_a_deactivated_person_is_not_named(world: Api):
+    async with world.genie.sessionmaker.begin() as s:
+        await accounts.set_active(s, "bob@example.com", False)
+    alert = await world.get((await world.create(message="m", details={"pagerduty_user": "PXPGF42"}))["alertId"])
+    assert _fields((await _posted(world, alert["tinyId"]))["blocks"])["pagerduty_user"] == "PXPGF42 (unresolved)"
+    assert any("pagerduty_user PXPGF42: unresolved (an inactive person)" in line
+               for line in await _logs(world, alert["id"]))
+
+
+def test_a_long_list_of_responders_fits_slacks_field_and_says_how_many_more():
+    many = [PersonRef(f"<{i:02d}>" + "x" * 400) for i in range(50)]
+    mixed = [PersonRef("alice-s", "U0ALICE", "Alice Smith"), *many]
+    for refs in (many, mixed):
+        view = AlertView(id=7, message="m", priority="P3", status="open", created_at=datetime.now(timezone.utc),
+                         responders=refs)
+        _, blocks = alert_message(view)  # slack_sdk validates the field length (2,000)
+        [responders] = [v for k, v in _fields(blocks).items() if k == "Responders"]
+        assert responders.endswith(" more") and "&lt;00&gt;" in responders and "<0" not in responders
+    assert responders.startswith("<@U0ALICE>, &lt;00&gt;")

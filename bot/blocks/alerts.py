@@ -65,6 +65,9 @@ def _people_list(refs: Sequence[PersonRef], limit: int) -> str:
         text = person_text(ref)
         more = f" and {len(refs) - i} more"
         if len(", ".join([*shown, text])) + len(f" and {len(refs)} more") > limit:
+            if not shown:  # one name longer than the field (a mention never is): cut it, not the list
+                rest = f" and {len(refs) - 1} more" if len(refs) > 1 else ""
+                return _clip(text, limit - len(rest)) + rest
             return ", ".join(shown) + more
         shown.append(text)
     return ", ".join(shown)
