@@ -204,6 +204,10 @@ class Alert(Base):
     source: Mapped[str | None] = mapped_column(String(100))
     priority: Mapped[str] = mapped_column(String(2), default="P3")
     reported_by: Mapped[str | None] = mapped_column(String(100))  # the API's ``user`` field
+    #: The people the alert names, resolved once when it was created (``bot.services.alert_people``):
+    #: ``{"reporter": entry, "responders": [entry …], "details": {key: entry}}``, each entry
+    #: ``{"as": given, "user_id", "name", "slack"}`` (``user_id`` null: unresolved, with ``why``).
+    people: Mapped[dict | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(10), default="open")
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

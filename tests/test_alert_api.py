@@ -143,9 +143,11 @@ async def test_create_with_every_field_then_get_returns_them(api: Api):
     assert await api.get("checkout-errors", "alias") == alert
     assert await api.get(alert["tinyId"], "tiny") == alert
 
-    # Committed before the 202, with its timeline row (with the note) and its Slack post queued.
+    # Committed before the 202, with its timeline row (with the note), who the user responder
+    # was resolved to (tests/test_alert_people.py), and its Slack post queued.
     assert await events(api.genie, alert["tinyId"]) == [
-        ("create", "applied", "Alertmanager", None, "Paging the on-call")]
+        ("create", "applied", "Alertmanager", None, "Paging the on-call"),
+        ("resolve", "applied", "Alertmanager", "responder alice@example.com → Alice Smith (alice@example.com)", None)]
     assert await api.genie.rows("SELECT kind, channel FROM outbox WHERE alert_id = :a",
                                 a=int(alert["tinyId"])) == [("alert.post", "C0PAY")]
     notes = envelope(await api.call("GET", f"/v2/alerts/{alert['id']}/notes"), 200)

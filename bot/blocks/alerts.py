@@ -34,6 +34,46 @@ FIELD_LIMIT = 2000
 
 
 @dataclass(frozen=True)
+class PersonRef:
+    """A person the alert names, as resolved when it was created (``Alert.people``)."""
+
+    #: The name as the tool gave it ("alice-og", "PXPGF42").
+    given: str
+    #: The Slack user to mention (their link in the alert's workspace), if any.
+    slack_user_id: str | None = None
+    #: The Genie person's name; None: unresolved.
+    name: str | None = None
+
+
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+
+
+def person_text(ref: PersonRef, mark_unresolved: bool = True) -> str:
+    """``<@U…>`` for a resolved person with a Slack link, else their name; an unresolved name
+    as given (escaped), marked "(unresolved)" — never a guess."""
+    if ref.name is None:
+        return _esc(ref.given) + (" (unresolved)" if mark_unresolved else "")
+    if ref.slack_user_id and _SLACK_USER.match(ref.slack_user_id):
+        return f"<@{ref.slack_user_id}>"
+    return _esc(ref.name)
+
+
+def _people_list(refs: Sequence[PersonRef], limit: int) -> str:
+    """Comma-separated, cut between names (a mention is never cut in half)."""
+    shown: list[str] = []
+    for i, ref in enumerate(refs):
+        text = person_text(ref)
+        more = f" and {len(refs) - i} more"
+        if len(", ".join([*shown, text])) + len(f" and {len(refs)} more") > limit:
+            if not shown:  # one name longer than the field (a mention never is): cut it, not the list
+                rest = f" and {len(refs) - 1} more" if len(refs) > 1 else ""
+                return _clip(text, limit - len(rest)) + rest
+            return ", ".join(shown) + more
+        shown.append(text)
+    return ", ".join(shown)
+
+
+@dataclass(frozen=True)
 class AlertView:
     """What the message shows, as plain values."""
 
@@ -58,6 +98,12 @@ class AlertView:
     owner_id: int | None = None
     #: (Genie user id, name) of people it may be assigned to.
     members: Sequence[tuple[int, str]] = ()
+    #: The API's ``user``: a resolved person, or the display name as given.
+    reported_by: PersonRef | None = None
+    #: User responders, in the order given.
+    responders: Sequence[PersonRef] = ()
+    #: ``details`` values that name a person (``github_user`` …), by key.
+    detail_people: dict[str, PersonRef] = field(default_factory=dict)
 
 
 def button_value(alert_id: int, **extra: int) -> str:
@@ -143,6 +189,10 @@ def alert_message(view: AlertView) -> tuple[str, list[dict]]:
     facts = []
     if view.team_name:
         facts.append(f"*Team*\n{_esc(view.team_name)}")
+    if view.reported_by is not None:
+        facts.append(_clip(f"*Reported by*\n{person_text(view.reported_by, mark_unresolved=False)}", FIELD_LIMIT))
+    if view.responders:
+        facts.append(f"*Responders*\n{_people_list(view.responders, FIELD_LIMIT - 20)}")
     if view.source:
         facts.append(f"*Source*\n{_esc(view.source)}")
     if view.entity:
@@ -150,7 +200,9 @@ def alert_message(view: AlertView) -> tuple[str, list[dict]]:
     if view.tags:
         facts.append("*Tags*\n" + ", ".join(f"`{_esc(t)}`" for t in view.tags))
     for key, value in list(view.details.items())[: 10 - len(facts)]:
-        facts.append(_clip(f"*{_esc(key)}*\n{_esc(value)}", FIELD_LIMIT))
+        person = view.detail_people.get(key)
+        shown = person_text(person) if person is not None else _esc(value)
+        facts.append(_clip(f"*{_esc(key)}*\n{shown}", FIELD_LIMIT))
     if facts:
         blocks.append(SectionBlock(fields=[MarkdownTextObject(text=f) for f in facts[:10]]).to_dict())
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=status_line(view))]).to_dict())

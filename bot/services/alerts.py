@@ -21,7 +21,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import outbox
+from bot.services import alert_people, outbox
 from bot.services.errors import GenieError, NotFound
 from bot.services.linking import SlackIdentity
 from storage import repositories as repo
@@ -254,6 +254,7 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
     actor = Actor(via="api", label=data.user or f"API ({key_team.name})")
     uid = str(uuid.uuid4())
     alias = data.alias or uid
+    people: alert_people.Found | None = None  # resolved once, and only for a new alert
     for _ in range(3):
         existing = await session.scalar(
             select(Alert).where(Alert.team_id == team.id, Alert.alias == alias, Alert.status == "open")
@@ -271,11 +272,14 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
             session.add(ApiRequest(request_id=request_id, team_id=key_team.id, action="Create", alert_id=existing.id,
                                    alias=alias, success=True, status="Alert is deduplicated", processed_at=now))
             return existing, False
+        if people is None:
+            people = await alert_people.for_create(session, data, team)
         alert = Alert(
             uid=uid, team_id=team.id, message=data.message, alias=alias, description=data.description,
             tags=data.tags, details=data.details, responders=data.responders, entity=data.entity, source=data.source,
             priority=data.priority, reported_by=data.user, status="open", acknowledged=False, count=1,
             created_at=now, updated_at=now, last_occurred_at=now, slack_channel=team.slack_channel_id,
+            people=people.stored,
         )
         try:
             async with session.begin_nested():
@@ -284,6 +288,9 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
         except IntegrityError:  # the same alias was created concurrently: de-duplicate against it
             continue
         await record(session, alert, "create", "applied", actor, note=data.note, request_id=request_id, now=now)
+        if people.summary:  # who the names in it were resolved to (the message shows them)
+            await record(session, alert, "resolve", "applied", actor, reason=people.summary, request_id=request_id,
+                         now=now)
         if team.slack_channel_id:
             await outbox.enqueue(session, team.slack_channel_id, outbox.POST_ALERT, alert_id=alert.id, now=now,
                                  slack_team_id=team.slack_team_id, enterprise_id=team.enterprise_id)
@@ -385,7 +392,12 @@ async def assignable(session: AsyncSession, alert: Alert) -> list[User]:
 
 
 async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User, *, note: str | None = None,
-                 request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
+                 request_id: str | None = None, why: str | None = None, named: str | None = None,
+                 now: datetime | None = None) -> Alert:
+    """Make ``owner`` the assignee and DM them in Slack (through the outbox, in this
+    transaction) unless they assigned themselves or have no Slack link in the alert's workspace.
+    ``named``: how the request named the owner when that was another tool's identity
+    ("alice-og (opsgenie)"), for the timeline."""
     now = now or utcnow()
     if alert.team_id is None or await repo.membership(session, alert.team_id, owner.id) is None or not owner.is_active:
         team = await session.get(Team, alert.team_id) if alert.team_id else None
@@ -408,11 +420,31 @@ async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User,
             raise AlreadyDone(text)
         raise await _noop(session, alert, "assign", actor, now, request_id)
     await session.refresh(alert)
-    await record(session, alert, "assign", "applied", actor,
-                 reason=f"assigned to {owner.name} ({owner.email})" + (f"; {why}" if why else ""),
+    told = await _tell_assignee(session, alert, actor, owner, now)
+    reason = f"assigned to {owner.name} ({owner.email})"
+    if named:
+        reason += f", named as {named}"
+    if told:
+        reason += f"; told in Slack ({told})"
+    await record(session, alert, "assign", "applied", actor, reason=(reason + (f"; {why}" if why else ""))[:500],
                  note=note, request_id=request_id, now=now)
     await refresh_in_slack(session, alert, now)
     return alert
+
+
+async def _tell_assignee(session: AsyncSession, alert: Alert, actor: Actor, owner: User, now: datetime) -> str | None:
+    """Queue "You were assigned alert #12: …" to the assignee's Slack (their link in the
+    workspace of the alert's channel); the Slack user id it goes to, or None."""
+    if actor.user is not None and actor.user.id == owner.id:
+        return None  # they assigned themselves: they know
+    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+    link = (await alert_people.slack_links(session, {owner.id}, team)).get(owner.id)
+    if link is None:
+        return None
+    text = alert_people.assigned_text(alert, team, actor.name)
+    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload={"text": text}, now=now,
+                         slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
+    return link.slack_user_id
 
 
 async def add_note(session: AsyncSession, alert: Alert, actor: Actor, note: str, *, request_id: str | None = None,

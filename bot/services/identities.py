@@ -435,16 +435,13 @@ async def require_account(session: AsyncSession, provider: str, external_id: str
     return found[0]
 
 
-async def resolve(session: AsyncSession, value: str, provider: str | None = None) -> User | None:
-    """The one active person a name from another tool stands for, or None (never a guess).
-
-    ``value`` may be a provider user id, a handle (OpsGenie username, GitHub login, Slack
-    handle) or an email of an account connected to the person; an email that is a person's
-    Genie email also resolves. Two different people → None.
-    """
+async def candidates(session: AsyncSession, value: str, provider: str | None = None) -> set[int]:
+    """The ids of every person (active or not) that ``value`` names: a provider user id, a
+    handle or the email of an account connected to them (of ``provider`` only, when given);
+    without a provider also a Slack user id, a linked Slack profile email, or a Genie email."""
     value = (value or "").strip()
     if not value or len(value) > 254:
-        return None
+        return set()
     lowered = value.lower()
     matches = or_(ExternalAccount.external_id == value, func.lower(ExternalAccount.handle) == lowered,
                   ExternalAccount.email == lowered)
@@ -467,7 +464,69 @@ async def resolve(session: AsyncSession, value: str, provider: str | None = None
         own = await session.scalar(select(User.id).where(User.email == lowered))
         if own is not None:
             people.add(own)
+    return people
+
+
+async def resolve(session: AsyncSession, value: str, provider: str | None = None) -> User | None:
+    """The one active person a name from another tool stands for, or None (never a guess).
+
+    ``value`` may be a provider user id, a handle (OpsGenie username, GitHub login, Slack
+    handle) or an email of an account connected to the person; an email that is a person's
+    Genie email also resolves. Two different people → None.
+    """
+    people = await candidates(session, value, provider)
     if len(people) != 1:
         return None
     person = await session.get(User, people.pop())
     return person if person is not None and person.is_active else None
+
+
+@dataclass(frozen=True)
+class Named:
+    """What a name given by another tool turned out to be: the person, or why nobody."""
+
+    given: str
+    #: The provider it was looked up in (None: any provider, or as an email).
+    provider: str | None
+    person: User | None = None
+    #: When unresolved, why, in words: "nobody", "2 people", "an inactive person".
+    why: str = ""
+
+
+def _explain(people: set[int]) -> str:
+    return "nobody" if not people else f"{len(people)} people" if len(people) > 1 else "an inactive person"
+
+
+async def resolve_named(session: AsyncSession, value: str, provider: str | None = None) -> Named:
+    """Resolve a name as a tool gave it, by the rules alerts use (README, "How alerts name people"):
+
+    - ``provider:value`` (a known provider: ``github:alice-s``, ``pagerduty:PXPGF42``) looks the
+      value up in that provider, whatever ``provider`` says;
+    - otherwise in ``provider`` (None: any provider, as ``resolve``);
+    - an OpsGenie name that names nobody there is then read as an email: a person's own Genie
+      email names them; otherwise the one person with a connected account of that email.
+
+    Two people, nobody, or an inactive person → unresolved, with ``why``; never a guess::
+
+        named = await resolve_named(session, "alice@example.com", "opsgenie")
+        named.person  # → Alice, through her OpsGenie account or, failing that, her email
+    """
+    given = (value or "").strip()
+    prefix, sep, rest = given.partition(":")
+    if sep and prefix.lower() in KNOWN_PROVIDERS and rest.strip():
+        provider, value = prefix.lower(), rest.strip()
+    else:
+        value = given
+    people = await candidates(session, value, provider)
+    if not people and provider == "opsgenie" and "@" in value:
+        own = await session.scalar(select(User).where(User.email == value.lower()))
+        if own is not None:
+            people = {own.id}
+        else:
+            people = await candidates(session, value, None)
+        provider = None
+    if len(people) == 1:
+        person = await session.get(User, next(iter(people)))
+        if person is not None and person.is_active:
+            return Named(given, provider, person)
+    return Named(given, provider, None, _explain(people))

@@ -46,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
-from bot.services import alerts
+from bot.services import alert_people, alerts
 from bot.services.alerts import Actor, AlreadyDone, Forbidden, ValidationFailed
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
 from storage import repositories as repo
@@ -359,6 +359,8 @@ def log_line(event: AlertEvent) -> str:
     via = _VIA.get(event.via, event.via)
     if event.action == "note" and event.outcome == "applied":
         return f"Note added by {who} via {via}: {event.note}"
+    if event.action == "resolve":  # bot.services.alert_people: who the names were resolved to
+        return f"People named by {who} via {via}: {event.reason}"
     if event.outcome == "applied":
         line = f"Alert {_DONE.get(event.action, event.action)} by {who} via {via}"
     elif event.outcome == "denied":
@@ -512,22 +514,40 @@ def _transition(action: str, status: str, fn: ActionFn) -> Callable[[Request], A
     return endpoint(handler)
 
 
-async def _assignee(session: AsyncSession, owner: Any):
-    """``{"id": "<genie user id>"}`` or ``{"username": "<email>"}`` → the user; 422 otherwise."""
+async def _assignee(session: AsyncSession, owner: Any) -> tuple[Any, str | None]:
+    """``{"id": …}`` or ``{"username": …}`` → ``(user, how it was named)``; 422 otherwise.
+
+    ``id``: a Genie user id (a number), else an OpsGenie user id; ``username``: a Genie email,
+    else an OpsGenie username, else an email of one person's connected account; either may be
+    ``provider:value`` (``github:alice-s``, ``pagerduty:PXPGF42``). Never a guess: a name that
+    fits two people, or nobody, is "User does not exist" (``bot.services.alert_people``)."""
     if not isinstance(owner, dict):
         raise ValidationFailed({"owner": 'owner must be an object: {"id": "<user id>"} or {"username": "<email>"}'})
-    user = None
+    user, named = None, None
     user_id, username = owner.get("id"), owner.get("username")
     if (isinstance(user_id, int) and not isinstance(user_id, bool)) or (
             isinstance(user_id, str) and re.fullmatch(r"[0-9]+", user_id.strip())):
         user = await repo.user_by_id(session, int(user_id)) if small_int(str(user_id).strip()) else None
     elif isinstance(username, str) and 0 < len(username) <= 254:
         user = await repo.user_by_email(session, username)
+        if user is None:
+            named = await alert_people.name_owner(session, {"username": username})
+    elif isinstance(user_id, str) and 0 < len(user_id.strip()) <= 254:
+        named = await alert_people.name_owner(session, {"id": user_id})
     else:
-        raise ValidationFailed({"owner": 'owner needs an "id" (Genie user id) or a "username" (email)'})
+        raise ValidationFailed({"owner": 'owner needs an "id" (Genie or OpsGenie user id) or a "username" '
+                                         '(email, OpsGenie username, or provider:name)'})
+    if named is not None:
+        if named.person is None:
+            text = (f"User does not exist: {named.given!r} does not name exactly one active Genie person "
+                    f"(it names {named.why or 'nobody'})")
+            raise ValidationFailed({"owner": text})
+        user = named.person
+        if named.given.strip().lower() != user.email:
+            return user, f"{named.given} ({named.provider or 'email'})"
     if user is None:
         raise ValidationFailed({"owner": "User does not exist"})
-    return user
+    return user, None
 
 
 @endpoint
@@ -540,10 +560,11 @@ async def assign_alert(request: Request, call: Call) -> Response:
         body = parse_json(raw)
         fields = action_fields(body)
         alert = await _find(session, request, team)
-        owner = await _assignee(session, body.get("owner"))
+        owner, named = await _assignee(session, body.get("owner"))
         actor = Actor(via="api", label=fields.user or f"API ({team.name})")
         try:
-            await alerts.assign(session, alert, actor, owner, note=fields.note, request_id=call.request_id)
+            await alerts.assign(session, alert, actor, owner, note=fields.note, request_id=call.request_id,
+                                named=named)
             success, text = True, f"Assigned alert to {owner.email}"
         except AlreadyDone as err:
             success, text = False, str(err)

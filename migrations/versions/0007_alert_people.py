@@ -1,0 +1,27 @@
+"""alert.people: the people an alert names (reporter, user responders, people in details), as
+resolved when it was created
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-23 16:00:00.000000
+"""
+from typing import Sequence, Union
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision: str = '0007'
+down_revision: Union[str, None] = '0006'
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('alert', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('people', sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('alert', schema=None) as batch_op:
+        batch_op.drop_column('people')
