@@ -150,7 +150,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         return await accounts.add_user(session, args.email, args.name, password, is_admin=args.admin)
 
     user = asyncio.run(_with_db(work))
-    note = "" if password else " (no password: they cannot sign in until `genie user set-password`)"
+    note = "" if password else " (no password: they cannot sign in until `genie user invite` or `set-password`)"
     print(f"added user {user.email}{' (admin)' if user.is_admin else ''}{note}")
     return 0
 
@@ -165,6 +165,38 @@ def cmd_user_set_password(args: argparse.Namespace) -> int:
 
     user = asyncio.run(_with_db(work))
     print(f"password set for {user.email}")
+    return 0
+
+
+def cmd_user_invite(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from bot.services import outbox
+    from bot.services.keys import secret_keys_in
+
+    if not 1 <= args.days <= accounts.MAX_INVITE_TTL.days:
+        raise UserError(f"--days must be between 1 and {accounts.MAX_INVITE_TTL.days}")
+    settings = _admin_settings()
+
+    async def work(session):
+        keys = await secret_keys_in(session, settings.secret_keys)
+        user, token = await accounts.invite(session, accounts.Invites(keys), args.email, timedelta(days=args.days))
+        url = f"{settings.base_url}/invite/{token}"
+        told = []
+        if not args.no_slack and settings.slack_mode != "none":
+            for link in await repo.links_of_user(session, user.id):
+                text = (f"You're invited to Genie's web pages as {user.email}. Choose your password here "
+                        f"(the link works once and expires in {args.days} day{'s' if args.days != 1 else ''}): {url}")
+                await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload={"text": text},
+                                     slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
+                told.append(link.slack_user_id)
+        return user, url, told
+
+    user, url, told = asyncio.run(_with_db(work))
+    print(f"invitation for {user.email} (works once, expires in {args.days} days):")
+    print(url)
+    if told:
+        print(f"also sent to them in Slack ({', '.join(told)}); `genie serve` delivers it")
     return 0
 
 
@@ -732,6 +764,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("email")
     p.add_argument("--password-stdin", action="store_true")
     p.set_defaults(func=cmd_user_set_password)
+    p = user.add_parser("invite", help="a one-time link for the person to set (or reset) their password")
+    p.add_argument("email")
+    p.add_argument("--days", type=int, default=accounts.INVITE_TTL.days, help="valid for N days (default 7, at most 30)")
+    p.add_argument("--no-slack", action="store_true", help="do not also send the link as a Slack DM")
+    p.set_defaults(func=cmd_user_invite)
     p = user.add_parser("deactivate", help="a deactivated user cannot sign in or act on alerts")
     p.add_argument("email")
     p.set_defaults(func=cmd_user_set_active(False))

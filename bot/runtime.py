@@ -10,6 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.services.accounts import Invites
 from bot.services.linking import LinkTokens
 
 CSRF_SALT = "genie.csrf.v1"
@@ -23,6 +24,8 @@ class Runtime:
     tokens: LinkTokens
     #: Signs the CSRF double-submit cookie; first key signs, all verify.
     csrf: Signer
+    #: Signs invitation links (set a password): ``genie user invite``.
+    invites: Invites | None = None
     #: Bot-token client for calls not triggered by a Slack request (web confirm, disconnect).
     slack: AsyncWebClient | None = None
     #: Bot tokens per workspace (``bot.slack_clients``); None only in unit tests.
@@ -40,6 +43,7 @@ class Runtime:
             secret_keys=secret_keys,
             tokens=LinkTokens(secret_keys, settings.link_ttl),
             csrf=Signer(list(reversed(secret_keys)), salt=CSRF_SALT),
+            invites=Invites(secret_keys),
             slack=slack,
         )
 
@@ -53,6 +57,9 @@ class Runtime:
         """After committing outbox rows: deliver now rather than at the worker's next poll."""
         if self.worker is not None:
             self.worker.wake()
+
+    def invite_url(self, token: str) -> str:
+        return f"{self.settings.base_url}/invite/{token}"
 
     def link_url(self, token: str) -> str:
         """Built from GENIE_BASE_URL, never from a request's Host header."""

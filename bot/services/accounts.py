@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import math
 import re
 import secrets
@@ -25,7 +26,9 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -271,3 +274,100 @@ async def remove_member(session: AsyncSession, team_name: str, email: str) -> tu
         raise NotFound(f"{user.email} is not a member of {team.name}")
     await session.delete(member)
     return team, user
+
+
+# --- invitations: a one-time link to set a password -------------------------------------------
+INVITE_SALT = "genie.invite.v1"
+INVITE_TTL = timedelta(days=7)
+MAX_INVITE_TTL = timedelta(days=30)
+
+
+class InviteProblem(GenieError):
+    """The invitation link cannot be used; ``str()`` says why and what to do."""
+
+
+def _password_fingerprint(password_hash: str | None) -> str:
+    return hashlib.sha256(f"genie-invite:{password_hash or ''}".encode()).hexdigest()[:32]
+
+
+class Invites:
+    """Signed invitation links: ``[user id, fingerprint of the password hash]``.
+
+    No table is needed to make them one-time: setting the password changes the hash, so the
+    fingerprint in every earlier link stops matching (and a later reset link makes an unused
+    invite worthless too). The password is then written by one conditional UPDATE on the old
+    hash, so two submits of one link cannot both succeed. ``keys[0]`` signs, every key verifies.
+    """
+
+    def __init__(self, keys, clock=None) -> None:
+        if not keys:
+            raise ValueError("at least one secret key is required")
+        signer = TimestampSigner
+        if clock is not None:
+            class _Signer(TimestampSigner):
+                def get_timestamp(self) -> int:
+                    return int(clock())
+            signer = _Signer
+        self._serializer = URLSafeTimedSerializer(list(reversed(keys)), salt=INVITE_SALT, signer=signer)
+
+    def load(self, token: str, max_age: timedelta = MAX_INVITE_TTL) -> tuple[int, str]:
+        if not token or len(token) > 512:
+            raise InviteProblem("This invitation link isn't valid. Ask a Genie admin for a new one.")
+        try:
+            payload, signed_at = self._serializer.loads(token, max_age=max_age.total_seconds(), return_timestamp=True)
+        except SignatureExpired:
+            raise InviteProblem("This invitation link has expired. Ask a Genie admin for a new one.") from None
+        except BadSignature:
+            raise InviteProblem("This invitation link isn't valid. Ask a Genie admin for a new one.") from None
+        if (not isinstance(payload, list) or len(payload) != 3 or not isinstance(payload[0], int)
+                or not isinstance(payload[1], str) or not isinstance(payload[2], int)):
+            raise InviteProblem("This invitation link isn't valid. Ask a Genie admin for a new one.")
+        user_id, fingerprint, days = payload
+        if utcnow() - signed_at > timedelta(days=days):
+            raise InviteProblem("This invitation link has expired. Ask a Genie admin for a new one.")
+        return user_id, fingerprint
+
+    def make(self, user: User, ttl: timedelta = INVITE_TTL) -> str:
+        days = max(1, min(int(ttl / timedelta(days=1)), MAX_INVITE_TTL.days))
+        return self._serializer.dumps([user.id, _password_fingerprint(user.password_hash), days])
+
+
+async def invite(session: AsyncSession, invites: Invites, email: str, ttl: timedelta = INVITE_TTL) -> tuple[User, str]:
+    """``genie user invite``: a link for the person to set (or reset) their password."""
+    user = await require_user(session, email)
+    if not user.is_active:
+        raise InvalidInput(f"{user.email} is deactivated; activate them first (genie user activate)")
+    return user, invites.make(user, ttl)
+
+
+async def invited_user(session: AsyncSession, invites: Invites, token: str) -> User:
+    """The person a genuine, unexpired, unused invitation is for; ``InviteProblem`` otherwise."""
+    user_id, fingerprint = invites.load(token)
+    user = await session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise InviteProblem("This invitation is no longer valid: the account was removed or deactivated.")
+    if not hmac.compare_digest(fingerprint.encode(), _password_fingerprint(user.password_hash).encode()):
+        raise InviteProblem("This invitation link has already been used (or a newer one was sent). "
+                            "Sign in with your password, or ask a Genie admin for a new link.")
+    return user
+
+
+async def accept_invite(session: AsyncSession, invites: Invites, token: str, password: str, again: str) -> User:
+    """Set the password, exactly once per link."""
+    user = await invited_user(session, invites, token)
+    if password != again:
+        raise InvalidInput("The two passwords are not the same.")
+    if len(password) > 1024:
+        raise InvalidInput("That password is too long.")
+    new_hash = await asyncio.to_thread(hash_password, password)
+    old = user.password_hash
+    result = await session.execute(
+        update(User)
+        .where(User.id == user.id, User.is_active.is_(True),
+               User.password_hash == old if old is not None else User.password_hash.is_(None))
+        .values(password_hash=new_hash)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise InviteProblem("This invitation link has already been used. Sign in with your password.")
+    set_committed_value(user, "password_hash", new_hash)
+    return user

@@ -35,3 +35,15 @@ async def resolve_secret_keys(
         except IntegrityError:  # another process generated it at the same moment: read theirs
             continue
     raise RuntimeError("could not store the generated secret key")
+
+
+async def secret_keys_in(session: AsyncSession, configured: tuple[str, ...]) -> tuple[str, ...]:
+    """The same keys, inside a caller's transaction (the CLI signs invitation links)."""
+    if configured:
+        return configured
+    stored = await session.get(Setting, GENERATED_KEY_SETTING)
+    if stored is None:
+        stored = Setting(key=GENERATED_KEY_SETTING, value=secrets.token_urlsafe(48))
+        session.add(stored)
+        await session.flush()
+    return (stored.value,)

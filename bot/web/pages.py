@@ -27,6 +27,7 @@ from bot.config import SLACK_SETUP_HINT
 from bot.notify import announce_link, queue_connected_dm, fetch_profile, refresh_home_after_unlink
 from bot.runtime import Runtime
 from bot.services import accounts, identities, linking, people
+from bot.services.errors import InvalidInput
 from bot.services.linking import LinkError, LinkProblem, NeedsReplaceConfirmation
 from storage import repositories as repo
 from storage.models import User
@@ -153,6 +154,10 @@ def problem_page(request: Request, err: LinkError) -> HTMLResponse:
     )
 
 
+def _invite_problem(request: Request, err: accounts.InviteProblem) -> HTMLResponse:
+    return render(request, "message.html", status_code=410, title="This invitation can't be used", message=str(err))
+
+
 # --- pages -----------------------------------------------------------------------------------
 async def home(request: Request) -> Response:
     rt = rt_of(request)
@@ -265,6 +270,49 @@ async def link_confirm(request: Request) -> Response:
     return response
 
 
+async def invite_page(request: Request) -> Response:
+    """Set your password (an invitation, or a reset an admin sent). Never mutates."""
+    rt = rt_of(request)
+    token = request.path_params["token"]
+    try:
+        async with rt.sessionmaker() as session:
+            invited = await accounts.invited_user(session, rt.invites, token)
+    except accounts.InviteProblem as err:
+        return _invite_problem(request, err)
+    request.state.user = await current_user(request)
+    return render(request, "invite.html", invited=invited, token=token, error=None)
+
+
+async def invite_submit(request: Request) -> Response:
+    rt = rt_of(request)
+    token = request.path_params["token"]
+    form = await read_form(request)
+    if form is None:
+        return csrf_failed(request)
+    password = str(form.get("password") or "")
+    again = str(form.get("password_again") or "")
+    try:
+        async with rt.sessionmaker.begin() as session:
+            user = await accounts.accept_invite(session, rt.invites, token, password, again)
+            await accounts.end_session(session, request.cookies.get(SESSION_COOKIE))
+            session_token = await accounts.start_session(session, user)
+    except accounts.InviteProblem as err:
+        return _invite_problem(request, err)
+    except InvalidInput as err:
+        async with rt.sessionmaker() as session:
+            try:
+                invited = await accounts.invited_user(session, rt.invites, token)
+            except accounts.InviteProblem as problem:
+                return _invite_problem(request, problem)
+        return render(request, "invite.html", status_code=400, invited=invited, token=token, error=str(err))
+    logger.info("Genie user %s set their password from an invitation", user.id)
+    response = RedirectResponse("/account?welcome=1", status_code=303)
+    response.set_cookie(SESSION_COOKIE, session_token, httponly=True, samesite="lax",
+                        secure=rt.settings.secure_cookies, path="/",
+                        max_age=int(accounts.SESSION_LIFETIME.total_seconds()))
+    return response
+
+
 async def account_page(request: Request) -> Response:
     user = await current_user(request)
     if user is None:
@@ -277,6 +325,7 @@ async def account_page(request: Request) -> Response:
     return render(request, "account.html", links=links, teams=teams,
                   others=[a for a in connected if a.provider != "slack"],
                   disconnected=request.query_params.get("disconnected") == "1",
+                  welcome=request.query_params.get("welcome") == "1",
                   removed=request.query_params.get("removed") == "1")
 
 
@@ -337,6 +386,8 @@ routes = [
     Route("/logout", logout, methods=["POST"]),
     Route("/link/{token}", link_page, methods=["GET"]),
     Route("/link/{token}", link_confirm, methods=["POST"]),
+    Route("/invite/{token}", invite_page, methods=["GET"]),
+    Route("/invite/{token}", invite_submit, methods=["POST"]),
     Route("/account", account_page, methods=["GET"]),
     Route("/account/links/{link_id}/disconnect", account_disconnect, methods=["POST"]),
     Route("/account/accounts/{account_id}/remove", account_remove, methods=["POST"]),
