@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import re
 import string
 import time
 from typing import Any
@@ -138,14 +139,17 @@ def _drop_or_mangle(draw, payload: dict, paths: list[tuple]) -> None:
 
 
 @st.composite
-def block_actions(draw, alert_ids: dict[str, int], user_ids: dict[str, int]) -> tuple[dict, dict]:
+def block_actions(draw, alert_ids: dict[str, int], user_ids: dict[str, int], avoid: frozenset[int] = frozenset()
+                  ) -> tuple[dict, dict]:
+    """``avoid``: alert ids some hostile clicker may legitimately act on (Mallory is in Search)."""
     who = draw(st.sampled_from(HOSTILE))
     action_id = draw(st.sampled_from(ALERT_ACTIONS * 4 + ["connect_link", "home_disconnect", "alert_delete", ""])
                      | st.text(max_size=30))
     if action_id == "home_disconnect" and who["linked"]:
         action_id = "alert_close"  # Mallory disconnecting herself is allowed, not hostile
     target = draw(st.sampled_from(list(alert_ids.values())) | st.integers(min_value=-5, max_value=10)
-                  | st.integers(min_value=2**31 - 2, max_value=2**64) | st.sampled_from([0, 2**31 - 1, 2**31, 2**53, 2**63]))
+                  | st.integers(min_value=2**31 - 2, max_value=2**64) | st.sampled_from([0, 2**31 - 1, 2**31, 2**53, 2**63])
+                  ).filter(lambda t: t not in avoid)
     value_kind = draw(st.sampled_from(["forged", "forged", "assign", "json", "text", "giant", "missing"]))
     value: Any = {
         "forged": lambda: json.dumps({"alert": target}),
@@ -314,7 +318,8 @@ async def test_fuzz_slack_interactivity(fuzz_world, caplog):
 
     async def run(data):
         # Only Payments' alert: none of the hostile clickers may act on it (Mallory is in Search).
-        who, payload = data.draw(block_actions({"payments": alert_ids["payments"]}, users))
+        who, payload = data.draw(block_actions({"payments": alert_ids["payments"]}, users,
+                                               avoid=frozenset({alert_ids["search"]})))
         body = urlencode({"payload": json.dumps(payload).replace("RESPONSE_URL", genie.fake.response_url("fz"))})
         response = await check(lambda: genie.http.post("/slack/events", content=body.encode(),
                                                        headers=_signed(body, "application/x-www-form-urlencoded")),
@@ -598,9 +603,11 @@ async def test_fuzz_web_forms_and_token_paths(fuzz_world, caplog):
             # 403: a form over 16 KiB is refused like a forged one ("reload the page and try again").
             assert response.status_code in (400, 403, 404, 405, 410, 413), response.status_code  # no redirects
         elif form_kind == "disconnect":
-            link_id = data.draw(st.sampled_from([str(i) for i in others]) | st.sampled_from(
+            link_id = data.draw((st.sampled_from([str(i) for i in others]) | st.sampled_from(
                 ["0", "-1", "9" * 30, "١٢", "1e3", " 1", "0x1", str(2**31), str(2**63)]) | st.text(min_size=1,
-                                                                                                   max_size=20))
+                                                                                                   max_size=20)
+                                 ).filter(lambda s: not (re.fullmatch(r"[0-9]{1,9}", s) and int(s) == alice_link)))
+            # (Alice's own link id, however it is spelled, would be a legitimate disconnect.)
             response = await check(lambda: browser.http.post(f"/account/links/{quote(link_id, safe='')}/disconnect",
                                                              data={"csrf_token": csrf}), ok=(), may_write=False)
             assert response.status_code in (404, 405), response.status_code
