@@ -147,9 +147,9 @@ def block_actions(draw, alert_ids: dict[str, int], user_ids: dict[str, int], avo
                      | st.text(max_size=30))
     if action_id == "home_disconnect" and who["linked"]:
         action_id = "alert_close"  # Mallory disconnecting herself is allowed, not hostile
-    target = draw(st.sampled_from(list(alert_ids.values())) | st.integers(min_value=-5, max_value=10)
-                  | st.integers(min_value=2**31 - 2, max_value=2**64) | st.sampled_from([0, 2**31 - 1, 2**31, 2**53, 2**63])
-                  ).filter(lambda t: t not in avoid)
+    target = draw((st.sampled_from(list(alert_ids.values())) | st.integers(min_value=-5, max_value=10)
+                   | st.integers(min_value=2**31 - 2, max_value=2**64) | st.sampled_from([0, 2**31 - 1, 2**31, 2**53, 2**63])
+                   ).filter(lambda t: t not in avoid))
     value_kind = draw(st.sampled_from(["forged", "forged", "assign", "json", "text", "giant", "missing"]))
     value: Any = {
         "forged": lambda: json.dumps({"alert": target}),
