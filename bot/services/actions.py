@@ -19,7 +19,7 @@ from bot.services import access, alerts
 from bot.services.access import Decision, Reason
 from bot.services.alerts import Actor, AlreadyDone, Forbidden
 from bot.services.linking import SlackIdentity
-from storage.models import Alert, User
+from storage.models import User
 
 ACTIONS = ("acknowledge", "close", "assign")
 
@@ -51,12 +51,12 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
               anonymous_default: bool, assignee_id: int | None = None) -> ActionResult:
     if action not in ACTIONS:
         return ActionResult(False, "That action isn't one Genie knows.", outcome="invalid", reason="unknown_action")
-    alert = await session.get(Alert, alert_id)
-    if alert is None:
+    facts = await access.gate_facts(session, identity, alert_id, anonymous_default)
+    if facts is None:
         return ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.",
                             outcome="invalid", reason="unknown_alert")
-    allow_anonymous = await access.allow_anonymous(session, identity.workspace_id, anonymous_default)
-    decision = await access.decide(session, identity, action, alert, allow_anonymous)
+    alert = facts.alert
+    decision = await access.judge(session, facts, action)
     actor = Actor(via="slack", user=decision.user, identity=identity, anonymous=decision.anonymous)
     reason = decision.reason.name.lower()
     if not decision.allowed:

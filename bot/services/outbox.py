@@ -52,14 +52,15 @@ def _pending():
 async def enqueue(
     session: AsyncSession, channel: str, kind: str, *, alert_id: int | None = None,
     payload: dict[str, Any] | None = None, now: datetime | None = None,
-    slack_team_id: str | None = None, enterprise_id: str | None = None,
+    slack_team_id: str | None = None, enterprise_id: str | None = None, flush: bool = True,
 ) -> OutboxMessage:
     now = now or utcnow()
     message = OutboxMessage(channel=channel, kind=kind, alert_id=alert_id, payload=payload, created_at=now,
                             slack_team_id=slack_team_id, enterprise_id=enterprise_id,
                             next_attempt_at=now, attempts=0)
     session.add(message)
-    await session.flush()
+    if flush:
+        await session.flush()
     return message
 
 
