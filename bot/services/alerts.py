@@ -391,13 +391,6 @@ async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str 
     return alert
 
 
-async def assignable(session: AsyncSession, alert: Alert) -> list[User]:
-    """Who an alert may be assigned to: active members of its owning team."""
-    if alert.team_id is None:
-        return []
-    return [u for u in await repo.team_members(session, alert.team_id) if u.is_active]
-
-
 async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User, *, note: str | None = None,
                  request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
     now = now or utcnow()
