@@ -206,8 +206,14 @@ class OutboxWorker:
                                "their lease runs out", len(pending))
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def wake(self) -> None:
-        """Something was committed to the outbox: look now rather than at the next poll."""
+    def wake(self, channel: str | None = None) -> None:
+        """Something was committed to the outbox (to ``channel``, when known): look now rather
+        than at the next poll. A channel this worker is delivering needs no look: settling its
+        current message claims the next one, and when that finds none the delivery ends with a
+        look of its own (``_finished``). So a burst of clicks on one channel's alerts is not one
+        pass over the outbox per click, each a transaction."""
+        if channel is not None and channel in self._inflight:
+            return
         self._wake.set()
 
     async def run_once(self) -> int:

@@ -49,10 +49,11 @@ class Runtime:
             return self.slack
         return await self.clients.for_workspace(team_id, enterprise_id)
 
-    def wake_outbox(self) -> None:
-        """After committing outbox rows: deliver now rather than at the worker's next poll."""
+    def wake_outbox(self, channel: str | None = None) -> None:
+        """After committing outbox rows (to ``channel``, when known): deliver now rather than at
+        the worker's next poll."""
         if self.worker is not None:
-            self.worker.wake()
+            self.worker.wake(channel)
 
     def link_url(self, token: str) -> str:
         """Built from GENIE_BASE_URL, never from a request's Host header."""

@@ -36,6 +36,8 @@ class ActionResult:
     outcome: str = "applied"
     #: … and why, as a short label: the gate's reason (member, not_linked …) or what was invalid.
     reason: str = ""
+    #: The Slack channel whose message an applied action queued an update of.
+    channel: str | None = None
 
     @property
     def needs_link(self) -> bool:
@@ -79,4 +81,4 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
         return ActionResult(False, str(err), decision, alert.id, outcome="noop", reason=reason)
     except Forbidden as err:  # allowed to assign, but not to that person
         return ActionResult(False, str(err), decision, alert.id, outcome="denied", reason="assignee_not_member")
-    return ActionResult(True, None, decision, alert.id, outcome="applied", reason=reason)
+    return ActionResult(True, None, decision, alert.id, outcome="applied", reason=reason, channel=alert.slack_channel)
