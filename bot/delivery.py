@@ -156,7 +156,8 @@ class Claim:
     alert: Alert | None = None
     view: Any = None
     render_error: BaseException | None = None
-    #: Later updates of the same alert that this delivery covers (``outbox.later_updates``).
+    #: Later updates of the same alert that this delivery covers (``outbox.later_updates``), if
+    #: it sends the alert as drawn now; emptied when it sends nothing new (an adopted post).
     covers: list[int] = field(default_factory=list)
     #: How many of them were still pending when this one was settled, and so delivered with it.
     covered: int = 0
@@ -426,11 +427,14 @@ class OutboxWorker:
         if alert.slack_ts:  # an earlier attempt posted and recorded it: never post twice
             logger.info("Alert #%s is already in Slack (%s); outbox message %s needs no post",
                         alert.id, alert.slack_ts, claim.id)
+            claim.covers = []  # nothing drawn now: later updates still have to be sent
             await self._settle(claim)
             return
         channel, ts = claim.channel, None
         if claim.maybe_posted_since is not None:
             ts = await self._earlier_post(claim)
+            if ts is not None:
+                claim.covers = []  # adopted a post drawn earlier: later updates still have to be sent
         if ts is None:
             claim.in_doubt = True
             response = await claim.client.chat_postMessage(
