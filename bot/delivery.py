@@ -2,13 +2,15 @@
 
     worker = OutboxWorker(rt, make_delivery_client(rt.settings))
     worker.start()                 # in the app's lifespan (bot.server)
-    rt.wake_outbox()               # after a commit that enqueued something: deliver now
+    rt.wake_outbox(channel)        # after a commit that enqueued something: deliver now
     await worker.stop()            # lets the calls in flight finish
 
-The loop claims due channel heads (``bot.services.outbox``: one claim per short transaction,
-a lease that is renewed while a call lasts), delivers different channels concurrently (at most
-``concurrency`` at once) and one channel strictly in ``id`` order, then sleeps until the next
-message is due, ``wake()`` is called, or ``poll_interval`` passes (other processes enqueue too).
+The loop claims due channel heads (``bot.services.outbox``: one claim per short transaction
+that also reads what to send, a lease that is renewed while a call lasts), delivers different
+channels concurrently (at most ``concurrency`` at once) and one channel strictly in ``id``
+order — settling a message claims the channel's next one in the same transaction, so a busy
+channel is one transaction per message — then sleeps until the next message is due,
+``wake()`` is called, or ``poll_interval`` passes (other processes enqueue too).
 
 Retries belong to the worker and are durable: its Slack client has no slack-sdk retry handlers.
 A rate limit (HTTP 429 or ``ratelimited``) reschedules the channel's head after ``Retry-After``,
