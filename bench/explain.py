@@ -4,7 +4,8 @@
 
 Runs the click's use case (``actions.act``, Acknowledge) once in a transaction that is rolled
 back, and the queries the outbox worker runs on every pass (``due_heads``, ``next_due_at``,
-``stats``), captures every statement with its parameters, and EXPLAINs each on the same
+``stats``) and, where the checkout has them, for every message (``claim_next``,
+``later_updates``, ``current_view``), captures every statement with its parameters, and EXPLAINs each on the same
 database (``EXPLAIN QUERY PLAN`` on SQLite). A full scan of a table of 1,000 rows or more is
 flagged. Self-contained (no ``bench`` imports), so that ``run.py --genie-src`` can run it with
 another checkout's ``bot`` and ``storage``.
@@ -34,7 +35,7 @@ async def explain(url: str, slack_user_id: str, alert_id: int, workspace: str = 
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
-        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE")):
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE", "WITH")):
             captured.append((statement, parameters))
 
     sessionmaker = make_sessionmaker(engine)
@@ -42,12 +43,20 @@ async def explain(url: str, slack_user_id: str, alert_id: int, workspace: str = 
     async with sessionmaker() as session:
         result = await actions.act(session, SlackIdentity(team_id=workspace, user_id=slack_user_id), "acknowledge",
                                    alert_id, anonymous_default=False)
+        await session.flush()  # the rows a commit would write (a transition leaves them to it)
         await session.rollback()
     groups["click"], captured[:] = list(captured), []
     async with sessionmaker() as session:
         await outbox.due_heads(session, utcnow())
         await outbox.next_due_at(session)
         await outbox.stats(session)
+        if hasattr(outbox, "claim_next"):  # per message, in checkouts that have them
+            from bot.alert_render import current_view
+
+            claimed = await outbox.claim_next(session, "C0PAY", utcnow())
+            if claimed is not None:
+                await outbox.later_updates(session, claimed)
+            await current_view(session, alert_id)
         await session.rollback()
     groups["outbox loop"] = list(captured)
     event.remove(engine.sync_engine, "before_cursor_execute", capture)
@@ -59,7 +68,12 @@ async def explain(url: str, slack_user_id: str, alert_id: int, workspace: str = 
 
         async def rows_in(table: str) -> int:
             if table not in sizes:
-                sizes[table] = (await conn.execute(text(f'SELECT count(*) FROM "{table}"'))).scalar()
+                known = ("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = :t" if sqlite else
+                         "SELECT count(*) FROM pg_class WHERE relname = :t AND relkind = 'r'")
+                if not (await conn.execute(text(known), {"t": table})).scalar():
+                    sizes[table] = 0  # a CTE's rows (a loose index scan's steps), not a table
+                else:
+                    sizes[table] = (await conn.execute(text(f'SELECT count(*) FROM "{table}"'))).scalar()
             return sizes[table]
 
         for group, statements in groups.items():

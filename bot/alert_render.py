@@ -5,13 +5,14 @@ current state, including the current members in the Assign… select."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from typing import Any
 
 from bot.blocks.alerts import AlertView, PersonRef
-from bot.services import alerts as alert_service
-from storage.models import Alert, Team, User
+from storage.models import Alert, Team, TeamMember, User
 
 
 def _ref(entry: Any) -> PersonRef | None:
@@ -42,14 +43,49 @@ async def alert_view(session: AsyncSession, alert: Alert, *, with_members: bool 
     members are the costliest part to read."""
     team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
     owner = await session.get(User, alert.owner_user_id) if alert.owner_user_id is not None else None
-    members = [(u.id, u.name) for u in await alert_service.assignable(session, alert)] if with_members else []
+    members = await assignable_names(session, alert.team_id) if with_members else []
+    return _view(alert, team.name if team else None, owner.id if owner else None, owner.name if owner else None,
+                 members)
+
+
+async def current_view(session: AsyncSession, alert_id: int) -> tuple[Alert, AlertView] | None:
+    """The alert and its view as they are now, in two queries (the alert with its team's and
+    owner's names, then the team's assignable members): what the outbox worker renders for
+    every post and update. None when the alert no longer exists."""
+    owner = aliased(User)
+    row = (await session.execute(
+        select(Alert, Team.name, owner.id, owner.name)
+        .outerjoin(Team, Team.id == Alert.team_id)
+        .outerjoin(owner, owner.id == Alert.owner_user_id)
+        .where(Alert.id == alert_id)
+    )).first()
+    if row is None:
+        return None
+    alert, team_name, owner_id, owner_name = row
+    return alert, _view(alert, team_name, owner_id, owner_name, await assignable_names(session, alert.team_id))
+
+
+async def assignable_names(session: AsyncSession, team_id: int | None) -> list[tuple[int, str]]:
+    """``(id, name)`` of the active members of the team, by name: who an alert may be assigned
+    to (what ``alerts.assign`` accepts), read as plain rows — a hundred ``User`` objects cost
+    far more to build than the select shows."""
+    if team_id is None:
+        return []
+    return [(user_id, name) for user_id, name in await session.execute(
+        select(User.id, User.name).join(TeamMember, TeamMember.user_id == User.id)
+        .where(TeamMember.team_id == team_id, User.is_active.is_(True)).order_by(User.name)
+    )]
+
+
+def _view(alert: Alert, team_name: str | None, owner_id: int | None, owner_name: str | None,
+          members: list[tuple[int, str]]) -> AlertView:
     reporter, responders, detail_people = people_refs(alert)
     return AlertView(
         id=alert.id, message=alert.message, priority=alert.priority, status=alert.status,
-        created_at=alert.created_at, team_name=team.name if team else None, description=alert.description,
+        created_at=alert.created_at, team_name=team_name, description=alert.description,
         tags=tuple(alert.tags or ()), details=dict(alert.details or {}), source=alert.source, entity=alert.entity,
         count=alert.count, acknowledged=alert.acknowledged, acknowledged_by=alert.acknowledged_by,
         acknowledged_at=alert.acknowledged_at, closed_by=alert.closed_by, closed_at=alert.closed_at,
-        owner_name=owner.name if owner else None, owner_id=owner.id if owner else None, members=members,
+        owner_name=owner_name, owner_id=owner_id, members=members,
         reported_by=reporter, responders=responders, detail_people=detail_people,
     )

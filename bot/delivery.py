@@ -2,13 +2,15 @@
 
     worker = OutboxWorker(rt, make_delivery_client(rt.settings))
     worker.start()                 # in the app's lifespan (bot.server)
-    rt.wake_outbox()               # after a commit that enqueued something: deliver now
+    rt.wake_outbox(channel)        # after a commit that enqueued something: deliver now
     await worker.stop()            # lets the calls in flight finish
 
-The loop claims due channel heads (``bot.services.outbox``: one claim per short transaction,
-a lease that is renewed while a call lasts), delivers different channels concurrently (at most
-``concurrency`` at once) and one channel strictly in ``id`` order, then sleeps until the next
-message is due, ``wake()`` is called, or ``poll_interval`` passes (other processes enqueue too).
+The loop claims due channel heads (``bot.services.outbox``: one claim per short transaction
+that also reads what to send, a lease that is renewed while a call lasts), delivers different
+channels concurrently (at most ``concurrency`` at once) and one channel strictly in ``id``
+order — settling a message claims the channel's next one in the same transaction, so a busy
+channel is one transaction per message — then sleeps until the next message is due,
+``wake()`` is called, or ``poll_interval`` passes (other processes enqueue too).
 
 Retries belong to the worker and are durable: its Slack client has no slack-sdk retry handlers.
 A rate limit (HTTP 429 or ``ratelimited``) reschedules the channel's head after ``Retry-After``,
@@ -28,7 +30,7 @@ import asyncio
 import logging
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -37,9 +39,11 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
-from bot.alert_render import alert_view
+from bot.alert_render import current_view
 from bot.blocks.alerts import alert_message
 from bot.config import Settings
 from bot.runtime import Runtime
@@ -149,6 +153,18 @@ class Claim:
     enterprise_id: str | None = None
     #: The Web API client for that workspace, resolved when delivery starts.
     client: Any = None
+    #: An alert post or update: the alert as it was read in the claiming transaction, and what
+    #: to draw (``alert_render.current_view``); ``render_error`` if reading it failed.
+    alert: Alert | None = None
+    view: Any = None
+    render_error: BaseException | None = None
+    #: Later updates of the same alert that this delivery covers (``outbox.later_updates``), if
+    #: it sends the alert as drawn now; emptied when it sends nothing new (an adopted post).
+    covers: list[int] = field(default_factory=list)
+    #: How many of them were still pending when this one was settled, and so delivered with it.
+    covered: int = 0
+    #: The channel's next message, claimed when this one was settled.
+    next: "Claim | None" = None
 
 
 class OutboxWorker:
@@ -165,6 +181,7 @@ class OutboxWorker:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._gauges_at = 0.0
+        self._next_due: datetime | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -192,8 +209,14 @@ class OutboxWorker:
                                "their lease runs out", len(pending))
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def wake(self) -> None:
-        """Something was committed to the outbox: look now rather than at the next poll."""
+    def wake(self, channel: str | None = None) -> None:
+        """Something was committed to the outbox (to ``channel``, when known): look now rather
+        than at the next poll. A channel this worker is delivering needs no look: settling its
+        current message claims the next one, and when that finds none the delivery ends with a
+        look of its own (``_finished``). So a burst of clicks on one channel's alerts is not one
+        pass over the outbox per click, each a transaction."""
+        if channel is not None and channel in self._inflight:
+            return
         self._wake.set()
 
     async def run_once(self) -> int:
@@ -206,7 +229,7 @@ class OutboxWorker:
                 break
             await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         await self._update_gauges(force=True)
-        return sum(1 for t in mine if not t.cancelled() and t.result() == "delivered")
+        return sum(t.result() for t in mine if not t.cancelled())
 
     # --- the loop ------------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -233,12 +256,12 @@ class OutboxWorker:
         if free <= 0 or self._stopping:
             return []
         async with self.sessionmaker() as session:
-            heads = await outbox.due_heads(session, utcnow(), limit=free)
+            heads, self._next_due = await outbox.heads(session, utcnow(), limit=free)
         started = []
         for head in heads:
             if self._stopping or head.channel in self._inflight:
                 continue
-            claim = await self._claim(head)
+            claim = await self._claim(head.id)
             if claim is None:  # another worker got there first
                 continue
             task = asyncio.create_task(self._deliver(claim), name=f"genie-outbox-{claim.id}")
@@ -247,18 +270,35 @@ class OutboxWorker:
             started.append(task)
         return started
 
-    async def _claim(self, head: OutboxMessage) -> Claim | None:
+    async def _claim(self, message_id: int) -> Claim | None:
+        """Take a channel head's lease and read what to send, in one transaction."""
         now = utcnow()
         async with self.sessionmaker.begin() as session:
-            if not await outbox.claim(session, head, now, self.lease):
-                return None
-            row = await session.get(OutboxMessage, head.id, populate_existing=True)
-        assert row is not None and row.locked_until is not None
+            row = await outbox.claim(session, message_id, now, self.lease)
+            return None if row is None else await self._claimed(session, row, now)
+
+    async def _claimed(self, session: AsyncSession, row: OutboxMessage, now: datetime) -> Claim:
+        """A claim of ``row`` (just leased in ``session``'s transaction), with the alert it posts
+        or updates read in that same transaction: the later updates it covers first, then the
+        alert, so the picture drawn includes every change those updates report."""
+        assert row.locked_until is not None
         earlier = row.first_attempt_at is not None and row.first_attempt_at < now - timedelta(milliseconds=1)
-        return Claim(slack_team_id=row.slack_team_id, enterprise_id=row.enterprise_id,
-                     id=row.id, channel=row.channel, kind=row.kind, alert_id=row.alert_id, payload=row.payload,
-                     attempts=row.attempts, locked_until=row.locked_until,
-                     maybe_posted_since=row.first_attempt_at if earlier else None)
+        claim = Claim(slack_team_id=row.slack_team_id, enterprise_id=row.enterprise_id,
+                      id=row.id, channel=row.channel, kind=row.kind, alert_id=row.alert_id, payload=row.payload,
+                      attempts=row.attempts, locked_until=row.locked_until,
+                      maybe_posted_since=row.first_attempt_at if earlier else None)
+        if claim.kind in (outbox.POST_ALERT, outbox.UPDATE_ALERT) and claim.alert_id is not None:
+            claim.covers = await outbox.later_updates(session, row)
+            try:
+                found = await current_view(session, claim.alert_id)
+            except SQLAlchemyError:
+                raise  # the database failed: the claim is rolled back, the loop backs off
+            except Exception as err:  # a bug drawing this alert: this message is retried with backoff
+                claim.render_error, claim.covers = err, []
+            else:
+                if found is not None:
+                    claim.alert, claim.view = found
+        return claim
 
     def _finished(self, channel: str, task: asyncio.Task) -> None:
         if self._inflight.get(channel) is task:
@@ -270,8 +310,7 @@ class OutboxWorker:
     async def _idle_delay(self) -> float:
         if len(self._inflight) >= self.concurrency:
             return self.poll_interval  # a finishing delivery wakes the loop
-        async with self.sessionmaker() as session:
-            due = await outbox.next_due_at(session)
+        due = self._next_due  # from _fill's look at the outbox, a moment ago
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.0, (due - utcnow()).total_seconds() + 0.01))
@@ -287,7 +326,17 @@ class OutboxWorker:
         metrics.OUTBOX_FAILED_MESSAGES.set(stats.failed)
 
     # --- one message ---------------------------------------------------------------------------
-    async def _deliver(self, claim: Claim) -> str:
+    async def _deliver(self, claim: Claim | None) -> int:
+        """Deliver a channel's messages in order, from the claimed one on, for as long as the
+        next one is due when one is settled (settling claims it); the number delivered."""
+        delivered = 0
+        while claim is not None:
+            if await self._deliver_one(claim) == "delivered":
+                delivered += 1 + claim.covered
+            claim = claim.next
+        return delivered
+
+    async def _deliver_one(self, claim: Claim) -> str:
         """Deliver and record the outcome: delivered, retry, failed, or abandoned (the outcome
         could not be recorded; the lease runs out and the message is tried again)."""
         keeper = asyncio.create_task(self._keep_lease(claim))
@@ -310,6 +359,8 @@ class OutboxWorker:
                                  claim.id, claim.kind, claim.alert_id, claim.channel)
                 return await self._after_failure(claim, Failure("transient", "unexpected", certain=False))
             metrics.OUTBOX_DELIVERED.labels(kind=claim.kind).inc()
+            if claim.covered:
+                metrics.OUTBOX_DELIVERED.labels(kind=outbox.UPDATE_ALERT).inc(claim.covered)
             return "delivered"
         finally:
             keeper.cancel()
@@ -363,25 +414,29 @@ class OutboxWorker:
                                 f"{team_id or ''} (install it at /slack/install)")
         return client
 
-    async def _render(self, claim: Claim) -> tuple[Alert, str, list[dict]]:
-        """The alert as it is now (so a late message still shows the current state)."""
-        async with self.sessionmaker() as session:
-            alert = await session.get(Alert, claim.alert_id) if claim.alert_id is not None else None
-            if alert is None:
-                raise Undeliverable("the alert no longer exists")
-            text, blocks = alert_message(await alert_view(session, alert))
-        return alert, text, blocks
+    def _render(self, claim: Claim) -> tuple[Alert, str, list[dict]]:
+        """The alert as it was when the message was claimed (so a late message still shows the
+        current state)."""
+        if claim.render_error is not None:
+            raise claim.render_error
+        if claim.alert is None:
+            raise Undeliverable("the alert no longer exists")
+        text, blocks = alert_message(claim.view)
+        return claim.alert, text, blocks
 
     async def _post_alert(self, claim: Claim) -> None:
-        alert, text, blocks = await self._render(claim)
+        alert, text, blocks = self._render(claim)
         if alert.slack_ts:  # an earlier attempt posted and recorded it: never post twice
             logger.info("Alert #%s is already in Slack (%s); outbox message %s needs no post",
                         alert.id, alert.slack_ts, claim.id)
+            claim.covers = []  # nothing drawn now: later updates still have to be sent
             await self._settle(claim)
             return
         channel, ts = claim.channel, None
         if claim.maybe_posted_since is not None:
             ts = await self._earlier_post(claim)
+            if ts is not None:
+                claim.covers = []  # adopted a post drawn earlier: later updates still have to be sent
         if ts is None:
             claim.in_doubt = True
             response = await claim.client.chat_postMessage(
@@ -429,7 +484,7 @@ class OutboxWorker:
         return None
 
     async def _update_alert(self, claim: Claim) -> None:
-        alert, text, blocks = await self._render(claim)
+        alert, text, blocks = self._render(claim)
         if not alert.slack_ts or not alert.slack_channel:
             raise Undeliverable("no Slack message to update")
         claim.in_doubt = True
@@ -449,7 +504,8 @@ class OutboxWorker:
 
     async def _settle(self, claim: Claim, *, alert_id: int | None = None, channel: str | None = None,
                       ts: str | None = None) -> None:
-        """Record delivery (and where the alert's message is) in one transaction."""
+        """Record delivery (and where the alert's message is), and claim the channel's next
+        message if it is due, in one transaction."""
         claim.done = True
         async with self.sessionmaker.begin() as session:
             if alert_id is not None:
@@ -457,7 +513,14 @@ class OutboxWorker:
                     update(Alert).where(Alert.id == alert_id).values(slack_channel=channel, slack_ts=ts)
                     .execution_options(synchronize_session=False)
                 )
-            await outbox.mark_delivered(session, claim.id, utcnow())
+            now = utcnow()
+            covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
+            following = None
+            if not self._stopping:
+                row = await outbox.claim_next(session, claim.channel, now, self.lease)
+                if row is not None:
+                    following = await self._claimed(session, row, now)
+        claim.covered, claim.next = covered, following  # committed: that lease is ours
 
     async def _after_failure(self, claim: Claim, failure: Failure) -> str:
         metrics.OUTBOX_ERRORS.labels(error=metrics.error_label(failure.code)).inc()

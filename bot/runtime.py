@@ -53,10 +53,11 @@ class Runtime:
             return self.slack
         return await self.clients.for_workspace(team_id, enterprise_id)
 
-    def wake_outbox(self) -> None:
-        """After committing outbox rows: deliver now rather than at the worker's next poll."""
+    def wake_outbox(self, channel: str | None = None) -> None:
+        """After committing outbox rows (to ``channel``, when known): deliver now rather than at
+        the worker's next poll."""
         if self.worker is not None:
-            self.worker.wake()
+            self.worker.wake(channel)
 
     def invite_url(self, token: str) -> str:
         return f"{self.settings.base_url}/invite/{token}"

@@ -14,7 +14,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler, to_starlette_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
@@ -195,10 +195,11 @@ def build_asgi_app(rt: Runtime) -> Starlette:
                                     status_code=404)
         else:
             async def slack_events(request: Request) -> Response:
-                refused = screen(await request.body(), request.headers, rt.settings.slack_signing_secret)
-                if refused is not None:
-                    return PlainTextResponse(refused[1], status_code=refused[0])
-                return await handler.handle(request)
+                screened = screen(await request.body(), request.headers, rt.settings.slack_signing_secret,
+                                  request.query_params)
+                if isinstance(screened, tuple):
+                    return PlainTextResponse(screened[1], status_code=screened[0])
+                return to_starlette_response(await bolt.async_dispatch(screened))
 
         if rt.settings.slack_mode == "oauth":
             async def slack_oauth(request: Request) -> Response:

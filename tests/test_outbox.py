@@ -113,6 +113,49 @@ async def test_acknowledge_through_the_api_updates_the_message_in_place(genie):
     await eventually(lambda: delivered(genie.sessionmaker, alert_id, count=2))
 
 
+async def test_updates_queued_behind_a_delivery_go_out_as_one_update_of_the_latest_state(genie):
+    """While one update of an alert is with Slack, three more changes of it queue up: the next
+    delivery draws the alert as it is then and settles all three (one chat.update, not three),
+    and the message ends up showing every change."""
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    alert_id = await fire(genie.sessionmaker, "Payments", "Queue backing up", genie.rt, alias="queue-depth")
+    await eventually(lambda: delivered(genie.sessionmaker, alert_id))
+    genie.fake.fail("chat.update", delay=2)  # the first update is slow: the others queue behind it
+    async with genie.sessionmaker.begin() as session:
+        await alerts.acknowledge(session, await alerts.get(session, alert_id), Actor(via="api", label="Alertmanager"))
+    genie.rt.wake_outbox()
+
+    async def first_update_claimed():
+        rows = await outbox_rows(genie.sessionmaker, alert_id)
+        return len(rows) == 2 and rows[1].attempts == 1 and rows[1].delivered_at is None
+    await eventually(first_update_claimed)
+    for _ in range(2):  # the same alias again while it is open: de-duplicated, count goes up
+        async with genie.sessionmaker.begin() as session:
+            owner = await accounts.require_team(session, "Payments")
+            again, created = await alerts.create_alert(session, owner, CreateAlert(message="Queue backing up",
+                                                                                   alias="queue-depth"),
+                                                       request_id=str(uuid4()))
+        assert (again.id, created) == (alert_id, False)
+        genie.rt.wake_outbox()
+    async with genie.sessionmaker.begin() as session:
+        await alerts.close(session, await alerts.get(session, alert_id), Actor(via="api", label="Alertmanager"))
+    genie.rt.wake_outbox()
+
+    rows = await eventually(lambda: delivered(genie.sessionmaker, alert_id, count=5))
+    assert [r.kind for r in rows] == ["alert.post"] + ["alert.update"] * 4
+    updates = genie.fake.calls("chat.update")
+    assert len(updates) == 2  # the slow one, then one for the three that queued behind it
+    assert "Acknowledged by Alertmanager" in block_text(updates[0].args["blocks"]).replace("*", "")
+    last = block_text(updates[1].args["blocks"]).replace("*", "")
+    assert "Closed by Alertmanager" in last and "×3" in last
+    [shown] = genie.fake.messages("C0PAY")
+    async with genie.sessionmaker() as session:
+        alert = await session.get(Alert, alert_id)
+        _, blocks = alert_message(await alert_view(session, alert))
+    assert shown["blocks"] == updates[1].args["blocks"] == blocks  # the message shows the alert as it is
+    assert "alert_acknowledge" not in buttons(blocks) and "alert_close" not in buttons(blocks)
+
+
 async def test_stop_lets_the_call_in_flight_finish_and_records_it(genie):
     await add_team(genie.sessionmaker, "Payments", "C0PAY")
     genie.fake.fail("chat.postMessage", delay=1)

@@ -113,9 +113,12 @@ def malformed(body: dict) -> str | None:
     return None
 
 
-def screen(raw: bytes, headers: Mapping[str, str], signing_secret: str | None) -> tuple[int, str] | None:
+def screen(raw: bytes, headers: Mapping[str, str], signing_secret: str | None,
+           query: Mapping[str, str] | None = None) -> tuple[int, str] | AsyncBoltRequest:
     """``(status, text)`` to answer a POST to /slack/events with instead of handing it to Bolt,
-    or None to hand it over.
+    or the ``AsyncBoltRequest`` to hand it (``app.async_dispatch``) — built once, as Bolt's
+    Starlette adapter builds it: parsing a click's body (the whole alert message, form-encoded
+    JSON) is a good part of a click's cost, and was done twice.
 
     Bolt parses the body and digs into it (``to_action``, ``to_view`` … for every middleware
     and listener call) before its error handling is in place: a body it cannot parse, or a
@@ -132,7 +135,8 @@ def screen(raw: bytes, headers: Mapping[str, str], signing_secret: str | None) -
     if not signed:
         return 401, '{"error": "invalid request"}'
     try:
-        body = AsyncBoltRequest(body=text, headers={k: v for k, v in headers.items()}).body
+        request = AsyncBoltRequest(body=text, query=query, headers=headers)  # type: ignore[arg-type]
+        body = request.body
         if not isinstance(body, dict):
             raise TypeError("not an object")
         for look in (to_options, to_shortcut, to_action, to_view, to_command, to_event, to_message, to_step):
@@ -148,7 +152,7 @@ def screen(raw: bytes, headers: Mapping[str, str], signing_secret: str | None) -
     if "command" not in body and (not isinstance(kind, str) or kind not in HANDLED_TYPES | {"url_verification"}):
         logger.info("ignored a Slack request of type %r: Genie has no listener for it", str(kind)[:40])
         return 200, ""
-    return None
+    return request
 
 
 def register_listeners(app: AsyncApp, rt: Runtime) -> None:

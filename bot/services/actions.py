@@ -19,7 +19,7 @@ from bot.services import access, alerts
 from bot.services.access import Decision, Reason
 from bot.services.alerts import Actor, AlreadyDone, Forbidden
 from bot.services.linking import SlackIdentity
-from storage.models import Alert, User
+from storage.models import User
 
 ACTIONS = ("acknowledge", "close", "assign")
 
@@ -36,6 +36,8 @@ class ActionResult:
     outcome: str = "applied"
     #: … and why, as a short label: the gate's reason (member, not_linked …) or what was invalid.
     reason: str = ""
+    #: The Slack channel whose message an applied action queued an update of.
+    channel: str | None = None
 
     @property
     def needs_link(self) -> bool:
@@ -51,12 +53,12 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
               anonymous_default: bool, assignee_id: int | None = None) -> ActionResult:
     if action not in ACTIONS:
         return ActionResult(False, "That action isn't one Genie knows.", outcome="invalid", reason="unknown_action")
-    alert = await session.get(Alert, alert_id)
-    if alert is None:
+    facts = await access.gate_facts(session, identity, alert_id, anonymous_default)
+    if facts is None:
         return ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.",
                             outcome="invalid", reason="unknown_alert")
-    allow_anonymous = await access.allow_anonymous(session, identity.workspace_id, anonymous_default)
-    decision = await access.decide(session, identity, action, alert, allow_anonymous)
+    alert = facts.alert
+    decision = await access.judge(session, facts, action)
     actor = Actor(via="slack", user=decision.user, identity=identity, anonymous=decision.anonymous)
     reason = decision.reason.name.lower()
     if not decision.allowed:
@@ -79,4 +81,4 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
         return ActionResult(False, str(err), decision, alert.id, outcome="noop", reason=reason)
     except Forbidden as err:  # allowed to assign, but not to that person
         return ActionResult(False, str(err), decision, alert.id, outcome="denied", reason="assignee_not_member")
-    return ActionResult(True, None, decision, alert.id, outcome="applied", reason=reason)
+    return ActionResult(True, None, decision, alert.id, outcome="applied", reason=reason, channel=alert.slack_channel)

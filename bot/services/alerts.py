@@ -198,7 +198,9 @@ def parse_create(body: Any) -> CreateAlert:
 # --- timeline and outbox ---------------------------------------------------------------------
 async def record(session: AsyncSession, alert: Alert, action: str, outcome: str, actor: Actor, *,
                  reason: str | None = None, note: str | None = None, request_id: str | None = None,
-                 now: datetime | None = None) -> AlertEvent:
+                 now: datetime | None = None, flush: bool = True) -> AlertEvent:
+    """Add a row to the alert's timeline. ``flush=False`` leaves the INSERT to the next flush
+    (the commit, or the next query), so a transition's rows go to the database together."""
     event = AlertEvent(
         alert_id=alert.id, at=now or utcnow(), action=action, outcome=outcome, reason=reason, via=actor.via,
         actor_user_id=actor.user.id if actor.user else None, actor_name=actor.name,
@@ -207,18 +209,20 @@ async def record(session: AsyncSession, alert: Alert, action: str, outcome: str,
         anonymous=actor.anonymous, note=note, request_id=request_id,
     )
     session.add(event)
-    await session.flush()
+    if flush:
+        await session.flush()
     return event
 
 
-async def refresh_in_slack(session: AsyncSession, alert: Alert, now: datetime | None = None) -> None:
+async def refresh_in_slack(session: AsyncSession, alert: Alert, now: datetime | None = None,
+                           flush: bool = True) -> None:
     """Queue an update of the alert's Slack message. If the first post is still pending, the
     update follows it (per-channel order) and renders the state at delivery time."""
     if alert.slack_channel:
         team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
         await outbox.enqueue(session, alert.slack_channel, outbox.UPDATE_ALERT, alert_id=alert.id, now=now,
                              slack_team_id=team.slack_team_id if team else None,
-                             enterprise_id=team.enterprise_id if team else None)
+                             enterprise_id=team.enterprise_id if team else None, flush=flush)
 
 
 async def timeline(session: AsyncSession, alert_id: int) -> list[AlertEvent]:
@@ -332,6 +336,24 @@ async def get(session: AsyncSession, alert_id: int) -> Alert:
 
 
 # --- transitions -----------------------------------------------------------------------------
+async def _transition(session: AsyncSession, alert: Alert, criteria: list, values: dict[str, Any]) -> bool:
+    """The conditional UPDATE of one alert: True when this call changed it (exactly one of any
+    number of concurrent callers does), and then ``alert`` holds the row as updated. With
+    ``UPDATE … RETURNING`` (SQLite ≥ 3.35, PostgreSQL) that is one statement, not two."""
+    statement = update(Alert).where(Alert.id == alert.id, *criteria).values(**values)
+    if session.get_bind().dialect.update_returning:
+        updated = (await session.execute(
+            statement.returning(Alert),
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        )).scalar_one_or_none()
+        return updated is not None
+    result = await session.execute(statement.execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return False
+    await session.refresh(alert)
+    return True
+
+
 def _ago(then: datetime | None, now: datetime) -> str:
     if then is None:
         return ""
@@ -355,40 +377,25 @@ async def _noop(session: AsyncSession, alert: Alert, action: str, actor: Actor, 
 async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
                       request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
     now = now or utcnow()
-    result = await session.execute(
-        update(Alert).where(Alert.id == alert.id, Alert.status == "open", Alert.acknowledged.is_(False))
-        .values(acknowledged=True, acknowledged_at=now, acknowledged_by=actor.name, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    if not await _transition(session, alert, [Alert.status == "open", Alert.acknowledged.is_(False)],
+                             dict(acknowledged=True, acknowledged_at=now, acknowledged_by=actor.name, updated_at=now)):
         raise await _noop(session, alert, "acknowledge", actor, now, request_id)
-    await session.refresh(alert)
-    await record(session, alert, "acknowledge", "applied", actor, reason=why, note=note, request_id=request_id, now=now)
-    await refresh_in_slack(session, alert, now)
+    await record(session, alert, "acknowledge", "applied", actor, reason=why, note=note, request_id=request_id, now=now,
+                 flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
     return alert
 
 
 async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
                 request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
     now = now or utcnow()
-    result = await session.execute(
-        update(Alert).where(Alert.id == alert.id, Alert.status == "open")
-        .values(status="closed", closed_at=now, closed_by=actor.name, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    if not await _transition(session, alert, [Alert.status == "open"],
+                             dict(status="closed", closed_at=now, closed_by=actor.name, updated_at=now)):
         raise await _noop(session, alert, "close", actor, now, request_id)
-    await session.refresh(alert)
-    await record(session, alert, "close", "applied", actor, reason=why, note=note, request_id=request_id, now=now)
-    await refresh_in_slack(session, alert, now)
+    await record(session, alert, "close", "applied", actor, reason=why, note=note, request_id=request_id, now=now,
+                 flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
     return alert
-
-
-async def assignable(session: AsyncSession, alert: Alert) -> list[User]:
-    """Who an alert may be assigned to: active members of its owning team."""
-    if alert.team_id is None:
-        return []
-    return [u for u in await repo.team_members(session, alert.team_id) if u.is_active]
 
 
 async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User, *, note: str | None = None,
@@ -405,21 +412,15 @@ async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User,
                 if team else "This alert has no owning team, so it can't be assigned.")
         await record(session, alert, "assign", "denied", actor, reason=text, request_id=request_id, now=now)
         raise Forbidden(text)
-    result = await session.execute(
-        update(Alert)
-        .where(Alert.id == alert.id, Alert.status == "open",
-               or_(Alert.owner_user_id.is_(None), Alert.owner_user_id != owner.id))
-        .values(owner_user_id=owner.id, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    if not await _transition(session, alert,
+                             [Alert.status == "open", or_(Alert.owner_user_id.is_(None), Alert.owner_user_id != owner.id)],
+                             dict(owner_user_id=owner.id, updated_at=now)):
         await session.refresh(alert)
         if alert.status == "open" and alert.owner_user_id == owner.id:
             text = f"Alert #{alert.id} is already assigned to {owner.name}."
             await record(session, alert, "assign", "noop", actor, reason=text, request_id=request_id, now=now)
             raise AlreadyDone(text)
         raise await _noop(session, alert, "assign", actor, now, request_id)
-    await session.refresh(alert)
     told = await _tell_assignee(session, alert, actor, owner, now)
     reason = f"assigned to {owner.name} ({owner.email})"
     if named:
@@ -427,8 +428,8 @@ async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User,
     if told:
         reason += f"; told in Slack ({told})"
     await record(session, alert, "assign", "applied", actor, reason=(reason + (f"; {why}" if why else ""))[:500],
-                 note=note, request_id=request_id, now=now)
-    await refresh_in_slack(session, alert, now)
+                 note=note, request_id=request_id, now=now, flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
     return alert
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -45,59 +45,154 @@ UPDATE_ALERT = "alert.update"
 MESSAGE = "message"
 
 
-def _pending():
-    return and_(OutboxMessage.delivered_at.is_(None), OutboxMessage.failed_at.is_(None))
+def _pending(o=OutboxMessage):
+    return and_(o.delivered_at.is_(None), o.failed_at.is_(None))
+
+
+def _heads():
+    """Each channel's oldest pending message (its head), as a recursive CTE ``(channel, id)``.
+
+    A loose index scan of ``ix_outbox_pending_channel`` (pending messages by channel, id): the
+    first pending entry after the previous channel's is the next channel's head, so each step
+    is one index probe and the cost grows with the number of channels with pending messages,
+    not with how many messages wait in them. (Before, "no older pending message in the
+    channel" was checked for every pending message: O(backlog) on every pass of the worker.)"""
+    def first_after(previous_channel):
+        o = aliased(OutboxMessage)
+        query = select(o.id).where(_pending(o))
+        if previous_channel is not None:
+            query = query.where(o.channel > previous_channel)
+        return query.order_by(o.channel, o.id).limit(1).scalar_subquery()
+
+    head = aliased(OutboxMessage)
+    heads = select(head.channel, head.id).where(head.id == first_after(None)).cte("outbox_head", recursive=True)
+    previous = heads.alias("previous")
+    following = aliased(OutboxMessage)
+    return heads.union_all(
+        select(following.channel, following.id).select_from(previous)
+        .join(following, following.id == first_after(previous.c.channel))
+    )
+
+
+def _ready_at():
+    """When a pending message may be claimed: when it is due, or its lease runs out if later."""
+    return case((OutboxMessage.locked_until > OutboxMessage.next_attempt_at, OutboxMessage.locked_until),
+                else_=OutboxMessage.next_attempt_at)
 
 
 async def enqueue(
     session: AsyncSession, channel: str, kind: str, *, alert_id: int | None = None,
     payload: dict[str, Any] | None = None, now: datetime | None = None,
-    slack_team_id: str | None = None, enterprise_id: str | None = None,
+    slack_team_id: str | None = None, enterprise_id: str | None = None, flush: bool = True,
 ) -> OutboxMessage:
     now = now or utcnow()
     message = OutboxMessage(channel=channel, kind=kind, alert_id=alert_id, payload=payload, created_at=now,
                             slack_team_id=slack_team_id, enterprise_id=enterprise_id,
                             next_attempt_at=now, attempts=0)
     session.add(message)
-    await session.flush()
+    if flush:
+        await session.flush()
     return message
-
-
-def _is_head():
-    older = aliased(OutboxMessage)
-    return ~exists().where(older.channel == OutboxMessage.channel, older.id < OutboxMessage.id,
-                           older.delivered_at.is_(None), older.failed_at.is_(None))
 
 
 async def due_heads(session: AsyncSession, now: datetime, limit: int = 20) -> list[OutboxMessage]:
     """The oldest pending message of each channel, where that message is due and not leased."""
-    query = (
-        select(OutboxMessage)
-        .where(
-            _pending(),
-            OutboxMessage.next_attempt_at <= now,
-            (OutboxMessage.locked_until.is_(None)) | (OutboxMessage.locked_until < now),
-            _is_head(),
-        )
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-        .limit(limit)
-    )
-    return list(await session.scalars(query))
+    return (await heads(session, now, limit))[0]
 
 
-async def claim(session: AsyncSession, message: OutboxMessage, now: datetime, lease: timedelta = LEASE) -> bool:
-    """Take the lease; exactly one worker wins. Returns whether this one did."""
-    result = await session.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.id == message.id, _pending(),
-            (OutboxMessage.locked_until.is_(None)) | (OutboxMessage.locked_until < now),
-        )
-        .values(locked_until=now + lease, attempts=OutboxMessage.attempts + 1,
+async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[list[OutboxMessage], datetime | None]:
+    """``(due, next_at)``: up to ``limit`` channel heads that are due and not leased, soonest
+    first, and when the next head becomes claimable (None: nothing pending). One query: the
+    worker's whole look at the outbox on each pass."""
+    head = _heads()
+    ready_at = _ready_at().label("ready_at")
+    rows = (await session.execute(
+        select(OutboxMessage, ready_at).join(head, OutboxMessage.id == head.c.id)
+        .order_by(ready_at, OutboxMessage.id).limit(limit + 1)
+    )).all()
+    due = [m for m, _ in rows if _due(m, now)][:limit]
+    later = [at for m, at in rows if not _due(m, now)]
+    next_at = min(later) if later else (rows[-1][1] if len(rows) > limit else None)
+    return due, next_at
+
+
+def _due(message: OutboxMessage, now: datetime) -> bool:
+    return message.next_attempt_at <= now and (message.locked_until is None or message.locked_until < now)
+
+
+def _claim_values(now: datetime, lease: timedelta) -> dict[str, Any]:
+    return dict(locked_until=now + lease, attempts=OutboxMessage.attempts + 1,
                 first_attempt_at=func.coalesce(OutboxMessage.first_attempt_at, now))
-        .execution_options(synchronize_session=False)
+
+
+def _lease_free(now: datetime):
+    return (OutboxMessage.locked_until.is_(None)) | (OutboxMessage.locked_until < now)
+
+
+async def _claiming(session: AsyncSession, statement, message_id_of) -> OutboxMessage | None:
+    """Run a claiming UPDATE; the claimed row as it is now, or None when another worker won."""
+    if session.get_bind().dialect.update_returning:
+        return (await session.execute(
+            statement.returning(OutboxMessage),
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        )).scalar_one_or_none()
+    message_id = await message_id_of()
+    if message_id is None:
+        return None
+    result = await session.execute(statement.execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return None
+    return await session.get(OutboxMessage, message_id, populate_existing=True)
+
+
+async def claim(session: AsyncSession, message_id: int, now: datetime, lease: timedelta = LEASE) -> OutboxMessage | None:
+    """Take the lease; exactly one worker wins. Returns the claimed message (with its attempts,
+    lease and first attempt as now recorded), or None when another worker got it first."""
+    statement = (
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, _pending(), _lease_free(now))
+        .values(**_claim_values(now, lease))
     )
-    return result.rowcount == 1
+
+    async def message_id_of() -> int:
+        return message_id
+
+    return await _claiming(session, statement, message_id_of)
+
+
+async def claim_next(session: AsyncSession, channel: str, now: datetime, lease: timedelta = LEASE) -> OutboxMessage | None:
+    """Claim the channel's head if it is due and not leased (a worker that has just settled the
+    channel's previous message goes straight on, in the same transaction)."""
+    head = select(func.min(OutboxMessage.id)).where(OutboxMessage.channel == channel, _pending()).scalar_subquery()
+    statement = (
+        update(OutboxMessage)
+        .where(OutboxMessage.id == head, _pending(), OutboxMessage.next_attempt_at <= now, _lease_free(now))
+        .values(**_claim_values(now, lease))
+    )
+
+    async def message_id_of() -> int | None:
+        return await session.scalar(select(head))
+
+    return await _claiming(session, statement, message_id_of)
+
+
+#: How far past a channel's head the worker looks for more updates of the same alert.
+COALESCE_WINDOW = 50
+
+
+async def later_updates(session: AsyncSession, message: OutboxMessage) -> list[int]:
+    """Pending updates of ``message``'s alert queued behind it in its channel (among the next
+    ``COALESCE_WINDOW`` messages). Read *before* the alert is rendered: the render then shows
+    every change they report, so delivering it delivers them too (``mark_delivered(also=…)``)."""
+    if message.alert_id is None or message.kind not in (POST_ALERT, UPDATE_ALERT):
+        return []
+    window = (select(OutboxMessage.id)
+              .where(OutboxMessage.channel == message.channel, _pending(), OutboxMessage.id > message.id)
+              .order_by(OutboxMessage.id).limit(COALESCE_WINDOW).scalar_subquery())
+    return list(await session.scalars(
+        select(OutboxMessage.id).where(OutboxMessage.id.in_(window), OutboxMessage.alert_id == message.alert_id,
+                                       OutboxMessage.kind == UPDATE_ALERT)
+    ))
 
 
 async def renew(session: AsyncSession, message_id: int, held_until: datetime, now: datetime,
@@ -114,12 +209,23 @@ async def renew(session: AsyncSession, message_id: int, held_until: datetime, no
     return until if result.rowcount == 1 else None
 
 
-async def mark_delivered(session: AsyncSession, message_id: int, now: datetime) -> None:
+async def mark_delivered(session: AsyncSession, message_id: int, now: datetime, also: list[int] | tuple = ()) -> int:
+    """Record delivery; ``also``: later updates of the same alert that this delivery covered
+    (``later_updates``), marked delivered too if still pending and not leased by another
+    worker. Returns how many of those were."""
     await session.execute(
         update(OutboxMessage).where(OutboxMessage.id == message_id)
         .values(delivered_at=now, locked_until=None, last_error=None)
         .execution_options(synchronize_session=False)
     )
+    if not also:
+        return 0
+    result = await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id.in_(list(also)), _pending(), _lease_free(now))
+        .values(delivered_at=now, locked_until=None, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
 
 
 def backoff(attempts: int) -> timedelta:
@@ -178,9 +284,8 @@ async def stats(session: AsyncSession, now: datetime | None = None) -> OutboxSta
 async def next_due_at(session: AsyncSession) -> datetime | None:
     """When a message next becomes claimable: the earliest channel head that is due and not
     leased (a later message of a channel waits for its head, so it does not count)."""
-    ready_at = case((OutboxMessage.locked_until > OutboxMessage.next_attempt_at, OutboxMessage.locked_until),
-                    else_=OutboxMessage.next_attempt_at)
-    return await session.scalar(select(func.min(ready_at)).where(_pending(), _is_head()))
+    head = _heads()
+    return await session.scalar(select(func.min(_ready_at())).join(head, OutboxMessage.id == head.c.id))
 
 
 # --- for operators (``genie outbox list`` / ``genie outbox retry``) -----------------------------

@@ -76,6 +76,8 @@ class Call:
 
     request_id: str
     started: float
+    #: The Slack channel a handler queued a message to, when it knows (``Runtime.wake_outbox``).
+    outbox_channel: str | None = None
 
     def answer(self, status: int, headers: dict[str, str] | None = None, **fields: Any) -> JSONResponse:
         took = round(time.monotonic() - self.started, 3)
@@ -98,7 +100,8 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         try:
             response = await handler(request, call)
             if request.method == "POST" and response.status_code < 300:
-                request.app.state.runtime.wake_outbox()  # committed: let Slack hear of it now
+                # Committed: let Slack hear of it now.
+                request.app.state.runtime.wake_outbox(call.outbox_channel)
             return response
         except ApiError as err:
             extra = {"errors": err.errors} if err.errors else {}
@@ -426,7 +429,8 @@ async def create_alert(request: Request, call: Call) -> Response:
     async with request.app.state.runtime.sessionmaker.begin() as session:
         team = await key_team(session, key)
         data = alerts.parse_create(parse_json(raw))
-        await alerts.create_alert(session, team, data, call.request_id)
+        alert, _ = await alerts.create_alert(session, team, data, call.request_id)
+    call.outbox_channel = alert.slack_channel  # its post (or, de-duplicated, its update) goes there
     return call.accepted()  # committed: a 202 alert is never lost
 
 

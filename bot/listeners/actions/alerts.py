@@ -57,7 +57,7 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> N
                                    assignee_id=data.get("user"))
     metrics.count_decision(action, result.outcome, result.reason)  # committed: it is on the timeline
     if result.applied:
-        rt.wake_outbox()
+        rt.wake_outbox(result.channel)
         return
     connect_url = None
     if result.needs_link:
