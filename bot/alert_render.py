@@ -12,6 +12,7 @@ from sqlalchemy.orm import aliased
 from typing import Any
 
 from bot.blocks.alerts import AlertView, PersonRef
+from bot.services import alert_people
 from storage.models import Alert, Team, TeamMember, User
 
 
@@ -45,7 +46,7 @@ async def alert_view(session: AsyncSession, alert: Alert, *, with_members: bool 
     owner = await session.get(User, alert.owner_user_id) if alert.owner_user_id is not None else None
     members = await assignable_names(session, alert.team_id) if with_members else []
     return _view(alert, team.name if team else None, owner.id if owner else None, owner.name if owner else None,
-                 members)
+                 members, await _owner_slack(session, owner.id if owner else None, team))
 
 
 async def current_view(session: AsyncSession, alert_id: int) -> tuple[Alert, AlertView] | None:
@@ -54,15 +55,25 @@ async def current_view(session: AsyncSession, alert_id: int) -> tuple[Alert, Ale
     every post and update. None when the alert no longer exists."""
     owner = aliased(User)
     row = (await session.execute(
-        select(Alert, Team.name, owner.id, owner.name)
+        select(Alert, Team, owner.id, owner.name)
         .outerjoin(Team, Team.id == Alert.team_id)
         .outerjoin(owner, owner.id == Alert.owner_user_id)
         .where(Alert.id == alert_id)
     )).first()
     if row is None:
         return None
-    alert, team_name, owner_id, owner_name = row
-    return alert, _view(alert, team_name, owner_id, owner_name, await assignable_names(session, alert.team_id))
+    alert, team, owner_id, owner_name = row
+    return alert, _view(alert, team.name if team else None, owner_id, owner_name,
+                        await assignable_names(session, alert.team_id), await _owner_slack(session, owner_id, team))
+
+
+async def _owner_slack(session: AsyncSession, owner_id: int | None, team: Team | None) -> str | None:
+    """The assignee's Slack user in the workspace of the alert's channel, to mention them
+    (read at render time: a link made or removed since shows at the next update)."""
+    if owner_id is None:
+        return None
+    link = (await alert_people.slack_links(session, {owner_id}, team)).get(owner_id)
+    return link.slack_user_id if link is not None else None
 
 
 async def assignable_names(session: AsyncSession, team_id: int | None) -> list[tuple[int, str]]:
@@ -78,7 +89,7 @@ async def assignable_names(session: AsyncSession, team_id: int | None) -> list[t
 
 
 def _view(alert: Alert, team_name: str | None, owner_id: int | None, owner_name: str | None,
-          members: list[tuple[int, str]]) -> AlertView:
+          members: list[tuple[int, str]], owner_slack: str | None = None) -> AlertView:
     reporter, responders, detail_people = people_refs(alert)
     return AlertView(
         id=alert.id, message=alert.message, priority=alert.priority, status=alert.status,
@@ -86,6 +97,6 @@ def _view(alert: Alert, team_name: str | None, owner_id: int | None, owner_name:
         tags=tuple(alert.tags or ()), details=dict(alert.details or {}), source=alert.source, entity=alert.entity,
         count=alert.count, acknowledged=alert.acknowledged, acknowledged_by=alert.acknowledged_by,
         acknowledged_at=alert.acknowledged_at, closed_by=alert.closed_by, closed_at=alert.closed_at,
-        owner_name=owner_name, owner_id=owner_id, members=members,
+        owner_name=owner_name, owner_id=owner_id, owner_slack=owner_slack, members=members,
         reported_by=reporter, responders=responders, detail_people=detail_people,
     )

@@ -140,7 +140,8 @@ async def test_assign_from_the_select_and_only_to_members(world):
     alert_id, _ = await _fire(world)
     await _click(world, ALICE, alert_id, "alert_assign", option="Bob Jones")
     update = (await world.fake.wait_for("chat.update"))[-1].args
-    assert "Assigned to Bob Jones" in block_text(update["blocks"])
+    # Bob is linked in this workspace: the message mentions him (Slack shows his name).
+    assert "Assigned to <@U0BOB>" in block_text(update["blocks"])
     # A forged option naming a non-member (Mallory, id from the DB) is refused and changes nothing.
     mallory_id = await world.scalar("SELECT id FROM \"user\" WHERE email = 'mallory@example.com'")
     forged = {"text": {"type": "plain_text", "text": "Bob Jones"},

@@ -232,6 +232,13 @@ async def test_an_assignee_linked_only_in_another_workspace_gets_no_dm_there(wor
     assert status["isSuccess"] is True
     assert await world.genie.scalar("SELECT count(*) FROM outbox WHERE channel = 'U0CAROL'") == 0
     assert any(line.endswith("assigned to Carol Diaz (carol@example.com)") for line in await _logs(world, alert["id"]))
+    # The message names her (no Slack user of hers there to mention).
+    world.genie.rt.wake_outbox()
+
+    async def named() -> bool:
+        texts = [block_text(c.args.get("blocks")) for c in world.genie.fake.calls("chat.update")]
+        return any("Assigned to Carol Diaz" in t for t in texts) and not any("<@U0CAROL>" in t for t in texts)
+    await eventually(named, timeout=10)
 
 
 async def test_a_deactivated_person_is_not_named(world: Api):

@@ -95,6 +95,8 @@ class AlertView:
     closed_by: str | None = None
     closed_at: datetime | None = None
     owner_name: str | None = None
+    #: The assignee's Slack user id in the alert's workspace: the message mentions them.
+    owner_slack: str | None = None
     owner_id: int | None = None
     #: (Genie user id, name) of people it may be assigned to.
     members: Sequence[tuple[int, str]] = ()
@@ -160,10 +162,12 @@ def status_line(view: AlertView) -> str:
                 f"{_after(view.created_at, view.acknowledged_at)}")
     else:
         line = f":rotating_light: *Open* · fired {_when(view.created_at)}"
+    assignee = (f"<@{view.owner_slack}>" if view.owner_slack and _SLACK_USER.fullmatch(view.owner_slack)
+                else _esc(view.owner_name or ""))
     if view.owner_name and view.status != "closed":
-        line += f" · Assigned to {_esc(view.owner_name)}"
+        line += f" · Assigned to {assignee}"
     elif view.owner_name:
-        line += f" · was assigned to {_esc(view.owner_name)}"
+        line += f" · was assigned to {assignee}"
     return line
 
 
