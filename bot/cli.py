@@ -660,11 +660,18 @@ def cmd_accounts_list(args: argparse.Namespace) -> int:
              "match": r.account.match, "match_detail": r.account.match_detail,
              "guest": r.account.is_guest, "deleted": r.account.is_deleted, "bot": r.account.is_bot}
             for r in await connections.list_accounts(session, provider=args.provider, unlinked=args.unlinked,
-                                                      ambiguous=args.ambiguous, email=args.email)
+                                                      ambiguous=args.ambiguous, email=args.email, limit=args.limit + 1)
         ]
 
+    if not 1 <= args.limit <= 1_000_000:
+        raise UserError("--limit must be between 1 and 1000000")
     rows = asyncio.run(_with_db(work))
-    _emit(rows, ["provider", "tenant", "external_id", "handle", "email", "person", "via", "match"], args.json)
+    more = len(rows) > args.limit
+    _emit(rows[:args.limit], ["provider", "tenant", "external_id", "handle", "email", "person", "via", "match"],
+          args.json)
+    if more:  # never cut a list silently (stderr, so --json output stays valid JSON)
+        print(f"genie: showing the first {args.limit} accounts; narrow it (--provider, --email, --unlinked) "
+              f"or raise --limit", file=sys.stderr)
     return 0
 
 
@@ -879,6 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlinked", action="store_true", help="only accounts connected to nobody")
     p.add_argument("--ambiguous", action="store_true", help="only accounts whose email several people share")
     p.add_argument("--email", help="accounts connected to this person, or reporting this email")
+    p.add_argument("--limit", type=int, default=10_000, help="at most N accounts (default 10000; says so when cut)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_accounts_list)
     p = acc.add_parser("connect", help="connect an account to a person (recorded first if Genie has not seen it)")

@@ -118,6 +118,11 @@ async def test_import_file_all_or_nothing_then_connect_move_remove_and_the_audit
     table = ok(cli("accounts", "list", "--provider", "jira")).stdout.splitlines()
     assert table[0].split() == ["PROVIDER", "TENANT", "EXTERNAL_ID", "HANDLE", "EMAIL", "PERSON", "VIA", "MATCH"]
     assert table[1].split()[:3] == ["jira", "acme.atlassian.net", "5b10ac8d"] and len(table) == 2
+    # A list that is cut says so (on stderr: the JSON stays valid), and only then.
+    cut = cli("accounts", "list", "--limit", "1", "--json")
+    assert cut.returncode == 0 and len(json.loads(cut.stdout)) == 1, str(cut)
+    assert "showing the first 1 accounts" in cut.stderr, str(cut)
+    user_error(cli("accounts", "list", "--limit", "0"), "--limit")
 
     # The audit log: newest first, who did it and how.
     log = as_json(cli("audit", "--json"))
