@@ -134,9 +134,11 @@ async def issue_link(
         slack_user_id=identity.user_id,
         slack_team_id=identity.team_id,
         enterprise_id=identity.enterprise_id,
-        workspace_name=profile.workspace_name,
-        slack_name=profile.name,
-        slack_email=profile.email,
+        # What Slack's payload says about names is shown, not trusted: clipped to the columns
+        # (PostgreSQL refuses longer values; a giant team domain must not turn a refusal into a 500).
+        workspace_name=(profile.workspace_name or None) and profile.workspace_name[:200],
+        slack_name=(profile.name or None) and profile.name[:200],
+        slack_email=profile.email if profile.email and len(profile.email) <= 254 else None,
         created_at=now,
         expires_at=now + timedelta(seconds=ttl),
     )
@@ -149,9 +151,10 @@ async def record_profile(session: AsyncSession, nonce: str, profile: SlackProfil
     """Fill in what ``users.info`` said, once it answered (after Slack's 3-second ack)."""
     request = await session.get(LinkRequest, nonce)
     if request is not None:
-        request.slack_name = profile.name or request.slack_name
-        request.slack_email = profile.email or request.slack_email
-        request.workspace_name = profile.workspace_name or request.workspace_name
+        request.slack_name = (profile.name or request.slack_name or "")[:200] or None
+        email = profile.email if profile.email and len(profile.email) <= 254 else None
+        request.slack_email = email or request.slack_email
+        request.workspace_name = (profile.workspace_name or request.workspace_name or "")[:200] or None
 
 
 # --- previewing (GET: reads only) ------------------------------------------------------------
