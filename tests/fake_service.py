@@ -11,6 +11,7 @@ answered, and failures queued on demand (429 with headers, 5xx, a body that is n
 from __future__ import annotations
 
 import hmac
+from abc import ABC, abstractmethod
 import socket
 import threading
 import time
@@ -39,7 +40,7 @@ class Failure:
     after: int = 0  # let this many requests for the path through first
 
 
-class FakeService:
+class FakeService(ABC):
     def __init__(self, key: str) -> None:
         self.key = key
         self._lock = threading.Lock()
@@ -66,8 +67,9 @@ class FakeService:
             return [r for r in self.requests if path is None or r.path == path]
 
     # --- for subclasses ----------------------------------------------------------------------------
+    @abstractmethod
     def routes(self) -> list:
-        raise NotImplementedError
+        """The fake API's Starlette routes (each fake provides its own)."""
 
     def authorized(self, request: Request, scheme: str) -> bool:
         """Constant-time check of ``Authorization: <scheme><key>``."""
