@@ -1,5 +1,5 @@
-"""What the fake PagerDuty and fake OpsGenie share: a Starlette app served by uvicorn on a
-loopback port in its own thread (like ``tests/fake_slack.py``), a record of the requests it
+"""What the fake PagerDuty and fake OpsGenie share: a Starlette app served on a loopback port
+in its own thread (``tests/loopback.py``, as the fake Slack is), a record of the requests it
 answered, and failures queued on demand (429 with headers, 5xx, a body that is not JSON).
 
     fake = FakePagerDuty(key="pd-key").start()
@@ -11,16 +11,15 @@ answered, and failures queued on demand (429 with headers, 5xx, a body that is n
 from __future__ import annotations
 
 import hmac
-from abc import ABC, abstractmethod
-import socket
 import threading
-import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from tests.loopback import LoopbackServer
 
 
 @dataclass
@@ -40,15 +39,12 @@ class Failure:
     after: int = 0  # let this many requests for the path through first
 
 
-class FakeService(ABC):
+class FakeService(LoopbackServer, ABC):
     def __init__(self, key: str) -> None:
         self.key = key
         self._lock = threading.Lock()
         self.requests: list[Seen] = []
         self._failures: list[Failure] = []
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     # --- what tests set up and read ------------------------------------------------------------
     def fail(self, path: str, *, status: int, body: str | None = None, headers: dict[str, str] | None = None,
@@ -97,26 +93,8 @@ class FakeService(ABC):
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "FakeService":
-        app = Starlette(routes=self.routes())
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{type(self).__name__} did not start")
-            time.sleep(0.01)
+        self.serve(Starlette(routes=self.routes()))
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 def int_param(request: Request, name: str, default: int, *, low: int = 0, high: int = 10**6) -> int | None:

@@ -29,19 +29,19 @@ import asyncio
 import base64
 import itertools
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from tests.loopback import LoopbackServer
 
 TEAM_ID = "T0GENIE01"
 TEAM_DOMAIN = "acme"
@@ -94,7 +94,7 @@ async def _drop(request: Request) -> Response:
     return Response(status_code=500)
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: list[Call] = []
@@ -114,9 +114,6 @@ class FakeSlack:
         #: What each channel shows: the messages posted there (oldest first), as since updated.
         self._history: dict[str, list[dict[str, Any]]] = {}
         self.api_url = ""
-        self.url = ""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         #: Socket Mode: the open WebSocket connections (newest last), acks by envelope id.
         self._sockets: list[WebSocket] = []
         self._acks: dict[str, dict[str, Any]] = {}
@@ -463,29 +460,10 @@ class FakeSlack:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "FakeSlack":
-        app = Starlette(routes=[
+        self.serve(_KeepTransport(Starlette(routes=[
             Route("/api/{method}", self._api, methods=["GET", "POST"]),
             Route("/response/{rid}", self._response_url, methods=["POST"]),
             WebSocketRoute("/socket", self._socket),
-        ])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        ])))
         self.api_url = f"{self.url}/api/"
-        self._server = uvicorn.Server(uvicorn.Config(_KeepTransport(app), log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake Slack did not start")
-            time.sleep(0.01)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
