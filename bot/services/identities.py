@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -103,24 +103,6 @@ class AutoLinkResult:
     person: User | None = None
     detail: str = ""
     candidates: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ConnectedAccount:
-    """One row of "this person's accounts", whatever the provider."""
-
-    provider: str
-    tenant: str
-    external_id: str
-    handle: str | None
-    email: str | None
-    display_name: str | None
-    via: str
-    connected_at: datetime | None
-    #: The ExternalAccount id (None for a Slack link with no directory entry yet).
-    account_id: int | None
-    #: The SlackLink id (Slack only).
-    slack_link_id: int | None = None
 
 
 # --- recording what a provider reported -----------------------------------------------------
@@ -397,24 +379,12 @@ def describe(account: ExternalAccount) -> str:
     return f"{account.provider} account {account.external_id}{f' ({name})' if name else ''}{where}"
 
 
-async def accounts_of(session: AsyncSession, user_id: int) -> list[ConnectedAccount]:
-    """Every account connected to the person: Slack links first, then other providers."""
-    rows: list[ConnectedAccount] = []
-    links = await session.execute(
-        select(SlackLink, ExternalAccount.id, ExternalAccount.handle)
-        .outerjoin(ExternalAccount, and_(ExternalAccount.provider == "slack",
-                                         ExternalAccount.tenant == SlackLink.workspace_id,
-                                         ExternalAccount.external_id == SlackLink.slack_user_id))
-        .where(SlackLink.user_id == user_id).order_by(SlackLink.created_at))
-    for link, account_id, handle in links:
-        rows.append(ConnectedAccount("slack", link.workspace_id, link.slack_user_id, handle, link.slack_email,
-                                     link.slack_name, link.via, link.created_at, account_id, link.id))
-    others = await session.scalars(select(ExternalAccount).where(ExternalAccount.user_id == user_id)
-                                   .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.id))
-    for a in others:
-        rows.append(ConnectedAccount(a.provider, a.tenant, a.external_id, a.handle, a.email, a.display_name,
-                                     a.connected_via or "admin", a.connected_at, a.id))
-    return rows
+async def other_accounts_of(session: AsyncSession, user_id: int) -> list[ExternalAccount]:
+    """The person's connected accounts other than Slack (their Slack links are ``SlackLink`` rows,
+    see ``repo.links_of_user``), by provider and tenant."""
+    return list(await session.scalars(
+        select(ExternalAccount).where(ExternalAccount.user_id == user_id, ExternalAccount.provider != "slack")
+        .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.id)))
 
 
 async def require_account(session: AsyncSession, provider: str, external_id: str, tenant: str | None = None) -> ExternalAccount:

@@ -320,10 +320,9 @@ async def account_page(request: Request) -> Response:
     request.state.user = user
     async with rt_of(request).sessionmaker() as session:
         links = await repo.links_of_user(session, user.id)
-        connected = await identities.accounts_of(session, user.id)
+        others = await identities.other_accounts_of(session, user.id)
         teams = await repo.teams_of_user(session, user.id)
-    return render(request, "account.html", links=links, teams=teams,
-                  others=[a for a in connected if a.provider != "slack"],
+    return render(request, "account.html", links=links, teams=teams, others=others,
                   disconnected=request.query_params.get("disconnected") == "1",
                   welcome=request.query_params.get("welcome") == "1",
                   removed=request.query_params.get("removed") == "1")
