@@ -169,8 +169,9 @@ async def test_accounts_list_ambiguous_and_unlinked_slack(cli: Cli, db_url: str)
        "connected slack account U0SAM (sam@example.com) in T0123 to sam@example.com")
     assert [a["external_id"] for a in as_json(cli("accounts", "list", "--unlinked", "--json"))] == ["PSAM"]
     assert as_json(cli("link", "list", "--email", "sam@example.com", "--json"))[0]["slack_user"] == "U0SAM"
-    assert [a["external_id"] for a in as_json(cli("accounts", "list", "--email", "sam@example.com", "--json"))] == [
-        "dana-gh", "PSAM", "U0SAM"]
+    listed = as_json(cli("accounts", "list", "--email", "sam@example.com", "--json"))
+    assert [(a["external_id"], a["person"], a["via"]) for a in listed] == [
+        ("dana-gh", "dana@example.com", "admin"), ("PSAM", None, None), ("U0SAM", "sam@example.com", "admin")]
 
 
 @pytest.mark.parametrize(("name", "content", "problem"), [

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, case, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from bot.services import accounts, identities
 from bot.services.audit import Who
@@ -55,17 +56,16 @@ async def list_accounts(session: AsyncSession, *, provider: str | None = None, u
                                    SlackLink.user_id == person_id)
         query = query.where(or_(ExternalAccount.email == wanted, ExternalAccount.user_id == person_id,
                                 and_(ExternalAccount.provider == "slack", via_slack)))
-    query = query.order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.external_id).limit(limit)
-    rows = []
-    for account in await session.scalars(query):
-        if account.provider == "slack":
-            link = await identities.slack_link_of(session, account)
-            person = await session.get(User, link.user_id) if link is not None else None
-            rows.append(AccountRow(account, person, link.via if link is not None else None))
-        else:
-            person = await session.get(User, account.user_id) if account.user_id is not None else None
-            rows.append(AccountRow(account, person, account.connected_via))
-    return rows
+    # One query: a Slack account's person is its link's, any other's is its own user_id.
+    # (An alias, so that the filters' EXISTS subqueries over slack_link stay uncorrelated.)
+    link = aliased(SlackLink)
+    on = and_(ExternalAccount.provider == "slack", link.workspace_id == ExternalAccount.tenant,
+              link.slack_user_id == ExternalAccount.external_id)
+    owner = case((ExternalAccount.provider == "slack", link.user_id), else_=ExternalAccount.user_id)
+    via = case((ExternalAccount.provider == "slack", link.via), else_=ExternalAccount.connected_via)
+    query = (query.add_columns(User, via).outerjoin(link, on).outerjoin(User, User.id == owner)
+             .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.external_id).limit(limit))
+    return [AccountRow(account, person, how) for account, person, how in await session.execute(query)]
 
 
 async def connect_by_hand(session: AsyncSession, provider: str, external_id: str, email: str, *, who: Who,
