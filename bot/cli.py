@@ -537,7 +537,7 @@ def _print_import_report(r: dict) -> None:
     for e in r["linked"]:
         print(f"  linked     {_account_words(e)} -> {e['person']}")
     for e in r["people_created"]:
-        print(f"  created    {e['person']} (no password: cannot sign in until an admin sets one) <- {_account_words(e)}")
+        print(f"  created    {e['person']} (no password: cannot sign in until `genie user invite {e['person']}`) <- {_account_words(e)}")
     for e in r["ambiguous"]:
         print(f"  ambiguous  {_account_words(e)}: {len(e['candidates'])} people have that email: "
               f"{', '.join(e['candidates'])}")

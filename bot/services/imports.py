@@ -5,8 +5,8 @@ account, read in full before anything is written) and, in the caller's transacti
 
 1. records every user as an ``ExternalAccount`` (``identities.upsert``);
 2. links it by email where ``identities.auto_link`` allows it (unique, trusted, not a guest …);
-3. with ``create_people``: makes a Genie person (no password: they cannot sign in until an admin
-   sets one) for each user no person matches, and connects the account to them (``via='import'``);
+3. with ``create_people``: makes a Genie person (no password: they cannot sign in until
+   ``genie user invite``) for each user no person matches, and connects the account to them (``via='import'``);
 4. marks the accounts of this provider and tenant that the provider no longer lists as deleted
    (a link they had is removed, on the audit log as ``account.departed``);
 5. with teams (OpsGenie): creates each team that Genie does not have by name, and adds the
