@@ -197,6 +197,7 @@ async def test_pagerduty_bad_key_failing_server_or_garbage_change_nothing(cli: I
     user_error(cli("pagerduty", "import", "--url", pd.url, PAGERDUTY_API_KEY=""), "no API key: set PAGERDUTY_API_KEY")
     user_error(cli("pagerduty", "import", "--url", pd.url, "--key", "not-a-real-key"), "unrecognized arguments")
     user_error(cli("pagerduty", "import", "--url", "http://pagerduty.example.com"), "must use https")
+    user_error(cli("pagerduty", "import", "--url", pd.url, "--tenant", "t" * 101), "tenant", "100 characters")
 
     # Page 1 arrives, then page 2 keeps failing: page 1 is not written either.
     pd.fail("/users", status=503, times=10, after=1)

@@ -147,6 +147,26 @@ async def test_a_sync_stopped_half_way_keeps_its_pages_and_a_rerun_finishes_the_
     assert await _links(genie) == [("U0ALICE", "alice@example.com", "email"), ("U0CAROL", "carol@example.com", "email")]
 
 
+async def test_a_directory_entry_larger_than_genie_keeps_is_recorded_not_fatal(genie):
+    """Slack's fields are not bounded the way Genie's columns are: a 300-character name or an
+    "email" longer than any address is recorded as far as it fits (a name clipped, an address
+    that cannot be one dropped, so it never matches a person) and the sync carries on."""
+    fake = genie.fake
+    huge = "x" * 300 + "@example.com"
+    fake.add_user("U0HUGE", "Q" * 300 + " Zed", huge)
+    fake.add_user("U0CAROL", "Carol Jones", "carol@example.com")
+    await _auto_link(genie)
+    await genie.add_user("carol@example.com", "Carol")
+
+    [report] = await _sync(genie)
+    assert report.error is None and report.users == 5
+    assert [e.slack_user for e in report.linked] == ["U0CAROL"]
+    [(email, name, match)] = await genie.rows(
+        "SELECT email, display_name, match FROM external_account WHERE external_id = 'U0HUGE'")
+    assert email is None and name == "Q" * 200 and match != "linked"
+    assert ("U0HUGE",) not in [(r[0],) for r in await _links(genie)]
+
+
 # --- the rules -----------------------------------------------------------------------------------
 async def test_every_auto_link_rule_as_the_report_the_links_and_slack_show_it(genie):
     fake = genie.fake

@@ -64,8 +64,10 @@ def normalize_provider(provider: str) -> str:
 
 
 def normalize_email(email: str | None) -> str | None:
+    """An address as Genie compares it; None for none, or for one that cannot be an address
+    (no ``@``, or longer than 254 characters): it is not recorded and so never matches."""
     value = (email or "").strip().lower()
-    return value or None
+    return value if value and "@" in value and len(value) <= 254 else None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,12 @@ async def upsert(session: AsyncSession, reported: ReportedAccount, now: datetime
     external_id = (reported.external_id or "").strip()
     if not external_id:
         raise InvalidInput(f"a {provider} account needs its user id")
+    # Every reader (directory sync, importers, files) comes through here: the columns' limits
+    # are enforced once, the same on SQLite (which would keep a longer value) and PostgreSQL.
+    if len(external_id) > 200:
+        raise InvalidInput(f"a {provider} account id longer than 200 characters ({external_id[:40]}…)")
+    if len(reported.tenant) > 100:
+        raise InvalidInput(f"a {provider} tenant longer than 100 characters ({reported.tenant[:40]}…)")
     values = dict(
         handle=(reported.handle or "").strip()[:200] or None,
         email=normalize_email(reported.email),

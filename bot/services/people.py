@@ -237,7 +237,7 @@ async def account_by_key(session: AsyncSession, key: str | None, *, record: bool
 
 
 async def person_by_email(session: AsyncSession, email: str | None) -> User:
-    value = identities.normalize_email(email)
+    value = (email or "").strip().lower()
     if not value:
         raise InvalidInput("Give the email of the person to connect it to.")
     person = await session.scalar(select(User).where(User.email == value[:254]))

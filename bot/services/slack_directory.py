@@ -128,9 +128,7 @@ def reported(member: Any, workspace: Workspace) -> ReportedAccount:
     if not isinstance(user_id, str) or not _SLACK_ID.match(user_id):
         raise InvalidInput(f"a Slack user entry without a valid user id ({str(user_id)[:40]!r})")
     profile = member.get("profile") if isinstance(member.get("profile"), dict) else {}
-    email = _text(profile.get("email"))
-    if email is not None and (len(email) > 254 or "@" not in email):
-        email = None
+    email = identities.normalize_email(_text(profile.get("email")))
     confirmed = member.get("is_email_confirmed")
     enterprise_user = member.get("enterprise_user") if isinstance(member.get("enterprise_user"), dict) else {}
     attrs: dict[str, Any] = {
