@@ -15,6 +15,11 @@ file still wait through the busy timeout. Never open a second session while hold
 
 from __future__ import annotations
 
+import asyncio
+from threading import Thread
+from typing import Any
+
+import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -26,7 +31,8 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
         if ":memory:" not in url and "mode=memory" not in url:
             kwargs.setdefault("pool_size", 1)
             kwargs.setdefault("max_overflow", 0)
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                                        "async_creator_fn": _open_sqlite}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):  # pragma: no cover - exercised by every test
@@ -46,6 +52,26 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+def _open_sqlite(*args: Any, **kwargs: Any):
+    """``aiosqlite.connect`` as SQLAlchemy calls it, except when the file cannot be opened:
+    aiosqlite then queues its worker thread's stop without waiting for it, and if the event loop
+    closes first (a command that fails at once) the thread's answer meets a closed loop and
+    prints a traceback after Genie's one-line error. Wait for the thread before raising."""
+    connection = aiosqlite.connect(*args, **kwargs)
+    thread = connection if isinstance(connection, Thread) else connection._thread  # aiosqlite < 0.22 / ≥ 0.22
+    thread.daemon = True  # as SQLAlchemy's own aiosqlite connect does
+
+    async def opened():
+        try:
+            return await connection
+        except BaseException:
+            if thread.is_alive():
+                await asyncio.to_thread(thread.join, 5)
+            raise
+
+    return opened()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
