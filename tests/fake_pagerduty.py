@@ -1,7 +1,7 @@
 """A fake PagerDuty REST API v2 (``GET /users``) on loopback, for the importer's tests.
 
 As PagerDuty does: ``Authorization: Token token=KEY`` (anything else: 401 with PagerDuty's error
-body), classic ``offset``/``limit`` pagination with ``more``, users with ``html_url`` on the
+body), classic ``offset``/``limit`` pagination with ``more`` (``offset + limit`` at most 10,000), users with ``html_url`` on the
 account's own host. ``max_limit`` makes pages small so that paging is exercised; ``fail`` (from
 ``FakeService``) queues 429s, 5xx and malformed bodies.
 
@@ -62,6 +62,9 @@ class FakePagerDuty(FakeService):
         if offset is None or limit is None:
             return JSONResponse({"error": {"message": "Invalid Input Provided", "code": 2001,
                                            "errors": ["Offset or limit is not valid."]}}, 400)
+        if offset + limit > 10_000:  # classic pagination's ceiling
+            return JSONResponse({"error": {"message": "Invalid Input Provided", "code": 2001,
+                                           "errors": ["Offset must be less than 10000."]}}, 400)
         limit = min(limit, self.max_limit)
         with self._lock:
             page = self.users[offset:offset + limit]

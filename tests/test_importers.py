@@ -245,6 +245,24 @@ async def test_pagerduty_reader_retries_a_5xx_and_refuses_odd_answers(pd: FakePa
     assert {a.tenant for a in directory.accounts} == {"acme-eu"}
 
 
+async def test_pagerduty_reader_reads_up_to_the_api_ceiling_and_refuses_a_partial_list():
+    """Classic pagination serves offset + limit ≤ 10,000: an account of exactly 10,000 users is
+    read whole; one more cannot be, and a partial list must not be imported (it would mark the
+    users past the ceiling as departed)."""
+    fake = FakePagerDuty(PD_KEY).start()
+    try:
+        for n in range(10_000):
+            fake.add_user(f"P{n:06d}", f"Person {n}", f"p{n}@example.com")
+        directory = await pagerduty.fetch(PD_KEY, base_url=fake.url)
+        assert len(directory.accounts) == 10_000 and directory.requests == 100
+        fake.add_user("PLAST01", "One Too Many", "last@example.com")
+        with pytest.raises(SourceError, match="at most 10,000 users .* nothing was imported"):
+            await pagerduty.fetch(PD_KEY, base_url=fake.url)
+        assert not [r for r in fake.seen("/users") if int(r.query["offset"]) + int(r.query["limit"]) > 10_000]
+    finally:
+        fake.stop()
+
+
 # --- OpsGenie --------------------------------------------------------------------------------
 def seed_opsgenie(og: FakeOpsGenie) -> None:
     og.add_user("u-alice", "alice@example.com", "Alice Smith", role="Admin")

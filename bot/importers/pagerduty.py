@@ -2,7 +2,9 @@
 
 Requests carry ``Authorization: Token token=KEY`` and
 ``Accept: application/vnd.pagerduty+json;version=2``; pages are read with ``offset``/``limit``
-until the response says ``"more": false`` (PagerDuty's classic pagination, at most 100 a page).
+until the response says ``"more": false`` (PagerDuty's classic pagination, at most 100 a page,
+and ``offset + limit`` at most 10,000: an account with more users cannot be listed whole, and a
+partial list would mark the rest departed, so the import stops with that said and writes nothing).
 
 What Genie makes of a PagerDuty user:
 
@@ -32,6 +34,8 @@ DEFAULT_URL = "https://api.pagerduty.com"
 DEFAULT_KEY_ENV = "PAGERDUTY_API_KEY"
 PAGE_SIZE = 100
 MAX_PAGES = 10_000
+#: Classic pagination serves ``offset + limit`` up to this many records, no further.
+MAX_LISTED = 10_000
 #: Roles with limited or no responder access to the account: treated like Slack guests.
 GUEST_ROLES = frozenset({"observer", "restricted_access", "read_only_user", "read_only_limited_user"})
 
@@ -68,7 +72,11 @@ async def fetch(key: str, *, base_url: str = DEFAULT_URL, key_hint: str = DEFAUL
     async with ApiClient("PagerDuty", base_url, headers, key_hint=key_hint, secret=key, transport=transport) as api:
         offset = 0
         for _ in range(MAX_PAGES):
-            body = await api.get_json("/users", {"offset": offset, "limit": PAGE_SIZE})
+            limit = min(PAGE_SIZE, MAX_LISTED - offset)
+            if limit <= 0:
+                raise SourceError(f"PagerDuty lists at most {MAX_LISTED:,} users through its API and this account "
+                                  "has more; a partial list would count the rest as departed, so nothing was imported")
+            body = await api.get_json("/users", {"offset": offset, "limit": limit})
             page = expect_list(body, "users", "PagerDuty", "GET /users")
             users.extend(page)
             if body.get("more") is not True:
