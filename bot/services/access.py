@@ -2,8 +2,7 @@
 
 ``judge`` is the one rule, and its facts are read *now*, never from a cache, so a person
 removed from a team at 03:00 cannot acknowledge at 03:01 and a person added at 03:00 can. A
-click reads them all in one query (``gate_facts``); ``decide`` reads them for an alert already
-in hand.
+click reads them all in one query (``gate_facts``).
 
     facts = await gate_facts(session, identity, alert_id, anonymous_default=False)
     decision = await judge(session, facts, "acknowledge")
@@ -20,7 +19,6 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.linking import SlackIdentity
-from storage import repositories as repo
 from storage.models import Alert, SlackLink, Team, TeamMember, User, WorkspaceSetting
 
 ANONYMOUS_SETTING = "allow_anonymous_actions"
@@ -118,18 +116,6 @@ async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: i
     value = own if own is not None else everywhere
     return GateFacts(alert=alert, team=team, user=user, is_member=bool(member),
                      allow_anonymous=anonymous_default if value is None else value == "true")
-
-
-async def decide(
-    session: AsyncSession, identity: SlackIdentity, action: str, alert: Alert, allow_anonymous: bool
-) -> Decision:
-    """The decision for ``alert`` as it was read; reads the link, user and membership now."""
-    link = await repo.link_for_identity(session, identity.workspace_id, identity.user_id)
-    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
-    user = link.user if link is not None else None
-    member = (user is not None and team is not None
-              and await repo.membership(session, team.id, user.id) is not None)
-    return await judge(session, GateFacts(alert, team, user, member, allow_anonymous), action)
 
 
 async def judge(session: AsyncSession, facts: GateFacts, action: str) -> Decision:
