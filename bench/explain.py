@@ -3,12 +3,12 @@
     python bench/explain.py DATABASE_URL SLACK_USER_ID ALERT_ID     # prints JSON
 
 Runs the click's use case (``actions.act``, Acknowledge) once in a transaction that is rolled
-back, and the queries the outbox worker runs on every pass (``due_heads``, ``next_due_at``,
-``stats``) and, where the checkout has them, for every message (``claim_next``,
-``later_updates``, ``current_view``), captures every statement with its parameters, and EXPLAINs each on the same
-database (``EXPLAIN QUERY PLAN`` on SQLite). A full scan of a table of 1,000 rows or more is
-flagged. Self-contained (no ``bench`` imports), so that ``run.py --genie-src`` can run it with
-another checkout's ``bot`` and ``storage``.
+back, and the queries the outbox worker runs on every pass (``heads``, or ``due_heads`` and
+``next_due_at`` in older checkouts, and ``stats``) and, where the checkout has them, for every
+message (``claim_next``, ``later_updates``, ``current_view``), captures every statement with its
+parameters, and EXPLAINs each on the same database (``EXPLAIN QUERY PLAN`` on SQLite). A full
+scan of a table of 1,000 rows or more is flagged. Self-contained (no ``bench`` imports), so
+that ``run.py --genie-src`` can run it with another checkout's ``bot`` and ``storage``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ async def explain(url: str, slack_user_id: str, alert_id: int, workspace: str = 
         await session.rollback()
     groups["click"], captured[:] = list(captured), []
     async with sessionmaker() as session:
-        await outbox.due_heads(session, utcnow())
-        await outbox.next_due_at(session)
+        if hasattr(outbox, "heads"):  # the worker's one look at the outbox
+            await outbox.heads(session, utcnow())
+        else:  # an older checkout (--genie-src): its two
+            await outbox.due_heads(session, utcnow())
+            await outbox.next_due_at(session)
         await outbox.stats(session)
         if hasattr(outbox, "claim_next"):  # per message, in checkouts that have them
             from bot.alert_render import current_view

@@ -95,11 +95,6 @@ async def enqueue(
     return message
 
 
-async def due_heads(session: AsyncSession, now: datetime, limit: int = 20) -> list[OutboxMessage]:
-    """The oldest pending message of each channel, where that message is due and not leased."""
-    return (await heads(session, now, limit))[0]
-
-
 async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[list[OutboxMessage], datetime | None]:
     """``(due, next_at)``: up to ``limit`` channel heads that are due and not leased, soonest
     first, and when the next head becomes claimable (None: nothing pending). One query: the
@@ -279,13 +274,6 @@ async def stats(session: AsyncSession, now: datetime | None = None) -> OutboxSta
     failed = await session.scalar(select(func.count()).where(OutboxMessage.failed_at.is_not(None)))
     age = (now - oldest).total_seconds() if oldest else 0.0
     return OutboxStats(pending=pending, oldest_pending_age=age, failed=failed or 0)
-
-
-async def next_due_at(session: AsyncSession) -> datetime | None:
-    """When a message next becomes claimable: the earliest channel head that is due and not
-    leased (a later message of a channel waits for its head, so it does not count)."""
-    head = _heads()
-    return await session.scalar(select(func.min(_ready_at())).join(head, OutboxMessage.id == head.c.id))
 
 
 # --- for operators (``genie outbox list`` / ``genie outbox retry``) -----------------------------
