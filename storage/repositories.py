@@ -14,6 +14,27 @@ from sqlalchemy.orm import joinedload, selectinload
 from storage.models import Alert, ApiRequest, LinkRequest, SlackLink, Team, TeamMember, User, WebSession
 
 
+# --- conditional updates ---------------------------------------------------------------------
+async def update_one(session: AsyncSession, statement, entity: type, ident: Any) -> Any | None:
+    """Run a conditional ``UPDATE`` that matches at most one row of ``entity``: the row as now
+    updated (the session's copy refreshed), or None when the condition matched nothing (of any
+    number of concurrent callers exactly one gets the row). With ``UPDATE … RETURNING``
+    (SQLite ≥ 3.35, PostgreSQL) that is one statement; otherwise the ``UPDATE`` and a read by
+    primary key. ``ident``: that key, or an async callable that finds it (before the update)."""
+    if session.get_bind().dialect.update_returning:
+        return (await session.execute(
+            statement.returning(entity),
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        )).scalar_one_or_none()
+    key = await ident() if callable(ident) else ident
+    if key is None:
+        return None
+    result = await session.execute(statement.execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return None
+    return await session.get(entity, key, populate_existing=True)
+
+
 # --- users -----------------------------------------------------------------------------------
 async def user_by_email(session: AsyncSession, email: str) -> User | None:
     return await session.scalar(select(User).where(User.email == email.strip().lower()))

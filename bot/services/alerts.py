@@ -338,20 +338,9 @@ async def get(session: AsyncSession, alert_id: int) -> Alert:
 # --- transitions -----------------------------------------------------------------------------
 async def _transition(session: AsyncSession, alert: Alert, criteria: list, values: dict[str, Any]) -> bool:
     """The conditional UPDATE of one alert: True when this call changed it (exactly one of any
-    number of concurrent callers does), and then ``alert`` holds the row as updated. With
-    ``UPDATE … RETURNING`` (SQLite ≥ 3.35, PostgreSQL) that is one statement, not two."""
+    number of concurrent callers does), and then ``alert`` holds the row as updated."""
     statement = update(Alert).where(Alert.id == alert.id, *criteria).values(**values)
-    if session.get_bind().dialect.update_returning:
-        updated = (await session.execute(
-            statement.returning(Alert),
-            execution_options={"synchronize_session": False, "populate_existing": True},
-        )).scalar_one_or_none()
-        return updated is not None
-    result = await session.execute(statement.execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        return False
-    await session.refresh(alert)
-    return True
+    return await repo.update_one(session, statement, Alert, alert.id) is not None
 
 
 def _ago(then: datetime | None, now: datetime) -> str:

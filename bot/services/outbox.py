@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from bot.services.errors import InvalidInput, NotFound
+from storage import repositories as repo
 from storage.base import utcnow
 from storage.models import OutboxMessage
 
@@ -124,22 +125,6 @@ def _lease_free(now: datetime):
     return (OutboxMessage.locked_until.is_(None)) | (OutboxMessage.locked_until < now)
 
 
-async def _claiming(session: AsyncSession, statement, message_id_of) -> OutboxMessage | None:
-    """Run a claiming UPDATE; the claimed row as it is now, or None when another worker won."""
-    if session.get_bind().dialect.update_returning:
-        return (await session.execute(
-            statement.returning(OutboxMessage),
-            execution_options={"synchronize_session": False, "populate_existing": True},
-        )).scalar_one_or_none()
-    message_id = await message_id_of()
-    if message_id is None:
-        return None
-    result = await session.execute(statement.execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        return None
-    return await session.get(OutboxMessage, message_id, populate_existing=True)
-
-
 async def claim(session: AsyncSession, message_id: int, now: datetime, lease: timedelta = LEASE) -> OutboxMessage | None:
     """Take the lease; exactly one worker wins. Returns the claimed message (with its attempts,
     lease and first attempt as now recorded), or None when another worker got it first."""
@@ -148,11 +133,7 @@ async def claim(session: AsyncSession, message_id: int, now: datetime, lease: ti
         .where(OutboxMessage.id == message_id, _pending(), _lease_free(now))
         .values(**_claim_values(now, lease))
     )
-
-    async def message_id_of() -> int:
-        return message_id
-
-    return await _claiming(session, statement, message_id_of)
+    return await repo.update_one(session, statement, OutboxMessage, message_id)
 
 
 async def claim_next(session: AsyncSession, channel: str, now: datetime, lease: timedelta = LEASE) -> OutboxMessage | None:
@@ -168,7 +149,7 @@ async def claim_next(session: AsyncSession, channel: str, now: datetime, lease: 
     async def message_id_of() -> int | None:
         return await session.scalar(select(head))
 
-    return await _claiming(session, statement, message_id_of)
+    return await repo.update_one(session, statement, OutboxMessage, message_id_of)
 
 
 #: How far past a channel's head the worker looks for more updates of the same alert.
