@@ -11,7 +11,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
-from storage.models import Alert, ApiRequest, LinkRequest, SlackLink, Team, TeamMember, User, WebSession
+from storage.models import (Alert, ApiRequest, LinkRequest, SlackLink, Team, TeamMember, User, WebSession,
+                            WorkspaceSetting)
 
 
 # --- conditional updates ---------------------------------------------------------------------
@@ -33,6 +34,20 @@ async def update_one(session: AsyncSession, statement, entity: type, ident: Any)
     if result.rowcount != 1:
         return None
     return await session.get(entity, key, populate_existing=True)
+
+
+# --- workspace settings ----------------------------------------------------------------------
+def workspace_setting_value(workspace_id: str, key: str):
+    """SQL for a setting as a workspace sees it: its own value, else the deployment-wide one
+    (workspace ``'*'``), else NULL — each a primary-key lookup, usable inside a larger query."""
+    def value(workspace: str):
+        return (select(WorkspaceSetting.value)
+                .where(WorkspaceSetting.workspace_id == workspace, WorkspaceSetting.key == key).scalar_subquery())
+    return func.coalesce(value(workspace_id), value("*"))
+
+
+async def workspace_setting(session: AsyncSession, workspace_id: str, key: str) -> str | None:
+    return await session.scalar(select(workspace_setting_value(workspace_id, key)))
 
 
 # --- users -----------------------------------------------------------------------------------

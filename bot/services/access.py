@@ -19,6 +19,7 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.linking import SlackIdentity
+from storage import repositories as repo
 from storage.models import Alert, SlackLink, Team, TeamMember, User, WorkspaceSetting
 
 ANONYMOUS_SETTING = "allow_anonymous_actions"
@@ -55,15 +56,7 @@ _VERB = {"acknowledge": "acknowledge", "close": "close", "assign": "assign"}
 
 async def allow_anonymous(session: AsyncSession, workspace_id: str, default: bool) -> bool:
     """The workspace's own setting, else the deployment-wide one (``'*'``), else ``default``."""
-    rows = dict(
-        (r.workspace_id, r.value)
-        for r in await session.scalars(
-            select(WorkspaceSetting).where(
-                WorkspaceSetting.key == ANONYMOUS_SETTING, WorkspaceSetting.workspace_id.in_([workspace_id, "*"])
-            )
-        )
-    )
-    value = rows.get(workspace_id, rows.get("*"))
+    value = await repo.workspace_setting(session, workspace_id, ANONYMOUS_SETTING)
     return default if value is None else value == "true"
 
 
@@ -87,12 +80,6 @@ class GateFacts:
     allow_anonymous: bool
 
 
-def _setting(workspace_id: str):
-    return (select(WorkspaceSetting.value)
-            .where(WorkspaceSetting.workspace_id == workspace_id, WorkspaceSetting.key == ANONYMOUS_SETTING)
-            .scalar_subquery())
-
-
 async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: int,
                      anonymous_default: bool) -> GateFacts | None:
     """The alert, its team, the clicker's link and user, their membership and the workspace's
@@ -101,8 +88,8 @@ async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: i
     hand-offs to aiosqlite's thread, and the click's transaction holds the write lock."""
     is_member = exists().where(TeamMember.team_id == Alert.team_id, TeamMember.user_id == User.id)
     row = (await session.execute(
-        select(Alert, Team, User, is_member.label("is_member"), _setting(identity.workspace_id).label("own"),
-               _setting("*").label("everywhere"))
+        select(Alert, Team, User, is_member.label("is_member"),
+               repo.workspace_setting_value(identity.workspace_id, ANONYMOUS_SETTING).label("anonymous"))
         .select_from(Alert)
         .outerjoin(Team, Team.id == Alert.team_id)
         .outerjoin(SlackLink, and_(SlackLink.workspace_id == identity.workspace_id,
@@ -112,8 +99,7 @@ async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: i
     )).first()
     if row is None:
         return None
-    alert, team, user, member, own, everywhere = row
-    value = own if own is not None else everywhere
+    alert, team, user, member, value = row
     return GateFacts(alert=alert, team=team, user=user, is_member=bool(member),
                      allow_anonymous=anonymous_default if value is None else value == "true")
 

@@ -41,8 +41,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.services import audit
 from bot.services.audit import Who
 from bot.services.errors import AlreadyExists, InvalidInput, NotFound
+from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import ExternalAccount, SlackLink, User, WorkspaceSetting
+from storage.models import ExternalAccount, SlackLink, User
 
 #: Providers Genie knows by name (others are accepted if they look like a name).
 KNOWN_PROVIDERS = ("slack", "pagerduty", "opsgenie", "sentry", "github", "jira", "gitlab")
@@ -183,10 +184,7 @@ async def people_with_email(session: AsyncSession, email: str) -> list[User]:
 
 async def auto_link_enabled(session: AsyncSession, workspace_id: str) -> bool:
     """The workspace's ``auto_link_by_email`` (else the deployment-wide ``'*'``); off by default."""
-    rows = dict((r.workspace_id, r.value) for r in await session.scalars(
-        select(WorkspaceSetting).where(WorkspaceSetting.key == AUTO_LINK_SETTING,
-                                       WorkspaceSetting.workspace_id.in_([workspace_id, "*"]))))
-    return rows.get(workspace_id, rows.get("*")) == "true"
+    return await repo.workspace_setting(session, workspace_id, AUTO_LINK_SETTING) == "true"
 
 
 # --- the connection, whatever the provider --------------------------------------------------
