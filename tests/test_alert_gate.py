@@ -273,6 +273,22 @@ async def test_workspace_setting_turns_anonymous_actions_on_for_one_workspace(wo
     await eventually(lambda: _acked(world, alert_id))
 
 
+async def test_the_deployment_wide_setting_applies_where_a_workspace_has_none_of_its_own(world):
+    """``genie workspace set`` without ``--workspace`` writes workspace ``*``: every workspace
+    without its own value follows it; a workspace's own value wins."""
+    from bot.services import access
+    alert_id, _ = await _fire(world)
+    async with world.sessionmaker.begin() as s:
+        await access.set_workspace_setting(s, "*", "allow_anonymous_actions", "true")
+        await access.set_workspace_setting(s, TEAM_ID, "allow_anonymous_actions", "false")
+    await _click(world, STRANGER, alert_id, "alert_acknowledge")
+    assert "isn't connected" in (await _ephemeral(world))[-1]["text"]
+    async with world.sessionmaker.begin() as s:
+        await s.execute(text("DELETE FROM workspace_setting WHERE workspace_id = :w"), {"w": TEAM_ID})
+    await _click(world, STRANGER, alert_id, "alert_acknowledge")
+    await eventually(lambda: _acked(world, alert_id))
+
+
 # --- never trust the button ----------------------------------------------------------------------
 async def test_forged_values_are_judged_against_the_real_alert(world):
     search_id, _ = await _fire(world, message="Index lag", team="Search")
