@@ -53,11 +53,20 @@ class SlackIdentity:
 
 @dataclass(frozen=True)
 class SlackProfile:
-    """What Slack told us about the person (``users.info``); any field may be unknown."""
+    """What Slack told us about the person (``users.info``); any field may be unknown.
+
+    Shown, never trusted, and fitted to the columns it is kept in: names are clipped to 200
+    characters and an email longer than 254 is unknown (PostgreSQL refuses longer values; a
+    giant team domain in a payload must not turn a refusal into a 500)."""
 
     name: str | None = None
     email: str | None = None
     workspace_name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", (self.name or "")[:200] or None)
+        object.__setattr__(self, "workspace_name", (self.workspace_name or "")[:200] or None)
+        object.__setattr__(self, "email", self.email if self.email and len(self.email) <= 254 else None)
 
 
 class LinkProblem(enum.StrEnum):
@@ -134,11 +143,9 @@ async def issue_link(
         slack_user_id=identity.user_id,
         slack_team_id=identity.team_id,
         enterprise_id=identity.enterprise_id,
-        # What Slack's payload says about names is shown, not trusted: clipped to the columns
-        # (PostgreSQL refuses longer values; a giant team domain must not turn a refusal into a 500).
-        workspace_name=(profile.workspace_name or None) and profile.workspace_name[:200],
-        slack_name=(profile.name or None) and profile.name[:200],
-        slack_email=profile.email if profile.email and len(profile.email) <= 254 else None,
+        workspace_name=profile.workspace_name,  # fitted to the columns (SlackProfile)
+        slack_name=profile.name,
+        slack_email=profile.email,
         created_at=now,
         expires_at=now + timedelta(seconds=ttl),
     )
@@ -151,10 +158,9 @@ async def record_profile(session: AsyncSession, nonce: str, profile: SlackProfil
     """Fill in what ``users.info`` said, once it answered (after Slack's 3-second ack)."""
     request = await session.get(LinkRequest, nonce)
     if request is not None:
-        request.slack_name = (profile.name or request.slack_name or "")[:200] or None
-        email = profile.email if profile.email and len(profile.email) <= 254 else None
-        request.slack_email = email or request.slack_email
-        request.workspace_name = (profile.workspace_name or request.workspace_name or "")[:200] or None
+        request.slack_name = profile.name or request.slack_name
+        request.slack_email = profile.email or request.slack_email
+        request.workspace_name = profile.workspace_name or request.workspace_name
 
 
 # --- previewing (GET: reads only) ------------------------------------------------------------
