@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from tests import forkserver
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -47,16 +49,15 @@ def clean_env(**settings: str) -> dict[str, str]:
 class GenieServer:
     url: str
     log_path: Path
-    proc: subprocess.Popen
+    proc: forkserver.ForkedProcess
 
     @classmethod
     def start(cls, env: dict[str, str], port: int, *, cwd: Path, log_path: Path | None = None,
               args: tuple[str, ...] = ()) -> "GenieServer":
         """``genie serve --port PORT ARGS`` in ``cwd``; returns at once (see ``wait_healthy``)."""
         log_path = log_path or cwd / f"genie-serve-{port}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port), *args], env=env,
-                                    cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log_path.write_bytes(b"")
+        proc = forkserver.start(["serve", "--port", str(port), *args], env=env, cwd=cwd, output=log_path)
         return cls(f"http://127.0.0.1:{port}", log_path, proc)
 
     @property

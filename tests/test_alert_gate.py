@@ -17,6 +17,7 @@ from sqlalchemy import text
 from bot.services import accounts, alerts, linking
 from bot.services.alerts import Actor, CreateAlert
 from bot.services.linking import SlackIdentity, SlackProfile
+from tests import forkserver
 from tests.conftest import PASSWORD, eventually, page_text
 from tests.fake_slack import TEAM_ID
 from tests.helpers import block_text, buttons, walk
@@ -371,12 +372,9 @@ async def test_api_close_updates_the_message_and_home_lists_open_alerts(world):
 
 async def _genie_cli(world, tmp_path, *args: str) -> tuple[int, str, str]:
     """Run the real `genie` command without blocking the event loop the server shares."""
-    import sys
     env = {"DATABASE_URL": world.settings.database_url, "GENIE_SECRET_KEY": "k" * 32, "PATH": "/usr/bin:/bin"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", *args, env=env, cwd=tmp_path,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    return proc.returncode, out.decode(), err.decode()
+    done = await asyncio.to_thread(forkserver.run, args, env=env, cwd=tmp_path, timeout=60)
+    return done.returncode, done.stdout, done.stderr
 
 
 async def test_genie_alert_show_prints_the_timeline(world, tmp_path):

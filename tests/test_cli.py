@@ -18,6 +18,7 @@ import pytest
 from bot.services import accounts
 from bot.services.linking import SlackIdentity, SlackProfile, issue_link, redeem
 from storage.session import make_engine, make_sessionmaker
+from tests import forkserver
 from tests.conftest import SECRET_KEY
 
 PASSWORD = "Tr0ub4dor&3-not-on-the-command-line"
@@ -45,11 +46,7 @@ def base_env(**extra: str | None) -> dict[str, str]:
 
 
 def genie(cwd: Path, env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 60) -> Run:
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=cwd, env=env, input=stdin if stdin is not None else "", capture_output=True, text=True,
-        timeout=timeout,
-    )
+    done = forkserver.run(args, cwd=cwd, env=env, input=stdin if stdin is not None else "", timeout=timeout)
     run = Run(tuple(args), done.returncode, done.stdout, done.stderr)
     for secret in (PASSWORD, OTHER_PASSWORD, SECRET_KEY):
         assert secret not in run.stdout and secret not in run.stderr, f"a secret was printed:\n{run}"

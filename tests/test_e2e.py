@@ -23,6 +23,7 @@ from typing import Callable
 import httpx
 import pytest
 
+from tests import forkserver
 from tests.conftest import PASSWORD, SECRET_KEY, SIGNING_SECRET
 from tests.fake_slack import FakeSlack
 from tests.helpers import connect_url
@@ -46,8 +47,7 @@ ALICE = SlackUser("U0ALICE")
 # --- processes -----------------------------------------------------------------------------------
 def genie_cli(env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run ``genie ARGS`` (as ``python -m bot``) and insist on exit status 0."""
-    done = subprocess.run([sys.executable, "-m", "bot", *args], input=stdin, env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    done = forkserver.run(args, input=stdin, env=env, cwd=cwd, timeout=60)
     assert done.returncode == 0, (args, done.returncode, done.stdout, done.stderr)
     return done
 

@@ -13,6 +13,7 @@ import pytest
 from bot.config import ConfigError, Settings
 from bot.services import accounts, alerts, linking
 from bot.services.alerts import CreateAlert
+from tests import forkserver
 from tests.conftest import eventually
 from tests.helpers import ack_json, connect_url
 from tests.slack_driver import SlackUser
@@ -141,12 +142,9 @@ async def test_workspace_list_shows_installations_and_admins_see_settings_on_hom
     async with genie.sessionmaker.begin() as s:
         await access.set_workspace_setting(s, "T0BETA", "allow_anonymous_actions", "true")
     env = {"DATABASE_URL": genie.settings.database_url, "GENIE_SECRET_KEY": "k" * 32, "PATH": "/usr/bin:/bin"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "workspace", "list", "--json", env=env,
-                                                cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 0, err
-    rows = json.loads(out)
+    done = await asyncio.to_thread(forkserver.run, ["workspace", "list", "--json"], env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
     assert [(r["workspace"], r["name"], r["settings"]) for r in rows] == [
         ("T0BETA", "Beta", {"allow_anonymous_actions": "true"})]
 

@@ -18,6 +18,7 @@ import pytest
 from bot import slack_sync
 from bot.services import access
 from bot.services.errors import InvalidInput
+from tests import forkserver
 from tests.conftest import ALICE, SECRET_KEY, SIGNING_SECRET, eventually, page_text
 from tests.fake_slack import TEAM_ID
 from tests.helpers import ack_json, connect_url
@@ -408,8 +409,7 @@ async def test_a_token_without_users_read_email_is_named_in_the_report(genie):
 async def _cli(tmp_path, env: dict[str, str], *args: str):
     """``genie ARGS`` as a process; in a thread, so that the in-process Genie serving the same
     database keeps running (and is never holding SQLite's lock while the loop is stalled)."""
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", *args], cwd=tmp_path, env=env,
-                                   capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = await asyncio.to_thread(forkserver.run, args, cwd=tmp_path, env=env, timeout=120)
     assert "Traceback" not in done.stderr, done.stderr
     for secret in (SECRET_KEY, SIGNING_SECRET, "xoxb-test-token"):
         assert secret not in done.stdout + done.stderr

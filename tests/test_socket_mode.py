@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import forkserver
 from tests.conftest import SECRET_KEY, SIGNING_SECRET
 from tests.fake_slack import TEAM_DOMAIN, TEAM_ID, FakeSlack
 from tests.helpers import block_text, buttons
@@ -35,8 +36,7 @@ def slack() -> FakeSlack:
 
 
 def genie_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bot", *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=60)
+    return forkserver.run(args, env=env, cwd=cwd, timeout=60)
 
 
 def socket_env(db_url: str, slack: FakeSlack, port: int, **extra: str) -> dict[str, str]:
@@ -174,8 +174,7 @@ def test_socket_mode_stops_at_start_naming_the_variable(extra, variable, tmp_pat
     env = clean_env(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'genie.db'}", SLACK_APP_TOKEN=APP_TOKEN,
                     SLACK_BOT_TOKEN=BOT_TOKEN)
     env.update(extra)
-    done = subprocess.run([sys.executable, "-m", "bot", "serve", "--socket-mode", "--port", "0"], cwd=tmp_path,
-                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    done = forkserver.run(["serve", "--socket-mode", "--port", "0"], cwd=tmp_path, env=env, timeout=30)
     assert done.returncode == 1, (done.stdout, done.stderr)
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("genie: ") and variable in lines[0], done.stderr
