@@ -97,6 +97,7 @@ def _view(alert: Alert, team_name: str | None, owner_id: int | None, owner_name:
         tags=tuple(alert.tags or ()), details=dict(alert.details or {}), source=alert.source, entity=alert.entity,
         count=alert.count, acknowledged=alert.acknowledged, acknowledged_by=alert.acknowledged_by,
         acknowledged_at=alert.acknowledged_at, closed_by=alert.closed_by, closed_at=alert.closed_at,
+        acknowledged_by_slack=alert.acknowledged_by_slack, closed_by_slack=alert.closed_by_slack,
         owner_name=owner_name, owner_id=owner_id, owner_slack=owner_slack, members=members,
         reported_by=reporter, responders=responders, detail_people=detail_people,
     )

@@ -171,6 +171,7 @@ def cmd_user_set_password(args: argparse.Namespace) -> int:
 def cmd_user_invite(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
+    from bot.blocks.linking import invite_dm
     from bot.services import outbox
     from bot.services.keys import secret_keys_in
 
@@ -185,8 +186,7 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
         told = []
         if not args.no_slack and settings.slack_mode != "none":
             for link in await repo.links_of_user(session, user.id):
-                text = (f"You're invited to Genie's web pages as {user.email}. Choose your password here "
-                        f"(the link works once and expires in {args.days} day{'s' if args.days != 1 else ''}): {url}")
+                text = invite_dm(user.email, url, args.days)
                 await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload={"text": text},
                                      slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
                 told.append(link.slack_user_id)

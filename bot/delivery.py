@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
 from bot.alert_render import current_view
-from bot.blocks.alerts import alert_message
+from bot.blocks.alerts import alert_message, rendered_message
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.services import outbox
@@ -493,6 +493,11 @@ class OutboxWorker:
 
     async def _post_message(self, claim: Claim) -> None:
         payload = claim.payload or {}
+        drawn = rendered_message(payload) if "render" in payload else None  # queued as values: drawn now
+        if drawn is not None:
+            payload = {"text": drawn[0], "blocks": drawn[1]}
+        elif "render" in payload:
+            raise Undeliverable(f"a message Genie cannot draw ({str(payload.get('render'))[:40]!r})")
         if not isinstance(payload.get("text"), str) or not payload["text"]:
             raise Undeliverable("a message without text")
         kwargs: dict[str, Any] = {"channel": claim.channel, "text": payload["text"]}

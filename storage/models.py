@@ -100,6 +100,15 @@ class LinkRequest(Base):
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consumed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The click that was refused because the person was not connected (``acknowledge``,
+    #: ``close``, ``assign``), remembered with the request: once this link is confirmed it is
+    #: carried out through the gate (``actions.carry_out``). NULL: a plain ``/genie connect``.
+    pending_action: Mapped[str | None] = mapped_column(String(20))
+    pending_alert_id: Mapped[int | None] = mapped_column(ForeignKey("alert.id", ondelete="SET NULL"))
+    pending_assignee_id: Mapped[int | None] = mapped_column(Integer)
+    #: Where the click was: the alert message's channel and ts.
+    pending_channel: Mapped[str | None] = mapped_column(String(32))
+    pending_message_ts: Mapped[str | None] = mapped_column(String(32))
 
 
 class WebSession(Base):
@@ -211,9 +220,14 @@ class Alert(Base):
     status: Mapped[str] = mapped_column(String(10), default="open")
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Who acknowledged / closed it, as a plain name (never Slack markup; the API returns it).
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_by: Mapped[str | None] = mapped_column(String(200))
+    #: … and, for an anonymous Slack actor (no Genie account), the Slack user id Slack gave for the
+    #: click: the message mentions them from this, never from the name (migration ``0011``).
+    acknowledged_by_slack: Mapped[str | None] = mapped_column(String(32))
+    closed_by_slack: Mapped[str | None] = mapped_column(String(32))
     owner_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     count: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

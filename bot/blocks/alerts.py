@@ -7,7 +7,6 @@ still make sense), the ephemeral refusals, and the App Home list. No I/O.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Sequence
@@ -23,7 +22,10 @@ from slack_sdk.models.blocks import (
     StaticSelectElement,
 )
 
-from bot.blocks.linking import _esc, _when, connect_button, disconnect_button
+from bot.blocks.linking import connect_button, disconnect_button
+from bot.blocks.mrkdwn import channel_link, mention
+from bot.blocks.mrkdwn import escape as _esc
+from bot.blocks.mrkdwn import when as _when
 from bot.ids import Action
 
 PRIORITY_ICON = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:",
@@ -45,17 +47,12 @@ class PersonRef:
     name: str | None = None
 
 
-_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,20}$")
-
-
 def person_text(ref: PersonRef, mark_unresolved: bool = True) -> str:
     """``<@U…>`` for a resolved person with a Slack link, else their name; an unresolved name
     as given (escaped), marked "(unresolved)" — never a guess."""
     if ref.name is None:
         return _esc(ref.given) + (" (unresolved)" if mark_unresolved else "")
-    if ref.slack_user_id and _SLACK_USER.match(ref.slack_user_id):
-        return f"<@{ref.slack_user_id}>"
-    return _esc(ref.name)
+    return mention(ref.slack_user_id) or _esc(ref.name)
 
 
 def _people_list(refs: Sequence[PersonRef], limit: int) -> str:
@@ -94,6 +91,10 @@ class AlertView:
     acknowledged_at: datetime | None = None
     closed_by: str | None = None
     closed_at: datetime | None = None
+    #: The Slack user who acknowledged / closed without a Genie account (anonymous), as Slack
+    #: identified them: mentioned, with "(anonymous)"; ``*_by`` is then only the plain name.
+    acknowledged_by_slack: str | None = None
+    closed_by_slack: str | None = None
     owner_name: str | None = None
     #: The assignee's Slack user id in the alert's workspace: the message mentions them.
     owner_slack: str | None = None
@@ -144,26 +145,24 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_MENTION = re.compile(r"^<@[UW][A-Z0-9]{2,20}> \(anonymous\)$")
-
-
-def _who(name: str | None) -> str:
-    """Actor names are escaped, except the mention Genie itself writes for anonymous actors."""
-    if not name:
-        return "someone"
-    return name if _MENTION.match(name) else _esc(name)
+def who_text(name: str | None, anonymous_slack_user: str | None = None) -> str:
+    """Who acted: an anonymous Slack actor mentioned from the id Slack gave for the click, else
+    the stored name, escaped (whatever it says: an API ``user`` of ``<@U…>`` stays text)."""
+    anonymous = mention(anonymous_slack_user)
+    if anonymous is not None:
+        return f"{anonymous} (anonymous)"
+    return _esc(name) if name else "someone"
 
 
 def status_line(view: AlertView) -> str:
     if view.status == "closed":
-        line = f":white_check_mark: *Closed* by {_who(view.closed_by)}{_after(view.created_at, view.closed_at)}"
+        line = f":white_check_mark: *Closed* by {who_text(view.closed_by, view.closed_by_slack)}{_after(view.created_at, view.closed_at)}"
     elif view.acknowledged:
-        line = (f":eyes: *Acknowledged* by {_who(view.acknowledged_by)}"
+        line = (f":eyes: *Acknowledged* by {who_text(view.acknowledged_by, view.acknowledged_by_slack)}"
                 f"{_after(view.created_at, view.acknowledged_at)}")
     else:
         line = f":rotating_light: *Open* · fired {_when(view.created_at)}"
-    assignee = (f"<@{view.owner_slack}>" if view.owner_slack and _SLACK_USER.fullmatch(view.owner_slack)
-                else _esc(view.owner_name or ""))
+    assignee = mention(view.owner_slack) or _esc(view.owner_name or "")
     if view.owner_name and view.status != "closed":
         line += f" · Assigned to {assignee}"
     elif view.owner_name:
@@ -224,12 +223,14 @@ def alert_message(view: AlertView) -> tuple[str, list[dict]]:
                                                 options=options, initial_option=initial))
         blocks.append(ActionsBlock(block_id=f"alert-{view.id}", elements=elements).to_dict())
     state = "closed" if view.status == "closed" else "acknowledged" if view.acknowledged else "open"
-    text = f"[{view.priority}] #{view.id} {view.message} ({state})"
+    text = f"[{view.priority}] #{view.id} {_esc(view.message)} ({state})"
     return text, blocks
 
 
-def refusal_blocks(text: str, connect_url: str | None = None, offer_disconnect_for: str | None = None) -> list[dict]:
-    """An ephemeral "you can't do that" that carries its own fix."""
+def refusal_blocks(text: str, connect_url: str | None = None, offer_disconnect_for: str | None = None,
+                   then: str | None = None) -> list[dict]:
+    """An ephemeral "you can't do that" that carries its own fix. ``then``: what Genie will do
+    once the person has connected through ``connect_url`` (the click, remembered)."""
     blocks = [SectionBlock(text=MarkdownTextObject(text=f":no_entry: {_esc(text)}")).to_dict()]
     elements = []
     if connect_url:
@@ -238,7 +239,64 @@ def refusal_blocks(text: str, connect_url: str | None = None, offer_disconnect_f
         elements.append(disconnect_button(offer_disconnect_for))
     if elements:
         blocks.append(ActionsBlock(elements=elements).to_dict())
+    if connect_url and then:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(
+            text=f"Once you're connected, Genie will {_esc(then)} for you — if your Genie account may.")]).to_dict())
     return blocks
+
+
+def refusal_message(text: str, **options) -> tuple[str, list[dict]]:
+    """``(fallback text, blocks)`` of a refusal (``refusal_blocks`` takes the options)."""
+    return _esc(text), refusal_blocks(text, **options)
+
+
+# --- direct messages the outbox delivers --------------------------------------------------------
+#: Verbs of the alert actions, for people.
+DONE = {"acknowledge": "acknowledged", "close": "closed", "assign": "assigned"}
+
+
+def assigned_dm(alert_id: int, message: str, priority: str, team: str | None, channel: str | None,
+                by: str | None, by_slack: str | None = None) -> tuple[str, list[dict]]:
+    """"You were assigned alert #12: Disk full on db-1 (P1 · Payments) by Alice Smith. It is
+    in #payments." ``by_slack``: an anonymous Slack actor, mentioned."""
+    where = f" It is in {channel_link(channel)}." if channel_link(channel) else ""
+    team_part = f" · {_esc(team)}" if team else ""
+    text = (f"You were assigned alert #{alert_id}: {_esc(message)} ({_esc(priority)}{team_part}) "
+            f"by {who_text(by, by_slack)}.{where}")
+    return text, [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
+
+
+def after_link_dm(action: str, alert_id: int, message: str, outcome: str, detail: str | None) -> tuple[str, list[dict]]:
+    """What became of the click a person made before connecting, once they connected:
+    ``outcome`` applied, denied (``detail``: why and what to do) or noop (``detail``: who got
+    there first, or the alert is gone)."""
+    what = f"alert #{alert_id}: {_esc(message)}" if message else f"alert #{alert_id}"
+    if outcome == "applied":
+        done = f"{DONE.get(action, action)} {what}" + (f" ({_esc(detail)})" if detail else "")
+        text = f":white_check_mark: You're connected, so Genie {done} — the click you made before connecting."
+    elif outcome == "denied":
+        text = (f":no_entry: You're connected, but your click to {_esc(action)} {what} was not carried out: "
+                f"{_esc(detail or 'not allowed')}")
+    else:
+        text = f"You're connected. Your click to {_esc(action)} {what} changed nothing: {_esc(detail or 'nothing to do')}"
+    return text, [SectionBlock(text=MarkdownTextObject(text=_clip(text, SECTION_LIMIT))).to_dict()]
+
+
+#: Direct messages queued as plain values (``{"render": name, "values": {...}}``) and drawn
+#: here when the outbox delivers them, so every text in them is escaped by the builders.
+RENDERED = {"assigned": assigned_dm, "after_link": after_link_dm}
+
+
+def rendered_message(payload: dict) -> tuple[str, list[dict]] | None:
+    """An outbox payload drawn by its builder; None when it names none (or its values do not fit)."""
+    build = RENDERED.get(payload.get("render")) if isinstance(payload.get("render"), str) else None
+    values = payload.get("values")
+    if build is None or not isinstance(values, dict):
+        return None
+    try:
+        return build(**values)
+    except TypeError:
+        return None
 
 
 def home_alert_lines(alerts: Sequence[AlertView]) -> list[dict]:

@@ -22,6 +22,9 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.blocks.mrkdwn import escape as _esc
+from bot.blocks.mrkdwn import mention
+from bot.blocks.mrkdwn import when as _when
 from bot.ids import Action
 
 
@@ -35,16 +38,9 @@ class LinkView:
     user_active: bool = True
 
 
-def _esc(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn treats as control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _when(moment: datetime) -> str:
-    """Slack renders this in the reader's own time zone; the fallback is UTC."""
-    ts = int(moment.timestamp())
-    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{ts}^{{date_short_pretty}} at {{time}}|{fallback}>"
+def _you(slack_user_id: str) -> str:
+    """The person Slack says is asking (a signed request's user id), mentioned."""
+    return mention(slack_user_id) or "You"
 
 
 def connect_button(url: str, text: str = "Connect your Genie account") -> ButtonElement:
@@ -74,7 +70,7 @@ def connect_message(slack_user_id: str, url: str, ttl_seconds: int, workspace_na
     return [
         SectionBlock(
             text=MarkdownTextObject(
-                text=f"You are <@{slack_user_id}>{where}, not yet connected to a Genie account.\n"
+                text=f"You are {_you(slack_user_id)}{where}, not yet connected to a Genie account.\n"
                 "Connect it so you can acknowledge, close and assign alerts from Slack."
             )
         ).to_dict(),
@@ -97,7 +93,7 @@ def linked_message(slack_user_id: str, link: LinkView, relink_url: str | None = 
     blocks = [
         SectionBlock(
             text=MarkdownTextObject(
-                text=f"<@{slack_user_id}> is connected to Genie as *{_esc(link.user_name)}* "
+                text=f"{_you(slack_user_id)} is connected to Genie as *{_esc(link.user_name)}* "
                 f"({_esc(link.user_email)}) since {_when(link.since)}."
             )
         ).to_dict(),
@@ -117,10 +113,10 @@ def linked_message(slack_user_id: str, link: LinkView, relink_url: str | None = 
 
 def status_text(slack_user_id: str, link: LinkView | None) -> str:
     if link is None:
-        return f"<@{slack_user_id}> is not connected to a Genie account. Run `/genie connect` to connect."
+        return f"{_you(slack_user_id)} is not connected to a Genie account. Run `/genie connect` to connect."
     state = "" if link.user_active else " (that Genie account is deactivated)"
     return (
-        f"<@{slack_user_id}> is connected to Genie as *{_esc(link.user_name)}* ({_esc(link.user_email)}) "
+        f"{_you(slack_user_id)} is connected to Genie as *{_esc(link.user_name)}* ({_esc(link.user_email)}) "
         f"since {_when(link.since)}{state}. Run `/genie disconnect` to undo."
     )
 
@@ -151,7 +147,7 @@ def help_blocks(unknown: str | None = None) -> list[dict]:
 
 
 def connected_dm(link: LinkView, workspace_name: str | None) -> tuple[str, list[dict]]:
-    text = f"You're connected as {link.user_email} in Genie."
+    text = f"You're connected as {_esc(link.user_email)} in Genie."
     where = f" in {_esc(workspace_name)}" if workspace_name else ""
     return text, [
         SectionBlock(
@@ -224,3 +220,9 @@ def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool =
         ContextBlock(elements=[MarkdownTextObject(text="`/genie help` lists every command.")]).to_dict()
     )
     return {"type": "home", "blocks": blocks}
+
+
+def invite_dm(email: str, url: str, days: int) -> str:
+    """The DM that carries a password invitation (``genie user invite``)."""
+    return (f"You're invited to Genie's web pages as {_esc(email)}. Choose your password here "
+            f"(the link works once and expires in {days} day{'s' if days != 1 else ''}): {_esc(url)}")

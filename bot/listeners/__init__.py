@@ -23,6 +23,7 @@ from slack_bolt.request.payload_utils import (
 from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 
+from bot.blocks.mrkdwn import escape
 from bot.runtime import Runtime
 from bot.services import slack_events
 from bot.services.errors import GenieError
@@ -192,4 +193,5 @@ async def on_error(error: Exception, body: dict, respond, logger: logging.Logger
         text = "Something went wrong on Genie's side. Please try again in a moment."
     if body.get("response_url"):
         who = (body.get("user") or {}).get("id") if isinstance(body.get("user"), dict) else body.get("user_id")
-        await tell(respond, str(who), "about the error", text=text, response_type="ephemeral", replace_original=False)
+        await tell(respond, str(who), "about the error", text=escape(text), response_type="ephemeral",
+                   replace_original=False)

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import access, alerts
+from bot.services import access, alerts, outbox
 from bot.services.access import Decision, Reason
 from bot.services.alerts import Actor, AlreadyDone, Forbidden
 from bot.services.linking import SlackIdentity
-from storage.models import User
+from storage.models import Alert, LinkRequest, SlackLink, User
 
 ACTIONS = ("acknowledge", "close", "assign")
 
@@ -50,7 +50,7 @@ class ActionResult:
 
 
 async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert_id: int, *,
-              anonymous_default: bool, assignee_id: int | None = None) -> ActionResult:
+              anonymous_default: bool, assignee_id: int | None = None, after_link: bool = False) -> ActionResult:
     if action not in ACTIONS:
         return ActionResult(False, "That action isn't one Genie knows.", outcome="invalid", reason="unknown_action")
     facts = await access.gate_facts(session, identity, alert_id, anonymous_default)
@@ -59,7 +59,8 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
                             outcome="invalid", reason="unknown_alert")
     alert = facts.alert
     decision = await access.judge(session, facts, action)
-    actor = Actor(via="slack", user=decision.user, identity=identity, anonymous=decision.anonymous)
+    actor = Actor(via="slack", user=decision.user, identity=identity, anonymous=decision.anonymous,
+                  after_link=after_link)
     reason = decision.reason.name.lower()
     if not decision.allowed:
         await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
@@ -82,3 +83,51 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
     except Forbidden as err:  # allowed to assign, but not to that person
         return ActionResult(False, str(err), decision, alert.id, outcome="denied", reason="assignee_not_member")
     return ActionResult(True, None, decision, alert.id, outcome="applied", reason=reason, channel=alert.slack_channel)
+
+
+# --- the click remembered while the person connected --------------------------------------------
+@dataclass(frozen=True)
+class CarriedOut:
+    """What became of a click remembered with a link request, once the link was confirmed."""
+
+    action: str
+    alert_id: int | None
+    #: The alert's message ("" when the alert no longer exists).
+    message: str
+    result: ActionResult
+    #: For the person: why it was refused, who got there first, or to whom it was assigned.
+    detail: str | None
+
+
+async def carry_out(session: AsyncSession, nonce: str, link: SlackLink, *, anonymous_default: bool) -> CarriedOut | None:
+    """In the confirm's own transaction, right after ``linking.redeem`` consumed the request:
+    carry out the click it remembered (``linking.PendingClick``), if any, as the person just
+    linked — through the same gate, read now (being linked is not being allowed) — recorded
+    on the timeline "after linking", the alert's message updated through the outbox, and the
+    person told the outcome in Slack (a DM, through the outbox). None: nothing was remembered.
+
+    Only the request this confirm consumed counts: an expired, superseded or already used
+    request never reaches here (``redeem`` refuses it, and a refused confirm changes nothing)."""
+    request = await session.get(LinkRequest, nonce)
+    if request is None or request.pending_action is None:
+        return None
+    action, alert_id = request.pending_action, request.pending_alert_id
+    identity = SlackIdentity(link.slack_team_id, link.slack_user_id, link.enterprise_id)
+    if alert_id is None:  # the alert was deleted meanwhile
+        result = ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.",
+                              outcome="invalid", reason="unknown_alert")
+    else:
+        result = await act(session, identity, action, alert_id, anonymous_default=anonymous_default,
+                           assignee_id=request.pending_assignee_id, after_link=True)
+    alert = await session.get(Alert, alert_id) if alert_id is not None and result.alert_id is not None else None
+    detail = result.text
+    if result.applied and action == "assign" and alert is not None and alert.owner_user_id is not None:
+        owner = await session.get(User, alert.owner_user_id)
+        detail = f"to {owner.name}" if owner is not None else None
+    done = CarriedOut(action, alert.id if alert else alert_id, alert.message if alert else "", result, detail)
+    outcome = result.outcome if result.outcome in ("applied", "denied") else "noop"
+    values = {"action": action, "alert_id": done.alert_id or 0, "message": done.message, "outcome": outcome,
+              "detail": detail}
+    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload={"render": "after_link", "values": values},
+                         slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
+    return done

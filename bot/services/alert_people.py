@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import identities
 from bot.services.identities import KNOWN_PROVIDERS, Named
-from storage.models import Alert, SlackLink, Team, User
+from storage.models import SlackLink, Team, User
 
 #: ``details`` keys that name a person, and the provider their value is looked up in
 #: (None: any provider — an id, handle or email of any connected account).
@@ -33,8 +33,6 @@ DETAIL_KEYS: dict[str, str | None] = {f"{p}_user": p for p in KNOWN_PROVIDERS} |
 #: The timeline's reason column holds at most this much of the summary.
 SUMMARY_LIMIT = 500
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,20}$")
-#: The one mention Genie itself writes into an actor's name (an anonymous Slack actor).
-_GENIE_MENTION = re.compile(r"^<@[UW][A-Z0-9]{2,20}> \(anonymous\)$")
 
 
 def workspace_of(team: Team | None) -> str | None:
@@ -158,19 +156,3 @@ async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Fou
     if len(summary) > SUMMARY_LIMIT:
         summary = summary[: SUMMARY_LIMIT - 1] + "…"
     return Found(stored, summary)
-
-
-# --- the assignee's DM -------------------------------------------------------------------------
-def _esc(text: str) -> str:
-    """Slack mrkdwn's three control characters (as ``bot.blocks``; services import no Slack code)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def assigned_text(alert: Alert, team: Team | None, by: str) -> str:
-    """"You were assigned alert #12: Disk full on db-1" — with priority, team, who and where."""
-    where = f" It is in <#{alert.slack_channel}>." if alert.slack_channel and re.fullmatch(
-        r"[CGD][A-Z0-9]{2,30}", alert.slack_channel) else ""
-    team_part = f" · {_esc(team.name)}" if team is not None else ""
-    who = by if _GENIE_MENTION.match(by) else _esc(by)
-    return (f"You were assigned alert #{alert.id}: {_esc(alert.message)} ({alert.priority}{team_part}) "
-            f"by {who}.{where}")

@@ -63,17 +63,31 @@ class Actor:
     anonymous: bool = False
     #: For the API: the ``user`` field of the request, else the key's team.
     label: str | None = None
+    #: Acting on a click remembered while they connected their account (``actions.carry_out``):
+    #: the timeline says "after linking".
+    after_link: bool = False
 
     @property
     def name(self) -> str:
+        """A plain name, never Slack markup: it is stored (``acknowledged_by``, the timeline) and
+        returned by the API as it is. Slack mentions are drawn by the block builders from
+        ``anonymous_slack_user``, an id Slack itself gave for the click."""
         if self.user is not None:
             return self.user.name
         if self.anonymous and self.identity is not None:
-            return f"<@{self.identity.user_id}> (anonymous)"
+            return f"Slack user {self.identity.user_id} (anonymous)"
         if self.label:
             return self.label
         # A Slack click by someone not linked (denied): name the Slack user, not "API".
-        return f"<@{self.identity.user_id}>" if self.identity is not None else "API"
+        return f"Slack user {self.identity.user_id}" if self.identity is not None else "API"
+
+    @property
+    def anonymous_slack_user(self) -> str | None:
+        """The Slack user id of an anonymous Slack actor (no Genie account): what the message
+        mentions for them. None for everyone else, whatever their name says."""
+        if self.user is None and self.anonymous and self.identity is not None and len(self.identity.user_id) <= 32:
+            return self.identity.user_id
+        return None
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -201,9 +215,12 @@ async def record(session: AsyncSession, alert: Alert, action: str, outcome: str,
                  now: datetime | None = None, flush: bool = True) -> AlertEvent:
     """Add a row to the alert's timeline. ``flush=False`` leaves the INSERT to the next flush
     (the commit, or the next query), so a transition's rows go to the database together."""
+    if actor.after_link:  # a click remembered while the person connected their account
+        reason = f"after linking: {reason}" if reason else "after linking"
+        reason = reason if len(reason) <= 500 else reason[:499] + "…"
     event = AlertEvent(
         alert_id=alert.id, at=now or utcnow(), action=action, outcome=outcome, reason=reason, via=actor.via,
-        actor_user_id=actor.user.id if actor.user else None, actor_name=actor.name,
+        actor_user_id=actor.user.id if actor.user else None, actor_name=actor.name[:200],
         slack_workspace_id=actor.identity.workspace_id if actor.identity else None,
         slack_user_id=actor.identity.user_id if actor.identity else None,
         anonymous=actor.anonymous, note=note, request_id=request_id,
@@ -367,7 +384,8 @@ async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note
                       request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
     now = now or utcnow()
     if not await _transition(session, alert, [Alert.status == "open", Alert.acknowledged.is_(False)],
-                             dict(acknowledged=True, acknowledged_at=now, acknowledged_by=actor.name, updated_at=now)):
+                             dict(acknowledged=True, acknowledged_at=now, acknowledged_by=actor.name[:200],
+                                  acknowledged_by_slack=actor.anonymous_slack_user, updated_at=now)):
         raise await _noop(session, alert, "acknowledge", actor, now, request_id)
     await record(session, alert, "acknowledge", "applied", actor, reason=why, note=note, request_id=request_id, now=now,
                  flush=False)
@@ -379,7 +397,8 @@ async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str 
                 request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
     now = now or utcnow()
     if not await _transition(session, alert, [Alert.status == "open"],
-                             dict(status="closed", closed_at=now, closed_by=actor.name, updated_at=now)):
+                             dict(status="closed", closed_at=now, closed_by=actor.name[:200],
+                                  closed_by_slack=actor.anonymous_slack_user, updated_at=now)):
         raise await _noop(session, alert, "close", actor, now, request_id)
     await record(session, alert, "close", "applied", actor, reason=why, note=note, request_id=request_id, now=now,
                  flush=False)
@@ -431,8 +450,12 @@ async def _tell_assignee(session: AsyncSession, alert: Alert, actor: Actor, owne
     link = (await alert_people.slack_links(session, {owner.id}, team)).get(owner.id)
     if link is None:
         return None
-    text = alert_people.assigned_text(alert, team, actor.name)
-    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload={"text": text}, now=now,
+    # Queued as values and drawn by the builder at delivery (bot.blocks.alerts.assigned_dm).
+    values = {"alert_id": alert.id, "message": alert.message, "priority": alert.priority,
+              "team": team.name if team is not None else None, "channel": alert.slack_channel,
+              "by": actor.name, "by_slack": actor.anonymous_slack_user}
+    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE,
+                         payload={"render": "assigned", "values": values}, now=now,
                          slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
     return link.slack_user_id
 

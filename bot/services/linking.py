@@ -32,7 +32,7 @@ from bot.services.audit import Who
 from bot.services.errors import GenieError, NotFound
 from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import LinkRequest, SlackLink, User
+from storage.models import Alert, LinkRequest, SlackLink, User
 
 LINK_TOKEN_SALT = "genie.slack-link.v1"
 MAX_TOKEN_LENGTH = 512
@@ -126,6 +126,19 @@ class LinkTokens:
         return nonce
 
 
+@dataclass(frozen=True)
+class PendingClick:
+    """An alert button clicked by someone not connected yet, kept with the link request it
+    answered with: confirming that link carries it out (``actions.carry_out``). Values as the
+    click gave them — the gate judges them again when they are carried out."""
+
+    action: str
+    alert_id: int
+    assignee_id: int | None = None
+    channel: str | None = None
+    message_ts: str | None = None
+
+
 # --- issuing ---------------------------------------------------------------------------------
 async def issue_link(
     session: AsyncSession,
@@ -133,8 +146,10 @@ async def issue_link(
     profile: SlackProfile,
     ttl: int,
     now: datetime | None = None,
+    pending: PendingClick | None = None,
 ) -> LinkRequest:
-    """A new link request for this Slack identity; older unused ones stop working."""
+    """A new link request for this Slack identity; older unused ones stop working (and with
+    them any click they remembered)."""
     now = now or utcnow()
     await repo.supersede_open_requests(session, identity.workspace_id, identity.user_id, now)
     request = LinkRequest(
@@ -149,6 +164,10 @@ async def issue_link(
         created_at=now,
         expires_at=now + timedelta(seconds=ttl),
     )
+    if pending is not None:
+        request.pending_action, request.pending_alert_id = pending.action, pending.alert_id
+        request.pending_assignee_id = pending.assignee_id
+        request.pending_channel, request.pending_message_ts = pending.channel, pending.message_ts
     session.add(request)
     await session.flush()
     return request
@@ -178,6 +197,9 @@ class LinkPreview:
     already_linked: bool = False
     #: What Slack says about the person now, when the request has not recorded it yet.
     live_profile: SlackProfile | None = None
+    #: The alert of the click remembered with the request (``PendingClick``), if it still exists:
+    #: the page says that confirming carries that click out as this Genie account.
+    pending_alert: Alert | None = None
 
     @property
     def needs_replace(self) -> bool:
@@ -216,6 +238,8 @@ async def preview(session: AsyncSession, nonce: str, user: User, now: datetime |
                   live_profile: SlackProfile | None = None) -> LinkPreview:
     request = await usable_request(session, nonce, now)
     result = LinkPreview(request=request, user=user, live_profile=live_profile)
+    if request.pending_action is not None and request.pending_alert_id is not None:
+        result.pending_alert = await session.get(Alert, request.pending_alert_id)
     current = await repo.link_for_identity(session, request.workspace_id, request.slack_user_id)
     if current is not None:
         if current.user_id == user.id:

@@ -26,7 +26,8 @@ from starlette.routing import Route
 from bot.config import SLACK_SETUP_HINT
 from bot.notify import announce_link, queue_connected_dm, fetch_profile, refresh_home_after_unlink
 from bot.runtime import Runtime
-from bot.services import accounts, identities, linking, people
+from bot import metrics
+from bot.services import accounts, actions, identities, linking, people
 from bot.services.errors import InvalidInput
 from bot.services.linking import LinkError, LinkProblem, NeedsReplaceConfirmation
 from storage import repositories as repo
@@ -253,6 +254,9 @@ async def link_confirm(request: Request) -> Response:
         async with rt.sessionmaker.begin() as session:
             link = await linking.redeem(session, nonce, user, replace=form.get("replace") == "yes")
             await queue_connected_dm(rt, session, link)
+            # The alert click that led here, if any: carried out now, through the gate.
+            carried = await actions.carry_out(session, nonce, link,
+                                              anonymous_default=rt.settings.allow_anonymous_actions)
     except LinkError as err:
         return problem_page(request, err)
     except NeedsReplaceConfirmation:
@@ -265,7 +269,11 @@ async def link_confirm(request: Request) -> Response:
         except LinkError as err:
             return problem_page(request, err)
     logger.info("linked Slack user %s (workspace %s) to Genie user %s", link.slack_user_id, link.workspace_id, user.id)
-    response = render(request, "link_done.html", link=link)
+    if carried is not None:
+        metrics.count_decision(carried.action, carried.result.outcome, carried.result.reason)
+        logger.info("carried out the remembered %s of alert #%s after linking: %s", carried.action,
+                    carried.alert_id, carried.result.outcome)
+    response = render(request, "link_done.html", link=link, carried=carried)
     response.background = BackgroundTask(announce_link, rt, link)
     return response
 

@@ -8,7 +8,7 @@ import logging
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot import metrics
-from bot.blocks.alerts import parse_value, refusal_blocks
+from bot.blocks.alerts import parse_value, refusal_message
 from bot.listeners import identity_from, runtime, tell
 from bot.services import actions, linking
 from bot.services.linking import SlackProfile
@@ -59,16 +59,28 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> N
     if result.applied:
         rt.wake_outbox(result.channel)
         return
-    connect_url = None
+    connect_url = then = None
     if result.needs_link:
+        # The click is remembered with the link: once it is confirmed, Genie carries it out
+        # through the gate (actions.carry_out) — the person need not find the alert again.
+        pending = linking.PendingClick(action, result.alert_id, data.get("user"), *_where(body))
         async with rt.sessionmaker.begin() as session:
             request = await linking.issue_link(session, identity, SlackProfile(workspace_name=_domain(body)),
-                                               rt.settings.link_ttl)
+                                               rt.settings.link_ttl, pending=pending)
         connect_url = rt.link_url(rt.tokens.dump(request.nonce))
+        then = f"{action} alert #{result.alert_id}"
+    text, blocks = refusal_message(result.text or "Nothing was changed.", connect_url=connect_url,
+                                   offer_disconnect_for=result.linked_inactive_email, then=then)
     await tell(respond, identity.user_id, f"why {action} changed nothing on alert #{result.alert_id or '?'}",
-               text=result.text or "Nothing was changed.", response_type="ephemeral", replace_original=False,
-               blocks=refusal_blocks(result.text or "Nothing was changed.", connect_url=connect_url,
-                                     offer_disconnect_for=result.linked_inactive_email))
+               text=text, response_type="ephemeral", replace_original=False, blocks=blocks)
+
+
+def _where(body: dict) -> tuple[str | None, str | None]:
+    """The channel and ts of the message clicked (for the record; never trusted for access)."""
+    container = body.get("container") if isinstance(body.get("container"), dict) else {}
+    channel, ts = container.get("channel_id"), container.get("message_ts")
+    return (channel if isinstance(channel, str) and len(channel) <= 32 else None,
+            ts if isinstance(ts, str) and len(ts) <= 32 else None)
 
 
 def _domain(body: dict) -> str | None:

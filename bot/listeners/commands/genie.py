@@ -8,6 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.blocks.linking import connect_message, disconnected_text, help_blocks, linked_message, status_text
+from bot.blocks.mrkdwn import escape
 from bot.listeners import identity_from, runtime
 from bot.notify import fetch_profile, link_view, publish_home
 from bot.services import linking
@@ -41,7 +42,7 @@ async def connect(ack, body: dict, context: AsyncBoltContext, client: AsyncWebCl
         await ack(response_type="ephemeral", text="Connect your Genie account",
                   blocks=connect_message(identity.user_id, url, rt.settings.link_ttl, workspace_name))
     else:
-        await ack(response_type="ephemeral", text=f"You're connected to Genie as {view.user_email}",
+        await ack(response_type="ephemeral", text=f"You're connected to Genie as {escape(view.user_email)}",
                   blocks=linked_message(identity.user_id, view, relink_url=url))
     # After the ack (Slack's 3 seconds): who this is, for the confirm page's anti-phishing check.
     profile = await fetch_profile(client, identity.user_id, workspace_name)
