@@ -773,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_user_set_password)
     p = user.add_parser("invite", help="a one-time link for the person to set (or reset) their password")
     p.add_argument("email")
-    p.add_argument("--days", type=int, default=accounts.INVITE_TTL.days, help="valid for N days (default 7, at most 30)")
+    p.add_argument("--days", type=int, default=accounts.INVITE_TTL.days, help="valid for N days (default 3, at most 30)")
     p.add_argument("--no-slack", action="store_true", help="do not also send the link as a Slack DM")
     p.set_defaults(func=cmd_user_invite)
     p = user.add_parser("deactivate", help="a deactivated user cannot sign in or act on alerts")

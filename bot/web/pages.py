@@ -179,20 +179,18 @@ async def login_submit(request: Request) -> Response:
     password = str(form.get("password") or "")[:1024]
     target = safe_next(str(form.get("next") or ""))
     try:
-        async with rt.sessionmaker.begin() as session:
-            user = await accounts.sign_in(session, email, password, client_address(request))
-            if user is not None:
-                await accounts.end_session(session, request.cookies.get(SESSION_COOKIE))
-                token = await accounts.start_session(session, user)
+        signed_in = await accounts.sign_in(rt.sessionmaker, email, password, client_address(request),
+                                           request.cookies.get(SESSION_COOKIE))
     except accounts.TooManyAttempts as err:
         logger.warning("sign-in refused for a while: too many failures for that account or from %s",
                        client_address(request))
         response = render(request, "login.html", status_code=429, next=target, email=email, error=str(err))
         response.headers["Retry-After"] = str(max(1, int(err.retry_after.total_seconds())))
         return response
-    if user is None:
+    if signed_in is None:
         return render(request, "login.html", status_code=401, next=target, email=email,
                       error="Email or password is incorrect.")
+    _user, token = signed_in
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=rt.settings.secure_cookies,
                         path="/", max_age=int(accounts.SESSION_LIFETIME.total_seconds()))
