@@ -42,6 +42,7 @@ async def _password_hash(genie, email: str) -> str | None:
 
 async def test_an_invited_person_sets_a_password_once_and_is_signed_in(genie, db_url, tmp_path):
     await genie.add_user("carol@example.com", "Carol Diaz", password=None)
+    genie.fake.add_user("U0CAROL", "Carol Diaz", "carol@example.com")  # her confirmed Slack email is hers
     async with genie.sessionmaker.begin() as s:  # Carol's Slack account, matched by a directory sync
         account = await identities.upsert(s, ReportedAccount(
             "slack", "U0CAROL", WORKSPACE, handle="carol", email="carol@example.com", email_verified=True,
