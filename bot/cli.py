@@ -169,34 +169,71 @@ def cmd_user_set_password(args: argparse.Namespace) -> int:
 
 
 def cmd_user_invite(args: argparse.Namespace) -> int:
+    """The link is always printed for the admin. It is DMed only to the person's Slack accounts
+    whose confirmed email (``users.info`` now) is their Genie email: a Slack account linked by a
+    phished one-time link must never receive a password link (issue 13). The outbox asks Slack
+    again when it delivers."""
     from datetime import timedelta
 
     from bot.blocks.linking import invite_dm
-    from bot.services import outbox
+    from slack_sdk.errors import SlackApiError
+
+    from bot.notify import SLACK_FAILURES, queue_owner_dm
+    from bot.services import slack_directory
     from bot.services.keys import secret_keys_in
+    from bot.slack_clients import SlackClients
+    from storage.migrate import upgrade
 
     if not 1 <= args.days <= accounts.MAX_INVITE_TTL.days:
         raise UserError(f"--days must be between 1 and {accounts.MAX_INVITE_TTL.days}")
     settings = _admin_settings()
 
-    async def work(session):
-        keys = await secret_keys_in(session, settings.secret_keys)
-        user, token = await accounts.invite(session, accounts.Invites(keys), args.email, timedelta(days=args.days))
-        url = f"{settings.base_url}/invite/{token}"
-        told = []
-        if not args.no_slack and settings.slack_mode != "none":
-            for link in await repo.links_of_user(session, user.id):
-                text = invite_dm(user.email, url, args.days)
-                await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload={"text": text},
-                                     slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
-                told.append(link.slack_user_id)
-        return user, url, told
+    async def owner_problem(clients: SlackClients, link, email: str) -> str | None:
+        client = await clients.for_workspace(link.slack_team_id, link.enterprise_id)
+        if client is None:
+            return f"Genie is not installed in workspace {link.workspace_id}"
+        try:
+            answer = await client.users_info(user=link.slack_user_id)
+        except SLACK_FAILURES as err:
+            why = err.response.get("error") if isinstance(err, SlackApiError) else type(err).__name__
+            return f"Slack could not say whose account it is (users.info: {why})"
+        workspace = slack_directory.Workspace(link.workspace_id, link.slack_team_id, link.enterprise_id)
+        return slack_directory.owner_problem(answer.get("user") or {}, workspace, email)
 
-    user, url, told = asyncio.run(_with_db(work))
+    async def run():
+        engine = make_engine(settings.database_url)
+        try:
+            try:
+                await upgrade(engine)
+            except OSError as err:
+                raise UserError(f"cannot reach the database (DATABASE_URL): {err}") from None
+            clients = SlackClients(settings, engine)
+            async with make_sessionmaker(engine).begin() as session:
+                keys = await secret_keys_in(session, settings.secret_keys)
+                user, token = await accounts.invite(session, accounts.Invites(keys), args.email,
+                                                    timedelta(days=args.days))
+                url = f"{settings.base_url}/invite/{token}"
+                told, refused = [], []
+                if not args.no_slack and settings.slack_mode != "none":
+                    for link in await repo.links_of_user(session, user.id):
+                        problem = await owner_problem(clients, link, user.email)
+                        if problem is not None:
+                            refused.append((link.slack_user_id, problem))
+                            continue
+                        await queue_owner_dm(session, link, user.email, invite_dm(user.email, url, args.days), [])
+                        told.append(link.slack_user_id)
+                return user, url, told, refused
+        finally:
+            await engine.dispose()
+
+    user, url, told, refused = asyncio.run(run())
     print(f"invitation for {user.email} (works once, expires in {args.days} days):")
     print(url)
     if told:
         print(f"also sent to them in Slack ({', '.join(told)}); `genie serve` delivers it")
+    for slack_user, problem in refused:
+        print(f"not sent to Slack user {slack_user}: {problem} — a password link goes only to a Slack account "
+              f"whose confirmed email is the person's own; give them the link above yourself")
     return 0
 
 
@@ -773,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_user_set_password)
     p = user.add_parser("invite", help="a one-time link for the person to set (or reset) their password")
     p.add_argument("email")
-    p.add_argument("--days", type=int, default=accounts.INVITE_TTL.days, help="valid for N days (default 7, at most 30)")
+    p.add_argument("--days", type=int, default=accounts.INVITE_TTL.days, help="valid for N days (default 3, at most 30)")
     p.add_argument("--no-slack", action="store_true", help="do not also send the link as a Slack DM")
     p.set_defaults(func=cmd_user_invite)
     p = user.add_parser("deactivate", help="a deactivated user cannot sign in or act on alerts")

@@ -47,7 +47,7 @@ from bot.alert_render import current_view
 from bot.blocks.alerts import alert_message, rendered_message
 from bot.config import Settings
 from bot.runtime import Runtime
-from bot.services import outbox
+from bot.services import outbox, slack_directory
 from storage.base import utcnow
 from storage.models import Alert, OutboxMessage
 
@@ -503,9 +503,22 @@ class OutboxWorker:
         kwargs: dict[str, Any] = {"channel": claim.channel, "text": payload["text"]}
         if payload.get("blocks"):
             kwargs["blocks"] = payload["blocks"]
+        if payload.get("owner_email"):
+            await self._check_owner(claim, str(payload["owner_email"]), payload.get("workspace_id"))
         claim.in_doubt = True
         await claim.client.chat_postMessage(**kwargs)
         await self._settle(claim)
+
+    async def _check_owner(self, claim: Claim, email: str, workspace_id: Any) -> None:
+        """A DM only the person's own Slack account may receive (``notify.queue_owner_dm``): ask
+        Slack now whose account this is. A failing ``users.info`` is retried like any call."""
+        answer = await claim.client.users_info(user=claim.channel)
+        workspace = slack_directory.Workspace(str(workspace_id or claim.enterprise_id or claim.slack_team_id or ""),
+                                              claim.slack_team_id, claim.enterprise_id)
+        problem = slack_directory.owner_problem(answer.get("user") or {}, workspace, email)
+        if problem is not None:
+            raise Undeliverable(f"not sent to Slack user {claim.channel}: {problem} — only a Slack account whose "
+                                f"confirmed email is the person's own receives this")
 
     async def _settle(self, claim: Claim, *, alert_id: int | None = None, channel: str | None = None,
                       ts: str | None = None) -> None:

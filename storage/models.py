@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false as sa_false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from storage.base import Base, UTCDateTime, utcnow
@@ -76,6 +76,14 @@ class SlackLink(Base):
     #: How the link was made: ``link`` (the person's one-time link), ``email`` (matched by
     #: ``genie slack sync``), ``admin`` (by hand), ``import`` (from a file).
     via: Mapped[str] = mapped_column(String(10), default="link", server_default="link")
+    #: Made when Slack reported a confirmed email equal to the person's Genie email (a one-time
+    #: link confirmed with a matching email, or an auto-link by email): the identity verifiably
+    #: belongs to the person. Only such links are told about account changes, and only their
+    #: Home tab shows admin settings (``bot.services.linking``).
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    #: Linked without a matching confirmed email and not yet reviewed by the person: ``/account``
+    #: shows it in a banner with "This is me" and Undo.
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
     user: Mapped[User] = relationship(back_populates="slack_links")
 
@@ -95,6 +103,10 @@ class LinkRequest(Base):
     workspace_name: Mapped[str | None] = mapped_column(String(200))
     slack_name: Mapped[str | None] = mapped_column(String(200))
     slack_email: Mapped[str | None] = mapped_column(String(254))
+    #: The Slack handle (``name``), shown when Slack gives no email.
+    slack_handle: Mapped[str | None] = mapped_column(String(200))
+    #: Slack's ``is_email_confirmed`` for ``slack_email`` (False too for bots, guests, external users).
+    slack_email_confirmed: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

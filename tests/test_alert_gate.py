@@ -32,7 +32,7 @@ async def _link(genie, slack_user_id: str, email: str) -> None:
     async with genie.sessionmaker.begin() as s:
         req = await linking.issue_link(s, SlackIdentity(TEAM_ID, slack_user_id), SlackProfile(), 600)
         user = await accounts.require_user(s, email)
-        await linking.redeem(s, req.nonce, user, replace=True)
+        await linking.redeem(s, req.nonce, user, replace=True, ownership_confirmed=True)
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ async def test_unlinked_person_is_refused_with_a_connect_button_that_works(world
     path = urlsplit(url).path
     await browser.login("carol@example.com", next_path=path)
     await browser.get(path)
-    assert (await browser.post(path, {"replace": "yes"})).status_code == 200
+    assert (await browser.post(path, {"replace": "yes", "mine": "yes"})).status_code == 200
     async with world.sessionmaker.begin() as s:
         await accounts.add_member(s, "Payments", "carol@example.com")
     await _click(world, STRANGER, alert_id, "alert_acknowledge")

@@ -206,7 +206,7 @@ async def _link(db_url: str, email: str, name: str, slack_user: str, team: str =
         user = await accounts.add_user(session, email, name, PASSWORD)
         request = await issue_link(session, SlackIdentity(team, slack_user),
                                    SlackProfile(name=name, email=email, workspace_name="acme"), ttl=600)
-        await redeem(session, request.nonce, user, replace=False)
+        await redeem(session, request.nonce, user, replace=False, ownership_confirmed=True)
     await _with_session(db_url, work)
 
 

@@ -83,7 +83,7 @@ async def _confirm_links(url: str, fake, confirmed: list[tuple[str, str]], count
                 path = urlsplit(connect_url(answer)).path
                 await browser.login(email, next_path=path)
                 await browser.get(path)
-                done = await browser.post(path)
+                done = await browser.post(path, {"mine": "yes"})
                 if done.status_code == 200 and "You're connected" in page_text(done):
                     confirmed.append((who, email))
             except TRANSPORT_ERRORS:

@@ -42,6 +42,7 @@ async def _password_hash(genie, email: str) -> str | None:
 
 async def test_an_invited_person_sets_a_password_once_and_is_signed_in(genie, db_url, tmp_path):
     await genie.add_user("carol@example.com", "Carol Diaz", password=None)
+    genie.fake.add_user("U0CAROL", "Carol Diaz", "carol@example.com")  # her confirmed Slack email is hers
     async with genie.sessionmaker.begin() as s:  # Carol's Slack account, matched by a directory sync
         account = await identities.upsert(s, ReportedAccount(
             "slack", "U0CAROL", WORKSPACE, handle="carol", email="carol@example.com", email_verified=True,
@@ -148,3 +149,59 @@ async def test_invite_command_refuses_what_it_cannot_do(genie, db_url, tmp_path)
     async with genie.sessionmaker.begin() as s:
         await accounts.set_active(s, "fay@example.com", False)
     user_error(await asyncio.to_thread(run_genie, tmp_path, env, "user", "invite", "fay@example.com"), "deactivated")
+
+
+async def _signed_in_elsewhere(genie, email: str, password: str):
+    browser = genie.browser()
+    assert (await browser.login(email, password)).status_code == 303
+    assert (await browser.get("/account")).status_code == 200
+    return browser
+
+
+async def test_password_changes_and_deactivation_end_every_session(genie, db_url, tmp_path):
+    """Issue 13 item 7: a password change (by an admin, or through an invitation) signs the
+    person out everywhere, and deactivate → activate revives no old session."""
+    from tests.conftest import PASSWORD
+
+    env = _cli_env(genie, db_url)
+    await genie.add_user("gus@example.com", "Gus Grant")
+    laptop = await _signed_in_elsewhere(genie, "gus@example.com", PASSWORD)
+    ok(await asyncio.to_thread(run_genie, tmp_path, env, "user", "set-password", "gus@example.com",
+                               "--password-stdin", stdin=NEW_PASSWORD + "\n"), "password set")
+    assert (await laptop.get("/account")).status_code == 303  # back to sign-in
+    assert await genie.scalar("SELECT count(*) FROM web_session") == 0
+
+    laptop = await _signed_in_elsewhere(genie, "gus@example.com", NEW_PASSWORD)
+    ok(await asyncio.to_thread(run_genie, tmp_path, env, "user", "deactivate", "gus@example.com"), "deactivated")
+    ok(await asyncio.to_thread(run_genie, tmp_path, env, "user", "activate", "gus@example.com"), "now active")
+    assert (await laptop.get("/account")).status_code == 303
+    assert await genie.scalar("SELECT count(*) FROM web_session") == 0
+
+    # An invitation used on one browser ends the session another browser had (someone who knew
+    # the old password, or a stolen cookie), and keeps only the one it starts.
+    laptop = await _signed_in_elsewhere(genie, "gus@example.com", NEW_PASSWORD)
+    path = await _invite(genie, db_url, tmp_path, "gus@example.com", "--no-slack")
+    phone = genie.browser()
+    await phone.get(path)
+    done = await phone.post(path, {"password": "a-third-password-3", "password_again": "a-third-password-3"})
+    assert done.status_code == 303
+    assert (await laptop.get("/account")).status_code == 303
+    assert (await phone.get("/account")).status_code == 200
+    assert await genie.scalar("SELECT count(*) FROM web_session") == 1
+
+
+async def test_an_unused_invitation_expires_after_three_days_by_default(genie, db_url, tmp_path):
+    await genie.add_user("hal@example.com", "Hal")
+    run = await asyncio.to_thread(run_genie, tmp_path, _cli_env(genie, db_url), "user", "invite",
+                                  "hal@example.com", "--no-slack")
+    ok(run, "expires in 3 days")
+    token = re.findall(r"/invite/(\S+)$", run.stdout, re.M)[0]
+    user_id = await genie.scalar('SELECT id FROM "user" WHERE email = :e', e="hal@example.com")
+    async with genie.sessionmaker() as s:  # the same link, as if signed 3 days and a minute ago
+        hal = await s.get(accounts.User, user_id)
+        made = accounts.Invites((SECRET_KEY,), clock=lambda: time.time() - 3 * 86400 - 60).make(hal)
+        fresh = accounts.Invites((SECRET_KEY,), clock=lambda: time.time() - 3 * 86400 + 60).make(hal)
+    assert accounts.Invites((SECRET_KEY,)).load(token)[0] == user_id
+    old = await genie.browser().get(f"/invite/{made}")
+    assert old.status_code == 410 and "has expired" in page_text(old)
+    assert (await genie.browser().get(f"/invite/{fresh}")).status_code == 200

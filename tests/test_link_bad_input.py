@@ -131,7 +131,7 @@ async def test_identity_linked_to_someone_else_offers_to_move_it(genie):
     refused = await browser.post(path, {"csrf_token": csrf})
     assert refused.status_code == 409 and "Replace and connect" in page_text(refused)
     assert await genie.scalar("SELECT count(*) FROM link_request WHERE consumed_at IS NOT NULL") == 1  # Bob's only
-    moved = await browser.post(path, {"replace": "yes"})
+    moved = await browser.post(path, {"replace": "yes", "mine": "yes"})
     assert moved.status_code == 200
     rows = await genie.rows('SELECT u.email, l.slack_user_id FROM slack_link l JOIN "user" u ON u.id = l.user_id')
     assert rows == [("alice@example.com", "U0ALICE")]
@@ -144,7 +144,7 @@ async def test_user_already_linked_to_another_slack_user_is_warned(genie):
     words = page_text(await browser.get(path))
     assert "already connected to Slack user U0ALICE" in words and "replaces that earlier link" in words
     assert "Careful" in words  # Bob's Slack email is not Alice's
-    done = await browser.post(path, {"replace": "yes"})
+    done = await browser.post(path, {"replace": "yes", "mine": "yes"})
     assert done.status_code == 200
     rows = await genie.rows('SELECT u.email, l.slack_user_id FROM slack_link l JOIN "user" u ON u.id = l.user_id')
     assert rows == [("alice@example.com", "U0BOB")]
@@ -244,7 +244,7 @@ async def test_enterprise_grid_identity_uses_the_org_id(genie):
     path = urlsplit(connect_url(await genie.slack.command(grid_alice, "connect"))).path
     browser = await _signed_in(genie, "alice@example.com", path)
     await browser.get(path)
-    assert (await browser.post(path)).status_code == 200
+    assert (await browser.post(path, {"mine": "yes"})).status_code == 200
     rows = await genie.rows("SELECT workspace_id, slack_team_id, enterprise_id, slack_user_id FROM slack_link")
     assert rows == [("E0ACMEORG", "T0GRIDWS1", "E0ACMEORG", "U0ALICE")]
     # The same user id in an unrelated workspace is a different identity: not linked there.
@@ -263,7 +263,7 @@ async def test_concurrent_confirms_of_one_link_link_once(genie):
         b = await _signed_in(genie, email, path)
         await b.get(path)
         browsers.append(b)
-    results = await asyncio.gather(*(b.post(path) for b in browsers))
+    results = await asyncio.gather(*(b.post(path, {"mine": "yes"}) for b in browsers))
     codes = sorted(r.status_code for r in results)
     assert codes.count(200) == 1, codes
     assert all(c == 410 for c in codes if c != 200), codes

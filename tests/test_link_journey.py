@@ -170,7 +170,7 @@ async def _link(genie, who, email: str):
     browser = genie.browser()
     await browser.login(email, next_path=path)
     await browser.get(path)
-    done = await browser.post(path, {"replace": "yes"})
+    done = await browser.post(path, {"replace": "yes", "mine": "yes"})
     assert done.status_code == 200, page_text(done)
     # Let the after-confirm DM and Home refresh finish, so later waits see only their own calls.
     await genie.fake.wait_for("chat.postMessage", channel=who.user_id)

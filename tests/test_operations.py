@@ -162,7 +162,7 @@ async def test_metrics_count_requests_clicks_and_deliveries(genie):
             if member:
                 await accounts.add_member(s, "Payments", email)
             request = await linking.issue_link(s, SlackIdentity(TEAM_ID, slack_id), SlackProfile(), 600)
-            await linking.redeem(s, request.nonce, user, replace=False)
+            await linking.redeem(s, request.nonce, user, replace=False, ownership_confirmed=True)
     before, _ = await _scrape(genie)
 
     # Requests: the link token is in the path, and must not end up in a label.

@@ -39,7 +39,8 @@ async def _confirm(genie, path: str, email: str):
     browser = genie.browser()
     await browser.login(email, next_path=path)
     shown = await browser.get(path)
-    return shown, await browser.post(path, {"replace": "yes"})
+    # U0STRANGER is unknown to Slack's users.info: the second, explicit step ("this Slack account is mine").
+    return shown, await browser.post(path, {"replace": "yes", "mine": "yes"})
 
 
 async def _dms(genie, slack_user: str) -> list[str]:

@@ -91,7 +91,8 @@ async def world(genie) -> Api:
             await accounts.add_member(s, EVIL_TEAM, email)
         for uid, email in [("U0ALICE", "alice@example.com"), ("U0EVE", "eve@example.com")]:
             req = await linking.issue_link(s, SlackIdentity(TEAM_ID, uid), SlackProfile(workspace_name=EVIL_DOMAIN), 600)
-            await linking.redeem(s, req.nonce, await accounts.require_user(s, email), replace=True)
+            await linking.redeem(s, req.nonce, await accounts.require_user(s, email), replace=True,
+                                 ownership_confirmed=True)
     genie.fake.add_user("U0STRANGER", EVIL_NAME, None)
     return Api(genie, {EVIL_TEAM: key})
 
@@ -133,7 +134,7 @@ async def test_hostile_values_never_become_live_markup_on_any_path(world: Api):
     path = urlsplit(url).path
     await browser.login("carol@example.com", next_path=path)
     await browser.get(path)
-    assert (await browser.post(path, {"replace": "yes"})).status_code == 200
+    assert (await browser.post(path, {"replace": "yes", "mine": "yes"})).status_code == 200
     dms = await fake.wait_for("chat.postMessage", channel="U0STRANGER", count=2)
     assert "was not carried out" in dms[-1].args["text"] and "&lt;!channel&gt; Payments" in dms[-1].args["text"]
     # Home tab: Eve's name, the team's name, the alert's message.

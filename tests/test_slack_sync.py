@@ -58,7 +58,7 @@ async def _link_by_hand(genie, who: SlackUser, email: str) -> None:
     browser = genie.browser()
     await browser.login(email, next_path=path)
     await browser.get(path)
-    done = await browser.post(path, {"replace": "yes"})
+    done = await browser.post(path, {"replace": "yes", "mine": "yes"})
     assert done.status_code == 200, page_text(done)
     await genie.fake.wait_for("chat.postMessage", channel=who.user_id)
 

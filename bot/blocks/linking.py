@@ -166,8 +166,33 @@ def connected_dm(link: LinkView, workspace_name: str | None) -> tuple[str, list[
     ]
 
 
+def new_link_notice(person_email: str, slack_user_id: str, name: str | None, workspace: str | None,
+                    why: str, account_url: str) -> tuple[str, list[dict]]:
+    """To the person's other, verified Slack accounts: a Slack account was connected to their
+    Genie account without Slack vouching for it by email."""
+    who = f"{_esc(name)} ({_esc(slack_user_id)})" if name else _esc(slack_user_id)
+    where = f" in {_esc(workspace)}" if workspace else ""
+    text = (f"A new Slack account, {who}{where}, was connected to your Genie account {_esc(person_email)} "
+            f"({_esc(why)}). If this wasn't you, undo it on your account page: {_esc(account_url)}")
+    return text, [
+        SectionBlock(text=MarkdownTextObject(
+            text=f":warning: A new Slack account, *{who}*{where}, was connected to your Genie account "
+                 f"{_esc(person_email)}. Slack did not confirm it is yours: {_esc(why)}.")).to_dict(),
+        SectionBlock(text=MarkdownTextObject(
+            text=f"If this wasn't you, undo it with one click on your account page: {_esc(account_url)} "
+                 "— and tell your Genie admin.")).to_dict(),
+    ]
+
+
+def password_set_notice(person_email: str, account_url: str) -> tuple[str, list[dict]]:
+    text = (f"The password of your Genie account {_esc(person_email)} was just set through an invitation link, "
+            f"and every other web session was signed out. If this wasn't you, tell your Genie admin now "
+            f"(they can send you a new link). {_esc(account_url)}")
+    return text, [SectionBlock(text=MarkdownTextObject(text=f":key: {text}")).to_dict()]
+
+
 def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool = False,
-              alerts: Sequence = (), admin_settings: dict | None = None) -> dict:
+              alerts: Sequence = (), admin_settings: dict | None = None, admin_unverified: bool = False) -> dict:
     """The App Home tab: link state first, then the person's teams and their open alerts."""
     from bot.blocks.alerts import home_alert_lines
 
@@ -215,6 +240,13 @@ def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool =
             text=f"*Workspace settings* (you are a Genie admin)\n"
                  f"Anonymous actions by people who haven't connected: *{state}* in this workspace. "
                  f"Change: `genie workspace set allow_anonymous_actions {flip} --workspace {_esc(admin_settings['workspace'])}`"
+        )).to_dict())
+    elif admin_unverified:
+        blocks.append(DividerBlock().to_dict())
+        blocks.append(SectionBlock(text=MarkdownTextObject(
+            text="*Workspace settings* are not shown here: Slack did not confirm, by your email, that this Slack "
+                 "account is yours when it was connected. Use the `genie` command, or reconnect with `/genie connect` "
+                 "from a Slack account whose confirmed email is your Genie email."
         )).to_dict())
     blocks.append(
         ContextBlock(elements=[MarkdownTextObject(text="`/genie help` lists every command.")]).to_dict()

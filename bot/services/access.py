@@ -148,7 +148,10 @@ async def judge(session: AsyncSession, facts: GateFacts, action: str) -> Decisio
 
 #: ``auto_link_by_email``: ``genie slack sync`` and Slack's user events connect a Slack user to
 #: the one Genie person with the same confirmed email (``bot.services.identities``).
-WORKSPACE_SETTINGS = {ANONYMOUS_SETTING: ("true", "false"), "auto_link_by_email": ("true", "false")}
+#: ``require_email_match``: a one-time link connects a Slack account only when Slack reports a
+#: confirmed email equal to the person's Genie email (``bot.services.linking``).
+WORKSPACE_SETTINGS = {ANONYMOUS_SETTING: ("true", "false"), "auto_link_by_email": ("true", "false"),
+                      "require_email_match": ("true", "false")}
 
 
 async def set_workspace_setting(session: AsyncSession, workspace_id: str, key: str, value: str) -> WorkspaceSetting:

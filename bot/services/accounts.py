@@ -4,14 +4,25 @@ Passwords are hashed with argon2id (argon2-cffi). Sign-in takes the same time wh
 the email exists (a dummy hash is verified), and the caller says only "email or password is
 incorrect" — no hint which field was wrong.
 
-Sign-in is rate-limited per account (the typed email) and per client address: after
-``MAX_FAILURES_PER_ACCOUNT`` / ``MAX_FAILURES_PER_ADDRESS`` failures within ``SIGNIN_WINDOW``
-further attempts are refused with ``TooManyAttempts`` *before* any password is checked (so a
-guesser learns nothing and burns no argon2 time). Failures live in the database, so the limit
-holds across restarts and every Genie process::
+Sign-in is throttled per (account, client address) and per client address, never per account
+alone: after ``MAX_FAILURES_PER_ACCOUNT`` failures of one account from one address, or
+``MAX_FAILURES_PER_ADDRESS`` failures from one address, within ``SIGNIN_WINDOW``, further attempts
+from *that address* are refused with ``TooManyAttempts`` *before* any password is checked (so a
+guesser learns nothing and burns no argon2 time). The owner, from an address that has not been
+failing, still signs in: a guesser can slow an account down but not lock its owner out. Failures
+live in the database, so the limits hold across restarts and every Genie process.
 
-    async with sessionmaker.begin() as session:
-        user = await sign_in(session, email, password, address)   # None: wrong; raises when limited
+argon2 runs outside any transaction: the hash is read (and the attempt recorded as a failure
+until proven otherwise) in one short transaction, verified with no connection held, and the
+outcome written in a second one — on SQLite, whose one connection and write lock every request
+shares, a sign-in never holds them for argon2's ~0.1 s::
+
+    signed_in = await sign_in(sessionmaker, email, password, address, old_token)  # None: wrong
+    if signed_in:
+        user, token = signed_in            # raises TooManyAttempts when throttled
+
+Changing a password (``set_password``, an invitation) and deactivating a person end every session
+they have, so reactivating them revives none.
 """
 
 from __future__ import annotations
@@ -95,32 +106,34 @@ async def require_user(session: AsyncSession, email: str) -> User:
 async def set_password(session: AsyncSession, email: str, password: str) -> User:
     user = await require_user(session, email)
     user.password_hash = hash_password(password)
+    await end_all_sessions(session, user.id)
     return user
 
 
 async def set_active(session: AsyncSession, email: str, active: bool) -> User:
     user = await require_user(session, email)
     user.is_active = active
+    if not active:  # ended, not suspended: reactivating a person revives none of their sessions
+        await end_all_sessions(session, user.id)
     return user
 
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> User | None:
-    """The user if the email and password match an active account, else None."""
+    """The user if the email and password match an active account, else None (no rate limit:
+    for the CLI and tests; the web goes through ``sign_in``)."""
     # NUL can't be in a stored email (PostgreSQL refuses it in a query): no such user.
     user = await repo.user_by_email(session, email) if "\x00" not in email else None
-    # argon2 is deliberately slow (~0.1 s): off the event loop, so one sign-in never stalls
-    # the clicks and API calls this process is serving.
     ok = await asyncio.to_thread(_verify, user.password_hash if user else None, password)
     if not ok or user is None or not user.is_active:
         return None
-    if _hasher.check_needs_rehash(user.password_hash or ""):
-        user.password_hash = await asyncio.to_thread(_hasher.hash, password)
     return user
 
 
-# --- sign-in rate limits ---------------------------------------------------------------------
+# --- sign-in throttling ----------------------------------------------------------------------
 SIGNIN_WINDOW = timedelta(minutes=15)
+#: Failures of one account from one address; that address is then refused for that account.
 MAX_FAILURES_PER_ACCOUNT = 5
+#: Failures from one address, whatever the accounts; that address is then refused.
 MAX_FAILURES_PER_ADDRESS = 20
 
 
@@ -137,11 +150,11 @@ def _account_key(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
 
 
-async def _wait_for(session: AsyncSession, column, value: str, limit: int, now: datetime) -> timedelta | None:
-    """How long until fewer than ``limit`` failures of ``column == value`` are in the window
-    (None when there already are)."""
+async def _wait_for(session: AsyncSession, where, limit: int, now: datetime) -> timedelta | None:
+    """How long until fewer than ``limit`` failures matching ``where`` are in the window (None
+    when there already are)."""
     recent = list(await session.scalars(
-        select(SigninFailure.at).where(column == value, SigninFailure.at > now - SIGNIN_WINDOW)
+        select(SigninFailure.at).where(*where, SigninFailure.at > now - SIGNIN_WINDOW)
         .order_by(SigninFailure.at.desc()).limit(limit)
     ))
     if len(recent) < limit:
@@ -150,31 +163,60 @@ async def _wait_for(session: AsyncSession, column, value: str, limit: int, now: 
 
 
 async def check_signin_allowed(session: AsyncSession, email: str, address: str, now: datetime | None = None) -> None:
-    """Raise ``TooManyAttempts`` when this account or this address failed too often lately."""
+    """Raise ``TooManyAttempts`` when this address failed too often lately, for this account or
+    overall. Failures from other addresses never count against this one: the owner is not locked
+    out by someone else's guesses."""
     now = now or utcnow()
+    address = address[:64]
     waits = [w for w in (
-        await _wait_for(session, SigninFailure.account, _account_key(email), MAX_FAILURES_PER_ACCOUNT, now),
-        await _wait_for(session, SigninFailure.address, address[:64], MAX_FAILURES_PER_ADDRESS, now),
+        await _wait_for(session, (SigninFailure.account == _account_key(email), SigninFailure.address == address),
+                        MAX_FAILURES_PER_ACCOUNT, now),
+        await _wait_for(session, (SigninFailure.address == address,), MAX_FAILURES_PER_ADDRESS, now),
     ) if w is not None]
     if waits:
         raise TooManyAttempts(max(waits))
 
 
-async def sign_in(session: AsyncSession, email: str, password: str, address: str,
-                  now: datetime | None = None) -> User | None:
-    """``authenticate`` behind the rate limits: raises ``TooManyAttempts`` (checking nothing),
-    else the user, or None after recording the failure. Success clears the account's failures."""
+async def sign_in(sessionmaker, email: str, password: str, address: str, old_token: str | None = None,
+                  now: datetime | None = None) -> tuple[User, str] | None:
+    """Check the password behind the throttle and start a web session: ``(user, session token)``,
+    None when the email or password is wrong (recorded as a failure), ``TooManyAttempts``
+    (checking nothing) when throttled. ``old_token`` (the browser's earlier session) is ended.
+
+    Three steps so that argon2 holds no connection or lock: (1) a short transaction checks the
+    throttle, reads the hash and records the attempt as a failure until proven otherwise (so
+    attempts racing this one count it); (2) argon2, with nothing held; (3) a short transaction
+    that, on success, removes that failure and this address's earlier ones for the account and
+    starts the session — if the password or the person changed meanwhile, the attempt fails."""
     now = now or utcnow()
-    await check_signin_allowed(session, email, address, now)
-    user = await authenticate(session, email, password)
-    account = _account_key(email)
-    if user is None:
-        await session.execute(delete(SigninFailure).where(SigninFailure.at <= now - SIGNIN_WINDOW))
-        session.add(SigninFailure(account=account, address=address[:64], at=now))
+    account, address = _account_key(email), address[:64]
+    async with sessionmaker.begin() as session:
+        await check_signin_allowed(session, email, address, now)
+        # NUL can't be in a stored email (PostgreSQL refuses it in a query): no such user.
+        user = await repo.user_by_email(session, email) if "\x00" not in email else None
+        user_id, stored = (user.id, user.password_hash) if user is not None and user.is_active else (None, None)
+        attempt = SigninFailure(account=account, address=address, at=now)
+        session.add(attempt)
         await session.flush()
-        return None
-    await session.execute(delete(SigninFailure).where(SigninFailure.account == account))
-    return user
+        attempt_id = attempt.id
+    # argon2 is deliberately slow (~0.1 s): off the event loop and outside any transaction.
+    ok = await asyncio.to_thread(_verify, stored, password) and user_id is not None
+    rehashed = None
+    if ok and _hasher.check_needs_rehash(stored or ""):
+        rehashed = await asyncio.to_thread(_hasher.hash, password)
+    async with sessionmaker.begin() as session:
+        user = await session.get(User, user_id) if ok else None
+        if user is None or not user.is_active or user.password_hash != stored:
+            await session.execute(delete(SigninFailure).where(SigninFailure.at <= now - SIGNIN_WINDOW))
+            return None
+        await session.execute(delete(SigninFailure).where(
+            (SigninFailure.id == attempt_id)
+            | ((SigninFailure.account == account) & (SigninFailure.address == address))))
+        if rehashed is not None:
+            user.password_hash = rehashed
+        await end_session(session, old_token)
+        token = await start_session(session, user)
+    return user, token
 
 
 # --- web sessions ----------------------------------------------------------------------------
@@ -201,6 +243,11 @@ async def session_user(session: AsyncSession, token: str | None, now: datetime |
 async def end_session(session: AsyncSession, token: str | None) -> None:
     if token and len(token) <= 100:
         await repo.delete_session(session, _token_hash(token))
+
+
+async def end_all_sessions(session: AsyncSession, user_id: int) -> None:
+    """Sign the person out everywhere (a password change, a deactivation)."""
+    await session.execute(delete(WebSession).where(WebSession.user_id == user_id))
 
 
 # --- teams -----------------------------------------------------------------------------------
@@ -278,7 +325,9 @@ async def remove_member(session: AsyncSession, team_name: str, email: str) -> tu
 
 # --- invitations: a one-time link to set a password -------------------------------------------
 INVITE_SALT = "genie.invite.v1"
-INVITE_TTL = timedelta(days=7)
+#: An unused invitation stays in DM history and mail: it is valid 3 days unless the admin asks
+#: for longer (``--days``, at most 30).
+INVITE_TTL = timedelta(days=3)
 MAX_INVITE_TTL = timedelta(days=30)
 
 
@@ -370,4 +419,5 @@ async def accept_invite(session: AsyncSession, invites: Invites, token: str, pas
     if result.rowcount != 1:
         raise InviteProblem("This invitation link has already been used. Sign in with your password.")
     set_committed_value(user, "password_hash", new_hash)
+    await end_all_sessions(session, user.id)  # whoever held a session before the change is out
     return user

@@ -281,7 +281,9 @@ async def connect(
             user_id=person.id, workspace_id=account.tenant, slack_user_id=account.external_id,
             slack_team_id=attrs.get("team_id") or account.tenant, enterprise_id=attrs.get("enterprise_id"),
             workspace_name=attrs.get("workspace_name"), slack_name=account.display_name or account.handle,
-            slack_email=account.email, created_at=now, via=via))
+            slack_email=account.email, created_at=now, via=via,
+            # auto-linked by a confirmed email (the directory's rule): the identity verifiably is theirs
+            email_verified=via == "email"))
         if other is not None:
             await audit.record(session, who, "account.remove", subject=person, provider="slack",
                                tenant=account.tenant, external_id=other.slack_user_id,

@@ -62,11 +62,19 @@ class SlackProfile:
     name: str | None = None
     email: str | None = None
     workspace_name: str | None = None
+    #: The Slack handle (``name`` in ``users.info``).
+    handle: str | None = None
+    #: ``email`` verifiably belongs to this Slack user (``slack_directory.confirmed_email``);
+    #: None when not known.
+    email_confirmed: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", (self.name or "")[:200] or None)
+        object.__setattr__(self, "handle", (self.handle or "")[:200] or None)
         object.__setattr__(self, "workspace_name", (self.workspace_name or "")[:200] or None)
         object.__setattr__(self, "email", self.email if self.email and len(self.email) <= 254 else None)
+        if self.email is None:
+            object.__setattr__(self, "email_confirmed", None)
 
 
 class LinkProblem(enum.StrEnum):
@@ -161,6 +169,8 @@ async def issue_link(
         workspace_name=profile.workspace_name,  # fitted to the columns (SlackProfile)
         slack_name=profile.name,
         slack_email=profile.email,
+        slack_handle=profile.handle,
+        slack_email_confirmed=profile.email_confirmed,
         created_at=now,
         expires_at=now + timedelta(seconds=ttl),
     )
@@ -178,11 +188,27 @@ async def record_profile(session: AsyncSession, nonce: str, profile: SlackProfil
     request = await session.get(LinkRequest, nonce)
     if request is not None:
         request.slack_name = profile.name or request.slack_name
-        request.slack_email = profile.email or request.slack_email
+        request.slack_handle = profile.handle or request.slack_handle
+        if profile.email:
+            request.slack_email, request.slack_email_confirmed = profile.email, profile.email_confirmed
         request.workspace_name = profile.workspace_name or request.workspace_name
 
 
 # --- previewing (GET: reads only) ------------------------------------------------------------
+#: ``genie workspace set require_email_match true``: a Slack identity links only when Slack
+#: reports a confirmed email equal to the person's Genie email.
+REQUIRE_EMAIL_MATCH = "require_email_match"
+
+
+class EmailCheck(enum.StrEnum):
+    """What Slack's email says about whose Slack account this is."""
+
+    MATCH = "match"  # confirmed by Slack, a full member's, and the person's own
+    MISMATCH = "mismatch"  # Slack reports another email
+    UNCONFIRMED = "unconfirmed"  # the person's email, but Slack does not vouch for it
+    UNKNOWN = "unknown"  # Slack gave no email (users.info failed, no users:read.email, empty)
+
+
 @dataclass
 class LinkPreview:
     """What confirming would do, for the confirm page."""
@@ -200,6 +226,8 @@ class LinkPreview:
     #: The alert of the click remembered with the request (``PendingClick``), if it still exists:
     #: the page says that confirming carries that click out as this Genie account.
     pending_alert: Alert | None = None
+    #: The workspace requires a matching confirmed email to link (``REQUIRE_EMAIL_MATCH``).
+    require_match: bool = False
 
     @property
     def needs_replace(self) -> bool:
@@ -214,9 +242,38 @@ class LinkPreview:
         return self.request.slack_email or (self.live_profile.email if self.live_profile else None)
 
     @property
-    def email_mismatch(self) -> bool:
+    def slack_handle(self) -> str | None:
+        return self.request.slack_handle or (self.live_profile.handle if self.live_profile else None)
+
+    @property
+    def email_check(self) -> EmailCheck:
         email = (self.slack_email or "").strip().lower()
-        return bool(email) and email != self.user.email
+        if not email:
+            return EmailCheck.UNKNOWN
+        if email != self.user.email:
+            return EmailCheck.MISMATCH
+        confirmed = (self.request.slack_email_confirmed if self.request.slack_email
+                     else self.live_profile.email_confirmed if self.live_profile else None)
+        return EmailCheck.MATCH if confirmed else EmailCheck.UNCONFIRMED
+
+    @property
+    def email_mismatch(self) -> bool:
+        return self.email_check is EmailCheck.MISMATCH
+
+    @property
+    def email_unknown(self) -> bool:
+        return self.email_check is EmailCheck.UNKNOWN
+
+    @property
+    def refused_by_workspace(self) -> bool:
+        """The workspace requires a matching confirmed email and Slack does not report one."""
+        return self.require_match and self.email_check is not EmailCheck.MATCH
+
+    @property
+    def needs_ownership_confirmation(self) -> bool:
+        """Slack does not vouch that this is the person's own Slack account: confirming takes a
+        second, explicit step."""
+        return self.email_check is not EmailCheck.MATCH
 
 
 async def usable_request(session: AsyncSession, nonce: str, now: datetime | None = None) -> LinkRequest:
@@ -237,7 +294,9 @@ async def usable_request(session: AsyncSession, nonce: str, now: datetime | None
 async def preview(session: AsyncSession, nonce: str, user: User, now: datetime | None = None,
                   live_profile: SlackProfile | None = None) -> LinkPreview:
     request = await usable_request(session, nonce, now)
-    result = LinkPreview(request=request, user=user, live_profile=live_profile)
+    result = LinkPreview(request=request, user=user, live_profile=live_profile,
+                         require_match=await repo.workspace_setting(session, request.workspace_id,
+                                                                    REQUIRE_EMAIL_MATCH) == "true")
     if request.pending_action is not None and request.pending_alert_id is not None:
         result.pending_alert = await session.get(Alert, request.pending_alert_id)
     current = await repo.link_for_identity(session, request.workspace_id, request.slack_user_id)
@@ -261,18 +320,45 @@ class NeedsReplaceConfirmation(GenieError):
         super().__init__("This would replace an existing link; confirm to replace it.")
 
 
+class NeedsOwnershipConfirmation(GenieError):
+    """Slack does not vouch (by a confirmed matching email) that this Slack account is the
+    person's, and they have not taken the second, explicit step."""
+
+    def __init__(self, preview: LinkPreview) -> None:
+        self.preview = preview
+        super().__init__("Slack does not confirm this is your Slack account; confirm it is yours.")
+
+
+class EmailMatchRequired(GenieError):
+    """The workspace links only Slack accounts whose confirmed email is the person's own."""
+
+    def __init__(self, preview: LinkPreview) -> None:
+        self.preview = preview
+        super().__init__("This workspace links a Slack account only when its confirmed email is your Genie email.")
+
+
 async def redeem(
-    session: AsyncSession, nonce: str, user: User, replace: bool, now: datetime | None = None
+    session: AsyncSession, nonce: str, user: User, replace: bool, now: datetime | None = None, *,
+    live_profile: SlackProfile | None = None, ownership_confirmed: bool = False,
 ) -> SlackLink:
     """Consume the link request (exactly once) and link its Slack identity to ``user``.
 
-    Conflicting links are replaced only when ``replace`` is true; otherwise
-    ``NeedsReplaceConfirmation`` is raised and nothing changes, not even the token.
+    Refused, changing nothing (not even the token): ``EmailMatchRequired`` when the workspace
+    requires a confirmed matching email and Slack reports none; ``NeedsReplaceConfirmation``
+    when it would replace a link and ``replace`` is false; ``NeedsOwnershipConfirmation`` when
+    Slack does not vouch by email that this is the person's Slack account and they did not
+    confirm it is (``ownership_confirmed``). ``live_profile``: what ``users.info`` says now,
+    for a request whose profile was never recorded. The link is ``email_verified`` when Slack
+    vouched, and otherwise ``needs_review`` (the person is told through their other channels).
     """
     now = now or utcnow()
-    planned = await preview(session, nonce, user, now)
+    planned = await preview(session, nonce, user, now, live_profile=live_profile)
+    if planned.refused_by_workspace:
+        raise EmailMatchRequired(planned)
     if planned.needs_replace and not replace:
         raise NeedsReplaceConfirmation(planned)
+    if planned.needs_ownership_confirmation and not ownership_confirmed:
+        raise NeedsOwnershipConfirmation(planned)
     if not await repo.consume_request(session, nonce, user.id, now):
         # Someone else won the race, or the token went stale since the preview: say which.
         await session.refresh(planned.request)
@@ -296,9 +382,11 @@ async def redeem(
         slack_team_id=request.slack_team_id,
         enterprise_id=request.enterprise_id,
         workspace_name=request.workspace_name,
-        slack_name=request.slack_name,
-        slack_email=request.slack_email,
+        slack_name=planned.slack_name,
+        slack_email=planned.slack_email,
         created_at=now,
+        email_verified=planned.email_check is EmailCheck.MATCH,
+        needs_review=planned.email_check is not EmailCheck.MATCH,
     )
     session.add(link)
     try:
@@ -357,6 +445,33 @@ async def unlink_for_user(session: AsyncSession, user: User, link_id: int) -> Sl
     await session.delete(link)
     await session.flush()
     await _audit_unlink(session, link, Who.person(user, "web"), "disconnected on their account page")
+    return link
+
+
+def unverified_reason(link: SlackLink, person_email: str) -> str:
+    """Why Slack did not vouch, by email, that a link's Slack account is the person's."""
+    if not link.slack_email:
+        return "Slack gave no email for it"
+    if link.slack_email.strip().lower() != person_email:
+        return f"its Slack email is {link.slack_email}"
+    return "Slack does not confirm its email"
+
+
+async def links_to_review(session: AsyncSession, user: User) -> list[SlackLink]:
+    """The person's Slack links made without a matching confirmed email that they have not
+    reviewed yet (``/account`` shows them in a banner)."""
+    return list(await session.scalars(select(SlackLink).where(SlackLink.user_id == user.id,
+                                                              SlackLink.needs_review.is_(True))
+                                      .order_by(SlackLink.created_at)))
+
+
+async def keep_link(session: AsyncSession, user: User, link_id: int) -> SlackLink | None:
+    """"This is me": the person reviewed one of their own new links; another's is not found."""
+    link = await session.get(SlackLink, link_id)
+    if link is None or link.user_id != user.id:
+        return None
+    link.needs_review = False
+    await session.flush()
     return link
 
 

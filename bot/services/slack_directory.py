@@ -163,6 +163,39 @@ def reported(member: Any, workspace: Workspace) -> ReportedAccount:
     )
 
 
+def confirmed_email(member: Any, workspace: Workspace) -> tuple[str | None, str | None]:
+    """``(email, None)`` when this Slack user object (``users.info``) shows an email that
+    verifiably belongs to the user: a full member of the workspace (no bot, deleted user, guest
+    or Slack Connect user, whose profiles other rules or organizations govern) whose email
+    Slack says is confirmed (``is_email_confirmed: true`` — stricter than the directory's
+    reading of event payloads, which may leave the field out); else ``(None, why not)``.
+
+    This is the proof of ownership Genie asks for before it trusts a Slack identity with
+    anything that would let it act as the person: a password link, a notice about their
+    account, admin settings (``bot.notify.owner_check``)."""
+    try:
+        account = reported(member, workspace)
+    except InvalidInput as err:
+        return None, str(err)
+    why = ("a bot" if account.is_bot else "deleted or deactivated" if account.is_deleted
+           else "a guest" if account.is_guest else "an external (Slack Connect) user" if account.is_external
+           else "no email (or no users:read.email scope)" if not account.email
+           else "its email is not confirmed by Slack" if member.get("is_email_confirmed") is not True
+           else None)
+    return (None, why) if why else (account.email, None)
+
+
+def owner_problem(member: Any, workspace: Workspace, email: str) -> str | None:
+    """None when this Slack user verifiably owns ``email`` (``confirmed_email`` equals it,
+    case-insensitively); else one line saying why not."""
+    confirmed, why = confirmed_email(member, workspace)
+    if confirmed is None:
+        return f"Slack gives no confirmed email for it ({why})"
+    if confirmed != email.strip().lower():
+        return f"its confirmed Slack email is {confirmed}, not {email.strip().lower()}"
+    return None
+
+
 # --- what happened to each user ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Entry:

@@ -24,7 +24,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bot.config import SLACK_SETUP_HINT
-from bot.notify import announce_link, queue_connected_dm, fetch_profile, refresh_home_after_unlink
+from bot.notify import (announce_link, fetch_profile, queue_connected_dm, queue_new_link_notices,
+                        queue_password_set_notices, refresh_home_after_unlink)
 from bot.runtime import Runtime
 from bot import metrics
 from bot.services import accounts, actions, identities, linking, people
@@ -180,20 +181,18 @@ async def login_submit(request: Request) -> Response:
     password = str(form.get("password") or "")[:1024]
     target = safe_next(str(form.get("next") or ""))
     try:
-        async with rt.sessionmaker.begin() as session:
-            user = await accounts.sign_in(session, email, password, client_address(request))
-            if user is not None:
-                await accounts.end_session(session, request.cookies.get(SESSION_COOKIE))
-                token = await accounts.start_session(session, user)
+        signed_in = await accounts.sign_in(rt.sessionmaker, email, password, client_address(request),
+                                           request.cookies.get(SESSION_COOKIE))
     except accounts.TooManyAttempts as err:
         logger.warning("sign-in refused for a while: too many failures for that account or from %s",
                        client_address(request))
         response = render(request, "login.html", status_code=429, next=target, email=email, error=str(err))
         response.headers["Retry-After"] = str(max(1, int(err.retry_after.total_seconds())))
         return response
-    if user is None:
+    if signed_in is None:
         return render(request, "login.html", status_code=401, next=target, email=email,
                       error="Email or password is incorrect.")
+    _user, token = signed_in
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=rt.settings.secure_cookies,
                         path="/", max_age=int(accounts.SESSION_LIFETIME.total_seconds()))
@@ -236,7 +235,8 @@ async def _live_profile(rt: Runtime, row) -> linking.SlackProfile | None:
     client = await rt.client_for(row.slack_team_id, row.enterprise_id)
     if client is None:
         return None
-    return await fetch_profile(client, row.slack_user_id, row.workspace_name)
+    return await fetch_profile(client, linking.SlackIdentity(row.slack_team_id, row.slack_user_id, row.enterprise_id),
+                               row.workspace_name)
 
 
 async def link_confirm(request: Request) -> Response:
@@ -249,23 +249,39 @@ async def link_confirm(request: Request) -> Response:
     if user is None:
         return RedirectResponse(f"/link/{quote(token)}", status_code=303)
     request.state.user = user
+    live = None
     try:
         nonce = rt.tokens.load(token)
+        async with rt.sessionmaker() as session:
+            row = await linking.usable_request(session, nonce)
+        # As on the page: a request whose profile was never recorded is checked against Slack now
+        # (outside any transaction), so the email rules below judge what Slack says.
+        live = await _live_profile(rt, row) if not row.slack_email else None
         async with rt.sessionmaker.begin() as session:
-            link = await linking.redeem(session, nonce, user, replace=form.get("replace") == "yes")
+            link = await linking.redeem(session, nonce, user, replace=form.get("replace") == "yes",
+                                        live_profile=live, ownership_confirmed=form.get("mine") == "yes")
             await queue_connected_dm(rt, session, link)
             # The alert click that led here, if any: carried out now, through the gate.
             carried = await actions.carry_out(session, nonce, link,
                                               anonymous_default=rt.settings.allow_anonymous_actions)
+            if link.needs_review:  # the DM above may go to someone else: tell the person where they are
+                await queue_new_link_notices(rt, session, link, linking.unverified_reason(link, user.email))
     except LinkError as err:
         return problem_page(request, err)
-    except NeedsReplaceConfirmation:
-        # Confirming would replace a link and the person did not choose that (or it appeared since
-        # the page was shown): nothing was consumed; show the choice again.
+    except (linking.EmailMatchRequired, linking.NeedsOwnershipConfirmation, NeedsReplaceConfirmation) as refused:
+        # Nothing was consumed. The workspace's email rule: the reason, no button. Slack does not
+        # vouch that this Slack account is theirs: the second, explicit step. Confirming would
+        # replace a link and the person did not choose that (or it appeared since the page was
+        # shown): the choice again.
+        status, extra = 409, {}
+        if isinstance(refused, linking.EmailMatchRequired):
+            status = 403
+        elif isinstance(refused, linking.NeedsOwnershipConfirmation):
+            extra = {"second_step": True, "replace": form.get("replace") == "yes"}
         try:
             async with rt.sessionmaker() as session:
-                planned = await linking.preview(session, nonce, user)
-                return render(request, "link_confirm.html", status_code=409, plan=planned, token=token)
+                planned = await linking.preview(session, nonce, user, live_profile=live)
+                return render(request, "link_confirm.html", status_code=status, plan=planned, token=token, **extra)
         except LinkError as err:
             return problem_page(request, err)
     logger.info("linked Slack user %s (workspace %s) to Genie user %s", link.slack_user_id, link.workspace_id, user.id)
@@ -301,9 +317,9 @@ async def invite_submit(request: Request) -> Response:
     again = str(form.get("password_again") or "")
     try:
         async with rt.sessionmaker.begin() as session:
-            user = await accounts.accept_invite(session, rt.invites, token, password, again)
-            await accounts.end_session(session, request.cookies.get(SESSION_COOKIE))
+            user = await accounts.accept_invite(session, rt.invites, token, password, again)  # ends every session
             session_token = await accounts.start_session(session, user)
+            told = await queue_password_set_notices(rt, session, user)
     except accounts.InviteProblem as err:
         return _invite_problem(request, err)
     except InvalidInput as err:
@@ -315,6 +331,8 @@ async def invite_submit(request: Request) -> Response:
         return render(request, "invite.html", status_code=400, invited=invited, token=token, error=str(err))
     logger.info("Genie user %s set their password from an invitation", user.id)
     response = RedirectResponse("/account?welcome=1", status_code=303)
+    if told:
+        response.background = BackgroundTask(rt.wake_outbox)
     response.set_cookie(SESSION_COOKIE, session_token, httponly=True, samesite="lax",
                         secure=rt.settings.secure_cookies, path="/",
                         max_age=int(accounts.SESSION_LIFETIME.total_seconds()))
@@ -330,7 +348,9 @@ async def account_page(request: Request) -> Response:
         links = await repo.links_of_user(session, user.id)
         others = await identities.other_accounts_of(session, user.id)
         teams = await repo.teams_of_user(session, user.id)
-    return render(request, "account.html", links=links, teams=teams, others=others,
+    review = [(link, linking.unverified_reason(link, user.email)) for link in links if link.needs_review]
+    return render(request, "account.html", links=links, teams=teams, others=others, review=review,
+                  kept=request.query_params.get("kept") == "1",
                   disconnected=request.query_params.get("disconnected") == "1",
                   welcome=request.query_params.get("welcome") == "1",
                   removed=request.query_params.get("removed") == "1")
@@ -357,6 +377,25 @@ async def account_disconnect(request: Request) -> Response:
     response = RedirectResponse("/account?disconnected=1", status_code=303)
     response.background = BackgroundTask(refresh_home_after_unlink, rt, link)
     return response
+
+
+async def account_keep(request: Request) -> Response:
+    """"This is me" on the banner of a new Slack link Slack did not vouch for: it leaves the banner."""
+    form = await read_form(request)
+    if form is None:
+        return csrf_failed(request)
+    user = await current_user(request)
+    if user is None:
+        return RedirectResponse("/login?next=/account", status_code=303)
+    raw_id = request.path_params["link_id"]
+    link_id = int(raw_id) if re.fullmatch(r"[0-9]{1,9}", raw_id) else -1
+    async with rt_of(request).sessionmaker.begin() as session:
+        link = await linking.keep_link(session, user, link_id)
+    if link is None:
+        request.state.user = user
+        return render(request, "message.html", status_code=404, title="Not found",
+                      message="That connection does not exist any more, or is not yours.")
+    return RedirectResponse("/account?kept=1", status_code=303)
 
 
 async def account_remove(request: Request) -> Response:
@@ -397,5 +436,6 @@ routes = [
     Route("/invite/{token}", invite_submit, methods=["POST"]),
     Route("/account", account_page, methods=["GET"]),
     Route("/account/links/{link_id}/disconnect", account_disconnect, methods=["POST"]),
+    Route("/account/links/{link_id}/keep", account_keep, methods=["POST"]),
     Route("/account/accounts/{account_id}/remove", account_remove, methods=["POST"]),
 ]

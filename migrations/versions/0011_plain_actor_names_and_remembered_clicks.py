@@ -10,7 +10,7 @@ text it is (shown escaped from now on). Timeline rows of Slack clicks whose acto
 old markup (`<@U…>`, `<@U…> (anonymous)`, for that row's own Slack user) get the plain name.
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0010
 Create Date: 2026-11-25 21:00:00.000000
 """
 import re
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 
 revision: str = '0011'
-down_revision: Union[str, None] = '0007'
+down_revision: Union[str, None] = '0010'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

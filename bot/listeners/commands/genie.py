@@ -45,7 +45,7 @@ async def connect(ack, body: dict, context: AsyncBoltContext, client: AsyncWebCl
         await ack(response_type="ephemeral", text=f"You're connected to Genie as {escape(view.user_email)}",
                   blocks=linked_message(identity.user_id, view, relink_url=url))
     # After the ack (Slack's 3 seconds): who this is, for the confirm page's anti-phishing check.
-    profile = await fetch_profile(client, identity.user_id, workspace_name)
+    profile = await fetch_profile(client, identity, workspace_name)
     if profile is not None:
         async with rt.sessionmaker.begin() as session:
             await linking.record_profile(session, request.nonce, profile)
