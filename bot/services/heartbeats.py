@@ -127,7 +127,7 @@ def parse_fields(body: dict[str, Any], *, create: bool) -> Fields:
         else:
             out.interval = interval
     if unit is not None or create:
-        if unit not in UNITS:
+        if not isinstance(unit, str) or unit not in UNITS:
             errors["intervalUnit"] = "intervalUnit must be one of minutes, hours, days"
         else:
             out.interval_unit = unit
