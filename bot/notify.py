@@ -19,7 +19,7 @@ from bot.alert_render import alert_view
 from bot.runtime import Runtime
 from bot.services import access
 from bot.services import alerts as alert_service
-from bot.services import linking, outbox, slack_directory
+from bot.services import heartbeats, linking, outbox, slack_directory
 from bot.services.linking import SlackIdentity, SlackProfile
 from storage import repositories as repo
 from storage.models import SlackLink
@@ -71,6 +71,8 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
         if link is not None and link.user.is_active:
             open_alerts = [await alert_view(session, a, with_members=False)
                            for a in await alert_service.open_alerts_for(session, link.user_id)]
+        late = [heartbeats.late_line(h, team) for h, team in await heartbeats.late_for_user(session, link.user_id, rt.now())
+                ] if link is not None else []
         is_admin = bool(link and link.user.is_admin and link.user.is_active)
         # Admin settings only to a Slack account Slack vouched for by the admin's email: a phished
         # link must not show an attacker the admin's view of the workspace.
@@ -80,7 +82,8 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
             anonymous = await access.allow_anonymous(session, identity.workspace_id, rt.settings.allow_anonymous_actions)
             admin_settings = {"workspace": identity.workspace_id, "anonymous_actions": anonymous}
         view = home_view(link_view(link) if link else None, teams, is_admin=is_admin, alerts=open_alerts,
-                         admin_settings=admin_settings, admin_unverified=admin_unverified)
+                         admin_settings=admin_settings, admin_unverified=admin_unverified,
+                         late_heartbeats=late)
     try:
         await client.views_publish(user_id=identity.user_id, view=view)
     except SLACK_FAILURES as err:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Callable
 
 from itsdangerous import Signer
 from slack_sdk.web.async_client import AsyncWebClient
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.services.accounts import Invites
 from bot.services.linking import LinkTokens
+from storage.base import utcnow
 
 CSRF_SALT = "genie.csrf.v1"
 
@@ -32,6 +34,11 @@ class Runtime:
     clients: Any = None
     #: The outbox worker of this process, if it runs one (``bot.delivery``).
     worker: Any = None
+    #: The heartbeat monitor of this process (``bot.services.heartbeats``).
+    heartbeats: Any = None
+    #: The clock heartbeats are judged by (pings, due times, expiry). Tests set their own to
+    #: move time on; everything else uses the real one.
+    now: Callable[[], datetime] = utcnow
 
     @classmethod
     def create(cls, settings: Settings, sessionmaker, secret_keys: tuple[str, ...], slack: AsyncWebClient | None,

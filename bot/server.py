@@ -35,8 +35,10 @@ from bot.slack_clients import BOT_SCOPES, SlackClients
 from bot.listeners import register_listeners, screen
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
+from bot.services.heartbeats import HeartbeatMonitor
 from bot.services.keys import resolve_secret_keys
 from bot.web.alert_api import routes as api_routes
+from bot.web.heartbeat_api import routes as heartbeat_routes
 from bot.web.admin import routes as admin_routes
 from bot.web.pages import routes as page_routes
 
@@ -177,7 +179,8 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
 
 def build_asgi_app(rt: Runtime) -> Starlette:
     install_log_redaction()  # before anything logs a link URL or a query with its parameters
-    routes: list = list(page_routes) + list(admin_routes) + list(api_routes)
+    # Heartbeats before the alert API: its last route answers every other /v2 path.
+    routes: list = list(page_routes) + list(admin_routes) + list(heartbeat_routes) + list(api_routes)
     socket_mode = None
     if rt.settings.slack_mode in ("single", "oauth"):
         bolt = build_bolt_app(rt)
@@ -231,16 +234,21 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
+    # Every process looks for late heartbeats (with or without Slack: the alert is kept either way).
+    rt.heartbeats = HeartbeatMonitor(rt.sessionmaker, lambda: rt.now(), on_raised=rt.wake_outbox)
+
     @asynccontextmanager
     async def lifespan(app: Starlette):
         worker = rt.worker
         if worker is not None:
             worker.start()
+        rt.heartbeats.start()
         if socket_mode is not None:
             await socket_mode.start()
         try:
             yield
         finally:
+            await rt.heartbeats.stop()
             if socket_mode is not None:
                 await socket_mode.stop()
             if worker is not None:

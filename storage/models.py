@@ -423,6 +423,43 @@ class AuditEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
 
+
+# --- heartbeats (issue 16) -------------------------------------------------------------------
+class Heartbeat(Base):
+    """OpsGenie's heartbeat: a job pings it at least every ``interval``; when a ping is late, one
+    alert is raised for the team (``bot.services.heartbeats``). Names are unique per team (a key
+    sees only its own team's). ``expires_at`` is when the next ping is due; ``expired`` is set by
+    the one conditional UPDATE that claims an expiry, so several processes raise it once."""
+
+    __tablename__ = "heartbeat"
+    __table_args__ = (
+        UniqueConstraint("team_id", "name", name="uq_heartbeat_team_name"),
+        # The monitor's look: enabled heartbeats not yet expired, soonest due first.
+        Index("ix_heartbeat_due", "expires_at",
+              sqlite_where=text("enabled AND NOT expired"), postgresql_where=text("enabled AND NOT expired")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    interval: Mapped[int] = mapped_column(Integer)
+    interval_unit: Mapped[str] = mapped_column(String(10))  # minutes, hours, days
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: The expiry alert's message (else "<name> is expired"), tags and priority.
+    alert_message: Mapped[str | None] = mapped_column(String(130))
+    alert_tags: Mapped[list] = mapped_column(JSON, default=list)
+    alert_priority: Mapped[str] = mapped_column(String(2), default="P3")
+    last_ping_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the next ping is due (the last ping, or enabling, plus the interval).
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expired: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The alert the last expiry raised.
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alert.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # --- Slack installations (multi-workspace OAuth) ---------------------------------------------
 # slack-sdk's own tables, defined by slack-sdk and used through its Async SQLAlchemy stores on
 # Genie's engine; declared here so that Alembic creates and upgrades them with ours.

@@ -360,7 +360,7 @@ async def test_malformed_requests_get_the_opsgenie_envelope_and_change_nothing(a
         answer = envelope(await api.call(method, path, {"message": "new"}, params={"identifierType": "alias"}), 405)
         assert answer["message"].startswith(f"Genie does not implement {method} {path}"), answer
     envelope(await api.call("GET", "/v2/alerts/count"), 404)  # an alert id that does not exist
-    envelope(await api.call("GET", "/v2/heartbeats"), 404)
+    envelope(await api.call("GET", "/v2/schedules"), 404)  # heartbeats are served: tests/test_heartbeats.py
     assert await counts(api.genie) == before
 
 

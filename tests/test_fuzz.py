@@ -632,3 +632,176 @@ async def test_fuzz_web_forms_and_token_paths(fuzz_world, caplog):
     assert (await browser.get("/account")).status_code == 200
     assert await genie.scalar("SELECT count(*) FROM slack_link") == len(others) + 1
     report("test_fuzz::web_forms_tokens", inputs=check.tried, statuses=check.statuses)
+
+
+# --- heartbeats (OpsGenie's Heartbeat API) -----------------------------------------------------------
+HEARTBEAT_UNITS = {"minutes": 1, "hours": 60, "days": 1440}
+
+
+@st.composite
+def heartbeat_bodies(draw) -> dict:
+    body: dict[str, Any] = {}
+    if draw(st.booleans()):  # often a valid create, then some fields changed below
+        body = {"name": draw(st.text(alphabet=string.ascii_letters + "-_. é", min_size=1, max_size=30)),
+                "interval": draw(st.integers(1, 600)), "intervalUnit": "minutes"}
+    if draw(st.integers(0, 3)) == 0:
+        body["name"] = draw(st.sampled_from(["nightly-backup", "job-x", "a/b", " padded ", "x" * 200, "x" * 201, "",
+                                             "tab\there", "nul\x00", "\ud800"])
+                            | st.text(min_size=1, max_size=12) | json_values)
+    if draw(st.integers(0, 3)) == 0:
+        body["interval"] = draw(st.sampled_from([0, 1, 10, 527040, 527041, -1, 1.5, True, "10", 10**12])
+                                | json_values)
+    if draw(st.integers(0, 3)) == 0:
+        body["intervalUnit"] = draw(st.sampled_from(["minutes", "hours", "days", "weeks", "Minutes", ""]) | json_values)
+    for name, limit in [("description", 10000), ("alertMessage", 130)]:
+        if draw(st.integers(0, 3)) == 0:
+            body[name] = draw(_text_near(limit) | json_values)
+    if draw(st.integers(0, 3)) == 0:
+        body["enabled"] = draw(st.sampled_from([True, False, None, "true", 1]) | json_values)
+    if draw(st.integers(0, 3)) == 0:
+        n = draw(st.sampled_from([0, 1, 20, 21]))
+        size = draw(st.sampled_from([1, 50, 51]))
+        body["alertTags"] = draw(st.sampled_from([["t%0*d" % (size - 1, i) for i in range(n)]])
+                                 | st.lists(json_values, max_size=3))
+    if draw(st.integers(0, 3)) == 0:
+        body["alertPriority"] = draw(st.sampled_from(["P1", "P5", "p1", "P6", "", None]) | json_values)
+    if draw(st.integers(0, 3)) == 0:
+        body["ownerTeam"] = draw(st.sampled_from([{"name": "Search"}, {"id": "1"}, {}, {"name": 5}]) | json_values)
+    return body
+
+
+def _heartbeat_valid(body: dict, create: bool, existing: set[str], current: tuple[int, str]) -> bool:
+    """An oracle written from the README's heartbeat rules, independent of the code under test."""
+    def storable(v: Any) -> bool:
+        if isinstance(v, str):
+            return "\x00" not in v and not any(0xD800 <= ord(c) <= 0xDFFF for c in v)
+        if isinstance(v, dict):
+            return all(storable(k) and storable(x) for k, x in v.items())
+        if isinstance(v, list):
+            return all(storable(x) for x in v)
+        return True
+    if not storable(body):
+        return False
+    if create or "name" in body:
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200 or name != name.strip() or "/" in name \
+                or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            return False
+        if create and name in existing:
+            return False  # 409
+        if not create and name != "nightly-backup":
+            return False  # no renaming
+    interval, unit = body.get("interval"), body.get("intervalUnit")
+    if create and (interval is None or unit is None):
+        return False
+    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 1):
+        return False
+    if unit is not None and (not isinstance(unit, str) or unit not in HEARTBEAT_UNITS):
+        return False
+    minutes = (interval if interval is not None else current[0]) * HEARTBEAT_UNITS[unit or current[1]]
+    if minutes > 366 * 1440:
+        return False
+    for name, limit in [("description", 10000), ("alertMessage", 130)]:
+        value = body.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            return False
+    if body.get("enabled") is not None and not isinstance(body["enabled"], bool):
+        return False
+    tags = body.get("alertTags")
+    if tags is not None and (not isinstance(tags, list) or len(tags) > 20
+                             or not all(isinstance(t, str) and len(t) <= 50 for t in tags)):
+        return False
+    if body.get("alertPriority") is not None and body["alertPriority"] not in ("P1", "P2", "P3", "P4", "P5"):
+        return False
+    owner = body.get("ownerTeam")
+    if owner is not None and not (isinstance(owner, dict)
+                                  and all(isinstance(owner.get(k), (str, type(None))) for k in ("id", "name"))):
+        return False
+    return True
+
+
+async def test_fuzz_heartbeat_api_bodies(fuzz_world, caplog):
+    """Create and PATCH with every field at, below and above its limit, wrong types, NUL and lone
+    surrogates, invalid JSON: accepted exactly when the oracle says valid (only the heartbeat
+    table changes), else a 4xx that changes nothing."""
+    genie, _, _ = fuzz_world
+    key = await _team_key(genie, "Payments")
+    headers = {"Authorization": f"GenieKey {key}", "Content-Type": "application/json"}
+    assert (await genie.http.post("/v2/heartbeats", headers=headers, json={
+        "name": "nightly-backup", "interval": 10, "intervalUnit": "minutes", "enabled": True})).status_code == 201
+    check = Checker(genie, caplog)
+    accepted = refused = 0
+
+    async def run(body, create, encoding, raw):
+        nonlocal accepted, refused
+        existing = {n for (n,) in await genie.rows("SELECT name FROM heartbeat")}
+        [current] = await genie.rows("SELECT interval, interval_unit FROM heartbeat WHERE name = 'nightly-backup'")
+        content = json.dumps(body).encode() if encoding == "json" else raw
+        if encoding == "raw":  # random bytes: an empty body is {} (an empty PATCH changes nothing but is fine)
+            try:
+                body = json.loads(raw) if raw.strip() else {}
+            except (ValueError, RecursionError):
+                body = None
+        valid = isinstance(body, dict) and _heartbeat_valid(body, create, existing, tuple(current))
+        method, path = ("POST", "/v2/heartbeats") if create else ("PATCH", "/v2/heartbeats/nightly-backup")
+        response = await check(lambda: genie.http.request(method, path, content=content, headers=headers),
+                               ok=(200, 201), may_write=(lambda diff: [t for t in diff if t != "heartbeat"])
+                               if valid else False)
+        if valid:
+            assert response.status_code == (201 if create else 200), (body, response.text)
+            accepted += 1
+        else:
+            assert 400 <= response.status_code < 500, (body, response.status_code, response.text)
+            refused += 1
+        assert response.json().get("requestId")
+
+    await explore(120, heartbeat_bodies(), st.booleans(), st.sampled_from(["json", "json", "json", "raw"]),
+                  st.binary(max_size=60), body=run)
+    report("test_fuzz::heartbeat_api_bodies", inputs=check.tried, accepted=accepted, refused=refused,
+           statuses=check.statuses)
+
+
+async def test_fuzz_heartbeat_api_other_keys_names_and_methods(fuzz_world, caplog):
+    """Another team's key, no key, odd keys and Basic headers; hostile names; every method on every
+    heartbeat path, with and without the slash and under the JSM prefix: 4xx (or Search's own
+    empty reads), nothing written, Payments' heartbeat never seen or pinged."""
+    genie, _, _ = fuzz_world
+    search_key = await _team_key(genie, "Search")
+    payments_key = await _team_key(genie, "Payments")
+    assert (await genie.http.post("/v2/heartbeats", headers={"Authorization": f"GenieKey {payments_key}"}, json={
+        "name": "nightly-backup", "interval": 10, "intervalUnit": "minutes", "enabled": True})).status_code == 201
+    import base64
+    basic = lambda text: "Basic " + base64.b64encode(text.encode("utf-8", "surrogatepass")).decode()  # noqa: E731
+    check = Checker(genie, caplog)
+
+    async def run(data):
+        key = data.draw(st.sampled_from([f"GenieKey {search_key}"] * 4 + [
+            basic(f"alertmanager:{search_key}"), basic(search_key), basic(f"x:{payments_key}x"), basic("x:"),
+            basic(":"), "Basic %%%", "Basic " + "A" * 5000, "GenieKey " + "0" * 36, "", "Bearer abc", "GenieKey",
+            basic("u:\x00")]) | st.text(alphabet=string.ascii_letters + string.digits + " -:=", max_size=50))
+        name = data.draw(st.sampled_from(["nightly-backup", "NIGHTLY-BACKUP", "%00", "..", "x" * 600, " ", "a b"])
+                         | st.text(max_size=30))
+        action = data.draw(st.sampled_from(["", "ping", "enable", "disable", "snooze", "ping/extra"]))
+        method = data.draw(st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]))
+        prefix = data.draw(st.sampled_from(["", "/jsm/ops/integration"]))
+        path = f"{prefix}/v2/heartbeats/{quote(name, safe='')}" + (f"/{action}" if action else "")
+        if data.draw(st.booleans()):
+            path += "/"
+        if data.draw(st.integers(0, 5)) == 0:
+            path = f"{prefix}/v2/heartbeats" + ("/" if data.draw(st.booleans()) else "")
+            if method == "POST" and search_key in key:
+                method = "GET"  # Search creating its own heartbeat is allowed (the bodies test covers it)
+        body = data.draw(json_values)
+
+        async def send():
+            return await genie.http.request(method, path, content=json.dumps(body).encode(),
+                                            headers={"Authorization": key, "Content-Type": "application/json"}
+                                            if key else {})
+        response = await check(send, ok=(200,), may_write=False)
+        if response.status_code == 200:
+            assert method in ("GET", "HEAD"), (method, path)
+            assert "nightly-backup" not in response.text
+
+    await explore(120, st.data(), body=run)
+    assert await genie.scalar("SELECT count(*) FROM heartbeat WHERE last_ping_at IS NOT NULL") == 0
+    report("test_fuzz::heartbeat_api_keys_names_methods", inputs=check.tried, statuses=check.statuses)

@@ -431,3 +431,45 @@ async def test_a_process_killed_mid_delivery_loses_nothing_and_duplicates_nothin
             assert await scalar(db, "SELECT slack_ts FROM alert WHERE id = :a", a=alert_of(message)) == message["ts"]
     print(f"\n[multiprocess] killed a with {len(cut_off)} post(s) in flight; all 15 alerts in Slack exactly once "
           f"{took:.1f} s after the kill (lease {LEASE_SECONDS} s)")
+
+
+# --- (e) late heartbeats, with two processes looking ------------------------------------------------
+#: What a process logs when it raised a late heartbeat's alert (``bot.services.heartbeats``).
+RAISED = re.compile(r"Heartbeat (\S+) \(team #\d+\) expired: raised alert #(\d+)")
+
+
+async def test_late_heartbeats_are_raised_once_each_whichever_process_looks(cluster, db, fake_slack):
+    keys = await seed_teams(db)
+    a, b = await cluster("a", "b")
+    names = [f"job-{i:02d}" for i in range(20)]
+    for i, name in enumerate(names):  # created through either process, pinged once
+        node = (a, b)[i % 2]
+        body = {"name": name, "interval": 1, "intervalUnit": "minutes", "enabled": True}
+        headers = {"Authorization": f"GenieKey {keys['Payments']}"}
+        assert (await node.http.post("/v2/heartbeats", json=body, headers=headers)).status_code == 201
+        assert (await node.http.get(f"/v2/heartbeats/{name}/ping", headers=headers)).status_code == 202
+
+    # A minute has passed for all of them (the processes judge by the real clock: the due times
+    # are moved back instead). Both processes' monitors find them within their next look.
+    async with db.begin() as session:
+        await session.execute(text("UPDATE heartbeat SET expires_at = now() - interval '1 second'"))
+    started = time.monotonic()
+    await eventually(lambda: all_delivered(db, 20), timeout=30)
+    took = time.monotonic() - started
+
+    aliases = await rows(db, "SELECT alias, count, status FROM alert ORDER BY alias")
+    assert aliases == [(f"heartbeat:{n}", 1, "open") for n in names]
+    assert await scalar(db, "SELECT count(*) FROM alert_event WHERE action = 'deduplicate'") == 0
+    posts = Counter(alert_of(c.args) for c in fake_slack.calls("chat.postMessage"))
+    assert sorted(posts.values()) == [1] * 20, posts
+    raised = {n.name: RAISED.findall(n.server.log()) for n in (a, b)}
+    assert sorted(name for found in raised.values() for name, _ in found) == names, raised
+
+    # The next ping, through either process, closes each alert once.
+    headers = {"Authorization": f"GenieKey {keys['Payments']}"}
+    await asyncio.gather(*(node.http.post(f"/v2/heartbeats/{name}/ping", headers=headers)
+                           for name in names for node in (a, b)))
+    assert await scalar(db, "SELECT count(*) FROM alert WHERE status = 'closed'") == 20
+    assert await scalar(db, "SELECT count(*) FROM alert_event WHERE action = 'close' AND outcome = 'applied'") == 20
+    print(f"\n[multiprocess] 20 late heartbeats raised once each in {took:.1f} s; by process "
+          f"{ {k: len(v) for k, v in raised.items()} }")

@@ -228,7 +228,7 @@ async def _app_routes(genie):
 def _fill(path: str) -> str:
     return path.replace("{token}", "x" * 20).replace("{link_id}", "1").replace("{account_id}", "1") \
         .replace("{identifier:path}", "x") \
-        .replace("{requestId}", "x").replace("{path:path}", "x/y")
+        .replace("{requestId}", "x").replace("{path:path}", "x/y").replace("{name}", "x").replace("{rest:path}", "/x/y")
 
 
 async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(genie):
@@ -237,13 +237,14 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
     test until it is given a protection and a line here."""
     from bot.web.admin import routes as admin_routes
     from bot.web.alert_api import routes as api_routes
+    from bot.web.heartbeat_api import routes as heartbeat_routes
     from bot.web.pages import routes as page_routes
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie)
     browser = await _signed_in(genie, "alice@example.com", path)
     await browser.get(path)  # the CSRF cookie is set; the forged posts below lack the form token
     page_posts = {r.path for r in [*page_routes, *admin_routes] if "POST" in (r.methods or ())}
-    api_posts = {r.path for r in api_routes if "POST" in (r.methods or ())}
+    api_posts = {r.path for r in [*api_routes, *heartbeat_routes] if "POST" in (r.methods or ())}
     audited = []
     for route in await _app_routes(genie):
         if isinstance(route, Mount) or "POST" not in (route.methods or ()):
@@ -263,14 +264,15 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
         elif route.path in api_posts:
             response = await browser.http.post(url, json={"message": "forged"})
             # The catch-all for what Genie does not implement does nothing, with or without a key.
-            allowed = (401, 404, 405) if route.path == "/v2/{path:path}" else (401,)
+            allowed = (401, 404, 405) if route.path.endswith(("{path:path}", "{rest:path}")) else (401,)
             assert response.status_code in allowed, (route.path, response.text)
         else:
             raise AssertionError(f"POST {route.path} is not audited for CSRF / authentication")
         assert changes(before, await snapshot(genie.sessionmaker)) == {}, route.path
         audited.append(route.path)
     assert {"/login", "/logout", "/link/{token}", "/account/links/{link_id}/disconnect", "/slack/events",
-            "/v2/alerts", "/account/accounts/{account_id}/remove", "/admin/accounts/connect",
+            "/v2/alerts", "/v2/heartbeats", "/v2/heartbeats/{name}/ping", "/account/accounts/{account_id}/remove",
+            "/admin/accounts/connect",
             "/admin/accounts/move", "/admin/accounts/remove"} <= set(audited)
     # The real thing still works after all that.
     assert (await browser.post(path)).status_code == 200

@@ -111,14 +111,21 @@ def linked_message(slack_user_id: str, link: LinkView, relink_url: str | None = 
     return blocks
 
 
-def status_text(slack_user_id: str, link: LinkView | None) -> str:
+def status_text(slack_user_id: str, link: LinkView | None, late_heartbeats: Sequence[str] = ()) -> str:
     if link is None:
         return f"{_you(slack_user_id)} is not connected to a Genie account. Run `/genie connect` to connect."
     state = "" if link.user_active else " (that Genie account is deactivated)"
     return (
         f"{_you(slack_user_id)} is connected to Genie as *{_esc(link.user_name)}* ({_esc(link.user_email)}) "
         f"since {_when(link.since)}{state}. Run `/genie disconnect` to undo."
-    )
+    ) + late_heartbeats_text(late_heartbeats, "\n\n")
+
+
+def late_heartbeats_text(lines: Sequence[str], before: str = "") -> str:
+    """":warning: *Late heartbeats of your teams:* • nightly-backup (Payments): no ping since …"."""
+    if not lines:
+        return ""
+    return before + ":warning: *Late heartbeats of your teams:*\n" + "\n".join(f"• {_esc(line)}" for line in lines)
 
 
 def disconnected_text(link: LinkView | None) -> str:
@@ -192,8 +199,10 @@ def password_set_notice(person_email: str, account_url: str) -> tuple[str, list[
 
 
 def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool = False,
-              alerts: Sequence = (), admin_settings: dict | None = None, admin_unverified: bool = False) -> dict:
-    """The App Home tab: link state first, then the person's teams and their open alerts."""
+              alerts: Sequence = (), admin_settings: dict | None = None, admin_unverified: bool = False,
+              late_heartbeats: Sequence[str] = ()) -> dict:
+    """The App Home tab: link state first, then the person's teams, their late heartbeats and
+    their open alerts."""
     from bot.blocks.alerts import home_alert_lines
 
     blocks: list[dict] = [HeaderBlock(text="Genie").to_dict()]
@@ -230,6 +239,9 @@ def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool =
         blocks.append(DividerBlock().to_dict())
         team_text = ", ".join(_esc(t) for t in teams) if teams else "none yet — ask a Genie admin to add you"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Your teams:* {team_text}")).to_dict())
+        if late_heartbeats:
+            blocks.append(SectionBlock(text=MarkdownTextObject(
+                text=late_heartbeats_text(late_heartbeats)[:3000])).to_dict())
         if link.user_active:
             blocks += home_alert_lines(alerts)
     if admin_settings:

@@ -11,7 +11,7 @@ from bot.blocks.linking import connect_message, disconnected_text, help_blocks, 
 from bot.blocks.mrkdwn import escape
 from bot.listeners import identity_from, runtime
 from bot.notify import fetch_profile, link_view, publish_home
-from bot.services import linking
+from bot.services import heartbeats, linking
 from bot.services.linking import SlackProfile
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ async def status(ack, context: AsyncBoltContext) -> None:
     async with rt.sessionmaker() as session:
         link = await linking.current_link(session, identity)
         view = link_view(link) if link else None
-    await ack(response_type="ephemeral", text=status_text(identity.user_id, view))
+        late = [heartbeats.late_line(h, team) for h, team in await heartbeats.late_for_user(session, link.user_id, rt.now())
+                ] if link is not None else []
+    await ack(response_type="ephemeral", text=status_text(identity.user_id, view, late))
 
 
 async def disconnect(ack, context: AsyncBoltContext, client: AsyncWebClient) -> None:
