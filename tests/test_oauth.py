@@ -150,9 +150,10 @@ async def test_workspace_list_shows_installations_and_admins_see_settings_on_hom
 
     await genie.add_user("root@example.com", "Ada Admin", admin=True)
     async with genie.sessionmaker.begin() as s:
-        req = await linking.issue_link(s, linking.SlackIdentity("T0BETA", "U0BADMIN"), linking.SlackProfile(), 600)
-        await linking.redeem(s, req.nonce, await accounts.require_user(s, "root@example.com"), replace=True,
-                             ownership_confirmed=True)
+        # Slack vouches for it by the admin's own confirmed email: admin settings show on Home.
+        req = await linking.issue_link(s, linking.SlackIdentity("T0BETA", "U0BADMIN"), linking.SlackProfile(
+            email="root@example.com", email_confirmed=True), 600)
+        await linking.redeem(s, req.nonce, await accounts.require_user(s, "root@example.com"), replace=True)
     await genie.slack.open_home(SlackUser("U0BADMIN", team_id="T0BETA"))
     home = (await genie.fake.wait_for("views.publish", user_id="U0BADMIN"))[-1]
     from tests.helpers import block_text

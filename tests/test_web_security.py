@@ -321,8 +321,8 @@ async def test_sign_ins_do_not_hold_the_database_while_argon2_runs(genie):
     """Issue 13 item 9: on SQLite every request shares one connection; a sign-in used to keep it
     (and the write lock) while argon2 ran, so a few people signing in stalled the alert API
     behind a queue of password checks. Now argon2 runs with nothing held. The bound is relative
-    to this machine: the alert API's own latency, plus one argon2 check — a queue behind the
-    sign-ins costs several."""
+    to this machine: twice the alert API's own latency, plus three quarters of an argon2 check under the
+    same load — a queue behind the sign-ins costs several."""
     import statistics
     import time
 
@@ -349,7 +349,6 @@ async def test_sign_ins_do_not_hold_the_database_while_argon2_runs(genie):
         for _ in range(3):
             await post_alert()  # warm up
         baseline = statistics.median([await post_alert() for _ in range(7)])
-        argon2 = statistics.median([await argon2_check() for _ in range(5)])
         stop, signed_in = asyncio.Event(), []
 
         async def sign_in_loop(i: int) -> None:
@@ -362,15 +361,19 @@ async def test_sign_ins_do_not_hold_the_database_while_argon2_runs(genie):
                 assert answer.status_code == 303, answer.status_code
                 signed_in.append(i)
 
-        loops = [asyncio.create_task(sign_in_loop(i)) for i in range(6)]
+        loops = [asyncio.create_task(sign_in_loop(i)) for i in range(3)]
         try:
-            await eventually(lambda: asyncio.sleep(0, len(signed_in) >= 6), timeout=30)
+            await eventually(lambda: asyncio.sleep(0, len(signed_in) >= 3), timeout=60)
+            # An argon2 check as long as it takes on this machine under this very load (a busy
+            # CI machine makes everything slower, the API and argon2 alike).
+            argon2_task = asyncio.create_task(argon2_check())
             loaded = statistics.median([await post_alert() for _ in range(7)])
+            argon2 = await argon2_task
         finally:
             stop.set()
             await asyncio.gather(*loops)
     finally:
         await api.aclose()
-    print(f"alert API median: {baseline * 1000:.0f} ms alone, {loaded * 1000:.0f} ms during 6 sign-in loops; "
-          f"one argon2 check {argon2 * 1000:.0f} ms; {len(signed_in)} sign-ins")
-    assert loaded <= 2 * baseline + 1.5 * argon2, (baseline, loaded, argon2)
+    print(f"alert API median: {baseline * 1000:.0f} ms alone, {loaded * 1000:.0f} ms during 3 sign-in loops; "
+          f"one argon2 check under that load {argon2 * 1000:.0f} ms; {len(signed_in)} sign-ins")
+    assert loaded <= 2 * baseline + 0.75 * argon2, (baseline, loaded, argon2)
