@@ -499,7 +499,10 @@ class OutboxWorker:
         if payload.get("blocks"):
             kwargs["blocks"] = payload["blocks"]
         claim.in_doubt = True
-        await claim.client.chat_postMessage(**kwargs)
+        if isinstance(payload.get("update_ts"), str):  # replaces a message (a deleted alert's)
+            await claim.client.chat_update(ts=payload["update_ts"], **kwargs)
+        else:
+            await claim.client.chat_postMessage(**kwargs)
         await self._settle(claim)
 
     async def _settle(self, claim: Claim, *, alert_id: int | None = None, channel: str | None = None,

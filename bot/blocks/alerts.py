@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Sequence
 
 from slack_sdk.errors import SlackObjectFormationError
@@ -94,6 +94,8 @@ class AlertView:
     acknowledged_at: datetime | None = None
     closed_by: str | None = None
     closed_at: datetime | None = None
+    #: Snoozed until then (OpsGenie's snooze), if that is still ahead.
+    snoozed_until: datetime | None = None
     owner_name: str | None = None
     #: The assignee's Slack user id in the alert's workspace: the message mentions them.
     owner_slack: str | None = None
@@ -162,6 +164,8 @@ def status_line(view: AlertView) -> str:
                 f"{_after(view.created_at, view.acknowledged_at)}")
     else:
         line = f":rotating_light: *Open* · fired {_when(view.created_at)}"
+    if view.status != "closed" and view.snoozed_until is not None:
+        line += f" · :zzz: snoozed until {view.snoozed_until.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
     assignee = (f"<@{view.owner_slack}>" if view.owner_slack and _SLACK_USER.fullmatch(view.owner_slack)
                 else _esc(view.owner_name or ""))
     if view.owner_name and view.status != "closed":
