@@ -343,7 +343,7 @@ async def present(session: AsyncSession, found: list[Alert], full: bool) -> list
         team = teams.get(a.team_id) if a.team_id is not None else None
         owner = owners.get(a.owner_user_id) if a.owner_user_id is not None else None
         responders = [_responder(r, named_teams, named_users) for r in a.responders or [] if isinstance(r, dict)]
-        if team is not None and not any(r.get("type") == "team" for r in responders):
+        if team is not None and not any(r["type"] == "team" and r["id"] == str(team.id) for r in responders):
             responders.insert(0, {"type": "team", "id": str(team.id), "name": team.name})
         snoozed = a.status == "open" and a.snoozed_until is not None and a.snoozed_until > now
         report = {"ackTime": _ms(a.created_at, a.acknowledged_at), "closeTime": _ms(a.created_at, a.closed_at),
@@ -964,7 +964,7 @@ async def not_supported(request: Request, call: Call) -> Response:
     """Anything else under ``/v2`` (and the JSM prefix): 405 for a path served with another
     method, else 404. Asks the whole app's routes, so routes mounted before this catch-all by
     other modules (heartbeats) are reported too."""
-    allowed = sorted({m for r in request.app.routes if getattr(r, "endpoint", None) is not not_supported
+    allowed = sorted({m for r in request.app.routes if getattr(r, "endpoint", None) not in (not_supported, not_served)
                       and r.matches(request.scope)[0] is Match.PARTIAL for m in getattr(r, "methods", None) or ()})
     missing = f"Genie does not implement {request.method} {request.url.path}"
     if allowed:
@@ -972,6 +972,16 @@ async def not_supported(request: Request, call: Call) -> Response:
                        headers={"Allow": ", ".join(allowed)})
     raise ApiError(404, f"{missing}.")
 
+
+@endpoint
+async def not_served(request: Request, call: Call) -> Response:
+    """OpsGenie features Genie does not have (saved searches, attachments), whose paths would
+    otherwise read as an alert's id: an OpsGenie-style 404 that says so."""
+    raise ApiError(404, f"Genie does not implement {request.method} {request.url.path} "
+                        "(saved searches and attachments are not supported).")
+
+
+_ANY = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 #: Atlassian's Jira Service Management moves OpsGenie's API under this prefix; Genie serves
 #: both, so a client already moved to JSM can be pointed at Genie too.
@@ -992,6 +1002,10 @@ routes = [
     *_served("/v2/alerts", list_alerts, ["GET"]),
     *_served("/v2/alerts/count", count_alerts, ["GET"]),
     *_served("/v2/alerts/requests/{requestId}", request_status, ["GET"]),
+    *_served("/v2/alerts/saved-searches", not_served, _ANY),
+    *_served("/v2/alerts/saved-searches/{rest:path}", not_served, _ANY),
+    *_served(f"{_ID}/attachments", not_served, _ANY),
+    *_served(_ID + "/attachments/{rest:path}", not_served, _ANY),
     *_served(f"{_ID}/acknowledge", _transition("Acknowledge", "Acknowledged alert", alerts.acknowledge), ["POST"]),
     *_served(f"{_ID}/unacknowledge", unacknowledge_alert, ["POST"]),
     *_served(f"{_ID}/close", _transition("Close", "Closed alert", alerts.close), ["POST"]),
@@ -1015,6 +1029,6 @@ routes = [
     *_served(_ID, get_alert, ["GET"]),
     *_served(_ID, delete_alert, ["DELETE"]),
     #: Last: mount other /v2 routers (heartbeats) before these two.
-    Route("/v2/{path:path}", not_supported, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
-    Route(JSM_PREFIX + "/v2/{path:path}", not_supported, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+    Route("/v2/{path:path}", not_supported, methods=_ANY),
+    Route(JSM_PREFIX + "/v2/{path:path}", not_supported, methods=_ANY),
 ]
