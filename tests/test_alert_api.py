@@ -357,14 +357,17 @@ async def test_malformed_requests_get_the_opsgenie_envelope_and_change_nothing(a
         envelope(await api.call("GET", "/v2/alerts/exists/logs", params=params | {"identifierType": "alias"}), 422)
 
     # Endpoints Genie does not have: the same envelope, never a 500.
-    answer = envelope(await api.call("DELETE", "/v2/alerts/exists", params={"identifierType": "alias"}), 405)
-    assert "GET" in answer["message"]
-    for method, path in [("PUT", "/v2/alerts/exists/message"), ("POST", "/v2/alerts/exists/snooze"),
-                         ("POST", "/v2/alerts/exists/unacknowledge"), ("PUT", "/v2/alerts")]:
+    answer = envelope(await api.call("PATCH", "/v2/alerts/exists", params={"identifierType": "alias"}), 405)
+    assert "GET" in answer["message"] and "DELETE" in answer["message"]
+    for method, path in [("PATCH", "/v2/alerts/exists/message"), ("POST", "/v2/alerts/exists/logs"),
+                         ("PUT", "/v2/alerts/exists/unacknowledge"), ("PUT", "/v2/alerts")]:
         answer = envelope(await api.call(method, path, {"message": "new"}, params={"identifierType": "alias"}), 405)
         assert answer["message"].startswith(f"Genie does not implement {method} {path}"), answer
-    envelope(await api.call("GET", "/v2/alerts/count"), 404)  # an alert id that does not exist
-    envelope(await api.call("GET", "/v2/heartbeats"), 404)
+    for method, path in [("GET", "/v2/alerts/saved-searches"), ("POST", "/v2/alerts/saved-searches/"),
+                         ("GET", "/v2/alerts/exists/attachments"), ("DELETE", "/v2/alerts/exists/attachments/1")]:
+        answer = envelope(await api.call(method, path, params={"identifierType": "alias"}), 404)
+        assert "saved searches and attachments" in answer["message"], answer
+    envelope(await api.call("GET", "/v2/schedules"), 404)
     assert await counts(api.genie) == before
 
 
