@@ -22,9 +22,9 @@ Where Genie differs from OpsGenie, on purpose:
   not a silent 202: clients check the status code, few poll the request status. The refusal
   is still recorded: it is on the alert's timeline (``denied``) and in the request status.
 - ``apiKey`` in the query string is not accepted: keys in URLs end up in access logs.
-- Not implemented (404 or 405 with the usual envelope): delete, snooze, escalate, custom
-  actions, tags/details/message/description/priority updates (keep Alertmanager's
-  ``update_alerts`` off), saved searches, count. Query language: see ``parse_query``.
+- Escalate is a 422 until on-call exists; saved searches and attachments are 404s. Every route
+  is also served with a trailing slash and under JSM's ``/jsm/ops/integration`` prefix (see
+  ``_served``). Query language: see ``parse_query``.
 """
 
 from __future__ import annotations
