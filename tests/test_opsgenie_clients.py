@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
+import socket
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
+from tests.conftest import eventually
 from tests.hardening import outbox_idle
 from tests.helpers import block_text
 from tests.test_alert_api import Api, api, envelope  # noqa: F401 - the fixture
@@ -384,3 +387,86 @@ async def test_opsgenie_python_sdk_every_alert_call_genie_serves(api: Api):
 
     await asyncio.to_thread(run)  # the SDK is blocking; the server runs in this event loop
     assert await api.genie.scalar("SELECT count(*) FROM alert") == 0
+
+
+# --- the real Prometheus Alertmanager (Debian's prometheus-alertmanager; .ci/run installs it) ---------
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+async def test_real_alertmanager_with_update_alerts(api: Api, tmp_path):
+    """Alertmanager itself, ``update_alerts: true``, re-notifying every second: fire, change
+    the summary, resolve → the alert's message changes in Genie and in Slack, then it closes."""
+    assert ALERTMANAGER, "prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(f"""
+route:
+  receiver: genie
+  group_by: [alertname]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1s
+receivers:
+  - name: genie
+    opsgenie_configs:
+      - api_url: {api.genie.url}/
+        api_key: {api.keys["Payments"]}
+        update_alerts: true
+        send_resolved: true
+        message: '{{{{ .CommonAnnotations.summary }}}}'
+        description: '{{{{ .CommonAnnotations.description }}}}'
+        priority: P2
+""")
+    process = await asyncio.create_subprocess_exec(
+        ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    am = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        async def ready() -> bool:
+            try:
+                return (await am.get("/-/ready")).status_code == 200
+            except httpx.TransportError:
+                return False
+        await eventually(ready, timeout=20)
+
+        async def fire(summary: str, resolved: bool = False) -> None:
+            now = datetime.now(timezone.utc)
+            alert = {"labels": {"alertname": "DiskFull", "instance": "db-1"},
+                     "annotations": {"summary": summary, "description": f"db-1: {summary}"},
+                     "startsAt": (now - timedelta(minutes=1)).isoformat()}
+            if resolved:
+                alert["endsAt"] = now.isoformat()
+            (await am.post("/api/v2/alerts", json=[alert])).raise_for_status()
+
+        async def alert_in_genie() -> tuple | None:
+            rows = await api.genie.rows("SELECT message, description, status, priority FROM alert")
+            return rows[0] if rows else None
+
+        await fire("Disk 91% full")
+        assert await eventually(alert_in_genie, timeout=20) == ("Disk 91% full", "db-1: Disk 91% full", "open",
+                                                                "P2")
+        await fire("Disk 97% full")
+
+        async def changed() -> bool:
+            return (await alert_in_genie())[:2] == ("Disk 97% full", "db-1: Disk 97% full")
+        await eventually(changed, timeout=20)
+        await outbox_idle(api.genie)
+        text, seen = await _slack_message(api)
+        assert "Disk 97% full" in text and "db-1: Disk 97% full" in seen
+
+        await fire("Disk 97% full", resolved=True)
+
+        async def closed() -> bool:
+            return (await alert_in_genie())[2] == "closed"
+        await eventually(closed, timeout=20)
+        text, _ = await _slack_message(api)
+        assert "(closed)" in text
+        assert await api.genie.scalar("SELECT count(*) FROM alert") == 1  # one alert, de-duplicated by alias
+    finally:
+        await am.aclose()
+        process.terminate()
+        _, errors = await process.communicate()
+        assert b"level=error" not in errors, errors.decode(errors="replace")[-2000:]
