@@ -470,3 +470,33 @@ receivers:
         process.terminate()
         _, errors = await process.communicate()
         assert b"level=error" not in errors, errors.decode(errors="replace")[-2000:]
+
+
+async def test_new_routes_refuse_bad_input_and_change_nothing(api: Api):
+    """Each limit of the new routes is a 422 naming the field, and nothing changes."""
+    uid = (await api.create(alias="limits", tags=["t0"]))["alertId"]
+    await outbox_idle(api.genie)
+    tables = ("alert", "alert_event", "outbox", "api_request")
+    before = {t: await api.genie.rows(f"SELECT * FROM {t}") for t in tables}
+    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    too_far = (datetime.now(timezone.utc) + timedelta(days=400)).isoformat()
+    refusals = [
+        ("POST", "snooze", {"endTime": past}, "endTime"), ("POST", "snooze", {"endTime": too_far}, "endTime"),
+        ("POST", "snooze", {"endTime": "tomorrow"}, "endTime"), ("POST", "snooze", {}, "endTime"),
+        ("POST", "tags", {"tags": [f"t{i}" for i in range(1, 21)]}, "tags"),  # 21 in all
+        ("POST", "tags", {"tags": ["x" * 51]}, "tags"), ("POST", "tags", {"tags": []}, "tags"),
+        ("POST", "details", {"details": {"k": "v" * 8000}}, "details"), ("POST", "details", {"details": "x"}, "details"),
+        ("POST", "teams", {"team": {"name": "Nope"}}, "team"), ("POST", "teams", {"team": "Search"}, "team"),
+        ("POST", "responders", {"responder": {"type": "user", "username": "nobody@example.com"}}, "responder"),
+        ("POST", "responders", {"responder": {"type": "escalation", "name": "x"}}, "responder"),
+        ("POST", "actions/" + "x" * 101, {}, "action"),
+        ("PUT", "message", {"message": "m" * 131}, "message"), ("PUT", "message", {"message": 5}, "message"),
+        ("PUT", "description", {"description": "d" * 15001}, "description"),
+        ("PUT", "priority", {"priority": "p1"}, "priority"), ("PUT", "priority", {}, "priority"),
+        ("DELETE", "tags", None, "tags"), ("DELETE", "details?keys=,,", None, "keys"),
+    ]
+    for method, what, body, field in refusals:
+        kw = {"json": body} if body is not None else {}
+        answer = envelope(await api.call(method, f"/v2/alerts/{uid}/{what}", **kw), 422)
+        assert field in answer["errors"], (method, what, answer)
+    assert {t: await api.genie.rows(f"SELECT * FROM {t}") for t in tables} == before

@@ -763,9 +763,6 @@ async def _details_add(session, team, alert, actor, body, fields, request_id) ->
         raise ValidationFailed({"details": "details must be a non-empty object of string keys and string values"})
     as_text = {k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
                for k, v in details.items()}
-    if sum(len(k) + len(v) for k, v in as_text.items()) > alerts.MAX_DETAILS_CHARS:
-        raise ValidationFailed({"details": f"details can not be longer than {alerts.MAX_DETAILS_CHARS} characters "
-                                          "in total"})
     await alerts.change_details(session, alert, actor, add=as_text, note=fields.note, request_id=request_id)
     return "Added details"
 
