@@ -973,7 +973,10 @@ async def not_supported(request: Request, call: Call) -> Response:
 @endpoint
 async def not_served(request: Request, call: Call) -> Response:
     """OpsGenie features Genie does not have (saved searches, attachments), whose paths would
-    otherwise read as an alert's id: an OpsGenie-style 404 that says so."""
+    otherwise read as an alert's id: an OpsGenie-style 404 that says so (to a valid key)."""
+    key = presented_key(request)
+    async with request.app.state.runtime.sessionmaker.begin() as session:
+        await key_team(session, key)
     raise ApiError(404, f"Genie does not implement {request.method} {request.url.path} "
                         "(saved searches and attachments are not supported).")
 
