@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.blocks.alerts import AlertView, PersonRef
 from bot.services import alert_people
+from storage.base import utcnow
 from storage.models import Alert, Team, TeamMember, User
 
 
@@ -98,6 +99,7 @@ def _view(alert: Alert, team_name: str | None, owner_id: int | None, owner_name:
         count=alert.count, acknowledged=alert.acknowledged, acknowledged_by=alert.acknowledged_by,
         acknowledged_at=alert.acknowledged_at, closed_by=alert.closed_by, closed_at=alert.closed_at,
         acknowledged_by_slack=alert.acknowledged_by_slack, closed_by_slack=alert.closed_by_slack,
+        snoozed_until=alert.snoozed_until if alert.snoozed_until and alert.snoozed_until > utcnow() else None,
         owner_name=owner_name, owner_id=owner_id, owner_slack=owner_slack, members=members,
         reported_by=reporter, responders=responders, detail_people=detail_people,
     )

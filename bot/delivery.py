@@ -506,7 +506,10 @@ class OutboxWorker:
         if payload.get("owner_email"):
             await self._check_owner(claim, str(payload["owner_email"]), payload.get("workspace_id"))
         claim.in_doubt = True
-        await claim.client.chat_postMessage(**kwargs)
+        if isinstance(payload.get("update_ts"), str):  # replaces a message (a deleted alert's)
+            await claim.client.chat_update(ts=payload["update_ts"], **kwargs)
+        else:
+            await claim.client.chat_postMessage(**kwargs)
         await self._settle(claim)
 
     async def _check_owner(self, claim: Claim, email: str, workspace_id: Any) -> None:

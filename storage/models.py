@@ -241,6 +241,8 @@ class Alert(Base):
     acknowledged_by_slack: Mapped[str | None] = mapped_column(String(32))
     closed_by_slack: Mapped[str | None] = mapped_column(String(32))
     owner_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    #: Snoozed (OpsGenie's snooze) until then; past it, the alert is no longer snoozed.
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     count: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, cast, delete, exists, func, literal, select, text, update
+from sqlalchemy import ColumnElement, String, cast, delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
@@ -204,6 +204,12 @@ def _alert_term(dialect: str, key: str, value: Any) -> ColumnElement[bool]:
         return func.lower(Alert.message).contains(value.lower(), autoescape=True)
     if key == "owner":
         return Alert.owner_user_id.in_(select(User.id).where(User.email == value.strip().lower()))
+    if key == "teams":  # the owning team, by name (case-insensitive) or id
+        return Alert.team_id.in_(select(Team.id).where(or_(func.lower(Team.name) == value.lower(),
+                                                            cast(Team.id, String) == value)))
+    if key == "text":  # free text: in the message, alias, description or entity
+        return or_(*(func.lower(column).contains(value.lower(), autoescape=True)
+                     for column in (Alert.message, Alert.alias, Alert.description, Alert.entity)))
     column = {"status": Alert.status, "acknowledged": Alert.acknowledged, "priority": Alert.priority,
               "alias": Alert.alias, "source": Alert.source, "entity": Alert.entity, "tinyId": Alert.id}[key]
     return column == value
@@ -233,6 +239,18 @@ async def teams_by_id(session: AsyncSession, ids: set[int]) -> dict[int, Team]:
     if not ids:
         return {}
     return {t.id: t for t in await session.scalars(select(Team).where(Team.id.in_(ids)))}
+
+
+async def users_by_email(session: AsyncSession, emails: set[str]) -> dict[str, User]:
+    if not emails:
+        return {}
+    return {u.email: u for u in await session.scalars(select(User).where(User.email.in_(emails)))}
+
+
+async def teams_by_name(session: AsyncSession, names: set[str]) -> dict[str, Team]:
+    if not names:
+        return {}
+    return {t.name: t for t in await session.scalars(select(Team).where(Team.name.in_(names)))}
 
 
 async def api_request(session: AsyncSession, request_id: str, team_id: int) -> tuple[ApiRequest, Alert | None] | None:

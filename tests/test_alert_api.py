@@ -124,6 +124,7 @@ async def test_create_with_every_field_then_get_returns_them(api: Api):
     assert status["action"] == "Create" and status["status"] == "Created alert"
     assert status["alias"] == "checkout-errors" and status["processedAt"].endswith("Z")
     payments_id = await api.genie.scalar("SELECT id FROM team WHERE name = 'Payments'")
+    alice_id = await api.genie.scalar("SELECT id FROM \"user\" WHERE email = 'alice@example.com'")
     assert status["integrationId"] == str(payments_id)
 
     alert = await api.get(status["alertId"])
@@ -135,7 +136,10 @@ async def test_create_with_every_field_then_get_returns_them(api: Api):
         "description": "See the dashboard.", "details": {"region": "eu-west-1", "rate": "5.2", "ok": "false"},
         "actions": [], "report": {},
         "integration": {"id": str(payments_id), "name": "Payments", "type": "API"},
-        "responders": [{"type": "team", "name": "Payments"}, {"type": "user", "username": "alice@example.com"}],
+        "ownerTeamId": str(payments_id),
+        # As OpsGenie returns them: each with its id (clients that model responders require it).
+        "responders": [{"type": "team", "id": str(payments_id), "name": "Payments"},
+                       {"type": "user", "id": str(alice_id), "username": "alice@example.com"}],
     }
     assert {k: alert[k] for k in expected} == expected
     for stamp in ("createdAt", "updatedAt", "lastOccurredAt"):
@@ -344,7 +348,7 @@ async def test_malformed_requests_get_the_opsgenie_envelope_and_change_nothing(a
                    {"sort": "color"}, {"order": "up"}, {"query": "colour:red"}, {"query": "status:maybe"},
                    {"query": "acknowledged:yes"}, {"query": "priority:P9"}, {"query": "tinyId:abc"},
                    {"query": 'message:"unbalanced'}, {"query": "status:open OR status:closed"},
-                   {"query": "justaword"}, {"query": "alias:"}]:
+                   {"query": "alias:"}]:
         answer = envelope(await api.call("GET", "/v2/alerts", params=params), 422)
         assert answer["errors"], (params, answer)
     assert "colour" in envelope(await api.call("GET", "/v2/alerts", params={"query": "colour:red"}), 422)["errors"][
@@ -353,13 +357,16 @@ async def test_malformed_requests_get_the_opsgenie_envelope_and_change_nothing(a
         envelope(await api.call("GET", "/v2/alerts/exists/logs", params=params | {"identifierType": "alias"}), 422)
 
     # Endpoints Genie does not have: the same envelope, never a 500.
-    answer = envelope(await api.call("DELETE", "/v2/alerts/exists", params={"identifierType": "alias"}), 405)
-    assert "GET" in answer["message"]
-    for method, path in [("PUT", "/v2/alerts/exists/message"), ("POST", "/v2/alerts/exists/snooze"),
-                         ("POST", "/v2/alerts/exists/unacknowledge"), ("PUT", "/v2/alerts")]:
+    answer = envelope(await api.call("PATCH", "/v2/alerts/exists", params={"identifierType": "alias"}), 405)
+    assert "GET" in answer["message"] and "DELETE" in answer["message"]
+    for method, path in [("PATCH", "/v2/alerts/exists/message"), ("POST", "/v2/alerts/exists/logs"),
+                         ("PUT", "/v2/alerts/exists/unacknowledge"), ("PUT", "/v2/alerts")]:
         answer = envelope(await api.call(method, path, {"message": "new"}, params={"identifierType": "alias"}), 405)
         assert answer["message"].startswith(f"Genie does not implement {method} {path}"), answer
-    envelope(await api.call("GET", "/v2/alerts/count"), 404)  # an alert id that does not exist
+    for method, path in [("GET", "/v2/alerts/saved-searches"), ("POST", "/v2/alerts/saved-searches/"),
+                         ("GET", "/v2/alerts/exists/attachments"), ("DELETE", "/v2/alerts/exists/attachments/1")]:
+        answer = envelope(await api.call(method, path, params={"identifierType": "alias"}), 404)
+        assert "saved searches and attachments" in answer["message"], answer
     envelope(await api.call("GET", "/v2/schedules"), 404)  # heartbeats are served: tests/test_heartbeats.py
     assert await counts(api.genie) == before
 

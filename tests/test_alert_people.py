@@ -115,12 +115,15 @@ async def test_names_from_every_tool_become_mentions_and_the_rest_are_shown_as_g
     assert facts["region"] == "eu-west-1"
     # Carol is linked only in another workspace: her name, not a mention of a stranger's user.
     assert "U0CAROL" not in json.dumps(post["blocks"])
-    # The API still answers with what the tool sent.
-    assert alert["responders"][1:] == [{"type": "user", "username": "asmith@og.example"},
-                                       {"type": "user", "id": BOB_OPSGENIE_ID},
-                                       {"type": "user", "username": "carol@example.com"},
-                                       {"type": "user", "username": "bob-gh & <co>"},
-                                       {"type": "user", "username": "<@U0BOB>"}]
+    # The API still answers with what the tool sent, each with the id and username OpsGenie's
+    # clients require: a Genie person's id when the username is their email, else what was given.
+    carol_id = await world.genie.scalar("SELECT id FROM \"user\" WHERE email = 'carol@example.com'")
+    assert alert["responders"][1:] == [
+        {"type": "user", "id": "asmith@og.example", "username": "asmith@og.example"},
+        {"type": "user", "id": BOB_OPSGENIE_ID, "username": BOB_OPSGENIE_ID},
+        {"type": "user", "id": str(carol_id), "username": "carol@example.com"},
+        {"type": "user", "id": "bob-gh & <co>", "username": "bob-gh & <co>"},
+        {"type": "user", "id": "<@U0BOB>", "username": "<@U0BOB>"}]
     assert alert["details"]["github_user"] == "alice-s"
 
     # The timeline says who each name was resolved to, and why the others were not.

@@ -270,6 +270,7 @@ class Checker:
         response = await send()
         await bolt_idle()
         after = await snapshot(genie.sessionmaker)
+        self.before, self.after = before, after
         self.tried += 1
         self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
         assert response.status_code < 500, (response.status_code, response.text[:300])
@@ -536,20 +537,22 @@ async def test_fuzz_alert_api_other_keys_paths_and_queries(fuzz_world, caplog):
         ident = data.draw(st.sampled_from([payments_uid, str(alert_ids["payments"]), "Checkout error", "%00", "..",
                                            "x" * 600]) | st.text(max_size=30))
         id_type = data.draw(st.sampled_from(["id", "tiny", "alias", "", "other"]))
-        action = data.draw(st.sampled_from(["acknowledge", "close", "assign", "notes", "", "logs", "snooze"]))
+        action = data.draw(st.sampled_from(["acknowledge", "close", "assign", "notes", "", "logs", "snooze"]
+                                           + NEW_ACTIONS))
         method = data.draw(st.sampled_from(["POST", "GET", "PUT", "DELETE"]))
+        if method != "GET" and key.split()[-1:] == [search_key]:  # Search's key on Payments' alert only
+            ident = data.draw(st.sampled_from([payments_uid, str(alert_ids["payments"]), "Checkout error"]))
         params = {"identifierType": id_type,
                   **data.draw(st.dictionaries(st.sampled_from(["query", "limit", "offset", "sort", "order",
                                                                "direction"]), st.text(max_size=20), max_size=3))}
-        path = f"/v2/alerts/{quote(ident, safe='')}" + (f"/{action}" if action else "")
+        path = (data.draw(st.sampled_from(["", "/jsm/ops/integration"])) + f"/v2/alerts/{quote(ident, safe='')}"
+                + (f"/{action}" if action else "") + data.draw(st.sampled_from(["", "/"])))
         if data.draw(st.booleans()):
-            path = "/v2/alerts"
+            path = data.draw(st.sampled_from(["/v2/alerts", "/v2/alerts/", "/v2/alerts/count"]))
         body = data.draw(st.sampled_from([{"user": "x", "note": "n"}, {"owner": {"username": "bob@example.com"}},
                                           {"owner": {"id": str(users["bob@example.com"])}}]) | json_values)
-        if path == "/v2/alerts":
+        if path.startswith("/v2/alerts") and path.count("/") <= 3 and not path.endswith("/count"):
             method = "GET"  # creating with Search's own key is allowed: test_fuzz_alert_api_create covers it
-        if method == "POST" and key.split()[-1:] == [search_key]:
-            key = "GenieKey " + "0" * 36  # Search may act on Search's alerts; here only on no one's
         headers = {"Authorization": key} if key else {}
 
         async def send():
@@ -557,13 +560,83 @@ async def test_fuzz_alert_api_other_keys_paths_and_queries(fuzz_world, caplog):
                                             headers={**headers, "Content-Type": "application/json"})
         response = await check(send, ok=(200,), may_write=False)
         if response.status_code == 200:
-            assert method == "GET" and key.split()[-1:] == [search_key]
+            assert method in ("GET", "HEAD") and key.split()[-1:] == [search_key]
             assert payments_uid not in response.text  # Search's key never sees Payments' alert
 
     await explore(120, st.data(), body=run)
     assert await genie.scalar("SELECT count(*) FROM alert WHERE acknowledged = :t OR status <> 'open' "
                               "OR owner_user_id IS NOT NULL", t=True) == 0
     report("test_fuzz::alert_api_keys_paths_queries", inputs=check.tried, statuses=check.statuses)
+
+
+#: The calls on one alert beyond acknowledge / close / assign / notes (method, path after the id).
+NEW_ROUTES = [("POST", "unacknowledge"), ("POST", "snooze"), ("POST", "escalate"), ("POST", "responders"),
+              ("POST", "teams"), ("POST", "tags"), ("DELETE", "tags"), ("POST", "details"), ("DELETE", "details"),
+              ("PUT", "message"), ("PUT", "description"), ("PUT", "priority"), ("GET", "recipients"),
+              ("POST", "actions/Restart"), ("POST", "actions/" + "x" * 101)]
+NEW_ACTIONS = sorted({path for _, path in NEW_ROUTES})
+
+
+@st.composite
+def new_route_bodies(draw, users: dict[str, int]) -> dict:
+    """Bodies shaped like each new route's (right field, wrong type, at and past its limits,
+    other teams and unknown people) and anything at all."""
+    field = draw(st.sampled_from(["tags", "details", "message", "description", "priority", "endTime", "team",
+                                  "responder", "escalation", "user", "note"]))
+    value = draw(st.one_of(
+        json_values, hostile_text, _text_near(130), _text_near(15000),
+        st.sampled_from(["P1", "P9", "2099-01-01T00:00:00Z", "2020-01-01T00:00:00Z", "9999-12-31T23:59:59+14:00",
+                         "0001-01-01T00:00:00-12:00", "tomorrow"]),
+        st.lists(st.sampled_from(["a", "b" * 50, "c" * 51, "", " "]), max_size=25),
+        st.dictionaries(st.sampled_from(["k", "x" * 9000, ""]), st.sampled_from(["v", 1, True, None, "y" * 8001]),
+                        max_size=3),
+        st.sampled_from([{"name": "Search"}, {"name": "Nope"}, {"id": "99999999999"}, {"id": "1"},
+                         {"type": "team", "name": "Search"}, {"type": "user", "username": "mallory@example.com"},
+                         {"type": "user", "id": str(users.get("mallory@example.com", 0))},
+                         {"type": "user", "username": "nobody@example.com"}, {"type": "schedule", "id": "x"}])))
+    body = {field: value}
+    if draw(st.booleans()):
+        body.update(draw(st.dictionaries(st.sampled_from(["user", "note", "source"]), hostile_text, max_size=2)))
+    return body
+
+
+async def test_fuzz_alert_api_new_routes_with_the_owning_key(fuzz_world, caplog):
+    """Payments' own key on Payments' alert, every new route (with and without the slash,
+    under /v2 and the JSM prefix), hostile bodies and query strings: a refusal is a 4xx that
+    changes nothing; an accepted change writes only the alert, its timeline, its Slack update
+    and the request status."""
+    genie, alert_ids, users = fuzz_world
+    key = await _team_key(genie, "Payments")
+    uid = await genie.scalar("SELECT uid FROM alert WHERE id = :a", a=alert_ids["payments"])
+    check = Checker(genie, caplog)
+    done: dict[int, int] = {}
+
+    async def run(data):
+        method, action = data.draw(st.sampled_from(NEW_ROUTES))
+        path = (data.draw(st.sampled_from(["", "/jsm/ops/integration"])) + f"/v2/alerts/{uid}/{action}"
+                + data.draw(st.sampled_from(["", "/"])))
+        params = data.draw(st.dictionaries(st.sampled_from(["tags", "keys", "user", "note", "source"]),
+                                           hostile_text.filter(lambda t: len(t) <= 10_000)  # URLs have a limit
+                                           | st.sampled_from(["a,b", ",,,", "x" * 60, "a," * 60]),
+                                           max_size=3))
+        raw = data.draw(st.sampled_from(["json", "json", "json", "bytes"]))
+        content = (json.dumps(data.draw(new_route_bodies(users))).encode() if raw == "json"
+                   else data.draw(st.binary(max_size=40)))
+
+        query = urlencode(params, encoding="utf-8", errors="surrogatepass")  # lone surrogates as their bytes
+
+        async def send():
+            return await genie.http.request(method, f"{path}?{query}", content=content,
+                                            headers={"Authorization": f"GenieKey {key}",
+                                                     "Content-Type": "application/json"})
+        response = await check(send, ok=(200, 202), may_write=_created_only)
+        if response.status_code >= 400:
+            assert not changes(check.before, check.after), (method, path, response.text)
+        done[response.status_code] = done.get(response.status_code, 0) + 1
+
+    await explore(100, st.data(), body=run)
+    assert done.get(202), done  # some changes were accepted: the oracle saw both kinds
+    report("test_fuzz::alert_api_new_routes", inputs=check.tried, statuses=check.statuses)
 
 
 # --- web forms and token paths --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Sequence
 
 from slack_sdk.errors import SlackObjectFormationError
@@ -95,6 +95,8 @@ class AlertView:
     #: identified them: mentioned, with "(anonymous)"; ``*_by`` is then only the plain name.
     acknowledged_by_slack: str | None = None
     closed_by_slack: str | None = None
+    #: Snoozed until then (OpsGenie's snooze), if that is still ahead.
+    snoozed_until: datetime | None = None
     owner_name: str | None = None
     #: The assignee's Slack user id in the alert's workspace: the message mentions them.
     owner_slack: str | None = None
@@ -162,6 +164,8 @@ def status_line(view: AlertView) -> str:
                 f"{_after(view.created_at, view.acknowledged_at)}")
     else:
         line = f":rotating_light: *Open* · fired {_when(view.created_at)}"
+    if view.status != "closed" and view.snoozed_until is not None:
+        line += f" · :zzz: snoozed until {view.snoozed_until.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
     assignee = mention(view.owner_slack) or _esc(view.owner_name or "")
     if view.owner_name and view.status != "closed":
         line += f" · Assigned to {assignee}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete as sa_delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,7 +49,14 @@ class Forbidden(GenieError):
 
 
 class AlreadyDone(GenieError):
-    """Allowed, but nothing to do (already acknowledged/closed/assigned): says by whom."""
+    """Allowed, but nothing to do (already acknowledged/closed/assigned): says by whom.
+    ``opsgenie``: the same in OpsGenie's words ("Alert is already closed"), for the API's
+    request status: clients match on them (Zabbix's media type treats "Alert is already…"
+    as done)."""
+
+    def __init__(self, text: str, opsgenie: str | None = None) -> None:
+        super().__init__(text)
+        self.opsgenie = opsgenie or text
 
 
 # --- actors ----------------------------------------------------------------------------------
@@ -372,12 +379,18 @@ async def _noop(session: AsyncSession, alert: Alert, action: str, actor: Actor, 
     await session.refresh(alert)
     if alert.status == "closed":
         text = f"Alert #{alert.id} is already closed (by {alert.closed_by}{_ago(alert.closed_at, now)})."
+        opsgenie = f"Alert is already closed by {alert.closed_by}{_ago(alert.closed_at, now)}"
     elif action == "acknowledge" and alert.acknowledged:
         text = f"Alert #{alert.id} was already acknowledged by {alert.acknowledged_by}{_ago(alert.acknowledged_at, now)}."
+        opsgenie = f"Alert is already acknowledged by {alert.acknowledged_by}{_ago(alert.acknowledged_at, now)}"
+    elif action == "unacknowledge" and not alert.acknowledged:
+        text = f"Alert #{alert.id} is not acknowledged."
+        opsgenie = "Alert is already unacknowledged"
     else:
         text = f"Nothing to do: alert #{alert.id} is already in that state."
+        opsgenie = None
     await record(session, alert, action, "noop", actor, reason=text, request_id=request_id, now=now)
-    return AlreadyDone(text)
+    return AlreadyDone(text, opsgenie)
 
 
 async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
@@ -463,6 +476,200 @@ async def _tell_assignee(session: AsyncSession, alert: Alert, actor: Actor, owne
 async def add_note(session: AsyncSession, alert: Alert, actor: Actor, note: str, *, request_id: str | None = None,
                    now: datetime | None = None) -> AlertEvent:
     return await record(session, alert, "note", "applied", actor, note=note, request_id=request_id, now=now)
+
+
+async def unacknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
+                        request_id: str | None = None, now: datetime | None = None) -> Alert:
+    now = now or utcnow()
+    if not await _transition(session, alert, [Alert.status == "open", Alert.acknowledged.is_(True)],
+                             dict(acknowledged=False, acknowledged_at=None, acknowledged_by=None, updated_at=now)):
+        raise await _noop(session, alert, "unacknowledge", actor, now, request_id)
+    await record(session, alert, "unacknowledge", "applied", actor, note=note, request_id=request_id, now=now,
+                 flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
+    return alert
+
+
+async def snooze(session: AsyncSession, alert: Alert, actor: Actor, until: datetime, *, note: str | None = None,
+                 request_id: str | None = None, now: datetime | None = None) -> Alert:
+    """Snooze an open alert until ``until`` (in the future: checked by the caller)."""
+    now = now or utcnow()
+    if not await _transition(session, alert, [Alert.status == "open"], dict(snoozed_until=until, updated_at=now)):
+        raise await _noop(session, alert, "snooze", actor, now, request_id)
+    await record(session, alert, "snooze", "applied", actor, reason=f"until {until:%Y-%m-%d %H:%M} UTC", note=note,
+                 request_id=request_id, now=now, flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
+    return alert
+
+
+async def _rewrite(session: AsyncSession, alert: Alert, change: Any, now: datetime) -> bool:
+    """Apply ``change(alert) -> {column: value}`` (read-modify-write of the JSON columns) as an
+    UPDATE conditional on ``updated_at`` being what was read, retried when another request
+    changed the alert in between: no concurrent edit is lost. False when there was nothing to
+    change."""
+    for _ in range(5):
+        values = change(alert)
+        if not values:
+            return False
+        seen = alert.updated_at
+        if await _transition(session, alert, [Alert.updated_at == seen], {**values, "updated_at": now}):
+            return True
+        await session.refresh(alert)
+    raise GenieError("the alert changed too often to update it; please retry")
+
+
+EDITABLE = {"message": "message", "description": "description", "priority": "priority"}
+
+
+async def update_field(session: AsyncSession, alert: Alert, actor: Actor, name: str, value: str, *,
+                       request_id: str | None = None, now: datetime | None = None) -> bool:
+    """PUT message / description / priority (values validated by the caller). True when it
+    changed; the same value again (Alertmanager's ``update_alerts`` sends it with every
+    notification) changes nothing and records nothing."""
+    now = now or utcnow()
+    column = EDITABLE[name]
+    old = getattr(alert, column)
+    if not await _rewrite(session, alert, lambda a: {} if (getattr(a, column) or "") == value
+                          else {column: value if value or column != "description" else None}, now):
+        return False
+    shown = (old or "")[:80] + ("…" if old and len(old) > 80 else "")
+    await record(session, alert, "update", "applied", actor, reason=f"{name} changed (was: {shown!r})"[:500],
+                 request_id=request_id, now=now, flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
+    return True
+
+
+async def change_tags(session: AsyncSession, alert: Alert, actor: Actor, *, add: list[str] = (),
+                      remove: list[str] = (), note: str | None = None, request_id: str | None = None,
+                      now: datetime | None = None) -> bool:
+    now = now or utcnow()
+
+    def change(a: Alert) -> dict[str, Any]:
+        tags = [t for t in dict.fromkeys([*(a.tags or []), *add]) if t not in set(remove)]
+        if tags == list(a.tags or []):
+            return {}
+        if len(tags) > MAX_TAGS:
+            raise ValidationFailed({"tags": f"an alert has at most {MAX_TAGS} tags"})
+        return {"tags": tags}
+
+    if not await _rewrite(session, alert, change, now):
+        return False
+    what = (f"tags added: {', '.join(add)}" if add else f"tags removed: {', '.join(remove)}")
+    await record(session, alert, "tags", "applied", actor, reason=what[:500], note=note, request_id=request_id,
+                 now=now, flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
+    return True
+
+
+async def change_details(session: AsyncSession, alert: Alert, actor: Actor, *, add: dict[str, str] | None = None,
+                         remove: list[str] = (), note: str | None = None, request_id: str | None = None,
+                         now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    add = add or {}
+
+    def change(a: Alert) -> dict[str, Any]:
+        details = {k: v for k, v in {**(a.details or {}), **add}.items() if k not in set(remove)}
+        if details == dict(a.details or {}):
+            return {}
+        if sum(len(k) + len(v) for k, v in details.items()) > MAX_DETAILS_CHARS:
+            raise ValidationFailed({"details": f"an alert's details are at most {MAX_DETAILS_CHARS} characters in total"})
+        return {"details": details}
+
+    if not await _rewrite(session, alert, change, now):
+        return False
+    what = (f"details added: {', '.join(add)}" if add else f"details removed: {', '.join(remove)}")
+    await record(session, alert, "details", "applied", actor, reason=what[:500], note=note, request_id=request_id,
+                 now=now, flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
+    return True
+
+
+async def add_responder(session: AsyncSession, alert: Alert, actor: Actor, *, team: Team | None = None,
+                        user: User | None = None, note: str | None = None, request_id: str | None = None,
+                        now: datetime | None = None) -> bool:
+    """Add a team or a person as a responder (OpsGenie's add responder / add team). A person
+    shows in the Slack message (mentioned when they have a Slack link in its workspace); a team
+    is listed in the API. Ownership, and so who may act on the alert, does not change."""
+    now = now or utcnow()
+    if team is not None:
+        entry = {"type": "team", "id": str(team.id), "name": team.name}
+    else:
+        assert user is not None
+        entry = {"type": "user", "id": str(user.id), "username": user.email}
+    link = None
+    if user is not None:
+        owning = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+        link = (await alert_people.slack_links(session, {user.id}, owning)).get(user.id)
+
+    def change(a: Alert) -> dict[str, Any]:
+        current = list(a.responders or [])
+        if any(r.get("type") == entry["type"] and str(r.get("id")) == entry["id"] for r in current):
+            return {}
+        if len(current) >= MAX_RESPONDERS:
+            raise ValidationFailed({"responder": f"an alert has at most {MAX_RESPONDERS} responders"})
+        values: dict[str, Any] = {"responders": [*current, entry]}
+        if user is not None:
+            people = dict(a.people) if isinstance(a.people, dict) else {}
+            people["responders"] = [*(people.get("responders") or []),
+                                    {"as": user.email, "user_id": user.id, "name": user.name,
+                                     "slack": link.slack_user_id if link else None}]
+            values["people"] = people
+        return values
+
+    if not await _rewrite(session, alert, change, now):
+        return False
+    who = f"team {team.name}" if team is not None else f"{user.name} ({user.email})"
+    await record(session, alert, "responder", "applied", actor, reason=f"responder added: {who}"[:500], note=note,
+                 request_id=request_id, now=now, flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
+    return True
+
+
+async def custom_action(session: AsyncSession, alert: Alert, actor: Actor, name: str, *, note: str | None = None,
+                        request_id: str | None = None, now: datetime | None = None) -> AlertEvent:
+    """OpsGenie's custom actions ("Restart", "Run playbook"): Genie runs nothing; the action
+    is recorded on the timeline (and so in the API's logs) for whoever acts on it."""
+    return await record(session, alert, "custom", "applied", actor, reason=f"custom action {name!r}"[:500], note=note,
+                        request_id=request_id, now=now)
+
+
+async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: datetime | None = None) -> None:
+    """Delete the alert, its timeline and its pending Slack messages. A message already in
+    Slack is replaced (through the outbox) by a line saying it was deleted and by whom."""
+    now = now or utcnow()
+    if alert.slack_channel and alert.slack_ts:
+        team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+        text = f"Alert #{alert.id} ({alert.message}) was deleted by {actor.name}."
+        await outbox.enqueue(session, alert.slack_channel, outbox.MESSAGE, now=now,
+                             payload={"text": text, "update_ts": alert.slack_ts,  # plain text: no mrkdwn
+                                      "blocks": [{"type": "section", "text": {"type": "plain_text", "text": text}}]},
+                             slack_team_id=team.slack_team_id if team else None,
+                             enterprise_id=team.enterprise_id if team else None)
+    await session.execute(sa_delete(Alert).where(Alert.id == alert.id).execution_options(synchronize_session=False))
+
+
+async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]]:
+    """Who was told of the alert, and how: the owning team's active members through its
+    channel message (``notified`` once it is in Slack, else ``pending``), and each person the
+    alert was assigned to in a Slack DM (from the timeline)."""
+    told: dict[int, dict[str, Any]] = {}
+    if alert.team_id is not None and alert.slack_channel:
+        rows = await session.execute(
+            select(User).join(TeamMember, TeamMember.user_id == User.id)
+            .where(TeamMember.team_id == alert.team_id, User.is_active.is_(True)).order_by(User.id))
+        for user in rows.scalars():
+            told[user.id] = {"user": user, "state": "notified" if alert.slack_ts else "pending",
+                             "method": "Slack channel", "at": alert.created_at}
+    assigned = await session.scalars(
+        select(AlertEvent).where(AlertEvent.alert_id == alert.id, AlertEvent.action == "assign",
+                                 AlertEvent.outcome == "applied", AlertEvent.reason.contains("told in Slack")))
+    for event in assigned:  # reason: "assigned to NAME (EMAIL)…; told in Slack (U…)" (``assign``)
+        match = re.match(r"assigned to .*? \(([^()\s]+@[^()\s]+)\)", event.reason or "")
+        if match:
+            user = await session.scalar(select(User).where(User.email == match.group(1)))
+            if user is not None:
+                told[user.id] = {"user": user, "state": "notified", "method": "Slack DM", "at": event.at}
+    return list(told.values())
 
 
 async def record_api_request(session: AsyncSession, request_id: str, team: Team, action: str, alert: Alert | None,

@@ -22,9 +22,9 @@ Where Genie differs from OpsGenie, on purpose:
   not a silent 202: clients check the status code, few poll the request status. The refusal
   is still recorded: it is on the alert's timeline (``denied``) and in the request status.
 - ``apiKey`` in the query string is not accepted: keys in URLs end up in access logs.
-- Not implemented (404 or 405 with the usual envelope): delete, snooze, escalate, custom
-  actions, tags/details/message/description/priority updates (keep Alertmanager's
-  ``update_alerts`` off), saved searches, count. Query language: see ``parse_query``.
+- Escalate is a 422 until on-call exists; saved searches and attachments are 404s. Every route
+  is also served with a trailing slash and under JSM's ``/jsm/ops/integration`` prefix (see
+  ``_served``). Query language: see ``parse_query``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import shlex
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote, urlencode
 
@@ -50,6 +50,7 @@ from bot.services import alert_people, alerts
 from bot.services.alerts import Actor, AlreadyDone, Forbidden, ValidationFailed
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
 from storage import repositories as repo
+from storage.base import utcnow
 from storage.models import Alert, AlertEvent, Team
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         call = Call(str(uuid.uuid4()), time.monotonic())
         try:
             response = await handler(request, call)
-            if request.method == "POST" and response.status_code < 300:
+            if request.method in ("POST", "PUT", "DELETE") and response.status_code < 300:
                 # Committed: let Slack hear of it now.
                 request.app.state.runtime.wake_outbox(call.outbox_channel)
             return response
@@ -253,7 +254,7 @@ def order_param(request: Request) -> bool:
 
 # --- the query language ----------------------------------------------------------------------
 QUERY_KEYS = ("status", "acknowledged", "priority", "alias", "tag", "tags", "source", "entity", "message",
-              "tinyId", "owner")
+              "tinyId", "owner", "teams")
 _TERM = re.compile(r"^([A-Za-z]+)[:=](.*)$", re.S)
 
 
@@ -263,8 +264,10 @@ def parse_query(query: str) -> list[tuple[str, Any]]:
     Whitespace-separated ``key:value`` (or ``key=value``) terms, all of which must hold; ``AND``
     between them is optional; double quotes keep spaces in a value. Keys: status (open,
     closed), acknowledged (true, false), priority (P1–P5), alias, tag (or tags), source,
-    entity, message (case-insensitive substring), tinyId, owner (the assignee's email).
-    Anything else is a 422 that says what is supported."""
+    entity, message (case-insensitive substring), tinyId, owner (the assignee's email), teams
+    (the owning team's name or id). A word without a key is free text: found (ignoring case)
+    in the message, alias, description or entity. Anything else is a 422 that says what is
+    supported."""
     if len(query) > MAX_QUERY_LENGTH or not storable(query):
         raise ValidationFailed({"query": f"the query must be valid text of at most {MAX_QUERY_LENGTH} characters"})
     try:
@@ -281,6 +284,9 @@ def parse_query(query: str) -> list[tuple[str, Any]]:
         if word.upper() in ("OR", "NOT"):
             raise ValidationFailed({"query": f"{word.upper()} is not supported; terms are combined with AND"})
         match = _TERM.match(word)
+        if match is None and word.strip():
+            terms.append(("text", word))
+            continue
         if match is None or match.group(1).lower() not in known:
             raise ValidationFailed({"query": f"{word!r} is not a supported term; use key:value with a key among "
                                              f"{', '.join(QUERY_KEYS)}"})
@@ -324,34 +330,65 @@ async def present(session: AsyncSession, found: list[Alert], full: bool) -> list
     """OpsGenie's alert objects (``full``: with description and details, as ``GET`` one)."""
     teams = await repo.teams_by_id(session, {a.team_id for a in found if a.team_id is not None})
     owners = await repo.users_by_id(session, {a.owner_user_id for a in found if a.owner_user_id is not None})
+    named_teams = await repo.teams_by_name(session, {r["name"] for a in found for r in a.responders or []
+                                                     if isinstance(r, dict) and r.get("type") == "team"
+                                                     and not r.get("id") and isinstance(r.get("name"), str)})
+    named_users = await repo.users_by_email(session, {r["username"].strip().lower() for a in found
+                                                       for r in a.responders or [] if isinstance(r, dict)
+                                                       and r.get("type") == "user" and not r.get("id")
+                                                       and isinstance(r.get("username"), str)})
+    now = utcnow()
     shown = []
     for a in found:
         team = teams.get(a.team_id) if a.team_id is not None else None
         owner = owners.get(a.owner_user_id) if a.owner_user_id is not None else None
-        responders = [dict(r) for r in a.responders or []]
-        if team is not None and not any(r.get("type") == "team" for r in responders):
+        responders = [_responder(r, named_teams, named_users) for r in a.responders or [] if isinstance(r, dict)]
+        if team is not None and not any(r["type"] == "team" and r["id"] == str(team.id) for r in responders):
             responders.insert(0, {"type": "team", "id": str(team.id), "name": team.name})
+        snoozed = a.status == "open" and a.snoozed_until is not None and a.snoozed_until > now
         report = {"ackTime": _ms(a.created_at, a.acknowledged_at), "closeTime": _ms(a.created_at, a.closed_at),
                   "acknowledgedBy": a.acknowledged_by, "closedBy": a.closed_by}
         item = {
             "id": a.uid, "tinyId": str(a.id), "alias": a.alias, "message": a.message, "status": a.status,
-            "acknowledged": a.acknowledged, "isSeen": False, "tags": list(a.tags or []), "snoozed": False,
+            "acknowledged": a.acknowledged, "isSeen": False, "tags": list(a.tags or []), "snoozed": snoozed,
             "count": a.count, "lastOccurredAt": iso(a.last_occurred_at), "createdAt": iso(a.created_at),
             "updatedAt": iso(a.updated_at), "source": a.source or "", "owner": owner.email if owner else "",
-            "priority": a.priority, "responders": responders,
+            "priority": a.priority, "responders": responders, "ownerTeamId": str(team.id) if team else "",
             "integration": {"id": str(team.id) if team else "", "name": team.name if team else "", "type": "API"},
             "report": {k: v for k, v in report.items() if v is not None},
             "entity": a.entity or "",
         }
+        if snoozed:
+            item["snoozedUntil"] = iso(a.snoozed_until)
         if full:
             item.update(description=a.description or "", details=dict(a.details or {}), actions=[])
         shown.append(item)
     return shown
 
 
+def _responder(stored: dict[str, Any], named_teams: dict[str, Team], named_users: dict[str, Any]) -> dict[str, Any]:
+    """A stored responder as OpsGenie returns it: always a ``type`` and an ``id`` (clients
+    that model responders require both); a team's ``name``, a person's ``username``. A team
+    or a person named at create time gets its Genie id (else the id is the name given)."""
+    kind = stored.get("type") if stored.get("type") in ("team", "user", "escalation", "schedule") else "team"
+    given = {k: stored[k] for k in ("id", "name", "username") if isinstance(stored.get(k), str) and stored[k]}
+    if kind == "team" and "id" not in given and given.get("name") in named_teams:
+        given["id"] = str(named_teams[given["name"]].id)
+    if kind == "user" and "id" not in given and given.get("username", "").strip().lower() in named_users:
+        given["id"] = str(named_users[given["username"].strip().lower()].id)
+    shown = {"type": kind, "id": given.get("id") or given.get("username") or given.get("name") or ""}
+    if kind == "user":
+        shown["username"] = given.get("username") or given.get("name") or shown["id"]
+    elif "name" in given:
+        shown["name"] = given["name"]
+    return shown
+
+
 _VIA = {"api": "the API", "slack": "Slack", "cli": "the CLI", "web": "the web"}
 _DONE = {"create": "created", "deduplicate": "de-duplicated", "acknowledge": "acknowledged", "close": "closed",
-         "assign": "assigned"}
+         "assign": "assigned", "unacknowledge": "unacknowledged", "snooze": "snoozed", "update": "updated",
+         "tags": "tags changed", "details": "details changed", "responder": "responder added",
+         "custom": "custom action run"}
 
 
 def log_line(event: AlertEvent) -> str:
@@ -415,10 +452,12 @@ def _base(request: Request) -> str:
 
 # --- handlers --------------------------------------------------------------------------------
 async def _find(session: AsyncSession, request: Request, team: Team) -> Alert:
+    """The one gate of every call on an alert: the alert the path names, among those the key's
+    team may see and act on (``alerts.teams_key_may_use``); any other is "does not exist"."""
     if not storable(request.path_params["identifier"]):
         raise NotFound("Alert with given id does not exist")
     return await alerts.find(session, request.path_params["identifier"],
-                             request.query_params.get("identifierType", "id"),
+                             request.query_params.get("identifierType", "id") or "id",
                              team_ids=await alerts.teams_key_may_use(session, team))
 
 
@@ -496,7 +535,8 @@ ActionFn = Callable[..., Awaitable[Any]]
 
 def _transition(action: str, status: str, fn: ActionFn) -> Callable[[Request], Awaitable[Response]]:
     """Acknowledge / Close: applied before the 202; "already done" is a 202 whose request
-    status says ``isSuccess: false`` and why (OpsGenie does the same)."""
+    status says ``isSuccess: false`` and why, in OpsGenie's words ("Alert is already
+    closed"), as OpsGenie does."""
 
     async def handler(request: Request, call: Call) -> Response:
         key = presented_key(request)
@@ -510,7 +550,7 @@ def _transition(action: str, status: str, fn: ActionFn) -> Callable[[Request], A
                 await fn(session, alert, actor, note=fields.note, request_id=call.request_id)
                 success, text = True, status
             except AlreadyDone as err:
-                success, text = False, str(err)
+                success, text = False, err.opsgenie
             await alerts.record_api_request(session, call.request_id, team, action, alert, success, text)
         return call.accepted()
 
@@ -571,7 +611,7 @@ async def assign_alert(request: Request, call: Call) -> Response:
                                 named=named)
             success, text = True, f"Assigned alert to {owner.email}"
         except AlreadyDone as err:
-            success, text = False, str(err)
+            success, text = False, err.opsgenie
         except Forbidden as err:  # kept: the denial is on the timeline and in the request status
             success, text = False, str(err)
             refused = text
@@ -623,10 +663,306 @@ async def list_logs(request: Request, call: Call) -> Response:
     return call.answer(200, data=data, paging=paging)
 
 
+def _actor(team: Team, fields: ActionFields) -> Actor:
+    return Actor(via="api", label=fields.user or f"API ({team.name})")
+
+
+Change = Callable[[AsyncSession, Team, Alert, Actor, dict[str, Any], ActionFields, str], Awaitable[str | None]]
+
+
+async def _change(request: Request, call: Call, action: str, change: Change, *, body_in_query: bool = False) -> Response:
+    """An asynchronous action on one alert (OpsGenie's 202 + ``requestId``): the key's team,
+    the body (for DELETE: ``user``, ``source``, ``note`` in the query), the alert through
+    ``_find``, then ``change`` — which validates first and raises on bad input, so a refusal
+    rolls the whole transaction back — and its request status. ``AlreadyDone`` is a 202 whose
+    status says why, as OpsGenie does."""
+    key = presented_key(request)
+    raw = b"" if body_in_query else await read_body(request)
+    async with request.app.state.runtime.sessionmaker.begin() as session:
+        team = await key_team(session, key)
+        body = ({k: request.query_params[k] for k in ("user", "source", "note") if k in request.query_params}
+                if body_in_query else parse_json(raw))
+        if body_in_query and not all(storable(v) for v in body.values()):
+            raise ValidationFailed({k: "text must be valid Unicode without NUL characters" for k in body})
+        fields = action_fields(body)
+        alert = await _find(session, request, team)
+        call.outbox_channel = alert.slack_channel
+        try:
+            success, text = True, await change(session, team, alert, _actor(team, fields), body, fields,
+                                               call.request_id)
+        except AlreadyDone as err:
+            success, text = False, err.opsgenie
+        if text is not None:  # None: ``change`` recorded it (delete does, before the alert goes)
+            await alerts.record_api_request(session, call.request_id, team, action, alert, success, text)
+    return call.accepted()
+
+
+def _text_field(body: dict[str, Any], name: str, limit: int, required: bool = True) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if value is not None and not isinstance(value, str):
+        raise ValidationFailed({name: f"{name} must be a string"})
+    if value is None or (required and not value.strip()):
+        raise ValidationFailed({name: f"{name.capitalize()} can not be empty."})
+    if len(value) > limit:
+        raise ValidationFailed({name: f"{name} can not be longer than {limit} characters"})
+    return value.strip() if name == "message" else value
+
+
+def _update(name: str) -> Change:
+    """PUT message / description / priority."""
+
+    async def change(session, team, alert, actor, body, fields, request_id) -> str:
+        if name == "priority":
+            value = body.get("priority")
+            if value not in alerts.PRIORITIES:
+                raise ValidationFailed({"priority": "priority must be one of P1, P2, P3, P4, P5"})
+        else:  # Alertmanager sends {} when its description renders empty: the description is cleared
+            value = _text_field(body, name, alerts.LIMITS[name], required=name == "message")
+        changed = await alerts.update_field(session, alert, actor, name, value, request_id=request_id)
+        return f"Updated {name}" if changed else f"Alert {name} is already that"
+
+    change.__name__ = f"update_{name}"
+    return change
+
+
+def _string_list(value: Any, name: str, limit: int, each: int) -> list[str]:
+    if (not isinstance(value, list) or not value or len(value) > limit
+            or not all(isinstance(v, str) and v.strip() and len(v) <= each for v in value)):
+        raise ValidationFailed({name: f"{name} must be a list of 1 to {limit} non-empty strings of at most {each} "
+                                      "characters"})
+    return [v.strip() for v in value]
+
+
+def _query_list(request: Request, name: str, each: int) -> list[str]:
+    raw = request.query_params.get(name, "")
+    if not storable(raw):
+        raise ValidationFailed({name: "text must be valid Unicode without NUL characters"})
+    return _string_list([v for v in raw.split(",") if v.strip()], name, 50, each)
+
+
+async def _tags_add(session, team, alert, actor, body, fields, request_id) -> str:
+    tags = _string_list(body.get("tags"), "tags", alerts.MAX_TAGS, alerts.MAX_TAG)
+    await alerts.change_tags(session, alert, actor, add=tags, note=fields.note, request_id=request_id)
+    return "Added tags"
+
+
+def _tags_remove(request: Request) -> Change:
+    async def change(session, team, alert, actor, body, fields, request_id) -> str:
+        tags = _query_list(request, "tags", alerts.MAX_TAG)
+        await alerts.change_tags(session, alert, actor, remove=tags, note=fields.note, request_id=request_id)
+        return "Removed tags"
+    return change
+
+
+async def _details_add(session, team, alert, actor, body, fields, request_id) -> str:
+    details = body.get("details")
+    if not isinstance(details, dict) or not details or not all(
+            isinstance(k, str) and k.strip() and isinstance(v, (str, int, float, bool)) for k, v in details.items()):
+        raise ValidationFailed({"details": "details must be a non-empty object of string keys and string values"})
+    as_text = {k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+               for k, v in details.items()}
+    await alerts.change_details(session, alert, actor, add=as_text, note=fields.note, request_id=request_id)
+    return "Added details"
+
+
+def _details_remove(request: Request) -> Change:
+    async def change(session, team, alert, actor, body, fields, request_id) -> str:
+        keys = _query_list(request, "keys", 1000)
+        await alerts.change_details(session, alert, actor, remove=keys, note=fields.note, request_id=request_id)
+        return "Removed details"
+    return change
+
+
+async def _named_team(session: AsyncSession, given: Any, name: str) -> Team:
+    """``{"id": …}`` or ``{"name": …}`` → a Genie team; 422 when it names none."""
+    if not isinstance(given, dict):
+        raise ValidationFailed({name: f'{name} must be an object: {{"id": "<team id>"}} or {{"name": "<team name>"}}'})
+    team_id, team_name = given.get("id"), given.get("name")
+    team = None
+    if isinstance(team_id, str) and small_int(team_id.strip()):
+        team = await session.get(Team, int(team_id.strip()))
+    elif isinstance(team_name, str) and 0 < len(team_name) <= 100:
+        team = await repo.team_by_name(session, team_name)
+    if team is None:
+        raise ValidationFailed({name: "Team does not exist"})
+    return team
+
+
+async def _add_team(session, team, alert, actor, body, fields, request_id) -> str:
+    added = await _named_team(session, body.get("team"), "team")
+    await alerts.add_responder(session, alert, actor, team=added, note=fields.note, request_id=request_id)
+    return "Added team"
+
+
+async def _add_responder(session, team, alert, actor, body, fields, request_id) -> str:
+    responder = body.get("responder")
+    if not isinstance(responder, dict) or responder.get("type") not in ("team", "user"):
+        raise ValidationFailed({"responder": 'responder must be {"type": "team" or "user", "id" or "name"/"username"}'})
+    if responder["type"] == "team":
+        added = await _named_team(session, responder, "responder")
+        await alerts.add_responder(session, alert, actor, team=added, note=fields.note, request_id=request_id)
+    else:
+        try:
+            user, _ = await _assignee(session, {k: v for k, v in responder.items() if k in ("id", "username")})
+        except ValidationFailed as err:
+            raise ValidationFailed({"responder": err.errors.get("owner", "User does not exist")}) from None
+        if not user.is_active:
+            raise ValidationFailed({"responder": "User does not exist"})
+        await alerts.add_responder(session, alert, actor, user=user, note=fields.note, request_id=request_id)
+    return "Added responder"
+
+
+MAX_SNOOZE = timedelta(days=366)
+
+
+async def _snooze(session, team, alert, actor, body, fields, request_id) -> str:
+    raw, now = body.get("endTime"), utcnow()
+    try:
+        end = datetime.fromisoformat(raw.strip().replace("Z", "+00:00")) if isinstance(raw, str) and len(raw) < 60 else None
+        if end is not None and end.tzinfo is None:
+            end = end.replace(tzinfo=timezone.utc)
+        end = end.astimezone(timezone.utc) if end is not None else None
+    except (ValueError, OverflowError):
+        end = None
+    if end is None:
+        raise ValidationFailed({"endTime": "endTime must be a date and time in ISO 8601 (2026-11-25T10:00:00Z)"})
+    if not now < end <= now + MAX_SNOOZE:
+        raise ValidationFailed({"endTime": "endTime must be in the future, at most 366 days ahead"})
+    await alerts.snooze(session, alert, actor, end, note=fields.note, request_id=request_id)
+    return "Snoozed alert"
+
+
+def _custom_action(request: Request) -> Change:
+    async def change(session, team, alert, actor, body, fields, request_id) -> str:
+        name = request.path_params["action"]
+        if not name.strip() or len(name) > 100 or not storable(name):
+            raise ValidationFailed({"action": "the action name must be 1 to 100 characters"})
+        await alerts.custom_action(session, alert, actor, name, note=fields.note, request_id=request_id)
+        return f"Executed custom action {name}"
+    return change
+
+
+@endpoint
+async def unacknowledge_alert(request: Request, call: Call) -> Response:
+    return await _transition_call(request, call, "UnAcknowledge", "Unacknowledged alert", alerts.unacknowledge)
+
+
+async def _transition_call(request: Request, call: Call, action: str, status: str, fn: ActionFn) -> Response:
+    async def change(session, team, alert, actor, body, fields, request_id) -> str:
+        await fn(session, alert, actor, note=fields.note, request_id=request_id)
+        return status
+    return await _change(request, call, action, change)
+
+
+@endpoint
+async def snooze_alert(request: Request, call: Call) -> Response:
+    return await _change(request, call, "Snooze", _snooze)
+
+
+@endpoint
+async def escalate_alert(request: Request, call: Call) -> Response:
+    """On-call (escalation policies) is not built yet: a clear 422, and nothing changes."""
+    key = presented_key(request)
+    await read_body(request)
+    async with request.app.state.runtime.sessionmaker.begin() as session:
+        team = await key_team(session, key)
+        await _find(session, request, team)
+    text = ("Genie has no escalation policies yet (on-call is not built), so an alert can't be escalated; "
+            "assign it (POST …/assign) or add a responder instead.")
+    raise ApiError(422, text, errors={"escalation": text})
+
+
+@endpoint
+async def add_responder(request: Request, call: Call) -> Response:
+    return await _change(request, call, "AddResponder", _add_responder)
+
+
+@endpoint
+async def add_team(request: Request, call: Call) -> Response:
+    return await _change(request, call, "AddTeam", _add_team)
+
+
+@endpoint
+async def add_tags(request: Request, call: Call) -> Response:
+    return await _change(request, call, "AddTags", _tags_add)
+
+
+@endpoint
+async def remove_tags(request: Request, call: Call) -> Response:
+    return await _change(request, call, "RemoveTags", _tags_remove(request), body_in_query=True)
+
+
+@endpoint
+async def add_details(request: Request, call: Call) -> Response:
+    return await _change(request, call, "AddDetails", _details_add)
+
+
+@endpoint
+async def remove_details(request: Request, call: Call) -> Response:
+    return await _change(request, call, "RemoveDetails", _details_remove(request), body_in_query=True)
+
+
+@endpoint
+async def update_message(request: Request, call: Call) -> Response:
+    return await _change(request, call, "UpdateMessage", _update("message"))
+
+
+@endpoint
+async def update_description(request: Request, call: Call) -> Response:
+    return await _change(request, call, "UpdateDescription", _update("description"))
+
+
+@endpoint
+async def update_priority(request: Request, call: Call) -> Response:
+    return await _change(request, call, "UpdatePriority", _update("priority"))
+
+
+@endpoint
+async def custom_action(request: Request, call: Call) -> Response:
+    return await _change(request, call, "ExecuteCustomAction", _custom_action(request))
+
+
+@endpoint
+async def delete_alert(request: Request, call: Call) -> Response:
+    """Gone for good (GET answers 404 after); its request status keeps the alias."""
+    async def change(session, team, alert, actor, body, fields, request_id) -> None:
+        await alerts.record_api_request(session, request_id, team, "Delete", alert, True, "Deleted alert")
+        await alerts.delete(session, alert, actor)
+
+    return await _change(request, call, "Delete", change, body_in_query=True)
+
+
+@endpoint
+async def count_alerts(request: Request, call: Call) -> Response:
+    key = presented_key(request)
+    async with request.app.state.runtime.sessionmaker.begin() as session:
+        team = await key_team(session, key)
+        terms = parse_query(request.query_params.get("query", ""))
+        total, _ = await repo.search_alerts(session, await alerts.teams_key_may_use(session, team), terms, limit=0)
+    return call.answer(200, data={"count": total})
+
+
+@endpoint
+async def list_recipients(request: Request, call: Call) -> Response:
+    key = presented_key(request)
+    async with request.app.state.runtime.sessionmaker.begin() as session:
+        team = await key_team(session, key)
+        alert = await _find(session, request, team)
+        told = await alerts.recipients(session, alert)
+    data = [{"user": {"id": str(r["user"].id), "username": r["user"].email}, "state": r["state"],
+             "method": r["method"], "createdAt": iso(r["at"]), "updatedAt": iso(r["at"])} for r in told]
+    return call.answer(200, data=data)
+
+
 @endpoint
 async def not_supported(request: Request, call: Call) -> Response:
-    """Anything else under ``/v2``: 405 for a known path with another method, else 404."""
-    allowed = sorted({m for r in routes[:-1] if r.matches(request.scope)[0] is Match.PARTIAL for m in r.methods or ()})
+    """Anything else under ``/v2`` (and the JSM prefix): 405 for a path served with another
+    method, else 404. Asks the whole app's routes, so routes mounted before this catch-all by
+    other modules (heartbeats) are reported too."""
+    allowed = sorted({m for r in request.app.routes if getattr(r, "endpoint", None) not in (not_supported, not_served)
+                      and r.matches(request.scope)[0] is Match.PARTIAL for m in getattr(r, "methods", None) or ()})
     missing = f"Genie does not implement {request.method} {request.url.path}"
     if allowed:
         raise ApiError(405, f"{missing} (this path answers {', '.join(allowed)}).",
@@ -634,18 +970,65 @@ async def not_supported(request: Request, call: Call) -> Response:
     raise ApiError(404, f"{missing}.")
 
 
+@endpoint
+async def not_served(request: Request, call: Call) -> Response:
+    """OpsGenie features Genie does not have (saved searches, attachments), whose paths would
+    otherwise read as an alert's id: an OpsGenie-style 404 that says so (to a valid key)."""
+    key = presented_key(request)
+    async with request.app.state.runtime.sessionmaker.begin() as session:
+        await key_team(session, key)
+    raise ApiError(404, f"Genie does not implement {request.method} {request.url.path} "
+                        "(saved searches and attachments are not supported).")
+
+
+_ANY = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+#: Atlassian's Jira Service Management moves OpsGenie's API under this prefix; Genie serves
+#: both, so a client already moved to JSM can be pointed at Genie too.
+JSM_PREFIX = "/jsm/ops/integration"
+
+
+def _served(path: str, handler: Callable[[Request], Awaitable[Response]], methods: list[str]) -> list[Route]:
+    """``path`` with and without a trailing slash (served directly, never redirected: clients
+    drop ``Authorization`` on a redirect), under ``/v2`` and under the JSM prefix. The slashed
+    form comes first: ``{identifier:path}`` would otherwise take the slash into the id."""
+    return [Route(f"{prefix}{path}{slash}", handler, methods=methods)
+            for prefix in ("", JSM_PREFIX) for slash in ("/", "")]
+
+
 _ID = "/v2/alerts/{identifier:path}"
 routes = [
-    Route("/v2/alerts", create_alert, methods=["POST"]),
-    Route("/v2/alerts", list_alerts, methods=["GET"]),
-    Route("/v2/alerts/requests/{requestId}", request_status, methods=["GET"]),
-    Route(f"{_ID}/acknowledge", _transition("Acknowledge", "Acknowledged alert", alerts.acknowledge),
-          methods=["POST"]),
-    Route(f"{_ID}/close", _transition("Close", "Closed alert", alerts.close), methods=["POST"]),
-    Route(f"{_ID}/assign", assign_alert, methods=["POST"]),
-    Route(f"{_ID}/notes", add_note, methods=["POST"]),
-    Route(f"{_ID}/notes", list_notes, methods=["GET"]),
-    Route(f"{_ID}/logs", list_logs, methods=["GET"]),
-    Route(_ID, get_alert, methods=["GET"]),
-    Route("/v2/{path:path}", not_supported, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+    *_served("/v2/alerts", create_alert, ["POST"]),
+    *_served("/v2/alerts", list_alerts, ["GET"]),
+    *_served("/v2/alerts/count", count_alerts, ["GET"]),
+    *_served("/v2/alerts/requests/{requestId}", request_status, ["GET"]),
+    *_served("/v2/alerts/saved-searches", not_served, _ANY),
+    *_served("/v2/alerts/saved-searches/{rest:path}", not_served, _ANY),
+    *_served(f"{_ID}/attachments", not_served, _ANY),
+    *_served(_ID + "/attachments/{rest:path}", not_served, _ANY),
+    *_served(f"{_ID}/acknowledge", _transition("Acknowledge", "Acknowledged alert", alerts.acknowledge), ["POST"]),
+    *_served(f"{_ID}/unacknowledge", unacknowledge_alert, ["POST"]),
+    *_served(f"{_ID}/close", _transition("Close", "Closed alert", alerts.close), ["POST"]),
+    *_served(f"{_ID}/snooze", snooze_alert, ["POST"]),
+    *_served(f"{_ID}/escalate", escalate_alert, ["POST"]),
+    *_served(f"{_ID}/assign", assign_alert, ["POST"]),
+    *_served(f"{_ID}/responders", add_responder, ["POST"]),
+    *_served(f"{_ID}/teams", add_team, ["POST"]),
+    *_served(f"{_ID}/tags", add_tags, ["POST"]),
+    *_served(f"{_ID}/tags", remove_tags, ["DELETE"]),
+    *_served(f"{_ID}/details", add_details, ["POST"]),
+    *_served(f"{_ID}/details", remove_details, ["DELETE"]),
+    *_served(f"{_ID}/message", update_message, ["PUT"]),
+    *_served(f"{_ID}/description", update_description, ["PUT"]),
+    *_served(f"{_ID}/priority", update_priority, ["PUT"]),
+    *_served(f"{_ID}/notes", add_note, ["POST"]),
+    *_served(f"{_ID}/notes", list_notes, ["GET"]),
+    *_served(f"{_ID}/logs", list_logs, ["GET"]),
+    *_served(f"{_ID}/recipients", list_recipients, ["GET"]),
+    *_served(_ID + "/actions/{action}", custom_action, ["POST"]),
+    *_served(_ID, get_alert, ["GET"]),
+    *_served(_ID, delete_alert, ["DELETE"]),
+    #: Last: mount other /v2 routers (heartbeats) before these two.
+    Route("/v2/{path:path}", not_supported, methods=_ANY),
+    Route(JSM_PREFIX + "/v2/{path:path}", not_supported, methods=_ANY),
 ]
