@@ -261,7 +261,11 @@ async def test_forty_confirms_of_one_link_across_two_processes_link_it_once(clus
         == [(winner,)]
     # Slack: the one DM saying so, from whichever process won.
     dm = await fake_slack.wait_for("chat.postMessage", channel="U0ALICE", timeout=30)
-    await asyncio.sleep(0.5)
+    # The DM goes through the outbox: one row was queued, and once nothing is left to deliver
+    # Slack has heard everything it will (no fixed sleep to prove there is no second DM).
+    assert await scalar(db, "SELECT count(*) FROM outbox WHERE channel = 'U0ALICE'") == 1
+    await eventually(lambda: scalar(db, "SELECT count(*) = 0 FROM outbox WHERE delivered_at IS NULL "
+                                        "AND failed_at IS NULL"), timeout=30)
     dms = fake_slack.calls("chat.postMessage")
     assert len([c for c in dms if c.args.get("channel") == "U0ALICE"]) == 1
     assert f"You're connected as {winner}" in dm[0].args["text"]

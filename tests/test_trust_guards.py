@@ -163,3 +163,32 @@ async def test_a_key_cannot_read_or_act_on_another_teams_alert_by_any_identifier
     # Control: the owning team's key reads the same alert by each form.
     for identifier, kind in forms:
         assert (await api.get(identifier, kind))["description"] == "the secret runbook"
+
+
+async def test_a_linked_slack_user_id_from_another_workspace_or_org_is_not_the_linked_person(world):
+    """Alice is linked as U0ALICE in Genie's workspace. The same user id arriving from another
+    workspace, or from a foreign Enterprise Grid org, is someone else: refused as not connected
+    (offered a link of its own), the alert untouched."""
+    from tests.slack_driver import SlackUser
+    from tests.test_alert_gate import CHANNEL
+
+    genie = world
+    alert_id, _ = await _fire(genie)
+    for who in (SlackUser("U0ALICE", team_id="T0OTHERWS1"), SlackUser("U0ALICE", enterprise_id="E0EVILORG1")):
+        genie.fake.clear()
+        answer = await genie.slack.block_action(who, Action.ALERT_ACKNOWLEDGE, button_value(alert_id),
+                                                container="message", channel_id=CHANNEL)
+        assert answer.status_code == 200
+        [said] = await genie.fake.wait_for("response_url")
+        assert "your Slack account isn't connected to a Genie account" in said.args["text"], said.args
+    assert await genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id) in (False, 0)
+    assert await genie.rows("SELECT outcome, reason FROM alert_event WHERE alert_id = :a AND action = 'acknowledge'",
+                            a=alert_id) == [("denied", "Slack account not linked")] * 2
+    # Alice herself, from her own workspace, may.
+    answer = await genie.slack.block_action(SlackUser("U0ALICE"), Action.ALERT_ACKNOWLEDGE, button_value(alert_id),
+                                            container="message", channel_id=CHANNEL)
+    assert answer.status_code == 200
+
+    async def acknowledged() -> bool:
+        return bool(await genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id))
+    await eventually(acknowledged)
