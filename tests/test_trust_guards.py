@@ -192,3 +192,26 @@ async def test_a_linked_slack_user_id_from_another_workspace_or_org_is_not_the_l
     async def acknowledged() -> bool:
         return bool(await genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id))
     await eventually(acknowledged)
+
+
+async def test_a_csrf_token_must_be_signed_by_genie_not_just_equal_to_the_cookie(world):
+    """The form token is the CSRF cookie's value *signed* with Genie's key. A token equal to
+    the cookie (what a page could copy if it could read or plant the cookie — a tossed cookie
+    from a sibling subdomain) is refused, so signing out or disconnecting needs Genie's page."""
+    genie = world
+    browser = genie.browser()
+    assert (await browser.login("alice@example.com")).status_code == 303
+    await browser.get("/account")
+    links = await genie.scalar("SELECT count(*) FROM slack_link")
+    alice_link = await genie.scalar("SELECT l.id FROM slack_link l JOIN \"user\" u ON u.id = l.user_id "
+                                    "WHERE u.email = 'alice@example.com'")
+    cookie = browser.http.cookies.get("genie_csrf")
+    assert cookie and cookie != browser.last_csrf
+    for path in ("/logout", f"/account/links/{alice_link}/disconnect"):
+        answer = await browser.post(path, {"csrf_token": cookie})
+        assert answer.status_code == 403, path
+    browser.http.cookies.set("genie_csrf", "planted-by-a-sibling")  # a tossed cookie and its twin token
+    answer = await browser.post(f"/account/links/{alice_link}/disconnect", {"csrf_token": "planted-by-a-sibling"})
+    assert answer.status_code == 403
+    assert await genie.scalar("SELECT count(*) FROM slack_link") == links
+    assert (await browser.get("/account")).status_code == 200  # still signed in
