@@ -828,6 +828,8 @@ async def test_fuzz_bulk_hostile_inputs_change_nothing(fuzz_world, caplog):
     def keep(candidate: tuple) -> bool:
         kind, method, path, _, content = candidate
         if kind == "create":  # still invalid (else it would rightly be accepted and written)
+            if rng.random() > 0.35:  # each costs a transaction: fewer of these, more of the cheap kinds
+                return False
             try:
                 body = json.loads(content)
             except (ValueError, RecursionError):

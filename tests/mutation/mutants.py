@@ -20,6 +20,9 @@ class Mutant:
     new: str
     tests: tuple[str, ...]
     what: str
+    #: Also on PostgreSQL (GENIE_TEST_POSTGRES_URL kept): for faults only a real race shows —
+    #: SQLite runs one transaction at a time.
+    postgres: bool = False
 
 
 GATE = "tests/test_alert_gate.py"
@@ -108,7 +111,8 @@ MUTANTS = [
            "            LinkRequest.consumed_at.is_(None),\n            LinkRequest.superseded_at.is_(None),\n"
            "            LinkRequest.expires_at > now,",
            "            LinkRequest.superseded_at.is_(None),\n            LinkRequest.expires_at > now,",
-           (f"{WEB}::test_a_used_link_replayed_by_anyone_changes_nothing",), "a used link can be replayed"),
+           (f"{LINK}::test_concurrent_confirms_of_one_link_link_once",), "a used link can be replayed (two confirms racing)",
+           postgres=True),
     Mutant("L4", "linking", "storage/repositories.py",
            "            LinkRequest.superseded_at.is_(None),\n            LinkRequest.expires_at > now,",
            "            LinkRequest.expires_at > now,", (f"{LINK}::test_superseded_link_stops_working",),
@@ -162,7 +166,10 @@ MUTANTS = [
     Mutant("A4", "auto-link", "bot/services/identities.py", "    if account.is_guest:\n        return",
            "    if False:\n        return", (SYNC,), "guests auto-link"),
     Mutant("A5", "auto-link", "bot/services/identities.py", "    if not allowed:\n        return AutoLinkResult",
-           "    if False:\n        return AutoLinkResult", (SYNC,), "auto-link ignores the workspace setting"),
+           "    if False:\n        return AutoLinkResult",
+           ("tests/test_slack_sync.py::test_pages_through_the_whole_directory_and_records_everyone_without_linking_when_off",
+            "tests/test_slack_sync.py::test_events_record_but_never_link_where_auto_link_is_off_or_the_user_is_not_eligible"),
+           "auto-link ignores the workspace setting"),
     Mutant("A6", "auto-link", "bot/services/identities.py", "    if len(people) > 1:\n        emails",
            "    if False:\n        emails", (SYNC,), "an email shared by two people links one of them"),
     Mutant("A7", "auto-link", "bot/services/identities.py",

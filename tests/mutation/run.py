@@ -5,9 +5,12 @@ of the repository, run its fast tests there (SQLite, ``-x``), and report which w
     .venv/bin/python tests/mutation/run.py G1 K3        # some of them
     .venv/bin/python tests/mutation/run.py --json out.json
 
-Not part of the normal test run (it runs the chosen tests once per mutant: ~15 min on one
-core). A baseline run of every mutant's tests, unmutated, must pass first. Exit status 0 when
-every mutant was killed; SECURITY.md records the last run and argues each survivor."""
+Not part of the normal test run (it runs the chosen tests once per mutant: about 40 minutes on
+a busy 2-core machine; give several ids to run a part). A baseline run of every mutant's tests,
+unmutated, must pass first (``--no-baseline`` when they were just run green). Mutants marked
+``postgres`` also run on PostgreSQL when GENIE_TEST_POSTGRES_URL is set: their fault shows only
+in a real race. Exit status 0 when every mutant was killed; SECURITY.md records the last run and
+argues each survivor."""
 
 from __future__ import annotations
 
@@ -38,8 +41,9 @@ def copy_repo(to: Path) -> None:
             shutil.copy2(source, to / name)
 
 
-def pytest(copy: Path, tests: tuple[str, ...], timeout: int) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if k != "GENIE_TEST_POSTGRES_URL"}  # SQLite only
+def pytest(copy: Path, tests: tuple[str, ...], timeout: int, postgres: bool = False) -> tuple[int, str]:
+    # SQLite only, unless the mutant needs a real race (and GENIE_TEST_POSTGRES_URL is set).
+    env = {k: v for k, v in os.environ.items() if postgres or k != "GENIE_TEST_POSTGRES_URL"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     try:
         done = subprocess.run([str(PYTHON), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
@@ -86,7 +90,7 @@ def main() -> int:
             target.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
             started = time.monotonic()
             try:
-                rc, summary = pytest(copy, mutant.tests, args.timeout)
+                rc, summary = pytest(copy, mutant.tests, args.timeout, mutant.postgres)
             finally:
                 target.write_text(original, encoding="utf-8")
             outcome = "survived" if rc == 0 else "timeout" if rc == -1 else "killed"
