@@ -313,8 +313,13 @@ async def test_forty_acknowledge_clicks_across_two_processes_make_one_transition
     assert await rows(db, "SELECT acknowledged, acknowledged_by FROM alert WHERE id = :a", a=alert_id) \
         == [(True, winner)]
 
-    # The 39 losers — and only they — were told who won, each in an ephemeral message.
-    await asyncio.sleep(0.5)
+    # The 39 losers — and only they — were told who won, each in an ephemeral message. No fixed
+    # sleep to prove no 40th: each listener counts its decision once committed, and only a
+    # loser says anything after that; with all 40 counted and 39 messages here, none can follow.
+    async def all_decided() -> bool:
+        scrapes = [await n.metrics() for n in nodes]
+        return total(scrapes, "genie_gate_decisions_total", action="acknowledge") == 40
+    await eventually(all_decided, timeout=30)
     told = fake_slack.calls("response_url")
     assert len(told) == 39
     assert all(f"already acknowledged by {winner}" in t.args["text"] for t in told), told[0].args
