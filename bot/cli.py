@@ -338,7 +338,8 @@ def cmd_team_grant(args: argparse.Namespace) -> int:
 
     team, other = asyncio.run(_with_db(work))
     hint = json.dumps([{"type": "team", "name": other.name}])
-    print(f"{team.name}'s key may now also post alerts for {other.name} (name it in responders: {hint})")
+    print(f"{team.name}'s key may now also post alerts for {other.name} (name it in responders: {hint}); "
+          f"reading and acting on them stay with {other.name}'s key")
     return 0
 
 
@@ -926,7 +927,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--rotate", action="store_true", help="replace the key; the old one stops working")
     p.set_defaults(func=cmd_team_key)
-    p = team.add_parser("grant", help="NAME's key may also post alerts for team OTHER")
+    p = team.add_parser("grant", help="NAME's key may also post alerts for team OTHER (post only: reading and "
+                                      "acting stay with OTHER's key)")
     p.add_argument("name")
     p.add_argument("other")
     p.set_defaults(func=cmd_team_grant)

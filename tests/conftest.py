@@ -176,6 +176,8 @@ class Genie:
     http: httpx.AsyncClient
     rt: Any
     _browsers: list[Browser] = field(default_factory=list)
+    #: The ASGI app the server runs, for tests that drive it in-process (httpx.ASGITransport).
+    app: Any = None
 
     def browser(self) -> Browser:
         b = Browser(self.url)
@@ -236,14 +238,15 @@ async def genie(db_url: str, fake_slack: FakeSlack, genie_settings: dict[str, st
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
     rt = await make_runtime(settings, sessionmaker)
-    server = uvicorn.Server(uvicorn.Config(build_asgi_app(rt), log_level="warning", lifespan="on"))
+    app = build_asgi_app(rt)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
     http = httpx.AsyncClient(base_url=url, timeout=30)
-    g = Genie(url, settings, sessionmaker, fake_slack, SlackDriver(http, SIGNING_SECRET, fake_slack), http, rt)
+    g = Genie(url, settings, sessionmaker, fake_slack, SlackDriver(http, SIGNING_SECRET, fake_slack), http, rt, app=app)
     try:
         yield g
     finally:

@@ -14,8 +14,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storage.base import Base
 
 #: Bolt runs a listener after its ack() in a task running this coroutine
-#: (slack_bolt.listener.asyncio_runner, process_before_response=False).
+#: (slack_bolt.listener.asyncio_runner, process_before_response=False). It is a private name:
+#: if a Bolt release renames it, ``bolt_idle`` would wait for nothing, so this fails at import.
 _BOLT_TASK = "run_ack_function_asynchronously"
+
+
+def _check_bolt_task_name() -> None:
+    import inspect
+
+    from slack_bolt.listener import asyncio_runner
+    if f"async def {_BOLT_TASK}(" not in inspect.getsource(asyncio_runner):
+        raise ImportError(f"slack_bolt.listener.asyncio_runner no longer defines {_BOLT_TASK}: tests/hardening.py "
+                          "must learn how this Bolt version runs listeners after ack()")
+
+
+_check_bolt_task_name()
 
 
 def _bolt_tasks() -> list[asyncio.Task]:

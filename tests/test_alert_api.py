@@ -6,6 +6,7 @@ compared before and after); state changes happen exactly once under real concurr
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -210,7 +211,7 @@ async def test_responders_choose_the_owning_team_within_the_keys_grants(api: Api
     payments_id = await api.genie.scalar("SELECT id FROM team WHERE name = 'Payments'")
     by_id = await api.create(team="Ops", responders=[{"type": "team", "id": str(payments_id)}])
     assert (await api.get(by_id["alertId"]))["integration"]["name"] == "Payments"
-    # Without responders the alert belongs to the key's own team; Ops sees its own and granted ones.
+    # Without responders the alert belongs to the key's own team; Ops reads only its own.
     own = await api.create(team="Ops")
     assert (await api.get(own["alertId"], team="Ops"))["integration"]["name"] == "Ops"
     envelope(await api.call("GET", f"/v2/alerts/{own['alertId']}", team="Payments"), 404)
@@ -218,12 +219,13 @@ async def test_responders_choose_the_owning_team_within_the_keys_grants(api: Api
     before = await counts(api.genie)
     forbidden = envelope(await api.call("POST", "/v2/alerts", {"message": "m", "responders": [
         {"type": "team", "name": "Search"}]}, team="Ops"), 403)
-    assert "may not post alerts for team Search" in forbidden["message"]
+    assert forbidden["message"] == "this key (team Ops) may not post alerts for team 'Search'; it may post for: Ops, Payments"
     envelope(await api.call("POST", "/v2/alerts", {"message": "m", "responders": [
         {"type": "team", "name": "Ops"}]}, team="Payments"), 403)  # grants are one way
+    # A team that does not exist is refused in the same words: a key can't probe for team names.
     unknown = envelope(await api.call("POST", "/v2/alerts", {"message": "m", "responders": [
-        {"type": "team", "name": "Nobody"}]}), 422)
-    assert "Nobody" in unknown["errors"]["responders"]
+        {"type": "team", "name": "Nobody"}]}, team="Ops"), 403)
+    assert unknown["message"] == forbidden["message"].replace("'Search'", "'Nobody'")
     assert await counts(api.genie) == before
 
 
@@ -381,10 +383,10 @@ async def test_hostile_text_and_numbers_get_4xx_never_500(api: Api):
         ("POST", "/v2/alerts", rb'{"message": "nul \u0000 inside"}', 422),
         ("POST", "/v2/alerts", rb'{"message": "m", "alias": "\ud800"}', 422),
         ("POST", "/v2/alerts", rb'{"message": "m", "details": {"\u0000": "v"}}', 422),
-        ("POST", "/v2/alerts", rb'{"message": "m", "responders": [{"type": "team", "id": "\u00b2"}]}', 422),
+        ("POST", "/v2/alerts", rb'{"message": "m", "responders": [{"type": "team", "id": "\u00b2"}]}', 403),  # no such team
         ("POST", "/v2/alerts", b'{"message": "m", "responders": [{"type": "team", "id": "99999999999999999999"}]}',
-         422),
-        ("POST", "/v2/alerts", b'{"message": "m", "responders": [{"type": "team", "id": "x", "name": 7}]}', 422),
+         403),
+        ("POST", "/v2/alerts", b'{"message": "m", "responders": [{"type": "team", "id": "x", "name": 7}]}', 403),
         ("POST", "/v2/alerts/exists/notes?identifierType=alias", rb'{"note": "\u0000"}', 422),
         ("POST", "/v2/alerts/exists/assign?identifierType=alias", rb'{"owner": {"id": "\u00b2"}}', 422),
         ("POST", "/v2/alerts/exists/assign?identifierType=alias", b'{"owner": {"id": 99999999999999999999}}', 422),
@@ -482,19 +484,20 @@ async def test_acting_twice_is_accepted_and_the_request_status_says_why_not(api:
 
 async def test_assign_only_to_active_members_of_the_owning_team(api: Api):
     alert = await api.get((await api.create(alias="assign-me"))["alertId"])
-    before = await api.genie.scalar("SELECT count(*) FROM alert_event")
-    for email in ("carol@example.com", "mallory@example.com"):
-        answer = await api.act(alert["id"], "assign", {"owner": {"username": email}, "user": "Script"}, expect=422)
-        assert "is not an active member of Payments" in answer["message"]
-        assert answer["errors"]["owner"] == answer["message"]
-        # The refusal is recorded: on the timeline and in the request status.
-        status = await api.status(answer["requestId"])
-        assert status["isSuccess"] is False and status["action"] == "Assign"
-        assert "not an active member of Payments" in status["status"]
-    denied = [e for e in await events(api.genie, alert["tinyId"]) if e[1] == "denied"]
-    assert [(e[0], e[2]) for e in denied] == [("assign", "Script"), ("assign", "Script")]
-    assert "Carol Diaz is not an active member of Payments" in denied[0][3]
-    assert await api.genie.scalar("SELECT count(*) FROM alert_event") == before + 2
+    before = await counts(api.genie)
+    # Another team's person (by email or Genie id), a person in no team, and nobody at all are
+    # refused in the same words, naming only what the request gave; nothing is written.
+    carol, mallory = [await api.genie.scalar('SELECT id FROM "user" WHERE email = :e', e=e)
+                      for e in ("carol@example.com", "mallory@example.com")]
+    for owner, given in [({"username": "carol@example.com"}, "carol@example.com"),
+                         ({"username": "mallory@example.com"}, "mallory@example.com"),
+                         ({"id": str(mallory)}, str(mallory)), ({"id": carol}, str(carol)),
+                         ({"username": "nobody@example.com"}, "nobody@example.com"), ({"id": "424242"}, "424242")]:
+        answer = await api.act(alert["id"], "assign", {"owner": owner, "user": "Script"}, expect=422)
+        assert answer["message"] == "Request body is not processable. Please check the errors."
+        assert answer["errors"] == {"owner": f"{given} is not an active member of Payments, so can't be assigned "
+                                             f"this alert."}, owner
+    assert await counts(api.genie) == before
     assert (await api.get(alert["id"]))["owner"] == ""
 
     async with api.genie.sessionmaker.begin() as s:  # deactivated members can't be assigned either
@@ -523,6 +526,67 @@ async def test_another_teams_key_cannot_see_or_touch_the_alert(api: Api):
              404)
     assert (await api.list(team="Search", query="tag:secret"))["data"] == []
     assert await counts(api.genie) == before
+
+
+async def test_a_posting_grant_lets_a_key_post_and_nothing_more(api: Api):
+    """Ops may post for Payments (``genie team grant Ops Payments``): posting, not reading or
+    acting. Not even the alert Ops posted is Ops' to read; its own request status answers."""
+    posted = await api.create(team="Ops", alias="from-ops", description="card numbers leak in db-1 logs",
+                              responders=[{"type": "team", "name": "Payments"}])
+    assert posted["isSuccess"] is True and posted["status"] == "Created alert" and posted["alertId"]
+    alert = await api.get(posted["alertId"])  # Payments' key reads it
+    assert alert["integration"]["name"] == "Payments"
+    await api.create(alias="payments-own", note="secret note")
+    before = await counts(api.genie)
+    for identifier, kind in [(alert["id"], "id"), ("from-ops", "alias"), (alert["tinyId"], "tiny"),
+                             ("payments-own", "alias")]:
+        params = {"identifierType": kind}
+        for method, action, body in [("GET", "", _UNSET), ("GET", "/notes", _UNSET), ("GET", "/logs", _UNSET),
+                                     ("POST", "/acknowledge", {}), ("POST", "/close", {}),
+                                     ("POST", "/notes", {"note": "hi"}),
+                                     ("POST", "/assign", {"owner": {"username": "alice@example.com"}})]:
+            answer = envelope(await api.call(method, f"/v2/alerts/{identifier}{action}", body, team="Ops",
+                                             params=params), 404)
+            assert answer["message"] in ("Alert with given id does not exist",
+                                         "Alert with given alias does not exist"), (identifier, action)
+    assert (await api.list(team="Ops"))["data"] == []
+    assert (await api.list(team="Ops", query="alias:from-ops"))["data"] == []
+    assert await counts(api.genie) == before
+    # Posting again still works (de-duplicated into the open alert), and so does its request status.
+    again = await api.create(team="Ops", alias="from-ops", responders=[{"type": "team", "name": "Payments"}])
+    assert again["alertId"] == alert["id"] and again["status"] == "Alert is deduplicated"
+    assert (await api.get(alert["id"]))["count"] == 2
+
+
+async def test_a_key_learns_nothing_about_other_teams_people(api: Api):
+    """User responders by Genie id 1…N, by email, the reporter and ``details`` resolve among the
+    owning team's members only; everyone else is "nobody" — on the timeline, in the logs, in
+    the alert and in errors."""
+    ids = [row[0] for row in await api.genie.rows('SELECT id FROM "user" ORDER BY id')]
+    responders = [{"type": "user", "id": str(i)} for i in [*ids, max(ids) + 1]]
+    responders += [{"type": "user", "username": e} for e in ("carol@example.com", "mallory@example.com",
+                                                               "alice@example.com")]
+    status = await api.create(message="probe", user="mallory@example.com", responders=responders,
+                              details={"assignee": "carol@example.com", "opsgenie_user": "mallory@example.com"})
+    alert = await api.get(status["alertId"])
+    logs = envelope(await api.call("GET", f"/v2/alerts/{alert['id']}/logs"), 200)
+    text = json.dumps(logs) + json.dumps(alert)
+    for outsider in ("Carol", "Diaz", "Mallory", "Evil"):
+        assert outsider not in text, outsider
+    [people] = [e["log"] for e in logs["data"] if e["log"].startswith("People named")]
+    alice, bob = [await api.genie.scalar('SELECT id FROM "user" WHERE email = :e', e=e)
+                  for e in ("alice@example.com", "bob@example.com")]
+    for i in ids:
+        member = {alice: "Alice Smith (alice@example.com)", bob: "Bob Jones (bob@example.com)"}.get(i)
+        assert (f"responder {i} → {member}" if member else f"responder {i}: unresolved (nobody)") in people, i
+    assert "responder carol@example.com: unresolved (nobody)" in people
+    assert "responder alice@example.com → Alice Smith (alice@example.com)" in people
+    assert "assignee carol@example.com: unresolved (nobody)" in people
+    assert "reporter" not in people  # the reporter is kept only when it names one of the team
+    # Slack's message names the members only.
+    api.genie.rt.wake_outbox()
+    [post] = await api.genie.fake.wait_for("chat.postMessage", channel="C0PAY")
+    assert "Carol" not in json.dumps(post.args) and "Mallory" not in json.dumps(post.args)
 
 
 # --- list and query ----------------------------------------------------------------------------
@@ -583,8 +647,8 @@ async def test_list_with_queries_and_paging(api: Api):
     assert [a["alias"] for a in last["data"]] == ["a"] and "next" not in last["paging"]
     assert "offset=4" in last["paging"]["last"]
     assert (await api.list(offset=50))["data"] == []
-    # The Ops key sees its own alerts and those of teams it may post for.
-    assert len((await api.list(team="Ops"))["data"]) == 5
+    # The Ops key may post for Payments but lists only its own team's alerts (it has none).
+    assert (await api.list(team="Ops"))["data"] == []
 
 
 # --- who did what ------------------------------------------------------------------------------
@@ -615,19 +679,17 @@ async def test_logs_show_who_did_what_including_denied_slack_clicks(api: Api):
         "Alert acknowledged by alice via the API — note: looking",
         lines[3],
         "Note added by alice via the API: it was the cron job",
-        "Assign by alice via the API was denied — Carol Diaz is not an active member of Payments, "
-        "so can't be assigned this alert.",
         "Alert assigned by alice via the API — assigned to Bob Jones (bob@example.com)",
         "Acknowledge by Slack user U0STRANGER via Slack was denied — Slack account not linked",  # a plain name
         "Alert closed by Alertmanager via the API",
     ]
     assert lines[3].startswith("Acknowledge by bob via the API changed nothing — ")
     assert "already acknowledged by alice" in lines[3]
-    assert [e["type"] for e in logs["data"]] == ["system"] * 4 + ["note"] + ["system"] * 4
+    assert [e["type"] for e in logs["data"]] == ["system"] * 4 + ["note"] + ["system"] * 3
     assert [e["owner"] for e in logs["data"]][:3] == ["Prometheus", "Prometheus", "alice"]
     assert all(e["createdAt"].endswith("Z") for e in logs["data"])
     newest_first = envelope(await api.call("GET", f"/v2/alerts/{alert['id']}/logs", params={"limit": 2}), 200)
-    assert [e["log"] for e in newest_first["data"]] == [lines[8], lines[7]] and "next" in newest_first["paging"]
+    assert [e["log"] for e in newest_first["data"]] == [lines[7], lines[6]] and "next" in newest_first["paging"]
 
 
 # --- the CLI -----------------------------------------------------------------------------------

@@ -92,6 +92,8 @@ async def _dms(api: Api, slack_user: str) -> list[str]:
 
 # --- the message names people ------------------------------------------------------------------
 async def test_names_from_every_tool_become_mentions_and_the_rest_are_shown_as_given(world: Api):
+    async with world.genie.sessionmaker.begin() as s:  # both "sam"s in Payments: two people
+        await accounts.add_member(s, "Payments", "dana@example.com")
     status = await world.create(
         message="Checkout 502s", user="asmith@og.example",
         responders=[{"type": "team", "name": "Payments"},
@@ -196,16 +198,22 @@ async def test_assign_through_the_api_by_opsgenie_username_dms_the_assignee(worl
     assert len(await _dms(world, "U0BOB")) == 1
 
 
-async def test_assign_to_a_name_that_is_nobody_or_two_people_is_422_and_changes_nothing(world: Api):
+async def test_assign_to_a_name_that_is_nobody_or_two_members_is_422_and_changes_nothing(world: Api):
     alert = await world.get((await world.create(message="m"))["alertId"])
+    # "sam" at Jira is Carol (Payments) and Dana (no team): to Payments' key it names Carol only.
+    status = await world.act(alert["id"], "assign", {"owner": {"username": "jira:sam"}})
+    assert status["isSuccess"] is True and status["status"] == "Assigned alert to carol@example.com"
     before = await world.genie.scalar("SELECT count(*) FROM outbox")
-    for owner, why in [({"username": "bob-gh"}, "it names nobody"), ({"username": "jira:sam"}, "it names 2 people"),
-                       ({"id": "00000000-0000-4000-8000-000000000000"}, "it names nobody")]:
+    async with world.genie.sessionmaker.begin() as s:
+        await accounts.add_member(s, "Payments", "dana@example.com")
+    answer = await world.act(alert["id"], "assign", {"owner": {"username": "jira:sam"}}, expect=422)
+    assert answer["errors"]["owner"] == ("User does not exist: 'jira:sam' does not name exactly one active member "
+                                         "of Payments (it names 2 people)")
+    for owner, given in [({"username": "bob-gh"}, "bob-gh"),
+                         ({"id": "00000000-0000-4000-8000-000000000000"}, "00000000-0000-4000-8000-000000000000")]:
         answer = await world.act(alert["id"], "assign", {"owner": owner}, expect=422)
-        assert answer["errors"]["owner"].startswith("User does not exist: ")
-        assert why in answer["errors"]["owner"] and "does not name exactly one active Genie person" in \
-            answer["errors"]["owner"], answer
-    assert (await world.get(alert["id"]))["owner"] == ""
+        assert answer["errors"]["owner"] == f"{given} is not an active member of Payments, so can't be assigned this alert."
+    assert (await world.get(alert["id"]))["owner"] == "carol@example.com"
     assert await world.genie.scalar("SELECT count(*) FROM outbox") == before
 
 

@@ -14,7 +14,10 @@ legitimately write, which ``_allowed`` spells out table by table:
 - a failed sign-in: a ``signin_failure`` row (the rate limit).
 
 Each test runs ``GENIE_FUZZ_EXAMPLES`` examples (default below, sized for CI on both databases)
-against one real server; the numbers tried are reported for SECURITY.md.
+against one real server; the numbers tried are reported for SECURITY.md. Each promise is also
+checked by explicit examples that run whatever hypothesis draws. The bulk of the inputs —
+those that must change nothing at all — go through ``test_fuzz_bulk_hostile_inputs_change_nothing``,
+in-process (``GENIE_FUZZ_BULK`` per database; ``GENIE_FUZZ_SEED`` replays a run).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import logging
 import os
 import queue
+import random
 import re
 import string
 import time
@@ -32,7 +36,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from bot.services import accounts, alerts
@@ -563,6 +567,19 @@ async def test_fuzz_alert_api_other_keys_paths_and_queries(fuzz_world, caplog):
             assert method in ("GET", "HEAD") and key.split()[-1:] == [search_key]
             assert payments_uid not in response.text  # Search's key never sees Payments' alert
 
+    # Explicit examples, whatever hypothesis draws: Search's key on every read and action of
+    # Payments' alert, by every identifier form — each "not found", nothing written.
+    for ident, id_type in [(payments_uid, "id"), (str(alert_ids["payments"]), "tiny"), ("Checkout error", "alias")]:
+        for method, action, body in [("GET", "", None), ("GET", "/notes", None), ("GET", "/logs", None),
+                                     ("POST", "/acknowledge", {}), ("POST", "/close", {}), ("POST", "/notes", {"note": "n"}),
+                                     ("POST", "/assign", {"owner": {"username": "bob@example.com"}})]:
+            async def send(method=method, action=action, body=body, ident=ident, id_type=id_type):
+                return await genie.http.request(method, f"/v2/alerts/{quote(ident, safe='')}{action}",
+                                                params={"identifierType": id_type},
+                                                headers={"Authorization": f"GenieKey {search_key}"},
+                                                **({"json": body} if body is not None else {}))
+            response = await check(send, ok=(), may_write=False)
+            assert response.status_code == 404 and payments_uid not in response.text, (ident, action)
     await explore(120, st.data(), body=run)
     assert await genie.scalar("SELECT count(*) FROM alert WHERE acknowledged = :t OR status <> 'open' "
                               "OR owner_user_id IS NOT NULL", t=True) == 0
@@ -700,6 +717,18 @@ async def test_fuzz_web_forms_and_token_paths(fuzz_world, caplog):
         location = response.headers.get("location", "")
         assert not location or (location.startswith("/") and not location.startswith("//")), location
 
+    # Explicit examples, whatever hypothesis draws: Alice, signed in with a valid form, asks to
+    # disconnect each other person's link — 404, nothing removed; hostile `next` targets on a
+    # failed sign-in never redirect.
+    for other in others:
+        response = await check(lambda: browser.http.post(f"/account/links/{other}/disconnect",
+                                                         data={"csrf_token": csrf}), ok=(), may_write=False)
+        assert response.status_code == 404, other
+    for target in ["https://evil.example/x", "//evil.example", "/\\evil.example", "javascript:alert(1)"]:
+        form = {"csrf_token": csrf, "email": "alice@example.com", "password": "wrong", "next": target}
+        response = await check(lambda: browser.http.post("/login", content=_form(form), headers={
+            "Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": "198.51.100.7"}), ok=())
+        assert response.status_code in (401, 429) and "location" not in response.headers, target
     await explore(120, st.data(), body=run)
     # Alice's own session and link are intact, and nobody else's link was removed.
     assert (await browser.get("/account")).status_code == 200
@@ -878,3 +907,225 @@ async def test_fuzz_heartbeat_api_other_keys_names_and_methods(fuzz_world, caplo
     await explore(120, st.data(), body=run)
     assert await genie.scalar("SELECT count(*) FROM heartbeat WHERE last_ping_at IS NOT NULL") == 0
     report("test_fuzz::heartbeat_api_keys_names_methods", inputs=check.tried, statuses=check.statuses)
+
+
+# --- the bulk: thousands of hostile inputs that must change nothing, driven in-process ----------------
+#: Hostile inputs per database in CI (hypothesis draws SEEDS per kind; the rest are cheap
+#: mutations of those draws). GENIE_FUZZ_BULK overrides.
+BULK = int(os.environ.get("GENIE_FUZZ_BULK", "0")) or 4400
+SEEDS = 30
+#: Spliced into mutated bodies and paths: the texts hostile input is made of.
+SPLICE = [b"\x00", b"\xff\xfe", b"%00", b"%", b"&", b"=", b"{", b"}", b"[", b"]", b'"', b"\\", b"../", b"//",
+          b"<script>", b"<!channel>", b"<@U0ADMIN>", b"' OR 1=1 --", "\u0663".encode(), b"\xed\xa0\x80",
+          b"9" * 40, b"-1", b"1e309", b"null", b"true", b"[]", b"{}", b"x" * 3000]
+
+
+def _mutate(data: bytes, rng) -> bytes:
+    """One to three byte-level mutations: flip, delete a slice, duplicate a slice, splice a
+    hostile text in, truncate."""
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        how = rng.randrange(5)
+        at = rng.randint(0, len(data))
+        if how == 0 and data:
+            data[min(at, len(data) - 1)] ^= 1 << rng.randrange(8)
+        elif how == 1:
+            del data[at:at + rng.randint(1, 16)]
+        elif how == 2:
+            data[at:at] = data[at:at + rng.randint(1, 32)]
+        elif how == 3:
+            data[at:at] = rng.choice(SPLICE)
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+def _variants(seeds: list[tuple], n: int, rng, keep) -> list[tuple]:
+    """``n`` mutations of the seeds (body, or path and body) that ``keep`` accepts."""
+    out: list[tuple] = []
+    while len(out) < n:
+        kind, method, path, headers, content = rng.choice(seeds)
+        if rng.random() < 0.3:
+            path = _mutate(path.encode(), rng).decode("latin-1")
+            path = "/" + quote(path.lstrip("/"), safe="/?=&%")
+        if content is not None:
+            content = _mutate(content, rng)
+        candidate = (kind, method, path, headers, content)
+        if keep(candidate):
+            out.append(candidate)
+    return out
+
+
+def _generate(strategy, n: int) -> list:
+    """``n`` draws of ``strategy`` (hypothesis' generator, no shrinking: each draw is reported
+    as it was sent when it fails)."""
+    drawn: list = []
+
+    @settings(max_examples=n, deadline=None, database=None, derandomize=False, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(value):
+        drawn.append(value)
+
+    collect()
+    return drawn
+
+
+@st.composite
+def unsigned_slack_requests(draw, alert_ids, users) -> tuple:
+    kind = draw(st.sampled_from(["click", "command", "event", "raw"]))
+    if kind == "click":
+        body = urlencode({"payload": json.dumps(draw(block_actions(alert_ids, users))[1])})
+    elif kind == "command":
+        body = _form(draw(slash_commands())[1]).decode()
+    elif kind == "event":
+        body = json.dumps(draw(events()))
+    else:
+        body = draw(st.text(max_size=200))
+    how = draw(st.sampled_from(["other_secret", "stale", "future", "garbage", "missing", "no_timestamp"]))
+    # An hour off: still outside Slack's 5-minute window when sent, minutes after it was drawn.
+    ts = int(time.time()) + {"stale": -3600, "future": 3600}.get(how, 0)
+    headers = {"Content-Type": draw(st.sampled_from(["application/x-www-form-urlencoded", "application/json"])),
+               "X-Slack-Request-Timestamp": str(ts),
+               "X-Slack-Signature": sign("an-attackers-guess" if how == "other_secret" else SIGNING_SECRET, ts, body)}
+    if how == "garbage":
+        headers["X-Slack-Signature"] = "v0=" + draw(st.text(alphabet="0123456789abcdef", max_size=64))
+    elif how == "missing":
+        del headers["X-Slack-Signature"]
+    elif how == "no_timestamp":
+        del headers["X-Slack-Request-Timestamp"]
+    return ("slack", "POST", "/slack/events", headers, body.encode("utf-8", "surrogatepass"))
+
+
+@st.composite
+def other_key_requests(draw, search_key: str, payments_uid: str, payments_tiny: int) -> tuple:
+    key = draw(st.sampled_from([f"GenieKey {search_key}"] * 6 + ["GenieKey " + "0" * 36, "", "Basic abc",
+                                 f"GenieKey {search_key}x", "GenieKey", f"genie {search_key}"])
+               | st.text(alphabet=string.ascii_letters + string.digits + " -", max_size=50).map(str.strip))
+    ident = draw(st.sampled_from([payments_uid, str(payments_tiny), "Checkout error", "%00", "..", "x" * 600])
+                 | st.text(max_size=30))
+    id_type = draw(st.sampled_from(["id", "tiny", "alias", "", "other"]))
+    action = draw(st.sampled_from(["acknowledge", "close", "assign", "notes", "", "logs", "snooze"]))
+    method = draw(st.sampled_from(["POST", "GET", "PUT", "DELETE"]))
+    params = {"identifierType": id_type, **draw(st.dictionaries(
+        st.sampled_from(["query", "limit", "offset", "sort", "order", "direction"]), st.text(max_size=20), max_size=3))}
+    path = "/v2/alerts" if draw(st.booleans()) else f"/v2/alerts/{quote(ident, safe='')}" + (f"/{action}" if action else "")
+    if path == "/v2/alerts":
+        method = "GET"
+    if method == "POST" and key.split()[-1:] == [search_key]:
+        key = "GenieKey " + "0" * 36  # Search may act on its own alerts; here only on no one's
+    body = draw(st.sampled_from([{"user": "x", "note": "n"}, {"owner": {"username": "bob@example.com"}}])
+                | json_values)
+    headers = {"Content-Type": "application/json", **({"Authorization": key} if key else {})}
+    return ("api", method, f"{path}?{urlencode(params, errors='surrogatepass')}", headers,
+            json.dumps(body).encode())
+
+
+@st.composite
+def invalid_creates(draw, payments_key: str) -> tuple:
+    body = draw(create_bodies().filter(lambda b: not _expect_valid(b)))
+    return ("create", "POST", "/v2/alerts", {"Authorization": f"GenieKey {payments_key}",
+                                             "Content-Type": "application/json"}, json.dumps(body).encode())
+
+
+@st.composite
+def hostile_page_posts(draw, csrf: str, others: list[int]) -> tuple:
+    token = quote(draw(st.text(min_size=1, max_size=80).filter(lambda t: t not in (".", ".."))
+                       | st.sampled_from(["x" * 513, "a.b.c", "%00", "Ik5vbmNlIg.ZZZ.abc"])), safe="")
+    where = draw(st.sampled_from([f"/link/{token}", f"/link/{token}", f"/account/links/{others[0]}/disconnect",
+                                  "/account/links/" + quote(draw(st.text(min_size=1, max_size=12)), safe="")
+                                  + "/disconnect"]))
+    method = "GET" if where.startswith("/link/") and draw(st.booleans()) else "POST"
+    form = {"csrf_token": draw(st.sampled_from([csrf, csrf, "forged", ""])),
+            "replace": draw(st.sampled_from(["yes", "no", ""]) | st.text(max_size=20))}
+    content = _form(form) if draw(st.booleans()) else draw(st.binary(max_size=200))
+    return ("web", method, where, {"Content-Type": "application/x-www-form-urlencoded"},
+            None if method == "GET" else content)
+
+
+async def test_fuzz_bulk_hostile_inputs_change_nothing(fuzz_world, caplog):
+    """Thousands of inputs that must change nothing — unsigned or wrongly signed Slack requests
+    of every kind, another team's and odd keys on every API path, invalid alert bodies, forged
+    and foreign web forms — sent to the server's own ASGI app in-process (the same app uvicorn
+    serves; only the socket is skipped), so each costs milliseconds. Checked per input: never a
+    5xx, the promised status, no off-site redirect, never a sight of Payments' alert; and for
+    the whole run: no ERROR logged and not one row of the database changed (one snapshot before
+    and one after: an input that wrote anything fails the test, and the run says which kinds)."""
+    import httpx
+
+    genie, alert_ids, users = fuzz_world
+    search_key, payments_key = await _team_key(genie, "Search"), await _team_key(genie, "Payments")
+    payments_uid = await genie.scalar("SELECT uid FROM alert WHERE id = :a", a=alert_ids["payments"])
+    browser = genie.browser()
+    assert (await browser.login("alice@example.com")).status_code == 303
+    await browser.get("/account")
+    alice_link = await genie.scalar("SELECT l.id FROM slack_link l JOIN \"user\" u ON u.id = l.user_id "
+                                    "WHERE u.email = 'alice@example.com'")
+    others = [i for (i,) in await genie.rows("SELECT id FROM slack_link WHERE id <> :a", a=alice_link)]
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    kinds = [unsigned_slack_requests({"payments": alert_ids["payments"]}, users),
+             other_key_requests(search_key, payments_uid, alert_ids["payments"]),
+             invalid_creates(payments_key), hostile_page_posts(browser.last_csrf, others)]
+    seeds = [x for kind in kinds for x in await loop.run_in_executor(None, _generate, kind, SEEDS)]
+    seed = int(os.environ.get("GENIE_FUZZ_SEED") or time.time_ns() % 10**9)  # a failure prints it: rerun with it
+    rng = random.Random(seed)
+
+    def keep(candidate: tuple) -> bool:
+        kind, method, path, _, content = candidate
+        if kind == "create":  # still invalid (else it would rightly be accepted and written)
+            if rng.random() > 0.35:  # each costs a transaction: fewer of these, more of the cheap kinds
+                return False
+            try:
+                body = json.loads(content)
+            except (ValueError, RecursionError):
+                return True
+            return not isinstance(body, dict) or not _expect_valid(body)
+        if kind == "web":  # Alice's own link, however a mutation spells it, is hers to disconnect
+            if not path.startswith(("/link/", "/account/links/")):
+                return False
+            match = re.match(r"^/account/links/([^/]*)/disconnect", path)
+            return not (match and re.fullmatch(r"0*" + str(alice_link), match.group(1)))
+        if kind == "api":  # the alert API under another path prefix is not this test's business
+            return path.startswith("/v2/")
+        return path == "/slack/events"
+
+    inputs = seeds + _variants(seeds, max(0, BULK - len(seeds)), rng, keep)
+    generated = time.monotonic() - started
+    await outbox_idle(genie)
+    before = await snapshot(genie.sessionmaker)
+    caplog.clear()
+    statuses: dict[str, dict[int, int]] = {}
+    spent: dict[str, float] = {}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=genie.app, client=("203.0.113.9", 4711)),
+                                 base_url=genie.url, cookies=browser.http.cookies) as client:
+        for kind, method, path, headers, content in inputs:
+            sent = time.monotonic()
+            response = await client.request(method, path, headers=headers, content=content)
+            spent[kind] = spent.get(kind, 0.0) + time.monotonic() - sent
+            code = response.status_code
+            statuses.setdefault(kind, {}).setdefault(code, 0)
+            statuses[kind][code] += 1
+            where = (f"GENIE_FUZZ_SEED={seed}", kind, method, path[:120], content[:200] if content else None, code,
+                     response.text[:200])
+            assert code < 500, where
+            if kind == "slack":
+                assert code == 401, where
+            elif kind == "api":
+                assert code in (200, 400, 401, 404, 405, 413, 422), where
+                if code == 200:
+                    assert method == "GET" and search_key in headers.get("Authorization", ""), where
+                    assert payments_uid not in response.text, where
+            elif kind == "create":
+                assert 400 <= code < 500, where
+            else:
+                assert code in (400, 403, 404, 405, 410, 413), where
+            location = response.headers.get("location", "")
+            assert not location or (location.startswith("/") and not location.startswith("//")), where
+    await bolt_idle()
+    assert changes(before, await snapshot(genie.sessionmaker)) == {}
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:5]
+    assert sum(sum(s.values()) for s in statuses.values()) == len(inputs) >= BULK
+    report("test_fuzz::bulk_in_process", inputs=len(inputs), seed=seed, seconds=round(time.monotonic() - started, 1),
+           generating=round(generated, 1), sending={k: round(v, 1) for k, v in spent.items()}, statuses=statuses)

@@ -29,7 +29,8 @@ from bot.server import build_bolt_app, make_slack_client
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST_PATH = REPO / "manifest.yml"
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared/reference/slack-app-manifest.schema.1.0.0.json"
+#: Slack's schema, vendored with its MIT licence and source (tests/reference/LICENSE.slack-manifest-schema).
+SCHEMA_PATH = REPO / "tests/reference/slack-app-manifest.schema.1.0.0.json"
 
 EVENTS_URL = "https://YOUR-HOST/slack/events"
 OAUTH_REDIRECT_URL = "https://YOUR-HOST/slack/oauth_redirect"
@@ -59,7 +60,7 @@ def load_schema() -> dict[str, Any]:
     if not SCHEMA_PATH.is_file():
         pytest.fail(
             f"Slack's manifest schema is missing: expected it at {SCHEMA_PATH} "
-            "(../shared/reference/ next to the repository). manifest.yml cannot be validated without it.",
+            "(vendored in the repository). manifest.yml cannot be validated without it.",
             pytrace=False,
         )
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))

@@ -262,7 +262,11 @@ async def test_forty_confirms_of_one_link_across_two_processes_link_it_once(clus
         == [(winner,)]
     # Slack: the one DM saying so, from whichever process won.
     dm = await fake_slack.wait_for("chat.postMessage", channel="U0ALICE", timeout=30)
-    await asyncio.sleep(0.5)
+    # The DM goes through the outbox: one row was queued, and once nothing is left to deliver
+    # Slack has heard everything it will (no fixed sleep to prove there is no second DM).
+    assert await scalar(db, "SELECT count(*) FROM outbox WHERE channel = 'U0ALICE'") == 1
+    await eventually(lambda: scalar(db, "SELECT count(*) = 0 FROM outbox WHERE delivered_at IS NULL "
+                                        "AND failed_at IS NULL"), timeout=30)
     dms = fake_slack.calls("chat.postMessage")
     assert len([c for c in dms if c.args.get("channel") == "U0ALICE"]) == 1
     assert f"You're connected as {winner}" in dm[0].args["text"]
@@ -310,8 +314,13 @@ async def test_forty_acknowledge_clicks_across_two_processes_make_one_transition
     assert await rows(db, "SELECT acknowledged, acknowledged_by FROM alert WHERE id = :a", a=alert_id) \
         == [(True, winner)]
 
-    # The 39 losers — and only they — were told who won, each in an ephemeral message.
-    await asyncio.sleep(0.5)
+    # The 39 losers — and only they — were told who won, each in an ephemeral message. No fixed
+    # sleep to prove no 40th: each listener counts its decision once committed, and only a
+    # loser says anything after that; with all 40 counted and 39 messages here, none can follow.
+    async def all_decided() -> bool:
+        scrapes = [await n.metrics() for n in nodes]
+        return total(scrapes, "genie_gate_decisions_total", action="acknowledge") == 40
+    await eventually(all_decided, timeout=30)
     told = fake_slack.calls("response_url")
     assert len(told) == 39
     assert all(f"already acknowledged by {winner}" in t.args["text"] for t in told), told[0].args

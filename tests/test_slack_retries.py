@@ -19,7 +19,7 @@ from storage.base import utcnow
 from tests.conftest import ALICE, BOB
 from tests.hardening import bolt_idle
 from tests.helpers import buttons
-from tests.test_alert_gate import CHANNEL, _events, _fire, world  # noqa: F401 - the fixture
+from tests.test_alert_gate import CHANNEL, _events, _fire, _link, world  # noqa: F401 - the fixture
 
 HOME = {"type": "app_home_opened", "user": "U0ALICE", "channel": "D0HOME", "tab": "home", "event_ts": "1.0"}
 
@@ -106,7 +106,12 @@ async def test_duplicated_slash_commands_leave_one_usable_link(genie):
     await bolt_idle()
     usable = await genie.scalar("SELECT count(*) FROM link_request WHERE superseded_at IS NULL")
     assert usable == 1 and await genie.scalar("SELECT count(*) FROM link_request") == 2
+    # Bob links, then disconnects twice: the first removes the link, the second finds none.
+    await genie.add_user("bob@example.com", "Bob Jones")
+    await _link(genie, BOB.user_id, "bob@example.com")
     first = await genie.slack.command(BOB, "disconnect")
     second = await genie.slack.command(BOB, "disconnect")
     assert first.status_code == second.status_code == 200
-    assert "not connected" in second.json()["text"].lower() or "wasn't connected" in second.json()["text"].lower()
+    assert first.json()["text"].startswith("Disconnected. Your Slack account no longer acts as *Bob Jones*")
+    assert second.json()["text"] == "You were not connected to a Genie account, so there was nothing to disconnect."
+    assert await genie.scalar("SELECT count(*) FROM slack_link") == 0

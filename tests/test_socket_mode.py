@@ -137,6 +137,28 @@ async def test_socket_mode_serves_slack_over_the_websocket_and_the_rest_over_htt
         assert "Checkout is down" in (posted[0].args.get("text") or "") + block_text(posted[0].args.get("blocks"))
         assert posted[0].token == BOT_TOKEN
 
+        # A gated click over the WebSocket: Alice (not connected: she never confirmed) clicks
+        # Acknowledge on the posted alert. The gate refuses her — the ack is empty, the refusal
+        # comes to her response_url, the timeline has the denial — and the alert is untouched.
+        value = buttons(posted[0].args["blocks"])["alert_acknowledge"]["value"]
+        click = {"type": "block_actions", "api_app_id": "A0GENIE", "token": "legacy-verification-token",
+                 "trigger_id": "1.2.4", "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN}, "is_enterprise_install": False,
+                 "user": {"id": "U0ALICE", "username": "u0alice", "team_id": TEAM_ID},
+                 "container": {"type": "message", "message_ts": posted[0].args.get("ts", "1.2"), "channel_id": "C0PAY"},
+                 "channel": {"id": "C0PAY", "name": "payments"}, "response_url": slack.response_url("socket-ack"),
+                 "actions": [{"action_id": "alert_acknowledge", "block_id": "b1", "type": "button", "value": value,
+                              "action_ts": f"{time.time():.6f}", "text": {"type": "plain_text", "text": "x"}}]}
+        ack = await slack.socket_request("interactive", click)
+        assert not ack.get("payload")
+        [said] = await slack.wait_for("response_url", timeout=10)
+        assert "your Slack account isn't connected to a Genie account" in said.args["text"], said.args
+        logs = (await http.get("/v2/alerts/checkout/logs", params={"identifierType": "alias"},
+                               headers={"Authorization": f"GenieKey {key}"})).json()["data"]
+        assert "Acknowledge by <@U0ALICE> via Slack was denied — Slack account not linked" in [e["log"] for e in logs]
+        alert = (await http.get("/v2/alerts/checkout", params={"identifierType": "alias"},
+                                headers={"Authorization": f"GenieKey {key}"})).json()["data"]
+        assert alert["acknowledged"] is False
+
         assert (await http.get("/readyz")).status_code == 200
         assert (await http.get("/metrics")).status_code == 200
 

@@ -232,14 +232,15 @@ def _fill(path: str) -> str:
 
 
 async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(genie):
-    """Browser pages: a signed-in user's cookie but no CSRF token → 403. Slack: no signature →
-    401. API: cookies are no credential, only a GenieKey → 401. Any other POST route fails this
-    test until it is given a protection and a line here."""
+    """Browser pages: a signed-in *admin*'s cookie (so no route refuses for want of rights) but
+    no valid CSRF token → 403, the CSRF page. Slack: no signature → 401. API: cookies are no
+    credential, and a well-formed key that is nobody's is looked up and refused → 401. Any
+    other POST route fails this test until it is given a protection and a line here."""
     from bot.web.admin import routes as admin_routes
     from bot.web.alert_api import routes as api_routes
     from bot.web.heartbeat_api import routes as heartbeat_routes
     from bot.web.pages import routes as page_routes
-    await genie.add_user("alice@example.com", "Alice Smith")
+    await genie.add_user("alice@example.com", "Alice Smith", admin=True)
     path = await _connect_path(genie)
     browser = await _signed_in(genie, "alice@example.com", path)
     await browser.get(path)  # the CSRF cookie is set; the forged posts below lack the form token
@@ -257,15 +258,21 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
                                               headers={"Origin": "https://evil.example"} if form.get("csrf_token")
                                               == browser.last_csrf else None)
                 assert response.status_code == 403, (route.path, form, response.status_code)
+                assert "did not come from Genie's own page" in page_text(response), route.path
         elif route.path == "/slack/events":
             response = await browser.http.post(url, content=b"command=%2Fgenie&text=connect",
                                                headers={"Content-Type": "application/x-www-form-urlencoded"})
             assert response.status_code == 401, response.text
         elif route.path in api_posts:
-            response = await browser.http.post(url, json={"message": "forged"})
             # The catch-all for what Genie does not implement does nothing, with or without a key.
             allowed = (401, 404, 405) if route.path.endswith(("{path:path}", "{rest:path}")) else (401,)
+            response = await browser.http.post(url, json={"message": "forged"})
             assert response.status_code in allowed, (route.path, response.text)
+            response = await browser.http.post(url, json={"message": "forged"}, headers={
+                "Authorization": "GenieKey 2f9c7d0e-1b2a-4c3d-8e4f-5a6b7c8d9e0f"})  # well-formed, nobody's
+            assert response.status_code in allowed, (route.path, response.text)
+            if not route.path.endswith(("{path:path}", "{rest:path}")):
+                assert response.json()["message"] == "Could not authenticate", route.path
         else:
             raise AssertionError(f"POST {route.path} is not audited for CSRF / authentication")
         assert changes(before, await snapshot(genie.sessionmaker)) == {}, route.path
@@ -294,7 +301,7 @@ def _check_headers(response: httpx.Response, where: str) -> None:
 
 
 async def test_every_route_answers_with_the_security_headers(genie):
-    await genie.add_user("alice@example.com", "Alice Smith")
+    await genie.add_user("alice@example.com", "Alice Smith", admin=True)
     path = await _connect_path(genie)
     browser = await _signed_in(genie, "alice@example.com", path)
     await browser.get(path)

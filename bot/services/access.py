@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.linking import SlackIdentity
 from storage import repositories as repo
-from storage.models import Alert, SlackLink, Team, TeamMember, User, WorkspaceSetting
+from storage.models import Alert, SlackLink, Team, TeamMember, TeamPostGrant, User, WorkspaceSetting
 
 ANONYMOUS_SETTING = "allow_anonymous_actions"
 
@@ -177,3 +177,32 @@ async def set_workspace_setting(session: AsyncSession, workspace_id: str, key: s
 
 async def workspace_settings(session: AsyncSession) -> list[WorkspaceSetting]:
     return list(await session.scalars(select(WorkspaceSetting).order_by(WorkspaceSetting.workspace_id, WorkspaceSetting.key)))
+
+
+# --- API keys: what a team's key may do ----------------------------------------------------------
+class KeyUse(enum.StrEnum):
+    #: Create alerts (``POST /v2/alerts``): for the key's team and the teams it was granted.
+    POST = "post"
+    #: Everything else: list, read (descriptions, notes, logs), acknowledge, close, assign, add
+    #: notes — only the team that owns the alert. A posting grant is not a reading grant.
+    READ_AND_ACT = "read and act"
+
+
+async def key_teams(session: AsyncSession, team: Team, use: KeyUse) -> set[int]:
+    """The one rule for a team's API key (README, "Keys and grants"): the ids of the teams
+    whose alerts the key may ``use``. ``genie team grant Search Payments`` lets Search's key
+    *post* for Payments, nothing more: Search's key cannot list, read, acknowledge, close,
+    assign or note a Payments alert — not even one it posted (its own request status still
+    answers). Alerts outside these teams are "not found", never "forbidden"."""
+    if use is KeyUse.POST:
+        granted = await session.scalars(select(TeamPostGrant.for_team_id).where(TeamPostGrant.team_id == team.id))
+        return {team.id, *granted}
+    return {team.id}
+
+
+def team_people(team_id: int):
+    """The people a key may learn about when it names people on an alert of team ``team_id``
+    (responders, the reporter, ``details``, an assignee): that team's members — the alert is
+    readable only by that team's key. Anyone else is "nobody" to it, and its errors name only
+    what the request itself gave (``identities.resolve_named(among=…)``)."""
+    return select(TeamMember.user_id).where(TeamMember.team_id == team_id)

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import identities
+from bot.services import access, identities
 from bot.services.identities import KNOWN_PROVIDERS, Named
 from storage.models import SlackLink, Team, User
 
@@ -57,27 +57,29 @@ async def slack_links(session: AsyncSession, user_ids: Iterable[int], team: Team
     return {uid: links[0] for uid, links in found.items() if len(links) == 1}
 
 
-async def _by_genie_id(session: AsyncSession, given: str) -> Named:
+async def _by_genie_id(session: AsyncSession, given: str, among: Any = None) -> Named:
     person = await session.get(User, int(given)) if len(given) <= 9 else None
+    if person is not None and among is not None and person.id not in set(await session.scalars(among)):
+        person = None  # not someone this lookup may see: nobody
     if person is not None and person.is_active:
         return Named(given, "genie", person)
     return Named(given, "genie", None, "nobody" if person is None else "an inactive person")
 
 
-async def name_owner(session: AsyncSession, owner: dict[str, Any]) -> Named | None:
+async def name_owner(session: AsyncSession, owner: dict[str, Any], among: Any = None) -> Named | None:
     """An OpsGenie user reference (a user responder, the assign action's ``owner``) resolved:
     ``id`` — a Genie user id when it is a number, else an OpsGenie user id (or
     ``provider:id``); ``username`` (or ``name``) — an OpsGenie username, then an email (or
-    ``provider:value``). None when it carries neither."""
+    ``provider:value``). None when it carries neither. ``among``: as ``identities.resolve_named``."""
     user_id, username = owner.get("id"), owner.get("username") or owner.get("name")
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
     if isinstance(user_id, str) and user_id.strip():
         if re.fullmatch(r"[0-9]+", user_id.strip()):
-            return await _by_genie_id(session, user_id.strip())
-        return await identities.resolve_named(session, user_id, "opsgenie")
+            return await _by_genie_id(session, user_id.strip(), among)
+        return await identities.resolve_named(session, user_id, "opsgenie", among)
     if isinstance(username, str) and username.strip():
-        return await identities.resolve_named(session, username, "opsgenie")
+        return await identities.resolve_named(session, username, "opsgenie", among)
     return None
 
 
@@ -106,8 +108,11 @@ class Found:
 
 async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Found:
     """Resolve the names a create request carries (``CreateAlert``). The reporter is a display
-    name in OpsGenie ("Alertmanager"): kept only when it names a person."""
+    name in OpsGenie ("Alertmanager"): kept only when it names a person. Names are looked up
+    among the owning team's members only (``access.team_people``): its key is the only one that
+    reads the alert, and a key learns nothing about other teams' people."""
     cache: dict[tuple, Named] = {}
+    among = access.team_people(team.id) if team is not None else None
 
     async def once(key: tuple, lookup) -> Named:
         if key not in cache:
@@ -117,7 +122,7 @@ async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Fou
     reporter = None
     if data.user and data.user.strip():
         reporter = await once(("opsgenie", data.user.strip()),
-                              lambda: identities.resolve_named(session, data.user, "opsgenie"))
+                              lambda: identities.resolve_named(session, data.user, "opsgenie", among))
         if reporter.person is None:
             reporter = None
     responders: list[Named] = []
@@ -125,7 +130,7 @@ async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Fou
         if r.get("type") != "user":
             continue
         ref = {k: r[k] for k in ("id", "username", "name") if k in r}
-        named = await once(("owner", tuple(sorted(ref.items()))), lambda ref=ref: name_owner(session, ref))
+        named = await once(("owner", tuple(sorted(ref.items()))), lambda ref=ref: name_owner(session, ref, among))
         if named is not None:
             responders.append(named)
     in_details: dict[str, Named] = {}
@@ -133,7 +138,7 @@ async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Fou
         if key in DETAIL_KEYS and value.strip():
             provider = DETAIL_KEYS[key]
             in_details[key] = await once((provider, value.strip()),
-                                         lambda v=value, p=provider: identities.resolve_named(session, v, p))
+                                         lambda v=value, p=provider: identities.resolve_named(session, v, p, among))
     everyone = [n for n in [reporter, *responders, *in_details.values()] if n is not None]
     if not everyone:
         return Found(None, None)

@@ -21,7 +21,7 @@ from sqlalchemy import delete as sa_delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import alert_people, outbox
+from bot.services import access, alert_people, outbox
 from bot.services.errors import GenieError, NotFound
 from bot.services.linking import SlackIdentity
 from storage import repositories as repo
@@ -130,11 +130,6 @@ async def grant_post(session: AsyncSession, team: Team, for_team: Team) -> None:
         return
     session.add(TeamPostGrant(team_id=team.id, for_team_id=for_team.id))
     await session.flush()
-
-
-async def teams_key_may_use(session: AsyncSession, team: Team) -> set[int]:
-    granted = await session.scalars(select(TeamPostGrant.for_team_id).where(TeamPostGrant.team_id == team.id))
-    return {team.id, *granted}
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -255,7 +250,10 @@ async def timeline(session: AsyncSession, alert_id: int) -> list[AlertEvent]:
 
 # --- create ----------------------------------------------------------------------------------
 async def _owner_team(session: AsyncSession, key_team: Team, responders: list[dict[str, str]]) -> Team:
-    allowed = await teams_key_may_use(session, key_team)
+    """The first team responder, when the key may post for it (``access.key_teams``); else the
+    key's own team. A team the key may not post for and one that does not exist get the same
+    403, which names only what the request gave and the teams the key may post for."""
+    allowed = await access.key_teams(session, key_team, access.KeyUse.POST)
     for responder in responders:
         if responder["type"] != "team":
             continue
@@ -264,11 +262,11 @@ async def _owner_team(session: AsyncSession, key_team: Team, responders: list[di
             team = await session.get(Team, int(responder["id"]))
         if team is None and responder.get("name"):
             team = await repo.team_by_name(session, responder["name"])
-        if team is None:
+        if team is None or team.id not in allowed:
             wanted = responder.get("name") or responder.get("id")
-            raise ValidationFailed({"responders": f"team {wanted!r} does not exist"})
-        if team.id not in allowed:
-            raise Forbidden(f"this key (team {key_team.name}) may not post alerts for team {team.name}")
+            may = sorted(t.name for t in (await repo.teams_by_id(session, allowed)).values())
+            raise Forbidden(f"this key (team {key_team.name}) may not post alerts for team {wanted!r}; "
+                            f"it may post for: {', '.join(may)}")
         return team
     return key_team
 

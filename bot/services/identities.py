@@ -475,7 +475,7 @@ def _explain(people: set[int]) -> str:
     return "nobody" if not people else f"{len(people)} people" if len(people) > 1 else "an inactive person"
 
 
-async def resolve_named(session: AsyncSession, value: str, provider: str | None = None) -> Named:
+async def resolve_named(session: AsyncSession, value: str, provider: str | None = None, among: Any = None) -> Named:
     """Resolve a name as a tool gave it, by the rules alerts use (README, "How alerts name people"):
 
     - ``provider:value`` (a known provider: ``github:alice-s``, ``pagerduty:PXPGF42``) looks the
@@ -488,20 +488,28 @@ async def resolve_named(session: AsyncSession, value: str, provider: str | None 
 
         named = await resolve_named(session, "alice@example.com", "opsgenie")
         named.person  # → Alice, through her OpsGenie account or, failing that, her email
+
+    ``among`` (a SELECT of user ids, ``access.team_people``): only those people exist for this
+    lookup — everyone else is "nobody", so the answer tells nothing about them.
     """
+    visible = None if among is None else set(await session.scalars(among))
+
+    def seen(ids: set[int]) -> set[int]:
+        return ids if visible is None else ids & visible
+
     given = (value or "").strip()
     prefix, sep, rest = given.partition(":")
     if sep and prefix.lower() in KNOWN_PROVIDERS and rest.strip():
         provider, value = prefix.lower(), rest.strip()
     else:
         value = given
-    people = await candidates(session, value, provider)
+    people = seen(await candidates(session, value, provider))
     if not people and provider == "opsgenie" and "@" in value:
         own = await session.scalar(select(User).where(User.email == value.lower()))
         if own is not None:
-            people = {own.id}
+            people = seen({own.id})  # their own email names them, or (not visible) nobody
         else:
-            people = await candidates(session, value, None)
+            people = seen(await candidates(session, value, None))
         provider = None
     if len(people) == 1:
         person = await session.get(User, next(iter(people)))

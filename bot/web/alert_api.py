@@ -46,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
-from bot.services import alert_people, alerts
+from bot.services import access, alert_people, alerts
 from bot.services.alerts import Actor, AlreadyDone, Forbidden, ValidationFailed
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
 from storage import repositories as repo
@@ -453,12 +453,12 @@ def _base(request: Request) -> str:
 # --- handlers --------------------------------------------------------------------------------
 async def _find(session: AsyncSession, request: Request, team: Team) -> Alert:
     """The one gate of every call on an alert: the alert the path names, among those the key's
-    team may see and act on (``alerts.teams_key_may_use``); any other is "does not exist"."""
+    team may see and act on (``access.key_teams``: its own team only; a grant is for posting); any other is "does not exist"."""
     if not storable(request.path_params["identifier"]):
         raise NotFound("Alert with given id does not exist")
     return await alerts.find(session, request.path_params["identifier"],
                              request.query_params.get("identifierType", "id") or "id",
-                             team_ids=await alerts.teams_key_may_use(session, team))
+                             team_ids=await access.key_teams(session, team, access.KeyUse.READ_AND_ACT))
 
 
 @endpoint
@@ -513,7 +513,7 @@ async def list_alerts(request: Request, call: Call) -> Response:
             raise ValidationFailed({"sort": f"sort must be one of {', '.join(repo.ALERT_SORTS)}"})
         descending = order_param(request)
         terms = parse_query(request.query_params.get("query", ""))
-        total, page = await repo.search_alerts(session, await alerts.teams_key_may_use(session, team), terms,
+        total, page = await repo.search_alerts(session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms,
                                                sort=sort, descending=descending, offset=offset, limit=limit)
         shown = await present(session, page, full=False)
 
@@ -558,8 +558,12 @@ def _transition(action: str, status: str, fn: ActionFn) -> Callable[[Request], A
     return endpoint(handler)
 
 
-async def _assignee(session: AsyncSession, owner: Any) -> tuple[Any, str | None]:
+async def _assignee(session: AsyncSession, owner: Any, alert: Alert) -> tuple[Any, str | None]:
     """``{"id": …}`` or ``{"username": …}`` → ``(user, how it was named)``; 422 otherwise.
+
+    Looked up among the alert's team only (``access.team_people``): anyone else — another
+    team's person or nobody at all — is a 422 in the same words that names only what the
+    request gave and writes nothing, so a key learns nothing about people outside its team.
 
     ``id``: a Genie user id (a number), else an OpsGenie user id; ``username``: a Genie email,
     else an OpsGenie username, else an email of one person's connected account; either may be
@@ -569,28 +573,42 @@ async def _assignee(session: AsyncSession, owner: Any) -> tuple[Any, str | None]
         raise ValidationFailed({"owner": 'owner must be an object: {"id": "<user id>"} or {"username": "<email>"}'})
     user, named = None, None
     user_id, username = owner.get("id"), owner.get("username")
+    among = access.team_people(alert.team_id) if alert.team_id is not None else None
+    members = set(await session.scalars(among)) if among is not None else set()
+    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
     if (isinstance(user_id, int) and not isinstance(user_id, bool)) or (
             isinstance(user_id, str) and re.fullmatch(r"[0-9]+", user_id.strip())):
+        given = str(user_id).strip()
         user = await repo.user_by_id(session, int(user_id)) if small_int(str(user_id).strip()) else None
     elif isinstance(username, str) and 0 < len(username) <= 254:
+        given = username
         user = await repo.user_by_email(session, username)
-        if user is None:
-            named = await alert_people.name_owner(session, {"username": username})
+        if user is None or user.id not in members:
+            user, named = None, await alert_people.name_owner(session, {"username": username}, among)
     elif isinstance(user_id, str) and 0 < len(user_id.strip()) <= 254:
-        named = await alert_people.name_owner(session, {"id": user_id})
+        given = user_id
+        named = await alert_people.name_owner(session, {"id": user_id}, among)
     else:
         raise ValidationFailed({"owner": 'owner needs an "id" (Genie or OpsGenie user id) or a "username" '
                                          '(email, OpsGenie username, or provider:name)'})
+    shown = given if len(given) <= 100 else given[:99] + "…"
+    text = (f"{shown} is not an active member of {team.name}, so can't be assigned this alert."
+            if team is not None else "This alert has no owning team, so it can't be assigned.")
+    outsider = ValidationFailed({"owner": text})
+    if user is not None and user.id not in members:
+        raise outsider
     if named is not None:
+        if named.person is None and named.why == "nobody":
+            raise outsider
         if named.person is None:
-            text = (f"User does not exist: {named.given!r} does not name exactly one active Genie person "
-                    f"(it names {named.why or 'nobody'})")
+            text = (f"User does not exist: {named.given!r} does not name exactly one active member of "
+                    f"{team.name if team else 'the team'} (it names {named.why or 'nobody'})")
             raise ValidationFailed({"owner": text})
         user = named.person
         if named.given.strip().lower() != user.email:
             return user, f"{named.given} ({named.provider or 'email'})"
     if user is None:
-        raise ValidationFailed({"owner": "User does not exist"})
+        raise outsider
     return user, None
 
 
@@ -604,7 +622,7 @@ async def assign_alert(request: Request, call: Call) -> Response:
         body = parse_json(raw)
         fields = action_fields(body)
         alert = await _find(session, request, team)
-        owner, named = await _assignee(session, body.get("owner"))
+        owner, named = await _assignee(session, body.get("owner"), alert)
         actor = Actor(via="api", label=fields.user or f"API ({team.name})")
         try:
             await alerts.assign(session, alert, actor, owner, note=fields.note, request_id=call.request_id,
@@ -805,9 +823,12 @@ async def _add_responder(session, team, alert, actor, body, fields, request_id) 
         await alerts.add_responder(session, alert, actor, team=added, note=fields.note, request_id=request_id)
     else:
         try:
-            user, _ = await _assignee(session, {k: v for k, v in responder.items() if k in ("id", "username")})
+            # Among the alert's team only, as for assign: a key learns nothing of other teams' people.
+            user, _ = await _assignee(session, {k: v for k, v in responder.items() if k in ("id", "username")}, alert)
         except ValidationFailed as err:
-            raise ValidationFailed({"responder": err.errors.get("owner", "User does not exist")}) from None
+            said = err.errors.get("owner", "User does not exist").replace("be assigned this alert",
+                                                                           "be a responder of this alert")
+            raise ValidationFailed({"responder": said}) from None
         if not user.is_active:
             raise ValidationFailed({"responder": "User does not exist"})
         await alerts.add_responder(session, alert, actor, user=user, note=fields.note, request_id=request_id)
@@ -940,7 +961,7 @@ async def count_alerts(request: Request, call: Call) -> Response:
     async with request.app.state.runtime.sessionmaker.begin() as session:
         team = await key_team(session, key)
         terms = parse_query(request.query_params.get("query", ""))
-        total, _ = await repo.search_alerts(session, await alerts.teams_key_may_use(session, team), terms, limit=0)
+        total, _ = await repo.search_alerts(session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms, limit=0)
     return call.answer(200, data={"count": total})
 
 
