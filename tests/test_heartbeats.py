@@ -146,6 +146,47 @@ async def test_create_get_list_update_enable_disable_delete_as_opsgenie_answers(
     assert await world.genie.scalar("SELECT count(*) FROM heartbeat") == 1
 
 
+async def test_opsgenie_python_sdk_every_heartbeat_call(world: World):
+    """``opsgenie_sdk.HeartbeatApi`` with ``configuration.host`` set to Genie: all eight calls it
+    offers, each answer read through the SDK's own models (which refuse a missing or mistyped
+    field), and a ping as Genie's expiry then sees it."""
+    import opsgenie_sdk
+
+    conf = opsgenie_sdk.configuration.Configuration()
+    conf.api_key["Authorization"] = world.keys["Payments"]
+    conf.host = world.genie.url
+    conf.retry_enabled = False
+    beats = opsgenie_sdk.HeartbeatApi(api_client=opsgenie_sdk.api_client.ApiClient(configuration=conf))
+
+    def run() -> None:
+        created = beats.create_heartbeat(opsgenie_sdk.CreateHeartbeatPayload(
+            name="sdk-job", description="made by opsgenie-sdk", interval=15, interval_unit="minutes", enabled=True,
+            alert_message="sdk-job missed its ping", alert_tags=["sdk"], alert_priority="P2")).data
+        assert (created.name, created.interval, created.interval_unit, created.enabled) == ("sdk-job", 15, "minutes", True)
+        got = beats.get_heartbeat("sdk-job").data
+        assert (got.description, got.expired) == ("made by opsgenie-sdk", False)
+        assert [h.name for h in beats.list_heart_beats().data.heartbeats] == ["sdk-job"]
+        assert beats.ping("sdk-job").result == "PONG - Heartbeat received"
+        assert isinstance(beats.get_heartbeat("sdk-job").data.last_ping_time, datetime)
+        updated = beats.update_heartbeat("sdk-job", update_heartbeat_payload=opsgenie_sdk.UpdateHeartbeatPayload(
+            interval=2, interval_unit="hours", description="nightly")).data
+        assert (updated.name, updated.enabled, updated.expired) == ("sdk-job", True, False)
+        assert beats.disable_heartbeat("sdk-job").data.enabled is False
+        assert beats.enable_heartbeat("sdk-job").data.enabled is True
+        got = beats.get_heartbeat("sdk-job").data
+        assert (got.interval, got.interval_unit, got.description) == (2, "hours", "nightly")
+        try:
+            beats.get_heartbeat("no-such-job")
+            raise AssertionError("an unknown heartbeat was found")
+        except opsgenie_sdk.ApiException as err:
+            assert err.status == 404
+        assert beats.delete_heartbeat("sdk-job").result == "Deleted"
+        assert beats.list_heart_beats().data.heartbeats == []
+
+    await asyncio.to_thread(run)  # the SDK is blocking; the server runs in this event loop
+    assert await world.genie.scalar("SELECT count(*) FROM heartbeat") == 0
+
+
 async def test_ping_by_genie_key_by_basic_auth_and_by_every_method(world: World):
     await world.create()
     key = world.keys["Payments"]
