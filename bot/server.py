@@ -38,6 +38,7 @@ from bot.runtime import Runtime
 from bot.services.keys import resolve_secret_keys
 from bot.web.alert_api import routes as api_routes
 from bot.web.admin import routes as admin_routes
+from bot.web.limits import BodyLimit
 from bot.web.pages import routes as page_routes
 
 logger = logging.getLogger(__name__)
@@ -259,6 +260,8 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     app.router.redirect_slashes = False
     app.state.runtime = rt
     app.state.socket_mode = socket_mode
+    # Innermost: every body is capped while it streams in, before any handler parses or verifies it.
+    app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, routes=app.routes)
     return app

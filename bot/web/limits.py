@@ -1,0 +1,96 @@
+"""Request body caps, enforced while the body streams in, before anything parses or verifies it.
+
+``BodyLimit`` is an ASGI middleware: it refuses a ``Content-Length`` above the route's cap at
+once (413, without reading a byte), and counts the bytes of ``http.request`` messages of every
+other body (chunked, or a ``Content-Length`` that lies): as soon as the count passes the cap it
+answers 413 and the app's next read raises ``BodyTooLarge``, so no handler ever holds more than
+the cap in memory. Caps per route family (``cap_for``):
+
+- ``/slack/events``: ``SLACK_MAX_BODY`` (512 KiB). Slack's payloads carry Genie's own message or
+  Home view (an alert message with every field at its limit is about 40 KB form-encoded), a user
+  profile, or a slash command: a tenth of the cap at most;
+- ``/v2/…`` (the alert API): the API's own ``MAX_BODY`` (1 MiB: every OpsGenie field at its
+  limit, JSON-escaped);
+- everything else (web forms, health, metrics): ``DEFAULT_MAX_BODY`` (64 KiB; forms are refused
+  above 16 KiB by ``bot.web.pages.read_form`` too).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot.web.alert_api import MAX_BODY as API_MAX_BODY, ApiError
+
+SLACK_MAX_BODY = 512 * 1024
+DEFAULT_MAX_BODY = 64 * 1024
+
+
+def cap_for(path: str) -> int:
+    if path == "/slack/events":
+        return SLACK_MAX_BODY
+    if path == "/v2" or path.startswith("/v2/"):
+        return API_MAX_BODY
+    return DEFAULT_MAX_BODY
+
+
+class BodyTooLarge(ApiError):
+    """Raised by the app's ``receive`` once the body passed its cap (the 413 is sent already).
+    An ``ApiError``, so the alert API answers it as its own 413 without logging an error."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(413, f"Request body is too large (at most {cap // 1024} KiB).")
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cap = cap_for(scope.get("path", ""))
+        length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
+        if length is not None and (not re.fullmatch(rb"[0-9]{1,20}", length) or int(length) > cap):
+            await self._refuse(send, cap)
+            return
+        received = 0
+        answered = False  # the 413 went out: whatever the app sends after is dropped
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, answered
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    if not started and not answered:
+                        answered = True
+                        await self._refuse(send, cap)
+                    raise BodyTooLarge(cap)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except BodyTooLarge:
+            if not answered and not started:
+                await self._refuse(send, cap)
+
+    @staticmethod
+    async def _refuse(send: Send, cap: int) -> None:
+        body = json.dumps({"message": f"Request body is too large (at most {cap // 1024} KiB)."}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
