@@ -9,6 +9,7 @@ Nothing happens at import time; everything is made by these factories.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from bot.slack_clients import BOT_SCOPES, SlackClients
 from bot.listeners import register_listeners, screen
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
+from bot.services.cleanup import Cleanup
 from bot.services.keys import resolve_secret_keys
 from bot.web.alert_api import routes as api_routes
 from bot.web.admin import routes as admin_routes
@@ -58,9 +60,15 @@ SECURITY_HEADERS = [
 ]
 
 
+#: With an https GENIE_BASE_URL: browsers that once reached Genie over https never try plain
+#: http again for a year (no includeSubDomains: Genie does not own its domain's other hosts).
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
         self.app = app
+        self.headers = SECURITY_HEADERS + ([HSTS] if hsts else [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +80,7 @@ class SecurityHeaders:
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [
-                    (name, value) for name, value in SECURITY_HEADERS if name not in present
+                    (name, value) for name, value in self.headers if name not in present
                 ]
             await send(message)
 
@@ -229,14 +237,24 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         return PlainTextResponse("ready")
 
     async def metrics_endpoint(request: Request) -> Response:
+        token = rt.settings.metrics_token
+        if token is not None:
+            presented = request.headers.get("authorization", "")
+            expected = f"Bearer {token}"
+            if not hmac.compare_digest(presented.encode(), expected.encode()):
+                return PlainTextResponse("metrics need Authorization: Bearer <GENIE_METRICS_TOKEN>", status_code=401,
+                                         headers={"WWW-Authenticate": 'Bearer realm="genie metrics"'})
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
+
+    cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
         worker = rt.worker
         if worker is not None:
             worker.start()
+        cleanup.start()
         if socket_mode is not None:
             await socket_mode.start()
         try:
@@ -244,6 +262,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         finally:
             if socket_mode is not None:
                 await socket_mode.stop()
+            await cleanup.stop()
             if worker is not None:
                 await worker.stop()
 
@@ -260,8 +279,20 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     app.router.redirect_slashes = False
     app.state.runtime = rt
     app.state.socket_mode = socket_mode
+    app.state.cleanup = cleanup
     # Innermost: every body is capped while it streams in, before any handler parses or verifies it.
     app.add_middleware(BodyLimit)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, hsts=rt.settings.secure_cookies)
     app.add_middleware(RequestMetrics, routes=app.routes)
     return app
+
+
+def uvicorn_config(app: ASGIApp, settings: Settings, host: str, port: int, **options) -> "uvicorn.Config":
+    """How ``genie serve`` runs uvicorn. ``X-Forwarded-For`` (and ``-Proto``) is believed only from
+    the proxies in ``GENIE_FORWARDED_ALLOW_IPS``; with none set, the client address is the
+    connection's (uvicorn's own default would trust any process on the host)."""
+    import uvicorn
+
+    trusted = list(settings.forwarded_allow_ips)
+    return uvicorn.Config(app, host=host, port=port, server_header=False, proxy_headers=bool(trusted),
+                          forwarded_allow_ips=trusted or [], **options)

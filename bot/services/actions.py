@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import access, alerts
+from bot.services import access, alerts, throttle
 from bot.services.access import Decision, Reason
 from bot.services.alerts import Actor, AlreadyDone, Forbidden
 from bot.services.linking import SlackIdentity
@@ -62,6 +62,12 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
     actor = Actor(via="slack", user=decision.user, identity=identity, anonymous=decision.anonymous)
     reason = decision.reason.name.lower()
     if not decision.allowed:
+        wait = await throttle.take(session, "denied", identity)
+        if wait is not None:  # refused again and again: no timeline row, no new link, just wait
+            limit, window = throttle.LIMITS["denied"]
+            return ActionResult(False, f"You were refused {limit} times in the last {throttle.say(window)}, so Genie "
+                                       f"is ignoring your clicks for {throttle.say(wait)}; nothing was changed. "
+                                       "`/genie status` says how your Slack account is connected.", alert_id=alert.id, outcome="denied", reason="rate_limited")
         await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
         return ActionResult(False, decision.text, decision, alert.id, outcome="denied", reason=reason)
     why = decision.reason.value
