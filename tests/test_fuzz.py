@@ -10,7 +10,9 @@ legitimately write, which ``_allowed`` spells out table by table:
   one-time Connect link offered in the refusal (a ``link_request`` of *that* Slack identity,
   superseding that identity's older ones);
 - ``/genie connect`` by an unconnected identity: the same link request;
-- an event: its ``event_id`` in ``slack_event`` (retries are deduplicated on it);
+- an event: its ``event_id`` in ``slack_event`` (retries are deduplicated on it); a click or a
+  slash command: the digest of its signed body there too (replays are);
+- a refused click or a ``/genie connect``: a ``slack_throttle`` row (the per-identity rate limit);
 - a failed sign-in: a ``signin_failure`` row (the rate limit).
 
 Each test runs ``GENIE_FUZZ_EXAMPLES`` examples (default below, sized for CI on both databases)
@@ -237,7 +239,7 @@ def _allowed(diff: dict[str, tuple[list, list]], clicker: dict | None) -> list[s
         new, gone = as_dicts(table, added), as_dicts(table, removed)
         if table == "alert_event" and not gone and all(r["outcome"] == "denied" and r["via"] == "slack" for r in new):
             continue
-        if table == "slack_event" and not gone:
+        if table in ("slack_event", "slack_throttle") and not gone:  # seen ids and bodies; rate-limit counts
             continue
         if table == "signin_failure" and not gone:
             continue

@@ -1,10 +1,10 @@
 """Request body caps, enforced while the body streams in, before anything parses or verifies it.
 
 ``BodyLimit`` is an ASGI middleware: it refuses a ``Content-Length`` above the route's cap at
-once (413, without reading a byte), and counts the bytes of ``http.request`` messages of every
-other body (chunked, or a ``Content-Length`` that lies): as soon as the count passes the cap it
-answers 413 and the app's next read raises ``BodyTooLarge``, so no handler ever holds more than
-the cap in memory. Caps per route family (``cap_for``):
+once (413, without reading a byte; the alert API does that itself, in its own envelope), and
+counts the bytes of ``http.request`` messages of every body (chunked, or a ``Content-Length``
+that lies): as soon as the count passes the cap, the app's read raises ``BodyTooLarge`` and the
+answer is a 413, so no handler ever holds more than the cap in memory. Caps per route family (``cap_for``):
 
 - ``/slack/events``: ``SLACK_MAX_BODY`` (512 KiB). Slack's payloads carry Genie's own message or
   Home view (an alert message with every field at its limit is about 40 KB form-encoded), a user
@@ -37,8 +37,8 @@ def cap_for(path: str) -> int:
 
 
 class BodyTooLarge(ApiError):
-    """Raised by the app's ``receive`` once the body passed its cap (the 413 is sent already).
-    An ``ApiError``, so the alert API answers it as its own 413 without logging an error."""
+    """Raised by the app's ``receive`` once the body passed its cap. An ``ApiError``, so the
+    alert API answers it as its own 413 (in its envelope) without logging an error."""
 
     def __init__(self, cap: int) -> None:
         super().__init__(413, f"Request body is too large (at most {cap // 1024} KiB).")
@@ -52,45 +52,54 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cap = cap_for(scope.get("path", ""))
+        path = scope.get("path", "")
+        cap = cap_for(path)
         length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
-        if length is not None and (not re.fullmatch(rb"[0-9]{1,20}", length) or int(length) > cap):
+        # The alert API refuses an announced Content-Length itself, before reading, in OpsGenie's
+        # envelope (``alert_api.read_body``); every other route is refused here.
+        api = cap_for(path) == API_MAX_BODY
+        if length is not None and not api and (not re.fullmatch(rb"[0-9]{1,20}", length) or int(length) > cap):
             await self._refuse(send, cap)
             return
         received = 0
-        answered = False  # the 413 went out: whatever the app sends after is dropped
+        exceeded = False  # the body passed the cap: the answer is a 413, whatever the app says
+        answered = False  # a 413 went out: whatever the app sends after is dropped
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal received, answered
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:
-                    if not started and not answered:
-                        answered = True
-                        await self._refuse(send, cap)
+                    exceeded = True
                     raise BodyTooLarge(cap)
             return message
 
         async def guarded_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, answered
             if answered:
                 return
             if message["type"] == "http.response.start":
+                if exceeded and message["status"] != 413:  # e.g. a form handler that swallowed the error
+                    answered = True
+                    await self._refuse(send, cap)
+                    return
                 started = True
             await send(message)
 
         try:
             await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
-            if not answered and not started:
-                await self._refuse(send, cap)
+            pass
+        if exceeded and not started and not answered:
+            await self._refuse(send, cap)
 
     @staticmethod
     async def _refuse(send: Send, cap: int) -> None:
         body = json.dumps({"message": f"Request body is too large (at most {cap // 1024} KiB)."}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                # the rest of the body will not be read: no next request on this connection
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
