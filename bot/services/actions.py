@@ -65,9 +65,10 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
         wait = await throttle.take(session, "denied", identity)
         if wait is not None:  # refused again and again: no timeline row, no new link, just wait
             limit, window = throttle.LIMITS["denied"]
-            return ActionResult(False, f"You were refused {limit} times in the last {throttle.say(window)}, so Genie "
-                                       f"is ignoring your clicks for {throttle.say(wait)}; nothing was changed. "
-                                       "`/genie status` says how your Slack account is connected.", alert_id=alert.id, outcome="denied", reason="rate_limited")
+            text = (f"You were refused {limit} times in the last {throttle.say(window)}, so Genie is ignoring your "
+                    f"clicks for {throttle.say(wait)}; nothing was changed. "
+                    "`/genie status` says how your Slack account is connected.")
+            return ActionResult(False, text, alert_id=alert.id, outcome="denied", reason="rate_limited")
         await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
         return ActionResult(False, decision.text, decision, alert.id, outcome="denied", reason=reason)
     why = decision.reason.value

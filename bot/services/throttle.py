@@ -39,15 +39,15 @@ async def take(session: AsyncSession, kind: str, identity: SlackIdentity, now: d
     event in the window leaves it (nothing recorded)."""
     limit, window = LIMITS[kind]
     now = now or utcnow()
+    workspace_id, user_id = identity.workspace_id[:32], identity.user_id[:32]  # the columns' size
     recent = list(await session.scalars(
-        select(SlackThrottle.at).where(SlackThrottle.workspace_id == identity.workspace_id,
-                                       SlackThrottle.slack_user_id == identity.user_id,
+        select(SlackThrottle.at).where(SlackThrottle.workspace_id == workspace_id,
+                                       SlackThrottle.slack_user_id == user_id,
                                        SlackThrottle.kind == kind, SlackThrottle.at > now - window)
         .order_by(SlackThrottle.at.desc()).limit(limit)))
     if len(recent) >= limit:
         return max(recent[-1] + window - now, timedelta(seconds=1))
-    session.add(SlackThrottle(kind=kind, workspace_id=identity.workspace_id[:32],
-                              slack_user_id=identity.user_id[:32], at=now))
+    session.add(SlackThrottle(kind=kind, workspace_id=workspace_id, slack_user_id=user_id, at=now))
     await session.flush()
     return None
 
