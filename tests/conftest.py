@@ -153,7 +153,7 @@ class Browser:
               and response.headers.get("location", "").startswith("/")):
             # Signed in or out: CSRF tokens are bound to the session, so pick up the next page's
             # token by following the redirect, as a browser does.
-            await self.get(response.headers["location"])
+            await self.get(str(response.request.url.join(response.headers["location"])))
         return response
 
     async def login(self, email: str, password: str = PASSWORD, next_path: str = "/account") -> httpx.Response:
