@@ -377,3 +377,20 @@ async def _settings(db_url: str) -> list[tuple]:
             return [tuple(r) for r in rows]
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"GENIE_FORWARDED_ALLOW_IPS": "10.0.0.5,lb.internal"}, "GENIE_FORWARDED_ALLOW_IPS"),
+    ({"GENIE_METRICS_TOKEN": "short"}, "GENIE_METRICS_TOKEN"),
+    ({"GENIE_CLEANUP_INTERVAL": "0"}, "GENIE_CLEANUP_INTERVAL"),
+    ({"GENIE_CLEANUP_INTERVAL": "ten"}, "GENIE_CLEANUP_INTERVAL"),
+])
+def test_the_new_settings_refuse_bad_values_naming_the_variable(env, variable):
+    from bot.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    assert refused.value.variable == variable
+    good = Settings.from_env({"GENIE_FORWARDED_ALLOW_IPS": " 10.0.0.5, 10.0.1.0/24 ", "GENIE_CLEANUP_INTERVAL": "60"})
+    assert good.forwarded_allow_ips == ("10.0.0.5", "10.0.1.0/24") and good.cleanup_interval == 60
+    assert good.metrics_token is None

@@ -144,9 +144,9 @@ async def current_user(request: Request) -> User | None:
 
 
 def client_address(request: Request) -> str:
-    """The client's address as the ASGI server saw it. ``genie serve`` runs uvicorn with
-    ``proxy_headers``, so behind a trusted proxy (``FORWARDED_ALLOW_IPS``) this is the address
-    from ``X-Forwarded-For``; a header sent by anyone else is ignored."""
+    """The client's address as the ASGI server saw it. ``genie serve`` believes
+    ``X-Forwarded-For`` only from the proxies in ``GENIE_FORWARDED_ALLOW_IPS`` (none by default:
+    ``bot.server.uvicorn_config``); a header sent by anyone else is ignored."""
     return request.client.host if request.client and request.client.host else "unknown"
 
 
