@@ -26,6 +26,9 @@ from bot.web.alert_api import MAX_BODY as API_MAX_BODY, ApiError
 
 SLACK_MAX_BODY = 512 * 1024
 DEFAULT_MAX_BODY = 64 * 1024
+#: An announced body up to this much over the cap is drained (and discarded) after the 413
+#: rather than the connection closed: clients that write the whole body first then see the 413.
+DRAIN_LIMIT = 1024 * 1024
 
 
 def cap_for(path: str) -> int:
@@ -59,7 +62,11 @@ class BodyLimit:
         # envelope (``alert_api.read_body``); every other route is refused here.
         api = cap_for(path) == API_MAX_BODY
         if length is not None and not api and (not re.fullmatch(rb"[0-9]{1,20}", length) or int(length) > cap):
-            await self._refuse(send, cap)
+            # A body announced a little over the cap is read and thrown away by the server after
+            # the 413 (an ordinary client writes it all before reading the answer); a bigger one
+            # ends the connection, so nobody is made to take in megabytes for nothing.
+            modest = re.fullmatch(rb"[0-9]{1,20}", length) is not None and int(length) <= cap + DRAIN_LIMIT
+            await self._refuse(send, cap, close=not modest)
             return
         received = 0
         exceeded = False  # the body passed the cap: the answer is a 413, whatever the app says
@@ -96,10 +103,10 @@ class BodyLimit:
             await self._refuse(send, cap)
 
     @staticmethod
-    async def _refuse(send: Send, cap: int) -> None:
+    async def _refuse(send: Send, cap: int, close: bool = True) -> None:
         body = json.dumps({"message": f"Request body is too large (at most {cap // 1024} KiB)."}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                # the rest of the body will not be read: no next request on this connection
-                                (b"connection", b"close")]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if close:  # the rest of the body will not be read: no next request on this connection
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
