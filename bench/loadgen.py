@@ -42,7 +42,11 @@ async def _login(pool: Pool, email: str, password: str) -> tuple[str, str]:
     if status != 303:
         raise SystemExit(f"login failed with HTTP {status}")
     jar.update(cookies(headers))
-    return token, "; ".join(f"{k}={v}" for k, v in jar.items())
+    cookie = "; ".join(f"{k}={v}" for k, v in jar.items())
+    # CSRF tokens are bound to the session: take one from a page drawn in it, as a browser would.
+    status, headers, body = await pool.request("GET", "/account", headers={"Cookie": cookie})
+    token = html.unescape(_CSRF.search(body.decode()).group(1))
+    return token, cookie
 
 
 async def build(spec: dict[str, Any], pool: Pool) -> list[bytes]:

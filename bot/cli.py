@@ -108,7 +108,7 @@ def _emit(rows: list[dict], columns: Sequence[str], as_json: bool) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bot.server import build_asgi_app, make_runtime
+    from bot.server import build_asgi_app, make_runtime, uvicorn_config
     from storage.migrate import upgrade
 
     settings = _settings(socket_mode=args.socket_mode)
@@ -122,8 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 await upgrade(engine)
             rt = await make_runtime(settings, make_sessionmaker(engine))
             app = build_asgi_app(rt)
-            config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", proxy_headers=True,
-                                    server_header=False)
+            config = uvicorn_config(app, settings, args.host, args.port, log_level="info")
             logging.getLogger("bot").info("Genie listening on http://%s:%s (public URL %s)", args.host, args.port,
                                           settings.base_url)
             await uvicorn.Server(config).serve()
@@ -369,11 +368,17 @@ def cmd_link_remove(args: argparse.Namespace) -> int:
 def cmd_workspace_set(args: argparse.Namespace) -> int:
     from bot.services import access
 
+    if not args.workspace and not args.all_workspaces:
+        # Without a choice, '*' would also cover every workspace installed later, unseen.
+        raise UserError("say where: --workspace T…|E… (one workspace or Grid org), or --all-workspaces (every "
+                        "workspace without a value of its own, including workspaces installed later)")
+
     async def work(session):
         return await access.set_workspace_setting(session, args.workspace or "*", args.key, args.value)
 
     row = asyncio.run(_with_db(work))
-    where = f"workspace {row.workspace_id}" if row.workspace_id != "*" else "every workspace (default)"
+    where = (f"workspace {row.workspace_id}" if row.workspace_id != "*"
+             else "every workspace without a value of its own, including workspaces installed later")
     print(f"{row.key} = {row.value} for {where}")
     return 0
 
@@ -947,7 +952,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = ws.add_parser("set", help="e.g. genie workspace set allow_anonymous_actions true --workspace T0123")
     p.add_argument("key")
     p.add_argument("value")
-    p.add_argument("--workspace", help="Slack workspace (or Enterprise Grid org) id; default: every workspace")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workspace", help="Slack workspace (or Enterprise Grid org) id")
+    where.add_argument("--all-workspaces", action="store_true",
+                       help="the default for every workspace without its own value, including ones installed later")
     p.set_defaults(func=cmd_workspace_set)
     p = ws.add_parser("list")
     p.add_argument("--json", action="store_true")

@@ -11,6 +11,7 @@ raises :class:`ConfigError` whose message is one line naming the variable at fau
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,13 @@ class Settings:
     #: How long the outbox worker holds a Slack message it is delivering (renewed while the
     #: call lasts); after a crash, another worker or the restarted one takes it over then.
     outbox_lease_seconds: int = 60
+    #: Seconds between two runs of the periodic cleanup (``bot.services.cleanup``).
+    cleanup_interval: int = 600
+    #: Proxies whose ``X-Forwarded-For`` is believed (uvicorn's ``forwarded_allow_ips``); empty:
+    #: none, the client address is the connection's.
+    forwarded_allow_ips: tuple[str, ...] = ()
+    #: When set, ``GET /metrics`` needs ``Authorization: Bearer <token>``.
+    metrics_token: str | None = None
     #: Not from the environment: filled in by tests and by the CLI for its own use.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -134,6 +142,30 @@ class Settings:
         if not 2 <= outbox_lease_seconds <= 3600:
             raise ConfigError("GENIE_OUTBOX_LEASE_SECONDS", f"must be between 2 and 3600 seconds, got {outbox_lease_seconds}")
 
+        raw_cleanup = get("GENIE_CLEANUP_INTERVAL") or "600"
+        try:
+            cleanup_interval = int(raw_cleanup)
+        except ValueError:
+            raise ConfigError("GENIE_CLEANUP_INTERVAL", f"must be a whole number of seconds, got {raw_cleanup!r}") from None
+        if not 1 <= cleanup_interval <= 86400:
+            raise ConfigError("GENIE_CLEANUP_INTERVAL", f"must be between 1 and 86400 seconds, got {cleanup_interval}")
+
+        forwarded_allow_ips: tuple[str, ...] = ()
+        if (raw_proxies := get("GENIE_FORWARDED_ALLOW_IPS")) is not None:
+            forwarded_allow_ips = tuple(p.strip() for p in raw_proxies.split(",") if p.strip())
+            for proxy in forwarded_allow_ips:
+                if proxy == "*":
+                    continue
+                try:
+                    ipaddress.ip_network(proxy, strict=False)
+                except ValueError:
+                    raise ConfigError("GENIE_FORWARDED_ALLOW_IPS", f"{proxy!r} is not an IP address or network "
+                                      "(a comma-separated list such as 10.0.0.5,10.0.1.0/24)") from None
+
+        metrics_token = get("GENIE_METRICS_TOKEN")
+        if metrics_token is not None and len(metrics_token) < 16:
+            raise ConfigError("GENIE_METRICS_TOKEN", "must be at least 16 characters")
+
         signing_secret = get("SLACK_SIGNING_SECRET")
         bot_token = get("SLACK_BOT_TOKEN")
         client_id = get("SLACK_CLIENT_ID")
@@ -195,6 +227,9 @@ class Settings:
                 "GENIE_ALLOW_ANONYMOUS_ACTIONS", env.get("GENIE_ALLOW_ANONYMOUS_ACTIONS"), False
             ),
             outbox_lease_seconds=outbox_lease_seconds,
+            cleanup_interval=cleanup_interval,
+            forwarded_allow_ips=forwarded_allow_ips,
+            metrics_token=metrics_token,
         )
 
 

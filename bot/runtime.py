@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from itsdangerous import Signer
+from itsdangerous import TimestampSigner
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -15,7 +15,7 @@ from bot.services.accounts import Invites
 from bot.services.linking import LinkTokens
 from storage.base import utcnow
 
-CSRF_SALT = "genie.csrf.v1"
+CSRF_SALT = "genie.csrf.v2"
 
 
 @dataclass
@@ -24,8 +24,9 @@ class Runtime:
     sessionmaker: async_sessionmaker[AsyncSession]
     secret_keys: tuple[str, ...]
     tokens: LinkTokens
-    #: Signs the CSRF double-submit cookie; first key signs, all verify.
-    csrf: Signer
+    #: Signs CSRF tokens (the double-submit cookie bound to the session, with a timestamp:
+    #: ``bot.web.pages``); first key signs, all verify.
+    csrf: TimestampSigner
     #: Signs invitation links (set a password): ``genie user invite``.
     invites: Invites | None = None
     #: Bot-token client for calls not triggered by a Slack request (web confirm, disconnect).
@@ -49,7 +50,7 @@ class Runtime:
             sessionmaker=sessionmaker,
             secret_keys=secret_keys,
             tokens=LinkTokens(secret_keys, settings.link_ttl),
-            csrf=Signer(list(reversed(secret_keys)), salt=CSRF_SALT),
+            csrf=TimestampSigner(list(reversed(secret_keys)), salt=CSRF_SALT),
             invites=Invites(secret_keys),
             slack=slack,
         )

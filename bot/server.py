@@ -9,6 +9,7 @@ Nothing happens at import time; everything is made by these factories.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -36,10 +37,12 @@ from bot.listeners import register_listeners, screen
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
 from bot.services.heartbeats import HeartbeatMonitor
+from bot.services.cleanup import Cleanup
 from bot.services.keys import resolve_secret_keys
 from bot.web.alert_api import routes as api_routes
 from bot.web.heartbeat_api import routes as heartbeat_routes
 from bot.web.admin import routes as admin_routes
+from bot.web.limits import BodyLimit
 from bot.web.pages import routes as page_routes
 
 logger = logging.getLogger(__name__)
@@ -59,9 +62,15 @@ SECURITY_HEADERS = [
 ]
 
 
+#: With an https GENIE_BASE_URL: browsers that once reached Genie over https never try plain
+#: http again for a year (no includeSubDomains: Genie does not own its domain's other hosts).
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
         self.app = app
+        self.headers = SECURITY_HEADERS + ([HSTS] if hsts else [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,7 +82,7 @@ class SecurityHeaders:
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [
-                    (name, value) for name, value in SECURITY_HEADERS if name not in present
+                    (name, value) for name, value in self.headers if name not in present
                 ]
             await send(message)
 
@@ -231,11 +240,19 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         return PlainTextResponse("ready")
 
     async def metrics_endpoint(request: Request) -> Response:
+        token = rt.settings.metrics_token
+        if token is not None:
+            presented = request.headers.get("authorization", "")
+            expected = f"Bearer {token}"
+            if not hmac.compare_digest(presented.encode(), expected.encode()):
+                return PlainTextResponse("metrics need Authorization: Bearer <GENIE_METRICS_TOKEN>", status_code=401,
+                                         headers={"WWW-Authenticate": 'Bearer realm="genie metrics"'})
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
     # Every process looks for late heartbeats (with or without Slack: the alert is kept either way).
     rt.heartbeats = HeartbeatMonitor(rt.sessionmaker, lambda: rt.now(), on_raised=rt.wake_outbox)
+    cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -243,6 +260,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         if worker is not None:
             worker.start()
         rt.heartbeats.start()
+        cleanup.start()
         if socket_mode is not None:
             await socket_mode.start()
         try:
@@ -251,6 +269,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
             await rt.heartbeats.stop()
             if socket_mode is not None:
                 await socket_mode.stop()
+            await cleanup.stop()
             if worker is not None:
                 await worker.stop()
 
@@ -267,6 +286,20 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     app.router.redirect_slashes = False
     app.state.runtime = rt
     app.state.socket_mode = socket_mode
-    app.add_middleware(SecurityHeaders)
+    app.state.cleanup = cleanup
+    # Innermost: every body is capped while it streams in, before any handler parses or verifies it.
+    app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders, hsts=rt.settings.secure_cookies)
     app.add_middleware(RequestMetrics, routes=app.routes)
     return app
+
+
+def uvicorn_config(app: ASGIApp, settings: Settings, host: str, port: int, **options) -> "uvicorn.Config":
+    """How ``genie serve`` runs uvicorn. ``X-Forwarded-For`` (and ``-Proto``) is believed only from
+    the proxies in ``GENIE_FORWARDED_ALLOW_IPS``; with none set, the client address is the
+    connection's (uvicorn's own default would trust any process on the host)."""
+    import uvicorn
+
+    trusted = list(settings.forwarded_allow_ips)
+    return uvicorn.Config(app, host=host, port=port, server_header=False, proxy_headers=bool(trusted),
+                          forwarded_allow_ips=trusted or [], **options)

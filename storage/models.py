@@ -93,7 +93,11 @@ class LinkRequest(Base):
     ``consumed_at`` (set by a single conditional UPDATE) and ``superseded_at``."""
 
     __tablename__ = "link_request"
-    __table_args__ = (Index("ix_link_request_identity", "workspace_id", "slack_user_id"),)
+    __table_args__ = (
+        Index("ix_link_request_identity", "workspace_id", "slack_user_id"),
+        # The cleanup (``bot.services.cleanup``) deletes requests long expired.
+        Index("ix_link_request_expires_at", "expires_at"),
+    )
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(String(32))
@@ -162,6 +166,24 @@ class SlackEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class SlackThrottle(Base):
+    """One ``/genie connect`` or one refused click by a Slack identity, kept for a while so that
+    each can be rate-limited per identity across every Genie process (``bot.services.throttle``);
+    pruned by ``bot.services.cleanup``."""
+
+    __tablename__ = "slack_throttle"
+    __table_args__ = (
+        Index("ix_slack_throttle_identity", "workspace_id", "slack_user_id", "kind", "at"),
+        Index("ix_slack_throttle_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # connect, denied
+    workspace_id: Mapped[str] = mapped_column(String(32))
+    slack_user_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Setting(Base):

@@ -149,6 +149,11 @@ class Browser:
         response = await self.http.post(path, data=form, **kw)
         if match := _CSRF.search(response.text):
             self.last_csrf = html.unescape(match.group(1))
+        elif (response.status_code == 303 and "genie_session=" in response.headers.get("set-cookie", "")
+              and response.headers.get("location", "").startswith("/")):
+            # Signed in or out: CSRF tokens are bound to the session, so pick up the next page's
+            # token by following the redirect, as a browser does.
+            await self.get(str(response.request.url.join(response.headers["location"])))
         return response
 
     async def login(self, email: str, password: str = PASSWORD, next_path: str = "/account") -> httpx.Response:

@@ -86,6 +86,7 @@ async def test_superseded_link_stops_working(genie):
     browser = await _signed_in(genie, "alice@example.com", first)
     page = await browser.get(first)
     assert page.status_code == 410 and "replaced by a newer one" in page_text(page)
+    await browser.get("/account")  # a CSRF token of this session (the 410 page has no form)
     assert (await browser.post(first)).status_code == 410
     assert await genie.scalar("SELECT count(*) FROM slack_link") == 0
     await browser.get(second)
@@ -201,7 +202,8 @@ async def test_wrong_password_and_unknown_email_say_the_same(genie):
 async def test_sign_in_issues_a_new_session_and_deactivated_users_cannot(genie):
     await genie.add_user("alice@example.com", "Alice Smith")
     browser = genie.browser()
-    await browser.get("/login")
+    # The attacker planted a session cookie before the victim opened the sign-in page.
+    await browser.get("/login", headers={"Cookie": "genie_session=attacker-chosen-session-id"})
     ok = await browser.post("/login", {"email": "alice@example.com", "password": PASSWORD},
                             headers={"Cookie": f"genie_csrf={browser.http.cookies['genie_csrf']}; "
                                                "genie_session=attacker-chosen-session-id"})

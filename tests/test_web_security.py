@@ -153,6 +153,7 @@ async def test_a_used_link_replayed_by_anyone_changes_nothing(genie):
     mallory = await _signed_in(genie, "mallory@example.com", path)
     before = await snapshot(genie.sessionmaker)
     for browser in (alice, mallory, alice):
+        await browser.get("/account")  # a CSRF token of this session (the 410 page has no form)
         page = await browser.get(path)
         assert page.status_code == 410 and "already been used" in page_text(page)
         replay = await browser.post(path, {"replace": "yes"})
@@ -205,7 +206,9 @@ async def test_session_cookie_is_httponly_lax_secure_and_dies_with_sign_out(geni
     assert (await genie.http.get("/account", headers=stolen)).status_code == 200
     tampered = {"Cookie": f"genie_session={token[:-2]}xx"}
     assert (await genie.http.get("/account", headers=tampered)).status_code == 303
-    out = await browser.post("/logout", headers={"Cookie": f"{csrf_cookie.split(';')[0]}; genie_session={token}"})
+    both = {"Cookie": f"{csrf_cookie.split(';')[0]}; genie_session={token}"}
+    await browser.get("/account", headers=both)  # the account page's sign-out form: a token of this session
+    out = await browser.post("/logout", headers=both)
     assert out.status_code == 303
     assert (await genie.http.get("/account", headers=stolen)).status_code == 303  # replay after sign-out
 

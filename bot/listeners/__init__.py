@@ -38,7 +38,10 @@ def runtime(context: AsyncBoltContext) -> Runtime:
 
 def identity_from(context: AsyncBoltContext) -> SlackIdentity:
     """The person who acted. In shared (Slack Connect) channels Bolt's ``actor_*`` ids name the
-    clicker's own organization; otherwise they equal the installation's ids."""
+    clicker's own organization; otherwise they equal the installation's ids. For clicks Bolt
+    names the host workspace: ``external_clicker`` corrects that first."""
+    if isinstance(context.get("genie_actor"), SlackIdentity):
+        return context["genie_actor"]
     team_id = context.actor_team_id or context.team_id or ""
     user_id = context.actor_user_id or context.user_id or ""
     enterprise_id = context.actor_enterprise_id or context.enterprise_id
@@ -64,6 +67,27 @@ async def tell(respond, who: str, what: str, **message) -> bool:
         logger.warning("could not tell Slack user %s %s: response_url answered HTTP %s", who, what, status)
         return False
     return True
+
+
+def external_clicker(body: dict) -> SlackIdentity | None:
+    """A ``block_actions`` clicker from another organization (Slack Connect), or None.
+
+    Bolt names a clicker by the payload's ``team`` (the workspace whose channel holds the
+    message) and ``user.id``; the clicker's own workspace is ``user.team_id``. When the two
+    differ outside Enterprise Grid, the clicker belongs to another organization: they are
+    identified as ``(their workspace, their user id)``, flagged external, and never taken for
+    this workspace's linked user. (On Grid, ``user.team_id`` may be another workspace of the
+    same org, which the payload cannot tell from a foreign one; there the org id keys the
+    identity as before.)"""
+    if body.get("type") != "block_actions" or body.get("enterprise") or body.get("is_enterprise_install") is True:
+        return None
+    user, team = body.get("user"), body.get("team")
+    if not isinstance(user, dict) or not isinstance(team, dict):
+        return None
+    own, host = user.get("team_id"), team.get("id")
+    if isinstance(own, str) and own and isinstance(host, str) and own != host and isinstance(user.get("id"), str):
+        return SlackIdentity(team_id=own, user_id=user["id"], external=True)
+    return None
 
 
 #: Request types Genie's listeners take (slash commands have no type); Bolt itself answers
@@ -163,20 +187,36 @@ def register_listeners(app: AsyncApp, rt: Runtime) -> None:
         context["genie"] = rt
         await next()
 
-    async def drop_event_retries(body: dict, next, logger: logging.Logger):  # noqa: A002 - Bolt's name
+    async def drop_event_retries(body: dict, req: AsyncBoltRequest, next, logger: logging.Logger):  # noqa: A002
         """Slack re-sends an event it thinks failed (``X-Slack-Retry-Num``); a delivery whose
-        ``event_id`` was taken in before is answered 200 and does nothing. Runs after Bolt has
-        verified the signature, so a forged request cannot burn a real event's id."""
-        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if isinstance(event_id, str) and 0 < len(event_id) <= slack_events.MAX_EVENT_ID:
+        ``event_id`` was taken in before is answered 200 and does nothing. Clicks and slash
+        commands carry no such id, but each real one is a body Slack never sends twice (its
+        ``trigger_id``, ``action_ts``, ``response_url`` are new every time): a signed body seen
+        before is a replay within the signature's 5 minutes, and is dropped the same way, by a
+        digest of the body (``slack_events.body_key``). Runs after Bolt has verified the
+        signature, so a forged request cannot burn a real event's id or body."""
+        if body.get("type") == "event_callback":
+            event_id = body.get("event_id")
+            key = event_id if isinstance(event_id, str) and 0 < len(event_id) <= slack_events.MAX_EVENT_ID else None
+        elif ("command" in body or body.get("type") == "block_actions") and req.mode == "http" and req.raw_body:
+            key = slack_events.body_key(req.raw_body)  # (Socket Mode: nothing signed to replay)
+        else:
+            key = None
+        if key is not None:
             async with rt.sessionmaker.begin() as session:
-                first = await slack_events.first_delivery(session, event_id)
+                first = await slack_events.first_delivery(session, key)
             if not first:
-                logger.info("Slack event %s was already taken in; ignoring this delivery", event_id)
+                logger.info("Slack request %s was already taken in; ignoring this delivery", key)
                 return BoltResponse(status=200, body="")
         await next()
 
+    async def mark_external_clickers(body: dict, context: AsyncBoltContext, next):  # noqa: A002 - Bolt's name
+        if (outsider := external_clicker(body)) is not None:
+            context["genie_actor"] = outsider
+        await next()
+
     app.middleware(inject_runtime)
+    app.middleware(mark_external_clickers)
     app.middleware(drop_event_retries)
     commands.register(app)
     actions.register(app)

@@ -34,6 +34,7 @@ class Reason(enum.StrEnum):
     INACTIVE = "linked Genie account is deactivated"
     NOT_MEMBER = "not a member of the owning team"
     NO_TEAM = "alert has no owning team (admins only)"
+    EXTERNAL = "Slack Connect user of another organization"
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class GateFacts:
     #: Whether that user is, now, a member of the alert's owning team.
     is_member: bool
     allow_anonymous: bool
+    #: The clicker is a Slack Connect user of another organization (``SlackIdentity.external``).
+    external: bool = False
 
 
 async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: int,
@@ -100,6 +103,8 @@ async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: i
     if row is None:
         return None
     alert, team, user, member, value = row
+    if identity.external:  # never this workspace's linked user, nor anonymous here
+        return GateFacts(alert=alert, team=team, user=None, is_member=False, allow_anonymous=False, external=True)
     return GateFacts(alert=alert, team=team, user=user, is_member=bool(member),
                      allow_anonymous=anonymous_default if value is None else value == "true")
 
@@ -110,6 +115,12 @@ async def judge(session: AsyncSession, facts: GateFacts, action: str) -> Decisio
     verb = _VERB.get(action, action)
     alert, team, user = facts.alert, facts.team, facts.user
     team_name = team.name if team else None
+    if facts.external:
+        return Decision(
+            False, Reason.EXTERNAL, team_name=team_name,
+            text=f"You can't {verb} this alert: you are in another organization (Slack Connect), and only people "
+                 "of the workspace that owns this channel can act on its Genie alerts.",
+        )
     if user is None:
         if facts.allow_anonymous:
             return Decision(True, Reason.ANONYMOUS, team_name=team_name)

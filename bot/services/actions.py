@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import access, alerts, outbox
+from bot.services import access, alerts, outbox, throttle
 from bot.services.access import Decision, Reason
 from bot.services.alerts import Actor, AlreadyDone, Forbidden
 from bot.services.linking import SlackIdentity
@@ -63,6 +63,13 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
                   after_link=after_link)
     reason = decision.reason.name.lower()
     if not decision.allowed:
+        wait = await throttle.take(session, "denied", identity)
+        if wait is not None:  # refused again and again: no timeline row, no new link, just wait
+            limit, window = throttle.LIMITS["denied"]
+            text = (f"You were refused {limit} times in the last {throttle.say(window)}, so Genie is ignoring your "
+                    f"clicks for {throttle.say(wait)}; nothing was changed. "
+                    "`/genie status` says how your Slack account is connected.")
+            return ActionResult(False, text, alert_id=alert.id, outcome="denied", reason="rate_limited")
         await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
         return ActionResult(False, decision.text, decision, alert.id, outcome="denied", reason=reason)
     why = decision.reason.value

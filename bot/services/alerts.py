@@ -248,6 +248,26 @@ async def timeline(session: AsyncSession, alert_id: int) -> list[AlertEvent]:
     return list(await session.scalars(select(AlertEvent).where(AlertEvent.alert_id == alert_id).order_by(AlertEvent.id)))
 
 
+async def timeline_page(session: AsyncSession, alert_id: int, *, limit: int, descending: bool = False,
+                        cursor: int | None = None, backwards: bool = False,
+                        notes_only: bool = False) -> tuple[list[AlertEvent], bool]:
+    """One page of the timeline, read as a page (an alert's timeline has no bound: clicks, notes
+    and de-duplications pile up): at most ``limit`` events in ``id`` order (``descending``)
+    after ``cursor`` — or, ``backwards``, the ``limit`` just before it — and whether more follow.
+    ``notes_only``: the notes (not refused ones)."""
+    query = select(AlertEvent).where(AlertEvent.alert_id == alert_id)
+    if notes_only:
+        query = query.where(AlertEvent.note.is_not(None), AlertEvent.note != "", AlertEvent.outcome != "denied")
+    forward = not descending if not backwards else descending  # walk the ids upwards?
+    if cursor is not None:
+        query = query.where(AlertEvent.id > cursor if forward else AlertEvent.id < cursor)
+    query = query.order_by(AlertEvent.id.asc() if forward else AlertEvent.id.desc())
+    rows = list(await session.scalars(query.limit(limit if backwards else limit + 1)))
+    if backwards:
+        return rows[::-1], False
+    return rows[:limit], len(rows) > limit
+
+
 # --- create ----------------------------------------------------------------------------------
 async def _owner_team(session: AsyncSession, key_team: Team, responders: list[dict[str, str]]) -> Team:
     """The first team responder, when the key may post for it (``access.key_teams``); else the

@@ -45,6 +45,9 @@ class SlackIdentity:
     team_id: str
     user_id: str
     enterprise_id: str | None = None
+    #: A Slack Connect user of another organization clicking in this workspace's channel:
+    #: ``team_id`` is their own workspace, so they never match this workspace's links.
+    external: bool = False
 
     @property
     def workspace_id(self) -> str:

@@ -6,11 +6,17 @@ one event carries the same ``event_id``; the first one in wins and the others do
         if not await first_delivery(session, body["event_id"]):
             return   # a retry of an event already taken in
 
-Rows older than ``KEEP`` are pruned on the way (Slack gives up retrying well before that).
+Clicks and slash commands have no event id; ``body_key`` names one by a digest of its signed
+body, so a replayed body is taken in once too.
+
+Rows older than ``KEEP`` are pruned on the way (Slack gives up retrying well before that, and a
+signature is good for 5 minutes), and by the periodic cleanup (``bot.services.cleanup``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -22,6 +28,13 @@ from storage.models import SlackEvent
 
 KEEP = timedelta(hours=1)
 MAX_EVENT_ID = 64
+
+
+def body_key(raw_body: str) -> str:
+    """``body:`` and the SHA-256 of the body (base64url, 43 characters): an event id for a
+    request Slack gives none. Event ids are ``Ev…``, so the two never meet."""
+    digest = hashlib.sha256(raw_body.encode("utf-8", "surrogatepass")).digest()
+    return "body:" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 async def first_delivery(session: AsyncSession, event_id: str, now: datetime | None = None) -> bool:

@@ -419,9 +419,11 @@ async def _event_owners(session: AsyncSession, events: list[AlertEvent]) -> dict
     return {uid: u.email for uid, u in users.items()}
 
 
-def _page_of_events(request: Request, events: list[AlertEvent]) -> tuple[list[AlertEvent], dict[str, str]]:
+async def _page_of_events(session: AsyncSession, request: Request, alert_id: int,
+                          notes_only: bool = False) -> tuple[list[AlertEvent], dict[str, str]]:
     """OpsGenie's cursor paging for notes and logs: ``offset`` is an item's ``offset``;
-    ``direction=next`` (default) continues after it in ``order``, ``prev`` goes back."""
+    ``direction=next`` (default) continues after it in ``order``, ``prev`` goes back. Only the
+    page is read from the database (``alerts.timeline_page``)."""
     descending = order_param(request)
     limit = int_param(request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
     direction = request.query_params.get("direction", "next").lower()
@@ -430,17 +432,11 @@ def _page_of_events(request: Request, events: list[AlertEvent]) -> tuple[list[Al
     offset = request.query_params.get("offset", "")
     if offset and not small_int(offset):
         raise ValidationFailed({"offset": "offset must be the offset of an item of a previous page"})
-    ordered = sorted(events, key=lambda e: e.id, reverse=descending)
-    if offset:
-        cursor = int(offset)
-        after = (lambda e: e.id < cursor) if descending else (lambda e: e.id > cursor)
-        if direction == "next":
-            ordered = [e for e in ordered if after(e)]
-        else:
-            ordered = [e for e in ordered if e.id != cursor and not after(e)][-limit:]
-    page = ordered[:limit]
+    page, more = await alerts.timeline_page(session, alert_id, limit=limit, descending=descending,
+                                            cursor=int(offset) if offset else None,
+                                            backwards=bool(offset) and direction == "prev", notes_only=notes_only)
     paging: dict[str, str] = {}
-    if len(ordered) > limit and page:
+    if more and page:
         params = dict(request.query_params) | {"offset": str(page[-1].id), "direction": "next", "limit": str(limit)}
         paging["next"] = f"{_base(request)}{quote(request.url.path)}?{urlencode(params)}"
     return page, paging
@@ -659,8 +655,7 @@ async def list_notes(request: Request, call: Call) -> Response:
     async with request.app.state.runtime.sessionmaker.begin() as session:
         team = await key_team(session, key)
         alert = await _find(session, request, team)
-        events = [e for e in await alerts.timeline(session, alert.id) if e.note and e.outcome != "denied"]
-        page, paging = _page_of_events(request, events)
+        page, paging = await _page_of_events(session, request, alert.id, notes_only=True)
         owners = await _event_owners(session, page)
     data = [{"note": e.note, "owner": owners.get(e.actor_user_id or 0, e.actor_name or ""),
              "createdAt": iso(e.at), "offset": str(e.id)} for e in page]
@@ -673,7 +668,7 @@ async def list_logs(request: Request, call: Call) -> Response:
     async with request.app.state.runtime.sessionmaker.begin() as session:
         team = await key_team(session, key)
         alert = await _find(session, request, team)
-        page, paging = _page_of_events(request, await alerts.timeline(session, alert.id))
+        page, paging = await _page_of_events(session, request, alert.id)
         owners = await _event_owners(session, page)
     data = [{"log": log_line(e), "type": "note" if e.action == "note" else "system",
              "owner": owners.get(e.actor_user_id or 0, e.actor_name or ""), "createdAt": iso(e.at),

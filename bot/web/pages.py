@@ -8,6 +8,7 @@ SameSite=Lax and Secure when the base URL is https.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import re
@@ -73,12 +74,25 @@ def _csrf_cookie(request: Request) -> tuple[str, bool]:
     return secrets.token_urlsafe(32), True
 
 
+#: A form's CSRF token is good for this long after its page was drawn (then: "Please try again").
+CSRF_MAX_AGE = 12 * 60 * 60
+
+
+def _csrf_value(cookie: str, request: Request) -> str:
+    """What a CSRF token signs: the double-submit cookie and the session it was drawn for (a
+    digest of the session cookie, ``-`` for none), so a token is no good in another session —
+    not after signing in or out, and not in a session an attacker planted."""
+    session = request.cookies.get(SESSION_COOKIE)
+    bound = hashlib.sha256(session.encode()).hexdigest()[:32] if session else "-"
+    return f"{cookie}:{bound}"
+
+
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     rt = rt_of(request)
     cookie, is_new = _csrf_cookie(request)
     context.setdefault("user", getattr(request.state, "user", None))
     html = templates.get_template(template).render(
-        csrf_token=rt.csrf.sign(cookie).decode(), base_url=rt.settings.base_url, **context
+        csrf_token=rt.csrf.sign(_csrf_value(cookie, request)).decode(), base_url=rt.settings.base_url, **context
     )
     response = HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
     if is_new:
@@ -105,10 +119,10 @@ async def read_form(request: Request) -> FormData | None:
     if not isinstance(token, str) or not cookie:
         return None
     try:
-        expected = rt.csrf.unsign(token.encode()).decode()
-    except (BadSignature, UnicodeDecodeError):
+        signed = rt.csrf.unsign(token.encode(), max_age=CSRF_MAX_AGE).decode()
+    except (BadSignature, UnicodeDecodeError):  # SignatureExpired is a BadSignature
         return None
-    if not hmac.compare_digest(expected, cookie):
+    if not hmac.compare_digest(signed.encode(), _csrf_value(cookie, request).encode()):
         return None
     return form
 
@@ -132,9 +146,9 @@ async def current_user(request: Request) -> User | None:
 
 
 def client_address(request: Request) -> str:
-    """The client's address as the ASGI server saw it. ``genie serve`` runs uvicorn with
-    ``proxy_headers``, so behind a trusted proxy (``FORWARDED_ALLOW_IPS``) this is the address
-    from ``X-Forwarded-For``; a header sent by anyone else is ignored."""
+    """The client's address as the ASGI server saw it. ``genie serve`` believes
+    ``X-Forwarded-For`` only from the proxies in ``GENIE_FORWARDED_ALLOW_IPS`` (none by default:
+    ``bot.server.uvicorn_config``); a header sent by anyone else is ignored."""
     return request.client.host if request.client and request.client.host else "unknown"
 
 

@@ -11,7 +11,7 @@ from bot.blocks.linking import connect_message, disconnected_text, help_blocks, 
 from bot.blocks.mrkdwn import escape
 from bot.listeners import identity_from, runtime
 from bot.notify import fetch_profile, link_view, publish_home
-from bot.services import heartbeats, linking
+from bot.services import heartbeats, linking, throttle
 from bot.services.linking import SlackProfile
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,15 @@ async def genie_command(ack, body: dict, context: AsyncBoltContext, client: Asyn
 async def connect(ack, body: dict, context: AsyncBoltContext, client: AsyncWebClient) -> None:
     rt, identity = runtime(context), identity_from(context)
     workspace_name = body.get("team_domain")
+    async with rt.sessionmaker.begin() as session:
+        wait = await throttle.take(session, "connect", identity)
+    if wait is not None:
+        limit, window = throttle.LIMITS["connect"]
+        await ack(response_type="ephemeral",
+                  text=f"You asked for {limit} connect links in the last {throttle.say(window)}, so Genie is not "
+                       f"making another one now. Try again in {throttle.say(wait)}; the last link you got still works "
+                       "until it expires.")
+        return
     async with rt.sessionmaker.begin() as session:
         link = await linking.current_link(session, identity)
         view = link_view(link) if link else None
