@@ -38,6 +38,7 @@ async def _confirm(genie, path: str, email: str):
     """Sign in as ``email`` and confirm the link: the page the browser ends on."""
     browser = genie.browser()
     await browser.login(email, next_path=path)
+    await browser.get("/account")  # a CSRF token of this session, should the link's page have no form
     shown = await browser.get(path)
     # U0STRANGER is unknown to Slack's users.info: the second, explicit step ("this Slack account is mine").
     return shown, await browser.post(path, {"replace": "yes", "mine": "yes"})
@@ -78,7 +79,8 @@ async def test_a_click_made_before_connecting_is_carried_out_once_the_link_is_co
     # The link is used: posting it again carries nothing out a second time.
     browser = world.browser()
     await browser.login("dave@example.com", next_path=path)
-    again = await browser.post(path, {"replace": "yes"})
+    await browser.get("/account")  # a CSRF token of this session: the used link's page has no form
+    again = await browser.post(path, {"replace": "yes", "mine": "yes"})
     assert "already been used" in page_text(again)
     assert [e[:2] for e in await _events(world, alert_id)].count(("acknowledge", "applied")) == 1
 

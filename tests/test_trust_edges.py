@@ -45,7 +45,8 @@ async def _payments(genie, *, link_alice: bool = True) -> None:
         await accounts.add_member(s, "Payments", "alice@example.com")
         if link_alice:
             req = await linking.issue_link(s, SlackIdentity(TEAM_ID, "U0ALICE"), SlackProfile(), 600)
-            await linking.redeem(s, req.nonce, await accounts.require_user(s, "alice@example.com"), replace=True)
+            await linking.redeem(s, req.nonce, await accounts.require_user(s, "alice@example.com"), replace=True,
+                                 ownership_confirmed=True)
 
 
 async def _fire(genie) -> int:
