@@ -67,8 +67,10 @@ def command(secret: str, *, user_id: str, team_id: str, team_domain: str, text: 
 
 
 def confirm(csrf_token: str, cookie_header: str) -> tuple[bytes, dict]:
-    """The confirm page's form POST (CSRF token, replace chosen), with the browser's cookies."""
-    body = urlencode({"csrf_token": csrf_token, "replace": "yes"}).encode()
+    """The confirm page's form POST (CSRF token, replace chosen, and the second step — "this Slack
+    account is mine" — for a Slack account whose email Slack does not vouch for), with the
+    browser's cookies."""
+    body = urlencode({"csrf_token": csrf_token, "replace": "yes", "mine": "yes"}).encode()
     return body, {"Content-Type": FORM, "Cookie": cookie_header}
 
 

@@ -155,6 +155,9 @@ class SigninFailure(Base):
     account: Mapped[str] = mapped_column(String(64))
     address: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The password is still being checked: counts for its (account, address) at once, for the
+    #: address as a whole only once it has failed (``bot.services.accounts.sign_in``).
+    pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class SlackEvent(Base):

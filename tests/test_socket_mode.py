@@ -154,7 +154,7 @@ async def test_socket_mode_serves_slack_over_the_websocket_and_the_rest_over_htt
         assert "your Slack account isn't connected to a Genie account" in said.args["text"], said.args
         logs = (await http.get("/v2/alerts/checkout/logs", params={"identifierType": "alias"},
                                headers={"Authorization": f"GenieKey {key}"})).json()["data"]
-        assert "Acknowledge by <@U0ALICE> via Slack was denied — Slack account not linked" in [e["log"] for e in logs]
+        assert "Acknowledge by Slack user U0ALICE via Slack was denied — Slack account not linked" in [e["log"] for e in logs]
         alert = (await http.get("/v2/alerts/checkout", params={"identifierType": "alias"},
                                 headers={"Authorization": f"GenieKey {key}"})).json()["data"]
         assert alert["acknowledged"] is False

@@ -65,6 +65,22 @@ async def test_five_failures_throttle_that_address_for_that_account_but_never_lo
     assert await genie.scalar("SELECT count(*) FROM signin_failure WHERE address = '203.0.113.7'") == 0
 
 
+async def test_many_people_behind_one_address_signing_in_at_once_are_not_throttled(genie):
+    """An office or a VPN: 25 people sign in from one address at the same moment. A sign-in whose
+    password is still being checked is not a failure of that address (it counts only for its own
+    account from that address), so nobody is told "too many attempts"."""
+    emails = [f"person{i}@example.com" for i in range(25)]
+    for i, email in enumerate(emails):
+        await genie.add_user(email, f"Person {i}")
+    browsers = [genie.browser() for _ in emails]
+    for browser in browsers:
+        await browser.get("/login?next=/account")
+    answers = await asyncio.gather(*(browser.post("/login", {"email": email, "password": PASSWORD, "next": "/account"})
+                                     for browser, email in zip(browsers, emails)))
+    assert [a.status_code for a in answers] == [303] * len(emails), [page_text(a) for a in answers if a.status_code != 303]
+    assert await _failures(genie) == 0
+
+
 async def test_guesses_spread_over_many_addresses_never_refuse_the_owner(genie):
     """A guesser with many addresses: each address is throttled on its own, and the owner's
     sign-in from a clean address is never refused, however many guesses were made."""

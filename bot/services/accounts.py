@@ -171,7 +171,10 @@ async def check_signin_allowed(session: AsyncSession, email: str, address: str, 
     waits = [w for w in (
         await _wait_for(session, (SigninFailure.account == _account_key(email), SigninFailure.address == address),
                         MAX_FAILURES_PER_ACCOUNT, now),
-        await _wait_for(session, (SigninFailure.address == address,), MAX_FAILURES_PER_ADDRESS, now),
+        # Settled failures only: sign-ins still being checked are not failures yet, and many
+        # people behind one address (an office, a VPN) may sign in at the same moment.
+        await _wait_for(session, (SigninFailure.address == address, SigninFailure.pending.is_(False)),
+                        MAX_FAILURES_PER_ADDRESS, now),
     ) if w is not None]
     if waits:
         raise TooManyAttempts(max(waits))
@@ -185,7 +188,8 @@ async def sign_in(sessionmaker, email: str, password: str, address: str, old_tok
 
     Three steps so that argon2 holds no connection or lock: (1) a short transaction checks the
     throttle, reads the hash and records the attempt as a failure until proven otherwise (so
-    attempts racing this one count it); (2) argon2, with nothing held; (3) a short transaction
+    attempts racing this one for the same account and address count it; the address as a whole
+    counts it only once it has failed); (2) argon2, with nothing held; (3) a short transaction
     that, on success, removes that failure and this address's earlier ones for the account and
     starts the session — if the password or the person changed meanwhile, the attempt fails."""
     now = now or utcnow()
@@ -195,7 +199,7 @@ async def sign_in(sessionmaker, email: str, password: str, address: str, old_tok
         # NUL can't be in a stored email (PostgreSQL refuses it in a query): no such user.
         user = await repo.user_by_email(session, email) if "\x00" not in email else None
         user_id, stored = (user.id, user.password_hash) if user is not None and user.is_active else (None, None)
-        attempt = SigninFailure(account=account, address=address, at=now)
+        attempt = SigninFailure(account=account, address=address, at=now, pending=True)
         session.add(attempt)
         await session.flush()
         attempt_id = attempt.id
@@ -207,6 +211,7 @@ async def sign_in(sessionmaker, email: str, password: str, address: str, old_tok
     async with sessionmaker.begin() as session:
         user = await session.get(User, user_id) if ok else None
         if user is None or not user.is_active or user.password_hash != stored:
+            await session.execute(update(SigninFailure).where(SigninFailure.id == attempt_id).values(pending=False))
             await session.execute(delete(SigninFailure).where(SigninFailure.at <= now - SIGNIN_WINDOW))
             return None
         await session.execute(delete(SigninFailure).where(
