@@ -887,6 +887,7 @@ async def test_fuzz_heartbeat_api_other_keys_names_and_methods(fuzz_world, caplo
             basic(f"alertmanager:{search_key}"), basic(search_key), basic(f"x:{payments_key}x"), basic("x:"),
             basic(":"), "Basic %%%", "Basic " + "A" * 5000, "GenieKey " + "0" * 36, "", "Bearer abc", "GenieKey",
             basic("u:\x00")]) | st.text(alphabet=string.ascii_letters + string.digits + " -:=", max_size=50))
+        key = key.strip()  # HTTP drops a header value's surrounding blanks (httpx will not send them)
         name = data.draw(st.sampled_from(["nightly-backup", "NIGHTLY-BACKUP", "%00", "..", "x" * 600, " ", "a b"])
                          | st.text(max_size=30))
         action = data.draw(st.sampled_from(["", "ping", "enable", "disable", "snooze", "ping/extra"]))
