@@ -297,9 +297,14 @@ def build_asgi_app(rt: Runtime) -> Starlette:
 def uvicorn_config(app: ASGIApp, settings: Settings, host: str, port: int, **options) -> "uvicorn.Config":
     """How ``genie serve`` runs uvicorn. ``X-Forwarded-For`` (and ``-Proto``) is believed only from
     the proxies in ``GENIE_FORWARDED_ALLOW_IPS``; with none set, the client address is the
-    connection's (uvicorn's own default would trust any process on the host)."""
+    connection's (uvicorn's own default would trust any process on the host).
+
+    An idle keep-alive connection stays open 75 s, longer than the proxies in front of Genie keep
+    theirs (nginx and AWS's load balancers: 60 s). uvicorn's default of 5 s closes a connection at
+    the moment a client or proxy may be sending the next request on it: that request fails with
+    a reset (a 502 behind a proxy; seen as `httpx.ReadError` in the suite under load)."""
     import uvicorn
 
     trusted = list(settings.forwarded_allow_ips)
     return uvicorn.Config(app, host=host, port=port, server_header=False, proxy_headers=bool(trusted),
-                          forwarded_allow_ips=trusted or [], **options)
+                          forwarded_allow_ips=trusted or [], timeout_keep_alive=75, **options)

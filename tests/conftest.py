@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.server import build_asgi_app, make_runtime
+from bot.server import build_asgi_app, make_runtime, uvicorn_config
 from bot.services import accounts
 from storage.base import Base
 from storage.migrate import upgrade
@@ -244,7 +244,11 @@ async def genie(db_url: str, fake_slack: FakeSlack, genie_settings: dict[str, st
     sessionmaker = make_sessionmaker(engine)
     rt = await make_runtime(settings, sessionmaker)
     app = build_asgi_app(rt)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # uvicorn as `genie serve` runs it for keep-alive (a browser's idle connection is not closed
+    # under it while a test pauses), but believing X-Forwarded-For from loopback, so tests can
+    # stand for clients at other addresses.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                           timeout_keep_alive=uvicorn_config(app, settings, "", 0).timeout_keep_alive))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
