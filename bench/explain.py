@@ -26,7 +26,7 @@ async def explain(url: str, slack_user_id: str, alert_id: int, workspace: str = 
     from sqlalchemy import event, text
 
     from bot.services import actions, outbox
-    from bot.services.linking import SlackIdentity
+    from bot.services.slack_links import SlackIdentity
     from storage.base import utcnow
     from storage.session import make_engine, make_sessionmaker
 

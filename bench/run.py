@@ -398,14 +398,14 @@ class World:
 
 async def make_world(backend: str, name: str, n: int, *, hot: int, confirms: int, key_teams: list[int],
                      work: Path, pg_url: str, src: Path | None = None) -> World:
-    from bot.services import accounts, alerts
+    from bot.services import alerts, users
     from storage.models import Team
     from storage.session import make_engine, make_sessionmaker
 
     db = Database(backend, name, work, pg_url, src)
     await db.create()
     started = time.monotonic()
-    layout = await seeding.seed(db.url, n, hot=hot, confirms=confirms, password_hash=accounts.hash_password(PASSWORD))
+    layout = await seeding.seed(db.url, n, hot=hot, confirms=confirms, password_hash=users.hash_password(PASSWORD))
     log(f"  seeded {backend} '{name}': {n:,} users, links, link requests, alerts (+ timeline, outbox) "
         f"in {time.monotonic() - started:.1f} s")
     world = World(db, layout)
@@ -545,7 +545,7 @@ class Bench:
     async def scenario_link(self, backend: str, world: World) -> None:
         p = self.plan
         log(f"{backend}: (2) /genie connect and link confirm, closed loop x{p.web_concurrency}")
-        from bot.services.linking import LinkTokens
+        from bot.services.slack_links import LinkTokens
 
         tokens = LinkTokens([SECRET_KEY], 600)
         results: dict[str, dict[str, list[Sample]]] = {"connect": {"genie": [], "bare": []},
@@ -717,7 +717,7 @@ class Bench:
         p = self.plan
         log(f"{backend}: (5) {p.race_confirms} concurrent confirms of one link; {p.race_clicks} concurrent clicks "
             f"on one alert")
-        from bot.services.linking import LinkTokens
+        from bot.services.slack_links import LinkTokens
 
         token = LinkTokens([SECRET_KEY], 600).dump(world.layout.race_nonce)
         res = await loadgen(dict(kind="confirm", port=world.genie.port, mode="burst", tokens=[token] * p.race_confirms,

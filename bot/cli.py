@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot.config import ConfigError, Settings, load_dotenv_file
 from bot.logs import install_log_redaction
-from bot.services import accounts, linking
+from bot.services import external_accounts, slack_links, teams, users
 from bot.services.errors import GenieError
 from storage import repositories as repo
 from storage.session import make_engine, make_sessionmaker
@@ -146,7 +146,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     password = _read_password(args.password_stdin)
 
     async def work(session):
-        return await accounts.add_user(session, args.email, args.name, password, is_admin=args.admin)
+        return await users.add_user(session, args.email, args.name, password, is_admin=args.admin)
 
     user = asyncio.run(_with_db(work))
     note = "" if password else " (no password: they cannot sign in until `genie user invite` or `set-password`)"
@@ -160,7 +160,7 @@ def cmd_user_set_password(args: argparse.Namespace) -> int:
         raise UserError("no password given (use --password-stdin)")
 
     async def work(session):
-        return await accounts.set_password(session, args.email, password)
+        return await users.set_password(session, args.email, password)
 
     user = asyncio.run(_with_db(work))
     print(f"password set for {user.email}")
@@ -183,8 +183,8 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
     from bot.slack_clients import SlackClients
     from storage.migrate import upgrade
 
-    if not 1 <= args.days <= accounts.MAX_INVITE_TTL.days:
-        raise UserError(f"--days must be between 1 and {accounts.MAX_INVITE_TTL.days}")
+    if not 1 <= args.days <= users.MAX_INVITE_TTL.days:
+        raise UserError(f"--days must be between 1 and {users.MAX_INVITE_TTL.days}")
     settings = _admin_settings()
 
     async def owner_problem(clients: SlackClients, link, email: str) -> str | None:
@@ -209,12 +209,12 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
             clients = SlackClients(settings, engine)
             async with make_sessionmaker(engine).begin() as session:
                 keys = await secret_keys_in(session, settings.secret_keys)
-                user, token = await accounts.invite(session, accounts.Invites(keys), args.email,
+                user, token = await users.invite(session, users.Invites(keys), args.email,
                                                     timedelta(days=args.days))
                 url = f"{settings.base_url}/invite/{token}"
                 told, refused = [], []
                 if not args.no_slack and settings.slack_mode != "none":
-                    for link in await repo.links_of_user(session, user.id):
+                    for link in await slack_links.links_of_user(session, user.id):
                         problem = await owner_problem(clients, link, user.email)
                         if problem is not None:
                             refused.append((link.slack_user_id, problem))
@@ -239,7 +239,7 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
 def cmd_user_set_active(active: bool) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         async def work(session):
-            return await accounts.set_active(session, args.email, active)
+            return await users.set_active(session, args.email, active)
 
         user = asyncio.run(_with_db(work))
         print(f"{user.email} is now {'active' if active else 'deactivated'}")
@@ -250,15 +250,15 @@ def cmd_user_set_active(active: bool) -> Callable[[argparse.Namespace], int]:
 
 def cmd_user_list(args: argparse.Namespace) -> int:
     async def work(session):
-        users = await repo.all_users(session)
-        links = await repo.all_links(session)
+        everyone = await users.all_users(session)
+        links = await slack_links.all_links(session)
         by_user: dict[int, list[str]] = {}
         for link in links:
             by_user.setdefault(link.user_id, []).append(f"{link.workspace_id}/{link.slack_user_id}")
         return [
             {"email": u.email, "name": u.name, "admin": u.is_admin, "active": u.is_active,
              "can_sign_in": u.password_hash is not None, "slack": by_user.get(u.id, [])}
-            for u in users
+            for u in everyone
         ]
 
     rows = asyncio.run(_with_db(work))
@@ -272,7 +272,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 def cmd_team_add(args: argparse.Namespace) -> int:
     async def work(session):
-        return await accounts.add_team(session, args.name, args.channel, args.workspace)
+        return await teams.add_team(session, args.name, args.channel, args.workspace)
 
     team = asyncio.run(_with_db(work))
     print(f"added team {team.name}" + (f" (channel {team.slack_channel_id})" if team.slack_channel_id else ""))
@@ -281,7 +281,7 @@ def cmd_team_add(args: argparse.Namespace) -> int:
 
 def cmd_team_set_channel(args: argparse.Namespace) -> int:
     async def work(session):
-        return await accounts.set_team_channel(session, args.name, args.channel, args.workspace)
+        return await teams.set_team_channel(session, args.name, args.channel, args.workspace)
 
     team = asyncio.run(_with_db(work))
     print(f"team {team.name} now posts to {team.slack_channel_id}")
@@ -292,8 +292,8 @@ def cmd_team_member(add: bool) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         async def work(session):
             if add:
-                return await accounts.add_member(session, args.name, args.email)
-            return await accounts.remove_member(session, args.name, args.email)
+                return await teams.add_member(session, args.name, args.email)
+            return await teams.remove_member(session, args.name, args.email)
 
         team, user = asyncio.run(_with_db(work))
         print(f"{'added' if add else 'removed'} {user.email} {'to' if add else 'from'} {team.name}")
@@ -306,7 +306,7 @@ def cmd_team_list(args: argparse.Namespace) -> int:
     async def work(session):
         return [
             {"name": team.name, "channel": team.slack_channel_id, "members": [u.email for u in members]}
-            for team, members in await repo.all_teams_with_members(session)
+            for team, members in await teams.all_teams_with_members(session)
         ]
 
     rows = asyncio.run(_with_db(work))
@@ -321,7 +321,7 @@ def cmd_team_key(args: argparse.Namespace) -> int:
     from bot.services import alerts
 
     async def work(session):
-        return await alerts.team_key(session, await accounts.require_team(session, args.name), rotate=args.rotate)
+        return await alerts.team_key(session, await teams.require_team(session, args.name), rotate=args.rotate)
 
     print(asyncio.run(_with_db(work)))  # only the key, so that KEY=$(genie team key NAME) works
     return 0
@@ -331,7 +331,7 @@ def cmd_team_grant(args: argparse.Namespace) -> int:
     from bot.services import alerts
 
     async def work(session):
-        team, other = await accounts.require_team(session, args.name), await accounts.require_team(session, args.other)
+        team, other = await teams.require_team(session, args.name), await teams.require_team(session, args.other)
         await alerts.grant_post(session, team, other)
         return team, other
 
@@ -347,7 +347,7 @@ def cmd_link_list(args: argparse.Namespace) -> int:
         return [
             {"email": link.user.email, "workspace": link.workspace_id, "slack_team": link.slack_team_id,
              "slack_user": link.slack_user_id, "slack_name": link.slack_name, "since": link.created_at.isoformat()}
-            for link in await repo.all_links(session, email=args.email)
+            for link in await slack_links.all_links(session, email=args.email)
         ]
 
     rows = asyncio.run(_with_db(work))
@@ -358,7 +358,7 @@ def cmd_link_list(args: argparse.Namespace) -> int:
 def cmd_link_remove(args: argparse.Namespace) -> int:
     async def work(session):
         return [(link.user.email if link.user else "?", link.workspace_id, link.slack_user_id)
-                for link in await linking.unlink_by_admin(session, args.who)]
+                for link in await slack_links.unlink_by_admin(session, args.who)]
 
     for email, workspace, slack_user in asyncio.run(_with_db(work)):
         print(f"removed link {workspace}/{slack_user} -> {email}")
@@ -472,7 +472,7 @@ def cmd_alert_show(args: argparse.Namespace) -> int:
 
     async def work(session):
         alert = await alerts.find(session, args.id, "tiny" if args.id.isdigit() else "id")
-        team = await repo.team_by_id(session, alert.team_id) if alert.team_id else None
+        team = await teams.team_by_id(session, alert.team_id) if alert.team_id else None
         events = await alerts.timeline(session, alert.id)
         return {
             "id": alert.id, "uid": alert.uid, "message": alert.message, "priority": alert.priority,
@@ -572,7 +572,7 @@ def cmd_heartbeat_add(args: argparse.Namespace) -> int:
         raise UserError("; ".join(f"{k}: {v}" for k, v in err.errors.items())) from None
 
     async def work(session):
-        team = await accounts.require_team(session, args.team)
+        team = await teams.require_team(session, args.team)
         return await heartbeats.create(session, team, data, utcnow()), team
 
     heartbeat, team = asyncio.run(_with_db(work))
@@ -587,7 +587,7 @@ def cmd_heartbeat_list(args: argparse.Namespace) -> int:
     from storage.base import utcnow
 
     async def work(session):
-        team = await accounts.require_team(session, args.team) if args.team else None
+        team = await teams.require_team(session, args.team) if args.team else None
         now = utcnow()
         return [_heartbeat_row(h, t.name, now) for h, t in await heartbeats.of_team(session, team.id if team else None)]
 
@@ -602,7 +602,7 @@ def cmd_heartbeat_change(change: str) -> Callable[[argparse.Namespace], int]:
         from storage.base import utcnow
 
         async def work(session):
-            team = await accounts.require_team(session, args.team)
+            team = await teams.require_team(session, args.team)
             heartbeat = await heartbeats.find(session, team, args.name)
             if change == "remove":
                 await heartbeats.remove(session, heartbeat)
@@ -772,16 +772,15 @@ def cmd_accounts_import(args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_list(args: argparse.Namespace) -> int:
-    from bot.services import connections
 
     async def work(session):
         return [
-            {"provider": r.account.provider, "tenant": r.account.tenant, "external_id": r.account.external_id,
-             "handle": r.account.handle, "email": r.account.email, "name": r.account.display_name,
+            {"provider": r.provider, "tenant": r.tenant, "external_id": r.external_id,
+             "handle": r.handle, "email": r.email, "name": r.display_name,
              "person": r.person.email if r.person else None, "via": r.via,
-             "match": r.account.match, "match_detail": r.account.match_detail,
-             "guest": r.account.is_guest, "deleted": r.account.is_deleted, "bot": r.account.is_bot}
-            for r in await connections.list_accounts(session, provider=args.provider, unlinked=args.unlinked,
+             "match": r.match, "match_detail": r.match_detail,
+             "guest": "guest" in r.flags, "deleted": "deleted" in r.flags, "bot": "bot" in r.flags}
+            for r in await external_accounts.list_accounts(session, provider=args.provider, unlinked=args.unlinked,
                                                       ambiguous=args.ambiguous, email=args.email, limit=args.limit + 1)
         ]
 
@@ -798,14 +797,13 @@ def cmd_accounts_list(args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_connect(args: argparse.Namespace) -> int:
-    from bot.services import connections, identities
     from bot.services.audit import Who
 
     async def work(session):
-        account, person, previous = await connections.connect_by_hand(
+        account, person, previous = await external_accounts.connect_by_id(
             session, args.provider, args.external_id, args.email, who=Who.cli("genie accounts connect"),
             tenant=args.tenant, move=args.move)
-        return identities.describe(account), person.email, previous.email if previous else None
+        return external_accounts.describe(account), person.email, previous.email if previous else None
 
     account, person, previous = asyncio.run(_with_db(work))
     if previous == person:
@@ -818,13 +816,12 @@ def cmd_accounts_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_accounts_remove(args: argparse.Namespace) -> int:
-    from bot.services import connections, identities
     from bot.services.audit import Who
 
     async def work(session):
-        account, person = await connections.remove(session, args.provider, args.external_id,
+        account, person = await external_accounts.remove_by_id(session, args.provider, args.external_id,
                                                    who=Who.cli("genie accounts remove"), tenant=args.tenant)
-        return identities.describe(account), person.email
+        return external_accounts.describe(account), person.email
 
     account, person = asyncio.run(_with_db(work))
     print(f"removed {account} from {person}")
@@ -895,7 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_user_set_password)
     p = user.add_parser("invite", help="a one-time link for the person to set (or reset) their password")
     p.add_argument("email")
-    p.add_argument("--days", type=int, default=accounts.INVITE_TTL.days, help="valid for N days (default 3, at most 30)")
+    p.add_argument("--days", type=int, default=users.INVITE_TTL.days, help="valid for N days (default 3, at most 30)")
     p.add_argument("--no-slack", action="store_true", help="do not also send the link as a Slack DM")
     p.set_defaults(func=cmd_user_invite)
     p = user.add_parser("deactivate", help="a deactivated user cannot sign in or act on alerts")

@@ -17,11 +17,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks.linking import LinkView, connected_dm, home_view, new_link_notice, password_set_notice
 from bot.alert_render import alert_view
 from bot.runtime import Runtime
-from bot.services import access
+from bot.services import access, slack_links, teams
 from bot.services import alerts as alert_service
-from bot.services import heartbeats, linking, outbox, slack_directory
-from bot.services.linking import SlackIdentity, SlackProfile
-from storage import repositories as repo
+from bot.services import heartbeats, outbox, slack_directory
+from bot.services.slack_links import SlackIdentity, SlackProfile
 from storage.models import SlackLink
 
 logger = logging.getLogger(__name__)
@@ -65,8 +64,8 @@ def link_view(link: SlackLink) -> LinkView:
 
 async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdentity) -> None:
     async with rt.sessionmaker() as session:
-        link = await linking.current_link(session, identity)
-        teams = [t.name for t in await repo.teams_of_user(session, link.user_id)] if link else []
+        link = await slack_links.current_link(session, identity)
+        team_names = [t.name for t in await teams.teams_of_user(session, link.user_id)] if link else []
         open_alerts = []
         if link is not None and link.user.is_active:
             open_alerts = [await alert_view(session, a, with_members=False)
@@ -81,7 +80,7 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
         if is_admin and not admin_unverified:
             anonymous = await access.allow_anonymous(session, identity.workspace_id, rt.settings.allow_anonymous_actions)
             admin_settings = {"workspace": identity.workspace_id, "anonymous_actions": anonymous}
-        view = home_view(link_view(link) if link else None, teams, is_admin=is_admin, alerts=open_alerts,
+        view = home_view(link_view(link) if link else None, team_names, is_admin=is_admin, alerts=open_alerts,
                          admin_settings=admin_settings, admin_unverified=admin_unverified,
                          late_heartbeats=late)
     try:
@@ -113,7 +112,7 @@ async def queue_owner_dm(session, link: SlackLink, email: str, text: str, blocks
 
 async def verified_links(session, user_id: int, *, besides: int | None = None) -> list[SlackLink]:
     """The person's Slack links that verifiably are theirs (made by a confirmed matching email)."""
-    return [link for link in await repo.links_of_user(session, user_id)
+    return [link for link in await slack_links.links_of_user(session, user_id)
             if link.email_verified and link.id != besides]
 
 

@@ -11,8 +11,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.services.accounts import Invites
-from bot.services.linking import LinkTokens
+from bot.services.users import Invites
+from bot.services.slack_links import LinkTokens
 from storage.base import utcnow
 
 CSRF_SALT = "genie.csrf.v2"

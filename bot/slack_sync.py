@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.services import identities, slack_directory
+from bot.services import external_accounts, slack_directory
 from bot.services.errors import GenieError, InvalidInput
 from bot.services.slack_directory import SYNC, SyncReport, Workspace
 from bot.slack_clients import SLACK_TIMEOUT, SlackClients
@@ -199,7 +199,7 @@ async def sync_workspace(client: AsyncWebClient, sessionmaker: async_sessionmake
     """Every page of one workspace, each committed on its own; then one ``import.run`` on the
     audit log (also when the run stopped early: the report says where and why)."""
     async with sessionmaker.begin() as session:
-        allowed = await identities.auto_link_enabled(session, workspace.workspace_id)
+        allowed = await external_accounts.auto_link_enabled(session, workspace.workspace_id)
     report = SyncReport(workspace=workspace, auto_link=allowed)
     seen: set[str] = set()  # on Grid a person may be in several workspaces of the org: counted once
     try:
@@ -211,7 +211,7 @@ async def sync_workspace(client: AsyncWebClient, sessionmaker: async_sessionmake
                 members = [m for m in data["members"] if not (isinstance(m, dict) and m.get("id") in seen)]
                 async with sessionmaker.begin() as session:
                     # Read per page: turning the setting off during a long sync takes effect at once.
-                    allowed = await identities.auto_link_enabled(session, workspace.workspace_id)
+                    allowed = await external_accounts.auto_link_enabled(session, workspace.workspace_id)
                     entries = await slack_directory.record_page(session, members, part, allowed=allowed)
                 seen.update(m["id"] for m in members if isinstance(m, dict) and isinstance(m.get("id"), str))
                 report.pages += 1

@@ -79,7 +79,7 @@ class SlackLink(Base):
     #: Made when Slack reported a confirmed email equal to the person's Genie email (a one-time
     #: link confirmed with a matching email, or an auto-link by email): the identity verifiably
     #: belongs to the person. Only such links are told about account changes, and only their
-    #: Home tab shows admin settings (``bot.services.linking``).
+    #: Home tab shows admin settings (``bot.services.slack_links``).
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     #: Linked without a matching confirmed email and not yet reviewed by the person: ``/account``
     #: shows it in a banner with "This is me" and Undo.
@@ -142,7 +142,7 @@ class WebSession(Base):
 
 class SigninFailure(Base):
     """A failed web sign-in, kept for a while so that sign-in can be rate-limited per account
-    and per client address across every Genie process (``bot.services.accounts``). The account
+    and per client address across every Genie process (``bot.services.users``). The account
     is the SHA-256 of the typed email, so the table holds no list of guessed addresses."""
 
     __tablename__ = "signin_failure"
@@ -156,7 +156,7 @@ class SigninFailure(Base):
     address: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: The password is still being checked: counts for its (account, address) at once, for the
-    #: address as a whole only once it has failed (``bot.services.accounts.sign_in``).
+    #: address as a whole only once it has failed (``bot.services.users.sign_in``).
     pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 

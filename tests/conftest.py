@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.server import build_asgi_app, make_runtime, uvicorn_config
-from bot.services import accounts
+from bot.services import users
 from storage.base import Base
 from storage.migrate import upgrade
 from storage.session import make_engine, make_sessionmaker
@@ -191,7 +191,7 @@ class Genie:
 
     async def add_user(self, email: str, name: str, password: str | None = PASSWORD, admin: bool = False):
         async with self.sessionmaker.begin() as session:
-            return await accounts.add_user(session, email, name, password, is_admin=admin)
+            return await users.add_user(session, email, name, password, is_admin=admin)
 
     async def scalar(self, sql: str, **params) -> Any:
         async with self.sessionmaker() as session:

@@ -24,6 +24,7 @@ from tests.helpers import block_text, connect_url
 from tests.slack_driver import SlackUser
 from tests.test_cli import genie as run_genie, ok
 from tests.test_invite import _cli_env, _invite
+from bot.services import slack_links, users
 
 OTHER_WORKSPACE = "T0OTHER01"
 NEW_PASSWORD = "correct-horse-battery-staple-7"
@@ -147,9 +148,8 @@ async def test_the_outbox_asks_slack_again_before_delivering_a_password_link(gen
     genie.fake.clear()
     genie.fake.add_user("U0ALICE", "Alice Smith", "someone-else@example.com")  # changed in Slack since
     async with genie.sessionmaker.begin() as s:
-        from storage import repositories as repo
-        user = await repo.user_by_email(s, "alice@example.com")
-        [link] = await repo.links_of_user(s, user.id)
+        user = await users.user_by_email(s, "alice@example.com")
+        [link] = await slack_links.links_of_user(s, user.id)
         await queue_owner_dm(s, link, user.email, "Choose your password: https://genie.example/invite/x", [])
     genie.rt.wake_outbox()
     error = await eventually(lambda: genie.scalar("SELECT last_error FROM outbox WHERE failed_at IS NOT NULL"),

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.services import accounts, identities, imports
+from bot.services import external_accounts, imports, users
 from bot.services.errors import InvalidInput
 from bot.services.audit import Who
-from bot.services.identities import ReportedAccount
+from bot.services.external_accounts import ReportedAccount
 from tests.test_cli import Cli, _with_session, as_json, cli, ok, user_error  # noqa: F401 (cli: the fixture)
 
 HEADER = "email,provider,external_id,tenant,handle,display_name,account_email\n"
@@ -31,7 +31,7 @@ def snapshot(cli: Cli) -> tuple[list, list]:
 async def seed(db_url: str) -> None:
     async def work(session):
         for email in ("alice@example.com", "bob@example.com", "carol@example.com"):
-            await accounts.add_user(session, email, email.split("@")[0].title())
+            await users.add_user(session, email, email.split("@")[0].title())
     await _with_session(db_url, work)
 
 
@@ -96,7 +96,7 @@ async def test_import_file_all_or_nothing_then_connect_move_remove_and_the_audit
        "connected github account octocat to carol@example.com")
     ok(cli("accounts", "connect", "github", "octocat", "carol@example.com"), "was already connected to carol@example.com")
     user_error(cli("accounts", "connect", "github", "alice-s", "carol@example.com"),
-               "github account 1234 (alice-s) is connected to bob@example.com; move it instead")
+               "github account 1234 (alice-s) is already connected to bob@example.com; move it instead")
     ok(cli("accounts", "connect", "github", "alice-s", "carol@example.com", "--move"),
        "moved github account 1234 (alice-s) from bob@example.com to carol@example.com")
     user_error(cli("accounts", "connect", "github", "x", "nobody@example.com"), "no user with email nobody@example.com")
@@ -152,14 +152,14 @@ async def test_import_file_all_or_nothing_then_connect_move_remove_and_the_audit
 async def test_accounts_list_ambiguous_and_unlinked_slack(cli: Cli, db_url: str):
     async def work(session):
         for email in ("sam@example.com", "dana@example.com"):
-            await accounts.add_user(session, email, "X")
-        dana = await accounts.require_user(session, "dana@example.com")
-        github = await identities.upsert(session, ReportedAccount("github", "dana-gh", email="sam@example.com"))
-        await identities.connect(session, github, dana, via="admin", who=Who.cli("test"))
-        shared = await identities.upsert(session, ReportedAccount("pagerduty", "PSAM", tenant="acme.pagerduty.com",
+            await users.add_user(session, email, "X")
+        dana = await users.require_user(session, "dana@example.com")
+        github = await external_accounts.upsert(session, ReportedAccount("github", "dana-gh", email="sam@example.com"))
+        await external_accounts.connect(session, github, dana, via="admin", who=Who.cli("test"))
+        shared = await external_accounts.upsert(session, ReportedAccount("pagerduty", "PSAM", tenant="acme.pagerduty.com",
                                                                   email="sam@example.com", email_verified=True))
-        await identities.auto_link(session, shared, allowed=True, who=Who.cli("test"))
-        await identities.upsert(session, ReportedAccount("slack", "U0SAM", tenant="T0123", email="sam@example.com"))
+        await external_accounts.auto_link(session, shared, allowed=True, who=Who.cli("test"))
+        await external_accounts.upsert(session, ReportedAccount("slack", "U0SAM", tenant="T0123", email="sam@example.com"))
     await _with_session(db_url, work)
 
     assert [(a["external_id"], a["match"]) for a in as_json(cli("accounts", "list", "--ambiguous", "--json"))] == [

@@ -1,7 +1,7 @@
 """The admin pages for people and connected accounts (``/admin/people``, ``/admin/audit``) and
 a person's own accounts on ``/account``, driven over HTTP like a browser, on every database.
 
-People and accounts are seeded through the services an importer uses (``identities.upsert``,
+People and accounts are seeded through the services an importer uses (``external_accounts.upsert``,
 ``auto_link``, ``connect``); what is checked is what a person reads on the page and what the
 database holds afterwards — including, for every refused request, that nothing changed."""
 
@@ -14,9 +14,9 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import event
 
-from bot.services import audit, identities
+from bot.services import audit, external_accounts
 from bot.services.audit import Who
-from bot.services.identities import ReportedAccount
+from bot.services.external_accounts import ReportedAccount
 from storage.models import SlackLink
 from tests.conftest import PASSWORD, page_text
 from tests.hardening import changes, snapshot
@@ -27,12 +27,12 @@ WORKSPACE = "T0GENIE01"
 # --- a small world ---------------------------------------------------------------------------------
 async def _record(genie, reported: ReportedAccount, *, auto: bool = False, to: str | None = None, via: str = "admin"):
     async with genie.sessionmaker.begin() as s:
-        account = await identities.upsert(s, reported)
+        account = await external_accounts.upsert(s, reported)
         if auto:
-            await identities.auto_link(s, account, allowed=True, who=Who.cli("slack sync"))
+            await external_accounts.auto_link(s, account, allowed=True, who=Who.cli("slack sync"))
         if to:
-            person = await identities.people_with_email(s, to)
-            await identities.connect(s, account, person[0], via=via, who=Who.cli("genie accounts import"))
+            person = await external_accounts.people_with_email(s, to)
+            await external_accounts.connect(s, account, person[0], via=via, who=Who.cli("genie accounts import"))
         return account.id
 
 
@@ -253,14 +253,14 @@ async def test_a_page_of_many_people_takes_a_few_queries_and_pages(genie):
         few = len(statements)
         async with genie.sessionmaker.begin() as s:
             for i in range(70):
-                from bot.services import accounts
-                person = await accounts.add_user(s, f"p{i:03d}@example.com", f"Person {i:03d}")
-                account = await identities.upsert(s, ReportedAccount("pagerduty", f"PD{i:03d}", "acme",
+                from bot.services import users
+                person = await users.add_user(s, f"p{i:03d}@example.com", f"Person {i:03d}")
+                account = await external_accounts.upsert(s, ReportedAccount("pagerduty", f"PD{i:03d}", "acme",
                                                                      email=person.email, email_verified=True))
-                await identities.auto_link(s, account, allowed=True, who=Who.cli("test"))
-                slack = await identities.upsert(s, ReportedAccount("slack", f"U{i:04d}", WORKSPACE,
+                await external_accounts.auto_link(s, account, allowed=True, who=Who.cli("test"))
+                slack = await external_accounts.upsert(s, ReportedAccount("slack", f"U{i:04d}", WORKSPACE,
                                                                    email=person.email, email_verified=True))
-                await identities.auto_link(s, slack, allowed=True, who=Who.cli("test"))
+                await external_accounts.auto_link(s, slack, allowed=True, who=Who.cli("test"))
         statements.clear()
         first = await ada.get("/admin/people")
         many = len(statements)

@@ -16,7 +16,7 @@ import pytest
 
 from bot.blocks.alerts import button_value
 from bot.ids import Action
-from bot.services import accounts, alerts
+from bot.services import alerts, teams, users
 from tests.conftest import SECRET_KEY, Genie, eventually
 from tests.slack_driver import SlackUser
 from tests.test_cli import base_env, genie as run_genie, ok
@@ -103,11 +103,11 @@ async def api(genie: Genie) -> Api:
     keys = {}
     async with genie.sessionmaker.begin() as s:
         for name, channel in [("Payments", "C0PAY"), ("Ops", "C0OPS"), ("Search", "C0SEARCH")]:
-            keys[name] = await alerts.team_key(s, await accounts.add_team(s, name, channel))
-        await accounts.add_member(s, "Payments", "alice@example.com")
-        await accounts.add_member(s, "Payments", "bob@example.com")
-        await accounts.add_member(s, "Search", "mallory@example.com")
-        await alerts.grant_post(s, await accounts.require_team(s, "Ops"), await accounts.require_team(s, "Payments"))
+            keys[name] = await alerts.team_key(s, await teams.add_team(s, name, channel))
+        await teams.add_member(s, "Payments", "alice@example.com")
+        await teams.add_member(s, "Payments", "bob@example.com")
+        await teams.add_member(s, "Search", "mallory@example.com")
+        await alerts.grant_post(s, await teams.require_team(s, "Ops"), await teams.require_team(s, "Payments"))
     return Api(genie, keys)
 
 
@@ -501,7 +501,7 @@ async def test_assign_only_to_active_members_of_the_owning_team(api: Api):
     assert (await api.get(alert["id"]))["owner"] == ""
 
     async with api.genie.sessionmaker.begin() as s:  # deactivated members can't be assigned either
-        await accounts.set_active(s, "bob@example.com", False)
+        await users.set_active(s, "bob@example.com", False)
     await api.act(alert["id"], "assign", {"owner": {"username": "bob@example.com"}}, expect=422)
     assert (await api.act(alert["id"], "assign", {"owner": {"username": "alice@example.com"}}))["isSuccess"] is True
     again = await api.act(alert["id"], "assign", {"owner": {"username": "alice@example.com"}})
@@ -700,7 +700,7 @@ async def test_genie_team_key_prints_a_working_key_and_rotate_replaces_it(api: A
         return await asyncio.to_thread(run_genie, tmp_path, env, *args)
 
     async with api.genie.sessionmaker.begin() as s:
-        await accounts.add_team(s, "Billing", "C0BILL")
+        await teams.add_team(s, "Billing", "C0BILL")
     key = ok(await cli("team", "key", "Billing")).stdout.strip()
     assert uuid.UUID(key) and ok(await cli("team", "key", "Billing")).stdout.strip() == key  # stable
     assert ok(await cli("team", "key", "Payments")).stdout.strip() == api.keys["Payments"]

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import text
 
-from bot.services import accounts, alerts, linking
+from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import Actor, CreateAlert
-from bot.services.linking import SlackIdentity, SlackProfile
+from bot.services.slack_links import SlackIdentity, SlackProfile
 from tests import forkserver
 from tests.conftest import PASSWORD, eventually, page_text
 from tests.fake_slack import TEAM_ID
@@ -30,9 +30,9 @@ CHANNEL = "C0PAY"
 
 async def _link(genie, slack_user_id: str, email: str) -> None:
     async with genie.sessionmaker.begin() as s:
-        req = await linking.issue_link(s, SlackIdentity(TEAM_ID, slack_user_id), SlackProfile(), 600)
-        user = await accounts.require_user(s, email)
-        await linking.redeem(s, req.nonce, user, replace=True, ownership_confirmed=True)
+        req = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, slack_user_id), SlackProfile(), 600)
+        user = await users.require_user(s, email)
+        await slack_links.redeem(s, req.nonce, user, replace=True, ownership_confirmed=True)
 
 
 @pytest.fixture
@@ -43,11 +43,11 @@ async def world(genie):
         await genie.add_user(email, name)
     await genie.add_user("root@example.com", "Ada Admin", admin=True)
     async with genie.sessionmaker.begin() as s:
-        await accounts.add_team(s, "Payments", CHANNEL)
-        await accounts.add_team(s, "Search", "C0SEARCH")
-        await accounts.add_member(s, "Payments", "alice@example.com")
-        await accounts.add_member(s, "Payments", "bob@example.com")
-        await accounts.add_member(s, "Search", "mallory@example.com")
+        await teams.add_team(s, "Payments", CHANNEL)
+        await teams.add_team(s, "Search", "C0SEARCH")
+        await teams.add_member(s, "Payments", "alice@example.com")
+        await teams.add_member(s, "Payments", "bob@example.com")
+        await teams.add_member(s, "Search", "mallory@example.com")
     for uid, email in [("U0ALICE", "alice@example.com"), ("U0BOB", "bob@example.com"),
                        ("U0MALLORY", "mallory@example.com"), ("U0CAROL", "carol@example.com"),
                        ("U0ADMIN", "root@example.com")]:
@@ -58,7 +58,7 @@ async def world(genie):
 async def _fire(genie, message="Checkout error rate above 5%", team="Payments", **fields) -> tuple[int, dict]:
     """Create an alert as a monitoring tool would and wait for Genie's post; return (id, post)."""
     async with genie.sessionmaker.begin() as s:
-        owner = await accounts.require_team(s, team)
+        owner = await teams.require_team(s, team)
         alert, _ = await alerts.create_alert(s, owner, CreateAlert(message=message, **fields), str(uuid.uuid4()))
     genie.rt.wake_outbox()
 
@@ -175,7 +175,7 @@ async def test_unlinked_person_is_refused_with_a_connect_button_that_works(world
     await browser.get(path)
     assert (await browser.post(path, {"replace": "yes", "mine": "yes"})).status_code == 200
     async with world.sessionmaker.begin() as s:
-        await accounts.add_member(s, "Payments", "carol@example.com")
+        await teams.add_member(s, "Payments", "carol@example.com")
     await _click(world, STRANGER, alert_id, "alert_acknowledge")
     update = (await world.fake.wait_for("chat.update"))[-1].args
     assert "Acknowledged* by Carol Diaz" in block_text(update["blocks"])
@@ -194,7 +194,7 @@ async def test_linked_non_member_is_told_which_team_and_whom_to_ask(world):
 async def test_deactivated_account_is_refused_and_offered_disconnect(world):
     alert_id, _ = await _fire(world)
     async with world.sessionmaker.begin() as s:
-        await accounts.set_active(s, "bob@example.com", False)
+        await users.set_active(s, "bob@example.com", False)
     await _click(world, BOB, alert_id, "alert_acknowledge")
     said = (await _ephemeral(world))[-1]
     assert "whose Genie account is deactivated" in said["text"]
@@ -205,8 +205,8 @@ async def test_deactivated_account_is_refused_and_offered_disconnect(world):
 async def test_membership_is_read_at_click_time(world):
     alert_id, _ = await _fire(world)
     async with world.sessionmaker.begin() as s:
-        await accounts.remove_member(s, "Payments", "bob@example.com")
-        await accounts.add_member(s, "Payments", "carol@example.com")
+        await teams.remove_member(s, "Payments", "bob@example.com")
+        await teams.add_member(s, "Payments", "carol@example.com")
     await _click(world, BOB, alert_id, "alert_acknowledge")
     assert "not in Payments" in (await _ephemeral(world))[-1]["text"]
     await _click(world, CAROL, alert_id, "alert_acknowledge")
@@ -214,7 +214,7 @@ async def test_membership_is_read_at_click_time(world):
     assert "Acknowledged* by Carol Diaz" in block_text(update["blocks"])
     # Unlinking takes effect at once too.
     async with world.sessionmaker.begin() as s:
-        await linking.unlink(s, SlackIdentity(TEAM_ID, "U0ALICE"))
+        await slack_links.unlink(s, SlackIdentity(TEAM_ID, "U0ALICE"))
     await _click(world, ALICE, alert_id, "alert_close")
     assert "isn't connected" in (await _ephemeral(world, 2))[-1]["text"]
 
@@ -223,9 +223,9 @@ async def test_admins_and_the_assignee_may_act_and_teamless_alerts_are_admin_onl
     alert_id, _ = await _fire(world)
     async with world.sessionmaker.begin() as s:
         alert = await alerts.get(s, alert_id)
-        bob = await accounts.require_user(s, "bob@example.com")
+        bob = await users.require_user(s, "bob@example.com")
         await alerts.assign(s, alert, Actor(via="api", label="Alertmanager"), bob)
-        await accounts.remove_member(s, "Payments", "bob@example.com")
+        await teams.remove_member(s, "Payments", "bob@example.com")
     await _click(world, BOB, alert_id, "alert_acknowledge")  # assignee, no longer a member
     await eventually(lambda: _acked(world, alert_id))
     assert (await _events(world, alert_id))[-1][5] == "assignee"
@@ -315,7 +315,7 @@ async def test_concurrent_acknowledges_make_one_transition_and_losers_learn_who_
     for i, email in enumerate(people):
         await world.add_user(email, f"Member {i}", password=None)
         async with world.sessionmaker.begin() as s:
-            await accounts.add_member(s, "Payments", email)
+            await teams.add_member(s, "Payments", email)
         await _link(world, f"U0MEMBER{i}", email)
         clickers.append(SlackUser(f"U0MEMBER{i}"))
     alert_id, post = await _fire(world)

@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 import pytest
 
 from bot.blocks.alerts import AlertView, PersonRef, alert_message
-from bot.services import accounts, alerts, identities
+from bot.services import alerts, external_accounts, teams, users
 from bot.services.audit import Who
-from bot.services.identities import ReportedAccount
+from bot.services.external_accounts import ReportedAccount
 from tests.conftest import Genie, eventually
 from tests.fake_slack import TEAM_ID
 from tests.helpers import block_text, walk
@@ -32,10 +32,10 @@ WHO = Who.cli("test seed")
 async def _account(session, person_email: str | None, provider: str, external_id: str, *, tenant: str = "",
                    handle: str | None = None, email: str | None = None, name: str | None = None) -> None:
     """Record an account as its tool reports it and (when a person is given) connect it."""
-    account = await identities.upsert(session, ReportedAccount(
+    account = await external_accounts.upsert(session, ReportedAccount(
         provider=provider, external_id=external_id, tenant=tenant, handle=handle, email=email, display_name=name))
     if person_email is not None:
-        await identities.connect(session, account, await accounts.require_user(session, person_email),
+        await external_accounts.connect(session, account, await users.require_user(session, person_email),
                                  via="admin", who=WHO)
 
 
@@ -49,9 +49,9 @@ async def world(genie: Genie) -> Api:
                         ("carol@example.com", "Carol Diaz"), ("dana@example.com", "Dana Ng")]:
         await genie.add_user(email, name)
     async with genie.sessionmaker.begin() as s:
-        key = await alerts.team_key(s, await accounts.add_team(s, "Payments", "C0PAY", workspace=TEAM_ID))
+        key = await alerts.team_key(s, await teams.add_team(s, "Payments", "C0PAY", workspace=TEAM_ID))
         for email in ("alice@example.com", "bob@example.com", "carol@example.com"):
-            await accounts.add_member(s, "Payments", email)
+            await teams.add_member(s, "Payments", email)
         await _account(s, "alice@example.com", "slack", "U0ALICE", tenant=TEAM_ID, name="Alice Smith")
         await _account(s, "bob@example.com", "slack", "U0BOB", tenant=TEAM_ID, name="Bob Jones")
         await _account(s, "carol@example.com", "slack", "U0CAROL", tenant=OTHER_WORKSPACE, name="Carol Diaz")
@@ -93,7 +93,7 @@ async def _dms(api: Api, slack_user: str) -> list[str]:
 # --- the message names people ------------------------------------------------------------------
 async def test_names_from_every_tool_become_mentions_and_the_rest_are_shown_as_given(world: Api):
     async with world.genie.sessionmaker.begin() as s:  # both "sam"s in Payments: two people
-        await accounts.add_member(s, "Payments", "dana@example.com")
+        await teams.add_member(s, "Payments", "dana@example.com")
     status = await world.create(
         message="Checkout 502s", user="asmith@og.example",
         responders=[{"type": "team", "name": "Payments"},
@@ -154,8 +154,8 @@ async def test_what_was_resolved_is_kept_and_later_renders_do_not_resolve_again(
 
     # alice-s is moved to Bob; the alert keeps naming whom it named when it fired.
     async with world.genie.sessionmaker.begin() as s:
-        account = await identities.require_account(s, "github", "alice-s")
-        await identities.connect(s, account, await accounts.require_user(s, "bob@example.com"), via="admin",
+        account = await external_accounts.require_account(s, "github", "alice-s")
+        await external_accounts.connect(s, account, await users.require_user(s, "bob@example.com"), via="admin",
                                  who=WHO, replace=True)
     await world.act(alert["id"], "acknowledge", {"user": "Script"})
     world.genie.rt.wake_outbox()
@@ -205,7 +205,7 @@ async def test_assign_to_a_name_that_is_nobody_or_two_members_is_422_and_changes
     assert status["isSuccess"] is True and status["status"] == "Assigned alert to carol@example.com"
     before = await world.genie.scalar("SELECT count(*) FROM outbox")
     async with world.genie.sessionmaker.begin() as s:
-        await accounts.add_member(s, "Payments", "dana@example.com")
+        await teams.add_member(s, "Payments", "dana@example.com")
     answer = await world.act(alert["id"], "assign", {"owner": {"username": "jira:sam"}}, expect=422)
     assert answer["errors"]["owner"] == ("User does not exist: 'jira:sam' does not name exactly one active member "
                                          "of Payments (it names 2 people)")
@@ -254,7 +254,7 @@ async def test_an_assignee_linked_only_in_another_workspace_gets_no_dm_there(wor
 
 async def test_a_deactivated_person_is_not_named(world: Api):
     async with world.genie.sessionmaker.begin() as s:
-        await accounts.set_active(s, "bob@example.com", False)
+        await users.set_active(s, "bob@example.com", False)
     alert = await world.get((await world.create(message="m", details={"pagerduty_user": "PXPGF42"}))["alertId"])
     assert _fields((await _posted(world, alert["tinyId"]))["blocks"])["pagerduty_user"] == "PXPGF42 (unresolved)"
     assert any("pagerduty_user PXPGF42: unresolved (an inactive person)" in line

@@ -11,7 +11,7 @@ import resource
 import httpx
 import pytest
 
-from bot.services import accounts, alerts
+from bot.services import alerts, teams
 from bot.web.limits import DEFAULT_MAX_BODY, SLACK_MAX_BODY
 from bot.web.alert_api import MAX_BODY as API_MAX_BODY
 
@@ -49,7 +49,7 @@ async def _send_chunked(url: str, path: str, total: int) -> tuple[int | None, in
 async def test_an_oversized_content_length_is_refused_before_a_byte_is_read(genie, path, cap):
     before = await genie.scalar("SELECT count(*) FROM link_request")
     async with genie.sessionmaker.begin() as s:
-        key = await alerts.team_key(s, await accounts.add_team(s, "Payments", "C0PAY"))
+        key = await alerts.team_key(s, await teams.add_team(s, "Payments", "C0PAY"))
     auth = f"Authorization: GenieKey {key}\r\n"
     # A body of exactly the cap passes the limit (and is then judged by the route: 401/403/422 …).
     at_cap = await genie.http.post(path, content=b"x" * cap, headers={"Content-Type": "application/json"})
@@ -115,7 +115,7 @@ async def _chunked_status(url: str, path: str, total: int, content_type: str = "
 async def test_chunked_bodies_over_the_cap_are_refused_on_every_route_family(genie):
     await genie.add_user("alice@example.com", "Alice Smith")
     async with genie.sessionmaker.begin() as s:
-        key = await alerts.team_key(s, await accounts.add_team(s, "Payments", "C0PAY"))
+        key = await alerts.team_key(s, await teams.add_team(s, "Payments", "C0PAY"))
     auth = f"Authorization: GenieKey {key}\r\n"
     assert await _chunked_status(genie.url, "/slack/events", SLACK_MAX_BODY + CHUNK) == 413
     assert await _chunked_status(genie.url, "/login", DEFAULT_MAX_BODY + CHUNK,

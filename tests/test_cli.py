@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.services import accounts
-from bot.services.linking import SlackIdentity, SlackProfile, issue_link, redeem
+from bot.services import users
+from bot.services.slack_links import SlackIdentity, SlackProfile, issue_link, redeem
 from storage.session import make_engine, make_sessionmaker
 from tests import forkserver
 from tests.conftest import SECRET_KEY
@@ -149,8 +149,8 @@ async def test_user_add_list_password_and_activation(cli: Cli, db_url: str):
     # The passwords really are the ones given on stdin (without the line ending), and a
     # deactivated user cannot sign in.
     async def sign_in(session):
-        return (await accounts.authenticate(session, "alice@example.com", PASSWORD),
-                await accounts.authenticate(session, "bob@example.com", OTHER_PASSWORD))
+        return (await users.authenticate(session, "alice@example.com", PASSWORD),
+                await users.authenticate(session, "bob@example.com", OTHER_PASSWORD))
     alice, bob_user = await _with_session(db_url, sign_in)
     assert alice is None and bob_user is not None and bob_user.email == "bob@example.com"
 
@@ -203,7 +203,7 @@ async def test_teams_channels_and_members(cli: Cli):
 # --- Slack links -------------------------------------------------------------------------------
 async def _link(db_url: str, email: str, name: str, slack_user: str, team: str = "T0GENIE01") -> None:
     async def work(session):
-        user = await accounts.add_user(session, email, name, PASSWORD)
+        user = await users.add_user(session, email, name, PASSWORD)
         request = await issue_link(session, SlackIdentity(team, slack_user),
                                    SlackProfile(name=name, email=email, workspace_name="acme"), ttl=600)
         await redeem(session, request.nonce, user, replace=False, ownership_confirmed=True)

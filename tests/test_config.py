@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import DEFAULT_DATABASE_URL, DEFAULT_SLACK_API_URL, ConfigError, Settings
-from bot.services.linking import LinkError, LinkTokens
+from bot.services.slack_links import LinkError, LinkTokens
 from tests.test_cli import base_env
 
 KEY_A = "first-key-0123456789abcdef"

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import text
 
-from bot.services import accounts, alerts
+from bot.services import alerts, teams, users
 from storage.session import make_engine, make_sessionmaker
 from tests.conftest import PASSWORD, SECRET_KEY, SIGNING_SECRET, Browser, page_text
 from tests.hardening import report
@@ -39,10 +39,10 @@ async def _setup(sessionmaker, people: int) -> dict[str, str]:
     async with sessionmaker.begin() as s:
         keys = {}
         for name, channel in TEAMS.items():
-            keys[name] = await alerts.team_key(s, await accounts.add_team(s, name, channel))
-        password_hash = accounts.hash_password(PASSWORD)  # one argon2 hash for all: setup stays quick
+            keys[name] = await alerts.team_key(s, await teams.add_team(s, name, channel))
+        password_hash = users.hash_password(PASSWORD)  # one argon2 hash for all: setup stays quick
         for i in range(people):
-            user = await accounts.add_user(s, f"p{i}@example.com", f"Person {i}")
+            user = await users.add_user(s, f"p{i}@example.com", f"Person {i}")
             user.password_hash = password_hash
     return keys
 

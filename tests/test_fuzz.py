@@ -41,7 +41,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from bot.services import accounts, alerts
+from bot.services import alerts, teams
 from bot.web.limits import DEFAULT_MAX_BODY
 from tests.conftest import SIGNING_SECRET
 from tests.fake_slack import TEAM_DOMAIN, TEAM_ID
@@ -499,7 +499,7 @@ def _created_only(diff) -> list[str]:
 
 async def _team_key(genie, team: str) -> str:
     async with genie.sessionmaker.begin() as s:
-        return await alerts.team_key(s, await accounts.require_team(s, team))
+        return await alerts.team_key(s, await teams.require_team(s, team))
 
 
 async def test_fuzz_alert_api_create(fuzz_world, caplog):

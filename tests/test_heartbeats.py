@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.services import accounts, alerts, heartbeats, linking
-from bot.services.linking import SlackIdentity, SlackProfile
+from bot.services import alerts, heartbeats, slack_links, teams, users
+from bot.services.slack_links import SlackIdentity, SlackProfile
 from tests.conftest import ALICE, MALLORY, Genie, eventually
 from tests.fake_slack import TEAM_ID
 from tests.helpers import ack_json, block_text
@@ -75,8 +75,8 @@ class World:
 
 async def _link(genie: Genie, slack_user_id: str, email: str) -> None:
     async with genie.sessionmaker.begin() as s:
-        req = await linking.issue_link(s, SlackIdentity(TEAM_ID, slack_user_id), SlackProfile(), 600)
-        await linking.redeem(s, req.nonce, await accounts.require_user(s, email), replace=True,
+        req = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, slack_user_id), SlackProfile(), 600)
+        await slack_links.redeem(s, req.nonce, await users.require_user(s, email), replace=True,
                              ownership_confirmed=True)
 
 
@@ -90,10 +90,10 @@ async def world(genie: Genie) -> World:
     keys = {}
     async with genie.sessionmaker.begin() as s:
         for name, channel in [("Payments", "C0PAY"), ("Search", "C0SEARCH")]:
-            keys[name] = await alerts.team_key(s, await accounts.add_team(s, name, channel))
-        await accounts.add_member(s, "Payments", "alice@example.com")
-        await accounts.add_member(s, "Payments", "bob@example.com")
-        await accounts.add_member(s, "Search", "mallory@example.com")
+            keys[name] = await alerts.team_key(s, await teams.add_team(s, name, channel))
+        await teams.add_member(s, "Payments", "alice@example.com")
+        await teams.add_member(s, "Payments", "bob@example.com")
+        await teams.add_member(s, "Search", "mallory@example.com")
     await _link(genie, "U0ALICE", "alice@example.com")
     await _link(genie, "U0MALLORY", "mallory@example.com")
     clock = Clock(START)
@@ -442,7 +442,7 @@ async def test_home_and_status_show_the_late_heartbeats_of_the_viewers_teams(wor
 # --- the command line ----------------------------------------------------------------------------
 async def test_heartbeat_commands(cli: Cli, db_url: str):  # noqa: F811
     async def team(session):
-        await accounts.add_team(session, "Payments", "C0PAY")
+        await teams.add_team(session, "Payments", "C0PAY")
     await _with_session(db_url, team)
     ok(cli("heartbeat", "add", "nightly-backup", "--team", "Payments", "--interval", "10m", "--message",
            "Backups stopped", "--tags", "backup, db", "--priority", "P2", "--description", "The nightly dump"),

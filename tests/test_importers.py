@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 
 from bot.importers import opsgenie, pagerduty
 from bot.importers.http import SourceError
-from bot.services import accounts, identities
+from bot.services import external_accounts, users
 from bot.services.audit import Who
-from bot.services.identities import ReportedAccount
+from bot.services.external_accounts import ReportedAccount
 from storage.models import AuditEvent, ExternalAccount, User
 from tests.fake_opsgenie import FakeOpsGenie
 from tests.fake_pagerduty import FakePagerDuty
@@ -80,7 +80,7 @@ def cli(db_url: str, tmp_path: Path) -> ImportCli:
 async def add_people(db_url: str, *emails: str) -> None:
     async def work(session):
         for email in emails:
-            await accounts.add_user(session, email, email.split("@")[0].title())
+            await users.add_user(session, email, email.split("@")[0].title())
     await _with_session(db_url, work)
 
 
@@ -120,9 +120,9 @@ async def seed_people(db_url: str) -> None:
                      "dana@example.com", "olive@example.com", "grace@example.com")
 
     async def dana_reports_sams_email(session):  # an admin connected a GitHub account reporting sam's email
-        dana = await accounts.require_user(session, "dana@example.com")
-        account = await identities.upsert(session, ReportedAccount("github", "dana-gh", email="sam@example.com"))
-        await identities.connect(session, account, dana, via="admin", who=Who.cli("test"))
+        dana = await users.require_user(session, "dana@example.com")
+        account = await external_accounts.upsert(session, ReportedAccount("github", "dana-gh", email="sam@example.com"))
+        await external_accounts.connect(session, account, dana, via="admin", who=Who.cli("test"))
     await _with_session(db_url, dana_reports_sams_email)
 
 

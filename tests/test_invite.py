@@ -12,9 +12,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from bot.services import accounts, identities
+from bot.services import external_accounts, users
 from bot.services.audit import Who
-from bot.services.identities import ReportedAccount
+from bot.services.external_accounts import ReportedAccount
 from tests.conftest import SECRET_KEY, eventually, genie_env, page_text
 from tests.hardening import changes, snapshot
 from tests.test_cli import base_env, genie as run_genie, ok, user_error
@@ -44,10 +44,10 @@ async def test_an_invited_person_sets_a_password_once_and_is_signed_in(genie, db
     await genie.add_user("carol@example.com", "Carol Diaz", password=None)
     genie.fake.add_user("U0CAROL", "Carol Diaz", "carol@example.com")  # her confirmed Slack email is hers
     async with genie.sessionmaker.begin() as s:  # Carol's Slack account, matched by a directory sync
-        account = await identities.upsert(s, ReportedAccount(
+        account = await external_accounts.upsert(s, ReportedAccount(
             "slack", "U0CAROL", WORKSPACE, handle="carol", email="carol@example.com", email_verified=True,
             attrs={"team_id": WORKSPACE}))
-        await identities.auto_link(s, account, allowed=True, who=Who.cli("slack sync"))
+        await external_accounts.auto_link(s, account, allowed=True, who=Who.cli("slack sync"))
     path = await _invite(genie, db_url, tmp_path, "carol@example.com")
 
     # She is told in Slack too (the outbox of the running Genie delivers it).
@@ -115,9 +115,9 @@ async def test_tampered_expired_and_stale_invitations_land_on_a_friendly_page(ge
     assert (await browser.get("/invite/" + "x" * 600)).status_code == 410
 
     async with genie.sessionmaker() as s:  # signed 8 days ago, valid for 7
-        erin = await s.get(accounts.User, user_id)
-        old = accounts.Invites((SECRET_KEY,), clock=lambda: time.time() - 8 * 86400).make(erin, timedelta(days=7))
-        forged = accounts.Invites(("another-deployment-key-000000000",)).make(erin)
+        erin = await s.get(users.User, user_id)
+        old = users.Invites((SECRET_KEY,), clock=lambda: time.time() - 8 * 86400).make(erin, timedelta(days=7))
+        forged = users.Invites(("another-deployment-key-000000000",)).make(erin)
     expired = await browser.get(f"/invite/{old}")
     assert expired.status_code == 410 and "has expired" in page_text(expired)
     foreign = await browser.get(f"/invite/{forged}")
@@ -129,13 +129,13 @@ async def test_tampered_expired_and_stale_invitations_land_on_a_friendly_page(ge
 
     # A password set another way (an admin's set-password) makes the invitation worthless.
     async with genie.sessionmaker.begin() as s:
-        await accounts.set_password(s, "erin@example.com", "set-by-an-admin-1")
+        await users.set_password(s, "erin@example.com", "set-by-an-admin-1")
     stale = await browser.get(path)
     assert stale.status_code == 410 and "already been used" in page_text(stale)
     # Deactivated people cannot use theirs either.
     path2 = await _invite(genie, db_url, tmp_path, "erin@example.com")
     async with genie.sessionmaker.begin() as s:
-        await accounts.set_active(s, "erin@example.com", False)
+        await users.set_active(s, "erin@example.com", False)
     gone = await browser.get(path2)
     assert gone.status_code == 410 and "deactivated" in page_text(gone)
 
@@ -147,7 +147,7 @@ async def test_invite_command_refuses_what_it_cannot_do(genie, db_url, tmp_path)
     user_error(await asyncio.to_thread(run_genie, tmp_path, env, "user", "invite", "fay@example.com", "--days", "0"),
                "--days")
     async with genie.sessionmaker.begin() as s:
-        await accounts.set_active(s, "fay@example.com", False)
+        await users.set_active(s, "fay@example.com", False)
     user_error(await asyncio.to_thread(run_genie, tmp_path, env, "user", "invite", "fay@example.com"), "deactivated")
 
 
@@ -198,10 +198,10 @@ async def test_an_unused_invitation_expires_after_three_days_by_default(genie, d
     token = re.findall(r"/invite/(\S+)$", run.stdout, re.M)[0]
     user_id = await genie.scalar('SELECT id FROM "user" WHERE email = :e', e="hal@example.com")
     async with genie.sessionmaker() as s:  # the same link, as if signed 3 days and a minute ago
-        hal = await s.get(accounts.User, user_id)
-        made = accounts.Invites((SECRET_KEY,), clock=lambda: time.time() - 3 * 86400 - 60).make(hal)
-        fresh = accounts.Invites((SECRET_KEY,), clock=lambda: time.time() - 3 * 86400 + 60).make(hal)
-    assert accounts.Invites((SECRET_KEY,)).load(token)[0] == user_id
+        hal = await s.get(users.User, user_id)
+        made = users.Invites((SECRET_KEY,), clock=lambda: time.time() - 3 * 86400 - 60).make(hal)
+        fresh = users.Invites((SECRET_KEY,), clock=lambda: time.time() - 3 * 86400 + 60).make(hal)
+    assert users.Invites((SECRET_KEY,)).load(token)[0] == user_id
     old = await genie.browser().get(f"/invite/{made}")
     assert old.status_code == 410 and "has expired" in page_text(old)
     assert (await genie.browser().get(f"/invite/{fresh}")).status_code == 200

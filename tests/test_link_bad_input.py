@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bot.services.linking import LinkTokens
+from bot.services.slack_links import LinkTokens
 from tests.conftest import ALICE, BOB, MALLORY, PASSWORD, SECRET_KEY, SIGNING_SECRET, page_text
 from tests.helpers import connect_url
 from tests.slack_driver import SlackUser
@@ -213,8 +213,8 @@ async def test_sign_in_issues_a_new_session_and_deactivated_users_cannot(genie):
     fixed = await genie.http.get("/account", headers={"Cookie": "genie_session=attacker-chosen-session-id"})
     assert fixed.status_code == 303
     async with genie.sessionmaker.begin() as s:
-        from bot.services import accounts
-        await accounts.set_active(s, "alice@example.com", False)
+        from bot.services import users
+        await users.set_active(s, "alice@example.com", False)
     assert (await browser.get("/account")).status_code == 303  # session no longer valid
     assert (await genie.browser().login("alice@example.com")).status_code == 401
 

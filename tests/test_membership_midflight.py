@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from bot.services import accounts, alerts, linking
+from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import Actor
-from bot.services.linking import SlackIdentity
+from bot.services.slack_links import SlackIdentity
 from tests.fake_slack import TEAM_ID
 from tests.hardening import bolt_idle, outbox_idle, report
 from tests.helpers import walk
@@ -20,22 +20,22 @@ from tests.test_alert_gate import BOB, CHANNEL, _events, _fire, _link, world  # 
 
 async def _removed_from_team(genie, alert_id):
     async with genie.sessionmaker.begin() as s:
-        await accounts.remove_member(s, "Payments", "bob@example.com")
+        await teams.remove_member(s, "Payments", "bob@example.com")
 
 
 async def _unlinked_by_admin(genie, alert_id):
     async with genie.sessionmaker.begin() as s:
-        await linking.unlink_by_admin(s, "bob@example.com")  # genie link remove bob@example.com
+        await slack_links.unlink_by_admin(s, "bob@example.com")  # genie link remove bob@example.com
 
 
 async def _unlinked_by_himself(genie, alert_id):
     async with genie.sessionmaker.begin() as s:
-        await linking.unlink(s, SlackIdentity(TEAM_ID, "U0BOB"))  # /genie disconnect
+        await slack_links.unlink(s, SlackIdentity(TEAM_ID, "U0BOB"))  # /genie disconnect
 
 
 async def _deactivated(genie, alert_id):
     async with genie.sessionmaker.begin() as s:
-        await accounts.set_active(s, "bob@example.com", False)
+        await users.set_active(s, "bob@example.com", False)
 
 
 async def _relinked_to_a_non_member(genie, alert_id):
@@ -46,7 +46,7 @@ async def _relinked_to_a_non_member(genie, alert_id):
 async def _demoted_admin(genie, alert_id):
     """Bob was no member but a Genie admin when the alert was posted; he is not an admin now."""
     async with genie.sessionmaker.begin() as s:
-        await accounts.remove_member(s, "Payments", "bob@example.com")
+        await teams.remove_member(s, "Payments", "bob@example.com")
         await s.execute(text('UPDATE "user" SET is_admin = :f WHERE email = :e'), {"f": False, "e": "bob@example.com"})
 
 
@@ -55,8 +55,8 @@ async def _assignment_moved(genie, alert_id):
     async with genie.sessionmaker.begin() as s:
         alert = await alerts.get(s, alert_id)
         await alerts.assign(s, alert, Actor(via="api", label="Alertmanager"),
-                            await accounts.require_user(s, "alice@example.com"))
-        await accounts.remove_member(s, "Payments", "bob@example.com")
+                            await users.require_user(s, "alice@example.com"))
+        await teams.remove_member(s, "Payments", "bob@example.com")
 
 
 CHANGES = {
@@ -80,7 +80,7 @@ async def test_a_change_between_post_and_click_is_seen_by_the_click(world, chang
     if change == "no longer the assignee":
         async with world.sessionmaker.begin() as s:
             await alerts.assign(s, await alerts.get(s, alert_id), Actor(via="api", label="Alertmanager"),
-                                await accounts.require_user(s, "bob@example.com"))
+                                await users.require_user(s, "bob@example.com"))
     await bolt_idle()
     values = {d["action_id"]: d.get("value") for d in walk(post["blocks"]) if d.get("action_id")}
     await make_change(world, alert_id)

@@ -32,8 +32,8 @@ from alembic.script import ScriptDirectory
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from bot.services import accounts, alerts, linking
-from bot.services.linking import SlackIdentity, SlackProfile
+from bot.services import alerts, slack_links, teams, users
+from bot.services.slack_links import SlackIdentity, SlackProfile
 from storage.migrate import alembic_config
 from storage.session import make_engine, make_sessionmaker
 from tests.conftest import (POSTGRES_URL, SECRET_KEY, SIGNING_SECRET, Browser, _pg_create, _pg_drop, eventually,
@@ -154,18 +154,18 @@ async def seed_people(db, count: int, prefix: str, *, team: str | None = None,
                       link_prefix: str | None = None) -> list[str]:
     """``count`` Genie users (all with PASSWORD), optionally members of ``team`` and linked to
     Slack users ``{link_prefix}00…``; their emails."""
-    password_hash = accounts.hash_password(PASSWORD)  # hashed once: argon2 is slow on purpose
+    password_hash = users.hash_password(PASSWORD)  # hashed once: argon2 is slow on purpose
     emails = [f"{prefix}{i:02d}@example.com" for i in range(count)]
     async with db.begin() as session:
         for i, email in enumerate(emails):
-            user = await accounts.add_user(session, email, f"{prefix.title()} {i:02d}")
+            user = await users.add_user(session, email, f"{prefix.title()} {i:02d}")
             user.password_hash = password_hash
             if team is not None:
-                await accounts.add_member(session, team, email)
+                await teams.add_member(session, team, email)
             if link_prefix is not None:
-                request = await linking.issue_link(session, SlackIdentity(TEAM_ID, f"{link_prefix}{i:02d}"),
+                request = await slack_links.issue_link(session, SlackIdentity(TEAM_ID, f"{link_prefix}{i:02d}"),
                                                    SlackProfile(), 600)
-                await linking.redeem(session, request.nonce, user, replace=False, ownership_confirmed=True)
+                await slack_links.redeem(session, request.nonce, user, replace=False, ownership_confirmed=True)
     return emails
 
 
@@ -174,7 +174,7 @@ async def seed_teams(db) -> dict[str, str]:
     keys = {}
     async with db.begin() as session:
         for name, channel in CHANNELS.items():
-            team = await accounts.add_team(session, name, channel)
+            team = await teams.add_team(session, name, channel)
             keys[name] = await alerts.team_key(session, team)
     return keys
 

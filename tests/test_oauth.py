@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from bot.config import ConfigError, Settings
-from bot.services import accounts, alerts, linking
+from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import CreateAlert
 from tests import forkserver
 from tests.conftest import eventually
@@ -96,7 +96,7 @@ async def test_install_then_connect_and_link_in_that_workspace_with_its_own_toke
 
     # The team's channel lives in Beta: its alerts are posted with Beta's token.
     async with genie.sessionmaker.begin() as s:
-        team = await accounts.add_team(s, "Payments", "C0BETAPAY", workspace="T0BETA")
+        team = await teams.add_team(s, "Payments", "C0BETAPAY", workspace="T0BETA")
         await alerts.create_alert(s, team, CreateAlert(message="Checkout down"), str(uuid.uuid4()))
     genie.rt.wake_outbox()
     post = await genie.fake.wait_for("chat.postMessage", channel="C0BETAPAY")
@@ -110,7 +110,7 @@ async def test_an_uninstalled_workspace_is_forgotten(genie):
     await eventually(lambda: _no_bots(genie))
     # Alerts for a channel there cannot be delivered; the operator sees why.
     async with genie.sessionmaker.begin() as s:
-        team = await accounts.add_team(s, "Payments", "C0BETAPAY", workspace="T0BETA")
+        team = await teams.add_team(s, "Payments", "C0BETAPAY", workspace="T0BETA")
         await alerts.create_alert(s, team, CreateAlert(message="Checkout down"), str(uuid.uuid4()))
     genie.rt.wake_outbox()
 
@@ -170,9 +170,9 @@ async def test_workspace_list_shows_installations_and_admins_see_settings_on_hom
     await genie.add_user("root@example.com", "Ada Admin", admin=True)
     async with genie.sessionmaker.begin() as s:
         # Slack vouches for it by the admin's own confirmed email: admin settings show on Home.
-        req = await linking.issue_link(s, linking.SlackIdentity("T0BETA", "U0BADMIN"), linking.SlackProfile(
+        req = await slack_links.issue_link(s, slack_links.SlackIdentity("T0BETA", "U0BADMIN"), slack_links.SlackProfile(
             email="root@example.com", email_confirmed=True), 600)
-        await linking.redeem(s, req.nonce, await accounts.require_user(s, "root@example.com"), replace=True)
+        await slack_links.redeem(s, req.nonce, await users.require_user(s, "root@example.com"), replace=True)
     await genie.slack.open_home(SlackUser("U0BADMIN", team_id="T0BETA"))
     home = (await genie.fake.wait_for("views.publish", user_id="U0BADMIN"))[-1]
     from tests.helpers import block_text

@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from bot import metrics
-from bot.services import accounts, alerts, linking
+from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import CreateAlert
-from bot.services.linking import SlackIdentity, SlackProfile
+from bot.services.slack_links import SlackIdentity, SlackProfile
 from tests.conftest import POSTGRES_URL, SECRET_KEY, eventually
 from tests.fake_slack import TEAM_ID
 from tests.helpers import buttons
@@ -154,15 +154,15 @@ async def _outbox_drained(genie, count: int) -> bool:
 async def test_metrics_count_requests_clicks_and_deliveries(genie):
     """Values are per process and cumulative, so the test compares two scrapes."""
     async with genie.sessionmaker.begin() as s:
-        await accounts.add_team(s, "Payments", "C0PAY")
+        await teams.add_team(s, "Payments", "C0PAY")
         for email, name, slack_id, member in [("alice@example.com", "Alice Smith", "U0ALICE", True),
                                               ("bob@example.com", "Bob Jones", "U0BOB", True),
                                               ("mallory@example.com", "Mallory Evil", "U0MALLORY", False)]:
-            user = await accounts.add_user(s, email, name)
+            user = await users.add_user(s, email, name)
             if member:
-                await accounts.add_member(s, "Payments", email)
-            request = await linking.issue_link(s, SlackIdentity(TEAM_ID, slack_id), SlackProfile(), 600)
-            await linking.redeem(s, request.nonce, user, replace=False, ownership_confirmed=True)
+                await teams.add_member(s, "Payments", email)
+            request = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, slack_id), SlackProfile(), 600)
+            await slack_links.redeem(s, request.nonce, user, replace=False, ownership_confirmed=True)
     before, _ = await _scrape(genie)
 
     # Requests: the link token is in the path, and must not end up in a label.
@@ -173,7 +173,7 @@ async def test_metrics_count_requests_clicks_and_deliveries(genie):
 
     # A delivery: the alert's post.
     async with genie.sessionmaker.begin() as s:
-        alert, _ = await alerts.create_alert(s, await accounts.require_team(s, "Payments"),
+        alert, _ = await alerts.create_alert(s, await teams.require_team(s, "Payments"),
                                              CreateAlert(message="Checkout error rate above 5%"), str(uuid.uuid4()))
     genie.rt.wake_outbox()
     [post] = await genie.fake.wait_for("chat.postMessage", channel="C0PAY")

@@ -20,7 +20,7 @@ from bot import metrics
 from bot.alert_render import alert_view
 from bot.blocks.alerts import alert_message
 from bot.config import ConfigError, Settings
-from bot.services import accounts, alerts
+from bot.services import alerts, teams
 from bot.services.alerts import Actor, CreateAlert
 from storage.models import Alert
 from storage.session import make_engine, make_sessionmaker
@@ -32,13 +32,13 @@ from tests.processes import GenieServer, clean_env, free_port
 # --- helpers -----------------------------------------------------------------------------------
 async def add_team(sessionmaker, name: str, channel: str) -> None:
     async with sessionmaker.begin() as session:
-        await accounts.add_team(session, name, channel=channel)
+        await teams.add_team(session, name, channel=channel)
 
 
 async def fire(sessionmaker, team: str, message: str, rt=None, **fields) -> int:
     """Create an alert as the API does (one committed transaction); wake the worker if local."""
     async with sessionmaker.begin() as session:
-        owner = await accounts.require_team(session, team)
+        owner = await teams.require_team(session, team)
         alert, created = await alerts.create_alert(session, owner, CreateAlert(message=message, **fields),
                                                    request_id=str(uuid4()))
     assert created
@@ -131,7 +131,7 @@ async def test_updates_queued_behind_a_delivery_go_out_as_one_update_of_the_late
     await eventually(first_update_claimed)
     for _ in range(2):  # the same alias again while it is open: de-duplicated, count goes up
         async with genie.sessionmaker.begin() as session:
-            owner = await accounts.require_team(session, "Payments")
+            owner = await teams.require_team(session, "Payments")
             again, created = await alerts.create_alert(session, owner, CreateAlert(message="Queue backing up",
                                                                                    alias="queue-depth"),
                                                        request_id=str(uuid4()))

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import update
 
-from bot.services import accounts
+from bot.services import teams
 from storage.base import utcnow
 from storage.models import LinkRequest
 
@@ -51,7 +51,7 @@ async def _dms(genie, slack_user: str) -> list[str]:
 async def test_a_click_made_before_connecting_is_carried_out_once_the_link_is_confirmed(world):
     await world.add_user("dave@example.com", "Dave Doe")
     async with world.sessionmaker.begin() as s:
-        await accounts.add_member(s, "Payments", "dave@example.com")
+        await teams.add_member(s, "Payments", "dave@example.com")
     alert_id, _ = await _fire(world)
     await _click(world, STRANGER, alert_id, "alert_acknowledge")
     said = (await _ephemeral(world))[-1]
@@ -89,7 +89,7 @@ async def test_the_gate_is_read_when_the_click_is_carried_out_and_a_changed_aler
     await world.add_user("erin@example.com", "Erin Outside")  # in no team
     await world.add_user("dave@example.com", "Dave Doe")
     async with world.sessionmaker.begin() as s:
-        await accounts.add_member(s, "Payments", "dave@example.com")
+        await teams.add_member(s, "Payments", "dave@example.com")
     alert_id, _ = await _fire(world)
 
     # Linked, but not allowed: refused after linking, and told why.
@@ -130,7 +130,7 @@ async def _closed(genie, alert_id):
 async def test_an_expired_or_superseded_link_carries_nothing_out(world):
     await world.add_user("dave@example.com", "Dave Doe")
     async with world.sessionmaker.begin() as s:
-        await accounts.add_member(s, "Payments", "dave@example.com")
+        await teams.add_member(s, "Payments", "dave@example.com")
     alert_id, _ = await _fire(world)
 
     # Older than its TTL: the confirm is refused, and the click is not carried out.

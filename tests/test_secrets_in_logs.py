@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bot.services import accounts, alerts
+from bot.services import alerts, teams, users
 from storage.session import make_engine, make_sessionmaker
 from tests.conftest import PASSWORD, SECRET_KEY, SIGNING_SECRET, Browser, eventually
 from tests.fake_slack import FakeSlack
@@ -31,9 +31,9 @@ BOT_TOKEN = "xoxb-test-token"
 async def _setup(sessionmaker) -> str:
     """Alice in Payments (channel C0PAY); the team's API key."""
     async with sessionmaker.begin() as s:
-        await accounts.add_user(s, "alice@example.com", "Alice Smith", PASSWORD)
-        team = await accounts.add_team(s, "Payments", "C0PAY")
-        await accounts.add_member(s, "Payments", "alice@example.com")
+        await users.add_user(s, "alice@example.com", "Alice Smith", PASSWORD)
+        team = await teams.add_team(s, "Payments", "C0PAY")
+        await teams.add_member(s, "Payments", "alice@example.com")
         return await alerts.team_key(s, team)
 
 

@@ -25,8 +25,8 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from bot.services import accounts, alerts, linking
-from bot.services.linking import SlackIdentity, SlackProfile
+from bot.services import alerts, slack_links, teams, users
+from bot.services.slack_links import SlackIdentity, SlackProfile
 from storage.migrate import alembic_config, upgrade
 from storage.session import make_engine
 from tests.conftest import POSTGRES_URL, _pg_create, _pg_drop, eventually
@@ -86,12 +86,12 @@ async def world(genie) -> Api:
     await genie.add_user("eve@example.com", EVIL_NAME)
     await genie.add_user("carol@example.com", "Carol Diaz")
     async with genie.sessionmaker.begin() as s:
-        key = await alerts.team_key(s, await accounts.add_team(s, EVIL_TEAM, CHANNEL))
+        key = await alerts.team_key(s, await teams.add_team(s, EVIL_TEAM, CHANNEL))
         for email in ("alice@example.com", "eve@example.com"):
-            await accounts.add_member(s, EVIL_TEAM, email)
+            await teams.add_member(s, EVIL_TEAM, email)
         for uid, email in [("U0ALICE", "alice@example.com"), ("U0EVE", "eve@example.com")]:
-            req = await linking.issue_link(s, SlackIdentity(TEAM_ID, uid), SlackProfile(workspace_name=EVIL_DOMAIN), 600)
-            await linking.redeem(s, req.nonce, await accounts.require_user(s, email), replace=True,
+            req = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, uid), SlackProfile(workspace_name=EVIL_DOMAIN), 600)
+            await slack_links.redeem(s, req.nonce, await users.require_user(s, email), replace=True,
                                  ownership_confirmed=True)
     genie.fake.add_user("U0STRANGER", EVIL_NAME, None)
     return Api(genie, {EVIL_TEAM: key})

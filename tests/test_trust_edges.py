@@ -22,9 +22,9 @@ from sqlalchemy import text
 
 from bot.runtime import CSRF_SALT
 from bot.server import uvicorn_config
-from bot.services import accounts, alerts, linking
+from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import CreateAlert
-from bot.services.linking import SlackIdentity, SlackProfile
+from bot.services.slack_links import SlackIdentity, SlackProfile
 from storage.base import utcnow
 from storage.models import (AlertEvent, ApiRequest, LinkRequest, OutboxMessage, SigninFailure, SlackEvent,
                             SlackThrottle, WebSession)
@@ -41,17 +41,17 @@ CHANNEL = "C0PAY"
 async def _payments(genie, *, link_alice: bool = True) -> None:
     await genie.add_user("alice@example.com", "Alice Smith")
     async with genie.sessionmaker.begin() as s:
-        await accounts.add_team(s, "Payments", CHANNEL)
-        await accounts.add_member(s, "Payments", "alice@example.com")
+        await teams.add_team(s, "Payments", CHANNEL)
+        await teams.add_member(s, "Payments", "alice@example.com")
         if link_alice:
-            req = await linking.issue_link(s, SlackIdentity(TEAM_ID, "U0ALICE"), SlackProfile(), 600)
-            await linking.redeem(s, req.nonce, await accounts.require_user(s, "alice@example.com"), replace=True,
+            req = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, "U0ALICE"), SlackProfile(), 600)
+            await slack_links.redeem(s, req.nonce, await users.require_user(s, "alice@example.com"), replace=True,
                                  ownership_confirmed=True)
 
 
 async def _fire(genie) -> int:
     async with genie.sessionmaker.begin() as s:
-        team = await accounts.require_team(s, "Payments")
+        team = await teams.require_team(s, "Payments")
         alert, _ = await alerts.create_alert(s, team, CreateAlert(message="Disk full on db-1"), str(uuid.uuid4()))
     return alert.id
 
@@ -111,7 +111,7 @@ async def test_the_running_server_prunes_what_can_no_longer_matter(genie):
     now = utcnow()
     old, fresh = now - timedelta(days=8), now - timedelta(seconds=5)
     async with genie.sessionmaker.begin() as s:
-        user = await accounts.require_user(s, "alice@example.com")
+        user = await users.require_user(s, "alice@example.com")
         for tag, at in (("old", old), ("new", fresh)):
             s.add(LinkRequest(nonce=f"{tag}-nonce-0123456789", workspace_id=TEAM_ID, slack_user_id="U0X",
                               slack_team_id=TEAM_ID, created_at=at, expires_at=at + timedelta(minutes=10)))
@@ -143,7 +143,7 @@ async def test_logs_and_notes_are_read_a_page_at_a_time_with_opsgenie_paging(gen
     await _payments(genie)
     alert_id = await _fire(genie)
     async with genie.sessionmaker.begin() as s:
-        key = await alerts.team_key(s, await accounts.require_team(s, "Payments"))
+        key = await alerts.team_key(s, await teams.require_team(s, "Payments"))
         for i in range(230):
             s.add(AlertEvent(alert_id=alert_id, action="note", outcome="applied", via="api",
                              actor_name="Alertmanager", note=f"note {i}"))

@@ -5,7 +5,7 @@ unguarded or guarded only by chance: each fails when its guard is removed (SECUR
 - a sign-in with a hostile ``next`` lands on a local page (``pages.safe_next``);
 - Bolt refuses a well-formed unsigned request on its own, behind Genie's screen
   (``request_verification_enabled``);
-- GitHub, Jira and Sentry emails never auto-link (``identities.EMAIL_TRUSTED_PROVIDERS``);
+- GitHub, Jira and Sentry emails never auto-link (``external_accounts.EMAIL_TRUSTED_PROVIDERS``);
 - a person cannot disconnect another person's Slack link on /account
   (``linking.unlink_for_user``);
 - a team's key cannot read or act on another team's alert, by every identifier form.
@@ -27,7 +27,7 @@ from bot.listeners import screen
 from bot.server import build_bolt_app
 from bot.services import imports
 from bot.services.audit import Who
-from bot.services.identities import ReportedAccount
+from bot.services.external_accounts import ReportedAccount
 from tests.conftest import PASSWORD, SIGNING_SECRET, Genie, eventually
 from tests.fake_slack import TEAM_DOMAIN, TEAM_ID
 from tests.slack_driver import sign

@@ -120,7 +120,7 @@ import pytest  # noqa: E402
 from itsdangerous import URLSafeTimedSerializer  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
-from bot.services.linking import LINK_TOKEN_SALT, LinkTokens  # noqa: E402
+from bot.services.slack_links import LINK_TOKEN_SALT, LinkTokens  # noqa: E402
 from starlette.routing import Mount, Route  # noqa: E402
 from tests.conftest import ALICE, SECRET_KEY  # noqa: E402
 from tests.hardening import changes, report, snapshot  # noqa: E402
@@ -352,11 +352,11 @@ async def test_sign_ins_do_not_hold_the_database_while_argon2_runs(genie):
     import statistics
     import time
 
-    from bot.services import accounts, alerts
+    from bot.services import alerts, teams, users
 
     await genie.add_user("alice@example.com", "Alice Smith")
     async with genie.sessionmaker.begin() as s:
-        key = await alerts.team_key(s, await accounts.add_team(s, "Payments", "C0PAY"))
+        key = await alerts.team_key(s, await teams.add_team(s, "Payments", "C0PAY"))
     api = httpx.AsyncClient(base_url=genie.url, timeout=30, headers={"Authorization": f"GenieKey {key}"})
     serial = iter(range(10_000))
 
@@ -368,7 +368,7 @@ async def test_sign_ins_do_not_hold_the_database_while_argon2_runs(genie):
 
     async def argon2_check() -> float:
         started = time.monotonic()
-        await asyncio.to_thread(accounts._verify, accounts._DUMMY_HASH, "not the password")
+        await asyncio.to_thread(users._verify, users._DUMMY_HASH, "not the password")
         return time.monotonic() - started
 
     try:

@@ -2,7 +2,7 @@
 
 Each provider module has ``fetch(...) -> Directory``; it only reads (every page, before anything
 is written) and returns plain values. ``bot.services.imports.apply_directory`` then records the
-accounts, links them by email where ``bot.services.identities.auto_link`` allows it, and reports
+accounts, links them by email where ``bot.services.external_accounts.auto_link`` allows it, and reports
 — all in one transaction, so a run that fails half-way changes nothing.
 
 - ``pagerduty`` — ``GET /users`` (REST API v2; offset/limit/``more``).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.services.identities import ReportedAccount
+from bot.services.external_accounts import ReportedAccount
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from bot.importers import Directory, DirectoryMember, DirectoryTeam
 from bot.importers.http import ApiClient, SourceError, check_base_url, check_key, expect_list, text
-from bot.services.identities import ReportedAccount
+from bot.services.external_accounts import ReportedAccount
 
 DEFAULT_URL = "https://api.opsgenie.com"
 EU_URL = "https://api.eu.opsgenie.com"

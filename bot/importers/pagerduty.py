@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from bot.importers import Directory
 from bot.importers.http import ApiClient, SourceError, check_base_url, check_key, expect_list, text
-from bot.services.identities import ReportedAccount
+from bot.services.external_accounts import ReportedAccount
 
 DEFAULT_URL = "https://api.pagerduty.com"
 DEFAULT_KEY_ENV = "PAGERDUTY_API_KEY"

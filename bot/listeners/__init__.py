@@ -27,7 +27,7 @@ from bot.blocks.mrkdwn import escape
 from bot.runtime import Runtime
 from bot.services import slack_events
 from bot.services.errors import GenieError
-from bot.services.linking import SlackIdentity
+from bot.services.slack_links import SlackIdentity
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services.linking import SlackIdentity
+from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
 from storage.models import Alert, SlackLink, Team, TeamMember, TeamPostGrant, User, WorkspaceSetting
 
@@ -158,9 +158,9 @@ async def judge(session: AsyncSession, facts: GateFacts, action: str) -> Decisio
 
 
 #: ``auto_link_by_email``: ``genie slack sync`` and Slack's user events connect a Slack user to
-#: the one Genie person with the same confirmed email (``bot.services.identities``).
+#: the one Genie person with the same confirmed email (``bot.services.external_accounts``).
 #: ``require_email_match``: a one-time link connects a Slack account only when Slack reports a
-#: confirmed email equal to the person's Genie email (``bot.services.linking``).
+#: confirmed email equal to the person's Genie email (``bot.services.slack_links``).
 WORKSPACE_SETTINGS = {ANONYMOUS_SETTING: ("true", "false"), "auto_link_by_email": ("true", "false"),
                       "require_email_match": ("true", "false")}
 
@@ -215,5 +215,5 @@ def team_people(team_id: int):
     """The people a key may learn about when it names people on an alert of team ``team_id``
     (responders, the reporter, ``details``, an assignee): that team's members — the alert is
     readable only by that team's key. Anyone else is "nobody" to it, and its errors name only
-    what the request itself gave (``identities.resolve_named(among=…)``)."""
+    what the request itself gave (``external_accounts.resolve_named(among=…)``)."""
     return select(TeamMember.user_id).where(TeamMember.team_id == team_id)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.services import access, alerts, outbox, throttle
 from bot.services.access import Decision, Reason
 from bot.services.alerts import Actor, AlreadyDone, Forbidden
-from bot.services.linking import SlackIdentity
+from bot.services.slack_links import SlackIdentity
 from storage.models import Alert, LinkRequest, SlackLink, User
 
 ACTIONS = ("acknowledge", "close", "assign")
@@ -107,8 +107,8 @@ class CarriedOut:
 
 
 async def carry_out(session: AsyncSession, nonce: str, link: SlackLink, *, anonymous_default: bool) -> CarriedOut | None:
-    """In the confirm's own transaction, right after ``linking.redeem`` consumed the request:
-    carry out the click it remembered (``linking.PendingClick``), if any, as the person just
+    """In the confirm's own transaction, right after ``slack_links.redeem`` consumed the request:
+    carry out the click it remembered (``slack_links.PendingClick``), if any, as the person just
     linked — through the same gate, read now (being linked is not being allowed) — recorded
     on the timeline "after linking", the alert's message updated through the outbox, and the
     person told the outcome in Slack (a DM, through the outbox). None: nothing was remembered.

@@ -3,7 +3,7 @@
 A monitoring tool names people in its own words: the API's ``user`` (who reported it), user
 responders (``{"type": "user", "username": "…"}`` or ``{"type": "user", "id": "…"}``), the
 assign action's ``owner``, or another tool's identity in ``details`` (``github_user``,
-``pagerduty_user``, ``assignee`` …). Each name is resolved with ``identities.resolve_named`` —
+``pagerduty_user``, ``assignee`` …). Each name is resolved with ``external_accounts.resolve_named`` —
 exactly one active person, or unresolved (never a guess) — when the alert is created, and the
 result is stored on the alert (``Alert.people``) with the Slack user to mention in the alert's
 workspace, so every later render of the message shows the same people without reading anything::
@@ -23,8 +23,8 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import access, identities
-from bot.services.identities import KNOWN_PROVIDERS, Named
+from bot.services import access, external_accounts
+from bot.services.external_accounts import KNOWN_PROVIDERS, Named
 from storage.models import SlackLink, Team, User
 
 #: ``details`` keys that name a person, and the provider their value is looked up in
@@ -70,16 +70,16 @@ async def name_owner(session: AsyncSession, owner: dict[str, Any], among: Any = 
     """An OpsGenie user reference (a user responder, the assign action's ``owner``) resolved:
     ``id`` — a Genie user id when it is a number, else an OpsGenie user id (or
     ``provider:id``); ``username`` (or ``name``) — an OpsGenie username, then an email (or
-    ``provider:value``). None when it carries neither. ``among``: as ``identities.resolve_named``."""
+    ``provider:value``). None when it carries neither. ``among``: as ``external_accounts.resolve_named``."""
     user_id, username = owner.get("id"), owner.get("username") or owner.get("name")
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
     if isinstance(user_id, str) and user_id.strip():
         if re.fullmatch(r"[0-9]+", user_id.strip()):
             return await _by_genie_id(session, user_id.strip(), among)
-        return await identities.resolve_named(session, user_id, "opsgenie", among)
+        return await external_accounts.resolve_named(session, user_id, "opsgenie", among)
     if isinstance(username, str) and username.strip():
-        return await identities.resolve_named(session, username, "opsgenie", among)
+        return await external_accounts.resolve_named(session, username, "opsgenie", among)
     return None
 
 
@@ -122,7 +122,7 @@ async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Fou
     reporter = None
     if data.user and data.user.strip():
         reporter = await once(("opsgenie", data.user.strip()),
-                              lambda: identities.resolve_named(session, data.user, "opsgenie", among))
+                              lambda: external_accounts.resolve_named(session, data.user, "opsgenie", among))
         if reporter.person is None:
             reporter = None
     responders: list[Named] = []
@@ -138,7 +138,7 @@ async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Fou
         if key in DETAIL_KEYS and value.strip():
             provider = DETAIL_KEYS[key]
             in_details[key] = await once((provider, value.strip()),
-                                         lambda v=value, p=provider: identities.resolve_named(session, v, p, among))
+                                         lambda v=value, p=provider: external_accounts.resolve_named(session, v, p, among))
     everyone = [n for n in [reporter, *responders, *in_details.values()] if n is not None]
     if not everyone:
         return Found(None, None)

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete as sa_delete, func, or_, select, update
+from sqlalchemy import ColumnElement, String, cast, delete as sa_delete, exists, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import access, alert_people, outbox
+from bot.services import access, alert_people, outbox, teams
 from bot.services.errors import GenieError, NotFound
-from bot.services.linking import SlackIdentity
+from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
 from storage.base import utcnow
 from storage.models import Alert, AlertEvent, ApiRequest, Team, TeamApiKey, TeamMember, TeamPostGrant, User
@@ -281,7 +282,7 @@ async def _owner_team(session: AsyncSession, key_team: Team, responders: list[di
         if re.fullmatch(r"[0-9]{1,9}", responder.get("id", "")):  # ASCII, and fits an INTEGER
             team = await session.get(Team, int(responder["id"]))
         if team is None and responder.get("name"):
-            team = await repo.team_by_name(session, responder["name"])
+            team = await teams.team_by_name(session, responder["name"])
         if team is None or team.id not in allowed:
             wanted = responder.get("name") or responder.get("id")
             may = sorted(t.name for t in (await repo.teams_by_id(session, allowed)).values())
@@ -445,7 +446,7 @@ async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User,
     ``named``: how the request named the owner when that was another tool's identity
     ("alice-og (opsgenie)"), for the timeline."""
     now = now or utcnow()
-    if alert.team_id is None or await repo.membership(session, alert.team_id, owner.id) is None or not owner.is_active:
+    if alert.team_id is None or await teams.membership(session, alert.team_id, owner.id) is None or not owner.is_active:
         team = await session.get(Team, alert.team_id) if alert.team_id else None
         text = (f"{owner.name} is not an active member of {team.name}, so can't be assigned this alert."
                 if team else "This alert has no owning team, so it can't be assigned.")
@@ -705,3 +706,57 @@ async def open_alerts_for(session: AsyncSession, user_id: int, limit: int = 10) 
         select(Alert).where(Alert.status == "open", or_(Alert.team_id.in_(team_ids), Alert.owner_user_id == user_id))
         .order_by(Alert.id.desc()).limit(limit)
     ))
+
+
+# --- the API's reads ---------------------------------------------------------------------------
+#: ``search_alerts`` sort keys (OpsGenie's names) → columns.
+ALERT_SORTS = {
+    "createdAt": Alert.created_at, "updatedAt": Alert.updated_at, "lastOccurredAt": Alert.last_occurred_at,
+    "tinyId": Alert.id, "alias": Alert.alias, "message": Alert.message, "status": Alert.status,
+    "acknowledged": Alert.acknowledged, "count": Alert.count, "source": Alert.source, "priority": Alert.priority,
+}
+
+
+def _alert_term(dialect: str, key: str, value: Any) -> ColumnElement[bool]:
+    if key == "tag":  # exact element of the JSON list
+        if dialect == "postgresql":
+            return cast(Alert.tags, JSONB).contains([value])
+        each = func.json_each(Alert.tags).table_valued("value")
+        return exists(select(literal(1)).select_from(each).where(each.c.value == value))
+    if key == "message":  # substring, case-insensitive
+        return func.lower(Alert.message).contains(value.lower(), autoescape=True)
+    if key == "owner":
+        return Alert.owner_user_id.in_(select(User.id).where(User.email == value.strip().lower()))
+    if key == "teams":  # the owning team, by name (case-insensitive) or id
+        return Alert.team_id.in_(select(Team.id).where(or_(func.lower(Team.name) == value.lower(),
+                                                            cast(Team.id, String) == value)))
+    if key == "text":  # free text: in the message, alias, description or entity
+        return or_(*(func.lower(column).contains(value.lower(), autoescape=True)
+                     for column in (Alert.message, Alert.alias, Alert.description, Alert.entity)))
+    column = {"status": Alert.status, "acknowledged": Alert.acknowledged, "priority": Alert.priority,
+              "alias": Alert.alias, "source": Alert.source, "entity": Alert.entity, "tinyId": Alert.id}[key]
+    return column == value
+
+
+async def search_alerts(session: AsyncSession, team_ids: set[int], terms: list[tuple[str, Any]], *,
+                        sort: str = "createdAt", descending: bool = True, offset: int = 0,
+                        limit: int = 20) -> tuple[int, list[Alert]]:
+    """``(total, page)`` of the alerts of ``team_ids`` matching every ``(key, value)`` term
+    (keys: status, acknowledged, priority, alias, source, entity, tinyId, tag, message, owner)."""
+    dialect = session.get_bind().dialect.name
+    where = [Alert.team_id.in_(team_ids), *(_alert_term(dialect, k, v) for k, v in terms)]
+    total = await session.scalar(select(func.count()).select_from(Alert).where(*where))
+    column = ALERT_SORTS[sort]
+    order = [column.desc(), Alert.id.desc()] if descending else [column.asc(), Alert.id.asc()]
+    page = await session.scalars(select(Alert).where(*where).order_by(*order).offset(offset).limit(limit))
+    return total or 0, list(page)
+
+
+async def api_request(session: AsyncSession, request_id: str, team_id: int) -> tuple[ApiRequest, Alert | None] | None:
+    """An API request of this team's key, with its alert (if it still exists)."""
+    row = await session.scalar(
+        select(ApiRequest).where(ApiRequest.request_id == request_id, ApiRequest.team_id == team_id)
+    )
+    if row is None:
+        return None
+    return row, (await session.get(Alert, row.alert_id) if row.alert_id is not None else None)

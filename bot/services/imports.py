@@ -3,8 +3,8 @@
 ``apply_directory`` takes a ``bot.importers.Directory`` (every user of a PagerDuty or OpsGenie
 account, read in full before anything is written) and, in the caller's transaction:
 
-1. records every user as an ``ExternalAccount`` (``identities.upsert``);
-2. links it by email where ``identities.auto_link`` allows it (unique, trusted, not a guest …);
+1. records every user as an ``ExternalAccount`` (``external_accounts.upsert``);
+2. links it by email where ``external_accounts.auto_link`` allows it (unique, trusted, not a guest …);
 3. with ``create_people``: makes a Genie person (no password: they cannot sign in until
    ``genie user invite``) for each user no person matches, and connects the account to them (``via='import'``);
 4. marks the accounts of this provider and tenant that the provider no longer lists as deleted
@@ -29,11 +29,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import accounts, audit, identities
+from bot.services import audit, external_accounts, teams, users
 from bot.services.audit import Who
 from bot.services.errors import AlreadyExists, InvalidInput
-from bot.services.identities import Outcome, ReportedAccount
-from storage import repositories as repo
+from bot.services.external_accounts import Outcome, ReportedAccount
 from storage.models import ExternalAccount, TeamMember, User
 
 _SECTIONS = ("linked", "already", "ambiguous", "unmatched", "conflict", "unlinked")
@@ -91,20 +90,20 @@ async def _create_person(session: AsyncSession, account: ExternalAccount, who: W
                          report: ImportReport) -> bool:
     """A Genie person for an account nobody matches; False (and a skip reason) when impossible."""
     try:
-        person = await accounts.add_user(session, account.email or "", account.display_name or account.email or "")
+        person = await users.add_user(session, account.email or "", account.display_name or account.email or "")
     except InvalidInput:
         report.skipped.setdefault("email is not one Genie accepts", []).append(_entry(account))
         return False
     except AlreadyExists:
         report.skipped.setdefault("a deactivated person has that email", []).append(_entry(account))
         return False
-    await identities.connect(session, account, person, via="import", who=who, detail="person created by the import")
+    await external_accounts.connect(session, account, person, via="import", who=who, detail="person created by the import")
     account.match, account.match_detail = Outcome.LINKED.value, "person created by the import"
     report.people_created.append(_entry(account, person=person.email))
     return True
 
 
-def _record(report: ImportReport, result: identities.AutoLinkResult) -> None:
+def _record(report: ImportReport, result: external_accounts.AutoLinkResult) -> None:
     account, outcome = result.account, result.outcome
     if outcome == Outcome.SKIPPED:
         report.skipped.setdefault(result.detail, []).append(_entry(account))
@@ -128,9 +127,9 @@ async def apply_directory(session: AsyncSession, directory, *, allowed: bool, wh
     known = await _known_accounts(session, directory.provider, directory.tenant)
     by_id: dict[str, ExternalAccount] = {}
     for reported in directory.accounts:
-        account = await identities.upsert(session, reported)
+        account = await external_accounts.upsert(session, reported)
         by_id[account.external_id] = account
-        result = await identities.auto_link(session, account, allowed=allowed, who=who)
+        result = await external_accounts.auto_link(session, account, allowed=allowed, who=who)
         if create_people and result.outcome == Outcome.UNMATCHED and await _create_person(session, account, who, report):
             continue
         _record(report, result)
@@ -140,7 +139,7 @@ async def apply_directory(session: AsyncSession, directory, *, allowed: bool, wh
             continue
         was_deleted = account.is_deleted
         account.is_deleted = True
-        result = await identities.auto_link(session, account, allowed=allowed, who=who)
+        result = await external_accounts.auto_link(session, account, allowed=allowed, who=who)
         if not was_deleted or result.outcome == Outcome.UNLINKED:
             report.departed.append(_entry(account, link_removed=result.outcome == Outcome.UNLINKED,
                                           person=result.person.email if result.person else None))
@@ -161,7 +160,7 @@ async def _apply_teams(session: AsyncSession, directory, by_id: dict[str, Extern
         people: dict[int, User] = {}
         for member in team.members:
             account = by_id.get(member.user_id or "") or by_handle.get((member.username or "").lower())
-            person = await identities.connected_person(session, account) if account is not None else None
+            person = await external_accounts.connected_person(session, account) if account is not None else None
             if person is None or not person.is_active:
                 why = "not a user of this account" if account is None else (
                     "deactivated in Genie" if person is not None else "not connected to a Genie person")
@@ -169,12 +168,12 @@ async def _apply_teams(session: AsyncSession, directory, by_id: dict[str, Extern
                                                       "reason": why})
                 continue
             people[person.id] = person
-        existing = await repo.team_by_name(session, team.name)
+        existing = await teams.team_by_name(session, team.name)
         created = existing is None
-        genie_team = existing or await accounts.add_team(session, team.name)
+        genie_team = existing or await teams.add_team(session, team.name)
         added = []
         for person in sorted(people.values(), key=lambda p: p.email):
-            if await repo.membership(session, genie_team.id, person.id) is None:
+            if await teams.membership(session, genie_team.id, person.id) is None:
                 session.add(TeamMember(team_id=genie_team.id, user_id=person.id))
                 added.append(person.email)
         await session.flush()
@@ -305,7 +304,7 @@ async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, 
             problems.append(row.problem)
             continue
         try:
-            provider = identities.normalize_provider(v["provider"])
+            provider = external_accounts.normalize_provider(v["provider"])
         except InvalidInput as err:
             problems.append(f"{row.where}: {err}")
             continue
@@ -315,7 +314,7 @@ async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, 
             continue
         if v["account_email"]:
             try:
-                accounts.normalize_email(v["account_email"])
+                users.normalize_email(v["account_email"])
             except InvalidInput as err:
                 problems.append(f"{row.where}: account_email: {err}")
                 continue
@@ -324,14 +323,14 @@ async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, 
             problems.append(f"{seen[key]} and {row.where} name the same {provider} account {v['external_id']}")
             continue
         seen[key] = row.where
-        person = await repo.user_by_email(session, v["email"])
+        person = await users.user_by_email(session, v["email"])
         if person is None:
             problems.append(f"{row.where}: no person with email {v['email'].lower()}")
             continue
-        account = await identities.find_account(session, provider, v["tenant"], v["external_id"])
-        previous = await identities.connected_person(session, account) if account is not None else None
+        account = await external_accounts.find_account(session, provider, v["tenant"], v["external_id"])
+        previous = await external_accounts.connected_person(session, account) if account is not None else None
         if previous is not None and previous.id != person.id and not move:
-            problems.append(f"{row.where}: {identities.describe(account)} is connected to {previous.email} "
+            problems.append(f"{row.where}: {external_accounts.describe(account)} is connected to {previous.email} "
                             "(--move moves it)")
             continue
         plans.append(_Planned(row, provider, person, account, previous))
@@ -343,7 +342,7 @@ async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, 
         v = plan.row.values
         account = plan.account
         if account is None:
-            account = await identities.upsert(session, ReportedAccount(
+            account = await external_accounts.upsert(session, ReportedAccount(
                 provider=plan.provider, tenant=v["tenant"], external_id=v["external_id"], handle=v["handle"] or None,
                 email=v["account_email"] or None, display_name=v["display_name"] or None))
         else:  # keep what the provider reported; the file only fills in what it names
@@ -351,12 +350,12 @@ async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, 
                 if v[column]:
                     setattr(account, attr, v[column])
             if v["account_email"]:
-                account.email = identities.normalize_email(v["account_email"])
+                account.email = users.reported_email(v["account_email"])
         if plan.previous is not None and plan.previous.id == plan.person.id:
             result = "already"
         else:
             moved = f"moved from {plan.previous.email} " if plan.previous is not None else ""
-            await identities.connect(session, account, plan.person, via="import", who=who, replace=move,
+            await external_accounts.connect(session, account, plan.person, via="import", who=who, replace=move,
                                      detail=f"{moved}by {name}, {plan.row.where}")
             result = "moved" if plan.previous is not None else "connected"
         done.append({"where": plan.row.where, "result": result, "provider": plan.provider, "tenant": account.tenant,

@@ -8,7 +8,7 @@ one), one for their other accounts, and one for the page of accounts connected t
     page = await people.people_page(session, show="unlinked", provider="github", q="alice")
     loose = await people.loose_accounts_page(session, provider="pagerduty")
 
-Every change goes through ``identities.connect`` / ``identities.disconnect``, so it is on the
+Every change goes through ``external_accounts.connect`` / ``external_accounts.disconnect``, so it is on the
 audit log with who did it, in the same transaction. A change confirmed on a page that showed
 "connected to Bob" is refused when the account has since moved to someone else: what the
 admin confirmed is what happens, or nothing does.
@@ -17,13 +17,13 @@ admin confirmed is what happens, or nothing does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Generic, Literal, TypeVar
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import identities
+from bot.services import external_accounts
+from bot.services.external_accounts import AccountRow
 from bot.services.audit import Who
 from bot.services.errors import AlreadyExists, InvalidInput, NotFound
 from storage.models import ExternalAccount, SlackLink, User
@@ -40,26 +40,6 @@ class Page(Generic[T]):
     items: list[T]
     number: int
     has_next: bool
-
-
-@dataclass(frozen=True)
-class AccountRow:
-    """One account as the admin page shows it. ``key`` names it in forms: ``a:<account id>``,
-    or ``l:<slack link id>`` for a Slack link with no directory entry yet."""
-
-    key: str
-    provider: str
-    tenant: str
-    external_id: str
-    handle: str | None
-    email: str | None
-    display_name: str | None
-    via: str | None = None
-    connected_at: datetime | None = None
-    connected_by: str | None = None
-    match: str | None = None
-    match_detail: str | None = None
-    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,17 +65,6 @@ def _like(q: str) -> str:
     return f"%{escaped}%"
 
 
-def _flags(account: ExternalAccount) -> tuple[str, ...]:
-    return tuple(name for name, on in (("bot", account.is_bot), ("deleted", account.is_deleted),
-                                       ("guest", account.is_guest), ("external", account.is_external)) if on)
-
-
-def _account_row(account: ExternalAccount) -> AccountRow:
-    return AccountRow(f"a:{account.id}", account.provider, account.tenant, account.external_id, account.handle,
-                      account.email, account.display_name, account.connected_via, account.connected_at,
-                      account.connected_by, account.match, account.match_detail, _flags(account))
-
-
 def _slack_row(link: SlackLink, person: User, account: ExternalAccount | None) -> AccountRow:
     # A Slack directory entry keeps connected_* from the last connect(); a later /genie connect
     # or /genie disconnect does not touch it, so it speaks for this link only if it made it.
@@ -110,7 +79,7 @@ def _slack_row(link: SlackLink, person: User, account: ExternalAccount | None) -
         link.slack_email or (account.email if account is not None else None),
         link.slack_name or (account.display_name if account is not None else None),
         link.via, link.created_at, by, account.match if account is not None else None,
-        account.match_detail if account is not None else None, _flags(account) if account is not None else ())
+        account.match_detail if account is not None else None, AccountRow.of(account).flags if account is not None else ())
 
 
 def _people_with_accounts(provider: str | None) -> list:
@@ -168,22 +137,15 @@ async def people_page(session: AsyncSession, *, show: str = "all", provider: str
         others = await session.scalars(select(ExternalAccount).where(ExternalAccount.user_id.in_(ids)).order_by(
             ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.external_id))
         for account in others:
-            by_person[account.user_id].append(_account_row(account))
+            by_person[account.user_id].append(AccountRow.of(account))
     return Page([PersonRow(p, by_person[p.id]) for p in people], page, has_next)
-
-
-def _not_connected():
-    linked = exists().where(SlackLink.workspace_id == ExternalAccount.tenant,
-                            SlackLink.slack_user_id == ExternalAccount.external_id)
-    return or_(and_(ExternalAccount.provider != "slack", ExternalAccount.user_id.is_(None)),
-               and_(ExternalAccount.provider == "slack", ~linked))
 
 
 async def loose_accounts_page(session: AsyncSession, *, ambiguous: bool = False, provider: str | None = None,
                               q: str | None = None, page: int = 1, per_page: int = PER_PAGE) -> Page[AccountRow]:
     """Recorded accounts connected to no one; ``ambiguous``: only those whose email matched
     more than one person when auto-linking was tried."""
-    query = select(ExternalAccount).where(_not_connected())
+    query = select(ExternalAccount).where(external_accounts.not_connected())
     if ambiguous:
         query = query.where(ExternalAccount.match == "ambiguous")
     if provider:
@@ -198,13 +160,13 @@ async def loose_accounts_page(session: AsyncSession, *, ambiguous: bool = False,
     rows = list(await session.scalars(query.order_by(ExternalAccount.provider, ExternalAccount.tenant,
                                                      ExternalAccount.external_id)
                                       .offset((page - 1) * per_page).limit(per_page + 1)))
-    return Page([_account_row(a) for a in rows[:per_page]], page, len(rows) > per_page)
+    return Page([AccountRow.of(a) for a in rows[:per_page]], page, len(rows) > per_page)
 
 
 async def providers(session: AsyncSession) -> list[str]:
     """Providers to filter on: those Genie knows by name and any others it has recorded."""
     seen = set(await session.scalars(select(ExternalAccount.provider).distinct()))
-    return sorted(seen | set(identities.KNOWN_PROVIDERS))
+    return sorted(seen | set(external_accounts.KNOWN_PROVIDERS))
 
 
 # --- finding what a form names ---------------------------------------------------------------
@@ -218,7 +180,7 @@ def parse_key(key: str | None) -> tuple[str, int] | None:
 async def account_by_key(session: AsyncSession, key: str | None, *, record: bool = False) -> ExternalAccount:
     """The account a form names. A Slack link with no directory entry is described from the
     link; with ``record`` its directory entry is written, so the change can go through
-    ``identities`` like any other (it holds nothing the link did not already say)."""
+    ``external_accounts`` like any other (it holds nothing the link did not already say)."""
     parsed = parse_key(key)
     if parsed is None:
         raise NotFound("That account does not exist any more.")
@@ -230,7 +192,7 @@ async def account_by_key(session: AsyncSession, key: str | None, *, record: bool
                                     populate_existing=record)
     else:
         link = await session.get(SlackLink, number)
-        account = await identities.account_for_link(session, link, record=record) if link is not None else None
+        account = await external_accounts.account_for_link(session, link, record=record) if link is not None else None
     if account is None:
         raise NotFound("That account does not exist any more (it may have been removed meanwhile).")
     return account
@@ -254,12 +216,12 @@ def _id_or_none(value: str | None) -> int | None:
 
 async def _check_still(session: AsyncSession, account: ExternalAccount, expected: str | None) -> User:
     """The person the account is connected to, refusing if it is not whom the page showed."""
-    current = await identities.connected_person(session, account)
+    current = await external_accounts.connected_person(session, account)
     expected_id = _id_or_none(expected)
     if current is None:
-        raise NotFound(f"{identities.describe(account)} is not connected to anyone any more.")
+        raise NotFound(f"{external_accounts.describe(account)} is not connected to anyone any more.")
     if current.id != expected_id:
-        raise AlreadyExists(f"{identities.describe(account)} is now connected to {current.email}, not to whom "
+        raise AlreadyExists(f"{external_accounts.describe(account)} is now connected to {current.email}, not to whom "
                             "the page showed: look at it again.")
     return current
 
@@ -270,23 +232,22 @@ async def connect_by_admin(session: AsyncSession, admin: User, key: str | None, 
     (move it instead), as is a second Slack user of the same workspace for one person."""
     person = await person_by_email(session, email)
     account = await account_by_key(session, key, record=True)
-    current = await identities.connected_person(session, account)
-    if current is not None:
-        raise AlreadyExists(f"{identities.describe(account)} is already connected to {current.email}; "
+    previous = await external_accounts.connect(session, account, person, via="admin", who=Who.person(admin, "web"),
+                                               detail="connected by an admin on the web")
+    if previous is not None:  # theirs already (anyone else's was refused): nothing to connect
+        raise AlreadyExists(f"{external_accounts.describe(account)} is already connected to {previous.email}; "
                             "move it instead.")
-    await identities.connect(session, account, person, via="admin", who=Who.person(admin, "web"),
-                             detail="connected by an admin on the web")
     return account, person
 
 
 async def plan_move(session: AsyncSession, key: str | None, email: str | None, *, record: bool = False) -> MovePlan:
     account = await account_by_key(session, key, record=record)
     to_person = await person_by_email(session, email)
-    from_person = await identities.connected_person(session, account)
+    from_person = await external_accounts.connected_person(session, account)
     if from_person is None:
-        raise NotFound(f"{identities.describe(account)} is not connected to anyone; connect it instead.")
+        raise NotFound(f"{external_accounts.describe(account)} is not connected to anyone; connect it instead.")
     if from_person.id == to_person.id:
-        raise InvalidInput(f"{identities.describe(account)} is already connected to {to_person.email}.")
+        raise InvalidInput(f"{external_accounts.describe(account)} is already connected to {to_person.email}.")
     replaces = None
     if account.provider == "slack":
         other = await session.scalar(select(SlackLink).where(
@@ -301,7 +262,7 @@ async def move_by_admin(session: AsyncSession, admin: User, key: str | None, ema
     """Move an account from the person the confirm page showed to another person."""
     plan = await plan_move(session, key, email, record=True)
     await _check_still(session, plan.account, expected_from)
-    await identities.connect(session, plan.account, plan.to_person, via="admin", who=Who.person(admin, "web"),
+    await external_accounts.connect(session, plan.account, plan.to_person, via="admin", who=Who.person(admin, "web"),
                              replace=True, detail=f"moved from {plan.from_person.email} by an admin on the web")
     return plan
 
@@ -309,7 +270,7 @@ async def move_by_admin(session: AsyncSession, admin: User, key: str | None, ema
 async def remove_by_admin(session: AsyncSession, admin: User, key: str | None, expected_from: str | None) -> tuple[ExternalAccount, User]:
     account = await account_by_key(session, key, record=True)
     person = await _check_still(session, account, expected_from)
-    await identities.disconnect(session, account, who=Who.person(admin, "web"),
+    await external_accounts.disconnect(session, account, who=Who.person(admin, "web"),
                                 detail="removed by an admin on the web")
     return account, person
 
@@ -317,7 +278,7 @@ async def remove_by_admin(session: AsyncSession, admin: User, key: str | None, e
 # --- a person's own accounts -----------------------------------------------------------------
 async def own_account(session: AsyncSession, user: User, account_id: int) -> ExternalAccount | None:
     """One of ``user``'s own non-Slack accounts; anyone else's (or a Slack one: those are
-    removed as links, ``linking.unlink_for_user``) is not found."""
+    removed as links, ``slack_links.unlink_for_user``) is not found."""
     account = await session.get(ExternalAccount, account_id)
     if account is None or account.provider == "slack" or account.user_id != user.id:
         return None
@@ -328,6 +289,6 @@ async def remove_own(session: AsyncSession, user: User, account_id: int) -> Exte
     account = await own_account(session, user, account_id)
     if account is None:
         return None
-    await identities.disconnect(session, account, who=Who.person(user, "web"),
+    await external_accounts.disconnect(session, account, who=Who.person(user, "web"),
                                 detail="removed on their account page")
     return account

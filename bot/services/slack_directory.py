@@ -1,7 +1,7 @@
 """The Slack directory: every Slack user of a workspace recorded as an ``ExternalAccount`` and,
 where the workspace allows it, connected to the one Genie person their email identifies.
 
-Two ways in, one rule set (``identities.auto_link``):
+Two ways in, one rule set (``external_accounts.auto_link``):
 
 - ``genie slack sync`` pages through ``users.list`` and hands each page to ``record_page``
   (the Slack calls live in ``bot.slack_sync``; this module never talks to Slack);
@@ -41,10 +41,10 @@ from typing import Any, Iterable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import audit, identities
+from bot.services import audit, external_accounts, users
 from bot.services.audit import Who
 from bot.services.errors import AlreadyExists, InvalidInput
-from bot.services.identities import Outcome, ReportedAccount
+from bot.services.external_accounts import Outcome, ReportedAccount
 
 #: The actor of a directory sync on the audit log.
 SYNC = Who(label="slack sync", via="sync")
@@ -128,7 +128,7 @@ def reported(member: Any, workspace: Workspace) -> ReportedAccount:
     if not isinstance(user_id, str) or not _SLACK_ID.match(user_id):
         raise InvalidInput(f"a Slack user entry without a valid user id ({str(user_id)[:40]!r})")
     profile = member.get("profile") if isinstance(member.get("profile"), dict) else {}
-    email = identities.normalize_email(_text(profile.get("email")))
+    email = users.reported_email(_text(profile.get("email")))
     confirmed = member.get("is_email_confirmed")
     enterprise_user = member.get("enterprise_user") if isinstance(member.get("enterprise_user"), dict) else {}
     attrs: dict[str, Any] = {
@@ -201,7 +201,7 @@ def owner_problem(member: Any, workspace: Workspace, email: str) -> str | None:
 class Entry:
     """One Slack user's outcome, as plain values (safe to keep after the page's commit)."""
 
-    outcome: str  # an identities.Outcome value, or "malformed"
+    outcome: str  # an external_accounts.Outcome value, or "malformed"
     slack_user: str
     handle: str | None = None
     email: str | None = None
@@ -228,7 +228,7 @@ def skip_key(detail: str) -> str:
     return detail[:60] or "other"
 
 
-def _entry(result: identities.AutoLinkResult) -> Entry:
+def _entry(result: external_accounts.AutoLinkResult) -> Entry:
     account = result.account
     return Entry(outcome=result.outcome.value, slack_user=account.external_id, handle=account.handle,
                  email=account.email, person=result.person.email if result.person is not None else None,
@@ -246,11 +246,11 @@ async def _record(session: AsyncSession, member: Any, workspace: Workspace, *, a
     try:
         async with session.begin_nested():
             if keep_attrs:  # an event does not say the workspace's name: keep what a sync recorded
-                known = await identities.find_account(session, "slack", report.tenant, report.external_id)
+                known = await external_accounts.find_account(session, "slack", report.tenant, report.external_id)
                 if known is not None and known.attrs:
                     report = dataclasses.replace(report, attrs={**known.attrs, **report.attrs})
-            account = await identities.upsert(session, report)
-            return _entry(await identities.auto_link(session, account, allowed=allowed, who=who))
+            account = await external_accounts.upsert(session, report)
+            return _entry(await external_accounts.auto_link(session, account, allowed=allowed, who=who))
     except (IntegrityError, AlreadyExists) as err:  # changed by a concurrent sync, event or person
         detail = "changed by someone else at the same moment; run the sync again"
         if isinstance(err, AlreadyExists):
@@ -270,7 +270,7 @@ async def record_page(session: AsyncSession, members: Iterable[Any], workspace: 
 async def record_member(session: AsyncSession, member: Any, workspace: Workspace, who: Who) -> Entry:
     """One user as a ``team_join`` / ``user_change`` event reports them: recorded and run
     through the same rules, with the workspace's own ``auto_link_by_email``."""
-    allowed = await identities.auto_link_enabled(session, workspace.workspace_id)
+    allowed = await external_accounts.auto_link_enabled(session, workspace.workspace_id)
     return await _record(session, member, workspace, allowed=allowed, who=who, keep_attrs=True)
 
 

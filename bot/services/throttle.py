@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services.linking import SlackIdentity
+from bot.services.slack_links import SlackIdentity
 from storage.base import utcnow
 from storage.models import SlackThrottle
 

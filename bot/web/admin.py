@@ -24,9 +24,9 @@ from starlette.routing import Route
 
 from bot.notify import publish_home
 from bot.runtime import Runtime
-from bot.services import audit, identities, people
+from bot.services import audit, external_accounts, people
 from bot.services.errors import GenieError, InvalidInput, NotFound
-from bot.services.linking import SlackIdentity
+from bot.services.slack_links import SlackIdentity
 from bot.web.pages import csrf_failed, current_user, read_form, render, rt_of
 from storage.models import ExternalAccount, User
 
@@ -65,7 +65,7 @@ def _page_number(value: str | None) -> int:
 
 def _provider(value: str | None) -> str | None:
     try:
-        return identities.normalize_provider(value) if value else None
+        return external_accounts.normalize_provider(value) if value else None
     except InvalidInput:
         return None
 
@@ -170,7 +170,7 @@ async def admin_connect(request: Request) -> Response:
         return await _people_page(request, filters, status_code=_status(err), error=str(err))
     except IntegrityError:
         return await _people_page(request, filters, status_code=409, error=_RACED)
-    logger.info("admin %s connected %s to %s", admin.id, identities.describe(account), person.id)
+    logger.info("admin %s connected %s to %s", admin.id, external_accounts.describe(account), person.id)
     return _done(request, filters, "connect", account)
 
 
@@ -194,7 +194,7 @@ async def admin_move(request: Request) -> Response:
         return await _people_page(request, filters, status_code=_status(err), error=str(err))
     except IntegrityError:
         return await _people_page(request, filters, status_code=409, error=_RACED)
-    logger.info("admin %s moved %s from %s to %s", admin.id, identities.describe(plan.account),
+    logger.info("admin %s moved %s from %s to %s", admin.id, external_accounts.describe(plan.account),
                 plan.from_person.id, plan.to_person.id)
     return _done(request, filters, "move", plan.account)
 
@@ -210,9 +210,9 @@ async def admin_remove(request: Request) -> Response:
         if form.get("confirm") != "yes":
             async with rt_of(request).sessionmaker() as session:
                 account = await people.account_by_key(session, key)
-                person = await identities.connected_person(session, account)
+                person = await external_accounts.connected_person(session, account)
             if person is None:
-                raise NotFound(f"{identities.describe(account)} is not connected to anyone.")
+                raise NotFound(f"{external_accounts.describe(account)} is not connected to anyone.")
             return render(request, "admin_confirm.html", title="Remove this connection?", wide=True, kind="remove",
                           account=account, from_person=person, to_person=None, replaces=None, key=key, back=back,
                           cancel=filters.url())
@@ -222,7 +222,7 @@ async def admin_remove(request: Request) -> Response:
         return await _people_page(request, filters, status_code=_status(err), error=str(err))
     except IntegrityError:
         return await _people_page(request, filters, status_code=409, error=_RACED)
-    logger.info("admin %s removed %s from %s", admin.id, identities.describe(account), person.id)
+    logger.info("admin %s removed %s from %s", admin.id, external_accounts.describe(account), person.id)
     return _done(request, filters, "remove", account)
 
 

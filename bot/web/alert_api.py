@@ -46,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
-from bot.services import access, alert_people, alerts
+from bot.services import access, alert_people, alerts, teams, users
 from bot.services.alerts import Actor, AlreadyDone, Forbidden, ValidationFailed
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
 from storage import repositories as repo
@@ -475,7 +475,7 @@ async def request_status(request: Request, call: Call) -> Response:
     async with request.app.state.runtime.sessionmaker.begin() as session:
         team = await key_team(session, key)
         request_id = request.path_params["requestId"]
-        found = (await repo.api_request(session, request_id, team.id)
+        found = (await alerts.api_request(session, request_id, team.id)
                  if len(request_id) <= 36 and storable(request_id) else None)
     if found is None:
         raise ApiError(404, "Request does not exist")
@@ -505,11 +505,11 @@ async def list_alerts(request: Request, call: Call) -> Response:
         limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
         offset = int_param(request, "offset", 0, 0)
         sort = request.query_params.get("sort", "createdAt")
-        if sort not in repo.ALERT_SORTS:
-            raise ValidationFailed({"sort": f"sort must be one of {', '.join(repo.ALERT_SORTS)}"})
+        if sort not in alerts.ALERT_SORTS:
+            raise ValidationFailed({"sort": f"sort must be one of {', '.join(alerts.ALERT_SORTS)}"})
         descending = order_param(request)
         terms = parse_query(request.query_params.get("query", ""))
-        total, page = await repo.search_alerts(session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms,
+        total, page = await alerts.search_alerts(session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms,
                                                sort=sort, descending=descending, offset=offset, limit=limit)
         shown = await present(session, page, full=False)
 
@@ -575,10 +575,10 @@ async def _assignee(session: AsyncSession, owner: Any, alert: Alert) -> tuple[An
     if (isinstance(user_id, int) and not isinstance(user_id, bool)) or (
             isinstance(user_id, str) and re.fullmatch(r"[0-9]+", user_id.strip())):
         given = str(user_id).strip()
-        user = await repo.user_by_id(session, int(user_id)) if small_int(str(user_id).strip()) else None
+        user = await users.user_by_id(session, int(user_id)) if small_int(str(user_id).strip()) else None
     elif isinstance(username, str) and 0 < len(username) <= 254:
         given = username
-        user = await repo.user_by_email(session, username)
+        user = await users.user_by_email(session, username)
         if user is None or user.id not in members:
             user, named = None, await alert_people.name_owner(session, {"username": username}, among)
     elif isinstance(user_id, str) and 0 < len(user_id.strip()) <= 254:
@@ -797,7 +797,7 @@ async def _named_team(session: AsyncSession, given: Any, name: str) -> Team:
     if isinstance(team_id, str) and small_int(team_id.strip()):
         team = await session.get(Team, int(team_id.strip()))
     elif isinstance(team_name, str) and 0 < len(team_name) <= 100:
-        team = await repo.team_by_name(session, team_name)
+        team = await teams.team_by_name(session, team_name)
     if team is None:
         raise ValidationFailed({name: "Team does not exist"})
     return team
@@ -956,7 +956,7 @@ async def count_alerts(request: Request, call: Call) -> Response:
     async with request.app.state.runtime.sessionmaker.begin() as session:
         team = await key_team(session, key)
         terms = parse_query(request.query_params.get("query", ""))
-        total, _ = await repo.search_alerts(session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms, limit=0)
+        total, _ = await alerts.search_alerts(session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms, limit=0)
     return call.answer(200, data={"count": total})
 
 

@@ -29,10 +29,9 @@ from bot.notify import (announce_link, fetch_profile, queue_connected_dm, queue_
                         queue_password_set_notices, refresh_home_after_unlink)
 from bot.runtime import Runtime
 from bot import metrics
-from bot.services import accounts, actions, identities, linking, people
+from bot.services import actions, external_accounts, people, slack_links, teams, users
 from bot.services.errors import InvalidInput
-from bot.services.linking import LinkError, LinkProblem, NeedsReplaceConfirmation
-from storage import repositories as repo
+from bot.services.slack_links import LinkError, LinkProblem, NeedsReplaceConfirmation
 from storage.models import User
 
 logger = logging.getLogger(__name__)
@@ -142,7 +141,7 @@ async def current_user(request: Request) -> User | None:
     if not token:
         return None
     async with rt_of(request).sessionmaker() as session:
-        return await accounts.session_user(session, token)
+        return await users.session_user(session, token)
 
 
 def client_address(request: Request) -> str:
@@ -170,7 +169,7 @@ def problem_page(request: Request, err: LinkError) -> HTMLResponse:
     )
 
 
-def _invite_problem(request: Request, err: accounts.InviteProblem) -> HTMLResponse:
+def _invite_problem(request: Request, err: users.InviteProblem) -> HTMLResponse:
     return render(request, "message.html", status_code=410, title="This invitation can't be used", message=str(err))
 
 
@@ -195,9 +194,9 @@ async def login_submit(request: Request) -> Response:
     password = str(form.get("password") or "")[:1024]
     target = safe_next(str(form.get("next") or ""))
     try:
-        signed_in = await accounts.sign_in(rt.sessionmaker, email, password, client_address(request),
+        signed_in = await users.sign_in(rt.sessionmaker, email, password, client_address(request),
                                            request.cookies.get(SESSION_COOKIE))
-    except accounts.TooManyAttempts as err:
+    except users.TooManyAttempts as err:
         logger.warning("sign-in refused for a while: too many failures for that account or from %s",
                        client_address(request))
         response = render(request, "login.html", status_code=429, next=target, email=email, error=str(err))
@@ -209,7 +208,7 @@ async def login_submit(request: Request) -> Response:
     _user, token = signed_in
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=rt.settings.secure_cookies,
-                        path="/", max_age=int(accounts.SESSION_LIFETIME.total_seconds()))
+                        path="/", max_age=int(users.SESSION_LIFETIME.total_seconds()))
     return response
 
 
@@ -218,7 +217,7 @@ async def logout(request: Request) -> Response:
     if form is None:
         return csrf_failed(request)
     async with rt_of(request).sessionmaker.begin() as session:
-        await accounts.end_session(session, request.cookies.get(SESSION_COOKIE))
+        await users.end_session(session, request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -231,25 +230,25 @@ async def link_page(request: Request) -> Response:
     try:
         nonce = rt.tokens.load(token)
         async with rt.sessionmaker() as session:
-            request_row = await linking.usable_request(session, nonce)
-            user = await accounts.session_user(session, request.cookies.get(SESSION_COOKIE))
+            request_row = await slack_links.usable_request(session, nonce)
+            user = await users.session_user(session, request.cookies.get(SESSION_COOKIE))
             request.state.user = user
             if user is None:
                 return render(request, "link_signin.html", link=request_row, next=f"/link/{quote(token)}", error=None)
             live = await _live_profile(rt, request_row) if not request_row.slack_email else None
-            planned = await linking.preview(session, nonce, user, live_profile=live)
+            planned = await slack_links.preview(session, nonce, user, live_profile=live)
             return render(request, "link_confirm.html", plan=planned, token=token)
     except LinkError as err:
         return problem_page(request, err)
 
 
-async def _live_profile(rt: Runtime, row) -> linking.SlackProfile | None:
+async def _live_profile(rt: Runtime, row) -> slack_links.SlackProfile | None:
     """If the profile lookup that follows /genie connect has not finished (or failed), ask Slack
     now: the confirm page must be able to warn when the Slack email is not the person's own."""
     client = await rt.client_for(row.slack_team_id, row.enterprise_id)
     if client is None:
         return None
-    return await fetch_profile(client, linking.SlackIdentity(row.slack_team_id, row.slack_user_id, row.enterprise_id),
+    return await fetch_profile(client, slack_links.SlackIdentity(row.slack_team_id, row.slack_user_id, row.enterprise_id),
                                row.workspace_name)
 
 
@@ -267,34 +266,34 @@ async def link_confirm(request: Request) -> Response:
     try:
         nonce = rt.tokens.load(token)
         async with rt.sessionmaker() as session:
-            row = await linking.usable_request(session, nonce)
+            row = await slack_links.usable_request(session, nonce)
         # As on the page: a request whose profile was never recorded is checked against Slack now
         # (outside any transaction), so the email rules below judge what Slack says.
         live = await _live_profile(rt, row) if not row.slack_email else None
         async with rt.sessionmaker.begin() as session:
-            link = await linking.redeem(session, nonce, user, replace=form.get("replace") == "yes",
+            link = await slack_links.redeem(session, nonce, user, replace=form.get("replace") == "yes",
                                         live_profile=live, ownership_confirmed=form.get("mine") == "yes")
             await queue_connected_dm(rt, session, link)
             # The alert click that led here, if any: carried out now, through the gate.
             carried = await actions.carry_out(session, nonce, link,
                                               anonymous_default=rt.settings.allow_anonymous_actions)
             if link.needs_review:  # the DM above may go to someone else: tell the person where they are
-                await queue_new_link_notices(rt, session, link, linking.unverified_reason(link, user.email))
+                await queue_new_link_notices(rt, session, link, slack_links.unverified_reason(link, user.email))
     except LinkError as err:
         return problem_page(request, err)
-    except (linking.EmailMatchRequired, linking.NeedsOwnershipConfirmation, NeedsReplaceConfirmation) as refused:
+    except (slack_links.EmailMatchRequired, slack_links.NeedsOwnershipConfirmation, NeedsReplaceConfirmation) as refused:
         # Nothing was consumed. The workspace's email rule: the reason, no button. Slack does not
         # vouch that this Slack account is theirs: the second, explicit step. Confirming would
         # replace a link and the person did not choose that (or it appeared since the page was
         # shown): the choice again.
         status, extra = 409, {}
-        if isinstance(refused, linking.EmailMatchRequired):
+        if isinstance(refused, slack_links.EmailMatchRequired):
             status = 403
-        elif isinstance(refused, linking.NeedsOwnershipConfirmation):
+        elif isinstance(refused, slack_links.NeedsOwnershipConfirmation):
             extra = {"second_step": True, "replace": form.get("replace") == "yes"}
         try:
             async with rt.sessionmaker() as session:
-                planned = await linking.preview(session, nonce, user, live_profile=live)
+                planned = await slack_links.preview(session, nonce, user, live_profile=live)
                 return render(request, "link_confirm.html", status_code=status, plan=planned, token=token, **extra)
         except LinkError as err:
             return problem_page(request, err)
@@ -314,8 +313,8 @@ async def invite_page(request: Request) -> Response:
     token = request.path_params["token"]
     try:
         async with rt.sessionmaker() as session:
-            invited = await accounts.invited_user(session, rt.invites, token)
-    except accounts.InviteProblem as err:
+            invited = await users.invited_user(session, rt.invites, token)
+    except users.InviteProblem as err:
         return _invite_problem(request, err)
     request.state.user = await current_user(request)
     return render(request, "invite.html", invited=invited, token=token, error=None)
@@ -331,16 +330,16 @@ async def invite_submit(request: Request) -> Response:
     again = str(form.get("password_again") or "")
     try:
         async with rt.sessionmaker.begin() as session:
-            user = await accounts.accept_invite(session, rt.invites, token, password, again)  # ends every session
-            session_token = await accounts.start_session(session, user)
+            user = await users.accept_invite(session, rt.invites, token, password, again)  # ends every session
+            session_token = await users.start_session(session, user)
             told = await queue_password_set_notices(rt, session, user)
-    except accounts.InviteProblem as err:
+    except users.InviteProblem as err:
         return _invite_problem(request, err)
     except InvalidInput as err:
         async with rt.sessionmaker() as session:
             try:
-                invited = await accounts.invited_user(session, rt.invites, token)
-            except accounts.InviteProblem as problem:
+                invited = await users.invited_user(session, rt.invites, token)
+            except users.InviteProblem as problem:
                 return _invite_problem(request, problem)
         return render(request, "invite.html", status_code=400, invited=invited, token=token, error=str(err))
     logger.info("Genie user %s set their password from an invitation", user.id)
@@ -349,7 +348,7 @@ async def invite_submit(request: Request) -> Response:
         response.background = BackgroundTask(rt.wake_outbox)
     response.set_cookie(SESSION_COOKIE, session_token, httponly=True, samesite="lax",
                         secure=rt.settings.secure_cookies, path="/",
-                        max_age=int(accounts.SESSION_LIFETIME.total_seconds()))
+                        max_age=int(users.SESSION_LIFETIME.total_seconds()))
     return response
 
 
@@ -359,11 +358,11 @@ async def account_page(request: Request) -> Response:
         return RedirectResponse("/login?next=/account", status_code=303)
     request.state.user = user
     async with rt_of(request).sessionmaker() as session:
-        links = await repo.links_of_user(session, user.id)
-        others = await identities.other_accounts_of(session, user.id)
-        teams = await repo.teams_of_user(session, user.id)
-    review = [(link, linking.unverified_reason(link, user.email)) for link in links if link.needs_review]
-    return render(request, "account.html", links=links, teams=teams, others=others, review=review,
+        links = await slack_links.links_of_user(session, user.id)
+        others = await external_accounts.other_accounts_of(session, user.id)
+        my_teams = await teams.teams_of_user(session, user.id)
+    review = [(link, slack_links.unverified_reason(link, user.email)) for link in links if link.needs_review]
+    return render(request, "account.html", links=links, teams=my_teams, others=others, review=review,
                   kept=request.query_params.get("kept") == "1",
                   disconnected=request.query_params.get("disconnected") == "1",
                   welcome=request.query_params.get("welcome") == "1",
@@ -382,7 +381,7 @@ async def account_disconnect(request: Request) -> Response:
     link_id = int(raw_id) if re.fullmatch(r"[0-9]{1,9}", raw_id) else -1
     rt = rt_of(request)
     async with rt.sessionmaker.begin() as session:
-        link = await linking.unlink_for_user(session, user, link_id)
+        link = await slack_links.unlink_for_user(session, user, link_id)
     if link is None:
         request.state.user = user
         return render(request, "message.html", status_code=404, title="Not found",
@@ -404,7 +403,7 @@ async def account_keep(request: Request) -> Response:
     raw_id = request.path_params["link_id"]
     link_id = int(raw_id) if re.fullmatch(r"[0-9]{1,9}", raw_id) else -1
     async with rt_of(request).sessionmaker.begin() as session:
-        link = await linking.keep_link(session, user, link_id)
+        link = await slack_links.keep_link(session, user, link_id)
     if link is None:
         request.state.user = user
         return render(request, "message.html", status_code=404, title="Not found",

@@ -10,8 +10,8 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from bot import metrics
 from bot.blocks.alerts import parse_value, refusal_message
 from bot.listeners import identity_from, runtime, tell
-from bot.services import actions, linking
-from bot.services.linking import SlackProfile
+from bot.services import actions, slack_links
+from bot.services.slack_links import SlackProfile
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,9 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> N
     if result.needs_link:
         # The click is remembered with the link: once it is confirmed, Genie carries it out
         # through the gate (actions.carry_out) — the person need not find the alert again.
-        pending = linking.PendingClick(action, result.alert_id, data.get("user"), *_where(body))
+        pending = slack_links.PendingClick(action, result.alert_id, data.get("user"), *_where(body))
         async with rt.sessionmaker.begin() as session:
-            request = await linking.issue_link(session, identity, SlackProfile(workspace_name=_domain(body)),
+            request = await slack_links.issue_link(session, identity, SlackProfile(workspace_name=_domain(body)),
                                                rt.settings.link_ttl, pending=pending)
         connect_url = rt.link_url(rt.tokens.dump(request.nonce))
         then = f"{action} alert #{result.alert_id}"

@@ -8,7 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks.linking import disconnected_text
 from bot.listeners import identity_from, runtime, tell
 from bot.notify import link_view, publish_home
-from bot.services import linking
+from bot.services import slack_links
 
 
 async def ack_only(ack) -> None:
@@ -21,7 +21,7 @@ async def disconnect(ack, body: dict, context: AsyncBoltContext, client: AsyncWe
     await ack()
     rt, identity = runtime(context), identity_from(context)
     async with rt.sessionmaker.begin() as session:
-        link = await linking.unlink(session, identity)
+        link = await slack_links.unlink(session, identity)
         view = link_view(link) if link else None
     if body.get("response_url"):
         await tell(respond, identity.user_id, "that the link was removed", text=disconnected_text(view),

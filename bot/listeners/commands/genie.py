@@ -11,8 +11,8 @@ from bot.blocks.linking import connect_message, disconnected_text, help_blocks, 
 from bot.blocks.mrkdwn import escape
 from bot.listeners import identity_from, runtime
 from bot.notify import fetch_profile, link_view, publish_home
-from bot.services import heartbeats, linking, throttle
-from bot.services.linking import SlackProfile
+from bot.services import heartbeats, slack_links, throttle
+from bot.services.slack_links import SlackProfile
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +43,9 @@ async def connect(ack, body: dict, context: AsyncBoltContext, client: AsyncWebCl
                        "until it expires.")
         return
     async with rt.sessionmaker.begin() as session:
-        link = await linking.current_link(session, identity)
+        link = await slack_links.current_link(session, identity)
         view = link_view(link) if link else None
-        request = await linking.issue_link(session, identity, SlackProfile(workspace_name=workspace_name), rt.settings.link_ttl)
+        request = await slack_links.issue_link(session, identity, SlackProfile(workspace_name=workspace_name), rt.settings.link_ttl)
     url = rt.link_url(rt.tokens.dump(request.nonce))
     if view is None:
         await ack(response_type="ephemeral", text="Connect your Genie account",
@@ -57,13 +57,13 @@ async def connect(ack, body: dict, context: AsyncBoltContext, client: AsyncWebCl
     profile = await fetch_profile(client, identity, workspace_name)
     if profile is not None:
         async with rt.sessionmaker.begin() as session:
-            await linking.record_profile(session, request.nonce, profile)
+            await slack_links.record_profile(session, request.nonce, profile)
 
 
 async def status(ack, context: AsyncBoltContext) -> None:
     rt, identity = runtime(context), identity_from(context)
     async with rt.sessionmaker() as session:
-        link = await linking.current_link(session, identity)
+        link = await slack_links.current_link(session, identity)
         view = link_view(link) if link else None
         late = [heartbeats.late_line(h, team) for h, team in await heartbeats.late_for_user(session, link.user_id, rt.now())
                 ] if link is not None else []
@@ -73,7 +73,7 @@ async def status(ack, context: AsyncBoltContext) -> None:
 async def disconnect(ack, context: AsyncBoltContext, client: AsyncWebClient) -> None:
     rt, identity = runtime(context), identity_from(context)
     async with rt.sessionmaker.begin() as session:
-        link = await linking.unlink(session, identity)
+        link = await slack_links.unlink(session, identity)
         view = link_view(link) if link else None
     await ack(response_type="ephemeral", text=disconnected_text(view))
     if link is not None:

@@ -1,4 +1,5 @@
-"""People, teams and web sign-in.
+"""People (users), web sign-in, sessions and invitations; this module owns the ``user``,
+``web_session`` and ``signin_failure`` tables' queries.
 
 Passwords are hashed with argon2id (argon2-cffi). Sign-in takes the same time whether or not
 the email exists (a dummy hash is verified), and the caller says only "email or password is
@@ -44,23 +45,32 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
-from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import SigninFailure, Team, TeamMember, User, WebSession
+from storage.models import SigninFailure, User, WebSession
 
 SESSION_LIFETIME = timedelta(hours=12)
 MIN_PASSWORD_LENGTH = 8
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 def normalize_email(email: str) -> str:
+    """An address as Genie stores and compares it (trimmed, lower case); ``InvalidInput`` when it
+    cannot be one. What people type (CLI, web, import files) goes through this."""
     email = email.strip().lower()
     if not _EMAIL.match(email) or len(email) > 254:
         raise InvalidInput(f"{email!r} is not an email address")
     return email
+
+
+def reported_email(email: str | None) -> str | None:
+    """The variant for what another tool reported about its users: ``normalize_email``'s value,
+    or None for none or one that cannot be an address (it is not recorded, so never matches)."""
+    try:
+        return normalize_email(email) if email else None
+    except InvalidInput:
+        return None
 
 
 def hash_password(password: str) -> str:
@@ -77,6 +87,18 @@ def _verify(password_hash: str | None, password: str) -> bool:
 
 
 # --- users -----------------------------------------------------------------------------------
+async def user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email.strip().lower()))
+
+
+async def user_by_id(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def all_users(session: AsyncSession) -> list[User]:
+    return list(await session.scalars(select(User).order_by(User.email)))
+
+
 async def add_user(
     session: AsyncSession, email: str, name: str, password: str | None = None, is_admin: bool = False
 ) -> User:
@@ -84,7 +106,7 @@ async def add_user(
     name = name.strip()
     if not name:
         raise InvalidInput("a name is required (--name)")
-    if await repo.user_by_email(session, email):
+    if await user_by_email(session, email):
         raise AlreadyExists(f"a user with email {email} already exists")
     user = User(email=email, name=name, is_admin=is_admin, is_active=True,
                 password_hash=hash_password(password) if password is not None else None)
@@ -97,7 +119,7 @@ async def add_user(
 
 
 async def require_user(session: AsyncSession, email: str) -> User:
-    user = await repo.user_by_email(session, email)
+    user = await user_by_email(session, email)
     if user is None:
         raise NotFound(f"no user with email {email.strip().lower()}")
     return user
@@ -122,7 +144,7 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     """The user if the email and password match an active account, else None (no rate limit:
     for the CLI and tests; the web goes through ``sign_in``)."""
     # NUL can't be in a stored email (PostgreSQL refuses it in a query): no such user.
-    user = await repo.user_by_email(session, email) if "\x00" not in email else None
+    user = await user_by_email(session, email) if "\x00" not in email else None
     ok = await asyncio.to_thread(_verify, user.password_hash if user else None, password)
     if not ok or user is None or not user.is_active:
         return None
@@ -197,7 +219,7 @@ async def sign_in(sessionmaker, email: str, password: str, address: str, old_tok
     async with sessionmaker.begin() as session:
         await check_signin_allowed(session, email, address, now)
         # NUL can't be in a stored email (PostgreSQL refuses it in a query): no such user.
-        user = await repo.user_by_email(session, email) if "\x00" not in email else None
+        user = await user_by_email(session, email) if "\x00" not in email else None
         user_id, stored = (user.id, user.password_hash) if user is not None and user.is_active else (None, None)
         attempt = SigninFailure(account=account, address=address, at=now, pending=True)
         session.add(attempt)
@@ -235,97 +257,29 @@ async def start_session(session: AsyncSession, user: User, now: datetime | None 
     token = secrets.token_urlsafe(32)
     session.add(WebSession(token_hash=_token_hash(token), user_id=user.id, created_at=now,
                            expires_at=now + SESSION_LIFETIME))
-    await repo.delete_expired_sessions(session, now)
+    await session.execute(delete(WebSession).where(WebSession.expires_at <= now))
     return token
 
 
 async def session_user(session: AsyncSession, token: str | None, now: datetime | None = None) -> User | None:
     if not token or len(token) > 100:
         return None
-    return await repo.session_user(session, _token_hash(token), now or utcnow())
+    token_hash, now = _token_hash(token), now or utcnow()
+    return await session.scalar(
+        select(User)
+        .join(WebSession, WebSession.user_id == User.id)
+        .where(WebSession.token_hash == token_hash, WebSession.expires_at > now, User.is_active.is_(True))
+    )
 
 
 async def end_session(session: AsyncSession, token: str | None) -> None:
     if token and len(token) <= 100:
-        await repo.delete_session(session, _token_hash(token))
+        await session.execute(delete(WebSession).where(WebSession.token_hash == _token_hash(token)))
 
 
 async def end_all_sessions(session: AsyncSession, user_id: int) -> None:
     """Sign the person out everywhere (a password change, a deactivation)."""
     await session.execute(delete(WebSession).where(WebSession.user_id == user_id))
-
-
-# --- teams -----------------------------------------------------------------------------------
-def _check_channel(channel: str) -> str:
-    channel = channel.strip()
-    if not _CHANNEL.match(channel):
-        raise InvalidInput(f"{channel!r} is not a Slack channel id (like C0123456789)")
-    return channel
-
-
-_WORKSPACE = re.compile(r"^[TE][A-Z0-9]{2,}$")
-
-
-def _check_workspace(workspace: str | None) -> tuple[str | None, str | None]:
-    """``T…`` (a workspace) or ``E…/T…`` / ``E…`` (Enterprise Grid) → ``(team_id, enterprise_id)``."""
-    if not workspace:
-        return None, None
-    parts = [p.strip() for p in workspace.split("/")]
-    if not all(_WORKSPACE.match(p) for p in parts) or len(parts) > 2:
-        raise InvalidInput(f"{workspace!r} is not a Slack workspace id (T0123…, or E0123…/T0123… on Enterprise Grid)")
-    enterprise = next((p for p in parts if p.startswith("E")), None)
-    team = next((p for p in parts if p.startswith("T")), None)
-    return team, enterprise
-
-
-async def add_team(session: AsyncSession, name: str, channel: str | None = None, workspace: str | None = None) -> Team:
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise InvalidInput("a team name of 1 to 100 characters is required")
-    if await repo.team_by_name(session, name):
-        raise AlreadyExists(f"a team named {name} already exists")
-    team_id, enterprise_id = _check_workspace(workspace)
-    team = Team(name=name, slack_channel_id=_check_channel(channel) if channel else None,
-                slack_team_id=team_id, enterprise_id=enterprise_id)
-    session.add(team)
-    await session.flush()
-    return team
-
-
-async def require_team(session: AsyncSession, name: str) -> Team:
-    team = await repo.team_by_name(session, name)
-    if team is None:
-        raise NotFound(f"no team named {name.strip()}")
-    return team
-
-
-async def set_team_channel(session: AsyncSession, name: str, channel: str, workspace: str | None = None) -> Team:
-    """The channel for the team's alerts; in multi-workspace mode also the workspace it is in."""
-    team = await require_team(session, name)
-    team.slack_channel_id = _check_channel(channel)
-    if workspace:
-        team.slack_team_id, team.enterprise_id = _check_workspace(workspace)
-    return team
-
-
-async def add_member(session: AsyncSession, team_name: str, email: str) -> tuple[Team, User]:
-    team = await require_team(session, team_name)
-    user = await require_user(session, email)
-    if await repo.membership(session, team.id, user.id):
-        raise AlreadyExists(f"{user.email} is already a member of {team.name}")
-    session.add(TeamMember(team_id=team.id, user_id=user.id))
-    await session.flush()
-    return team, user
-
-
-async def remove_member(session: AsyncSession, team_name: str, email: str) -> tuple[Team, User]:
-    team = await require_team(session, team_name)
-    user = await require_user(session, email)
-    member = await repo.membership(session, team.id, user.id)
-    if member is None:
-        raise NotFound(f"{user.email} is not a member of {team.name}")
-    await session.delete(member)
-    return team, user
 
 
 # --- invitations: a one-time link to set a password -------------------------------------------

@@ -1,4 +1,7 @@
-"""People and their connected accounts: Slack, PagerDuty, OpsGenie, GitHub, Jira …
+"""External accounts — other tools' users (Slack, PagerDuty, OpsGenie, GitHub, Jira …) — and
+their connection to people. This module owns the ``external_account`` table's queries, and is
+the one way to connect, move or remove an account (CLI, web and importers all call ``connect``
+and ``disconnect``).
 
 A *person* is a Genie ``User`` (who may or may not be able to sign in). An *account* is an
 ``ExternalAccount``: what another tool reported about one of its users. An account is
@@ -30,17 +33,20 @@ from __future__ import annotations
 
 import enum
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from bot.services import audit
+from bot.services import audit, users
 from bot.services.audit import Who
 from bot.services.errors import AlreadyExists, InvalidInput, NotFound
+from bot.services.users import reported_email
 from storage import repositories as repo
 from storage.base import utcnow
 from storage.models import ExternalAccount, SlackLink, User
@@ -62,13 +68,6 @@ def normalize_provider(provider: str) -> str:
     if not _PROVIDER_RE.match(value):
         raise InvalidInput(f"{provider!r} is not a provider name (e.g. {', '.join(KNOWN_PROVIDERS)})")
     return value
-
-
-def normalize_email(email: str | None) -> str | None:
-    """An address as Genie compares it; None for none, or for one that cannot be an address
-    (no ``@``, or longer than 254 characters): it is not recorded and so never matches."""
-    value = (email or "").strip().lower()
-    return value if value and "@" in value and len(value) <= 254 else None
 
 
 @dataclass(frozen=True)
@@ -108,6 +107,36 @@ class AutoLinkResult:
     candidates: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class AccountRow:
+    """One account as a list shows it (``genie accounts list``, the admin's people page).
+    ``key`` names it in forms: ``a:<account id>``, or ``l:<slack link id>`` for a Slack link with
+    no directory entry yet. ``person``: whom it is connected to, where the list says."""
+
+    key: str
+    provider: str
+    tenant: str
+    external_id: str
+    handle: str | None
+    email: str | None
+    display_name: str | None
+    via: str | None = None
+    connected_at: datetime | None = None
+    connected_by: str | None = None
+    match: str | None = None
+    match_detail: str | None = None
+    flags: tuple[str, ...] = ()
+    person: User | None = None
+
+    @classmethod
+    def of(cls, account: ExternalAccount, person: User | None = None, via: str | None = None) -> AccountRow:
+        flags = tuple(name for name, on in (("bot", account.is_bot), ("deleted", account.is_deleted),
+                                            ("guest", account.is_guest), ("external", account.is_external)) if on)
+        return cls(f"a:{account.id}", account.provider, account.tenant, account.external_id, account.handle,
+                   account.email, account.display_name, via if via is not None else account.connected_via,
+                   account.connected_at, account.connected_by, account.match, account.match_detail, flags, person)
+
+
 # --- recording what a provider reported -----------------------------------------------------
 async def find_account(session: AsyncSession, provider: str, tenant: str, external_id: str) -> ExternalAccount | None:
     return await session.scalar(select(ExternalAccount).where(
@@ -130,7 +159,7 @@ async def upsert(session: AsyncSession, reported: ReportedAccount, now: datetime
         raise InvalidInput(f"a {provider} tenant longer than 100 characters ({reported.tenant[:40]}…)")
     values = dict(
         handle=(reported.handle or "").strip()[:200] or None,
-        email=normalize_email(reported.email),
+        email=reported_email(reported.email),
         email_verified=bool(reported.email_verified),
         display_name=(reported.display_name or "").strip()[:200] or None,
         is_bot=reported.is_bot, is_deleted=reported.is_deleted, is_guest=reported.is_guest,
@@ -168,7 +197,7 @@ async def upsert(session: AsyncSession, reported: ReportedAccount, now: datetime
 async def people_with_email(session: AsyncSession, email: str) -> list[User]:
     """Active people this email identifies: their Genie email, or the email of an account
     connected to them by their own link or by an admin (never by an earlier email match)."""
-    email = normalize_email(email)
+    email = reported_email(email)
     if not email:
         return []
     own = select(User.id).where(User.email == email)
@@ -202,7 +231,7 @@ async def account_for_link(session: AsyncSession, link: SlackLink, *, record: bo
         return account
     now = utcnow()
     account = ExternalAccount(
-        provider="slack", tenant=link.workspace_id, external_id=link.slack_user_id, email=normalize_email(link.slack_email),
+        provider="slack", tenant=link.workspace_id, external_id=link.slack_user_id, email=reported_email(link.slack_email),
         email_verified=False, display_name=link.slack_name, is_bot=False, is_deleted=False, is_guest=False,
         is_external=False, attrs={"team_id": link.slack_team_id, "enterprise_id": link.enterprise_id,
                                   "workspace_name": link.workspace_name},
@@ -252,8 +281,10 @@ async def _lock(session: AsyncSession, account: ExternalAccount) -> None:
 async def connect(
     session: AsyncSession, account: ExternalAccount, person: User, *, via: str, who: Who,
     replace: bool = False, detail: str | None = None, now: datetime | None = None,
-) -> ExternalAccount:
-    """Connect ``account`` to ``person`` (or move it there). Without ``replace``, an account
+) -> User | None:
+    """Connect ``account`` to ``person`` (or move it there): the one way every caller (CLI, web,
+    importers, auto-linking) connects an account. Returns whom it was connected to before (None:
+    nobody; ``person``: already theirs, nothing changed). Without ``replace``, an account
     connected to someone else, or a Slack person already linked to another user of that
     workspace, is refused with AlreadyExists and nothing changes."""
     if via not in VIA:
@@ -262,9 +293,9 @@ async def connect(
     await _lock(session, account)
     previous = await connected_person(session, account)
     if previous is not None and previous.id == person.id:
-        return account
+        return previous
     if previous is not None and not replace:
-        raise AlreadyExists(f"{describe(account)} is connected to {previous.email}; move it instead")
+        raise AlreadyExists(f"{describe(account)} is already connected to {previous.email}; move it instead.")
     if account.provider == "slack":
         other = await session.scalar(select(SlackLink).where(
             SlackLink.user_id == person.id, SlackLink.workspace_id == account.tenant))
@@ -299,7 +330,7 @@ async def connect(
     else:
         await audit.record(session, who, "account.connect", subject=person, provider=account.provider,
                            tenant=account.tenant, external_id=account.external_id, detail=detail or f"via {via}")
-    return account
+    return previous
 
 
 async def disconnect(session: AsyncSession, account: ExternalAccount, *, who: Who,
@@ -389,7 +420,7 @@ def describe(account: ExternalAccount) -> str:
 
 async def other_accounts_of(session: AsyncSession, user_id: int) -> list[ExternalAccount]:
     """The person's connected accounts other than Slack (their Slack links are ``SlackLink`` rows,
-    see ``repo.links_of_user``), by provider and tenant."""
+    see ``slack_links.links_of_user``), by provider and tenant."""
     return list(await session.scalars(
         select(ExternalAccount).where(ExternalAccount.user_id == user_id, ExternalAccount.provider != "slack")
         .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.id)))
@@ -516,3 +547,85 @@ async def resolve_named(session: AsyncSession, value: str, provider: str | None 
         if person is not None and person.is_active:
             return Named(given, provider, person)
     return Named(given, provider, None, _explain(people))
+
+
+# --- listing, and changes by hand (``genie accounts list|connect|remove``) --------------------
+def _slack_link_exists():
+    return exists().where(SlackLink.workspace_id == ExternalAccount.tenant,
+                          SlackLink.slack_user_id == ExternalAccount.external_id)
+
+
+def not_connected():
+    """SQL: the account is connected to no one (a Slack one: no link; any other: no user_id)."""
+    return or_(and_(ExternalAccount.provider != "slack", ExternalAccount.user_id.is_(None)),
+               and_(ExternalAccount.provider == "slack", ~_slack_link_exists()))
+
+
+async def list_accounts(session: AsyncSession, *, provider: str | None = None, unlinked: bool = False,
+                        ambiguous: bool = False, email: str | None = None, limit: int = 10_000) -> list[AccountRow]:
+    """Recorded accounts, by provider, tenant and id. ``unlinked``: connected to nobody;
+    ``ambiguous``: the last email match found several people; ``email``: connected to that
+    person, or reporting that email."""
+    query = select(ExternalAccount)
+    if provider:
+        query = query.where(ExternalAccount.provider == normalize_provider(provider))
+    if unlinked:
+        query = query.where(not_connected())
+    if ambiguous:
+        query = query.where(ExternalAccount.match == Outcome.AMBIGUOUS.value)
+    if email:
+        wanted = email.strip().lower()
+        person_id = select(User.id).where(User.email == wanted).scalar_subquery()
+        via_slack = exists().where(SlackLink.workspace_id == ExternalAccount.tenant,
+                                   SlackLink.slack_user_id == ExternalAccount.external_id,
+                                   SlackLink.user_id == person_id)
+        query = query.where(or_(ExternalAccount.email == wanted, ExternalAccount.user_id == person_id,
+                                and_(ExternalAccount.provider == "slack", via_slack)))
+    # One query: a Slack account's person is its link's, any other's is its own user_id.
+    # (An alias, so that the filters' EXISTS subqueries over slack_link stay uncorrelated.)
+    link = aliased(SlackLink)
+    on = and_(ExternalAccount.provider == "slack", link.workspace_id == ExternalAccount.tenant,
+              link.slack_user_id == ExternalAccount.external_id)
+    owner = case((ExternalAccount.provider == "slack", link.user_id), else_=ExternalAccount.user_id)
+    via = case((ExternalAccount.provider == "slack", link.via), else_=ExternalAccount.connected_via)
+    query = (query.add_columns(User, via).outerjoin(link, on).outerjoin(User, User.id == owner)
+             .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.external_id).limit(limit))
+    return [dataclasses.replace(AccountRow.of(account, person), via=how) for account, person, how in await session.execute(query)]
+
+
+def _tenant(tenant: str | None) -> str | None:
+    if tenant is not None and len(tenant.strip()) > 100:
+        raise InvalidInput("--tenant is longer than 100 characters")
+    return tenant.strip() if tenant is not None else None
+
+
+async def connect_by_id(session: AsyncSession, provider: str, external_id: str, email: str, *, who: Who,
+                        tenant: str | None = None, move: bool = False) -> tuple[ExternalAccount, User, User | None]:
+    """Connect (``move``: or move) an account named by provider and id to the person with
+    ``email``; an account Genie has not seen is recorded first (not Slack: a Slack account is
+    recorded by the directory sync). Returns the account, the person and whom it was connected
+    to before (None: nobody)."""
+    provider = normalize_provider(provider)
+    external_id = (external_id or "").strip()
+    if not external_id or len(external_id) > 200:
+        raise InvalidInput("an account id of 1 to 200 characters is required")
+    tenant = _tenant(tenant)
+    person = await users.require_user(session, email)
+    try:
+        account = await require_account(session, provider, external_id, tenant)
+    except NotFound:
+        if provider == "slack":
+            raise NotFound(f"no Slack account {external_id} is known to Genie; run the Slack directory sync, "
+                           "or ask them to /genie connect") from None
+        account = await upsert(session, ReportedAccount(provider=provider, tenant=tenant or "", external_id=external_id))
+    previous = await connect(session, account, person, via="admin", who=who, replace=move)
+    return account, person, previous
+
+
+async def remove_by_id(session: AsyncSession, provider: str, external_id: str, *, who: Who,
+                       tenant: str | None = None) -> tuple[ExternalAccount, User]:
+    account = await require_account(session, provider, external_id, tenant.strip() if tenant is not None else None)
+    person = await disconnect(session, account, who=who)
+    if person is None:
+        raise NotFound(f"{describe(account)} is not connected to anyone")
+    return account, person

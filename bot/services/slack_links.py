@@ -1,4 +1,5 @@
-"""Linking a Slack identity to a Genie user: issue a one-time link, preview it, redeem it, unlink.
+"""Slack links: linking a Slack identity to a Genie user — issue a one-time link, preview it,
+redeem it, unlink. This module owns the ``slack_link`` and ``link_request`` tables' queries.
 
 The token in a link URL is a random nonce signed with itsdangerous (dedicated salt, key
 rotation, ``max_age``). The signature proves origin and age; the ``link_request`` row makes it
@@ -22,10 +23,10 @@ from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from bot.services import audit
 from bot.services.audit import Who
@@ -162,7 +163,7 @@ async def issue_link(
     """A new link request for this Slack identity; older unused ones stop working (and with
     them any click they remembered)."""
     now = now or utcnow()
-    await repo.supersede_open_requests(session, identity.workspace_id, identity.user_id, now)
+    await supersede_open_requests(session, identity.workspace_id, identity.user_id, now)
     request = LinkRequest(
         nonce=secrets.token_urlsafe(32),
         workspace_id=identity.workspace_id,
@@ -302,13 +303,13 @@ async def preview(session: AsyncSession, nonce: str, user: User, now: datetime |
                                                                     REQUIRE_EMAIL_MATCH) == "true")
     if request.pending_action is not None and request.pending_alert_id is not None:
         result.pending_alert = await session.get(Alert, request.pending_alert_id)
-    current = await repo.link_for_identity(session, request.workspace_id, request.slack_user_id)
+    current = await link_for_identity(session, request.workspace_id, request.slack_user_id)
     if current is not None:
         if current.user_id == user.id:
             result.already_linked = True
         else:
             result.identity_taken_by = current.user
-    mine = await repo.link_for_user_in_workspace(session, user.id, request.workspace_id)
+    mine = await link_for_user_in_workspace(session, user.id, request.workspace_id)
     if mine is not None and mine.slack_user_id != request.slack_user_id:
         result.user_linked_elsewhere = mine
     return result
@@ -362,7 +363,7 @@ async def redeem(
         raise NeedsReplaceConfirmation(planned)
     if planned.needs_ownership_confirmation and not ownership_confirmed:
         raise NeedsOwnershipConfirmation(planned)
-    if not await repo.consume_request(session, nonce, user.id, now):
+    if not await consume_request(session, nonce, user.id, now):
         # Someone else won the race, or the token went stale since the preview: say which.
         await session.refresh(planned.request)
         await usable_request(session, nonce, now)
@@ -420,7 +421,7 @@ async def redeem(
 # --- reading and unlinking -------------------------------------------------------------------
 async def current_link(session: AsyncSession, identity: SlackIdentity) -> SlackLink | None:
     """The link of this Slack identity (with its user loaded), or None."""
-    return await repo.link_for_identity(session, identity.workspace_id, identity.user_id)
+    return await link_for_identity(session, identity.workspace_id, identity.user_id)
 
 
 async def _audit_unlink(session: AsyncSession, link: SlackLink, who: Who, detail: str) -> None:
@@ -482,7 +483,7 @@ async def unlink_by_admin(session: AsyncSession, who: str) -> list[SlackLink]:
     """``genie link remove EMAIL|SLACK_USER_ID``: every link of that user or Slack user id."""
     who = who.strip()
     if "@" in who:
-        links = await repo.all_links(session, email=who)
+        links = await all_links(session, email=who)
     else:
         links = list(
             await session.scalars(
@@ -497,3 +498,66 @@ async def unlink_by_admin(session: AsyncSession, who: str) -> list[SlackLink]:
     for link in links:
         await _audit_unlink(session, link, Who.cli("genie link remove"), f"genie link remove {who}")
     return links
+
+
+# --- queries of slack_link and link_request -----------------------------------------------------------------------------
+async def link_for_identity(session: AsyncSession, workspace_id: str, slack_user_id: str) -> SlackLink | None:
+    """On every click (the gate): the link and its user in one query."""
+    return await session.scalar(
+        select(SlackLink)
+        .options(joinedload(SlackLink.user, innerjoin=True))
+        .where(SlackLink.workspace_id == workspace_id, SlackLink.slack_user_id == slack_user_id)
+    )
+
+
+async def link_for_user_in_workspace(session: AsyncSession, user_id: int, workspace_id: str) -> SlackLink | None:
+    return await session.scalar(
+        select(SlackLink).where(SlackLink.user_id == user_id, SlackLink.workspace_id == workspace_id)
+    )
+
+
+async def links_of_user(session: AsyncSession, user_id: int) -> list[SlackLink]:
+    return list(await session.scalars(select(SlackLink).where(SlackLink.user_id == user_id).order_by(SlackLink.created_at)))
+
+
+async def all_links(session: AsyncSession, email: str | None = None) -> list[SlackLink]:
+    query = select(SlackLink).options(selectinload(SlackLink.user)).join(User, User.id == SlackLink.user_id)
+    if email:
+        query = query.where(User.email == email.strip().lower())
+    return list(await session.scalars(query.order_by(User.email, SlackLink.workspace_id)))
+
+
+# --- link requests ---------------------------------------------------------------------------
+async def supersede_open_requests(session: AsyncSession, workspace_id: str, slack_user_id: str, now: datetime) -> int:
+    """Mark this identity's unused requests superseded. Two ``/genie connect`` at the same moment
+    must not both leave a usable link: on PostgreSQL a transaction-scoped advisory lock per
+    identity orders them (SQLite already runs writers one at a time: BEGIN IMMEDIATE)."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                              {"k": f"genie-link:{workspace_id}:{slack_user_id}"})
+    result = await session.execute(
+        update(LinkRequest)
+        .where(
+            LinkRequest.workspace_id == workspace_id,
+            LinkRequest.slack_user_id == slack_user_id,
+            LinkRequest.consumed_at.is_(None),
+            LinkRequest.superseded_at.is_(None),
+        )
+        .values(superseded_at=now)
+    )
+    return result.rowcount
+
+
+async def consume_request(session: AsyncSession, nonce: str, user_id: int, now: datetime) -> bool:
+    """The one conditional update that makes a link one-time: exactly one caller wins."""
+    result = await session.execute(
+        update(LinkRequest)
+        .where(
+            LinkRequest.nonce == nonce,
+            LinkRequest.consumed_at.is_(None),
+            LinkRequest.superseded_at.is_(None),
+            LinkRequest.expires_at > now,
+        )
+        .values(consumed_at=now, consumed_by_user_id=user_id)
+    )
+    return result.rowcount == 1
