@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot.config import ConfigError, Settings, load_dotenv_file
 from bot.logs import install_log_redaction
+from bot.ids import is_id
 from bot.services import external_accounts, slack_links, teams, users
 from bot.services.errors import GenieError
 from storage import repositories as repo
@@ -527,7 +528,7 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
     from bot.services import outbox
 
-    if not re.fullmatch(r"[0-9]{1,9}", args.id):
+    if not is_id(args.id):
         raise UserError(f"{args.id!r} is not an outbox message id (see genie outbox list --failed)")
 
     async def work(session):

@@ -219,18 +219,6 @@ class OutboxWorker:
             return
         self._wake.set()
 
-    async def run_once(self) -> int:
-        """Deliver everything due now (following each channel to its end); the number delivered."""
-        mine: set[asyncio.Task] = set()
-        while True:
-            mine.update(await self._fill())
-            running = [t for t in mine if not t.done()]
-            if not running:
-                break
-            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-        await self._update_gauges(force=True)
-        return sum(t.result() for t in mine if not t.cancelled())
-
     # --- the loop ------------------------------------------------------------------------------
     async def _loop(self) -> None:
         failures = 0

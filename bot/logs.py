@@ -53,14 +53,6 @@ def _scrub(record: logging.LogRecord) -> None:
         record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
 
 
-class RedactLinkTokens(logging.Filter):
-    """The same scrubbing as a filter, for a logger or handler configured by hand."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        _scrub(record)
-        return True
-
-
 def install_log_redaction() -> None:
     """Scrub every log record as it is made (see the module docstring)."""
     current = logging.getLogRecordFactory()

@@ -4,6 +4,7 @@ below are what make the identity rules of DESIGN.md §3 hold even under races.""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false as sa_false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -224,6 +225,32 @@ class TeamPostGrant(Base):
     for_team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), primary_key=True)
 
 
+class AlertStatus(StrEnum):
+    """``alert.status`` (acknowledged is a separate flag of an open alert)."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class AlertAction(StrEnum):
+    """``alert_event.action``: what was done (or tried) to an alert. The values are stored."""
+
+    CREATE = "create"
+    DEDUPLICATE = "deduplicate"
+    ACKNOWLEDGE = "acknowledge"
+    UNACKNOWLEDGE = "unacknowledge"
+    CLOSE = "close"
+    ASSIGN = "assign"
+    SNOOZE = "snooze"
+    UPDATE = "update"
+    TAGS = "tags"
+    DETAILS = "details"
+    RESPONDER = "responder"
+    CUSTOM = "custom"
+    NOTE = "note"
+    RESOLVE = "resolve"
+
+
 class Alert(Base):
     """An alert. ``id`` is OpsGenie's ``tinyId`` (a small number people can type); ``uid`` is
     OpsGenie's ``id``. At most one *open* alert per (team, alias): that is de-duplication."""
@@ -254,7 +281,7 @@ class Alert(Base):
     #: ``{"reporter": entry, "responders": [entry …], "details": {key: entry}}``, each entry
     #: ``{"as": given, "user_id", "name", "slack"}`` (``user_id`` null: unresolved, with ``why``).
     people: Mapped[dict | None] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(10), default="open")
+    status: Mapped[str] = mapped_column(String(10), default=AlertStatus.OPEN.value)
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Who acknowledged / closed it, as a plain name (never Slack markup; the API returns it).

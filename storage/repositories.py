@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Team, User, WorkspaceSetting
+from storage.models import WorkspaceSetting
 
 
 # --- conditional updates ---------------------------------------------------------------------
@@ -48,31 +48,17 @@ async def workspace_setting(session: AsyncSession, workspace_id: str, key: str) 
     return await session.scalar(select(workspace_setting_value(workspace_id, key)))
 
 
-# --- bulk loads, shared by several services ---------------------------------------------------
-async def users_by_id(session: AsyncSession, ids: set[int]) -> dict[int, User]:
-    if not ids:
+# --- loading many rows at once -------------------------------------------------------------------
+async def by_key(session: AsyncSession, column, keys: set) -> dict:
+    """The rows of ``column``'s table whose ``column`` is one of ``keys``, by that value (one
+    query; none for no keys): ``await by_key(session, User.email, {"a@x.org"})``."""
+    if not keys:
         return {}
-    return {u.id: u for u in await session.scalars(select(User).where(User.id.in_(ids)))}
+    entity = column.class_
+    return {getattr(row, column.key): row for row in await session.scalars(select(entity).where(column.in_(keys)))}
 
 
-async def teams_by_id(session: AsyncSession, ids: set[int]) -> dict[int, Team]:
-    if not ids:
-        return {}
-    return {t.id: t for t in await session.scalars(select(Team).where(Team.id.in_(ids)))}
-
-
-async def users_by_email(session: AsyncSession, emails: set[str]) -> dict[str, User]:
-    if not emails:
-        return {}
-    return {u.email: u for u in await session.scalars(select(User).where(User.email.in_(emails)))}
-
-
-async def teams_by_name(session: AsyncSession, names: set[str]) -> dict[str, Team]:
-    if not names:
-        return {}
-    return {t.name: t for t in await session.scalars(select(Team).where(Team.name.in_(names)))}
-
-
+# --- Slack installations (the Bolt installation store's table) ------------------------------------
 async def installations(session: AsyncSession) -> list[dict]:
     """Multi-workspace mode: the latest bot installation of each workspace / Grid org."""
     from storage.models import SLACK_BOTS

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from tests.conftest import MALLORY, eventually, page_text
 from tests.hardening import changes, snapshot
-from tests.helpers import block_text, connect_url
+from tests.helpers import block_text, connect_url, signed_in
 from tests.slack_driver import SlackUser
 from tests.test_cli import genie as run_genie, ok
 from tests.test_invite import _cli_env, _invite
@@ -39,12 +39,6 @@ async def _connect_path(genie, who: SlackUser) -> str:
     return path
 
 
-async def _signed_in(genie, email: str, path: str):
-    browser = genie.browser()
-    assert (await browser.login(email, next_path=path)).status_code == 303
-    return browser
-
-
 async def _links(genie) -> list[tuple]:
     return await genie.rows('SELECT u.email, l.slack_user_id, l.email_verified, l.needs_review FROM slack_link l '
                             'JOIN "user" u ON u.id = l.user_id ORDER BY l.slack_user_id')
@@ -61,7 +55,7 @@ async def _outbox_idle(genie) -> bool:
 async def _phish(genie, who: SlackUser, victim: str, path: str | None = None):
     """The victim confirms the attacker's link, through both steps; returns their browser."""
     path = path or await _connect_path(genie, who)
-    browser = await _signed_in(genie, victim, path)
+    browser = await signed_in(genie, victim, path)
     assert (await browser.get(path)).status_code == 200
     second = await browser.post(path)
     assert second.status_code == 409 and "Is this Slack account really yours?" in page_text(second)
@@ -75,7 +69,7 @@ async def test_a_phished_slack_account_never_receives_the_password_link(genie, d
     await genie.add_user("alice@example.com", "Alice Smith")
     # Alice's own Slack account, whose confirmed email is hers: linked in one step.
     path = await _connect_path(genie, SlackUser("U0ALICE"))
-    alice = await _signed_in(genie, "alice@example.com", path)
+    alice = await signed_in(genie, "alice@example.com", path)
     await alice.get(path)
     assert (await alice.post(path)).status_code == 200
     # Mallory's, in another workspace, phished into Alice's account.
@@ -141,7 +135,7 @@ async def test_the_outbox_asks_slack_again_before_delivering_a_password_link(gen
 
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie, SlackUser("U0ALICE"))
-    alice = await _signed_in(genie, "alice@example.com", path)
+    alice = await signed_in(genie, "alice@example.com", path)
     await alice.get(path)
     assert (await alice.post(path)).status_code == 200
     await eventually(lambda: _outbox_idle(genie))
@@ -165,7 +159,7 @@ async def test_an_unknown_slack_email_is_a_warning_of_its_own_with_a_second_step
     genie.fake.add_user("U0ALICE2", "Alice Smith", "alice@example.com", team_id=OTHER_WORKSPACE)
     own = SlackUser("U0ALICE2", team_id=OTHER_WORKSPACE)
     path = await _connect_path(genie, own)
-    browser = await _signed_in(genie, "alice@example.com", path)
+    browser = await signed_in(genie, "alice@example.com", path)
     await browser.get(path)
     assert (await browser.post(path)).status_code == 200
     home = await genie.fake.wait_for("views.publish", user_id="U0ALICE2")
@@ -201,7 +195,7 @@ async def test_an_unknown_slack_email_is_a_warning_of_its_own_with_a_second_step
     assert "Workspace settings* are not shown here" in blocks and "Anonymous actions" not in blocks
 
     # At her next sign-in, /account shows the new link with Undo; looking changes nothing.
-    later = await _signed_in(genie, "alice@example.com", "/account")
+    later = await signed_in(genie, "alice@example.com", "/account")
     before = await snapshot(genie.sessionmaker)
     account = await later.get("/account")
     assert "A new Slack account was connected to your Genie account" in page_text(account)
@@ -223,7 +217,7 @@ async def test_this_is_me_clears_the_banner_and_only_for_ones_own_link(genie):
     genie.fake.add_user("U0NOMAIL", "Alice Smith", None)
     browser = await _phish(genie, SlackUser("U0NOMAIL"), "alice@example.com")
     link_id = await genie.scalar("SELECT id FROM slack_link")
-    bob = await _signed_in(genie, "bob@example.com", "/account")
+    bob = await signed_in(genie, "bob@example.com", "/account")
     await bob.get("/account")
     assert (await bob.post(f"/account/links/{link_id}/keep")).status_code == 404  # not Bob's
     await browser.get("/account")
@@ -241,7 +235,7 @@ async def test_a_workspace_may_require_a_matching_confirmed_email_to_link(genie,
                                "require_email_match", "true", "--workspace", "T0GENIE01"),
        "require_email_match = true for workspace T0GENIE01")
     path = await _connect_path(genie, MALLORY)
-    browser = await _signed_in(genie, "alice@example.com", path)
+    browser = await signed_in(genie, "alice@example.com", path)
     page = await browser.get(path)
     assert "This workspace connects a Slack account only when Slack confirms its email is your Genie email" \
         in page_text(page)

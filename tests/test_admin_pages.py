@@ -20,6 +20,7 @@ from bot.services.external_accounts import ReportedAccount
 from storage.models import SlackLink
 from tests.conftest import PASSWORD, page_text
 from tests.hardening import changes, snapshot
+from tests.helpers import signed_in
 
 WORKSPACE = "T0GENIE01"
 
@@ -65,14 +66,8 @@ async def world(genie) -> dict[str, int]:
     return ids
 
 
-async def _signed_in(genie, email: str, path: str = "/account"):
-    browser = genie.browser()
-    assert (await browser.login(email, next_path=path)).status_code == 303
-    return browser
-
-
 async def _admin(genie):
-    browser = await _signed_in(genie, "ada@example.com", "/admin/people")
+    browser = await signed_in(genie, "ada@example.com", "/admin/people")
     assert (await browser.get("/admin/people")).status_code == 200
     return browser
 
@@ -122,7 +117,7 @@ async def test_signed_out_people_are_sent_to_sign_in_and_come_back(genie):
 
 async def test_a_person_who_is_not_an_admin_gets_403_and_changes_nothing(genie):
     ids = await world(genie)
-    alice = await _signed_in(genie, "alice@example.com")
+    alice = await signed_in(genie, "alice@example.com")
     for path in ("/admin/people", "/admin/people?show=ambiguous", "/admin/audit"):
         page = await alice.get(path)
         assert page.status_code == 403 and "Admins only" in page_text(page)
@@ -443,7 +438,7 @@ async def test_moving_a_slack_account_to_someone_linked_in_that_workspace_says_s
 async def test_two_admins_moving_one_account_at_once_one_wins_and_the_other_is_told(genie):
     ids = await world(genie)
     await genie.add_user("eve@example.com", "Eve Admin", admin=True)
-    first, second = await _admin(genie), await _signed_in(genie, "eve@example.com", "/admin/people")
+    first, second = await _admin(genie), await signed_in(genie, "eve@example.com", "/admin/people")
     await second.get("/admin/people")
     alice = await genie.scalar("SELECT id FROM \"user\" WHERE email = 'alice@example.com'")
     results = await asyncio.gather(*(
@@ -484,7 +479,7 @@ async def test_the_audit_page_filters_and_pages_newest_first(genie):
 # --- a person's own accounts on /account -------------------------------------------------------------
 async def test_a_person_sees_every_account_and_removes_their_own(genie):
     ids = await world(genie)
-    bob = await _signed_in(genie, "bob@example.com")
+    bob = await signed_in(genie, "bob@example.com")
     page = page_text(await bob.get("/account"))
     assert "U0BOB" in page and "jira" in page and "bob-jira" in page and "Disconnect" in page
     assert "PALICE1" not in page
@@ -503,7 +498,7 @@ async def test_a_person_sees_every_account_and_removes_their_own(genie):
 
 async def test_a_person_cannot_remove_anyone_elses_account_by_changing_the_id(genie):
     ids = await world(genie)
-    bob = await _signed_in(genie, "bob@example.com")
+    bob = await signed_in(genie, "bob@example.com")
     await bob.get("/account")
     before = await snapshot(genie.sessionmaker)
     for target in (ids["pd_alice"], ids["gh_alice"], ids["sentry"], ids["slack_bob"], 999999):

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.blocks.alerts import button_value
+from bot.blocks.alerts import ButtonValue
 from bot.ids import Action
 from bot.services import alerts, teams, users
 from tests.conftest import SECRET_KEY, Genie, eventually
@@ -664,7 +664,7 @@ async def test_logs_show_who_did_what_including_denied_slack_clicks(api: Api):
     # A person who has not linked their Slack account clicks Acknowledge in Slack: denied.
     tiny = int(alert["tinyId"])
     clicked = await api.genie.slack.block_action(SlackUser("U0STRANGER"), Action.ALERT_ACKNOWLEDGE,
-                                                 button_value(tiny), container="message")
+                                                 ButtonValue(tiny).encode(), container="message")
     assert clicked.status_code == 200
     await eventually(lambda: api.genie.scalar(
         "SELECT count(*) FROM alert_event WHERE alert_id = :a AND outcome = 'denied' AND slack_user_id = 'U0STRANGER'",

@@ -16,23 +16,16 @@ from sqlalchemy import text
 
 from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import Actor, CreateAlert
-from bot.services.slack_links import SlackIdentity, SlackProfile
+from bot.services.slack_links import SlackIdentity
 from tests import forkserver
 from tests.conftest import PASSWORD, eventually, page_text
 from tests.fake_slack import TEAM_ID
-from tests.helpers import block_text, buttons, walk
+from tests.helpers import block_text, buttons, link_person, walk
 from tests.slack_driver import SlackUser
 
 ALICE, BOB, MALLORY, CAROL, ADMIN, STRANGER = (SlackUser(u) for u in
                                                 ("U0ALICE", "U0BOB", "U0MALLORY", "U0CAROL", "U0ADMIN", "U0STRANGER"))
 CHANNEL = "C0PAY"
-
-
-async def _link(genie, slack_user_id: str, email: str) -> None:
-    async with genie.sessionmaker.begin() as s:
-        req = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, slack_user_id), SlackProfile(), 600)
-        user = await users.require_user(s, email)
-        await slack_links.redeem(s, req.nonce, user, replace=True, ownership_confirmed=True)
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ async def world(genie):
     for uid, email in [("U0ALICE", "alice@example.com"), ("U0BOB", "bob@example.com"),
                        ("U0MALLORY", "mallory@example.com"), ("U0CAROL", "carol@example.com"),
                        ("U0ADMIN", "root@example.com")]:
-        await _link(genie, uid, email)
+        await link_person(genie, uid, email)
     return genie
 
 
@@ -316,7 +309,7 @@ async def test_concurrent_acknowledges_make_one_transition_and_losers_learn_who_
         await world.add_user(email, f"Member {i}", password=None)
         async with world.sessionmaker.begin() as s:
             await teams.add_member(s, "Payments", email)
-        await _link(world, f"U0MEMBER{i}", email)
+        await link_person(world, f"U0MEMBER{i}", email)
         clickers.append(SlackUser(f"U0MEMBER{i}"))
     alert_id, post = await _fire(world)
     value = buttons(post["blocks"])["alert_acknowledge"]["value"]

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from bot.services import users
-from bot.services.slack_links import SlackIdentity, SlackProfile, issue_link, redeem
+from bot.services.slack_links import SlackProfile
 from storage.session import make_engine, make_sessionmaker
 from tests import forkserver
 from tests.conftest import SECRET_KEY
+from tests.helpers import link_slack_user
 
 PASSWORD = "Tr0ub4dor&3-not-on-the-command-line"
 OTHER_PASSWORD = "a-second-password-for-bob"
@@ -142,9 +143,9 @@ async def test_user_add_list_password_and_activation(cli: Cli, db_url: str):
        "password set for bob@example.com")
     ok(cli("user", "deactivate", "alice@example.com"), "alice@example.com is now deactivated")
 
-    users = cli.users()
-    assert users["bob@example.com"]["can_sign_in"] is True
-    assert users["alice@example.com"]["active"] is False
+    listed = cli.users()
+    assert listed["bob@example.com"]["can_sign_in"] is True
+    assert listed["alice@example.com"]["active"] is False
 
     # The passwords really are the ones given on stdin (without the line ending), and a
     # deactivated user cannot sign in.
@@ -204,9 +205,8 @@ async def test_teams_channels_and_members(cli: Cli):
 async def _link(db_url: str, email: str, name: str, slack_user: str, team: str = "T0GENIE01") -> None:
     async def work(session):
         user = await users.add_user(session, email, name, PASSWORD)
-        request = await issue_link(session, SlackIdentity(team, slack_user),
-                                   SlackProfile(name=name, email=email, workspace_name="acme"), ttl=600)
-        await redeem(session, request.nonce, user, replace=False, ownership_confirmed=True)
+        await link_slack_user(session, user, slack_user, team,
+                              profile=SlackProfile(name=name, email=email, workspace_name="acme"), replace=False)
     await _with_session(db_url, work)
 
 
@@ -236,9 +236,9 @@ async def test_link_list_and_remove(cli: Cli, db_url: str):
 
     remaining = as_json(cli("link", "list", "--json"))
     assert [l["slack_user"] for l in remaining] == ["U0CAROL"]
-    users = cli.users()
-    assert users["alice@example.com"]["slack"] == [] and users["bob@example.com"]["slack"] == []
-    assert users["alice@example.com"]["can_sign_in"] is True  # removing a link keeps the account
+    listed = cli.users()
+    assert listed["alice@example.com"]["slack"] == [] and listed["bob@example.com"]["slack"] == []
+    assert listed["alice@example.com"]["can_sign_in"] is True  # removing a link keeps the account
 
 
 # --- usage errors and the database -------------------------------------------------------------

@@ -16,11 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.services import alerts, heartbeats, slack_links, teams, users
-from bot.services.slack_links import SlackIdentity, SlackProfile
+from bot.services import alerts, heartbeats, teams
 from tests.conftest import ALICE, MALLORY, Genie, eventually
-from tests.fake_slack import TEAM_ID
-from tests.helpers import ack_json, block_text
+from tests.helpers import ack_json, block_text, link_person
 from tests.test_alert_api import envelope
 from tests.test_cli import Cli, _with_session, as_json, ok, user_error
 from tests.test_cli import cli  # noqa: F401  (the fixture)
@@ -73,13 +71,6 @@ class World:
         self.genie.rt.heartbeats.wake()
 
 
-async def _link(genie: Genie, slack_user_id: str, email: str) -> None:
-    async with genie.sessionmaker.begin() as s:
-        req = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, slack_user_id), SlackProfile(), 600)
-        await slack_links.redeem(s, req.nonce, await users.require_user(s, email), replace=True,
-                             ownership_confirmed=True)
-
-
 @pytest.fixture
 async def world(genie: Genie) -> World:
     """Payments (C0PAY: Alice, Bob) and Search (C0SEARCH: Mallory), each with its key; Alice and
@@ -94,8 +85,8 @@ async def world(genie: Genie) -> World:
         await teams.add_member(s, "Payments", "alice@example.com")
         await teams.add_member(s, "Payments", "bob@example.com")
         await teams.add_member(s, "Search", "mallory@example.com")
-    await _link(genie, "U0ALICE", "alice@example.com")
-    await _link(genie, "U0MALLORY", "mallory@example.com")
+    await link_person(genie, "U0ALICE", "alice@example.com")
+    await link_person(genie, "U0MALLORY", "mallory@example.com")
     clock = Clock(START)
     genie.rt.now = clock
     return World(genie, keys, clock)

@@ -12,19 +12,12 @@ import pytest
 
 from bot.services.slack_links import LinkTokens
 from tests.conftest import ALICE, BOB, MALLORY, PASSWORD, SECRET_KEY, SIGNING_SECRET, page_text
-from tests.helpers import connect_url
+from tests.helpers import connect_url, link_through_slack, signed_in
 from tests.slack_driver import SlackUser
-from tests.test_link_journey import _link
 
 
 async def _connect_path(genie, who=ALICE) -> str:
     return urlsplit(connect_url(await genie.slack.command(who, "connect"))).path
-
-
-async def _signed_in(genie, email: str, path: str):
-    browser = genie.browser()
-    await browser.login(email, next_path=path)
-    return browser
 
 
 async def _state(genie):
@@ -48,7 +41,7 @@ async def test_tampered_and_forged_tokens_get_a_friendly_page(genie, mangle):
         "other-key": LinkTokens(["another-secret-key-which-is-long"], 600).dump(nonce),
         "wrong-salt": __import__("itsdangerous").URLSafeTimedSerializer(SECRET_KEY, salt="other").dumps(nonce),
     }[mangle]
-    browser = await _signed_in(genie, "alice@example.com", "/account")
+    browser = await signed_in(genie, "alice@example.com", "/account")
     before = await _state(genie)
     page = await browser.get(f"/link/{bad}")
     assert page.status_code == 400
@@ -62,7 +55,7 @@ async def test_expired_token_signature_and_row(genie):
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie)
     nonce = await genie.scalar("SELECT nonce FROM link_request")
-    browser = await _signed_in(genie, "alice@example.com", "/account")
+    browser = await signed_in(genie, "alice@example.com", "/account")
 
     old = LinkTokens([SECRET_KEY], 600, clock=lambda: time.time() - 601).dump(nonce)
     page = await browser.get(f"/link/{old}")
@@ -83,7 +76,7 @@ async def test_superseded_link_stops_working(genie):
     await genie.add_user("alice@example.com", "Alice Smith")
     first = await _connect_path(genie)
     second = await _connect_path(genie)
-    browser = await _signed_in(genie, "alice@example.com", first)
+    browser = await signed_in(genie, "alice@example.com", first)
     page = await browser.get(first)
     assert page.status_code == 410 and "replaced by a newer one" in page_text(page)
     await browser.get("/account")  # a CSRF token of this session (the 410 page has no form)
@@ -97,7 +90,7 @@ async def test_superseded_link_stops_working(genie):
 async def test_get_and_head_never_change_anything(genie):
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie)
-    browser = await _signed_in(genie, "alice@example.com", path)
+    browser = await signed_in(genie, "alice@example.com", path)
     for _ in range(3):
         assert (await browser.get(path)).status_code == 200
         assert (await browser.http.head(path)).status_code == 200
@@ -112,17 +105,17 @@ async def test_rotated_key_still_verifies_old_links(genie):
     await _connect_path(genie)
     nonce = await genie.scalar("SELECT nonce FROM link_request")
     old_key_token = LinkTokens([SECRET_KEY], 600).dump(nonce)
-    browser = await _signed_in(genie, "alice@example.com", "/account")
+    browser = await signed_in(genie, "alice@example.com", "/account")
     await browser.get(f"/link/{old_key_token}")
     assert (await browser.post(f"/link/{old_key_token}")).status_code == 200
 
 
 # --- conflicts: a clear choice, not an error --------------------------------------------------
 async def test_identity_linked_to_someone_else_offers_to_move_it(genie):
-    await _link(genie, ALICE, "bob@example.com")  # Bob confirmed Alice's Slack account by mistake
+    await link_through_slack(genie, ALICE, "bob@example.com")  # Bob confirmed Alice's Slack account by mistake
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie, ALICE)
-    browser = await _signed_in(genie, "alice@example.com", path)
+    browser = await signed_in(genie, "alice@example.com", path)
     page = await browser.get(path)
     words = page_text(page)
     assert "now connected to Bob Person (bob@example.com)" in words and "Replace and connect" in words
@@ -139,9 +132,9 @@ async def test_identity_linked_to_someone_else_offers_to_move_it(genie):
 
 
 async def test_user_already_linked_to_another_slack_user_is_warned(genie):
-    await _link(genie, ALICE, "alice@example.com")
+    await link_through_slack(genie, ALICE, "alice@example.com")
     path = await _connect_path(genie, BOB)
-    browser = await _signed_in(genie, "alice@example.com", path)
+    browser = await signed_in(genie, "alice@example.com", path)
     words = page_text(await browser.get(path))
     assert "already connected to Slack user U0ALICE" in words and "replaces that earlier link" in words
     assert "Careful" in words  # Bob's Slack email is not Alice's
@@ -159,7 +152,7 @@ async def test_someone_elses_link_warns_about_the_email(genie):
         return await genie.scalar("SELECT slack_email FROM link_request")
     from tests.conftest import eventually
     await eventually(recorded)
-    browser = await _signed_in(genie, "alice@example.com", path)
+    browser = await signed_in(genie, "alice@example.com", path)
     words = page_text(await browser.get(path))
     assert "Careful: this Slack account's email is mallory@evil.example , not alice@example.com" in words
     assert "Mallory Evil" in words
@@ -169,7 +162,7 @@ async def test_someone_elses_link_warns_about_the_email(genie):
 async def test_posts_without_valid_csrf_are_refused(genie):
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie)
-    browser = await _signed_in(genie, "alice@example.com", path)
+    browser = await signed_in(genie, "alice@example.com", path)
     await browser.get(path)
     for form in ({}, {"csrf_token": "forged"}, {"csrf_token": browser.last_csrf + "x"}):
         refused = await browser.post(path, form, csrf=False)
@@ -244,7 +237,7 @@ async def test_enterprise_grid_identity_uses_the_org_id(genie):
     grid_alice = SlackUser("U0ALICE", team_id="T0GRIDWS1", enterprise_id="E0ACMEORG")
     await genie.add_user("alice@example.com", "Alice Smith")
     path = urlsplit(connect_url(await genie.slack.command(grid_alice, "connect"))).path
-    browser = await _signed_in(genie, "alice@example.com", path)
+    browser = await signed_in(genie, "alice@example.com", path)
     await browser.get(path)
     assert (await browser.post(path, {"mine": "yes"})).status_code == 200
     rows = await genie.rows("SELECT workspace_id, slack_team_id, enterprise_id, slack_user_id FROM slack_link")
@@ -262,7 +255,7 @@ async def test_concurrent_confirms_of_one_link_link_once(genie):
     path = await _connect_path(genie)
     browsers = []
     for email in people:
-        b = await _signed_in(genie, email, path)
+        b = await signed_in(genie, email, path)
         await b.get(path)
         browsers.append(b)
     results = await asyncio.gather(*(b.post(path, {"mine": "yes"}) for b in browsers))
@@ -286,7 +279,7 @@ async def test_phishing_warning_holds_even_when_the_profile_lookup_after_connect
         return len(genie.fake.calls("users.info")) >= 1 and not genie.fake._failures.get("users.info")
     await eventually(settled, timeout=10)
     assert await genie.scalar("SELECT slack_email FROM link_request") is None
-    browser = await _signed_in(genie, "alice@example.com", path)
+    browser = await signed_in(genie, "alice@example.com", path)
     words = page_text(await browser.get(path))
     assert "Careful: this Slack account's email is mallory@evil.example" in words
     assert await genie.scalar("SELECT slack_email FROM link_request") is None  # GET wrote nothing

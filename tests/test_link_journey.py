@@ -6,7 +6,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from tests.conftest import ALICE, BOB, PASSWORD, eventually, page_text
-from tests.helpers import ack_json, block_text, buttons, connect_url
+from tests.helpers import ack_json, block_text, buttons, connect_url, link_through_slack
 
 
 async def _profile_recorded(genie, slack_user_id: str):
@@ -76,7 +76,7 @@ async def test_connect_sign_in_confirm_dm_and_home(genie):
 
 
 async def test_app_home_disconnect_removes_link_and_republishes(genie):
-    await _link(genie, ALICE, "alice@example.com")
+    await link_through_slack(genie, ALICE, "alice@example.com")
     genie.fake.clear()
 
     opened = await genie.slack.open_home(ALICE)
@@ -103,7 +103,7 @@ async def test_unlinked_home_says_how_to_connect(genie):
 
 
 async def test_disconnect_from_ephemeral_replaces_message(genie):
-    await _link(genie, ALICE, "alice@example.com")
+    await link_through_slack(genie, ALICE, "alice@example.com")
     clicked = await genie.slack.block_action(ALICE, "home_disconnect", "disconnect", container="ephemeral")
     assert clicked.status_code == 200
     said = await genie.fake.wait_for("response_url")
@@ -113,7 +113,7 @@ async def test_disconnect_from_ephemeral_replaces_message(genie):
 
 
 async def test_slash_disconnect_and_status_and_help(genie):
-    await _link(genie, ALICE, "alice@example.com")
+    await link_through_slack(genie, ALICE, "alice@example.com")
     gone = ack_json(await genie.slack.command(ALICE, "disconnect"))
     assert "Disconnected" in gone["text"] and "alice@example.com" in gone["text"]
     assert await genie.scalar("SELECT count(*) FROM slack_link") == 0
@@ -130,7 +130,7 @@ async def test_slash_disconnect_and_status_and_help(genie):
 
 
 async def test_account_page_lists_and_disconnects(genie):
-    browser = await _link(genie, ALICE, "alice@example.com")
+    browser = await link_through_slack(genie, ALICE, "alice@example.com")
     page = await browser.get("/account")
     assert page.status_code == 200
     words = page_text(page)
@@ -158,21 +158,3 @@ async def test_account_needs_sign_in_and_sign_out_ends_session(genie):
     assert out.status_code == 303
     assert await genie.scalar("SELECT count(*) FROM web_session") == 0
     assert (await browser.get("/account")).status_code == 303
-
-
-async def _link(genie, who, email: str):
-    """Link ``who`` to a new Genie user through the real flow; returns the signed-in browser."""
-    name = email.split("@")[0].title() + " Person"
-    if not await genie.scalar('SELECT count(*) FROM "user" WHERE email = :e', e=email):
-        await genie.add_user(email, name)
-    url = connect_url(await genie.slack.command(who, "connect"))
-    path = urlsplit(url).path
-    browser = genie.browser()
-    await browser.login(email, next_path=path)
-    await browser.get(path)
-    done = await browser.post(path, {"replace": "yes", "mine": "yes"})
-    assert done.status_code == 200, page_text(done)
-    # Let the after-confirm DM and Home refresh finish, so later waits see only their own calls.
-    await genie.fake.wait_for("chat.postMessage", channel=who.user_id)
-    await genie.fake.wait_for("views.publish", user_id=who.user_id)
-    return browser

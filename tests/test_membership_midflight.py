@@ -14,8 +14,8 @@ from bot.services.alerts import Actor
 from bot.services.slack_links import SlackIdentity
 from tests.fake_slack import TEAM_ID
 from tests.hardening import bolt_idle, outbox_idle, report
-from tests.helpers import walk
-from tests.test_alert_gate import BOB, CHANNEL, _events, _fire, _link, world  # noqa: F401 - the fixture
+from tests.helpers import link_person, walk
+from tests.test_alert_gate import BOB, CHANNEL, _events, _fire, world  # noqa: F401 - the fixture
 
 
 async def _removed_from_team(genie, alert_id):
@@ -40,7 +40,7 @@ async def _deactivated(genie, alert_id):
 
 async def _relinked_to_a_non_member(genie, alert_id):
     """Bob's Slack account now belongs to Carol's Genie account (a re-link), and Carol is not in Payments."""
-    await _link(genie, "U0BOB", "carol@example.com")
+    await link_person(genie, "U0BOB", "carol@example.com")
 
 
 async def _demoted_admin(genie, alert_id):

@@ -18,8 +18,8 @@ from bot.services import slack_events
 from storage.base import utcnow
 from tests.conftest import ALICE, BOB
 from tests.hardening import bolt_idle
-from tests.helpers import buttons
-from tests.test_alert_gate import CHANNEL, _events, _fire, _link, world  # noqa: F401 - the fixture
+from tests.helpers import buttons, link_person
+from tests.test_alert_gate import CHANNEL, _events, _fire, world  # noqa: F401 - the fixture
 
 HOME = {"type": "app_home_opened", "user": "U0ALICE", "channel": "D0HOME", "tab": "home", "event_ts": "1.0"}
 
@@ -108,7 +108,7 @@ async def test_duplicated_slash_commands_leave_one_usable_link(genie):
     assert usable == 1 and await genie.scalar("SELECT count(*) FROM link_request") == 2
     # Bob links, then disconnects twice: the first removes the link, the second finds none.
     await genie.add_user("bob@example.com", "Bob Jones")
-    await _link(genie, BOB.user_id, "bob@example.com")
+    await link_person(genie, BOB.user_id, "bob@example.com")
     first = await genie.slack.command(BOB, "disconnect")
     second = await genie.slack.command(BOB, "disconnect")
     assert first.status_code == second.status_code == 200

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,9 +18,9 @@ from bot import slack_sync
 from bot.services import access
 from bot.services.errors import InvalidInput
 from tests import forkserver
-from tests.conftest import ALICE, SECRET_KEY, SIGNING_SECRET, eventually, page_text
+from tests.conftest import ALICE, SECRET_KEY, SIGNING_SECRET, eventually
 from tests.fake_slack import TEAM_ID
-from tests.helpers import ack_json, connect_url
+from tests.helpers import ack_json, link_through_slack
 from tests.processes import REPO, clean_env
 from tests.slack_driver import SlackUser
 
@@ -48,19 +47,6 @@ async def _audit(genie, action: str | None = None) -> list[tuple]:
     if action:
         return await genie.rows(sql + " WHERE action = :a ORDER BY id", a=action)
     return await genie.rows(sql + " ORDER BY id")
-
-
-async def _link_by_hand(genie, who: SlackUser, email: str) -> None:
-    """``/genie connect`` → sign in → confirm, as the person does (the email may differ)."""
-    if not await genie.scalar('SELECT count(*) FROM "user" WHERE email = :e', e=email):
-        await genie.add_user(email, email.split("@")[0].title())
-    path = urlsplit(connect_url(await genie.slack.command(who, "connect"))).path
-    browser = genie.browser()
-    await browser.login(email, next_path=path)
-    await browser.get(path)
-    done = await browser.post(path, {"replace": "yes", "mine": "yes"})
-    assert done.status_code == 200, page_text(done)
-    await genie.fake.wait_for("chat.postMessage", channel=who.user_id)
 
 
 def _status(response) -> str:
@@ -181,11 +167,11 @@ async def test_every_auto_link_rule_as_the_report_the_links_and_slack_show_it(ge
     # Linked by hand before the sync: Erin's Slack account carries Dave's address (so that
     # address now identifies two people); Grace has her Slack account; Ivan linked U0HANK.
     fake.add_user("U0ERINX", "Erin Example", "dave@example.com")
-    await _link_by_hand(genie, SlackUser("U0ERINX"), "erin@example.com")
+    await link_through_slack(genie, SlackUser("U0ERINX"), "erin@example.com", "Erin", wait_home=False)
     fake.add_user("U0GRACE1", "Grace Hopper", "grace@example.com")
-    await _link_by_hand(genie, SlackUser("U0GRACE1"), "grace@example.com")
+    await link_through_slack(genie, SlackUser("U0GRACE1"), "grace@example.com", "Grace", wait_home=False)
     fake.add_user("U0HANK", "Hank Hill", "hank@example.com")
-    await _link_by_hand(genie, SlackUser("U0HANK"), "ivan@example.com")
+    await link_through_slack(genie, SlackUser("U0HANK"), "ivan@example.com", "Ivan", wait_home=False)
     before = await _links(genie)
 
     fake.add_user("U0CAROL", "Carol Jones", "Carol@Example.COM")  # case differs
@@ -251,7 +237,7 @@ async def test_every_auto_link_rule_as_the_report_the_links_and_slack_show_it(ge
 
 
 async def test_a_deleted_slack_user_loses_their_link_whatever_the_setting(genie):
-    await _link_by_hand(genie, ALICE, "alice@example.com")
+    await link_through_slack(genie, ALICE, "alice@example.com", "Alice", wait_home=False)
     assert "connected to Genie" in _status(await genie.slack.command(ALICE, "status"))
     genie.fake.users["U0ALICE"]["deleted"] = True
 

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import pytest
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.blocks.alerts import button_value
+from bot.blocks.alerts import ButtonValue
 from bot.ids import Action
 from bot.importers import Directory
 from bot.listeners import screen
@@ -64,7 +64,7 @@ def _click_body(alert_id: int, user: str = "U0ALICE") -> str:
                "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0PAY"},
                "channel": {"id": "C0PAY", "name": "alerts"},
                "actions": [{"action_id": Action.ALERT_ACKNOWLEDGE, "block_id": "b", "type": "button",
-                            "value": button_value(alert_id), "action_ts": f"{time.time():.6f}"}]}
+                            "value": ButtonValue(alert_id).encode(), "action_ts": f"{time.time():.6f}"}]}
     return urlencode({"payload": json.dumps(payload)})
 
 
@@ -176,7 +176,7 @@ async def test_a_linked_slack_user_id_from_another_workspace_or_org_is_not_the_l
     alert_id, _ = await _fire(genie)
     for who in (SlackUser("U0ALICE", team_id="T0OTHERWS1"), SlackUser("U0ALICE", enterprise_id="E0EVILORG1")):
         genie.fake.clear()
-        answer = await genie.slack.block_action(who, Action.ALERT_ACKNOWLEDGE, button_value(alert_id),
+        answer = await genie.slack.block_action(who, Action.ALERT_ACKNOWLEDGE, ButtonValue(alert_id).encode(),
                                                 container="message", channel_id=CHANNEL)
         assert answer.status_code == 200
         [said] = await genie.fake.wait_for("response_url")
@@ -185,7 +185,7 @@ async def test_a_linked_slack_user_id_from_another_workspace_or_org_is_not_the_l
     assert await genie.rows("SELECT outcome, reason FROM alert_event WHERE alert_id = :a AND action = 'acknowledge'",
                             a=alert_id) == [("denied", "Slack account not linked")] * 2
     # Alice herself, from her own workspace, may.
-    answer = await genie.slack.block_action(SlackUser("U0ALICE"), Action.ALERT_ACKNOWLEDGE, button_value(alert_id),
+    answer = await genie.slack.block_action(SlackUser("U0ALICE"), Action.ALERT_ACKNOWLEDGE, ButtonValue(alert_id).encode(),
                                             container="message", channel_id=CHANNEL)
     assert answer.status_code == 200
 

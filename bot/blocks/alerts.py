@@ -26,7 +26,8 @@ from bot.blocks.linking import connect_button, disconnect_button
 from bot.blocks.mrkdwn import channel_link, mention
 from bot.blocks.mrkdwn import escape as _esc
 from bot.blocks.mrkdwn import when as _when
-from bot.ids import Action
+from bot.ids import MAX_ID, Action
+from storage.models import AlertAction, AlertStatus
 
 PRIORITY_ICON = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:",
                  "P4": ":large_blue_circle:", "P5": ":white_circle:"}
@@ -111,25 +112,37 @@ class AlertView:
     detail_people: dict[str, PersonRef] = field(default_factory=dict)
 
 
-def button_value(alert_id: int, **extra: int) -> str:
-    """Small typed JSON carried by buttons; never trusted — the listener re-reads the alert."""
-    return json.dumps({"alert": alert_id, **extra}, separators=(",", ":"))
+@dataclass(frozen=True)
+class ButtonValue:
+    """What an alert's button carries: the alert, and for an Assign option the person. Small
+    JSON (``{"alert":12,"user":3}``); never trusted — the listener re-reads the alert::
 
+        ButtonValue(12, user=3).encode()      # '{"alert":12,"user":3}'
+        ButtonValue.parse(value)              # ButtonValue(alert=12, user=3), or None
+    """
 
-def parse_value(value: str | None) -> dict[str, int] | None:
-    """``{"alert": int, ...}`` or None if the value is not ours (forged, mangled, too big)."""
-    if not value or len(value) > 200:
-        return None
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("alert"), int) or isinstance(data["alert"], bool):
-        return None
-    # Ids are INTEGER columns: a bigger number is no id of ours (PostgreSQL would refuse the query).
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 for v in data.values()):
-        return None
-    return data
+    alert: int
+    user: int | None = None
+
+    def encode(self) -> str:
+        data = {"alert": self.alert} if self.user is None else {"alert": self.alert, "user": self.user}
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, value: str | None) -> ButtonValue | None:
+        """None if the value is not ours (forged, mangled, too big)."""
+        if not value or len(value) > 200:
+            return None
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("alert"), int) or isinstance(data["alert"], bool):
+            return None
+        # Ids are INTEGER columns: a bigger number is no id of ours (PostgreSQL would refuse the query).
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_ID for v in data.values()):
+            return None
+        return cls(data["alert"], data.get("user"))
 
 
 def _after(start: datetime, then: datetime | None) -> str:
@@ -157,17 +170,17 @@ def who_text(name: str | None, anonymous_slack_user: str | None = None) -> str:
 
 
 def status_line(view: AlertView) -> str:
-    if view.status == "closed":
+    if view.status == AlertStatus.CLOSED:
         line = f":white_check_mark: *Closed* by {who_text(view.closed_by, view.closed_by_slack)}{_after(view.created_at, view.closed_at)}"
     elif view.acknowledged:
         line = (f":eyes: *Acknowledged* by {who_text(view.acknowledged_by, view.acknowledged_by_slack)}"
                 f"{_after(view.created_at, view.acknowledged_at)}")
     else:
         line = f":rotating_light: *Open* · fired {_when(view.created_at)}"
-    if view.status != "closed" and view.snoozed_until is not None:
+    if view.status != AlertStatus.CLOSED and view.snoozed_until is not None:
         line += f" · :zzz: snoozed until {view.snoozed_until.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
     assignee = mention(view.owner_slack) or _esc(view.owner_name or "")
-    if view.owner_name and view.status != "closed":
+    if view.owner_name and view.status != AlertStatus.CLOSED:
         line += f" · Assigned to {assignee}"
     elif view.owner_name:
         line += f" · was assigned to {assignee}"
@@ -213,20 +226,20 @@ def alert_message(view: AlertView) -> tuple[str, list[dict]]:
     if facts:
         blocks.append(SectionBlock(fields=[MarkdownTextObject(text=f) for f in facts[:10]]).to_dict())
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=status_line(view))]).to_dict())
-    if view.status != "closed":
+    if view.status != AlertStatus.CLOSED:
         elements: list = []
         if not view.acknowledged:
             elements.append(ButtonElement(text="Acknowledge", action_id=Action.ALERT_ACKNOWLEDGE,
-                                          value=button_value(view.id), style="primary"))
-        elements.append(ButtonElement(text="Close", action_id=Action.ALERT_CLOSE, value=button_value(view.id)))
-        options = [_option(_clip(name, Option.label_max_length), button_value(view.id, user=uid))
+                                          value=ButtonValue(view.id).encode(), style="primary"))
+        elements.append(ButtonElement(text="Close", action_id=Action.ALERT_CLOSE, value=ButtonValue(view.id).encode()))
+        options = [_option(_clip(name, Option.label_max_length), ButtonValue(view.id, user=uid).encode())
                    for uid, name in view.members[:MAX_SELECT_OPTIONS]]
         if options:
             initial = next((o for o, (uid, _) in zip(options, view.members) if uid == view.owner_id), None)
             elements.append(StaticSelectElement(placeholder="Assign…", action_id=Action.ALERT_ASSIGN,
                                                 options=options, initial_option=initial))
         blocks.append(ActionsBlock(block_id=f"alert-{view.id}", elements=elements).to_dict())
-    state = "closed" if view.status == "closed" else "acknowledged" if view.acknowledged else "open"
+    state = AlertStatus.CLOSED if view.status == AlertStatus.CLOSED else "acknowledged" if view.acknowledged else AlertStatus.OPEN
     text = f"[{view.priority}] #{view.id} {_esc(view.message)} ({state})"
     return text, blocks
 
@@ -256,7 +269,7 @@ def refusal_message(text: str, **options) -> tuple[str, list[dict]]:
 
 # --- direct messages the outbox delivers --------------------------------------------------------
 #: Verbs of the alert actions, for people.
-DONE = {"acknowledge": "acknowledged", "close": "closed", "assign": "assigned"}
+DONE = {AlertAction.ACKNOWLEDGE: "acknowledged", AlertAction.CLOSE: "closed", AlertAction.ASSIGN: "assigned"}
 
 
 def assigned_dm(alert_id: int, message: str, priority: str, team: str | None, channel: str | None,

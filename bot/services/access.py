@@ -1,11 +1,11 @@
 """The gate: who may act on an alert from Slack (DESIGN.md §3).
 
-``judge`` is the one rule, and its facts are read *now*, never from a cache, so a person
+``decide`` is the one rule, and its facts are read *now*, never from a cache, so a person
 removed from a team at 03:00 cannot acknowledge at 03:01 and a person added at 03:00 can. A
 click reads them all in one query (``gate_facts``).
 
     facts = await gate_facts(session, identity, alert_id, anonymous_default=False)
-    decision = await judge(session, facts, "acknowledge")
+    decision = await decide(session, facts, AlertAction.ACKNOWLEDGE)
     if not decision.allowed:
         show(decision.text)            # why, and how to fix it
 """
@@ -50,9 +50,6 @@ class Decision:
     @property
     def anonymous(self) -> bool:
         return self.reason is Reason.ANONYMOUS
-
-
-_VERB = {"acknowledge": "acknowledge", "close": "close", "assign": "assign"}
 
 
 async def allow_anonymous(session: AsyncSession, workspace_id: str, default: bool) -> bool:
@@ -109,16 +106,15 @@ async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: i
                      allow_anonymous=anonymous_default if value is None else value == "true")
 
 
-async def judge(session: AsyncSession, facts: GateFacts, action: str) -> Decision:
+async def decide(session: AsyncSession, facts: GateFacts, action: str) -> Decision:
     """The gate's rule on facts read at click time (``gate_facts``). Allowed clicks need no
     further query; a refusal reads who to ask."""
-    verb = _VERB.get(action, action)
     alert, team, user = facts.alert, facts.team, facts.user
     team_name = team.name if team else None
     if facts.external:
         return Decision(
             False, Reason.EXTERNAL, team_name=team_name,
-            text=f"You can't {verb} this alert: you are in another organization (Slack Connect), and only people "
+            text=f"You can't {action} this alert: you are in another organization (Slack Connect), and only people "
                  "of the workspace that owns this channel can act on its Genie alerts.",
         )
     if user is None:
@@ -126,13 +122,13 @@ async def judge(session: AsyncSession, facts: GateFacts, action: str) -> Decisio
             return Decision(True, Reason.ANONYMOUS, team_name=team_name)
         return Decision(
             False, Reason.NOT_LINKED, team_name=team_name,
-            text=f"You can't {verb} this alert yet: your Slack account isn't connected to a Genie account. "
+            text=f"You can't {action} this alert yet: your Slack account isn't connected to a Genie account. "
                  "Connect it with the button below (or `/genie connect`), then try again.",
         )
     if not user.is_active:
         return Decision(
             False, Reason.INACTIVE, user=user, team_name=team_name,
-            text=f"You can't {verb} this alert: your Slack account is connected to {user.name} ({user.email}), "
+            text=f"You can't {action} this alert: your Slack account is connected to {user.name} ({user.email}), "
                  "whose Genie account is deactivated. Disconnect below if that isn't you, or ask a Genie admin to "
                  "reactivate it.",
         )
@@ -148,11 +144,11 @@ async def judge(session: AsyncSession, facts: GateFacts, action: str) -> Decisio
     if team is None:
         return Decision(
             False, Reason.NO_TEAM, user=user,
-            text=f"You can't {verb} this alert: it belongs to no team, so only Genie admins can act on it — {ask}.",
+            text=f"You can't {action} this alert: it belongs to no team, so only Genie admins can act on it — {ask}.",
         )
     return Decision(
         False, Reason.NOT_MEMBER, user=user, team_name=team_name,
-        text=f"You can't {verb} this alert: you ({user.email}) are not in {team.name}, which owns it — "
+        text=f"You can't {action} this alert: you ({user.email}) are not in {team.name}, which owns it — "
              f"{ask} or a member of {team.name} to add you (`genie team add-member \"{team.name}\" {user.email}`).",
     )
 
@@ -217,3 +213,8 @@ def team_people(team_id: int):
     readable only by that team's key. Anyone else is "nobody" to it, and its errors name only
     what the request itself gave (``external_accounts.resolve_named(among=…)``)."""
     return select(TeamMember.user_id).where(TeamMember.team_id == team_id)
+
+
+async def team_people_ids(session: AsyncSession, team_id: int | None) -> set[int]:
+    """The ids ``team_people(team_id)`` selects (none for no team)."""
+    return set(await session.scalars(team_people(team_id))) if team_id is not None else set()

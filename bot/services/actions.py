@@ -4,7 +4,7 @@ Button values are never trusted: the alert is re-read here and access re-checked
 click, whatever the button claimed.
 
     async with sessionmaker.begin() as session:
-        result = await act(session, identity, "acknowledge", alert_id, anonymous_default=False)
+        result = await act(session, identity, AlertAction.ACKNOWLEDGE, alert_id, anonymous_default=False)
     if not result.applied:
         tell_the_person(result.text)
 """
@@ -12,16 +12,46 @@ click, whatever the button claimed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import access, alerts, outbox, throttle
+from bot.services import access, alerts, outbox, throttle, users
 from bot.services.access import Decision, Reason
 from bot.services.alerts import Actor, AlreadyDone, Forbidden
 from bot.services.slack_links import SlackIdentity
-from storage.models import Alert, LinkRequest, SlackLink, User
+from storage.models import Alert, AlertAction, LinkRequest, SlackLink
 
-ACTIONS = ("acknowledge", "close", "assign")
+
+# --- what each action does once the gate allowed it -------------------------------------------
+async def _acknowledge(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None) -> str | None:
+    await alerts.acknowledge(session, alert, actor, why=why)
+    return None
+
+
+async def _close(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None) -> str | None:
+    await alerts.close(session, alert, actor, why=why)
+    return None
+
+
+async def _assign(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None) -> str | None:
+    """None when assigned; the problem (as an ``ActionResult`` reason) when there is no such person."""
+    owner = await users.user_by_id(session, assignee_id) if assignee_id is not None else None
+    if owner is None:
+        await alerts.record(session, alert, AlertAction.ASSIGN, "denied", actor, reason="unknown assignee")
+        return "unknown_assignee"
+    await alerts.assign(session, alert, actor, owner, why=why)
+    return None
+
+
+_Apply = Callable[[AsyncSession, Alert, Actor, str, "int | None"], Awaitable["str | None"]]
+#: The actions a Slack button may ask for, and what each does.
+APPLY: dict[AlertAction, _Apply] = {
+    AlertAction.ACKNOWLEDGE: _acknowledge,
+    AlertAction.CLOSE: _close,
+    AlertAction.ASSIGN: _assign,
+}
+ACTIONS = tuple(APPLY)
 
 
 @dataclass(frozen=True)
@@ -53,12 +83,13 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
               anonymous_default: bool, assignee_id: int | None = None, after_link: bool = False) -> ActionResult:
     if action not in ACTIONS:
         return ActionResult(False, "That action isn't one Genie knows.", outcome="invalid", reason="unknown_action")
+    action = AlertAction(action)
     facts = await access.gate_facts(session, identity, alert_id, anonymous_default)
     if facts is None:
         return ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.",
                             outcome="invalid", reason="unknown_alert")
     alert = facts.alert
-    decision = await access.judge(session, facts, action)
+    decision = await access.decide(session, facts, action)
     actor = Actor(via="slack", user=decision.user, identity=identity, anonymous=decision.anonymous,
                   after_link=after_link)
     reason = decision.reason.name.lower()
@@ -74,17 +105,10 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
         return ActionResult(False, decision.text, decision, alert.id, outcome="denied", reason=reason)
     why = decision.reason.value
     try:
-        if action == "acknowledge":
-            await alerts.acknowledge(session, alert, actor, why=why)
-        elif action == "close":
-            await alerts.close(session, alert, actor, why=why)
-        else:
-            owner = await session.get(User, assignee_id) if assignee_id is not None else None
-            if owner is None:
-                await alerts.record(session, alert, action, "denied", actor, reason="unknown assignee")
-                return ActionResult(False, "That person isn't a Genie user (any more).", decision, alert.id,
-                                    outcome="invalid", reason="unknown_assignee")
-            await alerts.assign(session, alert, actor, owner, why=why)
+        problem = await APPLY[AlertAction(action)](session, alert, actor, why, assignee_id)
+        if problem == "unknown_assignee":
+            return ActionResult(False, "That person isn't a Genie user (any more).", decision, alert.id,
+                                outcome="invalid", reason=problem)
     except AlreadyDone as err:
         return ActionResult(False, str(err), decision, alert.id, outcome="noop", reason=reason)
     except Forbidden as err:  # allowed to assign, but not to that person
@@ -128,8 +152,8 @@ async def carry_out(session: AsyncSession, nonce: str, link: SlackLink, *, anony
                            assignee_id=request.pending_assignee_id, after_link=True)
     alert = await session.get(Alert, alert_id) if alert_id is not None and result.alert_id is not None else None
     detail = result.text
-    if result.applied and action == "assign" and alert is not None and alert.owner_user_id is not None:
-        owner = await session.get(User, alert.owner_user_id)
+    if result.applied and action == AlertAction.ASSIGN and alert is not None and alert.owner_user_id is not None:
+        owner = await users.user_by_id(session, alert.owner_user_id)
         detail = f"to {owner.name}" if owner is not None else None
     done = CarriedOut(action, alert.id if alert else alert_id, alert.message if alert else "", result, detail)
     outcome = result.outcome if result.outcome in ("applied", "denied") else "noop"

@@ -15,19 +15,21 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import ColumnElement, String, cast, delete as sa_delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.ids import is_id
 from bot.services import access, alert_people, outbox, teams
 from bot.services.errors import GenieError, NotFound
 from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import Alert, AlertEvent, ApiRequest, Team, TeamApiKey, TeamMember, TeamPostGrant, User
+from storage.models import (Alert, AlertAction, AlertEvent, AlertStatus, ApiRequest, Team, TeamApiKey, TeamMember,
+                            TeamPostGrant, User)
 
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 LIMITS = {"message": 130, "alias": 512, "description": 15000, "entity": 512, "source": 100, "user": 100,
@@ -279,13 +281,13 @@ async def _owner_team(session: AsyncSession, key_team: Team, responders: list[di
         if responder["type"] != "team":
             continue
         team = None
-        if re.fullmatch(r"[0-9]{1,9}", responder.get("id", "")):  # ASCII, and fits an INTEGER
-            team = await session.get(Team, int(responder["id"]))
+        if is_id(responder.get("id", "")):
+            team = await teams.team_by_id(session, int(responder["id"]))
         if team is None and responder.get("name"):
             team = await teams.team_by_name(session, responder["name"])
         if team is None or team.id not in allowed:
             wanted = responder.get("name") or responder.get("id")
-            may = sorted(t.name for t in (await repo.teams_by_id(session, allowed)).values())
+            may = sorted(t.name for t in (await teams.teams_by_id(session, allowed)).values())
             raise Forbidden(f"this key (team {key_team.name}) may not post alerts for team {wanted!r}; "
                             f"it may post for: {', '.join(may)}")
         return team
@@ -304,7 +306,7 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
     people: alert_people.Found | None = None  # resolved once, and only for a new alert
     for _ in range(3):
         existing = await session.scalar(
-            select(Alert).where(Alert.team_id == team.id, Alert.alias == alias, Alert.status == "open")
+            select(Alert).where(Alert.team_id == team.id, Alert.alias == alias, Alert.status == AlertStatus.OPEN)
         )
         if existing is not None:
             await session.execute(
@@ -313,7 +315,7 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
                 .execution_options(synchronize_session=False)
             )
             await session.refresh(existing)
-            await record(session, existing, "deduplicate", "applied", actor, request_id=request_id, now=now,
+            await record(session, existing, AlertAction.DEDUPLICATE, "applied", actor, request_id=request_id, now=now,
                          reason=f"count is now {existing.count}")
             await refresh_in_slack(session, existing, now)
             session.add(ApiRequest(request_id=request_id, team_id=key_team.id, action="Create", alert_id=existing.id,
@@ -324,7 +326,7 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
         alert = Alert(
             uid=uid, team_id=team.id, message=data.message, alias=alias, description=data.description,
             tags=data.tags, details=data.details, responders=data.responders, entity=data.entity, source=data.source,
-            priority=data.priority, reported_by=data.user, status="open", acknowledged=False, count=1,
+            priority=data.priority, reported_by=data.user, status=AlertStatus.OPEN, acknowledged=False, count=1,
             created_at=now, updated_at=now, last_occurred_at=now, slack_channel=team.slack_channel_id,
             people=people.stored,
         )
@@ -334,9 +336,9 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
                 await session.flush()
         except IntegrityError:  # the same alias was created concurrently: de-duplicate against it
             continue
-        await record(session, alert, "create", "applied", actor, note=data.note, request_id=request_id, now=now)
+        await record(session, alert, AlertAction.CREATE, "applied", actor, note=data.note, request_id=request_id, now=now)
         if people.summary:  # who the names in it were resolved to (the message shows them)
-            await record(session, alert, "resolve", "applied", actor, reason=people.summary, request_id=request_id,
+            await record(session, alert, AlertAction.RESOLVE, "applied", actor, reason=people.summary, request_id=request_id,
                          now=now)
         if team.slack_channel_id:
             await outbox.enqueue(session, team.slack_channel_id, outbox.POST_ALERT, alert_id=alert.id, now=now,
@@ -356,11 +358,11 @@ async def find(session: AsyncSession, identifier: str, identifier_type: str = "i
     if identifier_type == "id":
         query = query.where(Alert.uid == identifier)
     elif identifier_type == "tiny":
-        if not re.fullmatch(r"[0-9]{1,9}", identifier):  # ASCII digits that fit an INTEGER
+        if not is_id(identifier):
             raise NotFound("Alert with given id does not exist")
         query = query.where(Alert.id == int(identifier))
     elif identifier_type == "alias":
-        query = query.where(Alert.alias == identifier).order_by((Alert.status == "open").desc(), Alert.id.desc())
+        query = query.where(Alert.alias == identifier).order_by((Alert.status == AlertStatus.OPEN).desc(), Alert.id.desc())
     else:
         raise ValidationFailed({"identifierType": "identifierType must be one of id, alias, tiny"})
     if team_ids is not None:
@@ -396,10 +398,10 @@ def _ago(then: datetime | None, now: datetime) -> str:
 async def _noop(session: AsyncSession, alert: Alert, action: str, actor: Actor, now: datetime,
                 request_id: str | None) -> AlreadyDone:
     await session.refresh(alert)
-    if alert.status == "closed":
+    if alert.status == AlertStatus.CLOSED:
         text = f"Alert #{alert.id} is already closed (by {alert.closed_by}{_ago(alert.closed_at, now)})."
         opsgenie = f"Alert is already closed by {alert.closed_by}{_ago(alert.closed_at, now)}"
-    elif action == "acknowledge" and alert.acknowledged:
+    elif action == AlertAction.ACKNOWLEDGE and alert.acknowledged:
         text = f"Alert #{alert.id} was already acknowledged by {alert.acknowledged_by}{_ago(alert.acknowledged_at, now)}."
         opsgenie = f"Alert is already acknowledged by {alert.acknowledged_by}{_ago(alert.acknowledged_at, now)}"
     elif action == "unacknowledge" and not alert.acknowledged:
@@ -415,11 +417,11 @@ async def _noop(session: AsyncSession, alert: Alert, action: str, actor: Actor, 
 async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
                       request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
     now = now or utcnow()
-    if not await _transition(session, alert, [Alert.status == "open", Alert.acknowledged.is_(False)],
+    if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(False)],
                              dict(acknowledged=True, acknowledged_at=now, acknowledged_by=actor.name[:200],
                                   acknowledged_by_slack=actor.anonymous_slack_user, updated_at=now)):
-        raise await _noop(session, alert, "acknowledge", actor, now, request_id)
-    await record(session, alert, "acknowledge", "applied", actor, reason=why, note=note, request_id=request_id, now=now,
+        raise await _noop(session, alert, AlertAction.ACKNOWLEDGE, actor, now, request_id)
+    await record(session, alert, AlertAction.ACKNOWLEDGE, "applied", actor, reason=why, note=note, request_id=request_id, now=now,
                  flush=False)
     await refresh_in_slack(session, alert, now, flush=False)
     return alert
@@ -428,11 +430,11 @@ async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note
 async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
                 request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
     now = now or utcnow()
-    if not await _transition(session, alert, [Alert.status == "open"],
-                             dict(status="closed", closed_at=now, closed_by=actor.name[:200],
+    if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN],
+                             dict(status=AlertStatus.CLOSED, closed_at=now, closed_by=actor.name[:200],
                                   closed_by_slack=actor.anonymous_slack_user, updated_at=now)):
-        raise await _noop(session, alert, "close", actor, now, request_id)
-    await record(session, alert, "close", "applied", actor, reason=why, note=note, request_id=request_id, now=now,
+        raise await _noop(session, alert, AlertAction.CLOSE, actor, now, request_id)
+    await record(session, alert, AlertAction.CLOSE, "applied", actor, reason=why, note=note, request_id=request_id, now=now,
                  flush=False)
     await refresh_in_slack(session, alert, now, flush=False)
     return alert
@@ -450,24 +452,24 @@ async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User,
         team = await session.get(Team, alert.team_id) if alert.team_id else None
         text = (f"{owner.name} is not an active member of {team.name}, so can't be assigned this alert."
                 if team else "This alert has no owning team, so it can't be assigned.")
-        await record(session, alert, "assign", "denied", actor, reason=text, request_id=request_id, now=now)
+        await record(session, alert, AlertAction.ASSIGN, "denied", actor, reason=text, request_id=request_id, now=now)
         raise Forbidden(text)
     if not await _transition(session, alert,
-                             [Alert.status == "open", or_(Alert.owner_user_id.is_(None), Alert.owner_user_id != owner.id)],
+                             [Alert.status == AlertStatus.OPEN, or_(Alert.owner_user_id.is_(None), Alert.owner_user_id != owner.id)],
                              dict(owner_user_id=owner.id, updated_at=now)):
         await session.refresh(alert)
-        if alert.status == "open" and alert.owner_user_id == owner.id:
+        if alert.status == AlertStatus.OPEN and alert.owner_user_id == owner.id:
             text = f"Alert #{alert.id} is already assigned to {owner.name}."
-            await record(session, alert, "assign", "noop", actor, reason=text, request_id=request_id, now=now)
+            await record(session, alert, AlertAction.ASSIGN, "noop", actor, reason=text, request_id=request_id, now=now)
             raise AlreadyDone(text)
-        raise await _noop(session, alert, "assign", actor, now, request_id)
+        raise await _noop(session, alert, AlertAction.ASSIGN, actor, now, request_id)
     told = await _tell_assignee(session, alert, actor, owner, now)
     reason = f"assigned to {owner.name} ({owner.email})"
     if named:
         reason += f", named as {named}"
     if told:
         reason += f"; told in Slack ({told})"
-    await record(session, alert, "assign", "applied", actor, reason=(reason + (f"; {why}" if why else ""))[:500],
+    await record(session, alert, AlertAction.ASSIGN, "applied", actor, reason=(reason + (f"; {why}" if why else ""))[:500],
                  note=note, request_id=request_id, now=now, flush=False)
     await refresh_in_slack(session, alert, now, flush=False)
     return alert
@@ -494,16 +496,16 @@ async def _tell_assignee(session: AsyncSession, alert: Alert, actor: Actor, owne
 
 async def add_note(session: AsyncSession, alert: Alert, actor: Actor, note: str, *, request_id: str | None = None,
                    now: datetime | None = None) -> AlertEvent:
-    return await record(session, alert, "note", "applied", actor, note=note, request_id=request_id, now=now)
+    return await record(session, alert, AlertAction.NOTE, "applied", actor, note=note, request_id=request_id, now=now)
 
 
 async def unacknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
                         request_id: str | None = None, now: datetime | None = None) -> Alert:
     now = now or utcnow()
-    if not await _transition(session, alert, [Alert.status == "open", Alert.acknowledged.is_(True)],
+    if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(True)],
                              dict(acknowledged=False, acknowledged_at=None, acknowledged_by=None, updated_at=now)):
-        raise await _noop(session, alert, "unacknowledge", actor, now, request_id)
-    await record(session, alert, "unacknowledge", "applied", actor, note=note, request_id=request_id, now=now,
+        raise await _noop(session, alert, AlertAction.UNACKNOWLEDGE, actor, now, request_id)
+    await record(session, alert, AlertAction.UNACKNOWLEDGE, "applied", actor, note=note, request_id=request_id, now=now,
                  flush=False)
     await refresh_in_slack(session, alert, now, flush=False)
     return alert
@@ -513,9 +515,9 @@ async def snooze(session: AsyncSession, alert: Alert, actor: Actor, until: datet
                  request_id: str | None = None, now: datetime | None = None) -> Alert:
     """Snooze an open alert until ``until`` (in the future: checked by the caller)."""
     now = now or utcnow()
-    if not await _transition(session, alert, [Alert.status == "open"], dict(snoozed_until=until, updated_at=now)):
-        raise await _noop(session, alert, "snooze", actor, now, request_id)
-    await record(session, alert, "snooze", "applied", actor, reason=f"until {until:%Y-%m-%d %H:%M} UTC", note=note,
+    if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN], dict(snoozed_until=until, updated_at=now)):
+        raise await _noop(session, alert, AlertAction.SNOOZE, actor, now, request_id)
+    await record(session, alert, AlertAction.SNOOZE, "applied", actor, reason=f"until {until:%Y-%m-%d %H:%M} UTC", note=note,
                  request_id=request_id, now=now, flush=False)
     await refresh_in_slack(session, alert, now, flush=False)
     return alert
@@ -552,8 +554,21 @@ async def update_field(session: AsyncSession, alert: Alert, actor: Actor, name: 
                           else {column: value if value or column != "description" else None}, now):
         return False
     shown = (old or "")[:80] + ("…" if old and len(old) > 80 else "")
-    await record(session, alert, "update", "applied", actor, reason=f"{name} changed (was: {shown!r})"[:500],
+    await record(session, alert, AlertAction.UPDATE, "applied", actor, reason=f"{name} changed (was: {shown!r})"[:500],
                  request_id=request_id, now=now, flush=False)
+    await refresh_in_slack(session, alert, now, flush=False)
+    return True
+
+
+async def _edit(session: AsyncSession, alert: Alert, actor: Actor, action: AlertAction,
+                change: Callable[[Alert], dict[str, Any]], what: str, note: str | None, request_id: str | None,
+                now: datetime) -> bool:
+    """Rewrite the alert's list or map by ``change`` (``_rewrite``); when it changed, put
+    ``what`` on the timeline and refresh the Slack message. False: nothing changed."""
+    if not await _rewrite(session, alert, change, now):
+        return False
+    await record(session, alert, action, "applied", actor, reason=what[:500], note=note, request_id=request_id,
+                 now=now, flush=False)
     await refresh_in_slack(session, alert, now, flush=False)
     return True
 
@@ -571,13 +586,8 @@ async def change_tags(session: AsyncSession, alert: Alert, actor: Actor, *, add:
             raise ValidationFailed({"tags": f"an alert has at most {MAX_TAGS} tags"})
         return {"tags": tags}
 
-    if not await _rewrite(session, alert, change, now):
-        return False
     what = (f"tags added: {', '.join(add)}" if add else f"tags removed: {', '.join(remove)}")
-    await record(session, alert, "tags", "applied", actor, reason=what[:500], note=note, request_id=request_id,
-                 now=now, flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
-    return True
+    return await _edit(session, alert, actor, AlertAction.TAGS, change, what, note, request_id, now)
 
 
 async def change_details(session: AsyncSession, alert: Alert, actor: Actor, *, add: dict[str, str] | None = None,
@@ -594,13 +604,8 @@ async def change_details(session: AsyncSession, alert: Alert, actor: Actor, *, a
             raise ValidationFailed({"details": f"an alert's details are at most {MAX_DETAILS_CHARS} characters in total"})
         return {"details": details}
 
-    if not await _rewrite(session, alert, change, now):
-        return False
     what = (f"details added: {', '.join(add)}" if add else f"details removed: {', '.join(remove)}")
-    await record(session, alert, "details", "applied", actor, reason=what[:500], note=note, request_id=request_id,
-                 now=now, flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
-    return True
+    return await _edit(session, alert, actor, AlertAction.DETAILS, change, what, note, request_id, now)
 
 
 async def add_responder(session: AsyncSession, alert: Alert, actor: Actor, *, team: Team | None = None,
@@ -638,7 +643,7 @@ async def add_responder(session: AsyncSession, alert: Alert, actor: Actor, *, te
     if not await _rewrite(session, alert, change, now):
         return False
     who = f"team {team.name}" if team is not None else f"{user.name} ({user.email})"
-    await record(session, alert, "responder", "applied", actor, reason=f"responder added: {who}"[:500], note=note,
+    await record(session, alert, AlertAction.RESPONDER, "applied", actor, reason=f"responder added: {who}"[:500], note=note,
                  request_id=request_id, now=now, flush=False)
     await refresh_in_slack(session, alert, now, flush=False)
     return True
@@ -648,7 +653,7 @@ async def custom_action(session: AsyncSession, alert: Alert, actor: Actor, name:
                         request_id: str | None = None, now: datetime | None = None) -> AlertEvent:
     """OpsGenie's custom actions ("Restart", "Run playbook"): Genie runs nothing; the action
     is recorded on the timeline (and so in the API's logs) for whoever acts on it."""
-    return await record(session, alert, "custom", "applied", actor, reason=f"custom action {name!r}"[:500], note=note,
+    return await record(session, alert, AlertAction.CUSTOM, "applied", actor, reason=f"custom action {name!r}"[:500], note=note,
                         request_id=request_id, now=now)
 
 
@@ -680,7 +685,7 @@ async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]
             told[user.id] = {"user": user, "state": "notified" if alert.slack_ts else "pending",
                              "method": "Slack channel", "at": alert.created_at}
     assigned = await session.scalars(
-        select(AlertEvent).where(AlertEvent.alert_id == alert.id, AlertEvent.action == "assign",
+        select(AlertEvent).where(AlertEvent.alert_id == alert.id, AlertEvent.action == AlertAction.ASSIGN,
                                  AlertEvent.outcome == "applied", AlertEvent.reason.contains("told in Slack")))
     for event in assigned:  # reason: "assigned to NAME (EMAIL)…; told in Slack (U…)" (``assign``)
         match = re.match(r"assigned to .*? \(([^()\s]+@[^()\s]+)\)", event.reason or "")
@@ -703,7 +708,7 @@ async def open_alerts_for(session: AsyncSession, user_id: int, limit: int = 10) 
     """Open alerts of the person's teams or assigned to them, newest first (App Home)."""
     team_ids = select(func.distinct(TeamMember.team_id)).where(TeamMember.user_id == user_id)
     return list(await session.scalars(
-        select(Alert).where(Alert.status == "open", or_(Alert.team_id.in_(team_ids), Alert.owner_user_id == user_id))
+        select(Alert).where(Alert.status == AlertStatus.OPEN, or_(Alert.team_id.in_(team_ids), Alert.owner_user_id == user_id))
         .order_by(Alert.id.desc()).limit(limit)
     ))
 

@@ -33,7 +33,7 @@ from bot.services.alerts import Actor, AlreadyDone, ValidationFailed
 from bot.services.errors import AlreadyExists, NotFound
 from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import Alert, Heartbeat, Team, TeamMember
+from storage.models import Alert, AlertStatus, Heartbeat, Team, TeamMember
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ async def ping(session: AsyncSession, heartbeat: Heartbeat, now: datetime, *, ho
     await session.refresh(heartbeat)
     alert = await session.scalar(
         select(Alert).where(Alert.team_id == heartbeat.team_id, Alert.alias == alias_of(heartbeat.name),
-                            Alert.status == "open").limit(1)
+                            Alert.status == AlertStatus.OPEN).limit(1)
     )
     if alert is None:
         return None

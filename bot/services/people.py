@@ -22,6 +22,7 @@ from typing import Generic, Literal, TypeVar
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.ids import parse_id
 from bot.services import external_accounts
 from bot.services.external_accounts import AccountRow
 from bot.services.audit import Who
@@ -172,9 +173,8 @@ async def providers(session: AsyncSession) -> list[str]:
 # --- finding what a form names ---------------------------------------------------------------
 def parse_key(key: str | None) -> tuple[str, int] | None:
     """``a:12`` / ``l:7`` → ("a", 12) / ("l", 7); anything else → None."""
-    if not key or len(key) > 12 or key[:2] not in ("a:", "l:") or not key[2:].isascii() or not key[2:].isdigit():
-        return None
-    return key[0], int(key[2:])
+    number = parse_id(key[2:]) if key and key[:2] in ("a:", "l:") else None
+    return (key[0], number) if key and number is not None else None
 
 
 async def account_by_key(session: AsyncSession, key: str | None, *, record: bool = False) -> ExternalAccount:
@@ -210,14 +210,10 @@ async def person_by_email(session: AsyncSession, email: str | None) -> User:
     return person
 
 
-def _id_or_none(value: str | None) -> int | None:
-    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 9 else None
-
-
 async def _check_still(session: AsyncSession, account: ExternalAccount, expected: str | None) -> User:
     """The person the account is connected to, refusing if it is not whom the page showed."""
     current = await external_accounts.connected_person(session, account)
-    expected_id = _id_or_none(expected)
+    expected_id = parse_id(expected)
     if current is None:
         raise NotFound(f"{external_accounts.describe(account)} is not connected to anyone any more.")
     if current.id != expected_id:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.errors import AlreadyExists, InvalidInput, NotFound
 from bot.services.users import require_user
+from storage import repositories as repo
 from storage.models import Team, TeamMember, User
 
 _CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
@@ -40,6 +41,14 @@ async def teams_of_user(session: AsyncSession, user_id: int) -> list[Team]:
             select(Team).join(TeamMember, TeamMember.team_id == Team.id).where(TeamMember.user_id == user_id).order_by(Team.name)
         )
     )
+
+
+async def teams_by_id(session: AsyncSession, ids: set[int]) -> dict[int, Team]:
+    return await repo.by_key(session, Team.id, ids)
+
+
+async def teams_by_name(session: AsyncSession, names: set[str]) -> dict[str, Team]:
+    return await repo.by_key(session, Team.name, names)
 
 
 async def membership(session: AsyncSession, team_id: int, user_id: int) -> TeamMember | None:

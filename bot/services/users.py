@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
+from storage import repositories as repo
 from storage.base import utcnow
 from storage.models import SigninFailure, User, WebSession
 
@@ -149,6 +150,14 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     if not ok or user is None or not user.is_active:
         return None
     return user
+
+
+async def users_by_id(session: AsyncSession, ids: set[int]) -> dict[int, User]:
+    return await repo.by_key(session, User.id, ids)
+
+
+async def users_by_email(session: AsyncSession, emails: set[str]) -> dict[str, User]:
+    return await repo.by_key(session, User.email, emails)
 
 
 # --- sign-in throttling ----------------------------------------------------------------------

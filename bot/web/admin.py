@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from bot.notify import publish_home
 from bot.runtime import Runtime
+from bot.ids import parse_id
 from bot.services import audit, external_accounts, people
 from bot.services.errors import GenieError, InvalidInput, NotFound
 from bot.services.slack_links import SlackIdentity
@@ -235,7 +236,7 @@ async def audit_log(request: Request) -> Response:
     email = (params.get("email") or "").strip()[:254]
     provider = _provider(params.get("provider"))
     raw_before = params.get("before") or ""
-    before = int(raw_before) if raw_before.isascii() and raw_before.isdigit() and len(raw_before) <= 9 else None
+    before = parse_id(raw_before)
     async with rt_of(request).sessionmaker() as session:
         events = await audit.events(session, limit=AUDIT_PER_PAGE + 1, subject_email=email or None,
                                     provider=provider, before_id=before)

@@ -46,12 +46,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
+from bot.ids import is_id
 from bot.services import access, alert_people, alerts, teams, users
 from bot.services.alerts import Actor, AlreadyDone, Forbidden, ValidationFailed
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
-from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import Alert, AlertEvent, Team
+from storage.models import Alert, AlertAction, AlertEvent, AlertStatus, Team
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +159,6 @@ async def read_body(request: Request) -> bytes:
         if len(body) > MAX_BODY:
             raise ApiError(413, f"Request body is too large (at most {MAX_BODY // 1024} KiB).")
     return bytes(body)
-
-
-def small_int(text: str) -> bool:
-    """ASCII digits that fit the databases' integer ids (``"²".isdigit()`` is True, too)."""
-    return re.fullmatch(r"[0-9]{1,10}", text) is not None and int(text) < 2**31
 
 
 def storable(text: str) -> bool:
@@ -294,7 +289,7 @@ def parse_query(query: str) -> list[tuple[str, Any]]:
         if key == "tags":
             key = "tag"
         if key == "status":
-            if value.lower() not in ("open", "closed"):
+            if value.lower() not in tuple(AlertStatus):
                 raise ValidationFailed({"query": "status must be open or closed"})
             value = value.lower()
         elif key == "acknowledged":
@@ -306,7 +301,7 @@ def parse_query(query: str) -> list[tuple[str, Any]]:
                 raise ValidationFailed({"query": "priority must be one of P1, P2, P3, P4, P5"})
             value = value.upper()
         elif key == "tinyId":
-            if not small_int(value):
+            if not is_id(value):
                 raise ValidationFailed({"query": "tinyId must be a number"})
             value = int(value)
         elif not value:
@@ -328,24 +323,24 @@ def _ms(since: datetime, until: datetime | None) -> int | None:
 
 async def present(session: AsyncSession, found: list[Alert], full: bool) -> list[dict[str, Any]]:
     """OpsGenie's alert objects (``full``: with description and details, as ``GET`` one)."""
-    teams = await repo.teams_by_id(session, {a.team_id for a in found if a.team_id is not None})
-    owners = await repo.users_by_id(session, {a.owner_user_id for a in found if a.owner_user_id is not None})
-    named_teams = await repo.teams_by_name(session, {r["name"] for a in found for r in a.responders or []
+    teams_by_id = await teams.teams_by_id(session, {a.team_id for a in found if a.team_id is not None})
+    owners = await users.users_by_id(session, {a.owner_user_id for a in found if a.owner_user_id is not None})
+    named_teams = await teams.teams_by_name(session, {r["name"] for a in found for r in a.responders or []
                                                      if isinstance(r, dict) and r.get("type") == "team"
                                                      and not r.get("id") and isinstance(r.get("name"), str)})
-    named_users = await repo.users_by_email(session, {r["username"].strip().lower() for a in found
+    named_users = await users.users_by_email(session, {r["username"].strip().lower() for a in found
                                                        for r in a.responders or [] if isinstance(r, dict)
                                                        and r.get("type") == "user" and not r.get("id")
                                                        and isinstance(r.get("username"), str)})
     now = utcnow()
     shown = []
     for a in found:
-        team = teams.get(a.team_id) if a.team_id is not None else None
+        team = teams_by_id.get(a.team_id) if a.team_id is not None else None
         owner = owners.get(a.owner_user_id) if a.owner_user_id is not None else None
         responders = [_responder(r, named_teams, named_users) for r in a.responders or [] if isinstance(r, dict)]
         if team is not None and not any(r["type"] == "team" and r["id"] == str(team.id) for r in responders):
             responders.insert(0, {"type": "team", "id": str(team.id), "name": team.name})
-        snoozed = a.status == "open" and a.snoozed_until is not None and a.snoozed_until > now
+        snoozed = a.status == AlertStatus.OPEN and a.snoozed_until is not None and a.snoozed_until > now
         report = {"ackTime": _ms(a.created_at, a.acknowledged_at), "closeTime": _ms(a.created_at, a.closed_at),
                   "acknowledgedBy": a.acknowledged_by, "closedBy": a.closed_by}
         item = {
@@ -385,10 +380,11 @@ def _responder(stored: dict[str, Any], named_teams: dict[str, Team], named_users
 
 
 _VIA = {"api": "the API", "slack": "Slack", "cli": "the CLI", "web": "the web"}
-_DONE = {"create": "created", "deduplicate": "de-duplicated", "acknowledge": "acknowledged", "close": "closed",
-         "assign": "assigned", "unacknowledge": "unacknowledged", "snooze": "snoozed", "update": "updated",
-         "tags": "tags changed", "details": "details changed", "responder": "responder added",
-         "custom": "custom action run"}
+_DONE = {AlertAction.CREATE: "created", AlertAction.DEDUPLICATE: "de-duplicated",
+         AlertAction.ACKNOWLEDGE: "acknowledged", AlertAction.CLOSE: "closed", AlertAction.ASSIGN: "assigned",
+         AlertAction.UNACKNOWLEDGE: "unacknowledged", AlertAction.SNOOZE: "snoozed", AlertAction.UPDATE: "updated",
+         AlertAction.TAGS: "tags changed", AlertAction.DETAILS: "details changed",
+         AlertAction.RESPONDER: "responder added", AlertAction.CUSTOM: "custom action run"}
 
 
 def log_line(event: AlertEvent) -> str:
@@ -415,8 +411,8 @@ def log_line(event: AlertEvent) -> str:
 
 
 async def _event_owners(session: AsyncSession, events: list[AlertEvent]) -> dict[int, str]:
-    users = await repo.users_by_id(session, {e.actor_user_id for e in events if e.actor_user_id is not None})
-    return {uid: u.email for uid, u in users.items()}
+    actors = await users.users_by_id(session, {e.actor_user_id for e in events if e.actor_user_id is not None})
+    return {uid: u.email for uid, u in actors.items()}
 
 
 async def _page_of_events(session: AsyncSession, request: Request, alert_id: int,
@@ -430,7 +426,7 @@ async def _page_of_events(session: AsyncSession, request: Request, alert_id: int
     if direction not in ("next", "prev"):
         raise ValidationFailed({"direction": "direction must be next or prev"})
     offset = request.query_params.get("offset", "")
-    if offset and not small_int(offset):
+    if offset and not is_id(offset):
         raise ValidationFailed({"offset": "offset must be the offset of an item of a previous page"})
     page, more = await alerts.timeline_page(session, alert_id, limit=limit, descending=descending,
                                             cursor=int(offset) if offset else None,
@@ -570,12 +566,12 @@ async def _assignee(session: AsyncSession, owner: Any, alert: Alert) -> tuple[An
     user, named = None, None
     user_id, username = owner.get("id"), owner.get("username")
     among = access.team_people(alert.team_id) if alert.team_id is not None else None
-    members = set(await session.scalars(among)) if among is not None else set()
-    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+    members = await access.team_people_ids(session, alert.team_id)
+    team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
     if (isinstance(user_id, int) and not isinstance(user_id, bool)) or (
             isinstance(user_id, str) and re.fullmatch(r"[0-9]+", user_id.strip())):
         given = str(user_id).strip()
-        user = await users.user_by_id(session, int(user_id)) if small_int(str(user_id).strip()) else None
+        user = await users.user_by_id(session, int(user_id)) if is_id(str(user_id).strip()) else None
     elif isinstance(username, str) and 0 < len(username) <= 254:
         given = username
         user = await users.user_by_email(session, username)
@@ -794,8 +790,8 @@ async def _named_team(session: AsyncSession, given: Any, name: str) -> Team:
         raise ValidationFailed({name: f'{name} must be an object: {{"id": "<team id>"}} or {{"name": "<team name>"}}'})
     team_id, team_name = given.get("id"), given.get("name")
     team = None
-    if isinstance(team_id, str) and small_int(team_id.strip()):
-        team = await session.get(Team, int(team_id.strip()))
+    if isinstance(team_id, str) and is_id(team_id.strip()):
+        team = await teams.team_by_id(session, int(team_id.strip()))
     elif isinstance(team_name, str) and 0 < len(team_name) <= 100:
         team = await teams.team_by_name(session, team_name)
     if team is None:
@@ -890,54 +886,28 @@ async def escalate_alert(request: Request, call: Call) -> Response:
     raise ApiError(422, text, errors={"escalation": text})
 
 
-@endpoint
-async def add_responder(request: Request, call: Call) -> Response:
-    return await _change(request, call, "AddResponder", _add_responder)
+def _changing(action: str, change: Any, *, per_request: bool = False,
+              body_in_query: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of an asynchronous action on one alert (``_change``): ``change`` is the
+    ``Change``, or with ``per_request`` a function of the request that makes it."""
+
+    async def handler(request: Request, call: Call) -> Response:
+        return await _change(request, call, action, change(request) if per_request else change,
+                             body_in_query=body_in_query)
+
+    return endpoint(handler)
 
 
-@endpoint
-async def add_team(request: Request, call: Call) -> Response:
-    return await _change(request, call, "AddTeam", _add_team)
-
-
-@endpoint
-async def add_tags(request: Request, call: Call) -> Response:
-    return await _change(request, call, "AddTags", _tags_add)
-
-
-@endpoint
-async def remove_tags(request: Request, call: Call) -> Response:
-    return await _change(request, call, "RemoveTags", _tags_remove(request), body_in_query=True)
-
-
-@endpoint
-async def add_details(request: Request, call: Call) -> Response:
-    return await _change(request, call, "AddDetails", _details_add)
-
-
-@endpoint
-async def remove_details(request: Request, call: Call) -> Response:
-    return await _change(request, call, "RemoveDetails", _details_remove(request), body_in_query=True)
-
-
-@endpoint
-async def update_message(request: Request, call: Call) -> Response:
-    return await _change(request, call, "UpdateMessage", _update("message"))
-
-
-@endpoint
-async def update_description(request: Request, call: Call) -> Response:
-    return await _change(request, call, "UpdateDescription", _update("description"))
-
-
-@endpoint
-async def update_priority(request: Request, call: Call) -> Response:
-    return await _change(request, call, "UpdatePriority", _update("priority"))
-
-
-@endpoint
-async def custom_action(request: Request, call: Call) -> Response:
-    return await _change(request, call, "ExecuteCustomAction", _custom_action(request))
+add_responder = _changing("AddResponder", _add_responder)
+add_team = _changing("AddTeam", _add_team)
+add_tags = _changing("AddTags", _tags_add)
+remove_tags = _changing("RemoveTags", _tags_remove, per_request=True, body_in_query=True)
+add_details = _changing("AddDetails", _details_add)
+remove_details = _changing("RemoveDetails", _details_remove, per_request=True, body_in_query=True)
+update_message = _changing("UpdateMessage", _update("message"))
+update_description = _changing("UpdateDescription", _update("description"))
+update_priority = _changing("UpdatePriority", _update("priority"))
+custom_action = _changing("ExecuteCustomAction", _custom_action, per_request=True)
 
 
 @endpoint

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
@@ -82,13 +85,21 @@ def meta(heartbeat: Heartbeat, now) -> dict:
 
 
 # --- handlers --------------------------------------------------------------------------------
+@asynccontextmanager
+async def _named(request: Request, *, write: bool) -> AsyncIterator[tuple[AsyncSession, Team, Heartbeat]]:
+    """The key's team and the heartbeat the path names (404 for another team's or none), in a
+    transaction (``write``) or a read-only session."""
+    key = heartbeat_key(request)
+    sessionmaker = request.app.state.runtime.sessionmaker
+    async with (sessionmaker.begin() if write else sessionmaker()) as session:
+        team = await key_team(session, key)
+        yield session, team, await heartbeats.find(session, team, _name(request))
+
+
 @endpoint
 async def ping(request: Request, call: Call) -> Response:
-    key = heartbeat_key(request)
     rt = request.app.state.runtime
-    async with rt.sessionmaker.begin() as session:
-        team = await key_team(session, key)
-        heartbeat = await heartbeats.find(session, team, _name(request))
+    async with _named(request, write=True) as (session, team, heartbeat):
         closed = await heartbeats.ping(session, heartbeat, rt.now(), how=f"{request.method} ping",
                                        request_id=call.request_id)
     if closed is not None:  # committed: the alert's Slack message shows it closed now
@@ -123,12 +134,8 @@ async def list_heartbeats(request: Request, call: Call) -> Response:
 
 @endpoint
 async def get_heartbeat(request: Request, call: Call) -> Response:
-    key = heartbeat_key(request)
-    rt = request.app.state.runtime
-    async with rt.sessionmaker() as session:
-        team = await key_team(session, key)
-        heartbeat = await heartbeats.find(session, team, _name(request))
-        shown = present(heartbeat, team, rt.now())
+    async with _named(request, write=False) as (session, team, heartbeat):
+        shown = present(heartbeat, team, request.app.state.runtime.now())
     return call.answer(200, data=shown)
 
 
@@ -149,12 +156,8 @@ async def update_heartbeat(request: Request, call: Call) -> Response:
 
 def _switch(enabled: bool):
     async def handler(request: Request, call: Call) -> Response:
-        key = heartbeat_key(request)
-        rt = request.app.state.runtime
-        async with rt.sessionmaker.begin() as session:
-            team = await key_team(session, key)
-            heartbeat = await heartbeats.find(session, team, _name(request))
-            now = rt.now()
+        async with _named(request, write=True) as (session, team, heartbeat):
+            now = request.app.state.runtime.now()
             await heartbeats.set_enabled(session, heartbeat, enabled, now)
             shown = meta(heartbeat, now)
         return call.answer(200, data=shown)
@@ -165,11 +168,7 @@ def _switch(enabled: bool):
 
 @endpoint
 async def delete_heartbeat(request: Request, call: Call) -> Response:
-    key = heartbeat_key(request)
-    rt = request.app.state.runtime
-    async with rt.sessionmaker.begin() as session:
-        team = await key_team(session, key)
-        heartbeat = await heartbeats.find(session, team, _name(request))
+    async with _named(request, write=True) as (session, team, heartbeat):
         await heartbeats.remove(session, heartbeat)
     return call.answer(200, result="Deleted")
 

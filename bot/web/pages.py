@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -29,6 +28,7 @@ from bot.notify import (announce_link, fetch_profile, queue_connected_dm, queue_
                         queue_password_set_notices, refresh_home_after_unlink)
 from bot.runtime import Runtime
 from bot import metrics
+from bot.ids import parse_id
 from bot.services import actions, external_accounts, people, slack_links, teams, users
 from bot.services.errors import InvalidInput
 from bot.services.slack_links import LinkError, LinkProblem, NeedsReplaceConfirmation
@@ -369,23 +369,35 @@ async def account_page(request: Request) -> Response:
                   removed=request.query_params.get("removed") == "1")
 
 
-async def account_disconnect(request: Request) -> Response:
+async def _own_post(request: Request, param: str) -> tuple[FormData, User, int] | Response:
+    """The preamble of a POST on one of the signed-in person's own connections: the form (CSRF
+    checked), the person (else off to sign in) and the id the path names (-1 when it is no id:
+    found nowhere) — or the response that refuses it."""
     form = await read_form(request)
     if form is None:
         return csrf_failed(request)
     user = await current_user(request)
     if user is None:
         return RedirectResponse("/login?next=/account", status_code=303)
-    raw_id = request.path_params["link_id"]
-    # ASCII digits that fit the database's integer: int() would also take " 1", "١" or 30 digits.
-    link_id = int(raw_id) if re.fullmatch(r"[0-9]{1,9}", raw_id) else -1
+    request.state.user = user
+    return form, user, parse_id(request.path_params[param], -1)
+
+
+def _not_yours(request: Request) -> Response:
+    return render(request, "message.html", status_code=404, title="Not found",
+                  message="That connection does not exist any more, or is not yours.")
+
+
+async def account_disconnect(request: Request) -> Response:
+    own = await _own_post(request, "link_id")
+    if isinstance(own, Response):
+        return own
+    _, user, link_id = own
     rt = rt_of(request)
     async with rt.sessionmaker.begin() as session:
         link = await slack_links.unlink_for_user(session, user, link_id)
     if link is None:
-        request.state.user = user
-        return render(request, "message.html", status_code=404, title="Not found",
-                      message="That connection does not exist any more, or is not yours.")
+        return _not_yours(request)
     logger.info("Genie user %s disconnected Slack user %s on the web", user.id, link.slack_user_id)
     response = RedirectResponse("/account?disconnected=1", status_code=303)
     response.background = BackgroundTask(refresh_home_after_unlink, rt, link)
@@ -394,35 +406,24 @@ async def account_disconnect(request: Request) -> Response:
 
 async def account_keep(request: Request) -> Response:
     """"This is me" on the banner of a new Slack link Slack did not vouch for: it leaves the banner."""
-    form = await read_form(request)
-    if form is None:
-        return csrf_failed(request)
-    user = await current_user(request)
-    if user is None:
-        return RedirectResponse("/login?next=/account", status_code=303)
-    raw_id = request.path_params["link_id"]
-    link_id = int(raw_id) if re.fullmatch(r"[0-9]{1,9}", raw_id) else -1
+    own = await _own_post(request, "link_id")
+    if isinstance(own, Response):
+        return own
+    _, user, link_id = own
     async with rt_of(request).sessionmaker.begin() as session:
         link = await slack_links.keep_link(session, user, link_id)
     if link is None:
-        request.state.user = user
-        return render(request, "message.html", status_code=404, title="Not found",
-                      message="That connection does not exist any more, or is not yours.")
+        return _not_yours(request)
     return RedirectResponse("/account?kept=1", status_code=303)
 
 
 async def account_remove(request: Request) -> Response:
     """Remove one of the person's own non-Slack accounts: a confirm page first, then the
     POST with ``confirm=yes``. Someone else's account (or a made-up id) is "not found"."""
-    form = await read_form(request)
-    if form is None:
-        return csrf_failed(request)
-    user = await current_user(request)
-    if user is None:
-        return RedirectResponse("/login?next=/account", status_code=303)
-    request.state.user = user
-    raw_id = request.path_params["account_id"]
-    account_id = int(raw_id) if re.fullmatch(r"[0-9]{1,9}", raw_id) else -1
+    own = await _own_post(request, "account_id")
+    if isinstance(own, Response):
+        return own
+    form, user, account_id = own
     confirmed = form.get("confirm") == "yes"
     async with rt_of(request).sessionmaker.begin() as session:
         if confirmed:
@@ -432,8 +433,7 @@ async def account_remove(request: Request) -> Response:
     if account is not None and not confirmed:
         return render(request, "account_remove.html", account=account)
     if account is None:
-        return render(request, "message.html", status_code=404, title="Not found",
-                      message="That connection does not exist any more, or is not yours.")
+        return _not_yours(request)
     logger.info("Genie user %s removed their %s account %s on the web", user.id, account.provider, account.id)
     return RedirectResponse("/account?removed=1", status_code=303)
 

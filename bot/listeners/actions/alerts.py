@@ -8,27 +8,28 @@ import logging
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot import metrics
-from bot.blocks.alerts import parse_value, refusal_message
+from bot.blocks.alerts import ButtonValue, refusal_message
 from bot.listeners import identity_from, runtime, tell
 from bot.services import actions, slack_links
 from bot.services.slack_links import SlackProfile
+from storage.models import AlertAction
 
 logger = logging.getLogger(__name__)
 
 
 async def acknowledge(ack, body: dict, context: AsyncBoltContext, respond) -> None:
     await ack()
-    await _act(body, context, respond, "acknowledge")
+    await _act(body, context, respond, AlertAction.ACKNOWLEDGE)
 
 
 async def close(ack, body: dict, context: AsyncBoltContext, respond) -> None:
     await ack()
-    await _act(body, context, respond, "close")
+    await _act(body, context, respond, AlertAction.CLOSE)
 
 
 async def assign(ack, body: dict, context: AsyncBoltContext, respond) -> None:
     await ack()
-    await _act(body, context, respond, "assign")
+    await _act(body, context, respond, AlertAction.ASSIGN)
 
 
 def _raw_value(body: dict) -> str | None:
@@ -42,19 +43,19 @@ def _raw_value(body: dict) -> str | None:
     return action.get("value") if isinstance(action.get("value"), str) else None
 
 
-async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> None:
+async def _act(body: dict, context: AsyncBoltContext, respond, action: AlertAction) -> None:
     rt, identity = runtime(context), identity_from(context)
-    data = parse_value(_raw_value(body))
-    if data is None or (action == "assign" and "user" not in data):
+    value = ButtonValue.parse(_raw_value(body))
+    if value is None or (action == AlertAction.ASSIGN and value.user is None):
         metrics.count_decision(action, "invalid", "bad_value")
         await tell(respond, identity.user_id, "that the button was not Genie's",
                    text="That button doesn't belong to a Genie alert I know, so nothing was changed.",
                    response_type="ephemeral", replace_original=False)
         return
     async with rt.sessionmaker.begin() as session:
-        result = await actions.act(session, identity, action, data["alert"],
+        result = await actions.act(session, identity, action, value.alert,
                                    anonymous_default=rt.settings.allow_anonymous_actions,
-                                   assignee_id=data.get("user"))
+                                   assignee_id=value.user)
     metrics.count_decision(action, result.outcome, result.reason)  # committed: it is on the timeline
     if result.applied:
         rt.wake_outbox(result.channel)
@@ -63,7 +64,7 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: str) -> N
     if result.needs_link:
         # The click is remembered with the link: once it is confirmed, Genie carries it out
         # through the gate (actions.carry_out) — the person need not find the alert again.
-        pending = slack_links.PendingClick(action, result.alert_id, data.get("user"), *_where(body))
+        pending = slack_links.PendingClick(action, result.alert_id, value.user, *_where(body))
         async with rt.sessionmaker.begin() as session:
             request = await slack_links.issue_link(session, identity, SlackProfile(workspace_name=_domain(body)),
                                                rt.settings.link_ttl, pending=pending)
