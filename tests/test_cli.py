@@ -117,8 +117,8 @@ async def test_user_add_list_password_and_activation(cli: Cli, db_url: str):
     bob = ok(cli("user", "add", "Bob@Example.COM", "--name", "Bob Jones", "--admin"),
              "added user bob@example.com (admin)", "set-password")
 
-    users = cli.users()
-    assert users == {
+    listed = cli.users()
+    assert listed == {
         "alice@example.com": {"email": "alice@example.com", "name": "Alice Smith", "admin": False, "active": True,
                               "can_sign_in": True, "slack": []},
         "bob@example.com": {"email": "bob@example.com", "name": "Bob Jones", "admin": True, "active": True,
