@@ -23,9 +23,10 @@ from typing import Any, Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import access, external_accounts
+from bot.ids import parse_id
+from bot.services import access, external_accounts, users
 from bot.services.external_accounts import KNOWN_PROVIDERS, Named
-from storage.models import SlackLink, Team, User
+from storage.models import SlackLink, Team
 
 #: ``details`` keys that name a person, and the provider their value is looked up in
 #: (None: any provider — an id, handle or email of any connected account).
@@ -58,7 +59,8 @@ async def slack_links(session: AsyncSession, user_ids: Iterable[int], team: Team
 
 
 async def _by_genie_id(session: AsyncSession, given: str, among: Any = None) -> Named:
-    person = await session.get(User, int(given)) if len(given) <= 9 else None
+    number = parse_id(given)
+    person = await users.user_by_id(session, number) if number is not None else None
     if person is not None and among is not None and person.id not in set(await session.scalars(among)):
         person = None  # not someone this lookup may see: nobody
     if person is not None and person.is_active:

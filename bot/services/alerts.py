@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.ids import is_id
-from bot.services import access, alert_people, outbox, teams
+from bot.services import access, alert_people, outbox, teams, users
 from bot.services.errors import GenieError, NotFound
 from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
@@ -125,7 +125,7 @@ async def team_for_key(session: AsyncSession, presented: str) -> Team | None:
     row = await session.scalar(select(TeamApiKey).where(TeamApiKey.key_hash == _hash_key(presented)))
     if row is None or not hmac.compare_digest(row.key.encode(), presented.encode()):
         return None
-    return await session.get(Team, row.team_id)
+    return await teams.team_by_id(session, row.team_id)
 
 
 async def grant_post(session: AsyncSession, team: Team, for_team: Team) -> None:
@@ -241,7 +241,7 @@ async def refresh_in_slack(session: AsyncSession, alert: Alert, now: datetime | 
     """Queue an update of the alert's Slack message. If the first post is still pending, the
     update follows it (per-channel order) and renders the state at delivery time."""
     if alert.slack_channel:
-        team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+        team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
         await outbox.enqueue(session, alert.slack_channel, outbox.UPDATE_ALERT, alert_id=alert.id, now=now,
                              slack_team_id=team.slack_team_id if team else None,
                              enterprise_id=team.enterprise_id if team else None, flush=flush)
@@ -449,7 +449,7 @@ async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User,
     ("alice-og (opsgenie)"), for the timeline."""
     now = now or utcnow()
     if alert.team_id is None or await teams.membership(session, alert.team_id, owner.id) is None or not owner.is_active:
-        team = await session.get(Team, alert.team_id) if alert.team_id else None
+        team = await teams.team_by_id(session, alert.team_id) if alert.team_id else None
         text = (f"{owner.name} is not an active member of {team.name}, so can't be assigned this alert."
                 if team else "This alert has no owning team, so it can't be assigned.")
         await record(session, alert, AlertAction.ASSIGN, "denied", actor, reason=text, request_id=request_id, now=now)
@@ -480,7 +480,7 @@ async def _tell_assignee(session: AsyncSession, alert: Alert, actor: Actor, owne
     workspace of the alert's channel); the Slack user id it goes to, or None."""
     if actor.user is not None and actor.user.id == owner.id:
         return None  # they assigned themselves: they know
-    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+    team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
     link = (await alert_people.slack_links(session, {owner.id}, team)).get(owner.id)
     if link is None:
         return None
@@ -622,7 +622,7 @@ async def add_responder(session: AsyncSession, alert: Alert, actor: Actor, *, te
         entry = {"type": "user", "id": str(user.id), "username": user.email}
     link = None
     if user is not None:
-        owning = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+        owning = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
         link = (await alert_people.slack_links(session, {user.id}, owning)).get(user.id)
 
     def change(a: Alert) -> dict[str, Any]:
@@ -662,7 +662,7 @@ async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: date
     Slack is replaced (through the outbox) by a line saying it was deleted and by whom."""
     now = now or utcnow()
     if alert.slack_channel and alert.slack_ts:
-        team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+        team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
         text = f"Alert #{alert.id} ({alert.message}) was deleted by {actor.name}."
         await outbox.enqueue(session, alert.slack_channel, outbox.MESSAGE, now=now,
                              payload={"text": text, "update_ts": alert.slack_ts,  # plain text: no mrkdwn
@@ -690,7 +690,7 @@ async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]
     for event in assigned:  # reason: "assigned to NAME (EMAIL)…; told in Slack (U…)" (``assign``)
         match = re.match(r"assigned to .*? \(([^()\s]+@[^()\s]+)\)", event.reason or "")
         if match:
-            user = await session.scalar(select(User).where(User.email == match.group(1)))
+            user = await users.user_by_email(session, match.group(1))
             if user is not None:
                 told[user.id] = {"user": user, "state": "notified", "method": "Slack DM", "at": event.at}
     return list(told.values())

@@ -251,8 +251,8 @@ async def account_for_link(session: AsyncSession, link: SlackLink, *, record: bo
 async def connected_person(session: AsyncSession, account: ExternalAccount) -> User | None:
     if account.provider == "slack":
         link = await slack_link_of(session, account)
-        return await session.get(User, link.user_id) if link is not None else None
-    return await session.get(User, account.user_id) if account.user_id is not None else None
+        return await users.user_by_id(session, link.user_id) if link is not None else None
+    return await users.user_by_id(session, account.user_id) if account.user_id is not None else None
 
 
 async def _person_has_other(session: AsyncSession, account: ExternalAccount, person: User) -> bool:
@@ -486,7 +486,7 @@ async def resolve(session: AsyncSession, value: str, provider: str | None = None
     people = await candidates(session, value, provider)
     if len(people) != 1:
         return None
-    person = await session.get(User, people.pop())
+    person = await users.user_by_id(session, people.pop())
     return person if person is not None and person.is_active else None
 
 
@@ -536,7 +536,7 @@ async def resolve_named(session: AsyncSession, value: str, provider: str | None 
         value = given
     people = seen(await candidates(session, value, provider))
     if not people and provider == "opsgenie" and "@" in value:
-        own = await session.scalar(select(User).where(User.email == value.lower()))
+        own = await users.user_by_email(session, value)
         if own is not None:
             people = seen({own.id})  # their own email names them, or (not visible) nobody
         else:

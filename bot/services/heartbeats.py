@@ -28,7 +28,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services import alerts
+from bot.services import alerts, teams
 from bot.services.alerts import Actor, AlreadyDone, ValidationFailed
 from bot.services.errors import AlreadyExists, NotFound
 from storage import repositories as repo
@@ -310,7 +310,7 @@ async def expire(session: AsyncSession, heartbeat_id: int, now: datetime) -> tup
     )
     if claimed is None:
         return None
-    team = await session.get(Team, claimed.team_id)
+    team = await teams.team_by_id(session, claimed.team_id)
     assert team is not None  # the heartbeat is deleted with its team
     since = (f"no ping since {claimed.last_ping_at:%Y-%m-%d %H:%M:%S} UTC" if claimed.last_ping_at
              else "no ping since it was created or enabled")

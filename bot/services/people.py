@@ -23,7 +23,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.ids import parse_id
-from bot.services import external_accounts
+from bot.services import external_accounts, users
 from bot.services.external_accounts import AccountRow
 from bot.services.audit import Who
 from bot.services.errors import AlreadyExists, InvalidInput, NotFound
@@ -202,7 +202,7 @@ async def person_by_email(session: AsyncSession, email: str | None) -> User:
     value = (email or "").strip().lower()
     if not value:
         raise InvalidInput("Give the email of the person to connect it to.")
-    person = await session.scalar(select(User).where(User.email == value[:254]))
+    person = await users.user_by_email(session, value[:254])
     if person is None:
         raise NotFound(f"No person has the email {value}.")
     if not person.is_active:

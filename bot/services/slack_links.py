@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
-from bot.services import audit
+from bot.services import audit, users
 from bot.services.audit import Who
 from bot.services.errors import GenieError, NotFound
 from storage import repositories as repo
@@ -408,7 +408,7 @@ async def redeem(
     moved_from = next((old for old in replaced if old.slack_user_id == request.slack_user_id
                        and old.user_id != user.id), None)
     if moved_from is not None:
-        previous = await session.get(User, moved_from.user_id)
+        previous = await users.user_by_id(session, moved_from.user_id)
         await audit.record(session, who, "account.move", subject=user, provider="slack", tenant=link.workspace_id,
                            external_id=link.slack_user_id,
                            detail=f"moved from {previous.email if previous else 'a removed person'} (one-time link)")
@@ -425,7 +425,7 @@ async def current_link(session: AsyncSession, identity: SlackIdentity) -> SlackL
 
 
 async def _audit_unlink(session: AsyncSession, link: SlackLink, who: Who, detail: str) -> None:
-    person = await session.get(User, link.user_id)
+    person = await users.user_by_id(session, link.user_id)
     await audit.record(session, who, "account.remove", subject=person, provider="slack", tenant=link.workspace_id,
                        external_id=link.slack_user_id, detail=detail)
 
