@@ -414,6 +414,13 @@ async def _noop(session: AsyncSession, alert: Alert, action: str, actor: Actor, 
     return AlreadyDone(text, opsgenie)
 
 
+async def _applied(session: AsyncSession, alert: Alert, action: AlertAction, actor: Actor, **event: Any) -> None:
+    """An applied change: on the timeline (``record``, with ``event``'s reason, note, request
+    id, time) and the alert's Slack message refreshed, in this transaction."""
+    await record(session, alert, action, "applied", actor, flush=False, **event)
+    await refresh_in_slack(session, alert, event["now"], flush=False)
+
+
 async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
                       request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
     now = now or utcnow()
@@ -421,9 +428,8 @@ async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note
                              dict(acknowledged=True, acknowledged_at=now, acknowledged_by=actor.name[:200],
                                   acknowledged_by_slack=actor.anonymous_slack_user, updated_at=now)):
         raise await _noop(session, alert, AlertAction.ACKNOWLEDGE, actor, now, request_id)
-    await record(session, alert, AlertAction.ACKNOWLEDGE, "applied", actor, reason=why, note=note, request_id=request_id, now=now,
-                 flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
+    await _applied(session, alert, AlertAction.ACKNOWLEDGE, actor, reason=why, note=note,
+                   request_id=request_id, now=now)
     return alert
 
 
@@ -434,9 +440,7 @@ async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str 
                              dict(status=AlertStatus.CLOSED, closed_at=now, closed_by=actor.name[:200],
                                   closed_by_slack=actor.anonymous_slack_user, updated_at=now)):
         raise await _noop(session, alert, AlertAction.CLOSE, actor, now, request_id)
-    await record(session, alert, AlertAction.CLOSE, "applied", actor, reason=why, note=note, request_id=request_id, now=now,
-                 flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
+    await _applied(session, alert, AlertAction.CLOSE, actor, reason=why, note=note, request_id=request_id, now=now)
     return alert
 
 
@@ -469,9 +473,8 @@ async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User,
         reason += f", named as {named}"
     if told:
         reason += f"; told in Slack ({told})"
-    await record(session, alert, AlertAction.ASSIGN, "applied", actor, reason=(reason + (f"; {why}" if why else ""))[:500],
-                 note=note, request_id=request_id, now=now, flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
+    await _applied(session, alert, AlertAction.ASSIGN, actor,
+                   reason=(reason + (f"; {why}" if why else ""))[:500], note=note, request_id=request_id, now=now)
     return alert
 
 
@@ -505,9 +508,7 @@ async def unacknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, no
     if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(True)],
                              dict(acknowledged=False, acknowledged_at=None, acknowledged_by=None, updated_at=now)):
         raise await _noop(session, alert, AlertAction.UNACKNOWLEDGE, actor, now, request_id)
-    await record(session, alert, AlertAction.UNACKNOWLEDGE, "applied", actor, note=note, request_id=request_id, now=now,
-                 flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
+    await _applied(session, alert, AlertAction.UNACKNOWLEDGE, actor, note=note, request_id=request_id, now=now)
     return alert
 
 
@@ -517,9 +518,8 @@ async def snooze(session: AsyncSession, alert: Alert, actor: Actor, until: datet
     now = now or utcnow()
     if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN], dict(snoozed_until=until, updated_at=now)):
         raise await _noop(session, alert, AlertAction.SNOOZE, actor, now, request_id)
-    await record(session, alert, AlertAction.SNOOZE, "applied", actor, reason=f"until {until:%Y-%m-%d %H:%M} UTC", note=note,
-                 request_id=request_id, now=now, flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
+    await _applied(session, alert, AlertAction.SNOOZE, actor, reason=f"until {until:%Y-%m-%d %H:%M} UTC",
+                   note=note, request_id=request_id, now=now)
     return alert
 
 
@@ -554,9 +554,8 @@ async def update_field(session: AsyncSession, alert: Alert, actor: Actor, name: 
                           else {column: value if value or column != "description" else None}, now):
         return False
     shown = (old or "")[:80] + ("…" if old and len(old) > 80 else "")
-    await record(session, alert, AlertAction.UPDATE, "applied", actor, reason=f"{name} changed (was: {shown!r})"[:500],
-                 request_id=request_id, now=now, flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
+    await _applied(session, alert, AlertAction.UPDATE, actor,
+                   reason=f"{name} changed (was: {shown!r})"[:500], request_id=request_id, now=now)
     return True
 
 
@@ -567,9 +566,7 @@ async def _edit(session: AsyncSession, alert: Alert, actor: Actor, action: Alert
     ``what`` on the timeline and refresh the Slack message. False: nothing changed."""
     if not await _rewrite(session, alert, change, now):
         return False
-    await record(session, alert, action, "applied", actor, reason=what[:500], note=note, request_id=request_id,
-                 now=now, flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
+    await _applied(session, alert, action, actor, reason=what[:500], note=note, request_id=request_id, now=now)
     return True
 
 
@@ -643,9 +640,8 @@ async def add_responder(session: AsyncSession, alert: Alert, actor: Actor, *, te
     if not await _rewrite(session, alert, change, now):
         return False
     who = f"team {team.name}" if team is not None else f"{user.name} ({user.email})"
-    await record(session, alert, AlertAction.RESPONDER, "applied", actor, reason=f"responder added: {who}"[:500], note=note,
-                 request_id=request_id, now=now, flush=False)
-    await refresh_in_slack(session, alert, now, flush=False)
+    await _applied(session, alert, AlertAction.RESPONDER, actor, reason=f"responder added: {who}"[:500],
+                   note=note, request_id=request_id, now=now)
     return True
 
 

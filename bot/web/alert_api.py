@@ -35,9 +35,10 @@ import re
 import shlex
 import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import quote, urlencode
 
 from sqlalchemy.exc import DBAPIError
@@ -146,6 +147,15 @@ async def key_team(session: AsyncSession, key: str) -> Team:
     if team is None:
         raise ApiError(401, "Could not authenticate")
     return team
+
+
+@asynccontextmanager
+async def keyed(request: Request) -> AsyncIterator[tuple[AsyncSession, Team]]:
+    """A transaction and the team of the key the request presents (401/403 when there is no
+    such key): how a route that reads no body begins."""
+    key = presented_key(request)
+    async with request.app.state.runtime.sessionmaker.begin() as session:
+        yield session, await key_team(session, key)
 
 
 async def read_body(request: Request) -> bytes:
@@ -467,9 +477,7 @@ async def create_alert(request: Request, call: Call) -> Response:
 
 @endpoint
 async def request_status(request: Request, call: Call) -> Response:
-    key = presented_key(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
+    async with keyed(request) as (session, team):
         request_id = request.path_params["requestId"]
         found = (await alerts.api_request(session, request_id, team.id)
                  if len(request_id) <= 36 and storable(request_id) else None)
@@ -485,9 +493,7 @@ async def request_status(request: Request, call: Call) -> Response:
 
 @endpoint
 async def get_alert(request: Request, call: Call) -> Response:
-    key = presented_key(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
+    async with keyed(request) as (session, team):
         alert = await _find(session, request, team)
         [shown] = await present(session, [alert], full=True)
     return call.answer(200, data=shown)
@@ -495,9 +501,7 @@ async def get_alert(request: Request, call: Call) -> Response:
 
 @endpoint
 async def list_alerts(request: Request, call: Call) -> Response:
-    key = presented_key(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
+    async with keyed(request) as (session, team):
         limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
         offset = int_param(request, "offset", 0, 0)
         sort = request.query_params.get("sort", "createdAt")
@@ -647,9 +651,7 @@ async def add_note(request: Request, call: Call) -> Response:
 
 @endpoint
 async def list_notes(request: Request, call: Call) -> Response:
-    key = presented_key(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
+    async with keyed(request) as (session, team):
         alert = await _find(session, request, team)
         page, paging = await _page_of_events(session, request, alert.id, notes_only=True)
         owners = await _event_owners(session, page)
@@ -660,9 +662,7 @@ async def list_notes(request: Request, call: Call) -> Response:
 
 @endpoint
 async def list_logs(request: Request, call: Call) -> Response:
-    key = presented_key(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
+    async with keyed(request) as (session, team):
         alert = await _find(session, request, team)
         page, paging = await _page_of_events(session, request, alert.id)
         owners = await _event_owners(session, page)
@@ -922,9 +922,7 @@ async def delete_alert(request: Request, call: Call) -> Response:
 
 @endpoint
 async def count_alerts(request: Request, call: Call) -> Response:
-    key = presented_key(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
+    async with keyed(request) as (session, team):
         terms = parse_query(request.query_params.get("query", ""))
         total, _ = await alerts.search_alerts(session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms, limit=0)
     return call.answer(200, data={"count": total})
@@ -932,9 +930,7 @@ async def count_alerts(request: Request, call: Call) -> Response:
 
 @endpoint
 async def list_recipients(request: Request, call: Call) -> Response:
-    key = presented_key(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
+    async with keyed(request) as (session, team):
         alert = await _find(session, request, team)
         told = await alerts.recipients(session, alert)
     data = [{"user": {"id": str(r["user"].id), "username": r["user"].email}, "state": r["state"],
