@@ -3,7 +3,7 @@ user id, a GitHub login in ``details`` … Genie resolves each to the one person
 guess), mentions them in the alert's Slack message, and DMs an assignee.
 
 Driven like the outside world: the OpsGenie-compatible API over HTTP, signed Slack clicks, and
-what the fake Slack was asked to post. Accounts are seeded through the identities service."""
+what the fake Slack was asked to post. Accounts are seeded through the external_accounts service."""
 
 from __future__ import annotations
 

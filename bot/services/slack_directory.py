@@ -53,7 +53,7 @@ SLACKBOT = "USLACKBOT"
 #: Slack ids: user ids (U…/W…), team ids (T…), org ids (E…).
 _SLACK_ID = re.compile(r"^[A-Z0-9]{2,32}$")
 
-#: ``skipped`` reasons, short keys for the report, in the order ``identities`` checks them.
+#: ``skipped`` reasons, short keys for the report, in the order ``external_accounts`` checks them.
 _SKIP_KEYS = (
     ("a bot", "bot"),
     ("deleted or deactivated", "deleted"),
