@@ -177,10 +177,10 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
     from bot.blocks.linking import invite_dm
     from slack_sdk.errors import SlackApiError
 
-    from bot.notify import SLACK_FAILURES, queue_owner_dm
+    from bot.slack.notify import SLACK_FAILURES, queue_owner_dm
     from bot.services import slack_directory
     from bot.services.keys import secret_keys_in
-    from bot.slack_clients import SlackClients
+    from bot.slack.clients import SlackClients
     from storage.migrate import upgrade
 
     if not 1 <= args.days <= accounts.MAX_INVITE_TTL.days:
@@ -435,12 +435,12 @@ def _sync_lines(report) -> list[str]:
 
 
 def cmd_slack_sync(args: argparse.Namespace) -> int:
-    from bot import slack_sync
-    from bot.slack_clients import SlackClients
+    from bot.slack import directory_sync
+    from bot.slack.clients import SlackClients
     from storage.migrate import upgrade
 
     settings = _admin_settings()
-    progress = slack_sync.Progress(sys.stderr)
+    progress = directory_sync.Progress(sys.stderr)
 
     async def run():
         engine = make_engine(settings.database_url)
@@ -449,7 +449,7 @@ def cmd_slack_sync(args: argparse.Namespace) -> int:
                 await upgrade(engine)
             except OSError as err:
                 raise UserError(f"cannot reach the database (DATABASE_URL): {err}") from None
-            return await slack_sync.sync(settings, SlackClients(settings, engine), make_sessionmaker(engine),
+            return await directory_sync.sync(settings, SlackClients(settings, engine), make_sessionmaker(engine),
                                          workspace=args.workspace, progress=progress)
         finally:
             progress.done()

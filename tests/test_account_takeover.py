@@ -136,7 +136,7 @@ async def test_a_slack_account_without_a_confirmed_email_is_refused_the_link_too
 async def test_the_outbox_asks_slack_again_before_delivering_a_password_link(genie, db_url, tmp_path):
     """Between ``genie user invite`` and delivery, the Slack account's email changed: the outbox
     checks again and fails the message, saying why, instead of sending it."""
-    from bot.notify import queue_owner_dm
+    from bot.slack.notify import queue_owner_dm
 
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie, SlackUser("U0ALICE"))

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot import metrics
-from bot.alert_render import alert_view
+from bot.slack.render import alert_view
 from bot.blocks.alerts import alert_message
 from bot.config import ConfigError, Settings
 from bot.services import accounts, alerts
@@ -234,7 +234,7 @@ async def test_a_rate_limited_head_holds_its_channel_and_no_other(genie):
 
 # --- failures that do not pass -----------------------------------------------------------------
 async def test_permanent_error_fails_the_message_and_the_channel_moves_on(genie, caplog):
-    caplog.set_level(logging.INFO, logger="bot.delivery")
+    caplog.set_level(logging.INFO, logger="bot.slack.delivery")
     await add_team(genie.sessionmaker, "Payments", "C0PAY")
     genie.fake.fail("chat.postMessage", error="channel_not_found")
     failed_before = sample("genie_outbox_failed_total")

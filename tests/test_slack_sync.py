@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bot import slack_sync
+from bot.slack import directory_sync
 from bot.services import access
 from bot.services.errors import InvalidInput
 from tests import forkserver
@@ -33,9 +33,9 @@ async def _auto_link(genie, on: bool = True, workspace: str = WS) -> None:
         await access.set_workspace_setting(session, workspace, "auto_link_by_email", "true" if on else "false")
 
 
-async def _sync(genie, workspace: str | None = None, progress: slack_sync.Progress | None = None):
-    return await slack_sync.sync(genie.settings, genie.rt.clients, genie.sessionmaker, workspace=workspace,
-                                 progress=progress or slack_sync.Progress(io.StringIO()))
+async def _sync(genie, workspace: str | None = None, progress: directory_sync.Progress | None = None):
+    return await directory_sync.sync(genie.settings, genie.rt.clients, genie.sessionmaker, workspace=workspace,
+                                 progress=progress or directory_sync.Progress(io.StringIO()))
 
 
 async def _links(genie) -> list[tuple[str, str, str]]:
@@ -76,7 +76,7 @@ async def test_pages_through_the_whole_directory_and_records_everyone_without_li
     await genie.add_user("alice@example.com", "Alice Smith")  # would match, but auto-link is off by default
 
     progress = io.StringIO()
-    [report] = await _sync(genie, progress=slack_sync.Progress(progress))
+    [report] = await _sync(genie, progress=directory_sync.Progress(progress))
 
     calls = fake.calls("users.list")
     assert [c.args.get("limit") for c in calls] == ["200"] * 3
@@ -103,7 +103,7 @@ async def test_rate_limits_are_waited_out_and_the_same_page_is_asked_again(genie
     for email in ("alice@example.com", "bob@example.com", "carol@example.com"):
         await genie.add_user(email, email.split("@")[0].title())
 
-    class SlowDownAfterFirstPage(slack_sync.Progress):
+    class SlowDownAfterFirstPage(directory_sync.Progress):
         def page(self, report):
             super().page(report)
             if report.pages == 1:  # Slack says "slow down" for page 2: HTTP 429, then the error

@@ -52,7 +52,7 @@ async def tell(respond, who: str, what: str, **message) -> bool:
     """Answer the person who clicked or typed, through Slack's ``response_url``. Slack may refuse
     or be unreachable; the state change (or the refusal) is committed and on the timeline
     already, so that is logged — with ``what`` the person missed — and not raised."""
-    from bot.notify import SLACK_FAILURES
+    from bot.slack.notify import SLACK_FAILURES
 
     if not getattr(respond, "response_url", None):  # e.g. a click in App Home: nowhere to answer
         logger.info("could not tell Slack user %s %s: the request came without a response_url", who, what)

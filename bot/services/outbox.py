@@ -1,7 +1,7 @@
 """Durable delivery of Slack messages: the database side.
 
 A change and the Slack message that reports it are committed together (``enqueue`` takes the
-caller's session). The worker (``bot.delivery``) then claims due messages and delivers them:
+caller's session). The worker (``bot.slack.delivery``) then claims due messages and delivers them:
 
 - **per-channel order**: only the oldest pending message of a channel is ever due;
 - **one deliverer**: a claim is a conditional UPDATE that takes a lease (``locked_until``), so

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bot.notify import publish_home
+from bot.slack.notify import publish_home
 from bot.runtime import Runtime
 from bot.services import audit, identities, people
 from bot.services.errors import GenieError, InvalidInput, NotFound

@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bot.config import SLACK_SETUP_HINT
-from bot.notify import (announce_link, fetch_profile, queue_connected_dm, queue_new_link_notices,
+from bot.slack.notify import (announce_link, fetch_profile, queue_connected_dm, queue_new_link_notices,
                         queue_password_set_notices, refresh_home_after_unlink)
 from bot.runtime import Runtime
 from bot import metrics

@@ -6,7 +6,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners import identity_from, runtime
-from bot.notify import publish_home
+from bot.slack.notify import publish_home
 
 
 async def app_home_opened(ack, event: dict, context: AsyncBoltContext, client: AsyncWebClient) -> None:

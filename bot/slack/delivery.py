@@ -43,7 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
-from bot.alert_render import current_view
+from bot.slack.render import current_view
 from bot.blocks.alerts import alert_message, rendered_message
 from bot.config import Settings
 from bot.runtime import Runtime
@@ -154,7 +154,7 @@ class Claim:
     #: The Web API client for that workspace, resolved when delivery starts.
     client: Any = None
     #: An alert post or update: the alert as it was read in the claiming transaction, and what
-    #: to draw (``alert_render.current_view``); ``render_error`` if reading it failed.
+    #: to draw (``render.current_view``); ``render_error`` if reading it failed.
     alert: Alert | None = None
     view: Any = None
     render_error: BaseException | None = None

@@ -15,7 +15,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import LinkView, connected_dm, home_view, new_link_notice, password_set_notice
-from bot.alert_render import alert_view
+from bot.slack.render import alert_view
 from bot.runtime import Runtime
 from bot.services import access
 from bot.services import alerts as alert_service
