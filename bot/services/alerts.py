@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete as sa_delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from bot.services import access, alert_people, outbox
 from bot.services.errors import GenieError, NotFound
@@ -705,3 +706,55 @@ async def open_alerts_for(session: AsyncSession, user_id: int, limit: int = 10) 
         select(Alert).where(Alert.status == "open", or_(Alert.team_id.in_(team_ids), Alert.owner_user_id == user_id))
         .order_by(Alert.id.desc()).limit(limit)
     ))
+
+
+# --- what the Slack side reads and records (bot.slack.render, bot.slack.delivery) -----------------
+async def team_and_owner(session: AsyncSession, alert: Alert) -> tuple[Team | None, User | None]:
+    """The alert's owning team and assignee (either None)."""
+    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+    owner = await session.get(User, alert.owner_user_id) if alert.owner_user_id is not None else None
+    return team, owner
+
+
+async def with_team_and_owner(session: AsyncSession,
+                              alert_id: int) -> tuple[Alert, Team | None, int | None, str | None] | None:
+    """``(alert, team, owner id, owner name)`` in one query — what the outbox worker reads for
+    every post and update. None when the alert no longer exists."""
+    owner = aliased(User)
+    row = (await session.execute(
+        select(Alert, Team, owner.id, owner.name)
+        .outerjoin(Team, Team.id == Alert.team_id)
+        .outerjoin(owner, owner.id == Alert.owner_user_id)
+        .where(Alert.id == alert_id)
+    )).first()
+    return None if row is None else (row[0], row[1], row[2], row[3])
+
+
+async def assignable_names(session: AsyncSession, team_id: int | None) -> list[tuple[int, str]]:
+    """``(id, name)`` of the active members of the team, by name: who an alert may be assigned
+    to (what ``assign`` accepts), read as plain rows — a hundred ``User`` objects cost far more
+    to build than the select shows."""
+    if team_id is None:
+        return []
+    return [(user_id, name) for user_id, name in await session.execute(
+        select(User.id, User.name).join(TeamMember, TeamMember.user_id == User.id)
+        .where(TeamMember.team_id == team_id, User.is_active.is_(True)).order_by(User.name)
+    )]
+
+
+async def owner_slack_user(session: AsyncSession, owner_id: int | None, team: Team | None) -> str | None:
+    """The assignee's Slack user in the workspace of the alert's channel, to mention them
+    (read at render time: a link made or removed since shows at the next update)."""
+    if owner_id is None:
+        return None
+    link = (await alert_people.slack_links(session, {owner_id}, team)).get(owner_id)
+    return link.slack_user_id if link is not None else None
+
+
+async def record_slack_message(session: AsyncSession, alert_id: int, channel: str | None, ts: str | None) -> None:
+    """Where the alert's Slack message is (the outbox worker, in the transaction that settles
+    the post): later updates edit that message."""
+    await session.execute(
+        update(Alert).where(Alert.id == alert_id).values(slack_channel=channel, slack_ts=ts)
+        .execution_options(synchronize_session=False)
+    )

@@ -38,7 +38,6 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,7 +46,7 @@ from bot.slack.render import current_view
 from bot.blocks.alerts import alert_message, rendered_message
 from bot.config import Settings
 from bot.runtime import Runtime
-from bot.services import outbox, slack_directory
+from bot.services import alerts, outbox, slack_directory
 from storage.base import utcnow
 from storage.models import Alert, OutboxMessage
 
@@ -530,10 +529,7 @@ class OutboxWorker:
         claim.done = True
         async with self.sessionmaker.begin() as session:
             if alert_id is not None:
-                await session.execute(
-                    update(Alert).where(Alert.id == alert_id).values(slack_channel=channel, slack_ts=ts)
-                    .execution_options(synchronize_session=False)
-                )
+                await alerts.record_slack_message(session, alert_id, channel, ts)
             now = utcnow()
             covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
             following = None
