@@ -54,7 +54,7 @@ def _admin_settings() -> Settings:
 
 async def _with_db(work: Callable[..., Any], migrate: bool = True) -> Any:
     """Open the database (migrating it first, so a fresh machine just works) and run ``work``."""
-    from storage.migrate import upgrade
+    from migrations.apply import upgrade
 
     settings = _admin_settings()
     engine = make_engine(settings.database_url)
@@ -109,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bot.server import build_asgi_app, make_runtime, uvicorn_config
-    from storage.migrate import upgrade
+    from migrations.apply import upgrade
 
     settings = _settings(socket_mode=args.socket_mode)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -181,7 +181,7 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
     from bot.services import slack_directory
     from bot.services.keys import secret_keys_in
     from bot.slack.clients import SlackClients
-    from storage.migrate import upgrade
+    from migrations.apply import upgrade
 
     if not 1 <= args.days <= accounts.MAX_INVITE_TTL.days:
         raise UserError(f"--days must be between 1 and {accounts.MAX_INVITE_TTL.days}")
@@ -437,7 +437,7 @@ def _sync_lines(report) -> list[str]:
 def cmd_slack_sync(args: argparse.Namespace) -> int:
     from bot.slack import directory_sync
     from bot.slack.clients import SlackClients
-    from storage.migrate import upgrade
+    from migrations.apply import upgrade
 
     settings = _admin_settings()
     progress = directory_sync.Progress(sys.stderr)

@@ -33,7 +33,8 @@ from bot import metrics
 from bot.config import SLACK_SETUP_HINT, Settings
 from bot.slack.delivery import OutboxWorker, make_delivery_client
 from bot.slack.clients import BOT_SCOPES, SlackClients
-from bot.listeners import register_listeners, screen
+from bot.listeners import register_listeners
+from bot.slack.screening import screen
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
 from bot.services.heartbeats import HeartbeatMonitor

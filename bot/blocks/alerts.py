@@ -22,7 +22,7 @@ from slack_sdk.models.blocks import (
     StaticSelectElement,
 )
 
-from bot.blocks.linking import connect_button, disconnect_button
+from bot.blocks.buttons import connect_button, disconnect_button
 from bot.blocks.mrkdwn import channel_link, mention
 from bot.blocks.mrkdwn import escape as _esc
 from bot.blocks.mrkdwn import when as _when

@@ -9,7 +9,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot import metrics
 from bot.blocks.alerts import parse_value, refusal_message
-from bot.listeners import identity_from, runtime, tell
+from bot.listeners.context import identity_from, runtime, tell
 from bot.services import actions, linking
 from bot.services.linking import SlackProfile
 

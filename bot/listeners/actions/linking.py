@@ -6,7 +6,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import disconnected_text
-from bot.listeners import identity_from, runtime, tell
+from bot.listeners.context import identity_from, runtime, tell
 from bot.slack.notify import link_view, publish_home
 from bot.services import linking
 

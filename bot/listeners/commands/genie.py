@@ -9,7 +9,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.blocks.linking import connect_message, disconnected_text, help_blocks, linked_message, status_text
 from bot.blocks.mrkdwn import escape
-from bot.listeners import identity_from, runtime
+from bot.listeners.context import identity_from, runtime
 from bot.slack.notify import fetch_profile, link_view, publish_home
 from bot.services import heartbeats, linking, throttle
 from bot.services.linking import SlackProfile

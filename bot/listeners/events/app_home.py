@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.listeners import identity_from, runtime
+from bot.listeners.context import identity_from, runtime
 from bot.slack.notify import publish_home
 
 
