@@ -177,7 +177,8 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
     from bot.blocks.linking import invite_dm
     from slack_sdk.errors import SlackApiError
 
-    from bot.slack.notify import SLACK_FAILURES, queue_owner_dm
+    from bot.slack.clients import SLACK_FAILURES
+    from bot.slack.notify import queue_owner_dm
     from bot.services import slack_directory
     from bot.services.keys import secret_keys_in
     from bot.slack.clients import SlackClients

@@ -9,7 +9,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.runtime import Runtime
 from bot.services.linking import SlackIdentity
-from bot.slack.notify import SLACK_FAILURES
+from bot.slack.clients import SLACK_FAILURES
 
 logger = logging.getLogger(__name__)
 

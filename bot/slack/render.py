@@ -1,4 +1,5 @@
-"""Turn a stored alert into the plain ``AlertView`` the Block Kit builders draw.
+"""Turn a stored alert into the plain ``AlertView`` the Block Kit builders draw (and a Slack
+link into its ``LinkView``).
 
 Read at delivery time (and on every click), so a Slack message always shows the alert's
 current state, including the current members in the Assign… select."""
@@ -10,9 +11,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.blocks.alerts import AlertView, PersonRef
+from bot.blocks.linking import LinkView
 from bot.services import alerts
 from storage.base import utcnow
-from storage.models import Alert
+from storage.models import Alert, SlackLink
 
 
 def _ref(entry: Any) -> PersonRef | None:
@@ -74,3 +76,8 @@ def _view(alert: Alert, team_name: str | None, owner_id: int | None, owner_name:
         owner_name=owner_name, owner_id=owner_id, owner_slack=owner_slack, members=members,
         reported_by=reporter, responders=responders, detail_people=detail_people,
     )
+
+
+def link_view(link: SlackLink) -> LinkView:
+    return LinkView(user_name=link.user.name, user_email=link.user.email, since=link.created_at,
+                    user_active=link.user.is_active)
