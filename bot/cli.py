@@ -172,15 +172,7 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
     whose confirmed email (``users.info`` now) is their Genie email: a Slack account linked by a
     phished one-time link must never receive a password link (issue 13). The outbox asks Slack
     again when it delivers."""
-    from datetime import timedelta
-
-    from bot.blocks.linking import invite_dm
-    from slack_sdk.errors import SlackApiError
-
-    from bot.slack.clients import SLACK_FAILURES
-    from bot.slack.notify import queue_owner_dm
-    from bot.services import slack_directory
-    from bot.services.keys import secret_keys_in
+    from bot.slack import notify
     from bot.slack.clients import SlackClients
     from migrations.apply import upgrade
 
@@ -188,45 +180,21 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
         raise UserError(f"--days must be between 1 and {accounts.MAX_INVITE_TTL.days}")
     settings = _admin_settings()
 
-    async def owner_problem(clients: SlackClients, link, email: str) -> str | None:
-        client = await clients.for_workspace(link.slack_team_id, link.enterprise_id)
-        if client is None:
-            return f"Genie is not installed in workspace {link.workspace_id}"
-        try:
-            answer = await client.users_info(user=link.slack_user_id)
-        except SLACK_FAILURES as err:
-            why = err.response.get("error") if isinstance(err, SlackApiError) else type(err).__name__
-            return f"Slack could not say whose account it is (users.info: {why})"
-        workspace = slack_directory.Workspace(link.workspace_id, link.slack_team_id, link.enterprise_id)
-        return slack_directory.owner_problem(answer.get("user") or {}, workspace, email)
-
-    async def run():
+    async def run() -> notify.Invitation:
         engine = make_engine(settings.database_url)
         try:
             try:
                 await upgrade(engine)
             except OSError as err:
                 raise UserError(f"cannot reach the database (DATABASE_URL): {err}") from None
-            clients = SlackClients(settings, engine)
             async with make_sessionmaker(engine).begin() as session:
-                keys = await secret_keys_in(session, settings.secret_keys)
-                user, token = await accounts.invite(session, accounts.Invites(keys), args.email,
-                                                    timedelta(days=args.days))
-                url = f"{settings.base_url}/invite/{token}"
-                told, refused = [], []
-                if not args.no_slack and settings.slack_mode != "none":
-                    for link in await repo.links_of_user(session, user.id):
-                        problem = await owner_problem(clients, link, user.email)
-                        if problem is not None:
-                            refused.append((link.slack_user_id, problem))
-                            continue
-                        await queue_owner_dm(session, link, user.email, invite_dm(user.email, url, args.days), [])
-                        told.append(link.slack_user_id)
-                return user, url, told, refused
+                return await notify.invite(session, settings, SlackClients(settings, engine), args.email, args.days,
+                                           slack=not args.no_slack)
         finally:
             await engine.dispose()
 
-    user, url, told, refused = asyncio.run(run())
+    done = asyncio.run(run())
+    user, url, told, refused = done.user, done.url, done.told, done.refused
     print(f"invitation for {user.email} (works once, expires in {args.days} days):")
     print(url)
     if told:

@@ -67,9 +67,6 @@ class Runtime:
         if self.worker is not None:
             self.worker.wake(channel)
 
-    def invite_url(self, token: str) -> str:
-        return f"{self.settings.base_url}/invite/{token}"
-
     def link_url(self, token: str) -> str:
         """Built from GENIE_BASE_URL, never from a request's Host header."""
         return f"{self.settings.base_url}/link/{token}"

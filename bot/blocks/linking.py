@@ -132,13 +132,13 @@ def help_blocks(unknown: str | None = None) -> list[dict]:
     return [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
 
 
-def connected_dm(link: LinkView, workspace_name: str | None) -> tuple[str, list[dict]]:
-    text = f"You're connected as {_esc(link.user_email)} in Genie."
+def connected_dm(user_name: str, user_email: str, workspace_name: str | None) -> tuple[str, list[dict]]:
+    text = f"You're connected as {_esc(user_email)} in Genie."
     where = f" in {_esc(workspace_name)}" if workspace_name else ""
     return text, [
         SectionBlock(
             text=MarkdownTextObject(
-                text=f":white_check_mark: You're connected as *{_esc(link.user_name)}* ({_esc(link.user_email)}) "
+                text=f":white_check_mark: You're connected as *{_esc(user_name)}* ({_esc(user_email)}) "
                 f"in Genie. Your Slack account{where} can now act on your teams' alerts."
             )
         ).to_dict(),
@@ -243,7 +243,7 @@ def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool =
     return {"type": "home", "blocks": blocks}
 
 
-def invite_dm(email: str, url: str, days: int) -> str:
-    """The DM that carries a password invitation (``genie user invite``)."""
+def invite_dm(email: str, url: str, days: int) -> tuple[str, list[dict]]:
+    """The DM that carries a password invitation (``genie user invite``): text only."""
     return (f"You're invited to Genie's web pages as {_esc(email)}. Choose your password here "
-            f"(the link works once and expires in {days} day{'s' if days != 1 else ''}): {_esc(url)}")
+            f"(the link works once and expires in {days} day{'s' if days != 1 else ''}): {_esc(url)}"), []

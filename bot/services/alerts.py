@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from bot.ids import Intent
 from bot.services import access, alert_people, outbox
 from bot.services.errors import GenieError, NotFound
 from bot.services.linking import SlackIdentity
@@ -482,12 +483,12 @@ async def _tell_assignee(session: AsyncSession, alert: Alert, actor: Actor, owne
     link = (await alert_people.slack_links(session, {owner.id}, team)).get(owner.id)
     if link is None:
         return None
-    # Queued as values and drawn by the builder at delivery (bot.blocks.alerts.assigned_dm).
+    # Queued as an intent and drawn by its builder at delivery (bot.blocks.messages).
     values = {"alert_id": alert.id, "message": alert.message, "priority": alert.priority,
               "team": team.name if team is not None else None, "channel": alert.slack_channel,
               "by": actor.name, "by_slack": actor.anonymous_slack_user}
     await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE,
-                         payload={"render": "assigned", "values": values}, now=now,
+                         payload=outbox.intent(Intent.ASSIGNED, **values), now=now,
                          slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
     return link.slack_user_id
 
@@ -658,10 +659,9 @@ async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: date
     now = now or utcnow()
     if alert.slack_channel and alert.slack_ts:
         team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
-        text = f"Alert #{alert.id} ({alert.message}) was deleted by {actor.name}."
         await outbox.enqueue(session, alert.slack_channel, outbox.MESSAGE, now=now,
-                             payload={"text": text, "update_ts": alert.slack_ts,  # plain text: no mrkdwn
-                                      "blocks": [{"type": "section", "text": {"type": "plain_text", "text": text}}]},
+                             payload={**outbox.intent(Intent.ALERT_DELETED, alert_id=alert.id, message=alert.message,
+                                                      by=actor.name), "update_ts": alert.slack_ts},
                              slack_team_id=team.slack_team_id if team else None,
                              enterprise_id=team.enterprise_id if team else None)
     await session.execute(sa_delete(Alert).where(Alert.id == alert.id).execution_options(synchronize_session=False))

@@ -43,7 +43,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
 from bot.slack.render import current_view
-from bot.blocks.alerts import alert_message, rendered_message
+from bot.blocks.alerts import alert_message
+from bot.blocks.messages import draw, intent_of
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.services import alerts, outbox, slack_directory
@@ -492,11 +493,12 @@ class OutboxWorker:
 
     async def _post_message(self, claim: Claim) -> None:
         payload = claim.payload or {}
-        drawn = rendered_message(payload) if "render" in payload else None  # queued as values: drawn now
-        if drawn is not None:
-            payload = {"text": drawn[0], "blocks": drawn[1]}
-        elif "render" in payload:
-            raise Undeliverable(f"a message Genie cannot draw ({str(payload.get('render'))[:40]!r})")
+        if intent_of(payload) is not None:  # an intent: drawn now, by its builder
+            drawn = draw(payload)
+            if drawn is None:
+                raise Undeliverable(f"a message Genie cannot draw ({str(intent_of(payload))[:40]!r})")
+            payload = {**payload, "text": drawn[0], "blocks": drawn[1]}
+        # else a row queued before intents, its text composed in advance: sent as it is
         if not isinstance(payload.get("text"), str) or not payload["text"]:
             raise Undeliverable("a message without text")
         kwargs: dict[str, Any] = {"channel": claim.channel, "text": payload["text"]}

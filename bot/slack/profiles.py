@@ -9,8 +9,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.runtime import Runtime
 from bot.services import slack_directory
 from bot.services.linking import SlackIdentity, SlackProfile
-from bot.slack.clients import SLACK_FAILURES, why
-from storage.models import LinkRequest
+from bot.slack.clients import SLACK_FAILURES, SlackClients, why
+from storage.models import LinkRequest, SlackLink
 
 logger = logging.getLogger(__name__)
 
@@ -47,3 +47,17 @@ async def requester_profile(rt: Runtime, row: LinkRequest) -> SlackProfile | Non
         return None
     return await fetch_profile(client, SlackIdentity(row.slack_team_id, row.slack_user_id, row.enterprise_id),
                                row.workspace_name)
+
+
+async def owner_problem(clients: SlackClients, link: SlackLink, email: str) -> str | None:
+    """Why the Slack account of ``link`` may not receive what only ``email``'s owner may (its
+    confirmed email, ``users.info`` now, is not ``email``; Slack can't say), or None."""
+    client = await clients.for_workspace(link.slack_team_id, link.enterprise_id)
+    if client is None:
+        return f"Genie is not installed in workspace {link.workspace_id}"
+    try:
+        answer = await client.users_info(user=link.slack_user_id)
+    except SLACK_FAILURES as err:
+        return f"Slack could not say whose account it is (users.info: {why(err)})"
+    workspace = slack_directory.Workspace(link.workspace_id, link.slack_team_id, link.enterprise_id)
+    return slack_directory.owner_problem(answer.get("user") or {}, workspace, email)
