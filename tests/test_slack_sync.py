@@ -397,12 +397,12 @@ async def test_an_org_wide_grid_install_reads_each_workspace_of_the_org_and_coun
 
 
 async def test_a_token_without_users_read_email_is_named_in_the_report(genie):
-    from bot.cli import _sync_lines
+    from bot.cli.slack import sync_lines
 
     genie.fake.token_scopes = "commands,chat:write,im:write,users:read"
     [report] = await _sync(genie)
     assert report.error is None
-    assert "  warning: the bot token lacks the users:read.email scope" in "\n".join(_sync_lines(report))
+    assert "  warning: the bot token lacks the users:read.email scope" in "\n".join(sync_lines(report))
 
 
 # --- the command, as an operator runs it ---------------------------------------------------------------
