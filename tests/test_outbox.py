@@ -423,3 +423,16 @@ async def test_intents_are_drawn_at_delivery_and_rows_queued_before_them_still_d
                                                   "AND failed_at IS NOT NULL"))
     assert "a message Genie cannot draw ('no.such')" in error
     assert [c for c in genie.fake.calls("chat.postMessage") if c.args.get("channel") == "D0ODD"] == []
+
+
+def test_every_intent_has_a_builder_and_names_itself_in_the_payload():
+    from bot.blocks.messages import BUILDERS, draw
+    from bot.ids import Intent
+    from bot.services import outbox
+
+    assert set(BUILDERS) == set(Intent)
+    payload = outbox.intent(Intent.PASSWORD_SET, person_email="a@example.com", account_url="https://genie.example/account")
+    assert payload == {"intent": "password.set",
+                       "values": {"person_email": "a@example.com", "account_url": "https://genie.example/account"}}
+    assert draw(payload)[0].startswith("The password of your Genie account a@example.com was just set")
+    assert draw({"intent": "password.set", "values": {"unexpected": 1}}) is None
