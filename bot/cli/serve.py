@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import logging
 
-import uvicorn
-
 from bot.cli.common import load_settings
 from bot.logs import install_log_redaction
-from bot.server import build_asgi_app, make_runtime, uvicorn_config
 from migrations.apply import upgrade
 from storage.session import make_engine, make_sessionmaker
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the app (Bolt, Starlette, uvicorn) is a second of start-up
+    # that every other command would pay for nothing.
+    import uvicorn
+
+    from bot.server import build_asgi_app, make_runtime, uvicorn_config
+
     settings = load_settings(socket_mode=args.socket_mode)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
