@@ -54,7 +54,7 @@ async def explain(url: str, slack_user_id: str, alert_id: int, workspace: str = 
             await outbox.next_due_at(session)
         await outbox.stats(session)
         if hasattr(outbox, "claim_next"):  # per message, in checkouts that have them
-            from bot.alert_render import current_view
+            from bot.slack.render import current_view
 
             claimed = await outbox.claim_next(session, "C0PAY", utcnow())
             if claimed is not None:

@@ -290,7 +290,7 @@ class Database:
         self.engine: AsyncEngine | None = None
 
     async def create(self) -> None:
-        from storage.migrate import upgrade
+        from migrations.apply import upgrade
         from storage.session import make_engine
 
         if self.backend == "postgres":

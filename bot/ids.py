@@ -1,5 +1,6 @@
-"""Ids: the action and callback ids shared by the Block Kit builders and listener registration,
-and the one rule for "is this text a database id" (``parse_id``)."""
+"""Action and callback ids, shared by the Block Kit builders and listener registration; the
+intents of outbox messages, shared by the services that queue them and the builders that draw
+them; and the one rule for "is this text a database id" (``parse_id``)."""
 
 import re
 from enum import StrEnum
@@ -28,3 +29,24 @@ class Action(StrEnum):
     ALERT_ACKNOWLEDGE = "alert_acknowledge"
     ALERT_CLOSE = "alert_close"
     ALERT_ASSIGN = "alert_assign"
+
+
+class Intent(StrEnum):
+    """What an outbox message says, as a typed intent (``{"intent": …, "values": {…}}``): the
+    builder it names (``bot.blocks.messages.BUILDERS``) draws it from its values at delivery."""
+
+    #: "You were assigned alert #12 …" — {alert_id, message, priority, team, channel, by, by_slack}
+    ASSIGNED = "assigned"
+    #: What became of a click made before connecting — {action, alert_id, message, outcome, detail}
+    AFTER_LINK = "after_link"
+    #: A deleted alert's message, replaced (the payload's ``update_ts``) — {alert_id, message, by}
+    ALERT_DELETED = "alert.deleted"
+    #: "You're connected as …" to the newly linked Slack account — {user_name, user_email, workspace_name}
+    LINK_CONFIRMED = "link.confirmed"
+    #: To the person's other verified Slack accounts —
+    #: {person_email, slack_user_id, name, workspace, why, account_url}
+    LINK_UNVERIFIED = "link.unverified"
+    #: The password was set through an invitation — {person_email, account_url}
+    PASSWORD_SET = "password.set"
+    #: A password invitation — {email, url, days}
+    INVITE = "invite"

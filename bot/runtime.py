@@ -31,9 +31,9 @@ class Runtime:
     invites: Invites | None = None
     #: Bot-token client for calls not triggered by a Slack request (web confirm, disconnect).
     slack: AsyncWebClient | None = None
-    #: Bot tokens per workspace (``bot.slack_clients``); None only in unit tests.
+    #: Bot tokens per workspace (``bot.slack.clients``); None only in unit tests.
     clients: Any = None
-    #: The outbox worker of this process, if it runs one (``bot.delivery``).
+    #: The outbox worker of this process, if it runs one (``bot.slack.delivery``).
     worker: Any = None
     #: The heartbeat monitor of this process (``bot.services.heartbeats``).
     heartbeats: Any = None
@@ -66,9 +66,6 @@ class Runtime:
         the worker's next poll."""
         if self.worker is not None:
             self.worker.wake(channel)
-
-    def invite_url(self, token: str) -> str:
-        return f"{self.settings.base_url}/invite/{token}"
 
     def link_url(self, token: str) -> str:
         """Built from GENIE_BASE_URL, never from a request's Host header."""

@@ -31,9 +31,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import metrics
 from bot.config import SLACK_SETUP_HINT, Settings
-from bot.delivery import OutboxWorker, make_delivery_client
-from bot.slack_clients import BOT_SCOPES, SlackClients
-from bot.listeners import register_listeners, screen
+from bot.slack.delivery import OutboxWorker, make_delivery_client
+from bot.slack.clients import BOT_SCOPES, SlackClients
+from bot.listeners import register_listeners
+from bot.slack.screening import screen
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
 from bot.services.heartbeats import HeartbeatMonitor
@@ -198,7 +199,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         rt.worker = OutboxWorker(rt, make_delivery_client(rt.settings))
 
         if rt.settings.socket_mode:
-            from bot.socket_mode import SocketModeConnection
+            from bot.slack.socket_mode import SocketModeConnection
 
             socket_mode = SocketModeConnection(bolt, rt.settings)
 

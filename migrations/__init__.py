@@ -1,1 +1,1 @@
-"""Alembic migrations; run them with ``genie db upgrade`` (``storage.migrate.upgrade``)."""
+"""Alembic migrations; run them with ``genie db upgrade`` (``migrations.apply.upgrade``)."""

@@ -1,4 +1,4 @@
-"""Alembic environment. ``storage.migrate`` hands us an open connection (inside a transaction
+"""Alembic environment. ``migrations.apply`` hands us an open connection (inside a transaction
 that, on PostgreSQL, holds an advisory lock so several processes can start at once)."""
 
 from __future__ import annotations

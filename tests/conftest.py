@@ -27,7 +27,7 @@ from bot.config import Settings
 from bot.server import build_asgi_app, make_runtime, uvicorn_config
 from bot.services import users
 from storage.base import Base
-from storage.migrate import upgrade
+from migrations.apply import upgrade
 from storage.session import make_engine, make_sessionmaker
 from tests.fake_slack import FakeSlack
 from tests.slack_driver import SlackDriver, SlackUser

@@ -163,7 +163,7 @@ def _zygote_main() -> None:
     # The imports ``python -m bot`` would make, done once; a fork starts from here.
     import bot.cli  # noqa: F401
     import bot.server  # noqa: F401
-    import storage.migrate  # noqa: F401
+    import migrations.apply  # noqa: F401
 
     sys.path[:] = [str(REPO) if p in ("", ".") else p for p in sys.path]
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the per-command parents reap themselves

@@ -131,7 +131,9 @@ async def test_a_slack_account_without_a_confirmed_email_is_refused_the_link_too
 async def test_the_outbox_asks_slack_again_before_delivering_a_password_link(genie, db_url, tmp_path):
     """Between ``genie user invite`` and delivery, the Slack account's email changed: the outbox
     checks again and fails the message, saying why, instead of sending it."""
-    from bot.notify import queue_owner_dm
+    from bot.ids import Intent
+    from bot.services import outbox
+    from bot.slack.notify import queue_owner_dm
 
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie, SlackUser("U0ALICE"))
@@ -144,7 +146,8 @@ async def test_the_outbox_asks_slack_again_before_delivering_a_password_link(gen
     async with genie.sessionmaker.begin() as s:
         user = await users.user_by_email(s, "alice@example.com")
         [link] = await slack_links.links_of_user(s, user.id)
-        await queue_owner_dm(s, link, user.email, "Choose your password: https://genie.example/invite/x", [])
+        await queue_owner_dm(s, link, user.email, outbox.intent(Intent.INVITE, email=user.email,
+                                                                url="https://genie.example/invite/x", days=7))
     genie.rt.wake_outbox()
     error = await eventually(lambda: genie.scalar("SELECT last_error FROM outbox WHERE failed_at IS NOT NULL"),
                              timeout=15)

@@ -35,13 +35,13 @@ SCHEMA_PATH = REPO / "tests/reference/slack-app-manifest.schema.1.0.0.json"
 EVENTS_URL = "https://YOUR-HOST/slack/events"
 OAUTH_REDIRECT_URL = "https://YOUR-HOST/slack/oauth_redirect"
 #: DESIGN.md §2, "Slack surface". The history scopes let the outbox worker find a post it may
-#: have made just before a crash (bot/delivery.py) instead of posting it twice.
+#: have made just before a crash (bot/slack/delivery.py) instead of posting it twice.
 DOCUMENTED_BOT_SCOPES = {"commands", "chat:write", "im:write", "users:read", "users:read.email",
                          "channels:history", "groups:history"}
 
 
 def test_oauth_mode_asks_for_the_manifests_scopes() -> None:
-    from bot.slack_clients import BOT_SCOPES
+    from bot.slack.clients import BOT_SCOPES
     assert set(BOT_SCOPES) == DOCUMENTED_BOT_SCOPES
 
 

@@ -34,7 +34,7 @@ from sqlalchemy import text
 
 from bot.services import alerts, slack_links, teams, users
 from bot.services.slack_links import SlackIdentity, SlackProfile
-from storage.migrate import alembic_config
+from migrations.apply import alembic_config
 from storage.session import make_engine, make_sessionmaker
 from tests.conftest import (POSTGRES_URL, SECRET_KEY, SIGNING_SECRET, Browser, _pg_create, _pg_drop, eventually,
                             page_text)

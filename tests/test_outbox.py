@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot import metrics
-from bot.alert_render import alert_view
+from bot.slack.render import alert_view
 from bot.blocks.alerts import alert_message
 from bot.config import ConfigError, Settings
 from bot.services import alerts, teams
@@ -234,7 +234,7 @@ async def test_a_rate_limited_head_holds_its_channel_and_no_other(genie):
 
 # --- failures that do not pass -----------------------------------------------------------------
 async def test_permanent_error_fails_the_message_and_the_channel_moves_on(genie, caplog):
-    caplog.set_level(logging.INFO, logger="bot.delivery")
+    caplog.set_level(logging.INFO, logger="bot.slack.delivery")
     await add_team(genie.sessionmaker, "Payments", "C0PAY")
     genie.fake.fail("chat.postMessage", error="channel_not_found")
     failed_before = sample("genie_outbox_failed_total")
@@ -390,3 +390,49 @@ async def test_killed_before_slack_posted_is_delivered_once_after_restart(serve,
     assert len(fake_slack.calls("conversations.history")) == 1  # looked once, for the doubtful one
     async with db() as session:
         assert all([(await session.get(Alert, a)).slack_ts for a in (alert_id, quiet_id)])
+
+
+# --- messages as typed intents --------------------------------------------------------------------
+async def test_intents_are_drawn_at_delivery_and_rows_queued_before_them_still_deliver(genie):
+    """A DM queued as an intent is drawn by its builder when delivered, its values escaped; rows
+    queued before intents — text composed in advance, or ``render`` — are delivered as before;
+    an intent Genie has no builder for fails, saying so."""
+    from bot.ids import Intent
+    from bot.services import outbox
+
+    assigned = dict(alert_id=7, message="<!channel> disk & *full*", priority="P1", team="Ops", channel="C0OPS",
+                    by="Alice", by_slack=None)
+    async with genie.sessionmaker.begin() as session:
+        await outbox.enqueue(session, "D0NEW", outbox.MESSAGE, payload=outbox.intent(Intent.ASSIGNED, **assigned))
+        await outbox.enqueue(session, "D0OLD", outbox.MESSAGE, payload={"render": "assigned", "values": assigned})
+        await outbox.enqueue(session, "D0TEXT", outbox.MESSAGE, payload={
+            "text": "You're connected as a@example.com in Genie.",
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "composed in advance"}}]})
+        await outbox.enqueue(session, "D0ODD", outbox.MESSAGE, payload={"intent": "no.such", "values": {}})
+    genie.rt.wake_outbox()
+
+    [new] = await genie.fake.wait_for("chat.postMessage", channel="D0NEW")
+    assert new.args["text"] == ("You were assigned alert #7: &lt;!channel&gt; disk &amp; *full* (P1 · Ops) by Alice. "
+                                "It is in <#C0OPS>.")
+    [old] = await genie.fake.wait_for("chat.postMessage", channel="D0OLD")
+    assert (old.args["text"], old.args["blocks"]) == (new.args["text"], new.args["blocks"])
+    [text] = await genie.fake.wait_for("chat.postMessage", channel="D0TEXT")
+    assert text.args["text"] == "You're connected as a@example.com in Genie."
+    assert block_text(text.args["blocks"]) == "composed in advance"
+    error = await eventually(lambda: genie.scalar("SELECT last_error FROM outbox WHERE channel = 'D0ODD' "
+                                                  "AND failed_at IS NOT NULL"))
+    assert "a message Genie cannot draw ('no.such')" in error
+    assert [c for c in genie.fake.calls("chat.postMessage") if c.args.get("channel") == "D0ODD"] == []
+
+
+def test_every_intent_has_a_builder_and_names_itself_in_the_payload():
+    from bot.blocks.messages import BUILDERS, draw
+    from bot.ids import Intent
+    from bot.services import outbox
+
+    assert set(BUILDERS) == set(Intent)
+    payload = outbox.intent(Intent.PASSWORD_SET, person_email="a@example.com", account_url="https://genie.example/account")
+    assert payload == {"intent": "password.set",
+                       "values": {"person_email": "a@example.com", "account_url": "https://genie.example/account"}}
+    assert draw(payload)[0].startswith("The password of your Genie account a@example.com was just set")
+    assert draw({"intent": "password.set", "values": {"unexpected": 1}}) is None

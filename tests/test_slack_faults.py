@@ -87,7 +87,7 @@ async def test_a_click_is_acked_and_committed_whatever_slack_does(world, fault, 
         assert row.last_error == code and row.attempts == 1
         assert sample("genie_outbox_failed_total") == failed_before + 1
         assert sample("genie_outbox_errors_total", error=code) == errors_before + 1
-        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "bot.delivery"]
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "bot.slack.delivery"]
         assert any(code in line and CHANNEL in line and f"alert #{alert_id}" in line for line in said), said
     report("test_slack_faults::click", fault=fault, ack_seconds=round(took, 3), outcome=kind)
 

@@ -27,7 +27,7 @@ from alembic import command
 
 from bot.services import alerts, slack_links, teams, users
 from bot.services.slack_links import SlackIdentity, SlackProfile
-from storage.migrate import alembic_config, upgrade
+from migrations.apply import alembic_config, upgrade
 from storage.session import make_engine
 from tests.conftest import POSTGRES_URL, _pg_create, _pg_drop, eventually
 from tests.fake_slack import TEAM_ID

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bot import slack_sync
+from bot.slack import directory_sync
 from bot.services import access
 from bot.services.errors import InvalidInput
 from tests import forkserver
@@ -32,9 +32,9 @@ async def _auto_link(genie, on: bool = True, workspace: str = WS) -> None:
         await access.set_workspace_setting(session, workspace, "auto_link_by_email", "true" if on else "false")
 
 
-async def _sync(genie, workspace: str | None = None, progress: slack_sync.Progress | None = None):
-    return await slack_sync.sync(genie.settings, genie.rt.clients, genie.sessionmaker, workspace=workspace,
-                                 progress=progress or slack_sync.Progress(io.StringIO()))
+async def _sync(genie, workspace: str | None = None, progress: directory_sync.Progress | None = None):
+    return await directory_sync.sync(genie.settings, genie.rt.clients, genie.sessionmaker, workspace=workspace,
+                                 progress=progress or directory_sync.Progress(io.StringIO()))
 
 
 async def _links(genie) -> list[tuple[str, str, str]]:
@@ -62,7 +62,7 @@ async def test_pages_through_the_whole_directory_and_records_everyone_without_li
     await genie.add_user("alice@example.com", "Alice Smith")  # would match, but auto-link is off by default
 
     progress = io.StringIO()
-    [report] = await _sync(genie, progress=slack_sync.Progress(progress))
+    [report] = await _sync(genie, progress=directory_sync.Progress(progress))
 
     calls = fake.calls("users.list")
     assert [c.args.get("limit") for c in calls] == ["200"] * 3
@@ -89,7 +89,7 @@ async def test_rate_limits_are_waited_out_and_the_same_page_is_asked_again(genie
     for email in ("alice@example.com", "bob@example.com", "carol@example.com"):
         await genie.add_user(email, email.split("@")[0].title())
 
-    class SlowDownAfterFirstPage(slack_sync.Progress):
+    class SlowDownAfterFirstPage(directory_sync.Progress):
         def page(self, report):
             super().page(report)
             if report.pages == 1:  # Slack says "slow down" for page 2: HTTP 429, then the error
@@ -383,12 +383,12 @@ async def test_an_org_wide_grid_install_reads_each_workspace_of_the_org_and_coun
 
 
 async def test_a_token_without_users_read_email_is_named_in_the_report(genie):
-    from bot.cli import _sync_lines
+    from bot.cli.slack import sync_lines
 
     genie.fake.token_scopes = "commands,chat:write,im:write,users:read"
     [report] = await _sync(genie)
     assert report.error is None
-    assert "  warning: the bot token lacks the users:read.email scope" in "\n".join(_sync_lines(report))
+    assert "  warning: the bot token lacks the users:read.email scope" in "\n".join(sync_lines(report))
 
 
 # --- the command, as an operator runs it ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.blocks.alerts import ButtonValue
 from bot.ids import Action
 from bot.importers import Directory
-from bot.listeners import screen
+from bot.slack.screening import screen
 from bot.server import build_bolt_app
 from bot.services import imports
 from bot.services.audit import Who

@@ -22,7 +22,7 @@ from slack_sdk.models.blocks import (
     StaticSelectElement,
 )
 
-from bot.blocks.linking import connect_button, disconnect_button
+from bot.blocks.buttons import connect_button, disconnect_button
 from bot.blocks.mrkdwn import channel_link, mention
 from bot.blocks.mrkdwn import escape as _esc
 from bot.blocks.mrkdwn import when as _when
@@ -299,21 +299,11 @@ def after_link_dm(action: str, alert_id: int, message: str, outcome: str, detail
     return text, [SectionBlock(text=MarkdownTextObject(text=_clip(text, SECTION_LIMIT))).to_dict()]
 
 
-#: Direct messages queued as plain values (``{"render": name, "values": {...}}``) and drawn
-#: here when the outbox delivers them, so every text in them is escaped by the builders.
-RENDERED = {"assigned": assigned_dm, "after_link": after_link_dm}
-
-
-def rendered_message(payload: dict) -> tuple[str, list[dict]] | None:
-    """An outbox payload drawn by its builder; None when it names none (or its values do not fit)."""
-    build = RENDERED.get(payload.get("render")) if isinstance(payload.get("render"), str) else None
-    values = payload.get("values")
-    if build is None or not isinstance(values, dict):
-        return None
-    try:
-        return build(**values)
-    except TypeError:
-        return None
+def deleted_message(alert_id: int, message: str, by: str) -> tuple[str, list[dict]]:
+    """What replaces a deleted alert's message in its channel. Plain text, no mrkdwn: nothing in
+    it is read as markup."""
+    text = f"Alert #{alert_id} ({message}) was deleted by {by}."
+    return text, [{"type": "section", "text": {"type": "plain_text", "text": text}}]
 
 
 def home_alert_lines(alerts: Sequence[AlertView]) -> list[dict]:

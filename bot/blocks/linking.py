@@ -14,7 +14,6 @@ from typing import Sequence
 from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
-    ConfirmObject,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
@@ -22,10 +21,11 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.blocks.alerts import home_alert_lines
+from bot.blocks.buttons import connect_button, disconnect_button
 from bot.blocks.mrkdwn import escape as _esc
 from bot.blocks.mrkdwn import mention
 from bot.blocks.mrkdwn import when as _when
-from bot.ids import Action
 
 
 @dataclass(frozen=True)
@@ -41,27 +41,6 @@ class LinkView:
 def _you(slack_user_id: str) -> str:
     """The person Slack says is asking (a signed request's user id), mentioned."""
     return mention(slack_user_id) or "You"
-
-
-def connect_button(url: str, text: str = "Connect your Genie account") -> ButtonElement:
-    return ButtonElement(text=text, action_id=Action.CONNECT_LINK, url=url, style="primary")
-
-
-def disconnect_button(email: str) -> ButtonElement:
-    return ButtonElement(
-        text="Disconnect",
-        action_id=Action.HOME_DISCONNECT,
-        value="disconnect",
-        style="danger",
-        confirm=ConfirmObject(
-            title="Disconnect from Genie?",
-            text=f"Your Slack account will no longer act as {_esc(email)} in Genie. "
-            "You can connect again at any time with /genie connect.",
-            confirm="Disconnect",
-            deny="Cancel",
-            style="danger",
-        ),
-    )
 
 
 def connect_message(slack_user_id: str, url: str, ttl_seconds: int, workspace_name: str | None = None) -> list[dict]:
@@ -153,13 +132,13 @@ def help_blocks(unknown: str | None = None) -> list[dict]:
     return [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
 
 
-def connected_dm(link: LinkView, workspace_name: str | None) -> tuple[str, list[dict]]:
-    text = f"You're connected as {_esc(link.user_email)} in Genie."
+def connected_dm(user_name: str, user_email: str, workspace_name: str | None) -> tuple[str, list[dict]]:
+    text = f"You're connected as {_esc(user_email)} in Genie."
     where = f" in {_esc(workspace_name)}" if workspace_name else ""
     return text, [
         SectionBlock(
             text=MarkdownTextObject(
-                text=f":white_check_mark: You're connected as *{_esc(link.user_name)}* ({_esc(link.user_email)}) "
+                text=f":white_check_mark: You're connected as *{_esc(user_name)}* ({_esc(user_email)}) "
                 f"in Genie. Your Slack account{where} can now act on your teams' alerts."
             )
         ).to_dict(),
@@ -203,8 +182,6 @@ def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool =
               late_heartbeats: Sequence[str] = ()) -> dict:
     """The App Home tab: link state first, then the person's teams, their late heartbeats and
     their open alerts."""
-    from bot.blocks.alerts import home_alert_lines
-
     blocks: list[dict] = [HeaderBlock(text="Genie").to_dict()]
     if link is None:
         blocks += [
@@ -266,7 +243,7 @@ def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool =
     return {"type": "home", "blocks": blocks}
 
 
-def invite_dm(email: str, url: str, days: int) -> str:
-    """The DM that carries a password invitation (``genie user invite``)."""
+def invite_dm(email: str, url: str, days: int) -> tuple[str, list[dict]]:
+    """The DM that carries a password invitation (``genie user invite``): text only."""
     return (f"You're invited to Genie's web pages as {_esc(email)}. Choose your password here "
-            f"(the link works once and expires in {days} day{'s' if days != 1 else ''}): {_esc(url)}")
+            f"(the link works once and expires in {days} day{'s' if days != 1 else ''}): {_esc(url)}"), []

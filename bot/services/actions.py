@@ -16,6 +16,7 @@ from typing import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.ids import Intent
 from bot.services import access, alerts, outbox, throttle, users
 from bot.services.access import Decision, Reason
 from bot.services.alerts import Actor, AlreadyDone, Forbidden
@@ -159,6 +160,6 @@ async def carry_out(session: AsyncSession, nonce: str, link: SlackLink, *, anony
     outcome = result.outcome if result.outcome in ("applied", "denied") else "noop"
     values = {"action": action, "alert_id": done.alert_id or 0, "message": done.message, "outcome": outcome,
               "detail": detail}
-    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload={"render": "after_link", "values": values},
+    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload=outbox.intent(Intent.AFTER_LINK, **values),
                          slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
     return done

@@ -9,7 +9,7 @@ result is stored on the alert (``Alert.people``) with the Slack user to mention 
 workspace, so every later render of the message shows the same people without reading anything::
 
     found = await for_create(session, data, team)
-    alert.people = found.stored            # rendered by bot.alert_render, pure
+    alert.people = found.stored            # rendered by bot.slack.render, pure
     if found.summary:                      # "responder alice-og → Alice Smith (alice@…)"
         await alerts.record(session, alert, "resolve", "applied", actor, reason=found.summary)
 """

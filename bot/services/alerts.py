@@ -21,8 +21,9 @@ from sqlalchemy import ColumnElement, String, cast, delete as sa_delete, exists,
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from bot.ids import is_id
+from bot.ids import Intent, is_id
 from bot.services import access, alert_people, outbox, teams, users
 from bot.services.errors import GenieError, NotFound
 from bot.services.slack_links import SlackIdentity
@@ -487,12 +488,12 @@ async def _tell_assignee(session: AsyncSession, alert: Alert, actor: Actor, owne
     link = (await alert_people.slack_links(session, {owner.id}, team)).get(owner.id)
     if link is None:
         return None
-    # Queued as values and drawn by the builder at delivery (bot.blocks.alerts.assigned_dm).
+    # Queued as an intent and drawn by its builder at delivery (bot.blocks.messages).
     values = {"alert_id": alert.id, "message": alert.message, "priority": alert.priority,
               "team": team.name if team is not None else None, "channel": alert.slack_channel,
               "by": actor.name, "by_slack": actor.anonymous_slack_user}
     await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE,
-                         payload={"render": "assigned", "values": values}, now=now,
+                         payload=outbox.intent(Intent.ASSIGNED, **values), now=now,
                          slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
     return link.slack_user_id
 
@@ -659,10 +660,9 @@ async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: date
     now = now or utcnow()
     if alert.slack_channel and alert.slack_ts:
         team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
-        text = f"Alert #{alert.id} ({alert.message}) was deleted by {actor.name}."
         await outbox.enqueue(session, alert.slack_channel, outbox.MESSAGE, now=now,
-                             payload={"text": text, "update_ts": alert.slack_ts,  # plain text: no mrkdwn
-                                      "blocks": [{"type": "section", "text": {"type": "plain_text", "text": text}}]},
+                             payload={**outbox.intent(Intent.ALERT_DELETED, alert_id=alert.id, message=alert.message,
+                                                      by=actor.name), "update_ts": alert.slack_ts},
                              slack_team_id=team.slack_team_id if team else None,
                              enterprise_id=team.enterprise_id if team else None)
     await session.execute(sa_delete(Alert).where(Alert.id == alert.id).execution_options(synchronize_session=False))
@@ -761,3 +761,55 @@ async def api_request(session: AsyncSession, request_id: str, team_id: int) -> t
     if row is None:
         return None
     return row, (await session.get(Alert, row.alert_id) if row.alert_id is not None else None)
+
+
+# --- what the Slack side reads and records (bot.slack.render, bot.slack.delivery) -----------------
+async def team_and_owner(session: AsyncSession, alert: Alert) -> tuple[Team | None, User | None]:
+    """The alert's owning team and assignee (either None)."""
+    team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
+    owner = await users.user_by_id(session, alert.owner_user_id) if alert.owner_user_id is not None else None
+    return team, owner
+
+
+async def with_team_and_owner(session: AsyncSession,
+                              alert_id: int) -> tuple[Alert, Team | None, int | None, str | None] | None:
+    """``(alert, team, owner id, owner name)`` in one query — what the outbox worker reads for
+    every post and update. None when the alert no longer exists."""
+    owner = aliased(User)
+    row = (await session.execute(
+        select(Alert, Team, owner.id, owner.name)
+        .outerjoin(Team, Team.id == Alert.team_id)
+        .outerjoin(owner, owner.id == Alert.owner_user_id)
+        .where(Alert.id == alert_id)
+    )).first()
+    return None if row is None else (row[0], row[1], row[2], row[3])
+
+
+async def assignable_names(session: AsyncSession, team_id: int | None) -> list[tuple[int, str]]:
+    """``(id, name)`` of the active members of the team, by name: who an alert may be assigned
+    to (what ``assign`` accepts), read as plain rows — a hundred ``User`` objects cost far more
+    to build than the select shows."""
+    if team_id is None:
+        return []
+    return [(user_id, name) for user_id, name in await session.execute(
+        select(User.id, User.name).join(TeamMember, TeamMember.user_id == User.id)
+        .where(TeamMember.team_id == team_id, User.is_active.is_(True)).order_by(User.name)
+    )]
+
+
+async def owner_slack_user(session: AsyncSession, owner_id: int | None, team: Team | None) -> str | None:
+    """The assignee's Slack user in the workspace of the alert's channel, to mention them
+    (read at render time: a link made or removed since shows at the next update)."""
+    if owner_id is None:
+        return None
+    link = (await alert_people.slack_links(session, {owner_id}, team)).get(owner_id)
+    return link.slack_user_id if link is not None else None
+
+
+async def record_slack_message(session: AsyncSession, alert_id: int, channel: str | None, ts: str | None) -> None:
+    """Where the alert's Slack message is (the outbox worker, in the transaction that settles
+    the post): later updates edit that message."""
+    await session.execute(
+        update(Alert).where(Alert.id == alert_id).values(slack_channel=channel, slack_ts=ts)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,7 +1,7 @@
 """Durable delivery of Slack messages: the database side.
 
 A change and the Slack message that reports it are committed together (``enqueue`` takes the
-caller's session). The worker (``bot.delivery``) then claims due messages and delivers them:
+caller's session). The worker (``bot.slack.delivery``) then claims due messages and delivers them:
 
 - **per-channel order**: only the oldest pending message of a channel is ever due;
 - **one deliverer**: a claim is a conditional UPDATE that takes a lease (``locked_until``), so
@@ -27,6 +27,7 @@ from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from bot.ids import Intent
 from bot.services.errors import InvalidInput, NotFound
 from storage import repositories as repo
 from storage.base import utcnow
@@ -79,6 +80,12 @@ def _ready_at():
     """When a pending message may be claimed: when it is due, or its lease runs out if later."""
     return case((OutboxMessage.locked_until > OutboxMessage.next_attempt_at, OutboxMessage.locked_until),
                 else_=OutboxMessage.next_attempt_at)
+
+
+def intent(name: Intent, /, **values: Any) -> dict[str, Any]:
+    """The payload of a message that the builder of ``name`` draws from ``values`` (plain JSON
+    values) when the worker delivers it (``bot.blocks.messages``): no text is composed here."""
+    return {"intent": str(name), "values": values}
 
 
 async def enqueue(

@@ -4,7 +4,7 @@ where the workspace allows it, connected to the one Genie person their email ide
 Two ways in, one rule set (``external_accounts.auto_link``):
 
 - ``genie slack sync`` pages through ``users.list`` and hands each page to ``record_page``
-  (the Slack calls live in ``bot.slack_sync``; this module never talks to Slack);
+  (the Slack calls live in ``bot.slack.directory_sync``; this module never talks to Slack);
 - the ``team_join`` and ``user_change`` events hand one user to ``record_member``.
 
 What Slack sends about a user, and what Genie makes of it (``reported``):
@@ -172,7 +172,7 @@ def confirmed_email(member: Any, workspace: Workspace) -> tuple[str | None, str 
 
     This is the proof of ownership Genie asks for before it trusts a Slack identity with
     anything that would let it act as the person: a password link, a notice about their
-    account, admin settings (``bot.notify.owner_check``)."""
+    account, admin settings (``bot.slack.notify.owner_check``)."""
     try:
         account = reported(member, workspace)
     except InvalidInput as err:

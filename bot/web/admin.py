@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bot.notify import publish_home
+from bot.slack.home import refresh_home
 from bot.runtime import Runtime
 from bot.ids import parse_id
 from bot.services import audit, external_accounts, people
@@ -146,9 +146,9 @@ async def _refresh_slack_home(rt: Runtime, account: ExternalAccount) -> None:
     effort; it is published again whenever the tab is opened)."""
     attrs = account.attrs or {}
     identity = SlackIdentity(attrs.get("team_id") or account.tenant, account.external_id, attrs.get("enterprise_id"))
-    client = await rt.client_for(identity.team_id, identity.enterprise_id)
-    if client is not None:
-        await publish_home(rt, client, identity)
+    # The Home tab is published directly, not through the outbox: it is a snapshot redrawn on every
+    # open, so a lost publish loses nothing (see bot.slack.home.publish_home).
+    await refresh_home(rt, identity)
 
 
 def _done(request: Request, filters: Filters, what: str, account: ExternalAccount) -> Response:

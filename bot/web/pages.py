@@ -24,8 +24,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bot.config import SLACK_SETUP_HINT
-from bot.notify import (announce_link, fetch_profile, queue_connected_dm, queue_new_link_notices,
-                        queue_password_set_notices, refresh_home_after_unlink)
+from bot.slack.home import announce_link, refresh_home_after_unlink
+from bot.slack.notify import queue_connected_dm, queue_new_link_notices, queue_password_set_notices
+from bot.slack.profiles import requester_profile
 from bot.runtime import Runtime
 from bot import metrics
 from bot.ids import parse_id
@@ -235,21 +236,11 @@ async def link_page(request: Request) -> Response:
             request.state.user = user
             if user is None:
                 return render(request, "link_signin.html", link=request_row, next=f"/link/{quote(token)}", error=None)
-            live = await _live_profile(rt, request_row) if not request_row.slack_email else None
+            live = await requester_profile(rt, request_row) if not request_row.slack_email else None
             planned = await slack_links.preview(session, nonce, user, live_profile=live)
             return render(request, "link_confirm.html", plan=planned, token=token)
     except LinkError as err:
         return problem_page(request, err)
-
-
-async def _live_profile(rt: Runtime, row) -> slack_links.SlackProfile | None:
-    """If the profile lookup that follows /genie connect has not finished (or failed), ask Slack
-    now: the confirm page must be able to warn when the Slack email is not the person's own."""
-    client = await rt.client_for(row.slack_team_id, row.enterprise_id)
-    if client is None:
-        return None
-    return await fetch_profile(client, slack_links.SlackIdentity(row.slack_team_id, row.slack_user_id, row.enterprise_id),
-                               row.workspace_name)
 
 
 async def link_confirm(request: Request) -> Response:
@@ -269,7 +260,7 @@ async def link_confirm(request: Request) -> Response:
             row = await slack_links.usable_request(session, nonce)
         # As on the page: a request whose profile was never recorded is checked against Slack now
         # (outside any transaction), so the email rules below judge what Slack says.
-        live = await _live_profile(rt, row) if not row.slack_email else None
+        live = await requester_profile(rt, row) if not row.slack_email else None
         async with rt.sessionmaker.begin() as session:
             link = await slack_links.redeem(session, nonce, user, replace=form.get("replace") == "yes",
                                         live_profile=live, ownership_confirmed=form.get("mine") == "yes")
@@ -303,6 +294,8 @@ async def link_confirm(request: Request) -> Response:
         logger.info("carried out the remembered %s of alert #%s after linking: %s", carried.action,
                     carried.alert_id, carried.result.outcome)
     response = render(request, "link_done.html", link=link, carried=carried)
+    # The Home tab is published directly, not through the outbox: it is a snapshot redrawn on every
+    # open, so a lost publish loses nothing (see bot.slack.home.publish_home).
     response.background = BackgroundTask(announce_link, rt, link)
     return response
 
@@ -400,6 +393,8 @@ async def account_disconnect(request: Request) -> Response:
         return _not_yours(request)
     logger.info("Genie user %s disconnected Slack user %s on the web", user.id, link.slack_user_id)
     response = RedirectResponse("/account?disconnected=1", status_code=303)
+    # The Home tab is published directly, not through the outbox: it is a snapshot redrawn on every
+    # open, so a lost publish loses nothing (see bot.slack.home.publish_home).
     response.background = BackgroundTask(refresh_home_after_unlink, rt, link)
     return response
 

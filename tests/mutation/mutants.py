@@ -148,8 +148,8 @@ MUTANTS = [
            "sign-in redirects to /\\evil.example (a browser goes off-site)"),
     Mutant("C8", "sessions", "bot/services/users.py", "    if not ok or user is None or not user.is_active:",
            "    if not ok or user is None:", (SIGN_IN,), "a deactivated person signs in"),
-    # --- Slack signatures (bot/listeners/__init__.py, bot/server.py) --------------------------
-    Mutant("S1", "signatures", "bot/listeners/__init__.py", "    if not signed:\n        return 401",
+    # --- Slack signatures (bot/slack/screening.py, bot/server.py) --------------------------
+    Mutant("S1", "signatures", "bot/slack/screening.py", "    if not signed:\n        return 401",
            "    if False:\n        return 401", (BOLT, f"{LINK}::test_unsigned_wrongly_signed_and_stale_slack_requests_get_401"),
            "Genie's screen lets unsigned requests through"),
     Mutant("S2", "signatures", "bot/server.py", "        request_verification_enabled=not rt.settings.socket_mode,",

@@ -9,7 +9,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot import metrics
 from bot.blocks.alerts import ButtonValue, refusal_message
-from bot.listeners import identity_from, runtime, tell
+from bot.listeners.context import identity_from, runtime, tell
 from bot.services import actions, slack_links
 from bot.services.slack_links import SlackProfile
 from storage.models import AlertAction

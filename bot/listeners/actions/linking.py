@@ -6,8 +6,9 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import disconnected_text
-from bot.listeners import identity_from, runtime, tell
-from bot.notify import link_view, publish_home
+from bot.listeners.context import identity_from, runtime, tell
+from bot.slack.home import publish_home
+from bot.slack.render import link_view
 from bot.services import slack_links
 
 
@@ -26,4 +27,6 @@ async def disconnect(ack, body: dict, context: AsyncBoltContext, client: AsyncWe
     if body.get("response_url"):
         await tell(respond, identity.user_id, "that the link was removed", text=disconnected_text(view),
                    replace_original=True, response_type="ephemeral")
+    # The Home tab is published directly, not through the outbox: it is a snapshot redrawn on every
+    # open, so a lost publish loses nothing (see bot.slack.home.publish_home).
     await publish_home(rt, client, identity)

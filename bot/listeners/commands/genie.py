@@ -9,8 +9,10 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.blocks.linking import connect_message, disconnected_text, help_blocks, linked_message, status_text
 from bot.blocks.mrkdwn import escape
-from bot.listeners import identity_from, runtime
-from bot.notify import fetch_profile, link_view, publish_home
+from bot.listeners.context import identity_from, runtime
+from bot.slack.home import publish_home
+from bot.slack.profiles import fetch_profile
+from bot.slack.render import link_view
 from bot.services import heartbeats, slack_links, throttle
 from bot.services.slack_links import SlackProfile
 
@@ -77,4 +79,6 @@ async def disconnect(ack, context: AsyncBoltContext, client: AsyncWebClient) -> 
         view = link_view(link) if link else None
     await ack(response_type="ephemeral", text=disconnected_text(view))
     if link is not None:
+        # The Home tab is published directly, not through the outbox: it is a snapshot redrawn on every
+        # open, so a lost publish loses nothing (see bot.slack.home.publish_home).
         await publish_home(rt, client, identity)

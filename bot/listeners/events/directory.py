@@ -3,7 +3,7 @@
 A new hire is recorded (and linked, where the workspace has ``auto_link_by_email`` on) when they
 join; a deactivated user loses their link at once; a changed email or name is recorded. The
 same rules as ``genie slack sync`` (``bot.services.slack_directory``). Slack's re-deliveries are
-dropped by ``event_id`` before this runs (``bot.listeners.register_listeners``)."""
+dropped by ``event_id`` before this runs (``bot.listeners.middleware``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 
 from slack_bolt.context.async_context import AsyncBoltContext
 
-from bot.listeners import runtime
+from bot.listeners.context import runtime
 from bot.services import slack_directory
 from bot.services.audit import Who
 from bot.services.slack_directory import Workspace

@@ -10,7 +10,7 @@ import logging
 
 from slack_bolt.context.async_context import AsyncBoltContext
 
-from bot.listeners import runtime
+from bot.listeners.context import runtime
 
 logger = logging.getLogger(__name__)
 

@@ -38,16 +38,16 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
-from bot.alert_render import current_view
-from bot.blocks.alerts import alert_message, rendered_message
+from bot.slack.render import current_view
+from bot.blocks.alerts import alert_message
+from bot.blocks.messages import draw, intent_of
 from bot.config import Settings
 from bot.runtime import Runtime
-from bot.services import outbox, slack_directory
+from bot.services import alerts, outbox, slack_directory
 from storage.base import utcnow
 from storage.models import Alert, OutboxMessage
 
@@ -154,7 +154,7 @@ class Claim:
     #: The Web API client for that workspace, resolved when delivery starts.
     client: Any = None
     #: An alert post or update: the alert as it was read in the claiming transaction, and what
-    #: to draw (``alert_render.current_view``); ``render_error`` if reading it failed.
+    #: to draw (``render.current_view``); ``render_error`` if reading it failed.
     alert: Alert | None = None
     view: Any = None
     render_error: BaseException | None = None
@@ -481,11 +481,12 @@ class OutboxWorker:
 
     async def _post_message(self, claim: Claim) -> None:
         payload = claim.payload or {}
-        drawn = rendered_message(payload) if "render" in payload else None  # queued as values: drawn now
-        if drawn is not None:
-            payload = {"text": drawn[0], "blocks": drawn[1]}
-        elif "render" in payload:
-            raise Undeliverable(f"a message Genie cannot draw ({str(payload.get('render'))[:40]!r})")
+        if intent_of(payload) is not None:  # an intent: drawn now, by its builder
+            drawn = draw(payload)
+            if drawn is None:
+                raise Undeliverable(f"a message Genie cannot draw ({str(intent_of(payload))[:40]!r})")
+            payload = {**payload, "text": drawn[0], "blocks": drawn[1]}
+        # else a row queued before intents, its text composed in advance: sent as it is
         if not isinstance(payload.get("text"), str) or not payload["text"]:
             raise Undeliverable("a message without text")
         kwargs: dict[str, Any] = {"channel": claim.channel, "text": payload["text"]}
@@ -518,10 +519,7 @@ class OutboxWorker:
         claim.done = True
         async with self.sessionmaker.begin() as session:
             if alert_id is not None:
-                await session.execute(
-                    update(Alert).where(Alert.id == alert_id).values(slack_channel=channel, slack_ts=ts)
-                    .execution_options(synchronize_session=False)
-                )
+                await alerts.record_slack_message(session, alert_id, channel, ts)
             now = utcnow()
             covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
             following = None

@@ -9,6 +9,10 @@ time — so a reinstall or an uninstall takes effect at once in every process.
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -24,6 +28,16 @@ from bot.config import Settings
 BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "users:read.email", "channels:history",
               "groups:history")
 SLACK_TIMEOUT = 10
+
+#: What a Slack Web API call can fail with: an error answer, a transport failure, a timeout.
+SLACK_FAILURES = (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError)
+
+
+def why(err: Exception) -> str:
+    """A failed call in a word: Slack's error code, or the kind of failure."""
+    if isinstance(err, SlackApiError):
+        return str(err.response.get("error"))
+    return type(err).__name__
 
 
 def interactive_retry_handlers() -> list:

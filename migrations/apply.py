@@ -1,4 +1,5 @@
-"""Apply Alembic migrations programmatically (``genie db upgrade``, ``genie serve``).
+"""Apply Alembic migrations programmatically (``genie db upgrade``, ``genie serve``). It lives
+beside the migrations it runs: ``migrations`` imports ``storage`` (the models), never the reverse.
 
 On PostgreSQL the upgrade runs in one transaction holding an advisory lock, so several
 processes started together migrate once and the others wait, then find nothing to do.
@@ -13,14 +14,12 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import migrations
-
 MIGRATION_LOCK_KEY = 0x67656E6965  # "genie"
 
 
 def alembic_config(url: str | None = None) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("script_location", str(Path(__file__).parent))
     if url:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg

@@ -33,7 +33,7 @@ from bot.config import Settings
 from bot.services import external_accounts, slack_directory
 from bot.services.errors import GenieError, InvalidInput
 from bot.services.slack_directory import SYNC, SyncReport, Workspace
-from bot.slack_clients import SLACK_TIMEOUT, SlackClients
+from bot.slack.clients import SLACK_TIMEOUT, SlackClients
 from storage import repositories as repo
 
 PAGE_LIMIT = 200

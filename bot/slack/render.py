@@ -1,20 +1,20 @@
-"""Turn a stored alert into the plain ``AlertView`` the Block Kit builders draw.
+"""Turn a stored alert into the plain ``AlertView`` the Block Kit builders draw (and a Slack
+link into its ``LinkView``).
 
 Read at delivery time (and on every click), so a Slack message always shows the alert's
 current state, including the current members in the Assign… select."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
-
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.blocks.alerts import AlertView, PersonRef
-from bot.services import alert_people
+from bot.blocks.linking import LinkView
+from bot.services import alerts
 from storage.base import utcnow
-from storage.models import Alert, Team, TeamMember, User
+from storage.models import Alert, SlackLink
 
 
 def _ref(entry: Any) -> PersonRef | None:
@@ -43,50 +43,23 @@ def people_refs(alert: Alert) -> tuple[PersonRef | None, tuple[PersonRef, ...], 
 async def alert_view(session: AsyncSession, alert: Alert, *, with_members: bool = True) -> AlertView:
     """``with_members=False`` for lists that show no Assign… select (App Home): the team's
     members are the costliest part to read."""
-    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
-    owner = await session.get(User, alert.owner_user_id) if alert.owner_user_id is not None else None
-    members = await assignable_names(session, alert.team_id) if with_members else []
+    team, owner = await alerts.team_and_owner(session, alert)
+    members = await alerts.assignable_names(session, alert.team_id) if with_members else []
     return _view(alert, team.name if team else None, owner.id if owner else None, owner.name if owner else None,
-                 members, await _owner_slack(session, owner.id if owner else None, team))
+                 members, await alerts.owner_slack_user(session, owner.id if owner else None, team))
 
 
 async def current_view(session: AsyncSession, alert_id: int) -> tuple[Alert, AlertView] | None:
     """The alert and its view as they are now, in two queries (the alert with its team's and
     owner's names, then the team's assignable members): what the outbox worker renders for
     every post and update. None when the alert no longer exists."""
-    owner = aliased(User)
-    row = (await session.execute(
-        select(Alert, Team, owner.id, owner.name)
-        .outerjoin(Team, Team.id == Alert.team_id)
-        .outerjoin(owner, owner.id == Alert.owner_user_id)
-        .where(Alert.id == alert_id)
-    )).first()
-    if row is None:
+    found = await alerts.with_team_and_owner(session, alert_id)
+    if found is None:
         return None
-    alert, team, owner_id, owner_name = row
+    alert, team, owner_id, owner_name = found
     return alert, _view(alert, team.name if team else None, owner_id, owner_name,
-                        await assignable_names(session, alert.team_id), await _owner_slack(session, owner_id, team))
-
-
-async def _owner_slack(session: AsyncSession, owner_id: int | None, team: Team | None) -> str | None:
-    """The assignee's Slack user in the workspace of the alert's channel, to mention them
-    (read at render time: a link made or removed since shows at the next update)."""
-    if owner_id is None:
-        return None
-    link = (await alert_people.slack_links(session, {owner_id}, team)).get(owner_id)
-    return link.slack_user_id if link is not None else None
-
-
-async def assignable_names(session: AsyncSession, team_id: int | None) -> list[tuple[int, str]]:
-    """``(id, name)`` of the active members of the team, by name: who an alert may be assigned
-    to (what ``alerts.assign`` accepts), read as plain rows — a hundred ``User`` objects cost
-    far more to build than the select shows."""
-    if team_id is None:
-        return []
-    return [(user_id, name) for user_id, name in await session.execute(
-        select(User.id, User.name).join(TeamMember, TeamMember.user_id == User.id)
-        .where(TeamMember.team_id == team_id, User.is_active.is_(True)).order_by(User.name)
-    )]
+                        await alerts.assignable_names(session, alert.team_id),
+                        await alerts.owner_slack_user(session, owner_id, team))
 
 
 def _view(alert: Alert, team_name: str | None, owner_id: int | None, owner_name: str | None,
@@ -103,3 +76,8 @@ def _view(alert: Alert, team_name: str | None, owner_id: int | None, owner_name:
         owner_name=owner_name, owner_id=owner_id, owner_slack=owner_slack, members=members,
         reported_by=reporter, responders=responders, detail_people=detail_people,
     )
+
+
+def link_view(link: SlackLink) -> LinkView:
+    return LinkView(user_name=link.user.name, user_email=link.user.email, since=link.created_at,
+                    user_active=link.user.is_active)
