@@ -184,8 +184,9 @@ def _option(label: str, value: str) -> dict:
     return {"text": {"type": "plain_text", "text": label, "emoji": True}, "value": value}
 
 
-def alert_message(view: AlertView) -> tuple[str, list[dict]]:
-    """``(fallback text, blocks)`` for the alert's channel message, showing its current state."""
+def alert_message(view: AlertView, web_url: str | None = None) -> tuple[str, list[dict]]:
+    """``(fallback text, blocks)`` for the alert's channel message, showing its current state.
+    ``web_url``: the alert's page on Genie's web side (``/alerts/{id}``), linked as "Open in Genie"."""
     icon = PRIORITY_ICON.get(view.priority, "")
     title = f"{icon} *{view.priority}* · #{view.id} · {_esc(view.message)}"
     if view.count > 1:
@@ -212,7 +213,10 @@ def alert_message(view: AlertView) -> tuple[str, list[dict]]:
         facts.append(_clip(f"*{_esc(key)}*\n{shown}", FIELD_LIMIT))
     if facts:
         blocks.append(SectionBlock(fields=[MarkdownTextObject(text=f) for f in facts[:10]]).to_dict())
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=status_line(view))]).to_dict())
+    context = [MarkdownTextObject(text=status_line(view))]
+    if web_url:
+        context.append(MarkdownTextObject(text=f"<{_esc(web_url)}|Open in Genie>"))
+    blocks.append(ContextBlock(elements=context).to_dict())
     if view.status != "closed":
         elements: list = []
         if not view.acknowledged:

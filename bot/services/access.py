@@ -52,7 +52,7 @@ class Decision:
         return self.reason is Reason.ANONYMOUS
 
 
-_VERB = {"acknowledge": "acknowledge", "close": "close", "assign": "assign"}
+_VERB = {"acknowledge": "acknowledge", "close": "close", "assign": "assign", "note": "add a note to"}
 
 
 async def allow_anonymous(session: AsyncSession, workspace_id: str, default: bool) -> bool:
@@ -107,6 +107,43 @@ async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: i
         return GateFacts(alert=alert, team=team, user=None, is_member=False, allow_anonymous=False, external=True)
     return GateFacts(alert=alert, team=team, user=user, is_member=bool(member),
                      allow_anonymous=anonymous_default if value is None else value == "true")
+
+
+async def person_facts(session: AsyncSession, user: User, alert_id: int) -> GateFacts | None:
+    """The same facts for a person signed in to the web side (``/alerts/{id}``): the acting
+    user is the signed-in one (no Slack identity, never anonymous), read now like a click's."""
+    is_member = exists().where(TeamMember.team_id == Alert.team_id, TeamMember.user_id == user.id)
+    row = (await session.execute(
+        select(Alert, Team, is_member.label("is_member")).select_from(Alert)
+        .outerjoin(Team, Team.id == Alert.team_id).where(Alert.id == alert_id)
+    )).first()
+    if row is None:
+        return None
+    alert, team, member = row
+    return GateFacts(alert=alert, team=team, user=user, is_member=bool(member), allow_anonymous=False)
+
+
+# --- who may *see* an alert on the web side ---------------------------------------------------
+def visible_team_ids(user: User):
+    """The teams whose alerts ``user`` may see on the web side (list, page, team page, reports,
+    CSV exports): their own teams; None for an admin (every alert, teams or not). The one rule
+    for reading; acting still goes through ``judge``."""
+    if user.is_admin and user.is_active:
+        return None
+    return select(TeamMember.team_id).where(TeamMember.user_id == user.id)
+
+
+def visible_alerts(user: User, team_column=None):
+    """A WHERE clause on ``Alert`` (or on ``team_column``, a column holding a team id) limiting
+    rows to what ``user`` may see (``visible_team_ids``); ``true()`` for an admin. A person in no
+    team sees none (``team_id IN ()``); an inactive person sees none either."""
+    from sqlalchemy import false, true
+
+    column = Alert.team_id if team_column is None else team_column
+    if not user.is_active:
+        return false()
+    teams = visible_team_ids(user)
+    return true() if teams is None else column.in_(teams)
 
 
 async def judge(session: AsyncSession, facts: GateFacts, action: str) -> Decision:
