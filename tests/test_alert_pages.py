@@ -87,6 +87,9 @@ async def test_list_shows_each_person_their_teams_alerts_and_filters_say_what_is
     text = page_text(await admin.get("/alerts"))
     assert all(m in text for m in ("Checkout error", "Refunds queue", "Search index stale"))
 
+    assert '<meta http-equiv="refresh" content="30">' in (await admin.get("/alerts?refresh=1")).text
+    assert "http-equiv" not in (await admin.get("/alerts")).text
+
     # filters
     text = page_text(await admin.get("/alerts?priority=P1"))
     assert "Checkout error" in text and "Refunds" not in text and "Search index" not in text

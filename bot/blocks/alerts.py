@@ -290,9 +290,18 @@ def after_link_dm(action: str, alert_id: int, message: str, outcome: str, detail
     return text, [SectionBlock(text=MarkdownTextObject(text=_clip(text, SECTION_LIMIT))).to_dict()]
 
 
+def link_reminder_dm(refused: int) -> tuple[str, list[dict]]:
+    """An admin's one-click reminder (``/reports``, linking health) to a Slack user whose clicks
+    on alerts were refused because their Slack account is connected to no Genie account."""
+    times = "once" if refused == 1 else f"{int(refused)} times"
+    text = (f"Your clicks on Genie alerts were refused {times} because your Slack account isn't connected to a "
+            "Genie account yet. Type `/genie connect` to connect it; after that your clicks count.")
+    return text, [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
+
+
 #: Direct messages queued as plain values (``{"render": name, "values": {...}}``) and drawn
 #: here when the outbox delivers them, so every text in them is escaped by the builders.
-RENDERED = {"assigned": assigned_dm, "after_link": after_link_dm}
+RENDERED = {"assigned": assigned_dm, "after_link": after_link_dm, "link_reminder": link_reminder_dm}
 
 
 def rendered_message(payload: dict) -> tuple[str, list[dict]] | None:
