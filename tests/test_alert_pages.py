@@ -186,7 +186,7 @@ async def test_alert_page_actions_go_through_the_gate_and_the_timeline_says_who(
                               "AND action = 'acknowledge' AND outcome = 'applied'", i=alert_id))[0]
     assert tuple(event) == ("web", "Alice Smith", "member of the owning team")
     # the Slack message is updated through the outbox, and links back to the page
-    update = await eventually(lambda: _update_of(genie, alert_id))
+    update = await eventually(lambda: _update_of(genie, alert_id), timeout=15)
     assert f"{genie.url}/alerts/{alert_id}" in str(update.args["blocks"])
 
     # acting on the picture the page showed before: it changed meanwhile
@@ -235,7 +235,10 @@ async def test_a_member_removed_meanwhile_is_refused_by_the_same_gate(world):
 
 
 async def _update_of(genie, alert_id):
-    return next((c for c in reversed(genie.fake.calls("chat.update")) if f"#{alert_id} " in (c.args.get("text") or "")
+    """The alert's message showing it acknowledged: an update, or the first post if it was still
+    queued when the acknowledgement came (the post then draws the state at delivery)."""
+    calls = [*genie.fake.calls("chat.postMessage"), *genie.fake.calls("chat.update")]
+    return next((c for c in reversed(calls) if f"#{alert_id} " in (c.args.get("text") or "")
                  and "acknowledged" in c.args["text"]), None)
 
 
