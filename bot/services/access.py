@@ -198,8 +198,10 @@ async def judge(session: AsyncSession, facts: GateFacts, action: str) -> Decisio
 #: the one Genie person with the same confirmed email (``bot.services.identities``).
 #: ``require_email_match``: a one-time link connects a Slack account only when Slack reports a
 #: confirmed email equal to the person's Genie email (``bot.services.linking``).
+#: ``require_slack_signin`` (deployment-wide, ``--all-workspaces``): the web side's passwords
+#: sign in only admins; everyone else signs in with Slack (``bot.services.slack_signin``).
 WORKSPACE_SETTINGS = {ANONYMOUS_SETTING: ("true", "false"), "auto_link_by_email": ("true", "false"),
-                      "require_email_match": ("true", "false")}
+                      "require_email_match": ("true", "false"), "require_slack_signin": ("true", "false")}
 
 
 async def set_workspace_setting(session: AsyncSession, workspace_id: str, key: str, value: str) -> WorkspaceSetting:
