@@ -13,8 +13,9 @@ import pytest
 
 from bot.services import access
 from tests.conftest import page_text
-from tests.fake_slack import TEAM_ID
-from tests.test_alert_pages import _link, fire, signed_in, world  # noqa: F401  (the fixture)
+from tests.test_admin_e2e import chromium  # noqa: F401  (the fixture)
+from tests.test_alert_pages import fire, signed_in, world  # noqa: F401  (the fixture)
+from tests.test_e2e import needs_browser
 
 CLIENT_ID, CLIENT_SECRET = "1234.5678", "oidc-client-secret"
 
@@ -103,7 +104,8 @@ async def test_refusals_change_nothing_and_say_why(world, case):
     b = genie.browser()
     tamper = None
     if case == "state":
-        tamper = lambda url: url.replace("state=", "state=x")  # noqa: E731
+        def tamper(url):
+            return url.replace("state=", "state=x")
     if case == "no_cookie":
         start = await b.get("/login/slack")
         back = await b.http.get(start.headers["location"])
@@ -134,3 +136,19 @@ async def test_an_admin_can_require_slack_sign_in_and_passwords_then_sign_in_adm
     genie.fake.oidc_sign_in_as("U0ALICE", email="alice@example.com")
     r = await slack_sign_in(genie, genie.browser())
     assert r.status_code == 303
+
+
+@needs_browser
+async def test_sign_in_with_slack_in_headless_chromium(world, chromium):
+    from playwright.async_api import expect
+
+    genie = world
+    await fire(genie, "Checkout error rate above 5%")
+    genie.fake.oidc_sign_in_as("U0BOB", email="bob@example.com", name="Bob Jones")
+    page = await chromium.new_page()
+    await page.goto(f"{genie.url}/alerts")
+    await expect(page.locator("h1")).to_have_text("Sign in to Genie")
+    await page.locator("#slack-signin").click()  # → Slack (the fake) → back, signed in
+    await expect(page.locator("h1")).to_have_text("Alerts")
+    assert page.url == f"{genie.url}/alerts"
+    await expect(page.locator("table.list")).to_contain_text("Checkout error rate above 5%")
