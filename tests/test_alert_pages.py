@@ -111,7 +111,7 @@ async def test_list_shows_each_person_their_teams_alerts_and_filters_say_what_is
     for query, says in [("status=exploded", "Unknown status"), ("priority=P9", "Unknown priority"),
                         (f"from={today}&to={today - timedelta(days=1)}", "ends"),
                         ("from=yesterday", "must be a date"), ("q=" + "x" * 10_000, "too long"),
-                        ("after=forged.cursor", "changed or is broken")]:
+                        ("after=forged.cursor", "changed or is broken"), ("q=%00", "NUL"), ("tag=a%00b", "NUL")]:
         r = await admin.get(f"/alerts?{query}")
         assert r.status_code == 400, (query, r.status_code)
         assert says in page_text(r), query
@@ -256,6 +256,7 @@ async def test_team_page_members_keys_and_rotation_by_admins_only(world):
     assert old_key not in r.text and "Rotate" not in text
     assert (await alice.get("/teams/Search")).status_code == 404
     assert (await alice.get("/teams/Nope")).status_code == 404
+    assert (await alice.get("/teams/Pay%00ments")).status_code == 404
     r = await alice.post("/teams/Payments/rotate-key", {"confirm": "yes"})
     assert r.status_code == 403
     assert await genie.scalar("SELECT key FROM team_api_key") == old_key

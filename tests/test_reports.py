@@ -108,10 +108,11 @@ async def test_report_figures_are_computed_per_team_and_person_with_access_rules
 
     # bad input: a page that says what is wrong, never a 500
     for query, says in [("from=2026-11-22&to=2026-11-16", "ends"), ("from=last-week", "must be a date"),
-                        ("from=2020-01-01&to=2026-11-16", "at most")]:
+                        ("from=2020-01-01&to=2026-11-16", "at most"), ("team=Pay%00", "not a team")]:
         r = await admin.get(f"/reports?{query}")
         assert r.status_code == 400 and says in page_text(r), query
     assert (await admin.get(f"/reports.csv?table=nope&{WEEK}")).status_code == 400
+    assert (await admin.get(f"/reports.csv?table=te%00ams&{WEEK}")).status_code == 400
     assert (await genie.http.get("/reports.csv?table=teams")).status_code == 303  # signed out
 
 

@@ -55,6 +55,8 @@ class ListFilters:
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> "ListFilters":
         """From a query string; ``InvalidInput`` saying what is wrong (the page shows it)."""
+        if any("\x00" in (params.get(k) or "") for k in ("status", "priority", "team", "tag", "q", "from", "to")):
+            raise InvalidInput("A filter holds a NUL character, which no alert has.")
         status = (params.get("status") or "").strip().lower()
         if status and status not in STATUSES:
             raise InvalidInput(f"Unknown status “{status[:30]}”: choose open, acknowledged or closed.")
@@ -208,6 +210,12 @@ def _named(people: dict | None) -> list[tuple[str, dict]]:
     return found
 
 
+async def can_see(session: AsyncSession, user: User, alert_id: int) -> bool:
+    """Whether the alert exists and ``user`` may see it (``access.visible_alerts``)."""
+    return 0 < alert_id < 2**31 and await session.scalar(
+        select(Alert.id).where(Alert.id == alert_id, access.visible_alerts(user))) is not None
+
+
 async def alert_detail(session: AsyncSession, user: User, alert_id: int) -> AlertDetail | None:
     """The alert if ``user`` may see it, with its timeline and its deliveries to Slack; None
     when there is no such alert *or* it is another team's (the page says "not found" for both)."""
@@ -251,6 +259,8 @@ class TeamDetail:
 
 async def team_detail(session: AsyncSession, user: User, name: str) -> TeamDetail | None:
     """The team if ``user`` may see it (a member, or an admin); None otherwise — "not found"."""
+    if "\x00" in name:
+        return None
     team = await session.scalar(select(Team).where(Team.name == name[:100], access.visible_alerts(user, Team.id)))
     if team is None:
         return None
@@ -279,7 +289,7 @@ async def rotate_team_key(session: AsyncSession, admin: User, name: str) -> str:
 
     if not (admin.is_admin and admin.is_active):
         raise alerts.Forbidden("Only Genie admins rotate a team's API key.")
-    team = await session.scalar(select(Team).where(Team.name == name[:100]))
+    team = await session.scalar(select(Team).where(Team.name == name[:100])) if "\x00" not in name else None
     if team is None:
         raise NotFound(f"No team named {name[:100]!r}.")
     return await alerts.team_key(session, team, rotate=True)

@@ -84,8 +84,8 @@ class Period:
         if (until - since).days + 1 > MAX_DAYS:
             raise InvalidInput(f"A report covers at most {MAX_DAYS} days.")
         team = (params.get("team") or "").strip()
-        if len(team) > 100:
-            raise InvalidInput("That team name is too long to be a team's.")
+        if len(team) > 100 or "\x00" in team:
+            raise InvalidInput("That is not a team's name (too long, or a NUL character).")
         return cls(since, until, team)
 
 
@@ -313,6 +313,8 @@ async def remind_to_link(session: AsyncSession, admin: User, workspace_id: str, 
     if not (admin.is_admin and admin.is_active):
         raise InvalidInput("Only Genie admins send these reminders.")
     workspace_id, slack_user_id = workspace_id[:32], slack_user_id[:32]
+    if "\x00" in workspace_id + slack_user_id:
+        raise InvalidInput("That Slack user has no refused clicks waiting for a link: no reminder was sent.")
     refused = await session.scalar(
         select(func.count()).where(AlertEvent.outcome == "denied", AlertEvent.reason == Reason.NOT_LINKED.value,
                                    AlertEvent.slack_workspace_id == workspace_id,

@@ -154,7 +154,7 @@ async def alert_act(request: Request) -> Response:
     seen = str(form.get("seen") or "")[:64] or None
     rt = rt_of(request)
     async with rt.sessionmaker() as session:  # another team's alert: not found, and nothing recorded
-        visible = await alert_views.alert_detail(session, user, alert_id) is not None
+        visible = await alert_views.can_see(session, user, alert_id)
     if not visible:
         return not_found(request)
     if action == "assign" and not (assignee.isascii() and assignee.isdigit() and len(assignee) <= 9):

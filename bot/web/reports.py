@@ -82,7 +82,7 @@ async def report_csv(request: Request) -> Response:
     try:
         period = reports.Period.parse(request.query_params)
         if table not in reports.TABLES:
-            raise InvalidInput(f"There is no table {table!r}; there are: {', '.join(reports.TABLES)}.")
+            raise InvalidInput(f"There is no table {table.replace(chr(0), '')!r}; there are: {', '.join(reports.TABLES)}.")
     except InvalidInput as err:
         return render(request, "message.html", status_code=400, title="That export doesn't make sense", message=str(err))
     if table in reports.ADMIN_TABLES and not user.is_admin:
