@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from bot.services import access
+from bot.services import access, accounts
 from tests.conftest import page_text
 from tests.test_admin_e2e import chromium  # noqa: F401  (the fixture)
 from tests.test_alert_pages import fire, signed_in, world  # noqa: F401  (the fixture)
@@ -75,48 +75,45 @@ async def test_an_unlinked_slack_account_is_linked_by_slacks_confirmed_email_and
                               "AND external_id = 'U0BOB'") == 1
 
 
-@pytest.mark.parametrize("case", ["unverified", "nobody", "other_email", "forged", "state", "no_cookie", "denied",
-                                  "deactivated"])
-async def test_refusals_change_nothing_and_say_why(world, case):
+async def test_refusals_change_nothing_and_say_why(world):
+    """Each case in turn on one server (one Genie start, not eight): the refusal says why, no
+    session starts and no link is made."""
     genie = world
-    says = {"unverified": "did not give a confirmed email", "nobody": "No Genie account has the email",
-            "other_email": "connected to the Genie account alice@example.com",
-            "forged": "could not be verified", "state": "didn't start in this browser",
-            "no_cookie": "didn't start in this browser", "denied": "cancelled or refused",
-            "deactivated": "deactivated"}[case]
-    user, email, verified = "U0BOB", "bob@example.com", True
-    if case == "unverified":
-        verified = False
-    elif case == "nobody":
-        user, email = "U0NEW", "newcomer@example.com"
-    elif case in ("other_email", "deactivated"):
-        user, email = "U0ALICE", "mallory@example.com" if case == "other_email" else "alice@example.com"
+    cases = [("unverified", "did not give a confirmed email"), ("nobody", "No Genie account has the email"),
+             ("other_email", "connected to the Genie account alice@example.com"),
+             ("forged", "could not be verified"), ("state", "didn't start in this browser"),
+             ("no_cookie", "didn't start in this browser"), ("denied", "cancelled or refused"),
+             ("deactivated", "deactivated")]
+    for case, says in cases:
+        genie.fake.oidc_forge = case == "forged"
+        user, email, verified = "U0BOB", "bob@example.com", case != "unverified"
+        if case == "nobody":
+            user, email = "U0NEW", "newcomer@example.com"
+        elif case in ("other_email", "deactivated"):
+            user, email = "U0ALICE", "mallory@example.com" if case == "other_email" else "alice@example.com"
         if case == "deactivated":
             async with genie.sessionmaker.begin() as s:
-                from bot.services import accounts
                 await accounts.set_active(s, "alice@example.com", False)
-    genie.fake.oidc_sign_in_as(user, email=email, email_verified=verified)
-    if case == "forged":
-        genie.fake.oidc_forge = True
-    if case == "denied":
-        genie.fake.oidc_user = None
-    links = await genie.scalar("SELECT count(*) FROM slack_link")
-    b = genie.browser()
-    tamper = None
-    if case == "state":
-        def tamper(url):
-            return url.replace("state=", "state=x")
-    if case == "no_cookie":
-        start = await b.get("/login/slack")
-        back = await b.http.get(start.headers["location"])
-        r = await genie.browser().get(back.headers["location"])  # another browser brings the code
-    else:
-        r = await slack_sign_in(genie, b, tamper=tamper)
-    assert r.status_code in (400, 403), (case, r.status_code)
-    assert says in page_text(r), (case, page_text(r))
-    assert "genie_session=" not in r.headers.get("set-cookie", "")
-    assert await genie.scalar("SELECT count(*) FROM slack_link") == links
-    assert await genie.scalar("SELECT count(*) FROM web_session") == 0
+        genie.fake.oidc_sign_in_as(user, email=email, email_verified=verified)
+        if case == "denied":
+            genie.fake.oidc_user = None
+        links = await genie.scalar("SELECT count(*) FROM slack_link")
+        b = genie.browser()
+        if case == "no_cookie":
+            start = await b.get("/login/slack")
+            back = await b.http.get(start.headers["location"])
+            r = await genie.browser().get(back.headers["location"])  # another browser brings the code
+        else:
+            r = await slack_sign_in(genie, b, tamper=_tamper_state if case == "state" else None)
+        assert r.status_code in (400, 403), (case, r.status_code)
+        assert says in page_text(r), (case, page_text(r))
+        assert "genie_session=" not in r.headers.get("set-cookie", ""), case
+        assert await genie.scalar("SELECT count(*) FROM slack_link") == links, case
+        assert await genie.scalar("SELECT count(*) FROM web_session") == 0, case
+
+
+def _tamper_state(url: str) -> str:
+    return url.replace("state=", "state=x")
 
 
 async def test_an_admin_can_require_slack_sign_in_and_passwords_then_sign_in_admins_only(world):
