@@ -208,14 +208,16 @@ async def login_submit(request: Request) -> Response:
         return render(request, "login.html", status_code=401, next=target, email=email,
                       error="Email or password is incorrect.")
     _user, token = signed_in
-    if not _user.is_admin:  # an admin may require Sign in with Slack: passwords then sign in admins only
+    # An admin may require Sign in with Slack: passwords then sign in admins only (ignored while
+    # Slack sign-in is not configured, which would lock everyone else out).
+    if not _user.is_admin and rt.settings.slack_oidc_client_id and rt.settings.slack_oidc_client_secret:
         from bot.services import slack_signin
 
         async with rt.sessionmaker.begin() as session:
             if await slack_signin.slack_signin_required(session):
                 await accounts.end_session(session, token)
                 return render(request, "login.html", status_code=403, next=target, email=email,
-                              error="This Genie requires Sign in with Slack: use the button below.")
+                              error="This Genie requires Sign in with Slack: use the “Sign in with Slack” button.")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=rt.settings.secure_cookies,
                         path="/", max_age=int(accounts.SESSION_LIFETIME.total_seconds()))
