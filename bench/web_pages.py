@@ -6,7 +6,8 @@ operator runs it, and time the pages a person opens; print the EXPLAIN of the li
     .venv/bin/python -m bench.web_pages --db postgresql --pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 
 The world: 20 teams, N alerts spread over the last 90 days round-robin over the teams (40 %
-closed, over 500 aliases; the open ones each their own alias, half acknowledged, each acknowledgement and close on the timeline by one of 50
+closed, over 500 aliases; the open ones each their own alias; status, acknowledgement and
+priority drawn independently of the team, half acknowledged, each acknowledgement and close on the timeline by one of 50
 responders; one refused click of an unlinked Slack user per 1,000 alerts), written with
 ``INSERT … SELECT`` over a generated series (``bench.seed``). Two people sign in: a member of
 two teams (a tenth of the alerts) and an admin (all). Each page is fetched ``--requests`` times
@@ -82,21 +83,21 @@ async def seed(url: str, n: int) -> None:
             "acknowledged, acknowledged_at, acknowledged_by, closed_at, closed_by, count, created_at, updated_at, "
             "last_occurred_at",
             f"i, 'bench-' || i, ((i - 1) % {TEAMS}) + 1, 'Bench alert ' || i, "
-            f"CASE WHEN i % 10 < 4 THEN 'alias-' || (i % 500) ELSE 'open-' || i END, NULL, "
+            f"CASE WHEN (i / 20) % 10 < 4 THEN 'alias-' || (i % 500) ELSE 'open-' || i END, NULL, "
             f"{tags}, {empty_obj}, {empty_list}, 'src-' || (i % 17), "
-            f"'P' || ((i % 5) + 1), CASE WHEN i % 10 < 4 THEN 'closed' ELSE 'open' END, "
-            f"CASE WHEN i % 2 = 0 THEN {t} ELSE {f} END, CASE WHEN i % 2 = 0 THEN {acked} END, "
-            f"CASE WHEN i % 2 = 0 THEN 'Responder' END, CASE WHEN i % 10 < 4 THEN {closed} END, "
-            f"CASE WHEN i % 10 < 4 THEN 'Responder' END, 1, {created}, {created}, {created}", 1, n))
+            f"'P' || (((i / 7) % 5) + 1), CASE WHEN (i / 20) % 10 < 4 THEN 'closed' ELSE 'open' END, "
+            f"CASE WHEN (i / 3) % 2 = 0 THEN {t} ELSE {f} END, CASE WHEN (i / 3) % 2 = 0 THEN {acked} END, "
+            f"CASE WHEN (i / 3) % 2 = 0 THEN 'Responder' END, CASE WHEN (i / 20) % 10 < 4 THEN {closed} END, "
+            f"CASE WHEN (i / 20) % 10 < 4 THEN 'Responder' END, 1, {created}, {created}, {created}", 1, n))
         # Timeline: each acknowledgement and close, by a responder of the alert's team.
         await run(sql.insert("alert_event", "alert_id, at, action, outcome, reason, via, actor_user_id, actor_name, "
                                             "anonymous",
                              f"i, {acked}, 'acknowledge', 'applied', 'member of the owning team', 'slack', "
-                             f"3 + (i % {RESPONDERS}), 'Responder', {f}", 1, n) + " WHERE i % 2 = 0")
+                             f"3 + (i % {RESPONDERS}), 'Responder', {f}", 1, n) + " WHERE (i / 3) % 2 = 0")
         await run(sql.insert("alert_event", "alert_id, at, action, outcome, reason, via, actor_user_id, actor_name, "
                                             "anonymous",
                              f"i, {closed}, 'close', 'applied', 'member of the owning team', 'slack', "
-                             f"3 + (i % {RESPONDERS}), 'Responder', {f}", 1, n) + " WHERE i % 10 < 4")
+                             f"3 + (i % {RESPONDERS}), 'Responder', {f}", 1, n) + " WHERE (i / 20) % 10 < 4")
         await run(sql.insert("alert_event", "alert_id, at, action, outcome, reason, via, actor_name, "
                                             "slack_workspace_id, slack_user_id, anonymous",
                              f"i, {created}, 'acknowledge', 'denied', 'Slack account not linked', 'slack', "
@@ -202,6 +203,7 @@ async def main(argv: list[str] | None = None) -> int:
         pages = [
             ("member", "/alerts", member), ("member", "/alerts?status=open&priority=P1", member),
             ("member", older, member), ("member", "/alerts?q=alias-42", member),
+            ("member", "/alerts?tag=nothing-has-it", member),  # matches nothing: walks her whole history
             ("admin", "/alerts", admin), ("admin", "/alerts?team=Team+7&status=closed", admin),
             ("member", "/reports", member), ("admin", "/reports", admin),
             ("admin", f"/reports?from={today - timedelta(days=30)}&to={today}", admin),
