@@ -80,6 +80,12 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...] = ()
     #: When set, ``GET /metrics`` needs ``Authorization: Bearer <token>``.
     metrics_token: str | None = None
+    #: Sign in with Slack (OpenID Connect): the Slack app's client id and secret
+    #: (``GENIE_SLACK_OIDC_CLIENT_ID``/``_SECRET``, else ``SLACK_CLIENT_ID``/``_SECRET``), and
+    #: the issuer (``GENIE_SLACK_OIDC_URL``, default ``https://slack.com``). Unset: passwords only.
+    slack_oidc_client_id: str | None = None
+    slack_oidc_client_secret: str | None = None
+    slack_oidc_url: str = "https://slack.com"
     #: Not from the environment: filled in by tests and by the CLI for its own use.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -230,7 +236,17 @@ class Settings:
             cleanup_interval=cleanup_interval,
             forwarded_allow_ips=forwarded_allow_ips,
             metrics_token=metrics_token,
+            slack_oidc_client_id=get("GENIE_SLACK_OIDC_CLIENT_ID") or client_id,
+            slack_oidc_client_secret=get("GENIE_SLACK_OIDC_CLIENT_SECRET") or client_secret,
+            slack_oidc_url=_oidc_url(get("GENIE_SLACK_OIDC_URL")),
         )
+
+
+def _oidc_url(value: str | None) -> str:
+    url = (value or "https://slack.com").rstrip("/")
+    if urlsplit(url).scheme not in {"http", "https"}:
+        raise ConfigError("GENIE_SLACK_OIDC_URL", f"must be an http(s) URL, got {url!r}")
+    return url
 
 
 def load_dotenv_file(path: Path | str = ".env") -> None:

@@ -50,3 +50,5 @@ class Intent(StrEnum):
     PASSWORD_SET = "password.set"
     #: A password invitation — {email, url, days}
     INVITE = "invite"
+    #: An admin's reminder to connect, from /reports' linking health — {refused}
+    LINK_REMINDER = "link.reminder"

@@ -43,6 +43,9 @@ from bot.services.keys import resolve_secret_keys
 from bot.web.alert_api import routes as api_routes
 from bot.web.heartbeat_api import routes as heartbeat_routes
 from bot.web.admin import routes as admin_routes
+from bot.web.alert_pages import routes as alert_page_routes
+from bot.web.reports import routes as report_routes
+from bot.web.slack_signin import routes as slack_signin_routes
 from bot.web.limits import BodyLimit
 from bot.web.pages import routes as page_routes
 
@@ -190,7 +193,7 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
 def build_asgi_app(rt: Runtime) -> Starlette:
     install_log_redaction()  # before anything logs a link URL or a query with its parameters
     # Heartbeats before the alert API: its last route answers every other /v2 path.
-    routes: list = list(page_routes) + list(admin_routes) + list(heartbeat_routes) + list(api_routes)
+    routes: list = list(page_routes) + list(admin_routes) + list(alert_page_routes) + list(report_routes) + list(slack_signin_routes) + list(heartbeat_routes) + list(api_routes)
     socket_mode = None
     if rt.settings.slack_mode in ("single", "oauth"):
         bolt = build_bolt_app(rt)

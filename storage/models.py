@@ -262,6 +262,11 @@ class Alert(Base):
         Index("ix_alert_team_status", "team_id", "status", "id"),
         Index("ix_alert_status_created", "status", "created_at"),
         Index("ix_alert_owner_status", "owner_user_id", "status"),
+        # The web side (migration 0014): the alert list, keyset-paged by id within teams, and
+        # the reports, which read a period by created_at.
+        Index("ix_alert_team_id", "team_id", "id"),
+        Index("ix_alert_created_at", "created_at"),
+        Index("ix_alert_team_created", "team_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -310,7 +315,9 @@ class AlertEvent(Base):
     """The alert's timeline: every decision (allowed or denied) and every change, with who."""
 
     __tablename__ = "alert_event"
-    __table_args__ = (Index("ix_alert_event_alert", "alert_id", "id"),)
+    __table_args__ = (Index("ix_alert_event_alert", "alert_id", "id"),
+                      # Reports: acknowledgements, closes and refused clicks in a period (0014).
+                      Index("ix_alert_event_action_at", "action", "at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))

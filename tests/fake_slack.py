@@ -29,6 +29,7 @@ import asyncio
 import base64
 import itertools
 import json
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -119,6 +120,16 @@ class FakeSlack(LoopbackServer):
         self._acks: dict[str, dict[str, Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._envelopes = itertools.count(1)
+        #: Sign in with Slack (OpenID Connect): who is signed in to Slack in "the browser" (the
+        #: ID token's claims beyond the standard ones, see ``oidc_sign_in_as``); None: the
+        #: authorize endpoint answers ``error=access_denied``.
+        self.oidc_user: dict[str, Any] | None = None
+        #: client id -> secret of the apps allowed to use it.
+        self.oidc_clients: dict[str, str] = {}
+        #: Sign ID tokens with a key that is not the published one (a forgery).
+        self.oidc_forge = False
+        self._oidc_codes: dict[str, dict[str, Any]] = {}
+        self._oidc_keys: tuple[Any, Any] | None = None
 
     # --- directory ---------------------------------------------------------------------------
     def add_user(self, user_id: str, real_name: str, email: str | None, team_id: str = TEAM_ID,
@@ -238,6 +249,10 @@ class FakeSlack(LoopbackServer):
                 self._calls.append(Call(method, args, None))
             grant = self.oauth_grants.pop(args.get("code", ""), None)
             return JSONResponse(grant or {"ok": False, "error": "invalid_code"})
+        if method == "openid.connect.token":  # client credentials and the code, not a token
+            with self._lock:
+                self._calls.append(Call(method, args, None))
+            return JSONResponse(self._oidc_token(args))
         if method == "apps.connections.open":  # Socket Mode: an app-level token, not a bot token
             with self._lock:
                 self._calls.append(Call(method, args, token))
@@ -458,9 +473,60 @@ class FakeSlack(LoopbackServer):
         await self._send_socket({"type": "disconnect", "reason": reason,
                                  "debug_info": {"host": "fake-slack"}})
 
+    # --- Sign in with Slack (OpenID Connect) ---------------------------------------------------
+    def oidc_sign_in_as(self, user_id: str, team_id: str = TEAM_ID, *, email: str | None = None,
+                        email_verified: bool = True, name: str | None = None, **claims: Any) -> None:
+        """The Slack user signed in to Slack in the browser: what the next authorize answers for."""
+        self.oidc_user = {"https://slack.com/user_id": user_id, "https://slack.com/team_id": team_id,
+                          "https://slack.com/team_name": "Genie Test", "email": email,
+                          "email_verified": email_verified, "name": name or user_id, **claims}
+
+    def _oidc_key(self, forged: bool = False):
+        from joserfc.jwk import RSAKey
+
+        if self._oidc_keys is None:
+            self._oidc_keys = (RSAKey.generate_key(2048, parameters={"kid": "fake-slack-1"}),
+                               RSAKey.generate_key(2048, parameters={"kid": "fake-slack-1"}))
+        return self._oidc_keys[1 if forged else 0]
+
+    async def _oidc_authorize(self, request: Request) -> Response:
+        q = request.query_params
+        with self._lock:
+            self._calls.append(Call("openid.connect.authorize", dict(q), None))
+        redirect = q.get("redirect_uri", "")
+        if q.get("client_id") not in self.oidc_clients or q.get("response_type") != "code" or not redirect:
+            return JSONResponse({"ok": False, "error": "invalid_client"}, status_code=400)
+        sep = "&" if "?" in redirect else "?"
+        if self.oidc_user is None:
+            return RedirectResponse(f"{redirect}{sep}error=access_denied&state={q.get('state', '')}", status_code=302)
+        code = secrets.token_urlsafe(16)
+        self._oidc_codes[code] = {"client_id": q["client_id"], "redirect_uri": redirect, "nonce": q.get("nonce"),
+                                  "claims": dict(self.oidc_user)}
+        return RedirectResponse(f"{redirect}{sep}code={code}&state={q.get('state', '')}", status_code=302)
+
+    def _oidc_token(self, args: dict[str, Any]) -> dict[str, Any]:
+        from joserfc import jwt
+
+        grant = self._oidc_codes.pop(args.get("code", ""), None)
+        if grant is None or self.oidc_clients.get(args.get("client_id", "")) != args.get("client_secret") \
+                or grant["client_id"] != args.get("client_id") or grant["redirect_uri"] != args.get("redirect_uri"):
+            return {"ok": False, "error": "invalid_code"}
+        now = int(time.time())
+        claims = {"iss": self.url, "aud": grant["client_id"], "sub": grant["claims"]["https://slack.com/user_id"],
+                  "iat": now, "exp": now + 300, "auth_time": now, "nonce": grant["nonce"],
+                  **{k: v for k, v in grant["claims"].items() if v is not None}}
+        token = jwt.encode({"alg": "RS256", "kid": "fake-slack-1"}, claims, self._oidc_key(forged=self.oidc_forge))
+        return {"ok": True, "access_token": "xoxp-oidc-" + secrets.token_hex(4), "token_type": "Bearer",
+                "id_token": token}
+
+    async def _oidc_keys_endpoint(self, request: Request) -> Response:
+        return JSONResponse({"keys": [self._oidc_key().as_dict(private=False)]})
+
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "FakeSlack":
         self.serve(_KeepTransport(Starlette(routes=[
+            Route("/openid/connect/authorize", self._oidc_authorize, methods=["GET"]),
+            Route("/openid/connect/keys", self._oidc_keys_endpoint, methods=["GET"]),
             Route("/api/{method}", self._api, methods=["GET", "POST"]),
             Route("/response/{rid}", self._response_url, methods=["POST"]),
             WebSocketRoute("/socket", self._socket),

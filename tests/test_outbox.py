@@ -83,8 +83,9 @@ async def test_post_shows_the_alert_carries_metadata_and_is_recorded(genie):
 
     async with genie.sessionmaker() as session:
         alert = await session.get(Alert, alert_id)
-        text, blocks = alert_message(await alert_view(session, alert))
+        text, blocks = alert_message(await alert_view(session, alert), f"{genie.url}/alerts/{alert_id}")
     assert (post["text"], post["blocks"]) == (text, blocks)
+    assert f"<{genie.url}/alerts/{alert_id}|Open in Genie>" in str(post["blocks"])  # the alert's web page
     assert "Checkout error rate above 5%" in block_text(post["blocks"])
     assert set(buttons(post["blocks"])) == {"alert_acknowledge", "alert_close"}
     assert post["metadata"] == {"event_type": "genie_alert",
@@ -151,7 +152,7 @@ async def test_updates_queued_behind_a_delivery_go_out_as_one_update_of_the_late
     [shown] = genie.fake.messages("C0PAY")
     async with genie.sessionmaker() as session:
         alert = await session.get(Alert, alert_id)
-        _, blocks = alert_message(await alert_view(session, alert))
+        _, blocks = alert_message(await alert_view(session, alert), f"{genie.url}/alerts/{alert_id}")
     assert shown["blocks"] == updates[1].args["blocks"] == blocks  # the message shows the alert as it is
     assert "alert_acknowledge" not in buttons(blocks) and "alert_close" not in buttons(blocks)
 

@@ -247,7 +247,8 @@ async def _app_routes(genie):
 def _fill(path: str) -> str:
     return path.replace("{token}", "x" * 20).replace("{link_id}", "1").replace("{account_id}", "1") \
         .replace("{identifier:path}", "x") \
-        .replace("{requestId}", "x").replace("{path:path}", "x/y").replace("{name}", "x").replace("{rest:path}", "/x/y")
+        .replace("{requestId}", "x").replace("{path:path}", "x/y").replace("{name}", "x").replace("{rest:path}", "/x/y") \
+        .replace("{alert_id}", "1")
 
 
 async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(genie):
@@ -257,13 +258,16 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
     other POST route fails this test until it is given a protection and a line here."""
     from bot.web.admin import routes as admin_routes
     from bot.web.alert_api import routes as api_routes
+    from bot.web.alert_pages import routes as alert_page_routes
     from bot.web.heartbeat_api import routes as heartbeat_routes
     from bot.web.pages import routes as page_routes
+    from bot.web.reports import routes as report_routes
     await genie.add_user("alice@example.com", "Alice Smith", admin=True)
     path = await _connect_path(genie)
     browser = await _signed_in(genie, "alice@example.com", path)
     await browser.get(path)  # the CSRF cookie is set; the forged posts below lack the form token
-    page_posts = {r.path for r in [*page_routes, *admin_routes] if "POST" in (r.methods or ())}
+    page_posts = {r.path for r in [*page_routes, *admin_routes, *alert_page_routes, *report_routes]
+                  if "POST" in (r.methods or ())}
     api_posts = {r.path for r in [*api_routes, *heartbeat_routes] if "POST" in (r.methods or ())}
     audited = []
     for route in await _app_routes(genie):

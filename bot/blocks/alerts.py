@@ -197,8 +197,9 @@ def _option(label: str, value: str) -> dict:
     return {"text": {"type": "plain_text", "text": label, "emoji": True}, "value": value}
 
 
-def alert_message(view: AlertView) -> tuple[str, list[dict]]:
-    """``(fallback text, blocks)`` for the alert's channel message, showing its current state."""
+def alert_message(view: AlertView, web_url: str | None = None) -> tuple[str, list[dict]]:
+    """``(fallback text, blocks)`` for the alert's channel message, showing its current state.
+    ``web_url``: the alert's page on Genie's web side (``/alerts/{id}``), linked as "Open in Genie"."""
     icon = PRIORITY_ICON.get(view.priority, "")
     title = f"{icon} *{view.priority}* · #{view.id} · {_esc(view.message)}"
     if view.count > 1:
@@ -225,7 +226,10 @@ def alert_message(view: AlertView) -> tuple[str, list[dict]]:
         facts.append(_clip(f"*{_esc(key)}*\n{shown}", FIELD_LIMIT))
     if facts:
         blocks.append(SectionBlock(fields=[MarkdownTextObject(text=f) for f in facts[:10]]).to_dict())
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=status_line(view))]).to_dict())
+    context = [MarkdownTextObject(text=status_line(view))]
+    if web_url:
+        context.append(MarkdownTextObject(text=f"<{_esc(web_url)}|Open in Genie>"))
+    blocks.append(ContextBlock(elements=context).to_dict())
     if view.status != AlertStatus.CLOSED:
         elements: list = []
         if not view.acknowledged:
@@ -304,6 +308,15 @@ def deleted_message(alert_id: int, message: str, by: str) -> tuple[str, list[dic
     it is read as markup."""
     text = f"Alert #{alert_id} ({message}) was deleted by {by}."
     return text, [{"type": "section", "text": {"type": "plain_text", "text": text}}]
+
+
+def link_reminder_dm(refused: int) -> tuple[str, list[dict]]:
+    """An admin's one-click reminder (``/reports``, linking health) to a Slack user whose clicks
+    on alerts were refused because their Slack account is connected to no Genie account."""
+    times = "once" if refused == 1 else f"{int(refused)} times"
+    text = (f"Your clicks on Genie alerts were refused {times} because your Slack account isn't connected to a "
+            "Genie account yet. Type `/genie connect` to connect it; after that your clicks count.")
+    return text, [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
 
 
 def home_alert_lines(alerts: Sequence[AlertView]) -> list[dict]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from bot.blocks.alerts import after_link_dm, assigned_dm, deleted_message
+from bot.blocks.alerts import after_link_dm, assigned_dm, deleted_message, link_reminder_dm
 from bot.blocks.linking import connected_dm, invite_dm, new_link_notice, password_set_notice
 from bot.ids import Intent
 
@@ -24,6 +24,7 @@ BUILDERS: dict[Intent, Callable[..., tuple[str, list[dict]]]] = {
     Intent.LINK_UNVERIFIED: new_link_notice,
     Intent.PASSWORD_SET: password_set_notice,
     Intent.INVITE: invite_dm,
+    Intent.LINK_REMINDER: link_reminder_dm,
 }
 
 

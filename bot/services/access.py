@@ -52,6 +52,10 @@ class Decision:
         return self.reason is Reason.ANONYMOUS
 
 
+#: How a refusal names the action ("You can't add a note to this alert …").
+_VERB = {"note": "add a note to"}
+
+
 async def allow_anonymous(session: AsyncSession, workspace_id: str, default: bool) -> bool:
     """The workspace's own setting, else the deployment-wide one (``'*'``), else ``default``."""
     value = await repo.workspace_setting(session, workspace_id, ANONYMOUS_SETTING)
@@ -106,15 +110,53 @@ async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: i
                      allow_anonymous=anonymous_default if value is None else value == "true")
 
 
+async def person_facts(session: AsyncSession, user: User, alert_id: int) -> GateFacts | None:
+    """The same facts for a person signed in to the web side (``/alerts/{id}``): the acting
+    user is the signed-in one (no Slack identity, never anonymous), read now like a click's."""
+    is_member = exists().where(TeamMember.team_id == Alert.team_id, TeamMember.user_id == user.id)
+    row = (await session.execute(
+        select(Alert, Team, is_member.label("is_member")).select_from(Alert)
+        .outerjoin(Team, Team.id == Alert.team_id).where(Alert.id == alert_id)
+    )).first()
+    if row is None:
+        return None
+    alert, team, member = row
+    return GateFacts(alert=alert, team=team, user=user, is_member=bool(member), allow_anonymous=False)
+
+
+# --- who may *see* an alert on the web side ---------------------------------------------------
+def visible_team_ids(user: User):
+    """The teams whose alerts ``user`` may see on the web side (list, page, team page, reports,
+    CSV exports): their own teams; None for an admin (every alert, teams or not). The one rule
+    for reading; acting still goes through ``decide``."""
+    if user.is_admin and user.is_active:
+        return None
+    return select(TeamMember.team_id).where(TeamMember.user_id == user.id)
+
+
+def visible_alerts(user: User, team_column=None):
+    """A WHERE clause on ``Alert`` (or on ``team_column``, a column holding a team id) limiting
+    rows to what ``user`` may see (``visible_team_ids``); ``true()`` for an admin. A person in no
+    team sees none (``team_id IN ()``); an inactive person sees none either."""
+    from sqlalchemy import false, true
+
+    column = Alert.team_id if team_column is None else team_column
+    if not user.is_active:
+        return false()
+    teams = visible_team_ids(user)
+    return true() if teams is None else column.in_(teams)
+
+
 async def decide(session: AsyncSession, facts: GateFacts, action: str) -> Decision:
     """The gate's rule on facts read at click time (``gate_facts``). Allowed clicks need no
     further query; a refusal reads who to ask."""
+    verb = _VERB.get(action, action)
     alert, team, user = facts.alert, facts.team, facts.user
     team_name = team.name if team else None
     if facts.external:
         return Decision(
             False, Reason.EXTERNAL, team_name=team_name,
-            text=f"You can't {action} this alert: you are in another organization (Slack Connect), and only people "
+            text=f"You can't {verb} this alert: you are in another organization (Slack Connect), and only people "
                  "of the workspace that owns this channel can act on its Genie alerts.",
         )
     if user is None:
@@ -122,13 +164,13 @@ async def decide(session: AsyncSession, facts: GateFacts, action: str) -> Decisi
             return Decision(True, Reason.ANONYMOUS, team_name=team_name)
         return Decision(
             False, Reason.NOT_LINKED, team_name=team_name,
-            text=f"You can't {action} this alert yet: your Slack account isn't connected to a Genie account. "
+            text=f"You can't {verb} this alert yet: your Slack account isn't connected to a Genie account. "
                  "Connect it with the button below (or `/genie connect`), then try again.",
         )
     if not user.is_active:
         return Decision(
             False, Reason.INACTIVE, user=user, team_name=team_name,
-            text=f"You can't {action} this alert: your Slack account is connected to {user.name} ({user.email}), "
+            text=f"You can't {verb} this alert: your Slack account is connected to {user.name} ({user.email}), "
                  "whose Genie account is deactivated. Disconnect below if that isn't you, or ask a Genie admin to "
                  "reactivate it.",
         )
@@ -144,11 +186,11 @@ async def decide(session: AsyncSession, facts: GateFacts, action: str) -> Decisi
     if team is None:
         return Decision(
             False, Reason.NO_TEAM, user=user,
-            text=f"You can't {action} this alert: it belongs to no team, so only Genie admins can act on it — {ask}.",
+            text=f"You can't {verb} this alert: it belongs to no team, so only Genie admins can act on it — {ask}.",
         )
     return Decision(
         False, Reason.NOT_MEMBER, user=user, team_name=team_name,
-        text=f"You can't {action} this alert: you ({user.email}) are not in {team.name}, which owns it — "
+        text=f"You can't {verb} this alert: you ({user.email}) are not in {team.name}, which owns it — "
              f"{ask} or a member of {team.name} to add you (`genie team add-member \"{team.name}\" {user.email}`).",
     )
 
@@ -157,8 +199,10 @@ async def decide(session: AsyncSession, facts: GateFacts, action: str) -> Decisi
 #: the one Genie person with the same confirmed email (``bot.services.external_accounts``).
 #: ``require_email_match``: a one-time link connects a Slack account only when Slack reports a
 #: confirmed email equal to the person's Genie email (``bot.services.slack_links``).
+#: ``require_slack_signin`` (deployment-wide, ``--all-workspaces``): the web side's passwords
+#: sign in only admins; everyone else signs in with Slack (``bot.services.slack_signin``).
 WORKSPACE_SETTINGS = {ANONYMOUS_SETTING: ("true", "false"), "auto_link_by_email": ("true", "false"),
-                      "require_email_match": ("true", "false")}
+                      "require_email_match": ("true", "false"), "require_slack_signin": ("true", "false")}
 
 
 async def set_workspace_setting(session: AsyncSession, workspace_id: str, key: str, value: str) -> WorkspaceSetting:

@@ -21,22 +21,25 @@ from bot.services import access, alerts, outbox, throttle, users
 from bot.services.access import Decision, Reason
 from bot.services.alerts import Actor, AlreadyDone, Forbidden
 from bot.services.slack_links import SlackIdentity
-from storage.models import Alert, AlertAction, LinkRequest, SlackLink
+from storage.models import Alert, AlertAction, LinkRequest, SlackLink, User
 
 
 # --- what each action does once the gate allowed it -------------------------------------------
-async def _acknowledge(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None) -> str | None:
+async def _acknowledge(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None,
+                       note: str | None) -> str | None:
     await alerts.acknowledge(session, alert, actor, why=why)
     return None
 
 
-async def _close(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None) -> str | None:
+async def _close(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None,
+                 note: str | None) -> str | None:
     await alerts.close(session, alert, actor, why=why)
     return None
 
 
-async def _assign(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None) -> str | None:
-    """None when assigned; the problem (as an ``ActionResult`` reason) when there is no such person."""
+async def _assign(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None,
+                  note: str | None) -> str | None:
+    """None when assigned; the problem (a key of ``PROBLEMS``) when there is no such person."""
     owner = await users.user_by_id(session, assignee_id) if assignee_id is not None else None
     if owner is None:
         await alerts.record(session, alert, AlertAction.ASSIGN, "denied", actor, reason="unknown assignee")
@@ -45,14 +48,31 @@ async def _assign(session: AsyncSession, alert: Alert, actor: Actor, why: str, a
     return None
 
 
-_Apply = Callable[[AsyncSession, Alert, Actor, str, "int | None"], Awaitable["str | None"]]
-#: The actions a Slack button may ask for, and what each does.
+async def _note(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None,
+                note: str | None) -> str | None:
+    if not note or not note.strip() or len(note) > alerts.LIMITS["note"]:
+        return "bad_note"
+    await alerts.add_note(session, alert, actor, note.strip())
+    return None
+
+
+_Apply = Callable[[AsyncSession, Alert, Actor, str, "int | None", "str | None"], Awaitable["str | None"]]
+#: What each action does once the gate allowed it.
 APPLY: dict[AlertAction, _Apply] = {
     AlertAction.ACKNOWLEDGE: _acknowledge,
     AlertAction.CLOSE: _close,
     AlertAction.ASSIGN: _assign,
+    AlertAction.NOTE: _note,
 }
-ACTIONS = tuple(APPLY)
+#: The actions a Slack button may ask for …
+ACTIONS = (AlertAction.ACKNOWLEDGE, AlertAction.CLOSE, AlertAction.ASSIGN)
+#: … and what a person signed in to the web side may do on an alert's page (``/alerts/{id}``).
+WEB_ACTIONS = (*ACTIONS, AlertAction.NOTE)
+#: What the person is told when an allowed action could not be carried out.
+PROBLEMS = {
+    "unknown_assignee": "That person isn't a Genie user (any more).",
+    "bad_note": f"A note needs some text (at most {alerts.LIMITS['note']:,} characters).",
+}
 
 
 @dataclass(frozen=True)
@@ -86,30 +106,62 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
         return ActionResult(False, "That action isn't one Genie knows.", outcome="invalid", reason="unknown_action")
     action = AlertAction(action)
     facts = await access.gate_facts(session, identity, alert_id, anonymous_default)
+    return await _decide_and_apply(session, facts, action, via="slack", identity=identity, assignee_id=assignee_id,
+                                   after_link=after_link)
+
+
+async def act_on_web(session: AsyncSession, user: User, action: str, alert_id: int, *,
+                     assignee_id: int | None = None, note: str | None = None,
+                     seen: str | None = None) -> ActionResult:
+    """An action from the alert's web page, by the signed-in ``user``: the same gate (``decide``
+    on facts read now) and the same transitions as a Slack click, recorded ``via web``.
+    ``seen``: the alert's ``updated_at`` when the page was drawn; if it changed since, nothing
+    is done and the person is told (they acted on a picture that is no longer true)."""
+    if action not in WEB_ACTIONS:
+        return ActionResult(False, "That action isn't one Genie knows.", outcome="invalid", reason="unknown_action")
+    action = AlertAction(action)
+    facts = await access.person_facts(session, user, alert_id)
+    if facts is not None and seen is not None and action != AlertAction.NOTE and seen != version(facts.alert):
+        return ActionResult(False, "This alert changed while you were looking at it (see its timeline below): "
+                            "nothing was done. Check it and try again if it still needs doing.",
+                            alert_id=facts.alert.id, outcome="noop", reason="changed")
+    return await _decide_and_apply(session, facts, action, via="web", identity=None, assignee_id=assignee_id,
+                                   note=note)
+
+
+def version(alert: Alert) -> str:
+    """What an alert page remembers of the alert it showed (``act_on_web``'s ``seen``)."""
+    return alert.updated_at.isoformat() if alert.updated_at else ""
+
+
+async def _decide_and_apply(session: AsyncSession, facts: access.GateFacts | None, action: str, *, via: str,
+                            identity: SlackIdentity | None, assignee_id: int | None = None,
+                            after_link: bool = False, note: str | None = None) -> ActionResult:
+    """The one path from facts to a change: ``decide``, then the transition, both on the timeline."""
     if facts is None:
         return ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.",
                             outcome="invalid", reason="unknown_alert")
     alert = facts.alert
     decision = await access.decide(session, facts, action)
-    actor = Actor(via="slack", user=decision.user, identity=identity, anonymous=decision.anonymous,
+    actor = Actor(via=via, user=decision.user, identity=identity, anonymous=decision.anonymous,
                   after_link=after_link)
     reason = decision.reason.name.lower()
     if not decision.allowed:
-        wait = await throttle.take(session, "denied", identity)
-        if wait is not None:  # refused again and again: no timeline row, no new link, just wait
-            limit, window = throttle.LIMITS["denied"]
-            text = (f"You were refused {limit} times in the last {throttle.say(window)}, so Genie is ignoring your "
-                    f"clicks for {throttle.say(wait)}; nothing was changed. "
-                    "`/genie status` says how your Slack account is connected.")
-            return ActionResult(False, text, alert_id=alert.id, outcome="denied", reason="rate_limited")
+        if identity is not None:
+            wait = await throttle.take(session, "denied", identity)
+            if wait is not None:  # refused again and again: no timeline row, no new link, just wait
+                limit, window = throttle.LIMITS["denied"]
+                text = (f"You were refused {limit} times in the last {throttle.say(window)}, so Genie is ignoring your "
+                        f"clicks for {throttle.say(wait)}; nothing was changed. "
+                        "`/genie status` says how your Slack account is connected.")
+                return ActionResult(False, text, alert_id=alert.id, outcome="denied", reason="rate_limited")
         await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
         return ActionResult(False, decision.text, decision, alert.id, outcome="denied", reason=reason)
     why = decision.reason.value
     try:
-        problem = await APPLY[AlertAction(action)](session, alert, actor, why, assignee_id)
-        if problem == "unknown_assignee":
-            return ActionResult(False, "That person isn't a Genie user (any more).", decision, alert.id,
-                                outcome="invalid", reason=problem)
+        problem = await APPLY[action](session, alert, actor, why, assignee_id, note)
+        if problem is not None:
+            return ActionResult(False, PROBLEMS[problem], decision, alert.id, outcome="invalid", reason=problem)
     except AlreadyDone as err:
         return ActionResult(False, str(err), decision, alert.id, outcome="noop", reason=reason)
     except Forbidden as err:  # allowed to assign, but not to that person

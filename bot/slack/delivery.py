@@ -409,7 +409,7 @@ class OutboxWorker:
             raise claim.render_error
         if claim.alert is None:
             raise Undeliverable("the alert no longer exists")
-        text, blocks = alert_message(claim.view)
+        text, blocks = alert_message(claim.view, f"{self.rt.settings.base_url.rstrip('/')}/alerts/{claim.view.id}")
         return claim.alert, text, blocks
 
     async def _post_alert(self, claim: Claim) -> None:

@@ -91,6 +91,7 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
     rt = rt_of(request)
     cookie, is_new = _csrf_cookie(request)
     context.setdefault("user", getattr(request.state, "user", None))
+    context.setdefault("slack_signin", bool(rt.settings.slack_oidc_client_id and rt.settings.slack_oidc_client_secret))
     html = templates.get_template(template).render(
         csrf_token=rt.csrf.sign(_csrf_value(cookie, request)).decode(), base_url=rt.settings.base_url, **context
     )
@@ -207,6 +208,16 @@ async def login_submit(request: Request) -> Response:
         return render(request, "login.html", status_code=401, next=target, email=email,
                       error="Email or password is incorrect.")
     _user, token = signed_in
+    # An admin may require Sign in with Slack: passwords then sign in admins only (ignored while
+    # Slack sign-in is not configured, which would lock everyone else out).
+    if not _user.is_admin and rt.settings.slack_oidc_client_id and rt.settings.slack_oidc_client_secret:
+        from bot.services import slack_signin
+
+        async with rt.sessionmaker.begin() as session:
+            if await slack_signin.slack_signin_required(session):
+                await users.end_session(session, token)
+                return render(request, "login.html", status_code=403, next=target, email=email,
+                              error="This Genie requires Sign in with Slack: use the “Sign in with Slack” button.")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=rt.settings.secure_cookies,
                         path="/", max_age=int(users.SESSION_LIFETIME.total_seconds()))
