@@ -5,6 +5,7 @@ the database as it was."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -182,6 +183,18 @@ async def test_two_rotations_of_one_name_and_bad_schedule_fields_are_refused(db)
     assert await on_call(db, MONDAY_9, team="Search") == [("payments", "mallory@example.com", False)]
 
 
+async def test_two_requests_making_one_schedule_at_once_make_one(db):
+    async with db.begin() as first:
+        await schedules.create_schedule(first, "Payments", "payments", "UTC", [weekly()])
+        # The second waits for the first's write (PostgreSQL: on the unique index; SQLite: the
+        # one writer) and then finds the name taken.
+        second = asyncio.create_task(make_payments(db))
+        await asyncio.sleep(0.3)
+    with pytest.raises(AlreadyExists, match="team Payments already has a schedule named payments"):
+        await second
+    assert (await counts(db))["oncall_schedule"] == 1
+
+
 async def test_an_update_replaces_the_rotations_and_a_refused_update_changes_nothing(db):
     await make_payments(db, weekly("old", people=("alice@example.com",)))
     with pytest.raises(InvalidInput, match="rotation 'new': mallory@example.com is not a member of team Payments"):
@@ -314,3 +327,22 @@ async def test_a_schedule_a_policy_names_cannot_be_deleted_until_the_policy_chan
     with pytest.raises(NotFound, match="team Payments has no escalation policy"):
         async with db() as session:
             await escalation.require_policy(session, "Payments")
+
+
+async def test_two_requests_setting_a_new_policy_at_once_leave_one(db, db_url):
+    async def set_one(name: str):
+        async with db.begin() as session:
+            await escalation.set_policy(session, "Payments", name, [StepSpec(0, "team")])
+
+    async with db.begin() as first:
+        await escalation.set_policy(first, "Payments", "first", [StepSpec(5, "team")])
+        second = asyncio.create_task(set_one("second"))
+        await asyncio.sleep(0.3)
+    if db_url.startswith("sqlite"):
+        await second  # it waited for the one writer, then replaced the policy
+    else:
+        # It found no policy, then met the first's on the unique index.
+        with pytest.raises(AlreadyExists, match="team Payments's escalation policy was just set by someone else"):
+            await second
+    stored = await counts(db)
+    assert (stored["escalation_policy"], stored["escalation_step"]) == (1, 1)

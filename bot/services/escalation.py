@@ -21,10 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import accounts
-from bot.services.errors import InvalidInput, NotFound
+from bot.services.errors import AlreadyExists, InvalidInput, NotFound
 from bot.services.schedules import active_member, check_name
 from storage.base import utcnow
 from storage.models import EscalationPolicy, EscalationStep, OncallSchedule, Team, User
@@ -130,7 +131,11 @@ async def set_policy(session: AsyncSession, team_name: str, name: str, steps: li
     policy.name, policy.repeat, policy.updated_at = name, repeat, utcnow()
     if description is not None:
         policy.description = description or None
-    await session.flush()
+    raced = AlreadyExists(f"team {team.name}'s escalation policy was just set by someone else; try again")
+    try:
+        await session.flush()
+    except IntegrityError:  # another request made the team's policy at the same moment
+        raise raced from None
     await session.execute(delete(EscalationStep).where(EscalationStep.policy_id == policy.id))
     for row in rows:
         row.policy_id = policy.id

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import accounts
@@ -145,7 +146,11 @@ async def create_schedule(session: AsyncSession, team_name: str, name: str, time
     checked = await _checked_rotations(session, team, rotations)
     schedule = OncallSchedule(team_id=team.id, name=name, time_zone=time_zone, description=description)
     session.add(schedule)
-    await session.flush()
+    taken = AlreadyExists(f"team {team.name} already has a schedule named {name}")  # rows expire on rollback
+    try:
+        await session.flush()
+    except IntegrityError:  # made at the same moment by another request
+        raise taken from None
     await _write_rotations(session, schedule, checked)
     return schedule
 
@@ -163,15 +168,20 @@ async def update_schedule(session: AsyncSession, team_name: str, name: str, *, n
     if time_zone is not None:
         maths.zone(time_zone, f"schedule {schedule.name!r}")
     checked = await _checked_rotations(session, team, rotations) if rotations is not None else None
-    if new_name is not None:
-        schedule.name = new_name
     if time_zone is not None:
         schedule.time_zone = time_zone
     if description is not None:
         schedule.description = description or None
+    schedule.updated_at = utcnow()
+    if new_name is not None:
+        taken = AlreadyExists(f"team {team.name} already has a schedule named {new_name}")
+        schedule.name = new_name
+        try:
+            await session.flush()
+        except IntegrityError:  # renamed to a name another request took at the same moment
+            raise taken from None
     if checked is not None:
         await _write_rotations(session, schedule, checked)
-    schedule.updated_at = utcnow()
     await session.flush()
     return schedule
 
