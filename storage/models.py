@@ -529,13 +529,14 @@ class OncallRotation(Base):
 
 
 class OncallParticipant(Base):
-    """The rotation's participants, in hand-off order (``position`` 0 first)."""
+    """The rotation's participants, in hand-off order (``position`` 0 first); ``user_id`` NULL
+    is a "nobody" slot (OpsGenie's ``none``)."""
 
     __tablename__ = "oncall_participant"
 
     rotation_id: Mapped[int] = mapped_column(ForeignKey("oncall_rotation.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
 
 
 class OncallRestriction(Base):

@@ -181,6 +181,23 @@ def test_weekly_window_wrapping_around_the_week_and_business_hours_on_weekdays()
         ("Mon 00:00", "z"), ("Wed 09:00", None), ("Wed 17:00", "z")]
 
 
+def test_a_window_ending_when_it_starts_is_always_as_in_opsgenie():
+    for window in (Window(time(9), time(9)), Window(time(9), time(9), start_day=2, end_day=2)):
+        rot = daily(people=("p",), windows=(window,))
+        found = shifts(Schedule((rot,)), local(BERLIN, 2026, 3, 25), local(BERLIN, 2026, 4, 2))  # over a DST change
+        assert [(s.who, s.start, s.end) for s in found] == [
+            ("p", local(BERLIN, 2026, 3, 25).astimezone(UTC), local(BERLIN, 2026, 4, 2).astimezone(UTC))]
+
+
+def test_a_nobody_slot_lets_the_layer_below_show_through():
+    low = daily(name="low", people=("backup",))
+    high = daily(name="high", people=("a", None, "b"))
+    found = shifts(Schedule((low, high)), local(BERLIN, 2026, 3, 1, 9), local(BERLIN, 2026, 3, 4, 9))
+    assert [(s.who, s.layer) for s in found] == [("a", "high"), ("backup", "low"), ("b", "high")]
+    found = shifts(Schedule((high,)), local(BERLIN, 2026, 3, 1, 9), local(BERLIN, 2026, 3, 4, 9))
+    assert [s.who for s in found] == ["a", None, "b"]
+
+
 def test_several_windows_are_a_union():
     rot = daily(people=("p",), windows=(Window(time(8), time(12)), Window(time(11), time(14)), Window(time(20), time(21))))
     found = shifts(Schedule((rot,)), local(BERLIN, 2026, 3, 3), local(BERLIN, 2026, 3, 4))
@@ -268,7 +285,7 @@ def test_an_empty_schedule_is_one_gap():
     (lambda: Schedule((daily(name="P", tz="../etc/passwd"),)), "rotation 'P': '../etc/passwd' is not a known time zone"),
     (lambda: Schedule((daily(name="P", start=datetime(2026, 3, 1, 9)),)), "rotation 'P' start: datetime.datetime(2026, 3, 1, 9, 0) has no time zone"),
     (lambda: Schedule((daily(name="P", end=local(BERLIN, 2026, 2, 1)),)), "rotation 'P' ends (2026-02-01 00:00 CET) before it starts"),
-    (lambda: Schedule((daily(name="P", windows=(Window(time(9), time(9)),)),)), "rotation 'P', restriction 1: the window 09:00–09:00 is empty"),
+    (lambda: Schedule((daily(name="P", people=(None, None)),)), "rotation 'P' has no participants"),
     (lambda: Schedule((daily(name="P", windows=(Window(time(9), time(17), 7, 1),)),)), "rotation 'P', restriction 1: 7 is not a weekday"),
     (lambda: Schedule((daily(name="P", windows=(Window(time(9), time(17), 1, None),)),)), "rotation 'P', restriction 1: give both a start day and an end day"),
     (lambda: Schedule((daily(name="P"), daily(name="P"))), "rotation 'P' appears twice"),
@@ -357,10 +374,8 @@ minutes_of_day = st.one_of(st.integers(0, 24 * 60 - 1), st.integers(60, 4 * 60))
 @st.composite
 def windows(draw):
     if draw(st.booleans()):
-        s, e = draw(minutes_of_day), draw(minutes_of_day)
-        return None if s == e else Window(s, e)
-    s, e, sd, ed = draw(minutes_of_day), draw(minutes_of_day), draw(st.integers(0, 6)), draw(st.integers(0, 6))
-    return None if (s, sd) == (e, ed) else Window(s, e, sd, ed)
+        return Window(draw(minutes_of_day), draw(minutes_of_day))
+    return Window(draw(minutes_of_day), draw(minutes_of_day), draw(st.integers(0, 6)), draw(st.integers(0, 6)))
 
 
 @st.composite
@@ -374,8 +389,9 @@ def schedules(draw):
         start = base + timedelta(minutes=draw(st.one_of(st.integers(-20 * 24 * 60, 2 * 24 * 60),
                                                         st.integers(-20, 20).map(lambda d: d * 24 * 60 + 60))))
         end = start + timedelta(minutes=draw(st.integers(1, 30 * 24 * 60))) if draw(st.booleans()) else None
-        ws = tuple(w for w in draw(st.lists(windows(), max_size=2)) if w is not None)
-        people = tuple(draw(st.lists(st.sampled_from("abcd"), min_size=1, max_size=4)))
+        ws = tuple(draw(st.lists(windows(), max_size=2)))
+        people = tuple(draw(st.lists(st.sampled_from(["a", "b", "c", "d", None]), min_size=1, max_size=4)
+                            .filter(lambda p: any(p))))
         rotations.append(Rotation(f"r{n}", people, length, unit, start, tz, end, ws))
     overrides = []
     for _ in range(draw(st.integers(0, 2))):

@@ -108,6 +108,17 @@ async def test_participants_keep_their_order_and_restrictions_and_layers_read_ba
     assert describe_gaps(found, BERLIN) == ["nobody on call Tue 17:00–22:00", "nobody on call Wed 06:00–09:00"]
 
 
+async def test_a_nobody_slot_is_stored_and_lets_the_lower_layer_through(db):
+    await make_payments(db, weekly("backup", people=("carol@example.com",)),
+                        weekly("primary", people=("alice@example.com", None, "bob@example.com")))
+    async with db() as session:
+        _, sched = await schedules.require_schedule(session, "Payments", "payments")
+        rows = await schedules.rotations(session, sched)
+    assert [u and u.email for u in rows[1][1]] == ["alice@example.com", None, "bob@example.com"]
+    assert await on_call(db, MONDAY_9 + timedelta(days=7, hours=1)) == [("payments", "carol@example.com", False)]
+    assert await on_call(db, MONDAY_9 + timedelta(days=14, hours=1)) == [("payments", "bob@example.com", False)]
+
+
 async def test_overrides_are_stored_shown_and_removed(db):
     await make_payments(db)
     friday_18, monday_9 = datetime(2026, 3, 6, 18, tzinfo=BERLIN), datetime(2026, 3, 9, 9, tzinfo=BERLIN)
@@ -143,6 +154,7 @@ async def test_a_later_override_wins_over_an_earlier_one(db):
 
 @pytest.mark.parametrize("rotation, error", [
     (weekly("Primary", people=()), "rotation 'Primary' has no participants"),
+    (weekly("Primary", people=(None,)), "rotation 'Primary' has no participants"),
     (weekly("Primary", length=0), "rotation 'Primary': the rotation length must be a whole number of weeks above 0, not 0"),
     (weekly("Primary", length=-2, unit="hours"), "rotation 'Primary': the rotation length must be a whole number of hours above 0"),
     (weekly("Primary", time_zone="Mars/Olympus_Mons"), "rotation 'Primary': 'Mars/Olympus_Mons' is not a known time zone"),

@@ -42,10 +42,11 @@ MAX_RESTRICTIONS = 20
 
 @dataclass
 class RotationSpec:
-    """A rotation as given by a person (participants by email, in hand-off order)."""
+    """A rotation as given by a person: participants by email, in hand-off order (None: a
+    "nobody" slot, when the layer below takes over)."""
 
     name: str
-    participants: list[str]
+    participants: list[str | None]
     length: int
     unit: str
     start: datetime
@@ -76,7 +77,8 @@ async def active_member(session: AsyncSession, team: Team, email: str, item: str
     return user
 
 
-async def _checked_rotations(session: AsyncSession, team: Team, specs: list[RotationSpec]) -> list[tuple[RotationSpec, list[User]]]:
+async def _checked_rotations(session: AsyncSession, team: Team,
+                             specs: list[RotationSpec]) -> list[tuple[RotationSpec, list[User | None]]]:
     if len(specs) > MAX_ROTATIONS:
         raise InvalidInput(f"a schedule has at most {MAX_ROTATIONS} rotations")
     out = []
@@ -87,8 +89,9 @@ async def _checked_rotations(session: AsyncSession, team: Team, specs: list[Rota
             raise InvalidInput(f"{item}: at most {MAX_PARTICIPANTS} participants")
         if len(spec.restrictions) > MAX_RESTRICTIONS:
             raise InvalidInput(f"{item}: at most {MAX_RESTRICTIONS} restrictions")
-        users = [await active_member(session, team, email, item) for email in spec.participants]
-        rotation = Rotation(name, tuple(u.id for u in users), spec.length, spec.unit, spec.start, spec.time_zone,
+        users = [None if email is None else await active_member(session, team, email, item)
+                 for email in spec.participants]
+        rotation = Rotation(name, tuple(u and u.id for u in users), spec.length, spec.unit, spec.start, spec.time_zone,
                             spec.end, tuple(spec.restrictions))
         rotation.validate()
         for n, window in enumerate(spec.restrictions, 1):
@@ -101,7 +104,7 @@ async def _checked_rotations(session: AsyncSession, team: Team, specs: list[Rota
 
 
 async def _write_rotations(session: AsyncSession, schedule: OncallSchedule,
-                           checked: list[tuple[RotationSpec, list[User]]]) -> None:
+                           checked: list[tuple[RotationSpec, list[User | None]]]) -> None:
     """Replace the schedule's rotations with ``checked`` (old rows deleted first, so the
     per-schedule unique names and layers never meet)."""
     await session.execute(delete(OncallRotation).where(OncallRotation.schedule_id == schedule.id))
@@ -111,7 +114,7 @@ async def _write_rotations(session: AsyncSession, schedule: OncallSchedule,
                                   ends_at=spec.end)
         session.add(rotation)
         await session.flush()
-        session.add_all(OncallParticipant(rotation_id=rotation.id, position=n, user_id=u.id)
+        session.add_all(OncallParticipant(rotation_id=rotation.id, position=n, user_id=u and u.id)
                         for n, u in enumerate(users))
         session.add_all(OncallRestriction(rotation_id=rotation.id, start_day=w.start_day,
                                           start_minute=w.start.hour * 60 + w.start.minute, end_day=w.end_day,
@@ -231,16 +234,18 @@ async def overrides(session: AsyncSession, schedule: OncallSchedule, start: date
 
 
 # --- reading ---------------------------------------------------------------------------------
-async def rotations(session: AsyncSession, schedule: OncallSchedule) -> list[tuple[OncallRotation, list[User], list[Window]]]:
-    """The schedule's rotations, lowest layer first, with participants (in order) and windows."""
+async def rotations(session: AsyncSession,
+                    schedule: OncallSchedule) -> list[tuple[OncallRotation, list[User | None], list[Window]]]:
+    """The schedule's rotations, lowest layer first, with participants (in order; None: a
+    "nobody" slot) and windows."""
     rows = list(await session.scalars(select(OncallRotation).where(OncallRotation.schedule_id == schedule.id)
                                       .order_by(OncallRotation.layer)))
     ids = [r.id for r in rows]
-    people: dict[int, list[User]] = {i: [] for i in ids}
+    people: dict[int, list[User | None]] = {i: [] for i in ids}
     windows: dict[int, list[Window]] = {i: [] for i in ids}
     if ids:
         for rotation_id, user in await session.execute(
-                select(OncallParticipant.rotation_id, User).join(User, User.id == OncallParticipant.user_id)
+                select(OncallParticipant.rotation_id, User).outerjoin(User, User.id == OncallParticipant.user_id)
                 .where(OncallParticipant.rotation_id.in_(ids)).order_by(OncallParticipant.position)):
             people[rotation_id].append(user)
         for r in await session.scalars(select(OncallRestriction).where(OncallRestriction.rotation_id.in_(ids))

@@ -59,7 +59,7 @@ def upgrade() -> None:
         'oncall_participant',
         sa.Column('rotation_id', sa.Integer(), nullable=False),
         sa.Column('position', sa.Integer(), nullable=False),
-        sa.Column('user_id', sa.Integer(), nullable=False),
+        sa.Column('user_id', sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(['rotation_id'], ['oncall_rotation.id'],
                                 name=op.f('fk_oncall_participant_rotation_id_oncall_rotation'), ondelete='CASCADE'),
         sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_oncall_participant_user_id_user'),

@@ -73,7 +73,8 @@ def resolve(day: date, at: time, tz: ZoneInfo) -> datetime:
 class Window:
     """An allowed period. ``start_day``/``end_day`` None: every day from ``start`` to ``end``
     (OpsGenie's time-of-day); else weekdays 0 (Monday) … 6 (Sunday), from ``start_day`` at
-    ``start`` to ``end_day`` at ``end`` (weekday-and-time-of-day)."""
+    ``start`` to ``end_day`` at ``end`` (weekday-and-time-of-day). As in OpsGenie, an end equal
+    to the start is a whole day (a whole week): always."""
 
     start: time
     end: time
@@ -100,9 +101,6 @@ class Window:
             for d in (self.start_day, self.end_day):
                 if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d <= 6:
                     raise ScheduleError(f"{item}: {d!r} is not a weekday (0 = Monday … 6 = Sunday)")
-        if self.start == self.end and self.start_day == self.end_day:
-            raise ScheduleError(f"{item}: the window {self.describe()} is empty "
-                                "(leave the rotation unrestricted to cover all of it)")
 
     def occurrences(self, tz: ZoneInfo, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """The window's periods that meet [start, end), as UTC intervals, in order."""
@@ -128,7 +126,9 @@ class Window:
 @dataclass(frozen=True)
 class Rotation:
     """One layer. ``start`` is the first hand-off (to ``participants[0]``); its wall-clock time
-    in ``time_zone`` is the hand-off time of every later shift (days, weeks)."""
+    in ``time_zone`` is the hand-off time of every later shift (days, weeks). A participant may
+    appear several times; None is a "nobody" slot (OpsGenie's ``none``): that shift the layer has
+    nobody, and the one below shows through."""
 
     name: str
     participants: tuple[Hashable, ...]
@@ -141,7 +141,7 @@ class Rotation:
 
     def validate(self) -> None:
         item = f"rotation {self.name!r}"
-        if not self.participants:
+        if all(p is None for p in self.participants):
             raise ScheduleError(f"{item} has no participants")
         if self.unit not in UNITS:
             raise ScheduleError(f"{item}: the rotation length unit {self.unit!r} is not one of {', '.join(UNITS)}")
@@ -188,7 +188,9 @@ class Rotation:
             k = self._index(lo)
             while True:
                 a, b = self._handoff(k), self._handoff(k + 1)
-                raw.append((max(a, lo), min(b, hi), self.participants[k % len(self.participants)]))
+                who = self.participants[k % len(self.participants)]
+                if who is not None:  # a "nobody" slot: this layer has nobody for that shift
+                    raw.append((max(a, lo), min(b, hi), who))
                 if b >= hi:
                     break
                 k += 1
