@@ -301,9 +301,15 @@ def test_a_faulty_schedule_is_refused_with_one_error_naming_the_item(make, messa
         who_is_on_call(sched, local(BERLIN, 2026, 3, 7))
 
 
-def test_a_span_that_ends_before_it_starts_is_refused():
+def test_a_span_that_ends_before_it_starts_is_too_long_or_too_far_off_is_refused():
     with pytest.raises(ScheduleError, match="the span ends"):
         shifts(Schedule((daily(),)), local(BERLIN, 2026, 3, 8), local(BERLIN, 2026, 3, 7))
+    with pytest.raises(ScheduleError, match="ask for at most 400 days of shifts at a time"):
+        shifts(Schedule((daily(),)), local(BERLIN, 2026, 3, 8), local(BERLIN, 2027, 4, 14))
+    with pytest.raises(ScheduleError, match="at: 9999-12-31 is out of range"):
+        who_is_on_call(Schedule((daily(),)), datetime(9999, 12, 31, tzinfo=UTC))
+    with pytest.raises(ScheduleError, match="rotation 'primary' start: 1900-01-01 is out of range"):
+        who_is_on_call(Schedule((daily(start=datetime(1900, 1, 1, tzinfo=UTC)),)), local(BERLIN, 2026, 3, 8))
 
 
 # --- property: against a brute-force minute-by-minute oracle -----------------------------------

@@ -358,3 +358,13 @@ async def test_two_requests_setting_a_new_policy_at_once_leave_one(db, db_url):
             await second
     stored = await counts(db)
     assert (stored["escalation_policy"], stored["escalation_step"]) == (1, 1)
+
+
+async def test_asking_about_a_naive_or_far_off_time_is_a_clear_error(db):
+    await make_payments(db)
+    async with db() as session:
+        team, sched = await schedules.require_schedule(session, "Payments", "payments")
+        with pytest.raises(ScheduleError, match="at: 9999-12-31 is out of range"):
+            await schedules.who_is_on_call(session, team, datetime(9999, 12, 31, tzinfo=UTC))
+        with pytest.raises(ScheduleError, match="start: datetime.datetime.2026, 3, 2, 0, 0. has no time zone"):
+            await schedules.shifts(session, sched, datetime(2026, 3, 2), datetime(2026, 3, 3, tzinfo=UTC))

@@ -269,12 +269,14 @@ async def load(session: AsyncSession, schedule: OncallSchedule, start: datetime,
 
 async def shifts(session: AsyncSession, schedule: OncallSchedule, start: datetime, end: datetime) -> list[Shift]:
     """Who is on call over [start, end): contiguous shifts, ``who`` a ``User`` or None (a gap)."""
+    start, end = maths.instant(start, "start"), maths.instant(end, "end")
     return maths.shifts(await load(session, schedule, start, end), start, end)
 
 
 async def who_is_on_call(session: AsyncSession, team: Team, at: datetime,
                          horizon: timedelta = timedelta(days=8)) -> list[tuple[OncallSchedule, Shift]]:
     """For each of the team's schedules (by name), the shift at ``at`` (``who`` None: nobody)."""
+    at = maths.instant(at, "at")
     out = []
     for schedule in await schedules_of_team(session, team):
         loaded = await load(session, schedule, at - horizon, at + horizon)

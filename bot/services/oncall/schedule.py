@@ -58,10 +58,20 @@ def zone(name: str, item: str = "time zone") -> ZoneInfo:
         raise ScheduleError(f"{item}: {name!r} is not a known time zone (use an IANA name such as Europe/Berlin)") from None
 
 
-def _aware(value: datetime, item: str) -> datetime:
+#: Instants a schedule may name, and the longest span one question may cover (far-off dates
+#: would overflow ``datetime``; a span of centuries would be a denial of service).
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+MAX_SPAN = timedelta(days=400)
+
+
+def instant(value: datetime, item: str) -> datetime:
+    """``value`` in UTC, or ``ScheduleError`` naming ``item`` (naive, or out of range)."""
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
         raise ScheduleError(f"{item}: {value!r} has no time zone (give an aware datetime)")
-    return value.astimezone(UTC)
+    value = value.astimezone(UTC)
+    if not EARLIEST <= value < LATEST:
+        raise ScheduleError(f"{item}: {value:%Y-%m-%d} is out of range ({EARLIEST:%Y} to {LATEST.year - 1})")
+    return value
 
 
 def resolve(day: date, at: time, tz: ZoneInfo) -> datetime:
@@ -151,8 +161,8 @@ class Rotation:
         if self.length > 10_000:
             raise ScheduleError(f"{item}: a rotation length of {self.length} {self.unit} is too long")
         zone(self.time_zone, item)
-        start = _aware(self.start, f"{item} start")
-        if self.end is not None and _aware(self.end, f"{item} end") <= start:
+        start = instant(self.start, f"{item} start")
+        if self.end is not None and instant(self.end, f"{item} end") <= start:
             raise ScheduleError(f"{item} ends ({self.end:%Y-%m-%d %H:%M %Z}) before it starts "
                                 f"({self.start:%Y-%m-%d %H:%M %Z})")
         for n, window in enumerate(self.windows, 1):
@@ -217,7 +227,7 @@ class Override:
     name: str = "override"
 
     def validate(self) -> None:
-        start, end = _aware(self.start, f"{self.name} start"), _aware(self.end, f"{self.name} end")
+        start, end = instant(self.start, f"{self.name} start"), instant(self.end, f"{self.name} end")
         if end <= start:
             raise ScheduleError(f"{self.name} ends ({end:%Y-%m-%d %H:%M} UTC) before it starts "
                                 f"({start:%Y-%m-%d %H:%M} UTC)")
@@ -269,9 +279,11 @@ def shifts(schedule: Schedule, start: datetime, end: datetime) -> list[Shift]:
     shifts with ``who`` None; neighbours that are the same person from the same source are
     merged."""
     schedule.validate()
-    start, end = _aware(start, "start"), _aware(end, "end")
+    start, end = instant(start, "start"), instant(end, "end")
     if end <= start:
         raise ScheduleError(f"the span ends ({end:%Y-%m-%d %H:%M} UTC) before it starts ({start:%Y-%m-%d %H:%M} UTC)")
+    if end - start > MAX_SPAN:
+        raise ScheduleError(f"ask for at most {MAX_SPAN.days} days of shifts at a time")
     # Each source: (priority, intervals); overrides above every layer, later ones higher.
     sources: list[tuple[list[tuple[datetime, datetime, Hashable]], str | None, bool]] = []
     for rotation in schedule.rotations:
@@ -300,7 +312,7 @@ def shifts(schedule: Schedule, start: datetime, end: datetime) -> list[Shift]:
 def who_is_on_call(schedule: Schedule, at: datetime, horizon: timedelta = timedelta(days=8)) -> Shift:
     """The shift at instant ``at`` (``who`` None: nobody); its ``start`` and ``end`` are seen
     at most ``horizon`` either side of ``at`` (enough to say "until Fri 09:00")."""
-    at = _aware(at, "at")
+    at = instant(at, "at")
     for shift in shifts(schedule, at - horizon, at + horizon):
         if shift.start <= at < shift.end:
             return shift
