@@ -424,4 +424,9 @@ def test_shifts_agree_with_a_minute_by_minute_oracle(case, data):
     first_bad = next((i for i, (p, e) in enumerate(zip(painted, expected)) if p != e), None)
     assert first_bad is None, (first_bad, a + timedelta(minutes=first_bad or 0), painted[first_bad], expected[first_bad])
     for m in data.draw(st.lists(st.integers(0, SPAN_MINUTES - 1), min_size=1, max_size=3)):
-        assert who_is_on_call(sched, a + timedelta(minutes=m)).key() == expected[m]
+        at = a + timedelta(minutes=m)
+        assert who_is_on_call(sched, at).key() == expected[m]
+        # Its bounds: those of the shift around it, seen `horizon` either side.
+        horizon = timedelta(minutes=data.draw(st.integers(1, 4 * 24 * 60)))
+        now = who_is_on_call(sched, at, horizon)
+        assert now in shifts(sched, at - horizon, at + horizon)
