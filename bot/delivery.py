@@ -47,7 +47,9 @@ from bot.alert_render import current_view
 from bot.blocks.alerts import alert_message, rendered_message
 from bot.config import Settings
 from bot.runtime import Runtime
+from bot.page_delivery import send_page
 from bot.services import outbox, slack_directory
+from bot.services.paging import PAGE
 from storage.base import utcnow
 from storage.models import Alert, OutboxMessage
 
@@ -392,6 +394,8 @@ class OutboxWorker:
             await self._update_alert(claim)
         elif claim.kind == outbox.MESSAGE:
             await self._post_message(claim)
+        elif claim.kind == PAGE:  # escalation (bot.services.paging): a page DM drawn now
+            await send_page(self, claim)
         else:
             raise Undeliverable(f"unknown outbox kind {claim.kind!r}")
 

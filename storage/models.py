@@ -572,7 +572,7 @@ class OncallOverride(Base):
 
 class EscalationPolicy(Base):
     """A team's escalation policy (one per team): its steps, then the whole again up to
-    ``repeat`` more times. Nothing runs it yet (the engine is a later part of issue 15)."""
+    ``repeat`` more times. The engine (``bot.services.paging``) runs it for each new alert of the team."""
 
     __tablename__ = "escalation_policy"
 
@@ -581,6 +581,8 @@ class EscalationPolicy(Base):
     name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str | None] = mapped_column(Text)
     repeat: Mapped[int] = mapped_column(Integer, default=0)
+    #: A repeat begins this many minutes after the last step of the round before.
+    repeat_after_minutes: Mapped[int] = mapped_column(Integer, default=10, server_default=text("10"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -603,6 +605,50 @@ class EscalationStep(Base):
     target_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), index=True)
     target_team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id"))
     target_channel: Mapped[str | None] = mapped_column(String(32))
+
+
+class AlertEscalation(Base):
+    """The next due step of an alert's escalation: one row per alert being escalated, kept
+    until the policy has run its course or the alert is acknowledged or closed. The engine
+    (``bot.services.paging``) claims due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on
+    SQLite every transaction is the single writer), fires the step and moves the row on, in
+    one transaction: two processes never fire a step twice, and a restart finds the timers."""
+
+    __tablename__ = "alert_escalation"
+    __table_args__ = (Index("ix_alert_escalation_due", "due_at"),)
+
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"), primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("escalation_policy.id", ondelete="CASCADE"), index=True)
+    #: The position of the next step to fire, in round ``repeat_round`` (0: the first run).
+    step: Mapped[int] = mapped_column(Integer)
+    repeat_round: Mapped[int] = mapped_column(Integer)
+    #: Step delays count from here: the alert's creation, then each repeat's start.
+    round_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Page(Base):
+    """One notification of one person (or the team's channel) for an alert, by one step of its
+    escalation: who, how (``channel``: slack_dm, slack_channel), where (``target``: the Slack
+    user or channel id), and what became of it — queued, sent, failed, skipped (the person has
+    no Slack link or is deactivated, or nobody was on call), cancelled (the alert was
+    acknowledged or closed before it went out) — with the reason. A person paged for an alert
+    may act on it (``bot.services.access``)."""
+
+    __tablename__ = "page"
+    __table_args__ = (Index("ix_page_alert_user", "alert_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    repeat_round: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(20))
+    target: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # --- Slack installations (multi-workspace OAuth) ---------------------------------------------

@@ -72,7 +72,7 @@ async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert
             return ActionResult(False, text, alert_id=alert.id, outcome="denied", reason="rate_limited")
         await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
         return ActionResult(False, decision.text, decision, alert.id, outcome="denied", reason=reason)
-    why = decision.reason.value
+    why = decision.why or decision.reason.value
     try:
         if action == "acknowledge":
             await alerts.acknowledge(session, alert, actor, why=why)

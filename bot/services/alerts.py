@@ -340,6 +340,9 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
         if team.slack_channel_id:
             await outbox.enqueue(session, team.slack_channel_id, outbox.POST_ALERT, alert_id=alert.id, now=now,
                                  slack_team_id=team.slack_team_id, enterprise_id=team.enterprise_id)
+        from bot.services import paging  # (it builds on this module)
+
+        await paging.start(session, alert, team, now)  # the team's escalation policy, if it has one
         session.add(ApiRequest(request_id=request_id, team_id=key_team.id, action="Create", alert_id=alert.id,
                                alias=alias, success=True, status="Created alert", processed_at=now))
         return alert, True
@@ -420,8 +423,15 @@ async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note
         raise await _noop(session, alert, "acknowledge", actor, now, request_id)
     await record(session, alert, "acknowledge", "applied", actor, reason=why, note=note, request_id=request_id, now=now,
                  flush=False)
+    await _stop_paging(session, alert, actor, now, f"acknowledged by {actor.name}")
     await refresh_in_slack(session, alert, now, flush=False)
     return alert
+
+
+async def _stop_paging(session: AsyncSession, alert: Alert, actor: Actor, now: datetime, why: str) -> None:
+    from bot.services import paging  # (it builds on this module)
+
+    await paging.stop(session, alert, actor, now, why)
 
 
 async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
@@ -433,6 +443,7 @@ async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str 
         raise await _noop(session, alert, "close", actor, now, request_id)
     await record(session, alert, "close", "applied", actor, reason=why, note=note, request_id=request_id, now=now,
                  flush=False)
+    await _stop_paging(session, alert, actor, now, f"closed by {actor.name}")
     await refresh_in_slack(session, alert, now, flush=False)
     return alert
 

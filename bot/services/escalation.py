@@ -1,10 +1,11 @@
-"""A team's escalation policy, stored and checked. Nothing runs it yet: the engine that pages
-people by it is a later part of issue 15.
+"""A team's escalation policy, stored and checked. The engine that pages people by it is
+``bot.services.paging``.
 
 One policy per team: ordered steps, each "``delay_minutes`` after the alert was created, notify
 the target", the target being the on-call person of one of the team's schedules, a member of the
 team, everyone in the team, or the team's Slack channel; then the whole policy again up to
-``repeat`` more times. Delays count from the alert's creation (as OpsGenie's do) and so may not
+``repeat`` more times, each repeat beginning ``repeat_after`` minutes after the last step of the
+round before. Delays count from the alert's creation (as OpsGenie's do) and so may not
 go down from one step to the next.
 
 ``set_policy`` checks every step before it writes anything and raises ``InvalidInput`` naming
@@ -33,6 +34,8 @@ from storage.models import EscalationPolicy, EscalationStep, OncallSchedule, Tea
 KINDS = ("schedule", "user", "team", "channel")
 MAX_STEPS = 20
 MAX_REPEAT = 10
+#: The default pause between the last step of a round and the repeat (OpsGenie's "repeat after").
+REPEAT_AFTER = 10
 #: A step's delay: at most a week after the alert was created.
 MAX_DELAY_MINUTES = 7 * 24 * 60
 _WANTED = {"schedule": "schedule's name", "user": "person's email", "channel": "Slack channel id"}
@@ -110,7 +113,7 @@ async def _check_step(session: AsyncSession, team: Team, n: int, spec: StepSpec,
 
 
 async def set_policy(session: AsyncSession, team_name: str, name: str, steps: list[StepSpec], repeat: int = 0,
-                     description: str | None = None) -> EscalationPolicy:
+                     description: str | None = None, repeat_after: int = REPEAT_AFTER) -> EscalationPolicy:
     """Create the team's policy or replace it (all steps) with this one."""
     team = await accounts.require_team(session, team_name)
     name = check_name(name, "policy")
@@ -120,6 +123,10 @@ async def set_policy(session: AsyncSession, team_name: str, name: str, steps: li
         raise InvalidInput(f"policy {name}: at most {MAX_STEPS} steps")
     if not isinstance(repeat, int) or isinstance(repeat, bool) or not 0 <= repeat <= MAX_REPEAT:
         raise InvalidInput(f"policy {name}: repeat must be a whole number from 0 to {MAX_REPEAT}, not {repeat!r}")
+    if (not isinstance(repeat_after, int) or isinstance(repeat_after, bool)
+            or not 1 <= repeat_after <= MAX_DELAY_MINUTES):
+        raise InvalidInput(f"policy {name}: repeat_after must be a whole number of minutes from 1 to "
+                           f"{MAX_DELAY_MINUTES}, not {repeat_after!r}")
     rows, previous = [], None
     for n, spec in enumerate(steps, 1):
         rows.append(await _check_step(session, team, n, spec, previous))
@@ -129,6 +136,7 @@ async def set_policy(session: AsyncSession, team_name: str, name: str, steps: li
         policy = EscalationPolicy(team_id=team.id, name=name)
         session.add(policy)
     policy.name, policy.repeat, policy.updated_at = name, repeat, utcnow()
+    policy.repeat_after_minutes = repeat_after
     if description is not None:
         policy.description = description or None
     raced = AlreadyExists(f"team {team.name}'s escalation policy was just set by someone else; try again")

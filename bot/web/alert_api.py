@@ -22,7 +22,8 @@ Where Genie differs from OpsGenie, on purpose:
   not a silent 202: clients check the status code, few poll the request status. The refusal
   is still recorded: it is on the alert's timeline (``denied``) and in the request status.
 - ``apiKey`` in the query string is not accepted: keys in URLs end up in access logs.
-- Escalate is a 422 until on-call exists; saved searches and attachments are 404s. Every route
+- Escalate fires the next step of the team's escalation policy at once (``bot.services.paging``);
+  an alert of a team with no policy is a 422. Saved searches and attachments are 404s. Every route
   is also served with a trailing slash and under JSM's ``/jsm/ops/integration`` prefix (see
   ``_served``). Query language: see ``parse_query``.
 """
@@ -46,7 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
-from bot.services import access, alert_people, alerts
+from bot.services import access, alert_people, alerts, paging
 from bot.services.alerts import Actor, AlreadyDone, Forbidden, ValidationFailed
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
 from storage import repositories as repo
@@ -399,6 +400,8 @@ def log_line(event: AlertEvent) -> str:
     via = _VIA.get(event.via, event.via)
     if event.action == "note" and event.outcome == "applied":
         return f"Note added by {who} via {via}: {event.note}"
+    if event.action == "page":  # bot.services.paging: who was paged, how, and what became of it
+        return f"Paging ({event.outcome}) by {who}: {event.reason}"
     if event.action == "resolve":  # bot.services.alert_people: who the names were resolved to
         return f"People named by {who} via {via}: {event.reason}"
     if event.outcome == "applied":
@@ -877,17 +880,20 @@ async def snooze_alert(request: Request, call: Call) -> Response:
     return await _change(request, call, "Snooze", _snooze)
 
 
+def _escalate(now: datetime) -> Change:
+    """The next step of the alert's escalation fires now (``paging.escalate_now``); an alert of
+    a team with no escalation policy is a 422 that changes nothing."""
+
+    async def change(session, team, alert, actor, body, fields, request_id) -> str:
+        fired = await paging.escalate_now(session, alert, actor, now, named=body.get("escalation"), note=fields.note,
+                                          request_id=request_id)
+        return f"Escalated alert to next ({fired})"
+    return change
+
+
 @endpoint
 async def escalate_alert(request: Request, call: Call) -> Response:
-    """On-call (escalation policies) is not built yet: a clear 422, and nothing changes."""
-    key = presented_key(request)
-    await read_body(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
-        await _find(session, request, team)
-    text = ("Genie has no escalation policies yet (on-call is not built), so an alert can't be escalated; "
-            "assign it (POST …/assign) or add a responder instead.")
-    raise ApiError(422, text, errors={"escalation": text})
+    return await _change(request, call, "EscalateToNext", _escalate(request.app.state.runtime.now()))
 
 
 @endpoint

@@ -1,5 +1,6 @@
 """on call (issue 15): schedules (rotations with ordered participants, restrictions, overrides)
-and escalation policies with ordered steps
+and escalation policies with ordered steps; the escalation engine's next-due rows
+(alert_escalation) and notifications (page)
 
 Revision ID: 0015
 Revises: 0013
@@ -104,6 +105,7 @@ def upgrade() -> None:
         sa.Column('name', sa.String(length=100), nullable=False),
         sa.Column('description', sa.Text(), nullable=True),
         sa.Column('repeat', sa.Integer(), nullable=False),
+        sa.Column('repeat_after_minutes', sa.Integer(), server_default=sa.text('10'), nullable=False),
         _utc('created_at'),
         _utc('updated_at'),
         sa.ForeignKeyConstraint(['team_id'], ['team.id'], name=op.f('fk_escalation_policy_team_id_team'),
@@ -133,9 +135,52 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_escalation_step_target_schedule_id'), 'escalation_step', ['target_schedule_id'])
     op.create_index(op.f('ix_escalation_step_target_user_id'), 'escalation_step', ['target_user_id'])
+    # The escalation engine (bot.services.paging): a next-due row per alert being escalated, and
+    # one row per notification.
+    op.create_table(
+        'alert_escalation',
+        sa.Column('alert_id', sa.Integer(), nullable=False),
+        sa.Column('policy_id', sa.Integer(), nullable=False),
+        sa.Column('step', sa.Integer(), nullable=False),
+        sa.Column('repeat_round', sa.Integer(), nullable=False),
+        _utc('round_started_at'),
+        _utc('due_at'),
+        sa.ForeignKeyConstraint(['alert_id'], ['alert.id'], name=op.f('fk_alert_escalation_alert_id_alert'),
+                                ondelete='CASCADE'),
+        sa.ForeignKeyConstraint(['policy_id'], ['escalation_policy.id'],
+                                name=op.f('fk_alert_escalation_policy_id_escalation_policy'), ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('alert_id', name=op.f('pk_alert_escalation')),
+    )
+    op.create_index('ix_alert_escalation_due', 'alert_escalation', ['due_at'])
+    op.create_index(op.f('ix_alert_escalation_policy_id'), 'alert_escalation', ['policy_id'])
+    op.create_table(
+        'page',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('alert_id', sa.Integer(), nullable=False),
+        sa.Column('user_id', sa.Integer(), nullable=True),
+        sa.Column('step', sa.Integer(), nullable=False),
+        sa.Column('repeat_round', sa.Integer(), nullable=False),
+        sa.Column('channel', sa.String(length=20), nullable=False),
+        sa.Column('target', sa.String(length=32), nullable=True),
+        sa.Column('status', sa.String(length=10), nullable=False),
+        sa.Column('reason', sa.String(length=300), nullable=True),
+        _utc('created_at'),
+        _utc('settled_at', nullable=True),
+        sa.ForeignKeyConstraint(['alert_id'], ['alert.id'], name=op.f('fk_page_alert_id_alert'), ondelete='CASCADE'),
+        sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_page_user_id_user'), ondelete='SET NULL'),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_page')),
+    )
+    op.create_index('ix_page_alert_user', 'page', ['alert_id', 'user_id'])
+    op.create_index(op.f('ix_page_user_id'), 'page', ['user_id'])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_page_user_id'), table_name='page')
+    op.drop_index('ix_page_alert_user', table_name='page')
+    op.drop_table('page')
+    op.drop_index(op.f('ix_alert_escalation_policy_id'), table_name='alert_escalation')
+    op.drop_index('ix_alert_escalation_due', table_name='alert_escalation')
+    op.drop_table('alert_escalation')
     op.drop_index(op.f('ix_escalation_step_target_user_id'), table_name='escalation_step')
     op.drop_index(op.f('ix_escalation_step_target_schedule_id'), table_name='escalation_step')
     op.drop_table('escalation_step')

@@ -1,0 +1,68 @@
+"""Delivering a page (outbox kind ``page``, queued by ``bot.services.paging``): the outbox
+worker's ``_send`` calls ``send_page`` for it. The DM is drawn from the alert as it is now
+(``bot.blocks.paging``); an alert acknowledged or closed before its page went out is not paged
+at all. What became of the page — sent, failed (and Slack's error), cancelled — is recorded on
+its ``page`` row and the alert's timeline; a transient failure leaves it queued, and the
+worker retries it like any message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import update
+
+from bot.alert_render import current_view
+from bot.blocks.paging import page_message
+from bot.services import alerts, paging
+from storage.base import utcnow
+from storage.models import Alert, Page, User
+
+
+async def _settle_page(worker: Any, page: Page, status: str, text: str) -> None:
+    """Record what became of the page and put it on the alert's timeline."""
+    now = utcnow()
+    async with worker.sessionmaker.begin() as session:
+        changed = await session.execute(
+            update(Page).where(Page.id == page.id, Page.status == paging.QUEUED)
+            .values(status=status, settled_at=now, reason=f"{page.reason or ''}; {text}"[:300])
+            .execution_options(synchronize_session=False))
+        alert = await session.get(Alert, page.alert_id)
+        if changed.rowcount and alert is not None:
+            outcome = {paging.SENT: "applied", paging.FAILED: "failed"}.get(status, "skipped")
+            await alerts.record(session, alert, "page", outcome, paging.engine_actor(None), now=now,
+                                reason=f"{paging.step_label(page.step, page.repeat_round)}: {text}"[:500])
+
+
+async def send_page(worker: Any, claim: Any) -> None:
+    """Post the page to ``claim.channel`` (the person's Slack user id, or the team's channel)
+    and settle the outbox message; Slack's errors propagate to the worker (retried, or failed
+    for good), a permanent one recorded on the page first."""
+    from bot.delivery import Undeliverable, classify  # (that module calls this one)
+
+    page_id = (claim.payload or {}).get("page")
+    async with worker.sessionmaker() as session:
+        page = await session.get(Page, page_id) if isinstance(page_id, int) else None
+        found = await current_view(session, claim.alert_id) if claim.alert_id is not None else None
+        person = await session.get(User, page.user_id) if page is not None and page.user_id is not None else None
+    if page is None or found is None:
+        raise Undeliverable("the page or its alert no longer exists")
+    alert, view = found
+    whom = f"Slack DM to {person.name}" if person is not None else f"page of the channel {claim.channel}"
+    if alert.status != "open" or alert.acknowledged:
+        state = "closed" if alert.status != "open" else "acknowledged"
+        await _settle_page(worker, page, paging.CANCELLED, f"{whom} not sent: the alert was {state} first")
+        await worker._settle(claim)
+        return
+    text, blocks = page_message(view, step=page.step, repeat_round=page.repeat_round, why=page.reason,
+                                channel=page.channel == paging.SLACK_CHANNEL)
+    claim.in_doubt = True
+    try:
+        await claim.client.chat_postMessage(channel=claim.channel, text=text, blocks=blocks)
+    except SlackApiError as err:
+        failure = classify(err)
+        if failure is not None and failure.kind == "permanent":
+            await _settle_page(worker, page, paging.FAILED, f"{whom} failed: Slack answered {failure.code}")
+        raise
+    await worker._settle(claim)
+    await _settle_page(worker, page, paging.SENT, f"{whom} delivered")
