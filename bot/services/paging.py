@@ -19,7 +19,7 @@ restart. Acknowledging or closing deletes the row in the same transaction.
 channel. Each person gets one ``page`` row and a Slack DM through the outbox (kind ``page``; the
 DM is drawn from the alert's state when it is delivered, with the channel message's buttons). A
 person who is deactivated or has no Slack link in the workspace of the team's channel, or a
-schedule with nobody on call, is recorded (``skipped``, and why, on the timeline): nobody is
+schedule with nobody on call, or a person no longer in the team, is recorded (``skipped``, and why, on the timeline): nobody is
 skipped silently. A step that reaches nobody falls through to the next step at once.
 
 **Repeats.** After the last step, the policy runs again ``repeat`` more times, each round
@@ -40,7 +40,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services import alert_people, alerts, escalation, outbox, schedules
-from bot.services.alerts import Actor, AlreadyDone, ValidationFailed
+from bot.services.alerts import Actor, AlreadyDone
+from bot.services.errors import InvalidInput
 from storage.base import utcnow
 from storage.models import Alert, AlertEscalation, EscalationPolicy, Page, Team, TeamMember, User
 
@@ -153,12 +154,18 @@ async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: Es
         await note("skipped", f"{nobody}; nobody paged")
         return 0
     links = await alert_people.slack_links(session, {p.id for p in people if p.is_active}, team)
+    members = set(await session.scalars(select(TeamMember.user_id).where(TeamMember.team_id == team.id,
+                                                                         TeamMember.user_id.in_([p.id for p in people]))))
     queued = 0
     for person in dict.fromkeys(people):  # once each, in order
         who = f"{person.name} ({person.email})"
         if not person.is_active:
             page(user_id=person.id, channel=SLACK_DM, status=SKIPPED, reason=f"{why}; deactivated")
             await note("skipped", f"{who} not paged: their Genie account is deactivated")
+            continue
+        if person.id not in members:  # removed from the team since the schedule or policy named them
+            page(user_id=person.id, channel=SLACK_DM, status=SKIPPED, reason=f"{why}; not a member")
+            await note("skipped", f"{who} not paged: no longer a member of {team.name}")
             continue
         link = links.get(person.id)
         if link is None:
@@ -224,20 +231,21 @@ async def escalate_now(session: AsyncSession, alert: Alert, actor: Actor, now: d
                        named: dict | None = None, note: str | None = None, request_id: str | None = None) -> str:
     """OpsGenie's escalate: the next step of the alert's escalation fires now (a finished
     escalation starts again from step 1). ``named``: the request's ``escalation``
-    (``{"name": …}`` or ``{"id": …}``), which must be the team's policy. Returns the step fired."""
+    (``{"name": …}`` or ``{"id": …}``), which must be the team's policy. Returns the step fired;
+    ``InvalidInput`` (nothing changed) when the team has no policy or another one is named."""
     policy = await _policy_of(session, alert.team_id)
     team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
     if policy is None or team is None:
         owner = f"team {team.name}" if team is not None else "no team"
-        raise ValidationFailed({"escalation": f"this alert belongs to {owner}, which has no escalation policy, so it "
-                                              "can't be escalated; assign it or add a responder instead"})
+        raise InvalidInput(f"this alert belongs to {owner}, which has no escalation policy, so it can't be "
+                           "escalated; assign it or add a responder instead")
     if named is not None:
         if not isinstance(named, dict) or not any(isinstance(named.get(k), str) for k in ("id", "name")):
-            raise ValidationFailed({"escalation": 'escalation must be an object: {"name": "…"} or {"id": "…"}'})
+            raise InvalidInput('escalation must be an object: {"name": "…"} or {"id": "…"}')
         if named.get("name") not in (None, policy.name) or named.get("id") not in (None, str(policy.id)):
             given = named.get("name") or named.get("id")
-            raise ValidationFailed({"escalation": f"escalation {given!r} is not the policy of team {team.name} "
-                                                  f"({policy.name}, id {policy.id})"})
+            raise InvalidInput(f"escalation {given!r} is not the policy of team {team.name} "
+                               f"({policy.name}, id {policy.id})")
     if alert.status != "open":
         await alerts.record(session, alert, "escalate", "noop", actor, reason="the alert is closed", now=now,
                             request_id=request_id)

@@ -885,8 +885,11 @@ def _escalate(now: datetime) -> Change:
     a team with no escalation policy is a 422 that changes nothing."""
 
     async def change(session, team, alert, actor, body, fields, request_id) -> str:
-        fired = await paging.escalate_now(session, alert, actor, now, named=body.get("escalation"), note=fields.note,
-                                          request_id=request_id)
+        try:
+            fired = await paging.escalate_now(session, alert, actor, now, named=body.get("escalation"),
+                                              note=fields.note, request_id=request_id)
+        except InvalidInput as err:  # no policy, or not this one: 422 naming the field, nothing changed
+            raise ApiError(422, f"escalation: {err}", errors={"escalation": str(err)}) from None
         return f"Escalated alert to next ({fired})"
     return change
 
