@@ -185,6 +185,37 @@ async def test_repeat_runs_the_policy_again_and_closing_stops_it(world: World):
     assert ("page", "applied", "escalation stopped: closed by API (Payments)") in await world.timeline(alert_id)
 
 
+async def test_a_dm_slack_refuses_is_recorded_as_failed_and_recipients_show_who_was_paged(world: World):
+    genie, fake = world.genie, world.genie.fake
+    await world.policy([StepSpec(5, "user", "bob@example.com"), StepSpec(10, "schedule", "primary")])
+    alert_id = await world.alert()
+    await fake.wait_for("chat.postMessage", channel="C0PAY")
+    fake.fail("chat.postMessage", error="cannot_dm_bot")  # the next post: Bob's page
+    world.clock.move(minutes=5, seconds=1)
+    genie.rt.paging.wake()
+    await eventually(lambda: _status(world, alert_id, "failed"))
+    events = await world.timeline(alert_id)
+    assert ("page", "failed", "step 1: Slack DM to Bob Jones failed: Slack answered cannot_dm_bot") in events
+    world.clock.move(minutes=5)
+    genie.rt.paging.wake()
+    await world.dms("U0ALICE")
+    await eventually(lambda: _sent(world, alert_id, "alice@example.com"))
+    told = envelope(await world.call("GET", f"/v2/alerts/{alert_id}/recipients?identifierType=tiny"), 200)["data"]
+    methods = {r["user"]["username"]: (r["state"], r["method"]) for r in told}
+    assert methods["bob@example.com"] == ("failed", "Slack DM (paged)")
+    assert methods["alice@example.com"] == ("notified", "Slack DM (paged)")
+    assert methods["carol@example.com"] == ("notified", "Slack channel")
+    # A failed page grants nothing at the gate.
+    async with genie.sessionmaker() as s:
+        from bot.services import access
+        facts = await access.gate_facts(s, SlackIdentity(TEAM_ID, "U0BOB"), alert_id, anonymous_default=False)
+        assert facts is not None and facts.paged_step is None
+
+
+async def _sent(world: World, alert_id: int, email: str) -> bool:
+    return any(p[0] == email and p[5] == "sent" for p in await world.pages(alert_id))
+
+
 async def test_escalate_fires_the_next_step_at_once_and_a_team_without_a_policy_gets_a_clear_422(world: World):
     genie = world.genie
     await world.policy([StepSpec(0, "schedule", "primary"), StepSpec(30, "user", "bob@example.com")])

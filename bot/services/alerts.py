@@ -26,7 +26,7 @@ from bot.services.errors import GenieError, NotFound
 from bot.services.linking import SlackIdentity
 from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import Alert, AlertEvent, ApiRequest, Team, TeamApiKey, TeamMember, TeamPostGrant, User
+from storage.models import Alert, AlertEvent, ApiRequest, Page, Team, TeamApiKey, TeamMember, TeamPostGrant, User
 
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 LIMITS = {"message": 130, "alias": 512, "description": 15000, "entity": 512, "source": 100, "user": 100,
@@ -680,7 +680,7 @@ async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: date
 async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]]:
     """Who was told of the alert, and how: the owning team's active members through its
     channel message (``notified`` once it is in Slack, else ``pending``), and each person the
-    alert was assigned to in a Slack DM (from the timeline)."""
+    alert was assigned to in a Slack DM (from the timeline), and each person the escalation paged."""
     told: dict[int, dict[str, Any]] = {}
     if alert.team_id is not None and alert.slack_channel:
         rows = await session.execute(
@@ -698,6 +698,13 @@ async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]
             user = await session.scalar(select(User).where(User.email == match.group(1)))
             if user is not None:
                 told[user.id] = {"user": user, "state": "notified", "method": "Slack DM", "at": event.at}
+    pages = await session.execute(  # paged by the escalation (bot.services.paging): the latest page each
+        select(Page, User).join(User, User.id == Page.user_id).where(Page.alert_id == alert.id).order_by(Page.id))
+    states = {"sent": "notified", "queued": "pending", "failed": "failed"}
+    for page, user in pages.all():
+        if page.status in states:
+            told[user.id] = {"user": user, "state": states[page.status], "method": "Slack DM (paged)",
+                             "at": page.settled_at or page.created_at}
     return list(told.values())
 
 
