@@ -1,7 +1,8 @@
 """Delivering a page (outbox kind ``page``, queued by ``bot.services.paging``): the outbox
 worker's ``_send`` calls ``send_page`` for it. The DM is drawn from the alert as it is now
 (``bot.blocks.paging``); an alert acknowledged or closed before its page went out is not paged
-at all. What became of the page — sent, failed (and Slack's error), cancelled — is recorded on
+at all; a page already sent is redrawn when the alert is acknowledged or closed (payload
+``{"page": id, "update": true}``), so its buttons match. What became of the page — sent, failed (and Slack's error), cancelled — is recorded on
 its ``page`` row and the alert's timeline; a transient failure leaves it queued, and the
 worker retries it like any message."""
 
@@ -19,13 +20,16 @@ from storage.base import utcnow
 from storage.models import Alert, Page, User
 
 
-async def _settle_page(worker: Any, page: Page, status: str, text: str) -> None:
-    """Record what became of the page and put it on the alert's timeline."""
+async def _settle_page(worker: Any, page: Page, status: str, text: str,
+                       where: tuple[str, str] | None = None) -> None:
+    """Record what became of the page (and ``where`` Slack put it) and put it on the alert's
+    timeline."""
     now = utcnow()
+    placed = {"slack_channel": where[0], "slack_ts": where[1] or None} if where else {}
     async with worker.sessionmaker.begin() as session:
         changed = await session.execute(
             update(Page).where(Page.id == page.id, Page.status == paging.QUEUED)
-            .values(status=status, settled_at=now, reason=f"{page.reason or ''}; {text}"[:300])
+            .values(status=status, settled_at=now, reason=f"{page.reason or ''}; {text}"[:300], **placed)
             .execution_options(synchronize_session=False))
         alert = await session.get(Alert, page.alert_id)
         if changed.rowcount and alert is not None:
@@ -49,20 +53,27 @@ async def send_page(worker: Any, claim: Any) -> None:
         raise Undeliverable("the page or its alert no longer exists")
     alert, view = found
     whom = f"Slack DM to {person.name}" if person is not None else f"page of the channel {claim.channel}"
+    text, blocks = page_message(view, step=page.step, repeat_round=page.repeat_round, why=page.reason,
+                                channel=page.channel == paging.SLACK_CHANNEL)
+    if (claim.payload or {}).get("update"):  # the alert was acknowledged or closed: redraw the page
+        if page.slack_ts and page.slack_channel:
+            claim.in_doubt = True
+            await claim.client.chat_update(channel=page.slack_channel, ts=page.slack_ts, text=text, blocks=blocks)
+        await worker._settle(claim)
+        return
     if alert.status != "open" or alert.acknowledged:
         state = "closed" if alert.status != "open" else "acknowledged"
         await _settle_page(worker, page, paging.CANCELLED, f"{whom} not sent: the alert was {state} first")
         await worker._settle(claim)
         return
-    text, blocks = page_message(view, step=page.step, repeat_round=page.repeat_round, why=page.reason,
-                                channel=page.channel == paging.SLACK_CHANNEL)
     claim.in_doubt = True
     try:
-        await claim.client.chat_postMessage(channel=claim.channel, text=text, blocks=blocks)
+        response = await claim.client.chat_postMessage(channel=claim.channel, text=text, blocks=blocks)
     except SlackApiError as err:
         failure = classify(err)
         if failure is not None and failure.kind == "permanent":
             await _settle_page(worker, page, paging.FAILED, f"{whom} failed: Slack answered {failure.code}")
         raise
     await worker._settle(claim)
-    await _settle_page(worker, page, paging.SENT, f"{whom} delivered")
+    await _settle_page(worker, page, paging.SENT, f"{whom} delivered",
+                       where=(str(response.get("channel") or claim.channel)[:32], str(response.get("ts") or "")[:32]))

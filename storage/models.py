@@ -649,6 +649,10 @@ class Page(Base):
     reason: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Where Slack put the page once sent (a DM's channel is ``D…``): updated when the alert is
+    #: acknowledged or closed, so its buttons match.
+    slack_channel: Mapped[str | None] = mapped_column(String(32))
+    slack_ts: Mapped[str | None] = mapped_column(String(32))
 
 
 # --- Slack installations (multi-workspace OAuth) ---------------------------------------------

@@ -147,6 +147,13 @@ async def test_the_on_call_person_is_paged_then_the_next_step_and_the_paged_pers
     await eventually(lambda: genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id))
     events = await world.timeline(alert_id)
     assert ("acknowledge", "applied", "paged at step 2") in events
+    # Both pages are redrawn: acknowledged, no Acknowledge button any more.
+    for channel, ts in await genie.rows("SELECT slack_channel, slack_ts FROM page ORDER BY id"):
+        [redrawn] = [c.args for c in await genie.fake.wait_for("chat.update", channel=channel, ts=ts)]
+        assert "Acknowledged* by Bob Jones" in block_text(redrawn["blocks"])
+        assert "alert_acknowledge" not in {d.get("action_id") for d in walk(redrawn["blocks"]) if isinstance(d, dict)}
+    assert [r[0] for r in await genie.rows("SELECT slack_channel FROM page ORDER BY id")] == ["D0ALICE", "D0BOB"]
+
     # Step 2 was the last: the policy had run its course (no repeat), and the timeline says so.
     assert any(e[0] == "page" and (e[2] or "").startswith("escalation policy default has run its course (1 round")
                for e in events)

@@ -97,9 +97,18 @@ async def start(session: AsyncSession, alert: Alert, team: Team, now: datetime) 
 
 async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime, why: str) -> bool:
     """The alert was acknowledged or closed (``why``): its timer goes, in the caller's
-    transaction. True when there was one (the timeline then says so)."""
+    transaction, and the pages already sent are redrawn (through the outbox, after them). True
+    when there was a timer (the timeline then says so)."""
     result = await session.execute(delete(AlertEscalation).where(AlertEscalation.alert_id == alert.id)
                                    .execution_options(synchronize_session=False))
+    sent = list(await session.scalars(select(Page).where(Page.alert_id == alert.id, Page.status == SENT,
+                                                         Page.slack_ts.is_not(None))))
+    team = await session.get(Team, alert.team_id) if sent and alert.team_id is not None else None
+    for page in sent:  # the pages already in Slack are redrawn (after them: the same outbox channel)
+        await outbox.enqueue(session, page.target or page.slack_channel, PAGE, alert_id=alert.id,
+                             payload={"page": page.id, "update": True}, flush=False,
+                             slack_team_id=team.slack_team_id if team else None,
+                             enterprise_id=team.enterprise_id if team else None)
     if result.rowcount:
         await alerts.record(session, alert, "page", "applied", actor, reason=f"escalation stopped: {why}", now=now,
                             flush=False)

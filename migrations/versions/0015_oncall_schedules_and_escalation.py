@@ -166,6 +166,8 @@ def upgrade() -> None:
         sa.Column('reason', sa.String(length=300), nullable=True),
         _utc('created_at'),
         _utc('settled_at', nullable=True),
+        sa.Column('slack_channel', sa.String(length=32), nullable=True),
+        sa.Column('slack_ts', sa.String(length=32), nullable=True),
         sa.ForeignKeyConstraint(['alert_id'], ['alert.id'], name=op.f('fk_page_alert_id_alert'), ondelete='CASCADE'),
         sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_page_user_id_user'), ondelete='SET NULL'),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_page')),
