@@ -223,6 +223,34 @@ async def _sent(world: World, alert_id: int, email: str) -> bool:
     return any(p[0] == email and p[5] == "sent" for p in await world.pages(alert_id))
 
 
+async def test_a_snoozed_alerts_next_step_waits_for_the_snooze_to_end(world: World):
+    genie = world.genie
+    await world.policy([StepSpec(0, "schedule", "primary"), StepSpec(10, "user", "bob@example.com")])
+    alert_id = await world.alert()
+    await world.dms("U0ALICE")
+    end = (utcnow() + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    envelope(await world.call("POST", f"/v2/alerts/{alert_id}/snooze?identifierType=tiny", {"endTime": end}), 202)
+    world.clock.move(minutes=11)
+    assert await genie.rt.paging.run_once() == 0  # due, but snoozed: it waits
+    world.clock.move(minutes=20)
+    assert await genie.rt.paging.run_once() == 1  # the snooze is over: Bob
+    assert [p[0] for p in await world.pages(alert_id)] == ["alice@example.com", "bob@example.com"]
+
+
+def test_the_page_escapes_what_came_from_outside():
+    from bot.blocks.alerts import AlertView
+    from bot.blocks.paging import page_message
+
+    view = AlertView(id=7, message="<!channel> db down", priority="P1", status="open",
+                     created_at=datetime(2026, 11, 25, tzinfo=timezone.utc), team_name="<@U0CEO>")
+    for channel in (False, True):
+        text, blocks = page_message(view, step=1, repeat_round=2, why="on call in <!everyone>", channel=channel)
+        shown = text + block_text(blocks)
+        assert "<!channel>" not in shown and "<@U0CEO>" not in shown and "<!everyone>" not in shown
+        assert "&lt;!channel&gt; db down" in shown and "step 2, repeat 2" in shown
+    assert "<!here>" in block_text(page_message(view, step=0, channel=True)[1])
+
+
 async def test_escalate_fires_the_next_step_at_once_and_a_team_without_a_policy_gets_a_clear_422(world: World):
     genie = world.genie
     await world.policy([StepSpec(0, "schedule", "primary"), StepSpec(30, "user", "bob@example.com")])

@@ -2,7 +2,9 @@
 
 ``judge`` is the one rule, and its facts are read *now*, never from a cache, so a person
 removed from a team at 03:00 cannot acknowledge at 03:01 and a person added at 03:00 can. A
-click reads them all in one query (``gate_facts``).
+click reads them all in one query (``gate_facts``). Who may act: admins, the assignee, a person
+the escalation paged for this alert (``bot.services.paging``; "paged at step 2"), and the
+owning team's members.
 
     facts = await gate_facts(session, identity, alert_id, anonymous_default=False)
     decision = await judge(session, facts, "acknowledge")
