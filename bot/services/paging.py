@@ -15,7 +15,7 @@ fire a step twice, and a process that dies mid-step rolls back, so the step fire
 restart. Acknowledging or closing deletes the row in the same transaction.
 
 **A step** resolves its target *now*: the person on call in the schedule at this moment
-(``schedules.who_is_on_call``), a person, every active member of the team, or the team's
+(``schedules.on_call_in``), a person, every active member of the team, or the team's
 channel. Each person gets one ``page`` row and a Slack DM through the outbox (kind ``page``; the
 DM is drawn from the alert's state when it is delivered, with the channel message's buttons). A
 person who is deactivated or has no Slack link in the workspace of the team's channel, or a
@@ -127,12 +127,10 @@ async def _people(session: AsyncSession, team: Team, step: escalation.Step, now:
             .where(TeamMember.team_id == team.id).order_by(User.name, User.id)))
         return members, f"member of {team.name}", f"team {team.name} has no members"
     assert step.schedule is not None
-    for schedule, shift in await schedules.who_is_on_call(session, team, now):
-        if schedule.id == step.schedule.id:
-            if shift.who is None:
-                break
-            return [shift.who], f"on call in schedule {schedule.name}", None
-    return [], None, f"nobody is on call in schedule {step.schedule.name} now"
+    shift = await schedules.on_call_in(session, step.schedule, now)
+    if shift.who is None:
+        return [], None, f"nobody is on call in schedule {step.schedule.name} now"
+    return [shift.who], f"on call in schedule {step.schedule.name}", None
 
 
 async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: EscalationPolicy,

@@ -276,9 +276,13 @@ async def shifts(session: AsyncSession, schedule: OncallSchedule, start: datetim
 async def who_is_on_call(session: AsyncSession, team: Team, at: datetime,
                          horizon: timedelta = timedelta(days=8)) -> list[tuple[OncallSchedule, Shift]]:
     """For each of the team's schedules (by name), the shift at ``at`` (``who`` None: nobody)."""
+    return [(schedule, await on_call_in(session, schedule, at, horizon))
+            for schedule in await schedules_of_team(session, team)]
+
+
+async def on_call_in(session: AsyncSession, schedule: OncallSchedule, at: datetime,
+                     horizon: timedelta = timedelta(days=8)) -> Shift:
+    """The shift of one schedule at ``at`` (``who`` None: nobody): what an escalation step asks."""
     at = maths.instant(at, "at")
-    out = []
-    for schedule in await schedules_of_team(session, team):
-        loaded = await load(session, schedule, at - horizon, at + horizon)
-        out.append((schedule, maths.who_is_on_call(loaded, at, horizon)))
-    return out
+    loaded = await load(session, schedule, at - horizon, at + horizon)
+    return maths.who_is_on_call(loaded, at, horizon)
