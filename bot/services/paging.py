@@ -116,9 +116,10 @@ async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime,
 
 
 # --- one step ------------------------------------------------------------------------------------
-async def _people(session: AsyncSession, team: Team, step: escalation.Step, now: datetime
+async def _people(session: AsyncSession, team: Team, step: escalation.Step, now: datetime, cache: dict
                   ) -> tuple[list[User], str | None, str | None]:
-    """``(people, why they are paged, why nobody)`` for a person-step, resolved now."""
+    """``(people, why they are paged, why nobody)`` for a person-step, resolved now (the
+    on-call person of a schedule once per tick: ``cache``)."""
     if step.kind == "user":
         return ([step.user] if step.user is not None else []), "named in the policy", "the person no longer exists"
     if step.kind == "team":
@@ -127,14 +128,17 @@ async def _people(session: AsyncSession, team: Team, step: escalation.Step, now:
             .where(TeamMember.team_id == team.id).order_by(User.name, User.id)))
         return members, f"member of {team.name}", f"team {team.name} has no members"
     assert step.schedule is not None
-    shift = await schedules.on_call_in(session, step.schedule, now)
+    key = ("on call", step.schedule.id)
+    if key not in cache:
+        cache[key] = await schedules.on_call_in(session, step.schedule, now)
+    shift = cache[key]
     if shift.who is None:
         return [], None, f"nobody is on call in schedule {step.schedule.name} now"
     return [shift.who], f"on call in schedule {step.schedule.name}", None
 
 
 async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: EscalationPolicy,
-                     step: escalation.Step, repeat_round: int, now: datetime) -> int:
+                     step: escalation.Step, repeat_round: int, now: datetime, cache: dict) -> int:
     """Notify the step's target; how many notifications were queued (0: it reached nobody).
     The outbox keeps its own (real) clock: a page is due for delivery as soon as it is queued."""
     label = step_label(step.position, repeat_round)
@@ -156,7 +160,7 @@ async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: Es
                              slack_team_id=team.slack_team_id, enterprise_id=team.enterprise_id, flush=False)
         await note("applied", f"paged the channel {step.channel} (queued)")
         return 1
-    people, why, nobody = await _people(session, team, step, now)
+    people, why, nobody = await _people(session, team, step, now, cache)
     if not people:
         await note("skipped", f"{nobody}; nobody paged")
         return 0
@@ -189,11 +193,15 @@ async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: Es
     return queued
 
 
-async def fire(session: AsyncSession, row: AlertEscalation, alert: Alert, now: datetime, forced: bool = False) -> int:
+async def fire(session: AsyncSession, row: AlertEscalation, alert: Alert, now: datetime, forced: bool = False,
+               cache: dict | None = None) -> int:
     """Fire the row's step (claimed by the caller) and move the row on, or delete it when the
     alert needs no more paging or the policy has run its course. A step that reaches nobody
     falls through to the next one at once (never past the end of a round). Returns how many
-    notifications were queued. ``forced`` (an explicit escalation) does not wait for a snooze."""
+    notifications were queued. ``forced`` (an explicit escalation) does not wait for a snooze.
+    ``cache``: what one tick of the engine reads once for all the alerts it fires (a policy's
+    steps, a schedule's on-call person at ``now``)."""
+    cache = {} if cache is None else cache
     policy = await session.get(EscalationPolicy, row.policy_id)
     team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
     if alert.status != "open" or alert.acknowledged or policy is None or team is None or policy.team_id != team.id:
@@ -202,12 +210,15 @@ async def fire(session: AsyncSession, row: AlertEscalation, alert: Alert, now: d
     if not forced and alert.snoozed_until is not None and alert.snoozed_until > now:
         row.due_at = alert.snoozed_until  # snoozed: this step waits for the snooze to end
         return 0
-    steps = await escalation.policy_steps(session, policy)
+    key = ("steps", policy.id, policy.updated_at)
+    if key not in cache:
+        cache[key] = await escalation.policy_steps(session, policy)
+    steps = cache[key]
     queued = 0
     while True:
         if row.step >= len(steps):  # the policy changed under it: this round is over
             break
-        reached = await _fire_step(session, alert, team, policy, steps[row.step], row.repeat_round, now)
+        reached = await _fire_step(session, alert, team, policy, steps[row.step], row.repeat_round, now, cache)
         queued += reached
         if row.step + 1 >= len(steps):
             break
@@ -286,7 +297,7 @@ async def due_ids(session: AsyncSession, now: datetime, limit: int = 100) -> lis
         .order_by(AlertEscalation.due_at).limit(limit)))
 
 
-async def claim_and_fire(session: AsyncSession, alert_id: int, now: datetime) -> int | None:
+async def claim_and_fire(session: AsyncSession, alert_id: int, now: datetime, cache: dict | None = None) -> int | None:
     """Claim the alert's due timer and fire it, in the caller's transaction; None when it is
     not due any more or another process holds it (``SKIP LOCKED``)."""
     row = await session.scalar(
@@ -297,7 +308,7 @@ async def claim_and_fire(session: AsyncSession, alert_id: int, now: datetime) ->
     alert = await session.get(Alert, alert_id, populate_existing=True)
     if alert is None:  # pragma: no cover - the row is deleted with its alert
         return None
-    return await fire(session, row, alert, now)
+    return await fire(session, row, alert, now, cache=cache)
 
 
 async def next_due(session: AsyncSession) -> datetime | None:
@@ -341,11 +352,12 @@ class PagingEngine:
         now = self.now()
         async with self.sessionmaker() as session:
             ids = await due_ids(session, now)
+        cache: dict = {}  # read once a tick: a policy's steps, who is on call in a schedule now
         for alert_id in ids:
             if self._stopping:
                 break
             async with self.sessionmaker.begin() as session:
-                done = await claim_and_fire(session, alert_id, now)
+                done = await claim_and_fire(session, alert_id, now, cache)
             if done:
                 queued += done
                 if self.on_paged is not None:
