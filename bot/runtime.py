@@ -37,7 +37,10 @@ class Runtime:
     worker: Any = None
     #: The heartbeat monitor of this process (``bot.services.heartbeats``).
     heartbeats: Any = None
-    #: The clock heartbeats are judged by (pings, due times, expiry). Tests set their own to
+    #: The escalation engine of this process (``bot.services.paging``).
+    paging: Any = None
+    #: The clock heartbeats are judged by (pings, due times, expiry), and escalation steps fall
+    #: due by (``bot.services.paging``). Tests set their own to
     #: move time on; everything else uses the real one.
     now: Callable[[], datetime] = utcnow
 
@@ -63,9 +66,11 @@ class Runtime:
 
     def wake_outbox(self, channel: str | None = None) -> None:
         """After committing outbox rows (to ``channel``, when known): deliver now rather than at
-        the worker's next poll."""
+        the worker's next poll. The escalation engine looks too (a new alert may start one)."""
         if self.worker is not None:
             self.worker.wake(channel)
+        if self.paging is not None:
+            self.paging.wake()
 
     def link_url(self, token: str) -> str:
         """Built from GENIE_BASE_URL, never from a request's Host header."""

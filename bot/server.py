@@ -38,6 +38,7 @@ from bot.slack.screening import screen
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
 from bot.services.heartbeats import HeartbeatMonitor
+from bot.services.paging import PagingEngine
 from bot.services.cleanup import Cleanup
 from bot.services.keys import resolve_secret_keys
 from bot.web.alert_api import routes as api_routes
@@ -256,6 +257,9 @@ def build_asgi_app(rt: Runtime) -> Starlette:
 
     # Every process looks for late heartbeats (with or without Slack: the alert is kept either way).
     rt.heartbeats = HeartbeatMonitor(rt.sessionmaker, lambda: rt.now(), on_raised=rt.wake_outbox)
+    # … and fires due escalation steps (the pages wait in the outbox when Slack is not configured).
+    rt.paging = PagingEngine(rt.sessionmaker, lambda: rt.now(),
+                             on_paged=lambda channel: rt.worker.wake(channel) if rt.worker is not None else None)
     cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
 
     @asynccontextmanager
@@ -264,6 +268,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         if worker is not None:
             worker.start()
         rt.heartbeats.start()
+        rt.paging.start()
         cleanup.start()
         if socket_mode is not None:
             await socket_mode.start()
@@ -271,6 +276,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
             yield
         finally:
             await rt.heartbeats.stop()
+            await rt.paging.stop()
             if socket_mode is not None:
                 await socket_mode.stop()
             await cleanup.stop()

@@ -521,6 +521,174 @@ class Heartbeat(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# --- on call (issue 15) ------------------------------------------------------------------------
+# The schedule maths is ``bot.services.oncall.schedule``; these rows are read and written only by
+# ``bot.services.schedules`` and ``bot.services.escalation``.
+class OncallSchedule(Base):
+    """A team's on-call schedule: rotations (layers) and overrides. ``time_zone`` is the one
+    it is shown in; each rotation computes in its own."""
+
+    __tablename__ = "oncall_schedule"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_oncall_schedule_team_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    time_zone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OncallRotation(Base):
+    """One layer of a schedule; of two layers with somebody on call, the higher ``layer`` wins.
+    The first hand-off is ``starts_at``; its wall-clock time in ``time_zone`` is every later one's
+    (days, weeks)."""
+
+    __tablename__ = "oncall_rotation"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "name", name="uq_oncall_rotation_schedule_name"),
+        UniqueConstraint("schedule_id", "layer", name="uq_oncall_rotation_schedule_layer"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("oncall_schedule.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    layer: Mapped[int] = mapped_column(Integer)
+    length: Mapped[int] = mapped_column(Integer)
+    length_unit: Mapped[str] = mapped_column(String(10))  # hours, days, weeks
+    time_zone: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OncallParticipant(Base):
+    """The rotation's participants, in hand-off order (``position`` 0 first); ``user_id`` NULL
+    is a "nobody" slot (OpsGenie's ``none``)."""
+
+    __tablename__ = "oncall_participant"
+
+    rotation_id: Mapped[int] = mapped_column(ForeignKey("oncall_rotation.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+
+
+class OncallRestriction(Base):
+    """A window the rotation is restricted to, in its time zone, as minutes of the day (0–1439);
+    ``start_day``/``end_day`` NULL: every day (time-of-day), else 0 = Monday … 6 = Sunday."""
+
+    __tablename__ = "oncall_restriction"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rotation_id: Mapped[int] = mapped_column(ForeignKey("oncall_rotation.id", ondelete="CASCADE"), index=True)
+    start_day: Mapped[int | None] = mapped_column(Integer)
+    start_minute: Mapped[int] = mapped_column(Integer)
+    end_day: Mapped[int | None] = mapped_column(Integer)
+    end_minute: Mapped[int] = mapped_column(Integer)
+
+
+class OncallOverride(Base):
+    """``user`` is on call for the schedule from ``starts_at`` to ``ends_at``, over every layer;
+    of overlapping overrides the later made (higher ``id``) wins."""
+
+    __tablename__ = "oncall_override"
+    __table_args__ = (Index("ix_oncall_override_schedule_ends", "schedule_id", "ends_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("oncall_schedule.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Who made it, in words (an email, "cli (root@host)").
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EscalationPolicy(Base):
+    """A team's escalation policy (one per team): its steps, then the whole again up to
+    ``repeat`` more times. The engine (``bot.services.paging``) runs it for each new alert of the team."""
+
+    __tablename__ = "escalation_policy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    repeat: Mapped[int] = mapped_column(Integer, default=0)
+    #: A repeat begins this many minutes after the last step of the round before.
+    repeat_after_minutes: Mapped[int] = mapped_column(Integer, default=10, server_default=text("10"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EscalationStep(Base):
+    """Step ``position`` (0 first): ``delay_minutes`` after the alert was created (or the
+    repeat began), notify the target: the on-call person of a schedule, a person, everyone in
+    the team, or the team channel — exactly one ``target_*`` column is set, by ``target_kind``.
+    The targets are plain foreign keys (no cascade): a schedule a step names cannot be deleted."""
+
+    __tablename__ = "escalation_step"
+    __table_args__ = (UniqueConstraint("policy_id", "position", name="uq_escalation_step_policy_position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("escalation_policy.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    delay_minutes: Mapped[int] = mapped_column(Integer)
+    target_kind: Mapped[str] = mapped_column(String(10))  # schedule, user, team, channel
+    target_schedule_id: Mapped[int | None] = mapped_column(ForeignKey("oncall_schedule.id"), index=True)
+    target_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), index=True)
+    target_team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id"))
+    target_channel: Mapped[str | None] = mapped_column(String(32))
+
+
+class AlertEscalation(Base):
+    """The next due step of an alert's escalation: one row per alert being escalated, kept
+    until the policy has run its course or the alert is acknowledged or closed. The engine
+    (``bot.services.paging``) claims due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on
+    SQLite every transaction is the single writer), fires the step and moves the row on, in
+    one transaction: two processes never fire a step twice, and a restart finds the timers."""
+
+    __tablename__ = "alert_escalation"
+    __table_args__ = (Index("ix_alert_escalation_due", "due_at"),)
+
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"), primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("escalation_policy.id", ondelete="CASCADE"), index=True)
+    #: The position of the next step to fire, in round ``repeat_round`` (0: the first run).
+    step: Mapped[int] = mapped_column(Integer)
+    repeat_round: Mapped[int] = mapped_column(Integer)
+    #: Step delays count from here: the alert's creation, then each repeat's start.
+    round_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Page(Base):
+    """One notification of one person (or the team's channel) for an alert, by one step of its
+    escalation: who, how (``channel``: slack_dm, slack_channel), where (``target``: the Slack
+    user or channel id), and what became of it — queued, sent, failed, skipped (the person has
+    no Slack link or is deactivated, or nobody was on call), cancelled (the alert was
+    acknowledged or closed before it went out) — with the reason. A person paged for an alert
+    may act on it (``bot.services.access``)."""
+
+    __tablename__ = "page"
+    __table_args__ = (Index("ix_page_alert_user", "alert_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    repeat_round: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(20))
+    target: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Where Slack put the page once sent (a DM's channel is ``D…``): updated when the alert is
+    #: acknowledged or closed, so its buttons match.
+    slack_channel: Mapped[str | None] = mapped_column(String(32))
+    slack_ts: Mapped[str | None] = mapped_column(String(32))
+
+
 # --- Slack installations (multi-workspace OAuth) ---------------------------------------------
 # slack-sdk's own tables, defined by slack-sdk and used through its Async SQLAlchemy stores on
 # Genie's engine; declared here so that Alembic creates and upgrades them with ours.

@@ -232,7 +232,7 @@ async def test_updates_tags_details_responders_snooze_and_custom_actions(api: Ap
     assert "Growing 1%/min" in seen and "sev1" in seen and "runbook" in seen and "region" not in seen
     assert "snoozed until" in seen and "Bob Jones" in seen
 
-    # Escalation needs on-call, which Genie does not have yet: a clear 422, nothing changed.
+    # Escalation needs the team's escalation policy, which this team has not: a clear 422, nothing changed.
     before = await api.genie.scalar("SELECT count(*) FROM alert_event")
     answer = envelope(await api.call("POST", f"/v2/alerts/{ident}/escalate", {"escalation": {"name": "x"}}), 422)
     assert "escalation" in answer["message"] and answer["errors"]

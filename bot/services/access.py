@@ -2,7 +2,9 @@
 
 ``decide`` is the one rule, and its facts are read *now*, never from a cache, so a person
 removed from a team at 03:00 cannot acknowledge at 03:01 and a person added at 03:00 can. A
-click reads them all in one query (``gate_facts``).
+click reads them all in one query (``gate_facts``). Who may act: admins, the assignee, a person
+the escalation paged for this alert (``bot.services.paging``; "paged at step 2"), and the
+owning team's members.
 
     facts = await gate_facts(session, identity, alert_id, anonymous_default=False)
     decision = await decide(session, facts, AlertAction.ACKNOWLEDGE)
@@ -15,12 +17,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
-from storage.models import Alert, SlackLink, Team, TeamMember, TeamPostGrant, User, WorkspaceSetting
+from storage.models import Alert, Page, SlackLink, Team, TeamMember, TeamPostGrant, User, WorkspaceSetting
 
 ANONYMOUS_SETTING = "allow_anonymous_actions"
 
@@ -28,6 +30,7 @@ ANONYMOUS_SETTING = "allow_anonymous_actions"
 class Reason(enum.StrEnum):
     MEMBER = "member of the owning team"
     ASSIGNEE = "assignee"
+    PAGED = "paged for this alert"
     ADMIN = "Genie admin"
     ANONYMOUS = "anonymous actions allowed in this workspace"
     NOT_LINKED = "Slack account not linked"
@@ -46,6 +49,8 @@ class Decision:
     #: For people: why, and what to do about it (denials only).
     text: str = ""
     team_name: str | None = None
+    #: For the timeline, when more precise than ``reason`` ("paged at step 2").
+    why: str | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -82,6 +87,9 @@ class GateFacts:
     allow_anonymous: bool
     #: The clicker is a Slack Connect user of another organization (``SlackIdentity.external``).
     external: bool = False
+    #: The first escalation step (from 0) that paged that user for this alert, if any
+    #: (``bot.services.paging``: a page queued or sent, not one skipped or failed).
+    paged_step: int | None = None
 
 
 async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: int,
@@ -91,8 +99,10 @@ async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: i
     is no such alert. On a click this replaces five queries: on SQLite each costs several
     hand-offs to aiosqlite's thread, and the click's transaction holds the write lock."""
     is_member = exists().where(TeamMember.team_id == Alert.team_id, TeamMember.user_id == User.id)
+    paged = (select(func.min(Page.step)).where(Page.alert_id == Alert.id, Page.user_id == User.id,
+                                               Page.status.in_(("queued", "sent"))).scalar_subquery())
     row = (await session.execute(
-        select(Alert, Team, User, is_member.label("is_member"),
+        select(Alert, Team, User, is_member.label("is_member"), paged.label("paged"),
                repo.workspace_setting_value(identity.workspace_id, ANONYMOUS_SETTING).label("anonymous"))
         .select_from(Alert)
         .outerjoin(Team, Team.id == Alert.team_id)
@@ -103,11 +113,11 @@ async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: i
     )).first()
     if row is None:
         return None
-    alert, team, user, member, value = row
+    alert, team, user, member, paged_step, value = row
     if identity.external:  # never this workspace's linked user, nor anonymous here
         return GateFacts(alert=alert, team=team, user=None, is_member=False, allow_anonymous=False, external=True)
     return GateFacts(alert=alert, team=team, user=user, is_member=bool(member),
-                     allow_anonymous=anonymous_default if value is None else value == "true")
+                     allow_anonymous=anonymous_default if value is None else value == "true", paged_step=paged_step)
 
 
 async def person_facts(session: AsyncSession, user: User, alert_id: int) -> GateFacts | None:
@@ -178,6 +188,8 @@ async def decide(session: AsyncSession, facts: GateFacts, action: str) -> Decisi
         return Decision(True, Reason.ADMIN, user=user, team_name=team_name)
     if alert.owner_user_id == user.id:
         return Decision(True, Reason.ASSIGNEE, user=user, team_name=team_name)
+    if facts.paged_step is not None:  # the escalation paged them: they may act, even if not (now) a member
+        return Decision(True, Reason.PAGED, user=user, team_name=team_name, why=f"paged at step {facts.paged_step + 1}")
     if team is not None and facts.is_member:
         return Decision(True, Reason.MEMBER, user=user, team_name=team_name)
     # Refusals only from here: who to ask is read now, off the allowed (hot) path.

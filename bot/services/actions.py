@@ -157,7 +157,7 @@ async def _decide_and_apply(session: AsyncSession, facts: access.GateFacts | Non
                 return ActionResult(False, text, alert_id=alert.id, outcome="denied", reason="rate_limited")
         await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
         return ActionResult(False, decision.text, decision, alert.id, outcome="denied", reason=reason)
-    why = decision.reason.value
+    why = decision.why or decision.reason.value
     try:
         problem = await APPLY[action](session, alert, actor, why, assignee_id, note)
         if problem is not None:

@@ -29,8 +29,8 @@ from bot.services.errors import GenieError, NotFound
 from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import (Alert, AlertAction, AlertEvent, AlertStatus, ApiRequest, Team, TeamApiKey, TeamMember,
-                            TeamPostGrant, User)
+from storage.models import (Alert, AlertAction, AlertEvent, AlertStatus, ApiRequest, Page, Team, TeamApiKey,
+                            TeamMember, TeamPostGrant, User)
 
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 LIMITS = {"message": 130, "alias": 512, "description": 15000, "entity": 512, "source": 100, "user": 100,
@@ -344,6 +344,9 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
         if team.slack_channel_id:
             await outbox.enqueue(session, team.slack_channel_id, outbox.POST_ALERT, alert_id=alert.id, now=now,
                                  slack_team_id=team.slack_team_id, enterprise_id=team.enterprise_id)
+        from bot.services import paging  # (it builds on this module)
+
+        await paging.start(session, alert, team, now)  # the team's escalation policy, if it has one
         session.add(ApiRequest(request_id=request_id, team_id=key_team.id, action="Create", alert_id=alert.id,
                                alias=alias, success=True, status="Created alert", processed_at=now))
         return alert, True
@@ -431,7 +434,14 @@ async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note
         raise await _noop(session, alert, AlertAction.ACKNOWLEDGE, actor, now, request_id)
     await _applied(session, alert, AlertAction.ACKNOWLEDGE, actor, reason=why, note=note,
                    request_id=request_id, now=now)
+    await _stop_paging(session, alert, actor, now, f"acknowledged by {actor.name}")
     return alert
+
+
+async def _stop_paging(session: AsyncSession, alert: Alert, actor: Actor, now: datetime, why: str) -> None:
+    from bot.services import paging  # (it builds on this module)
+
+    await paging.stop(session, alert, actor, now, why)
 
 
 async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
@@ -442,6 +452,7 @@ async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str 
                                   closed_by_slack=actor.anonymous_slack_user, updated_at=now)):
         raise await _noop(session, alert, AlertAction.CLOSE, actor, now, request_id)
     await _applied(session, alert, AlertAction.CLOSE, actor, reason=why, note=note, request_id=request_id, now=now)
+    await _stop_paging(session, alert, actor, now, f"closed by {actor.name}")
     return alert
 
 
@@ -671,7 +682,7 @@ async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: date
 async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]]:
     """Who was told of the alert, and how: the owning team's active members through its
     channel message (``notified`` once it is in Slack, else ``pending``), and each person the
-    alert was assigned to in a Slack DM (from the timeline)."""
+    alert was assigned to in a Slack DM (from the timeline), and each person the escalation paged."""
     told: dict[int, dict[str, Any]] = {}
     if alert.team_id is not None and alert.slack_channel:
         rows = await session.execute(
@@ -689,6 +700,13 @@ async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]
             user = await users.user_by_email(session, match.group(1))
             if user is not None:
                 told[user.id] = {"user": user, "state": "notified", "method": "Slack DM", "at": event.at}
+    pages = await session.execute(  # paged by the escalation (bot.services.paging): the latest page each
+        select(Page, User).join(User, User.id == Page.user_id).where(Page.alert_id == alert.id).order_by(Page.id))
+    states = {"sent": "notified", "queued": "pending", "failed": "failed"}
+    for page, user in pages.all():
+        if page.status in states:
+            told[user.id] = {"user": user, "state": states[page.status], "method": "Slack DM (paged)",
+                             "at": page.settled_at or page.created_at}
     return list(told.values())
 
 

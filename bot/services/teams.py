@@ -55,7 +55,7 @@ async def membership(session: AsyncSession, team_id: int, user_id: int) -> TeamM
     return await session.get(TeamMember, (team_id, user_id))
 
 
-def _check_channel(channel: str) -> str:
+def check_channel(channel: str) -> str:
     channel = channel.strip()
     if not _CHANNEL.match(channel):
         raise InvalidInput(f"{channel!r} is not a Slack channel id (like C0123456789)")
@@ -84,7 +84,7 @@ async def add_team(session: AsyncSession, name: str, channel: str | None = None,
     if await team_by_name(session, name):
         raise AlreadyExists(f"a team named {name} already exists")
     team_id, enterprise_id = _check_workspace(workspace)
-    team = Team(name=name, slack_channel_id=_check_channel(channel) if channel else None,
+    team = Team(name=name, slack_channel_id=check_channel(channel) if channel else None,
                 slack_team_id=team_id, enterprise_id=enterprise_id)
     session.add(team)
     await session.flush()
@@ -101,7 +101,7 @@ async def require_team(session: AsyncSession, name: str) -> Team:
 async def set_team_channel(session: AsyncSession, name: str, channel: str, workspace: str | None = None) -> Team:
     """The channel for the team's alerts; in multi-workspace mode also the workspace it is in."""
     team = await require_team(session, name)
-    team.slack_channel_id = _check_channel(channel)
+    team.slack_channel_id = check_channel(channel)
     if workspace:
         team.slack_team_id, team.enterprise_id = _check_workspace(workspace)
     return team

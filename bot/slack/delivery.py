@@ -48,6 +48,8 @@ from bot.blocks.messages import draw, intent_of
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.services import alerts, outbox, slack_directory
+from bot.services.paging import PAGE
+from bot.slack.paging import send_page
 from storage.base import utcnow
 from storage.models import Alert, OutboxMessage
 
@@ -380,6 +382,8 @@ class OutboxWorker:
             await self._update_alert(claim)
         elif claim.kind == outbox.MESSAGE:
             await self._post_message(claim)
+        elif claim.kind == PAGE:  # escalation (bot.services.paging): a page DM drawn now
+            await send_page(self, claim)
         else:
             raise Undeliverable(f"unknown outbox kind {claim.kind!r}")
 

@@ -22,7 +22,8 @@ Where Genie differs from OpsGenie, on purpose:
   not a silent 202: clients check the status code, few poll the request status. The refusal
   is still recorded: it is on the alert's timeline (``denied``) and in the request status.
 - ``apiKey`` in the query string is not accepted: keys in URLs end up in access logs.
-- Escalate is a 422 until on-call exists; saved searches and attachments are 404s. Every route
+- Escalate fires the next step of the team's escalation policy at once (``bot.services.paging``);
+  an alert of a team with no policy is a 422. Saved searches and attachments are 404s. Every route
   is also served with a trailing slash and under JSM's ``/jsm/ops/integration`` prefix (see
   ``_served``). Query language: see ``parse_query``.
 """
@@ -48,7 +49,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from bot.ids import is_id
-from bot.services import access, alert_people, alerts, teams, users
+from bot.services import access, alert_people, alerts, paging, teams, users
 from bot.services.alerts import Actor, AlreadyDone, Forbidden, ValidationFailed
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
 from storage.base import utcnow
@@ -405,6 +406,8 @@ def log_line(event: AlertEvent) -> str:
     via = _VIA.get(event.via, event.via)
     if event.action == "note" and event.outcome == "applied":
         return f"Note added by {who} via {via}: {event.note}"
+    if event.action == "page":  # bot.services.paging: who was paged, how, and what became of it
+        return f"Paging ({event.outcome}) by {who}: {event.reason}"
     if event.action == "resolve":  # bot.services.alert_people: who the names were resolved to
         return f"People named by {who} via {via}: {event.reason}"
     if event.outcome == "applied":
@@ -873,17 +876,18 @@ async def snooze_alert(request: Request, call: Call) -> Response:
     return await _change(request, call, "Snooze", _snooze)
 
 
-@endpoint
-async def escalate_alert(request: Request, call: Call) -> Response:
-    """On-call (escalation policies) is not built yet: a clear 422, and nothing changes."""
-    key = presented_key(request)
-    await read_body(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
-        await _find(session, request, team)
-    text = ("Genie has no escalation policies yet (on-call is not built), so an alert can't be escalated; "
-            "assign it (POST …/assign) or add a responder instead.")
-    raise ApiError(422, text, errors={"escalation": text})
+def _escalate(now: datetime) -> Change:
+    """The next step of the alert's escalation fires now (``paging.escalate_now``); an alert of
+    a team with no escalation policy is a 422 that changes nothing."""
+
+    async def change(session, team, alert, actor, body, fields, request_id) -> str:
+        try:
+            fired = await paging.escalate_now(session, alert, actor, now, named=body.get("escalation"),
+                                              note=fields.note, request_id=request_id)
+        except InvalidInput as err:  # no policy, or not this one: 422 naming the field, nothing changed
+            raise ApiError(422, f"escalation: {err}", errors={"escalation": str(err)}) from None
+        return f"Escalated alert to next ({fired})"
+    return change
 
 
 def _changing(action: str, change: Any, *, per_request: bool = False,
@@ -907,6 +911,7 @@ remove_details = _changing("RemoveDetails", _details_remove, per_request=True, b
 update_message = _changing("UpdateMessage", _update("message"))
 update_description = _changing("UpdateDescription", _update("description"))
 update_priority = _changing("UpdatePriority", _update("priority"))
+escalate_alert = _changing("EscalateToNext", lambda request: _escalate(request.app.state.runtime.now()), per_request=True)
 custom_action = _changing("ExecuteCustomAction", _custom_action, per_request=True)
 
 

@@ -1,0 +1,153 @@
+"""Benchmark of the escalation engine (issue 15): the cost of a tick with many open alerts being
+escalated, the latency of a burst of due steps, and "who is on call" over many schedules.
+
+    .venv/bin/python -m bench.paging                       # SQLite: 10,000 alerts, 1,000 due, 1,000 schedules
+    .venv/bin/python -m bench.paging --db postgres --pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python -m bench.paging --alerts 1000 --due 100 --schedules 100   # quick
+
+In-process, against a scratch database (a temporary SQLite file, or a PostgreSQL database it
+creates and drops): the policy's first step is a schedule whose on-call person has a Slack link,
+so each due step resolves the schedule at that moment, writes its page, timeline rows and outbox
+message, and moves its timer on — all that a real step does except the Slack call (the outbox
+worker's, measured by ``bench/run.py``). Alerts and timers are inserted in bulk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, text
+from sqlalchemy.engine import make_url
+
+from bot.services import escalation, paging, schedules, teams, users
+from bot.services.escalation import StepSpec
+from bot.services.schedules import RotationSpec
+from storage.base import utcnow
+from migrations.apply import upgrade
+from storage.models import Alert, AlertEscalation, SlackLink, Team
+from storage.session import make_engine, make_sessionmaker
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(args: argparse.Namespace) -> None:
+    admin = None
+    if args.db == "postgres":
+        name = f"genie_bench_paging_{uuid.uuid4().hex[:8]}"
+        admin = make_engine(args.pg_url)
+        async with admin.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(args.pg_url).set(database=name).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'paging.db'}"
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+        db = make_sessionmaker(engine)
+        now = utcnow().replace(microsecond=0)
+        start = now - timedelta(days=3)
+        async with db.begin() as s:
+            team = await teams.add_team(s, "Payments", "C0PAY")
+            people = []
+            for i in range(20):
+                user = await users.add_user(s, f"p{i:02d}@example.com", f"Person {i:02d}")
+                await teams.add_member(s, "Payments", user.email)
+                s.add(SlackLink(user_id=user.id, workspace_id="T0BENCH", slack_user_id=f"U0P{i:02d}",
+                                slack_team_id="T0BENCH"))
+                people.append(user.email)
+        t = time.perf_counter()
+        for i in range(args.schedules):
+            async with db.begin() as s:
+                rotation = RotationSpec("week", [people[i % 20], people[(i + 1) % 20]], 1, "weeks", start, "UTC")
+                await schedules.create_schedule(s, "Payments", f"s{i:04d}", "UTC", [rotation])
+        print(f"seeded {args.schedules} schedules in {time.perf_counter() - t:.1f} s")
+        async with db.begin() as s:
+            await escalation.set_policy(s, "Payments", "default",
+                                        [StepSpec(0, "schedule", "s0000"), StepSpec(10, "user", people[5])])
+            policy_id = (await escalation.require_policy(s, "Payments"))[1].id
+            team_id = (await s.get(Team, team.id)).id
+        t = time.perf_counter()
+        batch = 1000
+        for first in range(0, args.alerts, batch):
+            ids = range(first, min(args.alerts, first + batch))
+            async with db.begin() as s:
+                rows = [dict(uid=str(uuid.uuid4()), team_id=team_id, message=f"alert {i}", alias=f"a{i}", tags=[],
+                             details={}, responders=[], priority="P3", status="open", acknowledged=False, count=1,
+                             created_at=now, updated_at=now, last_occurred_at=now) for i in ids]
+                alert_ids = list((await s.execute(insert(Alert).returning(Alert.id), rows)).scalars())
+                await s.execute(insert(AlertEscalation), [
+                    dict(alert_id=a, policy_id=policy_id, step=0, repeat_round=0, round_started_at=now,
+                         due_at=now if n + first < args.due else now + timedelta(hours=1))
+                    for n, a in enumerate(alert_ids)])
+        print(f"seeded {args.alerts} open alerts being escalated ({args.due} due) in {time.perf_counter() - t:.1f} s")
+
+        # An idle tick: nothing due among all those timers.
+        engine_ = paging.PagingEngine(db, lambda: now - timedelta(seconds=1))
+        idle = []
+        for _ in range(50):
+            t = time.perf_counter()
+            assert await engine_.run_once() == 0
+            idle.append(time.perf_counter() - t)
+
+        # A burst: every due step fired by one engine; each step's latency is from the tick's start
+        # to its commit (so the last of the burst waited for all before it).
+        latencies: list[float] = []
+        t0 = time.perf_counter()
+        cache: dict = {}  # as the engine's tick keeps it
+        async with db() as s:
+            due = await paging.due_ids(s, now, limit=args.due)
+        for alert_id in due:
+            async with db.begin() as s:
+                assert await paging.claim_and_fire(s, alert_id, now, cache) == 1
+            latencies.append(time.perf_counter() - t0)
+        burst = time.perf_counter() - t0
+
+        async with db() as s:
+            t = time.perf_counter()
+            found = await schedules.who_is_on_call(s, await s.get(Team, team_id), now)
+            whole = time.perf_counter() - t
+        assert len(found) == args.schedules and all(shift.who is not None for _, shift in found)
+
+        print()
+        print(f"| {args.db} | value |")
+        print("|---|---|")
+        print(f"| idle tick, {args.alerts:,} timers, none due (p50 / p99) | {statistics.median(idle) * 1000:.2f} ms / "
+              f"{pct(idle, 0.99) * 1000:.2f} ms |")
+        print(f"| burst of {len(latencies):,} due steps: all fired in | {burst:.2f} s "
+              f"({burst / max(1, len(latencies)) * 1000:.2f} ms a step) |")
+        print(f"| latency of a due step in that burst (p50 / p99) | {pct(latencies, 0.5):.2f} s / "
+              f"{pct(latencies, 0.99):.2f} s |")
+        print(f"| who is on call, {args.schedules:,} schedules | {whole * 1000:.0f} ms "
+              f"({whole / args.schedules * 1000:.2f} ms a schedule) |")
+    finally:
+        await engine.dispose()
+        if admin is not None:
+            async with admin.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            await admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--pg-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--alerts", type=int, default=10_000)
+    parser.add_argument("--due", type=int, default=1_000)
+    parser.add_argument("--schedules", type=int, default=1_000)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""The escalation engine: pages people for an alert by its team's escalation policy
+(``bot.services.escalation``) until someone acknowledges or closes it.
+
+    start(session, alert, team, now)        # alerts.create_alert: the alert's timer, if the team has a policy
+    stop(session, alert, actor, now, why)   # alerts.acknowledge / close: the timer goes, nobody else is paged
+    escalate_now(session, alert, actor, …)  # OpsGenie's escalate: the next step fires at once
+    PagingEngine(...).start()               # every ``genie serve``: fires due steps
+
+**Timers are rows.** An alert being escalated has one ``alert_escalation`` row: the next step,
+the repeat round, when the round began and when the step is due. The engine claims due rows —
+``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL (a row another process holds is skipped, not
+waited for); on SQLite every transaction is ``BEGIN IMMEDIATE``, the single writer — and in
+that one transaction fires the step and moves the row on (or deletes it): two processes never
+fire a step twice, and a process that dies mid-step rolls back, so the step fires after a
+restart. Acknowledging or closing deletes the row in the same transaction.
+
+**A step** resolves its target *now*: the person on call in the schedule at this moment
+(``schedules.on_call_in``), a person, every active member of the team, or the team's
+channel. Each person gets one ``page`` row and a Slack DM through the outbox (kind ``page``; the
+DM is drawn from the alert's state when it is delivered, with the channel message's buttons). A
+person who is deactivated or has no Slack link in the workspace of the team's channel, or a
+schedule with nobody on call, or a person no longer in the team, is recorded (``skipped``, and why, on the timeline): nobody is
+skipped silently. A step that reaches nobody falls through to the next step at once.
+
+**Repeats.** After the last step, the policy runs again ``repeat`` more times, each round
+beginning ``repeat_after_minutes`` after the last step of the round before; a snoozed alert's
+step waits until the snooze ends. Times come from the caller: the engine uses
+``Runtime.now``, which tests move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from datetime import datetime, timedelta
+from typing import Callable
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.services import alert_people, alerts, escalation, outbox, schedules
+from bot.services.alerts import Actor, AlreadyDone
+from bot.services.errors import InvalidInput
+from storage.base import utcnow
+from storage.models import Alert, AlertEscalation, EscalationPolicy, Page, Team, TeamMember, User
+
+logger = logging.getLogger(__name__)
+
+#: The outbox kind of a page (``bot.page_delivery``): payload ``{"page": id}``, alert_id set.
+PAGE = "page"
+SLACK_DM = "slack_dm"
+SLACK_CHANNEL = "slack_channel"
+#: Page statuses.
+QUEUED, SENT, FAILED, SKIPPED, CANCELLED = "queued", "sent", "failed", "skipped", "cancelled"
+#: Pages that let their person act on the alert (``bot.services.access``).
+REACHED = (QUEUED, SENT)
+POLL_INTERVAL = 5.0
+
+
+def engine_actor(policy_name: str | None) -> Actor:
+    return Actor(via="paging", label=f"Escalation policy {policy_name}"[:200] if policy_name else "Escalation")
+
+
+def step_label(step: int, repeat_round: int) -> str:
+    """"step 2", "step 2 (repeat 1)" — ``step`` counted from 0 as stored."""
+    return f"step {step + 1}" + (f" (repeat {repeat_round})" if repeat_round else "")
+
+
+def _due(row: AlertEscalation, steps: list[escalation.Step]) -> datetime:
+    return row.round_started_at + timedelta(minutes=steps[row.step].delay_minutes)
+
+
+async def _policy_of(session: AsyncSession, team_id: int | None) -> EscalationPolicy | None:
+    if team_id is None:
+        return None
+    return await session.scalar(select(EscalationPolicy).where(EscalationPolicy.team_id == team_id))
+
+
+async def start(session: AsyncSession, alert: Alert, team: Team, now: datetime) -> AlertEscalation | None:
+    """A new alert of ``team``: its escalation's first timer, when the team has a policy. The
+    engine is woken after the commit (``Runtime.wake_outbox``)."""
+    policy = await _policy_of(session, team.id)
+    if policy is None:
+        return None
+    steps = await escalation.policy_steps(session, policy)
+    if not steps:
+        return None
+    row = AlertEscalation(alert_id=alert.id, policy_id=policy.id, step=0, repeat_round=0, round_started_at=now,
+                          due_at=now + timedelta(minutes=steps[0].delay_minutes))
+    session.add(row)
+    await alerts.record(session, alert, "page", "applied", engine_actor(policy.name), now=now, flush=False,
+                        reason=f"escalation policy {policy.name} started: {len(steps)} step(s)"
+                               + (f", repeated up to {policy.repeat} time(s)" if policy.repeat else ""))
+    return row
+
+
+async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime, why: str) -> bool:
+    """The alert was acknowledged or closed (``why``): its timer goes, in the caller's
+    transaction, and the pages already sent are redrawn (through the outbox, after them). True
+    when there was a timer (the timeline then says so)."""
+    result = await session.execute(delete(AlertEscalation).where(AlertEscalation.alert_id == alert.id)
+                                   .execution_options(synchronize_session=False))
+    sent = list(await session.scalars(select(Page).where(Page.alert_id == alert.id, Page.status == SENT,
+                                                         Page.slack_ts.is_not(None))))
+    team = await session.get(Team, alert.team_id) if sent and alert.team_id is not None else None
+    for page in sent:  # the pages already in Slack are redrawn (after them: the same outbox channel)
+        await outbox.enqueue(session, page.target or page.slack_channel, PAGE, alert_id=alert.id,
+                             payload={"page": page.id, "update": True}, flush=False,
+                             slack_team_id=team.slack_team_id if team else None,
+                             enterprise_id=team.enterprise_id if team else None)
+    if result.rowcount:
+        await alerts.record(session, alert, "page", "applied", actor, reason=f"escalation stopped: {why}", now=now,
+                            flush=False)
+    return bool(result.rowcount)
+
+
+# --- one step ------------------------------------------------------------------------------------
+async def _people(session: AsyncSession, team: Team, step: escalation.Step, now: datetime, cache: dict
+                  ) -> tuple[list[User], str | None, str | None]:
+    """``(people, why they are paged, why nobody)`` for a person-step, resolved now (the
+    on-call person of a schedule once per tick: ``cache``)."""
+    if step.kind == "user":
+        return ([step.user] if step.user is not None else []), "named in the policy", "the person no longer exists"
+    if step.kind == "team":
+        members = list(await session.scalars(
+            select(User).join(TeamMember, TeamMember.user_id == User.id)
+            .where(TeamMember.team_id == team.id).order_by(User.name, User.id)))
+        return members, f"member of {team.name}", f"team {team.name} has no members"
+    assert step.schedule is not None
+    key = ("on call", step.schedule.id)
+    if key not in cache:
+        cache[key] = await schedules.on_call_in(session, step.schedule, now)
+    shift = cache[key]
+    if shift.who is None:
+        return [], None, f"nobody is on call in schedule {step.schedule.name} now"
+    return [shift.who], f"on call in schedule {step.schedule.name}", None
+
+
+async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: EscalationPolicy,
+                     step: escalation.Step, repeat_round: int, now: datetime, cache: dict) -> int:
+    """Notify the step's target; how many notifications were queued (0: it reached nobody).
+    The outbox keeps its own (real) clock: a page is due for delivery as soon as it is queued."""
+    label = step_label(step.position, repeat_round)
+    actor = engine_actor(policy.name)
+
+    async def note(outcome: str, text: str) -> None:
+        await alerts.record(session, alert, "page", outcome, actor, reason=f"{label}: {text}"[:500], now=now,
+                            flush=False)
+
+    def page(**values) -> Page:
+        row = Page(alert_id=alert.id, step=step.position, repeat_round=repeat_round, created_at=now, **values)
+        session.add(row)
+        return row
+
+    if step.kind == "channel":
+        row = page(channel=SLACK_CHANNEL, target=step.channel, status=QUEUED, reason="the team's channel")
+        await session.flush()
+        await outbox.enqueue(session, step.channel, PAGE, alert_id=alert.id, payload={"page": row.id},
+                             slack_team_id=team.slack_team_id, enterprise_id=team.enterprise_id, flush=False)
+        await note("applied", f"paged the channel {step.channel} (queued)")
+        return 1
+    people, why, nobody = await _people(session, team, step, now, cache)
+    if not people:
+        await note("skipped", f"{nobody}; nobody paged")
+        return 0
+    links = await alert_people.slack_links(session, {p.id for p in people if p.is_active}, team)
+    members = set(await session.scalars(select(TeamMember.user_id).where(TeamMember.team_id == team.id,
+                                                                         TeamMember.user_id.in_([p.id for p in people]))))
+    queued = 0
+    for person in dict.fromkeys(people):  # once each, in order
+        who = f"{person.name} ({person.email})"
+        if not person.is_active:
+            page(user_id=person.id, channel=SLACK_DM, status=SKIPPED, reason=f"{why}; deactivated")
+            await note("skipped", f"{who} not paged: their Genie account is deactivated")
+            continue
+        if person.id not in members:  # removed from the team since the schedule or policy named them
+            page(user_id=person.id, channel=SLACK_DM, status=SKIPPED, reason=f"{why}; not a member")
+            await note("skipped", f"{who} not paged: no longer a member of {team.name}")
+            continue
+        link = links.get(person.id)
+        if link is None:
+            page(user_id=person.id, channel=SLACK_DM, status=SKIPPED, reason=f"{why}; no Slack link")
+            await note("skipped", f"{who} not paged: no Slack account is linked in the workspace of "
+                                  f"{team.name}'s channel")
+            continue
+        row = page(user_id=person.id, channel=SLACK_DM, target=link.slack_user_id, status=QUEUED, reason=why)
+        await session.flush()
+        await outbox.enqueue(session, link.slack_user_id, PAGE, alert_id=alert.id, payload={"page": row.id},
+                             slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id, flush=False)
+        await note("applied", f"paged {who}, {why}, by Slack DM (queued)")
+        queued += 1
+    return queued
+
+
+async def fire(session: AsyncSession, row: AlertEscalation, alert: Alert, now: datetime, forced: bool = False,
+               cache: dict | None = None) -> int:
+    """Fire the row's step (claimed by the caller) and move the row on, or delete it when the
+    alert needs no more paging or the policy has run its course. A step that reaches nobody
+    falls through to the next one at once (never past the end of a round). Returns how many
+    notifications were queued. ``forced`` (an explicit escalation) does not wait for a snooze.
+    ``cache``: what one tick of the engine reads once for all the alerts it fires (a policy's
+    steps, a schedule's on-call person at ``now``)."""
+    cache = {} if cache is None else cache
+    policy = await session.get(EscalationPolicy, row.policy_id)
+    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+    if alert.status != "open" or alert.acknowledged or policy is None or team is None or policy.team_id != team.id:
+        await session.delete(row)  # acknowledged or closed meanwhile, or the policy is gone
+        return 0
+    if not forced and alert.snoozed_until is not None and alert.snoozed_until > now:
+        row.due_at = alert.snoozed_until  # snoozed: this step waits for the snooze to end
+        return 0
+    key = ("steps", policy.id, policy.updated_at)
+    if key not in cache:
+        cache[key] = await escalation.policy_steps(session, policy)
+    steps = cache[key]
+    queued = 0
+    while True:
+        if row.step >= len(steps):  # the policy changed under it: this round is over
+            break
+        reached = await _fire_step(session, alert, team, policy, steps[row.step], row.repeat_round, now, cache)
+        queued += reached
+        if row.step + 1 >= len(steps):
+            break
+        row.step += 1
+        row.due_at = _due(row, steps)
+        if reached:
+            return queued
+        await alerts.record(session, alert, "page", "applied", engine_actor(policy.name), now=now, flush=False,
+                            reason=f"{step_label(row.step - 1, row.repeat_round)} reached nobody: "
+                                   f"{step_label(row.step, row.repeat_round)} fires now")
+    # The round is over: repeat, or stop.
+    if row.repeat_round >= policy.repeat or not steps:
+        await session.delete(row)
+        rounds = policy.repeat + 1
+        await alerts.record(session, alert, "page", "applied", engine_actor(policy.name), now=now, flush=False,
+                            reason=f"escalation policy {policy.name} has run its course ({rounds} round(s)); "
+                                   "nobody more will be paged unless it is escalated")
+        return queued
+    last = steps[-1].delay_minutes
+    row.round_started_at = max(now, row.round_started_at + timedelta(minutes=last + policy.repeat_after_minutes))
+    row.repeat_round += 1
+    row.step = 0
+    row.due_at = _due(row, steps)
+    return queued
+
+
+async def escalate_now(session: AsyncSession, alert: Alert, actor: Actor, now: datetime, *,
+                       named: dict | None = None, note: str | None = None, request_id: str | None = None) -> str:
+    """OpsGenie's escalate: the next step of the alert's escalation fires now (a finished
+    escalation starts again from step 1). ``named``: the request's ``escalation``
+    (``{"name": …}`` or ``{"id": …}``), which must be the team's policy. Returns the step fired;
+    ``InvalidInput`` (nothing changed) when the team has no policy or another one is named."""
+    policy = await _policy_of(session, alert.team_id)
+    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+    if policy is None or team is None:
+        owner = f"team {team.name}" if team is not None else "no team"
+        raise InvalidInput(f"this alert belongs to {owner}, which has no escalation policy, so it can't be "
+                           "escalated; assign it or add a responder instead")
+    if named is not None:
+        if not isinstance(named, dict) or not any(isinstance(named.get(k), str) for k in ("id", "name")):
+            raise InvalidInput('escalation must be an object: {"name": "…"} or {"id": "…"}')
+        if named.get("name") not in (None, policy.name) or named.get("id") not in (None, str(policy.id)):
+            given = named.get("name") or named.get("id")
+            raise InvalidInput(f"escalation {given!r} is not the policy of team {team.name} "
+                               f"({policy.name}, id {policy.id})")
+    if alert.status != "open":
+        await alerts.record(session, alert, "escalate", "noop", actor, reason="the alert is closed", now=now,
+                            request_id=request_id)
+        raise AlreadyDone(f"Alert #{alert.id} is closed: nothing to escalate.", "Alert is already closed")
+    if alert.acknowledged:
+        await alerts.record(session, alert, "escalate", "noop", actor, request_id=request_id, now=now,
+                            reason="the alert is acknowledged: its escalation stopped")
+        raise AlreadyDone(f"Alert #{alert.id} is acknowledged: its escalation stopped.",
+                          "Alert is already acknowledged")
+    row = await session.scalar(select(AlertEscalation).where(AlertEscalation.alert_id == alert.id)
+                               .with_for_update().execution_options(populate_existing=True))
+    if row is None or row.policy_id != policy.id:
+        if row is not None:
+            await session.delete(row)
+            await session.flush()
+        row = AlertEscalation(alert_id=alert.id, policy_id=policy.id, step=0, repeat_round=0, round_started_at=now,
+                              due_at=now)
+        session.add(row)
+    fired = step_label(row.step, row.repeat_round)
+    await alerts.record(session, alert, "escalate", "applied", actor, reason=f"{fired} of {policy.name} fires now",
+                        note=note, request_id=request_id, now=now, flush=False)
+    await fire(session, row, alert, now, forced=True)
+    await session.flush()
+    return fired
+
+
+# --- the engine ----------------------------------------------------------------------------------
+async def due_ids(session: AsyncSession, now: datetime, limit: int = 100) -> list[int]:
+    return list(await session.scalars(
+        select(AlertEscalation.alert_id).where(AlertEscalation.due_at <= now)
+        .order_by(AlertEscalation.due_at).limit(limit)))
+
+
+async def claim_and_fire(session: AsyncSession, alert_id: int, now: datetime, cache: dict | None = None) -> int | None:
+    """Claim the alert's due timer and fire it, in the caller's transaction; None when it is
+    not due any more or another process holds it (``SKIP LOCKED``)."""
+    row = await session.scalar(
+        select(AlertEscalation).where(AlertEscalation.alert_id == alert_id, AlertEscalation.due_at <= now)
+        .with_for_update(skip_locked=True).execution_options(populate_existing=True))
+    if row is None:
+        return None
+    alert = await session.get(Alert, alert_id, populate_existing=True)
+    if alert is None:  # pragma: no cover - the row is deleted with its alert
+        return None
+    return await fire(session, row, alert, now, cache=cache)
+
+
+async def next_due(session: AsyncSession) -> datetime | None:
+    return await session.scalar(select(AlertEscalation.due_at).order_by(AlertEscalation.due_at).limit(1))
+
+
+class PagingEngine:
+    """Runs in every ``genie serve``: fires every due step, one transaction per alert, then
+    sleeps until the next timer is due (by ``now``), ``wake()`` or ``poll_interval``.
+    ``on_paged(channel)`` is called after each commit that queued pages (the outbox is woken)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], now: Callable[[], datetime] = utcnow,
+                 on_paged: Callable[[str | None], None] | None = None, poll_interval: float = POLL_INTERVAL) -> None:
+        self.sessionmaker = sessionmaker
+        self.now = now
+        self.on_paged = on_paged
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._loop(), name="genie-paging-engine")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            task, self._task = self._task, None
+            with suppress(asyncio.CancelledError):
+                await task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Fire every step due now; how many notifications this process queued."""
+        queued = 0
+        now = self.now()
+        async with self.sessionmaker() as session:
+            ids = await due_ids(session, now)
+        cache: dict = {}  # read once a tick: a policy's steps, who is on call in a schedule now
+        for alert_id in ids:
+            if self._stopping:
+                break
+            async with self.sessionmaker.begin() as session:
+                done = await claim_and_fire(session, alert_id, now, cache)
+            if done:
+                queued += done
+                if self.on_paged is not None:
+                    self.on_paged(None)
+        return queued
+
+    async def _delay(self) -> float:
+        async with self.sessionmaker() as session:
+            due = await next_due(session)
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.05, (due - self.now()).total_seconds()))
+
+    async def _loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.run_once()
+                delay = await self._delay()
+                failures = 0
+            except Exception:  # the database is unreachable or broken: say so, back off, go on
+                failures += 1
+                delay = min(30.0, 2.0 ** failures)
+                logger.exception("Paging engine could not fire due escalation steps; trying again in %.0f s", delay)
+            if self._stopping:
+                break
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+
+# --- what the outbox worker learns when it delivers a page (``bot.slack.paging``) --------------
+async def page_and_person(session: AsyncSession, page_id: object) -> tuple[Page | None, User | None]:
+    """The page a ``page`` outbox message names, and the person it pages (None for a channel)."""
+    page = await session.get(Page, page_id) if isinstance(page_id, int) else None
+    person = await session.get(User, page.user_id) if page is not None and page.user_id is not None else None
+    return page, person
+
+
+async def record_delivery(session: AsyncSession, page: Page, status: str, text: str, now: datetime,
+                          where: tuple[str, str] | None = None) -> None:
+    """What became of a queued page (and ``where`` Slack put it), on its row and the alert's
+    timeline — once: a page already settled is left as it is."""
+    placed = {"slack_channel": where[0], "slack_ts": where[1] or None} if where else {}
+    changed = await session.execute(
+        update(Page).where(Page.id == page.id, Page.status == QUEUED)
+        .values(status=status, settled_at=now, reason=f"{page.reason or ''}; {text}"[:300], **placed)
+        .execution_options(synchronize_session=False))
+    alert = await session.get(Alert, page.alert_id)
+    if changed.rowcount and alert is not None:
+        outcome = {SENT: "applied", FAILED: "failed"}.get(status, "skipped")
+        await alerts.record(session, alert, "page", outcome, engine_actor(None), now=now,
+                            reason=f"{step_label(page.step, page.repeat_round)}: {text}"[:500])
