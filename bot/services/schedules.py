@@ -89,9 +89,9 @@ async def _checked_rotations(session: AsyncSession, team: Team,
             raise InvalidInput(f"{item}: at most {MAX_PARTICIPANTS} participants")
         if len(spec.restrictions) > MAX_RESTRICTIONS:
             raise InvalidInput(f"{item}: at most {MAX_RESTRICTIONS} restrictions")
-        users = [None if email is None else await active_member(session, team, email, item)
-                 for email in spec.participants]
-        rotation = Rotation(name, tuple(u and u.id for u in users), spec.length, spec.unit, spec.start, spec.time_zone,
+        members = [None if email is None else await active_member(session, team, email, item)
+                   for email in spec.participants]
+        rotation = Rotation(name, tuple(u and u.id for u in members), spec.length, spec.unit, spec.start, spec.time_zone,
                             spec.end, tuple(spec.restrictions))
         rotation.validate()
         for n, window in enumerate(spec.restrictions, 1):
@@ -99,7 +99,7 @@ async def _checked_rotations(session: AsyncSession, team: Team,
                 raise ScheduleError(f"{item}, restriction {n}: give whole minutes")
         if any(name == seen.name for seen, _ in out):
             raise ScheduleError(f"{item} appears twice in the schedule")
-        out.append((replace(spec, name=name), users))
+        out.append((replace(spec, name=name), members))
     return out
 
 
@@ -108,14 +108,14 @@ async def _write_rotations(session: AsyncSession, schedule: OncallSchedule,
     """Replace the schedule's rotations with ``checked`` (old rows deleted first, so the
     per-schedule unique names and layers never meet)."""
     await session.execute(delete(OncallRotation).where(OncallRotation.schedule_id == schedule.id))
-    for layer, (spec, users) in enumerate(checked):
+    for layer, (spec, members) in enumerate(checked):
         rotation = OncallRotation(schedule_id=schedule.id, name=spec.name, layer=layer, length=spec.length,
                                   length_unit=spec.unit, time_zone=spec.time_zone, starts_at=spec.start,
                                   ends_at=spec.end)
         session.add(rotation)
         await session.flush()
         session.add_all(OncallParticipant(rotation_id=rotation.id, position=n, user_id=u and u.id)
-                        for n, u in enumerate(users))
+                        for n, u in enumerate(members))
         session.add_all(OncallRestriction(rotation_id=rotation.id, start_day=w.start_day,
                                           start_minute=w.start.hour * 60 + w.start.minute, end_day=w.end_day,
                                           end_minute=w.end.hour * 60 + w.end.minute)
@@ -258,12 +258,12 @@ async def rotations(session: AsyncSession,
 async def load(session: AsyncSession, schedule: OncallSchedule, start: datetime, end: datetime) -> Schedule:
     """The schedule as the maths takes it, with ``User`` rows as the people (overrides: those
     meeting [start, end))."""
-    layers = tuple(Rotation(r.name, tuple(users), r.length, r.length_unit, r.starts_at, r.time_zone, r.ends_at,
+    layers = tuple(Rotation(r.name, tuple(members), r.length, r.length_unit, r.starts_at, r.time_zone, r.ends_at,
                             tuple(ws))
-                   for r, users, ws in await rotations(session, schedule))
+                   for r, members, ws in await rotations(session, schedule))
     found = await overrides(session, schedule, start, end)
-    users = await users.users_by_id(session, {o.user_id for o in found})
-    return Schedule(layers, tuple(Override(users[o.user_id], o.starts_at, o.ends_at, f"override {o.id}")
+    by_id = await users.users_by_id(session, {o.user_id for o in found})
+    return Schedule(layers, tuple(Override(by_id[o.user_id], o.starts_at, o.ends_at, f"override {o.id}")
                                   for o in found))
 
 
