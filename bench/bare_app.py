@@ -52,18 +52,21 @@ def build() -> Starlette:
 
     async def api_post(request: Request) -> Response:
         body = json.loads(await request.body())
-        return JSONResponse({"result": "Request will be processed", "took": 0.0, "requestId": str(len(body))},
-                            status_code=202)
+        return JSONResponse(
+            {"result": "Request will be processed", "took": 0.0, "requestId": str(len(body))}, status_code=202
+        )
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    return Starlette(routes=[
-        Route("/slack/events", slack_events, methods=["POST"]),
-        Route("/link/{token}", form_post, methods=["POST"]),
-        Route("/v2/alerts", api_post, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/link/{token}", form_post, methods=["POST"]),
+            Route("/v2/alerts", api_post, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )
 
 
 def main() -> None:
@@ -72,8 +75,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=3001)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(build(), host=args.host, port=args.port, log_level="info", proxy_headers=True,
-                            server_header=False)
+    config = uvicorn.Config(
+        build(), host=args.host, port=args.port, log_level="info", proxy_headers=True, server_header=False
+    )
     asyncio.run(uvicorn.Server(config).serve())
 
 

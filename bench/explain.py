@@ -41,8 +41,13 @@ async def explain(url: str, slack_user_id: str, alert_id: int, workspace: str = 
     sessionmaker = make_sessionmaker(engine)
     groups: dict[str, list[tuple[str, Any]]] = {}
     async with sessionmaker() as session:
-        result = await actions.act(session, SlackIdentity(team_id=workspace, user_id=slack_user_id), "acknowledge",
-                                   alert_id, anonymous_default=False)
+        result = await actions.act(
+            session,
+            SlackIdentity(team_id=workspace, user_id=slack_user_id),
+            "acknowledge",
+            alert_id,
+            anonymous_default=False,
+        )
         await session.flush()  # the rows a commit would write (a transition leaves them to it)
         await session.rollback()
     groups["click"], captured[:] = list(captured), []
@@ -71,8 +76,11 @@ async def explain(url: str, slack_user_id: str, alert_id: int, workspace: str = 
 
         async def rows_in(table: str) -> int:
             if table not in sizes:
-                known = ("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = :t" if sqlite else
-                         "SELECT count(*) FROM pg_class WHERE relname = :t AND relkind = 'r'")
+                known = (
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = :t"
+                    if sqlite
+                    else "SELECT count(*) FROM pg_class WHERE relname = :t AND relkind = 'r'"
+                )
                 if not (await conn.execute(text(known), {"t": table})).scalar():
                     sizes[table] = 0  # a CTE's rows (a loose index scan's steps), not a table
                 else:
@@ -83,16 +91,24 @@ async def explain(url: str, slack_user_id: str, alert_id: int, workspace: str = 
             plans = []
             for statement, params in statements:
                 prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-                lines = [str(r[-1]) if sqlite else str(r[0])
-                         for r in (await conn.exec_driver_sql(prefix + statement, params)).all()]
+                lines = [
+                    str(r[-1]) if sqlite else str(r[0])
+                    for r in (await conn.exec_driver_sql(prefix + statement, params)).all()
+                ]
                 scans = []
                 for line in lines:
-                    m = (re.search(r"\bSCAN (\w+)", line) if sqlite else re.search(r'Seq Scan on "?(\w+)', line))
+                    m = re.search(r"\bSCAN (\w+)", line) if sqlite else re.search(r'Seq Scan on "?(\w+)', line)
                     if m and m.group(1) != "CONSTANT" and not (sqlite and "USING" in line):
                         scans.append(m.group(1))
                 big = [t for t in scans if await rows_in(t) >= SMALL_TABLE]
-                plans.append({"sql": " ".join(statement.split()), "plan": lines, "unindexed": big,
-                              "small_scans": [t for t in scans if t not in big]})
+                plans.append(
+                    {
+                        "sql": " ".join(statement.split()),
+                        "plan": lines,
+                        "unindexed": big,
+                        "small_scans": [t for t in scans if t not in big],
+                    }
+                )
             out[group] = plans
         await conn.rollback()
     await engine.dispose()

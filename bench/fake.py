@@ -51,7 +51,8 @@ class RateLimitedFakeSlack(FakeSlack):
                 if last is not None and now - last < 1.0 / self._rate:
                     self.limited += 1
                     wait = max(1, round(1.0 / self._rate - (now - last) + 0.5))
-                    return JSONResponse({"ok": False, "error": "ratelimited"}, status_code=429,
-                                        headers={"Retry-After": str(wait)})
+                    return JSONResponse(
+                        {"ok": False, "error": "ratelimited"}, status_code=429, headers={"Retry-After": str(wait)}
+                    )
                 self._last_ok[channel] = now
         return await super()._api(request)

@@ -95,8 +95,14 @@ class Pool:
             conn.close()  # the server may have closed it already
         return await self._connect()
 
-    async def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-                      head: bytes | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        head: bytes | None = None,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         if head is None:
             head = self.head(method, path, headers or {}, len(body))
         conn = await self._take()

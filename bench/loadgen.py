@@ -60,15 +60,26 @@ async def build(spec: dict[str, Any], pool: Pool) -> list[bytes]:
         users, ids = spec["users"], spec["alert_ids"]
         for i, alert_id in enumerate(ids):
             body, headers = payloads.click(
-                spec["secret"], user_id=users[i % len(users)], team_id=spec["team_id"],
-                team_domain=spec["team_domain"], channel=spec["channel"], alert_id=alert_id,
-                response_url=f"{spec['response_url']}/c{alert_id}-{i}", message=spec.get("message"))
+                spec["secret"],
+                user_id=users[i % len(users)],
+                team_id=spec["team_id"],
+                team_domain=spec["team_domain"],
+                channel=spec["channel"],
+                alert_id=alert_id,
+                response_url=f"{spec['response_url']}/c{alert_id}-{i}",
+                message=spec.get("message"),
+            )
             add("/slack/events", body, headers)
     elif kind == "command":
         for i, user_id in enumerate(spec["users"]):
-            body, headers = payloads.command(spec["secret"], user_id=user_id, team_id=spec["team_id"],
-                                             team_domain=spec["team_domain"], text=spec["text"],
-                                             response_url=f"{spec['response_url']}/s{i}")
+            body, headers = payloads.command(
+                spec["secret"],
+                user_id=user_id,
+                team_id=spec["team_id"],
+                team_domain=spec["team_domain"],
+                text=spec["text"],
+                response_url=f"{spec['response_url']}/s{i}",
+            )
             add("/slack/events", body, headers)
     elif kind == "confirm":
         if spec.get("login"):
@@ -82,8 +93,9 @@ async def build(spec: dict[str, Any], pool: Pool) -> list[bytes]:
         keys = spec["keys"]
         for i in range(spec["count"]):
             key = keys[i % len(keys)]
-            body, headers = payloads.create_alert(key, message=f"{spec['prefix']} {i // len(keys)} on key {i % len(keys)}",
-                                                  alias=f"{spec['prefix']}-{i}")
+            body, headers = payloads.create_alert(
+                key, message=f"{spec['prefix']} {i // len(keys)} on key {i % len(keys)}", alias=f"{spec['prefix']}-{i}"
+            )
             add("/v2/alerts", body, headers)
     else:
         raise SystemExit(f"unknown kind {kind!r}")
@@ -130,6 +142,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         async def client() -> None:
             for i in it:
                 await one(i, loop.time())
+
         await asyncio.gather(*(client() for _ in range(spec.get("concurrency", 16))))
     elif mode == "burst":
         await asyncio.gather(*(one(i, t0) for i in range(n)))
@@ -137,8 +150,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"unknown mode {mode!r}")
     elapsed = loop.time() - t0
     pool.close()
-    return {"t0_wall": t0_wall, "elapsed": elapsed, "samples": results, "errors": errors,
-            "connections": pool.opened}
+    return {"t0_wall": t0_wall, "elapsed": elapsed, "samples": results, "errors": errors, "connections": pool.opened}
 
 
 def main() -> None:

@@ -29,8 +29,8 @@ from sqlalchemy.engine import make_url
 from bot.services import escalation, paging, schedules, teams, users
 from bot.services.escalation import StepSpec
 from bot.services.schedules import RotationSpec
-from storage.base import utcnow
 from migrations.apply import upgrade
+from storage.base import utcnow
 from storage.models import Alert, AlertEscalation, SlackLink, Team
 from storage.session import make_engine, make_sessionmaker
 
@@ -63,8 +63,11 @@ async def run(args: argparse.Namespace) -> None:
             for i in range(20):
                 user = await users.add_user(s, f"p{i:02d}@example.com", f"Person {i:02d}")
                 await teams.add_member(s, "Payments", user.email)
-                s.add(SlackLink(user_id=user.id, workspace_id="T0BENCH", slack_user_id=f"U0P{i:02d}",
-                                slack_team_id="T0BENCH"))
+                s.add(
+                    SlackLink(
+                        user_id=user.id, workspace_id="T0BENCH", slack_user_id=f"U0P{i:02d}", slack_team_id="T0BENCH"
+                    )
+                )
                 people.append(user.email)
         t = time.perf_counter()
         for i in range(args.schedules):
@@ -73,8 +76,9 @@ async def run(args: argparse.Namespace) -> None:
                 await schedules.create_schedule(s, "Payments", f"s{i:04d}", "UTC", [rotation])
         print(f"seeded {args.schedules} schedules in {time.perf_counter() - t:.1f} s")
         async with db.begin() as s:
-            await escalation.set_policy(s, "Payments", "default",
-                                        [StepSpec(0, "schedule", "s0000"), StepSpec(10, "user", people[5])])
+            await escalation.set_policy(
+                s, "Payments", "default", [StepSpec(0, "schedule", "s0000"), StepSpec(10, "user", people[5])]
+            )
             policy_id = (await escalation.require_policy(s, "Payments"))[1].id
             team_id = (await s.get(Team, team.id)).id
         t = time.perf_counter()
@@ -82,14 +86,40 @@ async def run(args: argparse.Namespace) -> None:
         for first in range(0, args.alerts, batch):
             ids = range(first, min(args.alerts, first + batch))
             async with db.begin() as s:
-                rows = [dict(uid=str(uuid.uuid4()), team_id=team_id, message=f"alert {i}", alias=f"a{i}", tags=[],
-                             details={}, responders=[], priority="P3", status="open", acknowledged=False, count=1,
-                             created_at=now, updated_at=now, last_occurred_at=now) for i in ids]
+                rows = [
+                    dict(
+                        uid=str(uuid.uuid4()),
+                        team_id=team_id,
+                        message=f"alert {i}",
+                        alias=f"a{i}",
+                        tags=[],
+                        details={},
+                        responders=[],
+                        priority="P3",
+                        status="open",
+                        acknowledged=False,
+                        count=1,
+                        created_at=now,
+                        updated_at=now,
+                        last_occurred_at=now,
+                    )
+                    for i in ids
+                ]
                 alert_ids = list((await s.execute(insert(Alert).returning(Alert.id), rows)).scalars())
-                await s.execute(insert(AlertEscalation), [
-                    dict(alert_id=a, policy_id=policy_id, step=0, repeat_round=0, round_started_at=now,
-                         due_at=now if n + first < args.due else now + timedelta(hours=1))
-                    for n, a in enumerate(alert_ids)])
+                await s.execute(
+                    insert(AlertEscalation),
+                    [
+                        dict(
+                            alert_id=a,
+                            policy_id=policy_id,
+                            step=0,
+                            repeat_round=0,
+                            round_started_at=now,
+                            due_at=now if n + first < args.due else now + timedelta(hours=1),
+                        )
+                        for n, a in enumerate(alert_ids)
+                    ],
+                )
         print(f"seeded {args.alerts} open alerts being escalated ({args.due} due) in {time.perf_counter() - t:.1f} s")
 
         # An idle tick: nothing due among all those timers.
@@ -122,14 +152,22 @@ async def run(args: argparse.Namespace) -> None:
         print()
         print(f"| {args.db} | value |")
         print("|---|---|")
-        print(f"| idle tick, {args.alerts:,} timers, none due (p50 / p99) | {statistics.median(idle) * 1000:.2f} ms / "
-              f"{pct(idle, 0.99) * 1000:.2f} ms |")
-        print(f"| burst of {len(latencies):,} due steps: all fired in | {burst:.2f} s "
-              f"({burst / max(1, len(latencies)) * 1000:.2f} ms a step) |")
-        print(f"| latency of a due step in that burst (p50 / p99) | {pct(latencies, 0.5):.2f} s / "
-              f"{pct(latencies, 0.99):.2f} s |")
-        print(f"| who is on call, {args.schedules:,} schedules | {whole * 1000:.0f} ms "
-              f"({whole / args.schedules * 1000:.2f} ms a schedule) |")
+        print(
+            f"| idle tick, {args.alerts:,} timers, none due (p50 / p99) | {statistics.median(idle) * 1000:.2f} ms / "
+            f"{pct(idle, 0.99) * 1000:.2f} ms |"
+        )
+        print(
+            f"| burst of {len(latencies):,} due steps: all fired in | {burst:.2f} s "
+            f"({burst / max(1, len(latencies)) * 1000:.2f} ms a step) |"
+        )
+        print(
+            f"| latency of a due step in that burst (p50 / p99) | {pct(latencies, 0.5):.2f} s / "
+            f"{pct(latencies, 0.99):.2f} s |"
+        )
+        print(
+            f"| who is on call, {args.schedules:,} schedules | {whole * 1000:.0f} ms "
+            f"({whole / args.schedules * 1000:.2f} ms a schedule) |"
+        )
     finally:
         await engine.dispose()
         if admin is not None:

@@ -26,8 +26,18 @@ def button_value(alert_id: int) -> str:
     return json.dumps({"alert": alert_id}, separators=(",", ":"))
 
 
-def click(secret: str, *, user_id: str, team_id: str, team_domain: str, channel: str, alert_id: int,
-          response_url: str, message: dict | None, action_id: str = "alert_acknowledge") -> tuple[bytes, dict]:
+def click(
+    secret: str,
+    *,
+    user_id: str,
+    team_id: str,
+    team_domain: str,
+    channel: str,
+    alert_id: int,
+    response_url: str,
+    message: dict | None,
+    action_id: str = "alert_acknowledge",
+) -> tuple[bytes, dict]:
     """A ``block_actions`` click on an alert message's button, with the message as Slack sends it."""
     now = time.time()
     payload = {
@@ -35,8 +45,12 @@ def click(secret: str, *, user_id: str, team_id: str, team_domain: str, channel:
         "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": team_id},
         "api_app_id": "A0GENIE",
         "token": "legacy-verification-token",
-        "container": {"type": "message", "message_ts": f"{int(now)}.000100", "channel_id": channel,
-                      "is_ephemeral": False},
+        "container": {
+            "type": "message",
+            "message_ts": f"{int(now)}.000100",
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
         "trigger_id": f"{int(now)}.1.{alert_id}",
         "team": {"id": team_id, "domain": team_domain},
         "enterprise": None,
@@ -45,22 +59,40 @@ def click(secret: str, *, user_id: str, team_id: str, team_domain: str, channel:
         "message": message,
         "state": {"values": {}},
         "response_url": response_url,
-        "actions": [{"action_id": action_id, "block_id": "alert_actions", "text": {"type": "plain_text",
-                     "text": "Acknowledge", "emoji": True}, "value": button_value(alert_id), "style": "primary",
-                     "type": "button", "action_ts": f"{now:.6f}"}],
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "alert_actions",
+                "text": {"type": "plain_text", "text": "Acknowledge", "emoji": True},
+                "value": button_value(alert_id),
+                "style": "primary",
+                "type": "button",
+                "action_ts": f"{now:.6f}",
+            }
+        ],
     }
     body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
     return body, signed_headers(secret, body)
 
 
-def command(secret: str, *, user_id: str, team_id: str, team_domain: str, text: str,
-            response_url: str) -> tuple[bytes, dict]:
+def command(
+    secret: str, *, user_id: str, team_id: str, team_domain: str, text: str, response_url: str
+) -> tuple[bytes, dict]:
     """``/genie <text>`` as Slack posts a slash command."""
     form = {
-        "token": "legacy-verification-token", "team_id": team_id, "team_domain": team_domain,
-        "channel_id": "C0GENERAL", "channel_name": "general", "user_id": user_id, "user_name": user_id.lower(),
-        "command": "/genie", "text": text, "api_app_id": "A0GENIE", "is_enterprise_install": "false",
-        "response_url": response_url, "trigger_id": "1.2.3",
+        "token": "legacy-verification-token",
+        "team_id": team_id,
+        "team_domain": team_domain,
+        "channel_id": "C0GENERAL",
+        "channel_name": "general",
+        "user_id": user_id,
+        "user_name": user_id.lower(),
+        "command": "/genie",
+        "text": text,
+        "api_app_id": "A0GENIE",
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": "1.2.3",
     }
     body = urlencode(form).encode()
     return body, signed_headers(secret, body)
@@ -76,9 +108,15 @@ def confirm(csrf_token: str, cookie_header: str) -> tuple[bytes, dict]:
 
 def create_alert(key: str, *, message: str, alias: str) -> tuple[bytes, dict]:
     """``POST /v2/alerts`` as Alertmanager's OpsGenie receiver sends it (roughly)."""
-    body = json.dumps({
-        "message": message, "alias": alias, "priority": "P2", "source": "bench",
-        "description": "Benchmark alert: error rate above threshold for 5 minutes.",
-        "tags": ["bench", "checkout"], "details": {"host": "web-1", "region": "eu-west-1"},
-    }).encode()
+    body = json.dumps(
+        {
+            "message": message,
+            "alias": alias,
+            "priority": "P2",
+            "source": "bench",
+            "description": "Benchmark alert: error rate above threshold for 5 minutes.",
+            "tags": ["bench", "checkout"],
+            "details": {"host": "web-1", "region": "eu-west-1"},
+        }
+    ).encode()
     return body, {"Content-Type": "application/json", "Authorization": f"GenieKey {key}"}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -65,7 +65,7 @@ class _Sql:
         return ("true" if value else "false") if self.pg else ("1" if value else "0")
 
     def ts(self, when: datetime) -> str:
-        when = when.astimezone(timezone.utc)
+        when = when.astimezone(UTC)
         if self.pg:
             return f"TIMESTAMPTZ '{when.strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
         return f"'{when.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
@@ -80,8 +80,10 @@ class _Sql:
         """``INSERT INTO table (columns) SELECT select FROM <i = first..last>``."""
         if self.pg:
             return f'INSERT INTO "{table}" ({columns}) SELECT {select} FROM generate_series({first}, {last}) AS s(i)'
-        return (f'INSERT INTO "{table}" ({columns}) WITH RECURSIVE s(i) AS '
-                f"(SELECT {first} UNION ALL SELECT i + 1 FROM s WHERE i < {last}) SELECT {select} FROM s")
+        return (
+            f'INSERT INTO "{table}" ({columns}) WITH RECURSIVE s(i) AS '
+            f"(SELECT {first} UNION ALL SELECT i + 1 FROM s WHERE i < {last}) SELECT {select} FROM s"
+        )
 
 
 async def seed(url: str, n: int, *, hot: int, confirms: int, password_hash: str) -> Layout:
@@ -97,8 +99,9 @@ async def seed(url: str, n: int, *, hot: int, confirms: int, password_hash: str)
         async with engine.connect() as conn:
             if sql.pg:
                 for table in ("user", "team", "alert", "alert_event", "outbox", "slack_link"):
-                    await conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
-                                               f'(SELECT max(id) FROM "{table}"))')
+                    await conn.exec_driver_sql(
+                        f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), (SELECT max(id) FROM \"{table}\"))"
+                    )
                 await conn.commit()
                 # What autovacuum does within a minute of a bulk load; the planner needs it.
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -112,8 +115,8 @@ async def seed(url: str, n: int, *, hot: int, confirms: int, password_hash: str)
 
 async def _seed(conn, sql: _Sql, n: int, hot: int, password_hash: str) -> Layout:
     teams = max(MIN_TEAMS, -(-n // MEMBERS_PER_TEAM))
-    past = datetime.now(timezone.utc) - timedelta(days=30)
-    now = datetime.now(timezone.utc)
+    past = datetime.now(UTC) - timedelta(days=30)
+    now = datetime.now(UTC)
     t_past, t_later, t_now = sql.ts(past), sql.ts(past + timedelta(minutes=10)), sql.ts(now)
     f, t = sql.true(False), sql.true(True)
     team_expr = f"((i - 1) % {teams}) + 1"
@@ -122,59 +125,117 @@ async def _seed(conn, sql: _Sql, n: int, hot: int, password_hash: str) -> Layout
         await conn.exec_driver_sql(statement)
 
     # Teams: 1 is Payments (C0PAY), the others Team {i} (C0T{i}).
-    await run(sql.insert("team", "id, name, slack_channel_id, created_at",
-                         f"i, CASE WHEN i = 1 THEN 'Payments' ELSE 'Team ' || i END, "
-                         f"CASE WHEN i = 1 THEN '{PAYMENTS_CHANNEL}' ELSE 'C0T' || i END, {t_past}", 1, teams))
-    await run(sql.insert("user", "id, email, name, password_hash, is_admin, is_active, created_at",
-                         f"i, 'u' || i || '@bench.example', 'Bench User ' || i, NULL, {f}, {t}, {t_past}", 1, n))
+    await run(
+        sql.insert(
+            "team",
+            "id, name, slack_channel_id, created_at",
+            f"i, CASE WHEN i = 1 THEN 'Payments' ELSE 'Team ' || i END, "
+            f"CASE WHEN i = 1 THEN '{PAYMENTS_CHANNEL}' ELSE 'C0T' || i END, {t_past}",
+            1,
+            teams,
+        )
+    )
+    await run(
+        sql.insert(
+            "user",
+            "id, email, name, password_hash, is_admin, is_active, created_at",
+            f"i, 'u' || i || '@bench.example', 'Bench User ' || i, NULL, {f}, {t}, {t_past}",
+            1,
+            n,
+        )
+    )
     await run(sql.insert("team_member", "team_id, user_id, added_at", f"{team_expr}, i, {t_past}", 1, n))
-    await run(sql.insert("slack_link", "id, user_id, workspace_id, slack_user_id, slack_team_id, enterprise_id, "
-                         "workspace_name, slack_name, slack_email, created_at",
-                         f"i, i, '{WORKSPACE}', 'UB' || i, '{WORKSPACE}', NULL, 'acme', 'Bench User ' || i, "
-                         f"'u' || i || '@bench.example', {t_past}", 1, n))
-    await run(sql.insert("link_request", "nonce, workspace_id, slack_user_id, slack_team_id, enterprise_id, "
-                         "workspace_name, slack_name, slack_email, created_at, expires_at, consumed_at, "
-                         "consumed_by_user_id, superseded_at",
-                         f"'seed-nonce-' || i, '{WORKSPACE}', 'UB' || i, '{WORKSPACE}', NULL, 'acme', NULL, NULL, "
-                         f"{t_past}, {t_later}, {t_past}, i, NULL", 1, n))
-    alert_cols = ("id, uid, team_id, message, alias, description, tags, details, responders, entity, source, "
-                  "priority, reported_by, status, acknowledged, acknowledged_at, acknowledged_by, closed_at, "
-                  "closed_by, owner_user_id, count, created_at, updated_at, last_occurred_at, slack_channel, slack_ts")
+    await run(
+        sql.insert(
+            "slack_link",
+            "id, user_id, workspace_id, slack_user_id, slack_team_id, enterprise_id, "
+            "workspace_name, slack_name, slack_email, created_at",
+            f"i, i, '{WORKSPACE}', 'UB' || i, '{WORKSPACE}', NULL, 'acme', 'Bench User ' || i, "
+            f"'u' || i || '@bench.example', {t_past}",
+            1,
+            n,
+        )
+    )
+    await run(
+        sql.insert(
+            "link_request",
+            "nonce, workspace_id, slack_user_id, slack_team_id, enterprise_id, "
+            "workspace_name, slack_name, slack_email, created_at, expires_at, consumed_at, "
+            "consumed_by_user_id, superseded_at",
+            f"'seed-nonce-' || i, '{WORKSPACE}', 'UB' || i, '{WORKSPACE}', NULL, 'acme', NULL, NULL, "
+            f"{t_past}, {t_later}, {t_past}, i, NULL",
+            1,
+            n,
+        )
+    )
+    alert_cols = (
+        "id, uid, team_id, message, alias, description, tags, details, responders, entity, source, "
+        "priority, reported_by, status, acknowledged, acknowledged_at, acknowledged_by, closed_at, "
+        "closed_by, owner_user_id, count, created_at, updated_at, last_occurred_at, slack_channel, slack_ts"
+    )
     channel_expr = f"CASE WHEN {team_expr} = 1 THEN '{PAYMENTS_CHANNEL}' ELSE 'C0T' || ({team_expr}) END"
-    await run(sql.insert("alert", alert_cols,
-                         f"i, '00000000-0000-4000-8000-' || {sql.pad12('i')}, {team_expr}, 'Past alert ' || i, "
-                         f"'past-' || i, 'Something broke, then was fixed.', {sql.json('[]')}, {sql.json('{}')}, "
-                         f"{sql.json('[]')}, NULL, 'bench', 'P3', NULL, 'closed', {t}, {t_past}, 'Bench User 1', "
-                         f"{t_later}, 'Bench User 1', NULL, 1, {t_past}, {t_later}, {t_past}, {channel_expr}, "
-                         f"'1600000000.' || {sql.pad12('i')}", 1, n))
-    await run(sql.insert("alert_event", "id, alert_id, at, action, outcome, reason, via, actor_user_id, actor_name, "
-                         "slack_workspace_id, slack_user_id, anonymous, note, request_id",
-                         f"i, i, {t_past}, 'create', 'applied', NULL, 'api', NULL, 'API (bench)', NULL, NULL, {f}, "
-                         "NULL, NULL", 1, n))
-    await run(sql.insert("outbox", "id, channel, kind, alert_id, payload, created_at, next_attempt_at, attempts, "
-                         "locked_until, first_attempt_at, delivered_at, failed_at, last_error",
-                         f"i, {channel_expr}, 'alert.post', i, NULL, {t_past}, {t_past}, 1, NULL, {t_past}, "
-                         f"{t_past}, NULL, NULL", 1, n))
+    await run(
+        sql.insert(
+            "alert",
+            alert_cols,
+            f"i, '00000000-0000-4000-8000-' || {sql.pad12('i')}, {team_expr}, 'Past alert ' || i, "
+            f"'past-' || i, 'Something broke, then was fixed.', {sql.json('[]')}, {sql.json('{}')}, "
+            f"{sql.json('[]')}, NULL, 'bench', 'P3', NULL, 'closed', {t}, {t_past}, 'Bench User 1', "
+            f"{t_later}, 'Bench User 1', NULL, 1, {t_past}, {t_later}, {t_past}, {channel_expr}, "
+            f"'1600000000.' || {sql.pad12('i')}",
+            1,
+            n,
+        )
+    )
+    await run(
+        sql.insert(
+            "alert_event",
+            "id, alert_id, at, action, outcome, reason, via, actor_user_id, actor_name, "
+            "slack_workspace_id, slack_user_id, anonymous, note, request_id",
+            f"i, i, {t_past}, 'create', 'applied', NULL, 'api', NULL, 'API (bench)', NULL, NULL, {f}, NULL, NULL",
+            1,
+            n,
+        )
+    )
+    await run(
+        sql.insert(
+            "outbox",
+            "id, channel, kind, alert_id, payload, created_at, next_attempt_at, attempts, "
+            "locked_until, first_attempt_at, delivered_at, failed_at, last_error",
+            f"i, {channel_expr}, 'alert.post', i, NULL, {t_past}, {t_past}, 1, NULL, {t_past}, {t_past}, NULL, NULL",
+            1,
+            n,
+        )
+    )
 
     # The rows the benchmark acts on.
     web, admin = n + 1, n + 2
-    await conn.execute(text(
-        'INSERT INTO "user" (id, email, name, password_hash, is_admin, is_active, created_at) VALUES '
-        f"({web}, '{WEB_EMAIL}', 'Web Bench', :hash, {f}, {t}, {t_now}), "
-        f"({admin}, 'admin@bench.example', 'Ada Admin', NULL, {t}, {t}, {t_now})"), {"hash": password_hash})
+    await conn.execute(
+        text(
+            'INSERT INTO "user" (id, email, name, password_hash, is_admin, is_active, created_at) VALUES '
+            f"({web}, '{WEB_EMAIL}', 'Web Bench', :hash, {f}, {t}, {t_now}), "
+            f"({admin}, 'admin@bench.example', 'Ada Admin', NULL, {t}, {t}, {t_now})"
+        ),
+        {"hash": password_hash},
+    )
     await run(f"INSERT INTO team_member (team_id, user_id, added_at) VALUES (1, {web}, {t_now})")
     first_hot, last_hot = n + 1, n + hot + 1  # the last one is the race's
     tags, details, empty = sql.json('["checkout", "p1"]'), sql.json('{"host": "web-1"}'), sql.json("[]")
-    await run(sql.insert("alert", alert_cols,
-                         f"i, '00000000-0000-4000-9000-' || {sql.pad12('i')}, 1, 'Checkout error rate above 5% (' || i "
-                         f"|| ')', 'hot-' || i, 'Error rate on checkout is above 5% for 5 minutes.', "
-                         f"{tags}, {details}, {empty}, "
-                         f"'web-1', 'bench', 'P2', NULL, 'open', {f}, NULL, NULL, NULL, NULL, NULL, 1, {t_now}, "
-                         f"{t_now}, {t_now}, '{PAYMENTS_CHANNEL}', '1700000000.' || {sql.pad12('i')}",
-                         first_hot, last_hot))
+    await run(
+        sql.insert(
+            "alert",
+            alert_cols,
+            f"i, '00000000-0000-4000-9000-' || {sql.pad12('i')}, 1, 'Checkout error rate above 5% (' || i "
+            f"|| ')', 'hot-' || i, 'Error rate on checkout is above 5% for 5 minutes.', "
+            f"{tags}, {details}, {empty}, "
+            f"'web-1', 'bench', 'P2', NULL, 'open', {f}, NULL, NULL, NULL, NULL, NULL, 1, {t_now}, "
+            f"{t_now}, {t_now}, '{PAYMENTS_CHANNEL}', '1700000000.' || {sql.pad12('i')}",
+            first_hot,
+            last_hot,
+        )
+    )
     clickers = [f"UB{i}" for i in range(1, n + 1, teams)][:MEMBERS_PER_TEAM]
-    return Layout(n=n, teams=teams, clickers=clickers, hot_alerts=list(range(first_hot, last_hot)),
-                  race_alert=last_hot)
+    return Layout(n=n, teams=teams, clickers=clickers, hot_alerts=list(range(first_hot, last_hot)), race_alert=last_hot)
 
 
 async def _link_requests(conn, count: int, prefix: str = "UW") -> list[tuple[str, str]]:
@@ -182,17 +243,29 @@ async def _link_requests(conn, count: int, prefix: str = "UW") -> list[tuple[str
     them one after another never replaces an earlier link): what ``/genie connect`` leaves."""
     if count <= 0:
         return []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows, nonces = [], []
     for j in range(count):
         nonce = secrets.token_urlsafe(32)
         tag = secrets.token_hex(4).upper()
         nonces.append((nonce, f"{prefix}{tag}{j}"))
-        rows.append(dict(nonce=nonce, workspace_id=f"T{prefix}{tag}{j}", slack_user_id=f"{prefix}{tag}{j}",
-                         slack_team_id=f"T{prefix}{tag}{j}", enterprise_id=None, workspace_name="bench",
-                         slack_name=f"Bench Slack {j}", slack_email=WEB_EMAIL, created_at=now,
-                         expires_at=now + timedelta(hours=2), consumed_at=None, consumed_by_user_id=None,
-                         superseded_at=None))
+        rows.append(
+            dict(
+                nonce=nonce,
+                workspace_id=f"T{prefix}{tag}{j}",
+                slack_user_id=f"{prefix}{tag}{j}",
+                slack_team_id=f"T{prefix}{tag}{j}",
+                enterprise_id=None,
+                workspace_name="bench",
+                slack_name=f"Bench Slack {j}",
+                slack_email=WEB_EMAIL,
+                created_at=now,
+                expires_at=now + timedelta(hours=2),
+                consumed_at=None,
+                consumed_by_user_id=None,
+                superseded_at=None,
+            )
+        )
     await conn.execute(insert(LinkRequest.__table__), rows)
     return nonces
 

@@ -23,7 +23,7 @@ import re
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -42,7 +42,7 @@ async def seed(url: str, n: int) -> None:
     from bot.services import users
 
     engine = _engine(url)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     start = now - timedelta(days=DAYS)
     step = DAYS * 86400 / n
     async with engine.begin() as conn:
@@ -60,54 +60,100 @@ async def seed(url: str, n: int) -> None:
         async def run(statement: str) -> None:
             await conn.exec_driver_sql(statement)
 
-        await run(sql.insert("team", "id, name, slack_channel_id, created_at",
-                             f"i, 'Team ' || i, NULL, {sql.ts(start)}", 1, TEAMS))
+        await run(
+            sql.insert(
+                "team", "id, name, slack_channel_id, created_at", f"i, 'Team ' || i, NULL, {sql.ts(start)}", 1, TEAMS
+            )
+        )
         hashed = users.hash_password(PASSWORD)
-        await run(f"INSERT INTO \"user\" (id, email, name, password_hash, is_admin, is_active, created_at) VALUES "
-                  f"(1, '{ADMIN}', 'Bench Admin', '{hashed}', {t}, {t}, {sql.ts(start)}), "
-                  f"(2, '{MEMBER}', 'Bench Member', '{hashed}', {f}, {t}, {sql.ts(start)})")
-        await run(sql.insert("user", "id, email, name, password_hash, is_admin, is_active, created_at",
-                             f"i, 'r' || i || '@bench.example', 'Responder ' || i, NULL, {f}, {t}, {sql.ts(start)}",
-                             3, RESPONDERS + 2))
-        await run(f"INSERT INTO team_member (team_id, user_id, added_at) VALUES (1, 2, {sql.ts(start)}), "
-                  f"(2, 2, {sql.ts(start)})")
-        await run(sql.insert("team_member", "team_id, user_id, added_at",
-                             f"((i - 3) % {TEAMS}) + 1, i, {sql.ts(start)}", 3, RESPONDERS + 2))
+        await run(
+            f'INSERT INTO "user" (id, email, name, password_hash, is_admin, is_active, created_at) VALUES '
+            f"(1, '{ADMIN}', 'Bench Admin', '{hashed}', {t}, {t}, {sql.ts(start)}), "
+            f"(2, '{MEMBER}', 'Bench Member', '{hashed}', {f}, {t}, {sql.ts(start)})"
+        )
+        await run(
+            sql.insert(
+                "user",
+                "id, email, name, password_hash, is_admin, is_active, created_at",
+                f"i, 'r' || i || '@bench.example', 'Responder ' || i, NULL, {f}, {t}, {sql.ts(start)}",
+                3,
+                RESPONDERS + 2,
+            )
+        )
+        await run(
+            f"INSERT INTO team_member (team_id, user_id, added_at) VALUES (1, 2, {sql.ts(start)}), "
+            f"(2, 2, {sql.ts(start)})"
+        )
+        await run(
+            sql.insert(
+                "team_member",
+                "team_id, user_id, added_at",
+                f"((i - 3) % {TEAMS}) + 1, i, {sql.ts(start)}",
+                3,
+                RESPONDERS + 2,
+            )
+        )
         tags, empty_obj, empty_list = sql.json('["bench"]'), sql.json("{}"), sql.json("[]")
         created = at(f"i * {step}")
         acked = at(f"i * {step} + (i % 600) + 5")
         closed = at(f"i * {step} + (i % 7200) + 60")
-        await run(sql.insert(
-            "alert",
-            "id, uid, team_id, message, alias, description, tags, details, responders, source, priority, status, "
-            "acknowledged, acknowledged_at, acknowledged_by, closed_at, closed_by, count, created_at, updated_at, "
-            "last_occurred_at",
-            f"i, 'bench-' || i, ((i - 1) % {TEAMS}) + 1, 'Bench alert ' || i, "
-            f"CASE WHEN (i / 20) % 10 < 4 THEN 'alias-' || (i % 500) ELSE 'open-' || i END, NULL, "
-            f"{tags}, {empty_obj}, {empty_list}, 'src-' || (i % 17), "
-            f"'P' || (((i / 7) % 5) + 1), CASE WHEN (i / 20) % 10 < 4 THEN 'closed' ELSE 'open' END, "
-            f"CASE WHEN (i / 3) % 2 = 0 THEN {t} ELSE {f} END, CASE WHEN (i / 3) % 2 = 0 THEN {acked} END, "
-            f"CASE WHEN (i / 3) % 2 = 0 THEN 'Responder' END, CASE WHEN (i / 20) % 10 < 4 THEN {closed} END, "
-            f"CASE WHEN (i / 20) % 10 < 4 THEN 'Responder' END, 1, {created}, {created}, {created}", 1, n))
+        await run(
+            sql.insert(
+                "alert",
+                "id, uid, team_id, message, alias, description, tags, details, responders, source, priority, status, "
+                "acknowledged, acknowledged_at, acknowledged_by, closed_at, closed_by, count, created_at, updated_at, "
+                "last_occurred_at",
+                f"i, 'bench-' || i, ((i - 1) % {TEAMS}) + 1, 'Bench alert ' || i, "
+                f"CASE WHEN (i / 20) % 10 < 4 THEN 'alias-' || (i % 500) ELSE 'open-' || i END, NULL, "
+                f"{tags}, {empty_obj}, {empty_list}, 'src-' || (i % 17), "
+                f"'P' || (((i / 7) % 5) + 1), CASE WHEN (i / 20) % 10 < 4 THEN 'closed' ELSE 'open' END, "
+                f"CASE WHEN (i / 3) % 2 = 0 THEN {t} ELSE {f} END, CASE WHEN (i / 3) % 2 = 0 THEN {acked} END, "
+                f"CASE WHEN (i / 3) % 2 = 0 THEN 'Responder' END, CASE WHEN (i / 20) % 10 < 4 THEN {closed} END, "
+                f"CASE WHEN (i / 20) % 10 < 4 THEN 'Responder' END, 1, {created}, {created}, {created}",
+                1,
+                n,
+            )
+        )
         # Timeline: each acknowledgement and close, by a responder of the alert's team.
-        await run(sql.insert("alert_event", "alert_id, at, action, outcome, reason, via, actor_user_id, actor_name, "
-                                            "anonymous",
-                             f"i, {acked}, 'acknowledge', 'applied', 'member of the owning team', 'slack', "
-                             f"3 + (i % {RESPONDERS}), 'Responder', {f}", 1, n) + " WHERE (i / 3) % 2 = 0")
-        await run(sql.insert("alert_event", "alert_id, at, action, outcome, reason, via, actor_user_id, actor_name, "
-                                            "anonymous",
-                             f"i, {closed}, 'close', 'applied', 'member of the owning team', 'slack', "
-                             f"3 + (i % {RESPONDERS}), 'Responder', {f}", 1, n) + " WHERE (i / 20) % 10 < 4")
-        await run(sql.insert("alert_event", "alert_id, at, action, outcome, reason, via, actor_name, "
-                                            "slack_workspace_id, slack_user_id, anonymous",
-                             f"i, {created}, 'acknowledge', 'denied', 'Slack account not linked', 'slack', "
-                             f"'Slack user UX' || (i % 37), 'T0GENIE01', 'UX' || (i % 37), {f}", 1, n)
-                  + " WHERE i % 1000 = 0")
+        await run(
+            sql.insert(
+                "alert_event",
+                "alert_id, at, action, outcome, reason, via, actor_user_id, actor_name, anonymous",
+                f"i, {acked}, 'acknowledge', 'applied', 'member of the owning team', 'slack', "
+                f"3 + (i % {RESPONDERS}), 'Responder', {f}",
+                1,
+                n,
+            )
+            + " WHERE (i / 3) % 2 = 0"
+        )
+        await run(
+            sql.insert(
+                "alert_event",
+                "alert_id, at, action, outcome, reason, via, actor_user_id, actor_name, anonymous",
+                f"i, {closed}, 'close', 'applied', 'member of the owning team', 'slack', "
+                f"3 + (i % {RESPONDERS}), 'Responder', {f}",
+                1,
+                n,
+            )
+            + " WHERE (i / 20) % 10 < 4"
+        )
+        await run(
+            sql.insert(
+                "alert_event",
+                "alert_id, at, action, outcome, reason, via, actor_name, slack_workspace_id, slack_user_id, anonymous",
+                f"i, {created}, 'acknowledge', 'denied', 'Slack account not linked', 'slack', "
+                f"'Slack user UX' || (i % 37), 'T0GENIE01', 'UX' || (i % 37), {f}",
+                1,
+                n,
+            )
+            + " WHERE i % 1000 = 0"
+        )
     async with engine.connect() as conn:
         if sql.pg:
             for table in ("user", "team", "alert", "alert_event"):
-                await conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
-                                           f'(SELECT max(id) FROM "{table}"))')
+                await conn.exec_driver_sql(
+                    f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), (SELECT max(id) FROM \"{table}\"))"
+                )
             await conn.commit()
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.exec_driver_sql("ANALYZE")
@@ -130,9 +176,13 @@ async def explain(url: str) -> dict[str, list[str]]:
         pg = conn.dialect.name == "postgresql"
         member = (await conn.execute(select(User).where(User.email == MEMBER))).first()
         user = User(id=member.id, is_admin=False, is_active=True)
-        for name, query in [("list, member, first page", list_query(user, ListFilters())),
-                            ("list, member, status=open priority=P1, a later page",
-                             list_query(user, ListFilters(status="open", priority="P1"), before=10**9 // 2))]:
+        for name, query in [
+            ("list, member, first page", list_query(user, ListFilters())),
+            (
+                "list, member, status=open priority=P1, a later page",
+                list_query(user, ListFilters(status="open", priority="P1"), before=10**9 // 2),
+            ),
+        ]:
             compiled = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
             statement = ("EXPLAIN " if pg else "EXPLAIN QUERY PLAN ") + str(compiled)
             rows = (await conn.exec_driver_sql(statement)).all()
@@ -145,8 +195,7 @@ async def _signed_in(base: str, email: str) -> httpx.AsyncClient:
     client = httpx.AsyncClient(base_url=base, timeout=60)
     page = await client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    r = await client.post("/login", data={"email": email, "password": PASSWORD, "next": "/alerts",
-                                          "csrf_token": token})
+    r = await client.post("/login", data={"email": email, "password": PASSWORD, "next": "/alerts", "csrf_token": token})
     assert r.status_code == 303, r.text[:300]
     return client
 
@@ -199,13 +248,17 @@ async def main(argv: list[str] | None = None) -> int:
         member, admin = await _signed_in(base, MEMBER), await _signed_in(base, ADMIN)
         first = await member.get("/alerts")
         older = re.search(r'href="([^"]+)" rel="next"', first.text).group(1).replace("&amp;", "&")
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         pages = [
-            ("member", "/alerts", member), ("member", "/alerts?status=open&priority=P1", member),
-            ("member", older, member), ("member", "/alerts?q=alias-42", member),
+            ("member", "/alerts", member),
+            ("member", "/alerts?status=open&priority=P1", member),
+            ("member", older, member),
+            ("member", "/alerts?q=alias-42", member),
             ("member", "/alerts?tag=nothing-has-it", member),  # matches nothing: walks her whole history
-            ("admin", "/alerts", admin), ("admin", "/alerts?team=Team+7&status=closed", admin),
-            ("member", "/reports", member), ("admin", "/reports", admin),
+            ("admin", "/alerts", admin),
+            ("admin", "/alerts?team=Team+7&status=closed", admin),
+            ("member", "/reports", member),
+            ("admin", "/reports", admin),
             ("admin", f"/reports?from={today - timedelta(days=30)}&to={today}", admin),
             ("admin", "/reports.csv?table=teams", admin),
         ]

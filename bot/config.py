@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
@@ -102,7 +103,7 @@ class Settings:
         return self.base_url.startswith("https://")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, socket_mode: bool = False) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, *, socket_mode: bool = False) -> Settings:
         """Read and validate; raise ConfigError (one line, naming the variable) on bad input."""
         env = os.environ if env is None else env
 
@@ -130,7 +131,9 @@ class Settings:
         base_url = (get("GENIE_BASE_URL") or "http://localhost:3000").rstrip("/")
         parts = urlsplit(base_url)
         if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
-            raise ConfigError("GENIE_BASE_URL", f"must be an http(s) URL like https://genie.example.com, got {base_url!r}")
+            raise ConfigError(
+                "GENIE_BASE_URL", f"must be an http(s) URL like https://genie.example.com, got {base_url!r}"
+            )
 
         raw_ttl = get("GENIE_LINK_TTL") or "600"
         try:
@@ -144,15 +147,21 @@ class Settings:
         try:
             outbox_lease_seconds = int(raw_lease)
         except ValueError:
-            raise ConfigError("GENIE_OUTBOX_LEASE_SECONDS", f"must be a whole number of seconds, got {raw_lease!r}") from None
+            raise ConfigError(
+                "GENIE_OUTBOX_LEASE_SECONDS", f"must be a whole number of seconds, got {raw_lease!r}"
+            ) from None
         if not 2 <= outbox_lease_seconds <= 3600:
-            raise ConfigError("GENIE_OUTBOX_LEASE_SECONDS", f"must be between 2 and 3600 seconds, got {outbox_lease_seconds}")
+            raise ConfigError(
+                "GENIE_OUTBOX_LEASE_SECONDS", f"must be between 2 and 3600 seconds, got {outbox_lease_seconds}"
+            )
 
         raw_cleanup = get("GENIE_CLEANUP_INTERVAL") or "600"
         try:
             cleanup_interval = int(raw_cleanup)
         except ValueError:
-            raise ConfigError("GENIE_CLEANUP_INTERVAL", f"must be a whole number of seconds, got {raw_cleanup!r}") from None
+            raise ConfigError(
+                "GENIE_CLEANUP_INTERVAL", f"must be a whole number of seconds, got {raw_cleanup!r}"
+            ) from None
         if not 1 <= cleanup_interval <= 86400:
             raise ConfigError("GENIE_CLEANUP_INTERVAL", f"must be between 1 and 86400 seconds, got {cleanup_interval}")
 
@@ -165,8 +174,11 @@ class Settings:
                 try:
                     ipaddress.ip_network(proxy, strict=False)
                 except ValueError:
-                    raise ConfigError("GENIE_FORWARDED_ALLOW_IPS", f"{proxy!r} is not an IP address or network "
-                                      "(a comma-separated list such as 10.0.0.5,10.0.1.0/24)") from None
+                    raise ConfigError(
+                        "GENIE_FORWARDED_ALLOW_IPS",
+                        f"{proxy!r} is not an IP address or network "
+                        "(a comma-separated list such as 10.0.0.5,10.0.1.0/24)",
+                    ) from None
 
         metrics_token = get("GENIE_METRICS_TOKEN")
         if metrics_token is not None and len(metrics_token) < 16:
@@ -182,14 +194,20 @@ class Settings:
             # Requests arrive over the WebSocket opened with the app-level token, so there is no
             # signature to verify; Slack allows Socket Mode only for apps that are not distributed.
             if client_id or client_secret:
-                raise ConfigError("SLACK_CLIENT_ID" if client_id else "SLACK_CLIENT_SECRET",
-                                  "Socket Mode serves one workspace: unset it and set SLACK_BOT_TOKEN "
-                                  "(Slack does not allow Socket Mode for apps installed through OAuth)")
+                raise ConfigError(
+                    "SLACK_CLIENT_ID" if client_id else "SLACK_CLIENT_SECRET",
+                    "Socket Mode serves one workspace: unset it and set SLACK_BOT_TOKEN "
+                    "(Slack does not allow Socket Mode for apps installed through OAuth)",
+                )
             if not app_token:
-                raise ConfigError("SLACK_APP_TOKEN", "is required with --socket-mode "
-                                                     "(an app-level token starting with xapp-, scope connections:write)")
+                raise ConfigError(
+                    "SLACK_APP_TOKEN",
+                    "is required with --socket-mode (an app-level token starting with xapp-, scope connections:write)",
+                )
             if not bot_token:
-                raise ConfigError("SLACK_BOT_TOKEN", "is required with --socket-mode (the bot token, starting with xoxb-)")
+                raise ConfigError(
+                    "SLACK_BOT_TOKEN", "is required with --socket-mode (the bot token, starting with xoxb-)"
+                )
         if bot_token and client_id:
             raise ConfigError(
                 "SLACK_CLIENT_ID",
@@ -208,8 +226,11 @@ class Settings:
         if bot_token and not signing_secret and not socket_mode:
             raise ConfigError("SLACK_SIGNING_SECRET", "is required with SLACK_BOT_TOKEN to verify requests from Slack")
         if signing_secret and not bot_token and not client_id:
-            raise ConfigError("SLACK_BOT_TOKEN", "is required when SLACK_SIGNING_SECRET is set "
-                                                 "(or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET for several workspaces)")
+            raise ConfigError(
+                "SLACK_BOT_TOKEN",
+                "is required when SLACK_SIGNING_SECRET is set "
+                "(or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET for several workspaces)",
+            )
 
         slack_api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
         if urlsplit(slack_api_url).scheme not in {"http", "https"}:

@@ -20,36 +20,50 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 OUTBOX_DELIVERED = Counter(
-    "genie_outbox_delivered", "Slack messages delivered from the outbox, by kind.", ["kind"], registry=REGISTRY)
+    "genie_outbox_delivered", "Slack messages delivered from the outbox, by kind.", ["kind"], registry=REGISTRY
+)
 OUTBOX_ERRORS = Counter(
     "genie_outbox_errors",
     "Failed Slack delivery attempts, by error (Slack's error code, http_NNN, timeout, connection, unexpected).",
-    ["error"], registry=REGISTRY)
+    ["error"],
+    registry=REGISTRY,
+)
 OUTBOX_FAILED = Counter(
-    "genie_outbox_failed", "Slack messages given up on (a permanent error, or out of attempts).", registry=REGISTRY)
-OUTBOX_DEPTH = Gauge(
-    "genie_outbox_depth", "Slack messages waiting in the outbox.", registry=REGISTRY)
+    "genie_outbox_failed", "Slack messages given up on (a permanent error, or out of attempts).", registry=REGISTRY
+)
+OUTBOX_DEPTH = Gauge("genie_outbox_depth", "Slack messages waiting in the outbox.", registry=REGISTRY)
 OUTBOX_OLDEST_AGE = Gauge(
-    "genie_outbox_oldest_pending_age_seconds", "Age of the oldest Slack message waiting in the outbox.",
-    registry=REGISTRY)
+    "genie_outbox_oldest_pending_age_seconds",
+    "Age of the oldest Slack message waiting in the outbox.",
+    registry=REGISTRY,
+)
 OUTBOX_FAILED_MESSAGES = Gauge(
-    "genie_outbox_failed_messages", "Slack messages in the outbox marked failed (kept for operators).",
-    registry=REGISTRY)
+    "genie_outbox_failed_messages",
+    "Slack messages in the outbox marked failed (kept for operators).",
+    registry=REGISTRY,
+)
 
 HTTP_REQUESTS = Counter(
     "genie_http_requests",
     "HTTP requests answered, by method, route template (/link/{token}, never the path itself: tokens are in "
     "paths) and status.",
-    ["method", "route", "status"], registry=REGISTRY)
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
 HTTP_DURATION = Histogram(
-    "genie_http_request_duration_seconds", "Time to answer an HTTP request, by route template.", ["route"],
-    registry=REGISTRY)
+    "genie_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template.",
+    ["route"],
+    registry=REGISTRY,
+)
 GATE_DECISIONS = Counter(
     "genie_gate_decisions",
     "Alert buttons clicked in Slack, by action, outcome (applied, noop: someone got there first, denied, "
     "invalid) and reason (why the gate allowed or refused: member, assignee, admin, anonymous, not_linked, "
     "inactive, not_member, no_team, …).",
-    ["action", "outcome", "reason"], registry=REGISTRY)
+    ["action", "outcome", "reason"],
+    registry=REGISTRY,
+)
 
 #: Route label of a request that matched no route (its path is not a label: it is unbounded).
 UNMATCHED = "unmatched"

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from itsdangerous import TimestampSigner
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.services.users import Invites
 from bot.services.slack_links import LinkTokens
+from bot.services.users import Invites
 from storage.base import utcnow
 
 CSRF_SALT = "genie.csrf.v2"
@@ -45,8 +46,14 @@ class Runtime:
     now: Callable[[], datetime] = utcnow
 
     @classmethod
-    def create(cls, settings: Settings, sessionmaker, secret_keys: tuple[str, ...], slack: AsyncWebClient | None,
-               clients: Any = None):
+    def create(
+        cls,
+        settings: Settings,
+        sessionmaker,
+        secret_keys: tuple[str, ...],
+        slack: AsyncWebClient | None,
+        clients: Any = None,
+    ):
         return cls(
             clients=clients,
             settings=settings,

@@ -14,6 +14,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler, to_starlette_response
 from slack_bolt.async_app import AsyncApp
@@ -31,24 +32,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import metrics
 from bot.config import SLACK_SETUP_HINT, Settings
-from bot.slack.delivery import OutboxWorker, make_delivery_client
-from bot.slack.clients import BOT_SCOPES, SlackClients
 from bot.listeners import register_listeners
-from bot.slack.screening import screen
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
-from bot.services.heartbeats import HeartbeatMonitor
-from bot.services.paging import PagingEngine
 from bot.services.cleanup import Cleanup
+from bot.services.heartbeats import HeartbeatMonitor
 from bot.services.keys import resolve_secret_keys
-from bot.web.alert_api import routes as api_routes
-from bot.web.heartbeat_api import routes as heartbeat_routes
+from bot.services.paging import PagingEngine
+from bot.slack.clients import BOT_SCOPES, SlackClients
+from bot.slack.delivery import OutboxWorker, make_delivery_client
+from bot.slack.screening import screen
 from bot.web.admin import routes as admin_routes
+from bot.web.alert_api import routes as api_routes
 from bot.web.alert_pages import routes as alert_page_routes
-from bot.web.reports import routes as report_routes
-from bot.web.slack_signin import routes as slack_signin_routes
+from bot.web.heartbeat_api import routes as heartbeat_routes
 from bot.web.limits import BodyLimit
 from bot.web.pages import routes as page_routes
+from bot.web.reports import routes as report_routes
+from bot.web.slack_signin import routes as slack_signin_routes
+
+if TYPE_CHECKING:
+    import uvicorn
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +62,11 @@ READY_TIMEOUT = 5.0
 #: Sent on every response. The link pages carry the token in their URL, so no page may leak
 #: it through a Referer header, and nothing is loaded from anywhere but Genie itself.
 SECURITY_HEADERS = [
-    (b"content-security-policy",
-     b"default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
-     b"form-action 'self'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
+        b"form-action 'self'; frame-ancestors 'none'",
+    ),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-content-type-options", b"nosniff"),
@@ -194,7 +200,15 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
 def build_asgi_app(rt: Runtime) -> Starlette:
     install_log_redaction()  # before anything logs a link URL or a query with its parameters
     # Heartbeats before the alert API: its last route answers every other /v2 path.
-    routes: list = list(page_routes) + list(admin_routes) + list(alert_page_routes) + list(report_routes) + list(slack_signin_routes) + list(heartbeat_routes) + list(api_routes)
+    routes: list = (
+        list(page_routes)
+        + list(admin_routes)
+        + list(alert_page_routes)
+        + list(report_routes)
+        + list(slack_signin_routes)
+        + list(heartbeat_routes)
+        + list(api_routes)
+    )
     socket_mode = None
     if rt.settings.slack_mode in ("single", "oauth"):
         bolt = build_bolt_app(rt)
@@ -208,22 +222,28 @@ def build_asgi_app(rt: Runtime) -> Starlette:
             socket_mode = SocketModeConnection(bolt, rt.settings)
 
             async def slack_events(request: Request) -> Response:  # unsigned by design: nothing gets in
-                return JSONResponse({"error": "Socket Mode: Slack requests arrive over the WebSocket, not here"},
-                                    status_code=404)
+                return JSONResponse(
+                    {"error": "Socket Mode: Slack requests arrive over the WebSocket, not here"}, status_code=404
+                )
         else:
+
             async def slack_events(request: Request) -> Response:
-                screened = screen(await request.body(), request.headers, rt.settings.slack_signing_secret,
-                                  request.query_params)
+                screened = screen(
+                    await request.body(), request.headers, rt.settings.slack_signing_secret, request.query_params
+                )
                 if isinstance(screened, tuple):
                     return PlainTextResponse(screened[1], status_code=screened[0])
                 return to_starlette_response(await bolt.async_dispatch(screened))
 
         if rt.settings.slack_mode == "oauth":
+
             async def slack_oauth(request: Request) -> Response:
                 return await handler.handle(request)
 
-            routes += [Route("/slack/install", slack_oauth, methods=["GET"]),
-                       Route("/slack/oauth_redirect", slack_oauth, methods=["GET"])]
+            routes += [
+                Route("/slack/install", slack_oauth, methods=["GET"]),
+                Route("/slack/oauth_redirect", slack_oauth, methods=["GET"]),
+            ]
     else:
         logger.warning("%s.", SLACK_SETUP_HINT)
 
@@ -250,16 +270,22 @@ def build_asgi_app(rt: Runtime) -> Starlette:
             presented = request.headers.get("authorization", "")
             expected = f"Bearer {token}"
             if not hmac.compare_digest(presented.encode(), expected.encode()):
-                return PlainTextResponse("metrics need Authorization: Bearer <GENIE_METRICS_TOKEN>", status_code=401,
-                                         headers={"WWW-Authenticate": 'Bearer realm="genie metrics"'})
+                return PlainTextResponse(
+                    "metrics need Authorization: Bearer <GENIE_METRICS_TOKEN>",
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="genie metrics"'},
+                )
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
     # Every process looks for late heartbeats (with or without Slack: the alert is kept either way).
     rt.heartbeats = HeartbeatMonitor(rt.sessionmaker, lambda: rt.now(), on_raised=rt.wake_outbox)
     # … and fires due escalation steps (the pages wait in the outbox when Slack is not configured).
-    rt.paging = PagingEngine(rt.sessionmaker, lambda: rt.now(),
-                             on_paged=lambda channel: rt.worker.wake(channel) if rt.worker is not None else None)
+    rt.paging = PagingEngine(
+        rt.sessionmaker,
+        lambda: rt.now(),
+        on_paged=lambda channel: rt.worker.wake(channel) if rt.worker is not None else None,
+    )
     cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
 
     @asynccontextmanager
@@ -304,7 +330,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     return app
 
 
-def uvicorn_config(app: ASGIApp, settings: Settings, host: str, port: int, **options) -> "uvicorn.Config":
+def uvicorn_config(app: ASGIApp, settings: Settings, host: str, port: int, **options) -> uvicorn.Config:
     """How ``genie serve`` runs uvicorn. ``X-Forwarded-For`` (and ``-Proto``) is believed only from
     the proxies in ``GENIE_FORWARDED_ALLOW_IPS``; with none set, the client address is the
     connection's (uvicorn's own default would trust any process on the host).
@@ -316,5 +342,13 @@ def uvicorn_config(app: ASGIApp, settings: Settings, host: str, port: int, **opt
     import uvicorn
 
     trusted = list(settings.forwarded_allow_ips)
-    return uvicorn.Config(app, host=host, port=port, server_header=False, proxy_headers=bool(trusted),
-                          forwarded_allow_ips=trusted or [], timeout_keep_alive=75, **options)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        server_header=False,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or [],
+        timeout_keep_alive=75,
+        **options,
+    )

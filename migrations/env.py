@@ -7,8 +7,8 @@ import asyncio
 
 from alembic import context
 
-from storage.base import Base
 import storage.models  # noqa: F401  (registers the tables on Base.metadata)
+from storage.base import Base
 
 config = context.config
 target_metadata = Base.metadata

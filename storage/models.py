@@ -6,7 +6,20 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false as sa_false, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy import (
+    false as sa_false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from storage.base import Base, UTCDateTime, utcnow
@@ -27,7 +40,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    slack_links: Mapped[list["SlackLink"]] = relationship(back_populates="user", passive_deletes=True)
+    slack_links: Mapped[list[SlackLink]] = relationship(back_populates="user", passive_deletes=True)
 
 
 class Team(Base):
@@ -257,8 +270,14 @@ class Alert(Base):
 
     __tablename__ = "alert"
     __table_args__ = (
-        Index("uq_alert_open_alias", "team_id", "alias", unique=True,
-              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+        Index(
+            "uq_alert_open_alias",
+            "team_id",
+            "alias",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
         Index("ix_alert_team_status", "team_id", "status", "id"),
         Index("ix_alert_status_created", "status", "created_at"),
         Index("ix_alert_owner_status", "owner_user_id", "status"),
@@ -315,9 +334,11 @@ class AlertEvent(Base):
     """The alert's timeline: every decision (allowed or denied) and every change, with who."""
 
     __tablename__ = "alert_event"
-    __table_args__ = (Index("ix_alert_event_alert", "alert_id", "id"),
-                      # Reports: acknowledgements, closes and refused clicks in a period (0014).
-                      Index("ix_alert_event_action_at", "action", "at"))
+    __table_args__ = (
+        Index("ix_alert_event_alert", "alert_id", "id"),
+        # Reports: acknowledgements, closes and refused clicks in a period (0014).
+        Index("ix_alert_event_action_at", "action", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
@@ -360,16 +381,27 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        Index("ix_outbox_pending_channel", "channel", "id",
-              sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
-              postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL")),
-        Index("ix_outbox_pending_due", "next_attempt_at",
-              sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
-              postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL")),
+        Index(
+            "ix_outbox_pending_channel",
+            "channel",
+            "id",
+            sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+            postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+        ),
+        Index(
+            "ix_outbox_pending_due",
+            "next_attempt_at",
+            sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+            postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+        ),
         # The failed-messages gauge counts these every second; without it, a full scan of the
         # outbox (every message ever sent: ~120 ms at 1M rows on SQLite, holding its connection).
-        Index("ix_outbox_failed", "id",
-              sqlite_where=text("failed_at IS NOT NULL"), postgresql_where=text("failed_at IS NOT NULL")),
+        Index(
+            "ix_outbox_failed",
+            "id",
+            sqlite_where=text("failed_at IS NOT NULL"),
+            postgresql_where=text("failed_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -484,7 +516,6 @@ class AuditEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
 
-
 # --- heartbeats (issue 16) -------------------------------------------------------------------
 class Heartbeat(Base):
     """OpsGenie's heartbeat: a job pings it at least every ``interval``; when a ping is late, one
@@ -496,8 +527,12 @@ class Heartbeat(Base):
     __table_args__ = (
         UniqueConstraint("team_id", "name", name="uq_heartbeat_team_name"),
         # The monitor's look: enabled heartbeats not yet expired, soonest due first.
-        Index("ix_heartbeat_due", "expires_at",
-              sqlite_where=text("enabled AND NOT expired"), postgresql_where=text("enabled AND NOT expired")),
+        Index(
+            "ix_heartbeat_due",
+            "expires_at",
+            sqlite_where=text("enabled AND NOT expired"),
+            postgresql_where=text("enabled AND NOT expired"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

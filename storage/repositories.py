@@ -21,10 +21,12 @@ async def update_one(session: AsyncSession, statement, entity: type, ident: Any)
     (SQLite ≥ 3.35, PostgreSQL) that is one statement; otherwise the ``UPDATE`` and a read by
     primary key. ``ident``: that key, or an async callable that finds it (before the update)."""
     if session.get_bind().dialect.update_returning:
-        return (await session.execute(
-            statement.returning(entity),
-            execution_options={"synchronize_session": False, "populate_existing": True},
-        )).scalar_one_or_none()
+        return (
+            await session.execute(
+                statement.returning(entity),
+                execution_options={"synchronize_session": False, "populate_existing": True},
+            )
+        ).scalar_one_or_none()
     key = await ident() if callable(ident) else ident
     if key is None:
         return None
@@ -38,9 +40,14 @@ async def update_one(session: AsyncSession, statement, entity: type, ident: Any)
 def workspace_setting_value(workspace_id: str, key: str):
     """SQL for a setting as a workspace sees it: its own value, else the deployment-wide one
     (workspace ``'*'``), else NULL — each a primary-key lookup, usable inside a larger query."""
+
     def value(workspace: str):
-        return (select(WorkspaceSetting.value)
-                .where(WorkspaceSetting.workspace_id == workspace, WorkspaceSetting.key == key).scalar_subquery())
+        return (
+            select(WorkspaceSetting.value)
+            .where(WorkspaceSetting.workspace_id == workspace, WorkspaceSetting.key == key)
+            .scalar_subquery()
+        )
+
     return func.coalesce(value(workspace_id), value("*"))
 
 
@@ -63,11 +70,28 @@ async def installations(session: AsyncSession) -> list[dict]:
     """Multi-workspace mode: the latest bot installation of each workspace / Grid org."""
     from storage.models import SLACK_BOTS
 
-    rows = (await session.execute(
-        select(SLACK_BOTS.c.team_id, SLACK_BOTS.c.team_name, SLACK_BOTS.c.enterprise_id, SLACK_BOTS.c.enterprise_name,
-               SLACK_BOTS.c.is_enterprise_install, func.max(SLACK_BOTS.c.installed_at).label("installed_at"))
-        .group_by(SLACK_BOTS.c.team_id, SLACK_BOTS.c.team_name, SLACK_BOTS.c.enterprise_id,
-                  SLACK_BOTS.c.enterprise_name, SLACK_BOTS.c.is_enterprise_install)
-        .order_by(SLACK_BOTS.c.enterprise_id, SLACK_BOTS.c.team_id)
-    )).mappings().all()
+    rows = (
+        (
+            await session.execute(
+                select(
+                    SLACK_BOTS.c.team_id,
+                    SLACK_BOTS.c.team_name,
+                    SLACK_BOTS.c.enterprise_id,
+                    SLACK_BOTS.c.enterprise_name,
+                    SLACK_BOTS.c.is_enterprise_install,
+                    func.max(SLACK_BOTS.c.installed_at).label("installed_at"),
+                )
+                .group_by(
+                    SLACK_BOTS.c.team_id,
+                    SLACK_BOTS.c.team_name,
+                    SLACK_BOTS.c.enterprise_id,
+                    SLACK_BOTS.c.enterprise_name,
+                    SLACK_BOTS.c.is_enterprise_install,
+                )
+                .order_by(SLACK_BOTS.c.enterprise_id, SLACK_BOTS.c.team_id)
+            )
+        )
+        .mappings()
+        .all()
+    )
     return [dict(r) for r in rows]

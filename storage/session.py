@@ -31,8 +31,9 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
         if ":memory:" not in url and "mode=memory" not in url:
             kwargs.setdefault("pool_size", 1)
             kwargs.setdefault("max_overflow", 0)
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
-                                                        "async_creator_fn": _open_sqlite}, **kwargs)
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "async_creator_fn": _open_sqlite}, **kwargs
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):  # pragma: no cover - exercised by every test

@@ -12,9 +12,10 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -26,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.server import build_asgi_app, make_runtime, uvicorn_config
 from bot.services import users
-from storage.base import Base
 from migrations.apply import upgrade
+from storage.base import Base
 from storage.session import make_engine, make_sessionmaker
 from tests.fake_slack import FakeSlack
 from tests.slack_driver import SlackDriver, SlackUser
@@ -149,8 +150,11 @@ class Browser:
         response = await self.http.post(path, data=form, **kw)
         if match := _CSRF.search(response.text):
             self.last_csrf = html.unescape(match.group(1))
-        elif (response.status_code == 303 and "genie_session=" in response.headers.get("set-cookie", "")
-              and response.headers.get("location", "").startswith("/")):
+        elif (
+            response.status_code == 303
+            and "genie_session=" in response.headers.get("set-cookie", "")
+            and response.headers.get("location", "").startswith("/")
+        ):
             # Signed in or out: CSRF tokens are bound to the session, so pick up the next page's
             # token by following the redirect, as a browser does.
             await self.get(str(response.request.url.join(response.headers["location"])))
@@ -247,8 +251,14 @@ async def genie(db_url: str, fake_slack: FakeSlack, genie_settings: dict[str, st
     # uvicorn as `genie serve` runs it for keep-alive (a browser's idle connection is not closed
     # under it while a test pauses), but believing X-Forwarded-For from loopback, so tests can
     # stand for clients at other addresses.
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                           timeout_keep_alive=uvicorn_config(app, settings, "", 0).timeout_keep_alive))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            timeout_keep_alive=uvicorn_config(app, settings, "", 0).timeout_keep_alive,
+        )
+    )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

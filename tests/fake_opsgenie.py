@@ -31,11 +31,28 @@ class FakeOpsGenie(FakeService):
         self.users: list[dict] = []
         self.teams: list[dict] = []
 
-    def add_user(self, user_id: str, username: str, full_name: str, *, role: str = "User", verified: bool = True,
-                 blocked: bool = False) -> dict:
-        user = {"blocked": blocked, "verified": verified, "id": user_id, "username": username,
-                "fullName": full_name, "role": {"id": role, "name": role}, "timeZone": "Europe/Berlin",
-                "locale": "en_US", "userAddress": {}, "createdAt": "2024-01-10T09:12:43.2Z"}
+    def add_user(
+        self,
+        user_id: str,
+        username: str,
+        full_name: str,
+        *,
+        role: str = "User",
+        verified: bool = True,
+        blocked: bool = False,
+    ) -> dict:
+        user = {
+            "blocked": blocked,
+            "verified": verified,
+            "id": user_id,
+            "username": username,
+            "fullName": full_name,
+            "role": {"id": role, "name": role},
+            "timeZone": "Europe/Berlin",
+            "locale": "en_US",
+            "userAddress": {},
+            "createdAt": "2024-01-10T09:12:43.2Z",
+        }
         with self._lock:
             self.users.append(user)
         return user
@@ -52,24 +69,35 @@ class FakeOpsGenie(FakeService):
             self.teams.clear()
 
     def routes(self) -> list:
-        return [Route("/v2/account", self._account, methods=["GET"]),
-                Route("/v2/users", self._users, methods=["GET"]),
-                Route("/v2/teams", self._teams, methods=["GET"]),
-                Route("/v2/teams/{identifier}", self._team, methods=["GET"])]
+        return [
+            Route("/v2/account", self._account, methods=["GET"]),
+            Route("/v2/users", self._users, methods=["GET"]),
+            Route("/v2/teams", self._teams, methods=["GET"]),
+            Route("/v2/teams/{identifier}", self._team, methods=["GET"]),
+        ]
 
     def _check(self, request: Request) -> Response | None:
         if (failed := self.before(request)) is not None:
             return failed
         if not self.authorized(request, "GenieKey "):
-            return JSONResponse({"message": "Could not authenticate", "took": 0.0,
-                                 "requestId": "0d0d3b8a-0000-0000-0000-000000000000"}, 401)
+            return JSONResponse(
+                {"message": "Could not authenticate", "took": 0.0, "requestId": "0d0d3b8a-0000-0000-0000-000000000000"},
+                401,
+            )
         return None
 
     async def _account(self, request: Request) -> Response:
         if (refused := self._check(request)) is not None:
             return refused
-        return JSONResponse(_envelope({"name": self.account, "userCount": len(self.users),
-                                       "plan": {"maxUserCount": 1500, "name": "Enterprise", "isYearly": True}}))
+        return JSONResponse(
+            _envelope(
+                {
+                    "name": self.account,
+                    "userCount": len(self.users),
+                    "plan": {"maxUserCount": 1500, "name": "Enterprise", "isYearly": True},
+                }
+            )
+        )
 
     async def _users(self, request: Request) -> Response:
         if (refused := self._check(request)) is not None:
@@ -81,7 +109,7 @@ class FakeOpsGenie(FakeService):
         limit = min(limit, self.max_limit)
         with self._lock:
             users = sorted(self.users, key=lambda u: u["username"].lower())
-        page = users[offset:offset + limit]
+        page = users[offset : offset + limit]
         link = f"{PUBLIC_HOST}/v2/users?limit={limit}&sort=username&order=asc&offset="
         paging = {"first": f"{link}0", "last": f"{link}{max(0, (len(users) - 1) // limit * limit)}"}
         if offset + limit < len(users):
@@ -109,5 +137,14 @@ class FakeOpsGenie(FakeService):
         for user_id, username, role in team["members"]:
             user = {k: v for k, v in (("id", user_id), ("username", username)) if v}
             members.append({"user": user, "role": role})
-        return JSONResponse(_envelope({"id": team["id"], "name": team["name"], "description": "",
-                                       "members": members, "links": {"web": "", "api": ""}}))
+        return JSONResponse(
+            _envelope(
+                {
+                    "id": team["id"],
+                    "name": team["name"],
+                    "description": "",
+                    "members": members,
+                    "links": {"web": "", "api": ""},
+                }
+            )
+        )

@@ -26,15 +26,27 @@ class FakePagerDuty(FakeService):
         self.max_limit = max_limit
         self.users: list[dict] = []
 
-    def add_user(self, user_id: str, name: str, email: str, *, role: str = "user",
-                 invitation_sent: bool = False) -> dict:
+    def add_user(
+        self, user_id: str, name: str, email: str, *, role: str = "user", invitation_sent: bool = False
+    ) -> dict:
         user = {
-            "id": user_id, "type": "user", "summary": name, "name": name, "email": email, "role": role,
-            "time_zone": "Europe/Berlin", "color": "green", "description": None, "job_title": "Engineer",
-            "invitation_sent": invitation_sent, "avatar_url": f"https://secure.gravatar.com/avatar/{user_id}",
+            "id": user_id,
+            "type": "user",
+            "summary": name,
+            "name": name,
+            "email": email,
+            "role": role,
+            "time_zone": "Europe/Berlin",
+            "color": "green",
+            "description": None,
+            "job_title": "Engineer",
+            "invitation_sent": invitation_sent,
+            "avatar_url": f"https://secure.gravatar.com/avatar/{user_id}",
             "self": f"https://api.pagerduty.com/users/{user_id}",
             "html_url": f"https://{self.subdomain}.pagerduty.com/users/{user_id}",
-            "teams": [], "contact_methods": [], "notification_rules": [],
+            "teams": [],
+            "contact_methods": [],
+            "notification_rules": [],
         }
         with self._lock:
             self.users.append(user)
@@ -60,13 +72,29 @@ class FakePagerDuty(FakeService):
         offset = int_param(request, "offset", 0)
         limit = int_param(request, "limit", 25, low=1, high=10_000)
         if offset is None or limit is None:
-            return JSONResponse({"error": {"message": "Invalid Input Provided", "code": 2001,
-                                           "errors": ["Offset or limit is not valid."]}}, 400)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "Invalid Input Provided",
+                        "code": 2001,
+                        "errors": ["Offset or limit is not valid."],
+                    }
+                },
+                400,
+            )
         if offset + limit > 10_000:  # classic pagination's ceiling
-            return JSONResponse({"error": {"message": "Invalid Input Provided", "code": 2001,
-                                           "errors": ["Offset must be less than 10000."]}}, 400)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "Invalid Input Provided",
+                        "code": 2001,
+                        "errors": ["Offset must be less than 10000."],
+                    }
+                },
+                400,
+            )
         limit = min(limit, self.max_limit)
         with self._lock:
-            page = self.users[offset:offset + limit]
+            page = self.users[offset : offset + limit]
             more = offset + limit < len(self.users)
         return JSONResponse({"users": page, "limit": limit, "offset": offset, "more": more, "total": None})

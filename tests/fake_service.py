@@ -47,8 +47,16 @@ class FakeService(LoopbackServer, ABC):
         self._failures: list[Failure] = []
 
     # --- what tests set up and read ------------------------------------------------------------
-    def fail(self, path: str, *, status: int, body: str | None = None, headers: dict[str, str] | None = None,
-             times: int = 1, after: int = 0) -> None:
+    def fail(
+        self,
+        path: str,
+        *,
+        status: int,
+        body: str | None = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        after: int = 0,
+    ) -> None:
         """The next ``times`` requests for ``path`` (after ``after`` good ones) get this answer."""
         with self._lock:
             self._failures.append(Failure(path, status, body, dict(headers or {}), times, after))
@@ -85,14 +93,16 @@ class FakeService(LoopbackServer, ABC):
                     if failure.times <= 0:
                         self._failures.remove(failure)
                     if failure.body is not None:
-                        return Response(failure.body, failure.status, headers=failure.headers,
-                                        media_type="application/json")
-                    return JSONResponse({"message": f"fake failure {failure.status}"}, failure.status,
-                                        headers=failure.headers)
+                        return Response(
+                            failure.body, failure.status, headers=failure.headers, media_type="application/json"
+                        )
+                    return JSONResponse(
+                        {"message": f"fake failure {failure.status}"}, failure.status, headers=failure.headers
+                    )
         return None
 
     # --- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> "FakeService":
+    def start(self) -> FakeService:
         self.serve(Starlette(routes=self.routes()))
         return self
 
@@ -106,5 +116,3 @@ def int_param(request: Request, name: str, default: int, *, low: int = 0, high: 
     except ValueError:
         return None
     return number if low <= number <= high else None
-
-

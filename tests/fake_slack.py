@@ -132,8 +132,9 @@ class FakeSlack(LoopbackServer):
         self._oidc_keys: tuple[Any, Any] | None = None
 
     # --- directory ---------------------------------------------------------------------------
-    def add_user(self, user_id: str, real_name: str, email: str | None, team_id: str = TEAM_ID,
-                 **fields: Any) -> dict[str, Any]:
+    def add_user(
+        self, user_id: str, real_name: str, email: str | None, team_id: str = TEAM_ID, **fields: Any
+    ) -> dict[str, Any]:
         """A member of the directory (``users.info``, ``users.list``), as Slack describes one;
         ``fields`` sets or overrides Slack's flags: ``deleted``, ``is_bot``, ``is_restricted``,
         ``is_ultra_restricted``, ``is_stranger``, ``is_email_confirmed``, ``enterprise_user`` …
@@ -141,10 +142,20 @@ class FakeSlack(LoopbackServer):
         profile = {"real_name": real_name, "display_name": real_name.split()[0], "team": team_id}
         if email:
             profile["email"] = email
-        user = {"id": user_id, "team_id": team_id, "name": real_name.split()[0].lower(), "real_name": real_name,
-                "deleted": False, "is_bot": False, "is_app_user": False, "is_restricted": False,
-                "is_ultra_restricted": False, "is_email_confirmed": True, "updated": int(time.time()),
-                "profile": profile}
+        user = {
+            "id": user_id,
+            "team_id": team_id,
+            "name": real_name.split()[0].lower(),
+            "real_name": real_name,
+            "deleted": False,
+            "is_bot": False,
+            "is_app_user": False,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
+            "is_email_confirmed": True,
+            "updated": int(time.time()),
+            "profile": profile,
+        }
         user.update(fields)
         user = {k: v for k, v in user.items() if v is not None}
         self.users[user_id] = user
@@ -163,16 +174,24 @@ class FakeSlack(LoopbackServer):
         size = min(limit or 1000, self.users_page_size or 1000)
         with self._lock:
             org_teams = {t["id"] for t in self.org_teams.get(where or "", [])}
-            members = [u for u in self.users.values() if where is None or u.get("team_id") in org_teams or where in (
-                u.get("team_id"), (u.get("enterprise_user") or {}).get("enterprise_id"))]
+            members = [
+                u
+                for u in self.users.values()
+                if where is None
+                or u.get("team_id") in org_teams
+                or where in (u.get("team_id"), (u.get("enterprise_user") or {}).get("enterprise_id"))
+            ]
         if args.get("team_id"):  # an org-level token: that workspace of the org
-            members = [u for u in members if args["team_id"] == u.get("team_id")
-                       or args["team_id"] in (u.get("enterprise_user") or {}).get("teams", [])]
-        page = members[start:start + size]
+            members = [
+                u
+                for u in members
+                if args["team_id"] == u.get("team_id")
+                or args["team_id"] in (u.get("enterprise_user") or {}).get("teams", [])
+            ]
+        page = members[start : start + size]
         more = start + size < len(members)
         cursor = base64.b64encode(f"users:{start + size}".encode()).decode() if more else ""
-        return {"ok": True, "members": page, "cache_ts": int(time.time()),
-                "response_metadata": {"next_cursor": cursor}}
+        return {"ok": True, "members": page, "cache_ts": int(time.time()), "response_metadata": {"next_cursor": cursor}}
 
     # --- recording ---------------------------------------------------------------------------
     def calls(self, method: str | None = None) -> list[Call]:
@@ -200,8 +219,18 @@ class FakeSlack(LoopbackServer):
                 raise AssertionError(f"fake Slack: expected {count} {method} call(s) matching {match}, got {found}")
             await asyncio.sleep(0.02)
 
-    def fail(self, method: str, *, status: int = 200, error: str | None = None, retry_after: int | None = None,
-             delay: float = 0.0, times: int = 1, drop: str | None = None, after: int = 0) -> None:
+    def fail(
+        self,
+        method: str,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        retry_after: int | None = None,
+        delay: float = 0.0,
+        times: int = 1,
+        drop: str | None = None,
+        after: int = 0,
+    ) -> None:
         """Make the next ``times`` calls of ``method`` fail (HTTP status, Slack error, slowness, or
         ``drop`` = "before"/"after": the connection is closed without an answer, before or after
         Slack acted). ``method`` "response_url" makes response_url posts fail. ``after``: answer
@@ -209,7 +238,8 @@ class FakeSlack(LoopbackServer):
         assert drop in (None, "before", "after")
         with self._lock:
             self._failures.setdefault(method, []).append(
-                _Failure(status, error, retry_after, delay, times, drop, after))
+                _Failure(status, error, retry_after, delay, times, drop, after)
+            )
 
     def _take_failure(self, method: str) -> _Failure | None:
         with self._lock:
@@ -258,8 +288,9 @@ class FakeSlack(LoopbackServer):
                 self._calls.append(Call(method, args, token))
             failure = self._take_failure(method)
             if failure is not None and (failure.status != 200 or failure.error):
-                return JSONResponse({"ok": False, "error": failure.error or "fake_http_error"},
-                                    status_code=failure.status)
+                return JSONResponse(
+                    {"ok": False, "error": failure.error or "fake_http_error"}, status_code=failure.status
+                )
             if not token or not token.startswith("xapp-"):
                 return JSONResponse({"ok": False, "error": "not_allowed_token_type" if token else "not_authed"})
             return JSONResponse({"ok": True, "url": f"ws://{self.url.removeprefix('http://')}/socket"})
@@ -281,8 +312,9 @@ class FakeSlack(LoopbackServer):
                 await asyncio.sleep(failure.delay)
             if failure.status != 200:
                 headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
-                return JSONResponse({"ok": False, "error": "fake_http_error"}, status_code=failure.status,
-                                    headers=headers)
+                return JSONResponse(
+                    {"ok": False, "error": "fake_http_error"}, status_code=failure.status, headers=headers
+                )
             if failure.error:
                 return JSONResponse({"ok": False, "error": failure.error})
         if not token or not token.startswith("xoxb-"):
@@ -290,17 +322,30 @@ class FakeSlack(LoopbackServer):
         headers = {"X-OAuth-Scopes": self.token_scopes} if self.token_scopes is not None else None
         return JSONResponse(self._answer(method, args, token), headers=headers)
 
-    def grant(self, code: str, team_id: str | None, *, team_name: str = "Beta", enterprise_id: str | None = None,
-              org_wide: bool = False, installer: str = "U0INSTALLER") -> str:
+    def grant(
+        self,
+        code: str,
+        team_id: str | None,
+        *,
+        team_name: str = "Beta",
+        enterprise_id: str | None = None,
+        org_wide: bool = False,
+        installer: str = "U0INSTALLER",
+    ) -> str:
         """Make ``oauth.v2.access`` with ``code`` install the app there; returns the bot token."""
         where = enterprise_id if org_wide else team_id
         token = f"xoxb-{where}-{code}"
         self.oauth_grants[code] = {
-            "ok": True, "access_token": token, "token_type": "bot", "scope": "commands,chat:write",
-            "bot_user_id": f"U0BOT{where}", "app_id": "A0GENIE",
+            "ok": True,
+            "access_token": token,
+            "token_type": "bot",
+            "scope": "commands,chat:write",
+            "bot_user_id": f"U0BOT{where}",
+            "app_id": "A0GENIE",
             "team": None if org_wide else {"id": team_id, "name": team_name},
             "enterprise": {"id": enterprise_id, "name": "Acme Org"} if enterprise_id else None,
-            "authed_user": {"id": installer}, "is_enterprise_install": org_wide,
+            "authed_user": {"id": installer},
+            "is_enterprise_install": org_wide,
         }
         return token
 
@@ -309,12 +354,28 @@ class FakeSlack(LoopbackServer):
         where = token.split("-")[1] if token and token.count("-") >= 2 and token.split("-")[1][:1] in "TE" else None
         if method == "auth.test" and where:
             org = where.startswith("E")
-            return {"ok": True, "url": "https://beta.slack.com/", "team": "Beta", "user": "genie",
-                    "team_id": None if org else where, "enterprise_id": where if org else None,
-                    "user_id": f"U0BOT{where}", "bot_id": f"B0{where}", "is_enterprise_install": org}
+            return {
+                "ok": True,
+                "url": "https://beta.slack.com/",
+                "team": "Beta",
+                "user": "genie",
+                "team_id": None if org else where,
+                "enterprise_id": where if org else None,
+                "user_id": f"U0BOT{where}",
+                "bot_id": f"B0{where}",
+                "is_enterprise_install": org,
+            }
         if method == "auth.test":
-            return {"ok": True, "url": f"https://{TEAM_DOMAIN}.slack.com/", "team": "Acme", "user": "genie",
-                    "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": "B0GENIE", "is_enterprise_install": False}
+            return {
+                "ok": True,
+                "url": f"https://{TEAM_DOMAIN}.slack.com/",
+                "team": "Acme",
+                "user": "genie",
+                "team_id": TEAM_ID,
+                "user_id": BOT_USER_ID,
+                "bot_id": "B0GENIE",
+                "is_enterprise_install": False,
+            }
         if method == "users.info":
             user = self.users.get(args.get("user", ""))
             return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
@@ -323,14 +384,24 @@ class FakeSlack(LoopbackServer):
             channel = args.get("channel", "")
             if channel.startswith("U"):
                 channel = "D" + channel[1:]
-            message = {"type": "message", "ts": ts, "user": BOT_USER_ID, "bot_id": "B0GENIE",
-                       "text": args.get("text"), "blocks": args.get("blocks")}
+            message = {
+                "type": "message",
+                "ts": ts,
+                "user": BOT_USER_ID,
+                "bot_id": "B0GENIE",
+                "text": args.get("text"),
+                "blocks": args.get("blocks"),
+            }
             if isinstance(args.get("metadata"), dict):
                 message["metadata"] = args["metadata"]
             with self._lock:
                 self._history.setdefault(channel, []).append(message)
-            return {"ok": True, "channel": channel, "ts": ts,
-                    "message": {"text": args.get("text"), "blocks": args.get("blocks"), "ts": ts}}
+            return {
+                "ok": True,
+                "channel": channel,
+                "ts": ts,
+                "message": {"text": args.get("text"), "blocks": args.get("blocks"), "ts": ts},
+            }
         if method == "chat.update":
             with self._lock:
                 for message in self._history.get(args.get("channel", ""), []):
@@ -347,8 +418,11 @@ class FakeSlack(LoopbackServer):
         if method == "users.list":
             return self._users_list(args, where)
         if method == "auth.teams.list":
-            return {"ok": True, "teams": list(self.org_teams.get(where or "", [])),
-                    "response_metadata": {"next_cursor": ""}}
+            return {
+                "ok": True,
+                "teams": list(self.org_teams.get(where or "", [])),
+                "response_metadata": {"next_cursor": ""},
+            }
         return {"ok": False, "error": "unknown_method"}
 
     def _conversation_history(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -359,15 +433,22 @@ class FakeSlack(LoopbackServer):
         with_metadata = str(args.get("include_all_metadata", "")).lower() in {"1", "true"}
         limit, start = min(int(args.get("limit") or 100), 999), int(args.get("cursor") or 0)
         with self._lock:
-            found = [dict(m) for m in reversed(self._history.get(args.get("channel", ""), []))
-                     if (oldest <= float(m["ts"]) if inclusive else oldest < float(m["ts"])) and float(m["ts"]) <= latest]
-        page = found[start:start + limit]
+            found = [
+                dict(m)
+                for m in reversed(self._history.get(args.get("channel", ""), []))
+                if (oldest <= float(m["ts"]) if inclusive else oldest < float(m["ts"])) and float(m["ts"]) <= latest
+            ]
+        page = found[start : start + limit]
         if not with_metadata:
             for message in page:
                 message.pop("metadata", None)
         more = start + limit < len(found)
-        return {"ok": True, "messages": page, "has_more": more,
-                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+        return {
+            "ok": True,
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
 
     async def _response_url(self, request: Request) -> Response:
         body = await request.body()
@@ -397,11 +478,16 @@ class FakeSlack(LoopbackServer):
         pings are answered by the server (uvicorn) itself, as Slack does."""
         await websocket.accept()
         self._loop = asyncio.get_running_loop()
-        await websocket.send_text(json.dumps({
-            "type": "hello", "num_connections": len(self._sockets) + 1,
-            "debug_info": {"host": "fake-slack", "build_number": 1, "approximate_connection_time": 18060},
-            "connection_info": {"app_id": "A0GENIE"},
-        }))
+        await websocket.send_text(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": len(self._sockets) + 1,
+                    "debug_info": {"host": "fake-slack", "build_number": 1, "approximate_connection_time": 18060},
+                    "connection_info": {"app_id": "A0GENIE"},
+                }
+            )
+        )
         with self._lock:
             self._sockets.append(websocket)
         try:
@@ -425,7 +511,9 @@ class FakeSlack(LoopbackServer):
                 if len(self._sockets) >= count:
                     return
             if time.monotonic() > deadline:
-                raise AssertionError(f"fake Slack: expected {count} Socket Mode connection(s), got {len(self._sockets)}")
+                raise AssertionError(
+                    f"fake Slack: expected {count} Socket Mode connection(s), got {len(self._sockets)}"
+                )
             await asyncio.sleep(0.02)
 
     async def _send_socket(self, message: dict[str, Any]) -> None:
@@ -435,18 +523,29 @@ class FakeSlack(LoopbackServer):
                 raise AssertionError("fake Slack: no app is connected over Socket Mode")
             websocket = self._sockets[-1]
         assert self._loop is not None
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(websocket.send_text(json.dumps(message)),
-                                                                   self._loop))
+        await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(websocket.send_text(json.dumps(message)), self._loop)
+        )
 
-    async def send_envelope(self, kind: str, payload: dict[str, Any], *, accepts_response_payload: bool | None = None,
-                            retry_attempt: int | None = None) -> str:
+    async def send_envelope(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool | None = None,
+        retry_attempt: int | None = None,
+    ) -> str:
         """Push a request (``slash_commands``, ``interactive`` or ``events_api``) as Slack does;
         returns its ``envelope_id``."""
         envelope_id = f"env-{next(self._envelopes)}-{time.monotonic_ns()}"
         if accepts_response_payload is None:
             accepts_response_payload = kind != "events_api"
-        message: dict[str, Any] = {"type": kind, "envelope_id": envelope_id, "payload": payload,
-                                   "accepts_response_payload": accepts_response_payload}
+        message: dict[str, Any] = {
+            "type": kind,
+            "envelope_id": envelope_id,
+            "payload": payload,
+            "accepts_response_payload": accepts_response_payload,
+        }
         if kind == "events_api":
             message.update(retry_attempt=retry_attempt or 0, retry_reason="")
         await self._send_socket(message)
@@ -470,23 +569,38 @@ class FakeSlack(LoopbackServer):
 
     async def socket_disconnect(self, reason: str = "refresh_requested") -> None:
         """Slack's ``disconnect`` message: the app is to open a new connection."""
-        await self._send_socket({"type": "disconnect", "reason": reason,
-                                 "debug_info": {"host": "fake-slack"}})
+        await self._send_socket({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake-slack"}})
 
     # --- Sign in with Slack (OpenID Connect) ---------------------------------------------------
-    def oidc_sign_in_as(self, user_id: str, team_id: str = TEAM_ID, *, email: str | None = None,
-                        email_verified: bool = True, name: str | None = None, **claims: Any) -> None:
+    def oidc_sign_in_as(
+        self,
+        user_id: str,
+        team_id: str = TEAM_ID,
+        *,
+        email: str | None = None,
+        email_verified: bool = True,
+        name: str | None = None,
+        **claims: Any,
+    ) -> None:
         """The Slack user signed in to Slack in the browser: what the next authorize answers for."""
-        self.oidc_user = {"https://slack.com/user_id": user_id, "https://slack.com/team_id": team_id,
-                          "https://slack.com/team_name": "Genie Test", "email": email,
-                          "email_verified": email_verified, "name": name or user_id, **claims}
+        self.oidc_user = {
+            "https://slack.com/user_id": user_id,
+            "https://slack.com/team_id": team_id,
+            "https://slack.com/team_name": "Genie Test",
+            "email": email,
+            "email_verified": email_verified,
+            "name": name or user_id,
+            **claims,
+        }
 
     def _oidc_key(self, forged: bool = False):
         from joserfc.jwk import RSAKey
 
         if self._oidc_keys is None:
-            self._oidc_keys = (RSAKey.generate_key(2048, parameters={"kid": "fake-slack-1"}),
-                               RSAKey.generate_key(2048, parameters={"kid": "fake-slack-1"}))
+            self._oidc_keys = (
+                RSAKey.generate_key(2048, parameters={"kid": "fake-slack-1"}),
+                RSAKey.generate_key(2048, parameters={"kid": "fake-slack-1"}),
+            )
         return self._oidc_keys[1 if forged else 0]
 
     async def _oidc_authorize(self, request: Request) -> Response:
@@ -500,36 +614,61 @@ class FakeSlack(LoopbackServer):
         if self.oidc_user is None:
             return RedirectResponse(f"{redirect}{sep}error=access_denied&state={q.get('state', '')}", status_code=302)
         code = secrets.token_urlsafe(16)
-        self._oidc_codes[code] = {"client_id": q["client_id"], "redirect_uri": redirect, "nonce": q.get("nonce"),
-                                  "claims": dict(self.oidc_user)}
+        self._oidc_codes[code] = {
+            "client_id": q["client_id"],
+            "redirect_uri": redirect,
+            "nonce": q.get("nonce"),
+            "claims": dict(self.oidc_user),
+        }
         return RedirectResponse(f"{redirect}{sep}code={code}&state={q.get('state', '')}", status_code=302)
 
     def _oidc_token(self, args: dict[str, Any]) -> dict[str, Any]:
         from joserfc import jwt
 
         grant = self._oidc_codes.pop(args.get("code", ""), None)
-        if grant is None or self.oidc_clients.get(args.get("client_id", "")) != args.get("client_secret") \
-                or grant["client_id"] != args.get("client_id") or grant["redirect_uri"] != args.get("redirect_uri"):
+        if (
+            grant is None
+            or self.oidc_clients.get(args.get("client_id", "")) != args.get("client_secret")
+            or grant["client_id"] != args.get("client_id")
+            or grant["redirect_uri"] != args.get("redirect_uri")
+        ):
             return {"ok": False, "error": "invalid_code"}
         now = int(time.time())
-        claims = {"iss": self.url, "aud": grant["client_id"], "sub": grant["claims"]["https://slack.com/user_id"],
-                  "iat": now, "exp": now + 300, "auth_time": now, "nonce": grant["nonce"],
-                  **{k: v for k, v in grant["claims"].items() if v is not None}}
+        claims = {
+            "iss": self.url,
+            "aud": grant["client_id"],
+            "sub": grant["claims"]["https://slack.com/user_id"],
+            "iat": now,
+            "exp": now + 300,
+            "auth_time": now,
+            "nonce": grant["nonce"],
+            **{k: v for k, v in grant["claims"].items() if v is not None},
+        }
         token = jwt.encode({"alg": "RS256", "kid": "fake-slack-1"}, claims, self._oidc_key(forged=self.oidc_forge))
-        return {"ok": True, "access_token": "xoxp-oidc-" + secrets.token_hex(4), "token_type": "Bearer",
-                "id_token": token}
+        return {
+            "ok": True,
+            "access_token": "xoxp-oidc-" + secrets.token_hex(4),
+            "token_type": "Bearer",
+            "id_token": token,
+        }
 
     async def _oidc_keys_endpoint(self, request: Request) -> Response:
         return JSONResponse({"keys": [self._oidc_key().as_dict(private=False)]})
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "FakeSlack":
-        self.serve(_KeepTransport(Starlette(routes=[
-            Route("/openid/connect/authorize", self._oidc_authorize, methods=["GET"]),
-            Route("/openid/connect/keys", self._oidc_keys_endpoint, methods=["GET"]),
-            Route("/api/{method}", self._api, methods=["GET", "POST"]),
-            Route("/response/{rid}", self._response_url, methods=["POST"]),
-            WebSocketRoute("/socket", self._socket),
-        ])))
+    def start(self) -> FakeSlack:
+        self.serve(
+            _KeepTransport(
+                Starlette(
+                    routes=[
+                        Route("/openid/connect/authorize", self._oidc_authorize, methods=["GET"]),
+                        Route("/openid/connect/keys", self._oidc_keys_endpoint, methods=["GET"]),
+                        Route("/api/{method}", self._api, methods=["GET", "POST"]),
+                        Route("/response/{rid}", self._response_url, methods=["POST"]),
+                        WebSocketRoute("/socket", self._socket),
+                    ]
+                )
+            )
+        )
         self.api_url = f"{self.url}/api/"
         return self

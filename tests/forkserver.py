@@ -92,7 +92,11 @@ class _Zygote:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from tests.forkserver import _zygote_main; _zygote_main()", self.path],
-            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while not os.path.exists(self.path):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -124,20 +128,36 @@ def _get_zygote() -> _Zygote:
         return _zygote
 
 
-def start(args: list[str] | tuple[str, ...], *, env: dict[str, str], cwd: Path | str,
-          stdin: Path | str | None = None, output: Path | str | None = None,
-          stderr: Path | str | None = None) -> ForkedProcess:
+def start(
+    args: list[str] | tuple[str, ...],
+    *,
+    env: dict[str, str],
+    cwd: Path | str,
+    stdin: Path | str | None = None,
+    output: Path | str | None = None,
+    stderr: Path | str | None = None,
+) -> ForkedProcess:
     """``python -m bot ARGS`` with ``env`` in ``cwd``: stdin from the file ``stdin`` (else
     /dev/null), stdout to ``output`` and stderr to ``stderr`` (else to ``output`` too)."""
-    payload = {"args": list(args), "env": dict(env), "cwd": str(cwd),
-               "stdin": str(stdin) if stdin else os.devnull,
-               "stdout": str(output) if output else os.devnull,
-               "stderr": str(stderr) if stderr else (str(output) if output else os.devnull)}
+    payload = {
+        "args": list(args),
+        "env": dict(env),
+        "cwd": str(cwd),
+        "stdin": str(stdin) if stdin else os.devnull,
+        "stdout": str(output) if output else os.devnull,
+        "stderr": str(stderr) if stderr else (str(output) if output else os.devnull),
+    }
     return ForkedProcess(_get_zygote().request(payload), list(args))
 
 
-def run(args: list[str] | tuple[str, ...], *, env: dict[str, str], cwd: Path | str,
-        input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(
+    args: list[str] | tuple[str, ...],
+    *,
+    env: dict[str, str],
+    cwd: Path | str,
+    input: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess:
     """Like ``subprocess.run([python, -m, bot, *args], capture_output=True, text=True)``."""
     with tempfile.TemporaryDirectory(prefix="genie-run-") as tmp:
         files = {name: Path(tmp) / name for name in ("stdin", "stdout", "stderr")}
@@ -150,9 +170,11 @@ def run(args: list[str] | tuple[str, ...], *, env: dict[str, str], cwd: Path | s
             proc.wait()
             raise
         return subprocess.CompletedProcess(
-            [sys.executable, "-m", "bot", *args], code,
+            [sys.executable, "-m", "bot", *args],
+            code,
             files["stdout"].read_text(encoding="utf-8", errors="replace"),
-            files["stderr"].read_text(encoding="utf-8", errors="replace"))
+            files["stderr"].read_text(encoding="utf-8", errors="replace"),
+        )
 
 
 # --- the zygote ----------------------------------------------------------------------------------
@@ -213,17 +235,25 @@ def _command(request: dict) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        for fd, name, flags in ((0, "stdin", os.O_RDONLY),
-                                (1, "stdout", os.O_WRONLY | os.O_CREAT | os.O_APPEND),
-                                (2, "stderr", os.O_WRONLY | os.O_CREAT | os.O_APPEND)):
+        for fd, name, flags in (
+            (0, "stdin", os.O_RDONLY),
+            (1, "stdout", os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+            (2, "stderr", os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+        ):
             opened = os.open(request[name], flags, 0o644)
             os.dup2(opened, fd)
             os.close(opened)
         sys.stdin = io.TextIOWrapper(open(0, "rb", closefd=False), encoding="utf-8")
-        sys.stdout = io.TextIOWrapper(open(1, "wb", buffering=0, closefd=False), encoding="utf-8",
-                                      line_buffering=True, write_through=True)
-        sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False), encoding="utf-8",
-                                      errors="backslashreplace", line_buffering=True, write_through=True)
+        sys.stdout = io.TextIOWrapper(
+            open(1, "wb", buffering=0, closefd=False), encoding="utf-8", line_buffering=True, write_through=True
+        )
+        sys.stderr = io.TextIOWrapper(
+            open(2, "wb", buffering=0, closefd=False),
+            encoding="utf-8",
+            errors="backslashreplace",
+            line_buffering=True,
+            write_through=True,
+        )
         sys.argv = [str(REPO / "bot" / "__main__.py"), *request["args"]]
         random.seed()
         from bot.cli import main

@@ -23,17 +23,23 @@ def _check_bolt_task_name() -> None:
     import inspect
 
     from slack_bolt.listener import asyncio_runner
+
     if f"async def {_BOLT_TASK}(" not in inspect.getsource(asyncio_runner):
-        raise ImportError(f"slack_bolt.listener.asyncio_runner no longer defines {_BOLT_TASK}: tests/hardening.py "
-                          "must learn how this Bolt version runs listeners after ack()")
+        raise ImportError(
+            f"slack_bolt.listener.asyncio_runner no longer defines {_BOLT_TASK}: tests/hardening.py "
+            "must learn how this Bolt version runs listeners after ack()"
+        )
 
 
 _check_bolt_task_name()
 
 
 def _bolt_tasks() -> list[asyncio.Task]:
-    return [t for t in asyncio.all_tasks() if not t.done()
-            and getattr(t.get_coro(), "__qualname__", "").endswith(_BOLT_TASK)]
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and getattr(t.get_coro(), "__qualname__", "").endswith(_BOLT_TASK)
+    ]
 
 
 async def bolt_idle(timeout: float = 15.0) -> None:

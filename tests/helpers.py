@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -46,8 +47,9 @@ async def signed_in(genie, email: str, path: str = "/account"):
     return browser
 
 
-async def link_slack_user(session, user, slack_user_id: str, team_id: str | None = None, *, profile=None,
-                          replace: bool = True) -> None:
+async def link_slack_user(
+    session, user, slack_user_id: str, team_id: str | None = None, *, profile=None, replace: bool = True
+) -> None:
     """Link ``slack_user_id`` (of ``team_id``, the fake Slack's workspace by default) to ``user``
     through the linking service — issue and redeem a link request in ``session`` — for tests
     that need a linked person but not the journey (``link_through_slack`` is the journey)."""
@@ -55,8 +57,9 @@ async def link_slack_user(session, user, slack_user_id: str, team_id: str | None
     from bot.services.slack_links import SlackIdentity, SlackProfile
     from tests.fake_slack import TEAM_ID
 
-    request = await slack_links.issue_link(session, SlackIdentity(team_id or TEAM_ID, slack_user_id),
-                                           profile or SlackProfile(), 600)
+    request = await slack_links.issue_link(
+        session, SlackIdentity(team_id or TEAM_ID, slack_user_id), profile or SlackProfile(), 600
+    )
     await slack_links.redeem(session, request.nonce, user, replace=replace, ownership_confirmed=True)
 
 

@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +36,7 @@ def free_port() -> int:
 
 def clean_env(**settings: str) -> dict[str, str]:
     """This machine's environment without any Genie or Slack setting, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GENIE_", "SLACK_")) and k != "DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENIE_", "SLACK_")) and k != "DATABASE_URL"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.update(settings)
@@ -52,8 +50,9 @@ class GenieServer:
     proc: forkserver.ForkedProcess
 
     @classmethod
-    def start(cls, env: dict[str, str], port: int, *, cwd: Path, log_path: Path | None = None,
-              args: tuple[str, ...] = ()) -> "GenieServer":
+    def start(
+        cls, env: dict[str, str], port: int, *, cwd: Path, log_path: Path | None = None, args: tuple[str, ...] = ()
+    ) -> GenieServer:
         """``genie serve --port PORT ARGS`` in ``cwd``; returns at once (see ``wait_healthy``)."""
         log_path = log_path or cwd / f"genie-serve-{port}.log"
         log_path.write_bytes(b"")

@@ -38,8 +38,16 @@ class SlackDriver:
         self.fake = fake
         self._n = 0
 
-    async def post(self, body: str, content_type: str, *, timestamp: int | None = None, secret: str | None = None,
-                   signature: str | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    async def post(
+        self,
+        body: str,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        secret: str | None = None,
+        signature: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         ts = int(time.time()) if timestamp is None else timestamp
         all_headers = {
             "Content-Type": content_type,
@@ -74,17 +82,38 @@ class SlackDriver:
             form["enterprise_name"] = "Acme Org"
         return await self.post(urlencode(form), "application/x-www-form-urlencoded", **kw)
 
-    async def block_action(self, who: SlackUser, action_id: str, value: str | None = None, *,
-                           container: str = "view", url: str | None = None, selected_option: dict | None = None,
-                           channel_id: str = "C0GENERAL", message_ts: str = "1.2", block_id: str = "b1",
-                           message: dict | None = None, **kw) -> httpx.Response:
-        action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": "button",
-                                  "action_ts": f"{time.time():.6f}", "text": {"type": "plain_text", "text": "x"}}
+    async def block_action(
+        self,
+        who: SlackUser,
+        action_id: str,
+        value: str | None = None,
+        *,
+        container: str = "view",
+        url: str | None = None,
+        selected_option: dict | None = None,
+        channel_id: str = "C0GENERAL",
+        message_ts: str = "1.2",
+        block_id: str = "b1",
+        message: dict | None = None,
+        **kw,
+    ) -> httpx.Response:
+        action: dict[str, Any] = {
+            "action_id": action_id,
+            "block_id": block_id,
+            "type": "button",
+            "action_ts": f"{time.time():.6f}",
+            "text": {"type": "plain_text", "text": "x"},
+        }
         if value is not None:
             action["value"] = value
         if selected_option is not None:
-            action = {"action_id": action_id, "block_id": block_id, "type": "static_select",
-                      "action_ts": f"{time.time():.6f}", "selected_option": selected_option}
+            action = {
+                "action_id": action_id,
+                "block_id": block_id,
+                "type": "static_select",
+                "action_ts": f"{time.time():.6f}",
+                "selected_option": selected_option,
+            }
         if url is not None:
             action["url"] = url
         payload: dict[str, Any] = {
@@ -92,8 +121,11 @@ class SlackDriver:
             "api_app_id": "A0GENIE",
             "token": "legacy-verification-token",
             "trigger_id": "1.2.3",
-            "team": {"id": who.team_id, "domain": who.team_domain,
-                     **({"enterprise_id": who.enterprise_id} if who.enterprise_id else {})},
+            "team": {
+                "id": who.team_id,
+                "domain": who.team_domain,
+                **({"enterprise_id": who.enterprise_id} if who.enterprise_id else {}),
+            },
             "enterprise": {"id": who.enterprise_id, "name": "Acme Org"} if who.enterprise_id else None,
             "is_enterprise_install": who.org_install,
             "user": {"id": who.user_id, "username": who.user_id.lower(), "team_id": who.team_id},
@@ -103,8 +135,12 @@ class SlackDriver:
             payload["container"] = {"type": "view", "view_id": "V0001"}
             payload["view"] = {"id": "V0001", "type": "home", "team_id": who.team_id, "blocks": []}
         else:
-            payload["container"] = {"type": "message", "message_ts": message_ts, "channel_id": channel_id,
-                                    "is_ephemeral": container == "ephemeral"}
+            payload["container"] = {
+                "type": "message",
+                "message_ts": message_ts,
+                "channel_id": channel_id,
+                "is_ephemeral": container == "ephemeral",
+            }
             payload["channel"] = {"id": channel_id, "name": "alerts"}
             if message is not None:
                 payload["message"] = message
@@ -122,12 +158,28 @@ class SlackDriver:
             "type": "event_callback",
             "event_id": event_id or f"Ev{self._n:08d}",
             "event_time": int(time.time()),
-            "authorizations": [{"enterprise_id": who.enterprise_id, "team_id": who.team_id,
-                                "user_id": "U0GENIEBOT", "is_bot": True, "is_enterprise_install": who.org_install}],
+            "authorizations": [
+                {
+                    "enterprise_id": who.enterprise_id,
+                    "team_id": who.team_id,
+                    "user_id": "U0GENIEBOT",
+                    "is_bot": True,
+                    "is_enterprise_install": who.org_install,
+                }
+            ],
             "is_ext_shared_channel": False,
         }
         return await self.post(json.dumps(envelope), "application/json", **kw)
 
     async def open_home(self, who: SlackUser, **kw) -> httpx.Response:
-        return await self.event(who, {"type": "app_home_opened", "user": who.user_id, "channel": "D0HOME",
-                                      "tab": "home", "event_ts": f"{time.time():.6f}"}, **kw)
+        return await self.event(
+            who,
+            {
+                "type": "app_home_opened",
+                "user": who.user_id,
+                "channel": "D0HOME",
+                "tab": "home",
+                "event_ts": f"{time.time():.6f}",
+            },
+            **kw,
+        )

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
+from bot.services import slack_links, users
 from tests.conftest import MALLORY, eventually, page_text
 from tests.hardening import changes, snapshot
 from tests.helpers import block_text, connect_url, signed_in
 from tests.slack_driver import SlackUser
-from tests.test_cli import genie as run_genie, ok
-from tests.test_invite import _cli_env, _invite
-from bot.services import slack_links, users
+from tests.test_cli import genie as run_genie
+from tests.test_cli import ok
+from tests.test_invite import _cli_env
 
 OTHER_WORKSPACE = "T0OTHER01"
 NEW_PASSWORD = "correct-horse-battery-staple-7"
@@ -34,14 +35,19 @@ async def _connect_path(genie, who: SlackUser) -> str:
     """``/genie connect`` as ``who``; the path of its link once Slack's profile is recorded."""
     path = urlsplit(connect_url(await genie.slack.command(who, "connect"))).path
     await genie.fake.wait_for("users.info", user=who.user_id)
-    await eventually(lambda: genie.scalar("SELECT count(*) FROM link_request WHERE slack_user_id = :u "
-                                          "AND slack_handle IS NOT NULL", u=who.user_id))
+    await eventually(
+        lambda: genie.scalar(
+            "SELECT count(*) FROM link_request WHERE slack_user_id = :u AND slack_handle IS NOT NULL", u=who.user_id
+        )
+    )
     return path
 
 
 async def _links(genie) -> list[tuple]:
-    return await genie.rows('SELECT u.email, l.slack_user_id, l.email_verified, l.needs_review FROM slack_link l '
-                            'JOIN "user" u ON u.id = l.user_id ORDER BY l.slack_user_id')
+    return await genie.rows(
+        "SELECT u.email, l.slack_user_id, l.email_verified, l.needs_review FROM slack_link l "
+        'JOIN "user" u ON u.id = l.user_id ORDER BY l.slack_user_id'
+    )
 
 
 def _dms(genie, user_id: str) -> list[str]:
@@ -76,16 +82,20 @@ async def test_a_phished_slack_account_never_receives_the_password_link(genie, d
     mallory = SlackUser("U0MALLORY", team_id=OTHER_WORKSPACE)
     genie.fake.add_user("U0MALLORY", "Alice Smith", "mallory@evil.example", team_id=OTHER_WORKSPACE)
     await _phish(genie, mallory, "alice@example.com")
-    assert await _links(genie) == [("alice@example.com", "U0ALICE", True, False),
-                                   ("alice@example.com", "U0MALLORY", False, True)]
+    assert await _links(genie) == [
+        ("alice@example.com", "U0ALICE", True, False),
+        ("alice@example.com", "U0MALLORY", False, True),
+    ]
     await eventually(lambda: _outbox_idle(genie))
     genie.fake.clear()
 
     run = await asyncio.to_thread(run_genie, tmp_path, _cli_env(genie, db_url), "user", "invite", "alice@example.com")
     ok(run, "invitation for alice@example.com", "also sent to them in Slack (U0ALICE)")
-    assert ("not sent to Slack user U0MALLORY: its confirmed Slack email is mallory@evil.example, not "
-            "alice@example.com — a password link goes only to a Slack account whose confirmed email is the "
-            "person's own; give them the link above yourself") in run.stdout
+    assert (
+        "not sent to Slack user U0MALLORY: its confirmed Slack email is mallory@evil.example, not "
+        "alice@example.com — a password link goes only to a Slack account whose confirmed email is the "
+        "person's own; give them the link above yourself"
+    ) in run.stdout
     url = next(line for line in run.stdout.splitlines() if "/invite/" in line)
     await genie.fake.wait_for("chat.postMessage", channel="U0ALICE", timeout=15)
     await eventually(lambda: _outbox_idle(genie))
@@ -96,7 +106,7 @@ async def test_a_phished_slack_account_never_receives_the_password_link(genie, d
     # anyone else held) ends, and she is told in her own Slack account only.
     genie.fake.clear()
     phone = genie.browser()
-    invite_path = url[len(genie.url):]
+    invite_path = url[len(genie.url) :]
     await phone.get(invite_path)
     done = await phone.post(invite_path, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
     assert done.status_code == 303
@@ -118,8 +128,9 @@ async def test_a_slack_account_without_a_confirmed_email_is_refused_the_link_too
     genie.fake.clear()
     run = await asyncio.to_thread(run_genie, tmp_path, _cli_env(genie, db_url), "user", "invite", "alice@example.com")
     ok(run, "invitation for alice@example.com")
-    assert ("not sent to Slack user U0NOMAIL: Slack gives no confirmed email for it (its email is not confirmed "
-            "by Slack)") in run.stdout
+    assert (
+        "not sent to Slack user U0NOMAIL: Slack gives no confirmed email for it (its email is not confirmed by Slack)"
+    ) in run.stdout
     assert "also sent" not in run.stdout
     genie.fake.fail("users.info", error="missing_scope")
     run = await asyncio.to_thread(run_genie, tmp_path, _cli_env(genie, db_url), "user", "invite", "alice@example.com")
@@ -146,11 +157,16 @@ async def test_the_outbox_asks_slack_again_before_delivering_a_password_link(gen
     async with genie.sessionmaker.begin() as s:
         user = await users.user_by_email(s, "alice@example.com")
         [link] = await slack_links.links_of_user(s, user.id)
-        await queue_owner_dm(s, link, user.email, outbox.intent(Intent.INVITE, email=user.email,
-                                                                url="https://genie.example/invite/x", days=7))
+        await queue_owner_dm(
+            s,
+            link,
+            user.email,
+            outbox.intent(Intent.INVITE, email=user.email, url="https://genie.example/invite/x", days=7),
+        )
     genie.rt.wake_outbox()
-    error = await eventually(lambda: genie.scalar("SELECT last_error FROM outbox WHERE failed_at IS NOT NULL"),
-                             timeout=15)
+    error = await eventually(
+        lambda: genie.scalar("SELECT last_error FROM outbox WHERE failed_at IS NOT NULL"), timeout=15
+    )
     assert "not sent to Slack user U0ALICE: its confirmed Slack email is someone-else@example.com" in error
     assert _dms(genie, "U0ALICE") == []
 
@@ -234,14 +250,27 @@ async def test_this_is_me_clears_the_banner_and_only_for_ones_own_link(genie):
 
 async def test_a_workspace_may_require_a_matching_confirmed_email_to_link(genie, db_url, tmp_path):
     await genie.add_user("alice@example.com", "Alice Smith")
-    ok(await asyncio.to_thread(run_genie, tmp_path, _cli_env(genie, db_url), "workspace", "set",
-                               "require_email_match", "true", "--workspace", "T0GENIE01"),
-       "require_email_match = true for workspace T0GENIE01")
+    ok(
+        await asyncio.to_thread(
+            run_genie,
+            tmp_path,
+            _cli_env(genie, db_url),
+            "workspace",
+            "set",
+            "require_email_match",
+            "true",
+            "--workspace",
+            "T0GENIE01",
+        ),
+        "require_email_match = true for workspace T0GENIE01",
+    )
     path = await _connect_path(genie, MALLORY)
     browser = await signed_in(genie, "alice@example.com", path)
     page = await browser.get(path)
-    assert "This workspace connects a Slack account only when Slack confirms its email is your Genie email" \
+    assert (
+        "This workspace connects a Slack account only when Slack confirms its email is your Genie email"
         in page_text(page)
+    )
     assert 'id="confirm' not in page.text
     before = await snapshot(genie.sessionmaker)
     for form in ({}, {"mine": "yes"}, {"mine": "yes", "replace": "yes"}):

@@ -37,8 +37,9 @@ async def _sign_in(page, email: str) -> None:
 
 
 async def _owner(genie, account_id: int) -> str | None:
-    return await genie.scalar('SELECT u.email FROM external_account a JOIN "user" u ON u.id = a.user_id '
-                              "WHERE a.id = :i", i=account_id)
+    return await genie.scalar(
+        'SELECT u.email FROM external_account a JOIN "user" u ON u.id = a.user_id WHERE a.id = :i', i=account_id
+    )
 
 
 @needs_browser

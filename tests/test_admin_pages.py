@@ -46,22 +46,60 @@ async def world(genie) -> dict[str, int]:
     await genie.add_user("bob@example.com", "Bob Jones")
     await genie.add_user("carol@example.com", "Carol Diaz", password=None)
     ids = {
-        "pd_alice": await _record(genie, ReportedAccount("pagerduty", "PALICE1", "acme.pagerduty.com",
-                                                         email="alice@example.com", email_verified=True,
-                                                         display_name="Alice S."), auto=True),
-        "gh_alice": await _record(genie, ReportedAccount("github", "1001", handle="alice-s", email="oncall@example.com",
-                                                         display_name="Alice"), to="alice@example.com", via="import"),
-        "jira_bob": await _record(genie, ReportedAccount("jira", "bob-jira", "acme.atlassian.net",
-                                                         email="oncall@example.com", display_name="Bob J"),
-                                  to="bob@example.com", via="import"),
-        "slack_bob": await _record(genie, ReportedAccount("slack", "U0BOB", WORKSPACE, handle="bob", email="bob@example.com",
-                                                          email_verified=True, display_name="Bob Jones",
-                                                          attrs={"team_id": WORKSPACE}), auto=True),
-        "og_shared": await _record(genie, ReportedAccount("opsgenie", "og-7", "acme", handle="oncall",
-                                                          email="oncall@example.com", email_verified=True,
-                                                          display_name="On-call"), auto=True),
-        "sentry": await _record(genie, ReportedAccount("sentry", "S-99", "acme", handle="nobody",
-                                                       display_name="Nobody Known")),
+        "pd_alice": await _record(
+            genie,
+            ReportedAccount(
+                "pagerduty",
+                "PALICE1",
+                "acme.pagerduty.com",
+                email="alice@example.com",
+                email_verified=True,
+                display_name="Alice S.",
+            ),
+            auto=True,
+        ),
+        "gh_alice": await _record(
+            genie,
+            ReportedAccount("github", "1001", handle="alice-s", email="oncall@example.com", display_name="Alice"),
+            to="alice@example.com",
+            via="import",
+        ),
+        "jira_bob": await _record(
+            genie,
+            ReportedAccount("jira", "bob-jira", "acme.atlassian.net", email="oncall@example.com", display_name="Bob J"),
+            to="bob@example.com",
+            via="import",
+        ),
+        "slack_bob": await _record(
+            genie,
+            ReportedAccount(
+                "slack",
+                "U0BOB",
+                WORKSPACE,
+                handle="bob",
+                email="bob@example.com",
+                email_verified=True,
+                display_name="Bob Jones",
+                attrs={"team_id": WORKSPACE},
+            ),
+            auto=True,
+        ),
+        "og_shared": await _record(
+            genie,
+            ReportedAccount(
+                "opsgenie",
+                "og-7",
+                "acme",
+                handle="oncall",
+                email="oncall@example.com",
+                email_verified=True,
+                display_name="On-call",
+            ),
+            auto=True,
+        ),
+        "sentry": await _record(
+            genie, ReportedAccount("sentry", "S-99", "acme", handle="nobody", display_name="Nobody Known")
+        ),
     }
     return ids
 
@@ -73,13 +111,18 @@ async def _admin(genie):
 
 
 async def _owner(genie, account_id: int) -> str | None:
-    return await genie.scalar('SELECT u.email FROM external_account a JOIN "user" u ON u.id = a.user_id '
-                              "WHERE a.id = :i", i=account_id)
+    return await genie.scalar(
+        'SELECT u.email FROM external_account a JOIN "user" u ON u.id = a.user_id WHERE a.id = :i', i=account_id
+    )
 
 
 async def _audit(genie) -> list[tuple]:
-    return [tuple(r) for r in await genie.rows(
-        "SELECT action, actor, via, subject_email, provider, external_id FROM audit_event WHERE via = 'web' ORDER BY id")]
+    return [
+        tuple(r)
+        for r in await genie.rows(
+            "SELECT action, actor, via, subject_email, provider, external_id FROM audit_event WHERE via = 'web' ORDER BY id"
+        )
+    ]
 
 
 def _row(response, key: str) -> str:
@@ -125,10 +168,14 @@ async def test_a_person_who_is_not_an_admin_gets_403_and_changes_nothing(genie):
     account_page = await alice.get("/account")
     assert 'href="/admin/people"' not in account_page.text  # no admin links for her
     before = await snapshot(genie.sessionmaker)
-    for path, form in (("/admin/accounts/connect", {"account": f"a:{ids['sentry']}", "email": "alice@example.com"}),
-                       ("/admin/accounts/move", {"account": f"a:{ids['jira_bob']}", "email": "alice@example.com",
-                                                 "confirm": "yes", "from": "3"}),
-                       ("/admin/accounts/remove", {"account": f"a:{ids['slack_bob']}", "confirm": "yes", "from": "3"})):
+    for path, form in (
+        ("/admin/accounts/connect", {"account": f"a:{ids['sentry']}", "email": "alice@example.com"}),
+        (
+            "/admin/accounts/move",
+            {"account": f"a:{ids['jira_bob']}", "email": "alice@example.com", "confirm": "yes", "from": "3"},
+        ),
+        ("/admin/accounts/remove", {"account": f"a:{ids['slack_bob']}", "confirm": "yes", "from": "3"}),
+    ):
         await alice.get("/account")  # a valid CSRF token: only her not being an admin stops her
         response = await alice.post(path, form)
         assert response.status_code == 403 and "Admins only" in page_text(response), path
@@ -146,8 +193,11 @@ async def test_forged_admin_posts_are_refused_and_change_nothing(genie, path):
     if path.endswith("connect"):
         form["account"] = f"a:{ids['sentry']}"
     before = await snapshot(genie.sessionmaker)
-    for attempt, headers in (({}, None), ({"csrf_token": "forged"}, None),
-                             ({"csrf_token": ada.last_csrf}, {"Origin": "https://evil.example"})):
+    for attempt, headers in (
+        ({}, None),
+        ({"csrf_token": "forged"}, None),
+        ({"csrf_token": ada.last_csrf}, {"Origin": "https://evil.example"}),
+    ):
         response = await ada.post(path, {**form, **attempt}, csrf=False, headers=headers)
         assert response.status_code == 403 and "Please try again" in page_text(response), (path, attempt)
     assert changes(before, await snapshot(genie.sessionmaker)) == {}
@@ -164,8 +214,16 @@ async def test_the_list_shows_each_account_as_reported_and_how_it_was_connected(
     ada = await _admin(genie)
     page = await ada.get("/admin/people")
     pd = _row(page, f"a:{ids['pd_alice']}")
-    for part in ("pagerduty", "acme.pagerduty.com", "PALICE1", "alice@example.com", "Alice S.", "email",
-                 "by slack sync (", "UTC"):
+    for part in (
+        "pagerduty",
+        "acme.pagerduty.com",
+        "PALICE1",
+        "alice@example.com",
+        "Alice S.",
+        "email",
+        "by slack sync (",
+        "UTC",
+    ):
         assert part in pd, (part, pd)
     alice = await genie.scalar("SELECT id FROM \"user\" WHERE email = 'alice@example.com'")
     assert f'<tr id="acct-a-{ids["pd_alice"]}" class="person-{alice}">' in page.text  # in Alice's rows
@@ -211,17 +269,21 @@ async def test_filters_unlinked_ambiguous_provider_and_search(genie):
     no_github = await ada.get("/admin/people?show=unlinked&provider=github")
     people = _section(no_github, "people-table")
     assert "Bob Jones" in people and "Carol Diaz" in people and "Alice Smith" not in people
-    assert "S-99" not in no_github.text and "id=\"no-loose\"" in no_github.text
+    assert "S-99" not in no_github.text and 'id="no-loose"' in no_github.text
     slack = await ada.get("/admin/people?show=unlinked&provider=slack")
     assert "Bob Jones" not in _section(slack, "people-table") and "Alice Smith" in _section(slack, "people-table")
 
     # Search: the person's email or name, or what one of their accounts is called.
-    for q, expect, not_expect in (("BOB@", "Bob Jones", "Alice Smith"), ("diaz", "Carol Diaz", "Bob Jones"),
-                                  ("alice-s", "Alice Smith", "Bob Jones"), ("Bob J", "Bob Jones", "Alice Smith")):
+    for q, expect, not_expect in (
+        ("BOB@", "Bob Jones", "Alice Smith"),
+        ("diaz", "Carol Diaz", "Bob Jones"),
+        ("alice-s", "Alice Smith", "Bob Jones"),
+        ("Bob J", "Bob Jones", "Alice Smith"),
+    ):
         found = await ada.get(f"/admin/people?q={quote(q)}")
         assert expect in _section(found, "people-table") and not_expect not in _section(found, "people-table"), q
     nobody = await ada.get("/admin/people?q=nobody")
-    assert "S-99" in _section(nobody, "loose-table") and "id=\"no-people\"" in nobody.text
+    assert "S-99" in _section(nobody, "loose-table") and 'id="no-people"' in nobody.text
     # LIKE wildcards are searched for literally.
     assert 'id="no-people"' in (await ada.get("/admin/people?q=%25")).text
     assert 'id="no-people"' in (await ada.get("/admin/people?q=_")).text
@@ -239,8 +301,12 @@ async def test_a_page_of_many_people_takes_a_few_queries_and_pages(genie):
     def count(conn, cursor, statement, *args):
         # The page's own reads; the outbox worker, the heartbeat monitor and the escalation engine
         # poll meanwhile, on their own.
-        if statement.lstrip().upper().startswith("SELECT") and "outbox" not in statement \
-                and "FROM heartbeat" not in statement and "alert_escalation" not in statement:
+        if (
+            statement.lstrip().upper().startswith("SELECT")
+            and "outbox" not in statement
+            and "FROM heartbeat" not in statement
+            and "alert_escalation" not in statement
+        ):
             statements.append(statement)
 
     event.listen(engine, "before_cursor_execute", count)
@@ -250,12 +316,15 @@ async def test_a_page_of_many_people_takes_a_few_queries_and_pages(genie):
         async with genie.sessionmaker.begin() as s:
             for i in range(70):
                 from bot.services import users
+
                 person = await users.add_user(s, f"p{i:03d}@example.com", f"Person {i:03d}")
-                account = await external_accounts.upsert(s, ReportedAccount("pagerduty", f"PD{i:03d}", "acme",
-                                                                     email=person.email, email_verified=True))
+                account = await external_accounts.upsert(
+                    s, ReportedAccount("pagerduty", f"PD{i:03d}", "acme", email=person.email, email_verified=True)
+                )
                 await external_accounts.auto_link(s, account, allowed=True, who=Who.cli("test"))
-                slack = await external_accounts.upsert(s, ReportedAccount("slack", f"U{i:04d}", WORKSPACE,
-                                                                   email=person.email, email_verified=True))
+                slack = await external_accounts.upsert(
+                    s, ReportedAccount("slack", f"U{i:04d}", WORKSPACE, email=person.email, email_verified=True)
+                )
                 await external_accounts.auto_link(s, slack, allowed=True, who=Who.cli("test"))
         statements.clear()
         first = await ada.get("/admin/people")
@@ -280,8 +349,10 @@ async def test_connect_move_and_remove_with_confirm_steps_on_the_audit_log(genie
 
     # Connect the ambiguous OpsGenie account to Bob.
     await ada.get("/admin/people?show=ambiguous")
-    done = await ada.post("/admin/accounts/connect", {"account": f"a:{ids['og_shared']}", "email": " Bob@Example.com ",
-                                                      "back": "show=ambiguous"})
+    done = await ada.post(
+        "/admin/accounts/connect",
+        {"account": f"a:{ids['og_shared']}", "email": " Bob@Example.com ", "back": "show=ambiguous"},
+    )
     assert done.status_code == 303 and done.headers["location"] == "/admin/people?show=ambiguous&done=connect"
     assert await _owner(genie, ids["og_shared"]) == "bob@example.com"
     shown = await ada.get(done.headers["location"])
@@ -296,9 +367,16 @@ async def test_connect_move_and_remove_with_confirm_steps_on_the_audit_log(genie
     assert "Move this account?" in text and "From Alice Smith (alice@example.com)" in text
     assert "To Carol Diaz (carol@example.com)" in text and "alice-s" in text
     assert await _owner(genie, ids["gh_alice"]) == "alice@example.com"
-    moved = await ada.post("/admin/accounts/move", {
-        "account": f"a:{ids['gh_alice']}", "email": "carol@example.com", "from": re.search(
-            r'name="from" value="(\d+)"', confirm.text).group(1), "confirm": "yes", "back": ""})
+    moved = await ada.post(
+        "/admin/accounts/move",
+        {
+            "account": f"a:{ids['gh_alice']}",
+            "email": "carol@example.com",
+            "from": re.search(r'name="from" value="(\d+)"', confirm.text).group(1),
+            "confirm": "yes",
+            "back": "",
+        },
+    )
     assert moved.status_code == 303 and moved.headers["location"] == "/admin/people?done=move"
     assert await _owner(genie, ids["gh_alice"]) == "carol@example.com"
 
@@ -307,11 +385,17 @@ async def test_connect_move_and_remove_with_confirm_steps_on_the_audit_log(genie
     confirm = await ada.post("/admin/accounts/move", {"account": f"a:{ids['slack_bob']}", "email": "alice@example.com"})
     assert "From Bob Jones (bob@example.com)" in page_text(confirm)
     bob_id = re.search(r'name="from" value="(\d+)"', confirm.text).group(1)
-    moved = await ada.post("/admin/accounts/move", {"account": f"a:{ids['slack_bob']}", "email": "alice@example.com",
-                                                    "from": bob_id, "confirm": "yes"})
+    moved = await ada.post(
+        "/admin/accounts/move",
+        {"account": f"a:{ids['slack_bob']}", "email": "alice@example.com", "from": bob_id, "confirm": "yes"},
+    )
     assert moved.status_code == 303
-    assert await genie.scalar('SELECT u.email FROM slack_link l JOIN "user" u ON u.id = l.user_id '
-                              "WHERE l.slack_user_id = 'U0BOB'") == "alice@example.com"
+    assert (
+        await genie.scalar(
+            "SELECT u.email FROM slack_link l JOIN \"user\" u ON u.id = l.user_id WHERE l.slack_user_id = 'U0BOB'"
+        )
+        == "alice@example.com"
+    )
     assert await genie.scalar("SELECT via FROM slack_link WHERE slack_user_id = 'U0BOB'") == "admin"
 
     # Remove Alice's PagerDuty account: confirm first.
@@ -320,8 +404,9 @@ async def test_connect_move_and_remove_with_confirm_steps_on_the_audit_log(genie
     assert "Remove this connection?" in page_text(confirm) and "Alice Smith (alice@example.com)" in page_text(confirm)
     assert await _owner(genie, ids["pd_alice"]) == "alice@example.com"
     alice_id = re.search(r'name="from" value="(\d+)"', confirm.text).group(1)
-    removed = await ada.post("/admin/accounts/remove", {"account": f"a:{ids['pd_alice']}", "from": alice_id,
-                                                        "confirm": "yes"})
+    removed = await ada.post(
+        "/admin/accounts/remove", {"account": f"a:{ids['pd_alice']}", "from": alice_id, "confirm": "yes"}
+    )
     assert removed.status_code == 303
     assert await _owner(genie, ids["pd_alice"]) is None
     assert await genie.scalar("SELECT connected_via FROM external_account WHERE id = :i", i=ids["pd_alice"]) is None
@@ -342,36 +427,78 @@ async def test_refused_changes_say_why_and_change_nothing(genie):
     ada = await _admin(genie)
     before = await snapshot(genie.sessionmaker)
     cases = [
-        ("/admin/accounts/connect", {"account": f"a:{ids['sentry']}", "email": "nobody@example.com"}, 404,
-         "No person has the email nobody@example.com."),
+        (
+            "/admin/accounts/connect",
+            {"account": f"a:{ids['sentry']}", "email": "nobody@example.com"},
+            404,
+            "No person has the email nobody@example.com.",
+        ),
         ("/admin/accounts/connect", {"account": f"a:{ids['sentry']}", "email": ""}, 400, "Give the email"),
-        ("/admin/accounts/connect", {"account": f"a:{ids['pd_alice']}", "email": "bob@example.com"}, 409,
-         "is already connected to alice@example.com; move it instead."),
-        ("/admin/accounts/connect", {"account": "a:999999", "email": "bob@example.com"}, 404,
-         "That account does not exist any more"),
-        ("/admin/accounts/connect", {"account": "a:1 OR 1=1", "email": "bob@example.com"}, 404,
-         "That account does not exist any more"),
-        ("/admin/accounts/move", {"account": f"a:{ids['sentry']}", "email": "bob@example.com"}, 404,
-         "is not connected to anyone; connect it instead."),
-        ("/admin/accounts/move", {"account": f"a:{ids['pd_alice']}", "email": "alice@example.com"}, 400,
-         "is already connected to alice@example.com."),
+        (
+            "/admin/accounts/connect",
+            {"account": f"a:{ids['pd_alice']}", "email": "bob@example.com"},
+            409,
+            "is already connected to alice@example.com; move it instead.",
+        ),
+        (
+            "/admin/accounts/connect",
+            {"account": "a:999999", "email": "bob@example.com"},
+            404,
+            "That account does not exist any more",
+        ),
+        (
+            "/admin/accounts/connect",
+            {"account": "a:1 OR 1=1", "email": "bob@example.com"},
+            404,
+            "That account does not exist any more",
+        ),
+        (
+            "/admin/accounts/move",
+            {"account": f"a:{ids['sentry']}", "email": "bob@example.com"},
+            404,
+            "is not connected to anyone; connect it instead.",
+        ),
+        (
+            "/admin/accounts/move",
+            {"account": f"a:{ids['pd_alice']}", "email": "alice@example.com"},
+            400,
+            "is already connected to alice@example.com.",
+        ),
         ("/admin/accounts/remove", {"account": f"a:{ids['sentry']}"}, 404, "is not connected to anyone."),
-        ("/admin/accounts/remove", {"account": "l:999999", "confirm": "yes", "from": "1"}, 404,
-         "That account does not exist any more"),
+        (
+            "/admin/accounts/remove",
+            {"account": "l:999999", "confirm": "yes", "from": "1"},
+            404,
+            "That account does not exist any more",
+        ),
     ]
     # A confirm page that showed Bob, confirmed after the account went elsewhere: refused.
     bob = await genie.scalar("SELECT id FROM \"user\" WHERE email = 'bob@example.com'")
     cases += [
-        ("/admin/accounts/move", {"account": f"a:{ids['pd_alice']}", "email": "carol@example.com", "confirm": "yes",
-                                  "from": str(bob)}, 409, "is now connected to alice@example.com, not to whom the page showed"),
-        ("/admin/accounts/remove", {"account": f"a:{ids['pd_alice']}", "confirm": "yes", "from": str(bob)}, 409,
-         "is now connected to alice@example.com, not to whom the page showed"),
+        (
+            "/admin/accounts/move",
+            {"account": f"a:{ids['pd_alice']}", "email": "carol@example.com", "confirm": "yes", "from": str(bob)},
+            409,
+            "is now connected to alice@example.com, not to whom the page showed",
+        ),
+        (
+            "/admin/accounts/remove",
+            {"account": f"a:{ids['pd_alice']}", "confirm": "yes", "from": str(bob)},
+            409,
+            "is now connected to alice@example.com, not to whom the page showed",
+        ),
     ]
     # Slack: a person has one Slack account per workspace; connecting a second is refused.
     stray = await _record(genie, ReportedAccount("slack", "U0STRAY", WORKSPACE, email="stray@example.com"))
     before = await snapshot(genie.sessionmaker)
-    cases.append(("/admin/accounts/connect", {"account": f"a:{stray}", "email": "bob@example.com"}, 409,
-                  "bob@example.com is already linked to Slack user U0BOB"))
+    cases.append(
+        (
+            "/admin/accounts/connect",
+            {"account": f"a:{stray}", "email": "bob@example.com"},
+            409,
+            "bob@example.com is already linked to Slack user U0BOB",
+        )
+    )
     for path, form, status, message in cases:
         await ada.get("/admin/people")
         response = await ada.post(path, {**form, "back": "show=unlinked"})
@@ -388,8 +515,15 @@ async def test_a_slack_link_made_before_any_sync_can_be_moved_and_removed(genie)
     await world(genie)
     alice = await genie.scalar("SELECT id FROM \"user\" WHERE email = 'alice@example.com'")
     async with genie.sessionmaker.begin() as s:
-        link = SlackLink(user_id=alice, workspace_id=WORKSPACE, slack_user_id="U0ALICE", slack_team_id=WORKSPACE,
-                         workspace_name="acme", slack_name="Alice Smith", slack_email="alice@example.com")
+        link = SlackLink(
+            user_id=alice,
+            workspace_id=WORKSPACE,
+            slack_user_id="U0ALICE",
+            slack_team_id=WORKSPACE,
+            workspace_name="acme",
+            slack_name="Alice Smith",
+            slack_email="alice@example.com",
+        )
         s.add(link)
         await s.flush()
         link_id = link.id
@@ -400,12 +534,22 @@ async def test_a_slack_link_made_before_any_sync_can_be_moved_and_removed(genie)
     confirm = await ada.post("/admin/accounts/remove", {"account": f"l:{link_id}"})
     assert "Remove this connection?" in page_text(confirm)
     assert await genie.scalar("SELECT count(*) FROM external_account WHERE external_id = 'U0ALICE'") == 0
-    removed = await ada.post("/admin/accounts/remove", {"account": f"l:{link_id}", "from": str(alice), "confirm": "yes"})
+    removed = await ada.post(
+        "/admin/accounts/remove", {"account": f"l:{link_id}", "from": str(alice), "confirm": "yes"}
+    )
     assert removed.status_code == 303
     assert await genie.scalar("SELECT count(*) FROM slack_link WHERE slack_user_id = 'U0ALICE'") == 0
-    assert await genie.scalar("SELECT display_name FROM external_account WHERE external_id = 'U0ALICE'") == "Alice Smith"
-    assert (await _audit(genie))[-1] == ("account.remove", "ada@example.com", "web", "alice@example.com", "slack",
-                                         "U0ALICE")
+    assert (
+        await genie.scalar("SELECT display_name FROM external_account WHERE external_id = 'U0ALICE'") == "Alice Smith"
+    )
+    assert (await _audit(genie))[-1] == (
+        "account.remove",
+        "ada@example.com",
+        "web",
+        "alice@example.com",
+        "slack",
+        "U0ALICE",
+    )
     # Now connected to no one, it is listed as such and can be connected again.
     page = await ada.get("/admin/people?provider=slack")
     assert "U0ALICE" in _section(page, "loose-table")
@@ -413,9 +557,19 @@ async def test_a_slack_link_made_before_any_sync_can_be_moved_and_removed(genie)
 
 async def test_moving_a_slack_account_to_someone_linked_in_that_workspace_says_so_and_replaces_it(genie):
     ids = await world(genie)
-    alice_slack = await _record(genie, ReportedAccount("slack", "U0ALICE", WORKSPACE, email="alice@example.com",
-                                                       display_name="Alice Smith", attrs={"team_id": WORKSPACE}),
-                                to="alice@example.com", via="import")
+    alice_slack = await _record(
+        genie,
+        ReportedAccount(
+            "slack",
+            "U0ALICE",
+            WORKSPACE,
+            email="alice@example.com",
+            display_name="Alice Smith",
+            attrs={"team_id": WORKSPACE},
+        ),
+        to="alice@example.com",
+        via="import",
+    )
     ada = await _admin(genie)
     confirm = await ada.post("/admin/accounts/move", {"account": f"a:{ids['slack_bob']}", "email": "alice@example.com"})
     assert confirm.status_code == 200
@@ -423,12 +577,15 @@ async def test_moving_a_slack_account_to_someone_linked_in_that_workspace_says_s
     assert f"This also removes alice@example.com's own Slack link to U0ALICE in {WORKSPACE}" in warning
     assert await genie.scalar("SELECT count(*) FROM slack_link") == 2
     bob = re.search(r'name="from" value="(\d+)"', confirm.text).group(1)
-    moved = await ada.post("/admin/accounts/move", {"account": f"a:{ids['slack_bob']}", "email": "alice@example.com",
-                                                    "from": bob, "confirm": "yes"})
+    moved = await ada.post(
+        "/admin/accounts/move",
+        {"account": f"a:{ids['slack_bob']}", "email": "alice@example.com", "from": bob, "confirm": "yes"},
+    )
     assert moved.status_code == 303
-    assert [tuple(r) for r in await genie.rows(
-        'SELECT l.slack_user_id, u.email FROM slack_link l JOIN "user" u ON u.id = l.user_id')] == [
-        ("U0BOB", "alice@example.com")]
+    assert [
+        tuple(r)
+        for r in await genie.rows('SELECT l.slack_user_id, u.email FROM slack_link l JOIN "user" u ON u.id = l.user_id')
+    ] == [("U0BOB", "alice@example.com")]
     assert [a[0] + " " + a[5] for a in await _audit(genie)] == ["account.remove U0ALICE", "account.move U0BOB"]
     # The Slack user's Home tab is refreshed with the new state, after the change committed.
     await genie.fake.wait_for("views.publish", user_id="U0BOB")
@@ -442,10 +599,15 @@ async def test_two_admins_moving_one_account_at_once_one_wins_and_the_other_is_t
     first, second = await _admin(genie), await signed_in(genie, "eve@example.com", "/admin/people")
     await second.get("/admin/people")
     alice = await genie.scalar("SELECT id FROM \"user\" WHERE email = 'alice@example.com'")
-    results = await asyncio.gather(*(
-        browser.post("/admin/accounts/move", {"account": f"a:{ids['pd_alice']}", "email": to, "from": str(alice),
-                                              "confirm": "yes"})
-        for browser, to in ((first, "bob@example.com"), (second, "carol@example.com"))))
+    results = await asyncio.gather(
+        *(
+            browser.post(
+                "/admin/accounts/move",
+                {"account": f"a:{ids['pd_alice']}", "email": to, "from": str(alice), "confirm": "yes"},
+            )
+            for browser, to in ((first, "bob@example.com"), (second, "carol@example.com"))
+        )
+    )
     statuses = sorted(r.status_code for r in results)
     owner = await _owner(genie, ids["pd_alice"])
     assert statuses == [303, 409], [page_text(r)[:200] for r in results]
@@ -456,11 +618,17 @@ async def test_two_admins_moving_one_account_at_once_one_wins_and_the_other_is_t
 
 
 async def test_the_audit_page_filters_and_pages_newest_first(genie):
-    ids = await world(genie)
+    await world(genie)
     async with genie.sessionmaker.begin() as s:
         for i in range(60):
-            await audit.record(s, Who.cli("test"), "account.connect", provider="jira" if i % 2 else "github",
-                               external_id=f"X{i:02d}", detail=f"event number {i:02d}")
+            await audit.record(
+                s,
+                Who.cli("test"),
+                "account.connect",
+                provider="jira" if i % 2 else "github",
+                external_id=f"X{i:02d}",
+                detail=f"event number {i:02d}",
+            )
     ada = await _admin(genie)
     first = page_text(await ada.get("/admin/audit"))
     assert first.index("event number 59") < first.index("event number 58")
@@ -511,10 +679,14 @@ async def test_a_person_cannot_remove_anyone_elses_account_by_changing_the_id(ge
         assert response.status_code in (404, 405), junk
     assert changes(before, await snapshot(genie.sessionmaker)) == {}
     # Forged: no token, a bad one, another site's Origin.
-    for attempt, headers in (({}, None), ({"csrf_token": "forged"}, None),
-                             ({"csrf_token": bob.last_csrf}, {"Origin": "https://evil.example"})):
-        response = await bob.post(f"/account/accounts/{ids['jira_bob']}/remove", {"confirm": "yes", **attempt},
-                                  csrf=False, headers=headers)
+    for attempt, headers in (
+        ({}, None),
+        ({"csrf_token": "forged"}, None),
+        ({"csrf_token": bob.last_csrf}, {"Origin": "https://evil.example"}),
+    ):
+        response = await bob.post(
+            f"/account/accounts/{ids['jira_bob']}/remove", {"confirm": "yes", **attempt}, csrf=False, headers=headers
+        )
         assert response.status_code == 403
     assert changes(before, await snapshot(genie.sessionmaker)) == {}
     # Signed out: sent to sign in, nothing changes.

@@ -19,7 +19,8 @@ from bot.ids import Action
 from bot.services import alerts, teams, users
 from tests.conftest import SECRET_KEY, Genie, eventually
 from tests.slack_driver import SlackUser
-from tests.test_cli import base_env, genie as run_genie, ok
+from tests.test_cli import base_env, ok
+from tests.test_cli import genie as run_genie
 
 TABLES = ("alert", "alert_event", "outbox", "api_request")
 _UNSET: Any = object()
@@ -32,8 +33,17 @@ class Api:
     genie: Genie
     keys: dict[str, str]
 
-    async def call(self, method: str, path: str, body: Any = _UNSET, *, team: str | None = "Payments",
-                   key: str | None = None, headers: dict[str, str] | None = None, **kw) -> httpx.Response:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = _UNSET,
+        *,
+        team: str | None = "Payments",
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kw,
+    ) -> httpx.Response:
         headers = dict(headers or {})
         if key is None and team is not None:
             key = self.keys[team]
@@ -57,11 +67,19 @@ class Api:
         response = await self.call("GET", f"/v2/alerts/{identifier}", team=team, params={"identifierType": kind})
         return envelope(response, 200)["data"]
 
-    async def act(self, identifier: str, action: str, body: Any = _UNSET, kind: str = "id", team: str = "Payments",
-                  expect: int = 202) -> dict:
+    async def act(
+        self,
+        identifier: str,
+        action: str,
+        body: Any = _UNSET,
+        kind: str = "id",
+        team: str = "Payments",
+        expect: int = 202,
+    ) -> dict:
         """An action (acknowledge, close, assign, notes); return its request status."""
-        response = await self.call("POST", f"/v2/alerts/{identifier}/{action}", body, team=team,
-                                   params={"identifierType": kind})
+        response = await self.call(
+            "POST", f"/v2/alerts/{identifier}/{action}", body, team=team, params={"identifierType": kind}
+        )
         answer = envelope(response, expect)
         if expect == 202:
             assert answer["result"] == "Request will be processed"
@@ -89,16 +107,22 @@ async def counts(genie: Genie) -> dict[str, int]:
 
 
 async def events(genie: Genie, tiny_id: str | int) -> list[tuple]:
-    return await genie.rows("SELECT action, outcome, actor_name, reason, note FROM alert_event "
-                            "WHERE alert_id = :a ORDER BY id", a=int(tiny_id))
+    return await genie.rows(
+        "SELECT action, outcome, actor_name, reason, note FROM alert_event WHERE alert_id = :a ORDER BY id",
+        a=int(tiny_id),
+    )
 
 
 @pytest.fixture
 async def api(genie: Genie) -> Api:
     """Payments (C0PAY: Alice, Bob), Ops (C0OPS, whose key may also post for Payments),
     Search (C0SEARCH: Mallory); Carol is in no team."""
-    for email, name in [("alice@example.com", "Alice Smith"), ("bob@example.com", "Bob Jones"),
-                        ("mallory@example.com", "Mallory Evil"), ("carol@example.com", "Carol Diaz")]:
+    for email, name in [
+        ("alice@example.com", "Alice Smith"),
+        ("bob@example.com", "Bob Jones"),
+        ("mallory@example.com", "Mallory Evil"),
+        ("carol@example.com", "Carol Diaz"),
+    ]:
         await genie.add_user(email, name)
     keys = {}
     async with genie.sessionmaker.begin() as s:
@@ -114,11 +138,19 @@ async def api(genie: Genie) -> Api:
 # --- create, get, request status ---------------------------------------------------------------
 async def test_create_with_every_field_then_get_returns_them(api: Api):
     body = {
-        "message": "Checkout error rate above 5%", "alias": "checkout-errors", "description": "See the dashboard.",
+        "message": "Checkout error rate above 5%",
+        "alias": "checkout-errors",
+        "description": "See the dashboard.",
         "responders": [{"type": "team", "name": "Payments"}, {"type": "user", "username": "alice@example.com"}],
-        "tags": ["checkout", "P1-candidate", "checkout"], "details": {"region": "eu-west-1", "rate": 5.2, "ok": False},
-        "entity": "checkout-service", "source": "prometheus", "priority": "P1", "user": "Alertmanager",
-        "note": "Paging the on-call", "actions": ["Restart"], "visibleTo": [{"type": "team", "name": "Payments"}],
+        "tags": ["checkout", "P1-candidate", "checkout"],
+        "details": {"region": "eu-west-1", "rate": 5.2, "ok": False},
+        "entity": "checkout-service",
+        "source": "prometheus",
+        "priority": "P1",
+        "user": "Alertmanager",
+        "note": "Paging the on-call",
+        "actions": ["Restart"],
+        "visibleTo": [{"type": "team", "name": "Payments"}],
     }
     status = await api.create(**body)
     assert status["success"] is True and status["isSuccess"] is True
@@ -131,16 +163,29 @@ async def test_create_with_every_field_then_get_returns_them(api: Api):
     alert = await api.get(status["alertId"])
     assert alert["id"] == status["alertId"] and alert["tinyId"].isdigit()
     expected = {
-        "alias": "checkout-errors", "message": "Checkout error rate above 5%", "status": "open",
-        "acknowledged": False, "isSeen": False, "tags": ["checkout", "P1-candidate"], "snoozed": False, "count": 1,
-        "source": "prometheus", "owner": "", "priority": "P1", "entity": "checkout-service",
-        "description": "See the dashboard.", "details": {"region": "eu-west-1", "rate": "5.2", "ok": "false"},
-        "actions": [], "report": {},
+        "alias": "checkout-errors",
+        "message": "Checkout error rate above 5%",
+        "status": "open",
+        "acknowledged": False,
+        "isSeen": False,
+        "tags": ["checkout", "P1-candidate"],
+        "snoozed": False,
+        "count": 1,
+        "source": "prometheus",
+        "owner": "",
+        "priority": "P1",
+        "entity": "checkout-service",
+        "description": "See the dashboard.",
+        "details": {"region": "eu-west-1", "rate": "5.2", "ok": "false"},
+        "actions": [],
+        "report": {},
         "integration": {"id": str(payments_id), "name": "Payments", "type": "API"},
         "ownerTeamId": str(payments_id),
         # As OpsGenie returns them: each with its id (clients that model responders require it).
-        "responders": [{"type": "team", "id": str(payments_id), "name": "Payments"},
-                       {"type": "user", "id": str(alice_id), "username": "alice@example.com"}],
+        "responders": [
+            {"type": "team", "id": str(payments_id), "name": "Payments"},
+            {"type": "user", "id": str(alice_id), "username": "alice@example.com"},
+        ],
     }
     assert {k: alert[k] for k in expected} == expected
     for stamp in ("createdAt", "updatedAt", "lastOccurredAt"):
@@ -152,9 +197,11 @@ async def test_create_with_every_field_then_get_returns_them(api: Api):
     # was resolved to (tests/test_alert_people.py), and its Slack post queued.
     assert await events(api.genie, alert["tinyId"]) == [
         ("create", "applied", "Alertmanager", None, "Paging the on-call"),
-        ("resolve", "applied", "Alertmanager", "responder alice@example.com → Alice Smith (alice@example.com)", None)]
-    assert await api.genie.rows("SELECT kind, channel FROM outbox WHERE alert_id = :a",
-                                a=int(alert["tinyId"])) == [("alert.post", "C0PAY")]
+        ("resolve", "applied", "Alertmanager", "responder alice@example.com → Alice Smith (alice@example.com)", None),
+    ]
+    assert await api.genie.rows("SELECT kind, channel FROM outbox WHERE alert_id = :a", a=int(alert["tinyId"])) == [
+        ("alert.post", "C0PAY")
+    ]
     notes = envelope(await api.call("GET", f"/v2/alerts/{alert['id']}/notes"), 200)
     assert [(n["note"], n["owner"]) for n in notes["data"]] == [("Paging the on-call", "Alertmanager")]
 
@@ -180,10 +227,12 @@ async def test_create_is_deduplicated_on_alias_while_open(api: Api):
     assert await api.genie.scalar("SELECT count(*) FROM alert") == 1
     tiny = int(alert["tinyId"])
     # Only ONE Slack post for the alert; the repeat only updates the message in place.
-    assert await api.genie.scalar("SELECT count(*) FROM outbox WHERE alert_id = :a AND kind = 'alert.post'",
-                                  a=tiny) == 1
-    assert await api.genie.scalar("SELECT count(*) FROM outbox WHERE alert_id = :a AND kind = 'alert.update'",
-                                  a=tiny) >= 1
+    assert (
+        await api.genie.scalar("SELECT count(*) FROM outbox WHERE alert_id = :a AND kind = 'alert.post'", a=tiny) == 1
+    )
+    assert (
+        await api.genie.scalar("SELECT count(*) FROM outbox WHERE alert_id = :a AND kind = 'alert.update'", a=tiny) >= 1
+    )
     assert [e[:2] for e in await events(api.genie, tiny)] == [("create", "applied"), ("deduplicate", "applied")]
 
     # Another team's open alert with the same alias is a different alert.
@@ -206,8 +255,9 @@ async def test_responders_choose_the_owning_team_within_the_keys_grants(api: Api
     status = await api.create(team="Ops", responders=[{"type": "team", "name": "payments"}])
     alert = await api.get(status["alertId"], team="Payments")
     assert alert["integration"]["name"] == "Payments"
-    assert await api.genie.rows("SELECT channel FROM outbox WHERE alert_id = :a",
-                                a=int(alert["tinyId"])) == [("C0PAY",)]
+    assert await api.genie.rows("SELECT channel FROM outbox WHERE alert_id = :a", a=int(alert["tinyId"])) == [
+        ("C0PAY",)
+    ]
     payments_id = await api.genie.scalar("SELECT id FROM team WHERE name = 'Payments'")
     by_id = await api.create(team="Ops", responders=[{"type": "team", "id": str(payments_id)}])
     assert (await api.get(by_id["alertId"]))["integration"]["name"] == "Payments"
@@ -217,14 +267,29 @@ async def test_responders_choose_the_owning_team_within_the_keys_grants(api: Api
     envelope(await api.call("GET", f"/v2/alerts/{own['alertId']}", team="Payments"), 404)
 
     before = await counts(api.genie)
-    forbidden = envelope(await api.call("POST", "/v2/alerts", {"message": "m", "responders": [
-        {"type": "team", "name": "Search"}]}, team="Ops"), 403)
-    assert forbidden["message"] == "this key (team Ops) may not post alerts for team 'Search'; it may post for: Ops, Payments"
-    envelope(await api.call("POST", "/v2/alerts", {"message": "m", "responders": [
-        {"type": "team", "name": "Ops"}]}, team="Payments"), 403)  # grants are one way
+    forbidden = envelope(
+        await api.call(
+            "POST", "/v2/alerts", {"message": "m", "responders": [{"type": "team", "name": "Search"}]}, team="Ops"
+        ),
+        403,
+    )
+    assert (
+        forbidden["message"]
+        == "this key (team Ops) may not post alerts for team 'Search'; it may post for: Ops, Payments"
+    )
+    envelope(
+        await api.call(
+            "POST", "/v2/alerts", {"message": "m", "responders": [{"type": "team", "name": "Ops"}]}, team="Payments"
+        ),
+        403,
+    )  # grants are one way
     # A team that does not exist is refused in the same words: a key can't probe for team names.
-    unknown = envelope(await api.call("POST", "/v2/alerts", {"message": "m", "responders": [
-        {"type": "team", "name": "Nobody"}]}, team="Ops"), 403)
+    unknown = envelope(
+        await api.call(
+            "POST", "/v2/alerts", {"message": "m", "responders": [{"type": "team", "name": "Nobody"}]}, team="Ops"
+        ),
+        403,
+    )
     assert unknown["message"] == forbidden["message"].replace("'Search'", "'Nobody'")
     assert await counts(api.genie) == before
 
@@ -273,11 +338,19 @@ async def test_every_field_limit_is_a_422_that_changes_nothing(api: Api):
     assert await counts(api.genie) == before
 
     # Exactly at every limit is fine.
-    status = await api.create(message="m" * 130, alias="a" * 512, description="d" * 15000, entity="e" * 512,
-                              source="s" * 100, user="u" * 100, note="n" * 25000,
-                              tags=[f"{i:02d}" + "t" * 48 for i in range(20)], details={"k": "v" * 7999},
-                              priority="P5", responders=[{"type": "user", "username": f"u{i}@example.com"}
-                                                         for i in range(50)])
+    status = await api.create(
+        message="m" * 130,
+        alias="a" * 512,
+        description="d" * 15000,
+        entity="e" * 512,
+        source="s" * 100,
+        user="u" * 100,
+        note="n" * 25000,
+        tags=[f"{i:02d}" + "t" * 48 for i in range(20)],
+        details={"k": "v" * 7999},
+        priority="P5",
+        responders=[{"type": "user", "username": f"u{i}@example.com"} for i in range(50)],
+    )
     alert = await api.get(status["alertId"])
     assert len(alert["message"]) == 130 and len(alert["alias"]) == 512 and len(alert["tags"]) == 20
     assert alert["priority"] == "P5"
@@ -303,70 +376,120 @@ async def test_malformed_requests_get_the_opsgenie_envelope_and_change_nothing(a
 
     # Keys: missing, wrong scheme, empty, unknown, from a rotated-away team key.
     body = {"message": "should not be created"}
-    for headers, message in [({}, "Key format is not valid!"),
-                             ({"Authorization": f"Bearer {api.keys['Payments']}"}, "Key format is not valid!"),
-                             ({"Authorization": "GenieKey"}, "Key format is not valid!"),
-                             ({"Authorization": "GenieKey " + "k" * 500}, "Key format is not valid!"),
-                             ({"Authorization": f"GenieKey {uuid.uuid4()}"}, "Could not authenticate"),
-                             ({"Authorization": f"geniekey {api.keys['Payments']}x"}, "Could not authenticate")]:
-        for method, path in [("POST", "/v2/alerts"), ("GET", "/v2/alerts"), ("GET", "/v2/alerts/exists"),
-                             ("POST", "/v2/alerts/exists/close"), ("GET", f"/v2/alerts/requests/{uuid.uuid4()}")]:
-            response = await api.call(method, path, body if method == "POST" else _UNSET, team=None, headers=headers,
-                                      params={"identifierType": "alias"})
+    for headers, message in [
+        ({}, "Key format is not valid!"),
+        ({"Authorization": f"Bearer {api.keys['Payments']}"}, "Key format is not valid!"),
+        ({"Authorization": "GenieKey"}, "Key format is not valid!"),
+        ({"Authorization": "GenieKey " + "k" * 500}, "Key format is not valid!"),
+        ({"Authorization": f"GenieKey {uuid.uuid4()}"}, "Could not authenticate"),
+        ({"Authorization": f"geniekey {api.keys['Payments']}x"}, "Could not authenticate"),
+    ]:
+        for method, path in [
+            ("POST", "/v2/alerts"),
+            ("GET", "/v2/alerts"),
+            ("GET", "/v2/alerts/exists"),
+            ("POST", "/v2/alerts/exists/close"),
+            ("GET", f"/v2/alerts/requests/{uuid.uuid4()}"),
+        ]:
+            response = await api.call(
+                method,
+                path,
+                body if method == "POST" else _UNSET,
+                team=None,
+                headers=headers,
+                params={"identifierType": "alias"},
+            )
             assert envelope(response, 401)["message"] == message, (headers, method, path)
     # A key in the query string is not accepted (it would end up in access logs).
     envelope(await api.call("GET", "/v2/alerts", team=None, params={"apiKey": api.keys["Payments"]}), 401)
 
     # Unknown alerts, identifier types, action bodies.
-    for path in ["/v2/alerts/nope", "/v2/alerts/nope/acknowledge", "/v2/alerts/nope/close", "/v2/alerts/nope/notes",
-                 "/v2/alerts/nope/assign"]:
+    for path in [
+        "/v2/alerts/nope",
+        "/v2/alerts/nope/acknowledge",
+        "/v2/alerts/nope/close",
+        "/v2/alerts/nope/notes",
+        "/v2/alerts/nope/assign",
+    ]:
         method = "GET" if path == "/v2/alerts/nope" else "POST"
         send = {"note": "n", "owner": {"username": "alice@example.com"}} if method == "POST" else _UNSET
         answer = envelope(await api.call(method, path, send), 404)
         assert answer["message"] == "Alert with given id does not exist", path
     envelope(await api.call("GET", "/v2/alerts/999999", params={"identifierType": "tiny"}), 404)
     envelope(await api.call("GET", "/v2/alerts/x1", params={"identifierType": "tiny"}), 404)
-    assert envelope(await api.call("GET", "/v2/alerts/nope", params={"identifierType": "alias"}), 404)["message"] == \
-        "Alert with given alias does not exist"
+    assert (
+        envelope(await api.call("GET", "/v2/alerts/nope", params={"identifierType": "alias"}), 404)["message"]
+        == "Alert with given alias does not exist"
+    )
     answer = envelope(await api.call("GET", "/v2/alerts/exists", params={"identifierType": "name"}), 422)
     assert "identifierType" in answer["errors"]
-    envelope(await api.call("POST", "/v2/alerts/exists/acknowledge", {"note": "n"},
-                            params={"identifierType": "nickname"}), 422)
-    for action, bad, field in [("acknowledge", {"user": "u" * 101}, "user"), ("close", {"source": "s" * 101}, "source"),
-                               ("close", {"note": "n" * 25001}, "note"), ("acknowledge", {"user": 7}, "user"),
-                               ("notes", {}, "note"), ("notes", {"note": "  "}, "note"),
-                               ("notes", {"note": "n" * 25001}, "note"), ("assign", {}, "owner"),
-                               ("assign", {"owner": "alice@example.com"}, "owner"),
-                               ("assign", {"owner": {"username": "nobody@example.com"}}, "owner"),
-                               ("assign", {"owner": {"id": "424242"}}, "owner"),
-                               ("assign", {"owner": {"id": True}}, "owner")]:
+    envelope(
+        await api.call("POST", "/v2/alerts/exists/acknowledge", {"note": "n"}, params={"identifierType": "nickname"}),
+        422,
+    )
+    for action, bad, field in [
+        ("acknowledge", {"user": "u" * 101}, "user"),
+        ("close", {"source": "s" * 101}, "source"),
+        ("close", {"note": "n" * 25001}, "note"),
+        ("acknowledge", {"user": 7}, "user"),
+        ("notes", {}, "note"),
+        ("notes", {"note": "  "}, "note"),
+        ("notes", {"note": "n" * 25001}, "note"),
+        ("assign", {}, "owner"),
+        ("assign", {"owner": "alice@example.com"}, "owner"),
+        ("assign", {"owner": {"username": "nobody@example.com"}}, "owner"),
+        ("assign", {"owner": {"id": "424242"}}, "owner"),
+        ("assign", {"owner": {"id": True}}, "owner"),
+    ]:
         answer = await api.act("exists", action, bad, kind="alias", expect=422)
         assert field in answer["errors"], (action, bad, answer)
     envelope(await post("/v2/alerts/exists/close?identifierType=alias", content=b"{oops", headers=auth), 400)
     envelope(await post("/v2/alerts/exists/close?identifierType=alias", content=b"[1]", headers=auth), 422)
 
     # List parameters.
-    for params in [{"limit": "0"}, {"limit": "101"}, {"limit": "ten"}, {"offset": "-1"}, {"offset": "1e3"},
-                   {"sort": "color"}, {"order": "up"}, {"query": "colour:red"}, {"query": "status:maybe"},
-                   {"query": "acknowledged:yes"}, {"query": "priority:P9"}, {"query": "tinyId:abc"},
-                   {"query": 'message:"unbalanced'}, {"query": "status:open OR status:closed"},
-                   {"query": "alias:"}]:
+    for params in [
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "ten"},
+        {"offset": "-1"},
+        {"offset": "1e3"},
+        {"sort": "color"},
+        {"order": "up"},
+        {"query": "colour:red"},
+        {"query": "status:maybe"},
+        {"query": "acknowledged:yes"},
+        {"query": "priority:P9"},
+        {"query": "tinyId:abc"},
+        {"query": 'message:"unbalanced'},
+        {"query": "status:open OR status:closed"},
+        {"query": "alias:"},
+    ]:
         answer = envelope(await api.call("GET", "/v2/alerts", params=params), 422)
         assert answer["errors"], (params, answer)
-    assert "colour" in envelope(await api.call("GET", "/v2/alerts", params={"query": "colour:red"}), 422)["errors"][
-        "query"]
+    assert (
+        "colour"
+        in envelope(await api.call("GET", "/v2/alerts", params={"query": "colour:red"}), 422)["errors"]["query"]
+    )
     for params in [{"limit": "0"}, {"order": "sideways"}, {"direction": "up"}, {"offset": "abc"}]:
         envelope(await api.call("GET", "/v2/alerts/exists/logs", params=params | {"identifierType": "alias"}), 422)
 
     # Endpoints Genie does not have: the same envelope, never a 500.
     answer = envelope(await api.call("PATCH", "/v2/alerts/exists", params={"identifierType": "alias"}), 405)
     assert "GET" in answer["message"] and "DELETE" in answer["message"]
-    for method, path in [("PATCH", "/v2/alerts/exists/message"), ("POST", "/v2/alerts/exists/logs"),
-                         ("PUT", "/v2/alerts/exists/unacknowledge"), ("PUT", "/v2/alerts")]:
+    for method, path in [
+        ("PATCH", "/v2/alerts/exists/message"),
+        ("POST", "/v2/alerts/exists/logs"),
+        ("PUT", "/v2/alerts/exists/unacknowledge"),
+        ("PUT", "/v2/alerts"),
+    ]:
         answer = envelope(await api.call(method, path, {"message": "new"}, params={"identifierType": "alias"}), 405)
         assert answer["message"].startswith(f"Genie does not implement {method} {path}"), answer
-    for method, path in [("GET", "/v2/alerts/saved-searches"), ("POST", "/v2/alerts/saved-searches/"),
-                         ("GET", "/v2/alerts/exists/attachments"), ("DELETE", "/v2/alerts/exists/attachments/1")]:
+    for method, path in [
+        ("GET", "/v2/alerts/saved-searches"),
+        ("POST", "/v2/alerts/saved-searches/"),
+        ("GET", "/v2/alerts/exists/attachments"),
+        ("DELETE", "/v2/alerts/exists/attachments/1"),
+    ]:
         answer = envelope(await api.call(method, path, params={"identifierType": "alias"}), 404)
         assert "saved searches and attachments" in answer["message"], answer
     envelope(await api.call("GET", "/v2/schedules"), 404)  # heartbeats are served: tests/test_heartbeats.py
@@ -383,9 +506,18 @@ async def test_hostile_text_and_numbers_get_4xx_never_500(api: Api):
         ("POST", "/v2/alerts", rb'{"message": "nul \u0000 inside"}', 422),
         ("POST", "/v2/alerts", rb'{"message": "m", "alias": "\ud800"}', 422),
         ("POST", "/v2/alerts", rb'{"message": "m", "details": {"\u0000": "v"}}', 422),
-        ("POST", "/v2/alerts", rb'{"message": "m", "responders": [{"type": "team", "id": "\u00b2"}]}', 403),  # no such team
-        ("POST", "/v2/alerts", b'{"message": "m", "responders": [{"type": "team", "id": "99999999999999999999"}]}',
-         403),
+        (
+            "POST",
+            "/v2/alerts",
+            rb'{"message": "m", "responders": [{"type": "team", "id": "\u00b2"}]}',
+            403,
+        ),  # no such team
+        (
+            "POST",
+            "/v2/alerts",
+            b'{"message": "m", "responders": [{"type": "team", "id": "99999999999999999999"}]}',
+            403,
+        ),
         ("POST", "/v2/alerts", b'{"message": "m", "responders": [{"type": "team", "id": "x", "name": 7}]}', 403),
         ("POST", "/v2/alerts/exists/notes?identifierType=alias", rb'{"note": "\u0000"}', 422),
         ("POST", "/v2/alerts/exists/assign?identifierType=alias", rb'{"owner": {"id": "\u00b2"}}', 422),
@@ -426,8 +558,9 @@ async def test_acknowledge_close_assign_and_notes_by_id_alias_and_tiny(api: Api)
     assert (await api.get(one["id"]))["report"]["acknowledgedBy"] == "Alice"
     assert (await api.get(two["id"]))["report"]["acknowledgedBy"] == "API (Payments)"
 
-    status = await api.act(two["tinyId"], "assign", {"owner": {"username": "Bob@Example.com"}, "user": "Alice"},
-                           kind="tiny")
+    status = await api.act(
+        two["tinyId"], "assign", {"owner": {"username": "Bob@Example.com"}, "user": "Alice"}, kind="tiny"
+    )
     assert (status["action"], status["isSuccess"]) == ("Assign", True)
     assert (await api.get(two["id"]))["owner"] == "bob@example.com"
     alice_id = await api.genie.scalar("SELECT id FROM \"user\" WHERE email = 'alice@example.com'")
@@ -438,14 +571,22 @@ async def test_acknowledge_close_assign_and_notes_by_id_alias_and_tiny(api: Api)
     assert (status["action"], status["isSuccess"], status["status"]) == ("AddNote", True, "Added note")
     await api.act("three", "notes", {"note": "Looks fine now"}, kind="alias")
     notes = envelope(await api.call("GET", "/v2/alerts/three/notes", params={"identifierType": "alias"}), 200)
-    assert [(n["note"], n["owner"]) for n in notes["data"]] == [("Looks fine now", "API (Payments)"),
-                                                                ("Rebooted db-1", "Bob")]  # newest first
+    assert [(n["note"], n["owner"]) for n in notes["data"]] == [
+        ("Looks fine now", "API (Payments)"),
+        ("Rebooted db-1", "Bob"),
+    ]  # newest first
     assert all(n["createdAt"].endswith("Z") and n["offset"] for n in notes["data"])
-    oldest_first = envelope(await api.call("GET", f"/v2/alerts/{three['tinyId']}/notes",
-                                           params={"identifierType": "tiny", "order": "asc", "limit": 1}), 200)
+    oldest_first = envelope(
+        await api.call(
+            "GET", f"/v2/alerts/{three['tinyId']}/notes", params={"identifierType": "tiny", "order": "asc", "limit": 1}
+        ),
+        200,
+    )
     assert [n["note"] for n in oldest_first["data"]] == ["Rebooted db-1"] and "next" in oldest_first["paging"]
-    following = await api.genie.http.get(oldest_first["paging"]["next"].replace(api.genie.settings.base_url, ""),
-                                         headers={"Authorization": f"GenieKey {api.keys['Payments']}"})
+    following = await api.genie.http.get(
+        oldest_first["paging"]["next"].replace(api.genie.settings.base_url, ""),
+        headers={"Authorization": f"GenieKey {api.keys['Payments']}"},
+    )
     assert [n["note"] for n in envelope(following, 200)["data"]] == ["Looks fine now"]
 
     status = await api.act("one", "close", {"user": "Alertmanager", "source": "am"}, kind="alias")
@@ -458,8 +599,12 @@ async def test_acknowledge_close_assign_and_notes_by_id_alias_and_tiny(api: Api)
     assert (await api.get(one["id"]))["report"]["closedBy"] == "Alertmanager"
     # Every API change updates the Slack message too.
     for alert in (one, two, three):
-        assert await api.genie.scalar("SELECT count(*) FROM outbox WHERE alert_id = :a AND kind = 'alert.update'",
-                                      a=int(alert["tinyId"])) >= 2
+        assert (
+            await api.genie.scalar(
+                "SELECT count(*) FROM outbox WHERE alert_id = :a AND kind = 'alert.update'", a=int(alert["tinyId"])
+            )
+            >= 2
+        )
 
 
 async def test_acting_twice_is_accepted_and_the_request_status_says_why_not(api: Api):
@@ -478,8 +623,14 @@ async def test_acting_twice_is_accepted_and_the_request_status_says_why_not(api:
     late_assign = await api.act(alert["id"], "assign", {"owner": {"username": "alice@example.com"}})
     assert late_assign["isSuccess"] is False and "already closed" in late_assign["status"]
     assert [e[:2] for e in await events(api.genie, alert["tinyId"])] == [
-        ("create", "applied"), ("acknowledge", "applied"), ("acknowledge", "noop"), ("close", "applied"),
-        ("close", "noop"), ("acknowledge", "noop"), ("assign", "noop")]
+        ("create", "applied"),
+        ("acknowledge", "applied"),
+        ("acknowledge", "noop"),
+        ("close", "applied"),
+        ("close", "noop"),
+        ("acknowledge", "noop"),
+        ("assign", "noop"),
+    ]
 
 
 async def test_assign_only_to_active_members_of_the_owning_team(api: Api):
@@ -487,16 +638,23 @@ async def test_assign_only_to_active_members_of_the_owning_team(api: Api):
     before = await counts(api.genie)
     # Another team's person (by email or Genie id), a person in no team, and nobody at all are
     # refused in the same words, naming only what the request gave; nothing is written.
-    carol, mallory = [await api.genie.scalar('SELECT id FROM "user" WHERE email = :e', e=e)
-                      for e in ("carol@example.com", "mallory@example.com")]
-    for owner, given in [({"username": "carol@example.com"}, "carol@example.com"),
-                         ({"username": "mallory@example.com"}, "mallory@example.com"),
-                         ({"id": str(mallory)}, str(mallory)), ({"id": carol}, str(carol)),
-                         ({"username": "nobody@example.com"}, "nobody@example.com"), ({"id": "424242"}, "424242")]:
+    carol, mallory = [
+        await api.genie.scalar('SELECT id FROM "user" WHERE email = :e', e=e)
+        for e in ("carol@example.com", "mallory@example.com")
+    ]
+    for owner, given in [
+        ({"username": "carol@example.com"}, "carol@example.com"),
+        ({"username": "mallory@example.com"}, "mallory@example.com"),
+        ({"id": str(mallory)}, str(mallory)),
+        ({"id": carol}, str(carol)),
+        ({"username": "nobody@example.com"}, "nobody@example.com"),
+        ({"id": "424242"}, "424242"),
+    ]:
         answer = await api.act(alert["id"], "assign", {"owner": owner, "user": "Script"}, expect=422)
         assert answer["message"] == "Request body is not processable. Please check the errors."
-        assert answer["errors"] == {"owner": f"{given} is not an active member of Payments, so can't be assigned "
-                                             f"this alert."}, owner
+        assert answer["errors"] == {
+            "owner": f"{given} is not an active member of Payments, so can't be assigned this alert."
+        }, owner
     assert await counts(api.genie) == before
     assert (await api.get(alert["id"]))["owner"] == ""
 
@@ -511,19 +669,21 @@ async def test_assign_only_to_active_members_of_the_owning_team(api: Api):
 async def test_another_teams_key_cannot_see_or_touch_the_alert(api: Api):
     alert = await api.get((await api.create(alias="private", tags=["secret"]))["alertId"])
     before = await counts(api.genie)
-    for method, path, body in [("GET", f"/v2/alerts/{alert['id']}", _UNSET),
-                               ("GET", f"/v2/alerts/{alert['id']}/notes", _UNSET),
-                               ("GET", f"/v2/alerts/{alert['id']}/logs", _UNSET),
-                               ("POST", f"/v2/alerts/{alert['id']}/acknowledge", {}),
-                               ("POST", f"/v2/alerts/{alert['id']}/close", {}),
-                               ("POST", f"/v2/alerts/{alert['id']}/notes", {"note": "hi"}),
-                               ("POST", f"/v2/alerts/{alert['id']}/assign",
-                                {"owner": {"username": "mallory@example.com"}})]:
+    for method, path, body in [
+        ("GET", f"/v2/alerts/{alert['id']}", _UNSET),
+        ("GET", f"/v2/alerts/{alert['id']}/notes", _UNSET),
+        ("GET", f"/v2/alerts/{alert['id']}/logs", _UNSET),
+        ("POST", f"/v2/alerts/{alert['id']}/acknowledge", {}),
+        ("POST", f"/v2/alerts/{alert['id']}/close", {}),
+        ("POST", f"/v2/alerts/{alert['id']}/notes", {"note": "hi"}),
+        ("POST", f"/v2/alerts/{alert['id']}/assign", {"owner": {"username": "mallory@example.com"}}),
+    ]:
         answer = envelope(await api.call(method, path, body, team="Search"), 404)
         assert answer["message"] == "Alert with given id does not exist", path
     envelope(await api.call("GET", "/v2/alerts/private", team="Search", params={"identifierType": "alias"}), 404)
-    envelope(await api.call("GET", f"/v2/alerts/{alert['tinyId']}", team="Search", params={"identifierType": "tiny"}),
-             404)
+    envelope(
+        await api.call("GET", f"/v2/alerts/{alert['tinyId']}", team="Search", params={"identifierType": "tiny"}), 404
+    )
     assert (await api.list(team="Search", query="tag:secret"))["data"] == []
     assert await counts(api.genie) == before
 
@@ -531,24 +691,40 @@ async def test_another_teams_key_cannot_see_or_touch_the_alert(api: Api):
 async def test_a_posting_grant_lets_a_key_post_and_nothing_more(api: Api):
     """Ops may post for Payments (``genie team grant Ops Payments``): posting, not reading or
     acting. Not even the alert Ops posted is Ops' to read; its own request status answers."""
-    posted = await api.create(team="Ops", alias="from-ops", description="card numbers leak in db-1 logs",
-                              responders=[{"type": "team", "name": "Payments"}])
+    posted = await api.create(
+        team="Ops",
+        alias="from-ops",
+        description="card numbers leak in db-1 logs",
+        responders=[{"type": "team", "name": "Payments"}],
+    )
     assert posted["isSuccess"] is True and posted["status"] == "Created alert" and posted["alertId"]
     alert = await api.get(posted["alertId"])  # Payments' key reads it
     assert alert["integration"]["name"] == "Payments"
     await api.create(alias="payments-own", note="secret note")
     before = await counts(api.genie)
-    for identifier, kind in [(alert["id"], "id"), ("from-ops", "alias"), (alert["tinyId"], "tiny"),
-                             ("payments-own", "alias")]:
+    for identifier, kind in [
+        (alert["id"], "id"),
+        ("from-ops", "alias"),
+        (alert["tinyId"], "tiny"),
+        ("payments-own", "alias"),
+    ]:
         params = {"identifierType": kind}
-        for method, action, body in [("GET", "", _UNSET), ("GET", "/notes", _UNSET), ("GET", "/logs", _UNSET),
-                                     ("POST", "/acknowledge", {}), ("POST", "/close", {}),
-                                     ("POST", "/notes", {"note": "hi"}),
-                                     ("POST", "/assign", {"owner": {"username": "alice@example.com"}})]:
-            answer = envelope(await api.call(method, f"/v2/alerts/{identifier}{action}", body, team="Ops",
-                                             params=params), 404)
-            assert answer["message"] in ("Alert with given id does not exist",
-                                         "Alert with given alias does not exist"), (identifier, action)
+        for method, action, body in [
+            ("GET", "", _UNSET),
+            ("GET", "/notes", _UNSET),
+            ("GET", "/logs", _UNSET),
+            ("POST", "/acknowledge", {}),
+            ("POST", "/close", {}),
+            ("POST", "/notes", {"note": "hi"}),
+            ("POST", "/assign", {"owner": {"username": "alice@example.com"}}),
+        ]:
+            answer = envelope(
+                await api.call(method, f"/v2/alerts/{identifier}{action}", body, team="Ops", params=params), 404
+            )
+            assert answer["message"] in (
+                "Alert with given id does not exist",
+                "Alert with given alias does not exist",
+            ), (identifier, action)
     assert (await api.list(team="Ops"))["data"] == []
     assert (await api.list(team="Ops", query="alias:from-ops"))["data"] == []
     assert await counts(api.genie) == before
@@ -564,18 +740,25 @@ async def test_a_key_learns_nothing_about_other_teams_people(api: Api):
     the alert and in errors."""
     ids = [row[0] for row in await api.genie.rows('SELECT id FROM "user" ORDER BY id')]
     responders = [{"type": "user", "id": str(i)} for i in [*ids, max(ids) + 1]]
-    responders += [{"type": "user", "username": e} for e in ("carol@example.com", "mallory@example.com",
-                                                               "alice@example.com")]
-    status = await api.create(message="probe", user="mallory@example.com", responders=responders,
-                              details={"assignee": "carol@example.com", "opsgenie_user": "mallory@example.com"})
+    responders += [
+        {"type": "user", "username": e} for e in ("carol@example.com", "mallory@example.com", "alice@example.com")
+    ]
+    status = await api.create(
+        message="probe",
+        user="mallory@example.com",
+        responders=responders,
+        details={"assignee": "carol@example.com", "opsgenie_user": "mallory@example.com"},
+    )
     alert = await api.get(status["alertId"])
     logs = envelope(await api.call("GET", f"/v2/alerts/{alert['id']}/logs"), 200)
     text = json.dumps(logs) + json.dumps(alert)
     for outsider in ("Carol", "Diaz", "Mallory", "Evil"):
         assert outsider not in text, outsider
     [people] = [e["log"] for e in logs["data"] if e["log"].startswith("People named")]
-    alice, bob = [await api.genie.scalar('SELECT id FROM "user" WHERE email = :e', e=e)
-                  for e in ("alice@example.com", "bob@example.com")]
+    alice, bob = [
+        await api.genie.scalar('SELECT id FROM "user" WHERE email = :e', e=e)
+        for e in ("alice@example.com", "bob@example.com")
+    ]
     for i in ids:
         member = {alice: "Alice Smith (alice@example.com)", bob: "Bob Jones (bob@example.com)"}.get(i)
         assert (f"responder {i} → {member}" if member else f"responder {i}: unresolved (nobody)") in people, i
@@ -593,13 +776,18 @@ async def test_a_key_learns_nothing_about_other_teams_people(api: Api):
 async def test_list_with_queries_and_paging(api: Api):
     made = {}
     for alias, message, priority, tags in [
-        ("a", "Disk full on db-1", "P1", ["db", "disk"]), ("b", "Disk almost full on db-2", "P2", ["db"]),
-        ("c", "Checkout latency high", "P1", ["checkout"]), ("d", "Cert expires soon", "P4", []),
+        ("a", "Disk full on db-1", "P1", ["db", "disk"]),
+        ("b", "Disk almost full on db-2", "P2", ["db"]),
+        ("c", "Checkout latency high", "P1", ["checkout"]),
+        ("d", "Cert expires soon", "P4", []),
         ("e", "Queue backlog", "P3", ["queue", "db"]),
     ]:
         source = "grafana" if alias == "e" else "prometheus"
-        made[alias] = (await api.create(alias=alias, message=message, priority=priority, tags=tags, source=source,
-                                        entity=f"svc-{alias}"))["alertId"]
+        made[alias] = (
+            await api.create(
+                alias=alias, message=message, priority=priority, tags=tags, source=source, entity=f"svc-{alias}"
+            )
+        )["alertId"]
     await api.create(team="Search", alias="s", message="Disk full on search-1", priority="P1", tags=["db"])
     await api.act("b", "acknowledge", kind="alias")
     await api.act("d", "close", kind="alias")
@@ -639,8 +827,10 @@ async def test_list_with_queries_and_paging(api: Api):
     assert [a["alias"] for a in first["data"]] == ["e", "d"]
     assert set(first["paging"]) == {"first", "last", "next"}
     assert first["paging"]["next"].startswith(api.genie.settings.base_url + "/v2/alerts?")
-    second = await api.genie.http.get(first["paging"]["next"].replace(api.genie.settings.base_url, ""),
-                                      headers={"Authorization": f"GenieKey {api.keys['Payments']}"})
+    second = await api.genie.http.get(
+        first["paging"]["next"].replace(api.genie.settings.base_url, ""),
+        headers={"Authorization": f"GenieKey {api.keys['Payments']}"},
+    )
     second = envelope(second, 200)
     assert [a["alias"] for a in second["data"]] == ["c", "b"] and "prev" in second["paging"]
     last = await api.list(limit=2, offset=4)
@@ -658,17 +848,22 @@ async def test_logs_show_who_did_what_including_denied_slack_clicks(api: Api):
     await api.act("story", "acknowledge", {"user": "alice", "note": "looking"}, kind="alias")
     await api.act("story", "acknowledge", {"user": "bob"}, kind="alias")
     await api.act("story", "notes", {"note": "it was the cron job", "user": "alice"}, kind="alias")
-    await api.act("story", "assign", {"owner": {"username": "carol@example.com"}, "user": "alice"}, kind="alias",
-                  expect=422)
+    await api.act(
+        "story", "assign", {"owner": {"username": "carol@example.com"}, "user": "alice"}, kind="alias", expect=422
+    )
     await api.act("story", "assign", {"owner": {"username": "bob@example.com"}, "user": "alice"}, kind="alias")
     # A person who has not linked their Slack account clicks Acknowledge in Slack: denied.
     tiny = int(alert["tinyId"])
-    clicked = await api.genie.slack.block_action(SlackUser("U0STRANGER"), Action.ALERT_ACKNOWLEDGE,
-                                                 ButtonValue(tiny).encode(), container="message")
+    clicked = await api.genie.slack.block_action(
+        SlackUser("U0STRANGER"), Action.ALERT_ACKNOWLEDGE, ButtonValue(tiny).encode(), container="message"
+    )
     assert clicked.status_code == 200
-    await eventually(lambda: api.genie.scalar(
-        "SELECT count(*) FROM alert_event WHERE alert_id = :a AND outcome = 'denied' AND slack_user_id = 'U0STRANGER'",
-        a=tiny))
+    await eventually(
+        lambda: api.genie.scalar(
+            "SELECT count(*) FROM alert_event WHERE alert_id = :a AND outcome = 'denied' AND slack_user_id = 'U0STRANGER'",
+            a=tiny,
+        )
+    )
     await api.act("story", "close", {"user": "Alertmanager"}, kind="alias")
 
     logs = envelope(await api.call("GET", f"/v2/alerts/{alert['id']}/logs", params={"order": "asc"}), 200)
@@ -720,8 +915,10 @@ async def test_genie_team_key_prints_a_working_key_and_rotate_replaces_it(api: A
     data = envelope(await api.call("GET", f"/v2/alerts/requests/{created['requestId']}", key=rotated), 200)["data"]
     assert (await api.get(data["alertId"], team="Search"))["integration"]["name"] == "Search"
 
-    for args, words in [(("team", "key", "Nobody"), "no team named Nobody"),
-                        (("team", "grant", "Billing", "Nobody"), "no team named Nobody")]:
+    for args, words in [
+        (("team", "key", "Nobody"), "no team named Nobody"),
+        (("team", "grant", "Billing", "Nobody"), "no team named Nobody"),
+    ]:
         run = await cli(*args)
         assert run.returncode == 1 and words in run.stderr and run.stdout == "", str(run)
 
@@ -742,14 +939,17 @@ async def test_concurrent_creates_with_one_alias_make_one_alert(api: Api):
 
 async def test_concurrent_acknowledges_apply_exactly_once(api: Api):
     alert = await api.get((await api.create(alias="race"))["alertId"])
-    responses = await asyncio.gather(*(api.call("POST", f"/v2/alerts/{alert['id']}/acknowledge", {"user": f"u{i}"})
-                                       for i in range(10)))
+    responses = await asyncio.gather(
+        *(api.call("POST", f"/v2/alerts/{alert['id']}/acknowledge", {"user": f"u{i}"}) for i in range(10))
+    )
     statuses = [await api.status(envelope(r, 202)["requestId"]) for r in responses]
     assert sorted(s["isSuccess"] for s in statuses) == [False] * 9 + [True]
     winner = next(s for s in statuses if s["isSuccess"])
     assert winner["status"] == "Acknowledged alert"
-    acked = await api.genie.rows("SELECT actor_name FROM alert_event WHERE alert_id = :a AND action = 'acknowledge' "
-                                 "AND outcome = 'applied'", a=int(alert["tinyId"]))
+    acked = await api.genie.rows(
+        "SELECT actor_name FROM alert_event WHERE alert_id = :a AND action = 'acknowledge' AND outcome = 'applied'",
+        a=int(alert["tinyId"]),
+    )
     assert len(acked) == 1
     assert all(f"already acknowledged by {acked[0][0]}" in s["status"] for s in statuses if not s["isSuccess"])
     assert (await api.get(alert["id"]))["report"]["acknowledgedBy"] == acked[0][0]

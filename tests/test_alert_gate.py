@@ -18,21 +18,26 @@ from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import Actor, CreateAlert
 from bot.services.slack_links import SlackIdentity
 from tests import forkserver
-from tests.conftest import PASSWORD, eventually, page_text
+from tests.conftest import eventually
 from tests.fake_slack import TEAM_ID
 from tests.helpers import block_text, buttons, link_person, walk
 from tests.slack_driver import SlackUser
 
-ALICE, BOB, MALLORY, CAROL, ADMIN, STRANGER = (SlackUser(u) for u in
-                                                ("U0ALICE", "U0BOB", "U0MALLORY", "U0CAROL", "U0ADMIN", "U0STRANGER"))
+ALICE, BOB, MALLORY, CAROL, ADMIN, STRANGER = (
+    SlackUser(u) for u in ("U0ALICE", "U0BOB", "U0MALLORY", "U0CAROL", "U0ADMIN", "U0STRANGER")
+)
 CHANNEL = "C0PAY"
 
 
 @pytest.fixture
 async def world(genie):
     """Payments (channel C0PAY) with Alice and Bob; Mallory linked but not in it; an admin."""
-    for email, name in [("alice@example.com", "Alice Smith"), ("bob@example.com", "Bob Jones"),
-                        ("mallory@example.com", "Mallory Evil"), ("carol@example.com", "Carol Diaz")]:
+    for email, name in [
+        ("alice@example.com", "Alice Smith"),
+        ("bob@example.com", "Bob Jones"),
+        ("mallory@example.com", "Mallory Evil"),
+        ("carol@example.com", "Carol Diaz"),
+    ]:
         await genie.add_user(email, name)
     await genie.add_user("root@example.com", "Ada Admin", admin=True)
     async with genie.sessionmaker.begin() as s:
@@ -41,9 +46,13 @@ async def world(genie):
         await teams.add_member(s, "Payments", "alice@example.com")
         await teams.add_member(s, "Payments", "bob@example.com")
         await teams.add_member(s, "Search", "mallory@example.com")
-    for uid, email in [("U0ALICE", "alice@example.com"), ("U0BOB", "bob@example.com"),
-                       ("U0MALLORY", "mallory@example.com"), ("U0CAROL", "carol@example.com"),
-                       ("U0ADMIN", "root@example.com")]:
+    for uid, email in [
+        ("U0ALICE", "alice@example.com"),
+        ("U0BOB", "bob@example.com"),
+        ("U0MALLORY", "mallory@example.com"),
+        ("U0CAROL", "carol@example.com"),
+        ("U0ADMIN", "root@example.com"),
+    ]:
         await link_person(genie, uid, email)
     return genie
 
@@ -56,31 +65,54 @@ async def _fire(genie, message="Checkout error rate above 5%", team="Payments", 
     genie.rt.wake_outbox()
 
     async def posted():
-        return next((c for c in genie.fake.calls("chat.postMessage")
-                     if c.args.get("channel") == owner.slack_channel_id and f"#{alert.id} " in c.args["text"]), None)
+        return next(
+            (
+                c
+                for c in genie.fake.calls("chat.postMessage")
+                if c.args.get("channel") == owner.slack_channel_id and f"#{alert.id} " in c.args["text"]
+            ),
+            None,
+        )
+
     return alert.id, (await eventually(posted)).args
 
 
 async def _latest_blocks(genie, alert_id: int) -> list[dict]:
     """The alert message as people see it now: the last update, else the post."""
+
     def mine(call):
         return f"#{alert_id} " in (call.args.get("text") or "")
+
     updates = [c for c in genie.fake.calls("chat.update") if mine(c)]
     if updates:
         return updates[-1].args["blocks"]
     return [c for c in genie.fake.calls("chat.postMessage") if mine(c)][-1].args["blocks"]
 
 
-async def _click(genie, who: SlackUser, alert_id: int, action_id: str, *, option: str | None = None,
-                 value: str | None = None, blocks: list[dict] | None = None):
+async def _click(
+    genie,
+    who: SlackUser,
+    alert_id: int,
+    action_id: str,
+    *,
+    option: str | None = None,
+    value: str | None = None,
+    blocks: list[dict] | None = None,
+):
     blocks = blocks or await _latest_blocks(genie, alert_id)
     element = next(d for d in walk(blocks) if d.get("action_id") == action_id)
     selected = None
     if option is not None:
         selected = next(o for o in element["options"] if o["text"]["text"] == option)
     response = await genie.slack.block_action(
-        who, action_id, value if value is not None else element.get("value"), container="message",
-        selected_option=selected, channel_id=CHANNEL, message_ts="1700000000.000100")
+        who,
+        action_id,
+        value if value is not None else element.get("value"),
+        container="message",
+        selected_option=selected,
+        channel_id=CHANNEL,
+        message_ts="1700000000.000100",
+    )
     assert response.status_code == 200, response.text
     return response
 
@@ -88,7 +120,9 @@ async def _click(genie, who: SlackUser, alert_id: int, action_id: str, *, option
 async def _events(genie, alert_id: int) -> list[tuple]:
     return await genie.rows(
         "SELECT action, outcome, actor_name, slack_user_id, anonymous, reason FROM alert_event "
-        "WHERE alert_id = :a ORDER BY id", a=alert_id)
+        "WHERE alert_id = :a ORDER BY id",
+        a=alert_id,
+    )
 
 
 async def _ephemeral(genie, count: int = 1) -> list[dict]:
@@ -97,11 +131,26 @@ async def _ephemeral(genie, count: int = 1) -> list[dict]:
 
 # --- the message -----------------------------------------------------------------------------
 async def test_alert_is_posted_with_its_facts_and_buttons(world):
-    alert_id, post = await _fire(world, priority="P1", description="Payments API returns 502s",
-                                 tags=["checkout", "prod"], details={"region": "eu-west-1"}, source="Alertmanager")
+    alert_id, post = await _fire(
+        world,
+        priority="P1",
+        description="Payments API returns 502s",
+        tags=["checkout", "prod"],
+        details={"region": "eu-west-1"},
+        source="Alertmanager",
+    )
     words = block_text(post["blocks"])
-    for fact in ("P1", f"#{alert_id}", "Checkout error rate above 5%", "Payments API returns 502s", "checkout",
-                 "eu-west-1", "Payments", "Alertmanager", "Open"):
+    for fact in (
+        "P1",
+        f"#{alert_id}",
+        "Checkout error rate above 5%",
+        "Payments API returns 502s",
+        "checkout",
+        "eu-west-1",
+        "Payments",
+        "Alertmanager",
+        "Open",
+    ):
         assert fact in words, fact
     assert set(buttons(post["blocks"])) == {"alert_acknowledge", "alert_close"}
     select = next(d for d in walk(post["blocks"]) if d.get("action_id") == "alert_assign")
@@ -124,8 +173,10 @@ async def test_member_acknowledges_then_closes_and_the_message_follows(world):
     assert buttons(update["blocks"]) == {} and "alert_assign" not in json.dumps(update["blocks"])
     events = await _events(world, alert_id)
     assert [(a, o, n) for a, o, n, *_ in events] == [
-        ("create", "applied", "API (Payments)"), ("acknowledge", "applied", "Alice Smith"),
-        ("close", "applied", "Bob Jones")]
+        ("create", "applied", "API (Payments)"),
+        ("acknowledge", "applied", "Alice Smith"),
+        ("close", "applied", "Bob Jones"),
+    ]
     assert events[1][3] == "U0ALICE" and events[1][5] == "member of the owning team"
     assert world.fake.calls("response_url") == []  # nobody was told off
 
@@ -138,10 +189,13 @@ async def test_assign_from_the_select_and_only_to_members(world):
     assert "Assigned to <@U0BOB>" in block_text(update["blocks"])
     # A forged option naming a non-member (Mallory, id from the DB) is refused and changes nothing.
     mallory_id = await world.scalar("SELECT id FROM \"user\" WHERE email = 'mallory@example.com'")
-    forged = {"text": {"type": "plain_text", "text": "Bob Jones"},
-              "value": json.dumps({"alert": alert_id, "user": mallory_id})}
-    await world.slack.block_action(ALICE, "alert_assign", container="message", selected_option=forged,
-                                   channel_id=CHANNEL)
+    forged = {
+        "text": {"type": "plain_text", "text": "Bob Jones"},
+        "value": json.dumps({"alert": alert_id, "user": mallory_id}),
+    }
+    await world.slack.block_action(
+        ALICE, "alert_assign", container="message", selected_option=forged, channel_id=CHANNEL
+    )
     said = (await _ephemeral(world))[-1]
     assert "Mallory Evil is not an active member of Payments" in said["text"]
     assert await world.scalar("SELECT owner_user_id FROM alert WHERE id = :a", a=alert_id) != mallory_id
@@ -256,6 +310,7 @@ async def test_anonymous_actions_when_the_workspace_allows_them(world):
 
 async def test_workspace_setting_turns_anonymous_actions_on_for_one_workspace(world):
     from bot.services import access
+
     alert_id, _ = await _fire(world)
     async with world.sessionmaker.begin() as s:
         await access.set_workspace_setting(s, "T0OTHERWS", "allow_anonymous_actions", "true")
@@ -271,6 +326,7 @@ async def test_the_deployment_wide_setting_applies_where_a_workspace_has_none_of
     """``genie workspace set`` without ``--workspace`` writes workspace ``*``: every workspace
     without its own value follows it; a workspace's own value wins."""
     from bot.services import access
+
     alert_id, _ = await _fire(world)
     async with world.sessionmaker.begin() as s:
         await access.set_workspace_setting(s, "*", "allow_anonymous_actions", "true")
@@ -297,8 +353,7 @@ async def test_forged_values_are_judged_against_the_real_alert(world):
         await _click(world, ALICE, pay_id, "alert_acknowledge", value=junk, blocks=blocks)
         said = (await _ephemeral(world))[-1]["text"]
         assert "doesn't belong to a Genie alert" in said or "doesn't exist" in said, junk
-    assert await world.scalar("SELECT count(*) FROM alert WHERE acknowledged = :t OR status = 'closed'",
-                              t=True) == 0
+    assert await world.scalar("SELECT count(*) FROM alert WHERE acknowledged = :t OR status = 'closed'", t=True) == 0
 
 
 # --- exactly once ------------------------------------------------------------------------------
@@ -313,9 +368,12 @@ async def test_concurrent_acknowledges_make_one_transition_and_losers_learn_who_
         clickers.append(SlackUser(f"U0MEMBER{i}"))
     alert_id, post = await _fire(world)
     value = buttons(post["blocks"])["alert_acknowledge"]["value"]
-    responses = await asyncio.gather(*(
-        world.slack.block_action(who, "alert_acknowledge", value, container="message", channel_id=CHANNEL)
-        for who in clickers))
+    responses = await asyncio.gather(
+        *(
+            world.slack.block_action(who, "alert_acknowledge", value, container="message", channel_id=CHANNEL)
+            for who in clickers
+        )
+    )
     assert all(r.status_code == 200 for r in responses)
     said = await _ephemeral(world, count=len(clickers) - 1)
     events = await _events(world, alert_id)

@@ -38,8 +38,12 @@ async def fire(genie, message: str, team: str = "Payments", **fields) -> int:
 @pytest.fixture
 async def world(genie):
     """Payments (C0PAY: Alice, Bob), Search (C0SEARCH: Mallory); Nora in no team; an admin."""
-    for email, name in [("alice@example.com", "Alice Smith"), ("bob@example.com", "Bob Jones"),
-                        ("mallory@example.com", "Mallory Evil"), ("nora@example.com", "Nora None")]:
+    for email, name in [
+        ("alice@example.com", "Alice Smith"),
+        ("bob@example.com", "Bob Jones"),
+        ("mallory@example.com", "Mallory Evil"),
+        ("nora@example.com", "Nora None"),
+    ]:
         await genie.add_user(email, name)
     await genie.add_user("root@example.com", "Ada Admin", admin=True)
     async with genie.sessionmaker.begin() as s:
@@ -108,10 +112,16 @@ async def test_list_shows_each_person_their_teams_alerts_and_filters_say_what_is
     assert "No alerts match" in text
 
     # bad input: a page that says what is wrong, 400, never a 500
-    for query, says in [("status=exploded", "Unknown status"), ("priority=P9", "Unknown priority"),
-                        (f"from={today}&to={today - timedelta(days=1)}", "ends"),
-                        ("from=yesterday", "must be a date"), ("q=" + "x" * 10_000, "too long"),
-                        ("after=forged.cursor", "changed or is broken"), ("q=%00", "NUL"), ("tag=a%00b", "NUL")]:
+    for query, says in [
+        ("status=exploded", "Unknown status"),
+        ("priority=P9", "Unknown priority"),
+        (f"from={today}&to={today - timedelta(days=1)}", "ends"),
+        ("from=yesterday", "must be a date"),
+        ("q=" + "x" * 10_000, "too long"),
+        ("after=forged.cursor", "changed or is broken"),
+        ("q=%00", "NUL"),
+        ("tag=a%00b", "NUL"),
+    ]:
         r = await admin.get(f"/alerts?{query}")
         assert r.status_code == 400, (query, r.status_code)
         assert says in page_text(r), query
@@ -144,15 +154,25 @@ async def test_keyset_paging_with_a_signed_cursor(world):
 
 async def test_alert_page_actions_go_through_the_gate_and_the_timeline_says_who(world):
     genie = world
-    alert_id = await fire(genie, "Checkout error rate above 5%", description="Error rate 7% for 10 min",
-                          details={"runbook": "https://runbooks/checkout"}, tags=["checkout"])
+    alert_id = await fire(
+        genie,
+        "Checkout error rate above 5%",
+        description="Error rate 7% for 10 min",
+        details={"runbook": "https://runbooks/checkout"},
+        tags=["checkout"],
+    )
     other = await fire(genie, "Search index stale", team="Search")
     # a refused Slack click, on the timeline with its reason
     async with genie.sessionmaker.begin() as s:
         a = await alerts.get(s, alert_id)
-        await alerts.record(s, a, "acknowledge", "denied",
-                            Actor(via="slack", identity=SlackIdentity(TEAM_ID, "U0STRANGER")),
-                            reason="Slack account not linked")
+        await alerts.record(
+            s,
+            a,
+            "acknowledge",
+            "denied",
+            Actor(via="slack", identity=SlackIdentity(TEAM_ID, "U0STRANGER")),
+            reason="Slack account not linked",
+        )
 
     alice = await signed_in(genie, "alice@example.com")
     page = await alice.get(f"/alerts/{alert_id}")
@@ -182,8 +202,13 @@ async def test_alert_page_actions_go_through_the_gate_and_the_timeline_says_who(
     assert r.status_code == 303 and r.headers["location"] == f"/alerts/{alert_id}?done=acknowledge"
     row = (await genie.rows("SELECT acknowledged_by FROM alert WHERE id = :i", i=alert_id))[0]
     assert row[0] == "Alice Smith"
-    event = (await genie.rows("SELECT via, actor_name, reason FROM alert_event WHERE alert_id = :i "
-                              "AND action = 'acknowledge' AND outcome = 'applied'", i=alert_id))[0]
+    event = (
+        await genie.rows(
+            "SELECT via, actor_name, reason FROM alert_event WHERE alert_id = :i "
+            "AND action = 'acknowledge' AND outcome = 'applied'",
+            i=alert_id,
+        )
+    )[0]
     assert tuple(event) == ("web", "Alice Smith", "member of the owning team")
     # the Slack message is updated through the outbox, and links back to the page
     update = await eventually(lambda: _update_of(genie, alert_id), timeout=15)
@@ -215,8 +240,14 @@ async def test_alert_page_actions_go_through_the_gate_and_the_timeline_says_who(
     await admin.get(f"/alerts/{alert_id}")
     r = await admin.post(f"/alerts/{alert_id}", {"action": "close"})
     assert r.status_code == 303
-    assert tuple((await genie.rows("SELECT via, reason FROM alert_event WHERE alert_id = :i AND action = 'close' "
-                                   "AND outcome = 'applied'", i=alert_id))[0]) == ("web", "Genie admin")
+    assert tuple(
+        (
+            await genie.rows(
+                "SELECT via, reason FROM alert_event WHERE alert_id = :i AND action = 'close' AND outcome = 'applied'",
+                i=alert_id,
+            )
+        )[0]
+    ) == ("web", "Genie admin")
     r = await alice.post(f"/alerts/{alert_id}", {"action": "close"})
     assert r.status_code == 409 and "already closed (by Ada Admin" in page_text(r)
 
@@ -227,8 +258,11 @@ async def test_a_member_removed_meanwhile_is_refused_by_the_same_gate(world):
     bob = await signed_in(genie, "bob@example.com")
     await bob.get(f"/alerts/{alert_id}")
     async with genie.sessionmaker.begin() as s:  # Bob leaves Payments while the page is open
-        await s.execute(__import__("sqlalchemy").text(
-            "DELETE FROM team_member WHERE user_id = (SELECT id FROM \"user\" WHERE email = 'bob@example.com')"))
+        await s.execute(
+            __import__("sqlalchemy").text(
+                "DELETE FROM team_member WHERE user_id = (SELECT id FROM \"user\" WHERE email = 'bob@example.com')"
+            )
+        )
     r = await bob.post(f"/alerts/{alert_id}", {"action": "acknowledge"})
     assert r.status_code == 404  # no longer his team's: not found, and nothing done
     assert await genie.scalar("SELECT acknowledged FROM alert WHERE id = :i", i=alert_id) in (False, 0)
@@ -238,8 +272,14 @@ async def _update_of(genie, alert_id):
     """The alert's message showing it acknowledged: an update, or the first post if it was still
     queued when the acknowledgement came (the post then draws the state at delivery)."""
     calls = [*genie.fake.calls("chat.postMessage"), *genie.fake.calls("chat.update")]
-    return next((c for c in reversed(calls) if f"#{alert_id} " in (c.args.get("text") or "")
-                 and "acknowledged" in c.args["text"]), None)
+    return next(
+        (
+            c
+            for c in reversed(calls)
+            if f"#{alert_id} " in (c.args.get("text") or "") and "acknowledged" in c.args["text"]
+        ),
+        None,
+    )
 
 
 async def test_team_page_members_keys_and_rotation_by_admins_only(world):

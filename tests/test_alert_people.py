@@ -8,7 +8,7 @@ what the fake Slack was asked to post. Accounts are seeded through the external_
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -29,14 +29,28 @@ BOB_OPSGENIE_ID = "4513b7ea-3b91-438f-b7e4-e3e54af9147c"
 WHO = Who.cli("test seed")
 
 
-async def _account(session, person_email: str | None, provider: str, external_id: str, *, tenant: str = "",
-                   handle: str | None = None, email: str | None = None, name: str | None = None) -> None:
+async def _account(
+    session,
+    person_email: str | None,
+    provider: str,
+    external_id: str,
+    *,
+    tenant: str = "",
+    handle: str | None = None,
+    email: str | None = None,
+    name: str | None = None,
+) -> None:
     """Record an account as its tool reports it and (when a person is given) connect it."""
-    account = await external_accounts.upsert(session, ReportedAccount(
-        provider=provider, external_id=external_id, tenant=tenant, handle=handle, email=email, display_name=name))
+    account = await external_accounts.upsert(
+        session,
+        ReportedAccount(
+            provider=provider, external_id=external_id, tenant=tenant, handle=handle, email=email, display_name=name
+        ),
+    )
     if person_email is not None:
-        await external_accounts.connect(session, account, await users.require_user(session, person_email),
-                                 via="admin", who=WHO)
+        await external_accounts.connect(
+            session, account, await users.require_user(session, person_email), via="admin", who=WHO
+        )
 
 
 @pytest.fixture
@@ -45,8 +59,12 @@ async def world(genie: Genie) -> Api:
     linked in that workspace; Carol only in another one. Alice is asmith@og.example in OpsGenie
     and alice-s on GitHub; Bob is PXPGF42 in PagerDuty and an OpsGenie id; Carol and Dana are
     both "sam" in Jira (two sites), so "sam" names two people."""
-    for email, name in [("alice@example.com", "Alice Smith"), ("bob@example.com", "Bob Jones"),
-                        ("carol@example.com", "Carol Diaz"), ("dana@example.com", "Dana Ng")]:
+    for email, name in [
+        ("alice@example.com", "Alice Smith"),
+        ("bob@example.com", "Bob Jones"),
+        ("carol@example.com", "Carol Diaz"),
+        ("dana@example.com", "Dana Ng"),
+    ]:
         await genie.add_user(email, name)
     async with genie.sessionmaker.begin() as s:
         key = await alerts.team_key(s, await teams.add_team(s, "Payments", "C0PAY", workspace=TEAM_ID))
@@ -95,21 +113,31 @@ async def test_names_from_every_tool_become_mentions_and_the_rest_are_shown_as_g
     async with world.genie.sessionmaker.begin() as s:  # both "sam"s in Payments: two people
         await teams.add_member(s, "Payments", "dana@example.com")
     status = await world.create(
-        message="Checkout 502s", user="asmith@og.example",
-        responders=[{"type": "team", "name": "Payments"},
-                    {"type": "user", "username": "asmith@og.example"},  # OpsGenie username → Alice
-                    {"type": "user", "id": BOB_OPSGENIE_ID},  # OpsGenie user id → Bob
-                    {"type": "user", "username": "carol@example.com"},  # an email → Carol (no link here)
-                    {"type": "user", "username": "bob-gh & <co>"},  # nobody: as given, escaped
-                    {"type": "user", "username": "<@U0BOB>"}],  # not a way to mention Bob
-        details={"pagerduty_user": "PXPGF42", "github_user": "alice-s", "jira_user": "sam",
-                 "assignee": "nobody-s-login", "region": "eu-west-1"})
+        message="Checkout 502s",
+        user="asmith@og.example",
+        responders=[
+            {"type": "team", "name": "Payments"},
+            {"type": "user", "username": "asmith@og.example"},  # OpsGenie username → Alice
+            {"type": "user", "id": BOB_OPSGENIE_ID},  # OpsGenie user id → Bob
+            {"type": "user", "username": "carol@example.com"},  # an email → Carol (no link here)
+            {"type": "user", "username": "bob-gh & <co>"},  # nobody: as given, escaped
+            {"type": "user", "username": "<@U0BOB>"},
+        ],  # not a way to mention Bob
+        details={
+            "pagerduty_user": "PXPGF42",
+            "github_user": "alice-s",
+            "jira_user": "sam",
+            "assignee": "nobody-s-login",
+            "region": "eu-west-1",
+        },
+    )
     alert = await world.get(status["alertId"])
     post = await _posted(world, alert["tinyId"])
     facts = _fields(post["blocks"])
     assert facts["Reported by"] == "<@U0ALICE>"
-    assert facts["Responders"] == ("<@U0ALICE>, <@U0BOB>, Carol Diaz, bob-gh &amp; &lt;co&gt; (unresolved), "
-                                   "&lt;@U0BOB&gt; (unresolved)")
+    assert facts["Responders"] == (
+        "<@U0ALICE>, <@U0BOB>, Carol Diaz, bob-gh &amp; &lt;co&gt; (unresolved), &lt;@U0BOB&gt; (unresolved)"
+    )
     assert facts["pagerduty_user"] == "<@U0BOB>"
     assert facts["github_user"] == "<@U0ALICE>"
     assert facts["jira_user"] == "sam (unresolved)"  # two people are "sam": never a guess
@@ -125,38 +153,50 @@ async def test_names_from_every_tool_become_mentions_and_the_rest_are_shown_as_g
         {"type": "user", "id": BOB_OPSGENIE_ID, "username": BOB_OPSGENIE_ID},
         {"type": "user", "id": str(carol_id), "username": "carol@example.com"},
         {"type": "user", "id": "bob-gh & <co>", "username": "bob-gh & <co>"},
-        {"type": "user", "id": "<@U0BOB>", "username": "<@U0BOB>"}]
+        {"type": "user", "id": "<@U0BOB>", "username": "<@U0BOB>"},
+    ]
     assert alert["details"]["github_user"] == "alice-s"
 
     # The timeline says who each name was resolved to, and why the others were not.
     people = next(line for line in await _logs(world, alert["id"]) if line.startswith("People named"))
-    for part in ("People named by asmith@og.example via the API: ",
-                 "reporter asmith@og.example → Alice Smith (alice@example.com)",
-                 f"responder {BOB_OPSGENIE_ID} → Bob Jones (bob@example.com)",
-                 "responder carol@example.com → Carol Diaz (carol@example.com)",
-                 "responder bob-gh & <co>: unresolved (nobody)",
-                 "pagerduty_user PXPGF42 → Bob Jones (bob@example.com)",
-                 "jira_user sam: unresolved (2 people)"):
+    for part in (
+        "People named by asmith@og.example via the API: ",
+        "reporter asmith@og.example → Alice Smith (alice@example.com)",
+        f"responder {BOB_OPSGENIE_ID} → Bob Jones (bob@example.com)",
+        "responder carol@example.com → Carol Diaz (carol@example.com)",
+        "responder bob-gh & <co>: unresolved (nobody)",
+        "pagerduty_user PXPGF42 → Bob Jones (bob@example.com)",
+        "jira_user sam: unresolved (2 people)",
+    ):
         assert part in people, (part, people)
 
 
 async def test_what_was_resolved_is_kept_and_later_renders_do_not_resolve_again(world: Api):
-    status = await world.create(message="Disk full", responders=[{"type": "user", "username": "github:alice-s"}],
-                                details={"github_user": "alice-s"})
+    status = await world.create(
+        message="Disk full",
+        responders=[{"type": "user", "username": "github:alice-s"}],
+        details={"github_user": "alice-s"},
+    )
     alert = await world.get(status["alertId"])
     post = await _posted(world, alert["tinyId"])
     assert _fields(post["blocks"])["Responders"] == "<@U0ALICE>"
     alice_id = await world.genie.scalar("SELECT id FROM \"user\" WHERE email = 'alice@example.com'")
     stored = await world.genie.scalar("SELECT people FROM alert WHERE id = :a", a=int(alert["tinyId"]))
     stored = json.loads(stored) if isinstance(stored, str) else stored
-    assert stored["details"]["github_user"] == {"as": "alice-s", "lookup": "github", "user_id": alice_id,
-                                                "name": "Alice Smith", "slack": "U0ALICE"}
+    assert stored["details"]["github_user"] == {
+        "as": "alice-s",
+        "lookup": "github",
+        "user_id": alice_id,
+        "name": "Alice Smith",
+        "slack": "U0ALICE",
+    }
 
     # alice-s is moved to Bob; the alert keeps naming whom it named when it fired.
     async with world.genie.sessionmaker.begin() as s:
         account = await external_accounts.require_account(s, "github", "alice-s")
-        await external_accounts.connect(s, account, await users.require_user(s, "bob@example.com"), via="admin",
-                                 who=WHO, replace=True)
+        await external_accounts.connect(
+            s, account, await users.require_user(s, "bob@example.com"), via="admin", who=WHO, replace=True
+        )
     await world.act(alert["id"], "acknowledge", {"user": "Script"})
     world.genie.rt.wake_outbox()
     update = (await world.genie.fake.wait_for("chat.update"))[-1].args
@@ -164,7 +204,9 @@ async def test_what_was_resolved_is_kept_and_later_renders_do_not_resolve_again(
     facts = _fields(update["blocks"])
     assert facts["github_user"] == "<@U0ALICE>" and facts["Responders"] == "<@U0ALICE>"
     # A new alert naming alice-s now names Bob.
-    again = await world.get((await world.create(message="Disk full again", details={"github_user": "alice-s"}))["alertId"])
+    again = await world.get(
+        (await world.create(message="Disk full again", details={"github_user": "alice-s"}))["alertId"]
+    )
     assert _fields((await _posted(world, again["tinyId"]))["blocks"])["github_user"] == "<@U0BOB>"
 
 
@@ -184,10 +226,14 @@ async def test_assign_through_the_api_by_opsgenie_username_dms_the_assignee(worl
     assert (await world.get(alert["id"]))["owner"] == "bob@example.com"
     world.genie.rt.wake_outbox()
     [dm] = await world.genie.fake.wait_for("chat.postMessage", channel="U0BOB")
-    assert dm.args["text"] == (f"You were assigned alert #{alert['tinyId']}: Queue backlog &amp; &lt;growing&gt; "
-                               f"(P2 · Payments) by Script. It is in <#C0PAY>.")
-    assert (f"Alert assigned by Script via the API — assigned to Bob Jones (bob@example.com), "
-            f"named as bjones@og.example (opsgenie); told in Slack (U0BOB)") in await _logs(world, alert["id"])
+    assert dm.args["text"] == (
+        f"You were assigned alert #{alert['tinyId']}: Queue backlog &amp; &lt;growing&gt; "
+        f"(P2 · Payments) by Script. It is in <#C0PAY>."
+    )
+    assert (
+        "Alert assigned by Script via the API — assigned to Bob Jones (bob@example.com), "
+        "named as bjones@og.example (opsgenie); told in Slack (U0BOB)"
+    ) in await _logs(world, alert["id"])
 
     # A PagerDuty id names him too (already his: nothing to do, no second DM); an OpsGenie id
     # names Alice.
@@ -207,12 +253,18 @@ async def test_assign_to_a_name_that_is_nobody_or_two_members_is_422_and_changes
     async with world.genie.sessionmaker.begin() as s:
         await teams.add_member(s, "Payments", "dana@example.com")
     answer = await world.act(alert["id"], "assign", {"owner": {"username": "jira:sam"}}, expect=422)
-    assert answer["errors"]["owner"] == ("User does not exist: 'jira:sam' does not name exactly one active member "
-                                         "of Payments (it names 2 people)")
-    for owner, given in [({"username": "bob-gh"}, "bob-gh"),
-                         ({"id": "00000000-0000-4000-8000-000000000000"}, "00000000-0000-4000-8000-000000000000")]:
+    assert answer["errors"]["owner"] == (
+        "User does not exist: 'jira:sam' does not name exactly one active member of Payments (it names 2 people)"
+    )
+    for owner, given in [
+        ({"username": "bob-gh"}, "bob-gh"),
+        ({"id": "00000000-0000-4000-8000-000000000000"}, "00000000-0000-4000-8000-000000000000"),
+    ]:
         answer = await world.act(alert["id"], "assign", {"owner": owner}, expect=422)
-        assert answer["errors"]["owner"] == f"{given} is not an active member of Payments, so can't be assigned this alert."
+        assert (
+            answer["errors"]["owner"]
+            == f"{given} is not an active member of Payments, so can't be assigned this alert."
+        )
     assert (await world.get(alert["id"]))["owner"] == "carol@example.com"
     assert await world.genie.scalar("SELECT count(*) FROM outbox") == before
 
@@ -223,15 +275,24 @@ async def test_assign_from_slack_dms_the_assignee_but_not_someone_assigning_them
     await _posted(world, alert["tinyId"])
     await _click(world.genie, ALICE, tiny, "alert_assign", option="Bob Jones")
     [dm] = await world.genie.fake.wait_for("chat.postMessage", channel="U0BOB")
-    assert dm.args["text"] == f"You were assigned alert #{tiny}: Checkout 502s (P3 · Payments) by Alice Smith. " \
-                              f"It is in <#C0PAY>."
+    assert (
+        dm.args["text"] == f"You were assigned alert #{tiny}: Checkout 502s (P3 · Payments) by Alice Smith. "
+        f"It is in <#C0PAY>."
+    )
     # Bob takes it back to Alice... and Alice then assigns it to herself: she is not DMed for that.
     await _click(world.genie, BOB, tiny, "alert_assign", option="Alice Smith")
     await world.genie.fake.wait_for("chat.postMessage", channel="U0ALICE")
     await _click(world.genie, BOB, tiny, "alert_assign", option="Bob Jones")  # Bob self-assigns
+
     async def three_assigns() -> bool:
-        return await world.genie.scalar("SELECT count(*) FROM alert_event WHERE alert_id = :a AND action = 'assign' "
-                                        "AND outcome = 'applied'", a=tiny) == 3
+        return (
+            await world.genie.scalar(
+                "SELECT count(*) FROM alert_event WHERE alert_id = :a AND action = 'assign' AND outcome = 'applied'",
+                a=tiny,
+            )
+            == 3
+        )
+
     await eventually(three_assigns)
     assert await world.genie.scalar("SELECT count(*) FROM outbox WHERE channel = 'U0BOB'") == 1
     assert await world.genie.scalar("SELECT count(*) FROM outbox WHERE channel = 'U0ALICE'") == 1
@@ -249,6 +310,7 @@ async def test_an_assignee_linked_only_in_another_workspace_gets_no_dm_there(wor
     async def named() -> bool:
         texts = [block_text(c.args.get("blocks")) for c in world.genie.fake.calls("chat.update")]
         return any("Assigned to Carol Diaz" in t for t in texts) and not any("<@U0CAROL>" in t for t in texts)
+
     await eventually(named, timeout=10)
 
 
@@ -257,16 +319,16 @@ async def test_a_deactivated_person_is_not_named(world: Api):
         await users.set_active(s, "bob@example.com", False)
     alert = await world.get((await world.create(message="m", details={"pagerduty_user": "PXPGF42"}))["alertId"])
     assert _fields((await _posted(world, alert["tinyId"]))["blocks"])["pagerduty_user"] == "PXPGF42 (unresolved)"
-    assert any("pagerduty_user PXPGF42: unresolved (an inactive person)" in line
-               for line in await _logs(world, alert["id"]))
+    assert any(
+        "pagerduty_user PXPGF42: unresolved (an inactive person)" in line for line in await _logs(world, alert["id"])
+    )
 
 
 def test_a_long_list_of_responders_fits_slacks_field_and_says_how_many_more():
     many = [PersonRef(f"<{i:02d}>" + "x" * 400) for i in range(50)]
     mixed = [PersonRef("alice-s", "U0ALICE", "Alice Smith"), *many]
     for refs in (many, mixed):
-        view = AlertView(id=7, message="m", priority="P3", status="open", created_at=datetime.now(timezone.utc),
-                         responders=refs)
+        view = AlertView(id=7, message="m", priority="P3", status="open", created_at=datetime.now(UTC), responders=refs)
         _, blocks = alert_message(view)  # slack_sdk validates the field length (2,000)
         [responders] = [v for k, v in _fields(blocks).items() if k == "Responders"]
         assert responders.endswith(" more") and "&lt;00&gt;" in responders and "<0" not in responders

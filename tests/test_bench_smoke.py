@@ -13,22 +13,39 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_bench_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "bench.run", "--help"], cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert "--quick" in out.stdout and "--db" in out.stdout
 
 
 def test_bench_smoke_run(tmp_path: Path) -> None:
     result = tmp_path / "bench.json"
-    out = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--json", str(result)], cwd=REPO,
-                         capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--json", str(result)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| scenario | target |" in out.stdout
     rows = {r["scenario"].split(" (")[0]: r for r in json.loads(result.read_text())["rows"]}
-    for prefix in ("1a", "1b", "1c", "2a", "2b", "3a", "3b", "4 growth: click at", "4 growth: click queries",
-                   "4 growth: outbox loop queries",
-                   "5a", "5b"):
+    for prefix in (
+        "1a",
+        "1b",
+        "1c",
+        "2a",
+        "2b",
+        "3a",
+        "3b",
+        "4 growth: click at",
+        "4 growth: click queries",
+        "4 growth: outbox loop queries",
+        "5a",
+        "5b",
+    ):
         assert any(name.startswith(prefix) for name in rows), (prefix, sorted(rows))
     races = [r for name, r in rows.items() if name.startswith(("5a", "5b"))]
     assert all(r["met"] for r in races), races

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from bot.services import alerts, teams
-from bot.web.limits import DEFAULT_MAX_BODY, SLACK_MAX_BODY
 from bot.web.alert_api import MAX_BODY as API_MAX_BODY
+from bot.web.limits import DEFAULT_MAX_BODY, SLACK_MAX_BODY
 
 CHUNK = 64 * 1024
 HUGE = 50 * 1024 * 1024
@@ -44,8 +44,9 @@ async def _send_chunked(url: str, path: str, total: int) -> tuple[int | None, in
             return None, sent
 
 
-@pytest.mark.parametrize("path, cap", [("/slack/events", SLACK_MAX_BODY), ("/login", DEFAULT_MAX_BODY),
-                                       ("/v2/alerts", API_MAX_BODY)])
+@pytest.mark.parametrize(
+    "path, cap", [("/slack/events", SLACK_MAX_BODY), ("/login", DEFAULT_MAX_BODY), ("/v2/alerts", API_MAX_BODY)]
+)
 async def test_an_oversized_content_length_is_refused_before_a_byte_is_read(genie, path, cap):
     before = await genie.scalar("SELECT count(*) FROM link_request")
     async with genie.sessionmaker.begin() as s:
@@ -67,11 +68,15 @@ async def test_an_oversized_content_length_is_refused_before_a_byte_is_read(geni
 async def _headers_only(url: str, path: str, length: int, extra: str = "") -> tuple[bytes, bytes]:
     """Announce a body of ``length`` bytes, send none of it, read the whole answer."""
     reader, writer = await asyncio.open_connection(*url.removeprefix("http://").split(":"))
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
-                 f"Content-Length: {length}\r\n\r\n".encode())
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {length}\r\n\r\n".encode()
+    )
     await writer.drain()
     head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5))[:-4]
-    size = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    size = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     body = await asyncio.wait_for(reader.readexactly(size), timeout=5)
     writer.close()
     return head, body
@@ -91,12 +96,15 @@ async def test_a_50_mb_chunked_body_is_cut_off_at_the_cap_and_memory_does_not_gr
     assert raw_status == 413
 
 
-async def _chunked_status(url: str, path: str, total: int, content_type: str = "application/json",
-                          extra: str = "") -> int:
+async def _chunked_status(
+    url: str, path: str, total: int, content_type: str = "application/json", extra: str = ""
+) -> int:
     """Send a chunked body of ``total`` bytes by hand and read the status line."""
     reader, writer = await asyncio.open_connection(*url.removeprefix("http://").split(":"))
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{extra}"
-                 "Transfer-Encoding: chunked\r\n\r\n".encode())
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{extra}"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+    )
     try:
         sent = 0
         while sent < total:
@@ -118,8 +126,9 @@ async def test_chunked_bodies_over_the_cap_are_refused_on_every_route_family(gen
         key = await alerts.team_key(s, await teams.add_team(s, "Payments", "C0PAY"))
     auth = f"Authorization: GenieKey {key}\r\n"
     assert await _chunked_status(genie.url, "/slack/events", SLACK_MAX_BODY + CHUNK) == 413
-    assert await _chunked_status(genie.url, "/login", DEFAULT_MAX_BODY + CHUNK,
-                                  "application/x-www-form-urlencoded") == 413
+    assert (
+        await _chunked_status(genie.url, "/login", DEFAULT_MAX_BODY + CHUNK, "application/x-www-form-urlencoded") == 413
+    )
     assert await _chunked_status(genie.url, "/v2/alerts", API_MAX_BODY + CHUNK, extra=auth) == 413
     # Under the cap a chunked body reaches the route as before: an unsigned Slack body is a 401.
     assert await _chunked_status(genie.url, "/slack/events", CHUNK) == 401

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +37,7 @@ class Run:
 
 def base_env(**extra: str | None) -> dict[str, str]:
     """The caller's environment without anything Genie reads, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLACK_", "GENIE_")) and k != "DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GENIE_")) and k != "DATABASE_URL"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
@@ -112,35 +109,72 @@ async def _with_session(db_url: str, work):
 
 # --- users -------------------------------------------------------------------------------------
 async def test_user_add_list_password_and_activation(cli: Cli, db_url: str):
-    ok(cli("user", "add", "alice@example.com", "--name", "Alice Smith", "--password-stdin", stdin=PASSWORD + "\n"),
-       "added user alice@example.com")
-    bob = ok(cli("user", "add", "Bob@Example.COM", "--name", "Bob Jones", "--admin"),
-             "added user bob@example.com (admin)", "set-password")
+    ok(
+        cli("user", "add", "alice@example.com", "--name", "Alice Smith", "--password-stdin", stdin=PASSWORD + "\n"),
+        "added user alice@example.com",
+    )
+    bob = ok(
+        cli("user", "add", "Bob@Example.COM", "--name", "Bob Jones", "--admin"),
+        "added user bob@example.com (admin)",
+        "set-password",
+    )
 
     listed = cli.users()
     assert listed == {
-        "alice@example.com": {"email": "alice@example.com", "name": "Alice Smith", "admin": False, "active": True,
-                              "can_sign_in": True, "slack": []},
-        "bob@example.com": {"email": "bob@example.com", "name": "Bob Jones", "admin": True, "active": True,
-                            "can_sign_in": False, "slack": []},
+        "alice@example.com": {
+            "email": "alice@example.com",
+            "name": "Alice Smith",
+            "admin": False,
+            "active": True,
+            "can_sign_in": True,
+            "slack": [],
+        },
+        "bob@example.com": {
+            "email": "bob@example.com",
+            "name": "Bob Jones",
+            "admin": True,
+            "active": True,
+            "can_sign_in": False,
+            "slack": [],
+        },
     }, bob
 
     # Every mistake: exit 1, one line, nothing changed.
     user_error(cli("user", "add", "alice@example.com", "--name", "Alice Again"), "already exists", "alice@example.com")
-    user_error(cli("user", "add", "ALICE@example.com ", "--name", "Alice Again", "--password-stdin",
-                   stdin=OTHER_PASSWORD + "\n"), "already exists")
+    user_error(
+        cli(
+            "user",
+            "add",
+            "ALICE@example.com ",
+            "--name",
+            "Alice Again",
+            "--password-stdin",
+            stdin=OTHER_PASSWORD + "\n",
+        ),
+        "already exists",
+    )
     user_error(cli("user", "add", "not-an-email", "--name", "Nobody"), "not an email address")
-    user_error(cli("user", "add", "carol@example.com", "--name", "Carol", "--password-stdin", stdin=""),
-               "--password-stdin", "no password")
-    user_error(cli("user", "add", "dave@example.com", "--name", "Dave", "--password-stdin", stdin="short\n"),
-               "at least 8 characters")
+    user_error(
+        cli("user", "add", "carol@example.com", "--name", "Carol", "--password-stdin", stdin=""),
+        "--password-stdin",
+        "no password",
+    )
+    user_error(
+        cli("user", "add", "dave@example.com", "--name", "Dave", "--password-stdin", stdin="short\n"),
+        "at least 8 characters",
+    )
     user_error(cli("user", "set-password", "bob@example.com"), "no password")
-    user_error(cli("user", "set-password", "nobody@example.com", "--password-stdin", stdin=OTHER_PASSWORD + "\n"),
-               "no user", "nobody@example.com")
+    user_error(
+        cli("user", "set-password", "nobody@example.com", "--password-stdin", stdin=OTHER_PASSWORD + "\n"),
+        "no user",
+        "nobody@example.com",
+    )
     assert set(cli.users()) == {"alice@example.com", "bob@example.com"}
 
-    ok(cli("user", "set-password", "bob@example.com", "--password-stdin", stdin=OTHER_PASSWORD + "\r\n"),
-       "password set for bob@example.com")
+    ok(
+        cli("user", "set-password", "bob@example.com", "--password-stdin", stdin=OTHER_PASSWORD + "\r\n"),
+        "password set for bob@example.com",
+    )
     ok(cli("user", "deactivate", "alice@example.com"), "alice@example.com is now deactivated")
 
     listed = cli.users()
@@ -150,8 +184,11 @@ async def test_user_add_list_password_and_activation(cli: Cli, db_url: str):
     # The passwords really are the ones given on stdin (without the line ending), and a
     # deactivated user cannot sign in.
     async def sign_in(session):
-        return (await users.authenticate(session, "alice@example.com", PASSWORD),
-                await users.authenticate(session, "bob@example.com", OTHER_PASSWORD))
+        return (
+            await users.authenticate(session, "alice@example.com", PASSWORD),
+            await users.authenticate(session, "bob@example.com", OTHER_PASSWORD),
+        )
+
     alice, bob_user = await _with_session(db_url, sign_in)
     assert alice is None and bob_user is not None and bob_user.email == "bob@example.com"
 
@@ -181,14 +218,16 @@ async def test_teams_channels_and_members(cli: Cli):
     ok(cli("team", "add-member", "Payments", "alice@example.com"), "added alice@example.com to Payments")
     ok(cli("team", "add-member", "Payments", "bob@example.com"), "added bob@example.com to Payments")
     ok(cli("team", "add-member", "Search", "bob@example.com"), "added bob@example.com to Search")
-    user_error(cli("team", "add-member", "Payments", "Alice@Example.com"), "alice@example.com",
-               "already a member of Payments")
+    user_error(
+        cli("team", "add-member", "Payments", "Alice@Example.com"), "alice@example.com", "already a member of Payments"
+    )
     user_error(cli("team", "add-member", "Nope", "alice@example.com"), "no team named Nope")
     user_error(cli("team", "add-member", "Payments", "carol@example.com"), "no user with email carol@example.com")
 
     ok(cli("team", "remove-member", "Payments", "bob@example.com"), "removed bob@example.com from Payments")
-    user_error(cli("team", "remove-member", "Payments", "bob@example.com"), "bob@example.com",
-               "not a member of Payments")
+    user_error(
+        cli("team", "remove-member", "Payments", "bob@example.com"), "bob@example.com", "not a member of Payments"
+    )
 
     assert as_json(cli("team", "list", "--json")) == [
         {"name": "Payments", "channel": "C0123ABC", "members": ["alice@example.com"]},
@@ -205,8 +244,15 @@ async def test_teams_channels_and_members(cli: Cli):
 async def _link(db_url: str, email: str, name: str, slack_user: str, team: str = "T0GENIE01") -> None:
     async def work(session):
         user = await users.add_user(session, email, name, PASSWORD)
-        await link_slack_user(session, user, slack_user, team,
-                              profile=SlackProfile(name=name, email=email, workspace_name="acme"), replace=False)
+        await link_slack_user(
+            session,
+            user,
+            slack_user,
+            team,
+            profile=SlackProfile(name=name, email=email, workspace_name="acme"),
+            replace=False,
+        )
+
     await _with_session(db_url, work)
 
 
@@ -242,15 +288,18 @@ async def test_link_list_and_remove(cli: Cli, db_url: str):
 
 
 # --- usage errors and the database -------------------------------------------------------------
-@pytest.mark.parametrize("args, words", [
-    (("bogus",), ["invalid choice", "bogus"]),
-    ((), ["required", "command"]),
-    (("user", "frobnicate", "x@example.com"), ["invalid choice"]),
-    (("user", "add", "x@example.com"), ["--name"]),
-    (("team", "add"), ["name"]),
-    (("link", "remove"), ["EMAIL|SLACK_USER_ID"]),
-    (("serve", "--port", "eighty"), ["--port", "eighty"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("bogus",), ["invalid choice", "bogus"]),
+        ((), ["required", "command"]),
+        (("user", "frobnicate", "x@example.com"), ["invalid choice"]),
+        (("user", "add", "x@example.com"), ["--name"]),
+        (("team", "add"), ["name"]),
+        (("link", "remove"), ["EMAIL|SLACK_USER_ID"]),
+        (("serve", "--port", "eighty"), ["--port", "eighty"]),
+    ],
+)
 def test_usage_errors_are_one_line(tmp_path: Path, args, words):
     env = base_env(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'genie.db'}", GENIE_SECRET_KEY=SECRET_KEY)
     run = genie(tmp_path, env, *args)
@@ -273,8 +322,20 @@ async def test_db_upgrade(cli: Cli, tmp_path: Path):
 
 def test_default_database_is_genie_db_in_the_working_directory(tmp_path: Path):
     env = base_env(GENIE_SECRET_KEY=SECRET_KEY)  # no DATABASE_URL
-    ok(genie(tmp_path, env, "user", "add", "alice@example.com", "--name", "Alice", "--password-stdin",
-             stdin=PASSWORD + "\n"), "added user alice@example.com")
+    ok(
+        genie(
+            tmp_path,
+            env,
+            "user",
+            "add",
+            "alice@example.com",
+            "--name",
+            "Alice",
+            "--password-stdin",
+            stdin=PASSWORD + "\n",
+        ),
+        "added user alice@example.com",
+    )
     db = tmp_path / "genie.db"
     assert db.is_file()
     with sqlite3.connect(db) as conn:
@@ -288,9 +349,7 @@ def test_default_database_is_genie_db_in_the_working_directory(tmp_path: Path):
 def test_dotenv_in_the_working_directory_is_read_and_the_environment_wins(tmp_path: Path):
     from_dotenv = tmp_path / "from-dotenv.db"
     (tmp_path / ".env").write_text(
-        "# Genie settings\n"
-        f"DATABASE_URL=sqlite+aiosqlite:///{from_dotenv}\n"
-        f'GENIE_SECRET_KEY="{SECRET_KEY}"\n'
+        f'# Genie settings\nDATABASE_URL=sqlite+aiosqlite:///{from_dotenv}\nGENIE_SECRET_KEY="{SECRET_KEY}"\n'
     )
     env = base_env()
     ok(genie(tmp_path, env, "user", "add", "alice@example.com", "--name", "Alice"))

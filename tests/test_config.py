@@ -34,9 +34,17 @@ def test_defaults():
 
 
 def test_blank_values_count_as_unset():
-    s = Settings.from_env({"DATABASE_URL": "  ", "GENIE_BASE_URL": "", "GENIE_LINK_TTL": " ",
-                           "SLACK_BOT_TOKEN": "", "SLACK_SIGNING_SECRET": "  ", "GENIE_SECRET_KEY": "",
-                           "GENIE_ALLOW_ANONYMOUS_ACTIONS": ""})
+    s = Settings.from_env(
+        {
+            "DATABASE_URL": "  ",
+            "GENIE_BASE_URL": "",
+            "GENIE_LINK_TTL": " ",
+            "SLACK_BOT_TOKEN": "",
+            "SLACK_SIGNING_SECRET": "  ",
+            "GENIE_SECRET_KEY": "",
+            "GENIE_ALLOW_ANONYMOUS_ACTIONS": "",
+        }
+    )
     assert s == Settings.from_env({})
 
 
@@ -44,8 +52,16 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch):
     monkeypatch.setenv("GENIE_LINK_TTL", "120")
     monkeypatch.setenv("GENIE_BASE_URL", "https://genie.example.com/")
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET",
-                 "SLACK_APP_TOKEN", "GENIE_SECRET_KEY", "SLACK_API_URL", "GENIE_ALLOW_ANONYMOUS_ACTIONS"):
+    for name in (
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_CLIENT_ID",
+        "SLACK_CLIENT_SECRET",
+        "SLACK_APP_TOKEN",
+        "GENIE_SECRET_KEY",
+        "SLACK_API_URL",
+        "GENIE_ALLOW_ANONYMOUS_ACTIONS",
+    ):
         monkeypatch.delenv(name, raising=False)
     s = Settings.from_env()
     assert s.link_ttl == 120
@@ -53,15 +69,17 @@ def test_reads_os_environ_when_no_mapping_is_given(monkeypatch):
 
 
 def test_valid_settings():
-    s = Settings.from_env({
-        "DATABASE_URL": "postgresql+asyncpg://genie:pw@db.internal/genie",
-        "GENIE_BASE_URL": "https://genie.example.com/",
-        "GENIE_LINK_TTL": "30",
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": "http://127.0.0.1:9999/api",
-        "GENIE_ALLOW_ANONYMOUS_ACTIONS": "Yes",
-    })
+    s = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql+asyncpg://genie:pw@db.internal/genie",
+            "GENIE_BASE_URL": "https://genie.example.com/",
+            "GENIE_LINK_TTL": "30",
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": "http://127.0.0.1:9999/api",
+            "GENIE_ALLOW_ANONYMOUS_ACTIONS": "Yes",
+        }
+    )
     assert s.database_url == "postgresql+asyncpg://genie:pw@db.internal/genie"
     assert s.base_url == "https://genie.example.com"
     assert s.link_ttl == 30
@@ -72,10 +90,20 @@ def test_valid_settings():
     assert Settings.from_env({"GENIE_LINK_TTL": "86400"}).link_ttl == 86400
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("1", True), ("true", True), ("TRUE", True), ("on", True), (" yes ", True),
-    ("0", False), ("false", False), ("No", False), ("off", False),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("on", True),
+        (" yes ", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+    ],
+)
 def test_anonymous_actions_flag(raw, expected):
     assert Settings.from_env({"GENIE_ALLOW_ANONYMOUS_ACTIONS": raw}).allow_anonymous_actions is expected
 
@@ -95,35 +123,42 @@ def test_secret_key_list_first_signs_all_verify():
     assert rotating.load(only_b.dump(nonce)) == nonce  # the old key still verifies
 
 
-@pytest.mark.parametrize("env, variable", [
-    ({"GENIE_LINK_TTL": "ten"}, "GENIE_LINK_TTL"),
-    ({"GENIE_LINK_TTL": "600.5"}, "GENIE_LINK_TTL"),
-    ({"GENIE_LINK_TTL": "29"}, "GENIE_LINK_TTL"),
-    ({"GENIE_LINK_TTL": "0"}, "GENIE_LINK_TTL"),
-    ({"GENIE_LINK_TTL": "-600"}, "GENIE_LINK_TTL"),
-    ({"GENIE_LINK_TTL": "86401"}, "GENIE_LINK_TTL"),
-    ({"GENIE_BASE_URL": "genie.example.com"}, "GENIE_BASE_URL"),
-    ({"GENIE_BASE_URL": "ftp://genie.example.com"}, "GENIE_BASE_URL"),
-    ({"GENIE_BASE_URL": "https://"}, "GENIE_BASE_URL"),
-    ({"GENIE_BASE_URL": "https://genie.example.com/?x=1"}, "GENIE_BASE_URL"),
-    ({"DATABASE_URL": "postgresql://genie@db/genie"}, "DATABASE_URL"),
-    ({"DATABASE_URL": "sqlite:///genie.db"}, "DATABASE_URL"),
-    ({"DATABASE_URL": "mysql+aiomysql://genie@db/genie"}, "DATABASE_URL"),
-    ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
-    ({"SLACK_BOT_TOKEN": BOT_TOKEN}, "SLACK_SIGNING_SECRET"),
-    ({"SLACK_SIGNING_SECRET": SIGNING_SECRET}, "SLACK_BOT_TOKEN"),
-    ({"SLACK_BOT_TOKEN": "xoxp-user-token-secret", "SLACK_SIGNING_SECRET": SIGNING_SECRET}, "SLACK_BOT_TOKEN"),
-    ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_CLIENT_ID": "123.456"},
-     "SLACK_CLIENT_ID"),
-    ({"SLACK_CLIENT_SECRET": "client-secret-xyz"}, "SLACK_CLIENT_SECRET"),
-    ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_APP_TOKEN": "xoxb-not-app"},
-     "SLACK_APP_TOKEN"),
-    ({"SLACK_API_URL": "slack.com/api"}, "SLACK_API_URL"),
-    ({"GENIE_SECRET_KEY": "too-short"}, "GENIE_SECRET_KEY"),
-    ({"GENIE_SECRET_KEY": f"{KEY_A},too-short"}, "GENIE_SECRET_KEY"),
-    ({"GENIE_SECRET_KEY": f"{KEY_A},,{KEY_B}"}, "GENIE_SECRET_KEY"),
-    ({"GENIE_ALLOW_ANONYMOUS_ACTIONS": "maybe"}, "GENIE_ALLOW_ANONYMOUS_ACTIONS"),
-])
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"GENIE_LINK_TTL": "ten"}, "GENIE_LINK_TTL"),
+        ({"GENIE_LINK_TTL": "600.5"}, "GENIE_LINK_TTL"),
+        ({"GENIE_LINK_TTL": "29"}, "GENIE_LINK_TTL"),
+        ({"GENIE_LINK_TTL": "0"}, "GENIE_LINK_TTL"),
+        ({"GENIE_LINK_TTL": "-600"}, "GENIE_LINK_TTL"),
+        ({"GENIE_LINK_TTL": "86401"}, "GENIE_LINK_TTL"),
+        ({"GENIE_BASE_URL": "genie.example.com"}, "GENIE_BASE_URL"),
+        ({"GENIE_BASE_URL": "ftp://genie.example.com"}, "GENIE_BASE_URL"),
+        ({"GENIE_BASE_URL": "https://"}, "GENIE_BASE_URL"),
+        ({"GENIE_BASE_URL": "https://genie.example.com/?x=1"}, "GENIE_BASE_URL"),
+        ({"DATABASE_URL": "postgresql://genie@db/genie"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "sqlite:///genie.db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "mysql+aiomysql://genie@db/genie"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+        ({"SLACK_BOT_TOKEN": BOT_TOKEN}, "SLACK_SIGNING_SECRET"),
+        ({"SLACK_SIGNING_SECRET": SIGNING_SECRET}, "SLACK_BOT_TOKEN"),
+        ({"SLACK_BOT_TOKEN": "xoxp-user-token-secret", "SLACK_SIGNING_SECRET": SIGNING_SECRET}, "SLACK_BOT_TOKEN"),
+        (
+            {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_CLIENT_ID": "123.456"},
+            "SLACK_CLIENT_ID",
+        ),
+        ({"SLACK_CLIENT_SECRET": "client-secret-xyz"}, "SLACK_CLIENT_SECRET"),
+        (
+            {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_APP_TOKEN": "xoxb-not-app"},
+            "SLACK_APP_TOKEN",
+        ),
+        ({"SLACK_API_URL": "slack.com/api"}, "SLACK_API_URL"),
+        ({"GENIE_SECRET_KEY": "too-short"}, "GENIE_SECRET_KEY"),
+        ({"GENIE_SECRET_KEY": f"{KEY_A},too-short"}, "GENIE_SECRET_KEY"),
+        ({"GENIE_SECRET_KEY": f"{KEY_A},,{KEY_B}"}, "GENIE_SECRET_KEY"),
+        ({"GENIE_ALLOW_ANONYMOUS_ACTIONS": "maybe"}, "GENIE_ALLOW_ANONYMOUS_ACTIONS"),
+    ],
+)
 def test_invalid_settings_name_the_variable_in_one_line(env, variable):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env)
@@ -132,8 +167,13 @@ def test_invalid_settings_name_the_variable_in_one_line(env, variable):
     assert message.startswith(f"{variable}: ") and len(message) > len(variable) + 5
     assert "\n" not in message
     # Secrets are named, never echoed (the line ends up in logs).
-    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_CLIENT_SECRET", "SLACK_APP_TOKEN",
-                 "GENIE_SECRET_KEY"):
+    for name in (
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_CLIENT_SECRET",
+        "SLACK_APP_TOKEN",
+        "GENIE_SECRET_KEY",
+    ):
         for secret in (env.get(name) or "").split(","):
             if len(secret) >= 8:
                 assert secret not in message, message
@@ -146,18 +186,30 @@ def test_socket_mode_needs_no_signing_secret():
     s = Settings.from_env({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_BOT_TOKEN": BOT_TOKEN}, socket_mode=True)
     assert s.socket_mode is True and s.slack_mode == "single"
     assert s.slack_app_token == APP_TOKEN and s.slack_signing_secret is None
-    assert Settings.from_env({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}).socket_mode is False
+    assert (
+        Settings.from_env({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}).socket_mode is False
+    )
 
 
-@pytest.mark.parametrize("env, variable", [
-    ({"SLACK_BOT_TOKEN": BOT_TOKEN}, "SLACK_APP_TOKEN"),
-    ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": "xoxb-not-app-token"}, "SLACK_APP_TOKEN"),
-    ({"SLACK_APP_TOKEN": APP_TOKEN}, "SLACK_BOT_TOKEN"),
-    ({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_BOT_TOKEN": "xoxp-user-token-secret"}, "SLACK_BOT_TOKEN"),
-    ({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_CLIENT_ID": "123.456", "SLACK_CLIENT_SECRET": "client-secret-xyz",
-      "SLACK_SIGNING_SECRET": SIGNING_SECRET}, "SLACK_CLIENT_ID"),
-    ({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_CLIENT_ID": "123.456"}, "SLACK_CLIENT_ID"),
-])
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"SLACK_BOT_TOKEN": BOT_TOKEN}, "SLACK_APP_TOKEN"),
+        ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": "xoxb-not-app-token"}, "SLACK_APP_TOKEN"),
+        ({"SLACK_APP_TOKEN": APP_TOKEN}, "SLACK_BOT_TOKEN"),
+        ({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_BOT_TOKEN": "xoxp-user-token-secret"}, "SLACK_BOT_TOKEN"),
+        (
+            {
+                "SLACK_APP_TOKEN": APP_TOKEN,
+                "SLACK_CLIENT_ID": "123.456",
+                "SLACK_CLIENT_SECRET": "client-secret-xyz",
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            },
+            "SLACK_CLIENT_ID",
+        ),
+        ({"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_CLIENT_ID": "123.456"}, "SLACK_CLIENT_ID"),
+    ],
+)
 def test_invalid_socket_mode_settings_name_the_variable_in_one_line(env, variable):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env, socket_mode=True)
@@ -171,8 +223,15 @@ def test_serve_stops_at_start_on_a_contradictory_setting(tmp_path: Path):
     db = tmp_path / "genie.db"
     env = base_env(DATABASE_URL=f"sqlite+aiosqlite:///{db}", SLACK_BOT_TOKEN="xoxb-1")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "bot", "serve", "--port", "0"], cwd=tmp_path, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert time.monotonic() - started < 10
     assert done.returncode == 1, (done.stdout, done.stderr)
     lines = done.stderr.splitlines()

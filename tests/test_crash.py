@@ -57,8 +57,11 @@ async def _post_alerts(url: str, keys: dict[str, str], accepted: list[str], coun
             team = names[n % len(names)]
             alias = f"crash-{n}"
             try:
-                response = await http.post("/v2/alerts", headers={"Authorization": f"GenieKey {keys[team]}"},
-                                           json={"message": f"Alert {n}", "alias": alias})
+                response = await http.post(
+                    "/v2/alerts",
+                    headers={"Authorization": f"GenieKey {keys[team]}"},
+                    json={"message": f"Alert {n}", "alias": alias},
+                )
             except TRANSPORT_ERRORS:
                 return
             if response.status_code == 202:
@@ -98,9 +101,15 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_url, fa
     db = make_sessionmaker(engine)
     keys = await _setup(db, people=150)
     port = free_port()
-    env = clean_env(DATABASE_URL=db_url, GENIE_SECRET_KEY=SECRET_KEY, GENIE_BASE_URL=f"http://127.0.0.1:{port}",
-                    SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN="xoxb-test-token",
-                    SLACK_API_URL=fake_slack.api_url, GENIE_OUTBOX_LEASE_SECONDS="2")
+    env = clean_env(
+        DATABASE_URL=db_url,
+        GENIE_SECRET_KEY=SECRET_KEY,
+        GENIE_BASE_URL=f"http://127.0.0.1:{port}",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_BOT_TOKEN="xoxb-test-token",
+        SLACK_API_URL=fake_slack.api_url,
+        GENIE_OUTBOX_LEASE_SECONDS="2",
+    )
     # Slack posts at once but answers late: a kill often lands between the post and its record.
     fake_slack.fail("chat.postMessage", delay=0.25, times=100_000)
     accepted: list[str] = []
@@ -114,8 +123,10 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_url, fa
             server = GenieServer.start(env, port, cwd=tmp_path, log_path=tmp_path / f"serve-{kill}.log")
             servers.append(server)
             await server.wait_healthy(timeout=60)
-            workers = [asyncio.create_task(_post_alerts(server.url, keys, accepted, counter)),
-                       asyncio.create_task(_confirm_links(server.url, fake_slack, confirmed, counter))]
+            workers = [
+                asyncio.create_task(_post_alerts(server.url, keys, accepted, counter)),
+                asyncio.create_task(_confirm_links(server.url, fake_slack, confirmed, counter)),
+            ]
             await asyncio.sleep(rng.uniform(0.2, 2.5))
             server.kill()
             counter["kills"] += 1
@@ -128,8 +139,11 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_url, fa
         deadline = time.monotonic() + 120
         while True:
             async with db() as s:
-                pending = (await s.execute(text(
-                    "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL"))).scalar()
+                pending = (
+                    await s.execute(
+                        text("SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL")
+                    )
+                ).scalar()
             if pending == 0:
                 break
             assert time.monotonic() < deadline, f"{pending} Slack messages still pending"
@@ -137,10 +151,22 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_url, fa
         server.stop()
 
         async with db() as s:
-            stored = {alias: (aid, channel) for aid, alias, channel in (await s.execute(text(
-                "SELECT a.id, a.alias, t.slack_channel_id FROM alert a JOIN team t ON t.id = a.team_id"))).all()}
-            links = {(u, e) for u, e in (await s.execute(text(
-                'SELECT l.slack_user_id, u.email FROM slack_link l JOIN "user" u ON u.id = l.user_id'))).all()}
+            stored = {
+                alias: (aid, channel)
+                for aid, alias, channel in (
+                    await s.execute(
+                        text("SELECT a.id, a.alias, t.slack_channel_id FROM alert a JOIN team t ON t.id = a.team_id")
+                    )
+                ).all()
+            }
+            links = {
+                (u, e)
+                for u, e in (
+                    await s.execute(
+                        text('SELECT l.slack_user_id, u.email FROM slack_link l JOIN "user" u ON u.id = l.user_id')
+                    )
+                ).all()
+            }
             failed = (await s.execute(text("SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL"))).scalar()
             retaken = (await s.execute(text("SELECT count(*) FROM outbox WHERE attempts > 1"))).scalar()
     finally:
@@ -157,13 +183,26 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_url, fa
             shown[(alert_id, channel)] += 1
     twice = {k: n for k, n in shown.items() if n > 1}
     never = [alias for alias, (aid, channel) in stored.items() if shown[(aid, channel)] == 0]
-    report("test_crash::sigkill", backend=db_url.split(":")[0], seed=SEED, kills=counter["kills"],
-           alerts_sent=counter["alerts_sent"], alerts_accepted=len(accepted), alerts_stored=len(stored),
-           confirms_shown=len(confirmed), links_stored=len(links), slack_messages=sum(shown.values()),
-           deliveries_interrupted=retaken, adopted_from_history=sum(s.log().count("adopting it") for s in servers),
-           lost_alerts=len(lost_alerts),
-           lost_links=len(lost_links), posted_twice=len(twice), never_posted=len(never), failed=failed,
-           seconds=round(time.monotonic() - started, 1))
+    report(
+        "test_crash::sigkill",
+        backend=db_url.split(":")[0],
+        seed=SEED,
+        kills=counter["kills"],
+        alerts_sent=counter["alerts_sent"],
+        alerts_accepted=len(accepted),
+        alerts_stored=len(stored),
+        confirms_shown=len(confirmed),
+        links_stored=len(links),
+        slack_messages=sum(shown.values()),
+        deliveries_interrupted=retaken,
+        adopted_from_history=sum(s.log().count("adopting it") for s in servers),
+        lost_alerts=len(lost_alerts),
+        lost_links=len(lost_links),
+        posted_twice=len(twice),
+        never_posted=len(never),
+        failed=failed,
+        seconds=round(time.monotonic() - started, 1),
+    )
     assert counter["kills"] == KILLS
     assert accepted and confirmed, "the kills came too early for anything to happen"
     assert not lost_alerts, lost_alerts

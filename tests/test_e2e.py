@@ -15,10 +15,9 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import pytest
@@ -31,8 +30,16 @@ from tests.processes import GenieServer, clean_env, free_port
 from tests.slack_driver import SlackDriver, SlackUser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 HAVE_CHROMIUM = os.access(CHROMIUM, os.X_OK)
 REQUIRE_BROWSER = os.environ.get("GENIE_REQUIRE_BROWSER", "").strip() == "1"
 
@@ -79,11 +86,26 @@ async def test_connect_in_a_real_browser(db_url, slack, serve, tmp_path):
     from playwright.async_api import async_playwright, expect
 
     port = free_port()
-    env = clean_env(DATABASE_URL=db_url, GENIE_SECRET_KEY=SECRET_KEY, GENIE_BASE_URL=f"http://127.0.0.1:{port}",
-                    SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN="xoxb-e2e-token", SLACK_API_URL=slack.api_url)
+    env = clean_env(
+        DATABASE_URL=db_url,
+        GENIE_SECRET_KEY=SECRET_KEY,
+        GENIE_BASE_URL=f"http://127.0.0.1:{port}",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_BOT_TOKEN="xoxb-e2e-token",
+        SLACK_API_URL=slack.api_url,
+    )
 
-    added = genie_cli(env, tmp_path, "user", "add", "alice@example.com", "--name", "Alice Smith", "--password-stdin",
-                      stdin=PASSWORD + "\n")
+    added = genie_cli(
+        env,
+        tmp_path,
+        "user",
+        "add",
+        "alice@example.com",
+        "--name",
+        "Alice Smith",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
     assert "added user alice@example.com" in added.stdout
 
     genie = serve(env, port)
@@ -138,7 +160,8 @@ async def test_connect_in_a_real_browser(db_url, slack, serve, tmp_path):
             # The operator sees it too.
             listed = json.loads(genie_cli(env, tmp_path, "link", "list", "--json").stdout)
             assert [(r["email"], r["workspace"], r["slack_user"], r["slack_name"]) for r in listed] == [
-                ("alice@example.com", "T0GENIE01", "U0ALICE", "Alice Smith")]
+                ("alice@example.com", "T0GENIE01", "U0ALICE", "Alice Smith")
+            ]
 
             # The link worked once.
             again = await page.goto(url)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,11 +19,17 @@ from bot.services import alerts, heartbeats, teams
 from tests.conftest import ALICE, MALLORY, Genie, eventually
 from tests.helpers import ack_json, block_text, link_person
 from tests.test_alert_api import envelope
-from tests.test_cli import Cli, _with_session, as_json, ok, user_error
-from tests.test_cli import cli  # noqa: F401  (the fixture)
+from tests.test_cli import (
+    Cli,
+    _with_session,
+    as_json,
+    cli,  # noqa: F401  (the fixture)
+    ok,
+    user_error,
+)
 
 JSM = "/jsm/ops/integration"
-START = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
 class Clock:
@@ -45,8 +50,16 @@ class World:
     def __init__(self, genie: Genie, keys: dict[str, str], clock: Clock) -> None:
         self.genie, self.keys, self.clock = genie, keys, clock
 
-    async def call(self, method: str, path: str, body: Any = None, *, team: str = "Payments",
-                   headers: dict[str, str] | None = None, **kw) -> httpx.Response:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        team: str = "Payments",
+        headers: dict[str, str] | None = None,
+        **kw,
+    ) -> httpx.Response:
         headers = {"Authorization": f"GenieKey {self.keys[team]}", **(headers or {})}
         if body is not None:
             kw["json"] = body
@@ -75,8 +88,11 @@ class World:
 async def world(genie: Genie) -> World:
     """Payments (C0PAY: Alice, Bob) and Search (C0SEARCH: Mallory), each with its key; Alice and
     Mallory linked in Slack; the server's heartbeat clock at START."""
-    for email, name in [("alice@example.com", "Alice Smith"), ("bob@example.com", "Bob Jones"),
-                        ("mallory@example.com", "Mallory Evil")]:
+    for email, name in [
+        ("alice@example.com", "Alice Smith"),
+        ("bob@example.com", "Bob Jones"),
+        ("mallory@example.com", "Mallory Evil"),
+    ]:
         await genie.add_user(email, name)
     keys = {}
     async with genie.sessionmaker.begin() as s:
@@ -95,16 +111,32 @@ async def world(genie: Genie) -> World:
 # --- the API contract --------------------------------------------------------------------------
 async def test_create_get_list_update_enable_disable_delete_as_opsgenie_answers(world: World):
     payments_id = await world.genie.scalar("SELECT id FROM team WHERE name = 'Payments'")
-    created = await world.create(description="The database backup", alertMessage="Backups stopped",
-                                 alertTags=["backup", "db"], alertPriority="P2",
-                                 ownerTeam={"name": "an OpsGenie team"})  # the key's team owns it
-    expected = {"name": "nightly-backup", "description": "The database backup", "interval": 10, "enabled": True,
-                "intervalUnit": "minutes", "expired": False,
-                "ownerTeam": {"id": str(payments_id), "name": "Payments"}, "alertMessage": "Backups stopped",
-                "alertTags": ["backup", "db"], "alertPriority": "P2"}
+    created = await world.create(
+        description="The database backup",
+        alertMessage="Backups stopped",
+        alertTags=["backup", "db"],
+        alertPriority="P2",
+        ownerTeam={"name": "an OpsGenie team"},
+    )  # the key's team owns it
+    expected = {
+        "name": "nightly-backup",
+        "description": "The database backup",
+        "interval": 10,
+        "enabled": True,
+        "intervalUnit": "minutes",
+        "expired": False,
+        "ownerTeam": {"id": str(payments_id), "name": "Payments"},
+        "alertMessage": "Backups stopped",
+        "alertTags": ["backup", "db"],
+        "alertPriority": "P2",
+    }
     assert created == expected  # no lastPingTime before the first ping
-    for path in ("/v2/heartbeats/nightly-backup", "/v2/heartbeats/nightly-backup/",
-                 f"{JSM}/v2/heartbeats/nightly-backup", f"{JSM}/v2/heartbeats/nightly-backup/"):
+    for path in (
+        "/v2/heartbeats/nightly-backup",
+        "/v2/heartbeats/nightly-backup/",
+        f"{JSM}/v2/heartbeats/nightly-backup",
+        f"{JSM}/v2/heartbeats/nightly-backup/",
+    ):
         assert envelope(await world.call("GET", path), 200)["data"] == expected, path
 
     # Defaults: enabled, message "<name> is expired", P3, no tags.
@@ -116,13 +148,29 @@ async def test_create_get_list_update_enable_disable_delete_as_opsgenie_answers(
         listed = envelope(await world.call("GET", path), 200)["data"]["heartbeats"]
         assert [h["name"] for h in listed] == ["hourly-export", "nightly-backup"], path
 
-    patched = envelope(await world.call("PATCH", "/v2/heartbeats/nightly-backup/",
-                                        {"interval": 1, "intervalUnit": "hours", "description": "Nightly",
-                                         "alertPriority": "P1", "name": "nightly-backup"}), 200)
+    patched = envelope(
+        await world.call(
+            "PATCH",
+            "/v2/heartbeats/nightly-backup/",
+            {
+                "interval": 1,
+                "intervalUnit": "hours",
+                "description": "Nightly",
+                "alertPriority": "P1",
+                "name": "nightly-backup",
+            },
+        ),
+        200,
+    )
     assert patched["data"] == {"name": "nightly-backup", "enabled": True, "expired": False}
     got = await world.get("nightly-backup")
     assert (got["interval"], got["intervalUnit"], got["description"], got["alertPriority"], got["alertMessage"]) == (
-        1, "hours", "Nightly", "P1", "Backups stopped")
+        1,
+        "hours",
+        "Nightly",
+        "P1",
+        "Backups stopped",
+    )
 
     disabled = envelope(await world.call("POST", f"{JSM}/v2/heartbeats/nightly-backup/disable"), 200)
     assert disabled["data"] == {"name": "nightly-backup", "enabled": False, "expired": False}
@@ -133,7 +181,8 @@ async def test_create_get_list_update_enable_disable_delete_as_opsgenie_answers(
     deleted = envelope(await world.call("DELETE", "/v2/heartbeats/hourly-export"), 200)
     assert deleted["result"] == "Deleted"
     assert envelope(await world.call("GET", "/v2/heartbeats/hourly-export"), 404)["message"] == (
-        "Heartbeat with name [hourly-export] does not exist")
+        "Heartbeat with name [hourly-export] does not exist"
+    )
     assert await world.genie.scalar("SELECT count(*) FROM heartbeat") == 1
 
 
@@ -150,17 +199,35 @@ async def test_opsgenie_python_sdk_every_heartbeat_call(world: World):
     beats = opsgenie_sdk.HeartbeatApi(api_client=opsgenie_sdk.api_client.ApiClient(configuration=conf))
 
     def run() -> None:
-        created = beats.create_heartbeat(opsgenie_sdk.CreateHeartbeatPayload(
-            name="sdk-job", description="made by opsgenie-sdk", interval=15, interval_unit="minutes", enabled=True,
-            alert_message="sdk-job missed its ping", alert_tags=["sdk"], alert_priority="P2")).data
-        assert (created.name, created.interval, created.interval_unit, created.enabled) == ("sdk-job", 15, "minutes", True)
+        created = beats.create_heartbeat(
+            opsgenie_sdk.CreateHeartbeatPayload(
+                name="sdk-job",
+                description="made by opsgenie-sdk",
+                interval=15,
+                interval_unit="minutes",
+                enabled=True,
+                alert_message="sdk-job missed its ping",
+                alert_tags=["sdk"],
+                alert_priority="P2",
+            )
+        ).data
+        assert (created.name, created.interval, created.interval_unit, created.enabled) == (
+            "sdk-job",
+            15,
+            "minutes",
+            True,
+        )
         got = beats.get_heartbeat("sdk-job").data
         assert (got.description, got.expired) == ("made by opsgenie-sdk", False)
         assert [h.name for h in beats.list_heart_beats().data.heartbeats] == ["sdk-job"]
         assert beats.ping("sdk-job").result == "PONG - Heartbeat received"
         assert isinstance(beats.get_heartbeat("sdk-job").data.last_ping_time, datetime)
-        updated = beats.update_heartbeat("sdk-job", update_heartbeat_payload=opsgenie_sdk.UpdateHeartbeatPayload(
-            interval=2, interval_unit="hours", description="nightly")).data
+        updated = beats.update_heartbeat(
+            "sdk-job",
+            update_heartbeat_payload=opsgenie_sdk.UpdateHeartbeatPayload(
+                interval=2, interval_unit="hours", description="nightly"
+            ),
+        ).data
         assert (updated.name, updated.enabled, updated.expired) == ("sdk-job", True, False)
         assert beats.disable_heartbeat("sdk-job").data.enabled is False
         assert beats.enable_heartbeat("sdk-job").data.enabled is True
@@ -197,22 +264,27 @@ async def test_ping_by_genie_key_by_basic_auth_and_by_every_method(world: World)
     # HTTP Basic with the key as the password (Alertmanager's webhook, curl https://x:KEY@host/…),
     # and OpsGenie's own "Basic base64(key)"; with and without the slash, and under JSM.
     http = world.genie.http
-    for auth, path in [(httpx.BasicAuth("alertmanager", key), "/v2/heartbeats/nightly-backup/ping"),
-                       (httpx.BasicAuth("", key), "/v2/heartbeats/nightly-backup/ping/"),
-                       (None, f"{JSM}/v2/heartbeats/nightly-backup/ping")]:
+    for auth, path in [
+        (httpx.BasicAuth("alertmanager", key), "/v2/heartbeats/nightly-backup/ping"),
+        (httpx.BasicAuth("", key), "/v2/heartbeats/nightly-backup/ping/"),
+        (None, f"{JSM}/v2/heartbeats/nightly-backup/ping"),
+    ]:
         world.clock.move(minutes=1)
         headers = {} if auth else {"Authorization": "Basic " + base64.b64encode(key.encode()).decode()}
         response = await http.post(path, auth=auth, headers=headers, json={"receiver": "watchdog", "alerts": []})
         assert envelope(response, 202)["result"] == "PONG - Heartbeat received", path
         assert (await world.get("nightly-backup"))["lastPingTime"].startswith(
-            world.clock.at.strftime("%Y-%m-%dT%H:%M")), path
+            world.clock.at.strftime("%Y-%m-%dT%H:%M")
+        ), path
 
     # A wrong password, a broken Basic header, no key: 401, no ping recorded.
     before = await world.table()
-    for headers, auth in [({}, httpx.BasicAuth("alertmanager", "not-the-key")),
-                          ({"Authorization": "Basic %%%not-base64"}, None),
-                          ({"Authorization": "Basic " + base64.b64encode(b"user:").decode()}, None),
-                          ({}, None)]:
+    for headers, auth in [
+        ({}, httpx.BasicAuth("alertmanager", "not-the-key")),
+        ({"Authorization": "Basic %%%not-base64"}, None),
+        ({"Authorization": "Basic " + base64.b64encode(b"user:").decode()}, None),
+        ({}, None),
+    ]:
         world.clock.move(minutes=1)
         response = await http.get("/v2/heartbeats/nightly-backup/ping", headers=headers, auth=auth)
         assert envelope(response, 401)["message"] in ("Could not authenticate", "Key format is not valid!")
@@ -225,16 +297,20 @@ async def test_another_teams_key_can_neither_see_nor_ping_nor_change_a_heartbeat
     await world.create(team="Search", interval=1, intervalUnit="days")
     before = await world.table()
     search = "Search"
-    assert [h["interval"] for h in envelope(await world.call("GET", "/v2/heartbeats", team=search), 200)["data"][
-        "heartbeats"]] == [1]
+    assert [
+        h["interval"]
+        for h in envelope(await world.call("GET", "/v2/heartbeats", team=search), 200)["data"]["heartbeats"]
+    ] == [1]
     await world.call("DELETE", "/v2/heartbeats/nightly-backup", team=search)  # deletes Search's own
     after_own_delete = await world.table()
     assert [r for r in before if r not in after_own_delete] == [before[1]]
-    for method, path, body in [("GET", "/v2/heartbeats/nightly-backup", None),
-                               ("GET", "/v2/heartbeats/nightly-backup/ping", None),
-                               ("PATCH", "/v2/heartbeats/nightly-backup", {"interval": 99}),
-                               ("POST", "/v2/heartbeats/nightly-backup/disable", None),
-                               ("DELETE", "/v2/heartbeats/nightly-backup", None)]:
+    for method, path, body in [
+        ("GET", "/v2/heartbeats/nightly-backup", None),
+        ("GET", "/v2/heartbeats/nightly-backup/ping", None),
+        ("PATCH", "/v2/heartbeats/nightly-backup", {"interval": 99}),
+        ("POST", "/v2/heartbeats/nightly-backup/disable", None),
+        ("DELETE", "/v2/heartbeats/nightly-backup", None),
+    ]:
         response = await world.call(method, path, body, team=search)
         assert envelope(response, 404)["message"] == "Heartbeat with name [nightly-backup] does not exist", path
     assert await world.table() == after_own_delete
@@ -260,16 +336,35 @@ BAD_INPUT = [
     ("POST", "/v2/heartbeats", {"interval": 10, "intervalUnit": "minutes"}, 422, "name"),
     ("POST", "/v2/heartbeats", {"name": "a/b", "interval": 10, "intervalUnit": "minutes"}, 422, "name"),
     ("POST", "/v2/heartbeats", {"name": "x" * 201, "interval": 10, "intervalUnit": "minutes"}, 422, "name"),
-    ("POST", "/v2/heartbeats", {"name": "x", "interval": 1, "intervalUnit": "days", "alertPriority": "P9"}, 422,
-     "alertPriority"),
-    ("POST", "/v2/heartbeats", {"name": "x", "interval": 1, "intervalUnit": "days", "alertMessage": "m" * 131},
-     422, "alertMessage"),
-    ("POST", "/v2/heartbeats", {"name": "x", "interval": 1, "intervalUnit": "days", "alertTags": "db"}, 422,
-     "alertTags"),
-    ("POST", "/v2/heartbeats", {"name": "x", "interval": 1, "intervalUnit": "days", "enabled": "yes"}, 422,
-     "enabled"),
-    ("POST", "/v2/heartbeats", {"name": "nightly-backup", "interval": 1, "intervalUnit": "days"}, 409,
-     "already exists"),
+    (
+        "POST",
+        "/v2/heartbeats",
+        {"name": "x", "interval": 1, "intervalUnit": "days", "alertPriority": "P9"},
+        422,
+        "alertPriority",
+    ),
+    (
+        "POST",
+        "/v2/heartbeats",
+        {"name": "x", "interval": 1, "intervalUnit": "days", "alertMessage": "m" * 131},
+        422,
+        "alertMessage",
+    ),
+    (
+        "POST",
+        "/v2/heartbeats",
+        {"name": "x", "interval": 1, "intervalUnit": "days", "alertTags": "db"},
+        422,
+        "alertTags",
+    ),
+    ("POST", "/v2/heartbeats", {"name": "x", "interval": 1, "intervalUnit": "days", "enabled": "yes"}, 422, "enabled"),
+    (
+        "POST",
+        "/v2/heartbeats",
+        {"name": "nightly-backup", "interval": 1, "intervalUnit": "days"},
+        409,
+        "already exists",
+    ),
     ("PATCH", "/v2/heartbeats/nightly-backup", {"interval": 0}, 422, "interval"),
     ("PATCH", "/v2/heartbeats/nightly-backup", {"interval": 400, "intervalUnit": "days"}, 422, "366 days"),
     ("PATCH", "/v2/heartbeats/nightly-backup", {"name": "renamed"}, 422, "renamed"),
@@ -297,7 +392,8 @@ async def test_bad_input_is_refused_clearly_and_changes_nothing(world: World):
         elif body is not None:
             kw["json"] = body
         response = await world.genie.http.request(
-            method, path, headers={"Authorization": f"GenieKey {world.keys['Payments']}"}, **kw)
+            method, path, headers={"Authorization": f"GenieKey {world.keys['Payments']}"}, **kw
+        )
         answer = envelope(response, status)
         assert words in answer["message"] + str(answer.get("errors", "")), (method, path, body, answer)
         if status == 405:
@@ -308,8 +404,9 @@ async def test_bad_input_is_refused_clearly_and_changes_nothing(world: World):
 
 # --- expiry ------------------------------------------------------------------------------------
 async def _alerts(world: World) -> list[tuple]:
-    return await world.genie.rows("SELECT id, message, alias, priority, tags, status, count, team_id, closed_by "
-                                  "FROM alert ORDER BY id")
+    return await world.genie.rows(
+        "SELECT id, message, alias, priority, tags, status, count, team_id, closed_by FROM alert ORDER BY id"
+    )
 
 
 async def test_a_missed_ping_raises_one_alert_posted_once_and_the_next_ping_closes_it(world: World):
@@ -326,7 +423,7 @@ async def test_a_missed_ping_raises_one_alert_posted_once_and_the_next_ping_clos
     # 11 minutes after: late. The server's own monitor raises the alert, once.
     world.clock.move(minutes=2)
     await world.expiry()
-    rows = await eventually(lambda: _alerts(world))
+    await eventually(lambda: _alerts(world))
     for _ in range(3):
         assert await rt.heartbeats.run_once() == 0
     await world.expiry()
@@ -334,7 +431,13 @@ async def test_a_missed_ping_raises_one_alert_posted_once_and_the_next_ping_clos
     [(alert_id, message, alias, priority, tags, status, count, team_id, _)] = await _alerts(world)
     payments_id = await world.genie.scalar("SELECT id FROM team WHERE name = 'Payments'")
     assert (message, alias, priority, status, count, team_id) == (
-        "Nightly backup did not run", "heartbeat:nightly-backup", "P2", "open", 1, payments_id)
+        "Nightly backup did not run",
+        "heartbeat:nightly-backup",
+        "P2",
+        "open",
+        1,
+        payments_id,
+    )
     assert "backup" in str(tags)
     assert f"#{alert_id}" in post["text"] and "Nightly backup did not run" in block_text(post["blocks"])
     assert (await world.get("nightly-backup"))["expired"] is True
@@ -347,8 +450,9 @@ async def test_a_missed_ping_raises_one_alert_posted_once_and_the_next_ping_clos
     world.clock.move(minutes=30)
     await world.ping(method="POST")
     assert (await _alerts(world))[0][5] == "closed"
-    reason = await world.genie.scalar("SELECT reason FROM alert_event WHERE alert_id = :a AND action = 'close'",
-                                      a=alert_id)
+    reason = await world.genie.scalar(
+        "SELECT reason FROM alert_event WHERE alert_id = :a AND action = 'close'", a=alert_id
+    )
     assert reason == "the heartbeat nightly-backup was pinged again (POST ping) at 2026-11-25 09:46:00 UTC"
     update = (await fake.wait_for("chat.update"))[-1].args
     assert "Closed* by Heartbeat nightly-backup" in block_text(update["blocks"])
@@ -410,8 +514,10 @@ async def test_home_and_status_show_the_late_heartbeats_of_the_viewers_teams(wor
     await eventually(lambda: _count(world, "SELECT count(*) FROM alert"))
 
     status = ack_json(await world.genie.slack.command(ALICE, "status"))
-    assert "Late heartbeats of your teams:*\n• nightly-backup (Payments): never pinged — expected every 10 minutes" \
+    assert (
+        "Late heartbeats of your teams:*\n• nightly-backup (Payments): never pinged — expected every 10 minutes"
         in status["text"]
+    )
     await world.genie.slack.open_home(ALICE)
     home = (await fake.wait_for("views.publish", user_id="U0ALICE"))[-1].args["view"]
     assert "nightly-backup (Payments): never pinged — expected every 10 minutes" in block_text(home["blocks"])
@@ -434,17 +540,57 @@ async def test_home_and_status_show_the_late_heartbeats_of_the_viewers_teams(wor
 async def test_heartbeat_commands(cli: Cli, db_url: str):  # noqa: F811
     async def team(session):
         await teams.add_team(session, "Payments", "C0PAY")
+
     await _with_session(db_url, team)
-    ok(cli("heartbeat", "add", "nightly-backup", "--team", "Payments", "--interval", "10m", "--message",
-           "Backups stopped", "--tags", "backup, db", "--priority", "P2", "--description", "The nightly dump"),
-       "added heartbeat nightly-backup of team Payments", "every 10 minutes")
+    ok(
+        cli(
+            "heartbeat",
+            "add",
+            "nightly-backup",
+            "--team",
+            "Payments",
+            "--interval",
+            "10m",
+            "--message",
+            "Backups stopped",
+            "--tags",
+            "backup, db",
+            "--priority",
+            "P2",
+            "--description",
+            "The nightly dump",
+        ),
+        "added heartbeat nightly-backup of team Payments",
+        "every 10 minutes",
+    )
     ok(cli("heartbeat", "add", "weekly-report", "--team", "Payments", "--interval", "7d"))
     [nightly, weekly] = as_json(cli("heartbeat", "list", "--json"))
-    assert {k: nightly[k] for k in ("name", "team", "interval", "state", "enabled", "message", "priority", "tags",
-                                    "description", "last_ping")} == {
-        "name": "nightly-backup", "team": "Payments", "interval": "10 minutes", "state": "ok", "enabled": True,
-        "message": "Backups stopped", "priority": "P2", "tags": ["backup", "db"], "description": "The nightly dump",
-        "last_ping": None}
+    assert {
+        k: nightly[k]
+        for k in (
+            "name",
+            "team",
+            "interval",
+            "state",
+            "enabled",
+            "message",
+            "priority",
+            "tags",
+            "description",
+            "last_ping",
+        )
+    } == {
+        "name": "nightly-backup",
+        "team": "Payments",
+        "interval": "10 minutes",
+        "state": "ok",
+        "enabled": True,
+        "message": "Backups stopped",
+        "priority": "P2",
+        "tags": ["backup", "db"],
+        "description": "The nightly dump",
+        "last_ping": None,
+    }
     assert weekly["name"] == "weekly-report" and weekly["interval"] == "7 days"
 
     user_error(cli("heartbeat", "add", "x", "--team", "Payments", "--interval", "10"), "--interval", "10m")

@@ -81,21 +81,28 @@ async def add_people(db_url: str, *emails: str) -> None:
     async def work(session):
         for email in emails:
             await users.add_user(session, email, email.split("@")[0].title())
+
     await _with_session(db_url, work)
 
 
 async def count(db_url: str, model, *where) -> int:
     async def work(session):
         return await session.scalar(select(func.count()).select_from(model).where(*where))
+
     return await _with_session(db_url, work)
 
 
 async def connections(db_url: str, provider: str) -> dict[str, tuple[str | None, str | None]]:
     """external_id -> (person's email, via)."""
+
     async def work(session):
-        rows = await session.execute(select(ExternalAccount, User.email).outerjoin(User, User.id == ExternalAccount.user_id)
-                                     .where(ExternalAccount.provider == provider))
+        rows = await session.execute(
+            select(ExternalAccount, User.email)
+            .outerjoin(User, User.id == ExternalAccount.user_id)
+            .where(ExternalAccount.provider == provider)
+        )
         return {a.external_id: (email, a.connected_via) for a, email in rows}
+
     return await _with_session(db_url, work)
 
 
@@ -116,34 +123,51 @@ def seed_pagerduty(pd: FakePagerDuty) -> None:
 
 
 async def seed_people(db_url: str) -> None:
-    await add_people(db_url, "alice@example.com", "bob@example.com", "carol@example.com", "sam@example.com",
-                     "dana@example.com", "olive@example.com", "grace@example.com")
+    await add_people(
+        db_url,
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+        "sam@example.com",
+        "dana@example.com",
+        "olive@example.com",
+        "grace@example.com",
+    )
 
     async def dana_reports_sams_email(session):  # an admin connected a GitHub account reporting sam's email
         dana = await users.require_user(session, "dana@example.com")
         account = await external_accounts.upsert(session, ReportedAccount("github", "dana-gh", email="sam@example.com"))
         await external_accounts.connect(session, account, dana, via="admin", who=Who.cli("test"))
+
     await _with_session(db_url, dana_reports_sams_email)
 
 
 # --- PagerDuty -------------------------------------------------------------------------------
 async def test_pagerduty_import_records_every_user_links_unique_emails_and_reports_the_rest(
-        cli: ImportCli, pd: FakePagerDuty, db_url: str):
+    cli: ImportCli, pd: FakePagerDuty, db_url: str
+):
     seed_pagerduty(pd)
     await seed_people(db_url)
 
     # Turned off: everyone is recorded, nobody is connected, and the report says why.
-    off = ok(cli("pagerduty", "import", "--url", pd.url, "--no-auto-link"), "PagerDuty acme.pagerduty.com: 7 users read")
+    off = ok(
+        cli("pagerduty", "import", "--url", pd.url, "--no-auto-link"), "PagerDuty acme.pagerduty.com: 7 users read"
+    )
     assert "linked 0," in off.stdout
     assert "auto-link by email is off here" in line_with(off, "PALICE1")
-    assert await connections(db_url, "pagerduty") == {u: (None, None) for u in
-                                                      ("PALICE1", "PBOB001", "PCAROL1", "PSAM001", "PERIN01",
-                                                       "POLIVE1", "PGRACE1")}
+    assert await connections(db_url, "pagerduty") == {
+        u: (None, None) for u in ("PALICE1", "PBOB001", "PCAROL1", "PSAM001", "PERIN01", "POLIVE1", "PGRACE1")
+    }
 
     # On, with the first page rate-limited once: the same page is asked for again.
     pd.reset()
     seed_pagerduty(pd)
-    pd.fail("/users", status=429, headers={"ratelimit-reset": "1"}, body='{"error": {"message": "Rate Limit Exceeded", "code": 2020}}')
+    pd.fail(
+        "/users",
+        status=429,
+        headers={"ratelimit-reset": "1"},
+        body='{"error": {"message": "Rate Limit Exceeded", "code": 2020}}',
+    )
     run = ok(cli("pagerduty", "import", "--url", pd.url), "7 users read (5 requests, waited out 1 rate limits)")
     assert [r.query["offset"] for r in pd.seen("/users")] == ["0", "0", "2", "4", "6"]
     assert all(r.headers["accept"] == "application/vnd.pagerduty+json;version=2" for r in pd.seen("/users"))
@@ -169,31 +193,56 @@ async def test_pagerduty_import_records_every_user_links_unique_emails_and_repor
     assert report["tenant"] == "acme.pagerduty.com" and report["read"] == 6
     assert sorted(e["id"] for e in report["already"]) == ["PALICE1", "PCAROL1"]
     assert report["linked"] == []
-    assert report["departed"] == [{"id": "PBOB001", "handle": None, "name": "Bob Jones", "email": "bob@example.com",
-                                   "link_removed": True, "person": "bob@example.com"}]
+    assert report["departed"] == [
+        {
+            "id": "PBOB001",
+            "handle": None,
+            "name": "Bob Jones",
+            "email": "bob@example.com",
+            "link_removed": True,
+            "person": "bob@example.com",
+        }
+    ]
     assert report["ambiguous"][0]["candidates"] == ["dana@example.com", "sam@example.com"]
     assert (await connections(db_url, "pagerduty"))["PBOB001"] == (None, None)
     assert [a["external_id"] for a in as_json(cli("accounts", "list", "--ambiguous", "--json"))] == ["PSAM001"]
 
     # The audit log says who did it: the command, by the operator, via the CLI.
     log = as_json(cli("audit", "--provider", "pagerduty", "--json"))
-    assert [e["action"] for e in log] == ["import.run", "account.departed", "import.run", "account.connect",
-                                          "account.connect", "account.connect", "import.run"]
+    assert [e["action"] for e in log] == [
+        "import.run",
+        "account.departed",
+        "import.run",
+        "account.connect",
+        "account.connect",
+        "account.connect",
+        "import.run",
+    ]
     assert all(e["actor"].startswith("genie pagerduty import (") and e["via"] == "cli" for e in log)
     assert log[0]["detail"].startswith("PagerDuty acme.pagerduty.com: 6 users read: 0 linked, 2 already")
-    assert {e["person"] for e in log if e["action"] == "account.connect"} == {"alice@example.com", "bob@example.com",
-                                                                             "carol@example.com"}
+    assert {e["person"] for e in log if e["action"] == "account.connect"} == {
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+    }
 
 
-async def test_pagerduty_bad_key_failing_server_or_garbage_change_nothing(cli: ImportCli, pd: FakePagerDuty,
-                                                                          db_url: str):
+async def test_pagerduty_bad_key_failing_server_or_garbage_change_nothing(
+    cli: ImportCli, pd: FakePagerDuty, db_url: str
+):
     seed_pagerduty(pd)
     await add_people(db_url, "alice@example.com")
 
-    user_error(cli("pagerduty", "import", "--url", pd.url, PAGERDUTY_API_KEY="wrong-key-also-secret"),
-               "PagerDuty refused the API key (HTTP 401: Unauthorized)", "check PAGERDUTY_API_KEY")
-    user_error(cli("pagerduty", "import", "--url", pd.url, "--key-env", "MY_PD_KEY", MY_PD_KEY="wrong-key-also-secret"),
-               "refused the API key", "check MY_PD_KEY")
+    user_error(
+        cli("pagerduty", "import", "--url", pd.url, PAGERDUTY_API_KEY="wrong-key-also-secret"),
+        "PagerDuty refused the API key (HTTP 401: Unauthorized)",
+        "check PAGERDUTY_API_KEY",
+    )
+    user_error(
+        cli("pagerduty", "import", "--url", pd.url, "--key-env", "MY_PD_KEY", MY_PD_KEY="wrong-key-also-secret"),
+        "refused the API key",
+        "check MY_PD_KEY",
+    )
     user_error(cli("pagerduty", "import", "--url", pd.url, PAGERDUTY_API_KEY=""), "no API key: set PAGERDUTY_API_KEY")
     user_error(cli("pagerduty", "import", "--url", pd.url, "--key", "not-a-real-key"), "unrecognized arguments")
     user_error(cli("pagerduty", "import", "--url", "http://pagerduty.example.com"), "must use https")
@@ -201,8 +250,12 @@ async def test_pagerduty_bad_key_failing_server_or_garbage_change_nothing(cli: I
 
     # Page 1 arrives, then page 2 keeps failing: page 1 is not written either.
     pd.fail("/users", status=503, times=10, after=1)
-    user_error(cli("pagerduty", "import", "--url", pd.url), "PagerDuty kept failing", "HTTP 503 after 4 attempts",
-               "nothing was imported")
+    user_error(
+        cli("pagerduty", "import", "--url", pd.url),
+        "PagerDuty kept failing",
+        "HTTP 503 after 4 attempts",
+        "nothing was imported",
+    )
     pd.reset()
     seed_pagerduty(pd)
     pd.fail("/users", status=200, body="<html>Service Unavailable</html>", after=1)
@@ -212,8 +265,11 @@ async def test_pagerduty_bad_key_failing_server_or_garbage_change_nothing(cli: I
     assert await count(db_url, AuditEvent) == 0
 
     # The key on standard input (and none in the environment) works.
-    ok(cli("pagerduty", "import", "--url", pd.url, "--key-stdin", stdin=PD_KEY + "\n", PAGERDUTY_API_KEY=""),
-       "7 users read", "linked 1,")
+    ok(
+        cli("pagerduty", "import", "--url", pd.url, "--key-stdin", stdin=PD_KEY + "\n", PAGERDUTY_API_KEY=""),
+        "7 users read",
+        "linked 1,",
+    )
     assert await count(db_url, ExternalAccount) == 7
 
 
@@ -225,13 +281,17 @@ async def test_pagerduty_reader_retries_a_5xx_and_refuses_odd_answers(pd: FakePa
     assert len(directory.accounts) == 7 and directory.requests == 5
     alice = directory.accounts[0]
     assert (alice.email, alice.email_verified, alice.is_guest, alice.tenant) == (
-        "alice@example.com", True, False, "acme.pagerduty.com")
+        "alice@example.com",
+        True,
+        False,
+        "acme.pagerduty.com",
+    )
     assert {a.external_id for a in directory.accounts if a.is_guest} == {"POLIVE1"}
 
     pd.fail("/users", status=200, body='{"users": "not a list"}')
     with pytest.raises(SourceError, match="no 'users' list"):
         await pagerduty.fetch(PD_KEY, base_url=pd.url)
-    pd.fail("/users", status=200, body='[1, 2]')
+    pd.fail("/users", status=200, body="[1, 2]")
     with pytest.raises(SourceError, match="not a JSON object"):
         await pagerduty.fetch(PD_KEY, base_url=pd.url)
     pd.fail("/users", status=400, body='{"error": {"message": "Invalid Input Provided", "code": 2001}}')
@@ -270,8 +330,11 @@ def seed_opsgenie(og: FakeOpsGenie) -> None:
     og.add_user("u-carol", "carol@example.com", "Carol Unverified", verified=False)
     og.add_user("u-dave", "dave@example.com", "Dave Blocked", blocked=True)
     og.add_user("u-stan", "stan@example.com", "Stan Stakeholder", role="Stakeholder")
-    og.add_team("t-pay", "Payments", [("u-alice", "alice@example.com", "admin"), (None, "bob@example.com", "user"),
-                                      ("u-carol", None, "user")])
+    og.add_team(
+        "t-pay",
+        "Payments",
+        [("u-alice", "alice@example.com", "admin"), (None, "bob@example.com", "user"), ("u-carol", None, "user")],
+    )
     og.add_team("t-search", "Search", [("u-stan", "stan@example.com", "user")])
 
 
@@ -279,12 +342,19 @@ async def test_opsgenie_team_moves_to_genie_in_one_command(cli: ImportCli, og: F
     seed_opsgenie(og)
     await add_people(db_url, "alice@example.com")
 
-    user_error(cli("opsgenie", "import", "--url", og.url, "--create-people", "--no-auto-link"),
-               "--create-people", "--no-auto-link")
-    og.fail("/v2/users", status=429, after=1, headers={"X-RateLimit-State": "THROTTLED",
-                                                         "X-RateLimit-Period-In-Sec": "1"})
-    run = ok(cli("opsgenie", "import", "--url", og.url, "--teams", "--create-people"),
-             "OpsGenie acme-ops: 5 users read", "waited out 1 rate limits")
+    user_error(
+        cli("opsgenie", "import", "--url", og.url, "--create-people", "--no-auto-link"),
+        "--create-people",
+        "--no-auto-link",
+    )
+    og.fail(
+        "/v2/users", status=429, after=1, headers={"X-RateLimit-State": "THROTTLED", "X-RateLimit-Period-In-Sec": "1"}
+    )
+    run = ok(
+        cli("opsgenie", "import", "--url", og.url, "--teams", "--create-people"),
+        "OpsGenie acme-ops: 5 users read",
+        "waited out 1 rate limits",
+    )
     # Every page from the --url given (never from the host in paging.next), the throttled one twice.
     assert [r.query["offset"] for r in og.seen("/v2/users")] == ["0", "2", "2", "4"]
     assert line_with(run, "linked ", "u-alice").endswith("-> alice@example.com")
@@ -305,8 +375,12 @@ async def test_opsgenie_team_moves_to_genie_in_one_command(cli: ImportCli, og: F
         {"name": "Search", "channel": None, "members": []},
     ]
     assert await connections(db_url, "opsgenie") == {
-        "u-alice": ("alice@example.com", "email"), "u-bob": ("bob@example.com", "import"),
-        "u-carol": (None, None), "u-dave": (None, None), "u-stan": (None, None)}
+        "u-alice": ("alice@example.com", "email"),
+        "u-bob": ("bob@example.com", "import"),
+        "u-carol": (None, None),
+        "u-dave": (None, None),
+        "u-stan": (None, None),
+    }
 
     # Again: nothing new; the teams are as they were.
     report = as_json(cli("opsgenie", "import", "--url", og.url, "--teams", "--create-people", "--json"))
@@ -319,11 +393,17 @@ async def test_opsgenie_team_moves_to_genie_in_one_command(cli: ImportCli, og: F
 
 async def test_opsgenie_errors_change_nothing(cli: ImportCli, og: FakeOpsGenie, db_url: str):
     seed_opsgenie(og)
-    user_error(cli("opsgenie", "import", "--url", og.url, OPSGENIE_API_KEY="wrong-key-also-secret"),
-               "OpsGenie refused the API key (HTTP 401: Could not authenticate)", "OPSGENIE_API_KEY")
+    user_error(
+        cli("opsgenie", "import", "--url", og.url, OPSGENIE_API_KEY="wrong-key-also-secret"),
+        "OpsGenie refused the API key (HTTP 401: Could not authenticate)",
+        "OPSGENIE_API_KEY",
+    )
     og.fail("/v2/teams/t-search", status=502, times=10)
-    user_error(cli("opsgenie", "import", "--url", og.url, "--teams"), "OpsGenie kept failing",
-               "GET /v2/teams/t-search: HTTP 502")
+    user_error(
+        cli("opsgenie", "import", "--url", og.url, "--teams"),
+        "OpsGenie kept failing",
+        "GET /v2/teams/t-search: HTTP 502",
+    )
     assert await count(db_url, ExternalAccount) == 0
     assert await count(db_url, AuditEvent) == 0
     assert cli.users() == {}
@@ -338,16 +418,25 @@ async def test_opsgenie_reader(og: FakeOpsGenie):
     assert directory.tenant == "ops-eu" and not og.seen("/v2/account")[1:]
     bob = next(a for a in directory.accounts if a.external_id == "u-bob")
     assert (bob.handle, bob.email, bob.email_verified, bob.display_name) == (
-        "Bob@Example.com", "Bob@Example.com", True, "Bob Jones")
+        "Bob@Example.com",
+        "Bob@Example.com",
+        True,
+        "Bob Jones",
+    )
     assert [(t.name, [m.username or m.user_id for m in t.members]) for t in directory.teams] == [
-        ("Payments", ["alice@example.com", "bob@example.com", "u-carol"]), ("Search", ["stan@example.com"])]
-    og.fail("/v2/users", status=200, body='{"data": [], "paging": {"next": "https://api.opsgenie.com/v2/users?offset=0"}}')
+        ("Payments", ["alice@example.com", "bob@example.com", "u-carol"]),
+        ("Search", ["stan@example.com"]),
+    ]
+    og.fail(
+        "/v2/users", status=200, body='{"data": [], "paging": {"next": "https://api.opsgenie.com/v2/users?offset=0"}}'
+    )
     with pytest.raises(SourceError, match="does not move forward"):
         await opsgenie.fetch(OG_KEY, base_url=og.url, tenant="x")
     with pytest.raises(SourceError, match="not a web address of the OpsGenie API"):
         await opsgenie.fetch(OG_KEY, base_url="ftp://api.opsgenie.com")
     assert json.dumps([a.external_id for a in directory.accounts]) == json.dumps(
-        ["u-alice", "u-bob", "u-carol", "u-dave", "u-stan"])
+        ["u-alice", "u-bob", "u-carol", "u-dave", "u-stan"]
+    )
 
 
 def test_log_redaction_knows_both_key_headers():

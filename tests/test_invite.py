@@ -17,7 +17,8 @@ from bot.services.audit import Who
 from bot.services.external_accounts import ReportedAccount
 from tests.conftest import SECRET_KEY, eventually, genie_env, page_text
 from tests.hardening import changes, snapshot
-from tests.test_cli import base_env, genie as run_genie, ok, user_error
+from tests.test_cli import base_env, ok, user_error
+from tests.test_cli import genie as run_genie
 
 NEW_PASSWORD = "correct-horse-battery-staple-7"
 WORKSPACE = "T0GENIE01"
@@ -33,7 +34,7 @@ async def _invite(genie, db_url: str, tmp_path: Path, email: str, *extra: str) -
     urls = re.findall(r"^(http\S+/invite/\S+)$", run.stdout, re.M)
     assert len(urls) == 1, str(run)
     assert urls[0].startswith(genie.url + "/invite/")
-    return urls[0][len(genie.url):]
+    return urls[0][len(genie.url) :]
 
 
 async def _password_hash(genie, email: str) -> str | None:
@@ -44,9 +45,18 @@ async def test_an_invited_person_sets_a_password_once_and_is_signed_in(genie, db
     await genie.add_user("carol@example.com", "Carol Diaz", password=None)
     genie.fake.add_user("U0CAROL", "Carol Diaz", "carol@example.com")  # her confirmed Slack email is hers
     async with genie.sessionmaker.begin() as s:  # Carol's Slack account, matched by a directory sync
-        account = await external_accounts.upsert(s, ReportedAccount(
-            "slack", "U0CAROL", WORKSPACE, handle="carol", email="carol@example.com", email_verified=True,
-            attrs={"team_id": WORKSPACE}))
+        account = await external_accounts.upsert(
+            s,
+            ReportedAccount(
+                "slack",
+                "U0CAROL",
+                WORKSPACE,
+                handle="carol",
+                email="carol@example.com",
+                email_verified=True,
+                attrs={"team_id": WORKSPACE},
+            ),
+        )
         await external_accounts.auto_link(s, account, allowed=True, who=Who.cli("slack sync"))
     path = await _invite(genie, db_url, tmp_path, "carol@example.com")
 
@@ -61,8 +71,9 @@ async def test_an_invited_person_sets_a_password_once_and_is_signed_in(genie, db
     assert page.status_code == 200
     assert "Welcome to Genie, Carol Diaz" in page_text(page) and "carol@example.com" in page_text(page)
     # A forged form (no CSRF token), then mistakes: nothing changes.
-    assert (await browser.post(path, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD},
-                               csrf=False)).status_code == 403
+    assert (
+        await browser.post(path, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD}, csrf=False)
+    ).status_code == 403
     mismatch = await browser.post(path, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD + "x"})
     assert mismatch.status_code == 400 and "not the same" in page_text(mismatch)
     short = await browser.post(path, {"password": "short", "password_again": "short"})
@@ -93,9 +104,12 @@ async def test_concurrent_submits_of_one_invitation_set_one_password(genie, db_u
     browsers = [genie.browser() for _ in range(8)]
     for b in browsers:
         assert (await b.get(path)).status_code == 200
-    answers = await asyncio.gather(*(b.post(path, {"password": f"password-number-{i}",
-                                                   "password_again": f"password-number-{i}"})
-                                     for i, b in enumerate(browsers)))
+    answers = await asyncio.gather(
+        *(
+            b.post(path, {"password": f"password-number-{i}", "password_again": f"password-number-{i}"})
+            for i, b in enumerate(browsers)
+        )
+    )
     codes = sorted(a.status_code for a in answers)
     assert codes.count(303) == 1 and codes.count(410) == 7, codes
     winner = next(i for i, a in enumerate(answers) if a.status_code == 303)
@@ -144,8 +158,9 @@ async def test_invite_command_refuses_what_it_cannot_do(genie, db_url, tmp_path)
     env = _cli_env(genie, db_url)
     await genie.add_user("fay@example.com", "Fay", password=None)
     user_error(await asyncio.to_thread(run_genie, tmp_path, env, "user", "invite", "nobody@example.com"), "no user")
-    user_error(await asyncio.to_thread(run_genie, tmp_path, env, "user", "invite", "fay@example.com", "--days", "0"),
-               "--days")
+    user_error(
+        await asyncio.to_thread(run_genie, tmp_path, env, "user", "invite", "fay@example.com", "--days", "0"), "--days"
+    )
     async with genie.sessionmaker.begin() as s:
         await users.set_active(s, "fay@example.com", False)
     user_error(await asyncio.to_thread(run_genie, tmp_path, env, "user", "invite", "fay@example.com"), "deactivated")
@@ -166,8 +181,19 @@ async def test_password_changes_and_deactivation_end_every_session(genie, db_url
     env = _cli_env(genie, db_url)
     await genie.add_user("gus@example.com", "Gus Grant")
     laptop = await _signed_in_elsewhere(genie, "gus@example.com", PASSWORD)
-    ok(await asyncio.to_thread(run_genie, tmp_path, env, "user", "set-password", "gus@example.com",
-                               "--password-stdin", stdin=NEW_PASSWORD + "\n"), "password set")
+    ok(
+        await asyncio.to_thread(
+            run_genie,
+            tmp_path,
+            env,
+            "user",
+            "set-password",
+            "gus@example.com",
+            "--password-stdin",
+            stdin=NEW_PASSWORD + "\n",
+        ),
+        "password set",
+    )
     assert (await laptop.get("/account")).status_code == 303  # back to sign-in
     assert await genie.scalar("SELECT count(*) FROM web_session") == 0
 
@@ -192,8 +218,9 @@ async def test_password_changes_and_deactivation_end_every_session(genie, db_url
 
 async def test_an_unused_invitation_expires_after_three_days_by_default(genie, db_url, tmp_path):
     await genie.add_user("hal@example.com", "Hal")
-    run = await asyncio.to_thread(run_genie, tmp_path, _cli_env(genie, db_url), "user", "invite",
-                                  "hal@example.com", "--no-slack")
+    run = await asyncio.to_thread(
+        run_genie, tmp_path, _cli_env(genie, db_url), "user", "invite", "hal@example.com", "--no-slack"
+    )
     ok(run, "expires in 3 days")
     token = re.findall(r"/invite/(\S+)$", run.stdout, re.M)[0]
     user_id = await genie.scalar('SELECT id FROM "user" WHERE email = :e', e="hal@example.com")

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.services.slack_links import LinkTokens
-from tests.conftest import ALICE, BOB, MALLORY, PASSWORD, SECRET_KEY, SIGNING_SECRET, page_text
+from tests.conftest import ALICE, BOB, MALLORY, PASSWORD, SECRET_KEY, page_text
 from tests.helpers import connect_url, link_through_slack, signed_in
 from tests.slack_driver import SlackUser
 
@@ -64,6 +64,7 @@ async def test_expired_token_signature_and_row(genie):
     # A fresh signature over a row whose expiry passed is expired too (the row is the truth).
     async with genie.sessionmaker.begin() as s:
         from sqlalchemy import text
+
         await s.execute(text("UPDATE link_request SET expires_at = created_at"))
     page = await browser.get(path)
     assert page.status_code == 410 and "expired" in page_text(page)
@@ -148,9 +149,12 @@ async def test_someone_elses_link_warns_about_the_email(genie):
     """The phishing case: Mallory sends Alice her own link."""
     await genie.add_user("alice@example.com", "Alice Smith")
     path = await _connect_path(genie, MALLORY)
+
     async def recorded():
         return await genie.scalar("SELECT slack_email FROM link_request")
+
     from tests.conftest import eventually
+
     await eventually(recorded)
     browser = await signed_in(genie, "alice@example.com", path)
     words = page_text(await browser.get(path))
@@ -197,9 +201,13 @@ async def test_sign_in_issues_a_new_session_and_deactivated_users_cannot(genie):
     browser = genie.browser()
     # The attacker planted a session cookie before the victim opened the sign-in page.
     await browser.get("/login", headers={"Cookie": "genie_session=attacker-chosen-session-id"})
-    ok = await browser.post("/login", {"email": "alice@example.com", "password": PASSWORD},
-                            headers={"Cookie": f"genie_csrf={browser.http.cookies['genie_csrf']}; "
-                                               "genie_session=attacker-chosen-session-id"})
+    ok = await browser.post(
+        "/login",
+        {"email": "alice@example.com", "password": PASSWORD},
+        headers={
+            "Cookie": f"genie_csrf={browser.http.cookies['genie_csrf']}; genie_session=attacker-chosen-session-id"
+        },
+    )
     assert ok.status_code == 303
     issued = ok.headers["set-cookie"].split("genie_session=")[1].split(";")[0]
     assert issued and issued != "attacker-chosen-session-id"
@@ -207,6 +215,7 @@ async def test_sign_in_issues_a_new_session_and_deactivated_users_cannot(genie):
     assert fixed.status_code == 303
     async with genie.sessionmaker.begin() as s:
         from bot.services import users
+
         await users.set_active(s, "alice@example.com", False)
     assert (await browser.get("/account")).status_code == 303  # session no longer valid
     assert (await genie.browser().login("alice@example.com")).status_code == 401
@@ -224,8 +233,11 @@ async def test_unsigned_wrongly_signed_and_stale_slack_requests_get_401(genie):
     for kw in attempts:
         response = await genie.slack.command(ALICE, "connect", **kw)
         assert response.status_code == 401, kw
-    no_headers = await genie.http.post("/slack/events", content=b"command=%2Fgenie&text=connect",
-                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    no_headers = await genie.http.post(
+        "/slack/events",
+        content=b"command=%2Fgenie&text=connect",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert no_headers.status_code == 401
     assert await genie.scalar("SELECT count(*) FROM link_request") == 0
     assert genie.fake.calls("users.info") == []
@@ -275,8 +287,10 @@ async def test_phishing_warning_holds_even_when_the_profile_lookup_after_connect
     path = await _connect_path(genie, MALLORY)
     await genie.fake.wait_for("users.info")
     from tests.conftest import eventually
+
     async def settled():
         return len(genie.fake.calls("users.info")) >= 1 and not genie.fake._failures.get("users.info")
+
     await eventually(settled, timeout=10)
     assert await genie.scalar("SELECT slack_email FROM link_request") is None
     browser = await signed_in(genie, "alice@example.com", path)

@@ -12,7 +12,9 @@ from tests.helpers import ack_json, block_text, buttons, connect_url, link_throu
 async def _profile_recorded(genie, slack_user_id: str):
     async def check():
         return await genie.scalar(
-            "SELECT slack_name FROM link_request WHERE slack_user_id = :u AND superseded_at IS NULL", u=slack_user_id)
+            "SELECT slack_name FROM link_request WHERE slack_user_id = :u AND superseded_at IS NULL", u=slack_user_id
+        )
+
     return await eventually(check)
 
 
@@ -52,8 +54,10 @@ async def test_connect_sign_in_confirm_dm_and_home(genie):
     done = await browser.post(path)
     assert done.status_code == 200, done.text
     assert "You're connected" in page_text(done)
-    rows = await genie.rows("SELECT u.email, l.workspace_id, l.slack_user_id, l.slack_email FROM slack_link l "
-                            "JOIN \"user\" u ON u.id = l.user_id")
+    rows = await genie.rows(
+        "SELECT u.email, l.workspace_id, l.slack_user_id, l.slack_email FROM slack_link l "
+        'JOIN "user" u ON u.id = l.user_id'
+    )
     assert rows == [("alice@example.com", "T0GENIE01", "U0ALICE", "alice@example.com")]
 
     dm = await genie.fake.wait_for("chat.postMessage", channel="U0ALICE")
@@ -124,7 +128,9 @@ async def test_slash_disconnect_and_status_and_help(genie):
     helped = ack_json(await genie.slack.command(ALICE, "help"))
     assert "/genie connect" in block_text(helped["blocks"])
     unknown = ack_json(await genie.slack.command(ALICE, "frobnicate now"))
-    assert "I don't know `frobnicate`" in block_text(unknown["blocks"]) and "/genie status" in block_text(unknown["blocks"])
+    assert "I don't know `frobnicate`" in block_text(unknown["blocks"]) and "/genie status" in block_text(
+        unknown["blocks"]
+    )
     empty = ack_json(await genie.slack.command(ALICE, ""))
     assert "/genie disconnect" in block_text(empty["blocks"])
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import jsonschema
@@ -36,12 +37,20 @@ EVENTS_URL = "https://YOUR-HOST/slack/events"
 OAUTH_REDIRECT_URL = "https://YOUR-HOST/slack/oauth_redirect"
 #: DESIGN.md §2, "Slack surface". The history scopes let the outbox worker find a post it may
 #: have made just before a crash (bot/slack/delivery.py) instead of posting it twice.
-DOCUMENTED_BOT_SCOPES = {"commands", "chat:write", "im:write", "users:read", "users:read.email",
-                         "channels:history", "groups:history"}
+DOCUMENTED_BOT_SCOPES = {
+    "commands",
+    "chat:write",
+    "im:write",
+    "users:read",
+    "users:read.email",
+    "channels:history",
+    "groups:history",
+}
 
 
 def test_oauth_mode_asks_for_the_manifests_scopes() -> None:
     from bot.slack.clients import BOT_SCOPES
+
     assert set(BOT_SCOPES) == DOCUMENTED_BOT_SCOPES
 
 
@@ -116,22 +125,44 @@ def _registered(app: AsyncApp, kind: str) -> dict[str, Any]:
 
 
 def _command_request(command: str) -> AsyncBoltRequest:
-    body = urlencode({"command": command, "text": "help", "team_id": "T1", "user_id": "U1",
-                      "channel_id": "C1", "response_url": "https://example.invalid/r", "trigger_id": "t"})
+    body = urlencode(
+        {
+            "command": command,
+            "text": "help",
+            "team_id": "T1",
+            "user_id": "U1",
+            "channel_id": "C1",
+            "response_url": "https://example.invalid/r",
+            "trigger_id": "t",
+        }
+    )
     return AsyncBoltRequest(body=body, headers={"content-type": "application/x-www-form-urlencoded"})
 
 
 def _event_request(event_type: str) -> AsyncBoltRequest:
-    body = json.dumps({"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event_id": "Ev1",
-                       "event": {"type": event_type, "user": "U1", "tab": "home"}})
+    body = json.dumps(
+        {
+            "type": "event_callback",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "event_id": "Ev1",
+            "event": {"type": event_type, "user": "U1", "tab": "home"},
+        }
+    )
     return AsyncBoltRequest(body=body, headers={"content-type": "application/json"})
 
 
 def _action_request(action_id: str) -> AsyncBoltRequest:
-    payload = {"type": "block_actions", "team": {"id": "T1"}, "user": {"id": "U1"}, "api_app_id": "A1",
-               "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": "v"}]}
-    return AsyncBoltRequest(body=urlencode({"payload": json.dumps(payload)}),
-                            headers={"content-type": "application/x-www-form-urlencoded"})
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": "U1"},
+        "api_app_id": "A1",
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": "v"}],
+    }
+    return AsyncBoltRequest(
+        body=urlencode({"payload": json.dumps(payload)}), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
 
 
 async def _listeners_matching(app: AsyncApp, request: AsyncBoltRequest) -> list[Any]:

@@ -54,8 +54,9 @@ async def _assignment_moved(genie, alert_id):
     """Bob, no longer a member, was the assignee; the alert was reassigned to Alice since."""
     async with genie.sessionmaker.begin() as s:
         alert = await alerts.get(s, alert_id)
-        await alerts.assign(s, alert, Actor(via="api", label="Alertmanager"),
-                            await users.require_user(s, "alice@example.com"))
+        await alerts.assign(
+            s, alert, Actor(via="api", label="Alertmanager"), await users.require_user(s, "alice@example.com")
+        )
         await teams.remove_member(s, "Payments", "bob@example.com")
 
 
@@ -75,12 +76,18 @@ async def test_a_change_between_post_and_click_is_seen_by_the_click(world, chang
     make_change, reason, said = CHANGES[change]
     if change == "no longer an admin":
         async with world.sessionmaker.begin() as s:
-            await s.execute(text('UPDATE "user" SET is_admin = :t WHERE email = :e'), {"t": True, "e": "bob@example.com"})
+            await s.execute(
+                text('UPDATE "user" SET is_admin = :t WHERE email = :e'), {"t": True, "e": "bob@example.com"}
+            )
     alert_id, post = await _fire(world)
     if change == "no longer the assignee":
         async with world.sessionmaker.begin() as s:
-            await alerts.assign(s, await alerts.get(s, alert_id), Actor(via="api", label="Alertmanager"),
-                                await users.require_user(s, "bob@example.com"))
+            await alerts.assign(
+                s,
+                await alerts.get(s, alert_id),
+                Actor(via="api", label="Alertmanager"),
+                await users.require_user(s, "bob@example.com"),
+            )
     await bolt_idle()
     values = {d["action_id"]: d.get("value") for d in walk(post["blocks"]) if d.get("action_id")}
     await make_change(world, alert_id)
@@ -89,8 +96,9 @@ async def test_a_change_between_post_and_click_is_seen_by_the_click(world, chang
 
     for action_id in ("alert_acknowledge", "alert_close"):
         world.fake.clear()
-        response = await world.slack.block_action(BOB, action_id, values[action_id], container="message",
-                                                  channel_id=CHANNEL)
+        response = await world.slack.block_action(
+            BOB, action_id, values[action_id], container="message", channel_id=CHANNEL
+        )
         assert response.status_code == 200
         await bolt_idle()
         [told] = [c.args for c in world.fake.calls("response_url")]

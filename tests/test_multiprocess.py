@@ -36,8 +36,16 @@ from bot.services import alerts, slack_links, teams, users
 from bot.services.slack_links import SlackIdentity, SlackProfile
 from migrations.apply import alembic_config
 from storage.session import make_engine, make_sessionmaker
-from tests.conftest import (POSTGRES_URL, SECRET_KEY, SIGNING_SECRET, Browser, _pg_create, _pg_drop, eventually,
-                            page_text)
+from tests.conftest import (
+    POSTGRES_URL,
+    SECRET_KEY,
+    SIGNING_SECRET,
+    Browser,
+    _pg_create,
+    _pg_drop,
+    eventually,
+    page_text,
+)
 from tests.fake_slack import TEAM_ID, FakeSlack
 from tests.helpers import block_text, buttons, connect_url
 from tests.processes import GenieServer, clean_env, free_port
@@ -77,8 +85,11 @@ class Node:
     async def metrics(self) -> dict[tuple[str, tuple], float]:
         response = await self.http.get("/metrics")
         assert response.status_code == 200
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(response.text) for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text)
+            for s in family.samples
+        }
 
 
 @pytest.fixture
@@ -92,9 +103,14 @@ def cluster(db_url: str, fake_slack: FakeSlack, tmp_path: Path):
         started = []
         for name in names:
             port, token = free_port(), f"xoxb-genie-{name}"
-            env = clean_env(DATABASE_URL=url, GENIE_SECRET_KEY=SECRET_KEY, GENIE_BASE_URL=PUBLIC_URL,
-                            SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN=token,
-                            SLACK_API_URL=fake_slack.api_url)
+            env = clean_env(
+                DATABASE_URL=url,
+                GENIE_SECRET_KEY=SECRET_KEY,
+                GENIE_BASE_URL=PUBLIC_URL,
+                SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                SLACK_BOT_TOKEN=token,
+                SLACK_API_URL=fake_slack.api_url,
+            )
             if lease is not None:
                 env["GENIE_OUTBOX_LEASE_SECONDS"] = lease
             server = GenieServer.start(env, port, cwd=tmp_path, log_path=tmp_path / f"genie-{name}-{port}.log")
@@ -142,16 +158,21 @@ async def rows(db, sql: str, **params) -> list:
 
 def total(scrapes: list[dict], name: str, **labels: str) -> float:
     """A metric summed over processes: matching samples whose labels include ``labels``."""
-    return sum(value for scrape in scrapes for (n, have), value in scrape.items()
-               if n == name and set(labels.items()) <= set(have))
+    return sum(
+        value
+        for scrape in scrapes
+        for (n, have), value in scrape.items()
+        if n == name and set(labels.items()) <= set(have)
+    )
 
 
 def alert_of(message: dict) -> int | None:
     return ((message.get("metadata") or {}).get("event_payload") or {}).get("alert_id")
 
 
-async def seed_people(db, count: int, prefix: str, *, team: str | None = None,
-                      link_prefix: str | None = None) -> list[str]:
+async def seed_people(
+    db, count: int, prefix: str, *, team: str | None = None, link_prefix: str | None = None
+) -> list[str]:
     """``count`` Genie users (all with PASSWORD), optionally members of ``team`` and linked to
     Slack users ``{link_prefix}00…``; their emails."""
     password_hash = users.hash_password(PASSWORD)  # hashed once: argon2 is slow on purpose
@@ -163,8 +184,9 @@ async def seed_people(db, count: int, prefix: str, *, team: str | None = None,
             if team is not None:
                 await teams.add_member(session, team, email)
             if link_prefix is not None:
-                request = await slack_links.issue_link(session, SlackIdentity(TEAM_ID, f"{link_prefix}{i:02d}"),
-                                                   SlackProfile(), 600)
+                request = await slack_links.issue_link(
+                    session, SlackIdentity(TEAM_ID, f"{link_prefix}{i:02d}"), SlackProfile(), 600
+                )
                 await slack_links.redeem(session, request.nonce, user, replace=False, ownership_confirmed=True)
     return emails
 
@@ -180,8 +202,9 @@ async def seed_teams(db) -> dict[str, str]:
 
 
 async def create_alert(node: Node, key: str, message: str) -> None:
-    response = await node.http.post("/v2/alerts", json={"message": message},
-                                    headers={"Authorization": f"GenieKey {key}"})
+    response = await node.http.post(
+        "/v2/alerts", json={"message": message}, headers={"Authorization": f"GenieKey {key}"}
+    )
     assert response.status_code == 202, (node.name, response.status_code, response.text)
 
 
@@ -233,8 +256,7 @@ async def test_forty_confirms_of_one_link_across_two_processes_link_it_once(clus
         here, there = nodes[i % 2], nodes[(i + 1) % 2]
         browser = browsers[i]
         await browser.get(f"{here.url}/login?next={path}")
-        signed_in = await browser.post(f"{here.url}/login",
-                                       {"email": emails[i], "password": PASSWORD, "next": path})
+        signed_in = await browser.post(f"{here.url}/login", {"email": emails[i], "password": PASSWORD, "next": path})
         assert signed_in.status_code == 303, page_text(signed_in)
         page = await browser.get(f"{there.url}{path}")
         assert page.status_code == 200 and "Connect this Slack account?" in page_text(page), page_text(page)
@@ -242,8 +264,9 @@ async def test_forty_confirms_of_one_link_across_two_processes_link_it_once(clus
     try:
         await asyncio.gather(*(sign_in_and_open(i) for i in range(len(emails))))
         started = time.monotonic()
-        results = await asyncio.gather(*(browsers[i].post(f"{nodes[i % 2].url}{path}", {"mine": "yes"})
-                                         for i in range(len(emails))))
+        results = await asyncio.gather(
+            *(browsers[i].post(f"{nodes[i % 2].url}{path}", {"mine": "yes"}) for i in range(len(emails)))
+        )
         took = time.monotonic() - started
     finally:
         for browser in browsers:
@@ -255,18 +278,22 @@ async def test_forty_confirms_of_one_link_across_two_processes_link_it_once(clus
     winner = emails[next(i for i, r in enumerate(results) if r.status_code == 200)]
 
     # The database: one link, to the winner; the request consumed by the winner.
-    links = await rows(db, 'SELECT u.email, l.workspace_id, l.slack_user_id FROM slack_link l '
-                           'JOIN "user" u ON u.id = l.user_id')
+    links = await rows(
+        db, 'SELECT u.email, l.workspace_id, l.slack_user_id FROM slack_link l JOIN "user" u ON u.id = l.user_id'
+    )
     assert links == [(winner, TEAM_ID, "U0ALICE")]
-    assert await rows(db, 'SELECT u.email FROM link_request r JOIN "user" u ON u.id = r.consumed_by_user_id') \
-        == [(winner,)]
+    assert await rows(db, 'SELECT u.email FROM link_request r JOIN "user" u ON u.id = r.consumed_by_user_id') == [
+        (winner,)
+    ]
     # Slack: the one DM saying so, from whichever process won.
     dm = await fake_slack.wait_for("chat.postMessage", channel="U0ALICE", timeout=30)
     # The DM goes through the outbox: one row was queued, and once nothing is left to deliver
     # Slack has heard everything it will (no fixed sleep to prove there is no second DM).
     assert await scalar(db, "SELECT count(*) FROM outbox WHERE channel = 'U0ALICE'") == 1
-    await eventually(lambda: scalar(db, "SELECT count(*) = 0 FROM outbox WHERE delivered_at IS NULL "
-                                        "AND failed_at IS NULL"), timeout=30)
+    await eventually(
+        lambda: scalar(db, "SELECT count(*) = 0 FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL"),
+        timeout=30,
+    )
     dms = fake_slack.calls("chat.postMessage")
     assert len([c for c in dms if c.args.get("channel") == "U0ALICE"]) == 1
     assert f"You're connected as {winner}" in dm[0].args["text"]
@@ -297,22 +324,30 @@ async def test_forty_acknowledge_clicks_across_two_processes_make_one_transition
 
     clickers = [SlackUser(f"U0CLICK{i:02d}") for i in range(40)]
     started = time.monotonic()
-    answers = await asyncio.gather(*(
-        nodes[i % 2].slack.block_action(who, "alert_acknowledge", value, container="message", channel_id="C0PAY")
-        for i, who in enumerate(clickers)))
+    answers = await asyncio.gather(
+        *(
+            nodes[i % 2].slack.block_action(who, "alert_acknowledge", value, container="message", channel_id="C0PAY")
+            for i, who in enumerate(clickers)
+        )
+    )
     assert [r.status_code for r in answers] == [200] * 40  # every click acked at once
     told = await fake_slack.wait_for("response_url", count=39, timeout=30)
     took = time.monotonic() - started
 
-    events = await rows(db, "SELECT action, outcome, actor_name, slack_user_id FROM alert_event "
-                            "WHERE alert_id = :a AND action = 'acknowledge' ORDER BY id", a=alert_id)
+    events = await rows(
+        db,
+        "SELECT action, outcome, actor_name, slack_user_id FROM alert_event "
+        "WHERE alert_id = :a AND action = 'acknowledge' ORDER BY id",
+        a=alert_id,
+    )
     applied = [e for e in events if e.outcome == "applied"]
     assert len(applied) == 1 and len(events) == 40
     assert Counter(e.outcome for e in events) == {"applied": 1, "noop": 39}
     assert {e.slack_user_id for e in events} == {c.user_id for c in clickers}  # everyone's click is on record
     winner = applied[0].actor_name
-    assert await rows(db, "SELECT acknowledged, acknowledged_by FROM alert WHERE id = :a", a=alert_id) \
-        == [(True, winner)]
+    assert await rows(db, "SELECT acknowledged, acknowledged_by FROM alert WHERE id = :a", a=alert_id) == [
+        (True, winner)
+    ]
 
     # The 39 losers — and only they — were told who won, each in an ephemeral message. No fixed
     # sleep to prove no 40th: each listener counts its decision once committed, and only a
@@ -320,6 +355,7 @@ async def test_forty_acknowledge_clicks_across_two_processes_make_one_transition
     async def all_decided() -> bool:
         scrapes = [await n.metrics() for n in nodes]
         return total(scrapes, "genie_gate_decisions_total", action="acknowledge") == 40
+
     await eventually(all_decided, timeout=30)
     told = fake_slack.calls("response_url")
     assert len(told) == 39
@@ -337,12 +373,12 @@ async def test_forty_acknowledge_clicks_across_two_processes_make_one_transition
     scrapes = [await n.metrics() for n in nodes]
     for scrape in scrapes:
         assert total([scrape], "genie_http_requests_total", method="POST", route="/slack/events") >= 20
-    assert total(scrapes, "genie_gate_decisions_total", action="acknowledge", outcome="applied",
-                 reason="member") == 1
-    assert total(scrapes, "genie_gate_decisions_total", action="acknowledge", outcome="noop",
-                 reason="member") == 39
-    print(f"\n[multiprocess] 40 concurrent Acknowledge clicks over 2 processes: 1 applied, 39 told who won, "
-          f"in {took:.2f} s")
+    assert total(scrapes, "genie_gate_decisions_total", action="acknowledge", outcome="applied", reason="member") == 1
+    assert total(scrapes, "genie_gate_decisions_total", action="acknowledge", outcome="noop", reason="member") == 39
+    print(
+        f"\n[multiprocess] 40 concurrent Acknowledge clicks over 2 processes: 1 applied, 39 told who won, "
+        f"in {took:.2f} s"
+    )
 
 
 # --- (c) every alert once, in order ------------------------------------------------------------------
@@ -385,8 +421,10 @@ async def test_sixty_alerts_through_both_processes_reach_slack_once_each_in_orde
     assert total(scrapes, "genie_outbox_delivered_total", kind="alert.post") == 60
     assert total(scrapes, "genie_http_requests_total", method="POST", route="/v2/alerts", status="202") == 60
     split = {n.name: by_process[n.token] for n in nodes}
-    print(f"\n[multiprocess] 60 alerts over 2 processes, 3 channels: accepted in {accepted:.2f} s, all in Slack "
-          f"after {took:.2f} s; posts by process {split}")
+    print(
+        f"\n[multiprocess] 60 alerts over 2 processes, 3 channels: accepted in {accepted:.2f} s, all in Slack "
+        f"after {took:.2f} s; posts by process {split}"
+    )
 
 
 # --- (d) a process killed in the middle of delivering ----------------------------------------------
@@ -406,13 +444,15 @@ async def test_a_process_killed_mid_delivery_loses_nothing_and_duplicates_nothin
     # Kill a while Slack is still answering one of its posts.
     async def a_is_posting():
         return [c for c in fake_slack.calls("chat.postMessage") if c.token == a.token]
+
     await eventually(a_is_posting, timeout=15)
     a.server.kill()
     killed_at = time.monotonic()
     # Every post a made was among the slow ones, so all were still waiting for Slack's answer.
     cut_off = [alert_of(c.args) for c in await a_is_posting()]
-    assert await scalar(db, "SELECT count(*) FROM outbox WHERE alert_id = ANY(:ids) AND delivered_at IS NULL",
-                        ids=cut_off) == len(cut_off)  # a died before recording them
+    assert await scalar(
+        db, "SELECT count(*) FROM outbox WHERE alert_id = ANY(:ids) AND delivered_at IS NULL", ids=cut_off
+    ) == len(cut_off)  # a died before recording them
 
     # Work goes on through b; then a comes back (a restarted process, on another port).
     for team in CHANNELS:
@@ -438,8 +478,10 @@ async def test_a_process_killed_mid_delivery_loses_nothing_and_duplicates_nothin
     for channel in CHANNELS.values():  # each alert knows its one message
         for message in fake_slack.messages(channel):
             assert await scalar(db, "SELECT slack_ts FROM alert WHERE id = :a", a=alert_of(message)) == message["ts"]
-    print(f"\n[multiprocess] killed a with {len(cut_off)} post(s) in flight; all 15 alerts in Slack exactly once "
-          f"{took:.1f} s after the kill (lease {LEASE_SECONDS} s)")
+    print(
+        f"\n[multiprocess] killed a with {len(cut_off)} post(s) in flight; all 15 alerts in Slack exactly once "
+        f"{took:.1f} s after the kill (lease {LEASE_SECONDS} s)"
+    )
 
 
 # --- (e) late heartbeats, with two processes looking ------------------------------------------------
@@ -476,9 +518,12 @@ async def test_late_heartbeats_are_raised_once_each_whichever_process_looks(clus
 
     # The next ping, through either process, closes each alert once.
     headers = {"Authorization": f"GenieKey {keys['Payments']}"}
-    await asyncio.gather(*(node.http.post(f"/v2/heartbeats/{name}/ping", headers=headers)
-                           for name in names for node in (a, b)))
+    await asyncio.gather(
+        *(node.http.post(f"/v2/heartbeats/{name}/ping", headers=headers) for name in names for node in (a, b))
+    )
     assert await scalar(db, "SELECT count(*) FROM alert WHERE status = 'closed'") == 20
     assert await scalar(db, "SELECT count(*) FROM alert_event WHERE action = 'close' AND outcome = 'applied'") == 20
-    print(f"\n[multiprocess] 20 late heartbeats raised once each in {took:.1f} s; by process "
-          f"{ {k: len(v) for k, v in raised.items()} }")
+    print(
+        f"\n[multiprocess] 20 late heartbeats raised once each in {took:.1f} s; by process "
+        f"{ {k: len(v) for k, v in raised.items()} }"
+    )

@@ -15,7 +15,7 @@ from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import CreateAlert
 from tests import forkserver
 from tests.conftest import eventually
-from tests.helpers import ack_json, connect_url
+from tests.helpers import connect_url
 from tests.slack_driver import SlackUser
 
 OAUTH = {"SLACK_BOT_TOKEN": None, "SLACK_CLIENT_ID": "1234.5678", "SLACK_CLIENT_SECRET": "client-secret-0123456789"}
@@ -34,14 +34,17 @@ async def _install(genie, code: str, team_id: str | None, **kw) -> str:
     start = await genie.http.get("/slack/install")
     assert start.status_code in (200, 302), start.text
     cookie = re.search(r"slack-app-oauth-state=([^;]+)", start.headers["set-cookie"]).group(1)
-    authorize = start.headers.get("location") or re.search(r'href="(https://slack.com/oauth/v2/authorize[^"]+)"',
-                                                            start.text).group(1).replace("&amp;", "&")
+    authorize = start.headers.get("location") or re.search(
+        r'href="(https://slack.com/oauth/v2/authorize[^"]+)"', start.text
+    ).group(1).replace("&amp;", "&")
     query = parse_qs(urlsplit(authorize).query)
     assert query["client_id"] == ["1234.5678"]
     assert set(query["scope"][0].split(",")) >= {"commands", "chat:write", "users:read.email"}
     assert query["redirect_uri"] == [genie.url + "/slack/oauth_redirect"]
-    done = await genie.http.get(f"/slack/oauth_redirect?code={code}&state={query['state'][0]}",
-                                headers={"Cookie": f"slack-app-oauth-state={cookie}"})
+    done = await genie.http.get(
+        f"/slack/oauth_redirect?code={code}&state={query['state'][0]}",
+        headers={"Cookie": f"slack-app-oauth-state={cookie}"},
+    )
     assert done.status_code == 200, done.text
     return token
 
@@ -51,8 +54,12 @@ async def test_oauth_settings_are_validated():
         Settings.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_SIGNING_SECRET": "s" * 20})
     with pytest.raises(ConfigError, match="^SLACK_SIGNING_SECRET"):
         Settings.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "c" * 20})
-    assert Settings.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "c" * 20,
-                              "SLACK_SIGNING_SECRET": "s" * 20}).slack_mode == "oauth"
+    assert (
+        Settings.from_env(
+            {"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "c" * 20, "SLACK_SIGNING_SECRET": "s" * 20}
+        ).slack_mode
+        == "oauth"
+    )
 
 
 async def test_install_then_connect_and_link_in_that_workspace_with_its_own_token(genie):
@@ -69,15 +76,19 @@ async def test_install_then_connect_and_link_in_that_workspace_with_its_own_toke
     genie.fake.grant("code-gamma", "T0GAMMA", team_name="Gamma")
     start = await genie.http.get("/slack/install")
     cookie = re.search(r"slack-app-oauth-state=([^;]+)", start.headers["set-cookie"]).group(1)
-    authorize = start.headers.get("location") or re.search(r'href="(https://slack.com/oauth/v2/authorize[^"]+)"',
-                                                            start.text).group(1).replace("&amp;", "&")
+    authorize = start.headers.get("location") or re.search(
+        r'href="(https://slack.com/oauth/v2/authorize[^"]+)"', start.text
+    ).group(1).replace("&amp;", "&")
     state = parse_qs(urlsplit(authorize).query)["state"][0]
     token = genie.fake.grant("code-beta-again", "T0BETA", team_name="Beta")  # a reinstall: Beta's token now
-    used = await genie.http.get(f"/slack/oauth_redirect?code=code-beta-again&state={state}",
-                                headers={"Cookie": f"slack-app-oauth-state={cookie}"})
+    used = await genie.http.get(
+        f"/slack/oauth_redirect?code=code-beta-again&state={state}",
+        headers={"Cookie": f"slack-app-oauth-state={cookie}"},
+    )
     assert used.status_code == 200
-    again = await genie.http.get(f"/slack/oauth_redirect?code=code-gamma&state={state}",
-                                 headers={"Cookie": f"slack-app-oauth-state={cookie}"})
+    again = await genie.http.get(
+        f"/slack/oauth_redirect?code=code-gamma&state={state}", headers={"Cookie": f"slack-app-oauth-state={cookie}"}
+    )
     assert again.status_code == 401  # Bolt: the state was consumed
     assert "code-gamma" not in [c.args.get("code") for c in genie.fake.calls("oauth.v2.access")]
     assert await genie.rows("SELECT DISTINCT team_id FROM slack_bots") == [("T0BETA",)]
@@ -116,6 +127,7 @@ async def test_an_uninstalled_workspace_is_forgotten(genie):
 
     async def failed():
         return await genie.scalar("SELECT last_error FROM outbox WHERE failed_at IS NOT NULL")
+
     assert "not installed in workspace T0BETA" in await eventually(failed)
     assert genie.fake.calls("chat.postMessage") == []
     # A request from that workspace is no longer served.
@@ -135,7 +147,8 @@ async def test_enterprise_grid_org_wide_install_serves_every_workspace_of_the_or
     url = connect_url(response)
     assert url.startswith(genie.url + "/link/")
     assert await genie.rows("SELECT workspace_id, slack_team_id, enterprise_id FROM link_request") == [
-        ("E0ORG", "T0GRIDWS", "E0ORG")]
+        ("E0ORG", "T0GRIDWS", "E0ORG")
+    ]
     users_info = await genie.fake.wait_for("users.info")
     assert users_info[-1].token == token
 
@@ -155,8 +168,9 @@ async def test_a_workspace_that_never_installed_is_not_served(genie):
 async def test_workspace_list_shows_installations_and_admins_see_settings_on_home(genie, tmp_path):
     import asyncio
     import json
-    import sys
+
     from bot.services import access
+
     await _install(genie, "code-beta", "T0BETA", team_name="Beta")
     async with genie.sessionmaker.begin() as s:
         await access.set_workspace_setting(s, "T0BETA", "allow_anonymous_actions", "true")
@@ -165,17 +179,24 @@ async def test_workspace_list_shows_installations_and_admins_see_settings_on_hom
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert [(r["workspace"], r["name"], r["settings"]) for r in rows] == [
-        ("T0BETA", "Beta", {"allow_anonymous_actions": "true"})]
+        ("T0BETA", "Beta", {"allow_anonymous_actions": "true"})
+    ]
 
     await genie.add_user("root@example.com", "Ada Admin", admin=True)
     async with genie.sessionmaker.begin() as s:
         # Slack vouches for it by the admin's own confirmed email: admin settings show on Home.
-        req = await slack_links.issue_link(s, slack_links.SlackIdentity("T0BETA", "U0BADMIN"), slack_links.SlackProfile(
-            email="root@example.com", email_confirmed=True), 600)
+        req = await slack_links.issue_link(
+            s,
+            slack_links.SlackIdentity("T0BETA", "U0BADMIN"),
+            slack_links.SlackProfile(email="root@example.com", email_confirmed=True),
+            600,
+        )
         await slack_links.redeem(s, req.nonce, await users.require_user(s, "root@example.com"), replace=True)
     await genie.slack.open_home(SlackUser("U0BADMIN", team_id="T0BETA"))
     home = (await genie.fake.wait_for("views.publish", user_id="U0BADMIN"))[-1]
     from tests.helpers import block_text
-    assert "Anonymous actions by people who haven't connected: *allowed* in this workspace" in \
-        block_text(home.args["view"]["blocks"])
+
+    assert "Anonymous actions by people who haven't connected: *allowed* in this workspace" in block_text(
+        home.args["view"]["blocks"]
+    )
     assert home.token.startswith("xoxb-T0BETA-")

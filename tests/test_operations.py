@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,8 +38,10 @@ async def _status(http: httpx.AsyncClient, path: str) -> tuple[int, str]:
 @pytest.mark.parametrize("where", ["postgresql", "sqlite"])
 async def test_readyz_is_503_while_the_database_cannot_be_reached(where, tmp_path):
     """A process whose database is not there is alive (``/healthz``) but not ready."""
-    url = {"postgresql": f"postgresql+asyncpg://genie@127.0.0.1:{free_port()}/genie",  # nothing listens there
-           "sqlite": f"sqlite+aiosqlite:///{tmp_path}/no-such-directory/genie.db"}[where]
+    url = {
+        "postgresql": f"postgresql+asyncpg://genie@127.0.0.1:{free_port()}/genie",  # nothing listens there
+        "sqlite": f"sqlite+aiosqlite:///{tmp_path}/no-such-directory/genie.db",
+    }[where]
     port = free_port()
     env = clean_env(DATABASE_URL=url, GENIE_SECRET_KEY=SECRET_KEY, GENIE_BASE_URL=f"http://127.0.0.1:{port}")
     server = GenieServer.start(env, port, cwd=tmp_path, args=("--no-migrate",))
@@ -63,7 +66,7 @@ class Cable:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def connect(self) -> "Cable":
+    async def connect(self) -> Cable:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
         self.listen_port = self._server.sockets[0].getsockname()[1]
         return self
@@ -136,8 +139,11 @@ async def _is(http: httpx.AsyncClient, path: str, status: int) -> str | None:
 async def _scrape(genie) -> tuple[dict[tuple[str, tuple], float], str]:
     response = await genie.http.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(response.text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
     return samples, response.text
 
 
@@ -147,17 +153,21 @@ def _delta(before: dict, after: dict, name: str, **labels: str) -> float:
 
 
 async def _outbox_drained(genie, count: int) -> bool:
-    return await genie.scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NOT NULL") >= count and \
-        await genie.scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL") == 0
+    return (
+        await genie.scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NOT NULL") >= count
+        and await genie.scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL") == 0
+    )
 
 
 async def test_metrics_count_requests_clicks_and_deliveries(genie):
     """Values are per process and cumulative, so the test compares two scrapes."""
     async with genie.sessionmaker.begin() as s:
         await teams.add_team(s, "Payments", "C0PAY")
-        for email, name, slack_id, member in [("alice@example.com", "Alice Smith", "U0ALICE", True),
-                                              ("bob@example.com", "Bob Jones", "U0BOB", True),
-                                              ("mallory@example.com", "Mallory Evil", "U0MALLORY", False)]:
+        for email, name, slack_id, member in [
+            ("alice@example.com", "Alice Smith", "U0ALICE", True),
+            ("bob@example.com", "Bob Jones", "U0BOB", True),
+            ("mallory@example.com", "Mallory Evil", "U0MALLORY", False),
+        ]:
             user = await users.add_user(s, email, name)
             if member:
                 await teams.add_member(s, "Payments", email)
@@ -173,8 +183,12 @@ async def test_metrics_count_requests_clicks_and_deliveries(genie):
 
     # A delivery: the alert's post.
     async with genie.sessionmaker.begin() as s:
-        alert, _ = await alerts.create_alert(s, await teams.require_team(s, "Payments"),
-                                             CreateAlert(message="Checkout error rate above 5%"), str(uuid.uuid4()))
+        alert, _ = await alerts.create_alert(
+            s,
+            await teams.require_team(s, "Payments"),
+            CreateAlert(message="Checkout error rate above 5%"),
+            str(uuid.uuid4()),
+        )
     genie.rt.wake_outbox()
     [post] = await genie.fake.wait_for("chat.postMessage", channel="C0PAY")
     await eventually(lambda: _outbox_drained(genie, 1))
@@ -183,8 +197,7 @@ async def test_metrics_count_requests_clicks_and_deliveries(genie):
 
     # Clicks: one acknowledgement applied, one too late, two refused, one forged.
     async def click(who: SlackUser, action_id: str, button_value: str) -> None:
-        response = await genie.slack.block_action(who, action_id, button_value, container="message",
-                                                  channel_id="C0PAY")
+        response = await genie.slack.block_action(who, action_id, button_value, container="message", channel_id="C0PAY")
         assert response.status_code == 200
 
     await click(ALICE, "alert_acknowledge", value)
@@ -197,9 +210,15 @@ async def test_metrics_count_requests_clicks_and_deliveries(genie):
 
     async def settled():  # the last click is counted after its ack; the gauges refresh every second
         after, body = await _scrape(genie)
-        done = _delta(before, after, "genie_gate_decisions_total", action="acknowledge", outcome="invalid",
-                      reason="bad_value") == 1 and after[("genie_outbox_depth", ())] == 0
+        done = (
+            _delta(
+                before, after, "genie_gate_decisions_total", action="acknowledge", outcome="invalid", reason="bad_value"
+            )
+            == 1
+            and after[("genie_outbox_depth", ())] == 0
+        )
         return (after, body) if done else None
+
     after, body = await eventually(settled, timeout=10)
 
     http = "genie_http_requests_total"
@@ -230,4 +249,3 @@ def test_every_metric_is_named_in_the_readme():
     assert len(names) >= 9
     missing = [name for name in names if f"`{name}" not in readme]
     assert not missing, f"README.md does not document {missing}"
-

@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -53,17 +53,23 @@ async def test_alertmanager_with_update_alerts_fire_change_resolve(api: Api, bas
     alias = hashlib.sha256(b'{}:{alertname="DiskFull"}').hexdigest()
 
     def create(summary: str, description: str) -> dict:
-        return {"alias": alias, "message": f"[FIRING:1] DiskFull ({summary})", "description": description,
-                "details": {"alertname": "DiskFull", "instance": "db-1", "severity": "page"},
-                "source": "http://alertmanager:9093/#/alerts?receiver=genie", "tags": ["db", "disk"],
-                "priority": "P2"}
+        return {
+            "alias": alias,
+            "message": f"[FIRING:1] DiskFull ({summary})",
+            "description": description,
+            "details": {"alertname": "DiskFull", "instance": "db-1", "severity": "page"},
+            "source": "http://alertmanager:9093/#/alerts?receiver=genie",
+            "tags": ["db", "disk"],
+            "priority": "P2",
+        }
 
     async def notify(summary: str, description: str) -> None:
         body = create(summary, description)
         envelope(await _send(api, "POST", f"{base}v2/alerts", body, headers), 202)
         for field in ("message", "description"):
-            response = await _send(api, "PUT", f"{base}v2/alerts/{alias}/{field}?identifierType=alias",
-                                   {field: body[field]}, headers)
+            response = await _send(
+                api, "PUT", f"{base}v2/alerts/{alias}/{field}?identifierType=alias", {field: body[field]}, headers
+            )
             assert envelope(response, 202)["result"] == "Request will be processed"
 
     await notify("disk 91% full", "db-1: / is 91% full")
@@ -71,22 +77,33 @@ async def test_alertmanager_with_update_alerts_fire_change_resolve(api: Api, bas
     assert "[P2]" in text and "DiskFull (disk 91% full)" in text and "db-1: / is 91% full" in seen
 
     await notify("disk 97% full", "db-1: / is 97% full")  # the same group, its summary changed
-    alert = envelope(await api.genie.http.get(f"{base}v2/alerts/{alias}?identifierType=alias", headers=headers),
-                     200)["data"]
+    alert = envelope(await api.genie.http.get(f"{base}v2/alerts/{alias}?identifierType=alias", headers=headers), 200)[
+        "data"
+    ]
     assert (alert["message"], alert["description"], alert["count"]) == (
-        "[FIRING:1] DiskFull (disk 97% full)", "db-1: / is 97% full", 2)
+        "[FIRING:1] DiskFull (disk 97% full)",
+        "db-1: / is 97% full",
+        2,
+    )
     text, seen = await _slack_message(api)
     assert "DiskFull (disk 97% full)" in text and "db-1: / is 97% full" in seen and "91%" not in seen
 
     # Unchanged summaries (every repeat_interval) change nothing and add nothing to the timeline.
     events = await api.genie.scalar("SELECT count(*) FROM alert_event")
     for field, value in (("message", alert["message"]), ("description", alert["description"])):
-        envelope(await _send(api, "PUT", f"{base}v2/alerts/{alias}/{field}/?identifierType=alias",
-                             {field: value}, headers), 202)
+        envelope(
+            await _send(api, "PUT", f"{base}v2/alerts/{alias}/{field}/?identifierType=alias", {field: value}, headers),
+            202,
+        )
     assert await api.genie.scalar("SELECT count(*) FROM alert_event") == events
 
-    response = await _send(api, "POST", f"{base}v2/alerts/{alias}/close?identifierType=alias",
-                           {"source": "http://alertmanager:9093/#/alerts?receiver=genie"}, headers)
+    response = await _send(
+        api,
+        "POST",
+        f"{base}v2/alerts/{alias}/close?identifierType=alias",
+        {"source": "http://alertmanager:9093/#/alerts?receiver=genie"},
+        headers,
+    )
     envelope(response, 202)
     text, seen = await _slack_message(api)
     assert "(closed)" in text and "Closed" in seen
@@ -99,22 +116,27 @@ async def test_grafana_contact_point_creates_and_auto_closes(api: Api, url: str)
     ``details.url``, ``og_priority`` as the priority, and closes ``{url}/{alias}/close``."""
     headers = {"Content-Type": "application/json", **_key(api)}
     alias = hashlib.sha256(b"grafana group key").hexdigest()
-    body = {"alias": alias, "message": "[FIRING:1] HighLatency checkout",
-            "description": "**Firing**\n\nValue: A=2.3\nLabels:\n - alertname = HighLatency",
-            "details": {"url": "http://grafana:3000/alerting/list", "alertname": "HighLatency", "og_priority": "P1"},
-            "source": "Grafana", "tags": ["alertname:HighLatency", "og_priority:P1", "team:payments"],
-            "priority": "P1", "responders": [{"name": "Payments", "type": "team"}]}
+    body = {
+        "alias": alias,
+        "message": "[FIRING:1] HighLatency checkout",
+        "description": "**Firing**\n\nValue: A=2.3\nLabels:\n - alertname = HighLatency",
+        "details": {"url": "http://grafana:3000/alerting/list", "alertname": "HighLatency", "og_priority": "P1"},
+        "source": "Grafana",
+        "tags": ["alertname:HighLatency", "og_priority:P1", "team:payments"],
+        "priority": "P1",
+        "responders": [{"name": "Payments", "type": "team"}],
+    }
     envelope(await _send(api, "POST", url, body, headers), 202)
     text, seen = await _slack_message(api)
     assert "[P1]" in text and "HighLatency checkout" in text and "alertname:HighLatency" in seen
 
-    listed = envelope(await api.genie.http.get(f"{url}/", params={"query": "tag:team:payments status:open"},
-                                               headers=headers), 200)["data"]
+    listed = envelope(
+        await api.genie.http.get(f"{url}/", params={"query": "tag:team:payments status:open"}, headers=headers), 200
+    )["data"]
     assert [a["alias"] for a in listed] == [alias]
     assert listed[0]["responders"][0] == {"type": "team", "id": listed[0]["ownerTeamId"], "name": "Payments"}
 
-    envelope(await _send(api, "POST", f"{url}/{alias}/close?identifierType=alias", {"source": "Grafana"}, headers),
-             202)
+    envelope(await _send(api, "POST", f"{url}/{alias}/close?identifierType=alias", {"source": "Grafana"}, headers), 202)
     text, _ = await _slack_message(api)
     assert "(closed)" in text
 
@@ -134,21 +156,30 @@ async def test_zabbix_media_type_problem_ack_note_recovery(api: Api):
         status = await api.genie.http.get(f"{api_url}requests/{answer['requestId']}", headers=headers)
         return envelope(status, 200)["data"]
 
-    problem = {"message": "Problem: High CPU on web-1", "alias": "4711", "description": "Problem started at 10:00",
-               "priority": "P2", "source": "Zabbix",
-               "details": {"Zabbix server": "http://zabbix/", "Problem": "http://zabbix/tr_events.php?eventid=4711"},
-               "responders": [{"type": "team", "name": "Payments"}], "tags": ["service:web", "scope:performance"]}
+    problem = {
+        "message": "Problem: High CPU on web-1",
+        "alias": "4711",
+        "description": "Problem started at 10:00",
+        "priority": "P2",
+        "source": "Zabbix",
+        "details": {"Zabbix server": "http://zabbix/", "Problem": "http://zabbix/tr_events.php?eventid=4711"},
+        "responders": [{"type": "team", "name": "Payments"}],
+        "tags": ["service:web", "scope:performance"],
+    }
     created = await request_and_poll("post", "", problem)
     assert created["success"] is True and created["alertId"]  # Zabbix keeps it as the issue key
 
-    acked = await request_and_poll("post", "4711/acknowledge?identifierType=alias",
-                                   {"user": "Zabbix Admin", "note": "Looking"})
+    acked = await request_and_poll(
+        "post", "4711/acknowledge?identifierType=alias", {"user": "Zabbix Admin", "note": "Looking"}
+    )
     assert acked["success"] is True
-    noted = await request_and_poll("post", "4711/notes?identifierType=alias", {"user": "Zabbix Admin",
-                                                                                "note": "Restarted nginx"})
+    noted = await request_and_poll(
+        "post", "4711/notes?identifierType=alias", {"user": "Zabbix Admin", "note": "Restarted nginx"}
+    )
     assert noted["success"] is True
-    unacked = await request_and_poll("post", "4711/unacknowledge?identifierType=alias", {"user": "Zabbix Admin",
-                                                                                          "note": "Not mine"})
+    unacked = await request_and_poll(
+        "post", "4711/unacknowledge?identifierType=alias", {"user": "Zabbix Admin", "note": "Not mine"}
+    )
     assert unacked["success"] is True
     closed = await request_and_poll("post", "4711/close?identifierType=alias", {"user": "", "note": "Resolved"})
     assert closed["success"] is True
@@ -167,17 +198,33 @@ async def test_every_route_answers_with_and_without_a_trailing_slash(api: Api):
     uid = (await api.create(alias="slashes"))["alertId"]
     for prefix in ("", "/jsm/ops/integration"):
         for slash in ("", "/"):
-            assert envelope(await api.genie.http.get(f"{prefix}/v2/alerts{slash}", params={"query": "status:open"},
-                                                     headers=headers), 200)["data"][0]["id"] == uid
-            assert envelope(await api.genie.http.get(f"{prefix}/v2/alerts/count{slash}", headers=headers),
-                            200)["data"] == {"count": 1}
-            assert envelope(await api.genie.http.get(f"{prefix}/v2/alerts/{uid}{slash}", headers=headers),
-                            200)["data"]["id"] == uid
+            assert (
+                envelope(
+                    await api.genie.http.get(
+                        f"{prefix}/v2/alerts{slash}", params={"query": "status:open"}, headers=headers
+                    ),
+                    200,
+                )["data"][0]["id"]
+                == uid
+            )
+            assert envelope(await api.genie.http.get(f"{prefix}/v2/alerts/count{slash}", headers=headers), 200)[
+                "data"
+            ] == {"count": 1}
+            assert (
+                envelope(await api.genie.http.get(f"{prefix}/v2/alerts/{uid}{slash}", headers=headers), 200)["data"][
+                    "id"
+                ]
+                == uid
+            )
             for what in ("notes", "logs", "recipients"):
                 envelope(await api.genie.http.get(f"{prefix}/v2/alerts/{uid}/{what}{slash}", headers=headers), 200)
             for action in ("acknowledge", "unacknowledge"):
-                envelope(await api.genie.http.post(f"{prefix}/v2/alerts/slashes/{action}{slash}?identifierType=alias",
-                                                   json={}, headers=headers), 202)
+                envelope(
+                    await api.genie.http.post(
+                        f"{prefix}/v2/alerts/slashes/{action}{slash}?identifierType=alias", json={}, headers=headers
+                    ),
+                    202,
+                )
     # Never a redirect (clients drop Authorization on one); unknown paths are OpsGenie-style 404s.
     response = await api.genie.http.get("/v2/alerts/saved-searches/", headers=headers)
     assert envelope(response, 404)["message"].startswith("Genie does not implement")
@@ -207,7 +254,7 @@ async def test_updates_tags_details_responders_snooze_and_custom_actions(api: Ap
     await api.act(ident, "teams", {"team": {"name": "Search"}})
     status = await api.act(ident, "responders", {"responder": {"type": "user", "username": "bob@example.com"}})
     assert (status["action"], status["isSuccess"]) == ("AddResponder", True)
-    end = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(microsecond=0)
+    end = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
     status = await api.act(ident, "snooze", {"endTime": end.isoformat().replace("+00:00", "Z")})
     assert (status["action"], status["status"]) == ("Snooze", "Snoozed alert")
     status = await api.act(ident, "actions/Restart", {"user": "Alice", "note": "via runbook"})
@@ -216,13 +263,19 @@ async def test_updates_tags_details_responders_snooze_and_custom_actions(api: Ap
     shown = await api.get(ident)
     search_id = await api.genie.scalar("SELECT id FROM team WHERE name = 'Search'")
     bob_id = await api.genie.scalar("SELECT id FROM \"user\" WHERE email = 'bob@example.com'")
-    assert (shown["message"], shown["description"], shown["priority"]) == ("Disk 99% full on db-1", "Growing 1%/min",
-                                                                            "P1")
+    assert (shown["message"], shown["description"], shown["priority"]) == (
+        "Disk 99% full on db-1",
+        "Growing 1%/min",
+        "P1",
+    )
     assert shown["tags"] == ["disk", "sev1"] and shown["details"] == {"runbook": "https://wiki/disk"}
-    assert shown["responders"][1:] == [{"type": "team", "id": str(search_id), "name": "Search"},
-                                       {"type": "user", "id": str(bob_id), "username": "bob@example.com"}]
+    assert shown["responders"][1:] == [
+        {"type": "team", "id": str(search_id), "name": "Search"},
+        {"type": "user", "id": str(bob_id), "username": "bob@example.com"},
+    ]
     assert shown["snoozed"] is True and shown["snoozedUntil"] == end.isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+        "+00:00", "Z"
+    )
     logs = envelope(await api.call("GET", f"/v2/alerts/{ident}/logs", params={"order": "asc"}), 200)["data"]
     assert any("custom action 'Restart'" in entry["log"] for entry in logs)
     assert any(entry["log"].startswith("Alert snoozed by") for entry in logs)
@@ -247,7 +300,7 @@ async def test_updates_tags_details_responders_snooze_and_custom_actions(api: Ap
 async def test_delete_removes_the_alert_and_says_so_in_slack(api: Api):
     status = await api.create(alias="gone", message="Short-lived")
     await _slack_message(api)
-    response = await api.call("DELETE", f"/v2/alerts/gone", params={"identifierType": "alias", "user": "Alice"})
+    response = await api.call("DELETE", "/v2/alerts/gone", params={"identifierType": "alias", "user": "Alice"})
     request_id = envelope(response, 202)["requestId"]
     assert (await api.status(request_id))["status"] == "Deleted alert"
     envelope(await api.call("GET", f"/v2/alerts/{status['alertId']}"), 404)
@@ -263,13 +316,23 @@ async def test_another_teams_key_cannot_change_or_delete(api: Api):
     await outbox_idle(api.genie)  # its post in Slack (which records the message's ts) is not this test's
     before = await api.genie.rows("SELECT * FROM alert")
     events = await api.genie.scalar("SELECT count(*) FROM alert_event")
-    calls = [("PUT", "message", {"message": "pwned"}), ("PUT", "priority", {"priority": "P5"}),
-             ("PUT", "description", {"description": "x"}), ("POST", "tags", {"tags": ["x"]}),
-             ("POST", "details", {"details": {"x": "y"}}), ("POST", "unacknowledge", {}),
-             ("POST", "snooze", {"endTime": "2099-01-01T00:00:00Z"}), ("POST", "teams", {"team": {"name": "Search"}}),
-             ("POST", "responders", {"responder": {"type": "team", "name": "Search"}}),
-             ("POST", "actions/Restart", {}), ("POST", "escalate", {}), ("GET", "recipients", None),
-             ("DELETE", "tags?tags=db", None), ("DELETE", "details?keys=a", None), ("DELETE", "", None)]
+    calls = [
+        ("PUT", "message", {"message": "pwned"}),
+        ("PUT", "priority", {"priority": "P5"}),
+        ("PUT", "description", {"description": "x"}),
+        ("POST", "tags", {"tags": ["x"]}),
+        ("POST", "details", {"details": {"x": "y"}}),
+        ("POST", "unacknowledge", {}),
+        ("POST", "snooze", {"endTime": "2099-01-01T00:00:00Z"}),
+        ("POST", "teams", {"team": {"name": "Search"}}),
+        ("POST", "responders", {"responder": {"type": "team", "name": "Search"}}),
+        ("POST", "actions/Restart", {}),
+        ("POST", "escalate", {}),
+        ("GET", "recipients", None),
+        ("DELETE", "tags?tags=db", None),
+        ("DELETE", "details?keys=a", None),
+        ("DELETE", "", None),
+    ]
     for method, what, body in calls:
         path = f"/v2/alerts/{uid}" + (f"/{what}" if what else "")
         kw = {"json": body} if body is not None else {}
@@ -316,10 +379,19 @@ async def test_opsgenie_python_sdk_every_alert_call_genie_serves(api: Api):
 
     def run() -> dict:
         seen: dict = {}
-        created = alerts.create_alert(opsgenie_sdk.CreateAlertPayload(
-            message="SDK alert", alias="sdk-1", description="made by opsgenie-sdk", tags=["sdk"],
-            details={"k": "v"}, priority="P2", source="sdk", user="Script",
-            responders=[{"type": "team", "name": "Payments"}]))
+        created = alerts.create_alert(
+            opsgenie_sdk.CreateAlertPayload(
+                message="SDK alert",
+                alias="sdk-1",
+                description="made by opsgenie-sdk",
+                tags=["sdk"],
+                details={"k": "v"},
+                priority="P2",
+                source="sdk",
+                user="Script",
+                responders=[{"type": "team", "name": "Payments"}],
+            )
+        )
         status = alerts.get_request_status(created.request_id).data
         assert status.is_success and status.action == "Create" and status.alert_id
         uid = seen["uid"] = status.alert_id
@@ -338,12 +410,18 @@ async def test_opsgenie_python_sdk_every_alert_call_genie_serves(api: Api):
         assert [a.id for a in listed.data] == [uid]
         assert alerts.count_alerts(query="status:open").data.count == 1
 
-        ok(alerts.acknowledge_alert(uid, acknowledge_alert_payload=opsgenie_sdk.AcknowledgeAlertPayload(
-            user="Script", note="ack")))
+        ok(
+            alerts.acknowledge_alert(
+                uid, acknowledge_alert_payload=opsgenie_sdk.AcknowledgeAlertPayload(user="Script", note="ack")
+            )
+        )
         ok(alerts.un_acknowledge_alert(uid, un_acknowledge_alert_payload=opsgenie_sdk.UnAcknowledgeAlertPayload()))
         ok(alerts.assign_alert(uid, opsgenie_sdk.AssignAlertPayload(owner={"username": "bob@example.com"})))
-        ok(alerts.add_responder(uid, opsgenie_sdk.AddResponderToAlertPayload(
-            responder={"type": "user", "id": str(bob_id)})))
+        ok(
+            alerts.add_responder(
+                uid, opsgenie_sdk.AddResponderToAlertPayload(responder={"type": "user", "id": str(bob_id)})
+            )
+        )
         ok(alerts.add_team(uid, opsgenie_sdk.AddTeamToAlertPayload(team={"name": "Search"})))
         ok(alerts.add_tags(uid, opsgenie_sdk.AddTagsToAlertPayload(tags=["more"])))
         ok(alerts.remove_tags(uid, tags=["sdk"]))
@@ -352,11 +430,15 @@ async def test_opsgenie_python_sdk_every_alert_call_genie_serves(api: Api):
         ok(alerts.update_alert_message(uid, opsgenie_sdk.UpdateAlertMessagePayload(message="SDK alert v2")))
         ok(alerts.update_alert_description(uid, opsgenie_sdk.UpdateAlertDescriptionPayload(description="d2")))
         ok(alerts.update_alert_priority(uid, opsgenie_sdk.UpdateAlertPriorityPayload(priority="P4")))
-        ok(alerts.snooze_alert(uid, opsgenie_sdk.SnoozeAlertPayload(
-            end_time=datetime.now(timezone.utc) + timedelta(hours=1))))
+        ok(alerts.snooze_alert(uid, opsgenie_sdk.SnoozeAlertPayload(end_time=datetime.now(UTC) + timedelta(hours=1))))
         ok(alerts.add_note(uid, opsgenie_sdk.AddNoteToAlertPayload(note="a note", user="Script")))
-        ok(alerts.execute_custom_alert_action(uid, "Restart", execute_custom_alert_action_payload=(
-            opsgenie_sdk.ExecuteCustomAlertActionPayload(note="restarting"))))
+        ok(
+            alerts.execute_custom_alert_action(
+                uid,
+                "Restart",
+                execute_custom_alert_action_payload=(opsgenie_sdk.ExecuteCustomAlertActionPayload(note="restarting")),
+            )
+        )
         try:
             alerts.escalate_alert(uid, opsgenie_sdk.EscalateAlertToNextPayload(escalation={"name": "Default"}))
             raise AssertionError("escalate was accepted")
@@ -364,11 +446,18 @@ async def test_opsgenie_python_sdk_every_alert_call_genie_serves(api: Api):
             assert err.status == 422 and "escalation" in json.loads(err.body)["message"]
 
         got = alerts.get_alert(uid).data
-        assert (got.message, got.description, got.priority, got.owner) == ("SDK alert v2", "d2", "P4", "bob@example.com")
+        assert (got.message, got.description, got.priority, got.owner) == (
+            "SDK alert v2",
+            "d2",
+            "P4",
+            "bob@example.com",
+        )
         assert got.tags == ["more"] and got.details == {"x": "1"} and got.snoozed is True
         assert [(r.type, r.id) for r in got.responders][1:] == [("user", str(bob_id)), ("team", got.responders[2].id)]
         notes = alerts.list_notes(uid, limit=10).data
-        assert [n.note for n in notes] == ["restarting", "a note", "ack"] and all(isinstance(n.created_at, datetime) for n in notes)
+        assert [n.note for n in notes] == ["restarting", "a note", "ack"] and all(
+            isinstance(n.created_at, datetime) for n in notes
+        )
         logs = alerts.list_logs(uid, limit=100, order="asc").data
         assert logs[0].log.startswith("Alert created by Script") and isinstance(logs[0].created_at, datetime)
         recipients = alerts.list_recipients(uid).data
@@ -420,23 +509,33 @@ receivers:
         priority: P2
 """)
     process = await asyncio.create_subprocess_exec(
-        ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        ALERTMANAGER,
+        f"--config.file={config}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     am = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:
+
         async def ready() -> bool:
             try:
                 return (await am.get("/-/ready")).status_code == 200
             except httpx.TransportError:
                 return False
+
         await eventually(ready, timeout=20)
 
         async def fire(summary: str, resolved: bool = False) -> None:
-            now = datetime.now(timezone.utc)
-            alert = {"labels": {"alertname": "DiskFull", "instance": "db-1"},
-                     "annotations": {"summary": summary, "description": f"db-1: {summary}"},
-                     "startsAt": (now - timedelta(minutes=1)).isoformat()}
+            now = datetime.now(UTC)
+            alert = {
+                "labels": {"alertname": "DiskFull", "instance": "db-1"},
+                "annotations": {"summary": summary, "description": f"db-1: {summary}"},
+                "startsAt": (now - timedelta(minutes=1)).isoformat(),
+            }
             if resolved:
                 alert["endsAt"] = now.isoformat()
             (await am.post("/api/v2/alerts", json=[alert])).raise_for_status()
@@ -446,12 +545,12 @@ receivers:
             return rows[0] if rows else None
 
         await fire("Disk 91% full")
-        assert await eventually(alert_in_genie, timeout=20) == ("Disk 91% full", "db-1: Disk 91% full", "open",
-                                                                "P2")
+        assert await eventually(alert_in_genie, timeout=20) == ("Disk 91% full", "db-1: Disk 91% full", "open", "P2")
         await fire("Disk 97% full")
 
         async def changed() -> bool:
             return (await alert_in_genie())[:2] == ("Disk 97% full", "db-1: Disk 97% full")
+
         await eventually(changed, timeout=20)
         await outbox_idle(api.genie)
         text, seen = await _slack_message(api)
@@ -461,6 +560,7 @@ receivers:
 
         async def closed() -> bool:
             return (await alert_in_genie())[2] == "closed"
+
         await eventually(closed, timeout=20)
         text, _ = await _slack_message(api)
         assert "(closed)" in text
@@ -478,22 +578,30 @@ async def test_new_routes_refuse_bad_input_and_change_nothing(api: Api):
     await outbox_idle(api.genie)
     tables = ("alert", "alert_event", "outbox", "api_request")
     before = {t: await api.genie.rows(f"SELECT * FROM {t}") for t in tables}
-    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
-    too_far = (datetime.now(timezone.utc) + timedelta(days=400)).isoformat()
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    too_far = (datetime.now(UTC) + timedelta(days=400)).isoformat()
     refusals = [
-        ("POST", "snooze", {"endTime": past}, "endTime"), ("POST", "snooze", {"endTime": too_far}, "endTime"),
-        ("POST", "snooze", {"endTime": "tomorrow"}, "endTime"), ("POST", "snooze", {}, "endTime"),
+        ("POST", "snooze", {"endTime": past}, "endTime"),
+        ("POST", "snooze", {"endTime": too_far}, "endTime"),
+        ("POST", "snooze", {"endTime": "tomorrow"}, "endTime"),
+        ("POST", "snooze", {}, "endTime"),
         ("POST", "tags", {"tags": [f"t{i}" for i in range(1, 21)]}, "tags"),  # 21 in all
-        ("POST", "tags", {"tags": ["x" * 51]}, "tags"), ("POST", "tags", {"tags": []}, "tags"),
-        ("POST", "details", {"details": {"k": "v" * 8000}}, "details"), ("POST", "details", {"details": "x"}, "details"),
-        ("POST", "teams", {"team": {"name": "Nope"}}, "team"), ("POST", "teams", {"team": "Search"}, "team"),
+        ("POST", "tags", {"tags": ["x" * 51]}, "tags"),
+        ("POST", "tags", {"tags": []}, "tags"),
+        ("POST", "details", {"details": {"k": "v" * 8000}}, "details"),
+        ("POST", "details", {"details": "x"}, "details"),
+        ("POST", "teams", {"team": {"name": "Nope"}}, "team"),
+        ("POST", "teams", {"team": "Search"}, "team"),
         ("POST", "responders", {"responder": {"type": "user", "username": "nobody@example.com"}}, "responder"),
         ("POST", "responders", {"responder": {"type": "escalation", "name": "x"}}, "responder"),
         ("POST", "actions/" + "x" * 101, {}, "action"),
-        ("PUT", "message", {"message": "m" * 131}, "message"), ("PUT", "message", {"message": 5}, "message"),
+        ("PUT", "message", {"message": "m" * 131}, "message"),
+        ("PUT", "message", {"message": 5}, "message"),
         ("PUT", "description", {"description": "d" * 15001}, "description"),
-        ("PUT", "priority", {"priority": "p1"}, "priority"), ("PUT", "priority", {}, "priority"),
-        ("DELETE", "tags", None, "tags"), ("DELETE", "details?keys=,,", None, "keys"),
+        ("PUT", "priority", {"priority": "p1"}, "priority"),
+        ("PUT", "priority", {}, "priority"),
+        ("DELETE", "tags", None, "tags"),
+        ("DELETE", "details?keys=,,", None, "keys"),
     ]
     for method, what, body, field in refusals:
         kw = {"json": body} if body is not None else {}

@@ -17,17 +17,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot import metrics
-from bot.slack.render import alert_view
 from bot.blocks.alerts import alert_message
 from bot.config import ConfigError, Settings
 from bot.services import alerts, teams
 from bot.services.alerts import Actor, CreateAlert
+from bot.slack.render import alert_view
 from storage.models import Alert
 from storage.session import make_engine, make_sessionmaker
 from tests.conftest import SECRET_KEY, SIGNING_SECRET, eventually
 from tests.fake_slack import FakeSlack
 from tests.helpers import block_text, buttons
 from tests.processes import GenieServer, clean_env, free_port
+
 
 # --- helpers -----------------------------------------------------------------------------------
 async def add_team(sessionmaker, name: str, channel: str) -> None:
@@ -39,8 +40,9 @@ async def fire(sessionmaker, team: str, message: str, rt=None, **fields) -> int:
     """Create an alert as the API does (one committed transaction); wake the worker if local."""
     async with sessionmaker.begin() as session:
         owner = await teams.require_team(session, team)
-        alert, created = await alerts.create_alert(session, owner, CreateAlert(message=message, **fields),
-                                                   request_id=str(uuid4()))
+        alert, created = await alerts.create_alert(
+            session, owner, CreateAlert(message=message, **fields), request_id=str(uuid4())
+        )
     assert created
     if rt is not None:
         rt.wake_outbox()
@@ -58,8 +60,11 @@ def posts_of(fake: FakeSlack, alert_id: int):
 
 async def outbox_rows(sessionmaker, alert_id: int | None = None) -> list:
     from sqlalchemy import text
-    sql = ("SELECT id, kind, channel, alert_id, attempts, delivered_at, failed_at, last_error, first_attempt_at "
-           "FROM outbox" + (" WHERE alert_id = :a" if alert_id is not None else "") + " ORDER BY id")
+
+    sql = (
+        "SELECT id, kind, channel, alert_id, attempts, delivered_at, failed_at, last_error, first_attempt_at "
+        "FROM outbox" + (" WHERE alert_id = :a" if alert_id is not None else "") + " ORDER BY id"
+    )
     async with sessionmaker() as session:
         return list((await session.execute(text(sql), {"a": alert_id})).all())
 
@@ -76,8 +81,16 @@ def sample(name: str, **labels: str) -> float:
 # --- the message -------------------------------------------------------------------------------
 async def test_post_shows_the_alert_carries_metadata_and_is_recorded(genie):
     await add_team(genie.sessionmaker, "Payments", "C0PAY")
-    alert_id = await fire(genie.sessionmaker, "Payments", "Checkout error rate above 5%", genie.rt, priority="P1",
-                          description="Payments API returns 502s", tags=["checkout"], details={"region": "eu-west-1"})
+    alert_id = await fire(
+        genie.sessionmaker,
+        "Payments",
+        "Checkout error rate above 5%",
+        genie.rt,
+        priority="P1",
+        description="Payments API returns 502s",
+        tags=["checkout"],
+        details={"region": "eu-west-1"},
+    )
     post = (await genie.fake.wait_for("chat.postMessage", channel="C0PAY"))[0].args
     [row] = await eventually(lambda: delivered(genie.sessionmaker, alert_id))
 
@@ -88,8 +101,10 @@ async def test_post_shows_the_alert_carries_metadata_and_is_recorded(genie):
     assert f"<{genie.url}/alerts/{alert_id}|Open in Genie>" in str(post["blocks"])  # the alert's web page
     assert "Checkout error rate above 5%" in block_text(post["blocks"])
     assert set(buttons(post["blocks"])) == {"alert_acknowledge", "alert_close"}
-    assert post["metadata"] == {"event_type": "genie_alert",
-                                "event_payload": {"alert_id": alert_id, "outbox_id": row.id}}
+    assert post["metadata"] == {
+        "event_type": "genie_alert",
+        "event_payload": {"alert_id": alert_id, "outbox_id": row.id},
+    }
     [shown] = genie.fake.messages("C0PAY")
     assert (alert.slack_channel, alert.slack_ts) == ("C0PAY", shown["ts"])
     assert row.attempts == 1 and row.failed_at is None
@@ -129,13 +144,14 @@ async def test_updates_queued_behind_a_delivery_go_out_as_one_update_of_the_late
     async def first_update_claimed():
         rows = await outbox_rows(genie.sessionmaker, alert_id)
         return len(rows) == 2 and rows[1].attempts == 1 and rows[1].delivered_at is None
+
     await eventually(first_update_claimed)
     for _ in range(2):  # the same alias again while it is open: de-duplicated, count goes up
         async with genie.sessionmaker.begin() as session:
             owner = await teams.require_team(session, "Payments")
-            again, created = await alerts.create_alert(session, owner, CreateAlert(message="Queue backing up",
-                                                                                   alias="queue-depth"),
-                                                       request_id=str(uuid4()))
+            again, created = await alerts.create_alert(
+                session, owner, CreateAlert(message="Queue backing up", alias="queue-depth"), request_id=str(uuid4())
+            )
         assert (again.id, created) == (alert_id, False)
         genie.rt.wake_outbox()
     async with genie.sessionmaker.begin() as session:
@@ -223,8 +239,9 @@ async def test_a_rate_limited_head_holds_its_channel_and_no_other(genie):
 
     await genie.fake.wait_for("chat.postMessage", channel="C0OPS")
     assert time.monotonic() - limited_at < 1.5, "another channel must not wait for C0PAY's rate limit"
-    assert [c for c in genie.fake.calls("chat.postMessage") if c.args["channel"] == "C0PAY"] \
-        and genie.fake.messages("C0PAY") == []  # C0PAY still waits: #2 and #3 did not jump the queue
+    assert [c for c in genie.fake.calls("chat.postMessage") if c.args["channel"] == "C0PAY"] and genie.fake.messages(
+        "C0PAY"
+    ) == []  # C0PAY still waits: #2 and #3 did not jump the queue
 
     await eventually(lambda: delivered(genie.sessionmaker, count=4), timeout=10)
     assert [alert_of(m) for m in genie.fake.messages("C0PAY")] == [first, second, third]
@@ -273,8 +290,11 @@ async def _metrics(genie) -> dict[tuple[str, tuple], float]:
     response = await genie.http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
 
 
 async def test_metrics_show_depth_age_and_deliveries(genie):
@@ -287,12 +307,14 @@ async def test_metrics_show_depth_age_and_deliveries(genie):
     async def waiting():
         seen = await _metrics(genie)
         return seen if seen[("genie_outbox_depth", ())] == 2 else None
+
     seen = await eventually(waiting, timeout=3)
     assert seen[("genie_outbox_oldest_pending_age_seconds", ())] > 0
 
     async def drained():
         seen = await _metrics(genie)
         return seen if seen[("genie_outbox_depth", ())] == 0 else None
+
     seen = await eventually(drained, timeout=10)
     assert seen[("genie_outbox_delivered_total", (("kind", "alert.post"),))] == before + 2
     assert seen[("genie_outbox_oldest_pending_age_seconds", ())] == 0
@@ -325,9 +347,15 @@ def serve(tmp_path: Path, db_url: str, fake_slack: FakeSlack):
 
     async def start() -> GenieServer:
         port = free_port()
-        env = clean_env(DATABASE_URL=db_url, GENIE_SECRET_KEY=SECRET_KEY, SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                        SLACK_BOT_TOKEN="xoxb-test-token", SLACK_API_URL=fake_slack.api_url,
-                        GENIE_BASE_URL=f"http://127.0.0.1:{port}", GENIE_OUTBOX_LEASE_SECONDS="2")
+        env = clean_env(
+            DATABASE_URL=db_url,
+            GENIE_SECRET_KEY=SECRET_KEY,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_BOT_TOKEN="xoxb-test-token",
+            SLACK_API_URL=fake_slack.api_url,
+            GENIE_BASE_URL=f"http://127.0.0.1:{port}",
+            GENIE_OUTBOX_LEASE_SECONDS="2",
+        )
         served = GenieServer.start(env, port, cwd=tmp_path, log_path=tmp_path / f"serve-{len(started)}.log")
         started.append(served)
         await served.wait_healthy()
@@ -401,27 +429,42 @@ async def test_intents_are_drawn_at_delivery_and_rows_queued_before_them_still_d
     from bot.ids import Intent
     from bot.services import outbox
 
-    assigned = dict(alert_id=7, message="<!channel> disk & *full*", priority="P1", team="Ops", channel="C0OPS",
-                    by="Alice", by_slack=None)
+    assigned = dict(
+        alert_id=7,
+        message="<!channel> disk & *full*",
+        priority="P1",
+        team="Ops",
+        channel="C0OPS",
+        by="Alice",
+        by_slack=None,
+    )
     async with genie.sessionmaker.begin() as session:
         await outbox.enqueue(session, "D0NEW", outbox.MESSAGE, payload=outbox.intent(Intent.ASSIGNED, **assigned))
         await outbox.enqueue(session, "D0OLD", outbox.MESSAGE, payload={"render": "assigned", "values": assigned})
-        await outbox.enqueue(session, "D0TEXT", outbox.MESSAGE, payload={
-            "text": "You're connected as a@example.com in Genie.",
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "composed in advance"}}]})
+        await outbox.enqueue(
+            session,
+            "D0TEXT",
+            outbox.MESSAGE,
+            payload={
+                "text": "You're connected as a@example.com in Genie.",
+                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "composed in advance"}}],
+            },
+        )
         await outbox.enqueue(session, "D0ODD", outbox.MESSAGE, payload={"intent": "no.such", "values": {}})
     genie.rt.wake_outbox()
 
     [new] = await genie.fake.wait_for("chat.postMessage", channel="D0NEW")
-    assert new.args["text"] == ("You were assigned alert #7: &lt;!channel&gt; disk &amp; *full* (P1 · Ops) by Alice. "
-                                "It is in <#C0OPS>.")
+    assert new.args["text"] == (
+        "You were assigned alert #7: &lt;!channel&gt; disk &amp; *full* (P1 · Ops) by Alice. It is in <#C0OPS>."
+    )
     [old] = await genie.fake.wait_for("chat.postMessage", channel="D0OLD")
     assert (old.args["text"], old.args["blocks"]) == (new.args["text"], new.args["blocks"])
     [text] = await genie.fake.wait_for("chat.postMessage", channel="D0TEXT")
     assert text.args["text"] == "You're connected as a@example.com in Genie."
     assert block_text(text.args["blocks"]) == "composed in advance"
-    error = await eventually(lambda: genie.scalar("SELECT last_error FROM outbox WHERE channel = 'D0ODD' "
-                                                  "AND failed_at IS NOT NULL"))
+    error = await eventually(
+        lambda: genie.scalar("SELECT last_error FROM outbox WHERE channel = 'D0ODD' AND failed_at IS NOT NULL")
+    )
     assert "a message Genie cannot draw ('no.such')" in error
     assert [c for c in genie.fake.calls("chat.postMessage") if c.args.get("channel") == "D0ODD"] == []
 
@@ -432,8 +475,12 @@ def test_every_intent_has_a_builder_and_names_itself_in_the_payload():
     from bot.services import outbox
 
     assert set(BUILDERS) == set(Intent)
-    payload = outbox.intent(Intent.PASSWORD_SET, person_email="a@example.com", account_url="https://genie.example/account")
-    assert payload == {"intent": "password.set",
-                       "values": {"person_email": "a@example.com", "account_url": "https://genie.example/account"}}
+    payload = outbox.intent(
+        Intent.PASSWORD_SET, person_email="a@example.com", account_url="https://genie.example/account"
+    )
+    assert payload == {
+        "intent": "password.set",
+        "values": {"person_email": "a@example.com", "account_url": "https://genie.example/account"},
+    }
     assert draw(payload)[0].startswith("The password of your Genie account a@example.com was just set")
     assert draw({"intent": "password.set", "values": {"unexpected": 1}}) is None

@@ -9,7 +9,7 @@ interrupted by a crash fires after the restart, once."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,8 +17,8 @@ import pytest
 
 from bot.services import alerts, escalation, paging, schedules, slack_links, teams, users
 from bot.services.escalation import StepSpec
-from bot.services.slack_links import SlackIdentity, SlackProfile
 from bot.services.schedules import RotationSpec
+from bot.services.slack_links import SlackIdentity, SlackProfile
 from storage.base import utcnow
 from storage.session import make_engine, make_sessionmaker
 from tests.conftest import Genie, eventually
@@ -49,8 +49,9 @@ class World:
         self.genie, self.keys, self.clock = genie, keys, clock
 
     async def call(self, method: str, path: str, body: Any = None, team: str = "Payments") -> httpx.Response:
-        return await self.genie.http.request(method, path, json=body,
-                                             headers={"Authorization": f"GenieKey {self.keys[team]}"})
+        return await self.genie.http.request(
+            method, path, json=body, headers={"Authorization": f"GenieKey {self.keys[team]}"}
+        )
 
     async def alert(self, message: str = "Disk full on db-1", team: str = "Payments") -> int:
         envelope(await self.call("POST", "/v2/alerts", {"message": message, "alias": message}, team), 202)
@@ -63,11 +64,14 @@ class World:
     async def pages(self, alert_id: int) -> list[tuple]:
         return await self.genie.rows(
             "SELECT u.email, p.step, p.repeat_round, p.channel, p.target, p.status FROM page p "
-            "LEFT JOIN \"user\" u ON u.id = p.user_id WHERE p.alert_id = :a ORDER BY p.id", a=alert_id)
+            'LEFT JOIN "user" u ON u.id = p.user_id WHERE p.alert_id = :a ORDER BY p.id',
+            a=alert_id,
+        )
 
     async def timeline(self, alert_id: int) -> list[tuple]:
-        return await self.genie.rows("SELECT action, outcome, reason FROM alert_event WHERE alert_id = :a ORDER BY id",
-                                     a=alert_id)
+        return await self.genie.rows(
+            "SELECT action, outcome, reason FROM alert_event WHERE alert_id = :a ORDER BY id", a=alert_id
+        )
 
     async def dms(self, user: str, count: int = 1) -> list[dict]:
         return [c.args for c in await self.genie.fake.wait_for("chat.postMessage", count, channel=user)]
@@ -79,16 +83,20 @@ class World:
 async def _link(genie: Genie, slack_user_id: str, email: str) -> None:
     async with genie.sessionmaker.begin() as s:
         req = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, slack_user_id), SlackProfile(), 600)
-        await slack_links.redeem(s, req.nonce, await users.require_user(s, email), replace=True,
-                             ownership_confirmed=True)
+        await slack_links.redeem(
+            s, req.nonce, await users.require_user(s, email), replace=True, ownership_confirmed=True
+        )
 
 
 @pytest.fixture
 async def world(genie: Genie) -> World:
     """Payments (C0PAY: Alice, Bob, Carol; a schedule "primary" with Alice on call all week) and
     Search (C0SEARCH, no policy); Alice and Bob linked in Slack, Carol not."""
-    for email, name in [("alice@example.com", "Alice Smith"), ("bob@example.com", "Bob Jones"),
-                        ("carol@example.com", "Carol Diaz")]:
+    for email, name in [
+        ("alice@example.com", "Alice Smith"),
+        ("bob@example.com", "Bob Jones"),
+        ("carol@example.com", "Carol Diaz"),
+    ]:
         await genie.add_user(email, name)
     keys = {}
     async with genie.sessionmaker.begin() as s:
@@ -97,8 +105,9 @@ async def world(genie: Genie) -> World:
         for email in ("alice@example.com", "bob@example.com", "carol@example.com"):
             await teams.add_member(s, "Payments", email)
         start = (utcnow() - timedelta(days=2)).replace(microsecond=0)
-        await schedules.create_schedule(s, "Payments", "primary", "UTC", [
-            RotationSpec("week", ["alice@example.com"], 1, "weeks", start, "UTC")])
+        await schedules.create_schedule(
+            s, "Payments", "primary", "UTC", [RotationSpec("week", ["alice@example.com"], 1, "weeks", start, "UTC")]
+        )
     await _link(genie, "U0ALICE", "alice@example.com")
     await _link(genie, "U0BOB", "bob@example.com")
     clock = Clock()
@@ -119,12 +128,17 @@ async def test_the_on_call_person_is_paged_then_the_next_step_and_the_paged_pers
     [dm] = await world.dms("U0ALICE")
     text = block_text(dm["blocks"])
     assert "You are paged for alert" in text and "on call in schedule primary" in text and "Disk full on db-1" in text
-    assert {"alert_acknowledge", "alert_close"} <= {d.get("action_id") for d in walk(dm["blocks"]) if isinstance(d, dict)}
+    assert {"alert_acknowledge", "alert_close"} <= {
+        d.get("action_id") for d in walk(dm["blocks"]) if isinstance(d, dict)
+    }
     await fake.wait_for("chat.postMessage", channel="C0PAY")  # the channel message as before
     await eventually(lambda: _status(world, alert_id, "sent"))
     events = await world.timeline(alert_id)
-    assert ("page", "applied", "step 1: paged Alice Smith (alice@example.com), on call in schedule primary, "
-            "by Slack DM (queued)") in events
+    assert (
+        "page",
+        "applied",
+        "step 1: paged Alice Smith (alice@example.com), on call in schedule primary, by Slack DM (queued)",
+    ) in events
     assert any(e[0] == "page" and "Slack DM to Alice Smith delivered" in (e[2] or "") for e in events)
 
     # Nobody acknowledges. 9 minutes on: nothing; 10 minutes on: step 2 pages Bob, once.
@@ -141,8 +155,7 @@ async def test_the_on_call_person_is_paged_then_the_next_step_and_the_paged_pers
     async with genie.sessionmaker.begin() as s:
         await teams.remove_member(s, "Payments", "bob@example.com")
     value = _button(bob_dm["blocks"], "alert_acknowledge")
-    response = await genie.slack.block_action(BOB, "alert_acknowledge", value, container="message",
-                                              channel_id="D0BOB")
+    response = await genie.slack.block_action(BOB, "alert_acknowledge", value, container="message", channel_id="D0BOB")
     assert response.status_code == 200
     await eventually(lambda: genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id))
     events = await world.timeline(alert_id)
@@ -155,8 +168,10 @@ async def test_the_on_call_person_is_paged_then_the_next_step_and_the_paged_pers
     assert [r[0] for r in await genie.rows("SELECT slack_channel FROM page ORDER BY id")] == ["D0ALICE", "D0BOB"]
 
     # Step 2 was the last: the policy had run its course (no repeat), and the timeline says so.
-    assert any(e[0] == "page" and (e[2] or "").startswith("escalation policy default has run its course (1 round")
-               for e in events)
+    assert any(
+        e[0] == "page" and (e[2] or "").startswith("escalation policy default has run its course (1 round")
+        for e in events
+    )
     assert await genie.scalar("SELECT count(*) FROM alert_escalation") == 0
 
     # However late, nobody more is paged.
@@ -172,8 +187,9 @@ async def _status(world: World, alert_id: int, status: str) -> bool:
 
 async def test_repeat_runs_the_policy_again_and_closing_stops_it(world: World):
     genie = world.genie
-    await world.policy([StepSpec(0, "schedule", "primary"), StepSpec(5, "user", "bob@example.com")],
-                       repeat=1, repeat_after=3)
+    await world.policy(
+        [StepSpec(0, "schedule", "primary"), StepSpec(5, "user", "bob@example.com")], repeat=1, repeat_after=3
+    )
     alert_id = await world.alert()
     await world.dms("U0ALICE")
     world.clock.move(minutes=5, seconds=1)
@@ -181,7 +197,10 @@ async def test_repeat_runs_the_policy_again_and_closing_stops_it(world: World):
     world.clock.move(minutes=3)
     assert await genie.rt.paging.run_once() == 1  # the repeat: Alice again
     assert [p[:3] for p in await world.pages(alert_id)] == [
-        ("alice@example.com", 0, 0), ("bob@example.com", 1, 0), ("alice@example.com", 0, 1)]
+        ("alice@example.com", 0, 0),
+        ("bob@example.com", 1, 0),
+        ("alice@example.com", 0, 1),
+    ]
     await world.dms("U0ALICE", 2)
     # Closed through the API: the escalation stops, its next step never fires.
     envelope(await world.call("POST", f"/v2/alerts/{alert_id}/close?identifierType=tiny", {}), 202)
@@ -215,6 +234,7 @@ async def test_a_dm_slack_refuses_is_recorded_as_failed_and_recipients_show_who_
     # A failed page grants nothing at the gate.
     async with genie.sessionmaker() as s:
         from bot.services import access
+
         facts = await access.gate_facts(s, SlackIdentity(TEAM_ID, "U0BOB"), alert_id, anonymous_default=False)
         assert facts is not None and facts.paged_step is None
 
@@ -241,8 +261,14 @@ def test_the_page_escapes_what_came_from_outside():
     from bot.blocks.alerts import AlertView
     from bot.blocks.paging import page_message
 
-    view = AlertView(id=7, message="<!channel> db down", priority="P1", status="open",
-                     created_at=datetime(2026, 11, 25, tzinfo=timezone.utc), team_name="<@U0CEO>")
+    view = AlertView(
+        id=7,
+        message="<!channel> db down",
+        priority="P1",
+        status="open",
+        created_at=datetime(2026, 11, 25, tzinfo=UTC),
+        team_name="<@U0CEO>",
+    )
     for channel in (False, True):
         text, blocks = page_message(view, step=1, repeat_round=2, why="on call in <!everyone>", channel=channel)
         shown = text + block_text(blocks)
@@ -257,8 +283,14 @@ async def test_escalate_fires_the_next_step_at_once_and_a_team_without_a_policy_
     alert_id = await world.alert()
     await world.dms("U0ALICE")
 
-    answer = envelope(await world.call("POST", f"/v2/alerts/{alert_id}/escalate?identifierType=tiny",
-                                       {"escalation": {"name": "default"}, "user": "ops-bot", "note": "no answer"}), 202)
+    answer = envelope(
+        await world.call(
+            "POST",
+            f"/v2/alerts/{alert_id}/escalate?identifierType=tiny",
+            {"escalation": {"name": "default"}, "user": "ops-bot", "note": "no answer"},
+        ),
+        202,
+    )
     status = envelope(await world.call("GET", f"/v2/alerts/requests/{answer['requestId']}"), 200)["data"]
     assert status["isSuccess"] is True and status["action"] == "EscalateToNext"
     assert status["status"] == "Escalated alert to next (step 2)"
@@ -267,13 +299,18 @@ async def test_escalate_fires_the_next_step_at_once_and_a_team_without_a_policy_
 
     # Another escalation's name, and a team with no policy: 422, nothing changes.
     before = await world.pages(alert_id)
-    wrong = envelope(await world.call("POST", f"/v2/alerts/{alert_id}/escalate?identifierType=tiny",
-                                      {"escalation": {"name": "nights"}}), 422)
+    wrong = envelope(
+        await world.call(
+            "POST", f"/v2/alerts/{alert_id}/escalate?identifierType=tiny", {"escalation": {"name": "nights"}}
+        ),
+        422,
+    )
     assert "is not the policy of team Payments" in wrong["errors"]["escalation"]
     await world.call("POST", "/v2/alerts", {"message": "Search is slow"}, "Search")
     search_id = await genie.scalar("SELECT id FROM alert WHERE message = 'Search is slow'")
-    refused = envelope(await world.call("POST", f"/v2/alerts/{search_id}/escalate?identifierType=tiny", {}, "Search"),
-                       422)
+    refused = envelope(
+        await world.call("POST", f"/v2/alerts/{search_id}/escalate?identifierType=tiny", {}, "Search"), 422
+    )
     assert "team Search, which has no escalation policy" in refused["errors"]["escalation"]
     assert await world.pages(alert_id) == before
     assert await world.pages(search_id) == []
@@ -282,28 +319,42 @@ async def test_escalate_fires_the_next_step_at_once_and_a_team_without_a_policy_
 async def test_a_person_who_cannot_be_paged_is_recorded_and_the_step_falls_through(world: World):
     genie = world.genie
     async with genie.sessionmaker.begin() as s:
-        await escalation.set_policy(s, "Payments", "default", [
-            StepSpec(0, "user", "carol@example.com"), StepSpec(0, "user", "alice@example.com"),
-            StepSpec(0, "schedule", "primary"), StepSpec(20, "user", "bob@example.com")])
+        await escalation.set_policy(
+            s,
+            "Payments",
+            "default",
+            [
+                StepSpec(0, "user", "carol@example.com"),
+                StepSpec(0, "user", "alice@example.com"),
+                StepSpec(0, "schedule", "primary"),
+                StepSpec(20, "user", "bob@example.com"),
+            ],
+        )
         await users.set_active(s, "alice@example.com", False)
     alert_id = await world.alert()
     # Carol has no Slack link, Alice (named, and on call in "primary") is deactivated: each recorded,
     # and Bob (step 4) is paged now.
     await world.dms("U0BOB")
     reasons = [e[2] for e in await world.timeline(alert_id) if e[0] == "page"]
-    assert ("step 1: Carol Diaz (carol@example.com) not paged: no Slack account is linked in the workspace of "
-            "Payments's channel") in reasons
+    assert (
+        "step 1: Carol Diaz (carol@example.com) not paged: no Slack account is linked in the workspace of "
+        "Payments's channel"
+    ) in reasons
     assert "step 1 reached nobody: step 2 fires now" in reasons
     assert "step 2: Alice Smith (alice@example.com) not paged: their Genie account is deactivated" in reasons
     assert "step 2 reached nobody: step 3 fires now" in reasons
     assert "step 3 reached nobody: step 4 fires now" in reasons
     assert [(p[0], p[5]) for p in await world.pages(alert_id)][:3] == [
-        ("carol@example.com", "skipped"), ("alice@example.com", "skipped"), ("alice@example.com", "skipped")]
+        ("carol@example.com", "skipped"),
+        ("alice@example.com", "skipped"),
+        ("alice@example.com", "skipped"),
+    ]
     assert (await world.pages(alert_id))[3][0] == "bob@example.com"
     assert world.sent_to("U0ALICE") == 0
     # Carol, skipped, may not act as "paged": the gate does not count a skipped page.
     async with genie.sessionmaker() as s:
         from bot.services import access
+
         await _link(genie, "U0CAROL", "carol@example.com")
         async with genie.sessionmaker.begin() as s2:
             await teams.remove_member(s2, "Payments", "carol@example.com")
@@ -318,8 +369,11 @@ async def test_a_person_no_longer_in_the_team_is_not_paged_and_the_timeline_says
         await teams.remove_member(s, "Payments", "alice@example.com")  # still in the rotation
     alert_id = await world.alert()
     await world.dms("U0BOB")
-    assert ("page", "skipped", "step 1: Alice Smith (alice@example.com) not paged: no longer a member of Payments") \
-        in await world.timeline(alert_id)
+    assert (
+        "page",
+        "skipped",
+        "step 1: Alice Smith (alice@example.com) not paged: no longer a member of Payments",
+    ) in await world.timeline(alert_id)
     assert world.sent_to("U0ALICE") == 0
 
 

@@ -17,7 +17,6 @@ from sqlalchemy import update
 from bot.services import teams
 from storage.base import utcnow
 from storage.models import LinkRequest
-
 from tests.conftest import eventually, page_text
 from tests.helpers import block_text, buttons
 from tests.slack_driver import SlackUser
@@ -59,23 +58,35 @@ async def test_a_click_made_before_connecting_is_carried_out_once_the_link_is_co
     path = urlsplit(buttons(said["blocks"])["connect_link"]["url"]).path
 
     shown, done = await _confirm(world, path, "dave@example.com")
-    assert f"Confirming also carries out the click this Slack account made before it was connected: " \
-           f"acknowledge alert #{alert_id} “Checkout error rate above 5%”, as Dave Doe" in page_text(shown)
+    assert (
+        f"Confirming also carries out the click this Slack account made before it was connected: "
+        f"acknowledge alert #{alert_id} “Checkout error rate above 5%”, as Dave Doe" in page_text(shown)
+    )
     assert done.status_code == 200
-    assert f"Done: alert #{alert_id} “Checkout error rate above 5%” is acknowledged — the click you made in Slack " \
-           f"before connecting." in page_text(done)
+    assert (
+        f"Done: alert #{alert_id} “Checkout error rate above 5%” is acknowledged — the click you made in Slack "
+        f"before connecting." in page_text(done)
+    )
     # The alert, its timeline, its Slack message and the person.
     assert await world.scalar("SELECT acknowledged_by FROM alert WHERE id = :a", a=alert_id) == "Dave Doe"
     assert (await _events(world, alert_id))[-1] == (
-        "acknowledge", "applied", "Dave Doe", "U0STRANGER", False, "after linking: member of the owning team")
+        "acknowledge",
+        "applied",
+        "Dave Doe",
+        "U0STRANGER",
+        False,
+        "after linking: member of the owning team",
+    )
     update = (await world.fake.wait_for("chat.update"))[-1].args
     assert update["channel"] == CHANNEL and "Acknowledged* by Dave Doe" in block_text(update["blocks"])
 
     async def told():
         return [t for t in await _dms(world, "U0STRANGER") if "the click you made before connecting" in t]
+
     [dm] = await eventually(told)
-    assert dm.startswith(f":white_check_mark: You're connected, so Genie acknowledged alert #{alert_id}: "
-                         f"Checkout error rate above 5%")
+    assert dm.startswith(
+        f":white_check_mark: You're connected, so Genie acknowledged alert #{alert_id}: Checkout error rate above 5%"
+    )
     # The link is used: posting it again carries nothing out a second time.
     browser = world.browser()
     await browser.login("dave@example.com", next_path=path)
@@ -96,16 +107,25 @@ async def test_the_gate_is_read_when_the_click_is_carried_out_and_a_changed_aler
     path = await _refused_with_connect(world, STRANGER, alert_id, "alert_close")
     _, done = await _confirm(world, path, "erin@example.com")
     assert done.status_code == 200
-    assert f"Your click to close alert #{alert_id} “Checkout error rate above 5%” was not carried out: " in \
-        page_text(done) and "not in Payments" in page_text(done)
+    assert f"Your click to close alert #{alert_id} “Checkout error rate above 5%” was not carried out: " in page_text(
+        done
+    ) and "not in Payments" in page_text(done)
     assert await world.scalar("SELECT status FROM alert WHERE id = :a", a=alert_id) == "open"
     assert (await _events(world, alert_id))[-1] == (
-        "close", "denied", "Erin Outside", "U0STRANGER", False, "after linking: not a member of the owning team")
+        "close",
+        "denied",
+        "Erin Outside",
+        "U0STRANGER",
+        False,
+        "after linking: not a member of the owning team",
+    )
 
     async def told(who: str, words: str):
         async def check():
             return [t for t in await _dms(world, who) if words in t]
+
         return (await eventually(check))[-1]
+
     refusal = await told("U0STRANGER", "was not carried out")
     assert refusal.startswith(f":no_entry: You're connected, but your click to close alert #{alert_id}")
 
@@ -114,8 +134,10 @@ async def test_the_gate_is_read_when_the_click_is_carried_out_and_a_changed_aler
     await _click(world, SlackUser("U0ALICE"), alert_id, "alert_close")
     await eventually(lambda: _closed(world, alert_id))
     _, done = await _confirm(world, path, "dave@example.com")
-    assert f"Your click to acknowledge alert #{alert_id} “Checkout error rate above 5%” changed nothing: " \
-           f"Alert #{alert_id} is already closed (by Alice Smith" in page_text(done)
+    assert (
+        f"Your click to acknowledge alert #{alert_id} “Checkout error rate above 5%” changed nothing: "
+        f"Alert #{alert_id} is already closed (by Alice Smith" in page_text(done)
+    )
     assert await world.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id) in (False, 0)
     last = (await _events(world, alert_id))[-1]
     assert last[:4] == ("acknowledge", "noop", "Dave Doe", "U0OUTSIDER")
@@ -136,8 +158,11 @@ async def test_an_expired_or_superseded_link_carries_nothing_out(world):
     # Older than its TTL: the confirm is refused, and the click is not carried out.
     expired = await _refused_with_connect(world, STRANGER, alert_id, "alert_close")
     async with world.sessionmaker.begin() as s:
-        await s.execute(update(LinkRequest).where(LinkRequest.slack_user_id == "U0STRANGER")
-                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+        await s.execute(
+            update(LinkRequest)
+            .where(LinkRequest.slack_user_id == "U0STRANGER")
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     _, done = await _confirm(world, expired, "dave@example.com")
     assert "This link has expired" in page_text(done)
     # Superseded by a newer click (Acknowledge): only the newest link carries out its click.
@@ -146,8 +171,13 @@ async def test_an_expired_or_superseded_link_carries_nothing_out(world):
     _, done = await _confirm(world, first, "dave@example.com")
     assert "replaced by a newer one" in page_text(done)
     assert await world.scalar("SELECT status FROM alert WHERE id = :a", a=alert_id) == "open"
-    assert await world.scalar("SELECT count(*) FROM alert_event WHERE alert_id = :a AND outcome <> 'denied' "
-                              "AND action <> 'create'", a=alert_id) == 0
+    assert (
+        await world.scalar(
+            "SELECT count(*) FROM alert_event WHERE alert_id = :a AND outcome <> 'denied' AND action <> 'create'",
+            a=alert_id,
+        )
+        == 0
+    )
     assert await world.scalar("SELECT count(*) FROM slack_link WHERE slack_user_id = 'U0STRANGER'") == 0
     assert not [t for t in await _dms(world, "U0STRANGER") if "before connecting" in t or "your click" in t]
 

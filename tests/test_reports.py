@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -19,7 +19,7 @@ from tests.fake_slack import TEAM_ID
 from tests.test_alert_pages import signed_in, world  # noqa: F401  (the fixture)
 
 # Wednesday 2026-11-18, 10:00 UTC (working hours); the report period is that week.
-BASE = datetime(2026, 11, 18, 10, 0, tzinfo=timezone.utc)
+BASE = datetime(2026, 11, 18, 10, 0, tzinfo=UTC)
 WEEK = "from=2026-11-16&to=2026-11-22"
 
 
@@ -35,23 +35,45 @@ async def _seed(genie) -> None:
         mallory = await users.require_user(s, "mallory@example.com")
         for i, (minutes, hour, closed_after) in enumerate([(1, 10, 1), (2, 11, 3), (10, 3, None)]):
             at = BASE.replace(hour=hour)
-            alert, _ = await alerts.create_alert(s, pay, CreateAlert(message=f"Checkout {i}", alias="checkout-5xx" if i < 2
-                                                                     else f"disk-{i}", source="prometheus"),
-                                                 str(uuid.uuid4()), now=at)
+            alert, _ = await alerts.create_alert(
+                s,
+                pay,
+                CreateAlert(
+                    message=f"Checkout {i}", alias="checkout-5xx" if i < 2 else f"disk-{i}", source="prometheus"
+                ),
+                str(uuid.uuid4()),
+                now=at,
+            )
             await alerts.acknowledge(s, alert, Actor(via="api", user=alice), now=at + timedelta(minutes=minutes))
             if closed_after:  # closed before the same alias fires again (else it de-duplicates)
                 await alerts.close(s, alert, Actor(via="api", user=alice), now=at + timedelta(hours=closed_after))
-        again, _ = await alerts.create_alert(s, pay, CreateAlert(message="Checkout again", alias="checkout-5xx",
-                                                                 source="prometheus"), str(uuid.uuid4()),
-                                             now=BASE + timedelta(hours=5))
-        await alerts.record(s, again, "acknowledge", "denied",
-                            Actor(via="slack", identity=SlackIdentity(TEAM_ID, "U0STRANGER")),
-                            reason="Slack account not linked", now=BASE + timedelta(hours=5, minutes=1))
-        await alerts.record(s, again, "note", "applied",
-                            Actor(via="slack", identity=SlackIdentity(TEAM_ID, "U0ANON"), anonymous=True),
-                            now=BASE + timedelta(hours=5, minutes=2))
-        other, _ = await alerts.create_alert(s, search, CreateAlert(message="Search index stale", source="cron"),
-                                             str(uuid.uuid4()), now=BASE)
+        again, _ = await alerts.create_alert(
+            s,
+            pay,
+            CreateAlert(message="Checkout again", alias="checkout-5xx", source="prometheus"),
+            str(uuid.uuid4()),
+            now=BASE + timedelta(hours=5),
+        )
+        await alerts.record(
+            s,
+            again,
+            "acknowledge",
+            "denied",
+            Actor(via="slack", identity=SlackIdentity(TEAM_ID, "U0STRANGER")),
+            reason="Slack account not linked",
+            now=BASE + timedelta(hours=5, minutes=1),
+        )
+        await alerts.record(
+            s,
+            again,
+            "note",
+            "applied",
+            Actor(via="slack", identity=SlackIdentity(TEAM_ID, "U0ANON"), anonymous=True),
+            now=BASE + timedelta(hours=5, minutes=2),
+        )
+        other, _ = await alerts.create_alert(
+            s, search, CreateAlert(message="Search index stale", source="cron"), str(uuid.uuid4()), now=BASE
+        )
         await alerts.acknowledge(s, other, Actor(via="api", user=mallory), now=BASE + timedelta(seconds=30))
 
 
@@ -74,7 +96,7 @@ async def test_report_figures_are_computed_per_team_and_person_with_access_rules
     assert set(teams) == {"Payments", "All teams shown"}
     pay = teams["Payments"]
     assert (pay["alerts"], pay["acknowledged"], pay["closed"]) == ("4", "3", "2")
-    assert (pay["mtta_median_s"], pay["mtta_p90_s"]) == ("120", "600")   # nearest rank of 60, 120, 600
+    assert (pay["mtta_median_s"], pay["mtta_p90_s"]) == ("120", "600")  # nearest rank of 60, 120, 600
     assert (pay["mttr_median_s"], pay["mttr_p90_s"]) == ("3600", "10800")
     assert pay["out_of_hours"] == "1" and pay["anonymous_actions"] == "1"
     people = _csv(await alice.get(f"/reports.csv?table=people&{WEEK}"))
@@ -107,8 +129,12 @@ async def test_report_figures_are_computed_per_team_and_person_with_access_rules
     assert rows["All teams shown"]["alerts"] == "5" and rows["All teams shown"]["mtta_median_s"] == "60"
 
     # bad input: a page that says what is wrong, never a 500
-    for query, says in [("from=2026-11-22&to=2026-11-16", "ends"), ("from=last-week", "must be a date"),
-                        ("from=2020-01-01&to=2026-11-16", "at most"), ("team=Pay%00", "not a team")]:
+    for query, says in [
+        ("from=2026-11-22&to=2026-11-16", "ends"),
+        ("from=last-week", "must be a date"),
+        ("from=2020-01-01&to=2026-11-16", "at most"),
+        ("team=Pay%00", "not a team"),
+    ]:
         r = await admin.get(f"/reports?{query}")
         assert r.status_code == 400 and says in page_text(r), query
     assert (await admin.get(f"/reports.csv?table=nope&{WEEK}")).status_code == 400
@@ -148,14 +174,20 @@ async def test_linking_health_and_a_reminder_through_the_outbox(world):
 
 
 async def _dm(genie, user):
-    return next((c for c in genie.fake.calls("chat.postMessage") if c.args.get("channel") == user
-                 or "refused once" in (c.args.get("text") or "")), None)
+    return next(
+        (
+            c
+            for c in genie.fake.calls("chat.postMessage")
+            if c.args.get("channel") == user or "refused once" in (c.args.get("text") or "")
+        ),
+        None,
+    )
 
 
 def test_csv_cells_are_not_formulas():
     from bot.web.reports import _cell
 
-    assert _cell("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")"
+    assert _cell('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
     assert _cell("@sum") == "'@sum" and _cell("-12") == "-12" and _cell("checkout") == "checkout"
 
 

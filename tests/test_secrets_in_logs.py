@@ -17,7 +17,7 @@ import httpx
 
 from bot.services import alerts, teams, users
 from storage.session import make_engine, make_sessionmaker
-from tests.conftest import PASSWORD, SECRET_KEY, SIGNING_SECRET, Browser, eventually
+from tests.conftest import PASSWORD, SECRET_KEY, SIGNING_SECRET, Browser
 from tests.fake_slack import FakeSlack
 from tests.hardening import bolt_idle, report
 from tests.helpers import buttons, connect_url, walk
@@ -59,8 +59,11 @@ async def journey(url: str, http: httpx.AsyncClient, fake: FakeSlack, key: str, 
     finally:
         await browser.aclose()
 
-    created = await http.post("/v2/alerts", headers={"Authorization": f"GenieKey {key}"},
-                              json={"message": "Checkout error rate above 5%", "alias": "checkout"})
+    created = await http.post(
+        "/v2/alerts",
+        headers={"Authorization": f"GenieKey {key}"},
+        json={"message": "Checkout error rate above 5%", "alias": "checkout"},
+    )
     assert created.status_code == 202
     post = (await fake.wait_for("chat.postMessage", channel="C0PAY", timeout=15))[0].args
     value = next(d["value"] for d in walk(post["blocks"]) if d.get("action_id") == "alert_acknowledge")
@@ -68,12 +71,14 @@ async def journey(url: str, http: httpx.AsyncClient, fake: FakeSlack, key: str, 
     assert refused.status_code == 200
     said = (await fake.wait_for("response_url", timeout=15))[-1].args
     secrets.add(urlsplit(buttons(said["blocks"])["connect_link"]["url"]).path.removeprefix("/link/"))
-    assert (await slack.block_action(ALICE, "alert_acknowledge", value, container="message",
-                                     channel_id="C0PAY")).status_code == 200
+    assert (
+        await slack.block_action(ALICE, "alert_acknowledge", value, container="message", channel_id="C0PAY")
+    ).status_code == 200
     await fake.wait_for("chat.update", timeout=15)
 
     async with sessionmaker() as s:
         from sqlalchemy import text
+
         secrets.update(n for (n,) in (await s.execute(text("SELECT nonce FROM link_request"))).all())
     return secrets
 
@@ -108,8 +113,14 @@ async def test_no_secret_in_any_log_line_at_debug_in_process(genie, caplog):
 
 async def test_no_secret_in_the_genie_serve_log(db_url, fake_slack, tmp_path):
     port = free_port()
-    env = clean_env(DATABASE_URL=db_url, GENIE_SECRET_KEY=SECRET_KEY, GENIE_BASE_URL=f"http://127.0.0.1:{port}",
-                    SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=fake_slack.api_url)
+    env = clean_env(
+        DATABASE_URL=db_url,
+        GENIE_SECRET_KEY=SECRET_KEY,
+        GENIE_BASE_URL=f"http://127.0.0.1:{port}",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_API_URL=fake_slack.api_url,
+    )
     engine = make_engine(db_url)
     sessionmaker = make_sessionmaker(engine)
     server = GenieServer.start(env, port, cwd=tmp_path)

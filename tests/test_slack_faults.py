@@ -38,8 +38,11 @@ def sample(name: str, **labels: str) -> float:
 
 
 async def _update_rows(genie, alert_id: int):
-    return await genie.rows("SELECT id, delivered_at, failed_at, last_error, attempts FROM outbox "
-                            "WHERE alert_id = :a AND kind = 'alert.update' ORDER BY id", a=alert_id)
+    return await genie.rows(
+        "SELECT id, delivered_at, failed_at, last_error, attempts FROM outbox "
+        "WHERE alert_id = :a AND kind = 'alert.update' ORDER BY id",
+        a=alert_id,
+    )
 
 
 async def _posted(genie, alert_id: int):
@@ -48,8 +51,9 @@ async def _posted(genie, alert_id: int):
 
 async def _timed_click(genie, who, action_id: str, value: str) -> float:
     started = time.monotonic()
-    response = await genie.slack.block_action(who, action_id, value, container="message", channel_id=CHANNEL,
-                                              message_ts="1700000000.000100")
+    response = await genie.slack.block_action(
+        who, action_id, value, container="message", channel_id=CHANNEL, message_ts="1700000000.000100"
+    )
     took = time.monotonic() - started
     assert response.status_code == 200, response.text
     return took
@@ -112,8 +116,14 @@ async def test_a_failed_message_is_listed_for_the_operator_and_retried_on_demand
     code, out, err = await _genie_cli(world, tmp_path, "outbox", "list", "--failed", "--json")
     assert code == 0, err
     [listed] = json.loads(out)
-    assert (listed["id"], listed["state"], listed["kind"], listed["channel"], listed["alert"], listed["last_error"]) \
-        == (row.id, "failed", "alert.post", CHANNEL, alert_id, "not_in_channel")
+    assert (
+        listed["id"],
+        listed["state"],
+        listed["kind"],
+        listed["channel"],
+        listed["alert"],
+        listed["last_error"],
+    ) == (row.id, "failed", "alert.post", CHANNEL, alert_id, "not_in_channel")
     code, out, err = await _genie_cli(world, tmp_path, "outbox", "list")
     assert code == 0 and "not_in_channel" in out and "failed" in out
 
@@ -129,15 +139,20 @@ async def test_a_failed_message_is_listed_for_the_operator_and_retried_on_demand
     assert code == 0 and out.strip() == "(none)"
 
     # Mistakes get one clear line and exit 1.
-    for bad, said in (("99999", "no outbox message 99999"), ("x1", "is not an outbox message id"),
-                      (str(row.id), "was delivered already")):
+    for bad, said in (
+        ("99999", "no outbox message 99999"),
+        ("x1", "is not an outbox message id"),
+        (str(row.id), "was delivered already"),
+    ):
         code, out, err = await _genie_cli(world, tmp_path, "outbox", "retry", bad)
         assert code == 1 and said in err and "Traceback" not in err, (bad, err)
 
 
 async def _failed_post(genie, alert_id: int):
-    rows = await genie.rows("SELECT id, failed_at FROM outbox WHERE alert_id = :a AND kind = 'alert.post' "
-                            "AND failed_at IS NOT NULL", a=alert_id)
+    rows = await genie.rows(
+        "SELECT id, failed_at FROM outbox WHERE alert_id = :a AND kind = 'alert.post' AND failed_at IS NOT NULL",
+        a=alert_id,
+    )
     return rows or None
 
 
@@ -165,8 +180,12 @@ async def test_a_refusal_is_acked_and_recorded_when_response_url_fails(world, fa
 @pytest.mark.parametrize("fault", ["slow_5s", "http_500", "dropped_before_acting", "ratelimited"])
 async def test_genie_connect_answers_at_once_when_users_info_is_slow_or_failing(genie, fault, caplog):
     caplog.set_level(logging.INFO, logger="bot")
-    how = {"slow_5s": dict(delay=5), "http_500": dict(status=500, times=3),
-           "dropped_before_acting": dict(drop="before", times=10), "ratelimited": dict(error="ratelimited")}[fault]
+    how = {
+        "slow_5s": dict(delay=5),
+        "http_500": dict(status=500, times=3),
+        "dropped_before_acting": dict(drop="before", times=10),
+        "ratelimited": dict(error="ratelimited"),
+    }[fault]
     await genie.add_user("alice@example.com", "Alice Smith")
     genie.fake.fail("users.info", **how)
     started = time.monotonic()
@@ -187,16 +206,24 @@ async def test_genie_connect_answers_at_once_when_users_info_is_slow_or_failing(
     assert page.status_code == 200 and "U0ALICE" in page_text(page)
     assert (await browser.post(path, {"mine": "yes"})).status_code == 200
     assert await genie.scalar("SELECT count(*) FROM slack_link") == 1
-    report("test_slack_faults::connect", fault=fault, ack_seconds=round(took, 3),
-           confirm_page_seconds=round(time.monotonic() - page_started, 3))
+    report(
+        "test_slack_faults::connect",
+        fault=fault,
+        ack_seconds=round(took, 3),
+        confirm_page_seconds=round(time.monotonic() - page_started, 3),
+    )
 
 
 @pytest.mark.parametrize("fault", ["http_500", "dropped_before_acting", "ratelimited", "user_not_found"])
 async def test_web_confirm_commits_and_the_dm_follows_or_is_visibly_failed(genie, fault, tmp_path):
     """The DM "You're connected as …" is queued in the confirm's transaction: Slack failing does
     not slow or undo the confirm; the DM is delivered later, or failed where an operator sees it."""
-    how = {"http_500": dict(status=500), "dropped_before_acting": dict(drop="before"),
-           "ratelimited": dict(error="ratelimited"), "user_not_found": dict(error="user_not_found")}[fault]
+    how = {
+        "http_500": dict(status=500),
+        "dropped_before_acting": dict(drop="before"),
+        "ratelimited": dict(error="ratelimited"),
+        "user_not_found": dict(error="user_not_found"),
+    }[fault]
     await genie.add_user("alice@example.com", "Alice Smith")
     path = urlsplit(connect_url(await genie.slack.command(ALICE, "connect"))).path
     browser = genie.browser()
@@ -212,19 +239,27 @@ async def test_web_confirm_commits_and_the_dm_follows_or_is_visibly_failed(genie
     assert await genie.scalar("SELECT count(*) FROM slack_link") == 1
 
     async def settled():
-        rows = await genie.rows("SELECT delivered_at, failed_at, last_error, attempts FROM outbox "
-                                "WHERE kind = 'message' AND channel = 'U0ALICE'")
+        rows = await genie.rows(
+            "SELECT delivered_at, failed_at, last_error, attempts FROM outbox "
+            "WHERE kind = 'message' AND channel = 'U0ALICE'"
+        )
         return rows if rows and (rows[0].delivered_at or rows[0].failed_at) else None
+
     [row] = await eventually(settled, timeout=20)
     if fault == "user_not_found":  # permanent: failed, counted and listed for the operator
         assert row.failed_at and row.last_error == "user_not_found"
         assert sample("genie_outbox_failed_total") == failed_before + 1
         code, out, err = await _genie_cli(genie, tmp_path, "outbox", "list", "--failed", "--json")
         assert code == 0 and [(m["channel"], m["kind"], m["last_error"]) for m in json.loads(out)] == [
-            ("U0ALICE", "message", "user_not_found")]
+            ("U0ALICE", "message", "user_not_found")
+        ]
     else:
         assert row.delivered_at and row.attempts == 2
         [dm] = genie.fake.messages("D0ALICE")
         assert "You're connected as alice@example.com" in dm["text"]
-    report("test_slack_faults::web_confirm_dm", fault=fault, confirm_seconds=round(took, 3),
-           dm="failed, listed" if row.failed_at else "delivered on retry")
+    report(
+        "test_slack_faults::web_confirm_dm",
+        fault=fault,
+        confirm_seconds=round(took, 3),
+        dm="failed, listed" if row.failed_at else "delivered on retry",
+    )

@@ -53,8 +53,11 @@ def live_markup(text: str, mentions: set[str], channels: set[str] = frozenset({C
     link to the team's channel, a date."""
     bad = []
     for token in re.findall(r"<([^<>]*)>", text):
-        if _DATE.fullmatch(token) or (token[:1] == "@" and token[1:] in mentions) or (
-                token[:1] == "#" and token[1:] in channels):
+        if (
+            _DATE.fullmatch(token)
+            or (token[:1] == "@" and token[1:] in mentions)
+            or (token[:1] == "#" and token[1:] in channels)
+        ):
             continue
         bad.append(token)
     return bad + (["unbalanced <"] if text.count("<") != text.count(">") else [])
@@ -73,9 +76,20 @@ def texts(message: dict) -> list[str]:
 
 def everything_sent(fake) -> list[tuple[str, dict]]:
     """What the fake Slack received, by path: posts and DMs, updates, views, ephemeral answers."""
-    return [(f"{c.method} {c.args.get('channel') or c.args.get('user_id') or ''}".strip(), c.args)
-            for c in fake.calls() if c.method in {"chat.postMessage", "chat.update", "chat.postEphemeral",
-                                                   "views.publish", "views.open", "views.update", "response_url"}]
+    return [
+        (f"{c.method} {c.args.get('channel') or c.args.get('user_id') or ''}".strip(), c.args)
+        for c in fake.calls()
+        if c.method
+        in {
+            "chat.postMessage",
+            "chat.update",
+            "chat.postEphemeral",
+            "views.publish",
+            "views.open",
+            "views.update",
+            "response_url",
+        }
+    ]
 
 
 @pytest.fixture
@@ -90,9 +104,12 @@ async def world(genie) -> Api:
         for email in ("alice@example.com", "eve@example.com"):
             await teams.add_member(s, EVIL_TEAM, email)
         for uid, email in [("U0ALICE", "alice@example.com"), ("U0EVE", "eve@example.com")]:
-            req = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, uid), SlackProfile(workspace_name=EVIL_DOMAIN), 600)
-            await slack_links.redeem(s, req.nonce, await users.require_user(s, email), replace=True,
-                                 ownership_confirmed=True)
+            req = await slack_links.issue_link(
+                s, SlackIdentity(TEAM_ID, uid), SlackProfile(workspace_name=EVIL_DOMAIN), 600
+            )
+            await slack_links.redeem(
+                s, req.nonce, await users.require_user(s, email), replace=True, ownership_confirmed=True
+            )
     genie.fake.add_user("U0STRANGER", EVIL_NAME, None)
     return Api(genie, {EVIL_TEAM: key})
 
@@ -100,8 +117,15 @@ async def world(genie) -> Api:
 async def test_hostile_values_never_become_live_markup_on_any_path(world: Api):
     genie, fake = world.genie, world.genie.fake
     status = await world.create(
-        team=EVIL_TEAM, message=EVIL, description=EVIL * 10, tags=[EVIL_SHORT, "db"], source=EVIL[:100],
-        entity=EVIL, user=EVIL[:100], details={"host": EVIL, EVIL_SHORT: EVIL, "github_user": "<@U0CEO>"})
+        team=EVIL_TEAM,
+        message=EVIL,
+        description=EVIL * 10,
+        tags=[EVIL_SHORT, "db"],
+        source=EVIL[:100],
+        entity=EVIL,
+        user=EVIL[:100],
+        details={"host": EVIL, EVIL_SHORT: EVIL, "github_user": "<@U0CEO>"},
+    )
     alert = await world.get(status["alertId"], team=EVIL_TEAM)
     tiny = int(alert["tinyId"])
     genie.rt.wake_outbox()
@@ -113,8 +137,7 @@ async def test_hostile_values_never_become_live_markup_on_any_path(world: Api):
     await fake.wait_for("chat.update")
     await _click(genie, EVE, tiny, "alert_assign", option="Alice Smith")
     await fake.wait_for("chat.postMessage", channel="U0ALICE")
-    await _click(genie, ALICE, tiny, "alert_acknowledge",
-                 value=json.dumps({"alert": tiny}), blocks=post.args["blocks"])
+    await _click(genie, ALICE, tiny, "alert_acknowledge", value=json.dumps({"alert": tiny}), blocks=post.args["blocks"])
     [late] = await fake.wait_for("response_url")
     assert "already acknowledged by &lt;!here&gt; Eve" in late.args["text"]
 
@@ -123,10 +146,12 @@ async def test_hostile_values_never_become_live_markup_on_any_path(world: Api):
     refusal = (await fake.wait_for("response_url", count=2))[-1]
     url = buttons(refusal.args["blocks"])["connect_link"]["url"]
     # Slash commands answer in the HTTP response: connect (names the workspace), status (the name).
-    acks = [ack_json(await genie.slack.command(SlackUser("U0DAVE", team_domain=EVIL_DOMAIN), "connect")),
-            ack_json(await genie.slack.command(EVE, "status")),
-            ack_json(await genie.slack.command(EVE, "connect")),
-            ack_json(await genie.slack.command(EVE, EVIL_SHORT))]
+    acks = [
+        ack_json(await genie.slack.command(SlackUser("U0DAVE", team_domain=EVIL_DOMAIN), "connect")),
+        ack_json(await genie.slack.command(EVE, "status")),
+        ack_json(await genie.slack.command(EVE, "connect")),
+        ack_json(await genie.slack.command(EVE, EVIL_SHORT)),
+    ]
     assert "acme&lt;!here&gt;" in json.dumps(acks[0]) and "&lt;!here&gt; Eve" in acks[1]["text"]
     # Carol confirms the stranger's link: "You're connected" DM, and the remembered close is
     # refused (Carol is not in the team, whose name the refusal says).
@@ -149,8 +174,12 @@ async def test_hostile_values_never_become_live_markup_on_any_path(world: Api):
     paths = {where.split()[0] for where, _ in sent}
     assert {"chat.postMessage", "chat.update", "views.publish", "response_url", "slash"} <= paths, paths
     assert {"chat.postMessage U0ALICE", "chat.postMessage U0STRANGER"} <= {w for w, _ in sent}
-    problems = [(where, text, bad) for where, message in sent for text in texts(message)
-                if (bad := live_markup(text, mentions={"U0ALICE", "U0EVE", "U0STRANGER", "U0DAVE"}))]
+    problems = [
+        (where, text, bad)
+        for where, message in sent
+        for text in texts(message)
+        if (bad := live_markup(text, mentions={"U0ALICE", "U0EVE", "U0STRANGER", "U0DAVE"}))
+    ]
     assert problems == []
     everything = "\n".join(text for _, message in sent for text in texts(message))
     assert "<@U0CEO>" not in everything and "<!channel>" not in everything and "<!here>" not in everything
@@ -170,12 +199,16 @@ async def test_only_genie_draws_the_anonymous_mention_and_the_api_returns_plain_
     assert "*Acknowledged* by <@U0STRANGER> (anonymous)" in json.dumps(update["blocks"])
     shown = await world.get(mine["id"], team=EVIL_TEAM)
     assert shown["report"]["acknowledgedBy"] == "Slack user U0STRANGER (anonymous)"
-    logs = envelope(await world.call("GET", f"/v2/alerts/{mine['id']}/logs", team=EVIL_TEAM,
-                                     params={"order": "asc"}), 200)["data"]
-    assert any(e["log"].startswith("Alert acknowledged by Slack user U0STRANGER (anonymous) via Slack")
-               for e in logs), logs
-    assert await genie.scalar("SELECT acknowledged_by_slack FROM alert WHERE id = :a", a=int(mine["tinyId"])) == \
-        "U0STRANGER"
+    logs = envelope(
+        await world.call("GET", f"/v2/alerts/{mine['id']}/logs", team=EVIL_TEAM, params={"order": "asc"}), 200
+    )["data"]
+    assert any(
+        e["log"].startswith("Alert acknowledged by Slack user U0STRANGER (anonymous) via Slack") for e in logs
+    ), logs
+    assert (
+        await genie.scalar("SELECT acknowledged_by_slack FROM alert WHERE id = :a", a=int(mine["tinyId"]))
+        == "U0STRANGER"
+    )
 
     # The same words through the API's "user" are a name: escaped, never a mention.
     other = await world.get((await world.create(team=EVIL_TEAM, message="CPU hot"))["alertId"], team=EVIL_TEAM)
@@ -186,6 +219,7 @@ async def test_only_genie_draws_the_anonymous_mention_and_the_api_returns_plain_
 
     async def drawn():
         return [c for c in fake.calls("chat.update") if f"#{other['tinyId']} " in c.args["text"]]
+
     update = (await eventually(drawn))[-1].args
     assert "*Acknowledged* by &lt;@U0CEO&gt; (anonymous)" in json.dumps(update["blocks"])
     assert await genie.scalar("SELECT acknowledged_by_slack FROM alert WHERE id = :a", a=int(other["tinyId"])) is None
@@ -209,11 +243,16 @@ async def test_migration_0011_moves_genie_mentions_out_of_stored_names_and_back(
     await upgrade(engine, "0007")
     now = "2026-11-20 10:00:00"
     async with engine.begin() as conn:
-        await conn.execute(sa.text(f"INSERT INTO alert (id, uid, message, alias, tags, details, responders, priority, "
-                                   f"status, acknowledged, count, created_at, updated_at, last_occurred_at, "
-                                   f"acknowledged_by, closed_by) VALUES "
-                                   f"(1, 'u1', 'm', 'a1', '[]', '{{}}', '[]', 'P3', 'closed', :t, 1, '{now}', '{now}', "
-                                   f"'{now}', '<@U0ANON> (anonymous)', '<@U0CEO> (anonymous)')"), {"t": True})
+        await conn.execute(
+            sa.text(
+                f"INSERT INTO alert (id, uid, message, alias, tags, details, responders, priority, "
+                f"status, acknowledged, count, created_at, updated_at, last_occurred_at, "
+                f"acknowledged_by, closed_by) VALUES "
+                f"(1, 'u1', 'm', 'a1', '[]', '{{}}', '[]', 'P3', 'closed', :t, 1, '{now}', '{now}', "
+                f"'{now}', '<@U0ANON> (anonymous)', '<@U0CEO> (anonymous)')"
+            ),
+            {"t": True},
+        )
         rows = [  # (action, outcome, via, actor_name, slack_user_id, anonymous)
             ("acknowledge", "applied", "slack", "<@U0ANON> (anonymous)", "U0ANON", True),
             ("close", "applied", "api", "<@U0CEO> (anonymous)", None, False),  # the API's "user": text
@@ -221,27 +260,35 @@ async def test_migration_0011_moves_genie_mentions_out_of_stored_names_and_back(
             ("close", "denied", "slack", "<@U0OTHER>", "U0NOBODY", False),  # not its own id: untouched
         ]
         for i, (action, outcome, via, name, slack, anonymous) in enumerate(rows, start=1):
-            await conn.execute(sa.text(
-                f"INSERT INTO alert_event (id, alert_id, at, action, outcome, via, actor_name, slack_user_id, "
-                f"anonymous) VALUES (:i, 1, '{now}', :a, :o, :v, :n, :s, :an)"),
-                {"i": i, "a": action, "o": outcome, "v": via, "n": name, "s": slack, "an": anonymous})
+            await conn.execute(
+                sa.text(
+                    f"INSERT INTO alert_event (id, alert_id, at, action, outcome, via, actor_name, slack_user_id, "
+                    f"anonymous) VALUES (:i, 1, '{now}', :a, :o, :v, :n, :s, :an)"
+                ),
+                {"i": i, "a": action, "o": outcome, "v": via, "n": name, "s": slack, "an": anonymous},
+            )
     await upgrade(engine, "head")
 
     async def state():
         async with engine.connect() as conn:
-            alert = (await conn.execute(sa.text("SELECT acknowledged_by, acknowledged_by_slack, closed_by, "
-                                                "closed_by_slack FROM alert"))).one()
+            alert = (
+                await conn.execute(
+                    sa.text("SELECT acknowledged_by, acknowledged_by_slack, closed_by, closed_by_slack FROM alert")
+                )
+            ).one()
             names = (await conn.execute(sa.text("SELECT actor_name FROM alert_event ORDER BY id"))).scalars().all()
         return tuple(alert), list(names)
 
     assert await state() == (
         ("Slack user U0ANON (anonymous)", "U0ANON", "<@U0CEO> (anonymous)", None),
-        ["Slack user U0ANON (anonymous)", "<@U0CEO> (anonymous)", "Slack user U0NOBODY", "<@U0OTHER>"])
+        ["Slack user U0ANON (anonymous)", "<@U0CEO> (anonymous)", "Slack user U0NOBODY", "<@U0OTHER>"],
+    )
 
     def down(sync_conn):
         cfg = alembic_config(bare_db)
         cfg.attributes["connection"] = sync_conn
         command.downgrade(cfg, "0007")
+
     async with engine.begin() as conn:
         await conn.run_sync(down)
     async with engine.connect() as conn:

@@ -47,9 +47,14 @@ async def test_a_retried_event_is_taken_in_once(genie):
 
 
 async def test_concurrent_deliveries_of_one_event_make_one_publish(genie):
-    responses = await asyncio.gather(*(genie.slack.event(ALICE, dict(HOME), event_id="Ev0RACE0001",
-                                                         headers={"X-Slack-Retry-Num": str(i)} if i else None)
-                                       for i in range(8)))
+    responses = await asyncio.gather(
+        *(
+            genie.slack.event(
+                ALICE, dict(HOME), event_id="Ev0RACE0001", headers={"X-Slack-Retry-Num": str(i)} if i else None
+            )
+            for i in range(8)
+        )
+    )
     assert [r.status_code for r in responses] == [200] * 8
     await bolt_idle()
     assert len(genie.fake.calls("views.publish")) == 1
@@ -68,8 +73,10 @@ async def test_seen_event_ids_are_pruned_after_an_hour(genie):
     await _home_event(genie, "Ev0OLD00001")
     old = utcnow() - slack_events.KEEP - timedelta(minutes=1)
     async with genie.sessionmaker.begin() as s:
-        await s.execute(text("UPDATE slack_event SET received_at = :t"),
-                        {"t": old.replace(tzinfo=None) if genie.settings.database_url.startswith("sqlite") else old})
+        await s.execute(
+            text("UPDATE slack_event SET received_at = :t"),
+            {"t": old.replace(tzinfo=None) if genie.settings.database_url.startswith("sqlite") else old},
+        )
     await _home_event(genie, "Ev0NEW00001")
     assert await genie.scalar("SELECT count(*) FROM slack_event") == 1
     assert await genie.scalar("SELECT event_id FROM slack_event") == "Ev0NEW00001"
@@ -84,8 +91,9 @@ async def test_a_duplicated_click_payload_acts_once(world):
         # The very same payload, twice at once and once more after.
         same = dict(container="message", channel_id=CHANNEL, message_ts="1700000000.000100")
         first = await asyncio.gather(*(world.slack.block_action(ALICE, action_id, val, **same) for _ in range(2)))
-        again = await world.slack.block_action(ALICE, action_id, val, **same,
-                                               headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+        again = await world.slack.block_action(
+            ALICE, action_id, val, **same, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+        )
         assert [r.status_code for r in (*first, again)] == [200, 200, 200]
         await bolt_idle()
     events = await _events(world, alert_id)

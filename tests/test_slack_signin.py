@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from bot.services import access, teams, users
+from bot.services import access, users
 from tests.conftest import page_text
 from tests.test_admin_e2e import chromium  # noqa: F401  (the fixture)
 from tests.test_alert_pages import fire, signed_in, world  # noqa: F401  (the fixture)
@@ -23,8 +23,11 @@ CLIENT_ID, CLIENT_SECRET = "1234.5678", "oidc-client-secret"
 @pytest.fixture
 def genie_settings(fake_slack):
     fake_slack.oidc_clients = {CLIENT_ID: CLIENT_SECRET}
-    yield {"GENIE_SLACK_OIDC_CLIENT_ID": CLIENT_ID, "GENIE_SLACK_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-           "GENIE_SLACK_OIDC_URL": fake_slack.url}
+    yield {
+        "GENIE_SLACK_OIDC_CLIENT_ID": CLIENT_ID,
+        "GENIE_SLACK_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+        "GENIE_SLACK_OIDC_URL": fake_slack.url,
+    }
     fake_slack.oidc_user, fake_slack.oidc_forge, fake_slack.oidc_clients = None, False, {}
 
 
@@ -67,23 +70,35 @@ async def test_an_unlinked_slack_account_is_linked_by_slacks_confirmed_email_and
     b = genie.browser()
     r = await slack_sign_in(genie, b, "/account")
     assert r.status_code == 303 and r.headers["location"] == "/account"
-    rows = await genie.rows("SELECT u.email, l.via, l.email_verified, l.needs_review FROM slack_link l "
-                            "JOIN \"user\" u ON u.id = l.user_id WHERE l.slack_user_id = 'U0BOB'")
-    assert [tuple(r) for r in rows] == [("bob@example.com", "signin", True, False)] or \
-        [tuple(r) for r in rows] == [("bob@example.com", "signin", 1, 0)]
-    assert await genie.scalar("SELECT count(*) FROM audit_event WHERE action = 'account.connect' "
-                              "AND external_id = 'U0BOB'") == 1
+    rows = await genie.rows(
+        "SELECT u.email, l.via, l.email_verified, l.needs_review FROM slack_link l "
+        "JOIN \"user\" u ON u.id = l.user_id WHERE l.slack_user_id = 'U0BOB'"
+    )
+    assert [tuple(r) for r in rows] == [("bob@example.com", "signin", True, False)] or [tuple(r) for r in rows] == [
+        ("bob@example.com", "signin", 1, 0)
+    ]
+    assert (
+        await genie.scalar(
+            "SELECT count(*) FROM audit_event WHERE action = 'account.connect' AND external_id = 'U0BOB'"
+        )
+        == 1
+    )
 
 
 async def test_refusals_change_nothing_and_say_why(world):
     """Each case in turn on one server (one Genie start, not eight): the refusal says why, no
     session starts and no link is made."""
     genie = world
-    cases = [("unverified", "did not give a confirmed email"), ("nobody", "No Genie account has the email"),
-             ("other_email", "connected to the Genie account alice@example.com"),
-             ("forged", "could not be verified"), ("state", "didn't start in this browser"),
-             ("no_cookie", "didn't start in this browser"), ("denied", "cancelled or refused"),
-             ("deactivated", "deactivated")]
+    cases = [
+        ("unverified", "did not give a confirmed email"),
+        ("nobody", "No Genie account has the email"),
+        ("other_email", "connected to the Genie account alice@example.com"),
+        ("forged", "could not be verified"),
+        ("state", "didn't start in this browser"),
+        ("no_cookie", "didn't start in this browser"),
+        ("denied", "cancelled or refused"),
+        ("deactivated", "deactivated"),
+    ]
     for case, says in cases:
         genie.fake.oidc_forge = case == "forged"
         user, email, verified = "U0BOB", "bob@example.com", case != "unverified"
@@ -124,8 +139,10 @@ async def test_an_admin_can_require_slack_sign_in_and_passwords_then_sign_in_adm
     await b.get("/login")
     r = await b.post("/login", {"email": "alice@example.com", "password": "wrong password", "next": "/alerts"})
     assert r.status_code == 401  # a wrong password says only that: nothing about who must use Slack
-    r = await b.post("/login", {"email": "alice@example.com", "password": __import__("tests.conftest").conftest.PASSWORD,
-                                "next": "/alerts"})
+    r = await b.post(
+        "/login",
+        {"email": "alice@example.com", "password": __import__("tests.conftest").conftest.PASSWORD, "next": "/alerts"},
+    )
     assert r.status_code == 403 and "requires Sign in with Slack" in page_text(r)
     assert await genie.scalar("SELECT count(*) FROM web_session") == 0
     admin = await signed_in(genie, "root@example.com")

@@ -8,15 +8,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
-from bot.slack import directory_sync
 from bot.services import access
 from bot.services.errors import InvalidInput
+from bot.slack import directory_sync
 from tests import forkserver
 from tests.conftest import ALICE, SECRET_KEY, SIGNING_SECRET, eventually
 from tests.fake_slack import TEAM_ID
@@ -33,13 +31,19 @@ async def _auto_link(genie, on: bool = True, workspace: str = WS) -> None:
 
 
 async def _sync(genie, workspace: str | None = None, progress: directory_sync.Progress | None = None):
-    return await directory_sync.sync(genie.settings, genie.rt.clients, genie.sessionmaker, workspace=workspace,
-                                 progress=progress or directory_sync.Progress(io.StringIO()))
+    return await directory_sync.sync(
+        genie.settings,
+        genie.rt.clients,
+        genie.sessionmaker,
+        workspace=workspace,
+        progress=progress or directory_sync.Progress(io.StringIO()),
+    )
 
 
 async def _links(genie) -> list[tuple[str, str, str]]:
-    return sorted(await genie.rows('SELECT l.slack_user_id, u.email, l.via FROM slack_link l '
-                                   'JOIN "user" u ON u.id = l.user_id'))
+    return sorted(
+        await genie.rows('SELECT l.slack_user_id, u.email, l.via FROM slack_link l JOIN "user" u ON u.id = l.user_id')
+    )
 
 
 async def _audit(genie, action: str | None = None) -> list[tuple]:
@@ -71,9 +75,14 @@ async def test_pages_through_the_whole_directory_and_records_everyone_without_li
     assert report.pages == 3 and report.users == 6 and report.error is None
     assert report.linked == [] and report.skipped == {"auto_link_off": 6} and not report.auto_link
     rows = await genie.rows("SELECT external_id, tenant, email, match FROM external_account ORDER BY external_id")
-    assert rows == sorted([("U0ALICE", WS, "alice@example.com", "skipped"), ("U0BOB", WS, "bob@example.com", "skipped"),
-                           ("U0MALLORY", WS, "mallory@evil.example", "skipped")]
-                          + [(f"U0PAGE{n}", WS, f"page{n}@example.com", "skipped") for n in range(3)])
+    assert rows == sorted(
+        [
+            ("U0ALICE", WS, "alice@example.com", "skipped"),
+            ("U0BOB", WS, "bob@example.com", "skipped"),
+            ("U0MALLORY", WS, "mallory@evil.example", "skipped"),
+        ]
+        + [(f"U0PAGE{n}", WS, f"page{n}@example.com", "skipped") for n in range(3)]
+    )
     assert await _links(genie) == []
     assert "slack sync T0GENIE01:" in progress.getvalue()
     [run] = await _audit(genie, "import.run")
@@ -122,8 +131,10 @@ async def test_a_sync_stopped_half_way_keeps_its_pages_and_a_rerun_finishes_the_
 
     [report] = await _sync(genie)
     assert report.pages == 1 and report.users == 2
-    assert report.error == ("Slack refused SLACK_BOT_TOKEN for workspace T0GENIE01 (Acme) (invalid_auth); "
-                            "reinstall the app or fix the token")
+    assert report.error == (
+        "Slack refused SLACK_BOT_TOKEN for workspace T0GENIE01 (Acme) (invalid_auth); "
+        "reinstall the app or fix the token"
+    )
     assert [e.slack_user for e in report.linked] == ["U0ALICE"]
     assert await _links(genie) == [("U0ALICE", "alice@example.com", "email")]  # page 1 is kept
     assert "stopped early" in (await _audit(genie, "import.run"))[0][5]
@@ -149,7 +160,8 @@ async def test_a_directory_entry_larger_than_genie_keeps_is_recorded_not_fatal(g
     assert report.error is None and report.users == 5
     assert [e.slack_user for e in report.linked] == ["U0CAROL"]
     [(email, name, match)] = await genie.rows(
-        "SELECT email, display_name, match FROM external_account WHERE external_id = 'U0HUGE'")
+        "SELECT email, display_name, match FROM external_account WHERE external_id = 'U0HUGE'"
+    )
     assert email is None and name == "Q" * 200 and match != "linked"
     assert ("U0HUGE",) not in [(r[0],) for r in await _links(genie)]
 
@@ -158,10 +170,21 @@ async def test_a_directory_entry_larger_than_genie_keeps_is_recorded_not_fatal(g
 async def test_every_auto_link_rule_as_the_report_the_links_and_slack_show_it(genie):
     fake = genie.fake
     await _auto_link(genie)
-    people = ["alice@example.com", "carol@example.com", "dave@example.com", "guest@example.com",
-              "single@example.com", "robot@example.com", "gone@example.com", "ext@example.com",
-              "stranger@example.com", "frank@example.com", "grace@example.com", "hank@example.com",
-              "noconfirm@example.com"]
+    people = [
+        "alice@example.com",
+        "carol@example.com",
+        "dave@example.com",
+        "guest@example.com",
+        "single@example.com",
+        "robot@example.com",
+        "gone@example.com",
+        "ext@example.com",
+        "stranger@example.com",
+        "frank@example.com",
+        "grace@example.com",
+        "hank@example.com",
+        "noconfirm@example.com",
+    ]
     for email in people:
         await genie.add_user(email, email.split("@")[0].title())
     # Linked by hand before the sync: Erin's Slack account carries Dave's address (so that
@@ -192,24 +215,37 @@ async def test_every_auto_link_rule_as_the_report_the_links_and_slack_show_it(ge
     [report] = await _sync(genie)
     assert report.error is None and report.auto_link
     linked = {e.slack_user: e.person for e in report.linked}
-    assert linked == {"U0ALICE": "alice@example.com", "U0CAROL": "carol@example.com",
-                      "U0NOCONF": "noconfirm@example.com"}
+    assert linked == {
+        "U0ALICE": "alice@example.com",
+        "U0CAROL": "carol@example.com",
+        "U0NOCONF": "noconfirm@example.com",
+    }
     [ambiguous] = report.ambiguous
     assert ambiguous.slack_user == "U0DAVE" and ambiguous.candidates == ("dave@example.com", "erin@example.com")
     assert sorted(e.slack_user for e in report.unmatched) == ["U0BOB", "U0MALLORY", "U0NOBODY"]
     [conflict] = report.conflicts
-    assert conflict.slack_user == "U0GRACE2" and "grace@example.com already has another slack account" in conflict.detail
-    assert report.skipped == {"bot": 2, "deleted": 1, "guest": 2, "external": 2, "email_unconfirmed": 1,
-                              "no_email": 1}
+    assert (
+        conflict.slack_user == "U0GRACE2" and "grace@example.com already has another slack account" in conflict.detail
+    )
+    assert report.skipped == {"bot": 2, "deleted": 1, "guest": 2, "external": 2, "email_unconfirmed": 1, "no_email": 1}
     assert report.already == 3  # U0ERINX, U0GRACE1, U0HANK: left as they were
 
     # Links: the three new ones; the hand-made ones untouched (U0HANK stays Ivan's).
-    assert await _links(genie) == sorted(before + [("U0ALICE", "alice@example.com", "email"),
-                                                   ("U0CAROL", "carol@example.com", "email"),
-                                                   ("U0NOCONF", "noconfirm@example.com", "email")])
+    assert await _links(genie) == sorted(
+        before
+        + [
+            ("U0ALICE", "alice@example.com", "email"),
+            ("U0CAROL", "carol@example.com", "email"),
+            ("U0NOCONF", "noconfirm@example.com", "email"),
+        ]
+    )
     assert ("U0HANK", "ivan@example.com", "link") in await _links(genie)
-    flags = dict(((r[0]), r[1:]) for r in await genie.rows(
-        "SELECT external_id, is_bot, is_guest, is_deleted, is_external, email_verified FROM external_account"))
+    flags = dict(
+        ((r[0]), r[1:])
+        for r in await genie.rows(
+            "SELECT external_id, is_bot, is_guest, is_deleted, is_external, email_verified FROM external_account"
+        )
+    )
     assert flags["USLACKBOT"][0] and flags["U0ROBOT"][0] and flags["U0SINGLE"][1] and flags["U0GONE"][2]
     assert flags["U0EXT"][3] and flags["U0STRANGER"][3] and not flags["U0ALICE"][3]
     assert not flags["U0FRANK"][4] and flags["U0NOCONF"][4]
@@ -222,8 +258,10 @@ async def test_every_auto_link_rule_as_the_report_the_links_and_slack_show_it(ge
     # The audit log has each connection, by the sync, and one run with its counts.
     connects = [r for r in await _audit(genie, "account.connect") if r[1] == "slack sync"]
     assert sorted((r[3], r[4], r[2]) for r in connects) == [
-        ("alice@example.com", "U0ALICE", "sync"), ("carol@example.com", "U0CAROL", "sync"),
-        ("noconfirm@example.com", "U0NOCONF", "sync")]
+        ("alice@example.com", "U0ALICE", "sync"),
+        ("carol@example.com", "U0CAROL", "sync"),
+        ("noconfirm@example.com", "U0NOCONF", "sync"),
+    ]
     [run] = await _audit(genie, "import.run")
     assert "3 linked, 1 ambiguous, 3 unmatched, 1 conflicts" in run[5]
 
@@ -262,9 +300,11 @@ async def test_team_join_links_a_new_hire_and_user_change_keeps_the_directory_cu
     await genie.add_user("nina@example.com", "Nina New")
     nina = SlackUser("U0NINA")
 
-    joined = await genie.slack.event(nina, {"type": "team_join", "user": _member(fake, "U0NINA", "Nina New",
-                                                                                  "nina@example.com")},
-                                     event_id="Ev0JOIN1")
+    joined = await genie.slack.event(
+        nina,
+        {"type": "team_join", "user": _member(fake, "U0NINA", "Nina New", "nina@example.com")},
+        event_id="Ev0JOIN1",
+    )
     assert joined.status_code == 200
     await eventually(lambda: genie.scalar("SELECT count(*) FROM slack_link"))
     assert await _links(genie) == [("U0NINA", "nina@example.com", "email")]
@@ -273,8 +313,12 @@ async def test_team_join_links_a_new_hire_and_user_change_keeps_the_directory_cu
     assert connect[1:5] == ("slack team_join", "slack", "nina@example.com", "U0NINA")
 
     # Slack re-sends the same event: taken in once.
-    again = await genie.slack.event(nina, {"type": "team_join", "user": fake.users["U0NINA"]}, event_id="Ev0JOIN1",
-                                    headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    again = await genie.slack.event(
+        nina,
+        {"type": "team_join", "user": fake.users["U0NINA"]},
+        event_id="Ev0JOIN1",
+        headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"},
+    )
     assert again.status_code == 200
 
     # An email change is recorded; the link is never moved by it.
@@ -296,17 +340,21 @@ async def test_events_record_but_never_link_where_auto_link_is_off_or_the_user_i
     fake = genie.fake
     await genie.add_user("olga@example.com", "Olga")
     await genie.add_user("pat@example.com", "Pat")
+
     async def recorded():
         return await genie.rows("SELECT external_id, match, match_detail FROM external_account ORDER BY external_id")
 
-    await genie.slack.event(SlackUser("U0OLGA"), {"type": "team_join", "user": _member(
-        fake, "U0OLGA", "Olga Off", "olga@example.com")})
+    await genie.slack.event(
+        SlackUser("U0OLGA"), {"type": "team_join", "user": _member(fake, "U0OLGA", "Olga Off", "olga@example.com")}
+    )
     # Slack's ack comes before the listener runs: the setting is turned on only once Olga's
     # join is on record, or it would (rightly) apply to her too.
     await eventually(lambda: _n_rows(recorded, 1))
     await _auto_link(genie)
-    await genie.slack.event(SlackUser("U0PAT"), {"type": "team_join", "user": _member(
-        fake, "U0PAT", "Pat Guest", "pat@example.com", is_restricted=True)})
+    await genie.slack.event(
+        SlackUser("U0PAT"),
+        {"type": "team_join", "user": _member(fake, "U0PAT", "Pat Guest", "pat@example.com", is_restricted=True)},
+    )
     await genie.slack.event(SlackUser("U0PAT"), {"type": "user_change", "user": "not an object"})
 
     rows = await eventually(lambda: _n_rows(recorded, 2))
@@ -338,12 +386,15 @@ async def test_oauth_mode_syncs_every_installed_workspace_with_its_own_token(gen
 
     reports = await _sync(genie)
     assert [(r.workspace.workspace_id, r.workspace.name, r.users) for r in reports] == [
-        ("T0BETA", "Beta", 1), ("T0GAMMA", "Gamma", 1)]
+        ("T0BETA", "Beta", 1),
+        ("T0GAMMA", "Gamma", 1),
+    ]
     assert [e.slack_user for e in reports[0].linked] == ["U0BALICE"]
     assert reports[1].linked == [] and reports[1].skipped == {"auto_link_off": 1}
     assert sorted(c.token for c in fake.calls("users.list")) == sorted([beta, gamma])
     assert await genie.rows("SELECT workspace_id, slack_user_id, slack_team_id, workspace_name FROM slack_link") == [
-        ("T0BETA", "U0BALICE", "T0BETA", "Beta")]
+        ("T0BETA", "U0BALICE", "T0BETA", "Beta")
+    ]
 
     fake.clear()
     [only] = await _sync(genie, workspace="T0GAMMA")
@@ -360,12 +411,27 @@ async def test_an_org_wide_grid_install_reads_each_workspace_of_the_org_and_coun
     await _install(genie, "code-org", None, enterprise_id="E0ORG", org_wide=True)
     fake.org_teams["E0ORG"] = [{"id": "T0GRIDWS", "name": "Grid WS"}, {"id": "T0GRIDTWO", "name": "Grid Two"}]
     org = {"enterprise_id": "E0ORG", "enterprise_name": "Acme Org"}
-    fake.add_user("W0GBOB", "Bob Grid", "bob@example.com", team_id="T0GRIDWS",
-                  enterprise_user={**org, "id": "W0GBOB", "teams": ["T0GRIDWS", "T0GRIDTWO"]})
-    fake.add_user("W0GAMY", "Amy Grid", "amy@example.com", team_id="T0GRIDTWO",
-                  enterprise_user={**org, "id": "W0GAMY", "teams": ["T0GRIDTWO"]})
-    fake.add_user("W0PAT", "Pat Partner", "pat@example.com", team_id="T0GRIDTWO",  # from another Grid org
-                  enterprise_user={"enterprise_id": "E0PARTNER", "id": "W0PAT", "teams": ["T0PARTNER"]})
+    fake.add_user(
+        "W0GBOB",
+        "Bob Grid",
+        "bob@example.com",
+        team_id="T0GRIDWS",
+        enterprise_user={**org, "id": "W0GBOB", "teams": ["T0GRIDWS", "T0GRIDTWO"]},
+    )
+    fake.add_user(
+        "W0GAMY",
+        "Amy Grid",
+        "amy@example.com",
+        team_id="T0GRIDTWO",
+        enterprise_user={**org, "id": "W0GAMY", "teams": ["T0GRIDTWO"]},
+    )
+    fake.add_user(
+        "W0PAT",
+        "Pat Partner",
+        "pat@example.com",
+        team_id="T0GRIDTWO",  # from another Grid org
+        enterprise_user={"enterprise_id": "E0PARTNER", "id": "W0PAT", "teams": ["T0PARTNER"]},
+    )
     for email in ("bob@example.com", "amy@example.com", "pat@example.com"):
         await genie.add_user(email, email.split("@")[0].title())
     await _auto_link(genie, workspace="E0ORG")
@@ -376,8 +442,9 @@ async def test_an_org_wide_grid_install_reads_each_workspace_of_the_org_and_coun
     assert report.pages == 2 and report.users == 3  # Bob is in both workspaces: once
     assert sorted(e.slack_user for e in report.linked) == ["W0GAMY", "W0GBOB"]
     assert report.skipped == {"external": 1}
-    assert sorted(await genie.rows("SELECT workspace_id, slack_user_id, slack_team_id, enterprise_id FROM slack_link")) == [
-        ("E0ORG", "W0GAMY", "T0GRIDTWO", "E0ORG"), ("E0ORG", "W0GBOB", "T0GRIDWS", "E0ORG")]
+    assert sorted(
+        await genie.rows("SELECT workspace_id, slack_user_id, slack_team_id, enterprise_id FROM slack_link")
+    ) == [("E0ORG", "W0GAMY", "T0GRIDTWO", "E0ORG"), ("E0ORG", "W0GBOB", "T0GRIDWS", "E0ORG")]
     bob = SlackUser("W0GBOB", team_id="T0GRIDWS", enterprise_id="E0ORG", team_domain="grid-ws", org_install=True)
     assert "connected to Genie as *Bob*" in _status(await genie.slack.command(bob, "status"))
 
@@ -415,8 +482,13 @@ async def test_genie_slack_sync_as_a_process_prints_the_report(genie, db_url, tm
     fake = genie.fake
     fake.users_page_size = 2
     fake.add_user("U0GUEST", "Guest Person", "guest@example.com", is_restricted=True)
-    env = clean_env(DATABASE_URL=db_url, GENIE_SECRET_KEY=SECRET_KEY, SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                    SLACK_BOT_TOKEN="xoxb-test-token", SLACK_API_URL=fake.api_url)
+    env = clean_env(
+        DATABASE_URL=db_url,
+        GENIE_SECRET_KEY=SECRET_KEY,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_BOT_TOKEN="xoxb-test-token",
+        SLACK_API_URL=fake.api_url,
+    )
     ok = await _cli(tmp_path, env, "workspace", "set", "auto_link_by_email", "true", "--workspace", WS)
     assert ok.returncode == 0, ok.stderr
     await genie.add_user("alice@example.com", "Alice Smith")
@@ -425,9 +497,11 @@ async def test_genie_slack_sync_as_a_process_prints_the_report(genie, db_url, tm
     done = await _cli(tmp_path, env, "slack", "sync")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == ("Slack workspace T0GENIE01 (Acme): 4 Slack users in 2 pages: 1 linked, 0 ambiguous, "
-                        "2 unmatched, 0 conflicts, 0 unlinked (deleted), 0 already connected, 1 skipped (guest 1); "
-                        "auto-link by email on")
+    assert lines[0] == (
+        "Slack workspace T0GENIE01 (Acme): 4 Slack users in 2 pages: 1 linked, 0 ambiguous, "
+        "2 unmatched, 0 conflicts, 0 unlinked (deleted), 0 already connected, 1 skipped (guest 1); "
+        "auto-link by email on"
+    )
     assert "  linked     U0ALICE @alice alice@example.com -> alice@example.com" in lines
     assert "  unmatched  U0MALLORY @mallory mallory@evil.example: no person has mallory@evil.example" in lines
     assert "  skipped    guests: 1" in lines
@@ -440,8 +514,10 @@ async def test_genie_slack_sync_as_a_process_prints_the_report(genie, db_url, tm
     assert report["counts"]["linked"] == 0 and report["skipped"] == {"guest": 1}
     assert {e["slack_user"] for e in report["unmatched"]} == {"U0BOB", "U0MALLORY"}
 
-    _one_error_line(await _cli(tmp_path, env, "slack", "sync", "--workspace", "T0OTHER"),
-                    "SLACK_BOT_TOKEN belongs to workspace T0GENIE01 (Acme), not T0OTHER")
+    _one_error_line(
+        await _cli(tmp_path, env, "slack", "sync", "--workspace", "T0OTHER"),
+        "SLACK_BOT_TOKEN belongs to workspace T0GENIE01 (Acme), not T0OTHER",
+    )
     _one_error_line(await _cli(tmp_path, env, "slack", "sync", "--workspace", "x; drop"), "is not a Slack workspace id")
     fake.fail("auth.test", error="token_revoked")
     _one_error_line(await _cli(tmp_path, env, "slack", "sync"), "Slack refused SLACK_BOT_TOKEN (token_revoked)")

@@ -26,13 +26,22 @@ from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import CreateAlert
 from bot.services.slack_links import SlackIdentity, SlackProfile
 from storage.base import utcnow
-from storage.models import (AlertEvent, ApiRequest, LinkRequest, OutboxMessage, SigninFailure, SlackEvent,
-                            SlackThrottle, WebSession)
-from tests.conftest import PASSWORD, SECRET_KEY, eventually, page_text
+from storage.models import (
+    AlertEvent,
+    ApiRequest,
+    LinkRequest,
+    OutboxMessage,
+    SigninFailure,
+    SlackEvent,
+    SlackThrottle,
+    WebSession,
+)
+from tests.conftest import SECRET_KEY, eventually, page_text
 from tests.fake_slack import TEAM_ID
 from tests.helpers import ack_json, walk
 from tests.slack_driver import SlackUser
-from tests.test_cli import base_env, genie as run_genie, ok, user_error
+from tests.test_cli import base_env, ok, user_error
+from tests.test_cli import genie as run_genie
 
 ALICE, BOB, STRANGER = SlackUser("U0ALICE"), SlackUser("U0BOB"), SlackUser("U0STRANGER")
 CHANNEL = "C0PAY"
@@ -45,8 +54,9 @@ async def _payments(genie, *, link_alice: bool = True) -> None:
         await teams.add_member(s, "Payments", "alice@example.com")
         if link_alice:
             req = await slack_links.issue_link(s, SlackIdentity(TEAM_ID, "U0ALICE"), SlackProfile(), 600)
-            await slack_links.redeem(s, req.nonce, await users.require_user(s, "alice@example.com"), replace=True,
-                                 ownership_confirmed=True)
+            await slack_links.redeem(
+                s, req.nonce, await users.require_user(s, "alice@example.com"), replace=True, ownership_confirmed=True
+            )
 
 
 async def _fire(genie) -> int:
@@ -57,8 +67,14 @@ async def _fire(genie) -> int:
 
 
 async def _click(genie, who: SlackUser, alert_id: int, action_id: str = "alert_acknowledge"):
-    response = await genie.slack.block_action(who, action_id, json.dumps({"alert": alert_id}), container="message",
-                                              channel_id=CHANNEL, message_ts="1700000000.000100")
+    response = await genie.slack.block_action(
+        who,
+        action_id,
+        json.dumps({"alert": alert_id}),
+        container="message",
+        channel_id=CHANNEL,
+        message_ts="1700000000.000100",
+    )
     assert response.status_code == 200, response.text
     return response
 
@@ -77,8 +93,10 @@ async def test_genie_connect_is_rate_limited_per_identity_in_the_database(genie)
     # The count is rows in the database (every process reads the same): as they age out of the
     # window, a link can be asked for again.
     async with genie.sessionmaker.begin() as s:
-        await s.execute(text("UPDATE slack_throttle SET at = :t WHERE slack_user_id = 'U0STRANGER'"),
-                        {"t": utcnow() - timedelta(minutes=11)})
+        await s.execute(
+            text("UPDATE slack_throttle SET at = :t WHERE slack_user_id = 'U0STRANGER'"),
+            {"t": utcnow() - timedelta(minutes=11)},
+        )
     assert "blocks" in ack_json(await genie.slack.command(STRANGER, "connect"))
 
 
@@ -88,16 +106,20 @@ async def test_refused_clicks_are_rate_limited_per_identity_and_stop_growing_the
     for _ in range(10):
         await _click(genie, STRANGER, alert_id)
     await genie.fake.wait_for("response_url", count=10)
-    assert await genie.scalar("SELECT count(*) FROM alert_event WHERE alert_id = :a AND outcome = 'denied'",
-                              a=alert_id) == 10
+    assert (
+        await genie.scalar("SELECT count(*) FROM alert_event WHERE alert_id = :a AND outcome = 'denied'", a=alert_id)
+        == 10
+    )
     links = await genie.scalar("SELECT count(*) FROM link_request")
     await _click(genie, STRANGER, alert_id)
     told = (await genie.fake.wait_for("response_url", count=11))[-1].args
     assert told["text"].startswith("You were refused 10 times in the last 1 minute, so Genie is ignoring your clicks")
     assert not any(d.get("action_id") == "connect_link" for d in walk(told.get("blocks")))
     # Nothing written for it: no timeline row, no new link request.
-    assert await genie.scalar("SELECT count(*) FROM alert_event WHERE alert_id = :a AND outcome = 'denied'",
-                              a=alert_id) == 10
+    assert (
+        await genie.scalar("SELECT count(*) FROM alert_event WHERE alert_id = :a AND outcome = 'denied'", a=alert_id)
+        == 10
+    )
     assert await genie.scalar("SELECT count(*) FROM link_request") == links
     # Allowed clicks are never counted: Alice acknowledges at once.
     await _click(genie, ALICE, alert_id)
@@ -113,23 +135,37 @@ async def test_the_running_server_prunes_what_can_no_longer_matter(genie):
     async with genie.sessionmaker.begin() as s:
         user = await users.require_user(s, "alice@example.com")
         for tag, at in (("old", old), ("new", fresh)):
-            s.add(LinkRequest(nonce=f"{tag}-nonce-0123456789", workspace_id=TEAM_ID, slack_user_id="U0X",
-                              slack_team_id=TEAM_ID, created_at=at, expires_at=at + timedelta(minutes=10)))
+            s.add(
+                LinkRequest(
+                    nonce=f"{tag}-nonce-0123456789",
+                    workspace_id=TEAM_ID,
+                    slack_user_id="U0X",
+                    slack_team_id=TEAM_ID,
+                    created_at=at,
+                    expires_at=at + timedelta(minutes=10),
+                )
+            )
             s.add(SlackEvent(event_id=f"Ev-{tag}", received_at=at))
             s.add(SlackThrottle(kind="connect", workspace_id=TEAM_ID, slack_user_id="U0X", at=at))
             s.add(SigninFailure(account="a" * 64, address=tag, at=at))
-            s.add(WebSession(token_hash=tag.ljust(64, "0"), user_id=user.id, created_at=at,
-                             expires_at=at + timedelta(hours=1)))
+            s.add(
+                WebSession(
+                    token_hash=tag.ljust(64, "0"), user_id=user.id, created_at=at, expires_at=at + timedelta(hours=1)
+                )
+            )
             s.add(ApiRequest(request_id=f"{tag}-request", action="create", success=True, status="ok", processed_at=at))
             s.add(OutboxMessage(channel="C0X", kind="message", payload={}, created_at=at, delivered_at=at))
-        s.add(OutboxMessage(channel="C0X", kind="message", payload={}, created_at=old, failed_at=old,
-                            last_error="channel_not_found"))  # failed: kept for operators
+        s.add(
+            OutboxMessage(
+                channel="C0X", kind="message", payload={}, created_at=old, failed_at=old, last_error="channel_not_found"
+            )
+        )  # failed: kept for operators
 
-    tables = ("link_request", "slack_event", "slack_throttle", "signin_failure", "web_session", "api_request",
-              "outbox")
+    tables = ("link_request", "slack_event", "slack_throttle", "signin_failure", "web_session", "api_request", "outbox")
 
     async def pruned():
         return all([await genie.scalar(f"SELECT count(*) FROM {t}") == (2 if t == "outbox" else 1) for t in tables])
+
     await eventually(pruned, timeout=10)
     assert await genie.scalar("SELECT nonce FROM link_request") == "new-nonce-0123456789"
     assert await genie.scalar("SELECT event_id FROM slack_event") == "Ev-new"
@@ -145,8 +181,16 @@ async def test_logs_and_notes_are_read_a_page_at_a_time_with_opsgenie_paging(gen
     async with genie.sessionmaker.begin() as s:
         key = await alerts.team_key(s, await teams.require_team(s, "Payments"))
         for i in range(230):
-            s.add(AlertEvent(alert_id=alert_id, action="note", outcome="applied", via="api",
-                             actor_name="Alertmanager", note=f"note {i}"))
+            s.add(
+                AlertEvent(
+                    alert_id=alert_id,
+                    action="note",
+                    outcome="applied",
+                    via="api",
+                    actor_name="Alertmanager",
+                    note=f"note {i}",
+                )
+            )
         s.add(AlertEvent(alert_id=alert_id, action="note", outcome="denied", via="slack", note="refused"))
     auth = {"Authorization": f"GenieKey {key}"}
     ids = [r[0] for r in await genie.rows("SELECT id FROM alert_event WHERE alert_id = :a ORDER BY id", a=alert_id)]
@@ -168,25 +212,44 @@ async def test_logs_and_notes_are_read_a_page_at_a_time_with_opsgenie_paging(gen
     notes = await walk_pages("notes", limit=50)
     assert len(notes) == 230  # the refused note is not one
     # direction=prev: the page just before an offset, in the same order.
-    back = await genie.http.get(f"/v2/alerts/{alert_id}/logs", headers=auth,
-                                params={"offset": str(ids[100]), "direction": "prev", "limit": 5, "order": "asc",
-                                        "identifierType": "tiny"})
+    back = await genie.http.get(
+        f"/v2/alerts/{alert_id}/logs",
+        headers=auth,
+        params={"offset": str(ids[100]), "direction": "prev", "limit": 5, "order": "asc", "identifierType": "tiny"},
+    )
     assert [item["offset"] for item in back.json()["data"]] == [str(i) for i in ids[95:100]]
-    back = await genie.http.get(f"/v2/alerts/{alert_id}/logs", headers=auth,
-                                params={"offset": str(ids[100]), "direction": "prev", "limit": 5, "order": "desc",
-                                        "identifierType": "tiny"})
+    back = await genie.http.get(
+        f"/v2/alerts/{alert_id}/logs",
+        headers=auth,
+        params={"offset": str(ids[100]), "direction": "prev", "limit": 5, "order": "desc", "identifierType": "tiny"},
+    )
     assert [item["offset"] for item in back.json()["data"]] == [str(i) for i in reversed(ids[101:106])]
 
 
 # --- a signed Slack body replayed (item 12) -------------------------------------------------------
 def _click_body(alert_id: int, user: str = "U0STRANGER", user_team: str = TEAM_ID, response_url: str = "") -> str:
-    payload = {"type": "block_actions", "api_app_id": "A0GENIE", "token": "legacy", "trigger_id": "9.9.9",
-               "team": {"id": TEAM_ID, "domain": "acme"}, "enterprise": None, "is_enterprise_install": False,
-               "user": {"id": user, "username": user.lower(), "team_id": user_team},
-               "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": CHANNEL},
-               "channel": {"id": CHANNEL, "name": "alerts"}, "response_url": response_url,
-               "actions": [{"action_id": "alert_acknowledge", "block_id": "b1", "type": "button",
-                            "value": json.dumps({"alert": alert_id}), "action_ts": f"{time.time():.6f}"}]}
+    payload = {
+        "type": "block_actions",
+        "api_app_id": "A0GENIE",
+        "token": "legacy",
+        "trigger_id": "9.9.9",
+        "team": {"id": TEAM_ID, "domain": "acme"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "user": {"id": user, "username": user.lower(), "team_id": user_team},
+        "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": CHANNEL},
+        "channel": {"id": CHANNEL, "name": "alerts"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": "alert_acknowledge",
+                "block_id": "b1",
+                "type": "button",
+                "value": json.dumps({"alert": alert_id}),
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
     return urlencode({"payload": json.dumps(payload)})
 
 
@@ -201,17 +264,29 @@ async def test_a_replayed_signed_click_or_command_is_taken_in_once(genie):
     assert await genie.scalar("SELECT count(*) FROM alert_event WHERE alert_id = :a", a=alert_id) == 2  # create + 1
     # Alice's link (made in _payments) and the one Connect link offered to the single click taken in …
     assert await genie.scalar("SELECT count(*) FROM link_request") == 2
-    command = urlencode({"team_id": TEAM_ID, "team_domain": "acme", "channel_id": "C0GENERAL", "user_id": "U0BOB",
-                         "user_name": "bob", "command": "/genie", "text": "connect", "api_app_id": "A0GENIE",
-                         "response_url": genie.fake.response_url("cmd"), "trigger_id": "1.2.3"})
+    command = urlencode(
+        {
+            "team_id": TEAM_ID,
+            "team_domain": "acme",
+            "channel_id": "C0GENERAL",
+            "user_id": "U0BOB",
+            "user_name": "bob",
+            "command": "/genie",
+            "text": "connect",
+            "api_app_id": "A0GENIE",
+            "response_url": genie.fake.response_url("cmd"),
+            "trigger_id": "1.2.3",
+        }
+    )
     first = await genie.slack.post(command, "application/x-www-form-urlencoded", timestamp=ts)
     assert "blocks" in ack_json(first)
     again = await genie.slack.post(command, "application/x-www-form-urlencoded", timestamp=ts)
     assert again.status_code == 200 and again.content == b""
     assert await genie.scalar("SELECT count(*) FROM link_request WHERE slack_user_id = 'U0BOB'") == 1
     # … and the same click with a new body (a real second click) is judged again.
-    await genie.slack.post(_click_body(alert_id, response_url=genie.fake.response_url("r2")),
-                           "application/x-www-form-urlencoded")
+    await genie.slack.post(
+        _click_body(alert_id, response_url=genie.fake.response_url("r2")), "application/x-www-form-urlencoded"
+    )
     await genie.fake.wait_for("response_url", count=2)
     assert await genie.scalar("SELECT count(*) FROM alert_event WHERE alert_id = :a", a=alert_id) == 3
 
@@ -223,19 +298,24 @@ async def test_a_slack_connect_clicker_is_external_even_with_a_linked_users_id(g
     the user id is the same string, it is not Alice, and it is refused as external."""
     await _payments(genie)
     alert_id = await _fire(genie)
-    await genie.slack.post(_click_body(alert_id, user="U0ALICE", user_team="T0OTHERORG",
-                                       response_url=genie.fake.response_url("ext")),
-                           "application/x-www-form-urlencoded")
+    await genie.slack.post(
+        _click_body(alert_id, user="U0ALICE", user_team="T0OTHERORG", response_url=genie.fake.response_url("ext")),
+        "application/x-www-form-urlencoded",
+    )
     told = (await genie.fake.wait_for("response_url"))[-1].args
     assert "you are in another organization (Slack Connect)" in told["text"]
     assert not any(d.get("action_id") == "connect_link" for d in walk(told.get("blocks")))
     assert await genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id) in (False, 0)
-    assert await genie.rows("SELECT outcome, reason, slack_workspace_id, actor_user_id FROM alert_event "
-                            "WHERE alert_id = :a AND action = 'acknowledge'", a=alert_id) == [
-        ("denied", "Slack Connect user of another organization", "T0OTHERORG", None)]
+    assert await genie.rows(
+        "SELECT outcome, reason, slack_workspace_id, actor_user_id FROM alert_event "
+        "WHERE alert_id = :a AND action = 'acknowledge'",
+        a=alert_id,
+    ) == [("denied", "Slack Connect user of another organization", "T0OTHERORG", None)]
     # The same click from the host's own Alice acts.
-    await genie.slack.post(_click_body(alert_id, user="U0ALICE", response_url=genie.fake.response_url("in")),
-                           "application/x-www-form-urlencoded")
+    await genie.slack.post(
+        _click_body(alert_id, user="U0ALICE", response_url=genie.fake.response_url("in")),
+        "application/x-www-form-urlencoded",
+    )
     await eventually(lambda: genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id))
 
 
@@ -255,8 +335,13 @@ METRICS_TOKEN = "metrics-token-0123456789abcdef"
 
 @pytest.mark.parametrize("genie_settings", [{"GENIE_METRICS_TOKEN": METRICS_TOKEN}])
 async def test_metrics_need_the_bearer_token_when_one_is_set(genie):
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {METRICS_TOKEN}x"},
-                    {"Authorization": METRICS_TOKEN}, {"Authorization": f"Basic {METRICS_TOKEN}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {METRICS_TOKEN}x"},
+        {"Authorization": METRICS_TOKEN},
+        {"Authorization": f"Basic {METRICS_TOKEN}"},
+    ):
         refused = await genie.http.get("/metrics", headers=headers)
         assert refused.status_code == 401 and "genie_" not in refused.text
         assert refused.headers["www-authenticate"].startswith("Bearer")
@@ -283,8 +368,9 @@ async def _client_seen(settings_env: dict[str, str]) -> str:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn_config(echo, Settings.from_env(settings_env), "127.0.0.1", port, lifespan="off",
-                            log_level="warning")
+    config = uvicorn_config(
+        echo, Settings.from_env(settings_env), "127.0.0.1", port, lifespan="off", log_level="warning"
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -358,14 +444,25 @@ async def test_workspace_set_needs_a_workspace_or_all_workspaces(tmp_path, db_ur
     def cli(*args: str):
         return asyncio.to_thread(run_genie, tmp_path, env, *args)
 
-    user_error(await cli("workspace", "set", "auto_link_by_email", "true"),
-               "--workspace", "--all-workspaces", "including workspaces installed later")
+    user_error(
+        await cli("workspace", "set", "auto_link_by_email", "true"),
+        "--workspace",
+        "--all-workspaces",
+        "including workspaces installed later",
+    )
     assert await _settings(db_url) == []  # nothing was set
-    ok(await cli("workspace", "set", "auto_link_by_email", "true", "--all-workspaces"),
-       "auto_link_by_email = true for every workspace without a value of its own, including workspaces installed later")
-    ok(await cli("workspace", "set", "auto_link_by_email", "false", "--workspace", "T0123ABCD"),
-       "auto_link_by_email = false for workspace T0123ABCD")
-    assert await _settings(db_url) == [("*", "auto_link_by_email", "true"), ("T0123ABCD", "auto_link_by_email", "false")]
+    ok(
+        await cli("workspace", "set", "auto_link_by_email", "true", "--all-workspaces"),
+        "auto_link_by_email = true for every workspace without a value of its own, including workspaces installed later",
+    )
+    ok(
+        await cli("workspace", "set", "auto_link_by_email", "false", "--workspace", "T0123ABCD"),
+        "auto_link_by_email = false for workspace T0123ABCD",
+    )
+    assert await _settings(db_url) == [
+        ("*", "auto_link_by_email", "true"),
+        ("T0123ABCD", "auto_link_by_email", "false"),
+    ]
 
 
 async def _settings(db_url: str) -> list[tuple]:
@@ -380,12 +477,15 @@ async def _settings(db_url: str) -> list[tuple]:
         await engine.dispose()
 
 
-@pytest.mark.parametrize("env, variable", [
-    ({"GENIE_FORWARDED_ALLOW_IPS": "10.0.0.5,lb.internal"}, "GENIE_FORWARDED_ALLOW_IPS"),
-    ({"GENIE_METRICS_TOKEN": "short"}, "GENIE_METRICS_TOKEN"),
-    ({"GENIE_CLEANUP_INTERVAL": "0"}, "GENIE_CLEANUP_INTERVAL"),
-    ({"GENIE_CLEANUP_INTERVAL": "ten"}, "GENIE_CLEANUP_INTERVAL"),
-])
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"GENIE_FORWARDED_ALLOW_IPS": "10.0.0.5,lb.internal"}, "GENIE_FORWARDED_ALLOW_IPS"),
+        ({"GENIE_METRICS_TOKEN": "short"}, "GENIE_METRICS_TOKEN"),
+        ({"GENIE_CLEANUP_INTERVAL": "0"}, "GENIE_CLEANUP_INTERVAL"),
+        ({"GENIE_CLEANUP_INTERVAL": "ten"}, "GENIE_CLEANUP_INTERVAL"),
+    ],
+)
 def test_the_new_settings_refuse_bad_values_naming_the_variable(env, variable):
     from bot.config import ConfigError, Settings
 

@@ -23,11 +23,11 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.blocks.alerts import ButtonValue
 from bot.ids import Action
 from bot.importers import Directory
-from bot.slack.screening import screen
 from bot.server import build_bolt_app
 from bot.services import imports
 from bot.services.audit import Who
 from bot.services.external_accounts import ReportedAccount
+from bot.slack.screening import screen
 from tests.conftest import PASSWORD, SIGNING_SECRET, Genie, eventually
 from tests.fake_slack import TEAM_DOMAIN, TEAM_ID
 from tests.slack_driver import sign
@@ -35,9 +35,19 @@ from tests.test_alert_api import Api, api, counts, envelope  # noqa: F401 - the 
 from tests.test_alert_gate import _fire, world  # noqa: F401 - the fixture
 
 #: Where a browser would go: off-site, scheme-relative, backslash tricks, other schemes.
-HOSTILE_NEXT = ["https://evil.example/x", "//evil.example/x", "/\\evil.example/x", "\\\\evil.example",
-                "/\\/evil.example", "http:evil.example", "javascript:alert(1)", " //evil.example",
-                "evil.example", "///evil.example", "https:/evil.example"]
+HOSTILE_NEXT = [
+    "https://evil.example/x",
+    "//evil.example/x",
+    "/\\evil.example/x",
+    "\\\\evil.example",
+    "/\\/evil.example",
+    "http:evil.example",
+    "javascript:alert(1)",
+    " //evil.example",
+    "evil.example",
+    "///evil.example",
+    "https:/evil.example",
+]
 
 
 async def test_sign_in_with_a_hostile_next_lands_on_a_local_page(genie: Genie):
@@ -45,26 +55,38 @@ async def test_sign_in_with_a_hostile_next_lands_on_a_local_page(genie: Genie):
     for target in HOSTILE_NEXT:
         browser = genie.browser()
         await browser.get("/login")
-        answer = await browser.post("/login", {"email": "alice@example.com", "password": PASSWORD,
-                                               "next": target})
+        answer = await browser.post("/login", {"email": "alice@example.com", "password": PASSWORD, "next": target})
         assert answer.status_code == 303, (target, answer.status_code)
         assert answer.headers["location"] == "/account", target  # signed in, and kept on Genie
     # A local target is kept (the guard is not simply "always /account").
     browser = genie.browser()
     await browser.get("/login")
-    answer = await browser.post("/login", {"email": "alice@example.com", "password": PASSWORD,
-                                           "next": "/account?welcome=1"})
+    answer = await browser.post(
+        "/login", {"email": "alice@example.com", "password": PASSWORD, "next": "/account?welcome=1"}
+    )
     assert answer.status_code == 303 and answer.headers["location"] == "/account?welcome=1"
 
 
 def _click_body(alert_id: int, user: str = "U0ALICE") -> str:
-    payload = {"type": "block_actions", "api_app_id": "A0GENIE", "token": "legacy-verification-token",
-               "trigger_id": "1.2.3", "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
-               "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
-               "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0PAY"},
-               "channel": {"id": "C0PAY", "name": "alerts"},
-               "actions": [{"action_id": Action.ALERT_ACKNOWLEDGE, "block_id": "b", "type": "button",
-                            "value": ButtonValue(alert_id).encode(), "action_ts": f"{time.time():.6f}"}]}
+    payload = {
+        "type": "block_actions",
+        "api_app_id": "A0GENIE",
+        "token": "legacy-verification-token",
+        "trigger_id": "1.2.3",
+        "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
+        "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
+        "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0PAY"},
+        "channel": {"id": "C0PAY", "name": "alerts"},
+        "actions": [
+            {
+                "action_id": Action.ALERT_ACKNOWLEDGE,
+                "block_id": "b",
+                "type": "button",
+                "value": ButtonValue(alert_id).encode(),
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
     return urlencode({"payload": json.dumps(payload)})
 
 
@@ -76,9 +98,14 @@ async def test_bolt_refuses_a_well_formed_unsigned_click_on_its_own(world):
     alert_id, _ = await _fire(genie)
     body = _click_body(alert_id)
     ts = int(time.time())
-    unsigned = [{"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": str(ts)},
-                {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": str(ts),
-                 "x-slack-signature": sign("an-attackers-guess", ts, body)}]
+    unsigned = [
+        {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": str(ts)},
+        {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-slack-request-timestamp": str(ts),
+            "x-slack-signature": sign("an-attackers-guess", ts, body),
+        },
+    ]
     bolt = build_bolt_app(genie.rt)
     for headers in unsigned:
         assert (await genie.http.post("/slack/events", content=body.encode(), headers=headers)).status_code == 401
@@ -87,14 +114,18 @@ async def test_bolt_refuses_a_well_formed_unsigned_click_on_its_own(world):
         assert answer.status == 401, answer.body
     assert await genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id) in (False, 0)
     # The same click, signed, goes through both layers: the request itself was good.
-    signed = {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": str(ts),
-              "x-slack-signature": sign(SIGNING_SECRET, ts, body)}
+    signed = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": str(ts),
+        "x-slack-signature": sign(SIGNING_SECRET, ts, body),
+    }
     request = screen(body.encode(), signed, SIGNING_SECRET)
     assert isinstance(request, AsyncBoltRequest)
     assert (await bolt.async_dispatch(request)).status == 200
 
     async def acknowledged() -> bool:
         return bool(await genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id))
+
     await eventually(acknowledged)
 
 
@@ -104,19 +135,36 @@ async def test_emails_of_tools_that_do_not_vouch_for_them_never_auto_link(genie:
     with auto-linking allowed: recorded, skipped with the reason, connected to nobody. The same
     account from PagerDuty links (the guard, not the data, makes the difference)."""
     await genie.add_user("alice@example.com", "Alice Smith")
-    reported = ReportedAccount(provider=provider, external_id="x-1", tenant="acme", handle="alice-x",
-                               email="alice@example.com", email_verified=True, display_name="Alice Smith")
+    reported = ReportedAccount(
+        provider=provider,
+        external_id="x-1",
+        tenant="acme",
+        handle="alice-x",
+        email="alice@example.com",
+        email_verified=True,
+        display_name="Alice Smith",
+    )
     async with genie.sessionmaker.begin() as s:
-        report = await imports.apply_directory(s, Directory(provider, provider.title(), "acme", [reported]),
-                                               allowed=True, who=Who.cli("test"))
+        report = await imports.apply_directory(
+            s, Directory(provider, provider.title(), "acme", [reported]), allowed=True, who=Who.cli("test")
+        )
     assert report.linked == [] and list(report.skipped) == [
-        f"{provider} emails do not identify a person; connect it by hand or from a file"]
+        f"{provider} emails do not identify a person; connect it by hand or from a file"
+    ]
     assert await genie.scalar("SELECT count(*) FROM external_account WHERE user_id IS NOT NULL") == 0
-    trusted = ReportedAccount(provider="pagerduty", external_id="P1", tenant="acme", handle="alice-x",
-                              email="alice@example.com", email_verified=True, display_name="Alice Smith")
+    trusted = ReportedAccount(
+        provider="pagerduty",
+        external_id="P1",
+        tenant="acme",
+        handle="alice-x",
+        email="alice@example.com",
+        email_verified=True,
+        display_name="Alice Smith",
+    )
     async with genie.sessionmaker.begin() as s:
-        report = await imports.apply_directory(s, Directory("pagerduty", "PagerDuty", "acme", [trusted]),
-                                               allowed=True, who=Who.cli("test"))
+        report = await imports.apply_directory(
+            s, Directory("pagerduty", "PagerDuty", "acme", [trusted]), allowed=True, who=Who.cli("test")
+        )
     assert [e["person"] for e in report.linked] == ["alice@example.com"]
 
 
@@ -135,7 +183,8 @@ async def test_a_person_cannot_disconnect_another_persons_slack_link(world):
     answer = await browser.post(f"/account/links/{links['alice@example.com']}/disconnect")
     assert answer.status_code == 303 and answer.headers["location"] == "/account?disconnected=1"
     assert dict(await genie.rows('SELECT u.email, l.id FROM slack_link l JOIN "user" u ON u.id = l.user_id')) == {
-        e: i for e, i in links.items() if e != "alice@example.com"}
+        e: i for e, i in links.items() if e != "alice@example.com"
+    }
 
 
 async def test_a_key_cannot_read_or_act_on_another_teams_alert_by_any_identifier(api: Api):
@@ -145,15 +194,24 @@ async def test_a_key_cannot_read_or_act_on_another_teams_alert_by_any_identifier
     alert = await api.get(status["alertId"])
     before = await counts(api.genie)
     forms = [(alert["id"], "id"), ("payments-private", "alias"), (alert["tinyId"], "tiny")]
-    requests = [("GET", "", None), ("GET", "/notes", None), ("GET", "/logs", None), ("POST", "/acknowledge", {}),
-                ("POST", "/close", {}), ("POST", "/notes", {"note": "x"}),
-                ("POST", "/assign", {"owner": {"username": "mallory@example.com"}})]
+    requests = [
+        ("GET", "", None),
+        ("GET", "/notes", None),
+        ("GET", "/logs", None),
+        ("POST", "/acknowledge", {}),
+        ("POST", "/close", {}),
+        ("POST", "/notes", {"note": "x"}),
+        ("POST", "/assign", {"owner": {"username": "mallory@example.com"}}),
+    ]
     for identifier, kind in forms:
         for method, action, body in requests:
             response = await api.genie.http.request(
-                method, f"/v2/alerts/{identifier}{action}", params={"identifierType": kind},
+                method,
+                f"/v2/alerts/{identifier}{action}",
+                params={"identifierType": kind},
                 headers={"Authorization": f"GenieKey {api.keys['Search']}"},
-                **({"json": body} if body is not None else {}))
+                **({"json": body} if body is not None else {}),
+            )
             answer = envelope(response, 404)
             assert "secret" not in response.text and alert["id"] not in response.text
             assert answer["message"].startswith("Alert with given"), (identifier, action)
@@ -176,21 +234,32 @@ async def test_a_linked_slack_user_id_from_another_workspace_or_org_is_not_the_l
     alert_id, _ = await _fire(genie)
     for who in (SlackUser("U0ALICE", team_id="T0OTHERWS1"), SlackUser("U0ALICE", enterprise_id="E0EVILORG1")):
         genie.fake.clear()
-        answer = await genie.slack.block_action(who, Action.ALERT_ACKNOWLEDGE, ButtonValue(alert_id).encode(),
-                                                container="message", channel_id=CHANNEL)
+        answer = await genie.slack.block_action(
+            who, Action.ALERT_ACKNOWLEDGE, ButtonValue(alert_id).encode(), container="message", channel_id=CHANNEL
+        )
         assert answer.status_code == 200
         [said] = await genie.fake.wait_for("response_url")
         assert "your Slack account isn't connected to a Genie account" in said.args["text"], said.args
     assert await genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id) in (False, 0)
-    assert await genie.rows("SELECT outcome, reason FROM alert_event WHERE alert_id = :a AND action = 'acknowledge'",
-                            a=alert_id) == [("denied", "Slack account not linked")] * 2
+    assert (
+        await genie.rows(
+            "SELECT outcome, reason FROM alert_event WHERE alert_id = :a AND action = 'acknowledge'", a=alert_id
+        )
+        == [("denied", "Slack account not linked")] * 2
+    )
     # Alice herself, from her own workspace, may.
-    answer = await genie.slack.block_action(SlackUser("U0ALICE"), Action.ALERT_ACKNOWLEDGE, ButtonValue(alert_id).encode(),
-                                            container="message", channel_id=CHANNEL)
+    answer = await genie.slack.block_action(
+        SlackUser("U0ALICE"),
+        Action.ALERT_ACKNOWLEDGE,
+        ButtonValue(alert_id).encode(),
+        container="message",
+        channel_id=CHANNEL,
+    )
     assert answer.status_code == 200
 
     async def acknowledged() -> bool:
         return bool(await genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id))
+
     await eventually(acknowledged)
 
 
@@ -203,8 +272,9 @@ async def test_a_csrf_token_must_be_signed_by_genie_not_just_equal_to_the_cookie
     assert (await browser.login("alice@example.com")).status_code == 303
     await browser.get("/account")
     links = await genie.scalar("SELECT count(*) FROM slack_link")
-    alice_link = await genie.scalar("SELECT l.id FROM slack_link l JOIN \"user\" u ON u.id = l.user_id "
-                                    "WHERE u.email = 'alice@example.com'")
+    alice_link = await genie.scalar(
+        "SELECT l.id FROM slack_link l JOIN \"user\" u ON u.id = l.user_id WHERE u.email = 'alice@example.com'"
+    )
     cookie = browser.http.cookies.get("genie_csrf")
     assert cookie and cookie != browser.last_csrf
     for path in ("/logout", f"/account/links/{alice_link}/disconnect"):

@@ -10,14 +10,15 @@ import httpx
 from sqlalchemy import text
 
 from bot.server import build_asgi_app, make_runtime
-from tests.conftest import eventually, PASSWORD, page_text
+from tests.conftest import PASSWORD, eventually, page_text
 
 
 async def _fail_login(genie, email: str, address: str = "203.0.113.7", password: str = "wrong password!"):
     browser = genie.browser()
     await browser.get("/login")
-    return await browser.post("/login", {"email": email, "password": password, "next": "/account"},
-                              headers={"X-Forwarded-For": address})
+    return await browser.post(
+        "/login", {"email": email, "password": password, "next": "/account"}, headers={"X-Forwarded-For": address}
+    )
 
 
 async def _failures(genie) -> int:
@@ -51,15 +52,19 @@ async def test_five_failures_throttle_that_address_for_that_account_but_never_lo
 
     # Ten minutes on, the oldest failure is five minutes from leaving the window.
     async with genie.sessionmaker.begin() as s:
-        await s.execute(text("UPDATE signin_failure SET at = at - INTERVAL '10 minutes'")
-                        if genie.settings.database_url.startswith("postgresql") else
-                        text("UPDATE signin_failure SET at = datetime(at, '-10 minutes')"))
+        await s.execute(
+            text("UPDATE signin_failure SET at = at - INTERVAL '10 minutes'")
+            if genie.settings.database_url.startswith("postgresql")
+            else text("UPDATE signin_failure SET at = datetime(at, '-10 minutes')")
+        )
     later = await _fail_login(genie, "alice@example.com", password=PASSWORD)
     assert later.status_code == 429 and "try again in 5 minutes" in page_text(later)
     async with genie.sessionmaker.begin() as s:
-        await s.execute(text("UPDATE signin_failure SET at = at - INTERVAL '6 minutes'")
-                        if genie.settings.database_url.startswith("postgresql") else
-                        text("UPDATE signin_failure SET at = datetime(at, '-6 minutes')"))
+        await s.execute(
+            text("UPDATE signin_failure SET at = at - INTERVAL '6 minutes'")
+            if genie.settings.database_url.startswith("postgresql")
+            else text("UPDATE signin_failure SET at = datetime(at, '-6 minutes')")
+        )
     assert (await _fail_login(genie, "alice@example.com", password=PASSWORD)).status_code == 303
     # Success clears that address's failures for the account (expired ones are pruned on the next failure).
     assert await genie.scalar("SELECT count(*) FROM signin_failure WHERE address = '203.0.113.7'") == 0
@@ -75,9 +80,15 @@ async def test_many_people_behind_one_address_signing_in_at_once_are_not_throttl
     browsers = [genie.browser() for _ in emails]
     for browser in browsers:
         await browser.get("/login?next=/account")
-    answers = await asyncio.gather(*(browser.post("/login", {"email": email, "password": PASSWORD, "next": "/account"})
-                                     for browser, email in zip(browsers, emails)))
-    assert [a.status_code for a in answers] == [303] * len(emails), [page_text(a) for a in answers if a.status_code != 303]
+    answers = await asyncio.gather(
+        *(
+            browser.post("/login", {"email": email, "password": PASSWORD, "next": "/account"})
+            for browser, email in zip(browsers, emails)
+        )
+    )
+    assert [a.status_code for a in answers] == [303] * len(emails), [
+        page_text(a) for a in answers if a.status_code != 303
+    ]
     assert await _failures(genie) == 0
 
 
@@ -107,21 +118,25 @@ async def test_the_limit_is_shared_by_every_process(genie):
     for _ in range(5):
         assert (await _fail_login(genie, "alice@example.com")).status_code == 401
     other = build_asgi_app(await make_runtime(genie.settings, genie.sessionmaker))  # a second process
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other, client=("203.0.113.7", 50000)), base_url=genie.url) as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=other, client=("203.0.113.7", 50000)), base_url=genie.url
+    ) as http:
         page = await http.get("/login")
         csrf = page.text.split('name="csrf_token" value="')[1].split('"')[0]
-        refused = await http.post("/login", data={"email": "alice@example.com", "password": PASSWORD,
-                                                  "csrf_token": csrf})
+        refused = await http.post(
+            "/login", data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": csrf}
+        )
     assert refused.status_code == 429 and "Too many sign-in attempts" in page_text(refused)
 
 
 # --- link tokens: what test_link_bad_input.py does not cover ---------------------------------------
-import pytest  # noqa: E402
-from itsdangerous import URLSafeTimedSerializer  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
+import pytest  # noqa: E402
+from itsdangerous import URLSafeTimedSerializer  # noqa: E402
+from starlette.routing import Mount  # noqa: E402
+
 from bot.services.slack_links import LINK_TOKEN_SALT, LinkTokens  # noqa: E402
-from starlette.routing import Mount, Route  # noqa: E402
 from tests.conftest import ALICE, SECRET_KEY  # noqa: E402
 from tests.hardening import changes, report, snapshot  # noqa: E402
 from tests.helpers import connect_url  # noqa: E402
@@ -209,8 +224,11 @@ async def test_session_cookie_is_httponly_lax_secure_and_dies_with_sign_out(geni
     csrf_cookie = next(c for c in page.headers.get_list("set-cookie") if c.startswith("genie_csrf="))
     assert "secure" in csrf_cookie.lower() and "httponly" in csrf_cookie.lower()
     # httpx keeps Secure cookies to https: send it back by hand, as a browser on https would.
-    signed_in = await browser.post("/login", {"email": "alice@example.com", "password": PASSWORD, "next": "/account"},
-                                   headers={"Cookie": csrf_cookie.split(";")[0]})
+    signed_in = await browser.post(
+        "/login",
+        {"email": "alice@example.com", "password": PASSWORD, "next": "/account"},
+        headers={"Cookie": csrf_cookie.split(";")[0]},
+    )
     assert signed_in.status_code == 303
     cookie = next(c for c in signed_in.headers.get_list("set-cookie") if c.startswith("genie_session="))
     flags = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
@@ -245,10 +263,17 @@ async def _app_routes(genie):
 
 
 def _fill(path: str) -> str:
-    return path.replace("{token}", "x" * 20).replace("{link_id}", "1").replace("{account_id}", "1") \
-        .replace("{identifier:path}", "x") \
-        .replace("{requestId}", "x").replace("{path:path}", "x/y").replace("{name}", "x").replace("{rest:path}", "/x/y") \
+    return (
+        path.replace("{token}", "x" * 20)
+        .replace("{link_id}", "1")
+        .replace("{account_id}", "1")
+        .replace("{identifier:path}", "x")
+        .replace("{requestId}", "x")
+        .replace("{path:path}", "x/y")
+        .replace("{name}", "x")
+        .replace("{rest:path}", "/x/y")
         .replace("{alert_id}", "1")
+    )
 
 
 async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(genie):
@@ -262,12 +287,14 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
     from bot.web.heartbeat_api import routes as heartbeat_routes
     from bot.web.pages import routes as page_routes
     from bot.web.reports import routes as report_routes
+
     await genie.add_user("alice@example.com", "Alice Smith", admin=True)
     path = await _connect_path(genie)
     browser = await _signed_in(genie, "alice@example.com", path)
     await browser.get(path)  # the CSRF cookie is set; the forged posts below lack the form token
-    page_posts = {r.path for r in [*page_routes, *admin_routes, *alert_page_routes, *report_routes]
-                  if "POST" in (r.methods or ())}
+    page_posts = {
+        r.path for r in [*page_routes, *admin_routes, *alert_page_routes, *report_routes] if "POST" in (r.methods or ())
+    }
     api_posts = {r.path for r in [*api_routes, *heartbeat_routes] if "POST" in (r.methods or ())}
     audited = []
     for route in await _app_routes(genie):
@@ -277,22 +304,31 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
         before = await snapshot(genie.sessionmaker)
         if route.path in page_posts:
             for form in ({}, {"csrf_token": "forged"}, {"csrf_token": browser.last_csrf}):
-                response = await browser.post(url, form, csrf=False,
-                                              headers={"Origin": "https://evil.example"} if form.get("csrf_token")
-                                              == browser.last_csrf else None)
+                response = await browser.post(
+                    url,
+                    form,
+                    csrf=False,
+                    headers={"Origin": "https://evil.example"} if form.get("csrf_token") == browser.last_csrf else None,
+                )
                 assert response.status_code == 403, (route.path, form, response.status_code)
                 assert "did not come from Genie's own page" in page_text(response), route.path
         elif route.path == "/slack/events":
-            response = await browser.http.post(url, content=b"command=%2Fgenie&text=connect",
-                                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+            response = await browser.http.post(
+                url,
+                content=b"command=%2Fgenie&text=connect",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             assert response.status_code == 401, response.text
         elif route.path in api_posts:
             # The catch-all for what Genie does not implement does nothing, with or without a key.
             allowed = (401, 404, 405) if route.path.endswith(("{path:path}", "{rest:path}")) else (401,)
             response = await browser.http.post(url, json={"message": "forged"})
             assert response.status_code in allowed, (route.path, response.text)
-            response = await browser.http.post(url, json={"message": "forged"}, headers={
-                "Authorization": "GenieKey 2f9c7d0e-1b2a-4c3d-8e4f-5a6b7c8d9e0f"})  # well-formed, nobody's
+            response = await browser.http.post(
+                url,
+                json={"message": "forged"},
+                headers={"Authorization": "GenieKey 2f9c7d0e-1b2a-4c3d-8e4f-5a6b7c8d9e0f"},
+            )  # well-formed, nobody's
             assert response.status_code in allowed, (route.path, response.text)
             if not route.path.endswith(("{path:path}", "{rest:path}")):
                 assert response.json()["message"] == "Could not authenticate", route.path
@@ -300,10 +336,20 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
             raise AssertionError(f"POST {route.path} is not audited for CSRF / authentication")
         assert changes(before, await snapshot(genie.sessionmaker)) == {}, route.path
         audited.append(route.path)
-    assert {"/login", "/logout", "/link/{token}", "/account/links/{link_id}/disconnect", "/slack/events",
-            "/v2/alerts", "/v2/heartbeats", "/v2/heartbeats/{name}/ping", "/account/accounts/{account_id}/remove",
-            "/admin/accounts/connect",
-            "/admin/accounts/move", "/admin/accounts/remove"} <= set(audited)
+    assert {
+        "/login",
+        "/logout",
+        "/link/{token}",
+        "/account/links/{link_id}/disconnect",
+        "/slack/events",
+        "/v2/alerts",
+        "/v2/heartbeats",
+        "/v2/heartbeats/{name}/ping",
+        "/account/accounts/{account_id}/remove",
+        "/admin/accounts/connect",
+        "/admin/accounts/move",
+        "/admin/accounts/remove",
+    } <= set(audited)
     # The real thing still works after all that.
     assert (await browser.post(path)).status_code == 200
 
@@ -385,9 +431,11 @@ async def test_sign_ins_do_not_hold_the_database_while_argon2_runs(genie):
             browser = genie.browser()
             await browser.get("/login")
             while not stop.is_set():
-                answer = await browser.post("/login", {"email": "alice@example.com", "password": PASSWORD,
-                                                       "next": "/account"},
-                                            headers={"X-Forwarded-For": f"198.51.100.{i}"})
+                answer = await browser.post(
+                    "/login",
+                    {"email": "alice@example.com", "password": PASSWORD, "next": "/account"},
+                    headers={"X-Forwarded-For": f"198.51.100.{i}"},
+                )
                 assert answer.status_code == 303, answer.status_code
                 signed_in.append(i)
 
@@ -404,6 +452,8 @@ async def test_sign_ins_do_not_hold_the_database_while_argon2_runs(genie):
             await asyncio.gather(*loops)
     finally:
         await api.aclose()
-    print(f"alert API median: {baseline * 1000:.0f} ms alone, {loaded * 1000:.0f} ms during 3 sign-in loops; "
-          f"one argon2 check under that load {argon2 * 1000:.0f} ms; {len(signed_in)} sign-ins")
+    print(
+        f"alert API median: {baseline * 1000:.0f} ms alone, {loaded * 1000:.0f} ms during 3 sign-in loops; "
+        f"one argon2 check under that load {argon2 * 1000:.0f} ms; {len(signed_in)} sign-ins"
+    )
     assert loaded <= 2 * baseline + 0.75 * argon2, (baseline, loaded, argon2)

@@ -7,9 +7,9 @@ still make sense), the ephemeral refusals, and the App Home list. No I/O.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Sequence
+from datetime import UTC, datetime
 
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import (
@@ -29,8 +29,13 @@ from bot.blocks.mrkdwn import when as _when
 from bot.ids import MAX_ID, Action
 from storage.models import AlertAction, AlertStatus
 
-PRIORITY_ICON = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:",
-                 "P4": ":large_blue_circle:", "P5": ":white_circle:"}
+PRIORITY_ICON = {
+    "P1": ":red_circle:",
+    "P2": ":large_orange_circle:",
+    "P3": ":large_yellow_circle:",
+    "P4": ":large_blue_circle:",
+    "P5": ":white_circle:",
+}
 MAX_SELECT_OPTIONS = 100
 SECTION_LIMIT = 3000
 FIELD_LIMIT = 2000
@@ -173,12 +178,14 @@ def status_line(view: AlertView) -> str:
     if view.status == AlertStatus.CLOSED:
         line = f":white_check_mark: *Closed* by {who_text(view.closed_by, view.closed_by_slack)}{_after(view.created_at, view.closed_at)}"
     elif view.acknowledged:
-        line = (f":eyes: *Acknowledged* by {who_text(view.acknowledged_by, view.acknowledged_by_slack)}"
-                f"{_after(view.created_at, view.acknowledged_at)}")
+        line = (
+            f":eyes: *Acknowledged* by {who_text(view.acknowledged_by, view.acknowledged_by_slack)}"
+            f"{_after(view.created_at, view.acknowledged_at)}"
+        )
     else:
         line = f":rotating_light: *Open* · fired {_when(view.created_at)}"
     if view.status != AlertStatus.CLOSED and view.snoozed_until is not None:
-        line += f" · :zzz: snoozed until {view.snoozed_until.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+        line += f" · :zzz: snoozed until {view.snoozed_until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     assignee = mention(view.owner_slack) or _esc(view.owner_name or "")
     if view.owner_name and view.status != AlertStatus.CLOSED:
         line += f" · Assigned to {assignee}"
@@ -206,7 +213,9 @@ def alert_message(view: AlertView, web_url: str | None = None) -> tuple[str, lis
         title += f"  _(×{view.count})_"
     blocks: list[dict] = [SectionBlock(text=MarkdownTextObject(text=title)).to_dict()]
     if view.description:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(_esc(view.description), SECTION_LIMIT))).to_dict())
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=_clip(_esc(view.description), SECTION_LIMIT))).to_dict()
+        )
     facts = []
     if view.team_name:
         facts.append(f"*Team*\n{_esc(view.team_name)}")
@@ -233,23 +242,41 @@ def alert_message(view: AlertView, web_url: str | None = None) -> tuple[str, lis
     if view.status != AlertStatus.CLOSED:
         elements: list = []
         if not view.acknowledged:
-            elements.append(ButtonElement(text="Acknowledge", action_id=Action.ALERT_ACKNOWLEDGE,
-                                          value=ButtonValue(view.id).encode(), style="primary"))
+            elements.append(
+                ButtonElement(
+                    text="Acknowledge",
+                    action_id=Action.ALERT_ACKNOWLEDGE,
+                    value=ButtonValue(view.id).encode(),
+                    style="primary",
+                )
+            )
         elements.append(ButtonElement(text="Close", action_id=Action.ALERT_CLOSE, value=ButtonValue(view.id).encode()))
-        options = [_option(_clip(name, Option.label_max_length), ButtonValue(view.id, user=uid).encode())
-                   for uid, name in view.members[:MAX_SELECT_OPTIONS]]
+        options = [
+            _option(_clip(name, Option.label_max_length), ButtonValue(view.id, user=uid).encode())
+            for uid, name in view.members[:MAX_SELECT_OPTIONS]
+        ]
         if options:
             initial = next((o for o, (uid, _) in zip(options, view.members) if uid == view.owner_id), None)
-            elements.append(StaticSelectElement(placeholder="Assign…", action_id=Action.ALERT_ASSIGN,
-                                                options=options, initial_option=initial))
+            elements.append(
+                StaticSelectElement(
+                    placeholder="Assign…", action_id=Action.ALERT_ASSIGN, options=options, initial_option=initial
+                )
+            )
         blocks.append(ActionsBlock(block_id=f"alert-{view.id}", elements=elements).to_dict())
-    state = AlertStatus.CLOSED if view.status == AlertStatus.CLOSED else "acknowledged" if view.acknowledged else AlertStatus.OPEN
+    state = (
+        AlertStatus.CLOSED
+        if view.status == AlertStatus.CLOSED
+        else "acknowledged"
+        if view.acknowledged
+        else AlertStatus.OPEN
+    )
     text = f"[{view.priority}] #{view.id} {_esc(view.message)} ({state})"
     return text, blocks
 
 
-def refusal_blocks(text: str, connect_url: str | None = None, offer_disconnect_for: str | None = None,
-                   then: str | None = None) -> list[dict]:
+def refusal_blocks(
+    text: str, connect_url: str | None = None, offer_disconnect_for: str | None = None, then: str | None = None
+) -> list[dict]:
     """An ephemeral "you can't do that" that carries its own fix. ``then``: what Genie will do
     once the person has connected through ``connect_url`` (the click, remembered)."""
     blocks = [SectionBlock(text=MarkdownTextObject(text=f":no_entry: {_esc(text)}")).to_dict()]
@@ -261,8 +288,15 @@ def refusal_blocks(text: str, connect_url: str | None = None, offer_disconnect_f
     if elements:
         blocks.append(ActionsBlock(elements=elements).to_dict())
     if connect_url and then:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(
-            text=f"Once you're connected, Genie will {_esc(then)} for you — if your Genie account may.")]).to_dict())
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"Once you're connected, Genie will {_esc(then)} for you — if your Genie account may."
+                    )
+                ]
+            ).to_dict()
+        )
     return blocks
 
 
@@ -276,14 +310,23 @@ def refusal_message(text: str, **options) -> tuple[str, list[dict]]:
 DONE = {AlertAction.ACKNOWLEDGE: "acknowledged", AlertAction.CLOSE: "closed", AlertAction.ASSIGN: "assigned"}
 
 
-def assigned_dm(alert_id: int, message: str, priority: str, team: str | None, channel: str | None,
-                by: str | None, by_slack: str | None = None) -> tuple[str, list[dict]]:
-    """"You were assigned alert #12: Disk full on db-1 (P1 · Payments) by Alice Smith. It is
+def assigned_dm(
+    alert_id: int,
+    message: str,
+    priority: str,
+    team: str | None,
+    channel: str | None,
+    by: str | None,
+    by_slack: str | None = None,
+) -> tuple[str, list[dict]]:
+    """ "You were assigned alert #12: Disk full on db-1 (P1 · Payments) by Alice Smith. It is
     in #payments." ``by_slack``: an anonymous Slack actor, mentioned."""
     where = f" It is in {channel_link(channel)}." if channel_link(channel) else ""
     team_part = f" · {_esc(team)}" if team else ""
-    text = (f"You were assigned alert #{alert_id}: {_esc(message)} ({_esc(priority)}{team_part}) "
-            f"by {who_text(by, by_slack)}.{where}")
+    text = (
+        f"You were assigned alert #{alert_id}: {_esc(message)} ({_esc(priority)}{team_part}) "
+        f"by {who_text(by, by_slack)}.{where}"
+    )
     return text, [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
 
 
@@ -296,10 +339,14 @@ def after_link_dm(action: str, alert_id: int, message: str, outcome: str, detail
         done = f"{DONE.get(action, action)} {what}" + (f" ({_esc(detail)})" if detail else "")
         text = f":white_check_mark: You're connected, so Genie {done} — the click you made before connecting."
     elif outcome == "denied":
-        text = (f":no_entry: You're connected, but your click to {_esc(action)} {what} was not carried out: "
-                f"{_esc(detail or 'not allowed')}")
+        text = (
+            f":no_entry: You're connected, but your click to {_esc(action)} {what} was not carried out: "
+            f"{_esc(detail or 'not allowed')}"
+        )
     else:
-        text = f"You're connected. Your click to {_esc(action)} {what} changed nothing: {_esc(detail or 'nothing to do')}"
+        text = (
+            f"You're connected. Your click to {_esc(action)} {what} changed nothing: {_esc(detail or 'nothing to do')}"
+        )
     return text, [SectionBlock(text=MarkdownTextObject(text=_clip(text, SECTION_LIMIT))).to_dict()]
 
 
@@ -314,8 +361,10 @@ def link_reminder_dm(refused: int) -> tuple[str, list[dict]]:
     """An admin's one-click reminder (``/reports``, linking health) to a Slack user whose clicks
     on alerts were refused because their Slack account is connected to no Genie account."""
     times = "once" if refused == 1 else f"{int(refused)} times"
-    text = (f"Your clicks on Genie alerts were refused {times} because your Slack account isn't connected to a "
-            "Genie account yet. Type `/genie connect` to connect it; after that your clicks count.")
+    text = (
+        f"Your clicks on Genie alerts were refused {times} because your Slack account isn't connected to a "
+        "Genie account yet. Type `/genie connect` to connect it; after that your clicks count."
+    )
     return text, [SectionBlock(text=MarkdownTextObject(text=text)).to_dict()]
 
 
@@ -327,4 +376,8 @@ def home_alert_lines(alerts: Sequence[AlertView]) -> list[dict]:
         f"{' — ' + _esc(a.team_name) if a.team_name else ''}{' · acknowledged' if a.acknowledged else ''}"
         for a in alerts
     )
-    return [SectionBlock(text=MarkdownTextObject(text=_clip(f"*Open alerts of your teams:*\n{lines}", SECTION_LIMIT))).to_dict()]
+    return [
+        SectionBlock(
+            text=MarkdownTextObject(text=_clip(f"*Open alerts of your teams:*\n{lines}", SECTION_LIMIT))
+        ).to_dict()
+    ]

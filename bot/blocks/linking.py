@@ -7,9 +7,9 @@ when the blocks are built, not when Slack rejects them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -101,7 +101,7 @@ def status_text(slack_user_id: str, link: LinkView | None, late_heartbeats: Sequ
 
 
 def late_heartbeats_text(lines: Sequence[str], before: str = "") -> str:
-    """":warning: *Late heartbeats of your teams:* • nightly-backup (Payments): no ping since …"."""
+    """ ":warning: *Late heartbeats of your teams:* • nightly-backup (Payments): no ping since …"."""
     if not lines:
         return ""
     return before + ":warning: *Late heartbeats of your teams:*\n" + "\n".join(f"• {_esc(line)}" for line in lines)
@@ -152,34 +152,51 @@ def connected_dm(user_name: str, user_email: str, workspace_name: str | None) ->
     ]
 
 
-def new_link_notice(person_email: str, slack_user_id: str, name: str | None, workspace: str | None,
-                    why: str, account_url: str) -> tuple[str, list[dict]]:
+def new_link_notice(
+    person_email: str, slack_user_id: str, name: str | None, workspace: str | None, why: str, account_url: str
+) -> tuple[str, list[dict]]:
     """To the person's other, verified Slack accounts: a Slack account was connected to their
     Genie account without Slack vouching for it by email."""
     who = f"{_esc(name)} ({_esc(slack_user_id)})" if name else _esc(slack_user_id)
     where = f" in {_esc(workspace)}" if workspace else ""
-    text = (f"A new Slack account, {who}{where}, was connected to your Genie account {_esc(person_email)} "
-            f"({_esc(why)}). If this wasn't you, undo it on your account page: {_esc(account_url)}")
+    text = (
+        f"A new Slack account, {who}{where}, was connected to your Genie account {_esc(person_email)} "
+        f"({_esc(why)}). If this wasn't you, undo it on your account page: {_esc(account_url)}"
+    )
     return text, [
-        SectionBlock(text=MarkdownTextObject(
-            text=f":warning: A new Slack account, *{who}*{where}, was connected to your Genie account "
-                 f"{_esc(person_email)}. Slack did not confirm it is yours: {_esc(why)}.")).to_dict(),
-        SectionBlock(text=MarkdownTextObject(
-            text=f"If this wasn't you, undo it with one click on your account page: {_esc(account_url)} "
-                 "— and tell your Genie admin.")).to_dict(),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=f":warning: A new Slack account, *{who}*{where}, was connected to your Genie account "
+                f"{_esc(person_email)}. Slack did not confirm it is yours: {_esc(why)}."
+            )
+        ).to_dict(),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=f"If this wasn't you, undo it with one click on your account page: {_esc(account_url)} "
+                "— and tell your Genie admin."
+            )
+        ).to_dict(),
     ]
 
 
 def password_set_notice(person_email: str, account_url: str) -> tuple[str, list[dict]]:
-    text = (f"The password of your Genie account {_esc(person_email)} was just set through an invitation link, "
-            f"and every other web session was signed out. If this wasn't you, tell your Genie admin now "
-            f"(they can send you a new link). {_esc(account_url)}")
+    text = (
+        f"The password of your Genie account {_esc(person_email)} was just set through an invitation link, "
+        f"and every other web session was signed out. If this wasn't you, tell your Genie admin now "
+        f"(they can send you a new link). {_esc(account_url)}"
+    )
     return text, [SectionBlock(text=MarkdownTextObject(text=f":key: {text}")).to_dict()]
 
 
-def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool = False,
-              alerts: Sequence = (), admin_settings: dict | None = None, admin_unverified: bool = False,
-              late_heartbeats: Sequence[str] = ()) -> dict:
+def home_view(
+    link: LinkView | None,
+    teams: Sequence[str] = (),
+    is_admin: bool = False,
+    alerts: Sequence = (),
+    admin_settings: dict | None = None,
+    admin_unverified: bool = False,
+    late_heartbeats: Sequence[str] = (),
+) -> dict:
     """The App Home tab: link state first, then the person's teams, their late heartbeats and
     their open alerts."""
     blocks: list[dict] = [HeaderBlock(text="Genie").to_dict()]
@@ -217,33 +234,42 @@ def home_view(link: LinkView | None, teams: Sequence[str] = (), is_admin: bool =
         team_text = ", ".join(_esc(t) for t in teams) if teams else "none yet — ask a Genie admin to add you"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Your teams:* {team_text}")).to_dict())
         if late_heartbeats:
-            blocks.append(SectionBlock(text=MarkdownTextObject(
-                text=late_heartbeats_text(late_heartbeats)[:3000])).to_dict())
+            blocks.append(
+                SectionBlock(text=MarkdownTextObject(text=late_heartbeats_text(late_heartbeats)[:3000])).to_dict()
+            )
         if link.user_active:
             blocks += home_alert_lines(alerts)
     if admin_settings:
         state = "allowed" if admin_settings["anonymous_actions"] else "not allowed"
         flip = "false" if admin_settings["anonymous_actions"] else "true"
         blocks.append(DividerBlock().to_dict())
-        blocks.append(SectionBlock(text=MarkdownTextObject(
-            text=f"*Workspace settings* (you are a Genie admin)\n"
-                 f"Anonymous actions by people who haven't connected: *{state}* in this workspace. "
-                 f"Change: `genie workspace set allow_anonymous_actions {flip} --workspace {_esc(admin_settings['workspace'])}`"
-        )).to_dict())
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"*Workspace settings* (you are a Genie admin)\n"
+                    f"Anonymous actions by people who haven't connected: *{state}* in this workspace. "
+                    f"Change: `genie workspace set allow_anonymous_actions {flip} --workspace {_esc(admin_settings['workspace'])}`"
+                )
+            ).to_dict()
+        )
     elif admin_unverified:
         blocks.append(DividerBlock().to_dict())
-        blocks.append(SectionBlock(text=MarkdownTextObject(
-            text="*Workspace settings* are not shown here: Slack did not confirm, by your email, that this Slack "
-                 "account is yours when it was connected. Use the `genie` command, or reconnect with `/genie connect` "
-                 "from a Slack account whose confirmed email is your Genie email."
-        )).to_dict())
-    blocks.append(
-        ContextBlock(elements=[MarkdownTextObject(text="`/genie help` lists every command.")]).to_dict()
-    )
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text="*Workspace settings* are not shown here: Slack did not confirm, by your email, that this Slack "
+                    "account is yours when it was connected. Use the `genie` command, or reconnect with `/genie connect` "
+                    "from a Slack account whose confirmed email is your Genie email."
+                )
+            ).to_dict()
+        )
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text="`/genie help` lists every command.")]).to_dict())
     return {"type": "home", "blocks": blocks}
 
 
 def invite_dm(email: str, url: str, days: int) -> tuple[str, list[dict]]:
     """The DM that carries a password invitation (``genie user invite``): text only."""
-    return (f"You're invited to Genie's web pages as {_esc(email)}. Choose your password here "
-            f"(the link works once and expires in {days} day{'s' if days != 1 else ''}): {_esc(url)}"), []
+    return (
+        f"You're invited to Genie's web pages as {_esc(email)}. Choose your password here "
+        f"(the link works once and expires in {days} day{'s' if days != 1 else ''}): {_esc(url)}"
+    ), []

@@ -10,7 +10,8 @@ as an intent, and ``{"text": …, "blocks": …}`` (text composed in advance) is
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bot.blocks.alerts import after_link_dm, assigned_dm, deleted_message, link_reminder_dm
 from bot.blocks.linking import connected_dm, invite_dm, new_link_notice, password_set_notice

@@ -13,8 +13,9 @@ from bot.blocks.alerts import AlertView, alert_message
 from bot.blocks.mrkdwn import escape as _esc
 
 
-def page_message(view: AlertView, *, step: int, repeat_round: int = 0, why: str | None = None,
-                 channel: bool = False) -> tuple[str, list[dict]]:
+def page_message(
+    view: AlertView, *, step: int, repeat_round: int = 0, why: str | None = None, channel: bool = False
+) -> tuple[str, list[dict]]:
     """``(fallback text, blocks)``. ``step`` counts from 0 as stored; ``why``: why this person
     is paged ("on call in schedule primary"); ``channel``: paging the team's channel."""
     where = f"step {step + 1}" + (f", repeat {repeat_round}" if repeat_round else "")
@@ -23,7 +24,9 @@ def page_message(view: AlertView, *, step: int, repeat_round: int = 0, why: str 
         intro = f":rotating_light: <!here> *Alert #{view.id} needs someone* — escalation{team}, {where}."
     else:
         because = f" ({_esc(why)})" if why else ""
-        intro = (f":rotating_light: *You are paged for alert #{view.id}*{because} — escalation{team}, {where}. "
-                 "Acknowledge it to stop the escalation.")
+        intro = (
+            f":rotating_light: *You are paged for alert #{view.id}*{because} — escalation{team}, {where}. "
+            "Acknowledge it to stop the escalation."
+        )
     text, blocks = alert_message(view)
     return f"Paged: {text}", [SectionBlock(text=MarkdownTextObject(text=intro)).to_dict(), *blocks]

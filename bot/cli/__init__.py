@@ -8,11 +8,25 @@ from the command line, where ``ps`` and shell history would show them.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError
 
-from bot.cli import accounts, alerts, audit, db, heartbeats, imports, links, outbox, serve, slack, teams, users, workspaces
+from bot.cli import (
+    accounts,
+    alerts,
+    audit,
+    db,
+    heartbeats,
+    imports,
+    links,
+    outbox,
+    serve,
+    slack,
+    teams,
+    users,
+    workspaces,
+)
 from bot.cli.common import Parser, UserError
 from bot.config import ConfigError
 from bot.services.errors import GenieError
@@ -39,8 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except DBAPIError as err:
-        print(f"genie: cannot use the database (DATABASE_URL): {str(err.orig).splitlines()[0] if err.orig else err}",
-              file=sys.stderr)
+        print(
+            f"genie: cannot use the database (DATABASE_URL): {str(err.orig).splitlines()[0] if err.orig else err}",
+            file=sys.stderr,
+        )
         return 1
     except OSError as err:  # e.g. the database file's folder is not writable, the port is taken
         print(f"genie: {err.strerror or err}", file=sys.stderr)

@@ -16,32 +16,60 @@ from bot.services.audit import Who
 def cmd_accounts_list(args: argparse.Namespace) -> int:
     async def work(session):
         return [
-            {"provider": r.provider, "tenant": r.tenant, "external_id": r.external_id,
-             "handle": r.handle, "email": r.email, "name": r.display_name,
-             "person": r.person.email if r.person else None, "via": r.via,
-             "match": r.match, "match_detail": r.match_detail,
-             "guest": "guest" in r.flags, "deleted": "deleted" in r.flags, "bot": "bot" in r.flags}
-            for r in await external_accounts.list_accounts(session, provider=args.provider, unlinked=args.unlinked,
-                                                      ambiguous=args.ambiguous, email=args.email, limit=args.limit + 1)
+            {
+                "provider": r.provider,
+                "tenant": r.tenant,
+                "external_id": r.external_id,
+                "handle": r.handle,
+                "email": r.email,
+                "name": r.display_name,
+                "person": r.person.email if r.person else None,
+                "via": r.via,
+                "match": r.match,
+                "match_detail": r.match_detail,
+                "guest": "guest" in r.flags,
+                "deleted": "deleted" in r.flags,
+                "bot": "bot" in r.flags,
+            }
+            for r in await external_accounts.list_accounts(
+                session,
+                provider=args.provider,
+                unlinked=args.unlinked,
+                ambiguous=args.ambiguous,
+                email=args.email,
+                limit=args.limit + 1,
+            )
         ]
 
     if not 1 <= args.limit <= 1_000_000:
         raise UserError("--limit must be between 1 and 1000000")
     rows = asyncio.run(with_db(work))
     more = len(rows) > args.limit
-    emit(rows[:args.limit], ["provider", "tenant", "external_id", "handle", "email", "person", "via", "match"],
-          args.json)
+    emit(
+        rows[: args.limit],
+        ["provider", "tenant", "external_id", "handle", "email", "person", "via", "match"],
+        args.json,
+    )
     if more:  # never cut a list silently (stderr, so --json output stays valid JSON)
-        print(f"genie: showing the first {args.limit} accounts; narrow it (--provider, --email, --unlinked) "
-              f"or raise --limit", file=sys.stderr)
+        print(
+            f"genie: showing the first {args.limit} accounts; narrow it (--provider, --email, --unlinked) "
+            f"or raise --limit",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_accounts_connect(args: argparse.Namespace) -> int:
     async def work(session):
         account, person, previous = await external_accounts.connect_by_id(
-            session, args.provider, args.external_id, args.email, who=Who.cli("genie accounts connect"),
-            tenant=args.tenant, move=args.move)
+            session,
+            args.provider,
+            args.external_id,
+            args.email,
+            who=Who.cli("genie accounts connect"),
+            tenant=args.tenant,
+            move=args.move,
+        )
         return external_accounts.describe(account), person.email, previous.email if previous else None
 
     account, person, previous = asyncio.run(with_db(work))
@@ -56,8 +84,9 @@ def cmd_accounts_connect(args: argparse.Namespace) -> int:
 
 def cmd_accounts_remove(args: argparse.Namespace) -> int:
     async def work(session):
-        account, person = await external_accounts.remove_by_id(session, args.provider, args.external_id,
-                                                   who=Who.cli("genie accounts remove"), tenant=args.tenant)
+        account, person = await external_accounts.remove_by_id(
+            session, args.provider, args.external_id, who=Who.cli("genie accounts remove"), tenant=args.tenant
+        )
         return external_accounts.describe(account), person.email
 
     account, person = asyncio.run(with_db(work))
@@ -101,7 +130,8 @@ def cmd_accounts_import(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     acc = sub.add_parser("accounts", help="connected accounts in other tools").add_subparsers(
-        dest="accounts_command", required=True, parser_class=Parser)
+        dest="accounts_command", required=True, parser_class=Parser
+    )
     p = acc.add_parser("list", help="recorded accounts and whom they are connected to")
     p.add_argument("--provider")
     p.add_argument("--unlinked", action="store_true", help="only accounts connected to nobody")

@@ -17,14 +17,29 @@ def cmd_alert_show(args: argparse.Namespace) -> int:
         team = await teams.team_by_id(session, alert.team_id) if alert.team_id else None
         events = await alerts.timeline(session, alert.id)
         return {
-            "id": alert.id, "uid": alert.uid, "message": alert.message, "priority": alert.priority,
-            "status": alert.status, "acknowledged": alert.acknowledged, "team": team.name if team else None,
-            "alias": alert.alias, "count": alert.count, "created_at": alert.created_at.isoformat(),
+            "id": alert.id,
+            "uid": alert.uid,
+            "message": alert.message,
+            "priority": alert.priority,
+            "status": alert.status,
+            "acknowledged": alert.acknowledged,
+            "team": team.name if team else None,
+            "alias": alert.alias,
+            "count": alert.count,
+            "created_at": alert.created_at.isoformat(),
             "timeline": [
-                {"at": e.at.isoformat(), "action": e.action, "outcome": e.outcome, "via": e.via,
-                 "actor": e.actor_name, "actor_user_id": e.actor_user_id,
-                 "slack": f"{e.slack_workspace_id}/{e.slack_user_id}" if e.slack_user_id else None,
-                 "anonymous": e.anonymous, "reason": e.reason, "note": e.note}
+                {
+                    "at": e.at.isoformat(),
+                    "action": e.action,
+                    "outcome": e.outcome,
+                    "via": e.via,
+                    "actor": e.actor_name,
+                    "actor_user_id": e.actor_user_id,
+                    "slack": f"{e.slack_workspace_id}/{e.slack_user_id}" if e.slack_user_id else None,
+                    "anonymous": e.anonymous,
+                    "reason": e.reason,
+                    "note": e.note,
+                }
                 for e in events
             ],
         }
@@ -33,11 +48,18 @@ def cmd_alert_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(shown, indent=2))
         return 0
-    state = (AlertStatus.CLOSED if shown["status"] == AlertStatus.CLOSED else "acknowledged" if shown["acknowledged"]
-             else AlertStatus.OPEN)
+    state = (
+        AlertStatus.CLOSED
+        if shown["status"] == AlertStatus.CLOSED
+        else "acknowledged"
+        if shown["acknowledged"]
+        else AlertStatus.OPEN
+    )
     print(f"#{shown['id']} [{shown['priority']}] {shown['message']}")
-    print(f"team {shown['team'] or '-'} · {state} · alias {shown['alias']} · count {shown['count']} · "
-          f"created {shown['created_at']}")
+    print(
+        f"team {shown['team'] or '-'} · {state} · alias {shown['alias']} · count {shown['count']} · "
+        f"created {shown['created_at']}"
+    )
     for e in shown["timeline"]:
         who = e["actor"] or "?"
         if e["slack"]:
@@ -49,8 +71,9 @@ def cmd_alert_show(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    alert = sub.add_parser("alert", help="alerts").add_subparsers(dest="alert_command", required=True,
-                                                                   parser_class=Parser)
+    alert = sub.add_parser("alert", help="alerts").add_subparsers(
+        dest="alert_command", required=True, parser_class=Parser
+    )
     p = alert.add_parser("show", help="an alert and its timeline: who did what")
     p.add_argument("id", help="the alert's number (tinyId) or id")
     p.add_argument("--json", action="store_true")

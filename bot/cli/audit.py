@@ -17,18 +17,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     async def work(session):
         return [
-            {"at": e.at.isoformat(), "action": e.action, "actor": e.actor, "via": e.via, "person": e.subject_email,
-             "provider": e.provider, "tenant": e.tenant, "external_id": e.external_id, "detail": e.detail}
-            for e in await audit.events(session, limit=args.limit, subject_email=args.email, provider=args.provider,
-                                        action=args.action)
+            {
+                "at": e.at.isoformat(),
+                "action": e.action,
+                "actor": e.actor,
+                "via": e.via,
+                "person": e.subject_email,
+                "provider": e.provider,
+                "tenant": e.tenant,
+                "external_id": e.external_id,
+                "detail": e.detail,
+            }
+            for e in await audit.events(
+                session, limit=args.limit, subject_email=args.email, provider=args.provider, action=args.action
+            )
         ]
 
     rows = asyncio.run(with_db(work))
     if args.json:
         emit(rows, [], True)
     else:
-        print_table([dict(r, account="/".join(x for x in (r["provider"], r["tenant"], r["external_id"]) if x) or None)
-                      for r in rows], ["at", "action", "person", "account", "actor", "via", "detail"])
+        print_table(
+            [
+                dict(r, account="/".join(x for x in (r["provider"], r["tenant"], r["external_id"]) if x) or None)
+                for r in rows
+            ],
+            ["at", "action", "person", "account", "actor", "via", "detail"],
+        )
     return 0
 
 

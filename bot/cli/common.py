@@ -7,7 +7,8 @@ import getpass
 import json
 import os
 import sys
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -57,6 +58,7 @@ async def with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitabl
 
 async def with_db(work: Callable[..., Any], migrate: bool = True) -> Any:
     """``work(session)`` in one transaction of the database (migrated first)."""
+
     async def in_session(engine: AsyncEngine) -> Any:
         async with make_sessionmaker(engine).begin() as session:
             return await work(session)

@@ -18,6 +18,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True,
-                                                                           parser_class=Parser)
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, parser_class=Parser
+    )
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)

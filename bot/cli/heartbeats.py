@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from bot.cli.common import Parser, UserError, emit, with_db
 from bot.services import heartbeats, teams
@@ -14,17 +14,31 @@ from storage.base import utcnow
 
 def _heartbeat_row(h, team_name: str, now) -> dict:
     state = "disabled" if not h.enabled else "LATE" if heartbeats.is_late(h, now) else "ok"
-    return {"name": h.name, "team": team_name, "interval": heartbeats.interval_words(h.interval, h.interval_unit),
-            "state": state, "enabled": h.enabled, "expired": heartbeats.is_late(h, now),
-            "last_ping": h.last_ping_at.isoformat() if h.last_ping_at else None,
-            "due": h.expires_at.isoformat(), "message": h.alert_message or heartbeats.default_message(h.name),
-            "priority": h.alert_priority, "tags": list(h.alert_tags or []), "description": h.description}
+    return {
+        "name": h.name,
+        "team": team_name,
+        "interval": heartbeats.interval_words(h.interval, h.interval_unit),
+        "state": state,
+        "enabled": h.enabled,
+        "expired": heartbeats.is_late(h, now),
+        "last_ping": h.last_ping_at.isoformat() if h.last_ping_at else None,
+        "due": h.expires_at.isoformat(),
+        "message": h.alert_message or heartbeats.default_message(h.name),
+        "priority": h.alert_priority,
+        "tags": list(h.alert_tags or []),
+        "description": h.description,
+    }
 
 
 def cmd_heartbeat_add(args: argparse.Namespace) -> int:
     interval, unit = heartbeats.parse_interval(args.interval)
-    body = {"name": args.name, "interval": interval, "intervalUnit": unit, "enabled": True,
-            "alertPriority": args.priority}
+    body = {
+        "name": args.name,
+        "interval": interval,
+        "intervalUnit": unit,
+        "enabled": True,
+        "alertPriority": args.priority,
+    }
     if args.description is not None:
         body["description"] = args.description
     if args.message is not None:
@@ -41,9 +55,11 @@ def cmd_heartbeat_add(args: argparse.Namespace) -> int:
         return await heartbeats.create(session, team, data, utcnow()), team
 
     heartbeat, team = asyncio.run(with_db(work))
-    print(f"added heartbeat {heartbeat.name} of team {team.name}: a ping is expected every "
-          f"{heartbeats.interval_words(heartbeat.interval, heartbeat.interval_unit)}, first by "
-          f"{heartbeat.expires_at:%Y-%m-%d %H:%M} UTC (ping: GET /v2/heartbeats/{heartbeat.name}/ping with the team's key)")
+    print(
+        f"added heartbeat {heartbeat.name} of team {team.name}: a ping is expected every "
+        f"{heartbeats.interval_words(heartbeat.interval, heartbeat.interval_unit)}, first by "
+        f"{heartbeat.expires_at:%Y-%m-%d %H:%M} UTC (ping: GET /v2/heartbeats/{heartbeat.name}/ping with the team's key)"
+    )
     return 0
 
 
@@ -79,7 +95,8 @@ def cmd_heartbeat_change(change: str) -> Callable[[argparse.Namespace], int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     hb = sub.add_parser("heartbeat", help="heartbeats: a job pings, a late ping raises an alert").add_subparsers(
-        dest="heartbeat_command", required=True, parser_class=Parser)
+        dest="heartbeat_command", required=True, parser_class=Parser
+    )
     p = hb.add_parser("add", help="a heartbeat of team T, expected every --interval (10m, 2h, 1d)")
     p.add_argument("name")
     p.add_argument("--team", required=True)

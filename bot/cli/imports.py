@@ -9,7 +9,8 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bot.cli.common import Parser, UserError, with_db
 from bot.config import load_dotenv_file
@@ -50,17 +51,23 @@ def _print_import_report(r: dict) -> None:
     skipped = sum(len(v) for v in r["skipped"].values())
     waits = f", waited out {r['rate_limited']} rate limits" if r["rate_limited"] else ""
     print(f"{r['label']} {r['tenant']}: {r['read']} users read ({r['requests']} requests{waits})")
-    print(f"  linked {len(r['linked'])}, already {len(r['already'])}, ambiguous {len(r['ambiguous'])}, "
-          f"unmatched {len(r['unmatched'])}, conflict {len(r['conflict'])}, unlinked {len(r['unlinked'])}, "
-          f"skipped {skipped}, departed {len(r['departed'])}, people created {len(r['people_created'])}, "
-          f"teams created {len(r['teams_created'])}, teams updated {len(r['teams_updated'])}")
+    print(
+        f"  linked {len(r['linked'])}, already {len(r['already'])}, ambiguous {len(r['ambiguous'])}, "
+        f"unmatched {len(r['unmatched'])}, conflict {len(r['conflict'])}, unlinked {len(r['unlinked'])}, "
+        f"skipped {skipped}, departed {len(r['departed'])}, people created {len(r['people_created'])}, "
+        f"teams created {len(r['teams_created'])}, teams updated {len(r['teams_updated'])}"
+    )
     for e in r["linked"]:
         print(f"  linked     {_account_words(e)} -> {e['person']}")
     for e in r["people_created"]:
-        print(f"  created    {e['person']} (no password: cannot sign in until `genie user invite {e['person']}`) <- {_account_words(e)}")
+        print(
+            f"  created    {e['person']} (no password: cannot sign in until `genie user invite {e['person']}`) <- {_account_words(e)}"
+        )
     for e in r["ambiguous"]:
-        print(f"  ambiguous  {_account_words(e)}: {len(e['candidates'])} people have that email: "
-              f"{', '.join(e['candidates'])}")
+        print(
+            f"  ambiguous  {_account_words(e)}: {len(e['candidates'])} people have that email: "
+            f"{', '.join(e['candidates'])}"
+        )
     for e in r["unmatched"]:
         print(f"  unmatched  {_account_words(e)}: no person has that email")
     for e in r["conflict"]:
@@ -83,8 +90,9 @@ def _print_import_report(r: dict) -> None:
         print(f"  team       {m['team']}: {m['member']} left out ({m['reason']})")
 
 
-def _run_import(args: argparse.Namespace, fetch: Callable[..., Any], default_env: str, command: str,
-                create_people: bool = False) -> int:
+def _run_import(
+    args: argparse.Namespace, fetch: Callable[..., Any], default_env: str, command: str, create_people: bool = False
+) -> int:
     if create_people and args.no_auto_link:
         raise UserError("--create-people connects people by email: it cannot go with --no-auto-link")
     install_log_redaction()  # the key travels in a header: keep it out of any log record, whoever logs
@@ -95,8 +103,11 @@ def _run_import(args: argparse.Namespace, fetch: Callable[..., Any], default_env
         who = Who.cli(command)
 
         async def work(session):
-            return (await imports.apply_directory(session, directory, allowed=not args.no_auto_link, who=who,
-                                                  create_people=create_people)).as_dict()
+            return (
+                await imports.apply_directory(
+                    session, directory, allowed=not args.no_auto_link, who=who, create_people=create_people
+                )
+            ).as_dict()
 
         return await with_db(work)
 
@@ -119,27 +130,33 @@ def cmd_opsgenie_import(args: argparse.Namespace) -> int:
     def fetch(key, key_hint):
         return opsgenie.fetch(key, base_url=args.url, key_hint=key_hint, tenant=args.tenant, teams=args.teams)
 
-    return _run_import(args, fetch, opsgenie.DEFAULT_KEY_ENV, "genie opsgenie import",
-                       create_people=args.create_people)
+    return _run_import(args, fetch, opsgenie.DEFAULT_KEY_ENV, "genie opsgenie import", create_people=args.create_people)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     for provider, what, default_url, default_env in (
-            ("pagerduty", "PagerDuty", "https://api.pagerduty.com", "PAGERDUTY_API_KEY"),
-            ("opsgenie", "OpsGenie", "https://api.opsgenie.com", "OPSGENIE_API_KEY")):
+        ("pagerduty", "PagerDuty", "https://api.pagerduty.com", "PAGERDUTY_API_KEY"),
+        ("opsgenie", "OpsGenie", "https://api.opsgenie.com", "OPSGENIE_API_KEY"),
+    ):
         group = sub.add_parser(provider, help=f"{what} users (and teams)").add_subparsers(
-            dest=f"{provider}_command", required=True, parser_class=Parser)
+            dest=f"{provider}_command", required=True, parser_class=Parser
+        )
         p = group.add_parser("import", help=f"record every {what} user; link by unique email; report")
         eu = " (EU: https://api.eu.opsgenie.com)" if provider == "opsgenie" else ""
         p.add_argument("--url", default=default_url, help=f"{what} API address; default {default_url}{eu}")
         keys = p.add_mutually_exclusive_group()
-        keys.add_argument("--key-env", metavar="VAR", help=f"environment variable holding the API key; default {default_env}")
+        keys.add_argument(
+            "--key-env", metavar="VAR", help=f"environment variable holding the API key; default {default_env}"
+        )
         keys.add_argument("--key-stdin", action="store_true", help="read the API key from standard input")
         p.add_argument("--tenant", help="name the account yourself instead of asking the API (see README)")
         p.add_argument("--no-auto-link", action="store_true", help="record and report only; connect nobody")
         if provider == "opsgenie":
             p.add_argument("--teams", action="store_true", help="also create/update Genie teams with their members")
-            p.add_argument("--create-people", action="store_true",
-                           help="create a Genie person (no password) for each user nobody matches, and connect them")
+            p.add_argument(
+                "--create-people",
+                action="store_true",
+                help="create a Genie person (no password) for each user nobody matches, and connect them",
+            )
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=cmd_pagerduty_import if provider == "pagerduty" else cmd_opsgenie_import)

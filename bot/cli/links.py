@@ -12,8 +12,14 @@ from bot.services import slack_links
 def cmd_link_list(args: argparse.Namespace) -> int:
     async def work(session):
         return [
-            {"email": link.user.email, "workspace": link.workspace_id, "slack_team": link.slack_team_id,
-             "slack_user": link.slack_user_id, "slack_name": link.slack_name, "since": link.created_at.isoformat()}
+            {
+                "email": link.user.email,
+                "workspace": link.workspace_id,
+                "slack_team": link.slack_team_id,
+                "slack_user": link.slack_user_id,
+                "slack_name": link.slack_name,
+                "since": link.created_at.isoformat(),
+            }
             for link in await slack_links.all_links(session, email=args.email)
         ]
 
@@ -24,8 +30,10 @@ def cmd_link_list(args: argparse.Namespace) -> int:
 
 def cmd_link_remove(args: argparse.Namespace) -> int:
     async def work(session):
-        return [(link.user.email if link.user else "?", link.workspace_id, link.slack_user_id)
-                for link in await slack_links.unlink_by_admin(session, args.who)]
+        return [
+            (link.user.email if link.user else "?", link.workspace_id, link.slack_user_id)
+            for link in await slack_links.unlink_by_admin(session, args.who)
+        ]
 
     for email, workspace, slack_user in asyncio.run(with_db(work)):
         print(f"removed link {workspace}/{slack_user} -> {email}")
@@ -33,8 +41,9 @@ def cmd_link_remove(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    link = sub.add_parser("link", help="Slack links").add_subparsers(dest="link_command", required=True,
-                                                                      parser_class=Parser)
+    link = sub.add_parser("link", help="Slack links").add_subparsers(
+        dest="link_command", required=True, parser_class=Parser
+    )
     p = link.add_parser("list")
     p.add_argument("--email")
     p.add_argument("--json", action="store_true")

@@ -12,10 +12,18 @@ from bot.services import outbox
 
 def _outbox_row(m) -> dict:
     state = "failed" if m.failed_at else "pending"
-    return {"id": m.id, "state": state, "kind": m.kind, "channel": m.channel, "alert": m.alert_id,
-            "attempts": m.attempts, "created_at": m.created_at.isoformat(),
-            "next_attempt_at": None if m.failed_at else m.next_attempt_at.isoformat(),
-            "failed_at": m.failed_at.isoformat() if m.failed_at else None, "last_error": m.last_error}
+    return {
+        "id": m.id,
+        "state": state,
+        "kind": m.kind,
+        "channel": m.channel,
+        "alert": m.alert_id,
+        "attempts": m.attempts,
+        "created_at": m.created_at.isoformat(),
+        "next_attempt_at": None if m.failed_at else m.next_attempt_at.isoformat(),
+        "failed_at": m.failed_at.isoformat() if m.failed_at else None,
+        "last_error": m.last_error,
+    }
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
@@ -35,14 +43,17 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
         return await outbox.retry_failed(session, int(args.id))
 
     message = asyncio.run(with_db(work))
-    print(f"outbox message {message.id} ({message.kind} to {message.channel}) will be retried now by the running "
-          "genie serve")
+    print(
+        f"outbox message {message.id} ({message.kind} to {message.channel}) will be retried now by the running "
+        "genie serve"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     box = sub.add_parser("outbox", help="Slack messages waiting or failed").add_subparsers(
-        dest="outbox_command", required=True, parser_class=Parser)
+        dest="outbox_command", required=True, parser_class=Parser
+    )
     p = box.add_parser("list", help="messages not delivered yet (pending and failed), oldest first")
     p.add_argument("--failed", action="store_true", help="only the failed ones (they wait for genie outbox retry)")
     p.add_argument("--json", action="store_true")

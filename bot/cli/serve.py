@@ -31,8 +31,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             rt = await make_runtime(settings, make_sessionmaker(engine))
             app = build_asgi_app(rt)
             config = uvicorn_config(app, settings, args.host, args.port, log_level="info")
-            logging.getLogger("bot").info("Genie listening on http://%s:%s (public URL %s)", args.host, args.port,
-                                          settings.base_url)
+            logging.getLogger("bot").info(
+                "Genie listening on http://%s:%s (public URL %s)", args.host, args.port, settings.base_url
+            )
             await uvicorn.Server(config).serve()
         finally:
             await engine.dispose()

@@ -30,7 +30,9 @@ def sync_lines(report) -> list[str]:
     lines += [f"  conflict   {who(e)}: {e.detail}" for e in report.conflicts]
     lines += [f"  unlinked   {who(e)}: was {e.person}; {e.detail}" for e in report.unlinked]
     if report.skipped:
-        lines.append("  skipped    " + ", ".join(f"{SKIP_TEXT.get(k, k)}: {v}" for k, v in sorted(report.skipped.items())))
+        lines.append(
+            "  skipped    " + ", ".join(f"{SKIP_TEXT.get(k, k)}: {v}" for k, v in sorted(report.skipped.items()))
+        )
     return lines
 
 
@@ -40,8 +42,13 @@ def cmd_slack_sync(args: argparse.Namespace) -> int:
 
     async def work(engine: AsyncEngine):
         try:
-            return await directory_sync.sync(settings, SlackClients(settings, engine), make_sessionmaker(engine),
-                                             workspace=args.workspace, progress=progress)
+            return await directory_sync.sync(
+                settings,
+                SlackClients(settings, engine),
+                make_sessionmaker(engine),
+                workspace=args.workspace,
+                progress=progress,
+            )
         finally:
             progress.done()
 
@@ -58,10 +65,14 @@ def cmd_slack_sync(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    slack = sub.add_parser("slack", help="the Slack directory").add_subparsers(dest="slack_command", required=True,
-                                                                          parser_class=Parser)
+    slack = sub.add_parser("slack", help="the Slack directory").add_subparsers(
+        dest="slack_command", required=True, parser_class=Parser
+    )
     p = slack.add_parser("sync", help="record every Slack user and link them by email where the workspace allows it")
-    p.add_argument("--workspace", help="only this workspace (T0123…, or E0123… on Enterprise Grid); "
-                                       "default: every workspace Genie is installed in")
+    p.add_argument(
+        "--workspace",
+        help="only this workspace (T0123…, or E0123… on Enterprise Grid); "
+        "default: every workspace Genie is installed in",
+    )
     p.add_argument("--json", action="store_true", help="print only the report, as JSON")
     p.set_defaults(func=cmd_slack_sync)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from bot.cli.common import Parser, emit, print_table, with_db
 from bot.services import alerts, teams
@@ -74,14 +74,17 @@ def cmd_team_grant(args: argparse.Namespace) -> int:
 
     team, other = asyncio.run(with_db(work))
     hint = json.dumps([{"type": "team", "name": other.name}])
-    print(f"{team.name}'s key may now also post alerts for {other.name} (name it in responders: {hint}); "
-          f"reading and acting on them stay with {other.name}'s key")
+    print(
+        f"{team.name}'s key may now also post alerts for {other.name} (name it in responders: {hint}); "
+        f"reading and acting on them stay with {other.name}'s key"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    team = sub.add_parser("team", help="teams and their members").add_subparsers(dest="team_command", required=True,
-                                                                                   parser_class=Parser)
+    team = sub.add_parser("team", help="teams and their members").add_subparsers(
+        dest="team_command", required=True, parser_class=Parser
+    )
     p = team.add_parser("add")
     p.add_argument("name")
     p.add_argument("--channel", help="Slack channel id for the team's alerts")
@@ -104,8 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--rotate", action="store_true", help="replace the key; the old one stops working")
     p.set_defaults(func=cmd_team_key)
-    p = team.add_parser("grant", help="NAME's key may also post alerts for team OTHER (post only: reading and "
-                                      "acting stay with OTHER's key)")
+    p = team.add_parser(
+        "grant",
+        help="NAME's key may also post alerts for team OTHER (post only: reading and acting stay with OTHER's key)",
+    )
     p.add_argument("name")
     p.add_argument("other")
     p.set_defaults(func=cmd_team_grant)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.cli.common import (Parser, UserError, admin_settings, emit, print_table, read_password, with_db,
-                            with_engine)
+from bot.cli.common import Parser, UserError, admin_settings, emit, print_table, read_password, with_db, with_engine
 from bot.services import slack_links, users
 from bot.slack import notify
 from bot.slack.clients import SlackClients
@@ -52,8 +51,9 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
 
     async def work(engine: AsyncEngine) -> notify.Invitation:
         async with make_sessionmaker(engine).begin() as session:
-            return await notify.invite(session, settings, SlackClients(settings, engine), args.email, args.days,
-                                       slack=not args.no_slack)
+            return await notify.invite(
+                session, settings, SlackClients(settings, engine), args.email, args.days, slack=not args.no_slack
+            )
 
     done: notify.Invitation = asyncio.run(with_engine(settings, work))
     user, url, told, refused = done.user, done.url, done.told, done.refused
@@ -62,8 +62,10 @@ def cmd_user_invite(args: argparse.Namespace) -> int:
     if told:
         print(f"also sent to them in Slack ({', '.join(told)}); `genie serve` delivers it")
     for slack_user, problem in refused:
-        print(f"not sent to Slack user {slack_user}: {problem} — a password link goes only to a Slack account "
-              f"whose confirmed email is the person's own; give them the link above yourself")
+        print(
+            f"not sent to Slack user {slack_user}: {problem} — a password link goes only to a Slack account "
+            f"whose confirmed email is the person's own; give them the link above yourself"
+        )
     return 0
 
 
@@ -87,8 +89,14 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         for link in links:
             by_user.setdefault(link.user_id, []).append(f"{link.workspace_id}/{link.slack_user_id}")
         return [
-            {"email": u.email, "name": u.name, "admin": u.is_admin, "active": u.is_active,
-             "can_sign_in": u.password_hash is not None, "slack": by_user.get(u.id, [])}
+            {
+                "email": u.email,
+                "name": u.name,
+                "admin": u.is_admin,
+                "active": u.is_active,
+                "can_sign_in": u.password_hash is not None,
+                "slack": by_user.get(u.id, []),
+            }
             for u in everyone
         ]
 
@@ -102,8 +110,9 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    user = sub.add_parser("user", help="Genie accounts").add_subparsers(dest="user_command", required=True,
-                                                                         parser_class=Parser)
+    user = sub.add_parser("user", help="Genie accounts").add_subparsers(
+        dest="user_command", required=True, parser_class=Parser
+    )
     p = user.add_parser("add", help="add a person")
     p.add_argument("email")
     p.add_argument("--name", required=True)

@@ -95,7 +95,7 @@ def _wait_seconds(response: httpx.Response, attempt: int) -> float:
         if seconds > 10**9:  # an epoch timestamp, as some APIs send in x-ratelimit-reset
             seconds -= time.time()
         return min(max(seconds, 0.0), MAX_WAIT_SECONDS)
-    return min(BACKOFF_SECONDS * 2 ** attempt, MAX_WAIT_SECONDS)
+    return min(BACKOFF_SECONDS * 2**attempt, MAX_WAIT_SECONDS)
 
 
 def _provider_message(response: httpx.Response) -> str:
@@ -117,19 +117,28 @@ def _provider_message(response: httpx.Response) -> str:
 
 
 class ApiClient:
-    def __init__(self, name: str, base_url: str, headers: dict[str, str], *, key_hint: str,
-                 secret: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        key_hint: str,
+        secret: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.key_hint = key_hint
         self._secret = secret
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=TIMEOUT,
-                                       follow_redirects=False, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=TIMEOUT, follow_redirects=False, transport=transport
+        )
         #: Requests made, and 429 waits honoured (shown in the import report).
         self.requests = 0
         self.rate_limited = 0
 
-    async def __aenter__(self) -> "ApiClient":
+    async def __aenter__(self) -> ApiClient:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -157,25 +166,36 @@ class ApiClient:
                 rate_waits += 1
                 self.rate_limited += 1
                 if rate_waits > MAX_RATE_LIMIT_WAITS:
-                    raise SourceError(f"{self.name} kept rate-limiting {what} ({rate_waits - 1} waits); try again later")
+                    raise SourceError(
+                        f"{self.name} kept rate-limiting {what} ({rate_waits - 1} waits); try again later"
+                    )
                 await asyncio.sleep(_wait_seconds(response, rate_waits - 1))
                 continue
             if status >= 500:
                 failures += 1
                 if failures >= ATTEMPTS:
-                    raise SourceError(f"{self.name} kept failing ({what}: HTTP {status} after {failures} attempts); "
-                                      "nothing was imported, try again later")
-                await asyncio.sleep(_wait_seconds(response, failures - 1) if "retry-after" in response.headers
-                                    else BACKOFF_SECONDS * 2 ** (failures - 1))
+                    raise SourceError(
+                        f"{self.name} kept failing ({what}: HTTP {status} after {failures} attempts); "
+                        "nothing was imported, try again later"
+                    )
+                await asyncio.sleep(
+                    _wait_seconds(response, failures - 1)
+                    if "retry-after" in response.headers
+                    else BACKOFF_SECONDS * 2 ** (failures - 1)
+                )
                 continue
             if status in (401, 403):
-                raise SourceError(f"{self.name} refused the API key (HTTP {status}{self._scrub(_provider_message(response))}); "
-                                  f"check {self.key_hint} and the key's permissions", status)
+                raise SourceError(
+                    f"{self.name} refused the API key (HTTP {status}{self._scrub(_provider_message(response))}); "
+                    f"check {self.key_hint} and the key's permissions",
+                    status,
+                )
             if status == 404:
                 raise SourceError(f"{self.name} has no {path} at {self.base_url} (HTTP 404); check --url", status)
             if status >= 300:
-                raise SourceError(f"{self.name} answered {what} with HTTP {status}"
-                                  f"{self._scrub(_provider_message(response))}", status)
+                raise SourceError(
+                    f"{self.name} answered {what} with HTTP {status}{self._scrub(_provider_message(response))}", status
+                )
             try:
                 body = json.loads(response.content)
             except ValueError:

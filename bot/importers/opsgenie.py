@@ -40,10 +40,17 @@ def reported(user: dict, tenant: str) -> ReportedAccount | None:
     role = user.get("role")
     role_name = text(role.get("name")) if isinstance(role, dict) else text(role)
     return ReportedAccount(
-        provider="opsgenie", tenant=tenant, external_id=user_id, handle=username,
-        email=username if username and "@" in username else None, email_verified=user.get("verified") is True,
-        display_name=text(user.get("fullName")), is_bot=False, is_deleted=user.get("blocked") is True,
-        is_guest=(role_name or "").lower() in GUEST_ROLES, is_external=False,
+        provider="opsgenie",
+        tenant=tenant,
+        external_id=user_id,
+        handle=username,
+        email=username if username and "@" in username else None,
+        email_verified=user.get("verified") is True,
+        display_name=text(user.get("fullName")),
+        is_bot=False,
+        is_deleted=user.get("blocked") is True,
+        is_guest=(role_name or "").lower() in GUEST_ROLES,
+        is_external=False,
         attrs={"role": role_name} if role_name else {},
     )
 
@@ -63,8 +70,15 @@ def _next_offset(body: dict, offset: int) -> int | None:
     return following
 
 
-async def fetch(key: str, *, base_url: str = DEFAULT_URL, key_hint: str = DEFAULT_KEY_ENV,
-                tenant: str | None = None, teams: bool = False, transport=None) -> Directory:
+async def fetch(
+    key: str,
+    *,
+    base_url: str = DEFAULT_URL,
+    key_hint: str = DEFAULT_KEY_ENV,
+    tenant: str | None = None,
+    teams: bool = False,
+    transport=None,
+) -> Directory:
     base_url = check_base_url(base_url, "OpsGenie")
     key = check_key(key, key_hint)
     headers = {"Authorization": f"GenieKey {key}", "Accept": "application/json"}
@@ -76,8 +90,9 @@ async def fetch(key: str, *, base_url: str = DEFAULT_URL, key_hint: str = DEFAUL
             except SourceError as err:
                 if err.status not in (403, 404):
                     raise
-                raise SourceError(f"{err} (reading the account name: give --tenant NAME to name it yourself)",
-                                  err.status) from None
+                raise SourceError(
+                    f"{err} (reading the account name: give --tenant NAME to name it yourself)", err.status
+                ) from None
             data = account.get("data")
             tenant = (text(data.get("name"), 100) if isinstance(data, dict) else None) or ""
             if not tenant:
@@ -85,8 +100,9 @@ async def fetch(key: str, *, base_url: str = DEFAULT_URL, key_hint: str = DEFAUL
         users: list[dict] = []
         offset: int | None = 0
         for _ in range(MAX_PAGES):
-            body = await api.get_json("/v2/users", {"offset": offset, "limit": PAGE_SIZE, "sort": "username",
-                                                     "order": "asc"})
+            body = await api.get_json(
+                "/v2/users", {"offset": offset, "limit": PAGE_SIZE, "sort": "username", "order": "asc"}
+            )
             users.extend(expect_list(body, "data", "OpsGenie", "GET /v2/users"))
             offset = _next_offset(body, offset or 0)
             if offset is None:
@@ -110,13 +126,15 @@ async def fetch(key: str, *, base_url: str = DEFAULT_URL, key_hint: str = DEFAUL
                     user = member.get("user") if isinstance(member, dict) else None
                     if not isinstance(user, dict):
                         continue
-                    members.append(DirectoryMember(text(user.get("id")), text(user.get("username"), 254),
-                                                   text(member.get("role"))))
+                    members.append(
+                        DirectoryMember(text(user.get("id")), text(user.get("username"), 254), text(member.get("role")))
+                    )
                 name = text(data.get("name"), 100) or text(item.get("name"), 100)
                 if name:
                     team_list.append(DirectoryTeam(team_id, name, tuple(members)))
-        directory = Directory("opsgenie", "OpsGenie", tenant, teams=team_list, requests=api.requests,
-                              rate_limited=api.rate_limited)
+        directory = Directory(
+            "opsgenie", "OpsGenie", tenant, teams=team_list, requests=api.requests, rate_limited=api.rate_limited
+        )
     seen: set[str] = set()
     for user in users:
         account = reported(user, tenant)

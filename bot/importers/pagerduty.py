@@ -46,12 +46,26 @@ def reported(user: dict, tenant: str) -> ReportedAccount | None:
         return None
     role = text(user.get("role")) or ""
     return ReportedAccount(
-        provider="pagerduty", tenant=tenant, external_id=user_id, handle=None,
-        email=text(user.get("email"), 254), email_verified=user.get("invitation_sent") is not True,
+        provider="pagerduty",
+        tenant=tenant,
+        external_id=user_id,
+        handle=None,
+        email=text(user.get("email"), 254),
+        email_verified=user.get("invitation_sent") is not True,
         display_name=text(user.get("name")) or text(user.get("summary")),
-        is_bot=False, is_deleted=False, is_guest=role in GUEST_ROLES, is_external=False,
-        attrs={k: v for k, v in (("role", role or None), ("html_url", text(user.get("html_url"), 500)),
-                                 ("job_title", text(user.get("job_title")))) if v},
+        is_bot=False,
+        is_deleted=False,
+        is_guest=role in GUEST_ROLES,
+        is_external=False,
+        attrs={
+            k: v
+            for k, v in (
+                ("role", role or None),
+                ("html_url", text(user.get("html_url"), 500)),
+                ("job_title", text(user.get("job_title"))),
+            )
+            if v
+        },
     )
 
 
@@ -63,8 +77,9 @@ def tenant_of(users: list[dict], base_url: str) -> str:
     return urlsplit(base_url).hostname or "pagerduty"
 
 
-async def fetch(key: str, *, base_url: str = DEFAULT_URL, key_hint: str = DEFAULT_KEY_ENV,
-                tenant: str | None = None, transport=None) -> Directory:
+async def fetch(
+    key: str, *, base_url: str = DEFAULT_URL, key_hint: str = DEFAULT_KEY_ENV, tenant: str | None = None, transport=None
+) -> Directory:
     base_url = check_base_url(base_url, "PagerDuty")
     key = check_key(key, key_hint)
     headers = {"Authorization": f"Token token={key}", "Accept": "application/vnd.pagerduty+json;version=2"}
@@ -74,8 +89,10 @@ async def fetch(key: str, *, base_url: str = DEFAULT_URL, key_hint: str = DEFAUL
         for _ in range(MAX_PAGES):
             limit = min(PAGE_SIZE, MAX_LISTED - offset)
             if limit <= 0:
-                raise SourceError(f"PagerDuty lists at most {MAX_LISTED:,} users through its API and this account "
-                                  "has more; a partial list would count the rest as departed, so nothing was imported")
+                raise SourceError(
+                    f"PagerDuty lists at most {MAX_LISTED:,} users through its API and this account "
+                    "has more; a partial list would count the rest as departed, so nothing was imported"
+                )
             body = await api.get_json("/users", {"offset": offset, "limit": limit})
             page = expect_list(body, "users", "PagerDuty", "GET /users")
             users.extend(page)
@@ -86,8 +103,13 @@ async def fetch(key: str, *, base_url: str = DEFAULT_URL, key_hint: str = DEFAUL
             offset += len(page)
         else:
             raise SourceError(f"PagerDuty kept saying there were more users after {MAX_PAGES} pages")
-        directory = Directory("pagerduty", "PagerDuty", (tenant or "").strip() or tenant_of(users, base_url),
-                              requests=api.requests, rate_limited=api.rate_limited)
+        directory = Directory(
+            "pagerduty",
+            "PagerDuty",
+            (tenant or "").strip() or tenant_of(users, base_url),
+            requests=api.requests,
+            rate_limited=api.rate_limited,
+        )
     seen: set[str] = set()
     for user in users:
         account = reported(user, directory.tenant)

@@ -18,5 +18,6 @@ async def on_error(error: Exception, body: dict, respond, logger: logging.Logger
         text = "Something went wrong on Genie's side. Please try again in a moment."
     if body.get("response_url"):
         who = (body.get("user") or {}).get("id") if isinstance(body.get("user"), dict) else body.get("user_id")
-        await tell(respond, str(who), "about the error", text=escape(text), response_type="ephemeral",
-                   replace_original=False)
+        await tell(
+            respond, str(who), "about the error", text=escape(text), response_type="ephemeral", replace_original=False
+        )

@@ -92,42 +92,66 @@ class GateFacts:
     paged_step: int | None = None
 
 
-async def gate_facts(session: AsyncSession, identity: SlackIdentity, alert_id: int,
-                     anonymous_default: bool) -> GateFacts | None:
+async def gate_facts(
+    session: AsyncSession, identity: SlackIdentity, alert_id: int, anonymous_default: bool
+) -> GateFacts | None:
     """The alert, its team, the clicker's link and user, their membership and the workspace's
     anonymous setting in one round trip (every part by primary or unique key); None when there
     is no such alert. On a click this replaces five queries: on SQLite each costs several
     hand-offs to aiosqlite's thread, and the click's transaction holds the write lock."""
     is_member = exists().where(TeamMember.team_id == Alert.team_id, TeamMember.user_id == User.id)
-    paged = (select(func.min(Page.step)).where(Page.alert_id == Alert.id, Page.user_id == User.id,
-                                               Page.status.in_(("queued", "sent"))).scalar_subquery())
-    row = (await session.execute(
-        select(Alert, Team, User, is_member.label("is_member"), paged.label("paged"),
-               repo.workspace_setting_value(identity.workspace_id, ANONYMOUS_SETTING).label("anonymous"))
-        .select_from(Alert)
-        .outerjoin(Team, Team.id == Alert.team_id)
-        .outerjoin(SlackLink, and_(SlackLink.workspace_id == identity.workspace_id,
-                                   SlackLink.slack_user_id == identity.user_id))
-        .outerjoin(User, User.id == SlackLink.user_id)
-        .where(Alert.id == alert_id)
-    )).first()
+    paged = (
+        select(func.min(Page.step))
+        .where(Page.alert_id == Alert.id, Page.user_id == User.id, Page.status.in_(("queued", "sent")))
+        .scalar_subquery()
+    )
+    row = (
+        await session.execute(
+            select(
+                Alert,
+                Team,
+                User,
+                is_member.label("is_member"),
+                paged.label("paged"),
+                repo.workspace_setting_value(identity.workspace_id, ANONYMOUS_SETTING).label("anonymous"),
+            )
+            .select_from(Alert)
+            .outerjoin(Team, Team.id == Alert.team_id)
+            .outerjoin(
+                SlackLink,
+                and_(SlackLink.workspace_id == identity.workspace_id, SlackLink.slack_user_id == identity.user_id),
+            )
+            .outerjoin(User, User.id == SlackLink.user_id)
+            .where(Alert.id == alert_id)
+        )
+    ).first()
     if row is None:
         return None
     alert, team, user, member, paged_step, value = row
     if identity.external:  # never this workspace's linked user, nor anonymous here
         return GateFacts(alert=alert, team=team, user=None, is_member=False, allow_anonymous=False, external=True)
-    return GateFacts(alert=alert, team=team, user=user, is_member=bool(member),
-                     allow_anonymous=anonymous_default if value is None else value == "true", paged_step=paged_step)
+    return GateFacts(
+        alert=alert,
+        team=team,
+        user=user,
+        is_member=bool(member),
+        allow_anonymous=anonymous_default if value is None else value == "true",
+        paged_step=paged_step,
+    )
 
 
 async def person_facts(session: AsyncSession, user: User, alert_id: int) -> GateFacts | None:
     """The same facts for a person signed in to the web side (``/alerts/{id}``): the acting
     user is the signed-in one (no Slack identity, never anonymous), read now like a click's."""
     is_member = exists().where(TeamMember.team_id == Alert.team_id, TeamMember.user_id == user.id)
-    row = (await session.execute(
-        select(Alert, Team, is_member.label("is_member")).select_from(Alert)
-        .outerjoin(Team, Team.id == Alert.team_id).where(Alert.id == alert_id)
-    )).first()
+    row = (
+        await session.execute(
+            select(Alert, Team, is_member.label("is_member"))
+            .select_from(Alert)
+            .outerjoin(Team, Team.id == Alert.team_id)
+            .where(Alert.id == alert_id)
+        )
+    ).first()
     if row is None:
         return None
     alert, team, member = row
@@ -165,24 +189,31 @@ async def decide(session: AsyncSession, facts: GateFacts, action: str) -> Decisi
     team_name = team.name if team else None
     if facts.external:
         return Decision(
-            False, Reason.EXTERNAL, team_name=team_name,
+            False,
+            Reason.EXTERNAL,
+            team_name=team_name,
             text=f"You can't {verb} this alert: you are in another organization (Slack Connect), and only people "
-                 "of the workspace that owns this channel can act on its Genie alerts.",
+            "of the workspace that owns this channel can act on its Genie alerts.",
         )
     if user is None:
         if facts.allow_anonymous:
             return Decision(True, Reason.ANONYMOUS, team_name=team_name)
         return Decision(
-            False, Reason.NOT_LINKED, team_name=team_name,
+            False,
+            Reason.NOT_LINKED,
+            team_name=team_name,
             text=f"You can't {verb} this alert yet: your Slack account isn't connected to a Genie account. "
-                 "Connect it with the button below (or `/genie connect`), then try again.",
+            "Connect it with the button below (or `/genie connect`), then try again.",
         )
     if not user.is_active:
         return Decision(
-            False, Reason.INACTIVE, user=user, team_name=team_name,
+            False,
+            Reason.INACTIVE,
+            user=user,
+            team_name=team_name,
             text=f"You can't {verb} this alert: your Slack account is connected to {user.name} ({user.email}), "
-                 "whose Genie account is deactivated. Disconnect below if that isn't you, or ask a Genie admin to "
-                 "reactivate it.",
+            "whose Genie account is deactivated. Disconnect below if that isn't you, or ask a Genie admin to "
+            "reactivate it.",
         )
     if user.is_admin:
         return Decision(True, Reason.ADMIN, user=user, team_name=team_name)
@@ -197,13 +228,18 @@ async def decide(session: AsyncSession, facts: GateFacts, action: str) -> Decisi
     ask = f"ask a Genie admin ({', '.join(admins)})" if admins else "ask a Genie admin"
     if team is None:
         return Decision(
-            False, Reason.NO_TEAM, user=user,
+            False,
+            Reason.NO_TEAM,
+            user=user,
             text=f"You can't {verb} this alert: it belongs to no team, so only Genie admins can act on it — {ask}.",
         )
     return Decision(
-        False, Reason.NOT_MEMBER, user=user, team_name=team_name,
+        False,
+        Reason.NOT_MEMBER,
+        user=user,
+        team_name=team_name,
         text=f"You can't {verb} this alert: you ({user.email}) are not in {team.name}, which owns it — "
-             f"{ask} or a member of {team.name} to add you (`genie team add-member \"{team.name}\" {user.email}`).",
+        f'{ask} or a member of {team.name} to add you (`genie team add-member "{team.name}" {user.email}`).',
     )
 
 
@@ -213,8 +249,12 @@ async def decide(session: AsyncSession, facts: GateFacts, action: str) -> Decisi
 #: confirmed email equal to the person's Genie email (``bot.services.slack_links``).
 #: ``require_slack_signin`` (deployment-wide, ``--all-workspaces``): the web side's passwords
 #: sign in only admins; everyone else signs in with Slack (``bot.services.slack_signin``).
-WORKSPACE_SETTINGS = {ANONYMOUS_SETTING: ("true", "false"), "auto_link_by_email": ("true", "false"),
-                      "require_email_match": ("true", "false"), "require_slack_signin": ("true", "false")}
+WORKSPACE_SETTINGS = {
+    ANONYMOUS_SETTING: ("true", "false"),
+    "auto_link_by_email": ("true", "false"),
+    "require_email_match": ("true", "false"),
+    "require_slack_signin": ("true", "false"),
+}
 
 
 async def set_workspace_setting(session: AsyncSession, workspace_id: str, key: str, value: str) -> WorkspaceSetting:
@@ -239,7 +279,9 @@ async def set_workspace_setting(session: AsyncSession, workspace_id: str, key: s
 
 
 async def workspace_settings(session: AsyncSession) -> list[WorkspaceSetting]:
-    return list(await session.scalars(select(WorkspaceSetting).order_by(WorkspaceSetting.workspace_id, WorkspaceSetting.key)))
+    return list(
+        await session.scalars(select(WorkspaceSetting).order_by(WorkspaceSetting.workspace_id, WorkspaceSetting.key))
+    )
 
 
 # --- API keys: what a team's key may do ----------------------------------------------------------

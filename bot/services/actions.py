@@ -11,8 +11,8 @@ click, whatever the button claimed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,20 +25,23 @@ from storage.models import Alert, AlertAction, LinkRequest, SlackLink, User
 
 
 # --- what each action does once the gate allowed it -------------------------------------------
-async def _acknowledge(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None,
-                       note: str | None) -> str | None:
+async def _acknowledge(
+    session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None, note: str | None
+) -> str | None:
     await alerts.acknowledge(session, alert, actor, why=why)
     return None
 
 
-async def _close(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None,
-                 note: str | None) -> str | None:
+async def _close(
+    session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None, note: str | None
+) -> str | None:
     await alerts.close(session, alert, actor, why=why)
     return None
 
 
-async def _assign(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None,
-                  note: str | None) -> str | None:
+async def _assign(
+    session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None, note: str | None
+) -> str | None:
     """None when assigned; the problem (a key of ``PROBLEMS``) when there is no such person."""
     owner = await users.user_by_id(session, assignee_id) if assignee_id is not None else None
     if owner is None:
@@ -48,8 +51,9 @@ async def _assign(session: AsyncSession, alert: Alert, actor: Actor, why: str, a
     return None
 
 
-async def _note(session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None,
-                note: str | None) -> str | None:
+async def _note(
+    session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None, note: str | None
+) -> str | None:
     if not note or not note.strip() or len(note) > alerts.LIMITS["note"]:
         return "bad_note"
     await alerts.add_note(session, alert, actor, note.strip())
@@ -100,19 +104,35 @@ class ActionResult:
         return d.user.email if d is not None and d.reason is Reason.INACTIVE and d.user else None
 
 
-async def act(session: AsyncSession, identity: SlackIdentity, action: str, alert_id: int, *,
-              anonymous_default: bool, assignee_id: int | None = None, after_link: bool = False) -> ActionResult:
+async def act(
+    session: AsyncSession,
+    identity: SlackIdentity,
+    action: str,
+    alert_id: int,
+    *,
+    anonymous_default: bool,
+    assignee_id: int | None = None,
+    after_link: bool = False,
+) -> ActionResult:
     if action not in ACTIONS:
         return ActionResult(False, "That action isn't one Genie knows.", outcome="invalid", reason="unknown_action")
     action = AlertAction(action)
     facts = await access.gate_facts(session, identity, alert_id, anonymous_default)
-    return await _decide_and_apply(session, facts, action, via="slack", identity=identity, assignee_id=assignee_id,
-                                   after_link=after_link)
+    return await _decide_and_apply(
+        session, facts, action, via="slack", identity=identity, assignee_id=assignee_id, after_link=after_link
+    )
 
 
-async def act_on_web(session: AsyncSession, user: User, action: str, alert_id: int, *,
-                     assignee_id: int | None = None, note: str | None = None,
-                     seen: str | None = None) -> ActionResult:
+async def act_on_web(
+    session: AsyncSession,
+    user: User,
+    action: str,
+    alert_id: int,
+    *,
+    assignee_id: int | None = None,
+    note: str | None = None,
+    seen: str | None = None,
+) -> ActionResult:
     """An action from the alert's web page, by the signed-in ``user``: the same gate (``decide``
     on facts read now) and the same transitions as a Slack click, recorded ``via web``.
     ``seen``: the alert's ``updated_at`` when the page was drawn; if it changed since, nothing
@@ -122,11 +142,15 @@ async def act_on_web(session: AsyncSession, user: User, action: str, alert_id: i
     action = AlertAction(action)
     facts = await access.person_facts(session, user, alert_id)
     if facts is not None and seen is not None and action != AlertAction.NOTE and seen != version(facts.alert):
-        return ActionResult(False, "This alert changed while you were looking at it (see its timeline below): "
-                            "nothing was done. Check it and try again if it still needs doing.",
-                            alert_id=facts.alert.id, outcome="noop", reason="changed")
-    return await _decide_and_apply(session, facts, action, via="web", identity=None, assignee_id=assignee_id,
-                                   note=note)
+        return ActionResult(
+            False,
+            "This alert changed while you were looking at it (see its timeline below): "
+            "nothing was done. Check it and try again if it still needs doing.",
+            alert_id=facts.alert.id,
+            outcome="noop",
+            reason="changed",
+        )
+    return await _decide_and_apply(session, facts, action, via="web", identity=None, assignee_id=assignee_id, note=note)
 
 
 def version(alert: Alert) -> str:
@@ -134,26 +158,39 @@ def version(alert: Alert) -> str:
     return alert.updated_at.isoformat() if alert.updated_at else ""
 
 
-async def _decide_and_apply(session: AsyncSession, facts: access.GateFacts | None, action: str, *, via: str,
-                            identity: SlackIdentity | None, assignee_id: int | None = None,
-                            after_link: bool = False, note: str | None = None) -> ActionResult:
+async def _decide_and_apply(
+    session: AsyncSession,
+    facts: access.GateFacts | None,
+    action: str,
+    *,
+    via: str,
+    identity: SlackIdentity | None,
+    assignee_id: int | None = None,
+    after_link: bool = False,
+    note: str | None = None,
+) -> ActionResult:
     """The one path from facts to a change: ``decide``, then the transition, both on the timeline."""
     if facts is None:
-        return ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.",
-                            outcome="invalid", reason="unknown_alert")
+        return ActionResult(
+            False,
+            "That alert doesn't exist (any more), so there is nothing to do.",
+            outcome="invalid",
+            reason="unknown_alert",
+        )
     alert = facts.alert
     decision = await access.decide(session, facts, action)
-    actor = Actor(via=via, user=decision.user, identity=identity, anonymous=decision.anonymous,
-                  after_link=after_link)
+    actor = Actor(via=via, user=decision.user, identity=identity, anonymous=decision.anonymous, after_link=after_link)
     reason = decision.reason.name.lower()
     if not decision.allowed:
         if identity is not None:
             wait = await throttle.take(session, "denied", identity)
             if wait is not None:  # refused again and again: no timeline row, no new link, just wait
                 limit, window = throttle.LIMITS["denied"]
-                text = (f"You were refused {limit} times in the last {throttle.say(window)}, so Genie is ignoring your "
-                        f"clicks for {throttle.say(wait)}; nothing was changed. "
-                        "`/genie status` says how your Slack account is connected.")
+                text = (
+                    f"You were refused {limit} times in the last {throttle.say(window)}, so Genie is ignoring your "
+                    f"clicks for {throttle.say(wait)}; nothing was changed. "
+                    "`/genie status` says how your Slack account is connected."
+                )
                 return ActionResult(False, text, alert_id=alert.id, outcome="denied", reason="rate_limited")
         await alerts.record(session, alert, action, "denied", actor, reason=decision.reason.value)
         return ActionResult(False, decision.text, decision, alert.id, outcome="denied", reason=reason)
@@ -183,7 +220,9 @@ class CarriedOut:
     detail: str | None
 
 
-async def carry_out(session: AsyncSession, nonce: str, link: SlackLink, *, anonymous_default: bool) -> CarriedOut | None:
+async def carry_out(
+    session: AsyncSession, nonce: str, link: SlackLink, *, anonymous_default: bool
+) -> CarriedOut | None:
     """In the confirm's own transaction, right after ``slack_links.redeem`` consumed the request:
     carry out the click it remembered (``slack_links.PendingClick``), if any, as the person just
     linked — through the same gate, read now (being linked is not being allowed) — recorded
@@ -198,11 +237,22 @@ async def carry_out(session: AsyncSession, nonce: str, link: SlackLink, *, anony
     action, alert_id = request.pending_action, request.pending_alert_id
     identity = SlackIdentity(link.slack_team_id, link.slack_user_id, link.enterprise_id)
     if alert_id is None:  # the alert was deleted meanwhile
-        result = ActionResult(False, "That alert doesn't exist (any more), so there is nothing to do.",
-                              outcome="invalid", reason="unknown_alert")
+        result = ActionResult(
+            False,
+            "That alert doesn't exist (any more), so there is nothing to do.",
+            outcome="invalid",
+            reason="unknown_alert",
+        )
     else:
-        result = await act(session, identity, action, alert_id, anonymous_default=anonymous_default,
-                           assignee_id=request.pending_assignee_id, after_link=True)
+        result = await act(
+            session,
+            identity,
+            action,
+            alert_id,
+            anonymous_default=anonymous_default,
+            assignee_id=request.pending_assignee_id,
+            after_link=True,
+        )
     alert = await session.get(Alert, alert_id) if alert_id is not None and result.alert_id is not None else None
     detail = result.text
     if result.applied and action == AlertAction.ASSIGN and alert is not None and alert.owner_user_id is not None:
@@ -210,8 +260,19 @@ async def carry_out(session: AsyncSession, nonce: str, link: SlackLink, *, anony
         detail = f"to {owner.name}" if owner is not None else None
     done = CarriedOut(action, alert.id if alert else alert_id, alert.message if alert else "", result, detail)
     outcome = result.outcome if result.outcome in ("applied", "denied") else "noop"
-    values = {"action": action, "alert_id": done.alert_id or 0, "message": done.message, "outcome": outcome,
-              "detail": detail}
-    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE, payload=outbox.intent(Intent.AFTER_LINK, **values),
-                         slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
+    values = {
+        "action": action,
+        "alert_id": done.alert_id or 0,
+        "message": done.message,
+        "outcome": outcome,
+        "detail": detail,
+    }
+    await outbox.enqueue(
+        session,
+        link.slack_user_id,
+        outbox.MESSAGE,
+        payload=outbox.intent(Intent.AFTER_LINK, **values),
+        slack_team_id=link.slack_team_id,
+        enterprise_id=link.enterprise_id,
+    )
     return done

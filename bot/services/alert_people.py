@@ -17,8 +17,9 @@ workspace, so every later render of the message shows the same people without re
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -123,8 +124,10 @@ async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Fou
 
     reporter = None
     if data.user and data.user.strip():
-        reporter = await once(("opsgenie", data.user.strip()),
-                              lambda: external_accounts.resolve_named(session, data.user, "opsgenie", among))
+        reporter = await once(
+            ("opsgenie", data.user.strip()),
+            lambda: external_accounts.resolve_named(session, data.user, "opsgenie", among),
+        )
         if reporter.person is None:
             reporter = None
     responders: list[Named] = []
@@ -139,8 +142,10 @@ async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Fou
     for key, value in data.details.items():
         if key in DETAIL_KEYS and value.strip():
             provider = DETAIL_KEYS[key]
-            in_details[key] = await once((provider, value.strip()),
-                                         lambda v=value, p=provider: external_accounts.resolve_named(session, v, p, among))
+            in_details[key] = await once(
+                (provider, value.strip()),
+                lambda v=value, p=provider: external_accounts.resolve_named(session, v, p, among),
+            )
     everyone = [n for n in [reporter, *responders, *in_details.values()] if n is not None]
     if not everyone:
         return Found(None, None)
@@ -156,9 +161,11 @@ async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Fou
         stored["responders"] = [entry(n) for n in responders]
     if in_details:
         stored["details"] = {k: entry(n) for k, n in in_details.items()}
-    parts = ([f"reporter {_describe(reporter)}"] if reporter is not None else []) + \
-            [f"responder {_describe(n)}" for n in responders] + \
-            [f"{k} {_describe(n)}" for k, n in in_details.items()]
+    parts = (
+        ([f"reporter {_describe(reporter)}"] if reporter is not None else [])
+        + [f"responder {_describe(n)}" for n in responders]
+        + [f"{k} {_describe(n)}" for k, n in in_details.items()]
+    )
     summary = "; ".join(parts)
     if len(summary) > SUMMARY_LIMIT:
         summary = summary[: SUMMARY_LIMIT - 1] + "…"

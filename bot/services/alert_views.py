@@ -11,18 +11,28 @@ what page 1 does: the indexes ``(team_id, id)`` and the primary key serve it (mi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services.alerts import assignable_names
 from bot.services import access, actions, alerts
+from bot.services.alerts import assignable_names
 from bot.services.errors import InvalidInput
-from storage.models import (Alert, AlertEvent, OutboxMessage, SlackLink, Team, TeamApiKey, TeamMember, TeamPostGrant,
-                            User)
+from storage.models import (
+    Alert,
+    AlertEvent,
+    OutboxMessage,
+    SlackLink,
+    Team,
+    TeamApiKey,
+    TeamMember,
+    TeamPostGrant,
+    User,
+)
 
 PER_PAGE = 50
 STATUSES = ("open", "acknowledged", "closed")
@@ -53,7 +63,7 @@ class ListFilters:
     q: str = ""
 
     @classmethod
-    def parse(cls, params: Mapping[str, str]) -> "ListFilters":
+    def parse(cls, params: Mapping[str, str]) -> ListFilters:
         """From a query string; ``InvalidInput`` saying what is wrong (the page shows it)."""
         if any("\x00" in (params.get(k) or "") for k in ("status", "priority", "team", "tag", "q", "from", "to")):
             raise InvalidInput("A filter holds a NUL character, which no alert has.")
@@ -79,9 +89,15 @@ class ListFilters:
 
     def params(self, **changes: Any) -> dict[str, str]:
         f = replace(self, **changes)
-        values = {"status": f.status, "team": f.team, "priority": f.priority, "tag": f.tag,
-                  "from": f.since.isoformat() if f.since else "", "to": f.until.isoformat() if f.until else "",
-                  "q": f.q}
+        values = {
+            "status": f.status,
+            "team": f.team,
+            "priority": f.priority,
+            "tag": f.tag,
+            "from": f.since.isoformat() if f.since else "",
+            "to": f.until.isoformat() if f.until else "",
+            "q": f.q,
+        }
         return {k: v for k, v in values.items() if v}
 
     @property
@@ -102,19 +118,25 @@ def _where(user: User, f: ListFilters, team_id: int | None = None) -> list:
     elif f.status == "closed":
         clauses.append(Alert.status == "closed")
     if f.team:  # the id looked up first: a literal lets the planner use (team_id, …) indexes
-        clauses.append(Alert.team_id == team_id if team_id is not None
-                       else Alert.team_id == select(Team.id).where(Team.name == f.team).scalar_subquery())
+        clauses.append(
+            Alert.team_id == team_id
+            if team_id is not None
+            else Alert.team_id == select(Team.id).where(Team.name == f.team).scalar_subquery()
+        )
     if f.priority:
         clauses.append(Alert.priority == f.priority)
     if f.tag:  # tags are a JSON list of strings: match the JSON string itself, quotes included
         clauses.append(cast(Alert.tags, String).like(f"%{_like(json.dumps(f.tag))}%", escape="\\"))
     if f.since:
-        clauses.append(Alert.created_at >= datetime.combine(f.since, time(), timezone.utc))
+        clauses.append(Alert.created_at >= datetime.combine(f.since, time(), UTC))
     if f.until:
-        clauses.append(Alert.created_at < datetime.combine(f.until + timedelta(days=1), time(), timezone.utc))
+        clauses.append(Alert.created_at < datetime.combine(f.until + timedelta(days=1), time(), UTC))
     if f.q:
         pattern = f"%{_like(f.q.lower())}%"
-        matches = [func.lower(Alert.message).like(pattern, escape="\\"), func.lower(Alert.alias).like(pattern, escape="\\")]
+        matches = [
+            func.lower(Alert.message).like(pattern, escape="\\"),
+            func.lower(Alert.alias).like(pattern, escape="\\"),
+        ]
         number = f.q.lstrip("#")
         if number.isascii() and number.isdigit() and len(number) <= 9:
             matches.append(Alert.id == int(number))
@@ -148,19 +170,36 @@ class AlertPage:
     next_before: int | None
 
 
-def list_query(user: User, f: ListFilters, before: int | None = None, limit: int = PER_PAGE,
-               team_id: int | None = None):
+def list_query(
+    user: User, f: ListFilters, before: int | None = None, limit: int = PER_PAGE, team_id: int | None = None
+):
     """The list's SELECT (the benchmark prints its EXPLAIN); ``team_id``: ``f.team``'s id."""
-    query = (select(Alert.id, Alert.message, Alert.priority, Alert.status, Alert.acknowledged, Alert.acknowledged_by,
-                    Alert.closed_by, Alert.created_at, Team.name, Alert.tags, Alert.count)
-             .select_from(Alert).outerjoin(Team, Team.id == Alert.team_id).where(*_where(user, f, team_id)))
+    query = (
+        select(
+            Alert.id,
+            Alert.message,
+            Alert.priority,
+            Alert.status,
+            Alert.acknowledged,
+            Alert.acknowledged_by,
+            Alert.closed_by,
+            Alert.created_at,
+            Team.name,
+            Alert.tags,
+            Alert.count,
+        )
+        .select_from(Alert)
+        .outerjoin(Team, Team.id == Alert.team_id)
+        .where(*_where(user, f, team_id))
+    )
     if before is not None:
         query = query.where(Alert.id < before)
     return query.order_by(Alert.id.desc()).limit(limit + 1)
 
 
-async def alert_list(session: AsyncSession, user: User, f: ListFilters, *, before: int | None = None,
-                     limit: int = PER_PAGE) -> AlertPage:
+async def alert_list(
+    session: AsyncSession, user: User, f: ListFilters, *, before: int | None = None, limit: int = PER_PAGE
+) -> AlertPage:
     team_id = None
     if f.team:
         team_id = await session.scalar(select(Team.id).where(Team.name == f.team))
@@ -219,8 +258,10 @@ def _named(people: dict | None) -> list[tuple[str, dict]]:
 
 async def can_see(session: AsyncSession, user: User, alert_id: int) -> bool:
     """Whether the alert exists and ``user`` may see it (``access.visible_alerts``)."""
-    return 0 < alert_id < 2**31 and await session.scalar(
-        select(Alert.id).where(Alert.id == alert_id, access.visible_alerts(user))) is not None
+    return (
+        0 < alert_id < 2**31
+        and await session.scalar(select(Alert.id).where(Alert.id == alert_id, access.visible_alerts(user))) is not None
+    )
 
 
 async def alert_detail(session: AsyncSession, user: User, alert_id: int) -> AlertDetail | None:
@@ -228,24 +269,40 @@ async def alert_detail(session: AsyncSession, user: User, alert_id: int) -> Aler
     when there is no such alert *or* it is another team's (the page says "not found" for both)."""
     if not 0 < alert_id < 2**31:
         return None
-    row = (await session.execute(
-        select(Alert, Team).outerjoin(Team, Team.id == Alert.team_id)
-        .where(Alert.id == alert_id, access.visible_alerts(user))
-    )).first()
+    row = (
+        await session.execute(
+            select(Alert, Team)
+            .outerjoin(Team, Team.id == Alert.team_id)
+            .where(Alert.id == alert_id, access.visible_alerts(user))
+        )
+    ).first()
     if row is None:
         return None
     alert, team = row
     owner = await session.get(User, alert.owner_user_id) if alert.owner_user_id else None
     events, more = await alerts.timeline_page(session, alert.id, limit=TIMELINE_LIMIT)
     actor_ids = {e.actor_user_id for e in events if e.actor_user_id}
-    emails = dict((await session.execute(select(User.id, User.email).where(User.id.in_(actor_ids)))).all()) \
-        if actor_ids else {}
-    deliveries = list(await session.scalars(
-        select(OutboxMessage).where(OutboxMessage.alert_id == alert.id).order_by(OutboxMessage.id).limit(100)))
-    return AlertDetail(alert=alert, team=team, owner=owner,
-                       timeline=[TimelineEntry(e, emails.get(e.actor_user_id)) for e in events], timeline_more=more,
-                       deliveries=deliveries, members=await assignable_names(session, alert.team_id),
-                       version=actions.version(alert), named=_named(alert.people))
+    emails = (
+        dict((await session.execute(select(User.id, User.email).where(User.id.in_(actor_ids)))).all())
+        if actor_ids
+        else {}
+    )
+    deliveries = list(
+        await session.scalars(
+            select(OutboxMessage).where(OutboxMessage.alert_id == alert.id).order_by(OutboxMessage.id).limit(100)
+        )
+    )
+    return AlertDetail(
+        alert=alert,
+        team=team,
+        owner=owner,
+        timeline=[TimelineEntry(e, emails.get(e.actor_user_id)) for e in events],
+        timeline_more=more,
+        deliveries=deliveries,
+        members=await assignable_names(session, alert.team_id),
+        version=actions.version(alert),
+        named=_named(alert.people),
+    )
 
 
 # --- a team ------------------------------------------------------------------------------------
@@ -271,22 +328,38 @@ async def team_detail(session: AsyncSession, user: User, name: str) -> TeamDetai
     team = await session.scalar(select(Team).where(Team.name == name[:100], access.visible_alerts(user, Team.id)))
     if team is None:
         return None
-    users = list(await session.scalars(
-        select(User).join(TeamMember, TeamMember.user_id == User.id).where(TeamMember.team_id == team.id)
-        .order_by(User.name)))
+    users = list(
+        await session.scalars(
+            select(User)
+            .join(TeamMember, TeamMember.user_id == User.id)
+            .where(TeamMember.team_id == team.id)
+            .order_by(User.name)
+        )
+    )
     links: dict[int, list[SlackLink]] = {}
     if users:
-        for link in await session.scalars(select(SlackLink).where(SlackLink.user_id.in_([u.id for u in users]))
-                                           .order_by(SlackLink.id)):
+        for link in await session.scalars(
+            select(SlackLink).where(SlackLink.user_id.in_([u.id for u in users])).order_by(SlackLink.id)
+        ):
             links.setdefault(link.user_id, []).append(link)
     key = await session.scalar(select(TeamApiKey).where(TeamApiKey.team_id == team.id))
     recent = await alert_list(session, user, ListFilters(team=team.name), limit=10)
 
-    granted = list(await session.scalars(
-        select(Team.name).join(TeamPostGrant, TeamPostGrant.team_id == Team.id)
-        .where(TeamPostGrant.for_team_id == team.id).order_by(Team.name)))
-    return TeamDetail(team=team, members=[MemberRow(u, links.get(u.id, [])) for u in users], key=key,
-                      recent=recent.rows, granted_by=granted)
+    granted = list(
+        await session.scalars(
+            select(Team.name)
+            .join(TeamPostGrant, TeamPostGrant.team_id == Team.id)
+            .where(TeamPostGrant.for_team_id == team.id)
+            .order_by(Team.name)
+        )
+    )
+    return TeamDetail(
+        team=team,
+        members=[MemberRow(u, links.get(u.id, [])) for u in users],
+        key=key,
+        recent=recent.rows,
+        granted_by=granted,
+    )
 
 
 async def rotate_team_key(session: AsyncSession, admin: User, name: str) -> str:

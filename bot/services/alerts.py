@@ -13,11 +13,13 @@ import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, delete as sa_delete, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, String, cast, exists, func, literal, or_, select, update
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,12 +31,22 @@ from bot.services.errors import GenieError, NotFound
 from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import (Alert, AlertAction, AlertEvent, AlertStatus, ApiRequest, Page, Team, TeamApiKey,
-                            TeamMember, TeamPostGrant, User)
+from storage.models import (
+    Alert,
+    AlertAction,
+    AlertEvent,
+    AlertStatus,
+    ApiRequest,
+    Page,
+    Team,
+    TeamApiKey,
+    TeamMember,
+    TeamPostGrant,
+    User,
+)
 
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
-LIMITS = {"message": 130, "alias": 512, "description": 15000, "entity": 512, "source": 100, "user": 100,
-          "note": 25000}
+LIMITS = {"message": 130, "alias": 512, "description": 15000, "entity": 512, "source": 100, "user": 100, "note": 25000}
 MAX_TAGS, MAX_TAG = 20, 50
 MAX_DETAILS_CHARS = 8000
 MAX_RESPONDERS = 50
@@ -194,42 +206,76 @@ def parse_create(body: Any) -> CreateAlert:
         errors["details"] = "details must be an object of string keys and string values"
         details = {}
     else:
-        details = {k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
-                   for k, v in details.items()}
+        details = {
+            k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in details.items()
+        }
         if sum(len(k) + len(v) for k, v in details.items()) > MAX_DETAILS_CHARS:
             errors["details"] = f"details can not be longer than {MAX_DETAILS_CHARS} characters in total"
     responders = body.get("responders") or []
-    if not isinstance(responders, list) or len(responders) > MAX_RESPONDERS or not all(
-        isinstance(r, dict) and r.get("type") in {"team", "user", "escalation", "schedule"}
-        and any(isinstance(r.get(k), str) and 0 < len(r[k]) <= 512 for k in ("id", "name", "username"))
-        for r in responders
+    if (
+        not isinstance(responders, list)
+        or len(responders) > MAX_RESPONDERS
+        or not all(
+            isinstance(r, dict)
+            and r.get("type") in {"team", "user", "escalation", "schedule"}
+            and any(isinstance(r.get(k), str) and 0 < len(r[k]) <= 512 for k in ("id", "name", "username"))
+            for r in responders
+        )
     ):
-        errors["responders"] = ("responders must be a list of at most 50 objects with a type (team, user, "
-                                "escalation, schedule) and an id, name or username")
+        errors["responders"] = (
+            "responders must be a list of at most 50 objects with a type (team, user, "
+            "escalation, schedule) and an id, name or username"
+        )
         responders = []
     if errors:
         raise ValidationFailed(errors)
-    return CreateAlert(message=message.strip(), priority=priority, tags=list(dict.fromkeys(tags)), details=details,
-                       responders=[{k: v for k, v in r.items() if k in {"type", "id", "name", "username"}
-                                    and isinstance(v, str)} for r in responders],
-                       **data)
+    return CreateAlert(
+        message=message.strip(),
+        priority=priority,
+        tags=list(dict.fromkeys(tags)),
+        details=details,
+        responders=[
+            {k: v for k, v in r.items() if k in {"type", "id", "name", "username"} and isinstance(v, str)}
+            for r in responders
+        ],
+        **data,
+    )
 
 
 # --- timeline and outbox ---------------------------------------------------------------------
-async def record(session: AsyncSession, alert: Alert, action: str, outcome: str, actor: Actor, *,
-                 reason: str | None = None, note: str | None = None, request_id: str | None = None,
-                 now: datetime | None = None, flush: bool = True) -> AlertEvent:
+async def record(
+    session: AsyncSession,
+    alert: Alert,
+    action: str,
+    outcome: str,
+    actor: Actor,
+    *,
+    reason: str | None = None,
+    note: str | None = None,
+    request_id: str | None = None,
+    now: datetime | None = None,
+    flush: bool = True,
+) -> AlertEvent:
     """Add a row to the alert's timeline. ``flush=False`` leaves the INSERT to the next flush
     (the commit, or the next query), so a transition's rows go to the database together."""
     if actor.after_link:  # a click remembered while the person connected their account
         reason = f"after linking: {reason}" if reason else "after linking"
         reason = reason if len(reason) <= 500 else reason[:499] + "…"
     event = AlertEvent(
-        alert_id=alert.id, at=now or utcnow(), action=action, outcome=outcome, reason=reason, via=actor.via,
-        actor_user_id=actor.user.id if actor.user else None, actor_name=actor.name[:200],
+        alert_id=alert.id,
+        at=now or utcnow(),
+        action=action,
+        outcome=outcome,
+        reason=reason,
+        via=actor.via,
+        actor_user_id=actor.user.id if actor.user else None,
+        actor_name=actor.name[:200],
         slack_workspace_id=actor.identity.workspace_id if actor.identity else None,
         slack_user_id=actor.identity.user_id if actor.identity else None,
-        anonymous=actor.anonymous, note=note, request_id=request_id,
+        anonymous=actor.anonymous,
+        note=note,
+        request_id=request_id,
     )
     session.add(event)
     if flush:
@@ -237,24 +283,41 @@ async def record(session: AsyncSession, alert: Alert, action: str, outcome: str,
     return event
 
 
-async def refresh_in_slack(session: AsyncSession, alert: Alert, now: datetime | None = None,
-                           flush: bool = True) -> None:
+async def refresh_in_slack(
+    session: AsyncSession, alert: Alert, now: datetime | None = None, flush: bool = True
+) -> None:
     """Queue an update of the alert's Slack message. If the first post is still pending, the
     update follows it (per-channel order) and renders the state at delivery time."""
     if alert.slack_channel:
         team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
-        await outbox.enqueue(session, alert.slack_channel, outbox.UPDATE_ALERT, alert_id=alert.id, now=now,
-                             slack_team_id=team.slack_team_id if team else None,
-                             enterprise_id=team.enterprise_id if team else None, flush=flush)
+        await outbox.enqueue(
+            session,
+            alert.slack_channel,
+            outbox.UPDATE_ALERT,
+            alert_id=alert.id,
+            now=now,
+            slack_team_id=team.slack_team_id if team else None,
+            enterprise_id=team.enterprise_id if team else None,
+            flush=flush,
+        )
 
 
 async def timeline(session: AsyncSession, alert_id: int) -> list[AlertEvent]:
-    return list(await session.scalars(select(AlertEvent).where(AlertEvent.alert_id == alert_id).order_by(AlertEvent.id)))
+    return list(
+        await session.scalars(select(AlertEvent).where(AlertEvent.alert_id == alert_id).order_by(AlertEvent.id))
+    )
 
 
-async def timeline_page(session: AsyncSession, alert_id: int, *, limit: int, descending: bool = False,
-                        cursor: int | None = None, backwards: bool = False,
-                        notes_only: bool = False) -> tuple[list[AlertEvent], bool]:
+async def timeline_page(
+    session: AsyncSession,
+    alert_id: int,
+    *,
+    limit: int,
+    descending: bool = False,
+    cursor: int | None = None,
+    backwards: bool = False,
+    notes_only: bool = False,
+) -> tuple[list[AlertEvent], bool]:
     """One page of the timeline, read as a page (an alert's timeline has no bound: clicks, notes
     and de-duplications pile up): at most ``limit`` events in ``id`` order (``descending``)
     after ``cursor`` — or, ``backwards``, the ``limit`` just before it — and whether more follow.
@@ -289,14 +352,17 @@ async def _owner_team(session: AsyncSession, key_team: Team, responders: list[di
         if team is None or team.id not in allowed:
             wanted = responder.get("name") or responder.get("id")
             may = sorted(t.name for t in (await teams.teams_by_id(session, allowed)).values())
-            raise Forbidden(f"this key (team {key_team.name}) may not post alerts for team {wanted!r}; "
-                            f"it may post for: {', '.join(may)}")
+            raise Forbidden(
+                f"this key (team {key_team.name}) may not post alerts for team {wanted!r}; "
+                f"it may post for: {', '.join(may)}"
+            )
         return team
     return key_team
 
 
-async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert, request_id: str,
-                       now: datetime | None = None) -> tuple[Alert, bool]:
+async def create_alert(
+    session: AsyncSession, key_team: Team, data: CreateAlert, request_id: str, now: datetime | None = None
+) -> tuple[Alert, bool]:
     """``(alert, created)``. An open alert with the same alias (in the owning team) is
     de-duplicated: its count goes up and no second Slack message is posted."""
     now = now or utcnow()
@@ -311,24 +377,58 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
         )
         if existing is not None:
             await session.execute(
-                update(Alert).where(Alert.id == existing.id)
+                update(Alert)
+                .where(Alert.id == existing.id)
                 .values(count=Alert.count + 1, last_occurred_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
             await session.refresh(existing)
-            await record(session, existing, AlertAction.DEDUPLICATE, "applied", actor, request_id=request_id, now=now,
-                         reason=f"count is now {existing.count}")
+            await record(
+                session,
+                existing,
+                AlertAction.DEDUPLICATE,
+                "applied",
+                actor,
+                request_id=request_id,
+                now=now,
+                reason=f"count is now {existing.count}",
+            )
             await refresh_in_slack(session, existing, now)
-            session.add(ApiRequest(request_id=request_id, team_id=key_team.id, action="Create", alert_id=existing.id,
-                                   alias=alias, success=True, status="Alert is deduplicated", processed_at=now))
+            session.add(
+                ApiRequest(
+                    request_id=request_id,
+                    team_id=key_team.id,
+                    action="Create",
+                    alert_id=existing.id,
+                    alias=alias,
+                    success=True,
+                    status="Alert is deduplicated",
+                    processed_at=now,
+                )
+            )
             return existing, False
         if people is None:
             people = await alert_people.for_create(session, data, team)
         alert = Alert(
-            uid=uid, team_id=team.id, message=data.message, alias=alias, description=data.description,
-            tags=data.tags, details=data.details, responders=data.responders, entity=data.entity, source=data.source,
-            priority=data.priority, reported_by=data.user, status=AlertStatus.OPEN, acknowledged=False, count=1,
-            created_at=now, updated_at=now, last_occurred_at=now, slack_channel=team.slack_channel_id,
+            uid=uid,
+            team_id=team.id,
+            message=data.message,
+            alias=alias,
+            description=data.description,
+            tags=data.tags,
+            details=data.details,
+            responders=data.responders,
+            entity=data.entity,
+            source=data.source,
+            priority=data.priority,
+            reported_by=data.user,
+            status=AlertStatus.OPEN,
+            acknowledged=False,
+            count=1,
+            created_at=now,
+            updated_at=now,
+            last_occurred_at=now,
+            slack_channel=team.slack_channel_id,
             people=people.stored,
         )
         try:
@@ -337,25 +437,53 @@ async def create_alert(session: AsyncSession, key_team: Team, data: CreateAlert,
                 await session.flush()
         except IntegrityError:  # the same alias was created concurrently: de-duplicate against it
             continue
-        await record(session, alert, AlertAction.CREATE, "applied", actor, note=data.note, request_id=request_id, now=now)
+        await record(
+            session, alert, AlertAction.CREATE, "applied", actor, note=data.note, request_id=request_id, now=now
+        )
         if people.summary:  # who the names in it were resolved to (the message shows them)
-            await record(session, alert, AlertAction.RESOLVE, "applied", actor, reason=people.summary, request_id=request_id,
-                         now=now)
+            await record(
+                session,
+                alert,
+                AlertAction.RESOLVE,
+                "applied",
+                actor,
+                reason=people.summary,
+                request_id=request_id,
+                now=now,
+            )
         if team.slack_channel_id:
-            await outbox.enqueue(session, team.slack_channel_id, outbox.POST_ALERT, alert_id=alert.id, now=now,
-                                 slack_team_id=team.slack_team_id, enterprise_id=team.enterprise_id)
+            await outbox.enqueue(
+                session,
+                team.slack_channel_id,
+                outbox.POST_ALERT,
+                alert_id=alert.id,
+                now=now,
+                slack_team_id=team.slack_team_id,
+                enterprise_id=team.enterprise_id,
+            )
         from bot.services import paging  # (it builds on this module)
 
         await paging.start(session, alert, team, now)  # the team's escalation policy, if it has one
-        session.add(ApiRequest(request_id=request_id, team_id=key_team.id, action="Create", alert_id=alert.id,
-                               alias=alias, success=True, status="Created alert", processed_at=now))
+        session.add(
+            ApiRequest(
+                request_id=request_id,
+                team_id=key_team.id,
+                action="Create",
+                alert_id=alert.id,
+                alias=alias,
+                success=True,
+                status="Created alert",
+                processed_at=now,
+            )
+        )
         return alert, True
     raise GenieError("could not create the alert; please retry")  # pragma: no cover - needs 3 lost races
 
 
 # --- finding ---------------------------------------------------------------------------------
-async def find(session: AsyncSession, identifier: str, identifier_type: str = "id",
-               team_ids: set[int] | None = None) -> Alert:
+async def find(
+    session: AsyncSession, identifier: str, identifier_type: str = "id", team_ids: set[int] | None = None
+) -> Alert:
     """By OpsGenie ``id``, ``tiny`` id or ``alias`` (the open one, else the latest). ``team_ids``
     limits the search to alerts a key may see; others are "not found", not "forbidden"."""
     query = select(Alert)
@@ -366,7 +494,9 @@ async def find(session: AsyncSession, identifier: str, identifier_type: str = "i
             raise NotFound("Alert with given id does not exist")
         query = query.where(Alert.id == int(identifier))
     elif identifier_type == "alias":
-        query = query.where(Alert.alias == identifier).order_by((Alert.status == AlertStatus.OPEN).desc(), Alert.id.desc())
+        query = query.where(Alert.alias == identifier).order_by(
+            (Alert.status == AlertStatus.OPEN).desc(), Alert.id.desc()
+        )
     else:
         raise ValidationFailed({"identifierType": "identifierType must be one of id, alias, tiny"})
     if team_ids is not None:
@@ -399,14 +529,17 @@ def _ago(then: datetime | None, now: datetime) -> str:
     return " just now" if minutes < 1 else f" {minutes} min ago" if minutes < 120 else f" {minutes // 60} h ago"
 
 
-async def _noop(session: AsyncSession, alert: Alert, action: str, actor: Actor, now: datetime,
-                request_id: str | None) -> AlreadyDone:
+async def _noop(
+    session: AsyncSession, alert: Alert, action: str, actor: Actor, now: datetime, request_id: str | None
+) -> AlreadyDone:
     await session.refresh(alert)
     if alert.status == AlertStatus.CLOSED:
         text = f"Alert #{alert.id} is already closed (by {alert.closed_by}{_ago(alert.closed_at, now)})."
         opsgenie = f"Alert is already closed by {alert.closed_by}{_ago(alert.closed_at, now)}"
     elif action == AlertAction.ACKNOWLEDGE and alert.acknowledged:
-        text = f"Alert #{alert.id} was already acknowledged by {alert.acknowledged_by}{_ago(alert.acknowledged_at, now)}."
+        text = (
+            f"Alert #{alert.id} was already acknowledged by {alert.acknowledged_by}{_ago(alert.acknowledged_at, now)}."
+        )
         opsgenie = f"Alert is already acknowledged by {alert.acknowledged_by}{_ago(alert.acknowledged_at, now)}"
     elif action == "unacknowledge" and not alert.acknowledged:
         text = f"Alert #{alert.id} is not acknowledged."
@@ -425,15 +558,33 @@ async def _applied(session: AsyncSession, alert: Alert, action: AlertAction, act
     await refresh_in_slack(session, alert, event["now"], flush=False)
 
 
-async def acknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
-                      request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
+async def acknowledge(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    *,
+    note: str | None = None,
+    request_id: str | None = None,
+    why: str | None = None,
+    now: datetime | None = None,
+) -> Alert:
     now = now or utcnow()
-    if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(False)],
-                             dict(acknowledged=True, acknowledged_at=now, acknowledged_by=actor.name[:200],
-                                  acknowledged_by_slack=actor.anonymous_slack_user, updated_at=now)):
+    if not await _transition(
+        session,
+        alert,
+        [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(False)],
+        dict(
+            acknowledged=True,
+            acknowledged_at=now,
+            acknowledged_by=actor.name[:200],
+            acknowledged_by_slack=actor.anonymous_slack_user,
+            updated_at=now,
+        ),
+    ):
         raise await _noop(session, alert, AlertAction.ACKNOWLEDGE, actor, now, request_id)
-    await _applied(session, alert, AlertAction.ACKNOWLEDGE, actor, reason=why, note=note,
-                   request_id=request_id, now=now)
+    await _applied(
+        session, alert, AlertAction.ACKNOWLEDGE, actor, reason=why, note=note, request_id=request_id, now=now
+    )
     await _stop_paging(session, alert, actor, now, f"acknowledged by {actor.name}")
     return alert
 
@@ -444,21 +595,47 @@ async def _stop_paging(session: AsyncSession, alert: Alert, actor: Actor, now: d
     await paging.stop(session, alert, actor, now, why)
 
 
-async def close(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
-                request_id: str | None = None, why: str | None = None, now: datetime | None = None) -> Alert:
+async def close(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    *,
+    note: str | None = None,
+    request_id: str | None = None,
+    why: str | None = None,
+    now: datetime | None = None,
+) -> Alert:
     now = now or utcnow()
-    if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN],
-                             dict(status=AlertStatus.CLOSED, closed_at=now, closed_by=actor.name[:200],
-                                  closed_by_slack=actor.anonymous_slack_user, updated_at=now)):
+    if not await _transition(
+        session,
+        alert,
+        [Alert.status == AlertStatus.OPEN],
+        dict(
+            status=AlertStatus.CLOSED,
+            closed_at=now,
+            closed_by=actor.name[:200],
+            closed_by_slack=actor.anonymous_slack_user,
+            updated_at=now,
+        ),
+    ):
         raise await _noop(session, alert, AlertAction.CLOSE, actor, now, request_id)
     await _applied(session, alert, AlertAction.CLOSE, actor, reason=why, note=note, request_id=request_id, now=now)
     await _stop_paging(session, alert, actor, now, f"closed by {actor.name}")
     return alert
 
 
-async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User, *, note: str | None = None,
-                 request_id: str | None = None, why: str | None = None, named: str | None = None,
-                 now: datetime | None = None) -> Alert:
+async def assign(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    owner: User,
+    *,
+    note: str | None = None,
+    request_id: str | None = None,
+    why: str | None = None,
+    named: str | None = None,
+    now: datetime | None = None,
+) -> Alert:
     """Make ``owner`` the assignee and DM them in Slack (through the outbox, in this
     transaction) unless they assigned themselves or have no Slack link in the alert's workspace.
     ``named``: how the request named the owner when that was another tool's identity
@@ -466,13 +643,19 @@ async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User,
     now = now or utcnow()
     if alert.team_id is None or await teams.membership(session, alert.team_id, owner.id) is None or not owner.is_active:
         team = await teams.team_by_id(session, alert.team_id) if alert.team_id else None
-        text = (f"{owner.name} is not an active member of {team.name}, so can't be assigned this alert."
-                if team else "This alert has no owning team, so it can't be assigned.")
+        text = (
+            f"{owner.name} is not an active member of {team.name}, so can't be assigned this alert."
+            if team
+            else "This alert has no owning team, so it can't be assigned."
+        )
         await record(session, alert, AlertAction.ASSIGN, "denied", actor, reason=text, request_id=request_id, now=now)
         raise Forbidden(text)
-    if not await _transition(session, alert,
-                             [Alert.status == AlertStatus.OPEN, or_(Alert.owner_user_id.is_(None), Alert.owner_user_id != owner.id)],
-                             dict(owner_user_id=owner.id, updated_at=now)):
+    if not await _transition(
+        session,
+        alert,
+        [Alert.status == AlertStatus.OPEN, or_(Alert.owner_user_id.is_(None), Alert.owner_user_id != owner.id)],
+        dict(owner_user_id=owner.id, updated_at=now),
+    ):
         await session.refresh(alert)
         if alert.status == AlertStatus.OPEN and alert.owner_user_id == owner.id:
             text = f"Alert #{alert.id} is already assigned to {owner.name}."
@@ -485,8 +668,16 @@ async def assign(session: AsyncSession, alert: Alert, actor: Actor, owner: User,
         reason += f", named as {named}"
     if told:
         reason += f"; told in Slack ({told})"
-    await _applied(session, alert, AlertAction.ASSIGN, actor,
-                   reason=(reason + (f"; {why}" if why else ""))[:500], note=note, request_id=request_id, now=now)
+    await _applied(
+        session,
+        alert,
+        AlertAction.ASSIGN,
+        actor,
+        reason=(reason + (f"; {why}" if why else ""))[:500],
+        note=note,
+        request_id=request_id,
+        now=now,
+    )
     return alert
 
 
@@ -500,38 +691,86 @@ async def _tell_assignee(session: AsyncSession, alert: Alert, actor: Actor, owne
     if link is None:
         return None
     # Queued as an intent and drawn by its builder at delivery (bot.blocks.messages).
-    values = {"alert_id": alert.id, "message": alert.message, "priority": alert.priority,
-              "team": team.name if team is not None else None, "channel": alert.slack_channel,
-              "by": actor.name, "by_slack": actor.anonymous_slack_user}
-    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE,
-                         payload=outbox.intent(Intent.ASSIGNED, **values), now=now,
-                         slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
+    values = {
+        "alert_id": alert.id,
+        "message": alert.message,
+        "priority": alert.priority,
+        "team": team.name if team is not None else None,
+        "channel": alert.slack_channel,
+        "by": actor.name,
+        "by_slack": actor.anonymous_slack_user,
+    }
+    await outbox.enqueue(
+        session,
+        link.slack_user_id,
+        outbox.MESSAGE,
+        payload=outbox.intent(Intent.ASSIGNED, **values),
+        now=now,
+        slack_team_id=link.slack_team_id,
+        enterprise_id=link.enterprise_id,
+    )
     return link.slack_user_id
 
 
-async def add_note(session: AsyncSession, alert: Alert, actor: Actor, note: str, *, request_id: str | None = None,
-                   now: datetime | None = None) -> AlertEvent:
+async def add_note(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    note: str,
+    *,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> AlertEvent:
     return await record(session, alert, AlertAction.NOTE, "applied", actor, note=note, request_id=request_id, now=now)
 
 
-async def unacknowledge(session: AsyncSession, alert: Alert, actor: Actor, *, note: str | None = None,
-                        request_id: str | None = None, now: datetime | None = None) -> Alert:
+async def unacknowledge(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    *,
+    note: str | None = None,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> Alert:
     now = now or utcnow()
-    if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(True)],
-                             dict(acknowledged=False, acknowledged_at=None, acknowledged_by=None, updated_at=now)):
+    if not await _transition(
+        session,
+        alert,
+        [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(True)],
+        dict(acknowledged=False, acknowledged_at=None, acknowledged_by=None, updated_at=now),
+    ):
         raise await _noop(session, alert, AlertAction.UNACKNOWLEDGE, actor, now, request_id)
     await _applied(session, alert, AlertAction.UNACKNOWLEDGE, actor, note=note, request_id=request_id, now=now)
     return alert
 
 
-async def snooze(session: AsyncSession, alert: Alert, actor: Actor, until: datetime, *, note: str | None = None,
-                 request_id: str | None = None, now: datetime | None = None) -> Alert:
+async def snooze(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    until: datetime,
+    *,
+    note: str | None = None,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> Alert:
     """Snooze an open alert until ``until`` (in the future: checked by the caller)."""
     now = now or utcnow()
-    if not await _transition(session, alert, [Alert.status == AlertStatus.OPEN], dict(snoozed_until=until, updated_at=now)):
+    if not await _transition(
+        session, alert, [Alert.status == AlertStatus.OPEN], dict(snoozed_until=until, updated_at=now)
+    ):
         raise await _noop(session, alert, AlertAction.SNOOZE, actor, now, request_id)
-    await _applied(session, alert, AlertAction.SNOOZE, actor, reason=f"until {until:%Y-%m-%d %H:%M} UTC",
-                   note=note, request_id=request_id, now=now)
+    await _applied(
+        session,
+        alert,
+        AlertAction.SNOOZE,
+        actor,
+        reason=f"until {until:%Y-%m-%d %H:%M} UTC",
+        note=note,
+        request_id=request_id,
+        now=now,
+    )
     return alert
 
 
@@ -554,26 +793,55 @@ async def _rewrite(session: AsyncSession, alert: Alert, change: Any, now: dateti
 EDITABLE = {"message": "message", "description": "description", "priority": "priority"}
 
 
-async def update_field(session: AsyncSession, alert: Alert, actor: Actor, name: str, value: str, *,
-                       request_id: str | None = None, now: datetime | None = None) -> bool:
+async def update_field(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    name: str,
+    value: str,
+    *,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> bool:
     """PUT message / description / priority (values validated by the caller). True when it
     changed; the same value again (Alertmanager's ``update_alerts`` sends it with every
     notification) changes nothing and records nothing."""
     now = now or utcnow()
     column = EDITABLE[name]
     old = getattr(alert, column)
-    if not await _rewrite(session, alert, lambda a: {} if (getattr(a, column) or "") == value
-                          else {column: value if value or column != "description" else None}, now):
+    if not await _rewrite(
+        session,
+        alert,
+        lambda a: (
+            {} if (getattr(a, column) or "") == value else {column: value if value or column != "description" else None}
+        ),
+        now,
+    ):
         return False
     shown = (old or "")[:80] + ("…" if old and len(old) > 80 else "")
-    await _applied(session, alert, AlertAction.UPDATE, actor,
-                   reason=f"{name} changed (was: {shown!r})"[:500], request_id=request_id, now=now)
+    await _applied(
+        session,
+        alert,
+        AlertAction.UPDATE,
+        actor,
+        reason=f"{name} changed (was: {shown!r})"[:500],
+        request_id=request_id,
+        now=now,
+    )
     return True
 
 
-async def _edit(session: AsyncSession, alert: Alert, actor: Actor, action: AlertAction,
-                change: Callable[[Alert], dict[str, Any]], what: str, note: str | None, request_id: str | None,
-                now: datetime) -> bool:
+async def _edit(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    action: AlertAction,
+    change: Callable[[Alert], dict[str, Any]],
+    what: str,
+    note: str | None,
+    request_id: str | None,
+    now: datetime,
+) -> bool:
     """Rewrite the alert's list or map by ``change`` (``_rewrite``); when it changed, put
     ``what`` on the timeline and refresh the Slack message. False: nothing changed."""
     if not await _rewrite(session, alert, change, now):
@@ -582,9 +850,17 @@ async def _edit(session: AsyncSession, alert: Alert, actor: Actor, action: Alert
     return True
 
 
-async def change_tags(session: AsyncSession, alert: Alert, actor: Actor, *, add: list[str] = (),
-                      remove: list[str] = (), note: str | None = None, request_id: str | None = None,
-                      now: datetime | None = None) -> bool:
+async def change_tags(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    *,
+    add: list[str] = (),
+    remove: list[str] = (),
+    note: str | None = None,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> bool:
     now = now or utcnow()
 
     def change(a: Alert) -> dict[str, Any]:
@@ -595,13 +871,21 @@ async def change_tags(session: AsyncSession, alert: Alert, actor: Actor, *, add:
             raise ValidationFailed({"tags": f"an alert has at most {MAX_TAGS} tags"})
         return {"tags": tags}
 
-    what = (f"tags added: {', '.join(add)}" if add else f"tags removed: {', '.join(remove)}")
+    what = f"tags added: {', '.join(add)}" if add else f"tags removed: {', '.join(remove)}"
     return await _edit(session, alert, actor, AlertAction.TAGS, change, what, note, request_id, now)
 
 
-async def change_details(session: AsyncSession, alert: Alert, actor: Actor, *, add: dict[str, str] | None = None,
-                         remove: list[str] = (), note: str | None = None, request_id: str | None = None,
-                         now: datetime | None = None) -> bool:
+async def change_details(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    *,
+    add: dict[str, str] | None = None,
+    remove: list[str] = (),
+    note: str | None = None,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> bool:
     now = now or utcnow()
     add = add or {}
 
@@ -610,16 +894,26 @@ async def change_details(session: AsyncSession, alert: Alert, actor: Actor, *, a
         if details == dict(a.details or {}):
             return {}
         if sum(len(k) + len(v) for k, v in details.items()) > MAX_DETAILS_CHARS:
-            raise ValidationFailed({"details": f"an alert's details are at most {MAX_DETAILS_CHARS} characters in total"})
+            raise ValidationFailed(
+                {"details": f"an alert's details are at most {MAX_DETAILS_CHARS} characters in total"}
+            )
         return {"details": details}
 
-    what = (f"details added: {', '.join(add)}" if add else f"details removed: {', '.join(remove)}")
+    what = f"details added: {', '.join(add)}" if add else f"details removed: {', '.join(remove)}"
     return await _edit(session, alert, actor, AlertAction.DETAILS, change, what, note, request_id, now)
 
 
-async def add_responder(session: AsyncSession, alert: Alert, actor: Actor, *, team: Team | None = None,
-                        user: User | None = None, note: str | None = None, request_id: str | None = None,
-                        now: datetime | None = None) -> bool:
+async def add_responder(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    *,
+    team: Team | None = None,
+    user: User | None = None,
+    note: str | None = None,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> bool:
     """Add a team or a person as a responder (OpsGenie's add responder / add team). A person
     shows in the Slack message (mentioned when they have a Slack link in its workspace); a team
     is listed in the API. Ownership, and so who may act on the alert, does not change."""
@@ -643,26 +937,57 @@ async def add_responder(session: AsyncSession, alert: Alert, actor: Actor, *, te
         values: dict[str, Any] = {"responders": [*current, entry]}
         if user is not None:
             people = dict(a.people) if isinstance(a.people, dict) else {}
-            people["responders"] = [*(people.get("responders") or []),
-                                    {"as": user.email, "user_id": user.id, "name": user.name,
-                                     "slack": link.slack_user_id if link else None}]
+            people["responders"] = [
+                *(people.get("responders") or []),
+                {
+                    "as": user.email,
+                    "user_id": user.id,
+                    "name": user.name,
+                    "slack": link.slack_user_id if link else None,
+                },
+            ]
             values["people"] = people
         return values
 
     if not await _rewrite(session, alert, change, now):
         return False
     who = f"team {team.name}" if team is not None else f"{user.name} ({user.email})"
-    await _applied(session, alert, AlertAction.RESPONDER, actor, reason=f"responder added: {who}"[:500],
-                   note=note, request_id=request_id, now=now)
+    await _applied(
+        session,
+        alert,
+        AlertAction.RESPONDER,
+        actor,
+        reason=f"responder added: {who}"[:500],
+        note=note,
+        request_id=request_id,
+        now=now,
+    )
     return True
 
 
-async def custom_action(session: AsyncSession, alert: Alert, actor: Actor, name: str, *, note: str | None = None,
-                        request_id: str | None = None, now: datetime | None = None) -> AlertEvent:
+async def custom_action(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    name: str,
+    *,
+    note: str | None = None,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> AlertEvent:
     """OpsGenie's custom actions ("Restart", "Run playbook"): Genie runs nothing; the action
     is recorded on the timeline (and so in the API's logs) for whoever acts on it."""
-    return await record(session, alert, AlertAction.CUSTOM, "applied", actor, reason=f"custom action {name!r}"[:500], note=note,
-                        request_id=request_id, now=now)
+    return await record(
+        session,
+        alert,
+        AlertAction.CUSTOM,
+        "applied",
+        actor,
+        reason=f"custom action {name!r}"[:500],
+        note=note,
+        request_id=request_id,
+        now=now,
+    )
 
 
 async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: datetime | None = None) -> None:
@@ -671,11 +996,18 @@ async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: date
     now = now or utcnow()
     if alert.slack_channel and alert.slack_ts:
         team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
-        await outbox.enqueue(session, alert.slack_channel, outbox.MESSAGE, now=now,
-                             payload={**outbox.intent(Intent.ALERT_DELETED, alert_id=alert.id, message=alert.message,
-                                                      by=actor.name), "update_ts": alert.slack_ts},
-                             slack_team_id=team.slack_team_id if team else None,
-                             enterprise_id=team.enterprise_id if team else None)
+        await outbox.enqueue(
+            session,
+            alert.slack_channel,
+            outbox.MESSAGE,
+            now=now,
+            payload={
+                **outbox.intent(Intent.ALERT_DELETED, alert_id=alert.id, message=alert.message, by=actor.name),
+                "update_ts": alert.slack_ts,
+            },
+            slack_team_id=team.slack_team_id if team else None,
+            enterprise_id=team.enterprise_id if team else None,
+        )
     await session.execute(sa_delete(Alert).where(Alert.id == alert.id).execution_options(synchronize_session=False))
 
 
@@ -686,14 +1018,26 @@ async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]
     told: dict[int, dict[str, Any]] = {}
     if alert.team_id is not None and alert.slack_channel:
         rows = await session.execute(
-            select(User).join(TeamMember, TeamMember.user_id == User.id)
-            .where(TeamMember.team_id == alert.team_id, User.is_active.is_(True)).order_by(User.id))
+            select(User)
+            .join(TeamMember, TeamMember.user_id == User.id)
+            .where(TeamMember.team_id == alert.team_id, User.is_active.is_(True))
+            .order_by(User.id)
+        )
         for user in rows.scalars():
-            told[user.id] = {"user": user, "state": "notified" if alert.slack_ts else "pending",
-                             "method": "Slack channel", "at": alert.created_at}
+            told[user.id] = {
+                "user": user,
+                "state": "notified" if alert.slack_ts else "pending",
+                "method": "Slack channel",
+                "at": alert.created_at,
+            }
     assigned = await session.scalars(
-        select(AlertEvent).where(AlertEvent.alert_id == alert.id, AlertEvent.action == AlertAction.ASSIGN,
-                                 AlertEvent.outcome == "applied", AlertEvent.reason.contains("told in Slack")))
+        select(AlertEvent).where(
+            AlertEvent.alert_id == alert.id,
+            AlertEvent.action == AlertAction.ASSIGN,
+            AlertEvent.outcome == "applied",
+            AlertEvent.reason.contains("told in Slack"),
+        )
+    )
     for event in assigned:  # reason: "assigned to NAME (EMAIL)…; told in Slack (U…)" (``assign``)
         match = re.match(r"assigned to .*? \(([^()\s]+@[^()\s]+)\)", event.reason or "")
         if match:
@@ -701,38 +1045,72 @@ async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]
             if user is not None:
                 told[user.id] = {"user": user, "state": "notified", "method": "Slack DM", "at": event.at}
     pages = await session.execute(  # paged by the escalation (bot.services.paging): the latest page each
-        select(Page, User).join(User, User.id == Page.user_id).where(Page.alert_id == alert.id).order_by(Page.id))
+        select(Page, User).join(User, User.id == Page.user_id).where(Page.alert_id == alert.id).order_by(Page.id)
+    )
     states = {"sent": "notified", "queued": "pending", "failed": "failed"}
     for page, user in pages.all():
         if page.status in states:
-            told[user.id] = {"user": user, "state": states[page.status], "method": "Slack DM (paged)",
-                             "at": page.settled_at or page.created_at}
+            told[user.id] = {
+                "user": user,
+                "state": states[page.status],
+                "method": "Slack DM (paged)",
+                "at": page.settled_at or page.created_at,
+            }
     return list(told.values())
 
 
-async def record_api_request(session: AsyncSession, request_id: str, team: Team, action: str, alert: Alert | None,
-                             success: bool, status: str, now: datetime | None = None) -> None:
-    session.add(ApiRequest(request_id=request_id, team_id=team.id, action=action, alert_id=alert.id if alert else None,
-                           alias=alert.alias if alert else None, success=success, status=status[:300],
-                           processed_at=now or utcnow()))
+async def record_api_request(
+    session: AsyncSession,
+    request_id: str,
+    team: Team,
+    action: str,
+    alert: Alert | None,
+    success: bool,
+    status: str,
+    now: datetime | None = None,
+) -> None:
+    session.add(
+        ApiRequest(
+            request_id=request_id,
+            team_id=team.id,
+            action=action,
+            alert_id=alert.id if alert else None,
+            alias=alert.alias if alert else None,
+            success=success,
+            status=status[:300],
+            processed_at=now or utcnow(),
+        )
+    )
     await session.flush()
 
 
 async def open_alerts_for(session: AsyncSession, user_id: int, limit: int = 10) -> list[Alert]:
     """Open alerts of the person's teams or assigned to them, newest first (App Home)."""
     team_ids = select(func.distinct(TeamMember.team_id)).where(TeamMember.user_id == user_id)
-    return list(await session.scalars(
-        select(Alert).where(Alert.status == AlertStatus.OPEN, or_(Alert.team_id.in_(team_ids), Alert.owner_user_id == user_id))
-        .order_by(Alert.id.desc()).limit(limit)
-    ))
+    return list(
+        await session.scalars(
+            select(Alert)
+            .where(Alert.status == AlertStatus.OPEN, or_(Alert.team_id.in_(team_ids), Alert.owner_user_id == user_id))
+            .order_by(Alert.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 # --- the API's reads ---------------------------------------------------------------------------
 #: ``search_alerts`` sort keys (OpsGenie's names) → columns.
 ALERT_SORTS = {
-    "createdAt": Alert.created_at, "updatedAt": Alert.updated_at, "lastOccurredAt": Alert.last_occurred_at,
-    "tinyId": Alert.id, "alias": Alert.alias, "message": Alert.message, "status": Alert.status,
-    "acknowledged": Alert.acknowledged, "count": Alert.count, "source": Alert.source, "priority": Alert.priority,
+    "createdAt": Alert.created_at,
+    "updatedAt": Alert.updated_at,
+    "lastOccurredAt": Alert.last_occurred_at,
+    "tinyId": Alert.id,
+    "alias": Alert.alias,
+    "message": Alert.message,
+    "status": Alert.status,
+    "acknowledged": Alert.acknowledged,
+    "count": Alert.count,
+    "source": Alert.source,
+    "priority": Alert.priority,
 }
 
 
@@ -747,19 +1125,38 @@ def _alert_term(dialect: str, key: str, value: Any) -> ColumnElement[bool]:
     if key == "owner":
         return Alert.owner_user_id.in_(select(User.id).where(User.email == value.strip().lower()))
     if key == "teams":  # the owning team, by name (case-insensitive) or id
-        return Alert.team_id.in_(select(Team.id).where(or_(func.lower(Team.name) == value.lower(),
-                                                            cast(Team.id, String) == value)))
+        return Alert.team_id.in_(
+            select(Team.id).where(or_(func.lower(Team.name) == value.lower(), cast(Team.id, String) == value))
+        )
     if key == "text":  # free text: in the message, alias, description or entity
-        return or_(*(func.lower(column).contains(value.lower(), autoescape=True)
-                     for column in (Alert.message, Alert.alias, Alert.description, Alert.entity)))
-    column = {"status": Alert.status, "acknowledged": Alert.acknowledged, "priority": Alert.priority,
-              "alias": Alert.alias, "source": Alert.source, "entity": Alert.entity, "tinyId": Alert.id}[key]
+        return or_(
+            *(
+                func.lower(column).contains(value.lower(), autoescape=True)
+                for column in (Alert.message, Alert.alias, Alert.description, Alert.entity)
+            )
+        )
+    column = {
+        "status": Alert.status,
+        "acknowledged": Alert.acknowledged,
+        "priority": Alert.priority,
+        "alias": Alert.alias,
+        "source": Alert.source,
+        "entity": Alert.entity,
+        "tinyId": Alert.id,
+    }[key]
     return column == value
 
 
-async def search_alerts(session: AsyncSession, team_ids: set[int], terms: list[tuple[str, Any]], *,
-                        sort: str = "createdAt", descending: bool = True, offset: int = 0,
-                        limit: int = 20) -> tuple[int, list[Alert]]:
+async def search_alerts(
+    session: AsyncSession,
+    team_ids: set[int],
+    terms: list[tuple[str, Any]],
+    *,
+    sort: str = "createdAt",
+    descending: bool = True,
+    offset: int = 0,
+    limit: int = 20,
+) -> tuple[int, list[Alert]]:
     """``(total, page)`` of the alerts of ``team_ids`` matching every ``(key, value)`` term
     (keys: status, acknowledged, priority, alias, source, entity, tinyId, tag, message, owner)."""
     dialect = session.get_bind().dialect.name
@@ -789,17 +1186,20 @@ async def team_and_owner(session: AsyncSession, alert: Alert) -> tuple[Team | No
     return team, owner
 
 
-async def with_team_and_owner(session: AsyncSession,
-                              alert_id: int) -> tuple[Alert, Team | None, int | None, str | None] | None:
+async def with_team_and_owner(
+    session: AsyncSession, alert_id: int
+) -> tuple[Alert, Team | None, int | None, str | None] | None:
     """``(alert, team, owner id, owner name)`` in one query — what the outbox worker reads for
     every post and update. None when the alert no longer exists."""
     owner = aliased(User)
-    row = (await session.execute(
-        select(Alert, Team, owner.id, owner.name)
-        .outerjoin(Team, Team.id == Alert.team_id)
-        .outerjoin(owner, owner.id == Alert.owner_user_id)
-        .where(Alert.id == alert_id)
-    )).first()
+    row = (
+        await session.execute(
+            select(Alert, Team, owner.id, owner.name)
+            .outerjoin(Team, Team.id == Alert.team_id)
+            .outerjoin(owner, owner.id == Alert.owner_user_id)
+            .where(Alert.id == alert_id)
+        )
+    ).first()
     return None if row is None else (row[0], row[1], row[2], row[3])
 
 
@@ -809,10 +1209,15 @@ async def assignable_names(session: AsyncSession, team_id: int | None) -> list[t
     to build than the select shows."""
     if team_id is None:
         return []
-    return [(user_id, name) for user_id, name in await session.execute(
-        select(User.id, User.name).join(TeamMember, TeamMember.user_id == User.id)
-        .where(TeamMember.team_id == team_id, User.is_active.is_(True)).order_by(User.name)
-    )]
+    return [
+        (user_id, name)
+        for user_id, name in await session.execute(
+            select(User.id, User.name)
+            .join(TeamMember, TeamMember.user_id == User.id)
+            .where(TeamMember.team_id == team_id, User.is_active.is_(True))
+            .order_by(User.name)
+        )
+    ]
 
 
 async def owner_slack_user(session: AsyncSession, owner_id: int | None, team: Team | None) -> str | None:
@@ -828,6 +1233,8 @@ async def record_slack_message(session: AsyncSession, alert_id: int, channel: st
     """Where the alert's Slack message is (the outbox worker, in the transaction that settles
     the post): later updates edit that message."""
     await session.execute(
-        update(Alert).where(Alert.id == alert_id).values(slack_channel=channel, slack_ts=ts)
+        update(Alert)
+        .where(Alert.id == alert_id)
+        .values(slack_channel=channel, slack_ts=ts)
         .execution_options(synchronize_session=False)
     )

@@ -38,11 +38,11 @@ class Who:
     user_id: int | None = None
 
     @classmethod
-    def person(cls, user: User, via: str) -> "Who":
+    def person(cls, user: User, via: str) -> Who:
         return cls(label=user.email, via=via, user_id=user.id)
 
     @classmethod
-    def cli(cls, what: str | None = None) -> "Who":
+    def cli(cls, what: str | None = None) -> Who:
         try:
             who = f"{getpass.getuser()}@{socket.gethostname()}"
         except Exception:  # no passwd entry in a container
@@ -51,17 +51,29 @@ class Who:
 
 
 async def record(
-    session: AsyncSession, who: Who, action: str, *, subject: User | None = None,
-    provider: str | None = None, tenant: str | None = None, external_id: str | None = None,
-    detail: str | None = None, at: datetime | None = None,
+    session: AsyncSession,
+    who: Who,
+    action: str,
+    *,
+    subject: User | None = None,
+    provider: str | None = None,
+    tenant: str | None = None,
+    external_id: str | None = None,
+    detail: str | None = None,
+    at: datetime | None = None,
 ) -> AuditEvent:
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     event = AuditEvent(
-        actor_user_id=who.user_id, actor=who.label[:200], via=who.via, action=action,
+        actor_user_id=who.user_id,
+        actor=who.label[:200],
+        via=who.via,
+        action=action,
         subject_user_id=subject.id if subject is not None else None,
         subject_email=subject.email if subject is not None else None,
-        provider=provider, tenant=tenant, external_id=external_id,
+        provider=provider,
+        tenant=tenant,
+        external_id=external_id,
         detail=detail[:2000] if detail else None,
     )
     if at is not None:
@@ -70,9 +82,15 @@ async def record(
     return event
 
 
-async def events(session: AsyncSession, *, limit: int = 100, subject_email: str | None = None,
-                 provider: str | None = None, action: str | None = None,
-                 before_id: int | None = None) -> list[AuditEvent]:
+async def events(
+    session: AsyncSession,
+    *,
+    limit: int = 100,
+    subject_email: str | None = None,
+    provider: str | None = None,
+    action: str | None = None,
+    before_id: int | None = None,
+) -> list[AuditEvent]:
     """Newest first; ``before_id`` pages back (the events older than that one)."""
     query = select(AuditEvent)
     if before_id is not None:

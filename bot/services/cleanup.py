@@ -29,8 +29,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services import slack_events, throttle
 from storage.base import utcnow
-from storage.models import (SLACK_OAUTH_STATES, ApiRequest, LinkRequest, OutboxMessage, SigninFailure, SlackEvent,
-                            WebSession)
+from storage.models import (
+    SLACK_OAUTH_STATES,
+    ApiRequest,
+    LinkRequest,
+    OutboxMessage,
+    SigninFailure,
+    SlackEvent,
+    WebSession,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +56,8 @@ async def prune(session: AsyncSession, now: datetime | None = None) -> dict[str,
         "signin_failure": delete(SigninFailure).where(SigninFailure.at < now - SIGNIN_FAILURE_KEEP),
         "web_session": delete(WebSession).where(WebSession.expires_at < now),
         "slack_oauth_states": delete(SLACK_OAUTH_STATES).where(
-            SLACK_OAUTH_STATES.c.expire_at < (now - timedelta(hours=1)).replace(tzinfo=None)),
+            SLACK_OAUTH_STATES.c.expire_at < (now - timedelta(hours=1)).replace(tzinfo=None)
+        ),
         "api_request": delete(ApiRequest).where(ApiRequest.processed_at < now - API_REQUEST_KEEP),
         "outbox": delete(OutboxMessage).where(OutboxMessage.delivered_at < now - OUTBOX_DELIVERED_KEEP),
     }

@@ -64,22 +64,29 @@ class Step:
     channel: str | None = None
 
     def describe(self) -> str:
-        what = {"schedule": lambda: f"the on-call person of schedule {self.schedule.name}",  # type: ignore[union-attr]
-                "user": lambda: self.user.email,  # type: ignore[union-attr]
-                "team": lambda: f"everyone in team {self.team.name}",  # type: ignore[union-attr]
-                "channel": lambda: f"the channel {self.channel}"}[self.kind]()
+        what = {
+            "schedule": lambda: f"the on-call person of schedule {self.schedule.name}",  # type: ignore[union-attr]
+            "user": lambda: self.user.email,  # type: ignore[union-attr]
+            "team": lambda: f"everyone in team {self.team.name}",  # type: ignore[union-attr]
+            "channel": lambda: f"the channel {self.channel}",
+        }[self.kind]()
         return f"after {self.delay_minutes} min, notify {what}"
 
 
-async def _check_step(session: AsyncSession, team: Team, n: int, spec: StepSpec, previous: int | None) -> EscalationStep:
+async def _check_step(
+    session: AsyncSession, team: Team, n: int, spec: StepSpec, previous: int | None
+) -> EscalationStep:
     item = f"step {n}"
     delay = spec.delay_minutes
     if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= MAX_DELAY_MINUTES:
-        raise InvalidInput(f"{item}: the delay must be a whole number of minutes from 0 to {MAX_DELAY_MINUTES}, "
-                           f"not {delay!r}")
+        raise InvalidInput(
+            f"{item}: the delay must be a whole number of minutes from 0 to {MAX_DELAY_MINUTES}, not {delay!r}"
+        )
     if previous is not None and delay < previous:
-        raise InvalidInput(f"{item}: its delay ({delay} min) comes before step {n - 1}'s ({previous} min); "
-                           "delays count from the alert's creation")
+        raise InvalidInput(
+            f"{item}: its delay ({delay} min) comes before step {n - 1}'s ({previous} min); "
+            "delays count from the alert's creation"
+        )
     if spec.kind not in KINDS:
         raise InvalidInput(f"{item}: {spec.kind!r} is not a target kind (one of {', '.join(KINDS)})")
     target = (spec.target or "").strip()
@@ -87,8 +94,13 @@ async def _check_step(session: AsyncSession, team: Team, n: int, spec: StepSpec,
         raise InvalidInput(f"{item}: no target (give the {_WANTED[spec.kind]})")
     step = EscalationStep(position=n - 1, delay_minutes=delay, target_kind=spec.kind)
     if spec.kind == "schedule":
-        found = (await session.execute(select(OncallSchedule, Team.name).join(Team, Team.id == OncallSchedule.team_id)
-                                       .where(OncallSchedule.name == target))).all()
+        found = (
+            await session.execute(
+                select(OncallSchedule, Team.name)
+                .join(Team, Team.id == OncallSchedule.team_id)
+                .where(OncallSchedule.name == target)
+            )
+        ).all()
         own = [s for s, _ in found if s.team_id == team.id]
         if own:
             step.target_schedule_id = own[0].id
@@ -112,8 +124,15 @@ async def _check_step(session: AsyncSession, team: Team, n: int, spec: StepSpec,
     return step
 
 
-async def set_policy(session: AsyncSession, team_name: str, name: str, steps: list[StepSpec], repeat: int = 0,
-                     description: str | None = None, repeat_after: int = REPEAT_AFTER) -> EscalationPolicy:
+async def set_policy(
+    session: AsyncSession,
+    team_name: str,
+    name: str,
+    steps: list[StepSpec],
+    repeat: int = 0,
+    description: str | None = None,
+    repeat_after: int = REPEAT_AFTER,
+) -> EscalationPolicy:
     """Create the team's policy or replace it (all steps) with this one."""
     team = await teams.require_team(session, team_name)
     name = check_name(name, "policy")
@@ -123,10 +142,15 @@ async def set_policy(session: AsyncSession, team_name: str, name: str, steps: li
         raise InvalidInput(f"policy {name}: at most {MAX_STEPS} steps")
     if not isinstance(repeat, int) or isinstance(repeat, bool) or not 0 <= repeat <= MAX_REPEAT:
         raise InvalidInput(f"policy {name}: repeat must be a whole number from 0 to {MAX_REPEAT}, not {repeat!r}")
-    if (not isinstance(repeat_after, int) or isinstance(repeat_after, bool)
-            or not 1 <= repeat_after <= MAX_DELAY_MINUTES):
-        raise InvalidInput(f"policy {name}: repeat_after must be a whole number of minutes from 1 to "
-                           f"{MAX_DELAY_MINUTES}, not {repeat_after!r}")
+    if (
+        not isinstance(repeat_after, int)
+        or isinstance(repeat_after, bool)
+        or not 1 <= repeat_after <= MAX_DELAY_MINUTES
+    ):
+        raise InvalidInput(
+            f"policy {name}: repeat_after must be a whole number of minutes from 1 to "
+            f"{MAX_DELAY_MINUTES}, not {repeat_after!r}"
+        )
     rows, previous = [], None
     for n, spec in enumerate(steps, 1):
         rows.append(await _check_step(session, team, n, spec, previous))
@@ -168,11 +192,17 @@ async def delete_policy(session: AsyncSession, team_name: str) -> None:
 
 async def policy_steps(session: AsyncSession, policy: EscalationPolicy) -> list[Step]:
     """The policy's steps in order, targets resolved."""
-    rows = (await session.execute(
-        select(EscalationStep, OncallSchedule, User, Team)
-        .outerjoin(OncallSchedule, OncallSchedule.id == EscalationStep.target_schedule_id)
-        .outerjoin(User, User.id == EscalationStep.target_user_id)
-        .outerjoin(Team, Team.id == EscalationStep.target_team_id)
-        .where(EscalationStep.policy_id == policy.id).order_by(EscalationStep.position))).all()
-    return [Step(s.position, s.delay_minutes, s.target_kind, schedule, user, team, s.target_channel)
-            for s, schedule, user, team in rows]
+    rows = (
+        await session.execute(
+            select(EscalationStep, OncallSchedule, User, Team)
+            .outerjoin(OncallSchedule, OncallSchedule.id == EscalationStep.target_schedule_id)
+            .outerjoin(User, User.id == EscalationStep.target_user_id)
+            .outerjoin(Team, Team.id == EscalationStep.target_team_id)
+            .where(EscalationStep.policy_id == policy.id)
+            .order_by(EscalationStep.position)
+        )
+    ).all()
+    return [
+        Step(s.position, s.delay_minutes, s.target_kind, schedule, user, team, s.target_channel)
+        for s, schedule, user, team in rows
+    ]

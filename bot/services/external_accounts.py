@@ -31,9 +31,9 @@ Every other case is reported (``AutoLinkResult``) and left for a person to decid
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -130,18 +130,43 @@ class AccountRow:
 
     @classmethod
     def of(cls, account: ExternalAccount, person: User | None = None, via: str | None = None) -> AccountRow:
-        flags = tuple(name for name, on in (("bot", account.is_bot), ("deleted", account.is_deleted),
-                                            ("guest", account.is_guest), ("external", account.is_external)) if on)
-        return cls(f"a:{account.id}", account.provider, account.tenant, account.external_id, account.handle,
-                   account.email, account.display_name, via if via is not None else account.connected_via,
-                   account.connected_at, account.connected_by, account.match, account.match_detail, flags, person)
+        flags = tuple(
+            name
+            for name, on in (
+                ("bot", account.is_bot),
+                ("deleted", account.is_deleted),
+                ("guest", account.is_guest),
+                ("external", account.is_external),
+            )
+            if on
+        )
+        return cls(
+            f"a:{account.id}",
+            account.provider,
+            account.tenant,
+            account.external_id,
+            account.handle,
+            account.email,
+            account.display_name,
+            via if via is not None else account.connected_via,
+            account.connected_at,
+            account.connected_by,
+            account.match,
+            account.match_detail,
+            flags,
+            person,
+        )
 
 
 # --- recording what a provider reported -----------------------------------------------------
 async def find_account(session: AsyncSession, provider: str, tenant: str, external_id: str) -> ExternalAccount | None:
-    return await session.scalar(select(ExternalAccount).where(
-        ExternalAccount.provider == provider, ExternalAccount.tenant == tenant,
-        ExternalAccount.external_id == external_id))
+    return await session.scalar(
+        select(ExternalAccount).where(
+            ExternalAccount.provider == provider,
+            ExternalAccount.tenant == tenant,
+            ExternalAccount.external_id == external_id,
+        )
+    )
 
 
 async def upsert(session: AsyncSession, reported: ReportedAccount, now: datetime | None = None) -> ExternalAccount:
@@ -162,13 +187,18 @@ async def upsert(session: AsyncSession, reported: ReportedAccount, now: datetime
         email=reported_email(reported.email),
         email_verified=bool(reported.email_verified),
         display_name=(reported.display_name or "").strip()[:200] or None,
-        is_bot=reported.is_bot, is_deleted=reported.is_deleted, is_guest=reported.is_guest,
-        is_external=reported.is_external, attrs=dict(reported.attrs), updated_at=now,
+        is_bot=reported.is_bot,
+        is_deleted=reported.is_deleted,
+        is_guest=reported.is_guest,
+        is_external=reported.is_external,
+        attrs=dict(reported.attrs),
+        updated_at=now,
     )
     account = await find_account(session, provider, reported.tenant, external_id)
     if account is None:
-        account = ExternalAccount(provider=provider, tenant=reported.tenant, external_id=external_id,
-                                  first_seen_at=now, **values)
+        account = ExternalAccount(
+            provider=provider, tenant=reported.tenant, external_id=external_id, first_seen_at=now, **values
+        )
         try:
             async with session.begin_nested():
                 session.add(account)
@@ -188,8 +218,11 @@ async def upsert(session: AsyncSession, reported: ReportedAccount, now: datetime
         copies = {"slack_email": values["email"], "slack_name": values["display_name"] or values["handle"]}
         copies = {k: v for k, v in copies.items() if v}
         if copies:
-            await session.execute(update(SlackLink).where(
-                SlackLink.workspace_id == reported.tenant, SlackLink.slack_user_id == external_id).values(**copies))
+            await session.execute(
+                update(SlackLink)
+                .where(SlackLink.workspace_id == reported.tenant, SlackLink.slack_user_id == external_id)
+                .values(**copies)
+            )
     return account
 
 
@@ -202,13 +235,20 @@ async def people_with_email(session: AsyncSession, email: str) -> list[User]:
         return []
     own = select(User.id).where(User.email == email)
     via_account = select(ExternalAccount.user_id).where(
-        func.lower(ExternalAccount.email) == email, ExternalAccount.user_id.is_not(None),
-        ExternalAccount.connected_via.in_(("link", "admin", "import")))
-    via_slack = select(SlackLink.user_id).where(func.lower(SlackLink.slack_email) == email,
-                                                SlackLink.via.in_(("link", "admin", "import")))
-    return list(await session.scalars(
-        select(User).where(User.is_active.is_(True), or_(User.id.in_(own), User.id.in_(via_account),
-                                                         User.id.in_(via_slack))).order_by(User.email)))
+        func.lower(ExternalAccount.email) == email,
+        ExternalAccount.user_id.is_not(None),
+        ExternalAccount.connected_via.in_(("link", "admin", "import")),
+    )
+    via_slack = select(SlackLink.user_id).where(
+        func.lower(SlackLink.slack_email) == email, SlackLink.via.in_(("link", "admin", "import"))
+    )
+    return list(
+        await session.scalars(
+            select(User)
+            .where(User.is_active.is_(True), or_(User.id.in_(own), User.id.in_(via_account), User.id.in_(via_slack)))
+            .order_by(User.email)
+        )
+    )
 
 
 async def auto_link_enabled(session: AsyncSession, workspace_id: str) -> bool:
@@ -218,8 +258,11 @@ async def auto_link_enabled(session: AsyncSession, workspace_id: str) -> bool:
 
 # --- the connection, whatever the provider --------------------------------------------------
 async def slack_link_of(session: AsyncSession, account: ExternalAccount) -> SlackLink | None:
-    return await session.scalar(select(SlackLink).where(
-        SlackLink.workspace_id == account.tenant, SlackLink.slack_user_id == account.external_id))
+    return await session.scalar(
+        select(SlackLink).where(
+            SlackLink.workspace_id == account.tenant, SlackLink.slack_user_id == account.external_id
+        )
+    )
 
 
 async def account_for_link(session: AsyncSession, link: SlackLink, *, record: bool = False) -> ExternalAccount:
@@ -231,11 +274,26 @@ async def account_for_link(session: AsyncSession, link: SlackLink, *, record: bo
         return account
     now = utcnow()
     account = ExternalAccount(
-        provider="slack", tenant=link.workspace_id, external_id=link.slack_user_id, email=reported_email(link.slack_email),
-        email_verified=False, display_name=link.slack_name, is_bot=False, is_deleted=False, is_guest=False,
-        is_external=False, attrs={"team_id": link.slack_team_id, "enterprise_id": link.enterprise_id,
-                                  "workspace_name": link.workspace_name},
-        connected_via=link.via, connected_at=link.created_at, first_seen_at=now, updated_at=now)
+        provider="slack",
+        tenant=link.workspace_id,
+        external_id=link.slack_user_id,
+        email=reported_email(link.slack_email),
+        email_verified=False,
+        display_name=link.slack_name,
+        is_bot=False,
+        is_deleted=False,
+        is_guest=False,
+        is_external=False,
+        attrs={
+            "team_id": link.slack_team_id,
+            "enterprise_id": link.enterprise_id,
+            "workspace_name": link.workspace_name,
+        },
+        connected_via=link.via,
+        connected_at=link.created_at,
+        first_seen_at=now,
+        updated_at=now,
+    )
     if not record:
         return account
     try:
@@ -258,13 +316,22 @@ async def connected_person(session: AsyncSession, account: ExternalAccount) -> U
 async def _person_has_other(session: AsyncSession, account: ExternalAccount, person: User) -> bool:
     """Does the person already have another account of this provider in this tenant?"""
     if account.provider == "slack":
-        other = await session.scalar(select(SlackLink.id).where(
-            SlackLink.user_id == person.id, SlackLink.workspace_id == account.tenant,
-            SlackLink.slack_user_id != account.external_id))
+        other = await session.scalar(
+            select(SlackLink.id).where(
+                SlackLink.user_id == person.id,
+                SlackLink.workspace_id == account.tenant,
+                SlackLink.slack_user_id != account.external_id,
+            )
+        )
     else:
-        other = await session.scalar(select(ExternalAccount.id).where(
-            ExternalAccount.user_id == person.id, ExternalAccount.provider == account.provider,
-            ExternalAccount.tenant == account.tenant, ExternalAccount.id != account.id))
+        other = await session.scalar(
+            select(ExternalAccount.id).where(
+                ExternalAccount.user_id == person.id,
+                ExternalAccount.provider == account.provider,
+                ExternalAccount.tenant == account.tenant,
+                ExternalAccount.id != account.id,
+            )
+        )
     return other is not None
 
 
@@ -279,8 +346,15 @@ async def _lock(session: AsyncSession, account: ExternalAccount) -> None:
 
 
 async def connect(
-    session: AsyncSession, account: ExternalAccount, person: User, *, via: str, who: Who,
-    replace: bool = False, detail: str | None = None, now: datetime | None = None,
+    session: AsyncSession,
+    account: ExternalAccount,
+    person: User,
+    *,
+    via: str,
+    who: Who,
+    replace: bool = False,
+    detail: str | None = None,
+    now: datetime | None = None,
 ) -> User | None:
     """Connect ``account`` to ``person`` (or move it there): the one way every caller (CLI, web,
     importers, auto-linking) connects an account. Returns whom it was connected to before (None:
@@ -297,44 +371,84 @@ async def connect(
     if previous is not None and not replace:
         raise AlreadyExists(f"{describe(account)} is already connected to {previous.email}; move it instead.")
     if account.provider == "slack":
-        other = await session.scalar(select(SlackLink).where(
-            SlackLink.user_id == person.id, SlackLink.workspace_id == account.tenant))
+        other = await session.scalar(
+            select(SlackLink).where(SlackLink.user_id == person.id, SlackLink.workspace_id == account.tenant)
+        )
         if other is not None and not replace:
-            raise AlreadyExists(f"{person.email} is already linked to Slack user {other.slack_user_id} "
-                                f"in {account.tenant}; remove that link first")
+            raise AlreadyExists(
+                f"{person.email} is already linked to Slack user {other.slack_user_id} "
+                f"in {account.tenant}; remove that link first"
+            )
         old = await slack_link_of(session, account)
         for row in (old, other):
             if row is not None:
                 await session.delete(row)
         await session.flush()
         attrs = account.attrs or {}
-        session.add(SlackLink(
-            user_id=person.id, workspace_id=account.tenant, slack_user_id=account.external_id,
-            slack_team_id=attrs.get("team_id") or account.tenant, enterprise_id=attrs.get("enterprise_id"),
-            workspace_name=attrs.get("workspace_name"), slack_name=account.display_name or account.handle,
-            slack_email=account.email, created_at=now, via=via,
-            # auto-linked by a confirmed email (the directory's rule): the identity verifiably is theirs
-            email_verified=via == "email"))
+        session.add(
+            SlackLink(
+                user_id=person.id,
+                workspace_id=account.tenant,
+                slack_user_id=account.external_id,
+                slack_team_id=attrs.get("team_id") or account.tenant,
+                enterprise_id=attrs.get("enterprise_id"),
+                workspace_name=attrs.get("workspace_name"),
+                slack_name=account.display_name or account.handle,
+                slack_email=account.email,
+                created_at=now,
+                via=via,
+                # auto-linked by a confirmed email (the directory's rule): the identity verifiably is theirs
+                email_verified=via == "email",
+            )
+        )
         if other is not None:
-            await audit.record(session, who, "account.remove", subject=person, provider="slack",
-                               tenant=account.tenant, external_id=other.slack_user_id,
-                               detail=f"replaced by {account.external_id}")
+            await audit.record(
+                session,
+                who,
+                "account.remove",
+                subject=person,
+                provider="slack",
+                tenant=account.tenant,
+                external_id=other.slack_user_id,
+                detail=f"replaced by {account.external_id}",
+            )
     else:
         account.user_id = person.id
     account.connected_via, account.connected_at, account.connected_by = via, now, who.label[:200]
     await session.flush()
     if previous is not None:
-        await audit.record(session, who, "account.move", subject=person, provider=account.provider,
-                           tenant=account.tenant, external_id=account.external_id,
-                           detail=detail or f"moved from {previous.email} ({via})")
+        await audit.record(
+            session,
+            who,
+            "account.move",
+            subject=person,
+            provider=account.provider,
+            tenant=account.tenant,
+            external_id=account.external_id,
+            detail=detail or f"moved from {previous.email} ({via})",
+        )
     else:
-        await audit.record(session, who, "account.connect", subject=person, provider=account.provider,
-                           tenant=account.tenant, external_id=account.external_id, detail=detail or f"via {via}")
+        await audit.record(
+            session,
+            who,
+            "account.connect",
+            subject=person,
+            provider=account.provider,
+            tenant=account.tenant,
+            external_id=account.external_id,
+            detail=detail or f"via {via}",
+        )
     return previous
 
 
-async def disconnect(session: AsyncSession, account: ExternalAccount, *, who: Who,
-                     action: str = "account.remove", detail: str | None = None) -> User | None:
+async def disconnect(
+    session: AsyncSession,
+    account: ExternalAccount,
+    *,
+    who: Who,
+    action: str = "account.remove",
+    detail: str | None = None,
+) -> User | None:
     """Remove the account's connection; returns the person it was connected to (None: it
     was not connected, and nothing is logged)."""
     await _lock(session, account)
@@ -348,8 +462,16 @@ async def disconnect(session: AsyncSession, account: ExternalAccount, *, who: Wh
     account.user_id = None
     account.connected_via = account.connected_at = account.connected_by = None
     await session.flush()
-    await audit.record(session, who, action, subject=person, provider=account.provider, tenant=account.tenant,
-                       external_id=account.external_id, detail=detail)
+    await audit.record(
+        session,
+        who,
+        action,
+        subject=person,
+        provider=account.provider,
+        tenant=account.tenant,
+        external_id=account.external_id,
+        detail=detail,
+    )
     return person
 
 
@@ -372,8 +494,9 @@ def _ineligible(account: ExternalAccount) -> str | None:
     return None
 
 
-async def auto_link(session: AsyncSession, account: ExternalAccount, *, allowed: bool, who: Who,
-                    now: datetime | None = None) -> AutoLinkResult:
+async def auto_link(
+    session: AsyncSession, account: ExternalAccount, *, allowed: bool, who: Who, now: datetime | None = None
+) -> AutoLinkResult:
     """Connect ``account`` to the one person its email identifies, when every rule in this
     module's docstring holds; otherwise say why not. ``allowed`` is the tenant's opt-in."""
     result = await _auto_link(session, account, allowed=allowed, who=who, now=now)
@@ -382,12 +505,18 @@ async def auto_link(session: AsyncSession, account: ExternalAccount, *, allowed:
     return result
 
 
-async def _auto_link(session: AsyncSession, account: ExternalAccount, *, allowed: bool, who: Who,
-                     now: datetime | None) -> AutoLinkResult:
+async def _auto_link(
+    session: AsyncSession, account: ExternalAccount, *, allowed: bool, who: Who, now: datetime | None
+) -> AutoLinkResult:
     current = await connected_person(session, account)
     if account.is_deleted and current is not None:
-        await disconnect(session, account, who=who, action="account.departed",
-                         detail=f"{account.provider} reports the account deleted or deactivated")
+        await disconnect(
+            session,
+            account,
+            who=who,
+            action="account.departed",
+            detail=f"{account.provider} reports the account deleted or deactivated",
+        )
         return AutoLinkResult(Outcome.UNLINKED, account, current, "deleted or deactivated: link removed")
     if current is not None:
         return AutoLinkResult(Outcome.ALREADY, account, current, f"connected to {current.email}")
@@ -401,12 +530,18 @@ async def _auto_link(session: AsyncSession, account: ExternalAccount, *, allowed
         return AutoLinkResult(Outcome.UNMATCHED, account, None, f"no person has {account.email}")
     if len(people) > 1:
         emails = tuple(p.email for p in people)
-        return AutoLinkResult(Outcome.AMBIGUOUS, account, None,
-                              f"{account.email} identifies {len(people)} people: {', '.join(emails)}", emails)
+        return AutoLinkResult(
+            Outcome.AMBIGUOUS,
+            account,
+            None,
+            f"{account.email} identifies {len(people)} people: {', '.join(emails)}",
+            emails,
+        )
     person = people[0]
     if await _person_has_other(session, account, person):
-        return AutoLinkResult(Outcome.CONFLICT, account, person,
-                              f"{person.email} already has another {account.provider} account here")
+        return AutoLinkResult(
+            Outcome.CONFLICT, account, person, f"{person.email} already has another {account.provider} account here"
+        )
     await connect(session, account, person, via="email", who=who, detail=f"email {account.email} matched", now=now)
     return AutoLinkResult(Outcome.LINKED, account, person, f"matched {account.email}")
 
@@ -421,26 +556,35 @@ def describe(account: ExternalAccount) -> str:
 async def other_accounts_of(session: AsyncSession, user_id: int) -> list[ExternalAccount]:
     """The person's connected accounts other than Slack (their Slack links are ``SlackLink`` rows,
     see ``slack_links.links_of_user``), by provider and tenant."""
-    return list(await session.scalars(
-        select(ExternalAccount).where(ExternalAccount.user_id == user_id, ExternalAccount.provider != "slack")
-        .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.id)))
+    return list(
+        await session.scalars(
+            select(ExternalAccount)
+            .where(ExternalAccount.user_id == user_id, ExternalAccount.provider != "slack")
+            .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.id)
+        )
+    )
 
 
-async def require_account(session: AsyncSession, provider: str, external_id: str, tenant: str | None = None) -> ExternalAccount:
+async def require_account(
+    session: AsyncSession, provider: str, external_id: str, tenant: str | None = None
+) -> ExternalAccount:
     """Find a recorded account by id or handle (the tenant may be left out when it is unique)."""
     provider = normalize_provider(provider)
     value = external_id.strip()
     query = select(ExternalAccount).where(
         ExternalAccount.provider == provider,
-        or_(ExternalAccount.external_id == value, func.lower(ExternalAccount.handle) == value.lower()))
+        or_(ExternalAccount.external_id == value, func.lower(ExternalAccount.handle) == value.lower()),
+    )
     if tenant is not None:
         query = query.where(ExternalAccount.tenant == tenant)
     found = list(await session.scalars(query.limit(3)))
     if not found:
         raise NotFound(f"no {provider} account {value}{f' in {tenant}' if tenant else ''} is known to Genie")
     if len(found) > 1:
-        raise InvalidInput(f"{provider} account {value} exists in several tenants "
-                           f"({', '.join(sorted({a.tenant or '-' for a in found}))}); name the tenant")
+        raise InvalidInput(
+            f"{provider} account {value} exists in several tenants "
+            f"({', '.join(sorted({a.tenant or '-' for a in found}))}); name the tenant"
+        )
     return found[0]
 
 
@@ -452,8 +596,11 @@ async def candidates(session: AsyncSession, value: str, provider: str | None = N
     if not value or len(value) > 254:
         return set()
     lowered = value.lower()
-    matches = or_(ExternalAccount.external_id == value, func.lower(ExternalAccount.handle) == lowered,
-                  ExternalAccount.email == lowered)
+    matches = or_(
+        ExternalAccount.external_id == value,
+        func.lower(ExternalAccount.handle) == lowered,
+        ExternalAccount.email == lowered,
+    )
     account_query = select(ExternalAccount).where(matches)
     if provider:
         account_query = account_query.where(ExternalAccount.provider == provider)
@@ -466,8 +613,11 @@ async def candidates(session: AsyncSession, value: str, provider: str | None = N
         elif account.user_id is not None:
             people.add(account.user_id)
     if provider in (None, "slack"):
-        for user_id in await session.scalars(select(SlackLink.user_id).where(
-                or_(SlackLink.slack_user_id == value, func.lower(SlackLink.slack_email) == lowered)).limit(20)):
+        for user_id in await session.scalars(
+            select(SlackLink.user_id)
+            .where(or_(SlackLink.slack_user_id == value, func.lower(SlackLink.slack_email) == lowered))
+            .limit(20)
+        ):
             people.add(user_id)
     if provider is None and "@" in value:
         own = await session.scalar(select(User.id).where(User.email == lowered))
@@ -551,18 +701,28 @@ async def resolve_named(session: AsyncSession, value: str, provider: str | None 
 
 # --- listing, and changes by hand (``genie accounts list|connect|remove``) --------------------
 def _slack_link_exists():
-    return exists().where(SlackLink.workspace_id == ExternalAccount.tenant,
-                          SlackLink.slack_user_id == ExternalAccount.external_id)
+    return exists().where(
+        SlackLink.workspace_id == ExternalAccount.tenant, SlackLink.slack_user_id == ExternalAccount.external_id
+    )
 
 
 def not_connected():
     """SQL: the account is connected to no one (a Slack one: no link; any other: no user_id)."""
-    return or_(and_(ExternalAccount.provider != "slack", ExternalAccount.user_id.is_(None)),
-               and_(ExternalAccount.provider == "slack", ~_slack_link_exists()))
+    return or_(
+        and_(ExternalAccount.provider != "slack", ExternalAccount.user_id.is_(None)),
+        and_(ExternalAccount.provider == "slack", ~_slack_link_exists()),
+    )
 
 
-async def list_accounts(session: AsyncSession, *, provider: str | None = None, unlinked: bool = False,
-                        ambiguous: bool = False, email: str | None = None, limit: int = 10_000) -> list[AccountRow]:
+async def list_accounts(
+    session: AsyncSession,
+    *,
+    provider: str | None = None,
+    unlinked: bool = False,
+    ambiguous: bool = False,
+    email: str | None = None,
+    limit: int = 10_000,
+) -> list[AccountRow]:
     """Recorded accounts, by provider, tenant and id. ``unlinked``: connected to nobody;
     ``ambiguous``: the last email match found several people; ``email``: connected to that
     person, or reporting that email."""
@@ -576,21 +736,39 @@ async def list_accounts(session: AsyncSession, *, provider: str | None = None, u
     if email:
         wanted = email.strip().lower()
         person_id = select(User.id).where(User.email == wanted).scalar_subquery()
-        via_slack = exists().where(SlackLink.workspace_id == ExternalAccount.tenant,
-                                   SlackLink.slack_user_id == ExternalAccount.external_id,
-                                   SlackLink.user_id == person_id)
-        query = query.where(or_(ExternalAccount.email == wanted, ExternalAccount.user_id == person_id,
-                                and_(ExternalAccount.provider == "slack", via_slack)))
+        via_slack = exists().where(
+            SlackLink.workspace_id == ExternalAccount.tenant,
+            SlackLink.slack_user_id == ExternalAccount.external_id,
+            SlackLink.user_id == person_id,
+        )
+        query = query.where(
+            or_(
+                ExternalAccount.email == wanted,
+                ExternalAccount.user_id == person_id,
+                and_(ExternalAccount.provider == "slack", via_slack),
+            )
+        )
     # One query: a Slack account's person is its link's, any other's is its own user_id.
     # (An alias, so that the filters' EXISTS subqueries over slack_link stay uncorrelated.)
     link = aliased(SlackLink)
-    on = and_(ExternalAccount.provider == "slack", link.workspace_id == ExternalAccount.tenant,
-              link.slack_user_id == ExternalAccount.external_id)
+    on = and_(
+        ExternalAccount.provider == "slack",
+        link.workspace_id == ExternalAccount.tenant,
+        link.slack_user_id == ExternalAccount.external_id,
+    )
     owner = case((ExternalAccount.provider == "slack", link.user_id), else_=ExternalAccount.user_id)
     via = case((ExternalAccount.provider == "slack", link.via), else_=ExternalAccount.connected_via)
-    query = (query.add_columns(User, via).outerjoin(link, on).outerjoin(User, User.id == owner)
-             .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.external_id).limit(limit))
-    return [dataclasses.replace(AccountRow.of(account, person), via=how) for account, person, how in await session.execute(query)]
+    query = (
+        query.add_columns(User, via)
+        .outerjoin(link, on)
+        .outerjoin(User, User.id == owner)
+        .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.external_id)
+        .limit(limit)
+    )
+    return [
+        dataclasses.replace(AccountRow.of(account, person), via=how)
+        for account, person, how in await session.execute(query)
+    ]
 
 
 def _tenant(tenant: str | None) -> str | None:
@@ -599,8 +777,16 @@ def _tenant(tenant: str | None) -> str | None:
     return tenant.strip() if tenant is not None else None
 
 
-async def connect_by_id(session: AsyncSession, provider: str, external_id: str, email: str, *, who: Who,
-                        tenant: str | None = None, move: bool = False) -> tuple[ExternalAccount, User, User | None]:
+async def connect_by_id(
+    session: AsyncSession,
+    provider: str,
+    external_id: str,
+    email: str,
+    *,
+    who: Who,
+    tenant: str | None = None,
+    move: bool = False,
+) -> tuple[ExternalAccount, User, User | None]:
     """Connect (``move``: or move) an account named by provider and id to the person with
     ``email``; an account Genie has not seen is recorded first (not Slack: a Slack account is
     recorded by the directory sync). Returns the account, the person and whom it was connected
@@ -615,15 +801,20 @@ async def connect_by_id(session: AsyncSession, provider: str, external_id: str, 
         account = await require_account(session, provider, external_id, tenant)
     except NotFound:
         if provider == "slack":
-            raise NotFound(f"no Slack account {external_id} is known to Genie; run the Slack directory sync, "
-                           "or ask them to /genie connect") from None
-        account = await upsert(session, ReportedAccount(provider=provider, tenant=tenant or "", external_id=external_id))
+            raise NotFound(
+                f"no Slack account {external_id} is known to Genie; run the Slack directory sync, "
+                "or ask them to /genie connect"
+            ) from None
+        account = await upsert(
+            session, ReportedAccount(provider=provider, tenant=tenant or "", external_id=external_id)
+        )
     previous = await connect(session, account, person, via="admin", who=who, replace=move)
     return account, person, previous
 
 
-async def remove_by_id(session: AsyncSession, provider: str, external_id: str, *, who: Who,
-                       tenant: str | None = None) -> tuple[ExternalAccount, User]:
+async def remove_by_id(
+    session: AsyncSession, provider: str, external_id: str, *, who: Who, tenant: str | None = None
+) -> tuple[ExternalAccount, User]:
     account = await require_account(session, provider, external_id, tenant.strip() if tenant is not None else None)
     person = await disconnect(session, account, who=who)
     if person is None:

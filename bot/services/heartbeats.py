@@ -19,10 +19,11 @@ import asyncio
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -56,7 +57,7 @@ def alias_of(name: str) -> str:
 def default_message(name: str) -> str:
     message = f"{name} is expired"
     limit = alerts.LIMITS["message"]
-    return message if len(message) <= limit else f"{name[:limit - len(' is expired') - 1]}… is expired"
+    return message if len(message) <= limit else f"{name[: limit - len(' is expired') - 1]}… is expired"
 
 
 def interval_delta(interval: int, unit: str) -> timedelta:
@@ -100,9 +101,16 @@ def parse_fields(body: dict[str, Any], *, create: bool) -> Fields:
     required) or an update (all optional); ``ValidationFailed`` lists every problem."""
     errors: dict[str, str] = {}
     out = Fields()
-    names = {"name": "name", "description": "description", "interval": "interval", "intervalUnit": "interval_unit",
-             "enabled": "enabled", "alertMessage": "alert_message", "alertTags": "alert_tags",
-             "alertPriority": "alert_priority"}
+    names = {
+        "name": "name",
+        "description": "description",
+        "interval": "interval",
+        "intervalUnit": "interval_unit",
+        "enabled": "enabled",
+        "alertMessage": "alert_message",
+        "alertTags": "alert_tags",
+        "alertPriority": "alert_priority",
+    }
     out.given = {names[k] for k in body if k in names}
     if create or "name" in body:
         problem = valid_name(body.get("name"))
@@ -131,8 +139,11 @@ def parse_fields(body: dict[str, Any], *, create: bool) -> Fields:
             errors["intervalUnit"] = "intervalUnit must be one of minutes, hours, days"
         else:
             out.interval_unit = unit
-    if out.interval is not None and out.interval_unit is not None and interval_delta(
-            out.interval, out.interval_unit) > MAX_INTERVAL:
+    if (
+        out.interval is not None
+        and out.interval_unit is not None
+        and interval_delta(out.interval, out.interval_unit) > MAX_INTERVAL
+    ):
         errors["interval"] = "interval can be at most 366 days"
     enabled = body.get("enabled")
     if enabled is not None:
@@ -163,8 +174,9 @@ def parse_fields(body: dict[str, Any], *, create: bool) -> Fields:
         else:
             out.alert_priority = priority
     owner = body.get("ownerTeam")
-    if owner is not None and not (isinstance(owner, dict) and all(
-            isinstance(owner.get(k), (str, type(None))) for k in ("id", "name"))):
+    if owner is not None and not (
+        isinstance(owner, dict) and all(isinstance(owner.get(k), (str, type(None))) for k in ("id", "name"))
+    ):
         errors["ownerTeam"] = 'ownerTeam must be an object: {"name": "…"} or {"id": "…"}'
     if errors:
         raise ValidationFailed(errors)
@@ -193,25 +205,34 @@ def is_late(heartbeat: Heartbeat, now: datetime) -> bool:
     return heartbeat.enabled and (heartbeat.expired or heartbeat.expires_at <= now)
 
 
-async def late_for_user(session: AsyncSession, user_id: int, now: datetime, limit: int = 10) -> list[tuple[Heartbeat, str]]:
+async def late_for_user(
+    session: AsyncSession, user_id: int, now: datetime, limit: int = 10
+) -> list[tuple[Heartbeat, str]]:
     """Late heartbeats of the person's teams (expired, or past due and about to be): App Home
     and ``/genie status``. ``(heartbeat, team name)``, the longest-late first."""
     teams = select(TeamMember.team_id).where(TeamMember.user_id == user_id)
     rows = await session.execute(
-        select(Heartbeat, Team.name).join(Team, Team.id == Heartbeat.team_id)
-        .where(Heartbeat.team_id.in_(teams), Heartbeat.enabled.is_(True),
-               or_(Heartbeat.expired.is_(True), Heartbeat.expires_at <= now))
-        .order_by(Heartbeat.expires_at, Heartbeat.id).limit(limit)
+        select(Heartbeat, Team.name)
+        .join(Team, Team.id == Heartbeat.team_id)
+        .where(
+            Heartbeat.team_id.in_(teams),
+            Heartbeat.enabled.is_(True),
+            or_(Heartbeat.expired.is_(True), Heartbeat.expires_at <= now),
+        )
+        .order_by(Heartbeat.expires_at, Heartbeat.id)
+        .limit(limit)
     )
     return [(h, name) for h, name in rows.all()]
 
 
 def late_line(heartbeat: Heartbeat, team_name: str) -> str:
-    """"nightly-backup (Payments): no ping since 2026-11-25 21:03 UTC — expected every 10 minutes"."""
+    """ "nightly-backup (Payments): no ping since 2026-11-25 21:03 UTC — expected every 10 minutes"."""
     since = heartbeat.last_ping_at
     when = f"no ping since {since:%Y-%m-%d %H:%M} UTC" if since else "never pinged"
-    return (f"{heartbeat.name} ({team_name}): {when} — expected every "
-            f"{interval_words(heartbeat.interval, heartbeat.interval_unit)}")
+    return (
+        f"{heartbeat.name} ({team_name}): {when} — expected every "
+        f"{interval_words(heartbeat.interval, heartbeat.interval_unit)}"
+    )
 
 
 # --- changes ---------------------------------------------------------------------------------
@@ -220,11 +241,19 @@ async def create(session: AsyncSession, team: Team, data: Fields, now: datetime)
     required there; Genie takes a missing one as true (the CLI and most scripts mean that)."""
     assert data.name is not None and data.interval is not None and data.interval_unit is not None
     heartbeat = Heartbeat(
-        team_id=team.id, name=data.name, description=data.description, interval=data.interval,
-        interval_unit=data.interval_unit, enabled=True if data.enabled is None else data.enabled,
-        alert_message=data.alert_message, alert_tags=data.alert_tags or [],
-        alert_priority=data.alert_priority or "P3", expired=False,
-        expires_at=now + interval_delta(data.interval, data.interval_unit), created_at=now, updated_at=now,
+        team_id=team.id,
+        name=data.name,
+        description=data.description,
+        interval=data.interval,
+        interval_unit=data.interval_unit,
+        enabled=True if data.enabled is None else data.enabled,
+        alert_message=data.alert_message,
+        alert_tags=data.alert_tags or [],
+        alert_priority=data.alert_priority or "P3",
+        expired=False,
+        expires_at=now + interval_delta(data.interval, data.interval_unit),
+        created_at=now,
+        updated_at=now,
     )
     try:
         async with session.begin_nested():
@@ -256,8 +285,9 @@ async def update_fields(session: AsyncSession, heartbeat: Heartbeat, data: Field
             heartbeat.expires_at = now + interval_delta(heartbeat.interval, heartbeat.interval_unit)
     elif data.interval is not None or data.interval_unit is not None:
         if not heartbeat.expired:
-            heartbeat.expires_at = (heartbeat.last_ping_at or now) + interval_delta(heartbeat.interval,
-                                                                                    heartbeat.interval_unit)
+            heartbeat.expires_at = (heartbeat.last_ping_at or now) + interval_delta(
+                heartbeat.interval, heartbeat.interval_unit
+            )
     heartbeat.updated_at = now
     await session.flush()
     return heartbeat
@@ -273,26 +303,39 @@ async def remove(session: AsyncSession, heartbeat: Heartbeat) -> None:
     await session.execute(delete(Heartbeat).where(Heartbeat.id == heartbeat.id))
 
 
-async def ping(session: AsyncSession, heartbeat: Heartbeat, now: datetime, *, how: str, request_id: str) -> Alert | None:
+async def ping(
+    session: AsyncSession, heartbeat: Heartbeat, now: datetime, *, how: str, request_id: str
+) -> Alert | None:
     """Record a ping: due again one interval from now, no longer expired; the open expiry alert
     (if any) is closed, its timeline saying why. Returns that alert, if one was closed."""
     due = now + interval_delta(heartbeat.interval, heartbeat.interval_unit)
     await session.execute(
-        update(Heartbeat).where(Heartbeat.id == heartbeat.id)
+        update(Heartbeat)
+        .where(Heartbeat.id == heartbeat.id)
         .values(last_ping_at=now, expires_at=due, expired=False, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     await session.refresh(heartbeat)
     alert = await session.scalar(
-        select(Alert).where(Alert.team_id == heartbeat.team_id, Alert.alias == alias_of(heartbeat.name),
-                            Alert.status == AlertStatus.OPEN).limit(1)
+        select(Alert)
+        .where(
+            Alert.team_id == heartbeat.team_id,
+            Alert.alias == alias_of(heartbeat.name),
+            Alert.status == AlertStatus.OPEN,
+        )
+        .limit(1)
     )
     if alert is None:
         return None
     actor = Actor(via="api", label=f"Heartbeat {heartbeat.name}"[:200])
     try:
-        await alerts.close(session, alert, actor, request_id=request_id,
-                           why=f"the heartbeat {heartbeat.name} was pinged again ({how}) at {now:%Y-%m-%d %H:%M:%S} UTC")
+        await alerts.close(
+            session,
+            alert,
+            actor,
+            request_id=request_id,
+            why=f"the heartbeat {heartbeat.name} was pinged again ({how}) at {now:%Y-%m-%d %H:%M:%S} UTC",
+        )
     except AlreadyDone:  # closed meanwhile (a person, or a ping at the same moment): nothing to do
         return None
     return alert
@@ -303,39 +346,60 @@ async def expire(session: AsyncSession, heartbeat_id: int, now: datetime) -> tup
     is not late any more, or another process claimed it first (the conditional UPDATE)."""
     claimed = await repo.update_one(
         session,
-        update(Heartbeat).where(Heartbeat.id == heartbeat_id, Heartbeat.enabled.is_(True),
-                                Heartbeat.expired.is_(False), Heartbeat.expires_at <= now)
+        update(Heartbeat)
+        .where(
+            Heartbeat.id == heartbeat_id,
+            Heartbeat.enabled.is_(True),
+            Heartbeat.expired.is_(False),
+            Heartbeat.expires_at <= now,
+        )
         .values(expired=True, updated_at=now),
-        Heartbeat, heartbeat_id,
+        Heartbeat,
+        heartbeat_id,
     )
     if claimed is None:
         return None
     team = await teams.team_by_id(session, claimed.team_id)
     assert team is not None  # the heartbeat is deleted with its team
-    since = (f"no ping since {claimed.last_ping_at:%Y-%m-%d %H:%M:%S} UTC" if claimed.last_ping_at
-             else "no ping since it was created or enabled")
+    since = (
+        f"no ping since {claimed.last_ping_at:%Y-%m-%d %H:%M:%S} UTC"
+        if claimed.last_ping_at
+        else "no ping since it was created or enabled"
+    )
     data = alerts.CreateAlert(
         message=claimed.alert_message or default_message(claimed.name),
         alias=alias_of(claimed.name),
-        description=(f"Heartbeat {claimed.name} expired: {since}; it expects a ping every "
-                     f"{interval_words(claimed.interval, claimed.interval_unit)}. The next ping closes this alert."
-                     + (f"\n\n{claimed.description}" if claimed.description else ""))[:alerts.LIMITS["description"]],
-        tags=list(claimed.alert_tags or []), priority=claimed.alert_priority, entity=claimed.name[:512],
-        source="heartbeat", user=REPORTER,
+        description=(
+            f"Heartbeat {claimed.name} expired: {since}; it expects a ping every "
+            f"{interval_words(claimed.interval, claimed.interval_unit)}. The next ping closes this alert."
+            + (f"\n\n{claimed.description}" if claimed.description else "")
+        )[: alerts.LIMITS["description"]],
+        tags=list(claimed.alert_tags or []),
+        priority=claimed.alert_priority,
+        entity=claimed.name[:512],
+        source="heartbeat",
+        user=REPORTER,
         details={"heartbeat": claimed.name},
     )
     alert, _ = await alerts.create_alert(session, team, data, str(uuid.uuid4()))
-    await session.execute(update(Heartbeat).where(Heartbeat.id == claimed.id).values(alert_id=alert.id)
-                          .execution_options(synchronize_session=False))
+    await session.execute(
+        update(Heartbeat)
+        .where(Heartbeat.id == claimed.id)
+        .values(alert_id=alert.id)
+        .execution_options(synchronize_session=False)
+    )
     return claimed, alert
 
 
 async def due_ids(session: AsyncSession, now: datetime, limit: int = 100) -> list[int]:
-    return list(await session.scalars(
-        select(Heartbeat.id).where(Heartbeat.enabled.is_(True), Heartbeat.expired.is_(False),
-                                   Heartbeat.expires_at <= now)
-        .order_by(Heartbeat.expires_at).limit(limit)
-    ))
+    return list(
+        await session.scalars(
+            select(Heartbeat.id)
+            .where(Heartbeat.enabled.is_(True), Heartbeat.expired.is_(False), Heartbeat.expires_at <= now)
+            .order_by(Heartbeat.expires_at)
+            .limit(limit)
+        )
+    )
 
 
 # --- the monitor -----------------------------------------------------------------------------
@@ -344,8 +408,13 @@ class HeartbeatMonitor:
     the alert of each heartbeat past its due time, one transaction per heartbeat.
     ``on_raised(channel)`` is called after each commit (the server wakes its outbox worker)."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], now: Callable[[], datetime] = utcnow,
-                 on_raised: Callable[[str | None], None] | None = None, poll_interval: float = POLL_INTERVAL) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        now: Callable[[], datetime] = utcnow,
+        on_raised: Callable[[str | None], None] | None = None,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.now = now
         self.on_raised = on_raised
@@ -385,8 +454,9 @@ class HeartbeatMonitor:
                 continue  # another process got there first, or it was pinged meanwhile
             heartbeat, alert = done
             raised += 1
-            logger.warning("Heartbeat %s (team #%s) expired: raised alert #%s", heartbeat.name, heartbeat.team_id,
-                           alert.id)
+            logger.warning(
+                "Heartbeat %s (team #%s) expired: raised alert #%s", heartbeat.name, heartbeat.team_id, alert.id
+            )
             if self.on_raised is not None:
                 self.on_raised(alert.slack_channel)
         return raised
@@ -400,7 +470,7 @@ class HeartbeatMonitor:
                 failures, delay = 0, self.poll_interval
             except Exception:  # the database is unreachable or broken: say so, back off, go on
                 failures += 1
-                delay = min(30.0, 2.0 ** failures)
+                delay = min(30.0, 2.0**failures)
                 logger.exception("Heartbeat monitor could not look for late heartbeats; trying again in %.0f s", delay)
             if self._stopping:
                 break
@@ -423,4 +493,3 @@ def parse_interval(text: str) -> tuple[int, str]:
     if interval_delta(interval, unit) > MAX_INTERVAL:
         raise InvalidInput(f"--interval {text!r}: at most 366 days")
     return interval, unit
-

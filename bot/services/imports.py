@@ -39,8 +39,13 @@ _SECTIONS = ("linked", "already", "ambiguous", "unmatched", "conflict", "unlinke
 
 
 def _entry(account: ExternalAccount, **extra: Any) -> dict[str, Any]:
-    return {"id": account.external_id, "handle": account.handle, "name": account.display_name,
-            "email": account.email, **extra}
+    return {
+        "id": account.external_id,
+        "handle": account.handle,
+        "name": account.display_name,
+        "email": account.email,
+        **extra,
+    }
 
 
 @dataclass
@@ -81,13 +86,13 @@ class ImportReport:
 
 
 async def _known_accounts(session: AsyncSession, provider: str, tenant: str) -> dict[str, ExternalAccount]:
-    rows = await session.scalars(select(ExternalAccount).where(ExternalAccount.provider == provider,
-                                                               ExternalAccount.tenant == tenant))
+    rows = await session.scalars(
+        select(ExternalAccount).where(ExternalAccount.provider == provider, ExternalAccount.tenant == tenant)
+    )
     return {a.external_id: a for a in rows}
 
 
-async def _create_person(session: AsyncSession, account: ExternalAccount, who: Who,
-                         report: ImportReport) -> bool:
+async def _create_person(session: AsyncSession, account: ExternalAccount, who: Who, report: ImportReport) -> bool:
     """A Genie person for an account nobody matches; False (and a skip reason) when impossible."""
     try:
         person = await users.add_user(session, account.email or "", account.display_name or account.email or "")
@@ -97,7 +102,9 @@ async def _create_person(session: AsyncSession, account: ExternalAccount, who: W
     except AlreadyExists:
         report.skipped.setdefault("a deactivated person has that email", []).append(_entry(account))
         return False
-    await external_accounts.connect(session, account, person, via="import", who=who, detail="person created by the import")
+    await external_accounts.connect(
+        session, account, person, via="import", who=who, detail="person created by the import"
+    )
     account.match, account.match_detail = Outcome.LINKED.value, "person created by the import"
     report.people_created.append(_entry(account, person=person.email))
     return True
@@ -116,21 +123,32 @@ def _record(report: ImportReport, result: external_accounts.AutoLinkResult) -> N
     getattr(report, outcome.value).append(_entry(account, **extra))
 
 
-async def apply_directory(session: AsyncSession, directory, *, allowed: bool, who: Who,
-                          create_people: bool = False) -> ImportReport:
+async def apply_directory(
+    session: AsyncSession, directory, *, allowed: bool, who: Who, create_people: bool = False
+) -> ImportReport:
     """Record, link and report (see the module docstring). ``directory`` is a
     ``bot.importers.Directory``; ``allowed`` is the operator's opt-in to auto-linking."""
     if create_people and not allowed:
         raise InvalidInput("--create-people connects people by email: it cannot go with --no-auto-link")
-    report = ImportReport(directory.provider, directory.label, directory.tenant, read=len(directory.accounts),
-                          requests=directory.requests, rate_limited=directory.rate_limited)
+    report = ImportReport(
+        directory.provider,
+        directory.label,
+        directory.tenant,
+        read=len(directory.accounts),
+        requests=directory.requests,
+        rate_limited=directory.rate_limited,
+    )
     known = await _known_accounts(session, directory.provider, directory.tenant)
     by_id: dict[str, ExternalAccount] = {}
     for reported in directory.accounts:
         account = await external_accounts.upsert(session, reported)
         by_id[account.external_id] = account
         result = await external_accounts.auto_link(session, account, allowed=allowed, who=who)
-        if create_people and result.outcome == Outcome.UNMATCHED and await _create_person(session, account, who, report):
+        if (
+            create_people
+            and result.outcome == Outcome.UNMATCHED
+            and await _create_person(session, account, who, report)
+        ):
             continue
         _record(report, result)
 
@@ -141,20 +159,32 @@ async def apply_directory(session: AsyncSession, directory, *, allowed: bool, wh
         account.is_deleted = True
         result = await external_accounts.auto_link(session, account, allowed=allowed, who=who)
         if not was_deleted or result.outcome == Outcome.UNLINKED:
-            report.departed.append(_entry(account, link_removed=result.outcome == Outcome.UNLINKED,
-                                          person=result.person.email if result.person else None))
+            report.departed.append(
+                _entry(
+                    account,
+                    link_removed=result.outcome == Outcome.UNLINKED,
+                    person=result.person.email if result.person else None,
+                )
+            )
 
     if directory.teams is not None:
         await _apply_teams(session, directory, by_id, report)
 
     await session.flush()
-    await audit.record(session, who, "import.run", provider=directory.provider, tenant=directory.tenant,
-                       detail=f"{directory.label} {directory.tenant}: {report.counts()}")
+    await audit.record(
+        session,
+        who,
+        "import.run",
+        provider=directory.provider,
+        tenant=directory.tenant,
+        detail=f"{directory.label} {directory.tenant}: {report.counts()}",
+    )
     return report
 
 
-async def _apply_teams(session: AsyncSession, directory, by_id: dict[str, ExternalAccount],
-                       report: ImportReport) -> None:
+async def _apply_teams(
+    session: AsyncSession, directory, by_id: dict[str, ExternalAccount], report: ImportReport
+) -> None:
     by_handle = {a.handle.lower(): a for a in by_id.values() if a.handle}
     for team in directory.teams:
         people: dict[int, User] = {}
@@ -162,10 +192,14 @@ async def _apply_teams(session: AsyncSession, directory, by_id: dict[str, Extern
             account = by_id.get(member.user_id or "") or by_handle.get((member.username or "").lower())
             person = await external_accounts.connected_person(session, account) if account is not None else None
             if person is None or not person.is_active:
-                why = "not a user of this account" if account is None else (
-                    "deactivated in Genie" if person is not None else "not connected to a Genie person")
-                report.team_members_unmatched.append({"team": team.name, "member": member.username or member.user_id,
-                                                      "reason": why})
+                why = (
+                    "not a user of this account"
+                    if account is None
+                    else ("deactivated in Genie" if person is not None else "not connected to a Genie person")
+                )
+                report.team_members_unmatched.append(
+                    {"team": team.name, "member": member.username or member.user_id, "reason": why}
+                )
                 continue
             people[person.id] = person
         existing = await teams.team_by_name(session, team.name)
@@ -189,8 +223,15 @@ async def _apply_teams(session: AsyncSession, directory, by_id: dict[str, Extern
 COLUMNS = ("email", "provider", "external_id", "tenant", "handle", "display_name", "account_email")
 REQUIRED = ("email", "provider", "external_id")
 MAX_ROWS = 100_000
-_LIMITS = {"email": 254, "provider": 20, "external_id": 200, "tenant": 100, "handle": 200, "display_name": 200,
-           "account_email": 254}
+_LIMITS = {
+    "email": 254,
+    "provider": 20,
+    "external_id": 200,
+    "tenant": 100,
+    "handle": 200,
+    "display_name": 200,
+    "account_email": 254,
+}
 
 
 @dataclass(frozen=True)
@@ -203,7 +244,9 @@ class FileRow:
 
 def _problems(problems: list[str], name: str) -> InvalidInput:
     shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-    return InvalidInput(f"{name}: nothing imported, {len(problems)} problem{'s' if len(problems) != 1 else ''}: {shown}")
+    return InvalidInput(
+        f"{name}: nothing imported, {len(problems)} problem{'s' if len(problems) != 1 else ''}: {shown}"
+    )
 
 
 def parse_file(name: str, content: str) -> list[FileRow]:
@@ -228,7 +271,9 @@ def parse_file(name: str, content: str) -> list[FileRow]:
                 continue
             unknown = sorted(set(map(str, item)) - set(COLUMNS))
             if unknown:
-                rows.append(FileRow(where, empty, f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(COLUMNS)})"))
+                rows.append(
+                    FileRow(where, empty, f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(COLUMNS)})")
+                )
                 continue
             bad = [k for k, v in item.items() if v is not None and not isinstance(v, str)]
             if bad:
@@ -291,8 +336,9 @@ class _Planned:
     previous: User | None
 
 
-async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, move: bool,
-                      who: Who) -> list[dict[str, Any]]:
+async def import_rows(
+    session: AsyncSession, name: str, rows: list[FileRow], *, move: bool, who: Who
+) -> list[dict[str, Any]]:
     """Check every row against the database, then connect them all (``via='import'``); any
     problem raises ``InvalidInput`` naming the rows before anything is written."""
     problems: list[str] = []
@@ -309,8 +355,9 @@ async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, 
             problems.append(f"{row.where}: {err}")
             continue
         if provider == "slack":
-            problems.append(f"{row.where}: Slack accounts are connected by their owner (/genie connect), "
-                            "not from a file")
+            problems.append(
+                f"{row.where}: Slack accounts are connected by their owner (/genie connect), not from a file"
+            )
             continue
         if v["account_email"]:
             try:
@@ -330,8 +377,9 @@ async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, 
         account = await external_accounts.find_account(session, provider, v["tenant"], v["external_id"])
         previous = await external_accounts.connected_person(session, account) if account is not None else None
         if previous is not None and previous.id != person.id and not move:
-            problems.append(f"{row.where}: {external_accounts.describe(account)} is connected to {previous.email} "
-                            "(--move moves it)")
+            problems.append(
+                f"{row.where}: {external_accounts.describe(account)} is connected to {previous.email} (--move moves it)"
+            )
             continue
         plans.append(_Planned(row, provider, person, account, previous))
     if problems:
@@ -342,9 +390,17 @@ async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, 
         v = plan.row.values
         account = plan.account
         if account is None:
-            account = await external_accounts.upsert(session, ReportedAccount(
-                provider=plan.provider, tenant=v["tenant"], external_id=v["external_id"], handle=v["handle"] or None,
-                email=v["account_email"] or None, display_name=v["display_name"] or None))
+            account = await external_accounts.upsert(
+                session,
+                ReportedAccount(
+                    provider=plan.provider,
+                    tenant=v["tenant"],
+                    external_id=v["external_id"],
+                    handle=v["handle"] or None,
+                    email=v["account_email"] or None,
+                    display_name=v["display_name"] or None,
+                ),
+            )
         else:  # keep what the provider reported; the file only fills in what it names
             for column, attr in (("handle", "handle"), ("display_name", "display_name")):
                 if v[column]:
@@ -355,13 +411,31 @@ async def import_rows(session: AsyncSession, name: str, rows: list[FileRow], *, 
             result = "already"
         else:
             moved = f"moved from {plan.previous.email} " if plan.previous is not None else ""
-            await external_accounts.connect(session, account, plan.person, via="import", who=who, replace=move,
-                                     detail=f"{moved}by {name}, {plan.row.where}")
+            await external_accounts.connect(
+                session,
+                account,
+                plan.person,
+                via="import",
+                who=who,
+                replace=move,
+                detail=f"{moved}by {name}, {plan.row.where}",
+            )
             result = "moved" if plan.previous is not None else "connected"
-        done.append({"where": plan.row.where, "result": result, "provider": plan.provider, "tenant": account.tenant,
-                     "external_id": account.external_id, "handle": account.handle, "person": plan.person.email,
-                     "previous": plan.previous.email if plan.previous and result == "moved" else None})
+        done.append(
+            {
+                "where": plan.row.where,
+                "result": result,
+                "provider": plan.provider,
+                "tenant": account.tenant,
+                "external_id": account.external_id,
+                "handle": account.handle,
+                "person": plan.person.email,
+                "previous": plan.previous.email if plan.previous and result == "moved" else None,
+            }
+        )
     counts = {r: sum(1 for d in done if d["result"] == r) for r in ("connected", "moved", "already")}
     await session.flush()
-    await audit.record(session, who, "import.run", detail=f"{name}: " + ", ".join(f"{n} {r}" for r, n in counts.items()))
+    await audit.record(
+        session, who, "import.run", detail=f"{name}: " + ", ".join(f"{n} {r}" for r, n in counts.items())
+    )
     return done

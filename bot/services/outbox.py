@@ -59,6 +59,7 @@ def _heads():
     is one index probe and the cost grows with the number of channels with pending messages,
     not with how many messages wait in them. (Before, "no older pending message in the
     channel" was checked for every pending message: O(backlog) on every pass of the worker.)"""
+
     def first_after(previous_channel):
         o = aliased(OutboxMessage)
         query = select(o.id).where(_pending(o))
@@ -71,15 +72,18 @@ def _heads():
     previous = heads.alias("previous")
     following = aliased(OutboxMessage)
     return heads.union_all(
-        select(following.channel, following.id).select_from(previous)
+        select(following.channel, following.id)
+        .select_from(previous)
         .join(following, following.id == first_after(previous.c.channel))
     )
 
 
 def _ready_at():
     """When a pending message may be claimed: when it is due, or its lease runs out if later."""
-    return case((OutboxMessage.locked_until > OutboxMessage.next_attempt_at, OutboxMessage.locked_until),
-                else_=OutboxMessage.next_attempt_at)
+    return case(
+        (OutboxMessage.locked_until > OutboxMessage.next_attempt_at, OutboxMessage.locked_until),
+        else_=OutboxMessage.next_attempt_at,
+    )
 
 
 def intent(name: Intent, /, **values: Any) -> dict[str, Any]:
@@ -89,14 +93,29 @@ def intent(name: Intent, /, **values: Any) -> dict[str, Any]:
 
 
 async def enqueue(
-    session: AsyncSession, channel: str, kind: str, *, alert_id: int | None = None,
-    payload: dict[str, Any] | None = None, now: datetime | None = None,
-    slack_team_id: str | None = None, enterprise_id: str | None = None, flush: bool = True,
+    session: AsyncSession,
+    channel: str,
+    kind: str,
+    *,
+    alert_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+    now: datetime | None = None,
+    slack_team_id: str | None = None,
+    enterprise_id: str | None = None,
+    flush: bool = True,
 ) -> OutboxMessage:
     now = now or utcnow()
-    message = OutboxMessage(channel=channel, kind=kind, alert_id=alert_id, payload=payload, created_at=now,
-                            slack_team_id=slack_team_id, enterprise_id=enterprise_id,
-                            next_attempt_at=now, attempts=0)
+    message = OutboxMessage(
+        channel=channel,
+        kind=kind,
+        alert_id=alert_id,
+        payload=payload,
+        created_at=now,
+        slack_team_id=slack_team_id,
+        enterprise_id=enterprise_id,
+        next_attempt_at=now,
+        attempts=0,
+    )
     session.add(message)
     if flush:
         await session.flush()
@@ -109,10 +128,14 @@ async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[
     worker's whole look at the outbox on each pass."""
     head = _heads()
     ready_at = _ready_at().label("ready_at")
-    rows = (await session.execute(
-        select(OutboxMessage, ready_at).join(head, OutboxMessage.id == head.c.id)
-        .order_by(ready_at, OutboxMessage.id).limit(limit + 1)
-    )).all()
+    rows = (
+        await session.execute(
+            select(OutboxMessage, ready_at)
+            .join(head, OutboxMessage.id == head.c.id)
+            .order_by(ready_at, OutboxMessage.id)
+            .limit(limit + 1)
+        )
+    ).all()
     due = [m for m, _ in rows if _due(m, now)][:limit]
     later = [at for m, at in rows if not _due(m, now)]
     next_at = min(later) if later else (rows[-1][1] if len(rows) > limit else None)
@@ -124,15 +147,20 @@ def _due(message: OutboxMessage, now: datetime) -> bool:
 
 
 def _claim_values(now: datetime, lease: timedelta) -> dict[str, Any]:
-    return dict(locked_until=now + lease, attempts=OutboxMessage.attempts + 1,
-                first_attempt_at=func.coalesce(OutboxMessage.first_attempt_at, now))
+    return dict(
+        locked_until=now + lease,
+        attempts=OutboxMessage.attempts + 1,
+        first_attempt_at=func.coalesce(OutboxMessage.first_attempt_at, now),
+    )
 
 
 def _lease_free(now: datetime):
     return (OutboxMessage.locked_until.is_(None)) | (OutboxMessage.locked_until < now)
 
 
-async def claim(session: AsyncSession, message_id: int, now: datetime, lease: timedelta = LEASE) -> OutboxMessage | None:
+async def claim(
+    session: AsyncSession, message_id: int, now: datetime, lease: timedelta = LEASE
+) -> OutboxMessage | None:
     """Take the lease; exactly one worker wins. Returns the claimed message (with its attempts,
     lease and first attempt as now recorded), or None when another worker got it first."""
     statement = (
@@ -143,7 +171,9 @@ async def claim(session: AsyncSession, message_id: int, now: datetime, lease: ti
     return await repo.update_one(session, statement, OutboxMessage, message_id)
 
 
-async def claim_next(session: AsyncSession, channel: str, now: datetime, lease: timedelta = LEASE) -> OutboxMessage | None:
+async def claim_next(
+    session: AsyncSession, channel: str, now: datetime, lease: timedelta = LEASE
+) -> OutboxMessage | None:
     """Claim the channel's head if it is due and not leased (a worker that has just settled the
     channel's previous message goes straight on, in the same transaction)."""
     head = select(func.min(OutboxMessage.id)).where(OutboxMessage.channel == channel, _pending()).scalar_subquery()
@@ -169,17 +199,27 @@ async def later_updates(session: AsyncSession, message: OutboxMessage) -> list[i
     every change they report, so delivering it delivers them too (``mark_delivered(also=…)``)."""
     if message.alert_id is None or message.kind not in (POST_ALERT, UPDATE_ALERT):
         return []
-    window = (select(OutboxMessage.id)
-              .where(OutboxMessage.channel == message.channel, _pending(), OutboxMessage.id > message.id)
-              .order_by(OutboxMessage.id).limit(COALESCE_WINDOW).scalar_subquery())
-    return list(await session.scalars(
-        select(OutboxMessage.id).where(OutboxMessage.id.in_(window), OutboxMessage.alert_id == message.alert_id,
-                                       OutboxMessage.kind == UPDATE_ALERT)
-    ))
+    window = (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.channel == message.channel, _pending(), OutboxMessage.id > message.id)
+        .order_by(OutboxMessage.id)
+        .limit(COALESCE_WINDOW)
+        .scalar_subquery()
+    )
+    return list(
+        await session.scalars(
+            select(OutboxMessage.id).where(
+                OutboxMessage.id.in_(window),
+                OutboxMessage.alert_id == message.alert_id,
+                OutboxMessage.kind == UPDATE_ALERT,
+            )
+        )
+    )
 
 
-async def renew(session: AsyncSession, message_id: int, held_until: datetime, now: datetime,
-                lease: timedelta = LEASE) -> datetime | None:
+async def renew(
+    session: AsyncSession, message_id: int, held_until: datetime, now: datetime, lease: timedelta = LEASE
+) -> datetime | None:
     """Extend a lease this worker still holds (its ``locked_until`` is unchanged); the new
     expiry, or None when the lease was lost (expired and taken over, or the message settled)."""
     until = now + lease
@@ -197,14 +237,16 @@ async def mark_delivered(session: AsyncSession, message_id: int, now: datetime, 
     (``later_updates``), marked delivered too if still pending and not leased by another
     worker. Returns how many of those were."""
     await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message_id)
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
         .values(delivered_at=now, locked_until=None, last_error=None)
         .execution_options(synchronize_session=False)
     )
     if not also:
         return 0
     result = await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id.in_(list(also)), _pending(), _lease_free(now))
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(list(also)), _pending(), _lease_free(now))
         .values(delivered_at=now, locked_until=None, last_error=None)
         .execution_options(synchronize_session=False)
     )
@@ -218,8 +260,16 @@ def backoff(attempts: int) -> timedelta:
     return base * (1 + random.random() * 0.2)
 
 
-async def mark_retry(session: AsyncSession, message_id: int, attempts: int, error: str, now: datetime,
-                     retry_after: float | None = None, *, may_have_delivered: bool = True) -> bool:
+async def mark_retry(
+    session: AsyncSession,
+    message_id: int,
+    attempts: int,
+    error: str,
+    now: datetime,
+    retry_after: float | None = None,
+    *,
+    may_have_delivered: bool = True,
+) -> bool:
     """Reschedule: after ``retry_after`` seconds (Slack's rate limit, which is not counted as a
     failure), else with backoff; returns False (and marks it failed) when it has run out of
     attempts. ``may_have_delivered=False`` says no attempt so far can have reached Slack, so
@@ -232,7 +282,8 @@ async def mark_retry(session: AsyncSession, message_id: int, attempts: int, erro
     if not may_have_delivered:
         values["first_attempt_at"] = None
     await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message_id, _pending())
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, _pending())
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -241,7 +292,8 @@ async def mark_retry(session: AsyncSession, message_id: int, attempts: int, erro
 
 async def mark_failed(session: AsyncSession, message_id: int, error: str, now: datetime) -> None:
     await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message_id, _pending())
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, _pending())
         .values(failed_at=now, locked_until=None, last_error=error[:300])
         .execution_options(synchronize_session=False)
     )
@@ -256,9 +308,9 @@ class OutboxStats:
 
 async def stats(session: AsyncSession, now: datetime | None = None) -> OutboxStats:
     now = now or utcnow()
-    pending, oldest = (await session.execute(
-        select(func.count(), func.min(OutboxMessage.created_at)).where(_pending())
-    )).one()
+    pending, oldest = (
+        await session.execute(select(func.count(), func.min(OutboxMessage.created_at)).where(_pending()))
+    ).one()
     failed = await session.scalar(select(func.count()).where(OutboxMessage.failed_at.is_not(None)))
     age = (now - oldest).total_seconds() if oldest else 0.0
     return OutboxStats(pending=pending, oldest_pending_age=age, failed=failed or 0)
@@ -285,8 +337,10 @@ async def retry_failed(session: AsyncSession, message_id: int, now: datetime | N
     if message.delivered_at is not None:
         raise InvalidInput(f"outbox message {message_id} was delivered already")
     result = await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message_id, OutboxMessage.failed_at.is_not(None),
-                                    OutboxMessage.delivered_at.is_(None))
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == message_id, OutboxMessage.failed_at.is_not(None), OutboxMessage.delivered_at.is_(None)
+        )
         .values(failed_at=None, next_attempt_at=now, attempts=0, locked_until=None)
         .execution_options(synchronize_session=False)
     )

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime, timedelta
-from typing import Callable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -63,7 +63,7 @@ def engine_actor(policy_name: str | None) -> Actor:
 
 
 def step_label(step: int, repeat_round: int) -> str:
-    """"step 2", "step 2 (repeat 1)" — ``step`` counted from 0 as stored."""
+    """ "step 2", "step 2 (repeat 1)" — ``step`` counted from 0 as stored."""
     return f"step {step + 1}" + (f" (repeat {repeat_round})" if repeat_round else "")
 
 
@@ -86,12 +86,26 @@ async def start(session: AsyncSession, alert: Alert, team: Team, now: datetime) 
     steps = await escalation.policy_steps(session, policy)
     if not steps:
         return None
-    row = AlertEscalation(alert_id=alert.id, policy_id=policy.id, step=0, repeat_round=0, round_started_at=now,
-                          due_at=now + timedelta(minutes=steps[0].delay_minutes))
+    row = AlertEscalation(
+        alert_id=alert.id,
+        policy_id=policy.id,
+        step=0,
+        repeat_round=0,
+        round_started_at=now,
+        due_at=now + timedelta(minutes=steps[0].delay_minutes),
+    )
     session.add(row)
-    await alerts.record(session, alert, "page", "applied", engine_actor(policy.name), now=now, flush=False,
-                        reason=f"escalation policy {policy.name} started: {len(steps)} step(s)"
-                               + (f", repeated up to {policy.repeat} time(s)" if policy.repeat else ""))
+    await alerts.record(
+        session,
+        alert,
+        "page",
+        "applied",
+        engine_actor(policy.name),
+        now=now,
+        flush=False,
+        reason=f"escalation policy {policy.name} started: {len(steps)} step(s)"
+        + (f", repeated up to {policy.repeat} time(s)" if policy.repeat else ""),
+    )
     return row
 
 
@@ -99,33 +113,50 @@ async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime,
     """The alert was acknowledged or closed (``why``): its timer goes, in the caller's
     transaction, and the pages already sent are redrawn (through the outbox, after them). True
     when there was a timer (the timeline then says so)."""
-    result = await session.execute(delete(AlertEscalation).where(AlertEscalation.alert_id == alert.id)
-                                   .execution_options(synchronize_session=False))
-    sent = list(await session.scalars(select(Page).where(Page.alert_id == alert.id, Page.status == SENT,
-                                                         Page.slack_ts.is_not(None))))
+    result = await session.execute(
+        delete(AlertEscalation).where(AlertEscalation.alert_id == alert.id).execution_options(synchronize_session=False)
+    )
+    sent = list(
+        await session.scalars(
+            select(Page).where(Page.alert_id == alert.id, Page.status == SENT, Page.slack_ts.is_not(None))
+        )
+    )
     team = await session.get(Team, alert.team_id) if sent and alert.team_id is not None else None
     for page in sent:  # the pages already in Slack are redrawn (after them: the same outbox channel)
-        await outbox.enqueue(session, page.target or page.slack_channel, PAGE, alert_id=alert.id,
-                             payload={"page": page.id, "update": True}, flush=False,
-                             slack_team_id=team.slack_team_id if team else None,
-                             enterprise_id=team.enterprise_id if team else None)
+        await outbox.enqueue(
+            session,
+            page.target or page.slack_channel,
+            PAGE,
+            alert_id=alert.id,
+            payload={"page": page.id, "update": True},
+            flush=False,
+            slack_team_id=team.slack_team_id if team else None,
+            enterprise_id=team.enterprise_id if team else None,
+        )
     if result.rowcount:
-        await alerts.record(session, alert, "page", "applied", actor, reason=f"escalation stopped: {why}", now=now,
-                            flush=False)
+        await alerts.record(
+            session, alert, "page", "applied", actor, reason=f"escalation stopped: {why}", now=now, flush=False
+        )
     return bool(result.rowcount)
 
 
 # --- one step ------------------------------------------------------------------------------------
-async def _people(session: AsyncSession, team: Team, step: escalation.Step, now: datetime, cache: dict
-                  ) -> tuple[list[User], str | None, str | None]:
+async def _people(
+    session: AsyncSession, team: Team, step: escalation.Step, now: datetime, cache: dict
+) -> tuple[list[User], str | None, str | None]:
     """``(people, why they are paged, why nobody)`` for a person-step, resolved now (the
     on-call person of a schedule once per tick: ``cache``)."""
     if step.kind == "user":
         return ([step.user] if step.user is not None else []), "named in the policy", "the person no longer exists"
     if step.kind == "team":
-        members = list(await session.scalars(
-            select(User).join(TeamMember, TeamMember.user_id == User.id)
-            .where(TeamMember.team_id == team.id).order_by(User.name, User.id)))
+        members = list(
+            await session.scalars(
+                select(User)
+                .join(TeamMember, TeamMember.user_id == User.id)
+                .where(TeamMember.team_id == team.id)
+                .order_by(User.name, User.id)
+            )
+        )
         return members, f"member of {team.name}", f"team {team.name} has no members"
     assert step.schedule is not None
     key = ("on call", step.schedule.id)
@@ -137,16 +168,25 @@ async def _people(session: AsyncSession, team: Team, step: escalation.Step, now:
     return [shift.who], f"on call in schedule {step.schedule.name}", None
 
 
-async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: EscalationPolicy,
-                     step: escalation.Step, repeat_round: int, now: datetime, cache: dict) -> int:
+async def _fire_step(
+    session: AsyncSession,
+    alert: Alert,
+    team: Team,
+    policy: EscalationPolicy,
+    step: escalation.Step,
+    repeat_round: int,
+    now: datetime,
+    cache: dict,
+) -> int:
     """Notify the step's target; how many notifications were queued (0: it reached nobody).
     The outbox keeps its own (real) clock: a page is due for delivery as soon as it is queued."""
     label = step_label(step.position, repeat_round)
     actor = engine_actor(policy.name)
 
     async def note(outcome: str, text: str) -> None:
-        await alerts.record(session, alert, "page", outcome, actor, reason=f"{label}: {text}"[:500], now=now,
-                            flush=False)
+        await alerts.record(
+            session, alert, "page", outcome, actor, reason=f"{label}: {text}"[:500], now=now, flush=False
+        )
 
     def page(**values) -> Page:
         row = Page(alert_id=alert.id, step=step.position, repeat_round=repeat_round, created_at=now, **values)
@@ -156,8 +196,16 @@ async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: Es
     if step.kind == "channel":
         row = page(channel=SLACK_CHANNEL, target=step.channel, status=QUEUED, reason="the team's channel")
         await session.flush()
-        await outbox.enqueue(session, step.channel, PAGE, alert_id=alert.id, payload={"page": row.id},
-                             slack_team_id=team.slack_team_id, enterprise_id=team.enterprise_id, flush=False)
+        await outbox.enqueue(
+            session,
+            step.channel,
+            PAGE,
+            alert_id=alert.id,
+            payload={"page": row.id},
+            slack_team_id=team.slack_team_id,
+            enterprise_id=team.enterprise_id,
+            flush=False,
+        )
         await note("applied", f"paged the channel {step.channel} (queued)")
         return 1
     people, why, nobody = await _people(session, team, step, now, cache)
@@ -165,8 +213,13 @@ async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: Es
         await note("skipped", f"{nobody}; nobody paged")
         return 0
     links = await alert_people.slack_links(session, {p.id for p in people if p.is_active}, team)
-    members = set(await session.scalars(select(TeamMember.user_id).where(TeamMember.team_id == team.id,
-                                                                         TeamMember.user_id.in_([p.id for p in people]))))
+    members = set(
+        await session.scalars(
+            select(TeamMember.user_id).where(
+                TeamMember.team_id == team.id, TeamMember.user_id.in_([p.id for p in people])
+            )
+        )
+    )
     queued = 0
     for person in dict.fromkeys(people):  # once each, in order
         who = f"{person.name} ({person.email})"
@@ -181,20 +234,35 @@ async def _fire_step(session: AsyncSession, alert: Alert, team: Team, policy: Es
         link = links.get(person.id)
         if link is None:
             page(user_id=person.id, channel=SLACK_DM, status=SKIPPED, reason=f"{why}; no Slack link")
-            await note("skipped", f"{who} not paged: no Slack account is linked in the workspace of "
-                                  f"{team.name}'s channel")
+            await note(
+                "skipped", f"{who} not paged: no Slack account is linked in the workspace of {team.name}'s channel"
+            )
             continue
         row = page(user_id=person.id, channel=SLACK_DM, target=link.slack_user_id, status=QUEUED, reason=why)
         await session.flush()
-        await outbox.enqueue(session, link.slack_user_id, PAGE, alert_id=alert.id, payload={"page": row.id},
-                             slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id, flush=False)
+        await outbox.enqueue(
+            session,
+            link.slack_user_id,
+            PAGE,
+            alert_id=alert.id,
+            payload={"page": row.id},
+            slack_team_id=link.slack_team_id,
+            enterprise_id=link.enterprise_id,
+            flush=False,
+        )
         await note("applied", f"paged {who}, {why}, by Slack DM (queued)")
         queued += 1
     return queued
 
 
-async def fire(session: AsyncSession, row: AlertEscalation, alert: Alert, now: datetime, forced: bool = False,
-               cache: dict | None = None) -> int:
+async def fire(
+    session: AsyncSession,
+    row: AlertEscalation,
+    alert: Alert,
+    now: datetime,
+    forced: bool = False,
+    cache: dict | None = None,
+) -> int:
     """Fire the row's step (claimed by the caller) and move the row on, or delete it when the
     alert needs no more paging or the policy has run its course. A step that reaches nobody
     falls through to the next one at once (never past the end of a round). Returns how many
@@ -226,16 +294,32 @@ async def fire(session: AsyncSession, row: AlertEscalation, alert: Alert, now: d
         row.due_at = _due(row, steps)
         if reached:
             return queued
-        await alerts.record(session, alert, "page", "applied", engine_actor(policy.name), now=now, flush=False,
-                            reason=f"{step_label(row.step - 1, row.repeat_round)} reached nobody: "
-                                   f"{step_label(row.step, row.repeat_round)} fires now")
+        await alerts.record(
+            session,
+            alert,
+            "page",
+            "applied",
+            engine_actor(policy.name),
+            now=now,
+            flush=False,
+            reason=f"{step_label(row.step - 1, row.repeat_round)} reached nobody: "
+            f"{step_label(row.step, row.repeat_round)} fires now",
+        )
     # The round is over: repeat, or stop.
     if row.repeat_round >= policy.repeat or not steps:
         await session.delete(row)
         rounds = policy.repeat + 1
-        await alerts.record(session, alert, "page", "applied", engine_actor(policy.name), now=now, flush=False,
-                            reason=f"escalation policy {policy.name} has run its course ({rounds} round(s)); "
-                                   "nobody more will be paged unless it is escalated")
+        await alerts.record(
+            session,
+            alert,
+            "page",
+            "applied",
+            engine_actor(policy.name),
+            now=now,
+            flush=False,
+            reason=f"escalation policy {policy.name} has run its course ({rounds} round(s)); "
+            "nobody more will be paged unless it is escalated",
+        )
         return queued
     last = steps[-1].delay_minutes
     row.round_started_at = max(now, row.round_started_at + timedelta(minutes=last + policy.repeat_after_minutes))
@@ -245,8 +329,16 @@ async def fire(session: AsyncSession, row: AlertEscalation, alert: Alert, now: d
     return queued
 
 
-async def escalate_now(session: AsyncSession, alert: Alert, actor: Actor, now: datetime, *,
-                       named: dict | None = None, note: str | None = None, request_id: str | None = None) -> str:
+async def escalate_now(
+    session: AsyncSession,
+    alert: Alert,
+    actor: Actor,
+    now: datetime,
+    *,
+    named: dict | None = None,
+    note: str | None = None,
+    request_id: str | None = None,
+) -> str:
     """OpsGenie's escalate: the next step of the alert's escalation fires now (a finished
     escalation starts again from step 1). ``named``: the request's ``escalation``
     (``{"name": …}`` or ``{"id": …}``), which must be the team's policy. Returns the step fired;
@@ -255,36 +347,64 @@ async def escalate_now(session: AsyncSession, alert: Alert, actor: Actor, now: d
     team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
     if policy is None or team is None:
         owner = f"team {team.name}" if team is not None else "no team"
-        raise InvalidInput(f"this alert belongs to {owner}, which has no escalation policy, so it can't be "
-                           "escalated; assign it or add a responder instead")
+        raise InvalidInput(
+            f"this alert belongs to {owner}, which has no escalation policy, so it can't be "
+            "escalated; assign it or add a responder instead"
+        )
     if named is not None:
         if not isinstance(named, dict) or not any(isinstance(named.get(k), str) for k in ("id", "name")):
             raise InvalidInput('escalation must be an object: {"name": "…"} or {"id": "…"}')
         if named.get("name") not in (None, policy.name) or named.get("id") not in (None, str(policy.id)):
             given = named.get("name") or named.get("id")
-            raise InvalidInput(f"escalation {given!r} is not the policy of team {team.name} "
-                               f"({policy.name}, id {policy.id})")
+            raise InvalidInput(
+                f"escalation {given!r} is not the policy of team {team.name} ({policy.name}, id {policy.id})"
+            )
     if alert.status != "open":
-        await alerts.record(session, alert, "escalate", "noop", actor, reason="the alert is closed", now=now,
-                            request_id=request_id)
+        await alerts.record(
+            session, alert, "escalate", "noop", actor, reason="the alert is closed", now=now, request_id=request_id
+        )
         raise AlreadyDone(f"Alert #{alert.id} is closed: nothing to escalate.", "Alert is already closed")
     if alert.acknowledged:
-        await alerts.record(session, alert, "escalate", "noop", actor, request_id=request_id, now=now,
-                            reason="the alert is acknowledged: its escalation stopped")
-        raise AlreadyDone(f"Alert #{alert.id} is acknowledged: its escalation stopped.",
-                          "Alert is already acknowledged")
-    row = await session.scalar(select(AlertEscalation).where(AlertEscalation.alert_id == alert.id)
-                               .with_for_update().execution_options(populate_existing=True))
+        await alerts.record(
+            session,
+            alert,
+            "escalate",
+            "noop",
+            actor,
+            request_id=request_id,
+            now=now,
+            reason="the alert is acknowledged: its escalation stopped",
+        )
+        raise AlreadyDone(
+            f"Alert #{alert.id} is acknowledged: its escalation stopped.", "Alert is already acknowledged"
+        )
+    row = await session.scalar(
+        select(AlertEscalation)
+        .where(AlertEscalation.alert_id == alert.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if row is None or row.policy_id != policy.id:
         if row is not None:
             await session.delete(row)
             await session.flush()
-        row = AlertEscalation(alert_id=alert.id, policy_id=policy.id, step=0, repeat_round=0, round_started_at=now,
-                              due_at=now)
+        row = AlertEscalation(
+            alert_id=alert.id, policy_id=policy.id, step=0, repeat_round=0, round_started_at=now, due_at=now
+        )
         session.add(row)
     fired = step_label(row.step, row.repeat_round)
-    await alerts.record(session, alert, "escalate", "applied", actor, reason=f"{fired} of {policy.name} fires now",
-                        note=note, request_id=request_id, now=now, flush=False)
+    await alerts.record(
+        session,
+        alert,
+        "escalate",
+        "applied",
+        actor,
+        reason=f"{fired} of {policy.name} fires now",
+        note=note,
+        request_id=request_id,
+        now=now,
+        flush=False,
+    )
     await fire(session, row, alert, now, forced=True)
     await session.flush()
     return fired
@@ -292,17 +412,25 @@ async def escalate_now(session: AsyncSession, alert: Alert, actor: Actor, now: d
 
 # --- the engine ----------------------------------------------------------------------------------
 async def due_ids(session: AsyncSession, now: datetime, limit: int = 100) -> list[int]:
-    return list(await session.scalars(
-        select(AlertEscalation.alert_id).where(AlertEscalation.due_at <= now)
-        .order_by(AlertEscalation.due_at).limit(limit)))
+    return list(
+        await session.scalars(
+            select(AlertEscalation.alert_id)
+            .where(AlertEscalation.due_at <= now)
+            .order_by(AlertEscalation.due_at)
+            .limit(limit)
+        )
+    )
 
 
 async def claim_and_fire(session: AsyncSession, alert_id: int, now: datetime, cache: dict | None = None) -> int | None:
     """Claim the alert's due timer and fire it, in the caller's transaction; None when it is
     not due any more or another process holds it (``SKIP LOCKED``)."""
     row = await session.scalar(
-        select(AlertEscalation).where(AlertEscalation.alert_id == alert_id, AlertEscalation.due_at <= now)
-        .with_for_update(skip_locked=True).execution_options(populate_existing=True))
+        select(AlertEscalation)
+        .where(AlertEscalation.alert_id == alert_id, AlertEscalation.due_at <= now)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
     if row is None:
         return None
     alert = await session.get(Alert, alert_id, populate_existing=True)
@@ -320,8 +448,13 @@ class PagingEngine:
     sleeps until the next timer is due (by ``now``), ``wake()`` or ``poll_interval``.
     ``on_paged(channel)`` is called after each commit that queued pages (the outbox is woken)."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], now: Callable[[], datetime] = utcnow,
-                 on_paged: Callable[[str | None], None] | None = None, poll_interval: float = POLL_INTERVAL) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        now: Callable[[], datetime] = utcnow,
+        on_paged: Callable[[str | None], None] | None = None,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.now = now
         self.on_paged = on_paged
@@ -381,7 +514,7 @@ class PagingEngine:
                 failures = 0
             except Exception:  # the database is unreachable or broken: say so, back off, go on
                 failures += 1
-                delay = min(30.0, 2.0 ** failures)
+                delay = min(30.0, 2.0**failures)
                 logger.exception("Paging engine could not fire due escalation steps; trying again in %.0f s", delay)
             if self._stopping:
                 break
@@ -397,17 +530,27 @@ async def page_and_person(session: AsyncSession, page_id: object) -> tuple[Page 
     return page, person
 
 
-async def record_delivery(session: AsyncSession, page: Page, status: str, text: str, now: datetime,
-                          where: tuple[str, str] | None = None) -> None:
+async def record_delivery(
+    session: AsyncSession, page: Page, status: str, text: str, now: datetime, where: tuple[str, str] | None = None
+) -> None:
     """What became of a queued page (and ``where`` Slack put it), on its row and the alert's
     timeline — once: a page already settled is left as it is."""
     placed = {"slack_channel": where[0], "slack_ts": where[1] or None} if where else {}
     changed = await session.execute(
-        update(Page).where(Page.id == page.id, Page.status == QUEUED)
+        update(Page)
+        .where(Page.id == page.id, Page.status == QUEUED)
         .values(status=status, settled_at=now, reason=f"{page.reason or ''}; {text}"[:300], **placed)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     alert = await session.get(Alert, page.alert_id)
     if changed.rowcount and alert is not None:
         outcome = {SENT: "applied", FAILED: "failed"}.get(status, "skipped")
-        await alerts.record(session, alert, "page", outcome, engine_actor(None), now=now,
-                            reason=f"{step_label(page.step, page.repeat_round)}: {text}"[:500])
+        await alerts.record(
+            session,
+            alert,
+            "page",
+            outcome,
+            engine_actor(None),
+            now=now,
+            reason=f"{step_label(page.step, page.repeat_round)}: {text}"[:500],
+        )

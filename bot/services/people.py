@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.ids import parse_id
 from bot.services import external_accounts, users
-from bot.services.external_accounts import AccountRow
 from bot.services.audit import Who
 from bot.services.errors import AlreadyExists, InvalidInput, NotFound
+from bot.services.external_accounts import AccountRow
 from storage.models import ExternalAccount, SlackLink, User
 
 PER_PAGE = 50
@@ -75,12 +75,20 @@ def _slack_row(link: SlackLink, person: User, account: ExternalAccount | None) -
     else:
         by = account.connected_by if made_by_connect else None
     return AccountRow(
-        f"a:{account.id}" if account is not None else f"l:{link.id}", "slack", link.workspace_id,
-        link.slack_user_id, account.handle if account is not None else None,
+        f"a:{account.id}" if account is not None else f"l:{link.id}",
+        "slack",
+        link.workspace_id,
+        link.slack_user_id,
+        account.handle if account is not None else None,
         link.slack_email or (account.email if account is not None else None),
         link.slack_name or (account.display_name if account is not None else None),
-        link.via, link.created_at, by, account.match if account is not None else None,
-        account.match_detail if account is not None else None, AccountRow.of(account).flags if account is not None else ())
+        link.via,
+        link.created_at,
+        by,
+        account.match if account is not None else None,
+        account.match_detail if account is not None else None,
+        AccountRow.of(account).flags if account is not None else (),
+    )
 
 
 def _people_with_accounts(provider: str | None) -> list:
@@ -94,8 +102,15 @@ def _people_with_accounts(provider: str | None) -> list:
     return [slack, other]
 
 
-async def people_page(session: AsyncSession, *, show: str = "all", provider: str | None = None,
-                      q: str | None = None, page: int = 1, per_page: int = PER_PAGE) -> Page[PersonRow]:
+async def people_page(
+    session: AsyncSession,
+    *,
+    show: str = "all",
+    provider: str | None = None,
+    q: str | None = None,
+    page: int = 1,
+    per_page: int = PER_PAGE,
+) -> Page[PersonRow]:
     """People by email with every account connected to them. ``unlinked``: people with no
     connected account (of ``provider``); ``all`` with a provider: people with one. ``q``
     matches the person's email or name, or the email, name or handle of one of their accounts."""
@@ -109,16 +124,28 @@ async def people_page(session: AsyncSession, *, show: str = "all", provider: str
         query = query.where(or_(*(User.id.in_(ids) for ids in _people_with_accounts(provider))))
     if q and q.strip():
         pattern = _like(q)
-        by_account = select(ExternalAccount.user_id).where(ExternalAccount.user_id.is_not(None), or_(
-            func.lower(ExternalAccount.email).like(pattern, escape="\\"),
-            func.lower(ExternalAccount.display_name).like(pattern, escape="\\"),
-            func.lower(ExternalAccount.handle).like(pattern, escape="\\")))
-        by_slack = select(SlackLink.user_id).where(or_(
-            func.lower(SlackLink.slack_email).like(pattern, escape="\\"),
-            func.lower(SlackLink.slack_name).like(pattern, escape="\\")))
-        query = query.where(or_(User.email.like(pattern, escape="\\"),
-                                func.lower(User.name).like(pattern, escape="\\"),
-                                User.id.in_(by_account), User.id.in_(by_slack)))
+        by_account = select(ExternalAccount.user_id).where(
+            ExternalAccount.user_id.is_not(None),
+            or_(
+                func.lower(ExternalAccount.email).like(pattern, escape="\\"),
+                func.lower(ExternalAccount.display_name).like(pattern, escape="\\"),
+                func.lower(ExternalAccount.handle).like(pattern, escape="\\"),
+            ),
+        )
+        by_slack = select(SlackLink.user_id).where(
+            or_(
+                func.lower(SlackLink.slack_email).like(pattern, escape="\\"),
+                func.lower(SlackLink.slack_name).like(pattern, escape="\\"),
+            )
+        )
+        query = query.where(
+            or_(
+                User.email.like(pattern, escape="\\"),
+                func.lower(User.name).like(pattern, escape="\\"),
+                User.id.in_(by_account),
+                User.id.in_(by_slack),
+            )
+        )
     page = max(1, page)
     people = list(await session.scalars(query.order_by(User.email).offset((page - 1) * per_page).limit(per_page + 1)))
     has_next = len(people) > per_page
@@ -129,21 +156,38 @@ async def people_page(session: AsyncSession, *, show: str = "all", provider: str
         people_by_id = {p.id: p for p in people}
         links = await session.execute(
             select(SlackLink, ExternalAccount)
-            .outerjoin(ExternalAccount, and_(ExternalAccount.provider == "slack",
-                                             ExternalAccount.tenant == SlackLink.workspace_id,
-                                             ExternalAccount.external_id == SlackLink.slack_user_id))
-            .where(SlackLink.user_id.in_(ids)).order_by(SlackLink.workspace_id, SlackLink.id))
+            .outerjoin(
+                ExternalAccount,
+                and_(
+                    ExternalAccount.provider == "slack",
+                    ExternalAccount.tenant == SlackLink.workspace_id,
+                    ExternalAccount.external_id == SlackLink.slack_user_id,
+                ),
+            )
+            .where(SlackLink.user_id.in_(ids))
+            .order_by(SlackLink.workspace_id, SlackLink.id)
+        )
         for link, account in links:
             by_person[link.user_id].append(_slack_row(link, people_by_id[link.user_id], account))
-        others = await session.scalars(select(ExternalAccount).where(ExternalAccount.user_id.in_(ids)).order_by(
-            ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.external_id))
+        others = await session.scalars(
+            select(ExternalAccount)
+            .where(ExternalAccount.user_id.in_(ids))
+            .order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.external_id)
+        )
         for account in others:
             by_person[account.user_id].append(AccountRow.of(account))
     return Page([PersonRow(p, by_person[p.id]) for p in people], page, has_next)
 
 
-async def loose_accounts_page(session: AsyncSession, *, ambiguous: bool = False, provider: str | None = None,
-                              q: str | None = None, page: int = 1, per_page: int = PER_PAGE) -> Page[AccountRow]:
+async def loose_accounts_page(
+    session: AsyncSession,
+    *,
+    ambiguous: bool = False,
+    provider: str | None = None,
+    q: str | None = None,
+    page: int = 1,
+    per_page: int = PER_PAGE,
+) -> Page[AccountRow]:
     """Recorded accounts connected to no one; ``ambiguous``: only those whose email matched
     more than one person when auto-linking was tried."""
     query = select(ExternalAccount).where(external_accounts.not_connected())
@@ -153,14 +197,22 @@ async def loose_accounts_page(session: AsyncSession, *, ambiguous: bool = False,
         query = query.where(ExternalAccount.provider == provider)
     if q and q.strip():
         pattern = _like(q)
-        query = query.where(or_(func.lower(ExternalAccount.email).like(pattern, escape="\\"),
-                                func.lower(ExternalAccount.display_name).like(pattern, escape="\\"),
-                                func.lower(ExternalAccount.handle).like(pattern, escape="\\"),
-                                func.lower(ExternalAccount.external_id).like(pattern, escape="\\")))
+        query = query.where(
+            or_(
+                func.lower(ExternalAccount.email).like(pattern, escape="\\"),
+                func.lower(ExternalAccount.display_name).like(pattern, escape="\\"),
+                func.lower(ExternalAccount.handle).like(pattern, escape="\\"),
+                func.lower(ExternalAccount.external_id).like(pattern, escape="\\"),
+            )
+        )
     page = max(1, page)
-    rows = list(await session.scalars(query.order_by(ExternalAccount.provider, ExternalAccount.tenant,
-                                                     ExternalAccount.external_id)
-                                      .offset((page - 1) * per_page).limit(per_page + 1)))
+    rows = list(
+        await session.scalars(
+            query.order_by(ExternalAccount.provider, ExternalAccount.tenant, ExternalAccount.external_id)
+            .offset((page - 1) * per_page)
+            .limit(per_page + 1)
+        )
+    )
     return Page([AccountRow.of(a) for a in rows[:per_page]], page, len(rows) > per_page)
 
 
@@ -188,8 +240,7 @@ async def account_by_key(session: AsyncSession, key: str | None, *, record: bool
     if kind == "a":
         # About to change it: lock the row (PostgreSQL; SQLite's write transactions are serial),
         # so two admins changing one account at once take turns and the second sees the first.
-        account = await session.get(ExternalAccount, number, with_for_update=record or None,
-                                    populate_existing=record)
+        account = await session.get(ExternalAccount, number, with_for_update=record or None, populate_existing=record)
     else:
         link = await session.get(SlackLink, number)
         account = await external_accounts.account_for_link(session, link, record=record) if link is not None else None
@@ -217,22 +268,28 @@ async def _check_still(session: AsyncSession, account: ExternalAccount, expected
     if current is None:
         raise NotFound(f"{external_accounts.describe(account)} is not connected to anyone any more.")
     if current.id != expected_id:
-        raise AlreadyExists(f"{external_accounts.describe(account)} is now connected to {current.email}, not to whom "
-                            "the page showed: look at it again.")
+        raise AlreadyExists(
+            f"{external_accounts.describe(account)} is now connected to {current.email}, not to whom "
+            "the page showed: look at it again."
+        )
     return current
 
 
 # --- changes by an admin ---------------------------------------------------------------------
-async def connect_by_admin(session: AsyncSession, admin: User, key: str | None, email: str | None) -> tuple[ExternalAccount, User]:
+async def connect_by_admin(
+    session: AsyncSession, admin: User, key: str | None, email: str | None
+) -> tuple[ExternalAccount, User]:
     """Connect an account connected to no one. One that is connected already is refused
     (move it instead), as is a second Slack user of the same workspace for one person."""
     person = await person_by_email(session, email)
     account = await account_by_key(session, key, record=True)
-    previous = await external_accounts.connect(session, account, person, via="admin", who=Who.person(admin, "web"),
-                                               detail="connected by an admin on the web")
+    previous = await external_accounts.connect(
+        session, account, person, via="admin", who=Who.person(admin, "web"), detail="connected by an admin on the web"
+    )
     if previous is not None:  # theirs already (anyone else's was refused): nothing to connect
-        raise AlreadyExists(f"{external_accounts.describe(account)} is already connected to {previous.email}; "
-                            "move it instead.")
+        raise AlreadyExists(
+            f"{external_accounts.describe(account)} is already connected to {previous.email}; move it instead."
+        )
     return account, person
 
 
@@ -246,28 +303,40 @@ async def plan_move(session: AsyncSession, key: str | None, email: str | None, *
         raise InvalidInput(f"{external_accounts.describe(account)} is already connected to {to_person.email}.")
     replaces = None
     if account.provider == "slack":
-        other = await session.scalar(select(SlackLink).where(
-            SlackLink.user_id == to_person.id, SlackLink.workspace_id == account.tenant))
+        other = await session.scalar(
+            select(SlackLink).where(SlackLink.user_id == to_person.id, SlackLink.workspace_id == account.tenant)
+        )
         if other is not None:
             replaces = f"{to_person.email}'s own Slack link to {other.slack_user_id} in {account.tenant}"
     return MovePlan(account, from_person, to_person, replaces)
 
 
-async def move_by_admin(session: AsyncSession, admin: User, key: str | None, email: str | None,
-                        expected_from: str | None) -> MovePlan:
+async def move_by_admin(
+    session: AsyncSession, admin: User, key: str | None, email: str | None, expected_from: str | None
+) -> MovePlan:
     """Move an account from the person the confirm page showed to another person."""
     plan = await plan_move(session, key, email, record=True)
     await _check_still(session, plan.account, expected_from)
-    await external_accounts.connect(session, plan.account, plan.to_person, via="admin", who=Who.person(admin, "web"),
-                             replace=True, detail=f"moved from {plan.from_person.email} by an admin on the web")
+    await external_accounts.connect(
+        session,
+        plan.account,
+        plan.to_person,
+        via="admin",
+        who=Who.person(admin, "web"),
+        replace=True,
+        detail=f"moved from {plan.from_person.email} by an admin on the web",
+    )
     return plan
 
 
-async def remove_by_admin(session: AsyncSession, admin: User, key: str | None, expected_from: str | None) -> tuple[ExternalAccount, User]:
+async def remove_by_admin(
+    session: AsyncSession, admin: User, key: str | None, expected_from: str | None
+) -> tuple[ExternalAccount, User]:
     account = await account_by_key(session, key, record=True)
     person = await _check_still(session, account, expected_from)
-    await external_accounts.disconnect(session, account, who=Who.person(admin, "web"),
-                                detail="removed by an admin on the web")
+    await external_accounts.disconnect(
+        session, account, who=Who.person(admin, "web"), detail="removed by an admin on the web"
+    )
     return account, person
 
 
@@ -285,6 +354,7 @@ async def remove_own(session: AsyncSession, user: User, account_id: int) -> Exte
     account = await own_account(session, user, account_id)
     if account is None:
         return None
-    await external_accounts.disconnect(session, account, who=Who.person(user, "web"),
-                                detail="removed on their account page")
+    await external_accounts.disconnect(
+        session, account, who=Who.person(user, "web"), detail="removed on their account page"
+    )
     return account

@@ -19,16 +19,17 @@ Definitions (README, "Alerts and reports on the web"):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import Date, Integer, and_, case, cast, exists, func, literal_column, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.ids import Intent
 from bot.services import access, external_accounts, outbox
 from bot.services.access import Reason
-from bot.ids import Intent
 from bot.services.errors import InvalidInput
 from storage.base import utcnow
 from storage.models import Alert, AlertEvent, ExternalAccount, SlackLink, Team, User
@@ -48,11 +49,11 @@ class Period:
 
     @property
     def start(self) -> datetime:
-        return datetime.combine(self.since, time(), timezone.utc)
+        return datetime.combine(self.since, time(), UTC)
 
     @property
     def end(self) -> datetime:
-        return datetime.combine(self.until + timedelta(days=1), time(), timezone.utc)
+        return datetime.combine(self.until + timedelta(days=1), time(), UTC)
 
     @property
     def days(self) -> int:
@@ -63,7 +64,7 @@ class Period:
         return {k: v for k, v in values.items() if v}
 
     @classmethod
-    def parse(cls, params: Mapping[str, str], today: date | None = None) -> "Period":
+    def parse(cls, params: Mapping[str, str], today: date | None = None) -> Period:
         """From ``from``, ``to`` (UTC days, inclusive) and ``team``; ``InvalidInput`` says what is wrong."""
         today = today or utcnow().date()
 
@@ -144,10 +145,17 @@ async def _percentiles(session: AsyncSession, group, seconds, where: list, selec
     """``{group: (n, median, p90)}`` of ``seconds`` over the rows ``where``, by nearest rank,
     in one query: each row's rank within its group and the group's size, then the rows whose
     rank is ``ceil(n/2)`` and ``ceil(9n/10)`` (integer comparisons: no division)."""
-    ranked = (select(group.label("g"), seconds.label("s"),
-                     func.row_number().over(partition_by=group, order_by=seconds).label("r"),
-                     func.count().over(partition_by=group).label("n"))
-              .select_from(select_from).where(*where).subquery())
+    ranked = (
+        select(
+            group.label("g"),
+            seconds.label("s"),
+            func.row_number().over(partition_by=group, order_by=seconds).label("r"),
+            func.count().over(partition_by=group).label("n"),
+        )
+        .select_from(select_from)
+        .where(*where)
+        .subquery()
+    )
     r, n, s = ranked.c.r, ranked.c.n, ranked.c.s
     median = func.max(case((and_(r * 2 >= n, (r - 1) * 2 < n), s)))
     p90 = func.max(case((and_(r * 10 >= n * 9, (r - 1) * 10 < n * 9), s)))
@@ -203,70 +211,143 @@ async def report(session: AsyncSession, user: User, period: Period) -> Report:
     joined = Alert.__table__.outerjoin(Team.__table__, Team.id == Alert.team_id)
     ooh = out_of_hours(session, Alert.created_at)
     counts = await session.execute(
-        select(team_name, func.count(), func.sum(case((Alert.acknowledged.is_(True), 1), else_=0)),
-               func.sum(case((Alert.status == "closed", 1), else_=0)), func.sum(case((ooh, 1), else_=0)))
-        .select_from(joined).where(*where).group_by(team_name).order_by(team_name))
+        select(
+            team_name,
+            func.count(),
+            func.sum(case((Alert.acknowledged.is_(True), 1), else_=0)),
+            func.sum(case((Alert.status == "closed", 1), else_=0)),
+            func.sum(case((ooh, 1), else_=0)),
+        )
+        .select_from(joined)
+        .where(*where)
+        .group_by(team_name)
+        .order_by(team_name)
+    )
     teams = {name: TeamRow(name, n, int(a or 0), int(c or 0), int(o or 0)) for name, n, a, c, o in counts}
     anonymous = await session.execute(
-        select(team_name, func.count()).select_from(joined.join(AlertEvent.__table__, AlertEvent.alert_id == Alert.id))
-        .where(*where, AlertEvent.anonymous.is_(True), AlertEvent.outcome == "applied").group_by(team_name))
+        select(team_name, func.count())
+        .select_from(joined.join(AlertEvent.__table__, AlertEvent.alert_id == Alert.id))
+        .where(*where, AlertEvent.anonymous.is_(True), AlertEvent.outcome == "applied")
+        .group_by(team_name)
+    )
     for name, n in anonymous:
         teams.setdefault(name, TeamRow(name)).anonymous_actions = n
-    mtta = await _percentiles(session, team_name, _seconds(session, Alert.acknowledged_at, Alert.created_at),
-                              [*where, Alert.acknowledged_at.is_not(None)], joined)
-    mttr = await _percentiles(session, team_name, _seconds(session, Alert.closed_at, Alert.created_at),
-                              [*where, Alert.closed_at.is_not(None)], joined)
+    mtta = await _percentiles(
+        session,
+        team_name,
+        _seconds(session, Alert.acknowledged_at, Alert.created_at),
+        [*where, Alert.acknowledged_at.is_not(None)],
+        joined,
+    )
+    mttr = await _percentiles(
+        session,
+        team_name,
+        _seconds(session, Alert.closed_at, Alert.created_at),
+        [*where, Alert.closed_at.is_not(None)],
+        joined,
+    )
     for name, row in teams.items():
         _, row.mtta_median, row.mtta_p90 = mtta.get(name, (0, None, None))
         _, row.mttr_median, row.mttr_p90 = mttr.get(name, (0, None, None))
-    total = TeamRow("All teams shown", *(sum(getattr(t, f) for t in teams.values())
-                                          for f in ("alerts", "acknowledged", "closed", "out_of_hours",
-                                                    "anonymous_actions")))
-    everyone = await _percentiles(session, literal_column("'all'"), _seconds(session, Alert.acknowledged_at, Alert.created_at),
-                                  [*where, Alert.acknowledged_at.is_not(None)])
+    total = TeamRow(
+        "All teams shown",
+        *(
+            sum(getattr(t, f) for t in teams.values())
+            for f in ("alerts", "acknowledged", "closed", "out_of_hours", "anonymous_actions")
+        ),
+    )
+    everyone = await _percentiles(
+        session,
+        literal_column("'all'"),
+        _seconds(session, Alert.acknowledged_at, Alert.created_at),
+        [*where, Alert.acknowledged_at.is_not(None)],
+    )
     _, total.mtta_median, total.mtta_p90 = everyone.get("all", (0, None, None))
-    everyone = await _percentiles(session, literal_column("'all'"), _seconds(session, Alert.closed_at, Alert.created_at),
-                                  [*where, Alert.closed_at.is_not(None)])
+    everyone = await _percentiles(
+        session,
+        literal_column("'all'"),
+        _seconds(session, Alert.closed_at, Alert.created_at),
+        [*where, Alert.closed_at.is_not(None)],
+    )
     _, total.mttr_median, total.mttr_p90 = everyone.get("all", (0, None, None))
 
     # People: what they did to the period's alerts (applied acknowledgements and closes).
-    acted = Alert.__table__.join(AlertEvent.__table__, AlertEvent.alert_id == Alert.id) \
-        .join(User.__table__, User.id == AlertEvent.actor_user_id)
+    acted = Alert.__table__.join(AlertEvent.__table__, AlertEvent.alert_id == Alert.id).join(
+        User.__table__, User.id == AlertEvent.actor_user_id
+    )
     done = [*where, AlertEvent.outcome == "applied", AlertEvent.action.in_(("acknowledge", "close"))]
     rows = await session.execute(
-        select(User.id, User.name, User.email,
-               func.sum(case((AlertEvent.action == "acknowledge", 1), else_=0)),
-               func.sum(case((AlertEvent.action == "close", 1), else_=0)),
-               func.sum(case((out_of_hours(session, AlertEvent.at), 1), else_=0)))
-        .select_from(acted).where(*done).group_by(User.id, User.name, User.email))
+        select(
+            User.id,
+            User.name,
+            User.email,
+            func.sum(case((AlertEvent.action == "acknowledge", 1), else_=0)),
+            func.sum(case((AlertEvent.action == "close", 1), else_=0)),
+            func.sum(case((out_of_hours(session, AlertEvent.at), 1), else_=0)),
+        )
+        .select_from(acted)
+        .where(*done)
+        .group_by(User.id, User.name, User.email)
+    )
     persons = {uid: PersonRow(name, email, int(a or 0), int(c or 0), int(o or 0)) for uid, name, email, a, c, o in rows}
-    person_mtta = await _percentiles(session, AlertEvent.actor_user_id, _seconds(session, AlertEvent.at, Alert.created_at),
-                                     [*where, AlertEvent.outcome == "applied", AlertEvent.action == "acknowledge",
-                                      AlertEvent.actor_user_id.is_not(None)],
-                                     Alert.__table__.join(AlertEvent.__table__, AlertEvent.alert_id == Alert.id))
+    person_mtta = await _percentiles(
+        session,
+        AlertEvent.actor_user_id,
+        _seconds(session, AlertEvent.at, Alert.created_at),
+        [
+            *where,
+            AlertEvent.outcome == "applied",
+            AlertEvent.action == "acknowledge",
+            AlertEvent.actor_user_id.is_not(None),
+        ],
+        Alert.__table__.join(AlertEvent.__table__, AlertEvent.alert_id == Alert.id),
+    )
     for uid, row in persons.items():
         _, row.mtta_median, row.mtta_p90 = person_mtta.get(uid, (0, None, None))
 
     day = _day(session, Alert.created_at)
-    days = [(d if isinstance(d, date) else date.fromisoformat(d), n) for d, n in await session.execute(
-        select(day, func.count()).where(*where).group_by(day).order_by(day))]
-    aliases = [(a, n, int(c or 0)) for a, n, c in await session.execute(
-        select(Alert.alias, func.count(), func.sum(Alert.count)).where(*where).group_by(Alert.alias)
-        .order_by(func.count().desc(), func.sum(Alert.count).desc(), Alert.alias).limit(TOP))]
+    days = [
+        (d if isinstance(d, date) else date.fromisoformat(d), n)
+        for d, n in await session.execute(select(day, func.count()).where(*where).group_by(day).order_by(day))
+    ]
+    aliases = [
+        (a, n, int(c or 0))
+        for a, n, c in await session.execute(
+            select(Alert.alias, func.count(), func.sum(Alert.count))
+            .where(*where)
+            .group_by(Alert.alias)
+            .order_by(func.count().desc(), func.sum(Alert.count).desc(), Alert.alias)
+            .limit(TOP)
+        )
+    ]
     source = func.coalesce(Alert.source, "(none)")
-    sources = [(s, n, int(c or 0)) for s, n, c in await session.execute(
-        select(source, func.count(), func.sum(Alert.count)).where(*where).group_by(source)
-        .order_by(func.count().desc(), source).limit(TOP))]
-    return Report(period, sorted(teams.values(), key=lambda t: t.team),
-                  sorted(persons.values(), key=lambda p: (-(p.acknowledged + p.closed), p.name)),
-                  _every_day(period, days), aliases, sources, total)
+    sources = [
+        (s, n, int(c or 0))
+        for s, n, c in await session.execute(
+            select(source, func.count(), func.sum(Alert.count))
+            .where(*where)
+            .group_by(source)
+            .order_by(func.count().desc(), source)
+            .limit(TOP)
+        )
+    ]
+    return Report(
+        period,
+        sorted(teams.values(), key=lambda t: t.team),
+        sorted(persons.values(), key=lambda p: (-(p.acknowledged + p.closed), p.name)),
+        _every_day(period, days),
+        aliases,
+        sources,
+        total,
+    )
 
 
 def _every_day(period: Period, found: list[tuple[date, int]]) -> list[tuple[date, int]]:
     """Every day of the period, with 0 for days without alerts (the chart's x axis)."""
     counts = dict(found)
-    return [(period.since + timedelta(days=i), counts.get(period.since + timedelta(days=i), 0))
-            for i in range(period.days)]
+    return [
+        (period.since + timedelta(days=i), counts.get(period.since + timedelta(days=i), 0)) for i in range(period.days)
+    ]
 
 
 # --- linking health (admins) --------------------------------------------------------------------
@@ -283,30 +364,71 @@ class UnlinkedClicker:
 async def linking_health(session: AsyncSession, period: Period) -> dict[str, list]:
     """For admins: Slack users whose clicks were refused for want of a link in the period and
     are still not linked; links per workspace; accounts connected to no one, per provider."""
-    still_unlinked = not_(exists().where(SlackLink.workspace_id == AlertEvent.slack_workspace_id,
-                                         SlackLink.slack_user_id == AlertEvent.slack_user_id))
-    name = (select(func.max(ExternalAccount.display_name))
-            .where(ExternalAccount.provider == "slack", ExternalAccount.tenant == AlertEvent.slack_workspace_id,
-                   ExternalAccount.external_id == AlertEvent.slack_user_id).correlate(AlertEvent).scalar_subquery())
-    clickers = [UnlinkedClicker(w, u, n, at, nm) for w, u, n, at, nm in await session.execute(
-        select(AlertEvent.slack_workspace_id, AlertEvent.slack_user_id, func.count(), func.max(AlertEvent.at),
-               func.max(name))
-        .where(AlertEvent.action.in_(("acknowledge", "close", "assign")), _in_period(AlertEvent.at, period),
-               AlertEvent.outcome == "denied", AlertEvent.reason == Reason.NOT_LINKED.value,
-               AlertEvent.slack_user_id.is_not(None), AlertEvent.slack_workspace_id.is_not(None), still_unlinked)
-        .group_by(AlertEvent.slack_workspace_id, AlertEvent.slack_user_id)
-        .order_by(func.count().desc(), AlertEvent.slack_user_id).limit(200))]
-    workspaces = list(await session.execute(
-        select(SlackLink.workspace_id, func.max(SlackLink.workspace_name), func.count(),
-               func.sum(case((SlackLink.email_verified.is_(True), 1), else_=0)),
-               func.sum(case((SlackLink.needs_review.is_(True), 1), else_=0)))
-        .group_by(SlackLink.workspace_id).order_by(SlackLink.workspace_id)))
-    loose = list(await session.execute(
-        select(ExternalAccount.provider, func.count()).where(external_accounts.not_connected())
-        .group_by(ExternalAccount.provider).order_by(ExternalAccount.provider)))
-    return {"clickers": clickers,
-            "workspaces": [(w, n or "", c, int(v or 0), int(r or 0)) for w, n, c, v, r in workspaces],
-            "loose": [(p, c) for p, c in loose]}
+    still_unlinked = not_(
+        exists().where(
+            SlackLink.workspace_id == AlertEvent.slack_workspace_id, SlackLink.slack_user_id == AlertEvent.slack_user_id
+        )
+    )
+    name = (
+        select(func.max(ExternalAccount.display_name))
+        .where(
+            ExternalAccount.provider == "slack",
+            ExternalAccount.tenant == AlertEvent.slack_workspace_id,
+            ExternalAccount.external_id == AlertEvent.slack_user_id,
+        )
+        .correlate(AlertEvent)
+        .scalar_subquery()
+    )
+    clickers = [
+        UnlinkedClicker(w, u, n, at, nm)
+        for w, u, n, at, nm in await session.execute(
+            select(
+                AlertEvent.slack_workspace_id,
+                AlertEvent.slack_user_id,
+                func.count(),
+                func.max(AlertEvent.at),
+                func.max(name),
+            )
+            .where(
+                AlertEvent.action.in_(("acknowledge", "close", "assign")),
+                _in_period(AlertEvent.at, period),
+                AlertEvent.outcome == "denied",
+                AlertEvent.reason == Reason.NOT_LINKED.value,
+                AlertEvent.slack_user_id.is_not(None),
+                AlertEvent.slack_workspace_id.is_not(None),
+                still_unlinked,
+            )
+            .group_by(AlertEvent.slack_workspace_id, AlertEvent.slack_user_id)
+            .order_by(func.count().desc(), AlertEvent.slack_user_id)
+            .limit(200)
+        )
+    ]
+    workspaces = list(
+        await session.execute(
+            select(
+                SlackLink.workspace_id,
+                func.max(SlackLink.workspace_name),
+                func.count(),
+                func.sum(case((SlackLink.email_verified.is_(True), 1), else_=0)),
+                func.sum(case((SlackLink.needs_review.is_(True), 1), else_=0)),
+            )
+            .group_by(SlackLink.workspace_id)
+            .order_by(SlackLink.workspace_id)
+        )
+    )
+    loose = list(
+        await session.execute(
+            select(ExternalAccount.provider, func.count())
+            .where(external_accounts.not_connected())
+            .group_by(ExternalAccount.provider)
+            .order_by(ExternalAccount.provider)
+        )
+    )
+    return {
+        "clickers": clickers,
+        "workspaces": [(w, n or "", c, int(v or 0), int(r or 0)) for w, n, c, v, r in workspaces],
+        "loose": [(p, c) for p, c in loose],
+    }
 
 
 async def remind_to_link(session: AsyncSession, admin: User, workspace_id: str, slack_user_id: str) -> int:
@@ -320,18 +442,29 @@ async def remind_to_link(session: AsyncSession, admin: User, workspace_id: str, 
     if "\x00" in workspace_id + slack_user_id:
         raise InvalidInput("That Slack user has no refused clicks waiting for a link: no reminder was sent.")
     refused = await session.scalar(
-        select(func.count()).where(AlertEvent.outcome == "denied", AlertEvent.reason == Reason.NOT_LINKED.value,
-                                   AlertEvent.slack_workspace_id == workspace_id,
-                                   AlertEvent.slack_user_id == slack_user_id))
-    linked = await session.scalar(select(SlackLink.id).where(SlackLink.workspace_id == workspace_id,
-                                                            SlackLink.slack_user_id == slack_user_id))
+        select(func.count()).where(
+            AlertEvent.outcome == "denied",
+            AlertEvent.reason == Reason.NOT_LINKED.value,
+            AlertEvent.slack_workspace_id == workspace_id,
+            AlertEvent.slack_user_id == slack_user_id,
+        )
+    )
+    linked = await session.scalar(
+        select(SlackLink.id).where(SlackLink.workspace_id == workspace_id, SlackLink.slack_user_id == slack_user_id)
+    )
     if not refused or linked is not None:
-        raise InvalidInput("That Slack user has no refused clicks waiting for a link (or is linked now): "
-                           "no reminder was sent.")
+        raise InvalidInput(
+            "That Slack user has no refused clicks waiting for a link (or is linked now): no reminder was sent."
+        )
     team_id, enterprise_id = (None, workspace_id) if workspace_id.startswith("E") else (workspace_id, None)
-    await outbox.enqueue(session, slack_user_id, outbox.MESSAGE,
-                         payload=outbox.intent(Intent.LINK_REMINDER, refused=int(refused)),
-                         slack_team_id=team_id, enterprise_id=enterprise_id)
+    await outbox.enqueue(
+        session,
+        slack_user_id,
+        outbox.MESSAGE,
+        payload=outbox.intent(Intent.LINK_REMINDER, refused=int(refused)),
+        slack_team_id=team_id,
+        enterprise_id=enterprise_id,
+    )
     return int(refused)
 
 
@@ -347,15 +480,43 @@ def _secs(value: float | None) -> str:
 def table_rows(rep: Report | None, health: dict | None, name: str) -> tuple[list[str], list[list[Any]]]:
     """``(header, rows)`` of one of the report's tables, as the CSV export writes it."""
     if name == "teams":
-        return (["team", "alerts", "acknowledged", "closed", "out_of_hours", "anonymous_actions",
-                 "mtta_median_s", "mtta_p90_s", "mttr_median_s", "mttr_p90_s"],
-                [[t.team, t.alerts, t.acknowledged, t.closed, t.out_of_hours, t.anonymous_actions,
-                  _secs(t.mtta_median), _secs(t.mtta_p90), _secs(t.mttr_median), _secs(t.mttr_p90)]
-                 for t in [*rep.teams, rep.total]])
+        return (
+            [
+                "team",
+                "alerts",
+                "acknowledged",
+                "closed",
+                "out_of_hours",
+                "anonymous_actions",
+                "mtta_median_s",
+                "mtta_p90_s",
+                "mttr_median_s",
+                "mttr_p90_s",
+            ],
+            [
+                [
+                    t.team,
+                    t.alerts,
+                    t.acknowledged,
+                    t.closed,
+                    t.out_of_hours,
+                    t.anonymous_actions,
+                    _secs(t.mtta_median),
+                    _secs(t.mtta_p90),
+                    _secs(t.mttr_median),
+                    _secs(t.mttr_p90),
+                ]
+                for t in [*rep.teams, rep.total]
+            ],
+        )
     if name == "people":
-        return (["person", "email", "acknowledged", "closed", "out_of_hours_actions", "mtta_median_s", "mtta_p90_s"],
-                [[p.name, p.email, p.acknowledged, p.closed, p.out_of_hours, _secs(p.mtta_median), _secs(p.mtta_p90)]
-                 for p in rep.people])
+        return (
+            ["person", "email", "acknowledged", "closed", "out_of_hours_actions", "mtta_median_s", "mtta_p90_s"],
+            [
+                [p.name, p.email, p.acknowledged, p.closed, p.out_of_hours, _secs(p.mtta_median), _secs(p.mtta_p90)]
+                for p in rep.people
+            ],
+        )
     if name == "days":
         return ["day", "alerts"], [[d.isoformat(), n] for d, n in rep.days]
     if name == "aliases":
@@ -363,9 +524,13 @@ def table_rows(rep: Report | None, health: dict | None, name: str) -> tuple[list
     if name == "sources":
         return ["source", "alerts", "occurrences"], [list(r) for r in rep.sources]
     if name == "unlinked":
-        return (["workspace", "slack_user", "name", "refused_clicks", "last_refused_at"],
-                [[c.workspace_id, c.slack_user_id, c.name or "", c.refused, c.last_at.isoformat()]
-                 for c in health["clickers"]])
+        return (
+            ["workspace", "slack_user", "name", "refused_clicks", "last_refused_at"],
+            [
+                [c.workspace_id, c.slack_user_id, c.name or "", c.refused, c.last_at.isoformat()]
+                for c in health["clickers"]
+            ],
+        )
     if name == "workspaces":
         return ["workspace", "name", "links", "email_verified", "needs_review"], [list(r) for r in health["workspaces"]]
     if name == "unconnected":

@@ -27,11 +27,17 @@ from bot.services import teams, users
 from bot.services.errors import AlreadyExists, InvalidInput, NotFound
 from bot.services.oncall import schedule as maths
 from bot.services.oncall.schedule import Override, Rotation, Schedule, ScheduleError, Shift, Window
-from storage import repositories as repo
 from storage.base import utcnow
 from storage.models import (
-    EscalationPolicy, EscalationStep, OncallOverride, OncallParticipant, OncallRestriction, OncallRotation,
-    OncallSchedule, Team, User,
+    EscalationPolicy,
+    EscalationStep,
+    OncallOverride,
+    OncallParticipant,
+    OncallRestriction,
+    OncallRotation,
+    OncallSchedule,
+    Team,
+    User,
 )
 
 MAX_NAME = 100
@@ -77,8 +83,9 @@ async def active_member(session: AsyncSession, team: Team, email: str, item: str
     return user
 
 
-async def _checked_rotations(session: AsyncSession, team: Team,
-                             specs: list[RotationSpec]) -> list[tuple[RotationSpec, list[User | None]]]:
+async def _checked_rotations(
+    session: AsyncSession, team: Team, specs: list[RotationSpec]
+) -> list[tuple[RotationSpec, list[User | None]]]:
     if len(specs) > MAX_ROTATIONS:
         raise InvalidInput(f"a schedule has at most {MAX_ROTATIONS} rotations")
     out = []
@@ -89,10 +96,19 @@ async def _checked_rotations(session: AsyncSession, team: Team,
             raise InvalidInput(f"{item}: at most {MAX_PARTICIPANTS} participants")
         if len(spec.restrictions) > MAX_RESTRICTIONS:
             raise InvalidInput(f"{item}: at most {MAX_RESTRICTIONS} restrictions")
-        members = [None if email is None else await active_member(session, team, email, item)
-                   for email in spec.participants]
-        rotation = Rotation(name, tuple(u and u.id for u in members), spec.length, spec.unit, spec.start, spec.time_zone,
-                            spec.end, tuple(spec.restrictions))
+        members = [
+            None if email is None else await active_member(session, team, email, item) for email in spec.participants
+        ]
+        rotation = Rotation(
+            name,
+            tuple(u and u.id for u in members),
+            spec.length,
+            spec.unit,
+            spec.start,
+            spec.time_zone,
+            spec.end,
+            tuple(spec.restrictions),
+        )
         rotation.validate()
         for n, window in enumerate(spec.restrictions, 1):
             if window.start.second or window.start.microsecond or window.end.second or window.end.microsecond:
@@ -103,48 +119,74 @@ async def _checked_rotations(session: AsyncSession, team: Team,
     return out
 
 
-async def _write_rotations(session: AsyncSession, schedule: OncallSchedule,
-                           checked: list[tuple[RotationSpec, list[User | None]]]) -> None:
+async def _write_rotations(
+    session: AsyncSession, schedule: OncallSchedule, checked: list[tuple[RotationSpec, list[User | None]]]
+) -> None:
     """Replace the schedule's rotations with ``checked`` (old rows deleted first, so the
     per-schedule unique names and layers never meet)."""
     await session.execute(delete(OncallRotation).where(OncallRotation.schedule_id == schedule.id))
     for layer, (spec, members) in enumerate(checked):
-        rotation = OncallRotation(schedule_id=schedule.id, name=spec.name, layer=layer, length=spec.length,
-                                  length_unit=spec.unit, time_zone=spec.time_zone, starts_at=spec.start,
-                                  ends_at=spec.end)
+        rotation = OncallRotation(
+            schedule_id=schedule.id,
+            name=spec.name,
+            layer=layer,
+            length=spec.length,
+            length_unit=spec.unit,
+            time_zone=spec.time_zone,
+            starts_at=spec.start,
+            ends_at=spec.end,
+        )
         session.add(rotation)
         await session.flush()
-        session.add_all(OncallParticipant(rotation_id=rotation.id, position=n, user_id=u and u.id)
-                        for n, u in enumerate(members))
-        session.add_all(OncallRestriction(rotation_id=rotation.id, start_day=w.start_day,
-                                          start_minute=w.start.hour * 60 + w.start.minute, end_day=w.end_day,
-                                          end_minute=w.end.hour * 60 + w.end.minute)
-                        for w in spec.restrictions)
+        session.add_all(
+            OncallParticipant(rotation_id=rotation.id, position=n, user_id=u and u.id) for n, u in enumerate(members)
+        )
+        session.add_all(
+            OncallRestriction(
+                rotation_id=rotation.id,
+                start_day=w.start_day,
+                start_minute=w.start.hour * 60 + w.start.minute,
+                end_day=w.end_day,
+                end_minute=w.end.hour * 60 + w.end.minute,
+            )
+            for w in spec.restrictions
+        )
     await session.flush()
 
 
 # --- schedules -------------------------------------------------------------------------------
 async def require_schedule(session: AsyncSession, team_name: str, name: str) -> tuple[Team, OncallSchedule]:
     team = await teams.require_team(session, team_name)
-    schedule = await session.scalar(select(OncallSchedule).where(
-        OncallSchedule.team_id == team.id, OncallSchedule.name == (name or "").strip()))
+    schedule = await session.scalar(
+        select(OncallSchedule).where(OncallSchedule.team_id == team.id, OncallSchedule.name == (name or "").strip())
+    )
     if schedule is None:
         raise NotFound(f"team {team.name} has no schedule named {(name or '').strip()}")
     return team, schedule
 
 
 async def schedules_of_team(session: AsyncSession, team: Team) -> list[OncallSchedule]:
-    return list(await session.scalars(
-        select(OncallSchedule).where(OncallSchedule.team_id == team.id).order_by(OncallSchedule.name)))
+    return list(
+        await session.scalars(
+            select(OncallSchedule).where(OncallSchedule.team_id == team.id).order_by(OncallSchedule.name)
+        )
+    )
 
 
-async def create_schedule(session: AsyncSession, team_name: str, name: str, time_zone: str,
-                          rotations: list[RotationSpec], description: str | None = None) -> OncallSchedule:
+async def create_schedule(
+    session: AsyncSession,
+    team_name: str,
+    name: str,
+    time_zone: str,
+    rotations: list[RotationSpec],
+    description: str | None = None,
+) -> OncallSchedule:
     team = await teams.require_team(session, team_name)
     name = check_name(name, "schedule")
     maths.zone(time_zone, f"schedule {name!r}")
-    if await session.scalar(select(OncallSchedule.id).where(OncallSchedule.team_id == team.id,
-                                                            OncallSchedule.name == name)):
+    if await session.scalar(
+        select(OncallSchedule.id).where(OncallSchedule.team_id == team.id, OncallSchedule.name == name)
+    ):
         raise AlreadyExists(f"team {team.name} already has a schedule named {name}")
     checked = await _checked_rotations(session, team, rotations)
     schedule = OncallSchedule(team_id=team.id, name=name, time_zone=time_zone, description=description)
@@ -158,15 +200,23 @@ async def create_schedule(session: AsyncSession, team_name: str, name: str, time
     return schedule
 
 
-async def update_schedule(session: AsyncSession, team_name: str, name: str, *, new_name: str | None = None,
-                          time_zone: str | None = None, rotations: list[RotationSpec] | None = None,
-                          description: str | None = None) -> OncallSchedule:
+async def update_schedule(
+    session: AsyncSession,
+    team_name: str,
+    name: str,
+    *,
+    new_name: str | None = None,
+    time_zone: str | None = None,
+    rotations: list[RotationSpec] | None = None,
+    description: str | None = None,
+) -> OncallSchedule:
     """Change what is given; ``rotations`` replaces all of them (overrides stay)."""
     team, schedule = await require_schedule(session, team_name, name)
     if new_name is not None:
         new_name = check_name(new_name, "schedule")
-        if new_name != schedule.name and await session.scalar(select(OncallSchedule.id).where(
-                OncallSchedule.team_id == team.id, OncallSchedule.name == new_name)):
+        if new_name != schedule.name and await session.scalar(
+            select(OncallSchedule.id).where(OncallSchedule.team_id == team.id, OncallSchedule.name == new_name)
+        ):
             raise AlreadyExists(f"team {team.name} already has a schedule named {new_name}")
     if time_zone is not None:
         maths.zone(time_zone, f"schedule {schedule.name!r}")
@@ -192,26 +242,41 @@ async def update_schedule(session: AsyncSession, team_name: str, name: str, *, n
 async def delete_schedule(session: AsyncSession, team_name: str, name: str) -> None:
     """Delete it with its rotations and overrides — unless an escalation step names it."""
     team, schedule = await require_schedule(session, team_name, name)
-    used = (await session.execute(
-        select(Team.name, EscalationStep.position)
-        .join(EscalationPolicy, EscalationPolicy.id == EscalationStep.policy_id)
-        .join(Team, Team.id == EscalationPolicy.team_id)
-        .where(EscalationStep.target_schedule_id == schedule.id).order_by(EscalationStep.position).limit(1))).first()
+    used = (
+        await session.execute(
+            select(Team.name, EscalationStep.position)
+            .join(EscalationPolicy, EscalationPolicy.id == EscalationStep.policy_id)
+            .join(Team, Team.id == EscalationPolicy.team_id)
+            .where(EscalationStep.target_schedule_id == schedule.id)
+            .order_by(EscalationStep.position)
+            .limit(1)
+        )
+    ).first()
     if used:
-        raise InvalidInput(f"schedule {schedule.name} is step {used.position + 1} of team {used.name}'s escalation "
-                           "policy; change the policy first")
+        raise InvalidInput(
+            f"schedule {schedule.name} is step {used.position + 1} of team {used.name}'s escalation "
+            "policy; change the policy first"
+        )
     await session.delete(schedule)
     await session.flush()
 
 
 # --- overrides -------------------------------------------------------------------------------
-async def add_override(session: AsyncSession, team_name: str, schedule_name: str, email: str,
-                       start: datetime, end: datetime, created_by: str | None = None) -> OncallOverride:
+async def add_override(
+    session: AsyncSession,
+    team_name: str,
+    schedule_name: str,
+    email: str,
+    start: datetime,
+    end: datetime,
+    created_by: str | None = None,
+) -> OncallOverride:
     team, schedule = await require_schedule(session, team_name, schedule_name)
     user = await active_member(session, team, email, "override")
     Override(user.id, start, end, f"override for {user.email}").validate()
-    override = OncallOverride(schedule_id=schedule.id, user_id=user.id, starts_at=start, ends_at=end,
-                              created_by=created_by)
+    override = OncallOverride(
+        schedule_id=schedule.id, user_id=user.id, starts_at=start, ends_at=end, created_by=created_by
+    )
     session.add(override)
     await session.flush()
     return override
@@ -226,45 +291,71 @@ async def delete_override(session: AsyncSession, team_name: str, schedule_name: 
     await session.flush()
 
 
-async def overrides(session: AsyncSession, schedule: OncallSchedule, start: datetime, end: datetime) -> list[OncallOverride]:
+async def overrides(
+    session: AsyncSession, schedule: OncallSchedule, start: datetime, end: datetime
+) -> list[OncallOverride]:
     """The overrides meeting [start, end), in the order they were made."""
-    return list(await session.scalars(select(OncallOverride).where(
-        OncallOverride.schedule_id == schedule.id, OncallOverride.ends_at > start, OncallOverride.starts_at < end,
-    ).order_by(OncallOverride.id)))
+    return list(
+        await session.scalars(
+            select(OncallOverride)
+            .where(
+                OncallOverride.schedule_id == schedule.id,
+                OncallOverride.ends_at > start,
+                OncallOverride.starts_at < end,
+            )
+            .order_by(OncallOverride.id)
+        )
+    )
 
 
 # --- reading ---------------------------------------------------------------------------------
-async def rotations(session: AsyncSession,
-                    schedule: OncallSchedule) -> list[tuple[OncallRotation, list[User | None], list[Window]]]:
+async def rotations(
+    session: AsyncSession, schedule: OncallSchedule
+) -> list[tuple[OncallRotation, list[User | None], list[Window]]]:
     """The schedule's rotations, lowest layer first, with participants (in order; None: a
     "nobody" slot) and windows."""
-    rows = list(await session.scalars(select(OncallRotation).where(OncallRotation.schedule_id == schedule.id)
-                                      .order_by(OncallRotation.layer)))
+    rows = list(
+        await session.scalars(
+            select(OncallRotation).where(OncallRotation.schedule_id == schedule.id).order_by(OncallRotation.layer)
+        )
+    )
     ids = [r.id for r in rows]
     people: dict[int, list[User | None]] = {i: [] for i in ids}
     windows: dict[int, list[Window]] = {i: [] for i in ids}
     if ids:
         for rotation_id, user in await session.execute(
-                select(OncallParticipant.rotation_id, User).outerjoin(User, User.id == OncallParticipant.user_id)
-                .where(OncallParticipant.rotation_id.in_(ids)).order_by(OncallParticipant.position)):
+            select(OncallParticipant.rotation_id, User)
+            .outerjoin(User, User.id == OncallParticipant.user_id)
+            .where(OncallParticipant.rotation_id.in_(ids))
+            .order_by(OncallParticipant.position)
+        ):
             people[rotation_id].append(user)
-        for r in await session.scalars(select(OncallRestriction).where(OncallRestriction.rotation_id.in_(ids))
-                                       .order_by(OncallRestriction.id)):
-            windows[r.rotation_id].append(Window(time(r.start_minute // 60, r.start_minute % 60),
-                                                 time(r.end_minute // 60, r.end_minute % 60), r.start_day, r.end_day))
+        for r in await session.scalars(
+            select(OncallRestriction).where(OncallRestriction.rotation_id.in_(ids)).order_by(OncallRestriction.id)
+        ):
+            windows[r.rotation_id].append(
+                Window(
+                    time(r.start_minute // 60, r.start_minute % 60),
+                    time(r.end_minute // 60, r.end_minute % 60),
+                    r.start_day,
+                    r.end_day,
+                )
+            )
     return [(r, people[r.id], windows[r.id]) for r in rows]
 
 
 async def load(session: AsyncSession, schedule: OncallSchedule, start: datetime, end: datetime) -> Schedule:
     """The schedule as the maths takes it, with ``User`` rows as the people (overrides: those
     meeting [start, end))."""
-    layers = tuple(Rotation(r.name, tuple(members), r.length, r.length_unit, r.starts_at, r.time_zone, r.ends_at,
-                            tuple(ws))
-                   for r, members, ws in await rotations(session, schedule))
+    layers = tuple(
+        Rotation(r.name, tuple(members), r.length, r.length_unit, r.starts_at, r.time_zone, r.ends_at, tuple(ws))
+        for r, members, ws in await rotations(session, schedule)
+    )
     found = await overrides(session, schedule, start, end)
     by_id = await users.users_by_id(session, {o.user_id for o in found})
-    return Schedule(layers, tuple(Override(by_id[o.user_id], o.starts_at, o.ends_at, f"override {o.id}")
-                                  for o in found))
+    return Schedule(
+        layers, tuple(Override(by_id[o.user_id], o.starts_at, o.ends_at, f"override {o.id}") for o in found)
+    )
 
 
 async def shifts(session: AsyncSession, schedule: OncallSchedule, start: datetime, end: datetime) -> list[Shift]:
@@ -273,15 +364,19 @@ async def shifts(session: AsyncSession, schedule: OncallSchedule, start: datetim
     return maths.shifts(await load(session, schedule, start, end), start, end)
 
 
-async def who_is_on_call(session: AsyncSession, team: Team, at: datetime,
-                         horizon: timedelta = timedelta(days=8)) -> list[tuple[OncallSchedule, Shift]]:
+async def who_is_on_call(
+    session: AsyncSession, team: Team, at: datetime, horizon: timedelta = timedelta(days=8)
+) -> list[tuple[OncallSchedule, Shift]]:
     """For each of the team's schedules (by name), the shift at ``at`` (``who`` None: nobody)."""
-    return [(schedule, await on_call_in(session, schedule, at, horizon))
-            for schedule in await schedules_of_team(session, team)]
+    return [
+        (schedule, await on_call_in(session, schedule, at, horizon))
+        for schedule in await schedules_of_team(session, team)
+    ]
 
 
-async def on_call_in(session: AsyncSession, schedule: OncallSchedule, at: datetime,
-                     horizon: timedelta = timedelta(days=8)) -> Shift:
+async def on_call_in(
+    session: AsyncSession, schedule: OncallSchedule, at: datetime, horizon: timedelta = timedelta(days=8)
+) -> Shift:
     """The shift of one schedule at ``at`` (``who`` None: nobody): what an escalation step asks."""
     at = maths.instant(at, "at")
     loaded = await load(session, schedule, at - horizon, at + horizon)

@@ -35,8 +35,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -150,10 +151,14 @@ def reported(member: Any, workspace: Workspace) -> ReportedAccount:
     if confirmed is None:
         attrs["email_confirmed"] = "not reported by Slack"
     return ReportedAccount(
-        provider="slack", external_id=user_id, tenant=workspace.workspace_id,
-        handle=_text(member.get("name")), email=email,
+        provider="slack",
+        external_id=user_id,
+        tenant=workspace.workspace_id,
+        handle=_text(member.get("name")),
+        email=email,
         email_verified=confirmed is True or (confirmed is None and email is not None),
-        display_name=_text(profile.get("display_name")) or _text(member.get("real_name"))
+        display_name=_text(profile.get("display_name"))
+        or _text(member.get("real_name"))
         or _text(profile.get("real_name")),
         is_bot=user_id == SLACKBOT or any(_flag(member, k) for k in ("is_bot", "is_workflow_bot", "is_connector_bot")),
         is_deleted=_flag(member, "deleted"),
@@ -177,11 +182,21 @@ def confirmed_email(member: Any, workspace: Workspace) -> tuple[str | None, str 
         account = reported(member, workspace)
     except InvalidInput as err:
         return None, str(err)
-    why = ("a bot" if account.is_bot else "deleted or deactivated" if account.is_deleted
-           else "a guest" if account.is_guest else "an external (Slack Connect) user" if account.is_external
-           else "no email (or no users:read.email scope)" if not account.email
-           else "its email is not confirmed by Slack" if member.get("is_email_confirmed") is not True
-           else None)
+    why = (
+        "a bot"
+        if account.is_bot
+        else "deleted or deactivated"
+        if account.is_deleted
+        else "a guest"
+        if account.is_guest
+        else "an external (Slack Connect) user"
+        if account.is_external
+        else "no email (or no users:read.email scope)"
+        if not account.email
+        else "its email is not confirmed by Slack"
+        if member.get("is_email_confirmed") is not True
+        else None
+    )
     return (None, why) if why else (account.email, None)
 
 
@@ -211,8 +226,12 @@ class Entry:
     skip: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"slack_user": self.slack_user, "handle": self.handle, "email": self.email,
-                               "detail": self.detail}
+        out: dict[str, Any] = {
+            "slack_user": self.slack_user,
+            "handle": self.handle,
+            "email": self.email,
+            "detail": self.detail,
+        }
         if self.person is not None:
             out["person"] = self.person
         if self.candidates:
@@ -230,19 +249,30 @@ def skip_key(detail: str) -> str:
 
 def _entry(result: external_accounts.AutoLinkResult) -> Entry:
     account = result.account
-    return Entry(outcome=result.outcome.value, slack_user=account.external_id, handle=account.handle,
-                 email=account.email, person=result.person.email if result.person is not None else None,
-                 detail=result.detail, candidates=tuple(result.candidates),
-                 skip=skip_key(result.detail) if result.outcome is Outcome.SKIPPED else None)
+    return Entry(
+        outcome=result.outcome.value,
+        slack_user=account.external_id,
+        handle=account.handle,
+        email=account.email,
+        person=result.person.email if result.person is not None else None,
+        detail=result.detail,
+        candidates=tuple(result.candidates),
+        skip=skip_key(result.detail) if result.outcome is Outcome.SKIPPED else None,
+    )
 
 
-async def _record(session: AsyncSession, member: Any, workspace: Workspace, *, allowed: bool, who: Who,
-                  keep_attrs: bool = False) -> Entry:
+async def _record(
+    session: AsyncSession, member: Any, workspace: Workspace, *, allowed: bool, who: Who, keep_attrs: bool = False
+) -> Entry:
     try:
         report = reported(member, workspace)
     except InvalidInput as err:
-        return Entry(outcome="malformed", slack_user=str(member.get("id") if isinstance(member, dict) else "?")[:40],
-                     detail=str(err), skip="malformed")
+        return Entry(
+            outcome="malformed",
+            slack_user=str(member.get("id") if isinstance(member, dict) else "?")[:40],
+            detail=str(err),
+            skip="malformed",
+        )
     try:
         async with session.begin_nested():
             if keep_attrs:  # an event does not say the workspace's name: keep what a sync recorded
@@ -255,12 +285,18 @@ async def _record(session: AsyncSession, member: Any, workspace: Workspace, *, a
         detail = "changed by someone else at the same moment; run the sync again"
         if isinstance(err, AlreadyExists):
             detail = str(err)
-        return Entry(outcome=Outcome.CONFLICT.value, slack_user=report.external_id, handle=report.handle,
-                     email=report.email, detail=detail)
+        return Entry(
+            outcome=Outcome.CONFLICT.value,
+            slack_user=report.external_id,
+            handle=report.handle,
+            email=report.email,
+            detail=detail,
+        )
 
 
-async def record_page(session: AsyncSession, members: Iterable[Any], workspace: Workspace, *, allowed: bool,
-                      who: Who = SYNC) -> list[Entry]:
+async def record_page(
+    session: AsyncSession, members: Iterable[Any], workspace: Workspace, *, allowed: bool, who: Who = SYNC
+) -> list[Entry]:
     """Record one ``users.list`` page and auto-link it. The caller commits (one page, one
     transaction: an interrupted sync keeps the pages it finished, and a re-run changes nothing
     that is already right)."""
@@ -295,9 +331,13 @@ class SyncReport:
     warnings: list[str] = field(default_factory=list)
 
     def add(self, entries: Iterable[Entry]) -> None:
-        buckets = {Outcome.LINKED.value: self.linked, Outcome.AMBIGUOUS.value: self.ambiguous,
-                   Outcome.UNMATCHED.value: self.unmatched, Outcome.CONFLICT.value: self.conflicts,
-                   Outcome.UNLINKED.value: self.unlinked}
+        buckets = {
+            Outcome.LINKED.value: self.linked,
+            Outcome.AMBIGUOUS.value: self.ambiguous,
+            Outcome.UNMATCHED.value: self.unmatched,
+            Outcome.CONFLICT.value: self.conflicts,
+            Outcome.UNLINKED.value: self.unlinked,
+        }
         for entry in entries:
             self.users += 1
             if entry.outcome in buckets:
@@ -308,34 +348,57 @@ class SyncReport:
                 self.skipped[entry.skip or "other"] += 1
 
     def counts(self) -> dict[str, int]:
-        return {"users": self.users, "pages": self.pages, "linked": len(self.linked),
-                "ambiguous": len(self.ambiguous), "unmatched": len(self.unmatched),
-                "conflicts": len(self.conflicts), "unlinked": len(self.unlinked), "already": self.already,
-                "skipped": sum(self.skipped.values())}
+        return {
+            "users": self.users,
+            "pages": self.pages,
+            "linked": len(self.linked),
+            "ambiguous": len(self.ambiguous),
+            "unmatched": len(self.unmatched),
+            "conflicts": len(self.conflicts),
+            "unlinked": len(self.unlinked),
+            "already": self.already,
+            "skipped": sum(self.skipped.values()),
+        }
 
     def summary(self) -> str:
         c = self.counts()
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
-        text = (f"{c['users']} Slack users in {c['pages']} pages: {c['linked']} linked, {c['ambiguous']} ambiguous, "
-                f"{c['unmatched']} unmatched, {c['conflicts']} conflicts, {c['unlinked']} unlinked (deleted), "
-                f"{c['already']} already connected, {c['skipped']} skipped{f' ({skipped})' if skipped else ''}; "
-                f"auto-link by email {'on' if self.auto_link else 'off'}")
+        text = (
+            f"{c['users']} Slack users in {c['pages']} pages: {c['linked']} linked, {c['ambiguous']} ambiguous, "
+            f"{c['unmatched']} unmatched, {c['conflicts']} conflicts, {c['unlinked']} unlinked (deleted), "
+            f"{c['already']} already connected, {c['skipped']} skipped{f' ({skipped})' if skipped else ''}; "
+            f"auto-link by email {'on' if self.auto_link else 'off'}"
+        )
         return text + (f"; stopped early: {self.error}" if self.error else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "workspace": self.workspace.workspace_id, "team_id": self.workspace.team_id,
-            "enterprise_id": self.workspace.enterprise_id, "name": self.workspace.name,
-            "auto_link_by_email": self.auto_link, "complete": self.error is None, "error": self.error,
-            "counts": self.counts(), "rate_limited": self.rate_limited,
-            "linked": [e.as_dict() for e in self.linked], "ambiguous": [e.as_dict() for e in self.ambiguous],
-            "unmatched": [e.as_dict() for e in self.unmatched], "conflicts": [e.as_dict() for e in self.conflicts],
-            "unlinked": [e.as_dict() for e in self.unlinked], "skipped": dict(sorted(self.skipped.items())),
+            "workspace": self.workspace.workspace_id,
+            "team_id": self.workspace.team_id,
+            "enterprise_id": self.workspace.enterprise_id,
+            "name": self.workspace.name,
+            "auto_link_by_email": self.auto_link,
+            "complete": self.error is None,
+            "error": self.error,
+            "counts": self.counts(),
+            "rate_limited": self.rate_limited,
+            "linked": [e.as_dict() for e in self.linked],
+            "ambiguous": [e.as_dict() for e in self.ambiguous],
+            "unmatched": [e.as_dict() for e in self.unmatched],
+            "conflicts": [e.as_dict() for e in self.conflicts],
+            "unlinked": [e.as_dict() for e in self.unlinked],
+            "skipped": dict(sorted(self.skipped.items())),
             "warnings": list(self.warnings),
         }
 
 
 async def record_run(session: AsyncSession, report: SyncReport, who: Who = SYNC) -> None:
     """One ``import.run`` line on the audit log per workspace and run, with its counts."""
-    await audit.record(session, who, "import.run", provider="slack", tenant=report.workspace.workspace_id,
-                       detail=f"slack directory sync of {report.workspace}: {report.summary()}")
+    await audit.record(
+        session,
+        who,
+        "import.run",
+        provider="slack",
+        tenant=report.workspace.workspace_id,
+        detail=f"slack directory sync of {report.workspace}: {report.summary()}",
+    )

@@ -18,9 +18,9 @@ from __future__ import annotations
 import enum
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select, text, update
@@ -256,8 +256,13 @@ class LinkPreview:
             return EmailCheck.UNKNOWN
         if email != self.user.email:
             return EmailCheck.MISMATCH
-        confirmed = (self.request.slack_email_confirmed if self.request.slack_email
-                     else self.live_profile.email_confirmed if self.live_profile else None)
+        confirmed = (
+            self.request.slack_email_confirmed
+            if self.request.slack_email
+            else self.live_profile.email_confirmed
+            if self.live_profile
+            else None
+        )
         return EmailCheck.MATCH if confirmed else EmailCheck.UNCONFIRMED
 
     @property
@@ -295,12 +300,16 @@ async def usable_request(session: AsyncSession, nonce: str, now: datetime | None
     return request
 
 
-async def preview(session: AsyncSession, nonce: str, user: User, now: datetime | None = None,
-                  live_profile: SlackProfile | None = None) -> LinkPreview:
+async def preview(
+    session: AsyncSession, nonce: str, user: User, now: datetime | None = None, live_profile: SlackProfile | None = None
+) -> LinkPreview:
     request = await usable_request(session, nonce, now)
-    result = LinkPreview(request=request, user=user, live_profile=live_profile,
-                         require_match=await repo.workspace_setting(session, request.workspace_id,
-                                                                    REQUIRE_EMAIL_MATCH) == "true")
+    result = LinkPreview(
+        request=request,
+        user=user,
+        live_profile=live_profile,
+        require_match=await repo.workspace_setting(session, request.workspace_id, REQUIRE_EMAIL_MATCH) == "true",
+    )
     if request.pending_action is not None and request.pending_alert_id is not None:
         result.pending_alert = await session.get(Alert, request.pending_alert_id)
     current = await link_for_identity(session, request.workspace_id, request.slack_user_id)
@@ -342,8 +351,14 @@ class EmailMatchRequired(GenieError):
 
 
 async def redeem(
-    session: AsyncSession, nonce: str, user: User, replace: bool, now: datetime | None = None, *,
-    live_profile: SlackProfile | None = None, ownership_confirmed: bool = False,
+    session: AsyncSession,
+    nonce: str,
+    user: User,
+    replace: bool,
+    now: datetime | None = None,
+    *,
+    live_profile: SlackProfile | None = None,
+    ownership_confirmed: bool = False,
 ) -> SlackLink:
     """Consume the link request (exactly once) and link its Slack identity to ``user``.
 
@@ -402,19 +417,42 @@ async def redeem(
     who = Who.person(user, "web")
     for old in replaced:
         if old.slack_user_id != request.slack_user_id:  # the person's earlier Slack user here
-            await audit.record(session, who, "account.remove", subject=user, provider="slack",
-                               tenant=old.workspace_id, external_id=old.slack_user_id,
-                               detail=f"replaced by {request.slack_user_id} (one-time link)")
-    moved_from = next((old for old in replaced if old.slack_user_id == request.slack_user_id
-                       and old.user_id != user.id), None)
+            await audit.record(
+                session,
+                who,
+                "account.remove",
+                subject=user,
+                provider="slack",
+                tenant=old.workspace_id,
+                external_id=old.slack_user_id,
+                detail=f"replaced by {request.slack_user_id} (one-time link)",
+            )
+    moved_from = next(
+        (old for old in replaced if old.slack_user_id == request.slack_user_id and old.user_id != user.id), None
+    )
     if moved_from is not None:
         previous = await users.user_by_id(session, moved_from.user_id)
-        await audit.record(session, who, "account.move", subject=user, provider="slack", tenant=link.workspace_id,
-                           external_id=link.slack_user_id,
-                           detail=f"moved from {previous.email if previous else 'a removed person'} (one-time link)")
+        await audit.record(
+            session,
+            who,
+            "account.move",
+            subject=user,
+            provider="slack",
+            tenant=link.workspace_id,
+            external_id=link.slack_user_id,
+            detail=f"moved from {previous.email if previous else 'a removed person'} (one-time link)",
+        )
     elif not any(old.slack_user_id == request.slack_user_id for old in replaced):
-        await audit.record(session, who, "account.connect", subject=user, provider="slack", tenant=link.workspace_id,
-                           external_id=link.slack_user_id, detail="one-time link")
+        await audit.record(
+            session,
+            who,
+            "account.connect",
+            subject=user,
+            provider="slack",
+            tenant=link.workspace_id,
+            external_id=link.slack_user_id,
+            detail="one-time link",
+        )
     return link
 
 
@@ -426,8 +464,16 @@ async def current_link(session: AsyncSession, identity: SlackIdentity) -> SlackL
 
 async def _audit_unlink(session: AsyncSession, link: SlackLink, who: Who, detail: str) -> None:
     person = await users.user_by_id(session, link.user_id)
-    await audit.record(session, who, "account.remove", subject=person, provider="slack", tenant=link.workspace_id,
-                       external_id=link.slack_user_id, detail=detail)
+    await audit.record(
+        session,
+        who,
+        "account.remove",
+        subject=person,
+        provider="slack",
+        tenant=link.workspace_id,
+        external_id=link.slack_user_id,
+        detail=detail,
+    )
 
 
 async def unlink(session: AsyncSession, identity: SlackIdentity) -> SlackLink | None:
@@ -464,13 +510,17 @@ def unverified_reason(link: SlackLink, person_email: str) -> str:
 async def links_to_review(session: AsyncSession, user: User) -> list[SlackLink]:
     """The person's Slack links made without a matching confirmed email that they have not
     reviewed yet (``/account`` shows them in a banner)."""
-    return list(await session.scalars(select(SlackLink).where(SlackLink.user_id == user.id,
-                                                              SlackLink.needs_review.is_(True))
-                                      .order_by(SlackLink.created_at)))
+    return list(
+        await session.scalars(
+            select(SlackLink)
+            .where(SlackLink.user_id == user.id, SlackLink.needs_review.is_(True))
+            .order_by(SlackLink.created_at)
+        )
+    )
 
 
 async def keep_link(session: AsyncSession, user: User, link_id: int) -> SlackLink | None:
-    """"This is me": the person reviewed one of their own new links; another's is not found."""
+    """ "This is me": the person reviewed one of their own new links; another's is not found."""
     link = await session.get(SlackLink, link_id)
     if link is None or link.user_id != user.id:
         return None
@@ -517,7 +567,9 @@ async def link_for_user_in_workspace(session: AsyncSession, user_id: int, worksp
 
 
 async def links_of_user(session: AsyncSession, user_id: int) -> list[SlackLink]:
-    return list(await session.scalars(select(SlackLink).where(SlackLink.user_id == user_id).order_by(SlackLink.created_at)))
+    return list(
+        await session.scalars(select(SlackLink).where(SlackLink.user_id == user_id).order_by(SlackLink.created_at))
+    )
 
 
 async def all_links(session: AsyncSession, email: str | None = None) -> list[SlackLink]:
@@ -533,8 +585,9 @@ async def supersede_open_requests(session: AsyncSession, workspace_id: str, slac
     must not both leave a usable link: on PostgreSQL a transaction-scoped advisory lock per
     identity orders them (SQLite already runs writers one at a time: BEGIN IMMEDIATE)."""
     if session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                              {"k": f"genie-link:{workspace_id}:{slack_user_id}"})
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"genie-link:{workspace_id}:{slack_user_id}"}
+        )
     result = await session.execute(
         update(LinkRequest)
         .where(

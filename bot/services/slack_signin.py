@@ -64,10 +64,15 @@ async def sign_in(session: AsyncSession, claims: SlackClaims) -> tuple[User, str
     except GenieError:  # not an address at all
         email = None
     if not email or not claims.email_verified:
-        raise SlackSignInRefused("Slack did not give a confirmed email for your account, so Genie can't tell which "
-                                 "Genie account is yours. Sign in with your password instead.")
-    link = await session.scalar(select(SlackLink).where(SlackLink.workspace_id == claims.workspace_id,
-                                                        SlackLink.slack_user_id == claims.user_id))
+        raise SlackSignInRefused(
+            "Slack did not give a confirmed email for your account, so Genie can't tell which "
+            "Genie account is yours. Sign in with your password instead."
+        )
+    link = await session.scalar(
+        select(SlackLink).where(
+            SlackLink.workspace_id == claims.workspace_id, SlackLink.slack_user_id == claims.user_id
+        )
+    )
     linked_now = False
     if link is not None:
         user = await session.get(User, link.user_id)
@@ -77,28 +82,54 @@ async def sign_in(session: AsyncSession, claims: SlackClaims) -> tuple[User, str
             raise SlackSignInRefused(
                 f"Your Slack account is connected to the Genie account {user.email}, but Slack says your confirmed "
                 f"email is {email}. Sign in with your password; if the connection is wrong, disconnect it on your "
-                "account page.")
+                "account page."
+            )
     else:
-        people = list(await session.scalars(select(User).where(func.lower(User.email) == email,
-                                                               User.is_active.is_(True)).limit(2)))
+        people = list(
+            await session.scalars(
+                select(User).where(func.lower(User.email) == email, User.is_active.is_(True)).limit(2)
+            )
+        )
         if len(people) != 1:
-            raise SlackSignInRefused(f"No Genie account has the email {email} that Slack confirmed for you. Ask a "
-                                     "Genie admin for an account, or sign in with your password.")
+            raise SlackSignInRefused(
+                f"No Genie account has the email {email} that Slack confirmed for you. Ask a "
+                "Genie admin for an account, or sign in with your password."
+            )
         user = people[0]
-        other = await session.scalar(select(SlackLink).where(SlackLink.user_id == user.id,
-                                                             SlackLink.workspace_id == claims.workspace_id))
+        other = await session.scalar(
+            select(SlackLink).where(SlackLink.user_id == user.id, SlackLink.workspace_id == claims.workspace_id)
+        )
         if other is not None:
             raise SlackSignInRefused(
                 f"Your Genie account is connected to another Slack account in this workspace "
-                f"({other.slack_name or other.slack_user_id}). Sign in with that one, or with your password.")
-        session.add(SlackLink(user_id=user.id, workspace_id=claims.workspace_id, slack_user_id=claims.user_id,
-                              slack_team_id=claims.team_id, enterprise_id=claims.enterprise_id,
-                              workspace_name=claims.team_name, slack_name=claims.name, slack_email=email,
-                              via="signin", email_verified=True, needs_review=False))
+                f"({other.slack_name or other.slack_user_id}). Sign in with that one, or with your password."
+            )
+        session.add(
+            SlackLink(
+                user_id=user.id,
+                workspace_id=claims.workspace_id,
+                slack_user_id=claims.user_id,
+                slack_team_id=claims.team_id,
+                enterprise_id=claims.enterprise_id,
+                workspace_name=claims.team_name,
+                slack_name=claims.name,
+                slack_email=email,
+                via="signin",
+                email_verified=True,
+                needs_review=False,
+            )
+        )
         await session.flush()
-        await audit.record(session, audit.Who.person(user, "web"), "account.connect", subject=user, provider="slack",
-                           tenant=claims.workspace_id, external_id=claims.user_id,
-                           detail="Sign in with Slack (Slack's confirmed email matched)")
+        await audit.record(
+            session,
+            audit.Who.person(user, "web"),
+            "account.connect",
+            subject=user,
+            provider="slack",
+            tenant=claims.workspace_id,
+            external_id=claims.user_id,
+            detail="Sign in with Slack (Slack's confirmed email matched)",
+        )
         linked_now = True
     token = await users.start_session(session, user)
     return user, token, linked_now

@@ -38,7 +38,10 @@ async def all_teams_with_members(session: AsyncSession) -> list[tuple[Team, list
 async def teams_of_user(session: AsyncSession, user_id: int) -> list[Team]:
     return list(
         await session.scalars(
-            select(Team).join(TeamMember, TeamMember.team_id == Team.id).where(TeamMember.user_id == user_id).order_by(Team.name)
+            select(Team)
+            .join(TeamMember, TeamMember.team_id == Team.id)
+            .where(TeamMember.user_id == user_id)
+            .order_by(Team.name)
         )
     )
 
@@ -84,8 +87,12 @@ async def add_team(session: AsyncSession, name: str, channel: str | None = None,
     if await team_by_name(session, name):
         raise AlreadyExists(f"a team named {name} already exists")
     team_id, enterprise_id = _check_workspace(workspace)
-    team = Team(name=name, slack_channel_id=check_channel(channel) if channel else None,
-                slack_team_id=team_id, enterprise_id=enterprise_id)
+    team = Team(
+        name=name,
+        slack_channel_id=check_channel(channel) if channel else None,
+        slack_team_id=team_id,
+        enterprise_id=enterprise_id,
+    )
     session.add(team)
     await session.flush()
     return team

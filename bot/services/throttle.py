@@ -34,17 +34,27 @@ LIMITS: dict[str, tuple[int, timedelta]] = {
 KEEP = max(window for _, window in LIMITS.values())
 
 
-async def take(session: AsyncSession, kind: str, identity: SlackIdentity, now: datetime | None = None) -> timedelta | None:
+async def take(
+    session: AsyncSession, kind: str, identity: SlackIdentity, now: datetime | None = None
+) -> timedelta | None:
     """None, having counted one more ``kind`` for ``identity``; or how long until the oldest
     event in the window leaves it (nothing recorded)."""
     limit, window = LIMITS[kind]
     now = now or utcnow()
     workspace_id, user_id = identity.workspace_id[:32], identity.user_id[:32]  # the columns' size
-    recent = list(await session.scalars(
-        select(SlackThrottle.at).where(SlackThrottle.workspace_id == workspace_id,
-                                       SlackThrottle.slack_user_id == user_id,
-                                       SlackThrottle.kind == kind, SlackThrottle.at > now - window)
-        .order_by(SlackThrottle.at.desc()).limit(limit)))
+    recent = list(
+        await session.scalars(
+            select(SlackThrottle.at)
+            .where(
+                SlackThrottle.workspace_id == workspace_id,
+                SlackThrottle.slack_user_id == user_id,
+                SlackThrottle.kind == kind,
+                SlackThrottle.at > now - window,
+            )
+            .order_by(SlackThrottle.at.desc())
+            .limit(limit)
+        )
+    )
     if len(recent) >= limit:
         return max(recent[-1] + window - now, timedelta(seconds=1))
     session.add(SlackThrottle(kind=kind, workspace_id=workspace_id, slack_user_id=user_id, at=now))
@@ -53,7 +63,7 @@ async def take(session: AsyncSession, kind: str, identity: SlackIdentity, now: d
 
 
 def say(wait: timedelta) -> str:
-    """"3 minutes", "40 seconds": how a person is told to wait."""
+    """ "3 minutes", "40 seconds": how a person is told to wait."""
     seconds = max(1, math.ceil(wait.total_seconds()))
     if seconds >= 60:
         minutes = math.ceil(seconds / 60)
@@ -65,4 +75,3 @@ async def prune(session: AsyncSession, now: datetime | None = None) -> int:
     now = now or utcnow()
     result = await session.execute(delete(SlackThrottle).where(SlackThrottle.at <= now - KEEP))
     return result.rowcount or 0
-

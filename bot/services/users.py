@@ -40,9 +40,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
 from storage import repositories as repo
@@ -109,8 +109,13 @@ async def add_user(
         raise InvalidInput("a name is required (--name)")
     if await user_by_email(session, email):
         raise AlreadyExists(f"a user with email {email} already exists")
-    user = User(email=email, name=name, is_admin=is_admin, is_active=True,
-                password_hash=hash_password(password) if password is not None else None)
+    user = User(
+        email=email,
+        name=name,
+        is_admin=is_admin,
+        is_active=True,
+        password_hash=hash_password(password) if password is not None else None,
+    )
     session.add(user)
     try:
         await session.flush()
@@ -184,10 +189,14 @@ def _account_key(email: str) -> str:
 async def _wait_for(session: AsyncSession, where, limit: int, now: datetime) -> timedelta | None:
     """How long until fewer than ``limit`` failures matching ``where`` are in the window (None
     when there already are)."""
-    recent = list(await session.scalars(
-        select(SigninFailure.at).where(*where, SigninFailure.at > now - SIGNIN_WINDOW)
-        .order_by(SigninFailure.at.desc()).limit(limit)
-    ))
+    recent = list(
+        await session.scalars(
+            select(SigninFailure.at)
+            .where(*where, SigninFailure.at > now - SIGNIN_WINDOW)
+            .order_by(SigninFailure.at.desc())
+            .limit(limit)
+        )
+    )
     if len(recent) < limit:
         return None
     return recent[-1] + SIGNIN_WINDOW - now
@@ -199,20 +208,33 @@ async def check_signin_allowed(session: AsyncSession, email: str, address: str, 
     out by someone else's guesses."""
     now = now or utcnow()
     address = address[:64]
-    waits = [w for w in (
-        await _wait_for(session, (SigninFailure.account == _account_key(email), SigninFailure.address == address),
-                        MAX_FAILURES_PER_ACCOUNT, now),
-        # Settled failures only: sign-ins still being checked are not failures yet, and many
-        # people behind one address (an office, a VPN) may sign in at the same moment.
-        await _wait_for(session, (SigninFailure.address == address, SigninFailure.pending.is_(False)),
-                        MAX_FAILURES_PER_ADDRESS, now),
-    ) if w is not None]
+    waits = [
+        w
+        for w in (
+            await _wait_for(
+                session,
+                (SigninFailure.account == _account_key(email), SigninFailure.address == address),
+                MAX_FAILURES_PER_ACCOUNT,
+                now,
+            ),
+            # Settled failures only: sign-ins still being checked are not failures yet, and many
+            # people behind one address (an office, a VPN) may sign in at the same moment.
+            await _wait_for(
+                session,
+                (SigninFailure.address == address, SigninFailure.pending.is_(False)),
+                MAX_FAILURES_PER_ADDRESS,
+                now,
+            ),
+        )
+        if w is not None
+    ]
     if waits:
         raise TooManyAttempts(max(waits))
 
 
-async def sign_in(sessionmaker, email: str, password: str, address: str, old_token: str | None = None,
-                  now: datetime | None = None) -> tuple[User, str] | None:
+async def sign_in(
+    sessionmaker, email: str, password: str, address: str, old_token: str | None = None, now: datetime | None = None
+) -> tuple[User, str] | None:
     """Check the password behind the throttle and start a web session: ``(user, session token)``,
     None when the email or password is wrong (recorded as a failure), ``TooManyAttempts``
     (checking nothing) when throttled. ``old_token`` (the browser's earlier session) is ended.
@@ -245,9 +267,12 @@ async def sign_in(sessionmaker, email: str, password: str, address: str, old_tok
             await session.execute(update(SigninFailure).where(SigninFailure.id == attempt_id).values(pending=False))
             await session.execute(delete(SigninFailure).where(SigninFailure.at <= now - SIGNIN_WINDOW))
             return None
-        await session.execute(delete(SigninFailure).where(
-            (SigninFailure.id == attempt_id)
-            | ((SigninFailure.account == account) & (SigninFailure.address == address))))
+        await session.execute(
+            delete(SigninFailure).where(
+                (SigninFailure.id == attempt_id)
+                | ((SigninFailure.account == account) & (SigninFailure.address == address))
+            )
+        )
         if rehashed is not None:
             user.password_hash = rehashed
         await end_session(session, old_token)
@@ -264,8 +289,9 @@ async def start_session(session: AsyncSession, user: User, now: datetime | None 
     """A new random session token (never reuses one the browser brought: no fixation)."""
     now = now or utcnow()
     token = secrets.token_urlsafe(32)
-    session.add(WebSession(token_hash=_token_hash(token), user_id=user.id, created_at=now,
-                           expires_at=now + SESSION_LIFETIME))
+    session.add(
+        WebSession(token_hash=_token_hash(token), user_id=user.id, created_at=now, expires_at=now + SESSION_LIFETIME)
+    )
     await session.execute(delete(WebSession).where(WebSession.expires_at <= now))
     return token
 
@@ -321,9 +347,11 @@ class Invites:
             raise ValueError("at least one secret key is required")
         signer = TimestampSigner
         if clock is not None:
+
             class _Signer(TimestampSigner):
                 def get_timestamp(self) -> int:
                     return int(clock())
+
             signer = _Signer
         self._serializer = URLSafeTimedSerializer(list(reversed(keys)), salt=INVITE_SALT, signer=signer)
 
@@ -336,8 +364,13 @@ class Invites:
             raise InviteProblem("This invitation link has expired. Ask a Genie admin for a new one.") from None
         except BadSignature:
             raise InviteProblem("This invitation link isn't valid. Ask a Genie admin for a new one.") from None
-        if (not isinstance(payload, list) or len(payload) != 3 or not isinstance(payload[0], int)
-                or not isinstance(payload[1], str) or not isinstance(payload[2], int)):
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 3
+            or not isinstance(payload[0], int)
+            or not isinstance(payload[1], str)
+            or not isinstance(payload[2], int)
+        ):
             raise InviteProblem("This invitation link isn't valid. Ask a Genie admin for a new one.")
         user_id, fingerprint, days = payload
         if utcnow() - signed_at > timedelta(days=days):
@@ -364,8 +397,10 @@ async def invited_user(session: AsyncSession, invites: Invites, token: str) -> U
     if user is None or not user.is_active:
         raise InviteProblem("This invitation is no longer valid: the account was removed or deactivated.")
     if not hmac.compare_digest(fingerprint.encode(), _password_fingerprint(user.password_hash).encode()):
-        raise InviteProblem("This invitation link has already been used (or a newer one was sent). "
-                            "Sign in with your password, or ask a Genie admin for a new link.")
+        raise InviteProblem(
+            "This invitation link has already been used (or a newer one was sent). "
+            "Sign in with your password, or ask a Genie admin for a new link."
+        )
     return user
 
 
@@ -380,10 +415,14 @@ async def accept_invite(session: AsyncSession, invites: Invites, token: str, pas
     old = user.password_hash
     result = await session.execute(
         update(User)
-        .where(User.id == user.id, User.is_active.is_(True),
-               User.password_hash == old if old is not None else User.password_hash.is_(None))
+        .where(
+            User.id == user.id,
+            User.is_active.is_(True),
+            User.password_hash == old if old is not None else User.password_hash.is_(None),
+        )
         .values(password_hash=new_hash)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     if result.rowcount != 1:
         raise InviteProblem("This invitation link has already been used. Sign in with your password.")
     set_committed_value(user, "password_hash", new_hash)

@@ -25,8 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 
 #: The bot scopes Genie asks for (manifest.yml's, and OAuth mode's install request).
-BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "users:read.email", "channels:history",
-              "groups:history")
+BOT_SCOPES = (
+    "commands",
+    "chat:write",
+    "im:write",
+    "users:read",
+    "users:read.email",
+    "channels:history",
+    "groups:history",
+)
 SLACK_TIMEOUT = 10
 
 #: What a Slack Web API call can fail with: an error answer, a transport failure, a timeout.
@@ -54,14 +61,19 @@ class SlackClients:
         self.settings = settings
         self.installation_store: AsyncSQLAlchemyInstallationStore | None = None
         if settings.slack_mode == "oauth" and engine is not None and settings.slack_client_id:
-            self.installation_store = AsyncSQLAlchemyInstallationStore(client_id=settings.slack_client_id,
-                                                                       engine=engine)
+            self.installation_store = AsyncSQLAlchemyInstallationStore(
+                client_id=settings.slack_client_id, engine=engine
+            )
 
     def app_client(self) -> AsyncWebClient:
         """The client given to Bolt: Bolt copies its base URL and retry handlers per request."""
         token = self.settings.slack_bot_token if self.settings.slack_mode == "single" else None
-        return AsyncWebClient(token=token, base_url=self.settings.slack_api_url, timeout=SLACK_TIMEOUT,
-                              retry_handlers=interactive_retry_handlers())
+        return AsyncWebClient(
+            token=token,
+            base_url=self.settings.slack_api_url,
+            timeout=SLACK_TIMEOUT,
+            retry_handlers=interactive_retry_handlers(),
+        )
 
     async def token_for(self, team_id: str | None, enterprise_id: str | None) -> str | None:
         if self.settings.slack_mode == "single":
@@ -76,15 +88,20 @@ class SlackClients:
             bot = await store.async_find_bot(enterprise_id=enterprise_id, team_id=None, is_enterprise_install=True)
         return bot.bot_token if bot is not None else None
 
-    async def for_workspace(self, team_id: str | None, enterprise_id: str | None, *,
-                            retries: bool = True) -> AsyncWebClient | None:
+    async def for_workspace(
+        self, team_id: str | None, enterprise_id: str | None, *, retries: bool = True
+    ) -> AsyncWebClient | None:
         """A client with that workspace's bot token, or None if Genie is not installed there.
         ``retries=False`` gives a client without slack-sdk's retries (the outbox retries itself)."""
         token = await self.token_for(team_id, enterprise_id)
         if token is None:
             return None
-        return AsyncWebClient(token=token, base_url=self.settings.slack_api_url, timeout=SLACK_TIMEOUT,
-                              retry_handlers=interactive_retry_handlers() if retries else [])
+        return AsyncWebClient(
+            token=token,
+            base_url=self.settings.slack_api_url,
+            timeout=SLACK_TIMEOUT,
+            retry_handlers=interactive_retry_handlers() if retries else [],
+        )
 
     async def only_installation(self) -> tuple[str | None, str | None] | None:
         """``(team_id, enterprise_id)`` when Genie is installed in exactly one workspace or org."""
@@ -94,8 +111,11 @@ class SlackClients:
 
         bots = self.installation_store.bots
         async with self.installation_store.engine.connect() as conn:
-            rows = (await conn.execute(
-                select(distinct(bots.c.team_id), bots.c.enterprise_id)
-                .where(bots.c.client_id == self.settings.slack_client_id, bots.c.bot_token.is_not(None)).limit(2)
-            )).all()
+            rows = (
+                await conn.execute(
+                    select(distinct(bots.c.team_id), bots.c.enterprise_id)
+                    .where(bots.c.client_id == self.settings.slack_client_id, bots.c.bot_token.is_not(None))
+                    .limit(2)
+                )
+            ).all()
         return (rows[0][0], rows[0][1]) if len(rows) == 1 else None

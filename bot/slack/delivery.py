@@ -42,7 +42,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
-from bot.slack.render import current_view
 from bot.blocks.alerts import alert_message
 from bot.blocks.messages import draw, intent_of
 from bot.config import Settings
@@ -50,6 +49,7 @@ from bot.runtime import Runtime
 from bot.services import alerts, outbox, slack_directory
 from bot.services.paging import PAGE
 from bot.slack.paging import send_page
+from bot.slack.render import current_view
 from storage.base import utcnow
 from storage.models import Alert, OutboxMessage
 
@@ -84,8 +84,9 @@ HINTS = {
 def make_delivery_client(settings: Settings) -> AsyncWebClient:
     """The worker's own client. No retry handlers (``[]``; None would mean slack-sdk's default
     connection retry): backoff and ``Retry-After`` are the worker's, recorded in the database."""
-    return AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
-                          timeout=SLACK_TIMEOUT, retry_handlers=[])
+    return AsyncWebClient(
+        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT, retry_handlers=[]
+    )
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -166,12 +167,18 @@ class Claim:
     #: How many of them were still pending when this one was settled, and so delivered with it.
     covered: int = 0
     #: The channel's next message, claimed when this one was settled.
-    next: "Claim | None" = None
+    next: Claim | None = None
 
 
 class OutboxWorker:
-    def __init__(self, rt: Runtime, client: AsyncWebClient, *, concurrency: int = CONCURRENCY,
-                 poll_interval: float = POLL_INTERVAL) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        client: AsyncWebClient,
+        *,
+        concurrency: int = CONCURRENCY,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
         self.rt = rt
         self.sessionmaker = rt.sessionmaker
         self.client = client
@@ -207,8 +214,11 @@ class OutboxWorker:
             for task in pending:
                 task.cancel()
             if pending:
-                logger.warning("Outbox worker stopped with %d Slack call(s) unfinished; they are retried when "
-                               "their lease runs out", len(pending))
+                logger.warning(
+                    "Outbox worker stopped with %d Slack call(s) unfinished; they are retried when "
+                    "their lease runs out",
+                    len(pending),
+                )
             await asyncio.gather(*pending, return_exceptions=True)
 
     def wake(self, channel: str | None = None) -> None:
@@ -233,7 +243,7 @@ class OutboxWorker:
                 failures = 0
             except Exception:  # the database is unreachable or broken: say so, back off, go on
                 failures += 1
-                delay = min(30.0, 2.0 ** failures)
+                delay = min(30.0, 2.0**failures)
                 logger.exception("Outbox worker could not read the outbox; trying again in %.0f s", delay)
             if self._stopping:
                 break
@@ -273,10 +283,18 @@ class OutboxWorker:
         alert, so the picture drawn includes every change those updates report."""
         assert row.locked_until is not None
         earlier = row.first_attempt_at is not None and row.first_attempt_at < now - timedelta(milliseconds=1)
-        claim = Claim(slack_team_id=row.slack_team_id, enterprise_id=row.enterprise_id,
-                      id=row.id, channel=row.channel, kind=row.kind, alert_id=row.alert_id, payload=row.payload,
-                      attempts=row.attempts, locked_until=row.locked_until,
-                      maybe_posted_since=row.first_attempt_at if earlier else None)
+        claim = Claim(
+            slack_team_id=row.slack_team_id,
+            enterprise_id=row.enterprise_id,
+            id=row.id,
+            channel=row.channel,
+            kind=row.kind,
+            alert_id=row.alert_id,
+            payload=row.payload,
+            attempts=row.attempts,
+            locked_until=row.locked_until,
+            maybe_posted_since=row.first_attempt_at if earlier else None,
+        )
         if claim.kind in (outbox.POST_ALERT, outbox.UPDATE_ALERT) and claim.alert_id is not None:
             claim.covers = await outbox.later_updates(session, row)
             try:
@@ -345,8 +363,13 @@ class OutboxWorker:
                 return await self._after_failure(claim, failure)
             except Exception:  # a bug or a database failure: in full in the log, then retried
                 claim.done = True
-                logger.exception("Delivering outbox message %s (%s, alert #%s) to %s failed unexpectedly",
-                                 claim.id, claim.kind, claim.alert_id, claim.channel)
+                logger.exception(
+                    "Delivering outbox message %s (%s, alert #%s) to %s failed unexpectedly",
+                    claim.id,
+                    claim.kind,
+                    claim.alert_id,
+                    claim.channel,
+                )
                 return await self._after_failure(claim, Failure("transient", "unexpected", certain=False))
             metrics.OUTBOX_DELIVERED.labels(kind=claim.kind).inc()
             if claim.covered:
@@ -369,8 +392,13 @@ class OutboxWorker:
                 continue
             if until is None:
                 if not claim.done:
-                    logger.warning("Lost the lease on outbox message %s (alert #%s, channel %s) while delivering "
-                                   "it; another worker may take it over", claim.id, claim.alert_id, claim.channel)
+                    logger.warning(
+                        "Lost the lease on outbox message %s (alert #%s, channel %s) while delivering "
+                        "it; another worker may take it over",
+                        claim.id,
+                        claim.alert_id,
+                        claim.channel,
+                    )
                 return
             claim.locked_until = until
 
@@ -397,13 +425,17 @@ class OutboxWorker:
         if team_id is None and enterprise_id is None:
             only = await self.rt.clients.only_installation()
             if only is None:
-                raise Undeliverable("this team's channel has no workspace and Genie is installed in several "
-                                    "(or none): run `genie team set-channel NAME CHANNEL --workspace TEAM_ID`")
+                raise Undeliverable(
+                    "this team's channel has no workspace and Genie is installed in several "
+                    "(or none): run `genie team set-channel NAME CHANNEL --workspace TEAM_ID`"
+                )
             team_id, enterprise_id = only
         client = await self.rt.clients.for_workspace(team_id, enterprise_id, retries=False)
         if client is None:
-            raise Undeliverable(f"Genie is not installed in workspace {enterprise_id or ''}{'/' if enterprise_id and team_id else ''}"
-                                f"{team_id or ''} (install it at /slack/install)")
+            raise Undeliverable(
+                f"Genie is not installed in workspace {enterprise_id or ''}{'/' if enterprise_id and team_id else ''}"
+                f"{team_id or ''} (install it at /slack/install)"
+            )
         return client
 
     def _render(self, claim: Claim) -> tuple[Alert, str, list[dict]]:
@@ -419,8 +451,12 @@ class OutboxWorker:
     async def _post_alert(self, claim: Claim) -> None:
         alert, text, blocks = self._render(claim)
         if alert.slack_ts:  # an earlier attempt posted and recorded it: never post twice
-            logger.info("Alert #%s is already in Slack (%s); outbox message %s needs no post",
-                        alert.id, alert.slack_ts, claim.id)
+            logger.info(
+                "Alert #%s is already in Slack (%s); outbox message %s needs no post",
+                alert.id,
+                alert.slack_ts,
+                claim.id,
+            )
             claim.covers = []  # nothing drawn now: later updates still have to be sent
             await self._settle(claim)
             return
@@ -432,7 +468,9 @@ class OutboxWorker:
         if ts is None:
             claim.in_doubt = True
             response = await claim.client.chat_postMessage(
-                channel=claim.channel, text=text, blocks=blocks,
+                channel=claim.channel,
+                text=text,
+                blocks=blocks,
                 metadata={"event_type": EVENT_TYPE, "event_payload": {"alert_id": alert.id, "outbox_id": claim.id}},
             )
             channel, ts = response.get("channel") or claim.channel, response["ts"]
@@ -449,25 +487,39 @@ class OutboxWorker:
         for _ in range(HISTORY_PAGES):
             try:
                 response = await claim.client.conversations_history(
-                    channel=claim.channel, oldest=oldest, include_all_metadata=True, limit=100, cursor=cursor)
+                    channel=claim.channel, oldest=oldest, include_all_metadata=True, limit=100, cursor=cursor
+                )
             except SlackApiError as err:
                 failure = classify(err)
                 if failure is None or failure.kind != "permanent":
                     raise
                 metrics.OUTBOX_ERRORS.labels(error=metrics.error_label(failure.code)).inc()
-                logger.warning("Cannot read the history of channel %s to see whether alert #%s was already posted "
-                               "(%s%s); posting it, so it may appear twice", claim.channel, claim.alert_id,
-                               failure.code, _hint(failure.code))
+                logger.warning(
+                    "Cannot read the history of channel %s to see whether alert #%s was already posted "
+                    "(%s%s); posting it, so it may appear twice",
+                    claim.channel,
+                    claim.alert_id,
+                    failure.code,
+                    _hint(failure.code),
+                )
                 claim.maybe_posted_since = None
                 return None
             for message in response.get("messages") or []:
                 meta = message.get("metadata") if isinstance(message, dict) else None
                 payload = meta.get("event_payload") if isinstance(meta, dict) else None
-                if (isinstance(payload, dict) and meta.get("event_type") == EVENT_TYPE
-                        and str(payload.get("outbox_id")) == str(claim.id)
-                        and str(payload.get("alert_id")) == str(claim.alert_id) and message.get("ts")):
-                    logger.info("Alert #%s was already posted to %s by an earlier attempt (ts %s); adopting it",
-                                claim.alert_id, claim.channel, message["ts"])
+                if (
+                    isinstance(payload, dict)
+                    and meta.get("event_type") == EVENT_TYPE
+                    and str(payload.get("outbox_id")) == str(claim.id)
+                    and str(payload.get("alert_id")) == str(claim.alert_id)
+                    and message.get("ts")
+                ):
+                    logger.info(
+                        "Alert #%s was already posted to %s by an earlier attempt (ts %s); adopting it",
+                        claim.alert_id,
+                        claim.channel,
+                        message["ts"],
+                    )
                     return str(message["ts"])
             cursor = (response.get("response_metadata") or {}).get("next_cursor")
             if not response.get("has_more") or not cursor:
@@ -509,15 +561,21 @@ class OutboxWorker:
         """A DM only the person's own Slack account may receive (``notify.queue_owner_dm``): ask
         Slack now whose account this is. A failing ``users.info`` is retried like any call."""
         answer = await claim.client.users_info(user=claim.channel)
-        workspace = slack_directory.Workspace(str(workspace_id or claim.enterprise_id or claim.slack_team_id or ""),
-                                              claim.slack_team_id, claim.enterprise_id)
+        workspace = slack_directory.Workspace(
+            str(workspace_id or claim.enterprise_id or claim.slack_team_id or ""),
+            claim.slack_team_id,
+            claim.enterprise_id,
+        )
         problem = slack_directory.owner_problem(answer.get("user") or {}, workspace, email)
         if problem is not None:
-            raise Undeliverable(f"not sent to Slack user {claim.channel}: {problem} — only a Slack account whose "
-                                f"confirmed email is the person's own receives this")
+            raise Undeliverable(
+                f"not sent to Slack user {claim.channel}: {problem} — only a Slack account whose "
+                f"confirmed email is the person's own receives this"
+            )
 
-    async def _settle(self, claim: Claim, *, alert_id: int | None = None, channel: str | None = None,
-                      ts: str | None = None) -> None:
+    async def _settle(
+        self, claim: Claim, *, alert_id: int | None = None, channel: str | None = None, ts: str | None = None
+    ) -> None:
         """Record delivery (and where the alert's message is), and claim the channel's next
         message if it is due, in one transaction."""
         claim.done = True
@@ -543,22 +601,44 @@ class OutboxWorker:
         may_have_delivered = claim.maybe_posted_since is not None or (claim.in_doubt and not failure.certain)
         try:
             async with self.sessionmaker.begin() as session:
-                kept = await outbox.mark_retry(session, claim.id, claim.attempts, failure.code, utcnow(), retry_after,
-                                               may_have_delivered=may_have_delivered)
+                kept = await outbox.mark_retry(
+                    session,
+                    claim.id,
+                    claim.attempts,
+                    failure.code,
+                    utcnow(),
+                    retry_after,
+                    may_have_delivered=may_have_delivered,
+                )
         except Exception:
             logger.exception("Could not reschedule outbox message %s; it is retried when its lease runs out", claim.id)
             return "abandoned"
         if not kept:
             metrics.OUTBOX_FAILED.inc()
-            logger.error("Gave up on Slack message %s (%s, alert #%s) to channel %s after %d attempts: %s",
-                         claim.id, claim.kind, claim.alert_id, claim.channel, claim.attempts, failure.code)
+            logger.error(
+                "Gave up on Slack message %s (%s, alert #%s) to channel %s after %d attempts: %s",
+                claim.id,
+                claim.kind,
+                claim.alert_id,
+                claim.channel,
+                claim.attempts,
+                failure.code,
+            )
             return "failed"
         if failure.kind == "rate_limited":
-            logger.info("Slack rate-limited channel %s; outbox message %s waits %.1f s", claim.channel, claim.id,
-                        retry_after)
+            logger.info(
+                "Slack rate-limited channel %s; outbox message %s waits %.1f s", claim.channel, claim.id, retry_after
+            )
         else:
-            logger.warning("Slack message %s (%s, alert #%s) to channel %s failed (%s, attempt %d); retrying with "
-                           "backoff", claim.id, claim.kind, claim.alert_id, claim.channel, failure.code, claim.attempts)
+            logger.warning(
+                "Slack message %s (%s, alert #%s) to channel %s failed (%s, attempt %d); retrying with backoff",
+                claim.id,
+                claim.kind,
+                claim.alert_id,
+                claim.channel,
+                failure.code,
+                claim.attempts,
+            )
         return "retry"
 
     async def _give_up(self, claim: Claim, error: str, level: int) -> str:
@@ -569,8 +649,16 @@ class OutboxWorker:
             logger.exception("Could not mark outbox message %s failed; it is retried when its lease runs out", claim.id)
             return "abandoned"
         metrics.OUTBOX_FAILED.inc()
-        logger.log(level, "Slack message %s (%s, alert #%s) to channel %s failed permanently: %s%s",
-                   claim.id, claim.kind, claim.alert_id, claim.channel, error, _hint(error))
+        logger.log(
+            level,
+            "Slack message %s (%s, alert #%s) to channel %s failed permanently: %s%s",
+            claim.id,
+            claim.kind,
+            claim.alert_id,
+            claim.channel,
+            error,
+            _hint(error),
+        )
         return "failed"
 
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, TextIO
+from typing import Any, TextIO
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -76,12 +77,17 @@ class Progress:
 
     def page(self, report: SyncReport) -> None:
         bar = "#" * min(report.pages, 30)
-        self._line(f"slack sync {report.workspace.workspace_id}: [{bar:<30}] {report.users} users, "
-                   f"{report.pages} pages, {len(report.linked)} linked")
+        self._line(
+            f"slack sync {report.workspace.workspace_id}: [{bar:<30}] {report.users} users, "
+            f"{report.pages} pages, {len(report.linked)} linked"
+        )
 
     def waiting(self, report: SyncReport, seconds: float) -> None:
-        self._line(f"slack sync {report.workspace.workspace_id}: Slack asks Genie to slow down; "
-                   f"waiting {seconds:g}s before page {report.pages + 1} again", force=True)
+        self._line(
+            f"slack sync {report.workspace.workspace_id}: Slack asks Genie to slow down; "
+            f"waiting {seconds:g}s before page {report.pages + 1} again",
+            force=True,
+        )
 
     def done(self) -> None:
         if self.stream is not None and self.tty and self._drawn:
@@ -131,8 +137,10 @@ def explain(err: SlackApiError, workspace: str, token_name: str, method: str = "
         return f"Slack refused {token_name} for workspace {workspace} ({code}); reinstall the app or fix the token"
     if code == "missing_scope":
         needed = str(data.get("needed") or "users:read")[:100]
-        return (f"the bot token for workspace {workspace} lacks the {needed} scope (missing_scope); add it under "
-                "OAuth & Permissions (manifest.yml lists it) and reinstall the app")
+        return (
+            f"the bot token for workspace {workspace} lacks the {needed} scope (missing_scope); add it under "
+            "OAuth & Permissions (manifest.yml lists it) and reinstall the app"
+        )
     if code:
         return f"Slack refused {method} for workspace {workspace}: {code[:100]}"
     return f"Slack answered HTTP {status} to {method} for workspace {workspace}; try again later"
@@ -141,16 +149,29 @@ def explain(err: SlackApiError, workspace: str, token_name: str, method: str = "
 # --- one workspace --------------------------------------------------------------------------
 def make_client(settings: Settings, token: str) -> AsyncWebClient:
     """Retries connection and server errors briefly; rate limits are handled by ``_page``."""
-    return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT,
-                          retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2),
-                                          AsyncServerErrorRetryHandler(max_retry_count=2)])
+    return AsyncWebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout=SLACK_TIMEOUT,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
 
 
 Sleep = Callable[[float], Awaitable[Any]]
 
 
-async def _call(client: AsyncWebClient, method: str, args: dict[str, Any], report: SyncReport, progress: Progress,
-                token_name: str, sleep: Sleep) -> Any:
+async def _call(
+    client: AsyncWebClient,
+    method: str,
+    args: dict[str, Any],
+    report: SyncReport,
+    progress: Progress,
+    token_name: str,
+    sleep: Sleep,
+) -> Any:
     """One Web API call, asked again after each rate-limit answer (never skipped)."""
     waits = 0
     where = str(report.workspace)
@@ -163,19 +184,29 @@ async def _call(client: AsyncWebClient, method: str, args: dict[str, Any], repor
             waits += 1
             report.rate_limited += 1
             if waits > MAX_RATE_LIMIT_WAITS:
-                raise SyncFailed(f"Slack kept rate-limiting {method} for workspace {where} "
-                                 f"({MAX_RATE_LIMIT_WAITS} times in a row); run genie slack sync again later "
-                                 "— the pages read so far are kept") from None
+                raise SyncFailed(
+                    f"Slack kept rate-limiting {method} for workspace {where} "
+                    f"({MAX_RATE_LIMIT_WAITS} times in a row); run genie slack sync again later "
+                    "— the pages read so far are kept"
+                ) from None
             delay = retry_after(err.response.headers)
             progress.waiting(report, delay)
             await sleep(delay)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
-            raise SyncFailed(f"cannot reach Slack (SLACK_API_URL) for workspace {where}: "
-                             f"{type(err).__name__}") from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
+            raise SyncFailed(
+                f"cannot reach Slack (SLACK_API_URL) for workspace {where}: {type(err).__name__}"
+            ) from None
 
 
-async def _page(client: AsyncWebClient, cursor: str | None, team_id: str | None, report: SyncReport,
-                progress: Progress, token_name: str, sleep: Sleep) -> dict[str, Any]:
+async def _page(
+    client: AsyncWebClient,
+    cursor: str | None,
+    team_id: str | None,
+    report: SyncReport,
+    progress: Progress,
+    token_name: str,
+    sleep: Sleep,
+) -> dict[str, Any]:
     args: dict[str, Any] = {"limit": PAGE_LIMIT}
     if cursor:
         args["cursor"] = cursor
@@ -185,17 +216,25 @@ async def _page(client: AsyncWebClient, cursor: str | None, team_id: str | None,
     if not report.warnings and report.pages == 0:
         scopes = _header(response.headers, "x-oauth-scopes")
         if scopes is not None and "users:read.email" not in {s.strip() for s in scopes.split(",")}:
-            report.warnings.append("the bot token lacks the users:read.email scope: Slack sends no emails, "
-                                   "so nobody can be matched; add the scope and reinstall the app")
+            report.warnings.append(
+                "the bot token lacks the users:read.email scope: Slack sends no emails, "
+                "so nobody can be matched; add the scope and reinstall the app"
+            )
     data = response.data if isinstance(response.data, dict) else {}
     if not isinstance(data.get("members"), list):
         raise SyncFailed(f"Slack's users.list answer for workspace {report.workspace} has no list of members")
     return data
 
 
-async def sync_workspace(client: AsyncWebClient, sessionmaker: async_sessionmaker[AsyncSession],
-                         workspace: Workspace, *, progress: Progress, token_name: str = "the bot token",
-                         sleep: Sleep = asyncio.sleep) -> SyncReport:
+async def sync_workspace(
+    client: AsyncWebClient,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    workspace: Workspace,
+    *,
+    progress: Progress,
+    token_name: str = "the bot token",
+    sleep: Sleep = asyncio.sleep,
+) -> SyncReport:
     """Every page of one workspace, each committed on its own; then one ``import.run`` on the
     audit log (also when the run stopped early: the report says where and why)."""
     async with sessionmaker.begin() as session:
@@ -206,8 +245,9 @@ async def sync_workspace(client: AsyncWebClient, sessionmaker: async_sessionmake
         for part in await _parts(client, workspace, report, progress, token_name, sleep):
             cursor: str | None = None
             while True:
-                data = await _page(client, cursor, part.team_id if part is not workspace else None, report,
-                                   progress, token_name, sleep)
+                data = await _page(
+                    client, cursor, part.team_id if part is not workspace else None, report, progress, token_name, sleep
+                )
                 members = [m for m in data["members"] if not (isinstance(m, dict) and m.get("id") in seen)]
                 async with sessionmaker.begin() as session:
                     # Read per page: turning the setting off during a long sync takes effect at once.
@@ -230,8 +270,9 @@ async def sync_workspace(client: AsyncWebClient, sessionmaker: async_sessionmake
     return report
 
 
-async def _parts(client: AsyncWebClient, workspace: Workspace, report: SyncReport, progress: Progress,
-                 token_name: str, sleep: Sleep) -> list[Workspace]:
+async def _parts(
+    client: AsyncWebClient, workspace: Workspace, report: SyncReport, progress: Progress, token_name: str, sleep: Sleep
+) -> list[Workspace]:
     """The directories to read: the workspace itself, or — for an Enterprise Grid org-wide
     install, whose org-level token lists users one workspace at a time — each workspace of the
     org that granted Genie access (``auth.teams.list``)."""
@@ -245,11 +286,18 @@ async def _parts(client: AsyncWebClient, workspace: Workspace, report: SyncRepor
         teams = data.get("teams") if isinstance(data, dict) else None
         for team in teams if isinstance(teams, list) else []:
             if isinstance(team, dict) and isinstance(team.get("id"), str) and _WORKSPACE_ID.match(team["id"]):
-                parts.append(Workspace(workspace_id=workspace.workspace_id, team_id=team["id"],
-                                       enterprise_id=workspace.enterprise_id,
-                                       name=team.get("name") if isinstance(team.get("name"), str) else workspace.name))
+                parts.append(
+                    Workspace(
+                        workspace_id=workspace.workspace_id,
+                        team_id=team["id"],
+                        enterprise_id=workspace.enterprise_id,
+                        name=team.get("name") if isinstance(team.get("name"), str) else workspace.name,
+                    )
+                )
         meta = data.get("response_metadata") if isinstance(data, dict) else None
-        cursor = meta.get("next_cursor") if isinstance(meta, dict) and isinstance(meta.get("next_cursor"), str) else None
+        cursor = (
+            meta.get("next_cursor") if isinstance(meta, dict) and isinstance(meta.get("next_cursor"), str) else None
+        )
         if not cursor:
             return parts
 
@@ -271,8 +319,9 @@ def _check_workspace_arg(value: str | None) -> str | None:
     return value
 
 
-async def targets(settings: Settings, clients: SlackClients, sessionmaker: async_sessionmaker[AsyncSession],
-                  workspace: str | None) -> list[Target]:
+async def targets(
+    settings: Settings, clients: SlackClients, sessionmaker: async_sessionmaker[AsyncSession], workspace: str | None
+) -> list[Target]:
     """The workspaces to sync, each with its bot token."""
     wanted = _check_workspace_arg(workspace)
     if settings.slack_mode == "single":
@@ -282,19 +331,25 @@ async def targets(settings: Settings, clients: SlackClients, sessionmaker: async
         except SlackApiError as err:
             code = _error_code(err) or f"HTTP {getattr(err.response, 'status_code', '?')}"
             raise SyncFailed(f"Slack refused SLACK_BOT_TOKEN ({code}); check the token") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
             raise SyncFailed(f"cannot reach Slack (SLACK_API_URL): {type(err).__name__}") from None
         team_id, enterprise_id = auth.get("team_id") or None, auth.get("enterprise_id") or None
-        found = Workspace(workspace_id=enterprise_id or team_id or "", team_id=team_id, enterprise_id=enterprise_id,
-                          name=auth.get("team") or None)
+        found = Workspace(
+            workspace_id=enterprise_id or team_id or "",
+            team_id=team_id,
+            enterprise_id=enterprise_id,
+            name=auth.get("team") or None,
+        )
         if not found.workspace_id:
             raise SyncFailed("Slack's auth.test did not name the bot's workspace")
         if wanted is not None and wanted not in {team_id, enterprise_id}:
             raise InvalidInput(f"SLACK_BOT_TOKEN belongs to workspace {found}, not {wanted}")
         return [Target(found, settings.slack_bot_token, "SLACK_BOT_TOKEN")]
     if settings.slack_mode != "oauth":
-        raise InvalidInput("Slack is not configured: set SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
-                           "SLACK_CLIENT_SECRET (several workspaces)")
+        raise InvalidInput(
+            "Slack is not configured: set SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
+            "SLACK_CLIENT_SECRET (several workspaces)"
+        )
     async with sessionmaker() as session:
         installs = await repo.installations(session)
     if wanted is not None:
@@ -308,28 +363,44 @@ async def targets(settings: Settings, clients: SlackClients, sessionmaker: async
         org_wide = bool(inst["is_enterprise_install"])
         team_id = None if org_wide else inst["team_id"]
         enterprise_id = inst["enterprise_id"] or None
-        ws = Workspace(workspace_id=enterprise_id or team_id or "", team_id=team_id, enterprise_id=enterprise_id,
-                       name=inst["team_name"] or inst["enterprise_name"])
+        ws = Workspace(
+            workspace_id=enterprise_id or team_id or "",
+            team_id=team_id,
+            enterprise_id=enterprise_id,
+            name=inst["team_name"] or inst["enterprise_name"],
+        )
         token = await clients.token_for(team_id, enterprise_id)
         found.append(Target(ws, token, f"the bot token of workspace {ws.workspace_id}"))
     return found
 
 
-async def sync(settings: Settings, clients: SlackClients, sessionmaker: async_sessionmaker[AsyncSession], *,
-               workspace: str | None = None, progress: Progress | None = None,
-               sleep: Sleep = asyncio.sleep) -> list[SyncReport]:
+async def sync(
+    settings: Settings,
+    clients: SlackClients,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    workspace: str | None = None,
+    progress: Progress | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> list[SyncReport]:
     """Sync each target in turn; a workspace that fails is reported and the others still run."""
     progress = progress or Progress(None)
     reports: list[SyncReport] = []
     for target in await targets(settings, clients, sessionmaker, workspace):
         if target.token is None:
-            report = SyncReport(workspace=target.workspace, auto_link=False,
-                                error=f"no bot token for workspace {target.workspace} (reinstall the app there)")
+            report = SyncReport(
+                workspace=target.workspace,
+                auto_link=False,
+                error=f"no bot token for workspace {target.workspace} (reinstall the app there)",
+            )
             async with sessionmaker.begin() as session:
                 await slack_directory.record_run(session, report, SYNC)
             reports.append(report)
             continue
         client = make_client(settings, target.token)
-        reports.append(await sync_workspace(client, sessionmaker, target.workspace, progress=progress,
-                                            token_name=target.token_name, sleep=sleep))
+        reports.append(
+            await sync_workspace(
+                client, sessionmaker, target.workspace, progress=progress, token_name=target.token_name, sleep=sleep
+            )
+        )
     return reports

@@ -12,9 +12,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import home_view
 from bot.runtime import Runtime
-from bot.services import access, teams
+from bot.services import access, heartbeats, slack_links, teams
 from bot.services import alerts as alert_service
-from bot.services import heartbeats, slack_links
 from bot.services.slack_links import SlackIdentity
 from bot.slack.clients import SLACK_FAILURES, why
 from bot.slack.render import alert_view, link_view
@@ -37,21 +36,37 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
         team_names = [t.name for t in await teams.teams_of_user(session, link.user_id)] if link else []
         open_alerts = []
         if link is not None and link.user.is_active:
-            open_alerts = [await alert_view(session, a, with_members=False)
-                           for a in await alert_service.open_alerts_for(session, link.user_id)]
-        late = [heartbeats.late_line(h, team) for h, team in await heartbeats.late_for_user(session, link.user_id, rt.now())
-                ] if link is not None else []
+            open_alerts = [
+                await alert_view(session, a, with_members=False)
+                for a in await alert_service.open_alerts_for(session, link.user_id)
+            ]
+        late = (
+            [
+                heartbeats.late_line(h, team)
+                for h, team in await heartbeats.late_for_user(session, link.user_id, rt.now())
+            ]
+            if link is not None
+            else []
+        )
         is_admin = bool(link and link.user.is_admin and link.user.is_active)
         # Admin settings only to a Slack account Slack vouched for by the admin's email: a phished
         # link must not show an attacker the admin's view of the workspace.
         admin_unverified = is_admin and not link.email_verified
         admin_settings = None
         if is_admin and not admin_unverified:
-            anonymous = await access.allow_anonymous(session, identity.workspace_id, rt.settings.allow_anonymous_actions)
+            anonymous = await access.allow_anonymous(
+                session, identity.workspace_id, rt.settings.allow_anonymous_actions
+            )
             admin_settings = {"workspace": identity.workspace_id, "anonymous_actions": anonymous}
-        view = home_view(link_view(link) if link else None, team_names, is_admin=is_admin, alerts=open_alerts,
-                         admin_settings=admin_settings, admin_unverified=admin_unverified,
-                         late_heartbeats=late)
+        view = home_view(
+            link_view(link) if link else None,
+            team_names,
+            is_admin=is_admin,
+            alerts=open_alerts,
+            admin_settings=admin_settings,
+            admin_unverified=admin_unverified,
+            late_heartbeats=late,
+        )
     try:
         await client.views_publish(user_id=identity.user_id, view=view)
     except SLACK_FAILURES as err:

@@ -27,10 +27,19 @@ async def queue_connected_dm(rt: Runtime, session, link: SlackLink) -> None:
     operator sees it: metric, log, ``genie outbox list``) — the link never exists unannounced."""
     if rt.settings.slack_mode == "none":
         return
-    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE,
-                         payload=outbox.intent(Intent.LINK_CONFIRMED, user_name=link.user.name,
-                                               user_email=link.user.email, workspace_name=link.workspace_name),
-                         slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
+    await outbox.enqueue(
+        session,
+        link.slack_user_id,
+        outbox.MESSAGE,
+        payload=outbox.intent(
+            Intent.LINK_CONFIRMED,
+            user_name=link.user.name,
+            user_email=link.user.email,
+            workspace_name=link.workspace_name,
+        ),
+        slack_team_id=link.slack_team_id,
+        enterprise_id=link.enterprise_id,
+    )
 
 
 async def queue_owner_dm(session, link: SlackLink, email: str, message: dict[str, Any]) -> None:
@@ -38,15 +47,21 @@ async def queue_owner_dm(session, link: SlackLink, email: str, message: dict[str
     receive: the outbox asks Slack again at delivery (``users.info``) and sends it only if that
     account's confirmed email is ``email`` (``slack_directory.owner_problem``); otherwise the
     message fails, saying why."""
-    await outbox.enqueue(session, link.slack_user_id, outbox.MESSAGE,
-                         payload={**message, "owner_email": email, "workspace_id": link.workspace_id},
-                         slack_team_id=link.slack_team_id, enterprise_id=link.enterprise_id)
+    await outbox.enqueue(
+        session,
+        link.slack_user_id,
+        outbox.MESSAGE,
+        payload={**message, "owner_email": email, "workspace_id": link.workspace_id},
+        slack_team_id=link.slack_team_id,
+        enterprise_id=link.enterprise_id,
+    )
 
 
 async def verified_links(session, user_id: int, *, besides: int | None = None) -> list[SlackLink]:
     """The person's Slack links that verifiably are theirs (made by a confirmed matching email)."""
-    return [link for link in await slack_links.links_of_user(session, user_id)
-            if link.email_verified and link.id != besides]
+    return [
+        link for link in await slack_links.links_of_user(session, user_id) if link.email_verified and link.id != besides
+    ]
 
 
 async def queue_new_link_notices(rt: Runtime, session, link: SlackLink, why: str) -> int:
@@ -56,9 +71,15 @@ async def queue_new_link_notices(rt: Runtime, session, link: SlackLink, why: str
     if rt.settings.slack_mode == "none":
         return 0
     others = await verified_links(session, link.user_id, besides=link.id)
-    notice = outbox.intent(Intent.LINK_UNVERIFIED, person_email=link.user.email, slack_user_id=link.slack_user_id,
-                           name=link.slack_name, workspace=link.workspace_name or link.slack_team_id, why=why,
-                           account_url=f"{rt.settings.base_url}/account")
+    notice = outbox.intent(
+        Intent.LINK_UNVERIFIED,
+        person_email=link.user.email,
+        slack_user_id=link.slack_user_id,
+        name=link.slack_name,
+        workspace=link.workspace_name or link.slack_team_id,
+        why=why,
+        account_url=f"{rt.settings.base_url}/account",
+    )
     for other in others:
         await queue_owner_dm(session, other, link.user.email, notice)
     return len(others)
@@ -87,8 +108,9 @@ class Invitation:
     refused: list[tuple[str, str]] = field(default_factory=list)
 
 
-async def invite(session: AsyncSession, settings: Settings, clients: SlackClients, email: str, days: int, *,
-                 slack: bool = True) -> Invitation:
+async def invite(
+    session: AsyncSession, settings: Settings, clients: SlackClients, email: str, days: int, *, slack: bool = True
+) -> Invitation:
     """``genie user invite``: a password link for the person, also DMed (``slack``) to each of
     their Slack accounts whose confirmed email (``users.info`` now) is their Genie email — a
     Slack account linked by a phished one-time link must never receive a password link (issue
@@ -103,7 +125,8 @@ async def invite(session: AsyncSession, settings: Settings, clients: SlackClient
         if problem is not None:
             done.refused.append((link.slack_user_id, problem))
             continue
-        await queue_owner_dm(session, link, user.email,
-                             outbox.intent(Intent.INVITE, email=user.email, url=done.url, days=days))
+        await queue_owner_dm(
+            session, link, user.email, outbox.intent(Intent.INVITE, email=user.email, url=done.url, days=days)
+        )
         done.told.append(link.slack_user_id)
     return done

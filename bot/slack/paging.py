@@ -19,8 +19,7 @@ from storage.base import utcnow
 from storage.models import AlertStatus
 
 
-async def _settle_page(worker: Any, page: Any, status: str, text: str,
-                       where: tuple[str, str] | None = None) -> None:
+async def _settle_page(worker: Any, page: Any, status: str, text: str, where: tuple[str, str] | None = None) -> None:
     """Record what became of the page (``paging.record_delivery``)."""
     async with worker.sessionmaker.begin() as session:
         await paging.record_delivery(session, page, status, text, utcnow(), where)
@@ -40,8 +39,13 @@ async def send_page(worker: Any, claim: Any) -> None:
         raise Undeliverable("the page or its alert no longer exists")
     alert, view = found
     whom = f"Slack DM to {person.name}" if person is not None else f"page of the channel {claim.channel}"
-    text, blocks = page_message(view, step=page.step, repeat_round=page.repeat_round, why=page.reason,
-                                channel=page.channel == paging.SLACK_CHANNEL)
+    text, blocks = page_message(
+        view,
+        step=page.step,
+        repeat_round=page.repeat_round,
+        why=page.reason,
+        channel=page.channel == paging.SLACK_CHANNEL,
+    )
     if (claim.payload or {}).get("update"):  # the alert was acknowledged or closed: redraw the page
         if page.slack_ts and page.slack_channel:
             claim.in_doubt = True
@@ -62,5 +66,10 @@ async def send_page(worker: Any, claim: Any) -> None:
             await _settle_page(worker, page, paging.FAILED, f"{whom} failed: Slack answered {failure.code}")
         raise
     await worker._settle(claim)
-    await _settle_page(worker, page, paging.SENT, f"{whom} delivered",
-                       where=(str(response.get("channel") or claim.channel)[:32], str(response.get("ts") or "")[:32]))
+    await _settle_page(
+        worker,
+        page,
+        paging.SENT,
+        f"{whom} delivered",
+        where=(str(response.get("channel") or claim.channel)[:32], str(response.get("ts") or "")[:32]),
+    )

@@ -15,8 +15,9 @@ from storage.models import LinkRequest, SlackLink
 logger = logging.getLogger(__name__)
 
 
-async def fetch_profile(client: AsyncWebClient, identity: SlackIdentity,
-                        workspace_name: str | None) -> SlackProfile | None:
+async def fetch_profile(
+    client: AsyncWebClient, identity: SlackIdentity, workspace_name: str | None
+) -> SlackProfile | None:
     """Who a Slack user is (``users.info``: name, handle, profile email and whether that email
     verifiably is theirs), or None if Slack can't say."""
     try:
@@ -30,11 +31,17 @@ async def fetch_profile(client: AsyncWebClient, identity: SlackIdentity,
     profile = user.get("profile") if isinstance(user.get("profile"), dict) else {}
     name = profile.get("real_name") or profile.get("display_name") or user.get("real_name") or user.get("name")
     email = profile.get("email") if isinstance(profile.get("email"), str) else None
-    confirmed, _why_not = slack_directory.confirmed_email(user, slack_directory.Workspace(
-        identity.workspace_id, identity.team_id, identity.enterprise_id))
+    confirmed, _why_not = slack_directory.confirmed_email(
+        user, slack_directory.Workspace(identity.workspace_id, identity.team_id, identity.enterprise_id)
+    )
     handle = user.get("name") if isinstance(user.get("name"), str) else None
-    return SlackProfile(name=name if isinstance(name, str) else None, email=email, workspace_name=workspace_name,
-                        handle=handle, email_confirmed=bool(email) and confirmed == email.strip().lower())
+    return SlackProfile(
+        name=name if isinstance(name, str) else None,
+        email=email,
+        workspace_name=workspace_name,
+        handle=handle,
+        email_confirmed=bool(email) and confirmed == email.strip().lower(),
+    )
 
 
 async def requester_profile(rt: Runtime, row: LinkRequest) -> SlackProfile | None:
@@ -45,8 +52,9 @@ async def requester_profile(rt: Runtime, row: LinkRequest) -> SlackProfile | Non
     client = await rt.client_for(row.slack_team_id, row.enterprise_id)
     if client is None:
         return None
-    return await fetch_profile(client, SlackIdentity(row.slack_team_id, row.slack_user_id, row.enterprise_id),
-                               row.workspace_name)
+    return await fetch_profile(
+        client, SlackIdentity(row.slack_team_id, row.slack_user_id, row.enterprise_id), row.workspace_name
+    )
 
 
 async def owner_problem(clients: SlackClients, link: SlackLink, email: str) -> str | None:

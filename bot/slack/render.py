@@ -45,8 +45,14 @@ async def alert_view(session: AsyncSession, alert: Alert, *, with_members: bool 
     members are the costliest part to read."""
     team, owner = await alerts.team_and_owner(session, alert)
     members = await alerts.assignable_names(session, alert.team_id) if with_members else []
-    return _view(alert, team.name if team else None, owner.id if owner else None, owner.name if owner else None,
-                 members, await alerts.owner_slack_user(session, owner.id if owner else None, team))
+    return _view(
+        alert,
+        team.name if team else None,
+        owner.id if owner else None,
+        owner.name if owner else None,
+        members,
+        await alerts.owner_slack_user(session, owner.id if owner else None, team),
+    )
 
 
 async def current_view(session: AsyncSession, alert_id: int) -> tuple[Alert, AlertView] | None:
@@ -57,27 +63,57 @@ async def current_view(session: AsyncSession, alert_id: int) -> tuple[Alert, Ale
     if found is None:
         return None
     alert, team, owner_id, owner_name = found
-    return alert, _view(alert, team.name if team else None, owner_id, owner_name,
-                        await alerts.assignable_names(session, alert.team_id),
-                        await alerts.owner_slack_user(session, owner_id, team))
+    return alert, _view(
+        alert,
+        team.name if team else None,
+        owner_id,
+        owner_name,
+        await alerts.assignable_names(session, alert.team_id),
+        await alerts.owner_slack_user(session, owner_id, team),
+    )
 
 
-def _view(alert: Alert, team_name: str | None, owner_id: int | None, owner_name: str | None,
-          members: list[tuple[int, str]], owner_slack: str | None = None) -> AlertView:
+def _view(
+    alert: Alert,
+    team_name: str | None,
+    owner_id: int | None,
+    owner_name: str | None,
+    members: list[tuple[int, str]],
+    owner_slack: str | None = None,
+) -> AlertView:
     reporter, responders, detail_people = people_refs(alert)
     return AlertView(
-        id=alert.id, message=alert.message, priority=alert.priority, status=alert.status,
-        created_at=alert.created_at, team_name=team_name, description=alert.description,
-        tags=tuple(alert.tags or ()), details=dict(alert.details or {}), source=alert.source, entity=alert.entity,
-        count=alert.count, acknowledged=alert.acknowledged, acknowledged_by=alert.acknowledged_by,
-        acknowledged_at=alert.acknowledged_at, closed_by=alert.closed_by, closed_at=alert.closed_at,
-        acknowledged_by_slack=alert.acknowledged_by_slack, closed_by_slack=alert.closed_by_slack,
+        id=alert.id,
+        message=alert.message,
+        priority=alert.priority,
+        status=alert.status,
+        created_at=alert.created_at,
+        team_name=team_name,
+        description=alert.description,
+        tags=tuple(alert.tags or ()),
+        details=dict(alert.details or {}),
+        source=alert.source,
+        entity=alert.entity,
+        count=alert.count,
+        acknowledged=alert.acknowledged,
+        acknowledged_by=alert.acknowledged_by,
+        acknowledged_at=alert.acknowledged_at,
+        closed_by=alert.closed_by,
+        closed_at=alert.closed_at,
+        acknowledged_by_slack=alert.acknowledged_by_slack,
+        closed_by_slack=alert.closed_by_slack,
         snoozed_until=alert.snoozed_until if alert.snoozed_until and alert.snoozed_until > utcnow() else None,
-        owner_name=owner_name, owner_id=owner_id, owner_slack=owner_slack, members=members,
-        reported_by=reporter, responders=responders, detail_people=detail_people,
+        owner_name=owner_name,
+        owner_id=owner_id,
+        owner_slack=owner_slack,
+        members=members,
+        reported_by=reporter,
+        responders=responders,
+        detail_people=detail_people,
     )
 
 
 def link_view(link: SlackLink) -> LinkView:
-    return LinkView(user_name=link.user.name, user_email=link.user.email, since=link.created_at,
-                    user_active=link.user.is_active)
+    return LinkView(
+        user_name=link.user.name, user_email=link.user.email, since=link.created_at, user_active=link.user.is_active
+    )

@@ -4,7 +4,7 @@ the shape of the body, before any listener sees it."""
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.request.payload_utils import (
@@ -40,22 +40,32 @@ def malformed(body: dict) -> str | None:
     if "event" in body and not isinstance(body["event"], dict):  # Bolt reads event.bot_id of any request
         return "an event that is not an object"
     if "command" in body:
-        if not (_text(body.get("command")) and _text(body.get("user_id")) and _text(body.get("team_id"))
-                and _text(body.get("text", ""), required=False)):
+        if not (
+            _text(body.get("command"))
+            and _text(body.get("user_id"))
+            and _text(body.get("team_id"))
+            and _text(body.get("text", ""), required=False)
+        ):
             return "a slash command without its command, user_id, team_id or text"
         return None
     kind = body.get("type")
     if kind == "block_actions":
         actions = body.get("actions")
-        if not isinstance(actions, list) or not actions or not all(
+        if (
+            not isinstance(actions, list)
+            or not actions
+            or not all(
                 isinstance(a, dict) and _text(a.get("action_id")) and _text(a.get("block_id", ""), required=False)
-                for a in actions):
+                for a in actions
+            )
+        ):
             return "block_actions without a list of actions, each with an action_id"
         user, team, enterprise = body.get("user"), body.get("team"), body.get("enterprise")
         if not isinstance(user, dict) or not _text(user.get("id")):
             return "block_actions without the user's id"
         if not (isinstance(team, dict) and _text(team.get("id"))) and not (
-                team is None and isinstance(enterprise, dict) and _text(enterprise.get("id"))):
+            team is None and isinstance(enterprise, dict) and _text(enterprise.get("id"))
+        ):
             return "block_actions without the workspace's id"
         if not _text(body.get("response_url", ""), required=False):
             return "block_actions with a response_url that is not text"
@@ -70,8 +80,9 @@ def malformed(body: dict) -> str | None:
     return None
 
 
-def screen(raw: bytes, headers: Mapping[str, str], signing_secret: str | None,
-           query: Mapping[str, str] | None = None) -> tuple[int, str] | AsyncBoltRequest:
+def screen(
+    raw: bytes, headers: Mapping[str, str], signing_secret: str | None, query: Mapping[str, str] | None = None
+) -> tuple[int, str] | AsyncBoltRequest:
     """``(status, text)`` to answer a POST to /slack/events with instead of handing it to Bolt,
     or the ``AsyncBoltRequest`` to hand it (``app.async_dispatch``) — built once, as Bolt's
     Starlette adapter builds it: parsing a click's body (the whole alert message, form-encoded
@@ -86,7 +97,8 @@ def screen(raw: bytes, headers: Mapping[str, str], signing_secret: str | None,
     try:
         text = raw.decode("utf-8")
         signed = signing_secret is not None and SignatureVerifier(signing_secret).is_valid(
-            body=text, timestamp=headers.get("x-slack-request-timestamp"), signature=headers.get("x-slack-signature"))
+            body=text, timestamp=headers.get("x-slack-request-timestamp"), signature=headers.get("x-slack-signature")
+        )
     except (UnicodeDecodeError, ValueError):  # not UTF-8; a timestamp that is not a number
         signed = False
     if not signed:

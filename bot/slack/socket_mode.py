@@ -40,8 +40,9 @@ class SocketModeConnection:
         """Connect in the background: HTTP (health, pages, API) serves meanwhile, and an
         unreachable Slack is retried (and logged) by slack-sdk instead of blocking the start."""
         # Made here, in the running loop: slack-sdk's client starts tasks and an aiohttp session.
-        self.handler = AsyncSocketModeHandler(self.app, app_token=self.settings.slack_app_token,
-                                              web_client=self.app.client)
+        self.handler = AsyncSocketModeHandler(
+            self.app, app_token=self.settings.slack_app_token, web_client=self.app.client
+        )
         self._connecting = asyncio.create_task(self._connect(), name="genie-socket-mode-connect")
 
     async def _connect(self) -> None:
@@ -49,8 +50,10 @@ class SocketModeConnection:
         await self.handler.connect_async()
         if not self.handler.client.closed:
             self.connected.set()
-            logger.info("Genie is connected to Slack over Socket Mode (requests arrive over the WebSocket; "
-                        "POST /slack/events is off)")
+            logger.info(
+                "Genie is connected to Slack over Socket Mode (requests arrive over the WebSocket; "
+                "POST /slack/events is off)"
+            )
 
     async def stop(self) -> None:
         if self._connecting is not None and not self._connecting.done():

@@ -22,12 +22,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bot.slack.home import refresh_home
-from bot.runtime import Runtime
 from bot.ids import parse_id
+from bot.runtime import Runtime
 from bot.services import audit, external_accounts, people
 from bot.services.errors import GenieError, InvalidInput, NotFound
 from bot.services.slack_links import SlackIdentity
+from bot.slack.home import refresh_home
 from bot.web.pages import csrf_failed, current_user, read_form, render, rt_of
 from storage.models import ExternalAccount, User
 
@@ -49,13 +49,23 @@ async def _admin(request: Request) -> tuple[User | None, Response | None]:
     user = await current_user(request)
     if user is None:
         # Back to the page after signing in; a refused POST goes back to the list.
-        target = "/admin/people" if request.method != "GET" else \
-            f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
+        target = (
+            "/admin/people"
+            if request.method != "GET"
+            else f"{request.url.path}?{request.url.query}"
+            if request.url.query
+            else request.url.path
+        )
         return None, RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
     request.state.user = user
     if not user.is_admin:
-        return None, render(request, "message.html", status_code=403, title="Admins only",
-                            message="This page is for Genie admins. Ask one of them if a connection needs changing.")
+        return None, render(
+            request,
+            "message.html",
+            status_code=403,
+            title="Admins only",
+            message="This page is for Genie admins. Ask one of them if a connection needs changing.",
+        )
     return user, None
 
 
@@ -80,21 +90,30 @@ class Filters:
     apage: int = 1
 
     @classmethod
-    def parse(cls, params) -> "Filters":
+    def parse(cls, params) -> Filters:
         show = params.get("show") or "all"
-        return cls(show=show if show in people.SHOWS else "all", provider=_provider(params.get("provider")),
-                   q=(params.get("q") or "").strip()[:100], page=_page_number(params.get("page")),
-                   apage=_page_number(params.get("apage")))
+        return cls(
+            show=show if show in people.SHOWS else "all",
+            provider=_provider(params.get("provider")),
+            q=(params.get("q") or "").strip()[:100],
+            page=_page_number(params.get("page")),
+            apage=_page_number(params.get("apage")),
+        )
 
     @classmethod
-    def from_back(cls, back: str | None) -> "Filters":
+    def from_back(cls, back: str | None) -> Filters:
         raw = parse_qs((back or "")[:500])
         return cls.parse({k: v[0] for k, v in raw.items() if v})
 
     def query(self, **changes) -> str:
         f = replace(self, **changes)
-        values = {"show": f.show if f.show != "all" else None, "provider": f.provider, "q": f.q or None,
-                  "page": f.page if f.page > 1 else None, "apage": f.apage if f.apage > 1 else None}
+        values = {
+            "show": f.show if f.show != "all" else None,
+            "provider": f.provider,
+            "q": f.q or None,
+            "page": f.page if f.page > 1 else None,
+            "apage": f.apage if f.apage > 1 else None,
+        }
         return urlencode({k: v for k, v in values.items() if v is not None})
 
     def url(self, **changes) -> str:
@@ -103,17 +122,31 @@ class Filters:
 
 
 # --- people ----------------------------------------------------------------------------------
-async def _people_page(request: Request, filters: Filters, *, status_code: int = 200, error: str | None = None,
-                       done: str | None = None) -> Response:
+async def _people_page(
+    request: Request, filters: Filters, *, status_code: int = 200, error: str | None = None, done: str | None = None
+) -> Response:
     async with rt_of(request).sessionmaker() as session:
-        people_page = await people.people_page(session, show=filters.show, provider=filters.provider, q=filters.q,
-                                               page=filters.page)
-        loose = await people.loose_accounts_page(session, ambiguous=filters.show == "ambiguous",
-                                                 provider=filters.provider, q=filters.q, page=filters.apage)
+        people_page = await people.people_page(
+            session, show=filters.show, provider=filters.provider, q=filters.q, page=filters.page
+        )
+        loose = await people.loose_accounts_page(
+            session, ambiguous=filters.show == "ambiguous", provider=filters.provider, q=filters.q, page=filters.apage
+        )
         providers = await people.providers(session)
-    return render(request, "admin_people.html", status_code=status_code, wide=True, title="People and accounts",
-                  filters=filters, people_page=people_page, loose=loose, providers=providers, error=error,
-                  done=_DONE.get(done or ""), back=filters.query())
+    return render(
+        request,
+        "admin_people.html",
+        status_code=status_code,
+        wide=True,
+        title="People and accounts",
+        filters=filters,
+        people_page=people_page,
+        loose=loose,
+        providers=providers,
+        error=error,
+        done=_DONE.get(done or ""),
+        back=filters.query(),
+    )
 
 
 async def people_list(request: Request) -> Response:
@@ -165,8 +198,9 @@ async def admin_connect(request: Request) -> Response:
     filters = Filters.from_back(_field(form, "back", 500))
     try:
         async with rt_of(request).sessionmaker.begin() as session:
-            account, person = await people.connect_by_admin(session, admin, _field(form, "account"),
-                                                            _field(form, "email"))
+            account, person = await people.connect_by_admin(
+                session, admin, _field(form, "account"), _field(form, "email")
+            )
     except GenieError as err:
         return await _people_page(request, filters, status_code=_status(err), error=str(err))
     except IntegrityError:
@@ -186,17 +220,33 @@ async def admin_move(request: Request) -> Response:
         if form.get("confirm") != "yes":
             async with rt_of(request).sessionmaker() as session:
                 plan = await people.plan_move(session, key, email)
-            return render(request, "admin_confirm.html", title="Move this account?", wide=True, kind="move",
-                          account=plan.account, from_person=plan.from_person, to_person=plan.to_person,
-                          replaces=plan.replaces, key=key, back=back, cancel=filters.url())
+            return render(
+                request,
+                "admin_confirm.html",
+                title="Move this account?",
+                wide=True,
+                kind="move",
+                account=plan.account,
+                from_person=plan.from_person,
+                to_person=plan.to_person,
+                replaces=plan.replaces,
+                key=key,
+                back=back,
+                cancel=filters.url(),
+            )
         async with rt_of(request).sessionmaker.begin() as session:
             plan = await people.move_by_admin(session, admin, key, email, _field(form, "from", 12))
     except GenieError as err:
         return await _people_page(request, filters, status_code=_status(err), error=str(err))
     except IntegrityError:
         return await _people_page(request, filters, status_code=409, error=_RACED)
-    logger.info("admin %s moved %s from %s to %s", admin.id, external_accounts.describe(plan.account),
-                plan.from_person.id, plan.to_person.id)
+    logger.info(
+        "admin %s moved %s from %s to %s",
+        admin.id,
+        external_accounts.describe(plan.account),
+        plan.from_person.id,
+        plan.to_person.id,
+    )
     return _done(request, filters, "move", plan.account)
 
 
@@ -214,9 +264,20 @@ async def admin_remove(request: Request) -> Response:
                 person = await external_accounts.connected_person(session, account)
             if person is None:
                 raise NotFound(f"{external_accounts.describe(account)} is not connected to anyone.")
-            return render(request, "admin_confirm.html", title="Remove this connection?", wide=True, kind="remove",
-                          account=account, from_person=person, to_person=None, replaces=None, key=key, back=back,
-                          cancel=filters.url())
+            return render(
+                request,
+                "admin_confirm.html",
+                title="Remove this connection?",
+                wide=True,
+                kind="remove",
+                account=account,
+                from_person=person,
+                to_person=None,
+                replaces=None,
+                key=key,
+                back=back,
+                cancel=filters.url(),
+            )
         async with rt_of(request).sessionmaker.begin() as session:
             account, person = await people.remove_by_admin(session, admin, key, _field(form, "from", 12))
     except GenieError as err:
@@ -238,18 +299,31 @@ async def audit_log(request: Request) -> Response:
     raw_before = params.get("before") or ""
     before = parse_id(raw_before)
     async with rt_of(request).sessionmaker() as session:
-        events = await audit.events(session, limit=AUDIT_PER_PAGE + 1, subject_email=email or None,
-                                    provider=provider, before_id=before)
+        events = await audit.events(
+            session, limit=AUDIT_PER_PAGE + 1, subject_email=email or None, provider=provider, before_id=before
+        )
         providers = await people.providers(session)
     older = None
     if len(events) > AUDIT_PER_PAGE:
         events = events[:AUDIT_PER_PAGE]
-        older = "/admin/audit?" + urlencode({k: v for k, v in (("email", email), ("provider", provider),
-                                                               ("before", events[-1].id)) if v})
+        older = "/admin/audit?" + urlencode(
+            {k: v for k, v in (("email", email), ("provider", provider), ("before", events[-1].id)) if v}
+        )
     newest = "/admin/audit?" + urlencode({k: v for k, v in (("email", email), ("provider", provider)) if v})
-    return render(request, "admin_audit.html", title="Audit log", wide=True, events=events, email=email,
-                  provider=provider, providers=providers, older=older, newest=newest.rstrip("?"),
-                  paged=before is not None, actions=audit.ACTIONS)
+    return render(
+        request,
+        "admin_audit.html",
+        title="Audit log",
+        wide=True,
+        events=events,
+        email=email,
+        provider=provider,
+        providers=providers,
+        older=older,
+        newest=newest.rstrip("?"),
+        paged=before is not None,
+        actions=audit.ACTIONS,
+    )
 
 
 routes = [

@@ -36,10 +36,11 @@ import re
 import shlex
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from sqlalchemy.exc import DBAPIError
@@ -67,8 +68,9 @@ ACCEPTED = "Request will be processed"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, errors: dict[str, str] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, errors: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.errors, self.headers = status, message, errors, headers
 
@@ -84,9 +86,16 @@ class Call:
 
     def answer(self, status: int, headers: dict[str, str] | None = None, **fields: Any) -> JSONResponse:
         took = round(time.monotonic() - self.started, 3)
-        return JSONResponse({**fields, "took": took, "requestId": self.request_id}, status_code=status,
-                            headers={"X-Request-ID": self.request_id, "X-Response-Time": str(took),
-                                     "Cache-Control": "no-store", **(headers or {})})
+        return JSONResponse(
+            {**fields, "took": took, "requestId": self.request_id},
+            status_code=status,
+            headers={
+                "X-Request-ID": self.request_id,
+                "X-Response-Time": str(took),
+                "Cache-Control": "no-store",
+                **(headers or {}),
+            },
+        )
 
     def accepted(self) -> JSONResponse:
         return self.answer(202, result=ACCEPTED)
@@ -125,8 +134,9 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             logger.exception("database error in %s %s (request %s)", request.method, request.url.path, call.request_id)
             return call.answer(503, message="Genie could not reach its database; please retry.")
         except Exception:
-            logger.exception("unexpected error in %s %s (request %s)", request.method, request.url.path,
-                             call.request_id)
+            logger.exception(
+                "unexpected error in %s %s (request %s)", request.method, request.url.path, call.request_id
+            )
             return call.answer(500, message="Internal error; the request id is in Genie's log.")
 
     run.__name__ = handler.__name__
@@ -205,8 +215,11 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, "Could not parse request body: it is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ValidationFailed({"body": "the request body must be a JSON object"})
-    bad = {str(k) if storable(str(k)) else "body": "text must be valid Unicode without NUL characters"
-           for k, v in body.items() if not (_all_storable(k) and _all_storable(v))}
+    bad = {
+        str(k) if storable(str(k)) else "body": "text must be valid Unicode without NUL characters"
+        for k, v in body.items()
+        if not (_all_storable(k) and _all_storable(v))
+    }
     if bad:
         raise ValidationFailed(bad)
     return body
@@ -245,8 +258,9 @@ def int_param(request: Request, name: str, default: int, low: int, high: int | N
         raise ValidationFailed({name: f"{name} must be an integer"})
     value = int(raw)
     if value < low or (high is not None and value > high):
-        raise ValidationFailed({name: f"{name} must be between {low} and {high}" if high is not None
-                                else f"{name} must be at least {low}"})
+        raise ValidationFailed(
+            {name: f"{name} must be between {low} and {high}" if high is not None else f"{name} must be at least {low}"}
+        )
     return value
 
 
@@ -259,8 +273,20 @@ def order_param(request: Request) -> bool:
 
 
 # --- the query language ----------------------------------------------------------------------
-QUERY_KEYS = ("status", "acknowledged", "priority", "alias", "tag", "tags", "source", "entity", "message",
-              "tinyId", "owner", "teams")
+QUERY_KEYS = (
+    "status",
+    "acknowledged",
+    "priority",
+    "alias",
+    "tag",
+    "tags",
+    "source",
+    "entity",
+    "message",
+    "tinyId",
+    "owner",
+    "teams",
+)
 _TERM = re.compile(r"^([A-Za-z]+)[:=](.*)$", re.S)
 
 
@@ -294,8 +320,9 @@ def parse_query(query: str) -> list[tuple[str, Any]]:
             terms.append(("text", word))
             continue
         if match is None or match.group(1).lower() not in known:
-            raise ValidationFailed({"query": f"{word!r} is not a supported term; use key:value with a key among "
-                                             f"{', '.join(QUERY_KEYS)}"})
+            raise ValidationFailed(
+                {"query": f"{word!r} is not a supported term; use key:value with a key among {', '.join(QUERY_KEYS)}"}
+            )
         key, value = known[match.group(1).lower()], match.group(2)
         if key == "tags":
             key = "tag"
@@ -325,7 +352,7 @@ def parse_query(query: str) -> list[tuple[str, Any]]:
 def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _ms(since: datetime, until: datetime | None) -> int | None:
@@ -336,13 +363,27 @@ async def present(session: AsyncSession, found: list[Alert], full: bool) -> list
     """OpsGenie's alert objects (``full``: with description and details, as ``GET`` one)."""
     teams_by_id = await teams.teams_by_id(session, {a.team_id for a in found if a.team_id is not None})
     owners = await users.users_by_id(session, {a.owner_user_id for a in found if a.owner_user_id is not None})
-    named_teams = await teams.teams_by_name(session, {r["name"] for a in found for r in a.responders or []
-                                                     if isinstance(r, dict) and r.get("type") == "team"
-                                                     and not r.get("id") and isinstance(r.get("name"), str)})
-    named_users = await users.users_by_email(session, {r["username"].strip().lower() for a in found
-                                                       for r in a.responders or [] if isinstance(r, dict)
-                                                       and r.get("type") == "user" and not r.get("id")
-                                                       and isinstance(r.get("username"), str)})
+    named_teams = await teams.teams_by_name(
+        session,
+        {
+            r["name"]
+            for a in found
+            for r in a.responders or []
+            if isinstance(r, dict) and r.get("type") == "team" and not r.get("id") and isinstance(r.get("name"), str)
+        },
+    )
+    named_users = await users.users_by_email(
+        session,
+        {
+            r["username"].strip().lower()
+            for a in found
+            for r in a.responders or []
+            if isinstance(r, dict)
+            and r.get("type") == "user"
+            and not r.get("id")
+            and isinstance(r.get("username"), str)
+        },
+    )
     now = utcnow()
     shown = []
     for a in found:
@@ -352,14 +393,31 @@ async def present(session: AsyncSession, found: list[Alert], full: bool) -> list
         if team is not None and not any(r["type"] == "team" and r["id"] == str(team.id) for r in responders):
             responders.insert(0, {"type": "team", "id": str(team.id), "name": team.name})
         snoozed = a.status == AlertStatus.OPEN and a.snoozed_until is not None and a.snoozed_until > now
-        report = {"ackTime": _ms(a.created_at, a.acknowledged_at), "closeTime": _ms(a.created_at, a.closed_at),
-                  "acknowledgedBy": a.acknowledged_by, "closedBy": a.closed_by}
+        report = {
+            "ackTime": _ms(a.created_at, a.acknowledged_at),
+            "closeTime": _ms(a.created_at, a.closed_at),
+            "acknowledgedBy": a.acknowledged_by,
+            "closedBy": a.closed_by,
+        }
         item = {
-            "id": a.uid, "tinyId": str(a.id), "alias": a.alias, "message": a.message, "status": a.status,
-            "acknowledged": a.acknowledged, "isSeen": False, "tags": list(a.tags or []), "snoozed": snoozed,
-            "count": a.count, "lastOccurredAt": iso(a.last_occurred_at), "createdAt": iso(a.created_at),
-            "updatedAt": iso(a.updated_at), "source": a.source or "", "owner": owner.email if owner else "",
-            "priority": a.priority, "responders": responders, "ownerTeamId": str(team.id) if team else "",
+            "id": a.uid,
+            "tinyId": str(a.id),
+            "alias": a.alias,
+            "message": a.message,
+            "status": a.status,
+            "acknowledged": a.acknowledged,
+            "isSeen": False,
+            "tags": list(a.tags or []),
+            "snoozed": snoozed,
+            "count": a.count,
+            "lastOccurredAt": iso(a.last_occurred_at),
+            "createdAt": iso(a.created_at),
+            "updatedAt": iso(a.updated_at),
+            "source": a.source or "",
+            "owner": owner.email if owner else "",
+            "priority": a.priority,
+            "responders": responders,
+            "ownerTeamId": str(team.id) if team else "",
             "integration": {"id": str(team.id) if team else "", "name": team.name if team else "", "type": "API"},
             "report": {k: v for k, v in report.items() if v is not None},
             "entity": a.entity or "",
@@ -391,11 +449,20 @@ def _responder(stored: dict[str, Any], named_teams: dict[str, Team], named_users
 
 
 _VIA = {"api": "the API", "slack": "Slack", "cli": "the CLI", "web": "the web"}
-_DONE = {AlertAction.CREATE: "created", AlertAction.DEDUPLICATE: "de-duplicated",
-         AlertAction.ACKNOWLEDGE: "acknowledged", AlertAction.CLOSE: "closed", AlertAction.ASSIGN: "assigned",
-         AlertAction.UNACKNOWLEDGE: "unacknowledged", AlertAction.SNOOZE: "snoozed", AlertAction.UPDATE: "updated",
-         AlertAction.TAGS: "tags changed", AlertAction.DETAILS: "details changed",
-         AlertAction.RESPONDER: "responder added", AlertAction.CUSTOM: "custom action run"}
+_DONE = {
+    AlertAction.CREATE: "created",
+    AlertAction.DEDUPLICATE: "de-duplicated",
+    AlertAction.ACKNOWLEDGE: "acknowledged",
+    AlertAction.CLOSE: "closed",
+    AlertAction.ASSIGN: "assigned",
+    AlertAction.UNACKNOWLEDGE: "unacknowledged",
+    AlertAction.SNOOZE: "snoozed",
+    AlertAction.UPDATE: "updated",
+    AlertAction.TAGS: "tags changed",
+    AlertAction.DETAILS: "details changed",
+    AlertAction.RESPONDER: "responder added",
+    AlertAction.CUSTOM: "custom action run",
+}
 
 
 def log_line(event: AlertEvent) -> str:
@@ -428,8 +495,9 @@ async def _event_owners(session: AsyncSession, events: list[AlertEvent]) -> dict
     return {uid: u.email for uid, u in actors.items()}
 
 
-async def _page_of_events(session: AsyncSession, request: Request, alert_id: int,
-                          notes_only: bool = False) -> tuple[list[AlertEvent], dict[str, str]]:
+async def _page_of_events(
+    session: AsyncSession, request: Request, alert_id: int, notes_only: bool = False
+) -> tuple[list[AlertEvent], dict[str, str]]:
     """OpsGenie's cursor paging for notes and logs: ``offset`` is an item's ``offset``;
     ``direction=next`` (default) continues after it in ``order``, ``prev`` goes back. Only the
     page is read from the database (``alerts.timeline_page``)."""
@@ -441,9 +509,15 @@ async def _page_of_events(session: AsyncSession, request: Request, alert_id: int
     offset = request.query_params.get("offset", "")
     if offset and not is_id(offset):
         raise ValidationFailed({"offset": "offset must be the offset of an item of a previous page"})
-    page, more = await alerts.timeline_page(session, alert_id, limit=limit, descending=descending,
-                                            cursor=int(offset) if offset else None,
-                                            backwards=bool(offset) and direction == "prev", notes_only=notes_only)
+    page, more = await alerts.timeline_page(
+        session,
+        alert_id,
+        limit=limit,
+        descending=descending,
+        cursor=int(offset) if offset else None,
+        backwards=bool(offset) and direction == "prev",
+        notes_only=notes_only,
+    )
     paging: dict[str, str] = {}
     if more and page:
         params = dict(request.query_params) | {"offset": str(page[-1].id), "direction": "next", "limit": str(limit)}
@@ -461,9 +535,12 @@ async def _find(session: AsyncSession, request: Request, team: Team) -> Alert:
     team may see and act on (``access.key_teams``: its own team only; a grant is for posting); any other is "does not exist"."""
     if not storable(request.path_params["identifier"]):
         raise NotFound("Alert with given id does not exist")
-    return await alerts.find(session, request.path_params["identifier"],
-                             request.query_params.get("identifierType", "id") or "id",
-                             team_ids=await access.key_teams(session, team, access.KeyUse.READ_AND_ACT))
+    return await alerts.find(
+        session,
+        request.path_params["identifier"],
+        request.query_params.get("identifierType", "id") or "id",
+        team_ids=await access.key_teams(session, team, access.KeyUse.READ_AND_ACT),
+    )
 
 
 @endpoint
@@ -482,16 +559,27 @@ async def create_alert(request: Request, call: Call) -> Response:
 async def request_status(request: Request, call: Call) -> Response:
     async with keyed(request) as (session, team):
         request_id = request.path_params["requestId"]
-        found = (await alerts.api_request(session, request_id, team.id)
-                 if len(request_id) <= 36 and storable(request_id) else None)
+        found = (
+            await alerts.api_request(session, request_id, team.id)
+            if len(request_id) <= 36 and storable(request_id)
+            else None
+        )
     if found is None:
         raise ApiError(404, "Request does not exist")
     row, alert = found
-    return call.answer(200, data={
-        "success": row.success, "action": row.action, "processedAt": iso(row.processed_at),
-        "integrationId": str(row.team_id), "isSuccess": row.success, "status": row.status,
-        "alertId": alert.uid if alert else "", "alias": row.alias or "",
-    })
+    return call.answer(
+        200,
+        data={
+            "success": row.success,
+            "action": row.action,
+            "processedAt": iso(row.processed_at),
+            "integrationId": str(row.team_id),
+            "isSuccess": row.success,
+            "status": row.status,
+            "alertId": alert.uid if alert else "",
+            "alias": row.alias or "",
+        },
+    )
 
 
 @endpoint
@@ -512,13 +600,25 @@ async def list_alerts(request: Request, call: Call) -> Response:
             raise ValidationFailed({"sort": f"sort must be one of {', '.join(alerts.ALERT_SORTS)}"})
         descending = order_param(request)
         terms = parse_query(request.query_params.get("query", ""))
-        total, page = await alerts.search_alerts(session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms,
-                                               sort=sort, descending=descending, offset=offset, limit=limit)
+        total, page = await alerts.search_alerts(
+            session,
+            await access.key_teams(session, team, access.KeyUse.READ_AND_ACT),
+            terms,
+            sort=sort,
+            descending=descending,
+            offset=offset,
+            limit=limit,
+        )
         shown = await present(session, page, full=False)
 
     def url(at: int) -> str:
-        params = {"query": request.query_params.get("query", ""), "offset": at, "limit": limit, "sort": sort,
-                  "order": "desc" if descending else "asc"}
+        params = {
+            "query": request.query_params.get("query", ""),
+            "offset": at,
+            "limit": limit,
+            "sort": sort,
+            "order": "desc" if descending else "asc",
+        }
         return f"{_base(request)}/v2/alerts?{urlencode(params)}"
 
     paging = {"first": url(0), "last": url(max(0, (total - 1) // limit * limit))}
@@ -576,7 +676,8 @@ async def _assignee(session: AsyncSession, owner: Any, alert: Alert) -> tuple[An
     members = await access.team_people_ids(session, alert.team_id)
     team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
     if (isinstance(user_id, int) and not isinstance(user_id, bool)) or (
-            isinstance(user_id, str) and re.fullmatch(r"[0-9]+", user_id.strip())):
+        isinstance(user_id, str) and re.fullmatch(r"[0-9]+", user_id.strip())
+    ):
         given = str(user_id).strip()
         user = await users.user_by_id(session, int(user_id)) if is_id(str(user_id).strip()) else None
     elif isinstance(username, str) and 0 < len(username) <= 254:
@@ -588,11 +689,18 @@ async def _assignee(session: AsyncSession, owner: Any, alert: Alert) -> tuple[An
         given = user_id
         named = await alert_people.name_owner(session, {"id": user_id}, among)
     else:
-        raise ValidationFailed({"owner": 'owner needs an "id" (Genie or OpsGenie user id) or a "username" '
-                                         '(email, OpsGenie username, or provider:name)'})
+        raise ValidationFailed(
+            {
+                "owner": 'owner needs an "id" (Genie or OpsGenie user id) or a "username" '
+                "(email, OpsGenie username, or provider:name)"
+            }
+        )
     shown = given if len(given) <= 100 else given[:99] + "…"
-    text = (f"{shown} is not an active member of {team.name}, so can't be assigned this alert."
-            if team is not None else "This alert has no owning team, so it can't be assigned.")
+    text = (
+        f"{shown} is not an active member of {team.name}, so can't be assigned this alert."
+        if team is not None
+        else "This alert has no owning team, so it can't be assigned."
+    )
     outsider = ValidationFailed({"owner": text})
     if user is not None and user.id not in members:
         raise outsider
@@ -600,8 +708,10 @@ async def _assignee(session: AsyncSession, owner: Any, alert: Alert) -> tuple[An
         if named.person is None and named.why == "nobody":
             raise outsider
         if named.person is None:
-            text = (f"User does not exist: {named.given!r} does not name exactly one active member of "
-                    f"{team.name if team else 'the team'} (it names {named.why or 'nobody'})")
+            text = (
+                f"User does not exist: {named.given!r} does not name exactly one active member of "
+                f"{team.name if team else 'the team'} (it names {named.why or 'nobody'})"
+            )
             raise ValidationFailed({"owner": text})
         user = named.person
         if named.given.strip().lower() != user.email:
@@ -624,8 +734,7 @@ async def assign_alert(request: Request, call: Call) -> Response:
         owner, named = await _assignee(session, body.get("owner"), alert)
         actor = Actor(via="api", label=fields.user or f"API ({team.name})")
         try:
-            await alerts.assign(session, alert, actor, owner, note=fields.note, request_id=call.request_id,
-                                named=named)
+            await alerts.assign(session, alert, actor, owner, note=fields.note, request_id=call.request_id, named=named)
             success, text = True, f"Assigned alert to {owner.email}"
         except AlreadyDone as err:
             success, text = False, err.opsgenie
@@ -658,8 +767,15 @@ async def list_notes(request: Request, call: Call) -> Response:
         alert = await _find(session, request, team)
         page, paging = await _page_of_events(session, request, alert.id, notes_only=True)
         owners = await _event_owners(session, page)
-    data = [{"note": e.note, "owner": owners.get(e.actor_user_id or 0, e.actor_name or ""),
-             "createdAt": iso(e.at), "offset": str(e.id)} for e in page]
+    data = [
+        {
+            "note": e.note,
+            "owner": owners.get(e.actor_user_id or 0, e.actor_name or ""),
+            "createdAt": iso(e.at),
+            "offset": str(e.id),
+        }
+        for e in page
+    ]
     return call.answer(200, data=data, paging=paging)
 
 
@@ -669,9 +785,16 @@ async def list_logs(request: Request, call: Call) -> Response:
         alert = await _find(session, request, team)
         page, paging = await _page_of_events(session, request, alert.id)
         owners = await _event_owners(session, page)
-    data = [{"log": log_line(e), "type": "note" if e.action == "note" else "system",
-             "owner": owners.get(e.actor_user_id or 0, e.actor_name or ""), "createdAt": iso(e.at),
-             "offset": str(e.id)} for e in page]
+    data = [
+        {
+            "log": log_line(e),
+            "type": "note" if e.action == "note" else "system",
+            "owner": owners.get(e.actor_user_id or 0, e.actor_name or ""),
+            "createdAt": iso(e.at),
+            "offset": str(e.id),
+        }
+        for e in page
+    ]
     return call.answer(200, data=data, paging=paging)
 
 
@@ -682,7 +805,9 @@ def _actor(team: Team, fields: ActionFields) -> Actor:
 Change = Callable[[AsyncSession, Team, Alert, Actor, dict[str, Any], ActionFields, str], Awaitable[str | None]]
 
 
-async def _change(request: Request, call: Call, action: str, change: Change, *, body_in_query: bool = False) -> Response:
+async def _change(
+    request: Request, call: Call, action: str, change: Change, *, body_in_query: bool = False
+) -> Response:
     """An asynchronous action on one alert (OpsGenie's 202 + ``requestId``): the key's team,
     the body (for DELETE: ``user``, ``source``, ``note`` in the query), the alert through
     ``_find``, then ``change`` — which validates first and raises on bad input, so a refusal
@@ -692,16 +817,21 @@ async def _change(request: Request, call: Call, action: str, change: Change, *, 
     raw = b"" if body_in_query else await read_body(request)
     async with request.app.state.runtime.sessionmaker.begin() as session:
         team = await key_team(session, key)
-        body = ({k: request.query_params[k] for k in ("user", "source", "note") if k in request.query_params}
-                if body_in_query else parse_json(raw))
+        body = (
+            {k: request.query_params[k] for k in ("user", "source", "note") if k in request.query_params}
+            if body_in_query
+            else parse_json(raw)
+        )
         if body_in_query and not all(storable(v) for v in body.values()):
             raise ValidationFailed({k: "text must be valid Unicode without NUL characters" for k in body})
         fields = action_fields(body)
         alert = await _find(session, request, team)
         call.outbox_channel = alert.slack_channel
         try:
-            success, text = True, await change(session, team, alert, _actor(team, fields), body, fields,
-                                               call.request_id)
+            success, text = (
+                True,
+                await change(session, team, alert, _actor(team, fields), body, fields, call.request_id),
+            )
         except AlreadyDone as err:
             success, text = False, err.opsgenie
         if text is not None:  # None: ``change`` recorded it (delete does, before the alert goes)
@@ -740,10 +870,15 @@ def _update(name: str) -> Change:
 
 
 def _string_list(value: Any, name: str, limit: int, each: int) -> list[str]:
-    if (not isinstance(value, list) or not value or len(value) > limit
-            or not all(isinstance(v, str) and v.strip() and len(v) <= each for v in value)):
-        raise ValidationFailed({name: f"{name} must be a list of 1 to {limit} non-empty strings of at most {each} "
-                                      "characters"})
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > limit
+        or not all(isinstance(v, str) and v.strip() and len(v) <= each for v in value)
+    ):
+        raise ValidationFailed(
+            {name: f"{name} must be a list of 1 to {limit} non-empty strings of at most {each} characters"}
+        )
     return [v.strip() for v in value]
 
 
@@ -765,16 +900,23 @@ def _tags_remove(request: Request) -> Change:
         tags = _query_list(request, "tags", alerts.MAX_TAG)
         await alerts.change_tags(session, alert, actor, remove=tags, note=fields.note, request_id=request_id)
         return "Removed tags"
+
     return change
 
 
 async def _details_add(session, team, alert, actor, body, fields, request_id) -> str:
     details = body.get("details")
-    if not isinstance(details, dict) or not details or not all(
-            isinstance(k, str) and k.strip() and isinstance(v, (str, int, float, bool)) for k, v in details.items()):
+    if (
+        not isinstance(details, dict)
+        or not details
+        or not all(
+            isinstance(k, str) and k.strip() and isinstance(v, (str, int, float, bool)) for k, v in details.items()
+        )
+    ):
         raise ValidationFailed({"details": "details must be a non-empty object of string keys and string values"})
-    as_text = {k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
-               for k, v in details.items()}
+    as_text = {
+        k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v) for k, v in details.items()
+    }
     await alerts.change_details(session, alert, actor, add=as_text, note=fields.note, request_id=request_id)
     return "Added details"
 
@@ -784,6 +926,7 @@ def _details_remove(request: Request) -> Change:
         keys = _query_list(request, "keys", 1000)
         await alerts.change_details(session, alert, actor, remove=keys, note=fields.note, request_id=request_id)
         return "Removed details"
+
     return change
 
 
@@ -820,8 +963,9 @@ async def _add_responder(session, team, alert, actor, body, fields, request_id) 
             # Among the alert's team only, as for assign: a key learns nothing of other teams' people.
             user, _ = await _assignee(session, {k: v for k, v in responder.items() if k in ("id", "username")}, alert)
         except ValidationFailed as err:
-            said = err.errors.get("owner", "User does not exist").replace("be assigned this alert",
-                                                                           "be a responder of this alert")
+            said = err.errors.get("owner", "User does not exist").replace(
+                "be assigned this alert", "be a responder of this alert"
+            )
             raise ValidationFailed({"responder": said}) from None
         if not user.is_active:
             raise ValidationFailed({"responder": "User does not exist"})
@@ -835,10 +979,14 @@ MAX_SNOOZE = timedelta(days=366)
 async def _snooze(session, team, alert, actor, body, fields, request_id) -> str:
     raw, now = body.get("endTime"), utcnow()
     try:
-        end = datetime.fromisoformat(raw.strip().replace("Z", "+00:00")) if isinstance(raw, str) and len(raw) < 60 else None
+        end = (
+            datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+            if isinstance(raw, str) and len(raw) < 60
+            else None
+        )
         if end is not None and end.tzinfo is None:
-            end = end.replace(tzinfo=timezone.utc)
-        end = end.astimezone(timezone.utc) if end is not None else None
+            end = end.replace(tzinfo=UTC)
+        end = end.astimezone(UTC) if end is not None else None
     except (ValueError, OverflowError):
         end = None
     if end is None:
@@ -856,6 +1004,7 @@ def _custom_action(request: Request) -> Change:
             raise ValidationFailed({"action": "the action name must be 1 to 100 characters"})
         await alerts.custom_action(session, alert, actor, name, note=fields.note, request_id=request_id)
         return f"Executed custom action {name}"
+
     return change
 
 
@@ -868,6 +1017,7 @@ async def _transition_call(request: Request, call: Call, action: str, status: st
     async def change(session, team, alert, actor, body, fields, request_id) -> str:
         await fn(session, alert, actor, note=fields.note, request_id=request_id)
         return status
+
     return await _change(request, call, action, change)
 
 
@@ -882,22 +1032,26 @@ def _escalate(now: datetime) -> Change:
 
     async def change(session, team, alert, actor, body, fields, request_id) -> str:
         try:
-            fired = await paging.escalate_now(session, alert, actor, now, named=body.get("escalation"),
-                                              note=fields.note, request_id=request_id)
+            fired = await paging.escalate_now(
+                session, alert, actor, now, named=body.get("escalation"), note=fields.note, request_id=request_id
+            )
         except InvalidInput as err:  # no policy, or not this one: 422 naming the field, nothing changed
             raise ApiError(422, f"escalation: {err}", errors={"escalation": str(err)}) from None
         return f"Escalated alert to next ({fired})"
+
     return change
 
 
-def _changing(action: str, change: Any, *, per_request: bool = False,
-              body_in_query: bool = False) -> Callable[[Request], Awaitable[Response]]:
+def _changing(
+    action: str, change: Any, *, per_request: bool = False, body_in_query: bool = False
+) -> Callable[[Request], Awaitable[Response]]:
     """The endpoint of an asynchronous action on one alert (``_change``): ``change`` is the
     ``Change``, or with ``per_request`` a function of the request that makes it."""
 
     async def handler(request: Request, call: Call) -> Response:
-        return await _change(request, call, action, change(request) if per_request else change,
-                             body_in_query=body_in_query)
+        return await _change(
+            request, call, action, change(request) if per_request else change, body_in_query=body_in_query
+        )
 
     return endpoint(handler)
 
@@ -911,13 +1065,16 @@ remove_details = _changing("RemoveDetails", _details_remove, per_request=True, b
 update_message = _changing("UpdateMessage", _update("message"))
 update_description = _changing("UpdateDescription", _update("description"))
 update_priority = _changing("UpdatePriority", _update("priority"))
-escalate_alert = _changing("EscalateToNext", lambda request: _escalate(request.app.state.runtime.now()), per_request=True)
+escalate_alert = _changing(
+    "EscalateToNext", lambda request: _escalate(request.app.state.runtime.now()), per_request=True
+)
 custom_action = _changing("ExecuteCustomAction", _custom_action, per_request=True)
 
 
 @endpoint
 async def delete_alert(request: Request, call: Call) -> Response:
     """Gone for good (GET answers 404 after); its request status keeps the alias."""
+
     async def change(session, team, alert, actor, body, fields, request_id) -> None:
         await alerts.record_api_request(session, request_id, team, "Delete", alert, True, "Deleted alert")
         await alerts.delete(session, alert, actor)
@@ -929,7 +1086,9 @@ async def delete_alert(request: Request, call: Call) -> Response:
 async def count_alerts(request: Request, call: Call) -> Response:
     async with keyed(request) as (session, team):
         terms = parse_query(request.query_params.get("query", ""))
-        total, _ = await alerts.search_alerts(session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms, limit=0)
+        total, _ = await alerts.search_alerts(
+            session, await access.key_teams(session, team, access.KeyUse.READ_AND_ACT), terms, limit=0
+        )
     return call.answer(200, data={"count": total})
 
 
@@ -938,8 +1097,16 @@ async def list_recipients(request: Request, call: Call) -> Response:
     async with keyed(request) as (session, team):
         alert = await _find(session, request, team)
         told = await alerts.recipients(session, alert)
-    data = [{"user": {"id": str(r["user"].id), "username": r["user"].email}, "state": r["state"],
-             "method": r["method"], "createdAt": iso(r["at"]), "updatedAt": iso(r["at"])} for r in told]
+    data = [
+        {
+            "user": {"id": str(r["user"].id), "username": r["user"].email},
+            "state": r["state"],
+            "method": r["method"],
+            "createdAt": iso(r["at"]),
+            "updatedAt": iso(r["at"]),
+        }
+        for r in told
+    ]
     return call.answer(200, data=data)
 
 
@@ -948,12 +1115,20 @@ async def not_supported(request: Request, call: Call) -> Response:
     """Anything else under ``/v2`` (and the JSM prefix): 405 for a path served with another
     method, else 404. Asks the whole app's routes, so routes mounted before this catch-all by
     other modules (heartbeats) are reported too."""
-    allowed = sorted({m for r in request.app.routes if getattr(r, "endpoint", None) not in (not_supported, not_served)
-                      and r.matches(request.scope)[0] is Match.PARTIAL for m in getattr(r, "methods", None) or ()})
+    allowed = sorted(
+        {
+            m
+            for r in request.app.routes
+            if getattr(r, "endpoint", None) not in (not_supported, not_served)
+            and r.matches(request.scope)[0] is Match.PARTIAL
+            for m in getattr(r, "methods", None) or ()
+        }
+    )
     missing = f"Genie does not implement {request.method} {request.url.path}"
     if allowed:
-        raise ApiError(405, f"{missing} (this path answers {', '.join(allowed)}).",
-                       headers={"Allow": ", ".join(allowed)})
+        raise ApiError(
+            405, f"{missing} (this path answers {', '.join(allowed)}).", headers={"Allow": ", ".join(allowed)}
+        )
     raise ApiError(404, f"{missing}.")
 
 
@@ -964,8 +1139,11 @@ async def not_served(request: Request, call: Call) -> Response:
     key = presented_key(request)
     async with request.app.state.runtime.sessionmaker.begin() as session:
         await key_team(session, key)
-    raise ApiError(404, f"Genie does not implement {request.method} {request.url.path} "
-                        "(saved searches and attachments are not supported).")
+    raise ApiError(
+        404,
+        f"Genie does not implement {request.method} {request.url.path} "
+        "(saved searches and attachments are not supported).",
+    )
 
 
 _ANY = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -979,8 +1157,9 @@ def _served(path: str, handler: Callable[[Request], Awaitable[Response]], method
     """``path`` with and without a trailing slash (served directly, never redirected: clients
     drop ``Authorization`` on a redirect), under ``/v2`` and under the JSM prefix. The slashed
     form comes first: ``{identifier:path}`` would otherwise take the slash into the id."""
-    return [Route(f"{prefix}{path}{slash}", handler, methods=methods)
-            for prefix in ("", JSM_PREFIX) for slash in ("/", "")]
+    return [
+        Route(f"{prefix}{path}{slash}", handler, methods=methods) for prefix in ("", JSM_PREFIX) for slash in ("/", "")
+    ]
 
 
 _ID = "/v2/alerts/{identifier:path}"

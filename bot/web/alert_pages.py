@@ -30,7 +30,7 @@ _CURSOR = "alerts-cursor:"
 
 
 def age(then) -> str:
-    """"4 min", "3 h", "2 d": how long ago, short enough for a phone's column."""
+    """ "4 min", "3 h", "2 d": how long ago, short enough for a phone's column."""
     seconds = max(0, int((utcnow() - then).total_seconds()))
     if seconds < 60:
         return f"{seconds} s"
@@ -57,8 +57,13 @@ async def signed_in(request: Request) -> tuple[User | None, Response | None]:
 
 
 def not_found(request: Request, what: str = "alert") -> Response:
-    return render(request, "message.html", status_code=404, title=f"No such {what}",
-                  message=f"There is no such {what}, or it belongs to a team you are not in.")
+    return render(
+        request,
+        "message.html",
+        status_code=404,
+        title=f"No such {what}",
+        message=f"There is no such {what}, or it belongs to a team you are not in.",
+    )
 
 
 def bad_request(request: Request, message: str) -> Response:
@@ -104,12 +109,26 @@ async def alert_list(request: Request) -> Response:
         older = "/alerts?" + urlencode({**filters.params(), "after": sign_cursor(request, page.next_before)})
     newest = "/alerts" + (f"?{urlencode(filters.params())}" if filters.any else "")
     shown = {k: params.get(k, "")[:60] for k in ("status", "team", "priority", "tag", "from", "to")}
-    shown["q"] = params.get("q", "")[:alert_views.MAX_SEARCH]
+    shown["q"] = params.get("q", "")[: alert_views.MAX_SEARCH]
     refresh = params.get("refresh") == "1" and error is None
-    return render(request, "alerts.html", status_code=400 if error else 200, wide=True, title="Alerts", error=error,
-                  page=page, filters=filters, shown=shown, teams=teams, older=older, newest=newest,
-                  paged=before is not None, priorities=alert_views.alerts.PRIORITIES, statuses=alert_views.STATUSES,
-                  refresh=refresh)
+    return render(
+        request,
+        "alerts.html",
+        status_code=400 if error else 200,
+        wide=True,
+        title="Alerts",
+        error=error,
+        page=page,
+        filters=filters,
+        shown=shown,
+        teams=teams,
+        older=older,
+        newest=newest,
+        paged=before is not None,
+        priorities=alert_views.alerts.PRIORITIES,
+        statuses=alert_views.STATUSES,
+        refresh=refresh,
+    )
 
 
 # --- one alert -----------------------------------------------------------------------------------
@@ -118,14 +137,29 @@ def _alert_id(request: Request) -> int | None:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
 
 
-async def _alert_page(request: Request, user: User, alert_id: int, *, status_code: int = 200,
-                      error: str | None = None, done: str | None = None) -> Response:
+async def _alert_page(
+    request: Request,
+    user: User,
+    alert_id: int,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    done: str | None = None,
+) -> Response:
     async with rt_of(request).sessionmaker() as session:
         detail = await alert_views.alert_detail(session, user, alert_id)
     if detail is None:
         return not_found(request)
-    return render(request, "alert.html", status_code=status_code, wide=True,
-                  title=f"#{detail.alert.id} {detail.alert.message}", d=detail, error=error, done=done)
+    return render(
+        request,
+        "alert.html",
+        status_code=status_code,
+        wide=True,
+        title=f"#{detail.alert.id} {detail.alert.message}",
+        d=detail,
+        error=error,
+        done=done,
+    )
 
 
 async def alert_page(request: Request) -> Response:
@@ -160,26 +194,52 @@ async def alert_act(request: Request) -> Response:
     if action == "assign" and not (assignee.isascii() and assignee.isdigit() and len(assignee) <= 9):
         return await _alert_page(request, user, alert_id, status_code=400, error="Choose who to assign it to.")
     async with rt.sessionmaker.begin() as session:
-        result = await actions.act_on_web(session, user, action, alert_id,
-                                          assignee_id=int(assignee) if action == "assign" else None,
-                                          note=note, seen=seen)
+        result = await actions.act_on_web(
+            session,
+            user,
+            action,
+            alert_id,
+            assignee_id=int(assignee) if action == "assign" else None,
+            note=note,
+            seen=seen,
+        )
     if result.channel:
         rt.wake_outbox(result.channel)
     if not result.applied:
-        return await _alert_page(request, user, alert_id, status_code=_STATUS.get(result.outcome, 409),
-                                 error=result.text or "Nothing was done.")
+        return await _alert_page(
+            request,
+            user,
+            alert_id,
+            status_code=_STATUS.get(result.outcome, 409),
+            error=result.text or "Nothing was done.",
+        )
     return RedirectResponse(f"/alerts/{alert_id}?done={action}", status_code=303)
 
 
 # --- a team --------------------------------------------------------------------------------------
-async def _team_page(request: Request, user: User, name: str, *, new_key: str | None = None,
-                     error: str | None = None, status_code: int = 200) -> Response:
+async def _team_page(
+    request: Request,
+    user: User,
+    name: str,
+    *,
+    new_key: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
     async with rt_of(request).sessionmaker() as session:
         detail = await alert_views.team_detail(session, user, name)
     if detail is None:
         return not_found(request, "team")
-    return render(request, "team.html", status_code=status_code, wide=True, title=detail.team.name, t=detail,
-                  new_key=new_key, error=error)
+    return render(
+        request,
+        "team.html",
+        status_code=status_code,
+        wide=True,
+        title=detail.team.name,
+        t=detail,
+        new_key=new_key,
+        error=error,
+    )
 
 
 async def team_page(request: Request) -> Response:
@@ -198,8 +258,9 @@ async def team_rotate_key(request: Request) -> Response:
         return refused
     name = request.path_params["name"]
     if form.get("confirm") != "yes":
-        return await _team_page(request, user, name, status_code=400,
-                                error="Tick the box to confirm: the old key stops working at once.")
+        return await _team_page(
+            request, user, name, status_code=400, error="Tick the box to confirm: the old key stops working at once."
+        )
     try:
         async with rt_of(request).sessionmaker.begin() as session:
             key = await alert_views.rotate_team_key(session, user, name)

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
@@ -33,9 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from bot.services import heartbeats
-from bot.services.heartbeats import Fields
-from bot.web.alert_api import (ApiError, Call, endpoint, iso, key_team, parse_json, presented_key, read_body,
-                               storable)
+from bot.web.alert_api import ApiError, Call, endpoint, iso, key_team, parse_json, presented_key, read_body, storable
 from storage.models import Heartbeat, Team
 
 #: Atlassian's path for OpsGenie's API once moved to Jira Service Management.
@@ -67,12 +65,16 @@ def _name(request: Request) -> str:
 def present(heartbeat: Heartbeat, team: Team, now) -> dict:
     """OpsGenie's heartbeat object (``GET /v2/heartbeats/{name}``)."""
     shown = {
-        "name": heartbeat.name, "description": heartbeat.description or "", "interval": heartbeat.interval,
-        "enabled": heartbeat.enabled, "intervalUnit": heartbeat.interval_unit,
+        "name": heartbeat.name,
+        "description": heartbeat.description or "",
+        "interval": heartbeat.interval,
+        "enabled": heartbeat.enabled,
+        "intervalUnit": heartbeat.interval_unit,
         "expired": heartbeats.is_late(heartbeat, now),
         "ownerTeam": {"id": str(team.id), "name": team.name},
         "alertMessage": heartbeat.alert_message or heartbeats.default_message(heartbeat.name),
-        "alertTags": list(heartbeat.alert_tags or []), "alertPriority": heartbeat.alert_priority,
+        "alertTags": list(heartbeat.alert_tags or []),
+        "alertPriority": heartbeat.alert_priority,
     }
     if heartbeat.last_ping_at is not None:
         shown["lastPingTime"] = iso(heartbeat.last_ping_at)
@@ -91,7 +93,7 @@ async def _named(request: Request, *, write: bool) -> AsyncIterator[tuple[AsyncS
     transaction (``write``) or a read-only session."""
     key = heartbeat_key(request)
     sessionmaker = request.app.state.runtime.sessionmaker
-    async with (sessionmaker.begin() if write else sessionmaker()) as session:
+    async with sessionmaker.begin() if write else sessionmaker() as session:
         team = await key_team(session, key)
         yield session, team, await heartbeats.find(session, team, _name(request))
 
@@ -100,8 +102,9 @@ async def _named(request: Request, *, write: bool) -> AsyncIterator[tuple[AsyncS
 async def ping(request: Request, call: Call) -> Response:
     rt = request.app.state.runtime
     async with _named(request, write=True) as (session, team, heartbeat):
-        closed = await heartbeats.ping(session, heartbeat, rt.now(), how=f"{request.method} ping",
-                                       request_id=call.request_id)
+        closed = await heartbeats.ping(
+            session, heartbeat, rt.now(), how=f"{request.method} ping", request_id=call.request_id
+        )
     if closed is not None:  # committed: the alert's Slack message shows it closed now
         rt.wake_outbox(closed.slack_channel)
     return call.answer(202, result=PONG)
@@ -179,15 +182,17 @@ async def not_supported(request: Request, call: Call) -> Response:
     allowed = sorted({m for r in _served if r.matches(request.scope)[0] is Match.PARTIAL for m in r.methods or ()})
     missing = f"Genie does not implement {request.method} {request.url.path}"
     if allowed:
-        raise ApiError(405, f"{missing} (this path answers {', '.join(allowed)}).",
-                       headers={"Allow": ", ".join(allowed)})
+        raise ApiError(
+            405, f"{missing} (this path answers {', '.join(allowed)}).", headers={"Allow": ", ".join(allowed)}
+        )
     raise ApiError(404, f"{missing}.")
 
 
 def _everywhere(path: str, handler, methods: list[str]) -> list[Route]:
     """``path`` with and without its trailing slash, under ``/v2`` and the JSM prefix."""
-    return [Route(f"{prefix}{path}{slash}", handler, methods=methods)
-            for prefix in ("", JSM_PREFIX) for slash in ("", "/")]
+    return [
+        Route(f"{prefix}{path}{slash}", handler, methods=methods) for prefix in ("", JSM_PREFIX) for slash in ("", "/")
+    ]
 
 
 _ONE = "/v2/heartbeats/{name}"

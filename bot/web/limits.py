@@ -22,7 +22,8 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot.web.alert_api import MAX_BODY as API_MAX_BODY, ApiError
+from bot.web.alert_api import MAX_BODY as API_MAX_BODY
+from bot.web.alert_api import ApiError
 
 SLACK_MAX_BODY = 512 * 1024
 DEFAULT_MAX_BODY = 64 * 1024

@@ -23,16 +23,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bot.config import SLACK_SETUP_HINT
-from bot.slack.home import announce_link, refresh_home_after_unlink
-from bot.slack.notify import queue_connected_dm, queue_new_link_notices, queue_password_set_notices
-from bot.slack.profiles import requester_profile
-from bot.runtime import Runtime
 from bot import metrics
+from bot.config import SLACK_SETUP_HINT
 from bot.ids import parse_id
+from bot.runtime import Runtime
 from bot.services import actions, external_accounts, people, slack_links, teams, users
 from bot.services.errors import InvalidInput
 from bot.services.slack_links import LinkError, LinkProblem, NeedsReplaceConfirmation
+from bot.slack.home import announce_link, refresh_home_after_unlink
+from bot.slack.notify import queue_connected_dm, queue_new_link_notices, queue_password_set_notices
+from bot.slack.profiles import requester_profile
 from storage.models import User
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
     )
     response = HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
     if is_new:
-        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="lax", secure=rt.settings.secure_cookies, path="/")
+        response.set_cookie(
+            CSRF_COOKIE, cookie, httponly=True, samesite="lax", secure=rt.settings.secure_cookies, path="/"
+        )
     return response
 
 
@@ -196,17 +198,20 @@ async def login_submit(request: Request) -> Response:
     password = str(form.get("password") or "")[:1024]
     target = safe_next(str(form.get("next") or ""))
     try:
-        signed_in = await users.sign_in(rt.sessionmaker, email, password, client_address(request),
-                                           request.cookies.get(SESSION_COOKIE))
+        signed_in = await users.sign_in(
+            rt.sessionmaker, email, password, client_address(request), request.cookies.get(SESSION_COOKIE)
+        )
     except users.TooManyAttempts as err:
-        logger.warning("sign-in refused for a while: too many failures for that account or from %s",
-                       client_address(request))
+        logger.warning(
+            "sign-in refused for a while: too many failures for that account or from %s", client_address(request)
+        )
         response = render(request, "login.html", status_code=429, next=target, email=email, error=str(err))
         response.headers["Retry-After"] = str(max(1, int(err.retry_after.total_seconds())))
         return response
     if signed_in is None:
-        return render(request, "login.html", status_code=401, next=target, email=email,
-                      error="Email or password is incorrect.")
+        return render(
+            request, "login.html", status_code=401, next=target, email=email, error="Email or password is incorrect."
+        )
     _user, token = signed_in
     # An admin may require Sign in with Slack: passwords then sign in admins only (ignored while
     # Slack sign-in is not configured, which would lock everyone else out).
@@ -216,11 +221,24 @@ async def login_submit(request: Request) -> Response:
         async with rt.sessionmaker.begin() as session:
             if await slack_signin.slack_signin_required(session):
                 await users.end_session(session, token)
-                return render(request, "login.html", status_code=403, next=target, email=email,
-                              error="This Genie requires Sign in with Slack: use the “Sign in with Slack” button.")
+                return render(
+                    request,
+                    "login.html",
+                    status_code=403,
+                    next=target,
+                    email=email,
+                    error="This Genie requires Sign in with Slack: use the “Sign in with Slack” button.",
+                )
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=rt.settings.secure_cookies,
-                        path="/", max_age=int(users.SESSION_LIFETIME.total_seconds()))
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=rt.settings.secure_cookies,
+        path="/",
+        max_age=int(users.SESSION_LIFETIME.total_seconds()),
+    )
     return response
 
 
@@ -273,17 +291,28 @@ async def link_confirm(request: Request) -> Response:
         # (outside any transaction), so the email rules below judge what Slack says.
         live = await requester_profile(rt, row) if not row.slack_email else None
         async with rt.sessionmaker.begin() as session:
-            link = await slack_links.redeem(session, nonce, user, replace=form.get("replace") == "yes",
-                                        live_profile=live, ownership_confirmed=form.get("mine") == "yes")
+            link = await slack_links.redeem(
+                session,
+                nonce,
+                user,
+                replace=form.get("replace") == "yes",
+                live_profile=live,
+                ownership_confirmed=form.get("mine") == "yes",
+            )
             await queue_connected_dm(rt, session, link)
             # The alert click that led here, if any: carried out now, through the gate.
-            carried = await actions.carry_out(session, nonce, link,
-                                              anonymous_default=rt.settings.allow_anonymous_actions)
+            carried = await actions.carry_out(
+                session, nonce, link, anonymous_default=rt.settings.allow_anonymous_actions
+            )
             if link.needs_review:  # the DM above may go to someone else: tell the person where they are
                 await queue_new_link_notices(rt, session, link, slack_links.unverified_reason(link, user.email))
     except LinkError as err:
         return problem_page(request, err)
-    except (slack_links.EmailMatchRequired, slack_links.NeedsOwnershipConfirmation, NeedsReplaceConfirmation) as refused:
+    except (
+        slack_links.EmailMatchRequired,
+        slack_links.NeedsOwnershipConfirmation,
+        NeedsReplaceConfirmation,
+    ) as refused:
         # Nothing was consumed. The workspace's email rule: the reason, no button. Slack does not
         # vouch that this Slack account is theirs: the second, explicit step. Confirming would
         # replace a link and the person did not choose that (or it appeared since the page was
@@ -302,8 +331,12 @@ async def link_confirm(request: Request) -> Response:
     logger.info("linked Slack user %s (workspace %s) to Genie user %s", link.slack_user_id, link.workspace_id, user.id)
     if carried is not None:
         metrics.count_decision(carried.action, carried.result.outcome, carried.result.reason)
-        logger.info("carried out the remembered %s of alert #%s after linking: %s", carried.action,
-                    carried.alert_id, carried.result.outcome)
+        logger.info(
+            "carried out the remembered %s of alert #%s after linking: %s",
+            carried.action,
+            carried.alert_id,
+            carried.result.outcome,
+        )
     response = render(request, "link_done.html", link=link, carried=carried)
     # The Home tab is published directly, not through the outbox: it is a snapshot redrawn on every
     # open, so a lost publish loses nothing (see bot.slack.home.publish_home).
@@ -350,9 +383,15 @@ async def invite_submit(request: Request) -> Response:
     response = RedirectResponse("/account?welcome=1", status_code=303)
     if told:
         response.background = BackgroundTask(rt.wake_outbox)
-    response.set_cookie(SESSION_COOKIE, session_token, httponly=True, samesite="lax",
-                        secure=rt.settings.secure_cookies, path="/",
-                        max_age=int(users.SESSION_LIFETIME.total_seconds()))
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_token,
+        httponly=True,
+        samesite="lax",
+        secure=rt.settings.secure_cookies,
+        path="/",
+        max_age=int(users.SESSION_LIFETIME.total_seconds()),
+    )
     return response
 
 
@@ -366,11 +405,18 @@ async def account_page(request: Request) -> Response:
         others = await external_accounts.other_accounts_of(session, user.id)
         my_teams = await teams.teams_of_user(session, user.id)
     review = [(link, slack_links.unverified_reason(link, user.email)) for link in links if link.needs_review]
-    return render(request, "account.html", links=links, teams=my_teams, others=others, review=review,
-                  kept=request.query_params.get("kept") == "1",
-                  disconnected=request.query_params.get("disconnected") == "1",
-                  welcome=request.query_params.get("welcome") == "1",
-                  removed=request.query_params.get("removed") == "1")
+    return render(
+        request,
+        "account.html",
+        links=links,
+        teams=my_teams,
+        others=others,
+        review=review,
+        kept=request.query_params.get("kept") == "1",
+        disconnected=request.query_params.get("disconnected") == "1",
+        welcome=request.query_params.get("welcome") == "1",
+        removed=request.query_params.get("removed") == "1",
+    )
 
 
 async def _own_post(request: Request, param: str) -> tuple[FormData, User, int] | Response:
@@ -388,8 +434,13 @@ async def _own_post(request: Request, param: str) -> tuple[FormData, User, int] 
 
 
 def _not_yours(request: Request) -> Response:
-    return render(request, "message.html", status_code=404, title="Not found",
-                  message="That connection does not exist any more, or is not yours.")
+    return render(
+        request,
+        "message.html",
+        status_code=404,
+        title="Not found",
+        message="That connection does not exist any more, or is not yours.",
+    )
 
 
 async def account_disconnect(request: Request) -> Response:
@@ -411,7 +462,7 @@ async def account_disconnect(request: Request) -> Response:
 
 
 async def account_keep(request: Request) -> Response:
-    """"This is me" on the banner of a new Slack link Slack did not vouch for: it leaves the banner."""
+    """ "This is me" on the banner of a new Slack link Slack did not vouch for: it leaves the banner."""
     own = await _own_post(request, "link_id")
     if isinstance(own, Response):
         return own

@@ -28,10 +28,17 @@ templates.globals["duration"] = charts.duration
 def _charts(rep: reports.Report) -> dict:
     return {
         "days": charts.columns("chart-days", "Alerts per day", [(d.strftime("%m-%d"), n) for d, n in rep.days]),
-        "mtta": charts.bars("chart-mtta", "Median time to acknowledge, per team",
-                            [(t.team, t.mtta_median or 0) for t in rep.teams], fmt=charts.duration),
-        "people": charts.bars("chart-people", "Acknowledgements and closes, per person",
-                              [(p.name, p.acknowledged + p.closed) for p in rep.people[:15]]),
+        "mtta": charts.bars(
+            "chart-mtta",
+            "Median time to acknowledge, per team",
+            [(t.team, t.mtta_median or 0) for t in rep.teams],
+            fmt=charts.duration,
+        ),
+        "people": charts.bars(
+            "chart-people",
+            "Acknowledgements and closes, per person",
+            [(p.name, p.acknowledged + p.closed) for p in rep.people[:15]],
+        ),
     }
 
 
@@ -46,17 +53,37 @@ async def report_page(request: Request) -> Response:
     except InvalidInput as err:
         async with rt_of(request).sessionmaker() as session:
             teams = await alert_views.visible_teams(session, user)
-        return render(request, "reports.html", status_code=400, wide=True, title="Reports", error=str(err),
-                      rep=None, shown=shown, teams=teams)
+        return render(
+            request,
+            "reports.html",
+            status_code=400,
+            wide=True,
+            title="Reports",
+            error=str(err),
+            rep=None,
+            shown=shown,
+            teams=teams,
+        )
     async with rt_of(request).sessionmaker() as session:
         teams = await alert_views.visible_teams(session, user)
         rep = await reports.report(session, user, period)
         health = await reports.linking_health(session, period) if user.is_admin else None
     done = request.query_params.get("reminded")
-    return render(request, "reports.html", wide=True, title="Reports", error=None, rep=rep, health=health,
-                  shown=shown, teams=teams, charts=_charts(rep), csv=lambda t: "/reports.csv?" + urlencode(
-                      period.params(table=t)), back=urlencode(period.params()),
-                  reminded=done if done and done.isdigit() else None)
+    return render(
+        request,
+        "reports.html",
+        wide=True,
+        title="Reports",
+        error=None,
+        rep=rep,
+        health=health,
+        shown=shown,
+        teams=teams,
+        charts=_charts(rep),
+        csv=lambda t: "/reports.csv?" + urlencode(period.params(table=t)),
+        back=urlencode(period.params()),
+        reminded=done if done and done.isdigit() else None,
+    )
 
 
 def _cell(value) -> str:
@@ -82,12 +109,17 @@ async def report_csv(request: Request) -> Response:
     try:
         period = reports.Period.parse(request.query_params)
         if table not in reports.TABLES:
-            raise InvalidInput(f"There is no table {table.replace(chr(0), '')!r}; there are: {', '.join(reports.TABLES)}.")
+            raise InvalidInput(
+                f"There is no table {table.replace(chr(0), '')!r}; there are: {', '.join(reports.TABLES)}."
+            )
     except InvalidInput as err:
-        return render(request, "message.html", status_code=400, title="That export doesn't make sense", message=str(err))
+        return render(
+            request, "message.html", status_code=400, title="That export doesn't make sense", message=str(err)
+        )
     if table in reports.ADMIN_TABLES and not user.is_admin:
-        return render(request, "message.html", status_code=403, title="Admins only",
-                      message="Linking health is for Genie admins.")
+        return render(
+            request, "message.html", status_code=403, title="Admins only", message="Linking health is for Genie admins."
+        )
     async with rt_of(request).sessionmaker() as session:
         if table in reports.ADMIN_TABLES:
             rep, health = None, await reports.linking_health(session, period)
@@ -99,8 +131,11 @@ async def report_csv(request: Request) -> Response:
     writer.writerow(header)
     writer.writerows([[_cell(v) for v in row] for row in rows])
     name = f"genie-{table}-{period.since}-{period.until}.csv"
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+    )
 
 
 async def remind(request: Request) -> Response:
@@ -111,8 +146,13 @@ async def remind(request: Request) -> Response:
     if refused is not None:
         return refused
     if not user.is_admin:
-        return render(request, "message.html", status_code=403, title="Admins only",
-                      message="Only Genie admins send link reminders.")
+        return render(
+            request,
+            "message.html",
+            status_code=403,
+            title="Admins only",
+            message="Only Genie admins send link reminders.",
+        )
     workspace, slack_user = str(form.get("workspace") or ""), str(form.get("slack_user") or "")
     back = str(form.get("back") or "")[:300]
     rt = rt_of(request)

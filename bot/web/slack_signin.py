@@ -50,26 +50,45 @@ def _redirect_uri(request: Request) -> str:
 
 
 def _refused(request: Request, message: str, status_code: int = 403) -> Response:
-    response = render(request, "message.html", status_code=status_code, title="Couldn't sign you in with Slack",
-                      message=message)
+    response = render(
+        request, "message.html", status_code=status_code, title="Couldn't sign you in with Slack", message=message
+    )
     response.delete_cookie(STATE_COOKIE, path="/login/slack")
     return response
 
 
 async def start(request: Request) -> Response:
     if not _enabled(request):
-        return render(request, "message.html", status_code=404, title="Sign in with Slack is not set up",
-                      message="This Genie has no Slack sign-in configured: sign in with your email and password.")
+        return render(
+            request,
+            "message.html",
+            status_code=404,
+            title="Sign in with Slack is not set up",
+            message="This Genie has no Slack sign-in configured: sign in with your email and password.",
+        )
     rt = rt_of(request)
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     target = safe_next(request.query_params.get("next"))
     cookie = rt.csrf.sign(_SALT_PREFIX + json.dumps({"state": state, "nonce": nonce, "next": target})).decode()
-    url = prepare_grant_uri(f"{rt.settings.slack_oidc_url}/openid/connect/authorize", rt.settings.slack_oidc_client_id,
-                            "code", redirect_uri=_redirect_uri(request), scope="openid email profile", state=state,
-                            nonce=nonce)
+    url = prepare_grant_uri(
+        f"{rt.settings.slack_oidc_url}/openid/connect/authorize",
+        rt.settings.slack_oidc_client_id,
+        "code",
+        redirect_uri=_redirect_uri(request),
+        scope="openid email profile",
+        state=state,
+        nonce=nonce,
+    )
     response = RedirectResponse(url, status_code=303)
-    response.set_cookie(STATE_COOKIE, cookie, max_age=STATE_MAX_AGE, httponly=True, samesite="lax",
-                        secure=rt.settings.secure_cookies, path="/login/slack")
+    response.set_cookie(
+        STATE_COOKIE,
+        cookie,
+        max_age=STATE_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=rt.settings.secure_cookies,
+        path="/login/slack",
+    )
     return response
 
 
@@ -87,16 +106,26 @@ def _attempt(request: Request) -> dict | None:
         data = json.loads(text.removeprefix(_SALT_PREFIX))
     except ValueError:
         return None
-    return data if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("state", "nonce", "next")) \
+    return (
+        data
+        if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("state", "nonce", "next"))
         else None
+    )
 
 
 async def _id_token(request: Request, code: str) -> str | None:
     s = rt_of(request).settings
     async with httpx.AsyncClient(timeout=10) as client:
-        answer = await client.post(f"{s.slack_api_url}openid.connect.token", data={
-            "client_id": s.slack_oidc_client_id, "client_secret": s.slack_oidc_client_secret, "code": code,
-            "grant_type": "authorization_code", "redirect_uri": _redirect_uri(request)})
+        answer = await client.post(
+            f"{s.slack_api_url}openid.connect.token",
+            data={
+                "client_id": s.slack_oidc_client_id,
+                "client_secret": s.slack_oidc_client_secret,
+                "code": code,
+                "grant_type": "authorization_code",
+                "redirect_uri": _redirect_uri(request),
+            },
+        )
     body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
     if not body.get("ok", True) or not isinstance(body.get("id_token"), str):
         logger.warning("Slack refused the sign-in code: %s", str(body.get("error") or answer.status_code)[:100])
@@ -111,9 +140,12 @@ async def _verified_claims(request: Request, id_token: str, nonce: str) -> dict 
     try:
         token = jwt.decode(id_token, KeySet.import_key_set(keys), algorithms=["RS256"])
         jwt.JWTClaimsRegistry(
-            leeway=60, iss={"essential": True, "value": s.slack_oidc_url},
-            aud={"essential": True, "value": s.slack_oidc_client_id}, exp={"essential": True},
-            sub={"essential": True}, nonce={"essential": True, "value": nonce},
+            leeway=60,
+            iss={"essential": True, "value": s.slack_oidc_url},
+            aud={"essential": True, "value": s.slack_oidc_client_id},
+            exp={"essential": True},
+            sub={"essential": True},
+            nonce={"essential": True, "value": nonce},
         ).validate(token.claims)
     except (JoseError, ValueError, TypeError) as err:
         logger.warning("a Slack ID token failed verification: %s", type(err).__name__)
@@ -126,13 +158,20 @@ async def callback(request: Request) -> Response:
         return _refused(request, "This Genie has no Slack sign-in configured.", 404)
     params = request.query_params
     if params.get("error"):
-        return _refused(request, "Slack sign-in was cancelled or refused; nothing changed. Try again, or sign in with "
-                                 "your password.", 400)
+        return _refused(
+            request,
+            "Slack sign-in was cancelled or refused; nothing changed. Try again, or sign in with your password.",
+            400,
+        )
     attempt = _attempt(request)
     state, code = params.get("state") or "", params.get("code") or ""
     if attempt is None or not hmac.compare_digest(state.encode(), attempt["state"].encode()):
-        return _refused(request, "This sign-in didn't start in this browser, or took longer than 10 minutes: start "
-                                 "again from the sign-in page.", 400)
+        return _refused(
+            request,
+            "This sign-in didn't start in this browser, or took longer than 10 minutes: start "
+            "again from the sign-in page.",
+            400,
+        )
     if not code or len(code) > 500:
         return _refused(request, "Slack sent no sign-in code back: start again from the sign-in page.", 400)
     try:
@@ -149,11 +188,14 @@ async def callback(request: Request) -> Response:
         return _refused(request, "Slack's answer did not name your workspace and user, so you were not signed in.", 400)
     enterprise = claims.get("https://slack.com/enterprise_id")
     who = slack_signin.SlackClaims(
-        team_id=team_id, user_id=user_id, email=claims.get("email") if isinstance(claims.get("email"), str) else None,
+        team_id=team_id,
+        user_id=user_id,
+        email=claims.get("email") if isinstance(claims.get("email"), str) else None,
         email_verified=claims.get("email_verified") is True,
         name=str(claims.get("name") or "")[:200] or None,
         team_name=str(claims.get("https://slack.com/team_name") or "")[:200] or None,
-        enterprise_id=enterprise if isinstance(enterprise, str) and len(enterprise) <= 32 else None)
+        enterprise_id=enterprise if isinstance(enterprise, str) and len(enterprise) <= 32 else None,
+    )
     rt = rt_of(request)
     try:
         async with rt.sessionmaker.begin() as session:
@@ -163,8 +205,15 @@ async def callback(request: Request) -> Response:
         return _refused(request, str(err))
     logger.info("user %s signed in with Slack%s", user.id, " (and linked that Slack account)" if linked else "")
     response = RedirectResponse(safe_next(attempt["next"]), status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=rt.settings.secure_cookies,
-                        path="/", max_age=int(users.SESSION_LIFETIME.total_seconds()))
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=rt.settings.secure_cookies,
+        path="/",
+        max_age=int(users.SESSION_LIFETIME.total_seconds()),
+    )
     response.delete_cookie(STATE_COOKIE, path="/login/slack")
     return response
 

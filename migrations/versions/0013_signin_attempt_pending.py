@@ -7,23 +7,23 @@ Revision ID: 0013
 Revises: 0012
 Create Date: 2026-11-25 23:00:00.000000
 """
-from typing import Sequence, Union
 
-from alembic import op
+from collections.abc import Sequence
+
 import sqlalchemy as sa
+from alembic import op
 
-
-revision: str = '0013'
-down_revision: Union[str, None] = '0012'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+revision: str = "0013"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('signin_failure', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('pending', sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table("signin_failure", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("pending", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('signin_failure', schema=None) as batch_op:
-        batch_op.drop_column('pending')
+    with op.batch_alter_table("signin_failure", schema=None) as batch_op:
+        batch_op.drop_column("pending")

@@ -25,15 +25,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.mutation.mutants import MUTANTS, Mutant  # noqa: E402
+from tests.mutation.mutants import MUTANTS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
 
 
 def copy_repo(to: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
-                           capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         source = REPO / name
         if source.is_file():
@@ -46,15 +51,22 @@ def pytest(copy: Path, tests: tuple[str, ...], timeout: int, postgres: bool = Fa
     env = {k: v for k, v in os.environ.items() if postgres or k != "GENIE_TEST_POSTGRES_URL"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     try:
-        done = subprocess.run([str(PYTHON), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                              cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [str(PYTHON), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return -1, "timeout"
     lines = (done.stdout + done.stderr).strip().splitlines()
     if os.environ.get("GENIE_MUTATION_VERBOSE"):
         print("\n".join(lines[-60:]))
-    return done.returncode, next((l for l in reversed(lines) if " passed" in l or " failed" in l
-                                  or " error" in l), lines[-1] if lines else "")
+    return done.returncode, next(
+        (l for l in reversed(lines) if " passed" in l or " failed" in l or " error" in l), lines[-1] if lines else ""
+    )
 
 
 def main() -> int:
@@ -70,8 +82,9 @@ def main() -> int:
         copy = Path(tmp)
         copy_repo(copy)
         # The copy, not the checkout, must be what the tests import.
-        where = subprocess.run([str(PYTHON), "-c", "import bot; print(bot.__file__)"], cwd=copy, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        where = subprocess.run(
+            [str(PYTHON), "-c", "import bot; print(bot.__file__)"], cwd=copy, capture_output=True, text=True, check=True
+        ).stdout.strip()
         assert where.startswith(str(copy)), f"tests would import {where}, not the mutated copy"
         baseline = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
         rc, summary = (0, "skipped") if args.no_baseline else pytest(copy, baseline, args.timeout * 3)
@@ -84,8 +97,10 @@ def main() -> int:
             original = target.read_text(encoding="utf-8")
             if original.count(mutant.old) != 1:
                 results.append({"id": mutant.id, "outcome": "stale", "what": mutant.what, "tests": list(mutant.tests)})
-                print(f"{mutant.id:4} STALE    {mutant.path}: the text to mutate occurs {original.count(mutant.old)} times",
-                      flush=True)
+                print(
+                    f"{mutant.id:4} STALE    {mutant.path}: the text to mutate occurs {original.count(mutant.old)} times",
+                    flush=True,
+                )
                 continue
             target.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
             started = time.monotonic()
@@ -94,15 +109,27 @@ def main() -> int:
             finally:
                 target.write_text(original, encoding="utf-8")
             outcome = "survived" if rc == 0 else "timeout" if rc == -1 else "killed"
-            results.append({"id": mutant.id, "area": mutant.area, "outcome": outcome, "what": mutant.what,
-                            "tests": list(mutant.tests), "summary": summary,
-                            "seconds": round(time.monotonic() - started, 1)})
-            print(f"{mutant.id:4} {outcome.upper():8} {mutant.what} — {summary} "
-                  f"({time.monotonic() - started:.0f} s)", flush=True)
+            results.append(
+                {
+                    "id": mutant.id,
+                    "area": mutant.area,
+                    "outcome": outcome,
+                    "what": mutant.what,
+                    "tests": list(mutant.tests),
+                    "summary": summary,
+                    "seconds": round(time.monotonic() - started, 1),
+                }
+            )
+            print(
+                f"{mutant.id:4} {outcome.upper():8} {mutant.what} — {summary} ({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
     killed = sum(r["outcome"] in ("killed", "timeout") for r in results)
-    print(f"\n{killed} of {len(results)} mutants killed; survived: "
-          f"{[r['id'] for r in results if r['outcome'] == 'survived'] or 'none'}; "
-          f"stale: {[r['id'] for r in results if r['outcome'] == 'stale'] or 'none'}")
+    print(
+        f"\n{killed} of {len(results)} mutants killed; survived: "
+        f"{[r['id'] for r in results if r['outcome'] == 'survived'] or 'none'}; "
+        f"stale: {[r['id'] for r in results if r['outcome'] == 'stale'] or 'none'}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     return 0 if killed == len(results) else 1

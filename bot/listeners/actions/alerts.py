@@ -48,14 +48,24 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: AlertActi
     value = ButtonValue.parse(_raw_value(body))
     if value is None or (action == AlertAction.ASSIGN and value.user is None):
         metrics.count_decision(action, "invalid", "bad_value")
-        await tell(respond, identity.user_id, "that the button was not Genie's",
-                   text="That button doesn't belong to a Genie alert I know, so nothing was changed.",
-                   response_type="ephemeral", replace_original=False)
+        await tell(
+            respond,
+            identity.user_id,
+            "that the button was not Genie's",
+            text="That button doesn't belong to a Genie alert I know, so nothing was changed.",
+            response_type="ephemeral",
+            replace_original=False,
+        )
         return
     async with rt.sessionmaker.begin() as session:
-        result = await actions.act(session, identity, action, value.alert,
-                                   anonymous_default=rt.settings.allow_anonymous_actions,
-                                   assignee_id=value.user)
+        result = await actions.act(
+            session,
+            identity,
+            action,
+            value.alert,
+            anonymous_default=rt.settings.allow_anonymous_actions,
+            assignee_id=value.user,
+        )
     metrics.count_decision(action, result.outcome, result.reason)  # committed: it is on the timeline
     if result.applied:
         rt.wake_outbox(result.channel)
@@ -66,22 +76,36 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: AlertActi
         # through the gate (actions.carry_out) — the person need not find the alert again.
         pending = slack_links.PendingClick(action, result.alert_id, value.user, *_where(body))
         async with rt.sessionmaker.begin() as session:
-            request = await slack_links.issue_link(session, identity, SlackProfile(workspace_name=_domain(body)),
-                                               rt.settings.link_ttl, pending=pending)
+            request = await slack_links.issue_link(
+                session, identity, SlackProfile(workspace_name=_domain(body)), rt.settings.link_ttl, pending=pending
+            )
         connect_url = rt.link_url(rt.tokens.dump(request.nonce))
         then = f"{action} alert #{result.alert_id}"
-    text, blocks = refusal_message(result.text or "Nothing was changed.", connect_url=connect_url,
-                                   offer_disconnect_for=result.linked_inactive_email, then=then)
-    await tell(respond, identity.user_id, f"why {action} changed nothing on alert #{result.alert_id or '?'}",
-               text=text, response_type="ephemeral", replace_original=False, blocks=blocks)
+    text, blocks = refusal_message(
+        result.text or "Nothing was changed.",
+        connect_url=connect_url,
+        offer_disconnect_for=result.linked_inactive_email,
+        then=then,
+    )
+    await tell(
+        respond,
+        identity.user_id,
+        f"why {action} changed nothing on alert #{result.alert_id or '?'}",
+        text=text,
+        response_type="ephemeral",
+        replace_original=False,
+        blocks=blocks,
+    )
 
 
 def _where(body: dict) -> tuple[str | None, str | None]:
     """The channel and ts of the message clicked (for the record; never trusted for access)."""
     container = body.get("container") if isinstance(body.get("container"), dict) else {}
     channel, ts = container.get("channel_id"), container.get("message_ts")
-    return (channel if isinstance(channel, str) and len(channel) <= 32 else None,
-            ts if isinstance(ts, str) and len(ts) <= 32 else None)
+    return (
+        channel if isinstance(channel, str) and len(channel) <= 32 else None,
+        ts if isinstance(ts, str) and len(ts) <= 32 else None,
+    )
 
 
 def _domain(body: dict) -> str | None:

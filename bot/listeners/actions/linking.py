@@ -7,9 +7,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import disconnected_text
 from bot.listeners.context import identity_from, runtime, tell
+from bot.services import slack_links
 from bot.slack.home import publish_home
 from bot.slack.render import link_view
-from bot.services import slack_links
 
 
 async def ack_only(ack) -> None:
@@ -25,8 +25,14 @@ async def disconnect(ack, body: dict, context: AsyncBoltContext, client: AsyncWe
         link = await slack_links.unlink(session, identity)
         view = link_view(link) if link else None
     if body.get("response_url"):
-        await tell(respond, identity.user_id, "that the link was removed", text=disconnected_text(view),
-                   replace_original=True, response_type="ephemeral")
+        await tell(
+            respond,
+            identity.user_id,
+            "that the link was removed",
+            text=disconnected_text(view),
+            replace_original=True,
+            response_type="ephemeral",
+        )
     # The Home tab is published directly, not through the outbox: it is a snapshot redrawn on every
     # open, so a lost publish loses nothing (see bot.slack.home.publish_home).
     await publish_home(rt, client, identity)

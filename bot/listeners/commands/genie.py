@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from slack_sdk.web.async_client import AsyncWebClient
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import connect_message, disconnected_text, help_blocks, linked_message, status_text
 from bot.blocks.mrkdwn import escape
 from bot.listeners.context import identity_from, runtime
+from bot.services import heartbeats, slack_links, throttle
+from bot.services.slack_links import SlackProfile
 from bot.slack.home import publish_home
 from bot.slack.profiles import fetch_profile
 from bot.slack.render import link_view
-from bot.services import heartbeats, slack_links, throttle
-from bot.services.slack_links import SlackProfile
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +39,32 @@ async def connect(ack, body: dict, context: AsyncBoltContext, client: AsyncWebCl
         wait = await throttle.take(session, "connect", identity)
     if wait is not None:
         limit, window = throttle.LIMITS["connect"]
-        await ack(response_type="ephemeral",
-                  text=f"You asked for {limit} connect links in the last {throttle.say(window)}, so Genie is not "
-                       f"making another one now. Try again in {throttle.say(wait)}; the last link you got still works "
-                       "until it expires.")
+        await ack(
+            response_type="ephemeral",
+            text=f"You asked for {limit} connect links in the last {throttle.say(window)}, so Genie is not "
+            f"making another one now. Try again in {throttle.say(wait)}; the last link you got still works "
+            "until it expires.",
+        )
         return
     async with rt.sessionmaker.begin() as session:
         link = await slack_links.current_link(session, identity)
         view = link_view(link) if link else None
-        request = await slack_links.issue_link(session, identity, SlackProfile(workspace_name=workspace_name), rt.settings.link_ttl)
+        request = await slack_links.issue_link(
+            session, identity, SlackProfile(workspace_name=workspace_name), rt.settings.link_ttl
+        )
     url = rt.link_url(rt.tokens.dump(request.nonce))
     if view is None:
-        await ack(response_type="ephemeral", text="Connect your Genie account",
-                  blocks=connect_message(identity.user_id, url, rt.settings.link_ttl, workspace_name))
+        await ack(
+            response_type="ephemeral",
+            text="Connect your Genie account",
+            blocks=connect_message(identity.user_id, url, rt.settings.link_ttl, workspace_name),
+        )
     else:
-        await ack(response_type="ephemeral", text=f"You're connected to Genie as {escape(view.user_email)}",
-                  blocks=linked_message(identity.user_id, view, relink_url=url))
+        await ack(
+            response_type="ephemeral",
+            text=f"You're connected to Genie as {escape(view.user_email)}",
+            blocks=linked_message(identity.user_id, view, relink_url=url),
+        )
     # After the ack (Slack's 3 seconds): who this is, for the confirm page's anti-phishing check.
     profile = await fetch_profile(client, identity, workspace_name)
     if profile is not None:
@@ -67,8 +77,14 @@ async def status(ack, context: AsyncBoltContext) -> None:
     async with rt.sessionmaker() as session:
         link = await slack_links.current_link(session, identity)
         view = link_view(link) if link else None
-        late = [heartbeats.late_line(h, team) for h, team in await heartbeats.late_for_user(session, link.user_id, rt.now())
-                ] if link is not None else []
+        late = (
+            [
+                heartbeats.late_line(h, team)
+                for h, team in await heartbeats.late_for_user(session, link.user_id, rt.now())
+            ]
+            if link is not None
+            else []
+        )
     await ack(response_type="ephemeral", text=status_text(identity.user_id, view, late))
 
 

@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Hashable, Iterable
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.services.errors import InvalidInput
 
 UNITS = ("hours", "days", "weeks")
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-UTC = timezone.utc
+UTC = UTC
 
 
 class ScheduleError(InvalidInput):
@@ -55,7 +55,9 @@ def zone(name: str, item: str = "time zone") -> ZoneInfo:
             raise ValueError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ScheduleError(f"{item}: {name!r} is not a known time zone (use an IANA name such as Europe/Berlin)") from None
+        raise ScheduleError(
+            f"{item}: {name!r} is not a known time zone (use an IANA name such as Europe/Berlin)"
+        ) from None
 
 
 #: Instants a schedule may name, and the longest span one question may cover (far-off dates
@@ -97,8 +99,10 @@ class Window:
 
     def describe(self) -> str:
         if self.weekly:
-            return (f"{DAYS[self.start_day].title()} {self.start:%H:%M}–"  # type: ignore[index]
-                    f"{DAYS[self.end_day].title()} {self.end:%H:%M}")  # type: ignore[index]
+            return (
+                f"{DAYS[self.start_day].title()} {self.start:%H:%M}–"  # type: ignore[index]
+                f"{DAYS[self.end_day].title()} {self.end:%H:%M}"
+            )  # type: ignore[index]
         return f"{self.start:%H:%M}–{self.end:%H:%M}"
 
     def validate(self, item: str) -> None:
@@ -156,15 +160,17 @@ class Rotation:
         if self.unit not in UNITS:
             raise ScheduleError(f"{item}: the rotation length unit {self.unit!r} is not one of {', '.join(UNITS)}")
         if not isinstance(self.length, int) or isinstance(self.length, bool) or self.length <= 0:
-            raise ScheduleError(f"{item}: the rotation length must be a whole number of {self.unit} above 0, "
-                                f"not {self.length!r}")
+            raise ScheduleError(
+                f"{item}: the rotation length must be a whole number of {self.unit} above 0, not {self.length!r}"
+            )
         if self.length > 10_000:
             raise ScheduleError(f"{item}: a rotation length of {self.length} {self.unit} is too long")
         zone(self.time_zone, item)
         start = instant(self.start, f"{item} start")
         if self.end is not None and instant(self.end, f"{item} end") <= start:
-            raise ScheduleError(f"{item} ends ({self.end:%Y-%m-%d %H:%M %Z}) before it starts "
-                                f"({self.start:%Y-%m-%d %H:%M %Z})")
+            raise ScheduleError(
+                f"{item} ends ({self.end:%Y-%m-%d %H:%M %Z}) before it starts ({self.start:%Y-%m-%d %H:%M %Z})"
+            )
         for n, window in enumerate(self.windows, 1):
             window.validate(f"{item}, restriction {n}")
 
@@ -229,8 +235,9 @@ class Override:
     def validate(self) -> None:
         start, end = instant(self.start, f"{self.name} start"), instant(self.end, f"{self.name} end")
         if end <= start:
-            raise ScheduleError(f"{self.name} ends ({end:%Y-%m-%d %H:%M} UTC) before it starts "
-                                f"({start:%Y-%m-%d %H:%M} UTC)")
+            raise ScheduleError(
+                f"{self.name} ends ({end:%Y-%m-%d %H:%M} UTC) before it starts ({start:%Y-%m-%d %H:%M} UTC)"
+            )
 
 
 @dataclass(frozen=True)
@@ -322,7 +329,7 @@ def who_is_on_call(schedule: Schedule, at: datetime, horizon: timedelta = timede
 
 
 def describe_gaps(found: list[Shift], tz: ZoneInfo) -> list[str]:
-    """"nobody on call Sat 02:00–06:00" for each gap, in ``tz``."""
+    """ "nobody on call Sat 02:00–06:00" for each gap, in ``tz``."""
     out = []
     for s in found:
         if s.who is None:
