@@ -87,6 +87,19 @@ class Settings:
     slack_oidc_client_id: str | None = None
     slack_oidc_client_secret: str | None = None
     slack_oidc_url: str = "https://slack.com"
+    #: E-mail pages (``bot.channels.email``): ``GENIE_SMTP_HOST`` unset means no e-mail is sent
+    #: (an e-mail rule is then skipped, and the timeline says so). The password is never logged.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str | None = None
+    smtp_starttls: bool = True
+    #: Outgoing webhooks (``bot.channels.webhook``): ``http://`` URLs are refused unless
+    #: ``GENIE_WEBHOOK_ALLOW_HTTP``; loopback, private and link-local addresses unless
+    #: ``GENIE_WEBHOOK_ALLOW_PRIVATE`` (SSRF).
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
     #: Not from the environment: filled in by tests and by the CLI for its own use.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -238,7 +251,12 @@ class Settings:
         if not slack_api_url.endswith("/"):
             slack_api_url += "/"
 
+        smtp = _smtp(get, env)
+
         return cls(
+            **smtp,
+            webhook_allow_http=_truthy("GENIE_WEBHOOK_ALLOW_HTTP", env.get("GENIE_WEBHOOK_ALLOW_HTTP"), False),
+            webhook_allow_private=_truthy("GENIE_WEBHOOK_ALLOW_PRIVATE", env.get("GENIE_WEBHOOK_ALLOW_PRIVATE"), False),
             database_url=database_url,
             secret_keys=secret_keys,
             base_url=base_url,
@@ -261,6 +279,36 @@ class Settings:
             slack_oidc_client_secret=get("GENIE_SLACK_OIDC_CLIENT_SECRET") or client_secret,
             slack_oidc_url=_oidc_url(get("GENIE_SLACK_OIDC_URL")),
         )
+
+
+def _smtp(get, env: Mapping[str, str]) -> dict:
+    """``GENIE_SMTP_*``: all or nothing beyond the host (a user needs a password, a host a
+    From address); the values are never put in an error message but their names."""
+    host = get("GENIE_SMTP_HOST")
+    names = ("GENIE_SMTP_PORT", "GENIE_SMTP_USER", "GENIE_SMTP_PASSWORD", "GENIE_SMTP_FROM", "GENIE_SMTP_STARTTLS")
+    if host is None:
+        if given := [n for n in names if get(n) is not None]:
+            raise ConfigError(given[0], "is set but GENIE_SMTP_HOST is not")
+        return {}
+    raw_port = get("GENIE_SMTP_PORT") or "587"
+    if not raw_port.isdigit() or not 1 <= int(raw_port) <= 65535:
+        raise ConfigError("GENIE_SMTP_PORT", f"must be a port number (1-65535), got {raw_port!r}")
+    user, password, sender = get("GENIE_SMTP_USER"), get("GENIE_SMTP_PASSWORD"), get("GENIE_SMTP_FROM")
+    if (user is None) != (password is None):
+        missing = "GENIE_SMTP_PASSWORD" if password is None else "GENIE_SMTP_USER"
+        raise ConfigError(missing, "GENIE_SMTP_USER and GENIE_SMTP_PASSWORD go together")
+    if sender is None:
+        raise ConfigError("GENIE_SMTP_FROM", "is required with GENIE_SMTP_HOST (e.g. Genie <genie@example.com>)")
+    if "@" not in sender or "\n" in sender or "\r" in sender:
+        raise ConfigError("GENIE_SMTP_FROM", "must be an e-mail address (e.g. Genie <genie@example.com>)")
+    return dict(
+        smtp_host=host,
+        smtp_port=int(raw_port),
+        smtp_user=user,
+        smtp_password=password,
+        smtp_from=sender,
+        smtp_starttls=_truthy("GENIE_SMTP_STARTTLS", env.get("GENIE_SMTP_STARTTLS"), True),
+    )
 
 
 def _oidc_url(value: str | None) -> str:

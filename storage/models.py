@@ -39,6 +39,9 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The address the person proved they read (a link Genie e-mailed them, opened while signed
+    #: in): e-mail pages go only to ``email`` while it equals this (``bot.channels.email``).
+    verified_email: Mapped[str | None] = mapped_column(String(254))
 
     slack_links: Mapped[list[SlackLink]] = relationship(back_populates="user", passive_deletes=True)
 
@@ -705,7 +708,15 @@ class Page(Base):
     may act on it (``bot.services.access``)."""
 
     __tablename__ = "page"
-    __table_args__ = (Index("ix_page_alert_user", "alert_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_page_alert_user", "alert_id", "user_id"),
+        Index(
+            "ix_page_waiting_due",
+            "due_at",
+            sqlite_where=text("status = 'waiting'"),
+            postgresql_where=text("status = 'waiting'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
@@ -722,6 +733,31 @@ class Page(Base):
     #: acknowledged or closed, so its buttons match.
     slack_channel: Mapped[str | None] = mapped_column(String(32))
     slack_ts: Mapped[str | None] = mapped_column(String(32))
+    #: A page that waits (status ``waiting``: a rule's delay, or an e-mail/webhook retry) is due
+    #: then; the rule it follows (``notification_rule``), and the channel worker's lease on it.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: No foreign key (SQLite cannot add one to ``page`` without a rebuild): a removed rule is
+    #: read as "no longer exists" by the sender.
+    rule_id: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+
+
+class NotificationRule(Base):
+    """How a person wants to be paged (issue 15, item 3): one channel (``slack_dm``, ``email``,
+    ``webhook``) after ``delay_minutes`` from the step. A person with none is paged by Slack DM
+    at once. A webhook rule holds its URL and the signing secret Genie generated (shown once)."""
+
+    __tablename__ = "notification_rule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    delay_minutes: Mapped[int] = mapped_column(Integer)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # --- Slack installations (multi-workspace OAuth) ---------------------------------------------

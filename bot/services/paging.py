@@ -34,16 +34,17 @@ import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services import alert_people, alerts, escalation, outbox, schedules
+from bot.services import alert_people, alerts, escalation, notification_rules, outbox, schedules
 from bot.services.alerts import Actor, AlreadyDone
 from bot.services.errors import InvalidInput
 from storage.base import utcnow
-from storage.models import Alert, AlertEscalation, EscalationPolicy, Page, Team, TeamMember, User
+from storage.models import Alert, AlertEscalation, EscalationPolicy, NotificationRule, Page, Team, TeamMember, User
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ logger = logging.getLogger(__name__)
 PAGE = "page"
 SLACK_DM = "slack_dm"
 SLACK_CHANNEL = "slack_channel"
-#: Page statuses.
+EMAIL, WEBHOOK = notification_rules.EMAIL, notification_rules.WEBHOOK
+#: Page statuses. ``waiting``: due later (a rule's delay, an e-mail or webhook retry).
 QUEUED, SENT, FAILED, SKIPPED, CANCELLED = "queued", "sent", "failed", "skipped", "cancelled"
+WAITING = "waiting"
 #: Pages that let their person act on the alert (``bot.services.access``).
 REACHED = (QUEUED, SENT)
 POLL_INTERVAL = 5.0
@@ -121,6 +124,23 @@ async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime,
             select(Page).where(Page.alert_id == alert.id, Page.status == SENT, Page.slack_ts.is_not(None))
         )
     )
+    waiting = await session.execute(
+        update(Page)
+        .where(Page.alert_id == alert.id, Page.status == WAITING)
+        .values(status=CANCELLED, settled_at=now, locked_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    if waiting.rowcount:
+        await alerts.record(
+            session,
+            alert,
+            "page",
+            "applied",
+            actor,
+            reason=f"{waiting.rowcount} waiting notification(s) cancelled: {why}"[:500],
+            now=now,
+            flush=False,
+        )
     team = await session.get(Team, alert.team_id) if sent and alert.team_id is not None else None
     for page in sent:  # the pages already in Slack are redrawn (after them: the same outbox channel)
         await outbox.enqueue(
@@ -220,6 +240,7 @@ async def _fire_step(
             )
         )
     )
+    rules = await notification_rules.rules_by_person(session, {p.id for p in people})
     queued = 0
     for person in dict.fromkeys(people):  # once each, in order
         who = f"{person.name} ({person.email})"
@@ -232,26 +253,76 @@ async def _fire_step(
             await note("skipped", f"{who} not paged: no longer a member of {team.name}")
             continue
         link = links.get(person.id)
-        if link is None:
-            page(user_id=person.id, channel=SLACK_DM, status=SKIPPED, reason=f"{why}; no Slack link")
-            await note(
-                "skipped", f"{who} not paged: no Slack account is linked in the workspace of {team.name}'s channel"
+        fall_due: datetime | None = None  # a rule that could not be used: the next one is due then
+        reached = False
+        mine = rules[person.id]
+        for index, rule in enumerate(mine):
+            due = now + timedelta(minutes=rule.delay_minutes)
+            if fall_due is not None:
+                due, fall_due = min(due, fall_due), None
+            how = notification_rules.describe(rule.channel)
+            later = "" if due <= now else f" in {rule.delay_minutes} minute(s)"
+            onward = (
+                f"; falls through to {notification_rules.describe(mine[index + 1].channel)}"
+                if index + 1 < len(mine)
+                else ""
             )
-            continue
-        row = page(user_id=person.id, channel=SLACK_DM, target=link.slack_user_id, status=QUEUED, reason=why)
-        await session.flush()
-        await outbox.enqueue(
-            session,
-            link.slack_user_id,
-            PAGE,
-            alert_id=alert.id,
-            payload={"page": row.id},
-            slack_team_id=link.slack_team_id,
-            enterprise_id=link.enterprise_id,
-            flush=False,
-        )
-        await note("applied", f"paged {who}, {why}, by Slack DM (queued)")
-        queued += 1
+            if rule.channel == SLACK_DM and link is None:
+                page(
+                    user_id=person.id, channel=SLACK_DM, status=SKIPPED, reason=f"{why}; no Slack link", rule_id=rule.id
+                )
+                await note(
+                    "skipped",
+                    f"{who} not paged: no Slack account is linked in the workspace of {team.name}'s channel" + onward,
+                )
+                fall_due = due
+                continue
+            if rule.channel == EMAIL and not notification_rules.email_verified(person):
+                page(
+                    user_id=person.id,
+                    channel=EMAIL,
+                    status=SKIPPED,
+                    reason=f"{why}; e-mail not verified",
+                    rule_id=rule.id,
+                )
+                await note("skipped", f"{who} not paged by e-mail: their address is not verified{onward}")
+                fall_due = due
+                continue
+            if rule.channel == SLACK_DM and due <= now:
+                assert link is not None
+                row = page(
+                    user_id=person.id,
+                    channel=SLACK_DM,
+                    target=link.slack_user_id,
+                    status=QUEUED,
+                    reason=why,
+                    rule_id=rule.id,
+                )
+                await session.flush()
+                await outbox.enqueue(
+                    session,
+                    link.slack_user_id,
+                    PAGE,
+                    alert_id=alert.id,
+                    payload={"page": row.id},
+                    slack_team_id=link.slack_team_id,
+                    enterprise_id=link.enterprise_id,
+                    flush=False,
+                )
+                await note("applied", f"paged {who}, {why}, by Slack DM (queued)")
+            else:
+                page(
+                    user_id=person.id,
+                    channel=rule.channel,
+                    target=link.slack_user_id if rule.channel == SLACK_DM and link is not None else None,
+                    status=WAITING,
+                    reason=why,
+                    rule_id=rule.id,
+                    due_at=due,
+                )
+                await note("applied", f"paging {who}, {why}, by {how}{later} (waiting)")
+            reached = True
+        queued += reached
     return queued
 
 
@@ -440,7 +511,238 @@ async def claim_and_fire(session: AsyncSession, alert_id: int, now: datetime, ca
 
 
 async def next_due(session: AsyncSession) -> datetime | None:
-    return await session.scalar(select(AlertEscalation.due_at).order_by(AlertEscalation.due_at).limit(1))
+    """The next escalation step or delayed Slack DM due."""
+    times = [
+        await session.scalar(select(AlertEscalation.due_at).order_by(AlertEscalation.due_at).limit(1)),
+        await session.scalar(
+            select(Page.due_at).where(Page.status == WAITING, Page.channel == SLACK_DM).order_by(Page.due_at).limit(1)
+        ),
+    ]
+    return min((t for t in times if t is not None), default=None)
+
+
+async def release_due_dms(session: AsyncSession, now: datetime, limit: int = 100) -> int:
+    """Delayed Slack DMs (a rule's delay, or a fall-through) that are due go to the outbox, in
+    the caller's transaction; rows another process holds are skipped (``SKIP LOCKED``), so each
+    is queued once. An alert acknowledged or closed meanwhile cancels them (``stop`` does too)."""
+    rows = list(
+        await session.scalars(
+            select(Page)
+            .where(Page.status == WAITING, Page.channel == SLACK_DM, Page.due_at <= now)
+            .order_by(Page.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    )
+    queued = 0
+    for row in rows:
+        alert = await session.get(Alert, row.alert_id)
+        team = await session.get(Team, alert.team_id) if alert is not None and alert.team_id is not None else None
+        if alert is None or team is None or alert.status != "open" or alert.acknowledged or not row.target:
+            row.status, row.settled_at = CANCELLED, now
+            continue
+        row.status = QUEUED
+        await outbox.enqueue(
+            session,
+            row.target,
+            PAGE,
+            alert_id=alert.id,
+            payload={"page": row.id},
+            slack_team_id=team.slack_team_id,
+            enterprise_id=team.enterprise_id,
+            flush=False,
+        )
+        await alerts.record(
+            session,
+            alert,
+            "page",
+            "applied",
+            engine_actor(None),
+            now=now,
+            flush=False,
+            reason=f"{step_label(row.step, row.repeat_round)}: Slack DM due now (queued)",
+        )
+        queued += 1
+    return queued
+
+
+async def fall_through(session: AsyncSession, page: Page, now: datetime, what: str) -> None:
+    """``page`` could not reach its person (``what`` says why): their next waiting channel for
+    the same step is due now, and the timeline says so — or that none is left."""
+    alert = await session.get(Alert, page.alert_id)
+    nxt = None
+    if page.user_id is not None:
+        nxt = await session.scalar(
+            select(Page)
+            .where(
+                Page.alert_id == page.alert_id,
+                Page.user_id == page.user_id,
+                Page.step == page.step,
+                Page.repeat_round == page.repeat_round,
+                Page.status == WAITING,
+                Page.id != page.id,
+            )
+            .order_by(Page.due_at, Page.id)
+            .limit(1)
+        )
+    if nxt is not None and (nxt.due_at is None or nxt.due_at > now):
+        nxt.due_at = now
+    onward = f"; falls through to {notification_rules.describe(nxt.channel)} at once" if nxt is not None else ""
+    if alert is not None:
+        await alerts.record(
+            session,
+            alert,
+            "page",
+            "failed",
+            engine_actor(None),
+            now=now,
+            flush=False,
+            reason=f"{step_label(page.step, page.repeat_round)}: {what}{onward}"[:500],
+        )
+
+
+# --- e-mail and webhook pages: what the channel worker (``bot.channels.worker``) claims -------
+#: How long a claim holds an e-mail or webhook page; a worker that died leaves it to another.
+CHANNEL_LEASE = timedelta(seconds=60)
+#: Attempts before an e-mail or webhook page is given up (backoff 10 s doubling, at most 10 min:
+#: about two hours), and the person's next channel tried.
+CHANNEL_MAX_ATTEMPTS = 15
+
+
+def channel_backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(600, 10 * 2 ** max(attempts - 1, 0)))
+
+
+async def claim_channel_pages(
+    session: AsyncSession, now: datetime, lease: timedelta = CHANNEL_LEASE, limit: int = 20
+) -> list[tuple[int, datetime]]:
+    """Claim due e-mail and webhook pages: a conditional UPDATE per page that one worker wins
+    (status still waiting, no live lease). ``[(page id, lease held until)]``."""
+    ids = list(
+        await session.scalars(
+            select(Page.id)
+            .where(
+                Page.status == WAITING,
+                Page.channel.in_([EMAIL, WEBHOOK]),
+                Page.due_at <= now,
+                (Page.locked_until.is_(None)) | (Page.locked_until < now),
+            )
+            .order_by(Page.due_at)
+            .limit(limit)
+        )
+    )
+    held = now + lease
+    claimed = []
+    for page_id in ids:
+        won = await session.execute(
+            update(Page)
+            .where(
+                Page.id == page_id,
+                Page.status == WAITING,
+                (Page.locked_until.is_(None)) | (Page.locked_until < now),
+            )
+            .values(locked_until=held, attempts=Page.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if won.rowcount == 1:
+            claimed.append((page_id, held))
+    return claimed
+
+
+async def next_channel_due(session: AsyncSession) -> datetime | None:
+    return await session.scalar(
+        select(Page.due_at)
+        .where(Page.status == WAITING, Page.channel.in_([EMAIL, WEBHOOK]))
+        .order_by(Page.due_at)
+        .limit(1)
+    )
+
+
+@dataclass(frozen=True)
+class ChannelPage:
+    """What a claimed e-mail or webhook page needs to be sent, read in one short transaction."""
+
+    page: Page
+    alert: Alert
+    person: User | None
+    team: Team | None
+    rule: NotificationRule | None
+
+
+async def channel_page(session: AsyncSession, page_id: int) -> ChannelPage | None:
+    page = await session.get(Page, page_id)
+    alert = await session.get(Alert, page.alert_id) if page is not None else None
+    if page is None or alert is None:
+        return None
+    person = await session.get(User, page.user_id) if page.user_id is not None else None
+    team = await session.get(Team, alert.team_id) if alert.team_id is not None else None
+    rule = await notification_rules.rule(session, page.rule_id)
+    return ChannelPage(page, alert, person, team, rule)
+
+
+async def settle_channel_page(
+    session: AsyncSession, page_id: int, held: datetime, status: str, text: str, now: datetime
+) -> bool:
+    """Record what became of a claimed page (sent, failed, cancelled) on its row and the alert's
+    timeline, if this worker still holds it; a failed one falls through to the person's next
+    channel. False when the lease was lost (another worker took it over)."""
+    page = await session.get(Page, page_id, populate_existing=True)
+    changed = await session.execute(
+        update(Page)
+        .where(Page.id == page_id, Page.status == WAITING, Page.locked_until == held)
+        .values(status=status, settled_at=now, locked_until=None, reason=f"{page.reason or ''}; {text}"[:300])
+        .execution_options(synchronize_session=False)
+    )
+    if not changed.rowcount or page is None:
+        return False
+    label = step_label(page.step, page.repeat_round)
+    if status == FAILED:
+        await fall_through(session, page, now, text)
+        return True
+    alert = await session.get(Alert, page.alert_id)
+    if alert is not None:
+        outcome = {SENT: "applied", FAILED: "failed"}.get(status, "skipped")
+        await alerts.record(
+            session, alert, "page", outcome, engine_actor(None), now=now, flush=False, reason=f"{label}: {text}"[:500]
+        )
+    return True
+
+
+async def retry_channel_page(
+    session: AsyncSession, page_id: int, held: datetime, attempts: int, error: str, now: datetime
+) -> bool:
+    """A temporary failure (SMTP unreachable, the webhook's 5xx or timeout): due again after a
+    backoff, and the timeline says so — or, out of attempts, failed (and falls through)."""
+    page = await session.get(Page, page_id, populate_existing=True)
+    if page is None:
+        return False
+    what = f"{notification_rules.describe(page.channel)} failed ({error})"
+    if attempts >= CHANNEL_MAX_ATTEMPTS:
+        return await settle_channel_page(
+            session, page_id, held, FAILED, f"{what}, gave up after {attempts} attempts", now
+        )
+    delay = channel_backoff(attempts)
+    changed = await session.execute(
+        update(Page)
+        .where(Page.id == page_id, Page.status == WAITING, Page.locked_until == held)
+        .values(due_at=now + delay, locked_until=None, last_error=error[:300])
+        .execution_options(synchronize_session=False)
+    )
+    alert = await session.get(Alert, page.alert_id)
+    if changed.rowcount and alert is not None:
+        await alerts.record(
+            session,
+            alert,
+            "page",
+            "failed",
+            engine_actor(None),
+            now=now,
+            flush=False,
+            reason=f"{step_label(page.step, page.repeat_round)}: {what}; "
+            f"retrying in {int(delay.total_seconds())} s (attempt {attempts})"[:500],
+        )
+    return bool(changed.rowcount)
 
 
 class PagingEngine:
@@ -495,6 +797,10 @@ class PagingEngine:
                 queued += done
                 if self.on_paged is not None:
                     self.on_paged(None)
+        async with self.sessionmaker.begin() as session:
+            released = await release_due_dms(session, now)
+        if released and self.on_paged is not None:
+            self.on_paged(None)
         return queued
 
     async def _delay(self) -> float:
@@ -536,6 +842,16 @@ async def record_delivery(
     """What became of a queued page (and ``where`` Slack put it), on its row and the alert's
     timeline — once: a page already settled is left as it is."""
     placed = {"slack_channel": where[0], "slack_ts": where[1] or None} if where else {}
+    if status == FAILED and page.channel == SLACK_DM and page.user_id is not None:
+        changed = await session.execute(
+            update(Page)
+            .where(Page.id == page.id, Page.status == QUEUED)
+            .values(status=status, settled_at=now, reason=f"{page.reason or ''}; {text}"[:300])
+            .execution_options(synchronize_session=False)
+        )
+        if changed.rowcount:  # Slack refused the DM: the person's next channel, at once
+            await fall_through(session, page, now, text)
+        return
     changed = await session.execute(
         update(Page)
         .where(Page.id == page.id, Page.status == QUEUED)
