@@ -5,7 +5,7 @@ messages, which Bolt and slack-sdk print at DEBUG; the aiosqlite driver prints e
 statement *with its parameters* (nonces, API keys) at DEBUG. ``install_log_redaction()`` puts a
 log-record factory in front of every logger, so each record is scrubbed once, when it is made:
 
-- ``/link/<token>``, ``/invite/<token>``, ``?apiKey=…``/``?token=…``, ``GenieKey <key>`` and PagerDuty's
+- ``/link/<token>``, ``/invite/<token>``, ``/account/email/<token>``, ``?apiKey=…``/``?token=…``, ``GenieKey <key>`` and PagerDuty's
   ``Token token=<key>`` become ``[redacted]``;
 - aiosqlite's records keep the statement and lose the parameters;
 - a traceback is formatted and scrubbed the same way.
@@ -19,7 +19,7 @@ import functools
 import logging
 import re
 
-_LINK_PATH = re.compile(r"(/(?:link|invite)/)[^\s/?\"'\\<>]+")
+_LINK_PATH = re.compile(r"(/(?:link|invite|account/email)/)[^\s/?\"'\\<>]+")
 #: Keys some OpsGenie clients put in URLs (Genie refuses them, but the access log would print them).
 _QUERY_KEY = re.compile(r"([?&](?:apiKey|apikey|api_key|token)=)[^\s&\"']+")
 _GENIE_KEY = re.compile(r"(GenieKey\s+)[^\s\"',}]+", re.IGNORECASE)

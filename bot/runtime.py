@@ -40,6 +40,8 @@ class Runtime:
     heartbeats: Any = None
     #: The escalation engine of this process (``bot.services.paging``).
     paging: Any = None
+    #: The e-mail and webhook page sender of this process (``bot.channels.worker``).
+    channels: Any = None
     #: The clock heartbeats are judged by (pings, due times, expiry), and escalation steps fall
     #: due by (``bot.services.paging``). Tests set their own to
     #: move time on; everything else uses the real one.
@@ -78,6 +80,8 @@ class Runtime:
             self.worker.wake(channel)
         if self.paging is not None:
             self.paging.wake()
+        if self.channels is not None:
+            self.channels.wake()
 
     def link_url(self, token: str) -> str:
         """Built from GENIE_BASE_URL, never from a request's Host header."""

@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import metrics
+from bot.channels.worker import ChannelWorker
 from bot.config import SLACK_SETUP_HINT, Settings
 from bot.listeners import register_listeners
 from bot.logs import install_log_redaction
@@ -47,6 +48,7 @@ from bot.web.alert_api import routes as api_routes
 from bot.web.alert_pages import routes as alert_page_routes
 from bot.web.heartbeat_api import routes as heartbeat_routes
 from bot.web.limits import BodyLimit
+from bot.web.notification_pages import routes as notification_routes
 from bot.web.pages import routes as page_routes
 from bot.web.reports import routes as report_routes
 from bot.web.slack_signin import routes as slack_signin_routes
@@ -205,6 +207,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         + list(admin_routes)
         + list(alert_page_routes)
         + list(report_routes)
+        + list(notification_routes)
         + list(slack_signin_routes)
         + list(heartbeat_routes)
         + list(api_routes)
@@ -286,6 +289,8 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         lambda: rt.now(),
         on_paged=lambda channel: rt.worker.wake(channel) if rt.worker is not None else None,
     )
+    # … and sends the e-mail and webhook pages that are due (``bot.channels.worker``).
+    rt.channels = ChannelWorker(rt.sessionmaker, rt.settings, lambda: rt.now())
     cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
 
     @asynccontextmanager
@@ -295,6 +300,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
             worker.start()
         rt.heartbeats.start()
         rt.paging.start()
+        rt.channels.start()
         cleanup.start()
         if socket_mode is not None:
             await socket_mode.start()
@@ -303,6 +309,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         finally:
             await rt.heartbeats.stop()
             await rt.paging.stop()
+            await rt.channels.stop()
             if socket_mode is not None:
                 await socket_mode.stop()
             await cleanup.stop()

@@ -1047,13 +1047,17 @@ async def recipients(session: AsyncSession, alert: Alert) -> list[dict[str, Any]
     pages = await session.execute(  # paged by the escalation (bot.services.paging): the latest page each
         select(Page, User).join(User, User.id == Page.user_id).where(Page.alert_id == alert.id).order_by(Page.id)
     )
-    states = {"sent": "notified", "queued": "pending", "failed": "failed"}
+    states = {"sent": "notified", "queued": "pending", "waiting": "pending", "failed": "failed"}
+    methods = {"email": "E-mail (paged)", "webhook": "Webhook (paged)"}
     for page, user in pages.all():
+        earlier = told.get(user.id)
+        if page.status in ("queued", "waiting") and earlier and earlier["state"] == "notified":
+            continue  # a later channel still waiting does not hide that a page reached them
         if page.status in states:
             told[user.id] = {
                 "user": user,
                 "state": states[page.status],
-                "method": "Slack DM (paged)",
+                "method": methods.get(page.channel, "Slack DM (paged)"),
                 "at": page.settled_at or page.created_at,
             }
     return list(told.values())

@@ -27,7 +27,7 @@ from bot import metrics
 from bot.config import SLACK_SETUP_HINT
 from bot.ids import parse_id
 from bot.runtime import Runtime
-from bot.services import actions, external_accounts, people, slack_links, teams, users
+from bot.services import actions, external_accounts, notification_rules, people, slack_links, teams, users
 from bot.services.errors import InvalidInput
 from bot.services.slack_links import LinkError, LinkProblem, NeedsReplaceConfirmation
 from bot.slack.home import announce_link, refresh_home_after_unlink
@@ -399,19 +399,32 @@ async def account_page(request: Request) -> Response:
     user = await current_user(request)
     if user is None:
         return RedirectResponse("/login?next=/account", status_code=303)
+    return await account_view(request, user)
+
+
+async def account_view(request: Request, user: User, status_code: int = 200, **extra) -> Response:
+    """The account page of ``user``; ``extra``: what a form just did (an error, a webhook
+    secret shown this once) — the notification rules' forms (``bot.web.notification_pages``)."""
     request.state.user = user
     async with rt_of(request).sessionmaker() as session:
         links = await slack_links.links_of_user(session, user.id)
         others = await external_accounts.other_accounts_of(session, user.id)
         my_teams = await teams.teams_of_user(session, user.id)
+        rules = await notification_rules.rules_of(session, user.id)
     review = [(link, slack_links.unverified_reason(link, user.email)) for link in links if link.needs_review]
     return render(
         request,
         "account.html",
+        status_code=status_code,
         links=links,
         teams=my_teams,
         others=others,
         review=review,
+        rules=rules,
+        channels=notification_rules.CHANNELS,
+        email_verified=notification_rules.email_verified(user),
+        rule_done=request.query_params.get("rules"),
+        **extra,
         kept=request.query_params.get("kept") == "1",
         disconnected=request.query_params.get("disconnected") == "1",
         welcome=request.query_params.get("welcome") == "1",

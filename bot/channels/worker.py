@@ -1,0 +1,149 @@
+"""The channel worker (every ``genie serve``): delivers e-mail and webhook pages when they are
+due (``bot.services.paging`` made them, ``waiting`` with a ``due_at``).
+
+Each due page is claimed by a conditional UPDATE that takes a lease (one worker wins, across
+processes), sent with no transaction open, and settled only if the lease is still held: sent;
+retried with backoff on a temporary failure (SMTP unreachable, the webhook's 5xx or timeout —
+each on the alert's timeline); failed on a permanent one, and then the person's next channel is
+due at once. An alert acknowledged or closed first cancels the page. Nothing raises out of the
+loop: a failure is recorded and the loop backs off. The clock is ``Runtime.now`` (tests move it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.channels import email, webhook
+from bot.channels.errors import Permanent, Temporary
+from bot.config import Settings
+from bot.services import notification_rules, paging
+from storage.base import utcnow
+
+logger = logging.getLogger(__name__)
+POLL_INTERVAL = 2.0
+
+
+class ChannelWorker:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        now: Callable[[], datetime] = utcnow,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+        self.now = now
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._loop(), name="genie-channel-worker")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            task, self._task = self._task, None
+            with suppress(asyncio.CancelledError):
+                await task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Deliver every e-mail and webhook page due now; how many were claimed."""
+        async with self.sessionmaker.begin() as session:
+            claimed = await paging.claim_channel_pages(session, self.now())
+        await asyncio.gather(*(self._deliver(page_id, held) for page_id, held in claimed))
+        return len(claimed)
+
+    async def _deliver(self, page_id: int, held: datetime) -> None:
+        async with self.sessionmaker() as session:
+            found = await paging.channel_page(session, page_id)
+        if found is None:
+            return
+        page, alert, person = found.page, found.alert, found.person
+        how = notification_rules.describe(page.channel)
+        whom = f"{how} to {person.name}" if person is not None else how
+        status, text = paging.SENT, f"{whom} delivered"
+        try:
+            if alert.status != "open" or alert.acknowledged:
+                state = "closed" if alert.status != "open" else "acknowledged"
+                status, text = paging.CANCELLED, f"{whom} not sent: the alert was {state} first"
+            else:
+                await self._send(found)
+        except Temporary as err:
+            with suppress(Exception):
+                async with self.sessionmaker.begin() as session:
+                    await paging.retry_channel_page(session, page_id, held, page.attempts, f"{whom}: {err}", self.now())
+            return
+        except Permanent as err:
+            status, text = paging.FAILED, f"{whom} failed: {err}"
+        except Exception as err:  # a bug or an unexpected library error: retried, never raised
+            logger.exception("Could not send page %s (%s)", page_id, page.channel)
+            with suppress(Exception):
+                async with self.sessionmaker.begin() as session:
+                    await paging.retry_channel_page(
+                        session, page_id, held, page.attempts, f"{whom}: {type(err).__name__}", self.now()
+                    )
+            return
+        async with self.sessionmaker.begin() as session:
+            await paging.settle_channel_page(session, page_id, held, status, text, self.now())
+
+    async def _send(self, found: paging.ChannelPage) -> None:
+        page, alert, person, rule = found.page, found.alert, found.person, found.rule
+        team_name = found.team.name if found.team is not None else None
+        label = paging.step_label(page.step, page.repeat_round)
+        if person is None or not person.is_active:
+            raise Permanent("the person no longer has an active Genie account")
+        if page.channel == paging.EMAIL:
+            if not notification_rules.email_verified(person):
+                raise Permanent("their e-mail address is not verified")
+            subject, body = email.page_email(
+                self.settings, alert=alert, team_name=team_name, step_label=label, why=page.reason
+            )
+            await email.send(self.settings, person.email, subject, body)
+            return
+        if rule is None or not rule.webhook_url or not rule.webhook_secret:
+            raise Permanent("the webhook rule was removed")
+        payload = webhook.page_body(
+            self.settings, alert=alert, team_name=team_name, page=page, person=person, step_label=label
+        )
+        await webhook.send(self.settings, rule.webhook_url, rule.webhook_secret, payload, delivery=f"page-{page.id}")
+
+    async def _delay(self) -> float:
+        async with self.sessionmaker() as session:
+            due = await paging.next_channel_due(session)
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.05, (due - self.now()).total_seconds()))
+
+    async def _loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.run_once()
+                delay = await self._delay()
+                failures = 0
+            except Exception:  # the database is unreachable or broken: say so, back off, go on
+                failures += 1
+                delay = min(30.0, 2.0**failures)
+                logger.exception(
+                    "Channel worker could not deliver e-mail and webhook pages; trying again in %.0f s", delay
+                )
+            if self._stopping:
+                break
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
