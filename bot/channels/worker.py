@@ -86,7 +86,9 @@ class ChannelWorker:
         except Temporary as err:
             with suppress(Exception):
                 async with self.sessionmaker.begin() as session:
-                    await paging.retry_channel_page(session, page_id, held, page.attempts, f"{whom}: {err}", self.now())
+                    await paging.retry_channel_page(
+                        session, page_id, held, page.attempts, f"{whom} failed ({err})", self.now()
+                    )
             return
         except Permanent as err:
             status, text = paging.FAILED, f"{whom} failed: {err}"
@@ -95,7 +97,7 @@ class ChannelWorker:
             with suppress(Exception):
                 async with self.sessionmaker.begin() as session:
                     await paging.retry_channel_page(
-                        session, page_id, held, page.attempts, f"{whom}: {type(err).__name__}", self.now()
+                        session, page_id, held, page.attempts, f"{whom} failed ({type(err).__name__})", self.now()
                     )
             return
         async with self.sessionmaker.begin() as session:

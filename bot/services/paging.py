@@ -717,7 +717,7 @@ async def retry_channel_page(
     page = await session.get(Page, page_id, populate_existing=True)
     if page is None:
         return False
-    what = f"{notification_rules.describe(page.channel)} failed ({error})"
+    what = error
     if attempts >= CHANNEL_MAX_ATTEMPTS:
         return await settle_channel_page(
             session, page_id, held, FAILED, f"{what}, gave up after {attempts} attempts", now
