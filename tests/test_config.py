@@ -239,3 +239,36 @@ def test_serve_stops_at_start_on_a_contradictory_setting(tmp_path: Path):
     assert lines[0].startswith("genie: ") and "SLACK_SIGNING_SECRET" in lines[0]
     assert "Traceback" not in done.stderr and "xoxb-1" not in done.stderr
     assert not db.exists()  # stopped before touching the database
+
+
+SMTP = {"GENIE_SMTP_HOST": "smtp.example.com", "GENIE_SMTP_FROM": "Genie <genie@example.com>"}
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"GENIE_SMTP_PORT": "25"}, "GENIE_SMTP_PORT"),  # no host
+        ({**SMTP, "GENIE_SMTP_PORT": "70000"}, "GENIE_SMTP_PORT"),
+        ({**SMTP, "GENIE_SMTP_PORT": "smtp"}, "GENIE_SMTP_PORT"),
+        ({**SMTP, "GENIE_SMTP_USER": "genie"}, "GENIE_SMTP_PASSWORD"),
+        ({**SMTP, "GENIE_SMTP_PASSWORD": "hunter2-secret"}, "GENIE_SMTP_USER"),
+        ({"GENIE_SMTP_HOST": "smtp.example.com"}, "GENIE_SMTP_FROM"),
+        ({**SMTP, "GENIE_SMTP_FROM": "nobody"}, "GENIE_SMTP_FROM"),
+        ({**SMTP, "GENIE_SMTP_STARTTLS": "maybe"}, "GENIE_SMTP_STARTTLS"),
+        ({"GENIE_WEBHOOK_ALLOW_PRIVATE": "perhaps"}, "GENIE_WEBHOOK_ALLOW_PRIVATE"),
+    ],
+)
+def test_invalid_smtp_and_webhook_settings_name_the_variable(env, variable):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable
+    assert "hunter2" not in str(caught.value)
+
+
+def test_smtp_settings_and_the_password_kept_out_of_repr():
+    s = Settings.from_env(
+        {**SMTP, "GENIE_SMTP_PORT": "2525", "GENIE_SMTP_USER": "genie", "GENIE_SMTP_PASSWORD": "hunter2-secret"}
+    )
+    assert (s.smtp_host, s.smtp_port, s.smtp_user, s.smtp_starttls) == ("smtp.example.com", 2525, "genie", True)
+    assert s.smtp_password == "hunter2-secret" and "hunter2" not in repr(s)
+    assert (s.webhook_allow_http, s.webhook_allow_private) == (False, False)
