@@ -357,3 +357,59 @@ async def test_the_account_form_refuses_bad_values_and_saves_nothing(genie: Geni
     assert (await bob.post(f"/account/rules/{rule_id}/remove")).status_code == 404
     assert (await alice.post(f"/account/rules/{rule_id}/remove")).status_code == 303
     assert await genie.scalar("SELECT count(*) FROM notification_rule") == 0
+
+
+async def test_a_confirmation_link_works_only_for_its_own_person(genie: Genie, mailbox: Mailbox):
+    """Bob (who phished nothing but got hold of Alice's link) cannot confirm her address, nor
+    his own with it; a changed token is refused; only Alice, signed in, confirms it."""
+    await genie.add_user("alice@example.com", "Alice Smith")
+    await genie.add_user("bob@example.com", "Bob Jones")
+    alice = await _signed_in(genie, "alice@example.com")
+    assert (await alice.post("/account/email/verify")).status_code == 303
+    [mail] = mailbox.to("alice@example.com")
+    link = re.search(r"(/account/email/[^\s]+)", mail.get_payload(decode=True).decode()).group(1)
+    bob = await _signed_in(genie, "bob@example.com")
+    assert (await bob.get(link)).status_code == 400
+    await bob.get("/account")
+    assert (await bob.post(link)).status_code == 400
+    assert (await alice.get(link + "x")).status_code == 400
+    assert await genie.scalar('SELECT count(*) FROM "user" WHERE verified_email IS NOT NULL') == 0
+    await alice.get(link)
+    assert (await alice.post(link)).status_code == 303
+    assert await genie.rows('SELECT email FROM "user" WHERE verified_email = email') == [("alice@example.com",)]
+
+
+async def test_two_channel_workers_on_one_database_send_each_page_once(world: World, mailbox: Mailbox):
+    """Two workers (each with its own connection pool, as two processes) race for the same due
+    e-mail pages: each is sent once."""
+    from bot.channels.worker import ChannelWorker
+    from storage.session import make_engine, make_sessionmaker
+
+    genie = world.genie
+    alice = await _signed_in(genie, "alice@example.com")
+    await _confirm_email(genie, alice, mailbox, "alice@example.com")
+    assert (await _add(alice, "email", 5)).status_code == 303
+    ids = [await world.alert(f"Alert {n}") for n in range(4)]
+    for alert_id in ids:  # each step fired (its e-mail waits 5 minutes from then)
+        await eventually(lambda a=alert_id: _channel_pages(world, a))
+    engines = [make_engine(genie.settings.database_url) for _ in range(2)]
+    try:
+        workers = [ChannelWorker(make_sessionmaker(e), genie.settings, world.clock) for e in engines]
+        world.clock.move(minutes=5, seconds=1)
+        genie.rt.channels.wake()  # this process's own worker races them too
+        claimed = await asyncio.gather(*(w.run_once() for w in workers), *(w.run_once() for w in workers))
+        assert sum(claimed) <= 4
+    finally:
+        for e in engines:
+            await e.dispose()
+    try:
+        await eventually(lambda: _async(len(mailbox.to("alice@example.com")) == 4))
+    except AssertionError:
+        raise AssertionError([e for a in ids for e in await world.timeline(a) if e[1] != "applied"]) from None
+    subjects = sorted(m["Subject"] for m in mailbox.to("alice@example.com"))
+    assert subjects == sorted(f"[Genie P3] Alert #{i} (Payments): Alert {n}" for n, i in enumerate(ids))
+    for alert_id in ids:
+        await eventually(lambda a=alert_id: _has(world, a, "e-mail to Alice Smith delivered"))
+        assert [p[5] for p in await _channel_pages(world, alert_id)] == ["sent"]
+    await asyncio.sleep(0.2)
+    assert len(mailbox.to("alice@example.com")) == 4
