@@ -290,7 +290,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         on_paged=lambda channel: rt.worker.wake(channel) if rt.worker is not None else None,
     )
     # … and sends the e-mail and webhook pages that are due (``bot.channels.worker``).
-    rt.channels = ChannelWorker(rt.sessionmaker, rt.settings, lambda: rt.now())
+    rt.channels = ChannelWorker(rt.sessionmaker, rt.settings, lambda: rt.now(), on_failed=rt.wake_outbox)
     cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
 
     @asynccontextmanager

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from bot.services import alerts, escalation, schedules, teams
+from bot.services import alerts, escalation, notification_rules, schedules, teams, users
 from bot.services.escalation import StepSpec
 from bot.services.schedules import RotationSpec
 from storage.base import utcnow
@@ -101,7 +101,10 @@ class Receiver:
 
 
 #: Tests that see the defaults: https only, no private addresses.
-STRICT = {"test_the_account_form_refuses_bad_values_and_saves_nothing"}
+STRICT = {
+    "test_the_account_form_refuses_bad_values_and_saves_nothing",
+    "test_a_webhook_to_a_private_address_is_refused_at_send_time_and_falls_through",
+}
 
 
 @pytest.fixture
@@ -413,3 +416,31 @@ async def test_two_channel_workers_on_one_database_send_each_page_once(world: Wo
         assert [p[5] for p in await _channel_pages(world, alert_id)] == ["sent"]
     await asyncio.sleep(0.2)
     assert len(mailbox.to("alice@example.com")) == 4
+
+
+async def test_a_webhook_to_a_private_address_is_refused_at_send_time_and_falls_through(world: World):
+    """A rule saved while the deployment allowed private addresses (it no longer does): the
+    address is checked again before the request, nothing is sent to it, and the person's next
+    channel (a Slack DM 30 minutes on) is due at once."""
+    genie = world.genie
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        async with genie.sessionmaker.begin() as s:
+            alice = await users.require_user(s, "alice@example.com")
+            _, receiver.secret = await notification_rules.add_rule(
+                s, alice, "webhook", 0, receiver.url, allow_http=True, allow_private=True
+            )
+            await notification_rules.add_rule(s, alice, "slack_dm", 30)
+        alert_id = await world.alert()
+        await world.dms("U0ALICE")  # at once, not 30 minutes on
+        events = await world.timeline(alert_id)
+        assert any(
+            "webhook to Alice Smith failed: the webhook URL must be https://" in (e[2] or "")
+            and "falls through to Slack DM at once" in e[2]
+            for e in events
+        ), events
+        assert receiver.received == [] and receiver.bad_signatures == 0
+        assert [(p[3], p[5]) for p in await world.pages(alert_id)][0] == ("webhook", "failed")
+    finally:
+        await receiver.stop()

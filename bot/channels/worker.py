@@ -36,8 +36,12 @@ class ChannelWorker:
         settings: Settings,
         now: Callable[[], datetime] = utcnow,
         poll_interval: float = POLL_INTERVAL,
+        on_failed: Callable[[], None] | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        #: Called after a page failed for good: the person's next channel is due now (a
+        #: delayed Slack DM is released by the escalation engine, which this wakes).
+        self.on_failed = on_failed
         self.settings = settings
         self.now = now
         self.poll_interval = poll_interval
@@ -101,7 +105,9 @@ class ChannelWorker:
                     )
             return
         async with self.sessionmaker.begin() as session:
-            await paging.settle_channel_page(session, page_id, held, status, text, self.now())
+            settled = await paging.settle_channel_page(session, page_id, held, status, text, self.now())
+        if settled and status == paging.FAILED and self.on_failed is not None:
+            self.on_failed()
 
     async def _send(self, found: paging.ChannelPage) -> None:
         page, alert, person, rule = found.page, found.alert, found.person, found.rule
