@@ -298,6 +298,7 @@ async def test_escalate_fires_the_next_step_at_once_and_a_team_without_a_policy_
     assert ("escalate", "applied", "step 2 of default fires now") in await world.timeline(alert_id)
 
     # Another escalation's name, and a team with no policy: 422, nothing changes.
+    await eventually(lambda: _status(world, alert_id, "sent"))  # (Bob's DM settled: no race below)
     before = await world.pages(alert_id)
     wrong = envelope(
         await world.call(
