@@ -22,6 +22,16 @@ person who is deactivated or has no Slack link in the workspace of the team's ch
 schedule with nobody on call, or a person no longer in the team, is recorded (``skipped``, and why, on the timeline): nobody is
 skipped silently. A step that reaches nobody falls through to the next step at once.
 
+**Notification rules** (``bot.services.notification_rules``): each person is paged by their
+own rules — a ``page`` row per rule (``slack_dm``, ``email``, ``webhook``), due at the step's
+time plus the rule's delay; a person with none gets a Slack DM at once. A DM due now goes to the
+outbox at once; later ones wait (status ``waiting``) and are released by the engine's tick
+(``release_due_dms``); e-mail and webhook pages are claimed and sent by the channel worker
+(``bot.channels.worker``: ``claim_channel_pages``, ``settle_channel_page``,
+``retry_channel_page``). A channel that cannot reach the person (no Slack link, an unverified
+address, Slack refusing the DM, a permanent send failure) makes their next channel due at once
+(``fall_through``); acknowledging or closing cancels what still waits (``stop``).
+
 **Repeats.** After the last step, the policy runs again ``repeat`` more times, each round
 beginning ``repeat_after_minutes`` after the last step of the round before; a snoozed alert's
 step waits until the snooze ends. Times come from the caller: the engine uses
@@ -688,13 +698,15 @@ async def settle_channel_page(
     timeline, if this worker still holds it; a failed one falls through to the person's next
     channel. False when the lease was lost (another worker took it over)."""
     page = await session.get(Page, page_id, populate_existing=True)
+    if page is None:
+        return False
     changed = await session.execute(
         update(Page)
         .where(Page.id == page_id, Page.status == WAITING, Page.locked_until == held)
         .values(status=status, settled_at=now, locked_until=None, reason=f"{page.reason or ''}; {text}"[:300])
         .execution_options(synchronize_session=False)
     )
-    if not changed.rowcount or page is None:
+    if not changed.rowcount:
         return False
     label = step_label(page.step, page.repeat_round)
     if status == FAILED:
