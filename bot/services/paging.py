@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -271,7 +272,7 @@ async def _fire_step(
             if fall_due is not None:
                 due, fall_due = min(due, fall_due), None
             how = notification_rules.describe(rule.channel)
-            later = "" if due <= now else f" in {rule.delay_minutes} minute(s)"
+            later = "" if due <= now else f" in {math.ceil((due - now).total_seconds() / 60)} minute(s)"
             onward = (
                 f"; falls through to {notification_rules.describe(mine[index + 1].channel)}"
                 if index + 1 < len(mine)
