@@ -29,6 +29,8 @@ class Action(StrEnum):
     ALERT_ACKNOWLEDGE = "alert_acknowledge"
     ALERT_CLOSE = "alert_close"
     ALERT_ASSIGN = "alert_assign"
+    #: "I've got it": take ownership (assign to the clicker and acknowledge).
+    ALERT_TAKE = "alert_take"
 
 
 class Intent(StrEnum):

@@ -261,6 +261,8 @@ class AlertAction(StrEnum):
     RESPONDER = "responder"
     CUSTOM = "custom"
     NOTE = "note"
+    #: "I've got it" (Slack): assign to oneself and acknowledge, in one click.
+    TAKE = "take"
     RESOLVE = "resolve"
 
 

@@ -100,7 +100,7 @@ async def test_post_shows_the_alert_carries_metadata_and_is_recorded(genie):
     assert (post["text"], post["blocks"]) == (text, blocks)
     assert f"<{genie.url}/alerts/{alert_id}|Open in Genie>" in str(post["blocks"])  # the alert's web page
     assert "Checkout error rate above 5%" in block_text(post["blocks"])
-    assert set(buttons(post["blocks"])) == {"alert_acknowledge", "alert_close"}
+    assert set(buttons(post["blocks"])) == {"alert_acknowledge", "alert_take", "alert_close"}
     assert post["metadata"] == {
         "event_type": "genie_alert",
         "event_payload": {"alert_id": alert_id, "outbox_id": row.id},
