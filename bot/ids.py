@@ -54,3 +54,5 @@ class Intent(StrEnum):
     INVITE = "invite"
     #: An admin's reminder to connect, from /reports' linking health — {refused}
     LINK_REMINDER = "link.reminder"
+    #: "Your on-call shift starts …" — {team, schedule, start, end, override} (Unix times)
+    ONCALL_REMINDER = "oncall.reminder"

@@ -40,6 +40,8 @@ class Runtime:
     heartbeats: Any = None
     #: The escalation engine of this process (``bot.services.paging``).
     paging: Any = None
+    #: The on-call hand-off loop of this process (``bot.slack.handoffs``).
+    handoffs: Any = None
     #: The clock heartbeats are judged by (pings, due times, expiry), and escalation steps fall
     #: due by (``bot.services.paging``). Tests set their own to
     #: move time on; everything else uses the real one.

@@ -41,6 +41,7 @@ from bot.services.keys import resolve_secret_keys
 from bot.services.paging import PagingEngine
 from bot.slack.clients import BOT_SCOPES, SlackClients
 from bot.slack.delivery import OutboxWorker, make_delivery_client
+from bot.slack.handoffs import HandoffLoop
 from bot.slack.screening import screen
 from bot.web.admin import routes as admin_routes
 from bot.web.alert_api import routes as api_routes
@@ -286,6 +287,8 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         lambda: rt.now(),
         on_paged=lambda channel: rt.worker.wake(channel) if rt.worker is not None else None,
     )
+    # … and notices on-call hand-offs (reminder DMs through the outbox, Slack user groups).
+    rt.handoffs = HandoffLoop(rt, on_queued=lambda: rt.worker.wake() if rt.worker is not None else None)
     cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
 
     @asynccontextmanager
@@ -295,6 +298,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
             worker.start()
         rt.heartbeats.start()
         rt.paging.start()
+        rt.handoffs.start()
         cleanup.start()
         if socket_mode is not None:
             await socket_mode.start()
@@ -303,6 +307,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         finally:
             await rt.heartbeats.stop()
             await rt.paging.stop()
+            await rt.handoffs.stop()
             if socket_mode is not None:
                 await socket_mode.stop()
             await cleanup.stop()

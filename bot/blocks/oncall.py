@@ -9,7 +9,7 @@ out; every value escaped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
@@ -95,3 +95,28 @@ def home_oncall_blocks(shifts: Sequence, tz: ZoneInfo, now: datetime) -> list[di
         SectionBlock(text=MarkdownTextObject(text="\n".join(lines)[:_MAX])).to_dict(),
         ContextBlock(elements=[MarkdownTextObject(text=_zone_note(tz))]).to_dict(),
     ]
+
+
+def _slack_date(ts: int) -> str:
+    """A time Slack shows in the reader's own time zone (``<!date^…>``), UTC as the fallback."""
+    fallback = datetime.fromtimestamp(int(ts), UTC).strftime("%a %d %b %H:%M UTC")
+    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def shift_reminder_dm(team: str, schedule: str, start: int, end: int, override: bool = False) -> tuple[str, list[dict]]:
+    """The DM before a person's shift starts (outbox intent ``oncall.reminder``): times as
+    Slack date tokens, so each reader sees their own time zone."""
+    cover = " (an override)" if override else ""
+    text = (
+        f":pager: Your on-call shift for *{_esc(team)}* ({_esc(schedule)}){cover} starts "
+        f"{_slack_date(start)} and lasts until {_slack_date(end)}."
+    )
+    return (
+        f"Your on-call shift for {_esc(team)} ({_esc(schedule)}) starts soon",
+        [
+            SectionBlock(text=MarkdownTextObject(text=text)).to_dict(),
+            ContextBlock(
+                elements=[MarkdownTextObject(text="`/genie oncall` shows who is on call now and next.")]
+            ).to_dict(),
+        ],
+    )
