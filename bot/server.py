@@ -48,6 +48,7 @@ from bot.web.alert_api import routes as api_routes
 from bot.web.alert_pages import routes as alert_page_routes
 from bot.web.heartbeat_api import routes as heartbeat_routes
 from bot.web.limits import BodyLimit
+from bot.web.oncall_pages import routes as oncall_page_routes
 from bot.web.pages import routes as page_routes
 from bot.web.reports import routes as report_routes
 from bot.web.slack_signin import routes as slack_signin_routes
@@ -205,6 +206,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         list(page_routes)
         + list(admin_routes)
         + list(alert_page_routes)
+        + list(oncall_page_routes)
         + list(report_routes)
         + list(slack_signin_routes)
         + list(heartbeat_routes)
