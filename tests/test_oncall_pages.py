@@ -113,6 +113,27 @@ async def test_another_teams_schedule_and_policy_are_not_found(site: Genie):
     assert signed_out.status_code == 303 and signed_out.headers["location"].startswith("/login")
 
 
+async def test_only_an_admin_names_the_schedules_user_group(site: Genie):
+    await site.add_user("root@example.com", "Root Admin", admin=True)
+    alice = site.browser()
+    await alice.login("alice@example.com")
+    page = await alice.get("/teams/Payments/oncall")
+    assert 'name="usergroup"' not in page.text
+    refused = await alice.post("/teams/Payments/oncall/usergroup", {"schedule": "primary", "usergroup": "S0PAY"})
+    assert refused.status_code == 403 and "Only a Genie admin" in page_text(refused)
+
+    admin = site.browser()
+    await admin.login("root@example.com")
+    await admin.get("/teams/Payments/oncall")
+    bad = await admin.post("/teams/Payments/oncall/usergroup", {"schedule": "primary", "usergroup": "@payments"})
+    assert bad.status_code == 400 and "is not a Slack user group id" in page_text(bad)
+    assert await site.scalar("SELECT slack_usergroup FROM oncall_schedule") is None
+    saved = await admin.post("/teams/Payments/oncall/usergroup", {"schedule": "primary", "usergroup": "S0PAYONCALL"})
+    assert saved.status_code == 303
+    assert await site.scalar("SELECT slack_usergroup FROM oncall_schedule") == "S0PAYONCALL"
+    assert "S0PAYONCALL" in page_text(await admin.get("/teams/Payments/oncall"))
+
+
 @needs_browser
 async def test_an_override_is_added_and_deleted_in_a_browser(site: Genie, chromium):  # noqa: F811
     from playwright.async_api import expect

@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.services import access, escalation, schedules, teams, users
+from bot.services import access, escalation, handoffs, schedules, teams, users
+from bot.services.alerts import Forbidden
 from bot.services.errors import InvalidInput, NotFound
 from bot.services.oncall import schedule as maths
 from storage.models import Team, User
@@ -161,6 +162,16 @@ async def delete_override_as(
 ) -> None:
     team = await _require(session, user, team_name)
     await schedules.delete_override(session, team.name, schedule_name, override_id)
+
+
+async def set_usergroup_as(
+    session: AsyncSession, user: User, team_name: str, schedule_name: str, usergroup: str
+) -> None:
+    """Only a Genie admin names a schedule's Slack user group: Genie then changes who is in it."""
+    team = await _require(session, user, team_name)
+    if not user.is_admin:
+        raise Forbidden("Only a Genie admin can name a schedule's Slack user group.")
+    await handoffs.set_usergroup(session, team.name, schedule_name, usergroup or None)
 
 
 async def team_policy(session: AsyncSession, user: User, name: str) -> tuple[Team, list[str], int, int] | None:

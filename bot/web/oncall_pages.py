@@ -23,7 +23,7 @@ from bot.web.alert_pages import not_found, signed_in
 from bot.web.pages import csrf_failed, read_form, render, rt_of
 from storage.models import User
 
-_DONE = {"added": "Override added.", "deleted": "Override deleted."}
+_DONE = {"added": "Override added.", "deleted": "Override deleted.", "usergroup": "Slack user group saved."}
 
 
 async def _oncall_page(
@@ -108,6 +108,28 @@ async def delete_override(request: Request) -> Response:
     return _back(name, "deleted")
 
 
+async def set_usergroup(request: Request) -> Response:
+    """A Genie admin names the Slack user group kept to a schedule's person on call (empty: none)."""
+    form = await read_form(request)
+    if form is None:
+        return csrf_failed(request)
+    user, refused = await signed_in(request)
+    if refused is not None:
+        return refused
+    name = request.path_params["name"]
+    schedule, group = str(form.get("schedule") or "")[:200], str(form.get("usergroup") or "")[:64]
+    try:
+        async with rt_of(request).sessionmaker.begin() as session:
+            await schedule_views.set_usergroup_as(session, user, name, schedule, group)
+    except NotFound as err:
+        if str(err).startswith("There is no such team"):
+            return not_found(request, "team")
+        return await _oncall_page(request, user, name, error=str(err), status_code=400)
+    except GenieError as err:
+        return await _oncall_page(request, user, name, error=str(err), status_code=403 if not user.is_admin else 400)
+    return _back(name, "usergroup")
+
+
 async def policy_page(request: Request) -> Response:
     user, refused = await signed_in(request)
     if refused is not None:
@@ -132,5 +154,6 @@ routes = [
     Route("/teams/{name}/oncall", oncall_page, methods=["GET"]),
     Route("/teams/{name}/oncall/overrides", add_override, methods=["POST"]),
     Route("/teams/{name}/oncall/overrides/{override_id}/delete", delete_override, methods=["POST"]),
+    Route("/teams/{name}/oncall/usergroup", set_usergroup, methods=["POST"]),
     Route("/teams/{name}/escalation", policy_page, methods=["GET"]),
 ]
