@@ -97,3 +97,10 @@ async def test_home_says_you_are_on_call_until_and_lists_the_coming_shifts(world
     home = (await world.fake.wait_for("views.publish", user_id="U0ALICE"))[-1].args["view"]
     text = block_text(home["blocks"])
     assert "You are on call" not in text and "Fri 04:00–21:00 — Payments (primary)" in text
+
+
+async def test_oncall_answers_in_utc_when_slack_is_slow_to_say_the_time_zone(world: Genie):
+    world.fake.fail("users.info", delay=4.0)
+    answer = ack_json(await world.slack.command(BOB, "oncall"))
+    text = block_text(answer["blocks"])
+    assert "*Bob Jones* until Fri 02:00" in text and "your time zone, UTC" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -45,11 +46,12 @@ async def fetch_profile(
     )
 
 
-async def time_zone(client: AsyncWebClient, user_id: str) -> ZoneInfo:
+async def time_zone(client: AsyncWebClient, user_id: str, timeout: float | None = None) -> ZoneInfo:
     """The Slack user's time zone (``users.info`` ``tz``), to show times as they read them;
-    UTC when Slack can't say or names a zone this machine does not know."""
+    UTC when Slack can't say (within ``timeout`` seconds: a slash command's answer must go
+    within Slack's 3) or names a zone this machine does not know."""
     try:
-        answer = await client.users_info(user=user_id)
+        answer = await asyncio.wait_for(client.users_info(user=user_id), timeout)
     except SLACK_FAILURES as err:
         logger.warning("users.info for %s failed (%s)", user_id, why(err))
         return ZoneInfo("UTC")

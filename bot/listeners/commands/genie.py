@@ -125,6 +125,6 @@ async def oncall(ack, team: str, context: AsyncBoltContext, client: AsyncWebClie
         except GenieError as err:
             await ack(response_type="ephemeral", text=escape(str(err)))
             return
-    tz = await time_zone(client, identity.user_id)
+    tz = await time_zone(client, identity.user_id, timeout=1.5)  # the answer is the ack: Slack waits 3 s
     text, blocks = oncall_message(found, tz, now)
     await ack(response_type="ephemeral", text=text, blocks=blocks)
