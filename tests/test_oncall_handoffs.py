@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from bot.services import handoffs
+from bot.services import handoffs, schedules
+from bot.services.schedules import RotationSpec
 from bot.slack.handoffs import HandoffLoop
 from tests.conftest import Genie
 from tests.helpers import block_text
@@ -94,6 +95,31 @@ async def test_the_user_group_follows_the_hand_offs(genie_at):
     assert (
         await genie.scalar("SELECT count(*) FROM oncall_handoff WHERE kind = 'usergroup'") == 3
     )  # Bob, the gap, Alice
+
+
+async def test_one_person_on_call_for_weeks_is_set_once_and_a_new_group_at_once(genie_at):
+    genie, clock = genie_at
+    async with genie.sessionmaker.begin() as s:
+        await schedules.create_schedule(
+            s,
+            "Payments",
+            "solo",
+            "UTC",
+            [RotationSpec("always", ["alice@example.com"], 1, "weeks", NOW - timedelta(days=30), "UTC")],
+        )
+        await handoffs.set_usergroup(s, "Payments", "solo", "S0SOLO")
+    genie.fake.usergroups["S0SOLO"] = ["U0SOMEONE"]
+    loop = HandoffLoop(genie.rt)
+    assert await loop.run_once() == (0, 1)
+    for minutes in (1, 30, 600):  # her shift, seen 8 days either side, "starts" later each look
+        clock.at = NOW + timedelta(minutes=minutes)
+        assert await loop.run_once() == (0, 0)
+    assert genie.fake.usergroups["S0SOLO"] == ["U0ALICE"]
+    async with genie.sessionmaker.begin() as s:
+        await handoffs.set_usergroup(s, "Payments", "solo", "S0SOLO2")
+    genie.fake.usergroups["S0SOLO2"] = ["U0SOMEONE"]
+    assert await loop.run_once() == (0, 1)
+    assert genie.fake.usergroups["S0SOLO2"] == ["U0ALICE"]
 
 
 async def test_a_user_group_id_is_checked(genie_at):

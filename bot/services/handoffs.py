@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,6 +94,10 @@ async def set_usergroup(session: AsyncSession, team_name: str, schedule_name: st
     group = (usergroup or "").strip() or None
     if group is not None and not (group[:1] == "S" and group.isalnum() and group.isupper() and len(group) <= 32):
         raise InvalidInput(f"{group!r} is not a Slack user group id (like S0123ABCD)")
+    if group != schedule.slack_usergroup:  # a new group is set at the next look, whoever is on call
+        await session.execute(
+            delete(OncallHandoff).where(OncallHandoff.schedule_id == schedule.id, OncallHandoff.kind == USERGROUP)
+        )
     schedule.slack_usergroup = group
     await session.flush()
 
@@ -154,9 +158,20 @@ async def pending_syncs(session: AsyncSession, now: datetime) -> list[Sync]:
         )
     ):
         shift = await schedules.on_call_in(session, schedule, now)
+        who = shift.who
+        # A hand-off is a change of person: a shift longer than the look-around (one person
+        # alone in a rotation) is seen with a start that moves with ``now``, so the start alone
+        # would make every look a new hand-off.
+        last = await session.scalar(
+            select(OncallHandoff)
+            .where(OncallHandoff.schedule_id == schedule.id, OncallHandoff.kind == USERGROUP)
+            .order_by(OncallHandoff.id.desc())
+            .limit(1)
+        )
+        if last is not None and last.user_id == (who.id if who is not None else None):
+            continue
         if await done(session, schedule.id, USERGROUP, shift.start):
             continue
-        who = shift.who
         team, links = await _people(session, schedule, {who.id} if who is not None else set())
         link = links.get(who.id) if who is not None and who.is_active else None
         why = (
