@@ -104,3 +104,14 @@ async def test_oncall_answers_in_utc_when_slack_is_slow_to_say_the_time_zone(wor
     answer = ack_json(await world.slack.command(BOB, "oncall"))
     text = block_text(answer["blocks"])
     assert "*Bob Jones* until Fri 02:00" in text and "your time zone, UTC" in text
+
+
+async def test_a_shift_with_no_hand_off_in_sight_says_so(world: Genie):
+    async with world.sessionmaker.begin() as s:
+        spec = RotationSpec("always", ["alice@example.com"], 1, "weeks", datetime(2026, 10, 1, tzinfo=UTC), "UTC")
+        await schedules.create_schedule(s, "Search", "solo", "UTC", [spec])
+    text = block_text(ack_json(await world.slack.command(ALICE, "oncall Search"))["blocks"])
+    assert "*solo*: *Alice Smith* no hand-off this week" in text
+    await world.slack.open_home(ALICE)
+    home = (await world.fake.wait_for("views.publish", user_id="U0ALICE"))[-1].args["view"]
+    assert "You are on call for Search* (solo) with no hand-off this week" in block_text(home["blocks"])

@@ -44,7 +44,8 @@ def _schedule_lines(roster, tz: ZoneInfo, now: datetime) -> str:
         first = f"nobody on call now (until {when(current.end, tz, now)})"
     else:
         cover = " (override)" if current.override else ""
-        first = f"*{_esc(current.who)}*{cover} until {when(current.end, tz, now)}"
+        until = "no hand-off this week" if current.open_end else f"until {when(current.end, tz, now)}"
+        first = f"*{_esc(current.who)}*{cover} {until}"
     lines = [f"• *{_esc(roster.name)}*: {first}"]
     if roster.next is not None:
         who = _esc(roster.next.who) if roster.next.who else "nobody"
@@ -78,7 +79,8 @@ def home_oncall_blocks(shifts: Sequence, tz: ZoneInfo, now: datetime) -> list[di
     current = [s for s in shifts if s.start <= now < s.end]
     upcoming = [s for s in shifts if s.start > now]
     lines = [
-        f":pager: *You are on call for {_esc(s.team)}* ({_esc(s.schedule)}) until {when(s.end, tz, now)}"
+        f":pager: *You are on call for {_esc(s.team)}* ({_esc(s.schedule)}) "
+        + ("with no hand-off this week" if s.open_end else f"until {when(s.end, tz, now)}")
         + (" — an override" if s.override else "")
         for s in current
     ]

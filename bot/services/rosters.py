@@ -19,6 +19,8 @@ from bot.services.errors import InvalidInput, NotFound
 
 #: How far ahead the roster looks for the next hand-off and for gaps, and a person for shifts.
 AHEAD = timedelta(days=7)
+#: How far either side of now the current shift is looked for (``schedules.on_call_in``).
+LOOK = timedelta(days=8)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Slot:
     end: datetime
     who: str | None
     override: bool = False
+    #: The end is only where the look ahead stopped: no hand-off seen within it.
+    open_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,17 @@ class MyShift:
     start: datetime
     end: datetime
     override: bool = False
+    open_end: bool = False
 
 
-def _slot(shift) -> Slot:
-    return Slot(shift.start, shift.end, shift.who.name if shift.who is not None else None, shift.override)
+def _slot(shift, horizon: datetime | None = None) -> Slot:
+    return Slot(
+        shift.start,
+        shift.end,
+        shift.who.name if shift.who is not None else None,
+        shift.override,
+        horizon is not None and shift.end >= horizon,
+    )
 
 
 async def _roster(session: AsyncSession, schedule, now: datetime, ahead: timedelta) -> ScheduleRoster:
@@ -66,7 +77,7 @@ async def _roster(session: AsyncSession, schedule, now: datetime, ahead: timedel
     later = [s for s in found if s.start > now]
     return ScheduleRoster(
         schedule.name,
-        _slot(current),
+        _slot(current, now + LOOK),
         _slot(later[0]) if later else None,
         [_slot(s) for s in found if s.who is None],
     )
@@ -107,5 +118,6 @@ async def my_shifts(session: AsyncSession, user_id: int, now: datetime, ahead: t
                 if s.who is not None and s.who.id == user_id:
                     start = current.start if s.start == now and current.who is not None else s.start
                     end = current.end if s.start == now and current.end > s.end else s.end
-                    out.append(MyShift(team.name, schedule.name, start, end, s.override))
+                    open_end = s.start == now and current.end >= now + LOOK
+                    out.append(MyShift(team.name, schedule.name, start, end, s.override, open_end))
     return sorted(out, key=lambda m: (m.start, m.team, m.schedule))
