@@ -477,12 +477,13 @@ async def _apply_schedule(session: AsyncSession, team, s: _Schedule, plan: Plan,
     for spec, where in zip(s.rotations, s.rotation_wheres, strict=True):
         async with _At(where):
             maths.zone(spec.time_zone, "time_zone")
-    existing = {x.name: x for x in await schedules.schedules_of_team(session, team)}
-    current = existing.get(s.name.strip())
-    # Rotations are checked one by one first, so an error names the rotation's own line.
-    for spec, where in zip(s.rotations, s.rotation_wheres, strict=True):
-        async with _At(where):
-            await schedules._checked_rotations(session, team, [spec])
+    current = await schedules.schedule_of_team(session, team, s.name)
+    differ = current is None or await _rotations_differ(session, current, s)
+    if differ:
+        # Checked one by one first, so an error names the rotation's own line.
+        for spec, where in zip(s.rotations, s.rotation_wheres, strict=True):
+            async with _At(where):
+                await schedules._checked_rotations(session, team, [spec])
     async with _At(s.where):
         if current is None:
             current = await schedules.create_schedule(
@@ -490,31 +491,12 @@ async def _apply_schedule(session: AsyncSession, team, s: _Schedule, plan: Plan,
             )
             plan.add(f"team {team.name}: create schedule {current.name} ({len(s.rotations)} rotation(s))")
         else:
-            stored = [
-                _rotation_key(
-                    r.name,
-                    [u and u.email for u in members],
-                    r.length,
-                    r.length_unit,
-                    r.starts_at,
-                    r.time_zone,
-                    r.ends_at,
-                    ws,
-                )
-                for r, members, ws in await schedules.rotations(session, current)
-            ]
-            wanted = [
-                _rotation_key(
-                    r.name.strip(), r.participants, r.length, r.unit, r.start, r.time_zone, r.end, r.restrictions
-                )
-                for r in s.rotations
-            ]
             changed = []
             if current.time_zone != s.time_zone:
                 changed.append("time zone")
             if (current.description or None) != (s.description or None):
                 changed.append("description")
-            if stored != wanted:
+            if differ:
                 changed.append("rotations")
             if changed:
                 await schedules.update_schedule(
@@ -535,10 +517,10 @@ async def _apply_schedule(session: AsyncSession, team, s: _Schedule, plan: Plan,
     keep = set()
     for o in s.overrides:
         async with _At(o.where):
-            user = await schedules.active_member(session, team, o.who, "override")
-            key = (user.email, _utc(o.start), _utc(o.end))
+            key = (o.who.strip().lower(), _utc(o.start), _utc(o.end))
             keep.add(key)
             if key not in have:
+                user = await schedules.active_member(session, team, o.who, "override")
                 await schedules.add_override(
                     session, team.name, current.name, user.email, o.start, o.end, "genie apply"
                 )
@@ -551,6 +533,20 @@ async def _apply_schedule(session: AsyncSession, team, s: _Schedule, plan: Plan,
             if key not in keep:
                 await schedules.delete_override(session, team.name, current.name, o.id)
                 plan.add(f"team {team.name}: schedule {current.name}: remove override {o.id} for {key[0]}")
+
+
+async def _rotations_differ(session: AsyncSession, current, s: _Schedule) -> bool:
+    stored = [
+        _rotation_key(
+            r.name, [u and u.email for u in members], r.length, r.length_unit, r.starts_at, r.time_zone, r.ends_at, ws
+        )
+        for r, members, ws in await schedules.rotations(session, current)
+    ]
+    wanted = [
+        _rotation_key(r.name.strip(), r.participants, r.length, r.unit, r.start, r.time_zone, r.end, r.restrictions)
+        for r in s.rotations
+    ]
+    return stored != wanted
 
 
 def _step_key(kind: str, target: str | None) -> tuple:

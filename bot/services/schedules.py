@@ -165,6 +165,12 @@ async def require_schedule(session: AsyncSession, team_name: str, name: str) -> 
     return team, schedule
 
 
+async def schedule_of_team(session: AsyncSession, team: Team, name: str) -> OncallSchedule | None:
+    return await session.scalar(
+        select(OncallSchedule).where(OncallSchedule.team_id == team.id, OncallSchedule.name == (name or "").strip())
+    )
+
+
 async def schedules_of_team(session: AsyncSession, team: Team) -> list[OncallSchedule]:
     return list(
         await session.scalars(
