@@ -446,7 +446,7 @@ async def _apply_team(session: AsyncSession, t: _Team, plan: Plan, prune: bool) 
     if t.members is not None:
         async with _At(t.where):
             wanted = [await users.require_user(session, e) for e in t.members]
-            current = {u.id for _, members in [await _team_members(session, team)] for u in members}
+            current = {u.id for u in await teams.members_of(session, team.id)}
             for user in wanted:
                 if user.id not in current:
                     await teams.add_member(session, team.name, user.email)
@@ -462,13 +462,6 @@ async def _apply_team(session: AsyncSession, t: _Team, plan: Plan, prune: bool) 
             await _apply_heartbeat(session, team, h, plan)
     if prune:
         await _prune(session, team, t, plan)
-
-
-async def _team_members(session: AsyncSession, team) -> tuple[Any, list]:
-    for found, members in await teams.all_teams_with_members(session):
-        if found.id == team.id:
-            return found, members
-    return team, []
 
 
 async def _apply_schedule(session: AsyncSession, team, s: _Schedule, plan: Plan, prune: bool) -> None:
@@ -655,8 +648,7 @@ async def _prune(session: AsyncSession, team, t: _Team, plan: Plan) -> None:
             await heartbeats.remove(session, h)
             plan.add(f"team {team.name}: remove heartbeat {h.name}")
     named = {users.normalize_email(e) for e in t.members or []}
-    _, members = await _team_members(session, team)
-    for u in members:
+    for u in await teams.members_of(session, team.id):
         if u.email not in named:
             await teams.remove_member(session, team.name, u.email)
             plan.add(f"team {team.name}: remove member {u.email}")
