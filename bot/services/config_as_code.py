@@ -117,10 +117,10 @@ def _fields(m: Any, where: _Where, required: dict[str, Any], optional: dict[str,
             continue
         value = m[key]
         line = _Where(where.filename, m.key_lines[key], where.item)
-        if kind is datetime:
-            value = _instant(value, line, key)
-        elif value is None and key in optional:
+        if value is None and key in optional:
             pass
+        elif kind is datetime:
+            value = _instant(value, line, key)
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise line.error(f"{key!r} must be {_TYPE_WORDS[kind]}, not {_shown(value)}")
         out[key] = value
