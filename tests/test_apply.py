@@ -198,6 +198,14 @@ async def test_things_absent_from_the_file_stay_unless_pruned(db):
         assert await teams.team_by_name(session, "Search") is not None  # teams not in the file: never touched
     assert await run(db, FILE, prune=True) == []
 
+    # A section left out is an empty one under --prune: the policy and the heartbeat go.
+    lean = FILE[: FILE.index("    escalation:")]
+    assert await run(db, lean) == []
+    assert await run(db, lean, prune=True) == [
+        "team Payments: remove the escalation policy",
+        "team Payments: remove heartbeat nightly-backup",
+    ]
+
 
 def bad(old: str, new: str) -> str:
     assert old in FILE, old
