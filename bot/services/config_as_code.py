@@ -476,7 +476,7 @@ async def _apply_schedule(session: AsyncSession, team, s: _Schedule, plan: Plan,
         # Checked one by one first, so an error names the rotation's own line.
         for spec, where in zip(s.rotations, s.rotation_wheres, strict=True):
             async with _At(where):
-                await schedules._checked_rotations(session, team, [spec])
+                await schedules.check_rotations(session, team, [spec])
     async with _At(s.where):
         if current is None:
             current = await schedules.create_schedule(

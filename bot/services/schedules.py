@@ -119,6 +119,12 @@ async def _checked_rotations(
     return out
 
 
+async def check_rotations(session: AsyncSession, team: Team, specs: list[RotationSpec]) -> None:
+    """Check rotations as ``create_schedule`` would, writing nothing (``genie apply`` checks each
+    one alone, so that an error names the rotation's own line)."""
+    await _checked_rotations(session, team, specs)
+
+
 async def _write_rotations(
     session: AsyncSession, schedule: OncallSchedule, checked: list[tuple[RotationSpec, list[User | None]]]
 ) -> None:
