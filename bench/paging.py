@@ -4,12 +4,18 @@ escalated, the latency of a burst of due steps, and "who is on call" over many s
     .venv/bin/python -m bench.paging                       # SQLite: 10,000 alerts, 1,000 due, 1,000 schedules
     .venv/bin/python -m bench.paging --db postgres --pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
     .venv/bin/python -m bench.paging --alerts 1000 --due 100 --schedules 100   # quick
+    .venv/bin/python -m bench.paging --apply-teams 100   # + genie apply of 100 teams x 10 layered schedules
 
 In-process, against a scratch database (a temporary SQLite file, or a PostgreSQL database it
 creates and drops): the policy's first step is a schedule whose on-call person has a Slack link,
 so each due step resolves the schedule at that moment, writes its page, timeline rows and outbox
 message, and moves its timer on — all that a real step does except the Slack call (the outbox
 worker's, measured by ``bench/run.py``). Alerts and timers are inserted in bulk.
+
+``--apply-teams N`` also times ``genie apply`` (``bot.services.config_as_code``) of a document
+declaring N teams of 10 schedules each (two layers, restrictions, an override): the first run
+(creates everything), the second (compares everything, changes nothing), and "who is on call"
+across all those teams as ``genie schedule list`` asks it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
-from bot.services import escalation, paging, schedules, teams, users
+from bot.services import config_as_code, escalation, paging, schedules, teams, users
 from bot.services.escalation import StepSpec
 from bot.services.schedules import RotationSpec
 from migrations.apply import upgrade
@@ -168,6 +174,8 @@ async def run(args: argparse.Namespace) -> None:
             f"| who is on call, {args.schedules:,} schedules | {whole * 1000:.0f} ms "
             f"({whole / args.schedules * 1000:.2f} ms a schedule) |"
         )
+        if args.apply_teams:
+            await bench_apply(db, args.apply_teams, people, now)
     finally:
         await engine.dispose()
         if admin is not None:
@@ -177,6 +185,67 @@ async def run(args: argparse.Namespace) -> None:
             await admin.dispose()
 
 
+def apply_document(n_teams: int, people: list[str], now) -> str:
+    """N teams of 10 schedules: a weekly daytime layer and a daily night layer, one override."""
+    start = (now - timedelta(days=10)).strftime("%Y-%m-%dT09:00:00+00:00")
+    lines = ["teams:"]
+    for t in range(n_teams):
+        crew = [people[(t + k) % len(people)] for k in range(4)]
+        lines += [f"  - name: Team{t:03d}", f"    members: [{', '.join(crew)}]", "    schedules:"]
+        for k in range(10):
+            lines += [
+                f"      - name: s{k}",
+                "        time_zone: Europe/Berlin",
+                "        rotations:",
+                "          - name: days",
+                f"            participants: [{crew[k % 4]}, {crew[(k + 1) % 4]}]",
+                "            length: 1",
+                "            unit: weeks",
+                f"            start: {start}",
+                '            restrictions: ["Mon 08:00-Fri 18:00"]',
+                "          - name: nights",
+                f"            participants: [{crew[(k + 2) % 4]}, {crew[(k + 3) % 4]}]",
+                "            length: 1",
+                "            unit: days",
+                f"            start: {start}",
+                '            restrictions: ["18:00-08:00", "Sat 08:00-Sun 18:00"]',
+                "        overrides:",
+                f"          - who: {crew[0]}",
+                f"            start: {(now + timedelta(days=2)).strftime('%Y-%m-%dT18:00:00+00:00')}",
+                f"            end: {(now + timedelta(days=3)).strftime('%Y-%m-%dT09:00:00+00:00')}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+async def bench_apply(db, n_teams: int, people: list[str], now) -> None:
+    text = apply_document(n_teams, people, now)
+    doc = config_as_code.load(text, "bench.yaml")
+    timings = []
+    for _ in range(2):
+        t = time.perf_counter()
+        async with db.begin() as s:
+            plan = await config_as_code.apply(s, doc, "bench.yaml")
+        timings.append((time.perf_counter() - t, len(plan.changes)))
+    assert timings[1][1] == 0, "a second apply changed something"
+    t = time.perf_counter()
+    on_call = 0
+    async with db() as s:
+        for k in range(n_teams):
+            team = await teams.require_team(s, f"Team{k:03d}")
+            on_call += sum(1 for _, shift in await schedules.who_is_on_call(s, team, now) if shift.who is not None)
+    whole = time.perf_counter() - t
+    n = n_teams * 10
+    print(
+        f"| genie apply, {n_teams} teams x 10 schedules (2 layers, restrictions, an override): first run "
+        f"| {timings[0][0]:.1f} s ({timings[0][1]:,} changes) |"
+    )
+    print(f"| genie apply, the same file again (nothing to change) | {timings[1][0]:.1f} s |")
+    print(
+        f"| who is on call, {n:,} layered schedules over {n_teams} teams ({on_call:,} with somebody) "
+        f"| {whole * 1000:.0f} ms ({whole / n * 1000:.2f} ms a schedule) |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
@@ -184,6 +253,7 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=10_000)
     parser.add_argument("--due", type=int, default=1_000)
     parser.add_argument("--schedules", type=int, default=1_000)
+    parser.add_argument("--apply-teams", type=int, default=0, help="also time genie apply of N teams x 10 schedules")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -76,6 +76,8 @@ class Settings:
     outbox_lease_seconds: int = 60
     #: Seconds between two runs of the periodic cleanup (``bot.services.cleanup``).
     cleanup_interval: int = 600
+    #: Minutes before a shift starts that its person gets a reminder DM (0: no reminders).
+    oncall_reminder_minutes: int = 60
     #: Proxies whose ``X-Forwarded-For`` is believed (uvicorn's ``forwarded_allow_ips``); empty:
     #: none, the client address is the connection's.
     forwarded_allow_ips: tuple[str, ...] = ()
@@ -178,6 +180,18 @@ class Settings:
         if not 1 <= cleanup_interval <= 86400:
             raise ConfigError("GENIE_CLEANUP_INTERVAL", f"must be between 1 and 86400 seconds, got {cleanup_interval}")
 
+        raw_reminder = get("GENIE_ONCALL_REMINDER_MINUTES") or "60"
+        try:
+            oncall_reminder_minutes = int(raw_reminder)
+        except ValueError:
+            raise ConfigError(
+                "GENIE_ONCALL_REMINDER_MINUTES", f"must be a whole number of minutes, got {raw_reminder!r}"
+            ) from None
+        if not 0 <= oncall_reminder_minutes <= 1440:
+            raise ConfigError(
+                "GENIE_ONCALL_REMINDER_MINUTES", f"must be between 0 and 1440 minutes, got {oncall_reminder_minutes}"
+            )
+
         forwarded_allow_ips: tuple[str, ...] = ()
         if (raw_proxies := get("GENIE_FORWARDED_ALLOW_IPS")) is not None:
             forwarded_allow_ips = tuple(p.strip() for p in raw_proxies.split(",") if p.strip())
@@ -273,6 +287,7 @@ class Settings:
             ),
             outbox_lease_seconds=outbox_lease_seconds,
             cleanup_interval=cleanup_interval,
+            oncall_reminder_minutes=oncall_reminder_minutes,
             forwarded_allow_ips=forwarded_allow_ips,
             metrics_token=metrics_token,
             slack_oidc_client_id=get("GENIE_SLACK_OIDC_CLIENT_ID") or client_id,

@@ -29,6 +29,8 @@ class Action(StrEnum):
     ALERT_ACKNOWLEDGE = "alert_acknowledge"
     ALERT_CLOSE = "alert_close"
     ALERT_ASSIGN = "alert_assign"
+    #: "I've got it": take ownership (assign to the clicker and acknowledge).
+    ALERT_TAKE = "alert_take"
 
 
 class Intent(StrEnum):
@@ -52,3 +54,5 @@ class Intent(StrEnum):
     INVITE = "invite"
     #: An admin's reminder to connect, from /reports' linking health — {refused}
     LINK_REMINDER = "link.reminder"
+    #: "Your on-call shift starts …" — {team, schedule, start, end, override} (Unix times)
+    ONCALL_REMINDER = "oncall.reminder"

@@ -42,6 +42,8 @@ class Runtime:
     paging: Any = None
     #: The e-mail and webhook page sender of this process (``bot.channels.worker``).
     channels: Any = None
+    #: The on-call hand-off loop of this process (``bot.slack.handoffs``).
+    handoffs: Any = None
     #: The clock heartbeats are judged by (pings, due times, expiry), and escalation steps fall
     #: due by (``bot.services.paging``). Tests set their own to
     #: move time on; everything else uses the real one.

@@ -42,6 +42,7 @@ from bot.services.keys import resolve_secret_keys
 from bot.services.paging import PagingEngine
 from bot.slack.clients import BOT_SCOPES, SlackClients
 from bot.slack.delivery import OutboxWorker, make_delivery_client
+from bot.slack.handoffs import HandoffLoop
 from bot.slack.screening import screen
 from bot.web.admin import routes as admin_routes
 from bot.web.alert_api import routes as api_routes
@@ -49,6 +50,7 @@ from bot.web.alert_pages import routes as alert_page_routes
 from bot.web.heartbeat_api import routes as heartbeat_routes
 from bot.web.limits import BodyLimit
 from bot.web.notification_pages import routes as notification_routes
+from bot.web.oncall_pages import routes as oncall_page_routes
 from bot.web.pages import routes as page_routes
 from bot.web.reports import routes as report_routes
 from bot.web.slack_signin import routes as slack_signin_routes
@@ -206,6 +208,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         list(page_routes)
         + list(admin_routes)
         + list(alert_page_routes)
+        + list(oncall_page_routes)
         + list(report_routes)
         + list(notification_routes)
         + list(slack_signin_routes)
@@ -291,6 +294,8 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     )
     # … and sends the e-mail and webhook pages that are due (``bot.channels.worker``).
     rt.channels = ChannelWorker(rt.sessionmaker, rt.settings, lambda: rt.now(), on_failed=rt.wake_outbox)
+    # … and notices on-call hand-offs (reminder DMs through the outbox, Slack user groups).
+    rt.handoffs = HandoffLoop(rt, on_queued=lambda: rt.worker.wake() if rt.worker is not None else None)
     cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
 
     @asynccontextmanager
@@ -301,6 +306,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         rt.heartbeats.start()
         rt.paging.start()
         rt.channels.start()
+        rt.handoffs.start()
         cleanup.start()
         if socket_mode is not None:
             await socket_mode.start()
@@ -310,6 +316,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
             await rt.heartbeats.stop()
             await rt.paging.stop()
             await rt.channels.stop()
+            await rt.handoffs.stop()
             if socket_mode is not None:
                 await socket_mode.stop()
             await cleanup.stop()

@@ -264,6 +264,8 @@ class AlertAction(StrEnum):
     RESPONDER = "responder"
     CUSTOM = "custom"
     NOTE = "note"
+    #: "I've got it" (Slack): assign to oneself and acknowledge, in one click.
+    TAKE = "take"
     RESOLVE = "resolve"
 
 
@@ -574,8 +576,29 @@ class OncallSchedule(Base):
     name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str | None] = mapped_column(Text)
     time_zone: Mapped[str] = mapped_column(String(64))
+    #: A Slack user group id (``S…``) whose members Genie sets to the person on call at each
+    #: hand-off (``bot.slack.handoffs``); None: no group.
+    slack_usergroup: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OncallHandoff(Base):
+    """What was done for one hand-off of a schedule, once: ``kind`` ``usergroup`` (the Slack
+    user group set to the person on call from ``shift_start``) or ``reminder`` (the DM before
+    the shift starting at ``shift_start``); ``status`` done or skipped (``detail`` says why)."""
+
+    __tablename__ = "oncall_handoff"
+    __table_args__ = (UniqueConstraint("schedule_id", "kind", "shift_start", name="uq_oncall_handoff_once"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("oncall_schedule.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    shift_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OncallRotation(Base):

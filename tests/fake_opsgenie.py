@@ -4,7 +4,10 @@ As OpsGenie does: ``Authorization: GenieKey KEY`` (anything else: 401 "Could not
 authenticate"); ``GET /v2/users`` pages with ``offset``/``limit`` and answers ``paging.next`` as
 an absolute URL on OpsGenie's own host (so a client that followed it blindly would send its key
 elsewhere; Genie's importer only takes the offset); ``GET /v2/teams`` lists teams and
-``GET /v2/teams/{id}`` gives the members. ``fail`` (from ``FakeService``) queues 429s (with
+``GET /v2/teams/{id}`` gives the members; ``GET /v2/schedules?expand=rotation`` (schedules with
+their rotations), ``GET /v2/schedules/{id}/overrides`` and ``GET /v2/escalations`` answer what
+``add_schedule``, ``add_override`` and ``add_escalation`` stored, shaped as OpsGenie's Schedule,
+Schedule Override and Escalation APIs answer. ``fail`` (from ``FakeService``) queues 429s (with
 OpsGenie's ``X-RateLimit-*`` headers), 5xx and malformed bodies.
 """
 
@@ -30,6 +33,9 @@ class FakeOpsGenie(FakeService):
         self.max_limit = max_limit
         self.users: list[dict] = []
         self.teams: list[dict] = []
+        self.schedules: list[dict] = []
+        self.overrides: dict[str, list[dict]] = {}
+        self.escalations: list[dict] = []
 
     def add_user(
         self,
@@ -62,11 +68,120 @@ class FakeOpsGenie(FakeService):
         with self._lock:
             self.teams.append({"id": team_id, "name": name, "members": members})
 
+    def add_schedule(
+        self, schedule_id: str, name: str, team: tuple[str, str] | None, timezone: str, rotations: list[dict]
+    ) -> dict:
+        """``team``: (id, name) of the owner team; ``rotations`` as OpsGenie's API gives them
+        (``rotation()`` builds one)."""
+        schedule = {
+            "id": schedule_id,
+            "name": name,
+            "description": "",
+            "timezone": timezone,
+            "enabled": True,
+            "ownerTeam": {"id": team[0], "name": team[1]} if team else None,
+            "rotations": rotations,
+        }
+        if schedule["ownerTeam"] is None:
+            del schedule["ownerTeam"]
+        with self._lock:
+            self.schedules.append(schedule)
+        return schedule
+
+    @staticmethod
+    def rotation(
+        rotation_id: str,
+        name: str,
+        kind: str,
+        start: str,
+        participants: list[tuple[str, str | None, str | None]],
+        *,
+        length: int = 1,
+        end: str | None = None,
+        restriction: dict | None = None,
+    ) -> dict:
+        """``participants``: (type, id, username-or-name) — ("user", id, username), ("none",
+        None, None), ("team", id, name), ("escalation", id, name)."""
+        shown = []
+        for kind_, pid, label in participants:
+            item: dict = {"type": kind_}
+            if pid:
+                item["id"] = pid
+            if label:
+                item["username" if kind_ == "user" else "name"] = label
+            shown.append(item)
+        rotation = {
+            "id": rotation_id,
+            "name": name,
+            "startDate": start,
+            "type": kind,
+            "length": length,
+            "participants": shown,
+        }
+        if end:
+            rotation["endDate"] = end
+        if restriction:
+            rotation["timeRestriction"] = restriction
+        return rotation
+
+    def add_override(self, schedule_id: str, alias: str, user: tuple[str, str], start: str, end: str) -> None:
+        with self._lock:
+            self.overrides.setdefault(schedule_id, []).append(
+                {
+                    "alias": alias,
+                    "user": {"type": "user", "id": user[0], "username": user[1]},
+                    "startDate": start,
+                    "endDate": end,
+                    "rotations": [],
+                }
+            )
+
+    def add_escalation(
+        self,
+        escalation_id: str,
+        name: str,
+        team: tuple[str, str] | None,
+        rules: list[tuple[int, str, str, str, str | None]],
+        *,
+        repeat: tuple[int, int] | None = None,
+        condition: str = "if-not-acked",
+    ) -> None:
+        """``rules``: (delay minutes, notifyType, recipient type, recipient id, name-or-username);
+        ``repeat``: (waitInterval, count)."""
+        shown = []
+        for delay, notify, kind, rid, label in rules:
+            recipient = {"type": kind, "id": rid}
+            if label:
+                recipient["username" if kind == "user" else "name"] = label
+            shown.append(
+                {
+                    "condition": condition,
+                    "notifyType": notify,
+                    "delay": {"timeAmount": delay, "timeUnit": "minutes"},
+                    "recipient": recipient,
+                }
+            )
+        escalation = {"id": escalation_id, "name": name, "description": "", "rules": shown}
+        if team:
+            escalation["ownerTeam"] = {"id": team[0], "name": team[1]}
+        if repeat:
+            escalation["repeat"] = {
+                "waitInterval": repeat[0],
+                "count": repeat[1],
+                "resetRecipientStates": False,
+                "closeAlertAfterAll": False,
+            }
+        with self._lock:
+            self.escalations.append(escalation)
+
     def reset(self) -> None:
         super().reset()
         with self._lock:
             self.users.clear()
             self.teams.clear()
+            self.schedules.clear()
+            self.overrides.clear()
+            self.escalations.clear()
 
     def routes(self) -> list:
         return [
@@ -74,6 +189,9 @@ class FakeOpsGenie(FakeService):
             Route("/v2/users", self._users, methods=["GET"]),
             Route("/v2/teams", self._teams, methods=["GET"]),
             Route("/v2/teams/{identifier}", self._team, methods=["GET"]),
+            Route("/v2/schedules", self._schedules, methods=["GET"]),
+            Route("/v2/schedules/{identifier}/overrides", self._overrides, methods=["GET"]),
+            Route("/v2/escalations", self._escalations, methods=["GET"]),
         ]
 
     def _check(self, request: Request) -> Response | None:
@@ -148,3 +266,28 @@ class FakeOpsGenie(FakeService):
                 }
             )
         )
+
+    async def _schedules(self, request: Request) -> Response:
+        if (refused := self._check(request)) is not None:
+            return refused
+        expand = request.query_params.get("expand") == "rotation"
+        with self._lock:
+            listed = [s if expand else {k: v for k, v in s.items() if k != "rotations"} for s in self.schedules]
+        return JSONResponse(_envelope(listed, expandable=["rotation"]))
+
+    async def _overrides(self, request: Request) -> Response:
+        if (refused := self._check(request)) is not None:
+            return refused
+        identifier = request.path_params["identifier"]
+        with self._lock:
+            if not any(s["id"] == identifier for s in self.schedules):
+                return JSONResponse(
+                    {"message": "Schedule with id [" + identifier + "] doesn't exist", "took": 0.0}, 404
+                )
+            return JSONResponse(_envelope(list(self.overrides.get(identifier, []))))
+
+    async def _escalations(self, request: Request) -> Response:
+        if (refused := self._check(request)) is not None:
+            return refused
+        with self._lock:
+            return JSONResponse(_envelope(list(self.escalations)))

@@ -105,6 +105,9 @@ class FakeSlack(LoopbackServer):
         self._ts = itertools.count(1)
         #: users.info answers: Slack user id -> user object (as Slack returns it).
         self.users: dict[str, dict[str, Any]] = {}
+        #: User groups: id -> member user ids (``usergroups.users.update`` / ``usergroups.users.list``;
+        #: only groups added here exist).
+        self.usergroups: dict[str, list[str]] = {}
         #: users.list returns at most this many per page, whatever ``limit`` asks (Slack may
         #: return fewer than asked); None: up to ``limit``.
         self.users_page_size: int | None = None
@@ -417,6 +420,18 @@ class FakeSlack(LoopbackServer):
             return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))[1:]}}
         if method == "users.list":
             return self._users_list(args, where)
+        if method in {"usergroups.users.update", "usergroups.users.list"}:
+            with self._lock:
+                group = args.get("usergroup", "")
+                if group not in self.usergroups:
+                    return {"ok": False, "error": "no_such_subteam"}
+                if method == "usergroups.users.update":
+                    users = [u for u in str(args.get("users") or "").split(",") if u]
+                    if not users:
+                        return {"ok": False, "error": "invalid_users"}
+                    self.usergroups[group] = users
+                    return {"ok": True, "usergroup": {"id": group, "users": users}}
+                return {"ok": True, "users": list(self.usergroups[group])}
         if method == "auth.teams.list":
             return {
                 "ok": True,

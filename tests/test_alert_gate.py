@@ -152,7 +152,7 @@ async def test_alert_is_posted_with_its_facts_and_buttons(world):
         "Open",
     ):
         assert fact in words, fact
-    assert set(buttons(post["blocks"])) == {"alert_acknowledge", "alert_close"}
+    assert set(buttons(post["blocks"])) == {"alert_acknowledge", "alert_take", "alert_close"}
     select = next(d for d in walk(post["blocks"]) if d.get("action_id") == "alert_assign")
     assert [o["text"]["text"] for o in select["options"]] == ["Alice Smith", "Bob Jones"]
     assert await eventually(lambda: world.scalar("SELECT slack_ts FROM alert WHERE id = :a", a=alert_id))

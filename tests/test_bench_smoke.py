@@ -51,3 +51,30 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     assert all(r["met"] for r in races), races
     drain = next(r for name, r in rows.items() if name.startswith("3b"))
     assert "lost 0" in drain["note"] and "order kept" in drain["note"], drain["note"]
+
+
+def test_paging_bench_smoke_run() -> None:
+    """``bench/paging.py`` with a handful of everything, ``--apply-teams`` included (its second
+    apply asserts that nothing changed)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.paging",
+            "--alerts",
+            "20",
+            "--due",
+            "5",
+            "--schedules",
+            "5",
+            "--apply-teams",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| genie apply, the same file again (nothing to change) |" in out.stdout
+    assert "| who is on call, 20 layered schedules over 2 teams (20 with somebody) |" in out.stdout

@@ -45,6 +45,9 @@ DOCUMENTED_BOT_SCOPES = {
     "users:read.email",
     "channels:history",
     "groups:history",
+    # On-call user groups (@payments-oncall), set at each hand-off (bot/slack/handoffs.py).
+    "usergroups:read",
+    "usergroups:write",
 }
 
 

@@ -273,6 +273,7 @@ def _fill(path: str) -> str:
         .replace("{name}", "x")
         .replace("{rest:path}", "/x/y")
         .replace("{alert_id}", "1")
+        .replace("{override_id}", "1")
     )
 
 
@@ -286,6 +287,7 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
     from bot.web.alert_pages import routes as alert_page_routes
     from bot.web.heartbeat_api import routes as heartbeat_routes
     from bot.web.notification_pages import routes as notification_routes
+    from bot.web.oncall_pages import routes as oncall_page_routes
     from bot.web.pages import routes as page_routes
     from bot.web.reports import routes as report_routes
 
@@ -295,7 +297,14 @@ async def test_every_post_route_refuses_a_forged_request_and_changes_nothing(gen
     await browser.get(path)  # the CSRF cookie is set; the forged posts below lack the form token
     page_posts = {
         r.path
-        for r in [*page_routes, *admin_routes, *alert_page_routes, *report_routes, *notification_routes]
+        for r in [
+            *page_routes,
+            *admin_routes,
+            *alert_page_routes,
+            *report_routes,
+            *oncall_page_routes,
+            *notification_routes,
+        ]
         if "POST" in (r.methods or ())
     }
     api_posts = {r.path for r in [*api_routes, *heartbeat_routes] if "POST" in (r.methods or ())}

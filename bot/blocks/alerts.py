@@ -250,6 +250,9 @@ def alert_message(view: AlertView, web_url: str | None = None) -> tuple[str, lis
                     style="primary",
                 )
             )
+            elements.append(
+                ButtonElement(text="I've got it", action_id=Action.ALERT_TAKE, value=ButtonValue(view.id).encode())
+            )
         elements.append(ButtonElement(text="Close", action_id=Action.ALERT_CLOSE, value=ButtonValue(view.id).encode()))
         options = [
             _option(_clip(name, Option.label_max_length), ButtonValue(view.id, user=uid).encode())
@@ -307,7 +310,12 @@ def refusal_message(text: str, **options) -> tuple[str, list[dict]]:
 
 # --- direct messages the outbox delivers --------------------------------------------------------
 #: Verbs of the alert actions, for people.
-DONE = {AlertAction.ACKNOWLEDGE: "acknowledged", AlertAction.CLOSE: "closed", AlertAction.ASSIGN: "assigned"}
+DONE = {
+    AlertAction.ACKNOWLEDGE: "acknowledged",
+    AlertAction.CLOSE: "closed",
+    AlertAction.ASSIGN: "assigned",
+    AlertAction.TAKE: "assigned you and acknowledged",
+}
 
 
 def assigned_dm(

@@ -121,6 +121,7 @@ HELP_TEXT = (
     "• `/genie connect` — get a one-time link to connect your Genie account\n"
     "• `/genie status` — see which Genie account you are connected to\n"
     "• `/genie disconnect` — remove the connection\n"
+    "• `/genie oncall [team]` — who is on call now and next (default: your teams)\n"
     "• `/genie help` — this message"
 )
 
@@ -196,8 +197,10 @@ def home_view(
     admin_settings: dict | None = None,
     admin_unverified: bool = False,
     late_heartbeats: Sequence[str] = (),
+    oncall: Sequence[dict] = (),
 ) -> dict:
-    """The App Home tab: link state first, then the person's teams, their late heartbeats and
+    """The App Home tab: link state first, then the person's teams, their on-call shifts
+    (``oncall``: drawn by ``bot.blocks.oncall.home_oncall_blocks``), their late heartbeats and
     their open alerts."""
     blocks: list[dict] = [HeaderBlock(text="Genie").to_dict()]
     if link is None:
@@ -233,6 +236,8 @@ def home_view(
         blocks.append(DividerBlock().to_dict())
         team_text = ", ".join(_esc(t) for t in teams) if teams else "none yet — ask a Genie admin to add you"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Your teams:* {team_text}")).to_dict())
+        if link.user_active:
+            blocks += oncall
         if late_heartbeats:
             blocks.append(
                 SectionBlock(text=MarkdownTextObject(text=late_heartbeats_text(late_heartbeats)[:3000])).to_dict()

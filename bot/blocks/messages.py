@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.blocks.alerts import after_link_dm, assigned_dm, deleted_message, link_reminder_dm
 from bot.blocks.linking import connected_dm, invite_dm, new_link_notice, password_set_notice
+from bot.blocks.oncall import shift_reminder_dm
 from bot.ids import Intent
 
 BUILDERS: dict[Intent, Callable[..., tuple[str, list[dict]]]] = {
@@ -26,6 +27,7 @@ BUILDERS: dict[Intent, Callable[..., tuple[str, list[dict]]]] = {
     Intent.PASSWORD_SET: password_set_notice,
     Intent.INVITE: invite_dm,
     Intent.LINK_REMINDER: link_reminder_dm,
+    Intent.ONCALL_REMINDER: shift_reminder_dm,
 }
 
 

@@ -15,12 +15,15 @@ from sqlalchemy.exc import DBAPIError
 from bot.cli import (
     accounts,
     alerts,
+    apply,
     audit,
     db,
+    escalation,
     heartbeats,
     imports,
     links,
     outbox,
+    schedules,
     serve,
     slack,
     teams,
@@ -32,7 +35,24 @@ from bot.config import ConfigError
 from bot.services.errors import GenieError
 
 #: The nouns, in the order ``genie --help`` lists them; each module has ``register(subparsers)``.
-NOUNS = (serve, db, users, teams, links, workspaces, slack, alerts, heartbeats, outbox, imports, accounts, audit)
+NOUNS = (
+    serve,
+    db,
+    users,
+    teams,
+    links,
+    workspaces,
+    slack,
+    alerts,
+    heartbeats,
+    schedules,
+    escalation,
+    apply,
+    outbox,
+    imports,
+    accounts,
+    audit,
+)
 
 
 def build_parser() -> Parser:

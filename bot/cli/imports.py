@@ -16,7 +16,7 @@ from bot.cli.common import Parser, UserError, with_db
 from bot.config import load_dotenv_file
 from bot.importers import opsgenie, pagerduty
 from bot.logs import install_log_redaction
-from bot.services import imports
+from bot.services import imports, oncall_import
 from bot.services.audit import Who
 
 
@@ -91,7 +91,12 @@ def _print_import_report(r: dict) -> None:
 
 
 def _run_import(
-    args: argparse.Namespace, fetch: Callable[..., Any], default_env: str, command: str, create_people: bool = False
+    args: argparse.Namespace,
+    fetch: Callable[..., Any],
+    default_env: str,
+    command: str,
+    create_people: bool = False,
+    fetch_oncall: Callable[..., Any] | None = None,
 ) -> int:
     if create_people and args.no_auto_link:
         raise UserError("--create-people connects people by email: it cannot go with --no-auto-link")
@@ -100,23 +105,50 @@ def _run_import(
 
     async def run():
         directory = await fetch(key, key_hint=where)
+        export = await fetch_oncall(key, key_hint=where) if fetch_oncall else None
         who = Who.cli(command)
 
         async def work(session):
-            return (
+            report = (
                 await imports.apply_directory(
                     session, directory, allowed=not args.no_auto_link, who=who, create_people=create_people
                 )
             ).as_dict()
+            if export is not None:  # in the same transaction: the teams just made are there
+                done = await oncall_import.import_oncall(session, export.schedules, export.escalations)
+                report["requests"] += export.requests
+                report["oncall"] = {"changes": done.changes, "not_carried_over": done.not_carried}
+                report["_yaml"] = done.yaml_text
+            return report
 
         return await with_db(work)
 
     report = asyncio.run(run())
+    yaml_text = report.pop("_yaml", None)
+    if yaml_text is not None and args.write:
+        try:
+            with open(args.write, "w", encoding="utf-8") as out:
+                out.write("# Written by genie opsgenie import; apply with: genie apply " + args.write + "\n")
+                out.write(yaml_text)
+        except OSError as err:
+            raise UserError(f"--write {args.write}: {err.strerror} (the import itself was applied)") from None
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
         _print_import_report(report)
+        if "oncall" in report:
+            _print_oncall_report(report["oncall"], args.write if yaml_text is not None else None)
     return 0
+
+
+def _print_oncall_report(r: dict, written: str | None) -> None:
+    print(f"on call: {len(r['changes'])} change(s), {len(r['not_carried_over'])} thing(s) not carried over")
+    for change in r["changes"]:
+        print(f"  {change}")
+    for note in r["not_carried_over"]:
+        print(f"  not carried over: {note}")
+    if written:
+        print(f"  written to {written}: keep it in Git and change it with `genie apply {written}`")
 
 
 def cmd_pagerduty_import(args: argparse.Namespace) -> int:
@@ -127,10 +159,25 @@ def cmd_pagerduty_import(args: argparse.Namespace) -> int:
 
 
 def cmd_opsgenie_import(args: argparse.Namespace) -> int:
+    if args.write and not (args.schedules or args.escalations):
+        raise UserError("--write saves the imported schedules and escalations: give --schedules or --escalations")
+
     def fetch(key, key_hint):
         return opsgenie.fetch(key, base_url=args.url, key_hint=key_hint, tenant=args.tenant, teams=args.teams)
 
-    return _run_import(args, fetch, opsgenie.DEFAULT_KEY_ENV, "genie opsgenie import", create_people=args.create_people)
+    def fetch_oncall(key, key_hint):
+        return opsgenie.fetch_oncall(
+            key, base_url=args.url, key_hint=key_hint, schedules=args.schedules, escalations=args.escalations
+        )
+
+    return _run_import(
+        args,
+        fetch,
+        opsgenie.DEFAULT_KEY_ENV,
+        "genie opsgenie import",
+        create_people=args.create_people,
+        fetch_oncall=fetch_oncall if args.schedules or args.escalations else None,
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -158,5 +205,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                 action="store_true",
                 help="create a Genie person (no password) for each user nobody matches, and connect them",
             )
+            p.add_argument(
+                "--schedules",
+                action="store_true",
+                help="also carry over schedules (rotations, restrictions, overrides)",
+            )
+            p.add_argument("--escalations", action="store_true", help="also carry over escalation policies")
+            p.add_argument("--write", metavar="FILE.yaml", help="save what was carried over, for genie apply")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=cmd_pagerduty_import if provider == "pagerduty" else cmd_opsgenie_import)

@@ -7,7 +7,8 @@ accounts, links them by email where ``bot.services.external_accounts.auto_link``
 
 - ``pagerduty`` — ``GET /users`` (REST API v2; offset/limit/``more``).
 - ``opsgenie`` — ``GET /v2/account``, ``GET /v2/users`` (offset/limit, ``paging.next``),
-  ``GET /v2/teams`` and ``GET /v2/teams/{id}`` (members).
+  ``GET /v2/teams`` and ``GET /v2/teams/{id}`` (members); ``fetch_oncall``: ``GET /v2/schedules``,
+  each schedule's overrides, ``GET /v2/escalations`` (``bot.services.oncall_import`` maps them).
 - ``http`` — the shared client: timeouts, 429 waits, retries, clear errors, keys kept secret.
 """
 

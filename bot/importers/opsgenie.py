@@ -14,10 +14,15 @@ name); ``verified: false`` means OpsGenie has not confirmed that address (never 
 ``blocked: true`` means the user cannot use OpsGenie (treated as deactivated: never linked, and a
 link by email match is removed); the ``Stakeholder`` role, which cannot be on call, is a guest.
 EU accounts use ``--url https://api.eu.opsgenie.com``.
+
+``fetch_oncall`` (``--schedules``, ``--escalations``) reads ``GET /v2/schedules?expand=rotation``
+(schedules with their rotations), ``GET /v2/schedules/{id}/overrides?scheduleIdentifierType=id``
+and ``GET /v2/escalations``, as OpsGenie sends them; ``bot.services.oncall_import`` maps them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, urlsplit
 
 from bot.importers import Directory, DirectoryMember, DirectoryTeam
@@ -142,3 +147,44 @@ async def fetch(
             seen.add(account.external_id)
             directory.accounts.append(account)
     return directory
+
+
+@dataclass
+class OncallExport:
+    """OpsGenie's schedules (each with its ``rotations`` and, added here, its ``overrides``) and
+    escalation policies, as OpsGenie's API sent them."""
+
+    schedules: list[dict] = field(default_factory=list)
+    escalations: list[dict] = field(default_factory=list)
+    requests: int = 0
+
+
+async def fetch_oncall(
+    key: str,
+    *,
+    base_url: str = DEFAULT_URL,
+    key_hint: str = DEFAULT_KEY_ENV,
+    schedules: bool = True,
+    escalations: bool = True,
+    transport=None,
+) -> OncallExport:
+    base_url = check_base_url(base_url, "OpsGenie")
+    key = check_key(key, key_hint)
+    headers = {"Authorization": f"GenieKey {key}", "Accept": "application/json"}
+    out = OncallExport()
+    async with ApiClient("OpsGenie", base_url, headers, key_hint=key_hint, secret=key, transport=transport) as api:
+        if schedules:
+            body = await api.get_json("/v2/schedules", {"expand": "rotation"})
+            for schedule in expect_list(body, "data", "OpsGenie", "GET /v2/schedules"):
+                schedule_id = text(schedule.get("id"))
+                if not schedule_id:
+                    continue
+                path = f"/v2/schedules/{quote(schedule_id, safe='')}/overrides"
+                found = await api.get_json(path, {"scheduleIdentifierType": "id"})
+                schedule["overrides"] = expect_list(found, "data", "OpsGenie", f"GET {path}")
+                out.schedules.append(schedule)
+        if escalations:
+            body = await api.get_json("/v2/escalations")
+            out.escalations = expect_list(body, "data", "OpsGenie", "GET /v2/escalations")
+        out.requests = api.requests
+    return out

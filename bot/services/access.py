@@ -58,7 +58,7 @@ class Decision:
 
 
 #: How a refusal names the action ("You can't add a note to this alert …").
-_VERB = {"note": "add a note to"}
+_VERB = {"note": "add a note to", "take": "take ownership of"}
 
 
 async def allow_anonymous(session: AsyncSession, workspace_id: str, default: bool) -> bool:

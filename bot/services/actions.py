@@ -60,6 +60,30 @@ async def _note(
     return None
 
 
+async def _take(
+    session: AsyncSession, alert: Alert, actor: Actor, why: str, assignee_id: int | None, note: str | None
+) -> str | None:
+    """ "I've got it" (OpsGenie's *take ownership*): the clicker becomes the assignee and the
+    alert is acknowledged, so the escalation stops paging others — one click, two entries on the
+    timeline (assign, acknowledge). Whatever is already so is left as it is; both already so:
+    ``AlreadyDone``. A person who may act but cannot be assigned (an admin or a paged person not
+    in the team) is refused by ``alerts.assign`` (``Forbidden``), and nothing is acknowledged."""
+    if actor.user is None:  # an anonymous click: there is nobody to assign
+        await alerts.record(session, alert, AlertAction.TAKE, "denied", actor, reason="anonymous")
+        return "take_anonymous"
+    why = f"{why}; I've got it"
+    took = alert.owner_user_id != actor.user.id
+    if took:
+        await alerts.assign(session, alert, actor, actor.user, why=why)
+    if not alert.acknowledged:
+        await alerts.acknowledge(session, alert, actor, why=why)
+    elif not took:
+        text = f"Alert #{alert.id} is already yours and acknowledged."
+        await alerts.record(session, alert, AlertAction.TAKE, "noop", actor, reason=text)
+        raise AlreadyDone(text)
+    return None
+
+
 _Apply = Callable[[AsyncSession, Alert, Actor, str, "int | None", "str | None"], Awaitable["str | None"]]
 #: What each action does once the gate allowed it.
 APPLY: dict[AlertAction, _Apply] = {
@@ -67,14 +91,17 @@ APPLY: dict[AlertAction, _Apply] = {
     AlertAction.CLOSE: _close,
     AlertAction.ASSIGN: _assign,
     AlertAction.NOTE: _note,
+    AlertAction.TAKE: _take,
 }
 #: The actions a Slack button may ask for …
-ACTIONS = (AlertAction.ACKNOWLEDGE, AlertAction.CLOSE, AlertAction.ASSIGN)
+ACTIONS = (AlertAction.ACKNOWLEDGE, AlertAction.CLOSE, AlertAction.ASSIGN, AlertAction.TAKE)
 #: … and what a person signed in to the web side may do on an alert's page (``/alerts/{id}``).
 WEB_ACTIONS = (*ACTIONS, AlertAction.NOTE)
 #: What the person is told when an allowed action could not be carried out.
 PROBLEMS = {
     "unknown_assignee": "That person isn't a Genie user (any more).",
+    "take_anonymous": "Connect your Slack account to Genie (`/genie connect`) to take ownership of an alert: "
+    "Genie needs to know who you are to assign it to you.",
     "bad_note": f"A note needs some text (at most {alerts.LIMITS['note']:,} characters).",
 }
 

@@ -119,6 +119,12 @@ async def _checked_rotations(
     return out
 
 
+async def check_rotations(session: AsyncSession, team: Team, specs: list[RotationSpec]) -> None:
+    """Check rotations as ``create_schedule`` would, writing nothing (``genie apply`` checks each
+    one alone, so that an error names the rotation's own line)."""
+    await _checked_rotations(session, team, specs)
+
+
 async def _write_rotations(
     session: AsyncSession, schedule: OncallSchedule, checked: list[tuple[RotationSpec, list[User | None]]]
 ) -> None:
@@ -163,6 +169,12 @@ async def require_schedule(session: AsyncSession, team_name: str, name: str) -> 
     if schedule is None:
         raise NotFound(f"team {team.name} has no schedule named {(name or '').strip()}")
     return team, schedule
+
+
+async def schedule_of_team(session: AsyncSession, team: Team, name: str) -> OncallSchedule | None:
+    return await session.scalar(
+        select(OncallSchedule).where(OncallSchedule.team_id == team.id, OncallSchedule.name == (name or "").strip())
+    )
 
 
 async def schedules_of_team(session: AsyncSession, team: Team) -> list[OncallSchedule]:

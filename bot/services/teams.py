@@ -35,6 +35,18 @@ async def all_teams_with_members(session: AsyncSession) -> list[tuple[Team, list
     return [(team, members.get(team.id, [])) for team in teams]
 
 
+async def members_of(session: AsyncSession, team_id: int) -> list[User]:
+    """The team's members, by email."""
+    return list(
+        await session.scalars(
+            select(User)
+            .join(TeamMember, TeamMember.user_id == User.id)
+            .where(TeamMember.team_id == team_id)
+            .order_by(User.email)
+        )
+    )
+
+
 async def teams_of_user(session: AsyncSession, user_id: int) -> list[Team]:
     return list(
         await session.scalars(

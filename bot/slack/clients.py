@@ -33,6 +33,8 @@ BOT_SCOPES = (
     "users:read.email",
     "channels:history",
     "groups:history",
+    "usergroups:read",
+    "usergroups:write",
 )
 SLACK_TIMEOUT = 10
 

@@ -11,11 +11,13 @@ import logging
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import home_view
+from bot.blocks.oncall import home_oncall_blocks
 from bot.runtime import Runtime
-from bot.services import access, heartbeats, slack_links, teams
+from bot.services import access, heartbeats, rosters, slack_links, teams
 from bot.services import alerts as alert_service
 from bot.services.slack_links import SlackIdentity
 from bot.slack.clients import SLACK_FAILURES, why
+from bot.slack.profiles import time_zone
 from bot.slack.render import alert_view, link_view
 from storage.models import SlackLink
 
@@ -48,6 +50,8 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
             if link is not None
             else []
         )
+        now = rt.now()
+        mine = await rosters.my_shifts(session, link.user_id, now) if link is not None and link.user.is_active else None
         is_admin = bool(link and link.user.is_admin and link.user.is_active)
         # Admin settings only to a Slack account Slack vouched for by the admin's email: a phished
         # link must not show an attacker the admin's view of the workspace.
@@ -66,6 +70,9 @@ async def publish_home(rt: Runtime, client: AsyncWebClient, identity: SlackIdent
             admin_settings=admin_settings,
             admin_unverified=admin_unverified,
             late_heartbeats=late,
+            oncall=home_oncall_blocks(mine, await time_zone(client, identity.user_id), now)
+            if mine is not None and (mine or team_names)
+            else (),
         )
     try:
         await client.views_publish(user_id=identity.user_id, view=view)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -42,6 +44,27 @@ async def fetch_profile(
         handle=handle,
         email_confirmed=bool(email) and confirmed == email.strip().lower(),
     )
+
+
+async def time_zone(client: AsyncWebClient, user_id: str, timeout: float | None = None) -> ZoneInfo:
+    """The Slack user's time zone (``users.info`` ``tz``), to show times as they read them;
+    UTC when Slack can't say (within ``timeout`` seconds: a slash command's answer must go
+    within Slack's 3) or names a zone this machine does not know."""
+    try:
+        answer = await asyncio.wait_for(client.users_info(user=user_id), timeout)
+    except SLACK_FAILURES as err:
+        logger.warning("users.info for %s failed (%s)", user_id, why(err))
+        return ZoneInfo("UTC")
+    user = answer.get("user") if isinstance(answer.get("user"), dict) else {}
+    name = user.get("tz")
+    try:
+        return (
+            ZoneInfo(name)
+            if isinstance(name, str) and name and ".." not in name and not name.startswith("/")
+            else ZoneInfo("UTC")
+        )
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 async def requester_profile(rt: Runtime, row: LinkRequest) -> SlackProfile | None:

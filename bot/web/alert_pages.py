@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bot.services import actions, alert_views
+from bot.services import actions, alert_views, rosters
 from bot.services.alert_views import ListFilters
 from bot.services.alerts import Forbidden
 from bot.services.errors import GenieError, InvalidInput, NotFound
@@ -228,8 +228,9 @@ async def _team_page(
 ) -> Response:
     async with rt_of(request).sessionmaker() as session:
         detail = await alert_views.team_detail(session, user, name)
-    if detail is None:
-        return not_found(request, "team")
+        if detail is None:
+            return not_found(request, "team")
+        [roster] = await rosters.team_rosters(session, [detail.team.name], None, rt_of(request).now())
     return render(
         request,
         "team.html",
@@ -237,6 +238,7 @@ async def _team_page(
         wide=True,
         title=detail.team.name,
         t=detail,
+        oncall=roster.schedules,
         new_key=new_key,
         error=error,
     )

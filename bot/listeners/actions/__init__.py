@@ -11,3 +11,4 @@ def register(app: AsyncApp) -> None:
     app.action(Action.ALERT_ACKNOWLEDGE)(alerts.acknowledge)
     app.action(Action.ALERT_CLOSE)(alerts.close)
     app.action(Action.ALERT_ASSIGN)(alerts.assign)
+    app.action(Action.ALERT_TAKE)(alerts.take)

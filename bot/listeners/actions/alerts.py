@@ -1,4 +1,4 @@
-"""Acknowledge / Close / Assign… on an alert message. Ack first (Slack's 3 seconds), then one
+"""Acknowledge / I've got it / Close / Assign… on an alert message. Ack first (Slack's 3 seconds), then one
 use case decides and acts; a refusal or a lost race is told to the clicker alone."""
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ async def close(ack, body: dict, context: AsyncBoltContext, respond) -> None:
 async def assign(ack, body: dict, context: AsyncBoltContext, respond) -> None:
     await ack()
     await _act(body, context, respond, AlertAction.ASSIGN)
+
+
+async def take(ack, body: dict, context: AsyncBoltContext, respond) -> None:
+    """ "I've got it": assign to the clicker and acknowledge (``actions._take``)."""
+    await ack()
+    await _act(body, context, respond, AlertAction.TAKE)
 
 
 def _raw_value(body: dict) -> str | None:

@@ -1,4 +1,4 @@
-"""``/genie connect | status | disconnect | help``."""
+"""``/genie connect | status | disconnect | oncall [team] | help``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks.linking import connect_message, disconnected_text, help_blocks, linked_message, status_text
 from bot.blocks.mrkdwn import escape
+from bot.blocks.oncall import oncall_message
 from bot.listeners.context import identity_from, runtime
-from bot.services import heartbeats, slack_links, throttle
+from bot.services import heartbeats, rosters, slack_links, throttle
+from bot.services.errors import GenieError
 from bot.services.slack_links import SlackProfile
 from bot.slack.home import publish_home
-from bot.slack.profiles import fetch_profile
+from bot.slack.profiles import fetch_profile, time_zone
 from bot.slack.render import link_view
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ async def genie_command(ack, body: dict, context: AsyncBoltContext, client: Asyn
         await status(ack, context)
     elif sub == "disconnect":
         await disconnect(ack, context, client)
+    elif sub == "oncall":
+        await oncall(ack, " ".join(words[1:]), context, client)
     else:
         await ack(response_type="ephemeral", text="Genie help", blocks=help_blocks(None if sub == "help" else words[0]))
 
@@ -98,3 +102,29 @@ async def disconnect(ack, context: AsyncBoltContext, client: AsyncWebClient) -> 
         # The Home tab is published directly, not through the outbox: it is a snapshot redrawn on every
         # open, so a lost publish loses nothing (see bot.slack.home.publish_home).
         await publish_home(rt, client, identity)
+
+
+async def oncall(ack, team: str, context: AsyncBoltContext, client: AsyncWebClient) -> None:
+    """Who is on call now and next for ``team`` (default: the asker's teams), in the asker's
+    Slack time zone; only to a person connected to an active Genie account."""
+    rt, identity = runtime(context), identity_from(context)
+    async with rt.sessionmaker() as session:
+        link = await slack_links.current_link(session, identity)
+        if link is None or not link.user.is_active:
+            await ack(
+                response_type="ephemeral",
+                text="Genie shows who is on call to its own people: connect your Genie account first with "
+                "`/genie connect`."
+                if link is None
+                else "Your Genie account is deactivated, so Genie shows you no on-call schedules.",
+            )
+            return
+        now = rt.now()
+        try:
+            found = await rosters.team_rosters(session, [team] if team else None, link.user_id, now)
+        except GenieError as err:
+            await ack(response_type="ephemeral", text=escape(str(err)))
+            return
+    tz = await time_zone(client, identity.user_id, timeout=1.5)  # the answer is the ack: Slack waits 3 s
+    text, blocks = oncall_message(found, tz, now)
+    await ack(response_type="ephemeral", text=text, blocks=blocks)
