@@ -23,13 +23,17 @@ from bot.channels import email, webhook
 from bot.channels.errors import Permanent, Temporary
 from bot.config import Settings
 from bot.services import notification_rules, paging
+from bot.services.loop import BackgroundLoop
 from storage.base import utcnow
 
 logger = logging.getLogger(__name__)
 POLL_INTERVAL = 2.0
 
 
-class ChannelWorker:
+class ChannelWorker(BackgroundLoop):
+    name = "genie-channel-worker"
+    doing = "deliver e-mail and webhook pages"
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
@@ -44,26 +48,7 @@ class ChannelWorker:
         self.on_failed = on_failed
         self.settings = settings
         self.now = now
-        self.poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._stopping = False
-
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._loop(), name="genie-channel-worker")
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            task, self._task = self._task, None
-            with suppress(asyncio.CancelledError):
-                await task
-
-    def wake(self) -> None:
-        self._wake.set()
+        super().__init__(poll_interval)
 
     async def run_once(self) -> int:
         """Deliver every e-mail and webhook page due now; how many were claimed."""
@@ -130,28 +115,9 @@ class ChannelWorker:
         )
         await webhook.send(self.settings, rule.webhook_url, rule.webhook_secret, payload, delivery=f"page-{page.id}")
 
-    async def _delay(self) -> float:
+    async def next_delay(self) -> float:
         async with self.sessionmaker() as session:
             due = await paging.next_channel_due(session)
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.05, (due - self.now()).total_seconds()))
-
-    async def _loop(self) -> None:
-        failures = 0
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                await self.run_once()
-                delay = await self._delay()
-                failures = 0
-            except Exception:  # the database is unreachable or broken: say so, back off, go on
-                failures += 1
-                delay = min(30.0, 2.0**failures)
-                logger.exception(
-                    "Channel worker could not deliver e-mail and webhook pages; trying again in %.0f s", delay
-                )
-            if self._stopping:
-                break
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)

@@ -15,12 +15,10 @@ Times come from the caller (``now``): the server passes ``Runtime.now()``, which
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.services import alerts, teams
 from bot.services.alerts import Actor, AlreadyDone, ValidationFailed
 from bot.services.errors import AlreadyExists, NotFound
+from bot.services.loop import BackgroundLoop
 from storage import repositories as repo
 from storage.base import utcnow
 from storage.models import Alert, AlertStatus, Heartbeat, Team, TeamMember
@@ -403,10 +402,13 @@ async def due_ids(session: AsyncSession, now: datetime, limit: int = 100) -> lis
 
 
 # --- the monitor -----------------------------------------------------------------------------
-class HeartbeatMonitor:
+class HeartbeatMonitor(BackgroundLoop):
     """Runs in every ``genie serve``: every ``poll_interval`` seconds (or at ``wake()``), raise
     the alert of each heartbeat past its due time, one transaction per heartbeat.
     ``on_raised(channel)`` is called after each commit (the server wakes its outbox worker)."""
+
+    name = "genie-heartbeat-monitor"
+    doing = "look for late heartbeats"
 
     def __init__(
         self,
@@ -415,29 +417,10 @@ class HeartbeatMonitor:
         on_raised: Callable[[str | None], None] | None = None,
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
+        super().__init__(poll_interval)
         self.sessionmaker = sessionmaker
         self.now = now
         self.on_raised = on_raised
-        self.poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._stopping = False
-
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._loop(), name="genie-heartbeat-monitor")
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            task, self._task = self._task, None
-            with suppress(asyncio.CancelledError):
-                await task
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def run_once(self) -> int:
         """Raise every late heartbeat's alert now; how many this process raised."""
@@ -446,7 +429,7 @@ class HeartbeatMonitor:
         async with self.sessionmaker() as session:
             ids = await due_ids(session, now)
         for heartbeat_id in ids:
-            if self._stopping:
+            if self.stopping:
                 break
             async with self.sessionmaker.begin() as session:
                 done = await expire(session, heartbeat_id, now)
@@ -460,22 +443,6 @@ class HeartbeatMonitor:
             if self.on_raised is not None:
                 self.on_raised(alert.slack_channel)
         return raised
-
-    async def _loop(self) -> None:
-        failures = 0
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                await self.run_once()
-                failures, delay = 0, self.poll_interval
-            except Exception:  # the database is unreachable or broken: say so, back off, go on
-                failures += 1
-                delay = min(30.0, 2.0**failures)
-                logger.exception("Heartbeat monitor could not look for late heartbeats; trying again in %.0f s", delay)
-            if self._stopping:
-                break
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
 
 _INTERVAL = re.compile(r"([0-9]{1,6})\s*(m|min|minutes?|h|hours?|d|days?)", re.I)

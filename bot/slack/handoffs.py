@@ -9,14 +9,13 @@ A Slack failure is logged and the sync tried again at the next tick."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
-from contextlib import suppress
 from datetime import datetime, timedelta
 
 from bot.runtime import Runtime
 from bot.services import handoffs
+from bot.services.loop import BackgroundLoop
 from bot.slack.clients import SLACK_FAILURES, why
 
 logger = logging.getLogger(__name__)
@@ -24,30 +23,14 @@ logger = logging.getLogger(__name__)
 POLL_INTERVAL = 30.0
 
 
-class HandoffLoop:
+class HandoffLoop(BackgroundLoop):
+    name = "genie-oncall-handoffs"
+    doing = "look at on-call hand-offs"
+
     def __init__(self, rt: Runtime, on_queued: Callable[[], None] | None = None, poll_interval: float = POLL_INTERVAL):
+        super().__init__(poll_interval)
         self.rt = rt
         self.on_queued = on_queued
-        self.poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._stopping = False
-
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._loop(), name="genie-oncall-handoffs")
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            task, self._task = self._task, None
-            with suppress(asyncio.CancelledError):
-                await task
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def run_once(self, now: datetime | None = None) -> tuple[int, int]:
         """Queue the due reminders and sync the groups whose shift changed: (reminders queued,
@@ -83,19 +66,3 @@ class HandoffLoop:
                     session, sync.schedule_id, handoffs.USERGROUP, sync.start, sync.user_id, status, detail
                 )
         return queued, synced
-
-    async def _loop(self) -> None:
-        failures = 0
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                await self.run_once()
-                failures, delay = 0, self.poll_interval
-            except Exception:  # the database is unreachable or broken: say so, back off, go on
-                failures += 1
-                delay = min(30.0, 2.0**failures)
-                logger.exception("On-call hand-offs could not be looked at; trying again in %.0f s", delay)
-            if self._stopping:
-                break
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
