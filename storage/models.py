@@ -197,7 +197,7 @@ class SlackThrottle(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20))  # connect, denied
+    kind: Mapped[str] = mapped_column(String(20))  # connect, denied, link_reminder
     workspace_id: Mapped[str] = mapped_column(String(32))
     slack_user_id: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

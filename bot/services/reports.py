@@ -28,9 +28,10 @@ from sqlalchemy import Date, Integer, and_, case, cast, exists, func, literal_co
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.ids import Intent
-from bot.services import access, external_accounts, outbox
+from bot.services import access, external_accounts, outbox, throttle
 from bot.services.access import Reason
 from bot.services.errors import InvalidInput
+from bot.services.slack_links import SlackIdentity
 from storage.base import utcnow
 from storage.models import Alert, AlertEvent, ExternalAccount, SlackLink, Team, User
 
@@ -435,7 +436,8 @@ async def remind_to_link(session: AsyncSession, admin: User, workspace_id: str, 
     """Queue a DM (through the outbox) asking a Slack user whose clicks were refused for want of
     a link to connect their account; the number of refused clicks it mentions. ``InvalidInput``
     when that user's clicks were never refused so (or they are linked now): the button is only
-    for the people the report lists."""
+    for the people the report lists; or when they were reminded in the last 24 hours
+    (``throttle``'s ``link_reminder``: one a day per Slack user, whichever admin sends it)."""
     if not (admin.is_admin and admin.is_active):
         raise InvalidInput("Only Genie admins send these reminders.")
     workspace_id, slack_user_id = workspace_id[:32], slack_user_id[:32]
@@ -457,6 +459,12 @@ async def remind_to_link(session: AsyncSession, admin: User, workspace_id: str, 
             "That Slack user has no refused clicks waiting for a link (or is linked now): no reminder was sent."
         )
     team_id, enterprise_id = (None, workspace_id) if workspace_id.startswith("E") else (workspace_id, None)
+    wait = await throttle.take(session, "link_reminder", SlackIdentity(team_id or "", slack_user_id, enterprise_id))
+    if wait is not None:
+        raise InvalidInput(
+            "A reminder was already sent to this Slack user in the last 24 hours (one a day, so that "
+            f"Genie does not nag): no reminder was sent. The next can be sent in {throttle.say(wait)}."
+        )
     await outbox.enqueue(
         session,
         slack_user_id,
