@@ -144,23 +144,29 @@ def _alerts_where(user: User, period: Period, team_id: int | None = None) -> lis
 
 async def _percentiles(session: AsyncSession, group, seconds, where: list, select_from=Alert) -> dict[Any, tuple]:
     """``{group: (n, median, p90)}`` of ``seconds`` over the rows ``where``, by nearest rank,
-    in one query: each row's rank within its group and the group's size, then the rows whose
-    rank is ``ceil(n/2)`` and ``ceil(9n/10)`` (integer comparisons: no division)."""
+    in one query with one sort: each row's rank within its group (``ROW_NUMBER``, a CTE), each
+    group's size as its highest rank, then the rows whose rank is ``ceil(n/2)`` and
+    ``ceil(9n/10)`` (integer comparisons: no division). A ``COUNT`` window for the size would
+    sort the rows a second time (the slower half of this query at 1M alerts)."""
     ranked = (
         select(
             group.label("g"),
             seconds.label("s"),
             func.row_number().over(partition_by=group, order_by=seconds).label("r"),
-            func.count().over(partition_by=group).label("n"),
         )
         .select_from(select_from)
         .where(*where)
-        .subquery()
+        .cte("ranked")
     )
-    r, n, s = ranked.c.r, ranked.c.n, ranked.c.s
+    sizes = select(ranked.c.g, func.max(ranked.c.r).label("n")).group_by(ranked.c.g).subquery("sizes")
+    r, n, s = ranked.c.r, sizes.c.n, ranked.c.s
     median = func.max(case((and_(r * 2 >= n, (r - 1) * 2 < n), s)))
     p90 = func.max(case((and_(r * 10 >= n * 9, (r - 1) * 10 < n * 9), s)))
-    rows = await session.execute(select(ranked.c.g, func.max(n), median, p90).group_by(ranked.c.g))
+    rows = await session.execute(
+        select(sizes.c.g, sizes.c.n, median, p90)
+        .select_from(sizes.join(ranked, ranked.c.g == sizes.c.g))
+        .group_by(sizes.c.g, sizes.c.n)
+    )
     return {g: (count, _f(m), _f(p)) for g, count, m, p in rows}
 
 
