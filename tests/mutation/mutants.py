@@ -326,8 +326,10 @@ MUTANTS = [
         "C8",
         "sessions",
         "bot/services/users.py",
-        "    if not ok or user is None or not user.is_active:",
-        "    if not ok or user is None:",
+        # Both reads of the person in the web's sign_in (before argon2, and again after it):
+        # either alone refuses a deactivated person, so the fault is removing both.
+        '        user_id, stored = (user.id, user.password_hash) if user is not None and user.is_active else (None, None)\n        attempt = SigninFailure(account=account, address=address, at=now, pending=True)\n        session.add(attempt)\n        await session.flush()\n        attempt_id = attempt.id\n    # argon2 is deliberately slow (~0.1 s): off the event loop and outside any transaction.\n    ok = await asyncio.to_thread(_verify, stored, password) and user_id is not None\n    rehashed = None\n    if ok and _hasher.check_needs_rehash(stored or ""):\n        rehashed = await asyncio.to_thread(_hasher.hash, password)\n    async with sessionmaker.begin() as session:\n        user = await session.get(User, user_id) if ok else None\n        if user is None or not user.is_active or user.password_hash != stored:',
+        '        user_id, stored = (user.id, user.password_hash) if user is not None else (None, None)\n        attempt = SigninFailure(account=account, address=address, at=now, pending=True)\n        session.add(attempt)\n        await session.flush()\n        attempt_id = attempt.id\n    # argon2 is deliberately slow (~0.1 s): off the event loop and outside any transaction.\n    ok = await asyncio.to_thread(_verify, stored, password) and user_id is not None\n    rehashed = None\n    if ok and _hasher.check_needs_rehash(stored or ""):\n        rehashed = await asyncio.to_thread(_hasher.hash, password)\n    async with sessionmaker.begin() as session:\n        user = await session.get(User, user_id) if ok else None\n        if user is None or user.password_hash != stored:',
         (SIGN_IN,),
         "a deactivated person signs in",
     ),
@@ -473,7 +475,7 @@ MUTANTS = [
         "a paged person who is not (now) a member is refused",
     ),
     Mutant(
-        "S1",
+        "O1",
         "slack sign-in",
         "bot/services/slack_signin.py",
         "    if not email or not claims.email_verified:",
@@ -482,7 +484,7 @@ MUTANTS = [
         "Sign in with Slack trusts an email Slack did not confirm",
     ),
     Mutant(
-        "S2",
+        "O2",
         "slack sign-in",
         "bot/services/slack_signin.py",
         "        if user.email != email:\n            raise SlackSignInRefused(",
