@@ -163,6 +163,14 @@ async def seed(url: str, n: int) -> None:
     await engine.dispose()
 
 
+async def _alert_count(url: str) -> int:
+    engine = _engine(url)
+    async with engine.connect() as conn:
+        n = (await conn.exec_driver_sql("SELECT count(*) FROM alert")).scalar()
+    await engine.dispose()
+    return int(n)
+
+
 async def explain(url: str) -> dict[str, list[str]]:
     """The plan of the list's query (the member's first page, and a filtered later page)."""
     from sqlalchemy import select
@@ -220,13 +228,22 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--pg-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--keep",
+        metavar="URL",
+        help="use (and keep) this database: seeded on the first run, reused as it is by later runs "
+        "(migrations still applied) — seeding 1M alerts takes minutes",
+    )
+    parser.add_argument("--seed-only", action="store_true", help="seed (with --keep) and stop")
     args = parser.parse_args(argv)
 
     from migrations.apply import upgrade
 
     work = Path(tempfile.mkdtemp(prefix="genie-web-bench-"))
     drop = None
-    if args.db == "sqlite":
+    if args.keep:
+        url = args.keep
+    elif args.db == "sqlite":
         url = f"sqlite+aiosqlite:///{work / 'genie.db'}"
     else:
         from tests.conftest import _pg_create, _pg_drop
@@ -237,8 +254,15 @@ async def main(argv: list[str] | None = None) -> int:
     await upgrade(engine)
     await engine.dispose()
     t0 = time.perf_counter()
-    await seed(url, args.alerts)
-    print(f"seeded {args.alerts:,} alerts in {time.perf_counter() - t0:.1f} s ({args.db})", flush=True)
+    seeded = await _alert_count(url) if args.keep else 0
+    if seeded:
+        print(f"reusing {seeded:,} alerts seeded before in {url}", flush=True)
+        args.alerts = seeded
+    else:
+        await seed(url, args.alerts)
+        print(f"seeded {args.alerts:,} alerts in {time.perf_counter() - t0:.1f} s ({args.db})", flush=True)
+    if args.seed_only:
+        return 0
     plans = await explain(url)
     fake = RateLimitedFakeSlack().start()
     server = await start_genie("genie-web", url, fake, work)

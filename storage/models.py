@@ -200,7 +200,7 @@ class SlackThrottle(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20))  # connect, denied
+    kind: Mapped[str] = mapped_column(String(20))  # connect, denied, link_reminder
     workspace_id: Mapped[str] = mapped_column(String(32))
     slack_user_id: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -291,6 +291,21 @@ class Alert(Base):
         Index("ix_alert_team_id", "team_id", "id"),
         Index("ix_alert_created_at", "created_at"),
         Index("ix_alert_team_created", "team_id", "created_at"),
+        # Reports (0019): a period's alerts with every column the report reads, so that each of
+        # its passes reads this index, never the wide rows. On PostgreSQL 0019 also adds trigram
+        # indexes on lower(message) and lower(alias) for the search box (when pg_trgm exists).
+        Index(
+            "ix_alert_report",
+            "created_at",
+            "team_id",
+            "status",
+            "acknowledged",
+            "acknowledged_at",
+            "closed_at",
+            "alias",
+            "source",
+            "count",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -343,6 +358,8 @@ class AlertEvent(Base):
         Index("ix_alert_event_alert", "alert_id", "id"),
         # Reports: acknowledgements, closes and refused clicks in a period (0014).
         Index("ix_alert_event_action_at", "action", "at"),
+        # Reports (0019): the period's alerts' acknowledgements and closes, read from the index.
+        Index("ix_alert_event_report", "alert_id", "action", "outcome", "actor_user_id", "at", "anonymous"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -9,6 +9,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import text
 
 from bot.services.slack_links import LinkTokens
 from tests.conftest import ALICE, BOB, MALLORY, PASSWORD, SECRET_KEY, page_text
@@ -213,6 +214,18 @@ async def test_sign_in_issues_a_new_session_and_deactivated_users_cannot(genie):
     assert issued and issued != "attacker-chosen-session-id"
     fixed = await genie.http.get("/account", headers={"Cookie": "genie_session=attacker-chosen-session-id"})
     assert fixed.status_code == 303
+    # Deactivated by a path that leaves her sessions in place (an UPDATE by hand or by a tool):
+    # a session is honoured only for an active person, so it stops working all the same.
+    other = genie.browser()
+    assert (await other.login("alice@example.com")).status_code == 303
+    assert (await other.get("/account")).status_code == 200
+    for active in (False, True):
+        async with genie.sessionmaker.begin() as s:
+            await s.execute(
+                text('UPDATE "user" SET is_active = :a WHERE email = :e'), {"a": active, "e": "alice@example.com"}
+            )
+        if not active:
+            assert (await other.get("/account")).status_code == 303
     async with genie.sessionmaker.begin() as s:
         from bot.services import users
 

@@ -172,6 +172,13 @@ async def test_linking_health_and_a_reminder_through_the_outbox(world):
     sent = await eventually(lambda: _dm(genie, "U0STRANGER"))
     assert "/genie connect" in sent.args["text"] and "refused once" in sent.args["text"]
 
+    # one reminder per Slack user a day: a second click says so and queues nothing
+    await admin.get(f"/reports?{WEEK}")
+    r = await admin.post("/reports/remind", {"workspace": TEAM_ID, "slack_user": "U0STRANGER", "back": WEEK})
+    assert r.status_code == 400
+    assert "already sent to this Slack user in the last 24 hours" in page_text(r) and "24 hours." in page_text(r)
+    assert await genie.scalar("SELECT count(*) FROM outbox WHERE channel = 'U0STRANGER'") == 1
+
 
 async def _dm(genie, user):
     return next(

@@ -13,6 +13,7 @@ unguarded or guarded only by chance: each fails when its guard is removed (SECUR
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from urllib.parse import urlencode
@@ -277,9 +278,12 @@ async def test_a_csrf_token_must_be_signed_by_genie_not_just_equal_to_the_cookie
     )
     cookie = browser.http.cookies.get("genie_csrf")
     assert cookie and cookie != browser.last_csrf
+    # The value a token signs is the cookie bound to the session; that value unsigned is refused too.
+    bound = hashlib.sha256(browser.http.cookies.get("genie_session").encode()).hexdigest()[:32]
     for path in ("/logout", f"/account/links/{alice_link}/disconnect"):
-        answer = await browser.post(path, {"csrf_token": cookie})
-        assert answer.status_code == 403, path
+        for unsigned in (cookie, f"{cookie}:{bound}"):
+            answer = await browser.post(path, {"csrf_token": unsigned})
+            assert answer.status_code == 403, (path, unsigned)
     browser.http.cookies.set("genie_csrf", "planted-by-a-sibling")  # a tossed cookie and its twin token
     answer = await browser.post(f"/account/links/{alice_link}/disconnect", {"csrf_token": "planted-by-a-sibling"})
     assert answer.status_code == 403

@@ -28,9 +28,10 @@ from sqlalchemy import Date, Integer, and_, case, cast, exists, func, literal_co
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.ids import Intent
-from bot.services import access, external_accounts, outbox
+from bot.services import access, external_accounts, outbox, throttle
 from bot.services.access import Reason
 from bot.services.errors import InvalidInput
+from bot.services.slack_links import SlackIdentity
 from storage.base import utcnow
 from storage.models import Alert, AlertEvent, ExternalAccount, SlackLink, Team, User
 
@@ -143,23 +144,29 @@ def _alerts_where(user: User, period: Period, team_id: int | None = None) -> lis
 
 async def _percentiles(session: AsyncSession, group, seconds, where: list, select_from=Alert) -> dict[Any, tuple]:
     """``{group: (n, median, p90)}`` of ``seconds`` over the rows ``where``, by nearest rank,
-    in one query: each row's rank within its group and the group's size, then the rows whose
-    rank is ``ceil(n/2)`` and ``ceil(9n/10)`` (integer comparisons: no division)."""
+    in one query with one sort: each row's rank within its group (``ROW_NUMBER``, a CTE), each
+    group's size as its highest rank, then the rows whose rank is ``ceil(n/2)`` and
+    ``ceil(9n/10)`` (integer comparisons: no division). A ``COUNT`` window for the size would
+    sort the rows a second time (the slower half of this query at 1M alerts)."""
     ranked = (
         select(
             group.label("g"),
             seconds.label("s"),
             func.row_number().over(partition_by=group, order_by=seconds).label("r"),
-            func.count().over(partition_by=group).label("n"),
         )
         .select_from(select_from)
         .where(*where)
-        .subquery()
+        .cte("ranked")
     )
-    r, n, s = ranked.c.r, ranked.c.n, ranked.c.s
+    sizes = select(ranked.c.g, func.max(ranked.c.r).label("n")).group_by(ranked.c.g).subquery("sizes")
+    r, n, s = ranked.c.r, sizes.c.n, ranked.c.s
     median = func.max(case((and_(r * 2 >= n, (r - 1) * 2 < n), s)))
     p90 = func.max(case((and_(r * 10 >= n * 9, (r - 1) * 10 < n * 9), s)))
-    rows = await session.execute(select(ranked.c.g, func.max(n), median, p90).group_by(ranked.c.g))
+    rows = await session.execute(
+        select(sizes.c.g, sizes.c.n, median, p90)
+        .select_from(sizes.join(ranked, ranked.c.g == sizes.c.g))
+        .group_by(sizes.c.g, sizes.c.n)
+    )
     return {g: (count, _f(m), _f(p)) for g, count, m, p in rows}
 
 
@@ -435,7 +442,8 @@ async def remind_to_link(session: AsyncSession, admin: User, workspace_id: str, 
     """Queue a DM (through the outbox) asking a Slack user whose clicks were refused for want of
     a link to connect their account; the number of refused clicks it mentions. ``InvalidInput``
     when that user's clicks were never refused so (or they are linked now): the button is only
-    for the people the report lists."""
+    for the people the report lists; or when they were reminded in the last 24 hours
+    (``throttle``'s ``link_reminder``: one a day per Slack user, whichever admin sends it)."""
     if not (admin.is_admin and admin.is_active):
         raise InvalidInput("Only Genie admins send these reminders.")
     workspace_id, slack_user_id = workspace_id[:32], slack_user_id[:32]
@@ -457,6 +465,12 @@ async def remind_to_link(session: AsyncSession, admin: User, workspace_id: str, 
             "That Slack user has no refused clicks waiting for a link (or is linked now): no reminder was sent."
         )
     team_id, enterprise_id = (None, workspace_id) if workspace_id.startswith("E") else (workspace_id, None)
+    wait = await throttle.take(session, "link_reminder", SlackIdentity(team_id or "", slack_user_id, enterprise_id))
+    if wait is not None:
+        raise InvalidInput(
+            "A reminder was already sent to this Slack user in the last 24 hours (one a day, so that "
+            f"Genie does not nag): no reminder was sent. The next can be sent in {throttle.say(wait)}."
+        )
     await outbox.enqueue(
         session,
         slack_user_id,

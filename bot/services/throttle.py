@@ -29,6 +29,8 @@ from storage.models import SlackThrottle
 LIMITS: dict[str, tuple[int, timedelta]] = {
     "connect": (5, timedelta(minutes=10)),
     "denied": (10, timedelta(minutes=1)),
+    #: An admin's reminder DM to link (``/reports``' linking health): one per Slack user a day.
+    "link_reminder": (1, timedelta(hours=24)),
 }
 #: Rows older than the longest window are of no use (``bot.services.cleanup`` prunes them).
 KEEP = max(window for _, window in LIMITS.values())
@@ -63,8 +65,11 @@ async def take(
 
 
 def say(wait: timedelta) -> str:
-    """ "3 minutes", "40 seconds": how a person is told to wait."""
+    """ "3 minutes", "40 seconds", "24 hours": how a person is told to wait."""
     seconds = max(1, math.ceil(wait.total_seconds()))
+    if seconds > 5400:
+        hours = math.ceil(seconds / 3600)
+        return f"{hours} hours"
     if seconds >= 60:
         minutes = math.ceil(seconds / 60)
         return f"{minutes} minute{'s' if minutes != 1 else ''}"

@@ -96,8 +96,7 @@ MUTANTS = [
         "G6",
         "gate",
         "bot/services/access.py",
-        "and_(SlackLink.workspace_id == identity.workspace_id,\n                                   "
-        "SlackLink.slack_user_id == identity.user_id)",
+        "and_(SlackLink.workspace_id == identity.workspace_id, SlackLink.slack_user_id == identity.user_id)",
         "SlackLink.slack_user_id == identity.user_id",
         (
             "tests/test_trust_guards.py::test_a_linked_slack_user_id_from_another_workspace_or_org_is_not_the_linked_person",
@@ -210,8 +209,8 @@ MUTANTS = [
         "L1",
         "linking",
         "bot/services/slack_links.py",
-        "    if link is None or link.user_id != user.id:\n        return None",
-        "    if link is None:\n        return None",
+        "    if link is None or link.user_id != user.id:\n        return None\n    await session.delete(link)",
+        "    if link is None:\n        return None\n    await session.delete(link)",
         (f"{GUARDS}::test_a_person_cannot_disconnect_another_persons_slack_link",),
         "a person disconnects another person's link",
     ),
@@ -267,7 +266,7 @@ MUTANTS = [
         "C2",
         "csrf",
         "bot/web/pages.py",
-        "    if not hmac.compare_digest(expected, cookie):\n        return None",
+        "    if not hmac.compare_digest(signed.encode(), _csrf_value(cookie, request).encode()):\n        return None",
         "    if False:\n        return None",
         (FORGED, f"{LINK}::test_posts_without_valid_csrf_are_refused"),
         "the CSRF token is not compared with the cookie",
@@ -276,8 +275,10 @@ MUTANTS = [
         "C3",
         "csrf",
         "bot/web/pages.py",
-        "    try:\n        expected = rt.csrf.unsign(token.encode()).decode()\n    except (BadSignature, UnicodeDecodeError):\n        return None",
-        "    try:\n        expected = rt.csrf.unsign(token.encode(), return_timestamp=False).decode()\n    except (BadSignature, UnicodeDecodeError):\n        expected = token",
+        "    try:\n        signed = rt.csrf.unsign(token.encode(), max_age=CSRF_MAX_AGE).decode()\n"
+        "    except (BadSignature, UnicodeDecodeError):  # SignatureExpired is a BadSignature\n        return None",
+        "    try:\n        signed = rt.csrf.unsign(token.encode(), max_age=CSRF_MAX_AGE).decode()\n"
+        "    except (BadSignature, UnicodeDecodeError):  # SignatureExpired is a BadSignature\n        signed = token",
         (
             FORGED,
             f"{LINK}::test_posts_without_valid_csrf_are_refused",
@@ -325,8 +326,10 @@ MUTANTS = [
         "C8",
         "sessions",
         "bot/services/users.py",
-        "    if not ok or user is None or not user.is_active:",
-        "    if not ok or user is None:",
+        # Both reads of the person in the web's sign_in (before argon2, and again after it):
+        # either alone refuses a deactivated person, so the fault is removing both.
+        '        user_id, stored = (user.id, user.password_hash) if user is not None and user.is_active else (None, None)\n        attempt = SigninFailure(account=account, address=address, at=now, pending=True)\n        session.add(attempt)\n        await session.flush()\n        attempt_id = attempt.id\n    # argon2 is deliberately slow (~0.1 s): off the event loop and outside any transaction.\n    ok = await asyncio.to_thread(_verify, stored, password) and user_id is not None\n    rehashed = None\n    if ok and _hasher.check_needs_rehash(stored or ""):\n        rehashed = await asyncio.to_thread(_hasher.hash, password)\n    async with sessionmaker.begin() as session:\n        user = await session.get(User, user_id) if ok else None\n        if user is None or not user.is_active or user.password_hash != stored:',
+        '        user_id, stored = (user.id, user.password_hash) if user is not None else (None, None)\n        attempt = SigninFailure(account=account, address=address, at=now, pending=True)\n        session.add(attempt)\n        await session.flush()\n        attempt_id = attempt.id\n    # argon2 is deliberately slow (~0.1 s): off the event loop and outside any transaction.\n    ok = await asyncio.to_thread(_verify, stored, password) and user_id is not None\n    rehashed = None\n    if ok and _hasher.check_needs_rehash(stored or ""):\n        rehashed = await asyncio.to_thread(_hasher.hash, password)\n    async with sessionmaker.begin() as session:\n        user = await session.get(User, user_id) if ok else None\n        if user is None or user.password_hash != stored:',
         (SIGN_IN,),
         "a deactivated person signs in",
     ),
@@ -424,5 +427,69 @@ MUTANTS = [
         "    if False:\n        return",
         (SYNC,),
         "bots auto-link",
+    ),
+    # The web side's read rule, the gate's "paged" rule, Sign in with Slack and the alert page's
+    # forms (issues 15 and 17).
+    Mutant(
+        "W1",
+        "web access",
+        "bot/services/access.py",
+        "    if user.is_admin and user.is_active:\n        return None",
+        "    if user.is_active:\n        return None",
+        (
+            "tests/test_alert_pages.py::test_list_shows_each_person_their_teams_alerts_and_filters_say_what_is_wrong",
+            "tests/test_reports.py::test_report_figures_are_computed_per_team_and_person_with_access_rules",
+        ),
+        "every active person sees every team's alerts on the web",
+    ),
+    Mutant(
+        "W2",
+        "web access",
+        "bot/services/access.py",
+        "    return true() if teams is None else column.in_(teams)",
+        "    return true()",
+        (
+            "tests/test_alert_pages.py::test_list_shows_each_person_their_teams_alerts_and_filters_say_what_is_wrong",
+            "tests/test_reports.py::test_report_figures_are_computed_per_team_and_person_with_access_rules",
+        ),
+        "the web's alert filter lets every row through",
+    ),
+    Mutant(
+        "W3",
+        "csrf",
+        "bot/web/alert_pages.py",
+        "async def alert_act(request: Request) -> Response:\n    form = await read_form(request)\n",
+        "async def alert_act(request: Request) -> Response:\n    form = await request.form()\n",
+        ("tests/test_alert_pages.py::test_alert_page_actions_go_through_the_gate_and_the_timeline_says_who", FORGED),
+        "the alert page's actions skip the CSRF check",
+    ),
+    Mutant(
+        "P1",
+        "gate",
+        "bot/services/access.py",
+        "    if facts.paged_step is not None:  # the escalation paged them",
+        "    if facts.paged_step is not None and facts.is_member:  # the escalation paged them",
+        (
+            "tests/test_paging.py::test_the_on_call_person_is_paged_then_the_next_step_and_the_paged_person_acks_from_the_dm",
+        ),
+        "a paged person who is not (now) a member is refused",
+    ),
+    Mutant(
+        "O1",
+        "slack sign-in",
+        "bot/services/slack_signin.py",
+        "    if not email or not claims.email_verified:",
+        "    if not email:",
+        ("tests/test_slack_signin.py::test_refusals_change_nothing_and_say_why",),
+        "Sign in with Slack trusts an email Slack did not confirm",
+    ),
+    Mutant(
+        "O2",
+        "slack sign-in",
+        "bot/services/slack_signin.py",
+        "        if user.email != email:\n            raise SlackSignInRefused(",
+        "        if False:\n            raise SlackSignInRefused(",
+        ("tests/test_slack_signin.py::test_refusals_change_nothing_and_say_why",),
+        "a linked Slack account signs in whatever email Slack reports",
     ),
 ]
