@@ -291,7 +291,7 @@ class Alert(Base):
         Index("ix_alert_team_id", "team_id", "id"),
         Index("ix_alert_created_at", "created_at"),
         Index("ix_alert_team_created", "team_id", "created_at"),
-        # Reports (0019): a period's alerts with every column the report reads, so that each of
+        # Reports (0018): a period's alerts with every column the report reads, so that each of
         # its passes reads this index, never the wide rows. On PostgreSQL 0019 also adds trigram
         # indexes on lower(message) and lower(alias) for the search box (when pg_trgm exists).
         Index(
@@ -358,7 +358,7 @@ class AlertEvent(Base):
         Index("ix_alert_event_alert", "alert_id", "id"),
         # Reports: acknowledgements, closes and refused clicks in a period (0014).
         Index("ix_alert_event_action_at", "action", "at"),
-        # Reports (0019): the period's alerts' acknowledgements and closes, read from the index.
+        # Reports (0018): the period's alerts' acknowledgements and closes, read from the index.
         Index("ix_alert_event_report", "alert_id", "action", "outcome", "actor_user_id", "at", "anonymous"),
     )
 

@@ -6,8 +6,8 @@ and ``lower(alias)`` for the list's search box (``LIKE '%…%'``). Where the ``p
 cannot be created (not installed, or the role may not create it), the search works as before,
 by scanning, and a warning says why.
 
-Revision ID: 0019
-Revises: 0015
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-11-26 01:40:00.000000
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0019"
-down_revision: str | None = "0015"
+revision: str = "0018"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
