@@ -292,7 +292,7 @@ class Alert(Base):
         Index("ix_alert_created_at", "created_at"),
         Index("ix_alert_team_created", "team_id", "created_at"),
         # Reports (0018): a period's alerts with every column the report reads, so that each of
-        # its passes reads this index, never the wide rows. On PostgreSQL 0019 also adds trigram
+        # its passes reads this index, never the wide rows. On PostgreSQL 0018 also adds trigram
         # indexes on lower(message) and lower(alias) for the search box (when pg_trgm exists).
         Index(
             "ix_alert_report",
