@@ -28,7 +28,13 @@ HANDLED_TYPES = {"block_actions", "event_callback"}
 
 
 def _text(value, *, required: bool = True) -> bool:
-    return isinstance(value, str) and (bool(value) or not required) and len(value) <= 4000
+    """A string Slack could have sent: not too long, and no NUL (PostgreSQL refuses one in text)."""
+    return isinstance(value, str) and (bool(value) or not required) and len(value) <= 4000 and "\x00" not in value
+
+
+def _event_id(value) -> bool:
+    """Slack's ``event_id`` (``Ev0…``): printable ASCII that fits the column recording it."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable()
 
 
 def malformed(body: dict) -> str | None:
@@ -72,7 +78,7 @@ def malformed(body: dict) -> str | None:
         return None
     if kind == "event_callback":
         event = body.get("event")
-        if not isinstance(event, dict) or not _text(event.get("type")) or not _text(body.get("event_id")):
+        if not isinstance(event, dict) or not _text(event.get("type")) or not _event_id(body.get("event_id")):
             return "an event_callback without an event (with a type) and an event_id"
         if not (_text(body.get("team_id")) or _text(body.get("enterprise_id"))):
             return "an event_callback without the workspace's id"
