@@ -203,6 +203,43 @@ async def _people(
     return [shift.who], f"on call in schedule {step.schedule.name}", None
 
 
+#: In ``cache``: the outbox messages of pages not flushed yet (``fire_claimed`` writes them at once).
+DEFERRED = "deferred outbox messages"
+
+
+async def _enqueue(
+    session: AsyncSession,
+    cache: dict,
+    row: Page,
+    channel: str,
+    alert_id: int,
+    slack_team_id: str | None,
+    enterprise_id: str | None,
+) -> None:
+    """The page's outbox message (it names the page's id): now, or with the batch's (``DEFERRED``)."""
+    args = (channel, alert_id, slack_team_id, enterprise_id)
+    if DEFERRED in cache:
+        cache[DEFERRED].append((row, args))
+        return
+    await session.flush()
+    await _write_outbox(session, row, *args)
+
+
+async def _write_outbox(
+    session: AsyncSession, row: Page, channel: str, alert_id: int, slack_team_id: str | None, enterprise_id: str | None
+) -> None:
+    await outbox.enqueue(
+        session,
+        channel,
+        PAGE,
+        alert_id=alert_id,
+        payload={"page": row.id},
+        slack_team_id=slack_team_id,
+        enterprise_id=enterprise_id,
+        flush=False,
+    )
+
+
 async def _fire_step(
     session: AsyncSession,
     alert: Alert,
@@ -230,17 +267,7 @@ async def _fire_step(
 
     if step.kind == "channel":
         row = page(channel=SLACK_CHANNEL, target=step.channel, status=QUEUED, reason="the team's channel")
-        await session.flush()
-        await outbox.enqueue(
-            session,
-            step.channel,
-            PAGE,
-            alert_id=alert.id,
-            payload={"page": row.id},
-            slack_team_id=team.slack_team_id,
-            enterprise_id=team.enterprise_id,
-            flush=False,
-        )
+        await _enqueue(session, cache, row, step.channel, alert.id, team.slack_team_id, team.enterprise_id)
         await note("applied", f"paged the channel {step.channel} (queued)")
         return 1
     people, why, nobody = await _people(session, team, step, now, cache)
@@ -318,16 +345,8 @@ async def _fire_step(
                     reason=why,
                     rule_id=rule.id,
                 )
-                await session.flush()
-                await outbox.enqueue(
-                    session,
-                    link.slack_user_id,
-                    PAGE,
-                    alert_id=alert.id,
-                    payload={"page": row.id},
-                    slack_team_id=link.slack_team_id,
-                    enterprise_id=link.enterprise_id,
-                    flush=False,
+                await _enqueue(
+                    session, cache, row, link.slack_user_id, alert.id, link.slack_team_id, link.enterprise_id
                 )
                 await note("applied", f"paged {who}, {why}, by Slack DM (queued)")
             else:
@@ -576,10 +595,19 @@ async def fire_claimed(session: AsyncSession, rows: list[AlertEscalation], now: 
         for schedule_id, shift in (await schedules.on_call_many(session, missing, now)).items():
             cache[("on call", schedule_id)] = shift
     queued = 0
-    for row in rows:
-        alert = found.get(row.alert_id)
-        if alert is not None:  # the row is deleted with its alert
-            queued += await fire(session, row, alert, now, cache=cache)
+    cache[DEFERRED] = []  # the pages' rows are written together, then their outbox messages
+    try:
+        for row in rows:
+            alert = found.get(row.alert_id)
+            if alert is not None:  # the row is deleted with its alert
+                queued += await fire(session, row, alert, now, cache=cache)
+        deferred = cache[DEFERRED]
+    finally:
+        del cache[DEFERRED]
+    if deferred:
+        await session.flush()
+        for page, args in deferred:
+            await _write_outbox(session, page, *args)
     return queued
 
 
