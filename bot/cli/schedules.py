@@ -116,8 +116,9 @@ def cmd_schedule_list(args: argparse.Namespace) -> int:
         )
         now = utcnow()
         rows = []
+        on_call = await schedules.who_is_on_call_many(session, found, now)
         for team in found:
-            for schedule, shift in await schedules.who_is_on_call(session, team, now):
+            for schedule, shift in on_call[team.id]:
                 rows.append(
                     {
                         "team": team.name,

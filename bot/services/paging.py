@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -70,6 +70,10 @@ WAITING = "waiting"
 #: Pages that let their person act on the alert (``bot.services.access``).
 REACHED = (QUEUED, SENT)
 POLL_INTERVAL = 5.0
+#: Due timers claimed and fired in one transaction.
+BATCH = 100
+#: Due timers one tick fires at most (then it looks again at once).
+MAX_PER_TICK = 2_000
 
 
 def engine_actor(policy_name: str | None) -> Actor:
@@ -199,6 +203,43 @@ async def _people(
     return [shift.who], f"on call in schedule {step.schedule.name}", None
 
 
+#: In ``cache``: the outbox messages of pages not flushed yet (``fire_claimed`` writes them at once).
+DEFERRED = "deferred outbox messages"
+
+
+async def _enqueue(
+    session: AsyncSession,
+    cache: dict,
+    row: Page,
+    channel: str,
+    alert_id: int,
+    slack_team_id: str | None,
+    enterprise_id: str | None,
+) -> None:
+    """The page's outbox message (it names the page's id): now, or with the batch's (``DEFERRED``)."""
+    args = (channel, alert_id, slack_team_id, enterprise_id)
+    if DEFERRED in cache:
+        cache[DEFERRED].append((row, args))
+        return
+    await session.flush()
+    await _write_outbox(session, row, *args)
+
+
+async def _write_outbox(
+    session: AsyncSession, row: Page, channel: str, alert_id: int, slack_team_id: str | None, enterprise_id: str | None
+) -> None:
+    await outbox.enqueue(
+        session,
+        channel,
+        PAGE,
+        alert_id=alert_id,
+        payload={"page": row.id},
+        slack_team_id=slack_team_id,
+        enterprise_id=enterprise_id,
+        flush=False,
+    )
+
+
 async def _fire_step(
     session: AsyncSession,
     alert: Alert,
@@ -226,32 +267,27 @@ async def _fire_step(
 
     if step.kind == "channel":
         row = page(channel=SLACK_CHANNEL, target=step.channel, status=QUEUED, reason="the team's channel")
-        await session.flush()
-        await outbox.enqueue(
-            session,
-            step.channel,
-            PAGE,
-            alert_id=alert.id,
-            payload={"page": row.id},
-            slack_team_id=team.slack_team_id,
-            enterprise_id=team.enterprise_id,
-            flush=False,
-        )
+        await _enqueue(session, cache, row, step.channel, alert.id, team.slack_team_id, team.enterprise_id)
         await note("applied", f"paged the channel {step.channel} (queued)")
         return 1
     people, why, nobody = await _people(session, team, step, now, cache)
     if not people:
         await note("skipped", f"{nobody}; nobody paged")
         return 0
-    links = await alert_people.slack_links(session, {p.id for p in people if p.is_active}, team)
-    members = set(
-        await session.scalars(
-            select(TeamMember.user_id).where(
-                TeamMember.team_id == team.id, TeamMember.user_id.in_([p.id for p in people])
-            )
+    key = ("people", team.id, tuple(sorted({p.id for p in people})))  # read once a tick
+    if key not in cache:
+        cache[key] = (
+            await alert_people.slack_links(session, {p.id for p in people if p.is_active}, team),
+            set(
+                await session.scalars(
+                    select(TeamMember.user_id).where(
+                        TeamMember.team_id == team.id, TeamMember.user_id.in_([p.id for p in people])
+                    )
+                )
+            ),
+            await notification_rules.rules_by_person(session, {p.id for p in people}),
         )
-    )
-    rules = await notification_rules.rules_by_person(session, {p.id for p in people})
+    links, members, rules = cache[key]
     queued = 0
     for person in dict.fromkeys(people):  # once each, in order
         who = f"{person.name} ({person.email})"
@@ -309,16 +345,8 @@ async def _fire_step(
                     reason=why,
                     rule_id=rule.id,
                 )
-                await session.flush()
-                await outbox.enqueue(
-                    session,
-                    link.slack_user_id,
-                    PAGE,
-                    alert_id=alert.id,
-                    payload={"page": row.id},
-                    slack_team_id=link.slack_team_id,
-                    enterprise_id=link.enterprise_id,
-                    flush=False,
+                await _enqueue(
+                    session, cache, row, link.slack_user_id, alert.id, link.slack_team_id, link.enterprise_id
                 )
                 await note("applied", f"paged {who}, {why}, by Slack DM (queued)")
             else:
@@ -335,6 +363,14 @@ async def _fire_step(
             reached = True
         queued += reached
     return queued
+
+
+async def _steps(session: AsyncSession, policy: EscalationPolicy, cache: dict) -> list[escalation.Step]:
+    """The policy's steps, read once a tick (``cache``)."""
+    key = ("steps", policy.id, policy.updated_at)
+    if key not in cache:
+        cache[key] = await escalation.policy_steps(session, policy)
+    return cache[key]
 
 
 async def fire(
@@ -360,10 +396,7 @@ async def fire(
     if not forced and alert.snoozed_until is not None and alert.snoozed_until > now:
         row.due_at = alert.snoozed_until  # snoozed: this step waits for the snooze to end
         return 0
-    key = ("steps", policy.id, policy.updated_at)
-    if key not in cache:
-        cache[key] = await escalation.policy_steps(session, policy)
-    steps = cache[key]
+    steps = await _steps(session, policy, cache)
     queued = 0
     while True:
         if row.step >= len(steps):  # the policy changed under it: this round is over
@@ -493,17 +526,6 @@ async def escalate_now(
 
 
 # --- the engine ----------------------------------------------------------------------------------
-async def due_ids(session: AsyncSession, now: datetime, limit: int = 100) -> list[int]:
-    return list(
-        await session.scalars(
-            select(AlertEscalation.alert_id)
-            .where(AlertEscalation.due_at <= now)
-            .order_by(AlertEscalation.due_at)
-            .limit(limit)
-        )
-    )
-
-
 async def claim_and_fire(session: AsyncSession, alert_id: int, now: datetime, cache: dict | None = None) -> int | None:
     """Claim the alert's due timer and fire it, in the caller's transaction; None when it is
     not due any more or another process holds it (``SKIP LOCKED``)."""
@@ -519,6 +541,74 @@ async def claim_and_fire(session: AsyncSession, alert_id: int, now: datetime, ca
     if alert is None:  # pragma: no cover - the row is deleted with its alert
         return None
     return await fire(session, row, alert, now, cache=cache)
+
+
+async def claim_due(
+    session: AsyncSession, now: datetime, limit: int = BATCH, skip: Collection[int] = ()
+) -> list[AlertEscalation]:
+    """Claim up to ``limit`` due timers (earliest first; not those of the alerts in ``skip``), in
+    the caller's transaction: rows another process holds are passed over (``SKIP LOCKED``)."""
+    query = select(AlertEscalation).where(AlertEscalation.due_at <= now)
+    if skip:
+        query = query.where(AlertEscalation.alert_id.not_in(list(skip)))
+    return list(
+        await session.scalars(
+            query.order_by(AlertEscalation.due_at, AlertEscalation.alert_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+async def has_due(session: AsyncSession, now: datetime, skip: Collection[int] = ()) -> bool:
+    query = select(AlertEscalation.alert_id).where(AlertEscalation.due_at <= now)
+    if skip:
+        query = query.where(AlertEscalation.alert_id.not_in(list(skip)))
+    return await session.scalar(query.limit(1)) is not None
+
+
+async def fire_claimed(session: AsyncSession, rows: list[AlertEscalation], now: datetime, cache: dict) -> int:
+    """Fire the claimed timers (``claim_due``) in the caller's transaction, their alerts, teams,
+    policies and the on-call people of their schedules read together; notifications queued."""
+    if not rows:
+        return 0
+    found = {
+        a.id: a
+        for a in await session.scalars(
+            select(Alert).where(Alert.id.in_([r.alert_id for r in rows])).execution_options(populate_existing=True)
+        )
+    }
+    team_ids = {a.team_id for a in found.values() if a.team_id is not None}
+    if team_ids:
+        list(await session.scalars(select(Team).where(Team.id.in_(team_ids))))  # into the identity map
+    missing = [
+        schedule
+        for policy in await session.scalars(
+            select(EscalationPolicy).where(EscalationPolicy.id.in_({r.policy_id for r in rows}))
+        )
+        for step in await _steps(session, policy, cache)
+        if step.kind == "schedule" and step.schedule is not None and ("on call", step.schedule.id) not in cache
+        for schedule in [step.schedule]
+    ]
+    if missing:
+        for schedule_id, shift in (await schedules.on_call_many(session, missing, now)).items():
+            cache[("on call", schedule_id)] = shift
+    queued = 0
+    cache[DEFERRED] = []  # the pages' rows are written together, then their outbox messages
+    try:
+        for row in rows:
+            alert = found.get(row.alert_id)
+            if alert is not None:  # the row is deleted with its alert
+                queued += await fire(session, row, alert, now, cache=cache)
+        deferred = cache[DEFERRED]
+    finally:
+        del cache[DEFERRED]
+    if deferred:
+        await session.flush()
+        for page, args in deferred:
+            await _write_outbox(session, page, *args)
+    return queued
 
 
 async def next_due(session: AsyncSession) -> datetime | None:
@@ -759,7 +849,8 @@ async def retry_channel_page(
 
 
 class PagingEngine:
-    """Runs in every ``genie serve``: fires every due step, one transaction per alert, then
+    """Runs in every ``genie serve``: fires every due step, up to ``BATCH`` alerts a transaction
+    (claimed with ``SKIP LOCKED``, so processes share a burst), then
     sleeps until the next timer is due (by ``now``), ``wake()`` or ``poll_interval``.
     ``on_paged(channel)`` is called after each commit that queued pages (the outbox is woken)."""
 
@@ -798,22 +889,47 @@ class PagingEngine:
         """Fire every step due now; how many notifications this process queued."""
         queued = 0
         now = self.now()
-        async with self.sessionmaker() as session:
-            ids = await due_ids(session, now)
         cache: dict = {}  # read once a tick: a policy's steps, who is on call in a schedule now
-        for alert_id in ids:
-            if self._stopping:
-                break
+        fired: set[int] = set()  # each alert's timer fires once a tick (a next step due at once: next tick)
+        while not self._stopping and len(fired) < MAX_PER_TICK:
+            async with self.sessionmaker() as session:  # a read first: an idle tick writes nothing
+                if not await has_due(session, now, fired):
+                    break
             async with self.sessionmaker.begin() as session:
-                done = await claim_and_fire(session, alert_id, now, cache)
+                rows = await claim_due(session, now, BATCH, fired)
+                ids = [r.alert_id for r in rows]
+                try:
+                    async with session.begin_nested():
+                        done = await fire_claimed(session, rows, now, cache)
+                except Exception:  # one alert's step is broken: fire the batch alert by alert
+                    logger.exception(
+                        "Paging engine could not fire a batch of %d steps; firing them one by one", len(ids)
+                    )
+                    done = None
+            if done is None:
+                done = await self._one_by_one(ids, now)
+            fired.update(ids)
             if done:
                 queued += done
                 if self.on_paged is not None:
                     self.on_paged(None)
+            if len(ids) < BATCH:
+                break
         async with self.sessionmaker.begin() as session:
             released = await release_due_dms(session, now)
         if released and self.on_paged is not None:
             self.on_paged(None)
+        return queued
+
+    async def _one_by_one(self, ids: list[int], now: datetime) -> int:
+        """A batch that failed, alert by alert (a fresh cache): the broken step fails alone."""
+        queued, cache = 0, {}
+        for alert_id in ids:
+            try:
+                async with self.sessionmaker.begin() as session:
+                    queued += await claim_and_fire(session, alert_id, now, cache) or 0
+            except Exception:
+                logger.exception("Paging engine could not fire the escalation step of alert #%s", alert_id)
         return queued
 
     async def _delay(self) -> float:

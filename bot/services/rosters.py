@@ -71,12 +71,10 @@ def _slot(shift, horizon: datetime | None = None) -> Slot:
     )
 
 
-async def _roster(session: AsyncSession, schedule, now: datetime, ahead: timedelta) -> ScheduleRoster:
-    found = await schedules.shifts(session, schedule, now, now + ahead)
-    current = await schedules.on_call_in(session, schedule, now)
+def _roster(name: str, now: datetime, current, found) -> ScheduleRoster:
     later = [s for s in found if s.start > now]
     return ScheduleRoster(
-        schedule.name,
+        name,
         _slot(current, now + LOOK),
         _slot(later[0]) if later else None,
         [_slot(s) for s in found if s.who is None],
@@ -99,22 +97,22 @@ async def team_rosters(
         found = await teams.teams_of_user(session, user_id) if user_id is not None else []
         if not found:
             raise InvalidInput("You are not in any team; name one, e.g. `/genie oncall Payments`.")
-    return [
-        TeamRoster(
-            t.name, [await _roster(session, s, now, ahead) for s in await schedules.schedules_of_team(session, t)]
-        )
-        for t in found
-    ]
+    by_team = await schedules.schedules_of_teams(session, found)
+    seen = await schedules.now_and_ahead(session, [s for listed in by_team.values() for s in listed], now, ahead)
+    return [TeamRoster(t.name, [_roster(s.name, now, *seen[s.id]) for s in by_team[t.id]]) for t in found]
 
 
 async def my_shifts(session: AsyncSession, user_id: int, now: datetime, ahead: timedelta = AHEAD) -> list[MyShift]:
     """The person's shifts (current and upcoming) over [now, now + ahead) in every schedule of
     their teams, soonest first; a current shift keeps its real start."""
     out: list[MyShift] = []
-    for team in await teams.teams_of_user(session, user_id):
-        for schedule in await schedules.schedules_of_team(session, team):
-            current = await schedules.on_call_in(session, schedule, now)
-            for s in await schedules.shifts(session, schedule, now, now + ahead):
+    mine = await teams.teams_of_user(session, user_id)
+    by_team = await schedules.schedules_of_teams(session, mine)
+    seen = await schedules.now_and_ahead(session, [s for listed in by_team.values() for s in listed], now, ahead)
+    for team in mine:
+        for schedule in by_team[team.id]:
+            current, found = seen[schedule.id]
+            for s in found:
                 if s.who is not None and s.who.id == user_id:
                     start = current.start if s.start == now and current.who is not None else s.start
                     end = current.end if s.start == now and current.end > s.end else s.end

@@ -44,6 +44,12 @@ MAX_NAME = 100
 MAX_ROTATIONS = 20
 MAX_PARTICIPANTS = 100
 MAX_RESTRICTIONS = 20
+#: How many ids go into one ``IN (...)`` (the drivers' bound-parameter limits are ~32,000).
+CHUNK = 5_000
+
+
+def _chunks(ids: list[int]) -> list[list[int]]:
+    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
 
 
 @dataclass
@@ -185,6 +191,17 @@ async def schedules_of_team(session: AsyncSession, team: Team) -> list[OncallSch
     )
 
 
+async def schedules_of_teams(session: AsyncSession, found: list[Team]) -> dict[int, list[OncallSchedule]]:
+    """``schedules_of_team`` of many teams in one query: by team id."""
+    out: dict[int, list[OncallSchedule]] = {t.id: [] for t in found}
+    for chunk in _chunks(list(out)):
+        for schedule in await session.scalars(
+            select(OncallSchedule).where(OncallSchedule.team_id.in_(chunk)).order_by(OncallSchedule.name)
+        ):
+            out[schedule.team_id].append(schedule)
+    return out
+
+
 async def create_schedule(
     session: AsyncSession,
     team_name: str,
@@ -307,43 +324,60 @@ async def overrides(
     session: AsyncSession, schedule: OncallSchedule, start: datetime, end: datetime
 ) -> list[OncallOverride]:
     """The overrides meeting [start, end), in the order they were made."""
-    return list(
-        await session.scalars(
+    return (await overrides_many(session, [schedule.id], start, end))[schedule.id]
+
+
+async def overrides_many(
+    session: AsyncSession, schedule_ids: list[int], start: datetime, end: datetime
+) -> dict[int, list[OncallOverride]]:
+    """``overrides`` of many schedules in one query (per ``CHUNK``): by schedule id."""
+    found: dict[int, list[OncallOverride]] = {i: [] for i in schedule_ids}
+    for chunk in _chunks(list(found)):
+        for o in await session.scalars(
             select(OncallOverride)
             .where(
-                OncallOverride.schedule_id == schedule.id,
+                OncallOverride.schedule_id.in_(chunk),
                 OncallOverride.ends_at > start,
                 OncallOverride.starts_at < end,
             )
             .order_by(OncallOverride.id)
-        )
-    )
+        ):
+            found[o.schedule_id].append(o)
+    return found
 
 
 # --- reading ---------------------------------------------------------------------------------
-async def rotations(
-    session: AsyncSession, schedule: OncallSchedule
-) -> list[tuple[OncallRotation, list[User | None], list[Window]]]:
+LoadedRotation = tuple[OncallRotation, list[User | None], list[Window]]
+
+
+async def rotations(session: AsyncSession, schedule: OncallSchedule) -> list[LoadedRotation]:
     """The schedule's rotations, lowest layer first, with participants (in order; None: a
     "nobody" slot) and windows."""
-    rows = list(
-        await session.scalars(
-            select(OncallRotation).where(OncallRotation.schedule_id == schedule.id).order_by(OncallRotation.layer)
+    return (await rotations_many(session, [schedule.id]))[schedule.id]
+
+
+async def rotations_many(session: AsyncSession, schedule_ids: list[int]) -> dict[int, list[LoadedRotation]]:
+    """``rotations`` of many schedules, one query per table (per ``CHUNK``): by schedule id."""
+    rows: list[OncallRotation] = []
+    for chunk in _chunks(list(dict.fromkeys(schedule_ids))):
+        rows += await session.scalars(
+            select(OncallRotation)
+            .where(OncallRotation.schedule_id.in_(chunk))
+            .order_by(OncallRotation.schedule_id, OncallRotation.layer)
         )
-    )
     ids = [r.id for r in rows]
     people: dict[int, list[User | None]] = {i: [] for i in ids}
     windows: dict[int, list[Window]] = {i: [] for i in ids}
-    if ids:
+    for chunk in _chunks(ids):
         for rotation_id, user in await session.execute(
             select(OncallParticipant.rotation_id, User)
             .outerjoin(User, User.id == OncallParticipant.user_id)
-            .where(OncallParticipant.rotation_id.in_(ids))
-            .order_by(OncallParticipant.position)
+            .where(OncallParticipant.rotation_id.in_(chunk))
+            .order_by(OncallParticipant.rotation_id, OncallParticipant.position)
         ):
             people[rotation_id].append(user)
         for r in await session.scalars(
-            select(OncallRestriction).where(OncallRestriction.rotation_id.in_(ids)).order_by(OncallRestriction.id)
+            select(OncallRestriction).where(OncallRestriction.rotation_id.in_(chunk)).order_by(OncallRestriction.id)
         ):
             windows[r.rotation_id].append(
                 Window(
@@ -353,21 +387,38 @@ async def rotations(
                     r.end_day,
                 )
             )
-    return [(r, people[r.id], windows[r.id]) for r in rows]
+    found: dict[int, list[LoadedRotation]] = {i: [] for i in schedule_ids}
+    for r in rows:
+        found[r.schedule_id].append((r, people[r.id], windows[r.id]))
+    return found
 
 
 async def load(session: AsyncSession, schedule: OncallSchedule, start: datetime, end: datetime) -> Schedule:
     """The schedule as the maths takes it, with ``User`` rows as the people (overrides: those
     meeting [start, end))."""
-    layers = tuple(
-        Rotation(r.name, tuple(members), r.length, r.length_unit, r.starts_at, r.time_zone, r.ends_at, tuple(ws))
-        for r, members, ws in await rotations(session, schedule)
-    )
-    found = await overrides(session, schedule, start, end)
-    by_id = await users.users_by_id(session, {o.user_id for o in found})
-    return Schedule(
-        layers, tuple(Override(by_id[o.user_id], o.starts_at, o.ends_at, f"override {o.id}") for o in found)
-    )
+    return (await load_many(session, [schedule], start, end))[schedule.id]
+
+
+async def load_many(
+    session: AsyncSession, found: list[OncallSchedule], start: datetime, end: datetime
+) -> dict[int, Schedule]:
+    """``load`` of many schedules in five queries in all (per ``CHUNK``), not five each: by id."""
+    ids = [s.id for s in found]
+    layers = await rotations_many(session, ids)
+    made = await overrides_many(session, ids, start, end)
+    by_id = await users.users_by_id(session, {o.user_id for os in made.values() for o in os})
+    return {
+        i: Schedule(
+            tuple(
+                Rotation(
+                    r.name, tuple(members), r.length, r.length_unit, r.starts_at, r.time_zone, r.ends_at, tuple(ws)
+                )
+                for r, members, ws in layers[i]
+            ),
+            tuple(Override(by_id[o.user_id], o.starts_at, o.ends_at, f"override {o.id}") for o in made[i]),
+        )
+        for i in ids
+    }
 
 
 async def shifts(session: AsyncSession, schedule: OncallSchedule, start: datetime, end: datetime) -> list[Shift]:
@@ -380,16 +431,46 @@ async def who_is_on_call(
     session: AsyncSession, team: Team, at: datetime, horizon: timedelta = timedelta(days=8)
 ) -> list[tuple[OncallSchedule, Shift]]:
     """For each of the team's schedules (by name), the shift at ``at`` (``who`` None: nobody)."""
-    return [
-        (schedule, await on_call_in(session, schedule, at, horizon))
-        for schedule in await schedules_of_team(session, team)
-    ]
+    return (await who_is_on_call_many(session, [team], at, horizon))[team.id]
+
+
+async def who_is_on_call_many(
+    session: AsyncSession, found: list[Team], at: datetime, horizon: timedelta = timedelta(days=8)
+) -> dict[int, list[tuple[OncallSchedule, Shift]]]:
+    """``who_is_on_call`` for many teams, their schedules loaded together: by team id."""
+    by_team = await schedules_of_teams(session, found)
+    shift = await on_call_many(session, [s for listed in by_team.values() for s in listed], at, horizon)
+    return {team_id: [(s, shift[s.id]) for s in listed] for team_id, listed in by_team.items()}
 
 
 async def on_call_in(
     session: AsyncSession, schedule: OncallSchedule, at: datetime, horizon: timedelta = timedelta(days=8)
 ) -> Shift:
     """The shift of one schedule at ``at`` (``who`` None: nobody): what an escalation step asks."""
+    return (await on_call_many(session, [schedule], at, horizon))[schedule.id]
+
+
+async def on_call_many(
+    session: AsyncSession, found: list[OncallSchedule], at: datetime, horizon: timedelta = timedelta(days=8)
+) -> dict[int, Shift]:
+    """``on_call_in`` of many schedules, loaded together: by schedule id."""
     at = maths.instant(at, "at")
-    loaded = await load(session, schedule, at - horizon, at + horizon)
-    return maths.who_is_on_call(loaded, at, horizon)
+    loaded = await load_many(session, found, at - horizon, at + horizon)
+    return {i: maths.who_is_on_call(schedule, at, horizon) for i, schedule in loaded.items()}
+
+
+async def now_and_ahead(
+    session: AsyncSession,
+    found: list[OncallSchedule],
+    now: datetime,
+    ahead: timedelta,
+    horizon: timedelta = timedelta(days=8),
+) -> dict[int, tuple[Shift, list[Shift]]]:
+    """For many schedules loaded together, by id: the shift at ``now`` (``on_call_in``) and the
+    shifts over [now, now + ahead) (``shifts``)."""
+    now = maths.instant(now, "now")
+    loaded = await load_many(session, found, now - horizon, now + max(ahead, horizon))
+    return {
+        i: (maths.who_is_on_call(schedule, now, horizon), maths.shifts(schedule, now, now + ahead))
+        for i, schedule in loaded.items()
+    }
