@@ -219,9 +219,13 @@ async def test_a_dm_slack_refuses_is_recorded_as_failed_and_recipients_show_who_
     fake.fail("chat.postMessage", error="cannot_dm_bot")  # the next post: Bob's page
     world.clock.move(minutes=5, seconds=1)
     genie.rt.paging.wake()
-    await eventually(lambda: _status(world, alert_id, "failed"))
-    events = await world.timeline(alert_id)
-    assert ("page", "failed", "step 1: Slack DM to Bob Jones failed: Slack answered cannot_dm_bot") in events
+    refused = ("page", "failed", "step 1: Slack DM to Bob Jones failed: Slack answered cannot_dm_bot")
+
+    async def refusal_recorded() -> bool:
+        return refused in await world.timeline(alert_id)
+
+    await eventually(refusal_recorded)
+    assert await _status(world, alert_id, "failed")
     world.clock.move(minutes=5)
     genie.rt.paging.wake()
     await world.dms("U0ALICE")
