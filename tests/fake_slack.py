@@ -584,7 +584,22 @@ class FakeSlack(LoopbackServer):
 
     async def socket_disconnect(self, reason: str = "refresh_requested") -> None:
         """Slack's ``disconnect`` message: the app is to open a new connection."""
+        with self._lock:
+            self._replaced = self._sockets[-1] if self._sockets else None
         await self._send_socket({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake-slack"}})
+
+    async def socket_reconnected(self, timeout: float = 15.0) -> None:
+        """Until the app, told to disconnect, is connected again and has closed the old
+        connection (an envelope sent before that could go down the closing one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                old = getattr(self, "_replaced", None)
+                if self._sockets and (old is None or old not in self._sockets):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError("fake Slack: the app did not replace its Socket Mode connection")
+            await asyncio.sleep(0.02)
 
     # --- Sign in with Slack (OpenID Connect) ---------------------------------------------------
     def oidc_sign_in_as(

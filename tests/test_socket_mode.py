@@ -257,7 +257,7 @@ async def test_socket_mode_reconnects_when_slack_asks(db_url, slack, serve_socke
     # Slack's "disconnect" (e.g. refresh_requested): the app asks for a new URL and reconnects.
     await slack.socket_disconnect()
     await slack.wait_for("apps.connections.open", count=2, timeout=15)
-    await slack.socket_connected()
+    await slack.socket_reconnected()
     ack = await slack.socket_ack(
         await slack.send_envelope("slash_commands", command_payload(ALICE, "help", slack)), timeout=15
     )
