@@ -40,11 +40,9 @@ step waits until the snooze ends. Times come from the caller: the engine uses
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Callable, Collection
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.services import alert_people, alerts, escalation, notification_rules, outbox, schedules
 from bot.services.alerts import Actor, AlreadyDone
 from bot.services.errors import InvalidInput
+from bot.services.loop import BackgroundLoop
 from storage.base import utcnow
 from storage.models import Alert, AlertEscalation, EscalationPolicy, NotificationRule, Page, Team, TeamMember, User
 
@@ -848,11 +847,14 @@ async def retry_channel_page(
     return bool(changed.rowcount)
 
 
-class PagingEngine:
+class PagingEngine(BackgroundLoop):
     """Runs in every ``genie serve``: fires every due step, up to ``BATCH`` alerts a transaction
     (claimed with ``SKIP LOCKED``, so processes share a burst), then
     sleeps until the next timer is due (by ``now``), ``wake()`` or ``poll_interval``.
     ``on_paged(channel)`` is called after each commit that queued pages (the outbox is woken)."""
+
+    name = "genie-paging-engine"
+    doing = "fire due escalation steps"
 
     def __init__(
         self,
@@ -861,29 +863,10 @@ class PagingEngine:
         on_paged: Callable[[str | None], None] | None = None,
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
+        super().__init__(poll_interval)
         self.sessionmaker = sessionmaker
         self.now = now
         self.on_paged = on_paged
-        self.poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._stopping = False
-
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self._loop(), name="genie-paging-engine")
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            task, self._task = self._task, None
-            with suppress(asyncio.CancelledError):
-                await task
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def run_once(self) -> int:
         """Fire every step due now; how many notifications this process queued."""
@@ -891,7 +874,7 @@ class PagingEngine:
         now = self.now()
         cache: dict = {}  # read once a tick: a policy's steps, who is on call in a schedule now
         fired: set[int] = set()  # each alert's timer fires once a tick (a next step due at once: next tick)
-        while not self._stopping and len(fired) < MAX_PER_TICK:
+        while not self.stopping and len(fired) < MAX_PER_TICK:
             async with self.sessionmaker() as session:  # a read first: an idle tick writes nothing
                 if not await has_due(session, now, fired):
                     break
@@ -932,29 +915,12 @@ class PagingEngine:
                 logger.exception("Paging engine could not fire the escalation step of alert #%s", alert_id)
         return queued
 
-    async def _delay(self) -> float:
+    async def next_delay(self) -> float:
         async with self.sessionmaker() as session:
             due = await next_due(session)
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.05, (due - self.now()).total_seconds()))
-
-    async def _loop(self) -> None:
-        failures = 0
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                await self.run_once()
-                delay = await self._delay()
-                failures = 0
-            except Exception:  # the database is unreachable or broken: say so, back off, go on
-                failures += 1
-                delay = min(30.0, 2.0**failures)
-                logger.exception("Paging engine could not fire due escalation steps; trying again in %.0f s", delay)
-            if self._stopping:
-                break
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
 
 # --- what the outbox worker learns when it delivers a page (``bot.slack.paging``) --------------
