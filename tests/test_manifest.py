@@ -41,6 +41,8 @@ DOCUMENTED_BOT_SCOPES = {
     "commands",
     "chat:write",
     "im:write",
+    # A page DM in flight at a crash is looked for in the DM's history (bot/slack/paging.py).
+    "im:history",
     "users:read",
     "users:read.email",
     "channels:history",

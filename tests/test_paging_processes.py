@@ -5,8 +5,8 @@
   exactly once, whichever process fired it.
 - A process is SIGKILLed while many steps are due and started again: the escalation resumes,
   every due page is sent; the engine queues none twice (one page row each), and no DM reaches
-  Slack twice except one whose Slack call was in flight at the kill (a known gap of the DM
-  delivery: unlike a channel post, the DM's history is not looked at before posting again).
+  Slack twice — not even one whose Slack call was in flight at the kill: the restarted process
+  finds it in the DM's history (by the metadata every page carries) and adopts it.
 
 The policy's steps all wait 0 minutes, so every step is due at once in real time (no clock to move
 across processes): step 1 pages Alice, step 2 Bob, step 3 Carol.
@@ -183,10 +183,12 @@ async def test_two_processes_page_each_person_once_per_step(db_url, fake_slack, 
         assert set(counted) == _expected(ids)
         assert {k: n for k, n in counted.items() if n != 1} == {}
         assert await _duplicate_page_rows(db_url) == []
-        # Both processes did part of the work (each bot token is one process).
+        # Which process sent how many (each bot token is one process) is up to scheduling: on a
+        # busy machine one may claim every batch. Both had due work (each took half the alerts),
+        # and whatever the split, nothing went out twice.
         tokens = Counter(c.token for c in fake_slack.calls("chat.postMessage") if c.args.get("channel") in PEOPLE)
         print("page DMs sent per process:", dict(tokens))
-        assert set(tokens) == {"xoxb-genie-a", "xoxb-genie-b"}
+        assert set(tokens) <= {"xoxb-genie-a", "xoxb-genie-b"}
     finally:
         for server in servers:
             server.kill()
@@ -228,11 +230,10 @@ async def test_sigkill_during_an_escalation_resumes_after_the_restart_and_pages_
         assert set(counted) == _expected(ids)
         # The engine fires each step once: one page row and one outbox message each.
         assert await _duplicate_page_rows(db_url) == []
-        # Known gap (not the engine's): a page DM whose Slack call was in flight at the kill may be
-        # sent again by the restarted process — unlike a channel post, the DM's history is not
-        # looked at first. Any other DM sent twice fails the test.
+        # Not even a page DM whose Slack call was in flight at the kill reaches Slack twice: the
+        # restarted process looks in the DM's history before posting it again.
         twice = {k: n for k, n in counted.items() if n != 1}
-        assert set(twice) <= in_flight and set(twice.values()) <= {2}, (twice, in_flight)
+        assert twice == {}, (twice, in_flight)
         print(f"page DMs in flight at the kill: {len(in_flight)}, sent twice: {len(twice)}")
         assert any(c.token == "xoxb-genie-second" for c in fake_slack.calls("chat.postMessage"))
     finally:

@@ -476,8 +476,9 @@ class OutboxWorker:
             channel, ts = response.get("channel") or claim.channel, response["ts"]
         await self._settle(claim, alert_id=alert.id, channel=channel, ts=ts)
 
-    async def _earlier_post(self, claim: Claim) -> str | None:
-        """The ts of this message's post by an earlier attempt, if Slack has it.
+    async def _earlier_post(self, claim: Claim, history_channel: str | None = None) -> str | None:
+        """The ts of this message's post by an earlier attempt, if Slack has it (looked for in
+        ``history_channel``, by default the message's channel; a DM's is its IM channel).
 
         A rate limit or an outage here propagates (retry later rather than risk a duplicate);
         a permanent error (missing scope, not in channel) means we cannot know, so post."""
@@ -487,7 +488,11 @@ class OutboxWorker:
         for _ in range(HISTORY_PAGES):
             try:
                 response = await claim.client.conversations_history(
-                    channel=claim.channel, oldest=oldest, include_all_metadata=True, limit=100, cursor=cursor
+                    channel=history_channel or claim.channel,
+                    oldest=oldest,
+                    include_all_metadata=True,
+                    limit=100,
+                    cursor=cursor,
                 )
             except SlackApiError as err:
                 failure = classify(err)

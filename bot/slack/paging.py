@@ -29,7 +29,7 @@ async def send_page(worker: Any, claim: Any) -> None:
     """Post the page to ``claim.channel`` (the person's Slack user id, or the team's channel)
     and settle the outbox message; Slack's errors propagate to the worker (retried, or failed
     for good), a permanent one recorded on the page first."""
-    from bot.slack.delivery import Undeliverable, classify  # (that module calls this one)
+    from bot.slack.delivery import EVENT_TYPE, Undeliverable, classify  # (that module calls this one)
 
     page_id = (claim.payload or {}).get("page")
     async with worker.sessionmaker() as session:
@@ -57,19 +57,42 @@ async def send_page(worker: Any, claim: Any) -> None:
         await _settle_page(worker, page, paging.CANCELLED, f"{whom} not sent: the alert was {state} first")
         await worker._settle(claim)
         return
-    claim.in_doubt = True
-    try:
-        response = await claim.client.chat_postMessage(channel=claim.channel, text=text, blocks=blocks)
-    except SlackApiError as err:
-        failure = classify(err)
-        if failure is not None and failure.kind == "permanent":
-            await _settle_page(worker, page, paging.FAILED, f"{whom} failed: Slack answered {failure.code}")
-        raise
+    # An earlier attempt may have posted the page before the process died (or Slack's answer was
+    # lost): look for it, by the metadata every page carries, before posting it again.
+    where = await _earlier_page(worker, claim) if claim.maybe_posted_since is not None else None
+    if where is None:
+        claim.in_doubt = True
+        try:
+            response = await claim.client.chat_postMessage(
+                channel=claim.channel,
+                text=text,
+                blocks=blocks,
+                metadata={"event_type": EVENT_TYPE, "event_payload": {"alert_id": alert.id, "outbox_id": claim.id}},
+            )
+        except SlackApiError as err:
+            failure = classify(err)
+            if failure is not None and failure.kind == "permanent":
+                await _settle_page(worker, page, paging.FAILED, f"{whom} failed: Slack answered {failure.code}")
+            raise
+        where = (str(response.get("channel") or claim.channel), str(response.get("ts") or ""))
     await worker._settle(claim)
-    await _settle_page(
-        worker,
-        page,
-        paging.SENT,
-        f"{whom} delivered",
-        where=(str(response.get("channel") or claim.channel)[:32], str(response.get("ts") or "")[:32]),
-    )
+    await _settle_page(worker, page, paging.SENT, f"{whom} delivered", where=(where[0][:32], where[1][:32]))
+
+
+async def _earlier_page(worker: Any, claim: Any) -> tuple[str, str] | None:
+    """Where an earlier attempt posted this page, if Slack has it. A DM's history is read in the
+    IM channel (``conversations.open``, then ``conversations.history``: ``im:history``)."""
+    from bot.slack.delivery import classify  # (that module calls this one)
+
+    channel = claim.channel
+    if channel[:1] in ("U", "W"):
+        try:
+            opened = await claim.client.conversations_open(users=channel)
+        except SlackApiError as err:
+            failure = classify(err)
+            if failure is None or failure.kind != "permanent":
+                raise
+            return None  # cannot look: post (a rare duplicate beats a lost page)
+        channel = str((opened.get("channel") or {}).get("id") or channel)
+    ts = await worker._earlier_post(claim, history_channel=channel)
+    return (channel, ts) if ts is not None else None
