@@ -69,20 +69,37 @@ class BodyLimit:
             modest = re.fullmatch(rb"[0-9]{1,20}", length) is not None and int(length) <= cap + DRAIN_LIMIT
             await self._refuse(send, cap, close=not modest)
             return
+        announced_over = length is not None and (not re.fullmatch(rb"[0-9]{1,20}", length) or int(length) > cap)
         received = 0
         exceeded = False  # the body passed the cap: the answer is a 413, whatever the app says
         answered = False  # a 413 went out: whatever the app sends after is dropped
         started = False
+        body_done = False  # the whole request body was received (or the client went away)
 
         async def counting_receive() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, exceeded, body_done
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > cap:
                     exceeded = True
                     raise BodyTooLarge(cap)
+            elif message["type"] == "http.disconnect":
+                body_done = True
             return message
+
+        async def drain() -> None:
+            """Read the rest of a body the app answered without reading (a 404, a 401 …),
+            up to the cap: a server that answers and closes while the client is still sending
+            makes the client's kernel see a reset, and the client gets no answer at all."""
+            nonlocal received, body_done
+            while not body_done and received <= cap:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
 
         async def guarded_send(message: Message) -> None:
             nonlocal started, answered
@@ -93,6 +110,8 @@ class BodyLimit:
                     answered = True
                     await self._refuse(send, cap)
                     return
+                if not exceeded and not announced_over:  # an announced excess is refused unread
+                    await drain()
                 started = True
             await send(message)
 
