@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from contextlib import suppress
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
 
 
-class BackgroundLoop:
+class BackgroundLoop(ABC):
     #: The asyncio task's name.
     name = "genie-loop"
     #: What a turn does, for the log line when it fails ("fire due escalation steps").
@@ -51,8 +52,9 @@ class BackgroundLoop:
     def wake(self) -> None:
         self._wake.set()
 
-    async def run_once(self) -> object:  # pragma: no cover - each loop has its own
-        raise NotImplementedError
+    @abstractmethod
+    async def run_once(self) -> object:
+        """One turn of the loop's work (each loop says what it returns)."""
 
     async def next_delay(self) -> float:
         """Seconds to sleep after a turn that went well (a loop with timers says when the next is due)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from urllib.parse import quote, urlencode
 
 from itsdangerous import BadSignature
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -54,6 +55,18 @@ async def signed_in(request: Request) -> tuple[User | None, Response | None]:
         return None, RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
     request.state.user = user
     return user, None
+
+
+async def signed_in_post(request: Request) -> tuple[FormData, User] | Response:
+    """The preamble of every signed-in person's POST: the form (CSRF checked) and the person —
+    or the response that refuses it."""
+    form = await read_form(request)
+    if form is None:
+        return csrf_failed(request)
+    user, refused = await signed_in(request)
+    if refused is not None:
+        return refused
+    return form, user
 
 
 def not_found(request: Request, what: str = "alert") -> Response:
@@ -173,12 +186,10 @@ async def alert_page(request: Request) -> Response:
 
 
 async def alert_act(request: Request) -> Response:
-    form = await read_form(request)
-    if form is None:
-        return csrf_failed(request)
-    user, refused = await signed_in(request)
-    if refused is not None:
-        return refused
+    posted = await signed_in_post(request)
+    if isinstance(posted, Response):
+        return posted
+    form, user = posted
     alert_id = _alert_id(request)
     if alert_id is None:
         return not_found(request)
@@ -252,12 +263,10 @@ async def team_page(request: Request) -> Response:
 
 
 async def team_rotate_key(request: Request) -> Response:
-    form = await read_form(request)
-    if form is None:
-        return csrf_failed(request)
-    user, refused = await signed_in(request)
-    if refused is not None:
-        return refused
+    posted = await signed_in_post(request)
+    if isinstance(posted, Response):
+        return posted
+    form, user = posted
     name = request.path_params["name"]
     if form.get("confirm") != "yes":
         return await _team_page(

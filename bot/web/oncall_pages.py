@@ -19,8 +19,8 @@ from starlette.routing import Route
 from bot.ids import parse_id
 from bot.services import schedule_views
 from bot.services.errors import GenieError, NotFound
-from bot.web.alert_pages import not_found, signed_in
-from bot.web.pages import csrf_failed, read_form, render, rt_of
+from bot.web.alert_pages import not_found, signed_in, signed_in_post
+from bot.web.pages import render, rt_of
 from storage.models import User
 
 _DONE = {"added": "Override added.", "deleted": "Override deleted.", "usergroup": "Slack user group saved."}
@@ -65,12 +65,10 @@ def _back(name: str, done: str) -> RedirectResponse:
 
 
 async def add_override(request: Request) -> Response:
-    form = await read_form(request)
-    if form is None:
-        return csrf_failed(request)
-    user, refused = await signed_in(request)
-    if refused is not None:
-        return refused
+    posted = await signed_in_post(request)
+    if isinstance(posted, Response):
+        return posted
+    form, user = posted
     name = request.path_params["name"]
     values = {k: str(form.get(k) or "")[:200] for k in ("schedule", "email", "start", "end")}
     try:
@@ -88,12 +86,10 @@ async def add_override(request: Request) -> Response:
 
 
 async def delete_override(request: Request) -> Response:
-    form = await read_form(request)
-    if form is None:
-        return csrf_failed(request)
-    user, refused = await signed_in(request)
-    if refused is not None:
-        return refused
+    posted = await signed_in_post(request)
+    if isinstance(posted, Response):
+        return posted
+    form, user = posted
     name = request.path_params["name"]
     override_id = parse_id(request.path_params["override_id"])
     if override_id is None:
@@ -110,12 +106,10 @@ async def delete_override(request: Request) -> Response:
 
 async def set_usergroup(request: Request) -> Response:
     """A Genie admin names the Slack user group kept to a schedule's person on call (empty: none)."""
-    form = await read_form(request)
-    if form is None:
-        return csrf_failed(request)
-    user, refused = await signed_in(request)
-    if refused is not None:
-        return refused
+    posted = await signed_in_post(request)
+    if isinstance(posted, Response):
+        return posted
+    form, user = posted
     name = request.path_params["name"]
     schedule, group = str(form.get("schedule") or "")[:200], str(form.get("usergroup") or "")[:64]
     try:

@@ -19,8 +19,8 @@ from starlette.routing import Route
 from bot.services import alert_views, reports
 from bot.services.errors import InvalidInput
 from bot.web import charts
-from bot.web.alert_pages import signed_in
-from bot.web.pages import csrf_failed, read_form, render, rt_of, templates
+from bot.web.alert_pages import signed_in, signed_in_post
+from bot.web.pages import render, rt_of, templates
 
 templates.globals["duration"] = charts.duration
 
@@ -139,12 +139,10 @@ async def report_csv(request: Request) -> Response:
 
 
 async def remind(request: Request) -> Response:
-    form = await read_form(request)
-    if form is None:
-        return csrf_failed(request)
-    user, refused = await signed_in(request)
-    if refused is not None:
-        return refused
+    posted = await signed_in_post(request)
+    if isinstance(posted, Response):
+        return posted
+    form, user = posted
     if not user.is_admin:
         return render(
             request,
