@@ -7,11 +7,25 @@ import logging
 
 from slack_bolt.context.async_context import AsyncBoltContext
 
+from bot.ids import Action
 from bot.runtime import Runtime
 from bot.services.slack_links import SlackIdentity
 from bot.slack.clients import SLACK_FAILURES
 
 logger = logging.getLogger(__name__)
+
+
+#: Where ``drop_event_retries`` leaves the replay key of an alert click for the click's own
+#: transaction to take in (``slack_events.first_delivery``), after the ack.
+REPLAY_KEY = "genie_replay_key"
+ALERT_CLICKS = frozenset({Action.ALERT_ACKNOWLEDGE, Action.ALERT_CLOSE, Action.ALERT_ASSIGN, Action.ALERT_TAKE})
+
+
+def is_alert_click(body: dict) -> bool:
+    """A click on an alert message's button (its listener takes the replay check in itself)."""
+    actions = body.get("actions") if body.get("type") == "block_actions" else None
+    first = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
+    return first.get("action_id") in ALERT_CLICKS
 
 
 def runtime(context: AsyncBoltContext) -> Runtime:

@@ -10,7 +10,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
-from bot.listeners.context import external_clicker
+from bot.listeners.context import REPLAY_KEY, external_clicker, is_alert_click
 from bot.runtime import Runtime
 from bot.services import slack_events
 
@@ -20,7 +20,13 @@ def install(app: AsyncApp, rt: Runtime) -> None:
         context["genie"] = rt
         await next()
 
-    async def drop_event_retries(body: dict, req: AsyncBoltRequest, next, logger: logging.Logger):  # noqa: A002
+    async def drop_event_retries(
+        body: dict,
+        req: AsyncBoltRequest,
+        context: AsyncBoltContext,
+        next,  # noqa: A002 - Bolt's name
+        logger: logging.Logger,
+    ):
         """Slack re-sends an event it thinks failed (``X-Slack-Retry-Num``); a delivery whose
         ``event_id`` was taken in before is answered 200 and does nothing. Clicks and slash
         commands carry no such id, but each real one is a body Slack never sends twice (its
@@ -33,6 +39,10 @@ def install(app: AsyncApp, rt: Runtime) -> None:
             key = event_id if isinstance(event_id, str) and 0 < len(event_id) <= slack_events.MAX_EVENT_ID else None
         elif ("command" in body or body.get("type") == "block_actions") and req.mode == "http" and req.raw_body:
             key = slack_events.body_key(req.raw_body)  # (Socket Mode: nothing signed to replay)
+            if is_alert_click(body):
+                # Taken in inside the click's own transaction, after the ack (``alerts._act``):
+                # the ack then never waits for the database, and the click is one transaction.
+                context[REPLAY_KEY], key = key, None
         else:
             key = None
         if key is not None:

@@ -9,8 +9,10 @@ one event carries the same ``event_id``; the first one in wins and the others do
 Clicks and slash commands have no event id; ``body_key`` names one by a digest of its signed
 body, so a replayed body is taken in once too.
 
-Rows older than ``KEEP`` are pruned on the way (Slack gives up retrying well before that, and a
-signature is good for 5 minutes), and by the periodic cleanup (``bot.services.cleanup``).
+Rows older than ``KEEP`` are pruned by the periodic cleanup (``bot.services.cleanup``): Slack
+gives up retrying well before that, and a signature is good for 5 minutes. Taking an event in
+is one statement (``INSERT … ON CONFLICT DO NOTHING``), so it can share the transaction of the
+work it guards (a click's, ``bot.listeners.actions.alerts``) without lengthening it much.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import base64
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.base import utcnow
@@ -39,14 +41,13 @@ def body_key(raw_body: str) -> str:
 
 async def first_delivery(session: AsyncSession, event_id: str, now: datetime | None = None) -> bool:
     """Record ``event_id``; False when it was recorded before (by this or another process).
-    Concurrent deliveries of one event race on the primary key: exactly one wins."""
+    Concurrent deliveries of one event race on the primary key: exactly one insert wins, the
+    others insert nothing (and wait for the winner's transaction to end first, on PostgreSQL)."""
     now = now or utcnow()
-    await session.execute(delete(SlackEvent).where(SlackEvent.received_at < now - KEEP))
-    if await session.scalar(select(SlackEvent.event_id).where(SlackEvent.event_id == event_id)) is not None:
-        return False
-    try:
-        async with session.begin_nested():
-            session.add(SlackEvent(event_id=event_id, received_at=now))
-    except IntegrityError:  # another delivery of the same event committed first
-        return False
-    return True
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    result = await session.execute(
+        insert(SlackEvent)
+        .values(event_id=event_id, received_at=now)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+    )
+    return result.rowcount == 1

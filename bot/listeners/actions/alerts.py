@@ -9,8 +9,8 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot import metrics
 from bot.blocks.alerts import ButtonValue, refusal_message
-from bot.listeners.context import identity_from, runtime, tell
-from bot.services import actions, slack_links
+from bot.listeners.context import REPLAY_KEY, identity_from, runtime, tell
+from bot.services import actions, slack_events, slack_links
 from bot.services.slack_links import SlackProfile
 from storage.models import AlertAction
 
@@ -51,8 +51,13 @@ def _raw_value(body: dict) -> str | None:
 
 async def _act(body: dict, context: AsyncBoltContext, respond, action: AlertAction) -> None:
     rt, identity = runtime(context), identity_from(context)
+    replay = context.get(REPLAY_KEY)  # None in Socket Mode (nothing signed to replay)
     value = ButtonValue.parse(_raw_value(body))
     if value is None or (action == AlertAction.ASSIGN and value.user is None):
+        if replay is not None:
+            async with rt.sessionmaker.begin() as session:
+                if not await slack_events.first_delivery(session, replay):
+                    return _replayed(replay)
         metrics.count_decision(action, "invalid", "bad_value")
         await tell(
             respond,
@@ -64,6 +69,8 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: AlertActi
         )
         return
     async with rt.sessionmaker.begin() as session:
+        if replay is not None and not await slack_events.first_delivery(session, replay):
+            return _replayed(replay)
         result = await actions.act(
             session,
             identity,
@@ -102,6 +109,12 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: AlertActi
         replace_original=False,
         blocks=blocks,
     )
+
+
+def _replayed(key: str) -> None:
+    """A signed click body taken in before (a replay within the signature's 5 minutes): acked,
+    and nothing else — nothing written, nobody told."""
+    logger.info("Slack request %s was already taken in; ignoring this delivery", key)
 
 
 def _where(body: dict) -> tuple[str | None, str | None]:
