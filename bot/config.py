@@ -54,6 +54,11 @@ def _truthy(name: str, raw: str | None, default: bool) -> bool:
     raise ConfigError(name, f"expected true or false, got {raw!r}")
 
 
+#: ``GENIE_PASSWORD_HASHING`` values (``bot.services.users.use_password_hashing``).
+PASSWORD_HASHING = ("standard", "test")
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -102,6 +107,9 @@ class Settings:
     #: ``GENIE_WEBHOOK_ALLOW_PRIVATE`` (SSRF).
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
+    #: ``GENIE_PASSWORD_HASHING``: ``standard`` (argon2id, argon2-cffi's defaults) or ``test``
+    #: (argon2id at its cheapest, for test suites: allowed only with a loopback GENIE_BASE_URL).
+    password_hashing: str = "standard"
     #: Not from the environment: filled in by tests and by the CLI for its own use.
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -267,8 +275,18 @@ class Settings:
 
         smtp = _smtp(get, env)
 
+        password_hashing = get("GENIE_PASSWORD_HASHING") or "standard"
+        if password_hashing not in PASSWORD_HASHING:
+            raise ConfigError("GENIE_PASSWORD_HASHING", f"must be one of {', '.join(PASSWORD_HASHING)}")
+        if password_hashing != "standard" and parts.hostname not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                "GENIE_PASSWORD_HASHING",
+                f"{password_hashing!r} is for test suites: it needs a loopback GENIE_BASE_URL (got {base_url!r})",
+            )
+
         return cls(
             **smtp,
+            password_hashing=password_hashing,
             webhook_allow_http=_truthy("GENIE_WEBHOOK_ALLOW_HTTP", env.get("GENIE_WEBHOOK_ALLOW_HTTP"), False),
             webhook_allow_private=_truthy("GENIE_WEBHOOK_ALLOW_PRIVATE", env.get("GENIE_WEBHOOK_ALLOW_PRIVATE"), False),
             database_url=database_url,

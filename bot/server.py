@@ -36,6 +36,7 @@ from bot.config import SLACK_SETUP_HINT, Settings
 from bot.listeners import register_listeners
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
+from bot.services import users
 from bot.services.cleanup import Cleanup
 from bot.services.heartbeats import HeartbeatMonitor
 from bot.services.keys import resolve_secret_keys
@@ -156,6 +157,7 @@ def make_slack_client(settings: Settings) -> AsyncWebClient:
 
 
 async def make_runtime(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Runtime:
+    users.use_password_hashing(settings.password_hashing)
     keys, generated = await resolve_secret_keys(sessionmaker, settings.secret_keys)
     if generated:
         logger.warning(

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.config import Settings
+from bot.config import LOOPBACK_HOSTS, Settings
 from bot.server import build_asgi_app, make_runtime, uvicorn_config
 from bot.services import users
 from migrations.apply import upgrade
@@ -228,6 +229,11 @@ def genie_env(db_url: str, fake: FakeSlack, base_url: str, **extra: str) -> dict
         "SLACK_API_URL": fake.api_url,
     }
     env.update(extra)
+    if "GENIE_PASSWORD_HASHING" not in env and urlsplit(env["GENIE_BASE_URL"] or "").hostname in LOOPBACK_HOSTS:
+        # argon2id at its cheapest: hundreds of people are made and sign in across the suite, and
+        # argon2's deliberate ~0.1 s of CPU each was a good part of its time. The tests of
+        # argon2's cost itself ask for the standard hashing.
+        env["GENIE_PASSWORD_HASHING"] = "test"
     return {k: v for k, v in env.items() if v is not None}
 
 

@@ -157,6 +157,10 @@ def test_secret_key_list_first_signs_all_verify():
         ({"GENIE_SECRET_KEY": f"{KEY_A},too-short"}, "GENIE_SECRET_KEY"),
         ({"GENIE_SECRET_KEY": f"{KEY_A},,{KEY_B}"}, "GENIE_SECRET_KEY"),
         ({"GENIE_ALLOW_ANONYMOUS_ACTIONS": "maybe"}, "GENIE_ALLOW_ANONYMOUS_ACTIONS"),
+        ({"GENIE_PASSWORD_HASHING": "md5"}, "GENIE_PASSWORD_HASHING"),
+        # The cheap hash of test suites, on a Genie people reach: refused.
+        ({"GENIE_PASSWORD_HASHING": "test", "GENIE_BASE_URL": "https://genie.example.com"}, "GENIE_PASSWORD_HASHING"),
+        ({"GENIE_PASSWORD_HASHING": "test", "GENIE_BASE_URL": "http://10.0.0.5:3000"}, "GENIE_PASSWORD_HASHING"),
     ],
 )
 def test_invalid_settings_name_the_variable_in_one_line(env, variable):

@@ -410,6 +410,7 @@ async def test_every_route_answers_with_the_security_headers(genie):
     assert seen > 40
 
 
+@pytest.mark.parametrize("genie_settings", [{"GENIE_PASSWORD_HASHING": "standard"}])
 async def test_sign_ins_do_not_hold_the_database_while_argon2_runs(genie):
     """Issue 13 item 9: on SQLite every request shares one connection; a sign-in used to keep it
     (and the write lock) while argon2 ran, so a few people signing in stalled the alert API

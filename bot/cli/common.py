@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import ConfigError, Settings, load_dotenv_file
+from bot.services import users
 from migrations.apply import upgrade
 from storage.session import make_engine, make_sessionmaker
 
@@ -23,7 +24,9 @@ class UserError(Exception):
 
 def load_settings(socket_mode: bool = False) -> Settings:
     load_dotenv_file()
-    return Settings.from_env(socket_mode=socket_mode)
+    settings = Settings.from_env(socket_mode=socket_mode)
+    users.use_password_hashing(settings.password_hashing)
+    return settings
 
 
 def admin_settings() -> Settings:

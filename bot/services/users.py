@@ -36,7 +36,7 @@ import re
 import secrets
 from datetime import datetime, timedelta
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import delete, select, update
@@ -54,6 +54,22 @@ MIN_PASSWORD_LENGTH = 8
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def use_password_hashing(profile: str) -> None:
+    """``standard``: argon2id with argon2-cffi's defaults (~0.1 s a check). ``test``: argon2id at
+    its cheapest (``argon2.profiles.CHEAPEST``), for test suites only (``Settings`` allows it
+    with a loopback base URL alone). A stored hash carries its own parameters, so either
+    verifies every hash; the dummy hash that unknown emails are checked against is remade so
+    that they still cost what a real check costs."""
+    global _hasher, _DUMMY_HASH
+    hasher = PasswordHasher.from_parameters(profiles.CHEAPEST) if profile == "test" else PasswordHasher()
+    if (hasher.time_cost, hasher.memory_cost, hasher.parallelism) != (
+        _hasher.time_cost,
+        _hasher.memory_cost,
+        _hasher.parallelism,
+    ):
+        _hasher, _DUMMY_HASH = hasher, hasher.hash(secrets.token_urlsafe(16))
 
 
 def normalize_email(email: str) -> str:
