@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from bot.services import slack_events
+from bot.services import cleanup, slack_events
 from storage.base import utcnow
 from tests.conftest import ALICE, BOB
 from tests.hardening import bolt_idle
@@ -70,14 +70,17 @@ async def test_a_forged_delivery_cannot_burn_a_real_event_id(genie):
 
 
 async def test_seen_event_ids_are_pruned_after_an_hour(genie):
+    """By the periodic cleanup (not on every request: that was a DELETE per click)."""
     await _home_event(genie, "Ev0OLD00001")
+    await _home_event(genie, "Ev0NEW00001")
     old = utcnow() - slack_events.KEEP - timedelta(minutes=1)
     async with genie.sessionmaker.begin() as s:
         await s.execute(
-            text("UPDATE slack_event SET received_at = :t"),
+            text("UPDATE slack_event SET received_at = :t WHERE event_id = 'Ev0OLD00001'"),
             {"t": old.replace(tzinfo=None) if genie.settings.database_url.startswith("sqlite") else old},
         )
-    await _home_event(genie, "Ev0NEW00001")
+    async with genie.sessionmaker.begin() as s:
+        assert (await cleanup.prune(s))["slack_event"] == 1
     assert await genie.scalar("SELECT count(*) FROM slack_event") == 1
     assert await genie.scalar("SELECT event_id FROM slack_event") == "Ev0NEW00001"
 

@@ -94,10 +94,16 @@ async def _policy_of(session: AsyncSession, team_id: int | None) -> EscalationPo
     return await session.scalar(select(EscalationPolicy).where(EscalationPolicy.team_id == team_id))
 
 
-async def start(session: AsyncSession, alert: Alert, team: Team, now: datetime) -> AlertEscalation | None:
-    """A new alert of ``team``: its escalation's first timer, when the team has a policy. The
-    engine is woken after the commit (``Runtime.wake_outbox``)."""
-    policy = await _policy_of(session, team.id)
+async def start(
+    session: AsyncSession, alert: Alert, team: Team, now: datetime, *, policy_id: int | None = None
+) -> AlertEscalation | None:
+    """A new alert of ``team``: its escalation's first timer, when the team has a policy
+    (``policy_id``, when the caller read it already). The engine is woken after the commit
+    (``Runtime.wake_outbox``, ``started_in``)."""
+    if policy_id is not None:
+        policy = await session.get(EscalationPolicy, policy_id)
+    else:
+        policy = await _policy_of(session, team.id)
     if policy is None:
         return None
     steps = await escalation.policy_steps(session, policy)
@@ -112,6 +118,7 @@ async def start(session: AsyncSession, alert: Alert, team: Team, now: datetime) 
         due_at=now + timedelta(minutes=steps[0].delay_minutes),
     )
     session.add(row)
+    session.info[_STARTED] = True
     await alerts.record(
         session,
         alert,
@@ -124,6 +131,15 @@ async def start(session: AsyncSession, alert: Alert, team: Team, now: datetime) 
         + (f", repeated up to {policy.repeat} time(s)" if policy.repeat else ""),
     )
     return row
+
+
+_STARTED = "genie.paging.started"
+
+
+def started_in(session: AsyncSession) -> bool:
+    """Whether ``start`` set an escalation timer in this session's transaction: then, after the
+    commit, the engine is woken (``Runtime.wake_outbox(paging=True)``); otherwise it need not look."""
+    return bool(session.info.get(_STARTED))
 
 
 async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime, why: str) -> bool:

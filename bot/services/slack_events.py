@@ -9,8 +9,9 @@ one event carries the same ``event_id``; the first one in wins and the others do
 Clicks and slash commands have no event id; ``body_key`` names one by a digest of its signed
 body, so a replayed body is taken in once too.
 
-Rows older than ``KEEP`` are pruned on the way (Slack gives up retrying well before that, and a
-signature is good for 5 minutes), and by the periodic cleanup (``bot.services.cleanup``).
+Rows older than ``KEEP`` are pruned by the periodic cleanup (``bot.services.cleanup``): Slack
+gives up retrying well before that, and a signature is good for 5 minutes, so an old row left a
+while longer refuses nothing a fresh request could be (it is the same event, or the same body).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import base64
 import hashlib
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,14 +42,25 @@ def body_key(raw_body: str) -> str:
 
 async def first_delivery(session: AsyncSession, event_id: str, now: datetime | None = None) -> bool:
     """Record ``event_id``; False when it was recorded before (by this or another process).
-    Concurrent deliveries of one event race on the primary key: exactly one wins."""
+    Concurrent deliveries of one event race on the primary key: exactly one wins. One statement
+    (``INSERT … ON CONFLICT DO NOTHING RETURNING``, SQLite ≥ 3.35 and PostgreSQL): it runs on
+    every click and command, in a transaction of its own."""
     now = now or utcnow()
-    await session.execute(delete(SlackEvent).where(SlackEvent.received_at < now - KEEP))
-    if await session.scalar(select(SlackEvent.event_id).where(SlackEvent.event_id == event_id)) is not None:
-        return False
-    try:
-        async with session.begin_nested():
-            session.add(SlackEvent(event_id=event_id, received_at=now))
-    except IntegrityError:  # another delivery of the same event committed first
-        return False
-    return True
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}.get(dialect)
+    if insert is None:  # pragma: no cover - Genie runs on SQLite and PostgreSQL
+        if await session.scalar(select(SlackEvent.event_id).where(SlackEvent.event_id == event_id)) is not None:
+            return False
+        try:
+            async with session.begin_nested():
+                session.add(SlackEvent(event_id=event_id, received_at=now))
+        except IntegrityError:  # another delivery of the same event committed first
+            return False
+        return True
+    statement = (
+        insert(SlackEvent)
+        .values(event_id=event_id, received_at=now)
+        .on_conflict_do_nothing(index_elements=[SlackEvent.event_id])
+        .returning(SlackEvent.event_id)
+    )
+    return (await session.execute(statement)).first() is not None
