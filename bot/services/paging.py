@@ -863,6 +863,9 @@ async def retry_channel_page(
     return bool(changed.rowcount)
 
 
+_UNREAD = object()
+
+
 class PagingEngine(BackgroundLoop):
     """Runs in every ``genie serve``: fires every due step, up to ``BATCH`` alerts a transaction
     (claimed with ``SKIP LOCKED``, so processes share a burst), then
@@ -883,11 +886,19 @@ class PagingEngine(BackgroundLoop):
         self.sessionmaker = sessionmaker
         self.now = now
         self.on_paged = on_paged
+        #: The next due time as the last idle tick read it (``_UNREAD``: read again).
+        self._next_due: object = _UNREAD
 
     async def run_once(self) -> int:
-        """Fire every step due now; how many notifications this process queued."""
+        """Fire every step due now; how many notifications this process queued. One read first:
+        an idle tick (no timer and no delayed DM due) writes nothing and ends there."""
         queued = 0
         now = self.now()
+        async with self.sessionmaker() as session:
+            self._next_due = await next_due(session)
+        if self._next_due is None or self._next_due > now:
+            return 0  # next_delay uses what was just read
+        self._next_due = _UNREAD
         cache: dict = {}  # read once a tick: a policy's steps, who is on call in a schedule now
         fired: set[int] = set()  # each alert's timer fires once a tick (a next step due at once: next tick)
         while not self.stopping and len(fired) < MAX_PER_TICK:
@@ -932,8 +943,10 @@ class PagingEngine(BackgroundLoop):
         return queued
 
     async def next_delay(self) -> float:
-        async with self.sessionmaker() as session:
-            due = await next_due(session)
+        due, self._next_due = self._next_due, _UNREAD
+        if due is _UNREAD:  # the tick fired or released something: look again
+            async with self.sessionmaker() as session:
+                due = await next_due(session)
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.05, (due - self.now()).total_seconds()))
