@@ -59,9 +59,10 @@ class ChannelWorker(BackgroundLoop):
         process's one connection and the write lock, every ``poll_interval``."""
         now = self.now()
         async with self.sessionmaker() as session:
-            self._next_due = await paging.next_channel_due(session)
-        if self._next_due is None or self._next_due > now:
-            return 0  # next_delay uses what was just read
+            due = await paging.next_channel_due(session)
+        if due is None or due > now:
+            self._next_due = due  # what next_delay sleeps on (a local first: turns may overlap)
+            return 0
         self._next_due = _UNREAD
         async with self.sessionmaker.begin() as session:
             claimed = await paging.claim_channel_pages(session, now)

@@ -895,9 +895,10 @@ class PagingEngine(BackgroundLoop):
         queued = 0
         now = self.now()
         async with self.sessionmaker() as session:
-            self._next_due = await next_due(session)
-        if self._next_due is None or self._next_due > now:
-            return 0  # next_delay uses what was just read
+            due = await next_due(session)
+        if due is None or due > now:
+            self._next_due = due  # what next_delay sleeps on (a local first: turns may overlap)
+            return 0
         self._next_due = _UNREAD
         cache: dict = {}  # read once a tick: a policy's steps, who is on call in a schedule now
         fired: set[int] = set()  # each alert's timer fires once a tick (a next step due at once: next tick)
