@@ -188,6 +188,12 @@ class Settings:
         if not 1 <= cleanup_interval <= 86400:
             raise ConfigError("GENIE_CLEANUP_INTERVAL", f"must be between 1 and 86400 seconds, got {cleanup_interval}")
 
+        # Read by storage.session.make_engine (PostgreSQL's pool); checked here so a bad value
+        # stops `genie serve` at start with one line.
+        raw_pool = (get("GENIE_DB_POOL_SIZE") or "").strip()
+        if raw_pool and not (raw_pool.isdigit() and 1 <= int(raw_pool) <= 1000):
+            raise ConfigError("GENIE_DB_POOL_SIZE", f"must be a whole number between 1 and 1000, got {raw_pool!r}")
+
         raw_reminder = get("GENIE_ONCALL_REMINDER_MINUTES") or "60"
         try:
             oncall_reminder_minutes = int(raw_reminder)

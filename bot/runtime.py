@@ -75,11 +75,17 @@ class Runtime:
             return self.slack
         return await self.clients.for_workspace(team_id, enterprise_id)
 
-    def wake_outbox(self, channel: str | None = None) -> None:
+    def wake_outbox(self, channel: str | None = None, *, paging: bool = True) -> None:
         """After committing outbox rows (to ``channel``, when known): deliver now rather than at
-        the worker's next poll. The escalation engine looks too (a new alert may start one)."""
+        the worker's next poll. With ``paging`` (the default) the escalation engine and the
+        channel worker look too (a new alert may start an escalation). The hot paths — a click,
+        an API alert that started no escalation — pass ``paging=False``: a woken engine and
+        worker each run a turn of two or three transactions, which on a busy process was more
+        database work than the click itself (bench/RESULTS.md, "Statements per request")."""
         if self.worker is not None:
             self.worker.wake(channel)
+        if not paging:
+            return
         if self.paging is not None:
             self.paging.wake()
         if self.channels is not None:

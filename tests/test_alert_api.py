@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from bot.blocks.alerts import ButtonValue
 from bot.ids import Action
@@ -935,6 +936,35 @@ async def test_concurrent_creates_with_one_alias_make_one_alert(api: Api):
     statuses = [await api.status(r) for r in request_ids]
     assert len({s["alertId"] for s in statuses}) == 1
     assert sorted(s["status"] for s in statuses) == ["Alert is deduplicated"] * 19 + ["Created alert"]
+
+
+async def test_an_alert_taken_in_costs_five_statements_and_wakes_no_idle_loop(api: Api):
+    """The ingest's database work (bench/RESULTS.md, "Statements per request"): the key with its
+    team, the alert's upsert (de-duplication and the team's escalation policy in the one
+    statement), its timeline row, its outbox row and the request's record — new or
+    de-duplicated. And an alert of a team without an escalation policy does not wake the
+    escalation engine or the channel worker (each woken turn was 2–3 transactions)."""
+    engine = api.genie.sessionmaker.kw["bind"].sync_engine
+    by_task: dict[str, list[str]] = {}
+
+    def count(conn, cursor, statement, *args):
+        task = asyncio.current_task()
+        name = task.get_name() if task is not None else ""
+        if not statement.lstrip().upper().startswith(("BEGIN", "SAVEPOINT", "RELEASE")):
+            by_task.setdefault(name if name.startswith("genie-") else "request", []).append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for i in range(20):  # a turn of a woken loop per alert would be 40–60 statements
+            await api.call("POST", "/v2/alerts", {"message": "Disk full", "alias": f"disk-{i % 10}"})
+            if i in (0, 19):  # a new alert, then a de-duplicated one
+                assert len(by_task["request"]) == 5, [x[:60] for x in by_task["request"]]
+            by_task["request"] = []
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert await api.genie.rows("SELECT count(*), sum(count) FROM alert") == [(10, 20)]
+    loops = by_task.get("genie-paging-engine", []) + by_task.get("genie-channel-worker", [])
+    assert len(loops) < 20, [x[:60] for x in loops]  # their own polls only (every 5 s and 2 s)
 
 
 async def test_concurrent_acknowledges_apply_exactly_once(api: Api):

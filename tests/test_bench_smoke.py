@@ -78,3 +78,22 @@ def test_paging_bench_smoke_run() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| genie apply, the same file again (nothing to change) |" in out.stdout
     assert "| who is on call, 20 layered schedules over 2 teams (20 with somebody) |" in out.stdout
+
+
+def test_statement_counts_run(tmp_path: Path) -> None:
+    """``bench/statements.py`` (statements per ingest, click and delivery) runs to its end; the
+    counts themselves are guarded in ``tests/test_alert_api.py``."""
+    result = tmp_path / "statements.json"
+    out = subprocess.run(
+        [sys.executable, "bench/statements.py", "-n", "2", "--idle", "0.5", "--json", str(result)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    counted = json.loads(result.read_text())
+    for kind in ("ingest", "dedupe", "click"):
+        assert counted[kind]["per_request"]["statements"]["request"] > 0, counted[kind]
+        assert counted[kind]["per_request"]["statements"]["outbox"] > 0, counted[kind]  # it was delivered
+    assert "idle (" in out.stdout

@@ -20,6 +20,7 @@ from bot import metrics
 from bot.services import alerts, slack_links, teams, users
 from bot.services.alerts import CreateAlert
 from bot.services.slack_links import SlackIdentity, SlackProfile
+from storage.session import make_engine, make_sessionmaker
 from tests.conftest import POSTGRES_URL, SECRET_KEY, eventually
 from tests.fake_slack import TEAM_ID
 from tests.helpers import buttons
@@ -112,6 +113,10 @@ async def test_readyz_follows_the_database_down_and_up_again(db_url, tmp_path):
     server = GenieServer.start(env, port, cwd=tmp_path)
     try:
         await server.wait_healthy()
+        engine = make_engine(db_url)  # straight to PostgreSQL, not through the cable
+        async with make_sessionmaker(engine).begin() as s:
+            key = await alerts.team_key(s, await teams.add_team(s, "Payments"))
+        await engine.dispose()
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             assert await _status(http, "/readyz") == (200, "ready")
 
@@ -123,6 +128,18 @@ async def test_readyz_follows_the_database_down_and_up_again(db_url, tmp_path):
             await cable.connect()
             await eventually(lambda: _is(http, "/readyz", 200), timeout=15)
             assert await _status(http, "/healthz") == (200, "ok")
+
+            # Cut again while no request asks, and mend: the pool's connections all died (as in
+            # a restart of PostgreSQL). Connections are not pinged on every use (storage.session):
+            # one idle for a while is, and the first that fails in use (a background loop's, here
+            # usually) replaces every older one — the next alert is taken in, not a 503.
+            await cable.cut()
+            await cable.connect()
+            await asyncio.sleep(2.5)  # longer than PING_AFTER_IDLE_S: the idle connections are pinged
+            alert = await http.post(
+                "/v2/alerts", json={"message": "Disk full on db-1"}, headers={"Authorization": f"GenieKey {key}"}
+            )
+            assert alert.status_code == 202, alert.text
         assert server.proc.poll() is None
     finally:
         server.stop()

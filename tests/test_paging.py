@@ -185,6 +185,19 @@ async def _status(world: World, alert_id: int, status: str) -> bool:
     return all(p[5] == status for p in await world.pages(alert_id)) and bool(await world.pages(alert_id))
 
 
+async def test_an_api_alert_that_starts_an_escalation_wakes_the_engine(world: World):
+    """Only an alert that started an escalation wakes the engine (``paging.started_in``; others
+    do not, tests/test_alert_api.py): with the engine's poll an hour long, step 1 still goes at once."""
+    genie = world.genie
+    await world.policy([StepSpec(0, "user", "alice@example.com")])
+    genie.rt.paging.poll_interval = 3600.0
+    genie.rt.paging.wake()  # its current sleep ends; the next one is an hour
+    await asyncio.sleep(0.2)
+    alert_id = await world.alert()
+    await world.dms("U0ALICE")  # within the fake's 5 s, not the hour
+    assert [p[0] for p in await world.pages(alert_id)] == ["alice@example.com"]
+
+
 async def test_repeat_runs_the_policy_again_and_closing_stops_it(world: World):
     genie = world.genie
     await world.policy(

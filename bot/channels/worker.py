@@ -28,6 +28,7 @@ from storage.base import utcnow
 
 logger = logging.getLogger(__name__)
 POLL_INTERVAL = 2.0
+_UNREAD = object()
 
 
 class ChannelWorker(BackgroundLoop):
@@ -48,12 +49,23 @@ class ChannelWorker(BackgroundLoop):
         self.on_failed = on_failed
         self.settings = settings
         self.now = now
+        #: The next due page as the last idle turn read it (``_UNREAD``: read again).
+        self._next_due: object = _UNREAD
         super().__init__(poll_interval)
 
     async def run_once(self) -> int:
-        """Deliver every e-mail and webhook page due now; how many were claimed."""
+        """Deliver every e-mail and webhook page due now; how many were claimed. A read first:
+        an idle turn (nothing due) writes nothing — on SQLite a write transaction takes the
+        process's one connection and the write lock, every ``poll_interval``."""
+        now = self.now()
+        async with self.sessionmaker() as session:
+            due = await paging.next_channel_due(session)
+        if due is None or due > now:
+            self._next_due = due  # what next_delay sleeps on (a local first: turns may overlap)
+            return 0
+        self._next_due = _UNREAD
         async with self.sessionmaker.begin() as session:
-            claimed = await paging.claim_channel_pages(session, self.now())
+            claimed = await paging.claim_channel_pages(session, now)
         await asyncio.gather(*(self._deliver(page_id, held) for page_id, held in claimed))
         return len(claimed)
 
@@ -116,8 +128,10 @@ class ChannelWorker(BackgroundLoop):
         await webhook.send(self.settings, rule.webhook_url, rule.webhook_secret, payload, delivery=f"page-{page.id}")
 
     async def next_delay(self) -> float:
-        async with self.sessionmaker() as session:
-            due = await paging.next_channel_due(session)
+        due, self._next_due = self._next_due, _UNREAD
+        if due is _UNREAD:  # the turn delivered: look again
+            async with self.sessionmaker() as session:
+                due = await paging.next_channel_due(session)
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.05, (due - self.now()).total_seconds()))

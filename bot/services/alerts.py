@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, String, cast, exists, func, literal, or_, select, text, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -34,6 +35,7 @@ from storage.base import utcnow
 from storage.models import (
     Alert,
     AlertAction,
+    AlertEscalation,
     AlertEvent,
     AlertStatus,
     ApiRequest,
@@ -135,10 +137,16 @@ async def team_key(session: AsyncSession, team: Team, rotate: bool = False) -> s
 async def team_for_key(session: AsyncSession, presented: str) -> Team | None:
     if not presented or len(presented) > 200:
         return None
-    row = await session.scalar(select(TeamApiKey).where(TeamApiKey.key_hash == _hash_key(presented)))
-    if row is None or not hmac.compare_digest(row.key.encode(), presented.encode()):
+    row = (
+        await session.execute(
+            select(TeamApiKey.key, Team)
+            .join(Team, Team.id == TeamApiKey.team_id)
+            .where(TeamApiKey.key_hash == _hash_key(presented))
+        )
+    ).first()  # the key and its team in one round trip: every API request begins with it
+    if row is None or not hmac.compare_digest(row[0].encode(), presented.encode()):
         return None
-    return await teams.team_by_id(session, row.team_id)
+    return row[1]
 
 
 async def grant_post(session: AsyncSession, team: Team, for_team: Team) -> None:
@@ -340,6 +348,8 @@ async def _owner_team(session: AsyncSession, key_team: Team, responders: list[di
     """The first team responder, when the key may post for it (``access.key_teams``); else the
     key's own team. A team the key may not post for and one that does not exist get the same
     403, which names only what the request gave and the teams the key may post for."""
+    if not any(r["type"] == "team" for r in responders):
+        return key_team  # no team named: the key's own (its grants need not be read)
     allowed = await access.key_teams(session, key_team, access.KeyUse.POST)
     for responder in responders:
         if responder["type"] != "team":
@@ -364,81 +374,71 @@ async def create_alert(
     session: AsyncSession, key_team: Team, data: CreateAlert, request_id: str, now: datetime | None = None
 ) -> tuple[Alert, bool]:
     """``(alert, created)``. An open alert with the same alias (in the owning team) is
-    de-duplicated: its count goes up and no second Slack message is posted."""
+    de-duplicated: its count goes up and no second Slack message is posted.
+
+    The alert is written by one ``INSERT … ON CONFLICT (team_id, alias) WHERE status = 'open'
+    DO UPDATE SET count = count + 1 … RETURNING`` (SQLite ≥ 3.35, PostgreSQL): the partial
+    unique index ``uq_alert_open_alias`` makes the de-duplication exact — of concurrent
+    requests with one alias, one inserts and the others count, with no read first and no
+    savepoint — and the statement also returns the owning team's escalation policy, so an
+    alert of a team without one costs no query for it. A new alert has ``count`` 1; a
+    de-duplicated one at least 2."""
     now = now or utcnow()
     team = await _owner_team(session, key_team, data.responders)
     actor = Actor(via="api", label=data.user or f"API ({key_team.name})")
     uid = str(uuid.uuid4())
     alias = data.alias or uid
-    people: alert_people.Found | None = None  # resolved once, and only for a new alert
-    for _ in range(3):
-        existing = await session.scalar(
-            select(Alert).where(Alert.team_id == team.id, Alert.alias == alias, Alert.status == AlertStatus.OPEN)
-        )
-        if existing is not None:
-            await session.execute(
-                update(Alert)
-                .where(Alert.id == existing.id)
-                .values(count=Alert.count + 1, last_occurred_at=now, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            await session.refresh(existing)
-            await record(
-                session,
-                existing,
-                AlertAction.DEDUPLICATE,
-                "applied",
-                actor,
-                request_id=request_id,
-                now=now,
-                reason=f"count is now {existing.count}",
-            )
-            await refresh_in_slack(session, existing, now)
-            session.add(
-                ApiRequest(
-                    request_id=request_id,
-                    team_id=key_team.id,
-                    action="Create",
-                    alert_id=existing.id,
-                    alias=alias,
-                    success=True,
-                    status="Alert is deduplicated",
-                    processed_at=now,
-                )
-            )
-            return existing, False
-        if people is None:
-            people = await alert_people.for_create(session, data, team)
-        alert = Alert(
-            uid=uid,
-            team_id=team.id,
-            message=data.message,
-            alias=alias,
-            description=data.description,
-            tags=data.tags,
-            details=data.details,
-            responders=data.responders,
-            entity=data.entity,
-            source=data.source,
-            priority=data.priority,
-            reported_by=data.user,
-            status=AlertStatus.OPEN,
-            acknowledged=False,
-            count=1,
-            created_at=now,
-            updated_at=now,
-            last_occurred_at=now,
-            slack_channel=team.slack_channel_id,
-            people=people.stored,
-        )
-        try:
-            async with session.begin_nested():
-                session.add(alert)
-                await session.flush()
-        except IntegrityError:  # the same alias was created concurrently: de-duplicate against it
-            continue
+    # Resolved before the write (names are rare in alerts; without any this reads nothing). An
+    # alert that turns out de-duplicated does not use them.
+    people = await alert_people.for_create(session, data, team)
+    values = dict(
+        uid=uid,
+        team_id=team.id,
+        message=data.message,
+        alias=alias,
+        description=data.description,
+        tags=data.tags,
+        details=data.details,
+        responders=data.responders,
+        entity=data.entity,
+        source=data.source,
+        priority=data.priority,
+        reported_by=data.user,
+        status=AlertStatus.OPEN,
+        acknowledged=False,
+        count=1,
+        created_at=now,
+        updated_at=now,
+        last_occurred_at=now,
+        slack_channel=team.slack_channel_id,
+        people=people.stored,
+    )
+    alert, policy_id = await _upsert_open_alert(session, values, now)
+    created = alert.count == 1
+    if not created:
         await record(
-            session, alert, AlertAction.CREATE, "applied", actor, note=data.note, request_id=request_id, now=now
+            session,
+            alert,
+            AlertAction.DEDUPLICATE,
+            "applied",
+            actor,
+            request_id=request_id,
+            now=now,
+            reason=f"count is now {alert.count}",
+            flush=False,
+        )
+        await refresh_in_slack(session, alert, now, flush=False)
+    else:
+        await record(
+            session,
+            alert,
+            AlertAction.CREATE,
+            "applied",
+            actor,
+            note=data.note,
+            request_id=request_id,
+            now=now,
+            flush=False,
         )
         if people.summary:  # who the names in it were resolved to (the message shows them)
             await record(
@@ -450,6 +450,7 @@ async def create_alert(
                 reason=people.summary,
                 request_id=request_id,
                 now=now,
+                flush=False,
             )
         if team.slack_channel_id:
             await outbox.enqueue(
@@ -460,24 +461,48 @@ async def create_alert(
                 now=now,
                 slack_team_id=team.slack_team_id,
                 enterprise_id=team.enterprise_id,
+                flush=False,
             )
-        from bot.services import paging  # (it builds on this module)
+        if policy_id is not None:
+            from bot.services import paging  # (it builds on this module)
 
-        await paging.start(session, alert, team, now)  # the team's escalation policy, if it has one
-        session.add(
-            ApiRequest(
-                request_id=request_id,
-                team_id=key_team.id,
-                action="Create",
-                alert_id=alert.id,
-                alias=alias,
-                success=True,
-                status="Created alert",
-                processed_at=now,
-            )
+            await paging.start(session, alert, team, now, policy_id=policy_id)
+    session.add(
+        ApiRequest(
+            request_id=request_id,
+            team_id=key_team.id,
+            action="Create",
+            alert_id=alert.id,
+            alias=alias,
+            success=True,
+            status="Created alert" if created else "Alert is deduplicated",
+            processed_at=now,
         )
-        return alert, True
-    raise GenieError("could not create the alert; please retry")  # pragma: no cover - needs 3 lost races
+    )
+    return alert, created
+
+
+async def _upsert_open_alert(session: AsyncSession, values: dict[str, Any], now: datetime) -> tuple[Alert, int | None]:
+    """The alert inserted, or the open one with its team and alias counted once more; and the
+    id of its team's escalation policy (None: none). See ``create_alert``."""
+    from storage.models import EscalationPolicy
+
+    insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}[session.get_bind().dialect.name]
+    policy = select(EscalationPolicy.id).where(EscalationPolicy.team_id == values["team_id"]).scalar_subquery()
+    statement = (
+        insert(Alert)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=[Alert.team_id, Alert.alias],
+            # Literally the index's own predicate: PostgreSQL infers a partial index only from
+            # a WHERE it can match to it (a bound parameter does not).
+            index_where=text("status = 'open'"),
+            set_={"count": Alert.count + 1, "last_occurred_at": now, "updated_at": now},
+        )
+        .returning(Alert, policy.label("policy_id"))
+    )
+    alert, policy_id = (await session.execute(statement, execution_options={"populate_existing": True})).one()
+    return alert, policy_id
 
 
 # --- finding ---------------------------------------------------------------------------------
@@ -520,6 +545,33 @@ async def _transition(session: AsyncSession, alert: Alert, criteria: list, value
     number of concurrent callers does), and then ``alert`` holds the row as updated."""
     statement = update(Alert).where(Alert.id == alert.id, *criteria).values(**values)
     return await repo.update_one(session, statement, Alert, alert.id) is not None
+
+
+def _escalation_traces():
+    """SQL: whether the alert (the row being updated) has an escalation timer or any page — what
+    ``paging.stop`` would find. Two primary/indexed probes, read in the transition's own
+    statement so that an alert never escalated (most: its team has no policy) costs no more."""
+    timer = select(AlertEscalation.alert_id).where(AlertEscalation.alert_id == Alert.id).exists()
+    paged = select(Page.id).where(Page.alert_id == Alert.id).exists()
+    return (timer | paged).label("escalated")
+
+
+async def _stop_transition(
+    session: AsyncSession, alert: Alert, criteria: list, values: dict[str, Any]
+) -> tuple[bool, bool]:
+    """``_transition`` for a change that stops the escalation (acknowledge, close):
+    ``(changed, escalated)`` — whether the alert has a timer or pages to stop, read in the same
+    ``UPDATE … RETURNING`` (without RETURNING: assumed, and ``paging.stop`` looks)."""
+    statement = update(Alert).where(Alert.id == alert.id, *criteria).values(**values)
+    if not session.get_bind().dialect.update_returning:
+        return await repo.update_one(session, statement, Alert, alert.id) is not None, True
+    row = (
+        await session.execute(
+            statement.returning(Alert, _escalation_traces()),
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        )
+    ).first()
+    return (True, bool(row[1])) if row is not None else (False, False)
 
 
 def _ago(then: datetime | None, now: datetime) -> str:
@@ -569,7 +621,7 @@ async def acknowledge(
     now: datetime | None = None,
 ) -> Alert:
     now = now or utcnow()
-    if not await _transition(
+    changed, escalated = await _stop_transition(
         session,
         alert,
         [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(False)],
@@ -580,12 +632,14 @@ async def acknowledge(
             acknowledged_by_slack=actor.anonymous_slack_user,
             updated_at=now,
         ),
-    ):
+    )
+    if not changed:
         raise await _noop(session, alert, AlertAction.ACKNOWLEDGE, actor, now, request_id)
     await _applied(
         session, alert, AlertAction.ACKNOWLEDGE, actor, reason=why, note=note, request_id=request_id, now=now
     )
-    await _stop_paging(session, alert, actor, now, f"acknowledged by {actor.name}")
+    if escalated:
+        await _stop_paging(session, alert, actor, now, f"acknowledged by {actor.name}")
     return alert
 
 
@@ -606,7 +660,7 @@ async def close(
     now: datetime | None = None,
 ) -> Alert:
     now = now or utcnow()
-    if not await _transition(
+    changed, escalated = await _stop_transition(
         session,
         alert,
         [Alert.status == AlertStatus.OPEN],
@@ -617,10 +671,12 @@ async def close(
             closed_by_slack=actor.anonymous_slack_user,
             updated_at=now,
         ),
-    ):
+    )
+    if not changed:
         raise await _noop(session, alert, AlertAction.CLOSE, actor, now, request_id)
     await _applied(session, alert, AlertAction.CLOSE, actor, reason=why, note=note, request_id=request_id, now=now)
-    await _stop_paging(session, alert, actor, now, f"closed by {actor.name}")
+    if escalated:
+        await _stop_paging(session, alert, actor, now, f"closed by {actor.name}")
     return alert
 
 

@@ -94,10 +94,16 @@ async def _policy_of(session: AsyncSession, team_id: int | None) -> EscalationPo
     return await session.scalar(select(EscalationPolicy).where(EscalationPolicy.team_id == team_id))
 
 
-async def start(session: AsyncSession, alert: Alert, team: Team, now: datetime) -> AlertEscalation | None:
-    """A new alert of ``team``: its escalation's first timer, when the team has a policy. The
-    engine is woken after the commit (``Runtime.wake_outbox``)."""
-    policy = await _policy_of(session, team.id)
+async def start(
+    session: AsyncSession, alert: Alert, team: Team, now: datetime, *, policy_id: int | None = None
+) -> AlertEscalation | None:
+    """A new alert of ``team``: its escalation's first timer, when the team has a policy
+    (``policy_id``, when the caller read it already). The engine is woken after the commit
+    (``Runtime.wake_outbox``, ``started_in``)."""
+    if policy_id is not None:
+        policy = await session.get(EscalationPolicy, policy_id)
+    else:
+        policy = await _policy_of(session, team.id)
     if policy is None:
         return None
     steps = await escalation.policy_steps(session, policy)
@@ -112,6 +118,7 @@ async def start(session: AsyncSession, alert: Alert, team: Team, now: datetime) 
         due_at=now + timedelta(minutes=steps[0].delay_minutes),
     )
     session.add(row)
+    session.info[_STARTED] = True
     await alerts.record(
         session,
         alert,
@@ -124,6 +131,15 @@ async def start(session: AsyncSession, alert: Alert, team: Team, now: datetime) 
         + (f", repeated up to {policy.repeat} time(s)" if policy.repeat else ""),
     )
     return row
+
+
+_STARTED = "genie.paging.started"
+
+
+def started_in(session: AsyncSession) -> bool:
+    """Whether ``start`` set an escalation timer in this session's transaction: then, after the
+    commit, the engine is woken (``Runtime.wake_outbox(paging=True)``); otherwise it need not look."""
+    return bool(session.info.get(_STARTED))
 
 
 async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime, why: str) -> bool:
@@ -847,6 +863,9 @@ async def retry_channel_page(
     return bool(changed.rowcount)
 
 
+_UNREAD = object()
+
+
 class PagingEngine(BackgroundLoop):
     """Runs in every ``genie serve``: fires every due step, up to ``BATCH`` alerts a transaction
     (claimed with ``SKIP LOCKED``, so processes share a burst), then
@@ -867,11 +886,20 @@ class PagingEngine(BackgroundLoop):
         self.sessionmaker = sessionmaker
         self.now = now
         self.on_paged = on_paged
+        #: The next due time as the last idle tick read it (``_UNREAD``: read again).
+        self._next_due: object = _UNREAD
 
     async def run_once(self) -> int:
-        """Fire every step due now; how many notifications this process queued."""
+        """Fire every step due now; how many notifications this process queued. One read first:
+        an idle tick (no timer and no delayed DM due) writes nothing and ends there."""
         queued = 0
         now = self.now()
+        async with self.sessionmaker() as session:
+            due = await next_due(session)
+        if due is None or due > now:
+            self._next_due = due  # what next_delay sleeps on (a local first: turns may overlap)
+            return 0
+        self._next_due = _UNREAD
         cache: dict = {}  # read once a tick: a policy's steps, who is on call in a schedule now
         fired: set[int] = set()  # each alert's timer fires once a tick (a next step due at once: next tick)
         while not self.stopping and len(fired) < MAX_PER_TICK:
@@ -916,8 +944,10 @@ class PagingEngine(BackgroundLoop):
         return queued
 
     async def next_delay(self) -> float:
-        async with self.sessionmaker() as session:
-            due = await next_due(session)
+        due, self._next_due = self._next_due, _UNREAD
+        if due is _UNREAD:  # the tick fired or released something: look again
+            async with self.sessionmaker() as session:
+                due = await next_due(session)
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.05, (due - self.now()).total_seconds()))

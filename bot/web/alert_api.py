@@ -83,6 +83,9 @@ class Call:
     started: float
     #: The Slack channel a handler queued a message to, when it knows (``Runtime.wake_outbox``).
     outbox_channel: str | None = None
+    #: Whether the escalation engine and channel worker should look too (``Runtime.wake_outbox``):
+    #: a created alert says whether it started an escalation.
+    paging: bool = True
 
     def answer(self, status: int, headers: dict[str, str] | None = None, **fields: Any) -> JSONResponse:
         took = round(time.monotonic() - self.started, 3)
@@ -113,7 +116,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             response = await handler(request, call)
             if request.method in ("POST", "PUT", "DELETE") and response.status_code < 300:
                 # Committed: let Slack hear of it now.
-                request.app.state.runtime.wake_outbox(call.outbox_channel)
+                request.app.state.runtime.wake_outbox(call.outbox_channel, paging=call.paging)
             return response
         except ApiError as err:
             extra = {"errors": err.errors} if err.errors else {}
@@ -551,6 +554,7 @@ async def create_alert(request: Request, call: Call) -> Response:
         team = await key_team(session, key)
         data = alerts.parse_create(parse_json(raw))
         alert, _ = await alerts.create_alert(session, team, data, call.request_id)
+        call.paging = paging.started_in(session)  # the engine looks only when a timer was set
     call.outbox_channel = alert.slack_channel  # its post (or, de-duplicated, its update) goes there
     return call.accepted()  # committed: a 202 alert is never lost
 

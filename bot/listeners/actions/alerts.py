@@ -81,7 +81,7 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: AlertActi
         )
     metrics.count_decision(action, result.outcome, result.reason)  # committed: it is on the timeline
     if result.applied:
-        rt.wake_outbox(result.channel)
+        rt.wake_outbox(result.channel, paging=False)  # a click never starts an escalation
         return
     connect_url = then = None
     if result.needs_link:
