@@ -31,6 +31,7 @@ from migrations.apply import upgrade
 from storage.base import Base
 from storage.session import make_engine, make_sessionmaker
 from tests.fake_slack import FakeSlack
+from tests.processes import UNPACED
 from tests.slack_driver import SlackDriver, SlackUser
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -226,6 +227,7 @@ def genie_env(db_url: str, fake: FakeSlack, base_url: str, **extra: str) -> dict
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_BOT_TOKEN": "xoxb-test-token",
         "SLACK_API_URL": fake.api_url,
+        **UNPACED,
     }
     env.update(extra)
     return {k: v for k, v in env.items() if v is not None}
