@@ -121,6 +121,7 @@ def fake_slack(fake_slack_server: FakeSlack) -> FakeSlack:
     fake_slack_server.users_page_size = None
     fake_slack_server.org_teams.clear()
     fake_slack_server.token_scopes = None
+    fake_slack_server.limit_per_channel(None)
     fake_slack_server.add_user("U0ALICE", "Alice Smith", "alice@example.com")
     fake_slack_server.add_user("U0BOB", "Bob Jones", "bob@example.com")
     fake_slack_server.add_user("U0MALLORY", "Mallory Evil", "mallory@evil.example")

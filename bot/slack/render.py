@@ -147,13 +147,13 @@ async def digest_view(session: AsyncSession, digest_id: int) -> DigestView | Non
 
     async def grouped(column) -> tuple[tuple[str, int], ...]:
         rows = await session.execute(
-            select(func.coalesce(column, "(none)"), func.count().label("n"))
+            select(column, func.count())
             .where(mine)
-            .group_by(func.coalesce(column, "(none)"))
-            .order_by(func.count().desc(), func.coalesce(column, "(none)"))
+            .group_by(column)
+            .order_by(func.count().desc(), column)
             .limit(GROUPS)
         )
-        return tuple((str(name), int(n)) for name, n in rows)
+        return tuple(("(none)" if name is None else str(name), int(n)) for name, n in rows)
 
     top = await session.execute(
         select(Alert.id, Alert.priority, Alert.message, Alert.status, Alert.acknowledged)
