@@ -28,12 +28,13 @@ caller's session). The worker (``bot.slack.delivery``) then claims due messages 
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, union_all, update
+from sqlalchemy import and_, bindparam, case, func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -148,21 +149,26 @@ async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[
     """``(due, next_at)``: up to ``limit`` channel heads that are due and not leased, soonest
     first, and when the next head becomes claimable (None: nothing pending). One query: the
     worker's whole look at the outbox on each pass."""
-    post_heads, update_heads = (_heads(lane) for lane in LANES)
-    head = union_all(select(post_heads.c.id), select(update_heads.c.id)).subquery("outbox_heads")
-    ready_at = _ready_at().label("ready_at")
-    rows = (
-        await session.execute(
-            select(OutboxMessage, ready_at)
-            .join(head, OutboxMessage.id == head.c.id)
-            .order_by(ready_at, OutboxMessage.id)
-            .limit(limit + 1)
-        )
-    ).all()
+    rows = (await session.execute(_heads_query(), {"heads_limit": limit + 1})).all()
     due = [m for m, _ in rows if _due(m, now)][:limit]
     later = [at for m, at in rows if not _due(m, now)]
     next_at = min(later) if later else (rows[-1][1] if len(rows) > limit else None)
     return due, next_at
+
+
+@functools.cache
+def _heads_query():
+    """The heads query, built once (building the two recursive CTEs cost as much CPU as running
+    them: during a storm the worker looks on every wake); its limit is a bound parameter."""
+    post_heads, update_heads = (_heads(lane) for lane in LANES)
+    head = union_all(select(post_heads.c.id), select(update_heads.c.id)).subquery("outbox_heads")
+    ready_at = _ready_at().label("ready_at")
+    return (
+        select(OutboxMessage, ready_at)
+        .join(head, OutboxMessage.id == head.c.id)
+        .order_by(ready_at, OutboxMessage.id)
+        .limit(bindparam("heads_limit"))
+    )
 
 
 def _due(message: OutboxMessage, now: datetime) -> bool:
