@@ -17,6 +17,7 @@ import json
 import re
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -309,3 +310,36 @@ async def test_token_bucket_allows_a_burst_then_paces_and_obeys_retry_after():
     assert bucket.wait_time() == pytest.approx(6.0)  # Retry-After, then a token's worth
     now[0] = 6.5
     assert bucket.wait_time() == 0
+
+
+async def test_an_update_waits_for_its_alerts_message_in_flight_in_the_post_lane(genie):
+    """Per-alert order across the lanes: an update queued before the post was recorded travels
+    behind the post; while another worker is sending it (leased, drawn from an older state), a
+    later update in the update lane waits for it instead of overtaking it."""
+    async with genie.sessionmaker.begin() as session:
+        await teams.add_team(session, "Payments", CHANNEL)
+    [alert_id] = await create(genie, 1, prefix="order")
+    await _own_message(genie, alert_id, timeout=5)
+    async with genie.sessionmaker.begin() as session:
+        now = utcnow()
+        in_flight = await outbox.enqueue(session, CHANNEL, outbox.UPDATE_ALERT, alert_id=alert_id, now=now)
+        in_flight.locked_until = now + timedelta(seconds=60)  # another worker holds it, mid-call
+        later = await outbox.enqueue(
+            session, CHANNEL, outbox.UPDATE_ALERT, alert_id=alert_id, now=now, lane=outbox.UPDATE_LANE
+        )
+    genie.rt.wake_outbox(CHANNEL)
+
+    async def waited():
+        return await genie.scalar("SELECT last_error FROM outbox WHERE id = :i", i=later.id) == "waits_for_post"
+
+    await eventually(waited, timeout=5)
+    assert not [c for c in genie.fake.calls("chat.update")]  # it did not overtake
+    async with genie.sessionmaker.begin() as session:  # the other worker's update lands
+        await outbox.mark_delivered(session, in_flight.id, utcnow())
+    genie.rt.wake_outbox(CHANNEL)
+    await genie.fake.wait_for("chat.update", timeout=5)
+
+    async def delivered():
+        return await genie.scalar("SELECT delivered_at FROM outbox WHERE id = :i", i=later.id)
+
+    await eventually(delivered, timeout=5)

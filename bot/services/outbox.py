@@ -561,6 +561,26 @@ async def refresh_digest(session: AsyncSession, digest_id: int, now: datetime | 
         await ensure_digest_message(session, digest, now or utcnow())
 
 
+async def post_lane_in_flight(session: AsyncSession, message: OutboxMessage, now: datetime) -> bool:
+    """An update-lane ``message`` whose alert still has a message in flight in the post lane
+    (an update queued before the post was recorded, leased and being sent, drawn from an
+    earlier state): it waits for that one, so the older picture cannot land last."""
+    if message.lane != UPDATE_LANE or message.alert_id is None:
+        return False
+    found = await session.scalar(
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.lane == POST_LANE,
+            OutboxMessage.channel == message.channel,
+            _pending(),
+            OutboxMessage.alert_id == message.alert_id,
+            OutboxMessage.locked_until >= now,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def lane_for(alert: Alert) -> str:
     """Where an update of ``alert``'s message goes: the update lane once its post is recorded,
     else behind its post in the post lane (so it never precedes it)."""

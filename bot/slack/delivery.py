@@ -148,9 +148,21 @@ class Undeliverable(Exception):
     """Retrying cannot help (the alert was never posted, so there is nothing to update …)."""
 
 
+class WaitFor(Exception):
+    """Not now: try again in ``seconds`` (not a failure; nothing was sent)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"wait {seconds} s")
+        self.seconds = seconds
+
+
+#: How long an update waits for its alert's message in flight in the post lane.
+POST_WAIT = 0.5
+
+
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # rate_limited, transient, permanent
+    kind: str  # rate_limited, transient, permanent, wait (nothing sent; not an error)
     code: str  # Slack's error code, http_NNN, timeout, connection, unexpected
     retry_after: float | None = None
     #: This attempt certainly changed nothing in Slack (an error answer, no connection).
@@ -232,6 +244,8 @@ class Claim:
     #: An update of an alert collapsed into a digest (queued before the collapse): its digest
     #: is refreshed instead (in the settling transaction).
     refresh_digest: int | None = None
+    #: An update-lane message whose alert has a post-lane message in flight: it waits for it.
+    wait_for_post: bool = False
     #: The channel's next message, claimed when this one was settled.
     next: Claim | None = None
 
@@ -406,6 +420,9 @@ class OutboxWorker:
             claim.collapsed = await outbox.storm(session, row, now, self.storm_rule)
             if claim.collapsed is not None and claim.collapsed.head_collapsed:
                 return claim
+        if claim.kind == outbox.UPDATE_ALERT and await outbox.post_lane_in_flight(session, row, now):
+            claim.wait_for_post = True
+            return claim
         if claim.kind in (outbox.POST_ALERT, outbox.UPDATE_ALERT) and claim.alert_id is not None:
             claim.covers = await outbox.later_updates(session, row)
             try:
@@ -465,6 +482,9 @@ class OutboxWorker:
             except Undeliverable as err:
                 claim.done = True
                 return await self._give_up(claim, str(err), logging.WARNING)
+            except WaitFor as wait:
+                claim.done = True
+                return await self._after_failure(claim, Failure("wait", "waits_for_post", wait.seconds))
             except (SlackApiError, aiohttp.ClientError, TimeoutError) as err:
                 claim.done = True
                 failure = classify(err)
@@ -520,6 +540,8 @@ class OutboxWorker:
         if claim.collapsed is not None and claim.collapsed.head_collapsed:
             await self._settle(claim)  # delivered in the digest when it was claimed
             return
+        if claim.wait_for_post:  # per-alert order across the lanes: after the one in flight
+            raise WaitFor(POST_WAIT)
         claim.client = await self._client_for(claim)
         if claim.kind == outbox.UPDATE_ALERT and claim.alert is not None and _in_digest(claim.alert):
             claim.refresh_digest = claim.alert.slack_digest_id
@@ -763,6 +785,24 @@ class OutboxWorker:
         claim.covered, claim.next = covered, following  # committed: that lease is ours
 
     async def _after_failure(self, claim: Claim, failure: Failure) -> str:
+        if failure.kind == "wait":
+            try:
+                async with self.sessionmaker.begin() as session:
+                    await outbox.mark_retry(
+                        session,
+                        claim.id,
+                        claim.attempts,
+                        failure.code,
+                        utcnow(),
+                        failure.retry_after,
+                        may_have_delivered=claim.maybe_posted_since is not None,
+                    )
+            except Exception:
+                logger.exception(
+                    "Could not reschedule outbox message %s; it is retried when its lease runs out", claim.id
+                )
+                return "abandoned"
+            return "retry"
         metrics.OUTBOX_ERRORS.labels(error=metrics.error_label(failure.code)).inc()
         if failure.kind == "permanent":
             return await self._give_up(claim, failure.code, logging.ERROR)
