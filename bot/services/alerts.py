@@ -998,6 +998,8 @@ async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: date
     """Delete the alert, its timeline and its pending Slack messages. A message already in
     Slack is replaced (through the outbox) by a line saying it was deleted and by whom."""
     now = now or utcnow()
+    if alert.slack_digest_id is not None and not alert.slack_ts:  # its storm digest counts one fewer
+        await outbox.refresh_digest(session, alert.slack_digest_id, now)
     if alert.slack_channel and alert.slack_ts:
         team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
         await outbox.enqueue(
