@@ -91,11 +91,13 @@ def downgrade() -> None:
         postgresql_where=sa.text(PENDING),
     )
     op.drop_index("ix_outbox_pending_lane", table_name="outbox")
-    with op.batch_alter_table("outbox") as batch_op:
+    # Never recreate `alert` or `outbox` on SQLite: dropping the old table inside the migration's
+    # transaction (foreign keys on) would cascade to their rows. SQLite 3.35+ drops columns.
+    with op.batch_alter_table("outbox", recreate="never") as batch_op:
         batch_op.drop_column("digest_id")
         batch_op.drop_column("lane")
     op.drop_index(op.f("ix_alert_slack_digest_id"), table_name="alert")
-    with op.batch_alter_table("alert") as batch_op:
+    with op.batch_alter_table("alert", recreate="never") as batch_op:
         batch_op.drop_column("slack_digest_id")
     op.drop_index("uq_slack_digest_open", table_name="slack_digest")
     op.drop_table("slack_digest")
