@@ -418,6 +418,11 @@ def storm_priority(counts: dict[str, int], threshold: int) -> str:
     return PRIORITIES[-1]
 
 
+async def open_digest_count(session: AsyncSession) -> int:
+    """How many digests are open (a read: the worker's cheap look before closing any)."""
+    return await session.scalar(select(func.count()).where(SlackDigest.closed_at.is_(None))) or 0
+
+
 async def open_digest(session: AsyncSession, channel: str) -> SlackDigest | None:
     return await session.scalar(
         select(SlackDigest).where(SlackDigest.channel == channel, SlackDigest.closed_at.is_(None))
@@ -524,6 +529,40 @@ async def storm(session: AsyncSession, head: OutboxMessage, now: datetime, rule:
         digest.last_collapsed_at = now
         await ensure_digest_message(session, digest, now)
     return Collapse(digest.id, collapsed, head_collapsed)
+
+
+async def close_quiet_digests(session: AsyncSession, now: datetime, rule: StormRule) -> list[str]:
+    """Close the open digests whose storm has passed while nothing more came (no alert
+    collapsed for ``rule.quiet``, no alert post waiting in the channel): each is refreshed once
+    more to say so. (When an alert does come, ``storm`` closes it first.) The channels closed,
+    to wake their delivery; of workers doing this at once, one closes each digest."""
+    quiet = await session.scalars(
+        select(SlackDigest).where(SlackDigest.closed_at.is_(None), SlackDigest.last_collapsed_at <= now - rule.quiet)
+    )
+    closed = []
+    for digest in list(quiet):
+        waiting = await session.scalar(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.lane == POST_LANE,
+                OutboxMessage.channel == digest.channel,
+                _pending(),
+                OutboxMessage.kind == POST_ALERT,
+            )
+            .limit(1)
+        )
+        if waiting is not None:
+            continue  # the channel's next post decides (``storm``)
+        result = await session.execute(
+            update(SlackDigest)
+            .where(SlackDigest.id == digest.id, SlackDigest.closed_at.is_(None))
+            .values(closed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            await ensure_digest_message(session, digest, now)
+            closed.append(digest.channel)
+    return closed
 
 
 async def ensure_digest_message(session: AsyncSession, digest: SlackDigest, now: datetime) -> None:

@@ -283,6 +283,7 @@ class OutboxWorker:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._gauges_at = 0.0
+        self._digests_at = 0.0
         self._next_due: datetime | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -345,6 +346,7 @@ class OutboxWorker:
             try:
                 await self._fill()
                 await self._update_gauges()
+                await self._close_quiet_digests()
                 delay = await self._idle_delay()
                 failures = 0
             except Exception:  # the database is unreachable or broken: say so, back off, go on
@@ -450,6 +452,21 @@ class OutboxWorker:
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.0, (due - utcnow()).total_seconds() + 0.01))
+
+    async def _close_quiet_digests(self) -> None:
+        """At most once a second: close the digests whose storm has passed with nothing more
+        coming (``outbox.close_quiet_digests``), so their message says so without waiting for
+        the channel's next alert."""
+        if self.storm_rule.threshold <= 0 or time.monotonic() - self._digests_at < GAUGE_INTERVAL:
+            return
+        self._digests_at = time.monotonic()
+        async with self.sessionmaker() as session:
+            if await outbox.open_digest_count(session) == 0:
+                return
+        async with self.sessionmaker.begin() as session:
+            channels = await outbox.close_quiet_digests(session, utcnow(), self.storm_rule)
+        if channels:
+            self._wake.set()
 
     async def _update_gauges(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._gauges_at < GAUGE_INTERVAL:
