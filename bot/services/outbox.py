@@ -444,8 +444,9 @@ async def storm(session: AsyncSession, head: OutboxMessage, now: datetime, rule:
       on its own at once, ahead of the digest. A bigger storm of more urgent alerts raises the
       storm's priority.
     - **The storm has passed** when no alert was collapsed for ``rule.quiet`` and at most
-      ``rule.threshold`` posts wait: the digest closes (refreshed once more) and posting returns
-      to one message per alert. Later changes to a collapsed alert refresh its digest."""
+      ``rule.threshold`` posts wait: the digest closes (refreshed once more; here, or by
+      ``close_quiet_digests`` when nothing more comes) and posting returns to one message per
+      alert. Later changes to a collapsed alert refresh its digest."""
     counts = dict(
         (
             await session.execute(
