@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bench import seed as seeding
 from bench.fake import RateLimitedFakeSlack
 from bench.httpc import Pool
+from bench.storm import UNPACED, run_storm
 
 REPO = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "bench-signing-secret-0123456789abcdef"
@@ -159,7 +160,7 @@ PLANS = {
         warmup=0,
     ),
 }
-SCENARIOS = ("click", "link", "ingest", "growth", "race")
+SCENARIOS = ("click", "link", "ingest", "growth", "race", "storm")
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -325,7 +326,13 @@ def clean_env() -> dict[str, str]:
 
 
 async def start_genie(
-    name: str, db_url: str, fake: RateLimitedFakeSlack, work: Path, profile: Path | None = None, src: Path | None = None
+    name: str,
+    db_url: str,
+    fake: RateLimitedFakeSlack,
+    work: Path,
+    profile: Path | None = None,
+    src: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
     env = (
@@ -339,6 +346,7 @@ async def start_genie(
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_API_URL": fake.api_url,
         }
+        | (extra_env or {})
     )
     # Exactly as an operator runs it; the working directory has no .env.
     argv = [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -1230,7 +1238,7 @@ class Bench:
     async def run_backend(self, backend: str, scenarios: list[str]) -> None:
         p = self.plan
         self.fake.clear()  # each backend starts with a fake Slack that has seen nothing (fresh channels)
-        main_rows = [s for s in scenarios if s != "growth"]
+        main_rows = [s for s in scenarios if s not in ("growth", "storm")]
         if main_rows:
             hot = p.warmup + p.rounds * (p.click_closed + p.click_open) + 10
             confirms = p.rounds * p.confirm
@@ -1249,7 +1257,13 @@ class Bench:
             self.message = alert_message_template(world.layout)
             try:
                 world.genie = await start_genie(
-                    f"genie-{backend}-main", world.db.url, self.fake, self.work, self.args.profile, self.args.genie_src
+                    f"genie-{backend}-main",
+                    world.db.url,
+                    self.fake,
+                    self.work,
+                    self.args.profile,
+                    self.args.genie_src,
+                    UNPACED,  # rows 1–3, 5: every alert posted on its own (row 6 is the storm, paced)
                 )
                 await self.warm(world)
                 for name in ("click", "link", "ingest", "race"):
@@ -1262,6 +1276,8 @@ class Bench:
                     await world.db.drop()
         if "growth" in scenarios:
             await self.scenario_growth(backend)
+        if "storm" in scenarios:
+            await run_storm(self, backend)
 
     async def run(self) -> None:
         self.bare = await start_bare(self.fake, self.work)

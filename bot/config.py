@@ -59,6 +59,19 @@ PASSWORD_HASHING = ("standard", "test")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
+def _number(name: str, raw: str | None, default: float, low: float, high: float, *, whole: bool = False) -> float:
+    """A number from the environment within ``[low, high]`` (``whole``: an integer)."""
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a {'whole ' if whole else ''}number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low:g} and {high:g}, got {value:g}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -79,6 +92,18 @@ class Settings:
     #: How long the outbox worker holds a Slack message it is delivering (renewed while the
     #: call lasts); after a crash, another worker or the restarted one takes it over then.
     outbox_lease_seconds: int = 60
+    #: Storm-proof channels (``bot.slack.delivery``, ``bot.services.outbox.storm``): each channel's
+    #: posts are paced by a local token bucket (``GENIE_SLACK_CHANNEL_RATE`` messages per second,
+    #: bursts of ``GENIE_SLACK_CHANNEL_BURST``), its updates by another
+    #: (``GENIE_SLACK_UPDATE_RATE`` / ``_BURST``); more than ``GENIE_SLACK_DIGEST_THRESHOLD`` alert
+    #: posts waiting in a channel (0: never) collapse into one digest message, until no alert has
+    #: come for ``GENIE_SLACK_DIGEST_QUIET_SECONDS``.
+    slack_channel_rate: float = 1.0
+    slack_channel_burst: int = 3
+    slack_update_rate: float = 2.0
+    slack_update_burst: int = 5
+    slack_digest_threshold: int = 10
+    slack_digest_quiet_seconds: float = 10.0
     #: Seconds between two runs of the periodic cleanup (``bot.services.cleanup``).
     cleanup_interval: int = 600
     #: Minutes before a shift starts that its person gets a reminder DM (0: no reminders).
@@ -310,6 +335,22 @@ class Settings:
                 "GENIE_ALLOW_ANONYMOUS_ACTIONS", env.get("GENIE_ALLOW_ANONYMOUS_ACTIONS"), False
             ),
             outbox_lease_seconds=outbox_lease_seconds,
+            slack_channel_rate=_number("GENIE_SLACK_CHANNEL_RATE", env.get("GENIE_SLACK_CHANNEL_RATE"), 1.0, 0.01, 100),
+            slack_channel_burst=int(
+                _number("GENIE_SLACK_CHANNEL_BURST", env.get("GENIE_SLACK_CHANNEL_BURST"), 3, 1, 100, whole=True)
+            ),
+            slack_update_rate=_number("GENIE_SLACK_UPDATE_RATE", env.get("GENIE_SLACK_UPDATE_RATE"), 2.0, 0.01, 100),
+            slack_update_burst=int(
+                _number("GENIE_SLACK_UPDATE_BURST", env.get("GENIE_SLACK_UPDATE_BURST"), 5, 1, 100, whole=True)
+            ),
+            slack_digest_threshold=int(
+                _number(
+                    "GENIE_SLACK_DIGEST_THRESHOLD", env.get("GENIE_SLACK_DIGEST_THRESHOLD"), 10, 0, 100000, whole=True
+                )
+            ),
+            slack_digest_quiet_seconds=_number(
+                "GENIE_SLACK_DIGEST_QUIET_SECONDS", env.get("GENIE_SLACK_DIGEST_QUIET_SECONDS"), 10.0, 0.1, 3600
+            ),
             cleanup_interval=cleanup_interval,
             oncall_reminder_minutes=oncall_reminder_minutes,
             forwarded_allow_ips=forwarded_allow_ips,

@@ -345,6 +345,9 @@ class Alert(Base):
     last_occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     slack_channel: Mapped[str | None] = mapped_column(String(32))
     slack_ts: Mapped[str | None] = mapped_column(String(32))
+    #: Collapsed into this storm digest instead of posted on its own (``bot.services.outbox``,
+    #: migration ``0019``): the digest message stands for it; it never gets a message of its own.
+    slack_digest_id: Mapped[int | None] = mapped_column(ForeignKey("slack_digest.id", ondelete="SET NULL"), index=True)
 
     team: Mapped[Team | None] = relationship(lazy="raise")
     owner: Mapped[User | None] = relationship(lazy="raise")
@@ -403,8 +406,10 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
+        # Each lane of a channel is a queue of its own (``bot.services.outbox``, migration 0019).
         Index(
-            "ix_outbox_pending_channel",
+            "ix_outbox_pending_lane",
+            "lane",
             "channel",
             "id",
             sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
@@ -431,7 +436,13 @@ class OutboxMessage(Base):
     #: Whose bot token delivers it (multi-workspace mode); NULL: the single workspace's.
     slack_team_id: Mapped[str | None] = mapped_column(String(32))
     enterprise_id: Mapped[str | None] = mapped_column(String(32))
-    kind: Mapped[str] = mapped_column(String(20))  # alert.post, alert.update, message
+    kind: Mapped[str] = mapped_column(String(20))  # alert.post, alert.update, message, digest
+    #: ``post`` (new messages, in order) or ``update`` (edits of alerts already in Slack): each
+    #: lane of a channel is delivered in ``id`` order, independently of the other (0019).
+    lane: Mapped[str] = mapped_column(String(8), default="post", server_default="post")
+    #: A ``digest`` message: the digest it posts or refreshes; an ``alert.post`` / ``alert.update``
+    #: delivered *in* a digest (collapsed during a storm): that digest.
+    digest_id: Mapped[int | None] = mapped_column(ForeignKey("slack_digest.id", ondelete="SET NULL"))
     alert_id: Mapped[int | None] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
     payload: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -444,6 +455,37 @@ class OutboxMessage(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(300))
+
+
+class SlackDigest(Base):
+    """One message standing for the alerts a storm brought to a channel (``bot.services.outbox``):
+    open while the storm lasts (new alerts are collapsed into it), closed when it has passed."""
+
+    __tablename__ = "slack_digest"
+    __table_args__ = (
+        # At most one open digest per channel, whoever opens it.
+        Index(
+            "uq_slack_digest_open",
+            "channel",
+            unique=True,
+            sqlite_where=text("closed_at IS NULL"),
+            postgresql_where=text("closed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    slack_team_id: Mapped[str | None] = mapped_column(String(32))
+    enterprise_id: Mapped[str | None] = mapped_column(String(32))
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id", ondelete="SET NULL"))
+    #: Alerts of this priority or lower are collapsed; a more urgent one is posted on its own.
+    storm_priority: Mapped[str] = mapped_column(String(2))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When an alert was last collapsed into it: the storm has passed after a quiet spell.
+    last_collapsed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Where its message is, once posted.
+    slack_ts: Mapped[str | None] = mapped_column(String(32))
 
 
 class WorkspaceSetting(Base):

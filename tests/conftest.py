@@ -32,6 +32,7 @@ from migrations.apply import upgrade
 from storage.base import Base
 from storage.session import make_engine, make_sessionmaker
 from tests.fake_slack import FakeSlack
+from tests.processes import UNPACED
 from tests.slack_driver import SlackDriver, SlackUser
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -121,6 +122,7 @@ def fake_slack(fake_slack_server: FakeSlack) -> FakeSlack:
     fake_slack_server.users_page_size = None
     fake_slack_server.org_teams.clear()
     fake_slack_server.token_scopes = None
+    fake_slack_server.limit_per_channel(None)
     fake_slack_server.add_user("U0ALICE", "Alice Smith", "alice@example.com")
     fake_slack_server.add_user("U0BOB", "Bob Jones", "bob@example.com")
     fake_slack_server.add_user("U0MALLORY", "Mallory Evil", "mallory@evil.example")
@@ -227,6 +229,7 @@ def genie_env(db_url: str, fake: FakeSlack, base_url: str, **extra: str) -> dict
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_BOT_TOKEN": "xoxb-test-token",
         "SLACK_API_URL": fake.api_url,
+        **UNPACED,
     }
     env.update(extra)
     if "GENIE_PASSWORD_HASHING" not in env and urlsplit(env["GENIE_BASE_URL"] or "").hostname in LOOPBACK_HOSTS:

@@ -13,6 +13,8 @@ Slack; nothing of Genie's own is mocked.
     fake.fail("chat.postMessage", delay=5)  # slow: the post is in the channel at once, the answer late
     fake.fail("chat.update", drop="before")  # the connection is cut, no answer; "after": Slack acted first
     fake.fail("response_url", status=500)   # response_url posts can fail too
+    fake.limit_per_channel(1.0, burst=3)    # Slack's pace: chat.postMessage ~1/s per channel, else 429
+    fake.limited                            # how many 429s it answered
     fake.stop()
 
 Socket Mode: ``apps.connections.open`` (with an ``xapp-`` token) hands out ``ws://…/socket``;
@@ -29,6 +31,7 @@ import asyncio
 import base64
 import itertools
 import json
+import math
 import secrets
 import threading
 import time
@@ -45,6 +48,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from tests.loopback import LoopbackServer
 
 TEAM_ID = "T0GENIE01"
+#: What Slack limits per channel (``limit_per_channel``): posting, about once a second.
+LIMITED_METHODS = ("chat.postMessage",)
 TEAM_DOMAIN = "acme"
 BOT_USER_ID = "U0GENIEBOT"
 
@@ -133,6 +138,36 @@ class FakeSlack(LoopbackServer):
         self.oidc_forge = False
         self._oidc_codes: dict[str, dict[str, Any]] = {}
         self._oidc_keys: tuple[Any, Any] | None = None
+        #: Slack's per-channel limit on posting (``limit_per_channel``); off by default.
+        self._rate: float | None = None
+        self._burst = 1
+        self._buckets: dict[str, tuple[float, float]] = {}  # channel -> (tokens, at)
+        self.limited = 0
+
+    def limit_per_channel(self, per_second: float | None, burst: int = 1) -> None:
+        """Answer ``chat.postMessage`` beyond ``per_second`` per channel (bursts of ``burst``)
+        with HTTP 429 and ``Retry-After``, as Slack does; None: no limit. Refused posts are not
+        recorded (``limited`` counts them)."""
+        with self._lock:
+            self._rate, self._burst = per_second, max(1, burst)
+            self._buckets.clear()
+            self.limited = 0
+
+    def _rate_limited(self, method: str, args: dict[str, Any]) -> int | None:
+        """Seconds to wait (the 429's ``Retry-After``) if this call is over the limit, else None
+        (and the call takes its token)."""
+        if not self._rate or method not in LIMITED_METHODS:
+            return None
+        channel, now = str(args.get("channel", "")), time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(channel, (float(self._burst), now))
+            tokens = min(float(self._burst), tokens + (now - at) * self._rate)
+            if tokens < 1.0:
+                self._buckets[channel] = (tokens, now)
+                self.limited += 1
+                return max(1, math.ceil((1.0 - tokens) / self._rate))
+            self._buckets[channel] = (tokens - 1.0, now)
+            return None
 
     # --- directory ---------------------------------------------------------------------------
     def add_user(
@@ -277,6 +312,10 @@ class FakeSlack(LoopbackServer):
                     pass
         auth = request.headers.get("authorization", "")
         token = auth.removeprefix("Bearer ") if auth else args.get("token")
+        if (wait := self._rate_limited(method, args)) is not None:
+            return JSONResponse(
+                {"ok": False, "error": "ratelimited"}, status_code=429, headers={"Retry-After": str(wait)}
+            )
         if method == "oauth.v2.access":  # client credentials, not a token
             with self._lock:
                 self._calls.append(Call(method, args, None))
@@ -410,6 +449,8 @@ class FakeSlack(LoopbackServer):
                 for message in self._history.get(args.get("channel", ""), []):
                     if message["ts"] == args.get("ts"):
                         message.update(text=args.get("text"), blocks=args.get("blocks"), edited={"user": BOT_USER_ID})
+                        if isinstance(args.get("metadata"), dict):
+                            message["metadata"] = args["metadata"]
         if method in {"chat.update", "chat.postEphemeral"}:
             return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts") or f"{time.time():.6f}"}
         if method == "conversations.history":

@@ -34,11 +34,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: The fake Slack takes any number of calls unless a test limits it (``limit_per_channel``), so
+#: tests do not pace channels or collapse storms into digests unless they ask to
+#: (``tests/test_storm.py`` sets Slack's real pace): a test posting 20 alerts to a channel
+#: still sees 20 messages, in well under 20 s.
+UNPACED = {
+    "GENIE_SLACK_CHANNEL_RATE": "100",
+    "GENIE_SLACK_CHANNEL_BURST": "100",
+    "GENIE_SLACK_UPDATE_RATE": "100",
+    "GENIE_SLACK_UPDATE_BURST": "100",
+    "GENIE_SLACK_DIGEST_THRESHOLD": "0",
+}
+
+
 def clean_env(**settings: str) -> dict[str, str]:
-    """This machine's environment without any Genie or Slack setting, plus ``settings``."""
+    """This machine's environment without any Genie or Slack setting, plus ``UNPACED`` and
+    ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENIE_", "SLACK_")) and k != "DATABASE_URL"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(UNPACED)
     env.update(settings)
     return env
 

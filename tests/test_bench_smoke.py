@@ -45,12 +45,17 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         "4 growth: outbox loop queries",
         "5a",
         "5b",
+        "6a",
+        "6b",
+        "6c",
     ):
         assert any(name.startswith(prefix) for name in rows), (prefix, sorted(rows))
     races = [r for name, r in rows.items() if name.startswith(("5a", "5b"))]
     assert all(r["met"] for r in races), races
     drain = next(r for name, r in rows.items() if name.startswith("3b"))
     assert "lost 0" in drain["note"] and "order kept" in drain["note"], drain["note"]
+    storm = next(r for name, r in rows.items() if name.startswith("6a"))
+    assert " 0 lost, 0 outbox rows pending or failed, 0 posted twice" in storm["note"], storm["note"]
 
 
 def test_paging_bench_smoke_run() -> None:

@@ -61,6 +61,8 @@ class ListFilters:
     since: date | None = None
     until: date | None = None
     q: str = ""
+    #: The alerts a storm digest stands for (``?digest=N``, the digest message links here).
+    digest: int | None = None
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> ListFilters:
@@ -85,7 +87,11 @@ class ListFilters:
         since, until = _day(params.get("from"), "from"), _day(params.get("to"), "to")
         if since and until and until < since:
             raise InvalidInput(f"The time range ends ({until}) before it starts ({since}).")
-        return cls(status=status, team=team, priority=priority, tag=tag, since=since, until=until, q=q)
+        raw_digest = (params.get("digest") or "").strip()
+        if raw_digest and not (raw_digest.isdigit() and len(raw_digest) <= 10):
+            raise InvalidInput("“digest” must be a digest's number, as in the Slack message's link.")
+        digest = int(raw_digest) if raw_digest else None
+        return cls(status=status, team=team, priority=priority, tag=tag, since=since, until=until, q=q, digest=digest)
 
     def params(self, **changes: Any) -> dict[str, str]:
         f = replace(self, **changes)
@@ -97,6 +103,7 @@ class ListFilters:
             "from": f.since.isoformat() if f.since else "",
             "to": f.until.isoformat() if f.until else "",
             "q": f.q,
+            "digest": str(f.digest) if f.digest is not None else "",
         }
         return {k: v for k, v in values.items() if v}
 
@@ -109,8 +116,9 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _where(user: User, f: ListFilters, team_id: int | None = None) -> list:
-    clauses = [access.visible_alerts(user)]
+def _where(user: User | None, f: ListFilters, team_id: int | None = None) -> list:
+    """``user`` None: every alert (the operator's CLI, ``genie alert list``)."""
+    clauses = [access.visible_alerts(user)] if user is not None else []
     if f.status == "open":
         clauses += [Alert.status == "open", Alert.acknowledged.is_(False)]
     elif f.status == "acknowledged":
@@ -125,6 +133,8 @@ def _where(user: User, f: ListFilters, team_id: int | None = None) -> list:
         )
     if f.priority:
         clauses.append(Alert.priority == f.priority)
+    if f.digest is not None:
+        clauses.append(Alert.slack_digest_id == f.digest)
     if f.tag:  # tags are a JSON list of strings: match the JSON string itself, quotes included
         clauses.append(cast(Alert.tags, String).like(f"%{_like(json.dumps(f.tag))}%", escape="\\"))
     if f.since:
@@ -171,7 +181,7 @@ class AlertPage:
 
 
 def list_query(
-    user: User, f: ListFilters, before: int | None = None, limit: int = PER_PAGE, team_id: int | None = None
+    user: User | None, f: ListFilters, before: int | None = None, limit: int = PER_PAGE, team_id: int | None = None
 ):
     """The list's SELECT (the benchmark prints its EXPLAIN); ``team_id``: ``f.team``'s id."""
     query = (
@@ -198,8 +208,9 @@ def list_query(
 
 
 async def alert_list(
-    session: AsyncSession, user: User, f: ListFilters, *, before: int | None = None, limit: int = PER_PAGE
+    session: AsyncSession, user: User | None, f: ListFilters, *, before: int | None = None, limit: int = PER_PAGE
 ) -> AlertPage:
+    """A page of the alerts ``user`` may see (None: every alert, for operators), newest first."""
     team_id = None
     if f.team:
         team_id = await session.scalar(select(Team.id).where(Team.name == f.team))

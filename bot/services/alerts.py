@@ -47,7 +47,7 @@ from storage.models import (
     User,
 )
 
-PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
+PRIORITIES = outbox.PRIORITIES
 LIMITS = {"message": 130, "alias": 512, "description": 15000, "entity": 512, "source": 100, "user": 100, "note": 25000}
 MAX_TAGS, MAX_TAG = 20, 50
 MAX_DETAILS_CHARS = 8000
@@ -294,9 +294,12 @@ async def record(
 async def refresh_in_slack(
     session: AsyncSession, alert: Alert, now: datetime | None = None, flush: bool = True
 ) -> None:
-    """Queue an update of the alert's Slack message. If the first post is still pending, the
-    update follows it (per-channel order) and renders the state at delivery time."""
-    if alert.slack_channel:
+    """Queue an update of the alert's Slack message: in the channel's update lane once it is
+    posted (never behind new posts), else behind its post, and rendered at delivery time. An
+    alert collapsed into a storm digest has no message of its own: its digest is refreshed."""
+    if alert.slack_digest_id is not None and not alert.slack_ts:
+        await outbox.refresh_digest(session, alert.slack_digest_id, now)
+    elif alert.slack_channel:
         team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
         await outbox.enqueue(
             session,
@@ -307,6 +310,7 @@ async def refresh_in_slack(
             slack_team_id=team.slack_team_id if team else None,
             enterprise_id=team.enterprise_id if team else None,
             flush=flush,
+            lane=outbox.lane_for(alert),
         )
 
 
@@ -1050,6 +1054,8 @@ async def delete(session: AsyncSession, alert: Alert, actor: Actor, *, now: date
     """Delete the alert, its timeline and its pending Slack messages. A message already in
     Slack is replaced (through the outbox) by a line saying it was deleted and by whom."""
     now = now or utcnow()
+    if alert.slack_digest_id is not None and not alert.slack_ts:  # its storm digest counts one fewer
+        await outbox.refresh_digest(session, alert.slack_digest_id, now)
     if alert.slack_channel and alert.slack_ts:
         team = await teams.team_by_id(session, alert.team_id) if alert.team_id is not None else None
         await outbox.enqueue(

@@ -3,7 +3,12 @@
 A change and the Slack message that reports it are committed together (``enqueue`` takes the
 caller's session). The worker (``bot.slack.delivery``) then claims due messages and delivers them:
 
-- **per-channel order**: only the oldest pending message of a channel is ever due;
+- **per-channel order, in two lanes**: a channel's messages travel in two lanes, ``post``
+  (new messages: alert posts, DMs, digests) and ``update`` (edits of alerts already in Slack,
+  ``refresh_in_slack``); only the oldest pending message of a channel's lane is ever due, so an
+  acknowledgement is never queued behind a channel's backlog of new posts. An update goes to the
+  update lane only once its alert's post is recorded (``Alert.slack_ts``): before that it
+  waits behind the post in the post lane, so an update never precedes its alert's post;
 - **one deliverer**: a claim is a conditional UPDATE that takes a lease (``locked_until``), so
   any number of workers and processes can share the outbox; a worker that dies leaves a lease
   that expires and the message is taken over;
@@ -13,17 +18,23 @@ caller's session). The worker (``bot.slack.delivery``) then claims due messages 
 - **no double post**: ``first_attempt_at`` is when the earliest attempt whose outcome is unknown
   started (a worker that died mid-call, a timeout). While it is set from an earlier attempt, the
   worker asks Slack whether that attempt posted before posting again; an attempt that certainly
-  did not post (a rate limit, an error answer) clears it.
+  did not post (a rate limit, an error answer) clears it;
+- **storms** (``storm``): when more alert posts wait in a channel's post lane than Slack takes in
+  a few seconds, they are collapsed into one *digest* message (``SlackDigest``) instead of being
+  posted one by one — each collapsed alert records the digest it was delivered in
+  (``Alert.slack_digest_id``, its outbox rows ``delivered_at`` with ``digest_id``), so nothing
+  waits forever and nothing is posted twice. The rule is ``storm``'s docstring.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -31,7 +42,7 @@ from bot.ids import Intent
 from bot.services.errors import InvalidInput, NotFound
 from storage import repositories as repo
 from storage.base import utcnow
-from storage.models import OutboxMessage
+from storage.models import Alert, OutboxMessage, SlackDigest
 
 #: How long a claim holds a message. The worker renews it while a call lasts, so it only has to
 #: outlive a stall; after a crash the message is taken over when it runs out
@@ -45,31 +56,39 @@ MAX_ATTEMPTS = 300
 POST_ALERT = "alert.post"
 UPDATE_ALERT = "alert.update"
 MESSAGE = "message"
+#: Posts (first time) or refreshes a storm digest (``digest_id``), drawn at delivery.
+DIGEST = "digest"
+
+POST_LANE = "post"
+UPDATE_LANE = "update"
+LANES = (POST_LANE, UPDATE_LANE)
+#: Most urgent first (``alerts.PRIORITIES``; this module is below it). They sort as strings.
+PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 
 
 def _pending(o=OutboxMessage):
     return and_(o.delivered_at.is_(None), o.failed_at.is_(None))
 
 
-def _heads():
-    """Each channel's oldest pending message (its head), as a recursive CTE ``(channel, id)``.
+def _heads(lane: str):
+    """Each channel's oldest pending message in ``lane`` (its head), as a recursive CTE
+    ``(channel, id)``.
 
-    A loose index scan of ``ix_outbox_pending_channel`` (pending messages by channel, id): the
-    first pending entry after the previous channel's is the next channel's head, so each step
-    is one index probe and the cost grows with the number of channels with pending messages,
-    not with how many messages wait in them. (Before, "no older pending message in the
-    channel" was checked for every pending message: O(backlog) on every pass of the worker.)"""
+    A loose index scan of ``ix_outbox_pending_lane`` (pending messages by lane, channel, id):
+    the first pending entry after the previous channel's is the next channel's head, so each
+    step is one index probe and the cost grows with the number of channels with pending
+    messages, not with how many messages wait in them."""
 
     def first_after(previous_channel):
         o = aliased(OutboxMessage)
-        query = select(o.id).where(_pending(o))
+        query = select(o.id).where(_pending(o), o.lane == lane)
         if previous_channel is not None:
             query = query.where(o.channel > previous_channel)
         return query.order_by(o.channel, o.id).limit(1).scalar_subquery()
 
     head = aliased(OutboxMessage)
-    heads = select(head.channel, head.id).where(head.id == first_after(None)).cte("outbox_head", recursive=True)
-    previous = heads.alias("previous")
+    heads = select(head.channel, head.id).where(head.id == first_after(None)).cte(f"outbox_head_{lane}", recursive=True)
+    previous = heads.alias(f"previous_{lane}")
     following = aliased(OutboxMessage)
     return heads.union_all(
         select(following.channel, following.id)
@@ -103,12 +122,16 @@ async def enqueue(
     slack_team_id: str | None = None,
     enterprise_id: str | None = None,
     flush: bool = True,
+    lane: str = POST_LANE,
+    digest_id: int | None = None,
 ) -> OutboxMessage:
     now = now or utcnow()
     message = OutboxMessage(
         channel=channel,
         kind=kind,
+        lane=lane,
         alert_id=alert_id,
+        digest_id=digest_id,
         payload=payload,
         created_at=now,
         slack_team_id=slack_team_id,
@@ -126,20 +149,26 @@ async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[
     """``(due, next_at)``: up to ``limit`` channel heads that are due and not leased, soonest
     first, and when the next head becomes claimable (None: nothing pending). One query: the
     worker's whole look at the outbox on each pass."""
-    head = _heads()
-    ready_at = _ready_at().label("ready_at")
-    rows = (
-        await session.execute(
-            select(OutboxMessage, ready_at)
-            .join(head, OutboxMessage.id == head.c.id)
-            .order_by(ready_at, OutboxMessage.id)
-            .limit(limit + 1)
-        )
-    ).all()
+    rows = (await session.execute(_heads_query(), {"heads_limit": limit + 1})).all()
     due = [m for m, _ in rows if _due(m, now)][:limit]
     later = [at for m, at in rows if not _due(m, now)]
     next_at = min(later) if later else (rows[-1][1] if len(rows) > limit else None)
     return due, next_at
+
+
+@functools.cache
+def _heads_query():
+    """The heads query, built once (building the two recursive CTEs cost as much CPU as running
+    them: during a storm the worker looks on every wake); its limit is a bound parameter."""
+    post_heads, update_heads = (_heads(lane) for lane in LANES)
+    head = union_all(select(post_heads.c.id), select(update_heads.c.id)).subquery("outbox_heads")
+    ready_at = _ready_at().label("ready_at")
+    return (
+        select(OutboxMessage, ready_at)
+        .join(head, OutboxMessage.id == head.c.id)
+        .order_by(ready_at, OutboxMessage.id)
+        .limit(bindparam("heads_limit"))
+    )
 
 
 def _due(message: OutboxMessage, now: datetime) -> bool:
@@ -172,11 +201,15 @@ async def claim(
 
 
 async def claim_next(
-    session: AsyncSession, channel: str, now: datetime, lease: timedelta = LEASE
+    session: AsyncSession, channel: str, now: datetime, lease: timedelta = LEASE, lane: str = POST_LANE
 ) -> OutboxMessage | None:
-    """Claim the channel's head if it is due and not leased (a worker that has just settled the
-    channel's previous message goes straight on, in the same transaction)."""
-    head = select(func.min(OutboxMessage.id)).where(OutboxMessage.channel == channel, _pending()).scalar_subquery()
+    """Claim the head of the channel's ``lane`` if it is due and not leased (a worker that has
+    just settled the lane's previous message goes straight on, in the same transaction)."""
+    head = (
+        select(func.min(OutboxMessage.id))
+        .where(OutboxMessage.lane == lane, OutboxMessage.channel == channel, _pending())
+        .scalar_subquery()
+    )
     statement = (
         update(OutboxMessage)
         .where(OutboxMessage.id == head, _pending(), OutboxMessage.next_attempt_at <= now, _lease_free(now))
@@ -194,27 +227,29 @@ COALESCE_WINDOW = 50
 
 
 async def later_updates(session: AsyncSession, message: OutboxMessage) -> list[int]:
-    """Pending updates of ``message``'s alert queued behind it in its channel (among the next
-    ``COALESCE_WINDOW`` messages). Read *before* the alert is rendered: the render then shows
-    every change they report, so delivering it delivers them too (``mark_delivered(also=…)``)."""
-    if message.alert_id is None or message.kind not in (POST_ALERT, UPDATE_ALERT):
+    """Pending updates of ``message``'s alert (or refreshes of its digest) queued behind it in
+    its channel's lane (among the next ``COALESCE_WINDOW`` messages). Read *before* the alert is
+    rendered: the render then shows every change they report, so delivering it delivers them
+    too (``mark_delivered(also=…)``)."""
+    if message.kind == DIGEST and message.digest_id is not None:
+        same = and_(OutboxMessage.kind == DIGEST, OutboxMessage.digest_id == message.digest_id)
+    elif message.alert_id is not None and message.kind in (POST_ALERT, UPDATE_ALERT):
+        same = and_(OutboxMessage.alert_id == message.alert_id, OutboxMessage.kind == UPDATE_ALERT)
+    else:
         return []
     window = (
         select(OutboxMessage.id)
-        .where(OutboxMessage.channel == message.channel, _pending(), OutboxMessage.id > message.id)
+        .where(
+            OutboxMessage.lane == message.lane,
+            OutboxMessage.channel == message.channel,
+            _pending(),
+            OutboxMessage.id > message.id,
+        )
         .order_by(OutboxMessage.id)
         .limit(COALESCE_WINDOW)
         .scalar_subquery()
     )
-    return list(
-        await session.scalars(
-            select(OutboxMessage.id).where(
-                OutboxMessage.id.in_(window),
-                OutboxMessage.alert_id == message.alert_id,
-                OutboxMessage.kind == UPDATE_ALERT,
-            )
-        )
-    )
+    return list(await session.scalars(select(OutboxMessage.id).where(OutboxMessage.id.in_(window), same)))
 
 
 async def renew(
@@ -348,3 +383,255 @@ async def retry_failed(session: AsyncSession, message_id: int, now: datetime | N
         raise InvalidInput(f"outbox message {message_id} has not failed: it is pending, and is retried on its own")
     await session.refresh(message)
     return message
+
+
+# --- storms: one digest message instead of one message per alert --------------------------------
+@dataclass(frozen=True)
+class StormRule:
+    """When a channel's alerts are collapsed into a digest (``GENIE_SLACK_DIGEST_*``)."""
+
+    #: More alert posts than this waiting in a channel's post lane is a storm.
+    threshold: int = 10
+    #: An open digest closes (posting returns to one message per alert) once no alert has been
+    #: collapsed into it for this long and no more than ``threshold`` posts wait.
+    quiet: timedelta = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class Collapse:
+    digest_id: int
+    #: Alerts collapsed into the digest by this look (the head's included, if it was).
+    collapsed: int
+    #: The head itself was collapsed: there is nothing of its own to post.
+    head_collapsed: bool
+
+
+def storm_priority(counts: dict[str, int], threshold: int) -> str:
+    """The storm's priority: the most urgent level ``p`` at which more than ``threshold`` alerts
+    of priority ``p`` or more urgent wait. Alerts more urgent than it are few (at most
+    ``threshold``, so not a storm of their own) and each is still posted on its own."""
+    running = 0
+    for priority in PRIORITIES:
+        running += counts.get(priority, 0)
+        if running > threshold:
+            return priority
+    return PRIORITIES[-1]
+
+
+async def open_digest_count(session: AsyncSession) -> int:
+    """How many digests are open (a read: the worker's cheap look before closing any)."""
+    return await session.scalar(select(func.count()).where(SlackDigest.closed_at.is_(None))) or 0
+
+
+async def open_digest(session: AsyncSession, channel: str) -> SlackDigest | None:
+    return await session.scalar(
+        select(SlackDigest).where(SlackDigest.channel == channel, SlackDigest.closed_at.is_(None))
+    )
+
+
+async def storm(session: AsyncSession, head: OutboxMessage, now: datetime, rule: StormRule) -> Collapse | None:
+    """The storm rule, applied by the worker that has just claimed ``head`` (an ``alert.post``
+    at the head of its channel's post lane), in the claiming transaction; None: post ``head``
+    on its own as usual.
+
+    - **A storm starts** when more than ``rule.threshold`` alert posts wait in the channel's
+      post lane: a digest opens for the channel, with the storm's priority (``storm_priority``).
+    - **While a digest is open**, every waiting alert post of the storm's priority or less
+      urgent is collapsed into it: the alert records the digest (``slack_digest_id``), its post
+      and its pending updates are marked delivered *in* that digest, and the digest message is
+      queued (posted the first time, then refreshed in place) — the digest's message counts and
+      lists them and links to each. A more urgent alert (a P1 during a storm of P3s) is posted
+      on its own at once, ahead of the digest. A bigger storm of more urgent alerts raises the
+      storm's priority.
+    - **The storm has passed** when no alert was collapsed for ``rule.quiet`` and at most
+      ``rule.threshold`` posts wait: the digest closes (refreshed once more; here, or by
+      ``close_quiet_digests`` when nothing more comes) and posting returns to one message per
+      alert. Later changes to a collapsed alert refresh its digest."""
+    counts = dict(
+        (
+            await session.execute(
+                select(Alert.priority, func.count())
+                .select_from(OutboxMessage)
+                .join(Alert, Alert.id == OutboxMessage.alert_id)
+                .where(
+                    OutboxMessage.lane == POST_LANE,
+                    OutboxMessage.channel == head.channel,
+                    _pending(),
+                    OutboxMessage.kind == POST_ALERT,
+                )
+                .group_by(Alert.priority)
+            )
+        ).all()
+    )
+    waiting = sum(counts.values())
+    digest = await open_digest(session, head.channel)
+    if digest is None:
+        if waiting <= rule.threshold:
+            return None
+        alert = await session.get(Alert, head.alert_id) if head.alert_id is not None else None
+        digest = SlackDigest(
+            channel=head.channel,
+            slack_team_id=head.slack_team_id,
+            enterprise_id=head.enterprise_id,
+            team_id=alert.team_id if alert is not None else None,
+            storm_priority=storm_priority(counts, rule.threshold),
+            opened_at=now,
+            last_collapsed_at=now,
+        )
+        session.add(digest)
+        await session.flush()  # a concurrent opener fails here (one open digest per channel)
+    elif waiting <= rule.threshold and now - digest.last_collapsed_at >= rule.quiet:
+        digest.closed_at = now  # the storm has passed
+        await ensure_digest_message(session, digest, now)
+        return None
+    elif waiting > rule.threshold:
+        digest.storm_priority = min(digest.storm_priority, storm_priority(counts, rule.threshold))
+    priority = await session.scalar(select(Alert.priority).where(Alert.id == head.alert_id))
+    head_collapsed = priority is not None and priority >= digest.storm_priority  # "P1" < "P2" …: not more urgent
+    waiting_posts = (
+        select(OutboxMessage.alert_id)
+        .join(Alert, Alert.id == OutboxMessage.alert_id)
+        .where(
+            OutboxMessage.lane == POST_LANE,
+            OutboxMessage.channel == head.channel,
+            _pending(),
+            OutboxMessage.kind == POST_ALERT,
+            Alert.priority >= digest.storm_priority,
+            _lease_free(now) | (OutboxMessage.id == head.id) if head_collapsed else _lease_free(now),
+        )
+    )
+    collapsed = (
+        await session.execute(
+            update(Alert)
+            .where(
+                Alert.id.in_(waiting_posts),
+                Alert.slack_ts.is_(None),
+                Alert.slack_digest_id.is_(None),
+            )
+            .values(slack_digest_id=digest.id)
+            .execution_options(synchronize_session=False)
+        )
+    ).rowcount
+    if collapsed:
+        # Their posts, and any update queued behind a post: delivered in the digest.
+        await session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.lane == POST_LANE,
+                OutboxMessage.channel == head.channel,
+                _pending(),
+                OutboxMessage.kind.in_((POST_ALERT, UPDATE_ALERT)),
+                OutboxMessage.alert_id.in_(select(Alert.id).where(Alert.slack_digest_id == digest.id)),
+                _lease_free(now) | (OutboxMessage.id == head.id) if head_collapsed else _lease_free(now),
+            )
+            .values(delivered_at=now, digest_id=digest.id, locked_until=None, last_error=None)
+            .execution_options(synchronize_session=False)
+        )
+        digest.last_collapsed_at = now
+        await ensure_digest_message(session, digest, now)
+    return Collapse(digest.id, collapsed, head_collapsed)
+
+
+async def close_quiet_digests(session: AsyncSession, now: datetime, rule: StormRule) -> list[str]:
+    """Close the open digests whose storm has passed while nothing more came (no alert
+    collapsed for ``rule.quiet``, no alert post waiting in the channel): each is refreshed once
+    more to say so. (When an alert does come, ``storm`` closes it first.) The channels closed,
+    to wake their delivery; of workers doing this at once, one closes each digest."""
+    quiet = await session.scalars(
+        select(SlackDigest).where(SlackDigest.closed_at.is_(None), SlackDigest.last_collapsed_at <= now - rule.quiet)
+    )
+    closed = []
+    for digest in list(quiet):
+        waiting = await session.scalar(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.lane == POST_LANE,
+                OutboxMessage.channel == digest.channel,
+                _pending(),
+                OutboxMessage.kind == POST_ALERT,
+            )
+            .limit(1)
+        )
+        if waiting is not None:
+            continue  # the channel's next post decides (``storm``)
+        result = await session.execute(
+            update(SlackDigest)
+            .where(SlackDigest.id == digest.id, SlackDigest.closed_at.is_(None))
+            .values(closed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            await ensure_digest_message(session, digest, now)
+            closed.append(digest.channel)
+    return closed
+
+
+async def ensure_digest_message(session: AsyncSession, digest: SlackDigest, now: datetime) -> None:
+    """Queue the digest's message (its post, or a refresh once posted) unless one is already
+    waiting and not yet taken: that one draws the digest as it is when it is delivered."""
+    waiting = await session.scalar(
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.lane == POST_LANE,
+            OutboxMessage.channel == digest.channel,
+            _pending(),
+            OutboxMessage.kind == DIGEST,
+            OutboxMessage.digest_id == digest.id,
+            OutboxMessage.locked_until.is_(None),
+        )
+        .limit(1)
+    )
+    if waiting is None:
+        await enqueue(
+            session,
+            digest.channel,
+            DIGEST,
+            digest_id=digest.id,
+            now=now,
+            slack_team_id=digest.slack_team_id,
+            enterprise_id=digest.enterprise_id,
+        )
+
+
+async def refresh_digest(session: AsyncSession, digest_id: int, now: datetime | None = None) -> None:
+    """A collapsed alert changed (acknowledged, closed, assigned …): refresh its digest, which
+    stands for it in Slack (a collapsed alert never gets a chat.update of its own)."""
+    digest = await session.get(SlackDigest, digest_id)
+    if digest is not None:
+        await ensure_digest_message(session, digest, now or utcnow())
+
+
+async def post_lane_in_flight(session: AsyncSession, message: OutboxMessage, now: datetime) -> bool:
+    """An update-lane ``message`` whose alert still has a message in flight in the post lane
+    (an update queued before the post was recorded, leased and being sent, drawn from an
+    earlier state): it waits for that one, so the older picture cannot land last."""
+    if message.lane != UPDATE_LANE or message.alert_id is None:
+        return False
+    found = await session.scalar(
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.lane == POST_LANE,
+            OutboxMessage.channel == message.channel,
+            _pending(),
+            OutboxMessage.alert_id == message.alert_id,
+            OutboxMessage.locked_until >= now,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+def lane_for(alert: Alert) -> str:
+    """Where an update of ``alert``'s message goes: the update lane once its post is recorded,
+    else behind its post in the post lane (so it never precedes it)."""
+    return UPDATE_LANE if alert.slack_ts else POST_LANE
+
+
+async def record_digest_message(session: AsyncSession, digest_id: int, ts: str) -> None:
+    """Where the digest's message is (in the transaction that settles its post)."""
+    await session.execute(
+        update(SlackDigest)
+        .where(SlackDigest.id == digest_id)
+        .values(slack_ts=ts)
+        .execution_options(synchronize_session=False)
+    )

@@ -5,12 +5,25 @@
     rt.wake_outbox(channel)        # after a commit that enqueued something: deliver now
     await worker.stop()            # lets the calls in flight finish
 
-The loop claims due channel heads (``bot.services.outbox``: one claim per short transaction
+The loop claims due lane heads (``bot.services.outbox``: one claim per short transaction
 that also reads what to send, a lease that is renewed while a call lasts), delivers different
-channels concurrently (at most ``concurrency`` at once) and one channel strictly in ``id``
-order — settling a message claims the channel's next one in the same transaction, so a busy
-channel is one transaction per message — then sleeps until the next message is due,
-``wake()`` is called, or ``poll_interval`` passes (other processes enqueue too).
+channels — and the two lanes of a channel, ``post`` and ``update`` — concurrently (at most
+``concurrency`` at once) and one lane strictly in ``id`` order — settling a message claims the
+lane's next one in the same transaction, so a busy channel is one transaction per message —
+then sleeps until the next message is due, ``wake()`` is called, or ``poll_interval`` passes
+(other processes enqueue too).
+
+**Pacing.** Slack takes about one ``chat.postMessage`` per second per channel, with short
+bursts. Rather than learn that from 429s (each costs a round trip and a ``Retry-After`` wait for
+the whole channel), each lane of each channel has a local token bucket (``TokenBucket``:
+``GENIE_SLACK_CHANNEL_RATE``/``_BURST`` for posts, ``GENIE_SLACK_UPDATE_RATE``/``_BURST`` for
+updates) and a call waits for its token. A 429 is still honoured: the bucket is emptied for
+``Retry-After`` and the message rescheduled. The buckets are per process: several processes
+sharing a channel each pace their own calls, and Slack's 429s pace the rest.
+
+**Storms.** When more alert posts wait in a channel than it takes in a few seconds, the claim
+of the lane's head collapses them into one digest message (``outbox.storm``, rule and knobs
+there), which is posted and then refreshed in place through the post lane like any message.
 
 Retries belong to the worker and are durable: its Slack client has no slack-sdk retry handlers.
 A rate limit (HTTP 429 or ``ratelimited``) reschedules the channel's head after ``Retry-After``,
@@ -38,20 +51,22 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
 from bot.blocks.alerts import alert_message
+from bot.blocks.digest import DigestView, digest_message
 from bot.blocks.messages import draw, intent_of
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.services import alerts, outbox, slack_directory
 from bot.services.paging import PAGE
 from bot.slack.paging import send_page
-from bot.slack.render import current_view
+from bot.slack.render import current_view, digest_view
 from storage.base import utcnow
-from storage.models import Alert, OutboxMessage
+from storage.models import Alert, OutboxMessage, SlackDigest
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +75,8 @@ POLL_INTERVAL = 2.0
 SLACK_TIMEOUT = 10
 #: ``event_type`` of the metadata on alert posts; ``event_payload`` names the alert and the outbox row.
 EVENT_TYPE = "genie_alert"
+#: … and on storm digests: ``event_payload`` names the digest, the outbox row and how many alerts it stands for.
+DIGEST_EVENT_TYPE = "genie_alert_digest"
 #: Slack's clock and ours differ a little: look this much further back for an earlier post.
 HISTORY_MARGIN = timedelta(seconds=5)
 HISTORY_PAGES = 10
@@ -89,14 +106,63 @@ def make_delivery_client(settings: Settings) -> AsyncWebClient:
     )
 
 
+# --- pacing ------------------------------------------------------------------------------------
+class TokenBucket:
+    """``rate`` calls a second on average, at most ``burst`` at once: ``take()`` waits for a
+    token. ``block(seconds)``: Slack said to wait (429 ``Retry-After``), so no token until then."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, max(1, burst), clock
+        self.tokens = float(self.burst)
+        self.stamp = clock()
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait_time(self) -> float:
+        """Seconds until a token is free (0: one is)."""
+        now = self.clock()
+        self._refill(now)
+        if self.stamp > now:  # blocked
+            return self.stamp - now + max(0.0, 1.0 - self.tokens) / self.rate
+        return max(0.0, 1.0 - self.tokens) / self.rate
+
+    async def take(self) -> float:
+        """Wait for a token and take it; the seconds waited."""
+        waited = 0.0
+        while (delay := self.wait_time()) > 0:
+            await asyncio.sleep(delay)
+            waited += delay
+        self.tokens -= 1.0
+        return waited
+
+    def block(self, seconds: float) -> None:
+        self.tokens = 0.0
+        self.stamp = max(self.stamp, self.clock() + seconds)
+
+
 # --- errors ------------------------------------------------------------------------------------
 class Undeliverable(Exception):
     """Retrying cannot help (the alert was never posted, so there is nothing to update …)."""
 
 
+class WaitFor(Exception):
+    """Not now: try again in ``seconds`` (not a failure; nothing was sent)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"wait {seconds} s")
+        self.seconds = seconds
+
+
+#: How long an update waits for its alert's message in flight in the post lane.
+POST_WAIT = 0.5
+
+
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # rate_limited, transient, permanent
+    kind: str  # rate_limited, transient, permanent, wait (nothing sent; not an error)
     code: str  # Slack's error code, http_NNN, timeout, connection, unexpected
     retry_after: float | None = None
     #: This attempt certainly changed nothing in Slack (an error answer, no connection).
@@ -166,8 +232,26 @@ class Claim:
     covers: list[int] = field(default_factory=list)
     #: How many of them were still pending when this one was settled, and so delivered with it.
     covered: int = 0
+    #: The lane of its channel it travels in (``outbox.POST_LANE`` / ``UPDATE_LANE``).
+    lane: str = outbox.POST_LANE
+    #: A digest message: the digest, as read in the claiming transaction (its view, its ts).
+    digest_id: int | None = None
+    digest: DigestView | None = None
+    digest_ts: str | None = None
+    #: The storm rule collapsed this alert post into a digest when it was claimed: it is
+    #: delivered already (in the digest), nothing of its own is sent.
+    collapsed: outbox.Collapse | None = None
+    #: An update of an alert collapsed into a digest (queued before the collapse): its digest
+    #: is refreshed instead (in the settling transaction).
+    refresh_digest: int | None = None
+    #: An update-lane message whose alert has a post-lane message in flight: it waits for it.
+    wait_for_post: bool = False
     #: The channel's next message, claimed when this one was settled.
     next: Claim | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.channel, self.lane)
 
 
 class OutboxWorker:
@@ -185,11 +269,21 @@ class OutboxWorker:
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.lease = timedelta(seconds=rt.settings.outbox_lease_seconds)
+        settings = rt.settings
+        self.storm_rule = outbox.StormRule(
+            threshold=settings.slack_digest_threshold, quiet=timedelta(seconds=settings.slack_digest_quiet_seconds)
+        )
+        self._paces = {
+            outbox.POST_LANE: (settings.slack_channel_rate, settings.slack_channel_burst),
+            outbox.UPDATE_LANE: (settings.slack_update_rate, settings.slack_update_burst),
+        }
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}  # (channel, lane) -> its pace
         self._wake = asyncio.Event()
-        self._inflight: dict[str, asyncio.Task] = {}  # channel -> its delivery
+        self._inflight: dict[tuple[str, str], asyncio.Task] = {}  # (channel, lane) -> its delivery
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._gauges_at = 0.0
+        self._digests_at = 0.0
         self._next_due: datetime | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -226,10 +320,23 @@ class OutboxWorker:
         than at the next poll. A channel this worker is delivering needs no look: settling its
         current message claims the next one, and when that finds none the delivery ends with a
         look of its own (``_finished``). So a burst of clicks on one channel's alerts is not one
-        pass over the outbox per click, each a transaction."""
-        if channel is not None and channel in self._inflight:
+        pass over the outbox per click, each a transaction. (Only when both of its lanes are: the
+        new message may be in either.)"""
+        if channel is not None and all((channel, lane) in self._inflight for lane in outbox.LANES):
             return
         self._wake.set()
+
+    def bucket(self, channel: str, lane: str) -> TokenBucket:
+        """The pace of ``lane`` in ``channel`` (made on first use; a process keeps at most one
+        per channel and lane it has delivered to)."""
+        found = self._buckets.get((channel, lane))
+        if found is None:
+            rate, burst = self._paces.get(lane, self._paces[outbox.POST_LANE])
+            if len(self._buckets) > 10_000:  # DMs to many people: forget the full (idle) ones
+                for key in [k for k, b in self._buckets.items() if b.wait_time() == 0 and b.tokens >= b.burst]:
+                    del self._buckets[key]
+            found = self._buckets[(channel, lane)] = TokenBucket(rate, burst)
+        return found
 
     # --- the loop ------------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -239,6 +346,7 @@ class OutboxWorker:
             try:
                 await self._fill()
                 await self._update_gauges()
+                await self._close_quiet_digests()
                 delay = await self._idle_delay()
                 failures = 0
             except Exception:  # the database is unreachable or broken: say so, back off, go on
@@ -259,14 +367,14 @@ class OutboxWorker:
             heads, self._next_due = await outbox.heads(session, utcnow(), limit=free)
         started = []
         for head in heads:
-            if self._stopping or head.channel in self._inflight:
+            if self._stopping or (head.channel, head.lane) in self._inflight:
                 continue
             claim = await self._claim(head.id)
             if claim is None:  # another worker got there first
                 continue
             task = asyncio.create_task(self._deliver(claim), name=f"genie-outbox-{claim.id}")
-            self._inflight[claim.channel] = task
-            task.add_done_callback(partial(self._finished, claim.channel))
+            self._inflight[claim.key] = task
+            task.add_done_callback(partial(self._finished, claim.key))
             started.append(task)
         return started
 
@@ -294,7 +402,29 @@ class OutboxWorker:
             attempts=row.attempts,
             locked_until=row.locked_until,
             maybe_posted_since=row.first_attempt_at if earlier else None,
+            lane=row.lane or outbox.POST_LANE,
+            digest_id=row.digest_id,
         )
+        if claim.kind == outbox.DIGEST and claim.digest_id is not None:
+            claim.covers = await outbox.later_updates(session, row)
+            claim.digest = await digest_view(session, claim.digest_id)
+            claim.digest_ts = await session.scalar(
+                select(SlackDigest.slack_ts).where(SlackDigest.id == claim.digest_id)
+            )
+            return claim
+        if (
+            claim.kind == outbox.POST_ALERT
+            and claim.lane == outbox.POST_LANE
+            and claim.alert_id is not None
+            and self.storm_rule.threshold > 0
+            and not claim.maybe_posted_since  # it may be in Slack already: post (or adopt) it
+        ):
+            claim.collapsed = await outbox.storm(session, row, now, self.storm_rule)
+            if claim.collapsed is not None and claim.collapsed.head_collapsed:
+                return claim
+        if claim.kind == outbox.UPDATE_ALERT and await outbox.post_lane_in_flight(session, row, now):
+            claim.wait_for_post = True
+            return claim
         if claim.kind in (outbox.POST_ALERT, outbox.UPDATE_ALERT) and claim.alert_id is not None:
             claim.covers = await outbox.later_updates(session, row)
             try:
@@ -308,9 +438,9 @@ class OutboxWorker:
                     claim.alert, claim.view = found
         return claim
 
-    def _finished(self, channel: str, task: asyncio.Task) -> None:
-        if self._inflight.get(channel) is task:
-            del self._inflight[channel]
+    def _finished(self, key: tuple[str, str], task: asyncio.Task) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
         self._wake.set()  # the channel's next message may be due now
         if not task.cancelled() and task.exception() is not None:
             logger.error("Outbox delivery task crashed", exc_info=task.exception())
@@ -322,6 +452,21 @@ class OutboxWorker:
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.0, (due - utcnow()).total_seconds() + 0.01))
+
+    async def _close_quiet_digests(self) -> None:
+        """At most once a second: close the digests whose storm has passed with nothing more
+        coming (``outbox.close_quiet_digests``), so their message says so without waiting for
+        the channel's next alert."""
+        if self.storm_rule.threshold <= 0 or time.monotonic() - self._digests_at < GAUGE_INTERVAL:
+            return
+        self._digests_at = time.monotonic()
+        async with self.sessionmaker() as session:
+            if await outbox.open_digest_count(session) == 0:
+                return
+        async with self.sessionmaker.begin() as session:
+            channels = await outbox.close_quiet_digests(session, utcnow(), self.storm_rule)
+        if channels:
+            self._wake.set()
 
     async def _update_gauges(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._gauges_at < GAUGE_INTERVAL:
@@ -354,6 +499,9 @@ class OutboxWorker:
             except Undeliverable as err:
                 claim.done = True
                 return await self._give_up(claim, str(err), logging.WARNING)
+            except WaitFor as wait:
+                claim.done = True
+                return await self._after_failure(claim, Failure("wait", "waits_for_post", wait.seconds))
             except (SlackApiError, aiohttp.ClientError, TimeoutError) as err:
                 claim.done = True
                 failure = classify(err)
@@ -371,7 +519,10 @@ class OutboxWorker:
                     claim.channel,
                 )
                 return await self._after_failure(claim, Failure("transient", "unexpected", certain=False))
-            metrics.OUTBOX_DELIVERED.labels(kind=claim.kind).inc()
+            if claim.collapsed is not None and claim.collapsed.collapsed:
+                metrics.OUTBOX_DELIVERED.labels(kind="alert.post.digest").inc(claim.collapsed.collapsed)
+            if claim.collapsed is None or not claim.collapsed.head_collapsed:
+                metrics.OUTBOX_DELIVERED.labels(kind=claim.kind).inc()
             if claim.covered:
                 metrics.OUTBOX_DELIVERED.labels(kind=outbox.UPDATE_ALERT).inc(claim.covered)
             return "delivered"
@@ -403,8 +554,20 @@ class OutboxWorker:
             claim.locked_until = until
 
     async def _send(self, claim: Claim) -> None:
+        if claim.collapsed is not None and claim.collapsed.head_collapsed:
+            await self._settle(claim)  # delivered in the digest when it was claimed
+            return
+        if claim.wait_for_post:  # per-alert order across the lanes: after the one in flight
+            raise WaitFor(POST_WAIT)
         claim.client = await self._client_for(claim)
-        if claim.kind == outbox.POST_ALERT:
+        if claim.kind == outbox.UPDATE_ALERT and claim.alert is not None and _in_digest(claim.alert):
+            claim.refresh_digest = claim.alert.slack_digest_id
+            await self._settle(claim)  # queued before its alert was collapsed: the digest stands for it
+            return
+        await self.bucket(claim.channel, claim.lane).take()
+        if claim.kind == outbox.DIGEST:
+            await self._send_digest(claim)
+        elif claim.kind == outbox.POST_ALERT:
             await self._post_alert(claim)
         elif claim.kind == outbox.UPDATE_ALERT:
             await self._update_alert(claim)
@@ -476,7 +639,9 @@ class OutboxWorker:
             channel, ts = response.get("channel") or claim.channel, response["ts"]
         await self._settle(claim, alert_id=alert.id, channel=channel, ts=ts)
 
-    async def _earlier_post(self, claim: Claim, history_channel: str | None = None) -> str | None:
+    async def _earlier_post(
+        self, claim: Claim, history_channel: str | None = None, event_type: str = EVENT_TYPE
+    ) -> str | None:
         """The ts of this message's post by an earlier attempt, if Slack has it (looked for in
         ``history_channel``, by default the message's channel; a DM's is its IM channel).
 
@@ -514,9 +679,9 @@ class OutboxWorker:
                 payload = meta.get("event_payload") if isinstance(meta, dict) else None
                 if (
                     isinstance(payload, dict)
-                    and meta.get("event_type") == EVENT_TYPE
+                    and meta.get("event_type") == event_type
                     and str(payload.get("outbox_id")) == str(claim.id)
-                    and str(payload.get("alert_id")) == str(claim.alert_id)
+                    and (event_type != EVENT_TYPE or str(payload.get("alert_id")) == str(claim.alert_id))
                     and message.get("ts")
                 ):
                     logger.info(
@@ -531,6 +696,36 @@ class OutboxWorker:
                 break
         claim.maybe_posted_since = None  # looked, and it is not there
         return None
+
+    async def _send_digest(self, claim: Claim) -> None:
+        """Post the storm digest the first time, then refresh it in place (drawn as it is now)."""
+        if claim.digest is None:
+            raise Undeliverable("the digest no longer exists")
+        text, blocks = digest_message(claim.digest, self.rt.settings.base_url)
+        metadata = {
+            "event_type": DIGEST_EVENT_TYPE,
+            "event_payload": {"digest_id": claim.digest.id, "outbox_id": claim.id, "alerts": claim.digest.total},
+        }
+        if claim.digest_ts:
+            claim.in_doubt = True
+            await claim.client.chat_update(
+                channel=claim.channel, ts=claim.digest_ts, text=text, blocks=blocks, metadata=metadata
+            )
+            await self._settle(claim)
+            return
+        ts = None
+        if claim.maybe_posted_since is not None:
+            ts = await self._earlier_post(claim, event_type=DIGEST_EVENT_TYPE)
+            if ts is not None:
+                claim.covers = []  # adopted a digest drawn earlier: refresh it
+                claim.refresh_digest = claim.digest.id
+        if ts is None:
+            claim.in_doubt = True
+            response = await claim.client.chat_postMessage(
+                channel=claim.channel, text=text, blocks=blocks, metadata=metadata
+            )
+            ts = response["ts"]
+        await self._settle(claim, digest_ts=ts)
 
     async def _update_alert(self, claim: Claim) -> None:
         alert, text, blocks = self._render(claim)
@@ -579,30 +774,60 @@ class OutboxWorker:
             )
 
     async def _settle(
-        self, claim: Claim, *, alert_id: int | None = None, channel: str | None = None, ts: str | None = None
+        self,
+        claim: Claim,
+        *,
+        alert_id: int | None = None,
+        channel: str | None = None,
+        ts: str | None = None,
+        digest_ts: str | None = None,
     ) -> None:
-        """Record delivery (and where the alert's message is), and claim the channel's next
-        message if it is due, in one transaction."""
+        """Record delivery (and where the alert's or the digest's message is), and claim the
+        lane's next message if it is due, in one transaction."""
         claim.done = True
         async with self.sessionmaker.begin() as session:
+            now = utcnow()
             if alert_id is not None:
                 await alerts.record_slack_message(session, alert_id, channel, ts)
-            now = utcnow()
+            if digest_ts is not None and claim.digest_id is not None:
+                await outbox.record_digest_message(session, claim.digest_id, digest_ts)
+            if claim.refresh_digest is not None:
+                await outbox.refresh_digest(session, claim.refresh_digest, now)
             covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
             following = None
             if not self._stopping:
-                row = await outbox.claim_next(session, claim.channel, now, self.lease)
+                row = await outbox.claim_next(session, claim.channel, now, self.lease, lane=claim.lane)
                 if row is not None:
                     following = await self._claimed(session, row, now)
         claim.covered, claim.next = covered, following  # committed: that lease is ours
 
     async def _after_failure(self, claim: Claim, failure: Failure) -> str:
+        if failure.kind == "wait":
+            try:
+                async with self.sessionmaker.begin() as session:
+                    await outbox.mark_retry(
+                        session,
+                        claim.id,
+                        claim.attempts,
+                        failure.code,
+                        utcnow(),
+                        failure.retry_after,
+                        may_have_delivered=claim.maybe_posted_since is not None,
+                    )
+            except Exception:
+                logger.exception(
+                    "Could not reschedule outbox message %s; it is retried when its lease runs out", claim.id
+                )
+                return "abandoned"
+            return "retry"
         metrics.OUTBOX_ERRORS.labels(error=metrics.error_label(failure.code)).inc()
         if failure.kind == "permanent":
             return await self._give_up(claim, failure.code, logging.ERROR)
         retry_after = failure.retry_after
         if failure.kind == "rate_limited" and retry_after is None:
             retry_after = outbox.backoff(claim.attempts).total_seconds()
+        if failure.kind == "rate_limited" and retry_after is not None:
+            self.bucket(claim.channel, claim.lane).block(retry_after)  # Slack's word beats our pace
         may_have_delivered = claim.maybe_posted_since is not None or (claim.in_doubt and not failure.certain)
         try:
             async with self.sessionmaker.begin() as session:
@@ -665,6 +890,10 @@ class OutboxWorker:
             _hint(error),
         )
         return "failed"
+
+
+def _in_digest(alert: Alert) -> bool:
+    return alert.slack_digest_id is not None and not alert.slack_ts
 
 
 def _hint(code: str) -> str:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.blocks.alerts import AlertView, PersonRef
+from bot.blocks.digest import GROUPS, TOP, DigestAlert, DigestView
 from bot.blocks.linking import LinkView
 from bot.services import alerts
 from storage.base import utcnow
-from storage.models import Alert, SlackLink
+from storage.models import Alert, SlackDigest, SlackLink, Team
 
 
 def _ref(entry: Any) -> PersonRef | None:
@@ -116,4 +118,61 @@ def _view(
 def link_view(link: SlackLink) -> LinkView:
     return LinkView(
         user_name=link.user.name, user_email=link.user.email, since=link.created_at, user_active=link.user.is_active
+    )
+
+
+def _state(status: str, acknowledged: bool) -> str:
+    return "closed" if status == "closed" else "acknowledged" if acknowledged else "open"
+
+
+async def digest_view(session: AsyncSession, digest_id: int) -> DigestView | None:
+    """A storm digest as it is now (what its message shows): the alerts delivered in it counted
+    by state, priority, source and alias, and the most urgent still open. None: no such digest."""
+    digest = await session.get(SlackDigest, digest_id)
+    if digest is None:
+        return None
+    team = await session.get(Team, digest.team_id) if digest.team_id is not None else None
+    mine = Alert.slack_digest_id == digest_id
+    state = case(
+        (Alert.status == "closed", "closed"), (Alert.acknowledged.is_(True), "acknowledged"), else_="open"
+    ).label("state")
+    by_state_priority = (
+        await session.execute(select(state, Alert.priority, func.count()).where(mine).group_by(state, Alert.priority))
+    ).all()
+    states = {"open": 0, "acknowledged": 0, "closed": 0}
+    priorities: dict[str, int] = {}
+    for name, priority, count in by_state_priority:
+        states[name] += count
+        priorities[priority] = priorities.get(priority, 0) + count
+
+    async def grouped(column) -> tuple[tuple[str, int], ...]:
+        rows = await session.execute(
+            select(column, func.count())
+            .where(mine)
+            .group_by(column)
+            .order_by(func.count().desc(), column)
+            .limit(GROUPS)
+        )
+        return tuple(("(none)" if name is None else str(name), int(n)) for name, n in rows)
+
+    top = await session.execute(
+        select(Alert.id, Alert.priority, Alert.message, Alert.status, Alert.acknowledged)
+        .where(mine, Alert.status != "closed")
+        .order_by(Alert.priority, Alert.acknowledged, Alert.id)
+        .limit(TOP)
+    )
+    return DigestView(
+        id=digest.id,
+        team_name=team.name if team is not None else None,
+        storm_priority=digest.storm_priority,
+        opened_at=digest.opened_at,
+        closed_at=digest.closed_at,
+        total=sum(states.values()),
+        open=states["open"],
+        acknowledged=states["acknowledged"],
+        closed=states["closed"],
+        by_priority=tuple(sorted(priorities.items())),
+        by_source=await grouped(Alert.source),
+        by_alias=await grouped(Alert.alias),
+        top=tuple(DigestAlert(i, p, m, _state(st, ack)) for i, p, m, st, ack in top),
     )
