@@ -301,6 +301,8 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette):
         worker = rt.worker
+        if rt.clients is not None:  # one kept-alive HTTP session for every Slack call (bot.slack.clients)
+            await rt.clients.open(rt.slack, worker.client if worker is not None else None)
         if worker is not None:
             worker.start()
         rt.heartbeats.start()
@@ -322,6 +324,8 @@ def build_asgi_app(rt: Runtime) -> Starlette:
             await cleanup.stop()
             if worker is not None:
                 await worker.stop()
+            if rt.clients is not None:
+                await rt.clients.close()
 
     routes += [
         Route("/slack/events", slack_events, methods=["POST"]),
