@@ -30,19 +30,14 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import metrics
-from bot.channels.worker import ChannelWorker
+from bot import metrics, wakeup
+from bot.background import Background
 from bot.config import SLACK_SETUP_HINT, Settings
 from bot.listeners import register_listeners
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
-from bot.services.cleanup import Cleanup
-from bot.services.heartbeats import HeartbeatMonitor
 from bot.services.keys import resolve_secret_keys
-from bot.services.paging import PagingEngine
 from bot.slack.clients import BOT_SCOPES, SlackClients
-from bot.slack.delivery import OutboxWorker, make_delivery_client
-from bot.slack.handoffs import HandoffLoop
 from bot.slack.screening import screen
 from bot.web.admin import routes as admin_routes
 from bot.web.alert_api import routes as api_routes
@@ -201,7 +196,9 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
     return app
 
 
-def build_asgi_app(rt: Runtime) -> Starlette:
+def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
+    """The app. ``run_background=False`` (``genie serve --no-worker``): serve only, and wake the
+    ``genie worker`` process(es) after each commit instead of running the loops here."""
     install_log_redaction()  # before anything logs a link URL or a query with its parameters
     # Heartbeats before the alert API: its last route answers every other /v2 path.
     routes: list = (
@@ -219,8 +216,6 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     if rt.settings.slack_mode in ("single", "oauth"):
         bolt = build_bolt_app(rt)
         handler = AsyncSlackRequestHandler(bolt)
-        # Delivers the outbox to Slack; handlers call rt.wake_outbox() after committing.
-        rt.worker = OutboxWorker(rt, make_delivery_client(rt.settings))
 
         if rt.settings.socket_mode:
             from bot.slack.socket_mode import SocketModeConnection
@@ -284,46 +279,30 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    # Every process looks for late heartbeats (with or without Slack: the alert is kept either way).
-    rt.heartbeats = HeartbeatMonitor(rt.sessionmaker, lambda: rt.now(), on_raised=rt.wake_outbox)
-    # … and fires due escalation steps (the pages wait in the outbox when Slack is not configured).
-    rt.paging = PagingEngine(
-        rt.sessionmaker,
-        lambda: rt.now(),
-        on_paged=lambda channel: rt.worker.wake(channel) if rt.worker is not None else None,
-    )
-    # … and sends the e-mail and webhook pages that are due (``bot.channels.worker``).
-    rt.channels = ChannelWorker(rt.sessionmaker, rt.settings, lambda: rt.now(), on_failed=rt.wake_outbox)
-    # … and notices on-call hand-offs (reminder DMs through the outbox, Slack user groups).
-    rt.handoffs = HandoffLoop(rt, on_queued=lambda: rt.worker.wake() if rt.worker is not None else None)
-    cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
+    # The background loops (outbox worker, heartbeats, escalations, e-mail and webhook pages,
+    # hand-offs, cleanup) run here unless another process runs them (``genie worker``): then a
+    # commit here wakes that process instead (``bot.wakeup``).
+    background = Background(rt) if run_background else None
+    if background is None:
+        rt.wakeup = wakeup.sender(rt.settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        worker = rt.worker
         if rt.clients is not None:  # one kept-alive HTTP session for every Slack call (bot.slack.clients)
-            await rt.clients.open(rt.slack, worker.client if worker is not None else None)
-        if worker is not None:
-            worker.start()
-        rt.heartbeats.start()
-        rt.paging.start()
-        rt.channels.start()
-        rt.handoffs.start()
-        cleanup.start()
+            await rt.clients.open(rt.slack, rt.worker.client if rt.worker is not None else None)
+        if background is not None:
+            await background.start()
         if socket_mode is not None:
             await socket_mode.start()
         try:
             yield
         finally:
-            await rt.heartbeats.stop()
-            await rt.paging.stop()
-            await rt.channels.stop()
-            await rt.handoffs.stop()
             if socket_mode is not None:
                 await socket_mode.stop()
-            await cleanup.stop()
-            if worker is not None:
-                await worker.stop()
+            if background is not None:
+                await background.stop()
+            if rt.wakeup is not None:
+                await rt.wakeup.close()
             if rt.clients is not None:
                 await rt.clients.close()
 
@@ -340,7 +319,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     app.router.redirect_slashes = False
     app.state.runtime = rt
     app.state.socket_mode = socket_mode
-    app.state.cleanup = cleanup
+    app.state.cleanup = background.cleanup if background is not None else None
     # Innermost: every body is capped while it streams in, before any handler parses or verifies it.
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders, hsts=rt.settings.secure_cookies)
