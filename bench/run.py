@@ -47,6 +47,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench import seed as seeding
+from bench import serving
 from bench.fake import RateLimitedFakeSlack
 from bench.httpc import Pool
 
@@ -152,7 +153,7 @@ PLANS = {
         warmup=0,
     ),
 }
-SCENARIOS = ("click", "link", "ingest", "growth", "race")
+SCENARIOS = ("click", "link", "ingest", "growth", "race", "serving")
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -297,7 +298,14 @@ def clean_env() -> dict[str, str]:
 
 
 async def start_genie(
-    name: str, db_url: str, fake: RateLimitedFakeSlack, work: Path, profile: Path | None = None, src: Path | None = None
+    name: str,
+    db_url: str,
+    fake: RateLimitedFakeSlack,
+    work: Path,
+    profile: Path | None = None,
+    src: Path | None = None,
+    split: bool | None = None,  # web + worker processes (bench.serving; None: as --split says)
+    worker: bool = True,
 ) -> Server:
     port = free_port()
     env = (
@@ -329,7 +337,7 @@ async def start_genie(
             str(profile / f"{name}.txt"),
             "--",
         ] + argv
-    return await Server(name, argv, env, work, work / f"{name}.log", port).start()
+    return await serving.start(name, argv, env, work, port, split=split, worker=worker)
 
 
 async def start_bare(fake: RateLimitedFakeSlack, work: Path) -> Server:
@@ -1192,7 +1200,7 @@ class Bench:
     async def run_backend(self, backend: str, scenarios: list[str]) -> None:
         p = self.plan
         self.fake.clear()  # each backend starts with a fake Slack that has seen nothing (fresh channels)
-        main_rows = [s for s in scenarios if s != "growth"]
+        main_rows = [s for s in scenarios if s not in ("growth", "serving")]
         if main_rows:
             hot = p.warmup + p.rounds * (p.click_closed + p.click_open) + 10
             confirms = p.rounds * p.confirm
@@ -1224,6 +1232,8 @@ class Bench:
                     await world.db.drop()
         if "growth" in scenarios:
             await self.scenario_growth(backend)
+        if "serving" in scenarios:
+            await serving.scenario_serving(self, backend)
 
     async def run(self) -> None:
         self.bare = await start_bare(self.fake, self.work)
@@ -1356,7 +1366,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run Genie from another checkout of this repository (e.g. a `git worktree` of an "
         "older commit) for before/after figures; the benchmark itself runs from this one",
     )
+    serving.add_arguments(parser)
     args = parser.parse_args(argv)
+    serving.configure(args)
     args.plan = "smoke" if args.smoke else "quick" if args.quick else "full"
     db = args.db or ("sqlite" if args.smoke else "both")
     args.backends = ["sqlite", "postgres"] if db == "both" else [db]
