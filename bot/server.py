@@ -196,6 +196,52 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
     return app
 
 
+def health_routes(rt: Runtime) -> list[Route]:
+    """``/healthz``, ``/readyz`` and ``/metrics``: the app's, and ``genie worker --port``'s."""
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        """For a load balancer: 503 while the database cannot be reached, so traffic goes to
+        processes that can serve it. Bounded, because a health check that hangs is no answer."""
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                async with rt.sessionmaker() as session:
+                    await session.execute(text("SELECT 1"))
+        except Exception as err:  # any database failure means "not ready", with the reason
+            return PlainTextResponse(f"database unreachable: {type(err).__name__}", status_code=503)
+        return PlainTextResponse("ready")
+
+    async def metrics_endpoint(request: Request) -> Response:
+        token = rt.settings.metrics_token
+        if token is not None:
+            presented = request.headers.get("authorization", "")
+            expected = f"Bearer {token}"
+            if not hmac.compare_digest(presented.encode(), expected.encode()):
+                return PlainTextResponse(
+                    "metrics need Authorization: Bearer <GENIE_METRICS_TOKEN>",
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="genie metrics"'},
+                )
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+
+
+def build_worker_app(rt: Runtime) -> Starlette:
+    """What ``genie worker --port`` serves: health and metrics only (the outbox depth, deliveries,
+    escalations … are counted in the worker's process)."""
+    app = Starlette(routes=health_routes(rt))
+    app.add_middleware(SecurityHeaders, hsts=rt.settings.secure_cookies)
+    return app
+
+
 def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
     """The app. ``run_background=False`` (``genie serve --no-worker``): serve only, and wake the
     ``genie worker`` process(es) after each commit instead of running the loops here."""
@@ -251,34 +297,6 @@ def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
         async def slack_events(request: Request) -> Response:
             return JSONResponse({"error": SLACK_SETUP_HINT}, status_code=503)
 
-    async def healthz(request: Request) -> Response:
-        return PlainTextResponse("ok")
-
-    async def readyz(request: Request) -> Response:
-        """For a load balancer: 503 while the database cannot be reached, so traffic goes to
-        processes that can serve it. Bounded, because a health check that hangs is no answer."""
-        try:
-            async with asyncio.timeout(READY_TIMEOUT):
-                async with rt.sessionmaker() as session:
-                    await session.execute(text("SELECT 1"))
-        except Exception as err:  # any database failure means "not ready", with the reason
-            return PlainTextResponse(f"database unreachable: {type(err).__name__}", status_code=503)
-        return PlainTextResponse("ready")
-
-    async def metrics_endpoint(request: Request) -> Response:
-        token = rt.settings.metrics_token
-        if token is not None:
-            presented = request.headers.get("authorization", "")
-            expected = f"Bearer {token}"
-            if not hmac.compare_digest(presented.encode(), expected.encode()):
-                return PlainTextResponse(
-                    "metrics need Authorization: Bearer <GENIE_METRICS_TOKEN>",
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="genie metrics"'},
-                )
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
-
     # The background loops (outbox worker, heartbeats, escalations, e-mail and webhook pages,
     # hand-offs, cleanup) run here unless another process runs them (``genie worker``): then a
     # commit here wakes that process instead (``bot.wakeup``).
@@ -308,9 +326,7 @@ def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
 
     routes += [
         Route("/slack/events", slack_events, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *health_routes(rt),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -73,9 +73,14 @@ async def _split(db_url: str, fake: FakeSlack, tmp_path: Path) -> tuple[GenieSer
     web = GenieServer.start(
         _env(db_url, fake, port, "xoxb-web"), port, cwd=tmp_path, args=("--no-worker", "--no-migrate")
     )
+    health = free_port()
     worker = GenieServer.start_worker(
-        _env(db_url, fake, port, "xoxb-worker"), cwd=tmp_path, log_path=tmp_path / "worker.log", args=("--no-migrate",)
+        _env(db_url, fake, port, "xoxb-worker"),
+        cwd=tmp_path,
+        log_path=tmp_path / "worker.log",
+        args=("--no-migrate", "--port", str(health)),
     )
+    worker.url = f"http://127.0.0.1:{health}"  # health and metrics only
     await web.wait_healthy()
     await worker.wait_log("Genie worker running")
     return web, worker
@@ -111,6 +116,14 @@ async def test_web_process_wakes_the_worker_for_a_post_and_an_acknowledgement(db
             [update] = await fake_slack.wait_for("chat.update", channel="C0PAY", timeout=10)
             assert update.at - clicked < PROMPT, f"updated {update.at - clicked:.2f} s after the click"
             assert "*Acknowledged* by Alice" in block_text(update.args["blocks"])
+
+            # The deliveries are counted where they happen: the worker's /metrics, not the web's.
+            async def update_counted() -> bool:  # counted once its delivery is committed, just after the call
+                text = (await http.get(f"{worker.url}/metrics")).text
+                return 'genie_outbox_delivered_total{kind="alert.update"} 1.0' in text
+
+            await eventually(update_counted, timeout=10)
+            assert "genie_outbox_delivered_total{" not in (await http.get("/metrics")).text
 
         # Only the worker spoke to the channel, and over one kept-alive connection.
         chat = [c for c in fake_slack.calls() if c.method.startswith("chat.")]

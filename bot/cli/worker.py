@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -22,7 +23,7 @@ from storage.session import make_engine, make_sessionmaker
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from bot.background import Background
-    from bot.server import make_runtime
+    from bot.server import build_worker_app, make_runtime
 
     settings = admin_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -50,7 +51,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 )
                 if not args.no_gc_freeze:
                     freeze_heap()
-                await stop.wait()
+                if args.port is not None:
+                    await serve_health(build_worker_app(rt), settings, args.host, args.port, stop)
+                else:
+                    await stop.wait()
                 log.info("Genie worker stopping: finishing the Slack calls in flight")
                 await background.stop()
             finally:
@@ -64,10 +68,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def serve_health(app, settings, host: str, port: int, stop: asyncio.Event) -> None:
+    """``/healthz``, ``/readyz``, ``/metrics`` on ``host:port`` until ``stop`` is set."""
+    import uvicorn
+
+    from bot.server import uvicorn_config
+
+    server = uvicorn.Server(uvicorn_config(app, settings, host, port, log_level="warning", lifespan="off"))
+    server.capture_signals = contextlib.nullcontext  # SIGTERM is the worker's (``stop``), not uvicorn's
+    task = asyncio.create_task(server.serve())
+    try:
+        await stop.wait()
+    finally:
+        server.should_exit = True
+        await task
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "worker",
         help="run the background loops (Slack delivery, escalations, heartbeats, pages, hand-offs) without serving",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="with --port: the address to serve health and metrics on")
+    p.add_argument(
+        "--port", type=int, default=None, help="serve /healthz, /readyz and /metrics on this port (default: none)"
     )
     add_runtime_options(p)
     p.set_defaults(func=cmd_worker)
