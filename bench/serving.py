@@ -51,7 +51,7 @@ class ServingPlan:
 
 PLANS = {
     "full": ServingPlan(backlog=500, channels=50, clicks=600, rate=150),
-    "quick": ServingPlan(backlog=500, channels=50, clicks=300, rate=100),
+    "quick": ServingPlan(backlog=500, channels=50, clicks=250, rate=50),
     "smoke": ServingPlan(backlog=20, channels=4, clicks=20, rate=50),
 }
 

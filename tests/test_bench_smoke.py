@@ -45,6 +45,8 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         "4 growth: outbox loop queries",
         "5a",
         "5b",
+        "6 click ack @50/s during a 20-alert backlog, one process",
+        "6 click ack @50/s during a 20-alert backlog, web + worker",
     ):
         assert any(name.startswith(prefix) for name in rows), (prefix, sorted(rows))
     races = [r for name, r in rows.items() if name.startswith(("5a", "5b"))]
