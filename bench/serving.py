@@ -18,7 +18,8 @@ Row 6, per database, one process vs web + worker, alternating round by round:
 
 ``--split`` makes ``start_genie`` (``bench.run``) start web + worker instead of one process;
 ``BENCH_SERVE_ARGS`` adds options to ``genie serve``/``genie worker`` (e.g. ``--loop asyncio
---http h11 --no-gc-freeze``, to measure what each default brings).
+--http h11``, to measure what each default brings); ``BENCH_WORKER_NICE=10`` runs the worker
+under ``nice -n 10``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,26 @@ def worker_argv(serve_argv: list[str]) -> list[str]:
     """``… -m bot serve --host H --port P …`` → ``… -m bot worker`` (py-spy's wrapper dropped)."""
     i = serve_argv.index("serve")
     start = serve_argv.index("--") + 1 if "--" in serve_argv[:i] else 0
-    return serve_argv[start:i] + ["worker", "--no-migrate"] + [a for a in extra_args() if a != "--http"]
+    nice = os.environ.get("BENCH_WORKER_NICE")  # e.g. 10: the worker yields the CPU to serving
+    return (
+        (["nice", "-n", nice] if nice else [])
+        + serve_argv[start:i]
+        + ["worker", "--no-migrate"]
+        + worker_options(extra_args())
+    )
+
+
+def worker_options(args: list[str]) -> list[str]:
+    """``genie serve``'s options that ``genie worker`` takes too (not ``--http VALUE``)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--http":
+            skip = True
+        else:
+            out.append(a)
+    return out
 
 
 class Worker:

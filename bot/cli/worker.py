@@ -15,7 +15,7 @@ import logging
 import signal
 
 from bot.cli.common import admin_settings
-from bot.cli.serve import add_runtime_options, freeze_heap, run_forever
+from bot.cli.serve import add_runtime_options, run_forever
 from bot.logs import install_log_redaction
 from migrations.apply import upgrade
 from storage.session import make_engine, make_sessionmaker
@@ -49,8 +49,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     "Genie worker running (outbox %s); SIGTERM stops it",
                     "on" if rt.worker is not None else "off: Slack is not configured",
                 )
-                if not args.no_gc_freeze:
-                    freeze_heap()
                 if args.port is not None:
                     await serve_health(build_worker_app(rt), settings, args.host, args.port, stop)
                 else:
