@@ -45,6 +45,8 @@ PG_CHANNEL = "genie_wake"
 PG_PAYLOAD_MAX = 7000
 #: Seconds between checks that the LISTEN connection is alive (and reconnect attempts).
 RECONNECT_INTERVAL = 2.0
+#: Seconds a connection attempt may take (asyncpg's default is 60).
+CONNECT_TIMEOUT = 5.0
 
 Wake = Callable[[str | None], None]
 
@@ -115,9 +117,9 @@ class PostgresSender:
                 payload = ""
             try:
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(**self.connect_args)
-                await self._conn.execute("SELECT pg_notify($1, $2)", PG_CHANNEL, payload)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                    self._conn = await asyncpg.connect(**self.connect_args, timeout=CONNECT_TIMEOUT)
+                await self._conn.execute("SELECT pg_notify($1, $2)", PG_CHANNEL, payload, timeout=CONNECT_TIMEOUT)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
                 # The worker polls anyway: a lost wake is a late delivery, never a lost one.
                 logger.warning("Could not wake the worker (NOTIFY): %s", type(err).__name__)
                 self._conn = None
@@ -202,9 +204,9 @@ class PostgresListener:
         import asyncpg
 
         try:
-            conn = await asyncpg.connect(**self.connect_args)
+            conn = await asyncpg.connect(**self.connect_args, timeout=CONNECT_TIMEOUT)
             await conn.add_listener(PG_CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             logger.warning("Cannot LISTEN for wake-ups (%s); polling until it can", type(err).__name__)
             return False
         self._conn = conn
