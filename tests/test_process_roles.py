@@ -172,3 +172,38 @@ async def test_sigterm_lets_the_worker_finish_its_slack_call(db_url, fake_slack,
     finally:
         web.stop()
         worker.stop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def test_serve_with_two_workers_serves_and_delivers_and_stops(db_url, fake_slack, tmp_path):
+    key = await _setup(db_url)
+    port = free_port()
+    server = GenieServer.start(
+        _env(db_url, fake_slack, port, "xoxb-genie"), port, cwd=tmp_path, args=("--workers", "2")
+    )
+    try:
+        await server.wait_healthy()
+        serving = _children(server.pid)
+        assert len(serving) == 2  # the supervisor and its two serving processes
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            for i in range(6):  # new connections: the kernel spreads them over both processes
+                async with httpx.AsyncClient(base_url=server.url, timeout=10) as one:
+                    response = await one.post(
+                        "/v2/alerts", headers={"Authorization": f"GenieKey {key}"}, json={"message": f"Alert {i}"}
+                    )
+                assert response.status_code == 202, response.text
+            posts = await fake_slack.wait_for("chat.postMessage", count=6, channel="C0PAY", timeout=10)
+            assert all(any(f"Alert {i}" in c.args["text"] for c in posts) for i in range(6))
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.log()
+    log = server.log()
+    assert log.count("Genie listening") == 2  # both served …
+    assert log.count("Outbox worker started") == 1  # … and one ran the background loops
+    assert len(fake_slack.calls("chat.postMessage")) == 6  # each alert once
+    for pid in serving:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import logging
+import os
+import signal
+import socket
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from bot.cli.common import load_settings
@@ -53,27 +58,107 @@ def cmd_serve(args: argparse.Namespace) -> int:
     install_log_redaction()
     http = args.http if args.http != "auto" else ("httptools" if installed("httptools") else "h11")
 
-    async def run() -> None:
+    async def run(sock: socket.socket | None = None, background: bool = not args.no_worker) -> None:
         engine = make_engine(settings.database_url)
         try:
-            if not args.no_migrate:
+            if not args.no_migrate and sock is None:
                 await upgrade(engine)
             rt = await make_runtime(settings, make_sessionmaker(engine))
-            app = build_asgi_app(rt, run_background=not args.no_worker)
+            app = build_asgi_app(rt, run_background=background)
             config = uvicorn_config(app, settings, args.host, args.port, log_level="info", http=http)
             logging.getLogger("bot").info(
                 "Genie listening on http://%s:%s (public URL %s)%s",
                 args.host,
                 args.port,
                 settings.base_url,
-                "; background work is left to `genie worker`" if args.no_worker else "",
+                "" if background else "; background work is left to another process",
             )
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=[sock] if sock is not None else None)
         finally:
             await engine.dispose()
 
-    run_forever(run, args.loop)
-    return 0
+    if args.workers <= 1:
+        run_forever(run, args.loop)
+        return 0
+    if not args.no_migrate:
+        asyncio.run(migrate(settings.database_url))  # once, before the processes start
+    return serve_forked(args, run)
+
+
+async def migrate(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound and listening, as uvicorn binds its own: from ``getaddrinfo``, so its ``proto`` is TCP
+    and asyncio sets TCP_NODELAY on every accepted connection (``tests/loopback.py`` says why)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    return sock
+
+
+def serve_forked(args: argparse.Namespace, run: Callable[..., Coroutine[Any, Any, None]]) -> int:
+    """``--workers N``: N serving processes forked from this one, sharing its listening socket (the
+    kernel spreads connections over them). The first also runs the background loops (unless
+    ``--no-worker``); the others wake it after their commits (``bot.wakeup``). This process only
+    supervises: SIGTERM or SIGINT is passed on as SIGTERM (each shuts down gracefully); if one
+    exits on its own, the others are stopped and its status is this command's."""
+    sock = listening_socket(args.host, args.port)
+    children: list[int] = []
+    for i in range(args.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's exit is what the parent sees
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                run_forever(partial(run, sock, not args.no_worker and i == 0), args.loop)
+            except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: a normal stop
+                pass
+            except BaseException:
+                logging.getLogger("bot").exception("serving process %d failed", i + 1)
+                code = 1
+            finally:
+                logging.shutdown()
+            os._exit(code)
+        children.append(pid)
+    sock.close()
+    stopping = False
+
+    def stop_children(*_: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop_children)
+    signal.signal(signal.SIGINT, stop_children)
+    status = 0
+    alive = set(children)
+    while alive:
+        try:
+            pid, code = os.wait()
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for old kernels
+            continue
+        alive.discard(pid)
+        exit_code = os.waitstatus_to_exitcode(code)
+        if not stopping:  # one died on its own: take the others down with it
+            logging.getLogger("bot").error("serving process %d exited with %d; stopping the others", pid, exit_code)
+            status = exit_code or 1
+            stop_children()
+    return status
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -97,6 +182,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="serve only: leave outbox delivery, escalations, heartbeats, e-mail/webhook pages and hand-offs "
         "to `genie worker` processes (each commit wakes them)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes on one port (the first also runs the background loops unless "
+        "--no-worker); for PostgreSQL — on SQLite the processes queue for the file's one write lock",
     )
     p.add_argument(
         "--http",
