@@ -47,6 +47,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench import seed as seeding
+from bench import serving
 from bench.fake import RateLimitedFakeSlack
 from bench.httpc import Pool
 from bench.storm import UNPACED, run_storm
@@ -160,7 +161,7 @@ PLANS = {
         warmup=0,
     ),
 }
-SCENARIOS = ("click", "link", "ingest", "growth", "race", "storm")
+SCENARIOS = ("click", "link", "ingest", "growth", "race", "storm", "serving")
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -333,6 +334,8 @@ async def start_genie(
     profile: Path | None = None,
     src: Path | None = None,
     extra_env: dict[str, str] | None = None,
+    split: bool | None = None,  # web + worker processes (bench.serving; None: as --split says)
+    worker: bool = True,
 ) -> Server:
     port = free_port()
     env = (
@@ -365,7 +368,7 @@ async def start_genie(
             str(profile / f"{name}.txt"),
             "--",
         ] + argv
-    return await Server(name, argv, env, work, work / f"{name}.log", port).start()
+    return await serving.start(name, argv, env, work, port, split=split, worker=worker)
 
 
 async def start_bare(fake: RateLimitedFakeSlack, work: Path) -> Server:
@@ -1238,7 +1241,7 @@ class Bench:
     async def run_backend(self, backend: str, scenarios: list[str]) -> None:
         p = self.plan
         self.fake.clear()  # each backend starts with a fake Slack that has seen nothing (fresh channels)
-        main_rows = [s for s in scenarios if s not in ("growth", "storm")]
+        main_rows = [s for s in scenarios if s not in ("growth", "storm", "serving")]
         if main_rows:
             hot = p.warmup + p.rounds * (p.click_closed + p.click_open) + 10
             confirms = p.rounds * p.confirm
@@ -1278,6 +1281,8 @@ class Bench:
             await self.scenario_growth(backend)
         if "storm" in scenarios:
             await run_storm(self, backend)
+        if "serving" in scenarios:
+            await serving.scenario_serving(self, backend)
 
     async def run(self) -> None:
         self.bare = await start_bare(self.fake, self.work)
@@ -1410,7 +1415,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run Genie from another checkout of this repository (e.g. a `git worktree` of an "
         "older commit) for before/after figures; the benchmark itself runs from this one",
     )
+    serving.add_arguments(parser)
     args = parser.parse_args(argv)
+    serving.configure(args)
     args.plan = "smoke" if args.smoke else "quick" if args.quick else "full"
     db = args.db or ("sqlite" if args.smoke else "both")
     args.backends = ["sqlite", "postgres"] if db == "both" else [db]

@@ -44,6 +44,9 @@ class Runtime:
     channels: Any = None
     #: The on-call hand-off loop of this process (``bot.slack.handoffs``).
     handoffs: Any = None
+    #: In a process that runs no background loops (``genie serve --no-worker``): wakes the
+    #: ``genie worker`` process(es) after a commit (``bot.wakeup``).
+    wakeup: Any = None
     #: The clock heartbeats are judged by (pings, due times, expiry), and escalation steps fall
     #: due by (``bot.services.paging``). Tests set their own to
     #: move time on; everything else uses the real one.
@@ -90,6 +93,8 @@ class Runtime:
             self.paging.wake()
         if self.channels is not None:
             self.channels.wake()
+        if self.wakeup is not None:
+            self.wakeup.send(channel)
 
     def link_url(self, token: str) -> str:
         """Built from GENIE_BASE_URL, never from a request's Host header."""

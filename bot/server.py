@@ -30,20 +30,15 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import metrics
-from bot.channels.worker import ChannelWorker
+from bot import metrics, wakeup
+from bot.background import Background
 from bot.config import SLACK_SETUP_HINT, Settings
 from bot.listeners import register_listeners
 from bot.logs import install_log_redaction
 from bot.runtime import Runtime
 from bot.services import users
-from bot.services.cleanup import Cleanup
-from bot.services.heartbeats import HeartbeatMonitor
 from bot.services.keys import resolve_secret_keys
-from bot.services.paging import PagingEngine
 from bot.slack.clients import BOT_SCOPES, SlackClients
-from bot.slack.delivery import OutboxWorker, make_delivery_client
-from bot.slack.handoffs import HandoffLoop
 from bot.slack.screening import screen
 from bot.web.admin import routes as admin_routes
 from bot.web.alert_api import routes as api_routes
@@ -203,7 +198,55 @@ def build_bolt_app(rt: Runtime) -> AsyncApp:
     return app
 
 
-def build_asgi_app(rt: Runtime) -> Starlette:
+def health_routes(rt: Runtime) -> list[Route]:
+    """``/healthz``, ``/readyz`` and ``/metrics``: the app's, and ``genie worker --port``'s."""
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        """For a load balancer: 503 while the database cannot be reached, so traffic goes to
+        processes that can serve it. Bounded, because a health check that hangs is no answer."""
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                async with rt.sessionmaker() as session:
+                    await session.execute(text("SELECT 1"))
+        except Exception as err:  # any database failure means "not ready", with the reason
+            return PlainTextResponse(f"database unreachable: {type(err).__name__}", status_code=503)
+        return PlainTextResponse("ready")
+
+    async def metrics_endpoint(request: Request) -> Response:
+        token = rt.settings.metrics_token
+        if token is not None:
+            presented = request.headers.get("authorization", "")
+            expected = f"Bearer {token}"
+            if not hmac.compare_digest(presented.encode(), expected.encode()):
+                return PlainTextResponse(
+                    "metrics need Authorization: Bearer <GENIE_METRICS_TOKEN>",
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="genie metrics"'},
+                )
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+
+
+def build_worker_app(rt: Runtime) -> Starlette:
+    """What ``genie worker --port`` serves: health and metrics only (the outbox depth, deliveries,
+    escalations … are counted in the worker's process)."""
+    app = Starlette(routes=health_routes(rt))
+    app.add_middleware(SecurityHeaders, hsts=rt.settings.secure_cookies)
+    return app
+
+
+def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
+    """The app. ``run_background=False`` (``genie serve --no-worker``): serve only, and wake the
+    ``genie worker`` process(es) after each commit instead of running the loops here."""
     install_log_redaction()  # before anything logs a link URL or a query with its parameters
     # Heartbeats before the alert API: its last route answers every other /v2 path.
     routes: list = (
@@ -221,8 +264,6 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     if rt.settings.slack_mode in ("single", "oauth"):
         bolt = build_bolt_app(rt)
         handler = AsyncSlackRequestHandler(bolt)
-        # Delivers the outbox to Slack; handlers call rt.wake_outbox() after committing.
-        rt.worker = OutboxWorker(rt, make_delivery_client(rt.settings))
 
         if rt.settings.socket_mode:
             from bot.slack.socket_mode import SocketModeConnection
@@ -258,78 +299,36 @@ def build_asgi_app(rt: Runtime) -> Starlette:
         async def slack_events(request: Request) -> Response:
             return JSONResponse({"error": SLACK_SETUP_HINT}, status_code=503)
 
-    async def healthz(request: Request) -> Response:
-        return PlainTextResponse("ok")
-
-    async def readyz(request: Request) -> Response:
-        """For a load balancer: 503 while the database cannot be reached, so traffic goes to
-        processes that can serve it. Bounded, because a health check that hangs is no answer."""
-        try:
-            async with asyncio.timeout(READY_TIMEOUT):
-                async with rt.sessionmaker() as session:
-                    await session.execute(text("SELECT 1"))
-        except Exception as err:  # any database failure means "not ready", with the reason
-            return PlainTextResponse(f"database unreachable: {type(err).__name__}", status_code=503)
-        return PlainTextResponse("ready")
-
-    async def metrics_endpoint(request: Request) -> Response:
-        token = rt.settings.metrics_token
-        if token is not None:
-            presented = request.headers.get("authorization", "")
-            expected = f"Bearer {token}"
-            if not hmac.compare_digest(presented.encode(), expected.encode()):
-                return PlainTextResponse(
-                    "metrics need Authorization: Bearer <GENIE_METRICS_TOKEN>",
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="genie metrics"'},
-                )
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
-
-    # Every process looks for late heartbeats (with or without Slack: the alert is kept either way).
-    rt.heartbeats = HeartbeatMonitor(rt.sessionmaker, lambda: rt.now(), on_raised=rt.wake_outbox)
-    # … and fires due escalation steps (the pages wait in the outbox when Slack is not configured).
-    rt.paging = PagingEngine(
-        rt.sessionmaker,
-        lambda: rt.now(),
-        on_paged=lambda channel: rt.worker.wake(channel) if rt.worker is not None else None,
-    )
-    # … and sends the e-mail and webhook pages that are due (``bot.channels.worker``).
-    rt.channels = ChannelWorker(rt.sessionmaker, rt.settings, lambda: rt.now(), on_failed=rt.wake_outbox)
-    # … and notices on-call hand-offs (reminder DMs through the outbox, Slack user groups).
-    rt.handoffs = HandoffLoop(rt, on_queued=lambda: rt.worker.wake() if rt.worker is not None else None)
-    cleanup = Cleanup(rt.sessionmaker, rt.settings.cleanup_interval)
+    # The background loops (outbox worker, heartbeats, escalations, e-mail and webhook pages,
+    # hand-offs, cleanup) run here unless another process runs them (``genie worker``): then a
+    # commit here wakes that process instead (``bot.wakeup``).
+    background = Background(rt) if run_background else None
+    if background is None:
+        rt.wakeup = wakeup.sender(rt.settings.database_url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
-        worker = rt.worker
-        if worker is not None:
-            worker.start()
-        rt.heartbeats.start()
-        rt.paging.start()
-        rt.channels.start()
-        rt.handoffs.start()
-        cleanup.start()
+        if rt.clients is not None:  # one kept-alive HTTP session for every Slack call (bot.slack.clients)
+            await rt.clients.open(rt.slack, rt.worker.client if rt.worker is not None else None)
+        if background is not None:
+            await background.start()
         if socket_mode is not None:
             await socket_mode.start()
         try:
             yield
         finally:
-            await rt.heartbeats.stop()
-            await rt.paging.stop()
-            await rt.channels.stop()
-            await rt.handoffs.stop()
             if socket_mode is not None:
                 await socket_mode.stop()
-            await cleanup.stop()
-            if worker is not None:
-                await worker.stop()
+            if background is not None:
+                await background.stop()
+            if rt.wakeup is not None:
+                await rt.wakeup.close()
+            if rt.clients is not None:
+                await rt.clients.close()
 
     routes += [
         Route("/slack/events", slack_events, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *health_routes(rt),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -338,7 +337,7 @@ def build_asgi_app(rt: Runtime) -> Starlette:
     app.router.redirect_slashes = False
     app.state.runtime = rt
     app.state.socket_mode = socket_mode
-    app.state.cleanup = cleanup
+    app.state.cleanup = background.cleanup if background is not None else None
     # Innermost: every body is capped while it streams in, before any handler parses or verifies it.
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders, hsts=rt.settings.secure_cookies)

@@ -9,7 +9,6 @@ import html
 import os
 import re
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,7 @@ from migrations.apply import upgrade
 from storage.base import Base
 from storage.session import make_engine, make_sessionmaker
 from tests.fake_slack import FakeSlack
+from tests.loopback import loopback_socket
 from tests.processes import UNPACED
 from tests.slack_driver import SlackDriver, SlackUser
 
@@ -248,9 +248,7 @@ def genie_settings() -> dict[str, str]:
 
 @pytest.fixture
 async def genie(db_url: str, fake_slack: FakeSlack, genie_settings: dict[str, str]) -> AsyncIterator[Genie]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = loopback_socket()  # TCP_NODELAY on accepted connections (tests.loopback)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = Settings.from_env(genie_env(db_url, fake_slack, url, **genie_settings))
     engine = make_engine(settings.database_url)

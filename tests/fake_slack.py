@@ -60,6 +60,8 @@ class Call:
     args: dict[str, Any]
     token: str | None
     at: float = field(default_factory=time.monotonic)
+    #: The client's ``host:port``: calls with one peer came over one (kept-alive) connection.
+    peer: str | None = None
 
 
 @dataclass
@@ -336,8 +338,9 @@ class FakeSlack(LoopbackServer):
             if not token or not token.startswith("xapp-"):
                 return JSONResponse({"ok": False, "error": "not_allowed_token_type" if token else "not_authed"})
             return JSONResponse({"ok": True, "url": f"ws://{self.url.removeprefix('http://')}/socket"})
+        peer = f"{request.client.host}:{request.client.port}" if request.client else None
         with self._lock:
-            self._calls.append(Call(method, args, token))
+            self._calls.append(Call(method, args, token, peer=peer))
         failure = self._take_failure(method)
         if failure is not None and failure.drop:
             await asyncio.sleep(failure.delay)

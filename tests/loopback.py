@@ -19,6 +19,20 @@ import time
 import uvicorn
 
 
+def loopback_socket() -> socket.socket:
+    """A listening-ready TCP socket bound to a free loopback port, for ``uvicorn.Server.serve(sockets=…)``.
+
+    Made with ``proto=IPPROTO_TCP``, not the default 0: uvicorn does not set TCP_NODELAY itself,
+    asyncio's transport does (``base_events._set_nodelay``), and only on a socket whose ``proto``
+    says TCP — an accepted connection inherits the listener's 0. Without it, Nagle's algorithm
+    and the client's delayed ACK stall every request on a kept-alive connection by ~44 ms
+    (one ``chat.update`` against the fake Slack: 44 ms, 0.6 ms with this)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class LoopbackServer:
     url: str = ""
     _server: uvicorn.Server | None = None
@@ -26,9 +40,7 @@ class LoopbackServer:
 
     def serve(self, app) -> None:
         """Serve ``app`` until stop(); returns once uvicorn is accepting connections."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock = loopback_socket()
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -74,6 +74,22 @@ class GenieServer:
         proc = forkserver.start(["serve", "--port", str(port), *args], env=env, cwd=cwd, output=log_path)
         return cls(f"http://127.0.0.1:{port}", log_path, proc)
 
+    @classmethod
+    def start_worker(cls, env: dict[str, str], *, cwd: Path, log_path: Path, args: tuple[str, ...] = ()) -> GenieServer:
+        """``genie worker ARGS``: no HTTP (``url`` is empty); ``wait_log`` for its start-up line."""
+        log_path.write_bytes(b"")
+        return cls("", log_path, forkserver.start(["worker", *args], env=env, cwd=cwd, output=log_path))
+
+    async def wait_log(self, text: str, timeout: float = 30.0) -> None:
+        """Until ``text`` is in the process's output; fails with the log if it exits first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"process exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged after {timeout}s:\n{self.log()}")
+            await asyncio.sleep(0.05)
+
     @property
     def pid(self) -> int:
         return self.proc.pid

@@ -48,6 +48,8 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         "6a",
         "6b",
         "6c",
+        "7 click ack @50/s during a 20-alert backlog, one process",
+        "7 click ack @50/s during a 20-alert backlog, web + worker",
     ):
         assert any(name.startswith(prefix) for name in rows), (prefix, sorted(rows))
     races = [r for name, r in rows.items() if name.startswith(("5a", "5b"))]

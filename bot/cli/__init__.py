@@ -28,6 +28,7 @@ from bot.cli import (
     slack,
     teams,
     users,
+    worker,
     workspaces,
 )
 from bot.cli.common import Parser, UserError
@@ -37,6 +38,7 @@ from bot.services.errors import GenieError
 #: The nouns, in the order ``genie --help`` lists them; each module has ``register(subparsers)``.
 NOUNS = (
     serve,
+    worker,
     db,
     users,
     teams,

@@ -5,6 +5,15 @@ the bot up per workspace in slack-sdk's installation store, on Genie's own datab
 time — so a reinstall or an uninstall takes effect at once in every process.
 
     client = await rt.clients.for_workspace(team_id="T0123", enterprise_id=None)
+
+**One kept-alive HTTP session per process.** slack-sdk's ``AsyncWebClient`` opens a new aiohttp
+session — a new TCP (and TLS) connection — for every call unless it is given one. The app's
+lifespan opens one (``await clients.open(rt.slack, worker.client)``): Bolt's client (Bolt copies
+its session into the client of every request), the outbox worker's, and every client
+``for_workspace`` makes while it is open share its pool of kept-alive connections; ``close()`` at
+shutdown, after the worker's last call. A session belongs to the event loop it was opened in: on
+any other loop (a CLI command, a test's second app) the clients make their own per call, as
+slack-sdk does by default.
 """
 
 from __future__ import annotations
@@ -38,6 +47,13 @@ BOT_SCOPES = (
     "usergroups:write",
 )
 SLACK_TIMEOUT = 10
+#: Connections the shared session keeps to Slack (one host): the outbox worker's concurrent
+#: deliveries plus the interactive calls (DMs, Home, users.info) of a busy minute.
+HTTP_CONNECTIONS = 32
+#: Seconds an idle connection is kept: shorter than the server's own idle timeout (uvicorn's
+#: default is 5 s), so a call never goes out on a connection the other end is closing — a
+#: ``chat.postMessage`` that fails that way is not retried blindly.
+HTTP_KEEPALIVE = 4.0
 
 #: What a Slack Web API call can fail with: an error answer, a transport failure, a timeout.
 SLACK_FAILURES = (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError)
@@ -67,6 +83,43 @@ class SlackClients:
             self.installation_store = AsyncSQLAlchemyInstallationStore(
                 client_id=settings.slack_client_id, engine=engine
             )
+        self._http: aiohttp.ClientSession | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
+
+    # --- the shared HTTP session -----------------------------------------------------------------
+    async def open(self, *clients: AsyncWebClient | None) -> aiohttp.ClientSession:
+        """Open this process's HTTP session for Slack in the running loop (the app's lifespan)
+        and give it to ``clients`` (made before the loop ran: Bolt's, the outbox worker's)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http.closed or self._http_loop is not loop:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS, keepalive_timeout=HTTP_KEEPALIVE),
+                # slack-sdk applies its timeout only to sessions it makes: the same one here.
+                timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT),
+            )
+            self._http_loop = loop
+        for client in clients:
+            if client is not None:
+                client.session = self._http
+        return self._http
+
+    def session(self) -> aiohttp.ClientSession | None:
+        """The open shared session, if it belongs to the running loop (else None: slack-sdk makes
+        a session per call)."""
+        if self._http is None or self._http.closed:
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return self._http if loop is self._http_loop else None
+
+    async def close(self) -> None:
+        """At shutdown, after the last call: clients given the session fall back to one per call."""
+        if self._http is not None and not self._http.closed and self._http_loop is asyncio.get_running_loop():
+            await self._http.close()
+        self._http = None
+        self._http_loop = None
 
     def app_client(self) -> AsyncWebClient:
         """The client given to Bolt: Bolt copies its base URL and retry handlers per request."""
@@ -104,6 +157,7 @@ class SlackClients:
             base_url=self.settings.slack_api_url,
             timeout=SLACK_TIMEOUT,
             retry_handlers=interactive_retry_handlers() if retries else [],
+            session=self.session(),
         )
 
     async def only_installation(self) -> tuple[str | None, str | None] | None:
