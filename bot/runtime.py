@@ -87,14 +87,14 @@ class Runtime:
         database work than the click itself (bench/RESULTS.md, "Statements per request")."""
         if self.worker is not None:
             self.worker.wake(channel)
+        if self.wakeup is not None:  # a worker in another process (genie serve --no-worker)
+            self.wakeup.send(channel)
         if not paging:
             return
         if self.paging is not None:
             self.paging.wake()
         if self.channels is not None:
             self.channels.wake()
-        if self.wakeup is not None:
-            self.wakeup.send(channel)
 
     def link_url(self, token: str) -> str:
         """Built from GENIE_BASE_URL, never from a request's Host header."""
