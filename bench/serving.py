@@ -53,7 +53,7 @@ class ServingPlan:
 PLANS = {
     "full": ServingPlan(backlog=500, channels=50, clicks=600, rate=150),
     "quick": ServingPlan(backlog=500, channels=50, clicks=150, rate=15),
-    "smoke": ServingPlan(backlog=20, channels=4, clicks=20, rate=50),
+    "smoke": ServingPlan(backlog=8, channels=4, clicks=10, rate=50),
 }
 
 
