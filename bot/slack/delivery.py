@@ -8,7 +8,8 @@
 The loop claims due lane heads (``bot.services.outbox``: one claim per short transaction
 that also reads what to send, a lease that is renewed while a call lasts), delivers different
 channels — and the two lanes of a channel, ``post`` and ``update`` — concurrently (at most
-``concurrency`` at once) and one lane strictly in ``id`` order — settling a message claims the
+``concurrency`` at once, not counting those waiting for their channel's pace) and one lane
+strictly in ``id`` order — settling a message claims the
 lane's next one in the same transaction, so a busy channel is one transaction per message —
 then sleeps until the next message is due, ``wake()`` is called, or ``poll_interval`` passes
 (other processes enqueue too).
@@ -71,6 +72,8 @@ from storage.models import Alert, OutboxMessage, SlackDigest
 logger = logging.getLogger(__name__)
 
 CONCURRENCY = 8
+#: Deliveries in flight at most, those waiting for their channel's pace included.
+MAX_IN_FLIGHT = 1000
 POLL_INTERVAL = 2.0
 SLACK_TIMEOUT = 10
 #: ``event_type`` of the metadata on alert posts; ``event_payload`` names the alert and the outbox row.
@@ -278,6 +281,7 @@ class OutboxWorker:
             outbox.UPDATE_LANE: (settings.slack_update_rate, settings.slack_update_burst),
         }
         self._buckets: dict[tuple[str, str], TokenBucket] = {}  # (channel, lane) -> its pace
+        self._pacing: set[tuple[str, str]] = set()  # deliveries waiting for their token
         self._wake = asyncio.Event()
         self._inflight: dict[tuple[str, str], asyncio.Task] = {}  # (channel, lane) -> its delivery
         self._task: asyncio.Task | None = None
@@ -358,9 +362,28 @@ class OutboxWorker:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
+    async def _paced(self, claim: Claim) -> None:
+        """Wait for the channel lane's token. A delivery that waits does not hold one of the
+        ``concurrency`` places: another channel is started meanwhile (with 50 channels each
+        behind in its pace, holding them capped delivery at ``concurrency`` posts a second)."""
+        bucket = self.bucket(claim.channel, claim.lane)
+        if bucket.wait_time() <= 0:
+            await bucket.take()
+            return
+        self._pacing.add(claim.key)
+        self._wake.set()  # a place is free: look for another channel's head
+        try:
+            await bucket.take()
+        finally:
+            self._pacing.discard(claim.key)
+
+    def _busy(self) -> int:
+        """Deliveries holding a place: in flight and not waiting for their channel's token."""
+        return len(self._inflight) - len(self._pacing)
+
     async def _fill(self) -> list[asyncio.Task]:
         """Claim due channel heads (channels not already in flight here) and start delivering them."""
-        free = self.concurrency - len(self._inflight)
+        free = min(self.concurrency - self._busy(), MAX_IN_FLIGHT - len(self._inflight))
         if free <= 0 or self._stopping:
             return []
         async with self.sessionmaker() as session:
@@ -446,7 +469,7 @@ class OutboxWorker:
             logger.error("Outbox delivery task crashed", exc_info=task.exception())
 
     async def _idle_delay(self) -> float:
-        if len(self._inflight) >= self.concurrency:
+        if self._busy() >= self.concurrency or len(self._inflight) >= MAX_IN_FLIGHT:
             return self.poll_interval  # a finishing delivery wakes the loop
         due = self._next_due  # from _fill's look at the outbox, a moment ago
         if due is None:
@@ -564,7 +587,7 @@ class OutboxWorker:
             claim.refresh_digest = claim.alert.slack_digest_id
             await self._settle(claim)  # queued before its alert was collapsed: the digest stands for it
             return
-        await self.bucket(claim.channel, claim.lane).take()
+        await self._paced(claim)
         if claim.kind == outbox.DIGEST:
             await self._send_digest(claim)
         elif claim.kind == outbox.POST_ALERT:
