@@ -50,7 +50,8 @@ from bench import seed as seeding
 from bench import serving
 from bench.fake import RateLimitedFakeSlack
 from bench.httpc import Pool
-from bench.storm import UNPACED, run_storm
+from bench.storm import run_storm
+from tests.processes import UNPACED
 
 REPO = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "bench-signing-secret-0123456789abcdef"

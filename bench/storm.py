@@ -36,16 +36,6 @@ FIRST_TARGET_S, ALL_TARGET_S, ACK_TARGET_S, ACCEPT_TARGET = 2.0, 10.0, 2.0, 1000
 CHANNEL = seeding.PAYMENTS_CHANNEL
 PAYMENTS = 1  # the seeded Payments team's id
 
-#: Settings that turn pacing and digests off, for the benchmark's other rows: they measure what
-#: Genie costs with every alert posted on its own (as before this row existed).
-UNPACED = {
-    "GENIE_SLACK_CHANNEL_RATE": "100",
-    "GENIE_SLACK_CHANNEL_BURST": "100",
-    "GENIE_SLACK_UPDATE_RATE": "100",
-    "GENIE_SLACK_UPDATE_BURST": "100",
-    "GENIE_SLACK_DIGEST_THRESHOLD": "0",
-}
-
 
 def _meta(message: dict) -> tuple[str | None, dict]:
     meta = message.get("metadata") or {}

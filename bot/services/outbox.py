@@ -429,6 +429,16 @@ async def open_digest(session: AsyncSession, channel: str) -> SlackDigest | None
     )
 
 
+def _waiting_posts(channel: str) -> tuple:
+    """Alert posts waiting in ``channel``'s post lane (what a storm counts and collapses)."""
+    return (
+        OutboxMessage.lane == POST_LANE,
+        OutboxMessage.channel == channel,
+        _pending(),
+        OutboxMessage.kind == POST_ALERT,
+    )
+
+
 async def storm(session: AsyncSession, head: OutboxMessage, now: datetime, rule: StormRule) -> Collapse | None:
     """The storm rule, applied by the worker that has just claimed ``head`` (an ``alert.post``
     at the head of its channel's post lane), in the claiming transaction; None: post ``head``
@@ -453,12 +463,7 @@ async def storm(session: AsyncSession, head: OutboxMessage, now: datetime, rule:
                 select(Alert.priority, func.count())
                 .select_from(OutboxMessage)
                 .join(Alert, Alert.id == OutboxMessage.alert_id)
-                .where(
-                    OutboxMessage.lane == POST_LANE,
-                    OutboxMessage.channel == head.channel,
-                    _pending(),
-                    OutboxMessage.kind == POST_ALERT,
-                )
+                .where(*_waiting_posts(head.channel))
                 .group_by(Alert.priority)
             )
         ).all()
@@ -492,10 +497,7 @@ async def storm(session: AsyncSession, head: OutboxMessage, now: datetime, rule:
         select(OutboxMessage.alert_id)
         .join(Alert, Alert.id == OutboxMessage.alert_id)
         .where(
-            OutboxMessage.lane == POST_LANE,
-            OutboxMessage.channel == head.channel,
-            _pending(),
-            OutboxMessage.kind == POST_ALERT,
+            *_waiting_posts(head.channel),
             Alert.priority >= digest.storm_priority,
             _lease_free(now) | (OutboxMessage.id == head.id) if head_collapsed else _lease_free(now),
         )
