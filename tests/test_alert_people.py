@@ -84,9 +84,15 @@ async def world(genie: Genie) -> Api:
 
 
 async def _posted(api: Api, tiny: str) -> dict:
+    """The post of alert ``tiny`` in the team's channel, once it is there (an earlier alert's
+    post being there already says nothing about this one's)."""
     api.genie.rt.wake_outbox()
-    calls = await api.genie.fake.wait_for("chat.postMessage", channel="C0PAY")
-    return next(c.args for c in calls if f"#{tiny} " in c.args["text"])
+
+    async def found() -> dict | None:
+        calls = api.genie.fake.calls("chat.postMessage")
+        return next((c.args for c in calls if c.args.get("channel") == "C0PAY" and f"#{tiny} " in c.args["text"]), None)
+
+    return await eventually(found, timeout=10)
 
 
 def _fields(blocks: list[dict]) -> dict[str, str]:
