@@ -140,9 +140,19 @@ async def enqueue(
         attempts=0,
     )
     session.add(message)
+    session.info.setdefault(_ENQUEUED, set()).add(channel)
     if flush:
         await session.flush()
     return message
+
+
+_ENQUEUED = "genie_outbox_channels"
+
+
+def enqueued_channels(session: AsyncSession) -> set[str]:
+    """The channels ``session`` queued messages to (to wake the worker for each after the commit:
+    a click also redraws page DMs and tells an assignee, in channels other than the alert's)."""
+    return set(session.info.get(_ENQUEUED, ()))
 
 
 async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[list[OutboxMessage], datetime | None]:

@@ -10,7 +10,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from bot import metrics
 from bot.blocks.alerts import ButtonValue, refusal_message
 from bot.listeners.context import REPLAY_KEY, identity_from, runtime, tell
-from bot.services import actions, slack_events, slack_links
+from bot.services import actions, outbox, slack_events, slack_links
 from bot.services.slack_links import SlackProfile
 from storage.models import AlertAction
 
@@ -81,7 +81,8 @@ async def _act(body: dict, context: AsyncBoltContext, respond, action: AlertActi
         )
     metrics.count_decision(action, result.outcome, result.reason)  # committed: it is on the timeline
     if result.applied:
-        rt.wake_outbox(result.channel, paging=False)  # a click never starts an escalation
+        for channel in outbox.enqueued_channels(session) or {result.channel}:
+            rt.wake_outbox(channel, paging=False)  # a click never starts an escalation
         return
     connect_url = then = None
     if result.needs_link:
