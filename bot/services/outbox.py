@@ -554,16 +554,7 @@ async def close_quiet_digests(session: AsyncSession, now: datetime, rule: StormR
     )
     closed = []
     for digest in list(quiet):
-        waiting = await session.scalar(
-            select(OutboxMessage.id)
-            .where(
-                OutboxMessage.lane == POST_LANE,
-                OutboxMessage.channel == digest.channel,
-                _pending(),
-                OutboxMessage.kind == POST_ALERT,
-            )
-            .limit(1)
-        )
+        waiting = await session.scalar(select(OutboxMessage.id).where(*_waiting_posts(digest.channel)).limit(1))
         if waiting is not None:
             continue  # the channel's next post decides (``storm``)
         result = await session.execute(
