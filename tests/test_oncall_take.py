@@ -27,10 +27,8 @@ async def test_ive_got_it_from_the_page_dm_assigns_and_acknowledges_and_stops_th
     assert "alert_take" in _ids(dm["blocks"]) and "I've got it" in str(dm["blocks"])
 
     value = _button(dm["blocks"], "alert_take")
-    # Clicked once Genie has recorded where the DM is (a person takes longer than that to read
-    # it; a click in the few milliseconds before, while the DM's delivery is being settled,
-    # leaves that DM as it was: known, and left alone — see the README's paging notes).
-    await eventually(lambda: genie.scalar("SELECT slack_ts FROM page WHERE alert_id = :a", a=alert_id))
+    # Clicked at once: even before Genie has recorded where the DM is, it is redrawn below
+    # (test_a_page_dm_acknowledged_while_slack_was_still_taking_it_is_redrawn).
     response = await genie.slack.block_action(ALICE, "alert_take", value, container="message", channel_id="D0ALICE")
     assert response.status_code == 200
     await eventually(lambda: genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id))
@@ -44,7 +42,7 @@ async def test_ive_got_it_from_the_page_dm_assigns_and_acknowledges_and_stops_th
     assert "I've got it" in assigned[0][2]
     assert ("acknowledge", "applied", "paged at step 1; I've got it") in events
     # The page is redrawn (no Acknowledge, no I've got it) and the escalation is over.
-    [(channel, ts)] = await genie.rows("SELECT slack_channel, slack_ts FROM page WHERE alert_id = :a", a=alert_id)
+    channel, ts = await _placed(genie, alert_id)
     [redrawn] = [c.args for c in await genie.fake.wait_for("chat.update", channel=channel, ts=ts)]
     assert "Acknowledged* by Alice Smith" in block_text(redrawn["blocks"])
     assert not {"alert_acknowledge", "alert_take"} & _ids(redrawn["blocks"])
@@ -84,3 +82,33 @@ async def test_ive_got_it_on_the_channel_message_and_refusals(world: World):
     assert owner == "bob@example.com"
     [update] = [c.args for c in await genie.fake.wait_for("chat.update", channel="C0PAY")]
     assert "Acknowledged* by Bob Jones" in block_text(update["blocks"]) and "alert_take" not in _ids(update["blocks"])
+
+
+async def test_a_page_dm_acknowledged_while_slack_was_still_taking_it_is_redrawn(world: World):
+    """The alert is acknowledged (from the DM, at once) while Slack has taken the page DM but not
+    yet answered: the acknowledgement finds no page in Slack to redraw (Genie does not know where
+    the DM is yet), so recording the DM's place must redraw it."""
+    genie = world.genie
+    await world.policy([StepSpec(0, "schedule", "primary")])
+    genie.fake.fail("chat.postMessage", delay=1.5, times=3)  # Slack posts at once, answers late
+    alert_id = await world.alert()
+    [dm] = await world.dms("U0ALICE")
+    assert await genie.scalar("SELECT slack_ts FROM page WHERE alert_id = :a", a=alert_id) is None
+    value = _button(dm["blocks"], "alert_acknowledge")
+    response = await genie.slack.block_action(ALICE, "alert_acknowledge", value, container="message")
+    assert response.status_code == 200
+    await eventually(lambda: genie.scalar("SELECT acknowledged FROM alert WHERE id = :a", a=alert_id))
+    channel, ts = await _placed(genie, alert_id)
+    [redrawn] = [c.args for c in await genie.fake.wait_for("chat.update", channel=channel, ts=ts, timeout=10)]
+    assert "Acknowledged* by Alice Smith" in block_text(redrawn["blocks"])
+    assert not {"alert_acknowledge", "alert_take"} & _ids(redrawn["blocks"])
+
+
+async def _placed(genie, alert_id: int) -> tuple[str, str]:
+    """Where the page DM is, once Genie has recorded it."""
+
+    async def where():
+        rows = await genie.rows("SELECT slack_channel, slack_ts FROM page WHERE alert_id = :a", a=alert_id)
+        return rows[0] if rows and rows[0][1] else None
+
+    return await eventually(where, timeout=10)

@@ -54,7 +54,17 @@ from bot.services.alerts import Actor, AlreadyDone
 from bot.services.errors import InvalidInput
 from bot.services.loop import BackgroundLoop
 from storage.base import utcnow
-from storage.models import Alert, AlertEscalation, EscalationPolicy, NotificationRule, Page, Team, TeamMember, User
+from storage.models import (
+    Alert,
+    AlertEscalation,
+    AlertStatus,
+    EscalationPolicy,
+    NotificationRule,
+    Page,
+    Team,
+    TeamMember,
+    User,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +181,19 @@ async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime,
             now=now,
             flush=False,
         )
-    team = await session.get(Team, alert.team_id) if sent and alert.team_id is not None else None
-    for page in sent:  # the pages already in Slack are redrawn (after them: the same outbox channel)
+    await _redraw(session, alert, sent)
+    if result.rowcount:
+        await alerts.record(
+            session, alert, "page", "applied", actor, reason=f"escalation stopped: {why}", now=now, flush=False
+        )
+    return bool(result.rowcount)
+
+
+async def _redraw(session: AsyncSession, alert: Alert, pages: list[Page]) -> None:
+    """Queue the redraw of pages already in Slack (after them: the same outbox channel), so that
+    a page DM stops offering Acknowledge once the alert is acknowledged or closed."""
+    team = await session.get(Team, alert.team_id) if pages and alert.team_id is not None else None
+    for page in pages:
         await outbox.enqueue(
             session,
             page.target or page.slack_channel,
@@ -183,11 +204,6 @@ async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime,
             slack_team_id=team.slack_team_id if team else None,
             enterprise_id=team.enterprise_id if team else None,
         )
-    if result.rowcount:
-        await alerts.record(
-            session, alert, "page", "applied", actor, reason=f"escalation stopped: {why}", now=now, flush=False
-        )
-    return bool(result.rowcount)
 
 
 # --- one step ------------------------------------------------------------------------------------
@@ -983,7 +999,15 @@ async def record_delivery(
         .values(status=status, settled_at=now, reason=f"{page.reason or ''}; {text}"[:300], **placed)
         .execution_options(synchronize_session=False)
     )
-    alert = await session.get(Alert, page.alert_id)
+    # Read under the alert's row lock (PostgreSQL; SQLite's transactions are serial anyway): an
+    # acknowledgement committed while Slack was taking this page found no page in Slack to redraw
+    # (``stop`` redraws SENT pages with a ts, and this one was QUEUED); it is redrawn here instead.
+    # With the lock, either that acknowledgement commits first and is seen here, or it waits for
+    # this commit and its ``stop`` sees the page SENT: never neither (both is a harmless repeat).
+    alert = await session.get(Alert, page.alert_id, with_for_update=True, populate_existing=True)
+    if changed.rowcount and alert is not None and status == SENT and placed.get("slack_ts"):
+        if alert.status == AlertStatus.CLOSED or alert.acknowledged:
+            await _redraw(session, alert, [page])
     if changed.rowcount and alert is not None:
         outcome = {SENT: "applied", FAILED: "failed"}.get(status, "skipped")
         await alerts.record(
