@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +52,21 @@ class Runtime:
     #: due by (``bot.services.paging``). Tests set their own to
     #: move time on; everything else uses the real one.
     now: Callable[[], datetime] = utcnow
+    #: How many clicks' after-ack work (the gate's transaction) runs at once in this process
+    #: (``after_ack``); the rest wait their turn, holding nothing.
+    after_ack_limit: int = 4
+    _after_ack: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    def after_ack(self) -> asyncio.Semaphore:
+        """The turn a click's work takes after Slack got its ack. On one event loop, every click
+        whose transaction is in progress slows every other request's turn through the loop: at
+        more clicks than the process commits per second, 20–30 transactions in step (PostgreSQL's
+        pool) made the next click's *ack* wait over a second (bench/RESULTS.md, "Clicks take
+        their turn after the ack"). With a few at a time the excess waits here, costing nothing,
+        and acks (and API 202s) keep their latency; a transaction runs no slower for it."""
+        if self._after_ack is None:
+            self._after_ack = asyncio.Semaphore(self.after_ack_limit)
+        return self._after_ack
 
     @classmethod
     def create(

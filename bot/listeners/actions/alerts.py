@@ -50,6 +50,11 @@ def _raw_value(body: dict) -> str | None:
 
 
 async def _act(body: dict, context: AsyncBoltContext, respond, action: AlertAction) -> None:
+    async with runtime(context).after_ack():
+        await _decide(body, context, respond, action)
+
+
+async def _decide(body: dict, context: AsyncBoltContext, respond, action: AlertAction) -> None:
     rt, identity = runtime(context), identity_from(context)
     replay = context.get(REPLAY_KEY)  # None in Socket Mode (nothing signed to replay)
     value = ButtonValue.parse(_raw_value(body))
