@@ -8,6 +8,7 @@ when two people click at once, exactly one row changes and the other learns who 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, exists, func, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, String, bindparam, cast, exists, func, literal, or_, select, text, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -560,22 +561,43 @@ def _escalation_traces():
     return (timer | paged).label("escalated")
 
 
-async def _stop_transition(
-    session: AsyncSession, alert: Alert, criteria: list, values: dict[str, Any]
-) -> tuple[bool, bool]:
-    """``_transition`` for a change that stops the escalation (acknowledge, close):
-    ``(changed, escalated)`` — whether the alert has a timer or pages to stop, read in the same
-    ``UPDATE … RETURNING`` (without RETURNING: assumed, and ``paging.stop`` looks)."""
-    statement = update(Alert).where(Alert.id == alert.id, *criteria).values(**values)
+async def _stop_transition(session: AsyncSession, alert: Alert, kind: str, values: dict[str, Any]) -> tuple[bool, bool]:
+    """The conditional UPDATE of a change that stops the escalation (``kind``: acknowledge or
+    close, whose conditions are ``_STOPS``): ``(changed, escalated)`` — whether the alert has a
+    timer or pages to stop, read in the same ``UPDATE … RETURNING`` (without RETURNING:
+    assumed, and ``paging.stop`` looks). The statement is built once per kind (``_stop_statement``)."""
+    params = {"alert_id": alert.id, **{f"new_{key}": value for key, value in values.items()}}
     if not session.get_bind().dialect.update_returning:
+        statement = update(Alert).where(Alert.id == alert.id, *_STOPS[kind]).values(**values)
         return await repo.update_one(session, statement, Alert, alert.id) is not None, True
     row = (
         await session.execute(
-            statement.returning(Alert, _escalation_traces()),
+            _stop_statement(kind, tuple(values)),
+            params,
             execution_options={"synchronize_session": False, "populate_existing": True},
         )
     ).first()
     return (True, bool(row[1])) if row is not None else (False, False)
+
+
+#: The condition each stopping change needs (``_stop_transition``): only one of any number of
+#: concurrent acknowledgements (or closes) changes the row.
+_STOPS = {
+    AlertAction.ACKNOWLEDGE: (Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(False)),
+    AlertAction.CLOSE: (Alert.status == AlertStatus.OPEN,),
+}
+
+
+@functools.cache
+def _stop_statement(kind: str, columns: tuple[str, ...]):
+    """``_stop_transition``'s UPDATE … RETURNING with bind parameters, built once: building it
+    per click (the clauses, the two probes, the cache key) was a tenth of a click's CPU."""
+    return (
+        update(Alert)
+        .where(Alert.id == bindparam("alert_id"), *_STOPS[kind])
+        .values({column: bindparam(f"new_{column}") for column in columns})
+        .returning(Alert, _escalation_traces())
+    )
 
 
 def _ago(then: datetime | None, now: datetime) -> str:
@@ -628,7 +650,7 @@ async def acknowledge(
     changed, escalated = await _stop_transition(
         session,
         alert,
-        [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(False)],
+        AlertAction.ACKNOWLEDGE,
         dict(
             acknowledged=True,
             acknowledged_at=now,
@@ -667,7 +689,7 @@ async def close(
     changed, escalated = await _stop_transition(
         session,
         alert,
-        [Alert.status == AlertStatus.OPEN],
+        AlertAction.CLOSE,
         dict(
             status=AlertStatus.CLOSED,
             closed_at=now,
