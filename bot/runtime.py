@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,8 @@ from bot.services.users import Invites
 from storage.base import utcnow
 
 CSRF_SALT = "genie.csrf.v2"
+#: The longest a Slack delivery waits for queued clicks to go first (``Runtime.background_turn``).
+BACKGROUND_YIELD_S = 0.1
 
 
 @dataclass
@@ -56,8 +59,12 @@ class Runtime:
     #: (``after_ack``); the rest wait their turn, holding nothing.
     after_ack_limit: int = 4
     _after_ack: asyncio.Semaphore | None = field(default=None, repr=False)
+    #: Clicks taken in whose work is not done yet (running or waiting for their turn).
+    clicks_pending: int = 0
+    _clicks_caught_up: asyncio.Event | None = field(default=None, repr=False)
 
-    def after_ack(self) -> asyncio.Semaphore:
+    @contextlib.asynccontextmanager
+    async def after_ack(self):
         """The turn a click's work takes after Slack got its ack. On one event loop, every click
         whose transaction is in progress slows every other request's turn through the loop: at
         more clicks than the process commits per second, 20–30 transactions in step (PostgreSQL's
@@ -66,7 +73,28 @@ class Runtime:
         and acks (and API 202s) keep their latency; a transaction runs no slower for it."""
         if self._after_ack is None:
             self._after_ack = asyncio.Semaphore(self.after_ack_limit)
-        return self._after_ack
+            self._clicks_caught_up = asyncio.Event()
+        self.clicks_pending += 1
+        if self.clicks_pending > self.after_ack_limit:
+            self._clicks_caught_up.clear()
+        try:
+            async with self._after_ack:
+                yield
+        finally:
+            self.clicks_pending -= 1
+            if self.clicks_pending <= self.after_ack_limit:
+                self._clicks_caught_up.set()
+
+    async def background_turn(self) -> None:
+        """Before background work in this process (a Slack delivery): while clicks are queued
+        for their turn (more pending than run at once), let them go first, for at most
+        ``BACKGROUND_YIELD_S`` — a person's action is on record sooner, and deliveries still
+        flow (at least one per channel per ``BACKGROUND_YIELD_S``) however busy the process is.
+        A ``genie worker`` process takes no clicks and never waits here."""
+        if self.clicks_pending <= self.after_ack_limit:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._clicks_caught_up.wait(), BACKGROUND_YIELD_S)
 
     @classmethod
     def create(

@@ -518,6 +518,7 @@ class OutboxWorker:
         keeper = asyncio.create_task(self._keep_lease(claim))
         try:
             try:
+                await self.rt.background_turn()  # clicks queued in this process go first
                 await self._send(claim)
             except Undeliverable as err:
                 claim.done = True
