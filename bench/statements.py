@@ -9,7 +9,10 @@ a loopback port, every background loop started), against the tests' fake Slack a
 database seeded by ``bench/seed.py`` (1,000 users and alerts). A SQLAlchemy
 ``before_cursor_execute`` listener counts every statement, and engine/pool events count
 transactions (each begun), connections opened and pre-pings; on SQLite the
-thread hops to aiosqlite's worker (each ``Connection._execute``) are counted too. Each
+thread hops to aiosqlite's worker (each ``Connection._execute``, Genie's engine only: the
+benchmark's own polling is not counted) and, with the inline connection
+(``storage.sqlite_inline``), the milliseconds the event loop spends inside ``sqlite3`` calls
+("loop ms": the loop blocks for them) are counted too. Each
 statement is charged to the asyncio task that ran it: a request (the HTTP request, or the
 click's listener Bolt runs after the ack), the outbox worker (its loop and its deliveries),
 or one of the other background loops by name.
@@ -60,6 +63,8 @@ class Counter:
         self.statements: collections.Counter[str] = collections.Counter()
         self.transactions: collections.Counter[str] = collections.Counter()
         self.hops: collections.Counter[str] = collections.Counter()
+        self.loop_ms: collections.Counter[str] = collections.Counter()
+        self.ignored: set[int] = set()  # aiosqlite connections of the benchmark's own engine
         self.pings = 0
         self.connects = 0
         self.trace: list[tuple[str, str]] = []
@@ -70,6 +75,7 @@ class Counter:
             "statements": collections.Counter(self.statements),
             "transactions": collections.Counter(self.transactions),
             "hops": collections.Counter(self.hops),
+            "loop_ms": collections.Counter(self.loop_ms),
         }
 
     def since(self, before: dict[str, collections.Counter]) -> dict[str, dict[str, int]]:
@@ -111,10 +117,44 @@ class Counter:
             original = aiosqlite.core.Connection._execute
 
             async def _execute(conn, fn, *args, **kwargs):
-                self.hops[_category()] += 1
+                if id(conn) not in self.ignored:
+                    self.hops[_category()] += 1
                 return await original(conn, fn, *args, **kwargs)
 
             aiosqlite.core.Connection._execute = _execute
+            self._time_inline()
+
+    def ignore(self, engine) -> None:
+        """Leave out the hops of ``engine``'s connections (the benchmark's own reads)."""
+        from sqlalchemy import event
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _connect(dbapi_connection, record):  # noqa: ARG001
+            self.ignored.add(id(dbapi_connection.driver_connection))
+
+    def _time_inline(self) -> None:
+        """Time every call of the inline connection that runs ``sqlite3`` on the loop."""
+        try:
+            from storage import sqlite_inline
+        except ImportError:  # a checkout before the inline connection: hops only
+            return
+
+        def timed(cls, name: str) -> None:
+            original = getattr(cls, name)
+
+            async def wrapper(*args, **kwargs):
+                started = time.perf_counter()
+                try:
+                    return await original(*args, **kwargs)
+                finally:
+                    self.loop_ms[_category()] += (time.perf_counter() - started) * 1000
+
+            setattr(cls, name, wrapper)
+
+        for name in ("execute", "executemany", "fetchall", "fetchone", "fetchmany", "close"):
+            timed(sqlite_inline.InlineCursor, name)
+        for name in ("commit", "rollback"):
+            timed(sqlite_inline.InlineConnection, name)
 
 
 async def _scratch_db(backend: str, pg_url: str, work: Path) -> tuple[str, Any]:
@@ -216,6 +256,7 @@ async def measure(backend: str, pg_url: str, n: int, idle: float, trace: bool) -
         task = asyncio.create_task(server.serve(sockets=[sock]))
         await _poll(lambda: asyncio.sleep(0, server.started))
         watch = create_async_engine(url)  # the benchmark's own reads: not counted
+        counter.ignore(watch)
 
         async def value(sql: str, **params) -> Any:
             async with watch.connect() as conn:
@@ -242,7 +283,7 @@ async def measure(backend: str, pg_url: str, n: int, idle: float, trace: bool) -
             await _poll(outbox_empty)
             got = counter.since(before)
             out[name] = {
-                "per_request": {k: {c: round(v / n, 2) for c, v in got[k].items()} for k in got},
+                "per_request": {k: {c: round(v / n, 3) for c, v in got[k].items()} for k in got},
                 "pings_per_request": round((counter.pings - pings) / n, 2),
                 "connects": counter.connects - connects,
                 "seconds": round(time.monotonic() - started, 2),
@@ -344,22 +385,25 @@ def main() -> None:
     print(f"Genie from {out['genie']} on {out['backend']} {out['server_version']}, {args.n} of each, one at a time")
     for kind in ("ingest", "dedupe", "click"):
         got = out[kind]
-        print(f"\n{kind} ({got['seconds']} s): per request, by task: statements / transactions / aiosqlite hops")
+        print(
+            f"\n{kind} ({got['seconds']} s): per request, by task:"
+            " statements / transactions / aiosqlite hops / loop ms in sqlite3"
+        )
         for cat in sorted(got["per_request"]["statements"], key=lambda c: c != "request"):
             per = got["per_request"]
             print(
                 f"  {cat:18} {per['statements'].get(cat, 0):6.1f} {per['transactions'].get(cat, 0):6.1f}"
-                f" {per['hops'].get(cat, 0):7.1f}"
+                f" {per['hops'].get(cat, 0):7.1f} {per.get('loop_ms', {}).get(cat, 0):8.3f}"
             )
         print(f"  pre-pings per request {got['pings_per_request']}, connections opened {got['connects']}")
         for _, statement in got["first_request_statements"]:
             print(f"    | {statement}")
     idle = out["idle_per_second"]
-    print(f"\nidle ({args.idle:.0f} s), per second: statements / transactions / aiosqlite hops")
+    print(f"\nidle ({args.idle:.0f} s), per second: statements / transactions / aiosqlite hops / loop ms in sqlite3")
     for cat in sorted(set(idle["statements"]) | set(idle["hops"])):
         print(
             f"  {cat:18} {idle['statements'].get(cat, 0):6.1f} {idle['transactions'].get(cat, 0):6.1f}"
-            f" {idle['hops'].get(cat, 0):7.1f}"
+            f" {idle['hops'].get(cat, 0):7.1f} {idle.get('loop_ms', {}).get(cat, 0):8.3f}"
         )
 
 

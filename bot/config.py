@@ -218,6 +218,9 @@ class Settings:
         raw_pool = (get("GENIE_DB_POOL_SIZE") or "").strip()
         if raw_pool and not (raw_pool.isdigit() and 1 <= int(raw_pool) <= 1000):
             raise ConfigError("GENIE_DB_POOL_SIZE", f"must be a whole number between 1 and 1000, got {raw_pool!r}")
+        raw_sqlite_driver = (get("GENIE_SQLITE_DRIVER") or "inline").lower()
+        if raw_sqlite_driver not in ("inline", "thread"):
+            raise ConfigError("GENIE_SQLITE_DRIVER", f"must be inline or thread, got {raw_sqlite_driver!r}")
 
         raw_reminder = get("GENIE_ONCALL_REMINDER_MINUTES") or "60"
         try:

@@ -17,6 +17,13 @@ and may open ``POOL_OVERFLOW`` (10) more for a moment. SQLAlchemy's default, 5 +
 than a busy process's concurrency: connections beyond 5 were opened and closed again per
 transaction (825 alerts taken in opened 120 connections; bench/RESULTS.md). Connections are
 pinged only after sitting idle (``_ping_when_idle``), not on every checkout.
+
+SQLite's connection runs on the event loop's thread (``storage.sqlite_inline``): the URL stays
+``sqlite+aiosqlite://`` and SQLAlchemy's aiosqlite dialect, but the connection it is handed
+calls ``sqlite3`` inline instead of hopping to aiosqlite's thread for every call. Another
+process's write lock is waited for in ``asyncio.sleep`` (busy timeout 0 on this connection, the
+same 30 s deadline) and checkpoints run on a thread of their own. ``GENIE_SQLITE_DRIVER=thread``
+gives aiosqlite's thread back.
 """
 
 from __future__ import annotations
@@ -33,7 +40,22 @@ from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from storage import sqlite_inline
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: ``GENIE_SQLITE_DRIVER``: ``inline`` (default: ``sqlite3`` on the event loop's thread) or
+#: ``thread`` (aiosqlite's worker thread, a hop per call).
+SQLITE_DRIVERS = ("inline", "thread")
+
+
+def sqlite_driver(environ: Mapping[str, str] | None = None) -> str:
+    """``GENIE_SQLITE_DRIVER`` (``bot.config`` refuses anything else at start)."""
+    raw = (os.environ if environ is None else environ).get("GENIE_SQLITE_DRIVER", "").strip().lower()
+    if not raw:
+        return "inline"
+    if raw not in SQLITE_DRIVERS:
+        raise ValueError(f"GENIE_SQLITE_DRIVER must be one of {', '.join(SQLITE_DRIVERS)}, got {raw!r}")
+    return raw
 
 
 def make_engine(url: str, **kwargs) -> AsyncEngine:
@@ -41,8 +63,10 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
         if ":memory:" not in url and "mode=memory" not in url:
             kwargs.setdefault("pool_size", 1)
             kwargs.setdefault("max_overflow", 0)
+        inline = sqlite_driver() == "inline"
+        creator = sqlite_inline.connect if inline else _open_sqlite
         engine = create_async_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "async_creator_fn": _open_sqlite}, **kwargs
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "async_creator_fn": creator}, **kwargs
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -51,7 +75,8 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            if not inline:  # inline: 0, and the loop waits in asyncio.sleep (storage.sqlite_inline)
+                cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
