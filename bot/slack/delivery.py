@@ -53,7 +53,6 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
@@ -65,7 +64,7 @@ from bot.runtime import Runtime
 from bot.services import alerts, outbox, slack_directory
 from bot.services.paging import PAGE
 from bot.slack.paging import send_page
-from bot.slack.render import current_view, digest_view
+from bot.slack.render import digest_view, view_of, with_team_and_owner
 from storage.base import utcnow
 from storage.models import Alert, OutboxMessage, SlackDigest
 
@@ -251,6 +250,14 @@ class Claim:
     wait_for_post: bool = False
     #: The channel's next message, claimed when this one was settled.
     next: Claim | None = None
+    #: Messages may wait behind it in its lane (beyond those it covers): settling it claims
+    #: the next. False only when the claiming read saw none (``outbox.Lanes.more_behind``).
+    more_behind: bool = True
+    #: The worker's wake count when the look that claimed it began (``OutboxWorker.wake``).
+    gen: int = 0
+    #: Settled with its lane empty and nothing queued to its channel since it was claimed:
+    #: the worker need not look again for it.
+    quiet: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -289,6 +296,13 @@ class OutboxWorker:
         self._gauges_at = 0.0
         self._digests_at = 0.0
         self._next_due: datetime | None = None
+        # Wakes, counted: a claim remembers the count when its look began, so settling it knows
+        # whether anything was queued to its channel since (``_woken_since``).
+        self._gen = 0
+        self._woken: dict[str, int] = {}  # channel -> the count at its last wake
+        self._woken_any = 0  # the count at the last wake for no channel in particular
+        self._truncated = False  # the last look had more due heads than places
+        self._capped = False  # the loop sleeps its poll interval because every place is busy
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -325,7 +339,17 @@ class OutboxWorker:
         current message claims the next one, and when that finds none the delivery ends with a
         look of its own (``_finished``). So a burst of clicks on one channel's alerts is not one
         pass over the outbox per click, each a transaction. (Only when both of its lanes are: the
-        new message may be in either.)"""
+        new message may be in either.) Every wake is counted, per channel: a delivery that
+        settles with its lane empty claims the lane's next message only if its channel was
+        woken since it was claimed (``_woken_since``)."""
+        self._gen += 1
+        if channel is None:
+            self._woken_any = self._gen
+        else:
+            if len(self._woken) >= 10_000:  # forget them all: every claim then counts as woken
+                self._woken.clear()
+                self._woken_any = self._gen
+            self._woken[channel] = self._gen
         if channel is not None and all((channel, lane) in self._inflight for lane in outbox.LANES):
             return
         self._wake.set()
@@ -381,32 +405,32 @@ class OutboxWorker:
         """Deliveries holding a place: in flight and not waiting for their channel's token."""
         return len(self._inflight) - len(self._pacing)
 
+    def _woken_since(self, claim: Claim) -> bool:
+        return max(self._woken_any, self._woken.get(claim.channel, 0)) > claim.gen
+
     async def _fill(self) -> list[asyncio.Task]:
-        """Claim due channel heads (channels not already in flight here) and start delivering them."""
+        """Claim the due channel heads (channels not already in flight here) and start delivering
+        them: one transaction that looks, claims them all in one statement and reads what each
+        sends (``_claimed``)."""
         free = min(self.concurrency - self._busy(), MAX_IN_FLIGHT - len(self._inflight))
         if free <= 0 or self._stopping:
             return []
-        async with self.sessionmaker() as session:
-            heads, self._next_due = await outbox.heads(session, utcnow(), limit=free)
+        gen, now = self._gen, utcnow()
+        async with self.sessionmaker.begin() as session:
+            heads, self._next_due = await outbox.heads(session, now, limit=free)
+            wanted = [head.id for head in heads if (head.channel, head.lane) not in self._inflight]
+            rows = await outbox.claim_many(session, wanted, now, self.lease)  # others' are left out
+            claims = [await self._claimed(session, row, now) for row in rows]
+        self._truncated = len(heads) >= free
         started = []
-        for head in heads:
-            if self._stopping or (head.channel, head.lane) in self._inflight:
-                continue
-            claim = await self._claim(head.id)
-            if claim is None:  # another worker got there first
-                continue
-            task = asyncio.create_task(self._deliver(claim), name=f"genie-outbox-{claim.id}")
+        for claim in claims:  # committed: those leases are ours (delivered even if stopping)
+            claim.gen = gen
+            state = _Run()
+            task = asyncio.create_task(self._deliver(claim, state), name=f"genie-outbox-{claim.id}")
             self._inflight[claim.key] = task
-            task.add_done_callback(partial(self._finished, claim.key))
+            task.add_done_callback(partial(self._finished, claim.key, state))
             started.append(task)
         return started
-
-    async def _claim(self, message_id: int) -> Claim | None:
-        """Take a channel head's lease and read what to send, in one transaction."""
-        now = utcnow()
-        async with self.sessionmaker.begin() as session:
-            row = await outbox.claim(session, message_id, now, self.lease)
-            return None if row is None else await self._claimed(session, row, now)
 
     async def _claimed(self, session: AsyncSession, row: OutboxMessage, now: datetime) -> Claim:
         """A claim of ``row`` (just leased in ``session``'s transaction), with the alert it posts
@@ -445,31 +469,44 @@ class OutboxWorker:
             claim.collapsed = await outbox.storm(session, row, now, self.storm_rule)
             if claim.collapsed is not None and claim.collapsed.head_collapsed:
                 return claim
-        if claim.kind == outbox.UPDATE_ALERT and await outbox.post_lane_in_flight(session, row, now):
-            claim.wait_for_post = True
-            return claim
         if claim.kind in (outbox.POST_ALERT, outbox.UPDATE_ALERT) and claim.alert_id is not None:
-            claim.covers = await outbox.later_updates(session, row)
+            # One statement: the alert, all it draws, and its lanes (one snapshot: the picture
+            # drawn includes every change the updates it covers report).
+            found = await with_team_and_owner(
+                session, claim.alert_id, outbox.lane_columns(), outbox.lane_params(row, now)
+            )
+            lanes = outbox.lanes_of(row, found.extra) if found is not None else None
+            if lanes is not None and lanes.post_in_flight:
+                claim.wait_for_post = True
+                return claim
+            if found is None:
+                if claim.kind == outbox.UPDATE_ALERT and await outbox.post_lane_in_flight(session, row, now):
+                    claim.wait_for_post = True
+                return claim
+            claim.covers, claim.more_behind = lanes.later, lanes.more_behind
             try:
-                found = await current_view(session, claim.alert_id)
-            except SQLAlchemyError:
-                raise  # the database failed: the claim is rolled back, the loop backs off
+                claim.view = view_of(found)
             except Exception as err:  # a bug drawing this alert: this message is retried with backoff
                 claim.render_error, claim.covers = err, []
             else:
-                if found is not None:
-                    claim.alert, claim.view = found
+                claim.alert = found.alert
         return claim
 
-    def _finished(self, key: tuple[str, str], task: asyncio.Task) -> None:
+    def _finished(self, key: tuple[str, str], run: _Run, task: asyncio.Task) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
-        self._wake.set()  # the channel's next message may be due now
+        # The channel's next message may be due now, or a place is free for a head the last look
+        # had no room for, or the loop sleeps its poll interval: look. Not after a delivery that
+        # settled with its lane empty and nothing queued to its channel since (a click's update):
+        # that look would find nothing new.
+        if not (run.quiet and not self._truncated and not self._capped):
+            self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error("Outbox delivery task crashed", exc_info=task.exception())
 
     async def _idle_delay(self) -> float:
-        if self._busy() >= self.concurrency or len(self._inflight) >= MAX_IN_FLIGHT:
+        self._capped = self._busy() >= self.concurrency or len(self._inflight) >= MAX_IN_FLIGHT
+        if self._capped:
             return self.poll_interval  # a finishing delivery wakes the loop
         due = self._next_due  # from _fill's look at the outbox, a moment ago
         if due is None:
@@ -502,13 +539,16 @@ class OutboxWorker:
         metrics.OUTBOX_FAILED_MESSAGES.set(stats.failed)
 
     # --- one message ---------------------------------------------------------------------------
-    async def _deliver(self, claim: Claim | None) -> int:
+    async def _deliver(self, claim: Claim | None, run: _Run | None = None) -> int:
         """Deliver a channel's messages in order, from the claimed one on, for as long as the
         next one is due when one is settled (settling claims it); the number delivered."""
         delivered = 0
         while claim is not None:
-            if await self._deliver_one(claim) == "delivered":
+            outcome = await self._deliver_one(claim)
+            if outcome == "delivered":
                 delivered += 1 + claim.covered
+            if run is not None:
+                run.quiet = outcome == "delivered" and claim.quiet
             claim = claim.next
         return delivered
 
@@ -808,6 +848,7 @@ class OutboxWorker:
         """Record delivery (and where the alert's or the digest's message is), and claim the
         lane's next message if it is due, in one transaction."""
         claim.done = True
+        gen, quiet = self._gen, False
         async with self.sessionmaker.begin() as session:
             now = utcnow()
             if alert_id is not None:
@@ -818,11 +859,20 @@ class OutboxWorker:
                 await outbox.refresh_digest(session, claim.refresh_digest, now)
             covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
             following = None
-            if not self._stopping:
+            if self._stopping:
+                pass
+            elif claim.more_behind or covered < len(claim.covers) or self._woken_since(claim):
                 row = await outbox.claim_next(session, claim.channel, now, self.lease, lane=claim.lane)
                 if row is not None:
                     following = await self._claimed(session, row, now)
-        claim.covered, claim.next = covered, following  # committed: that lease is ours
+            else:
+                # Its lane held nothing more when it was claimed, and nothing was queued to its
+                # channel since (any process wakes this worker for every channel it queues to):
+                # the lane is empty, no need to look.
+                quiet = True
+        claim.covered, claim.next, claim.quiet = covered, following, quiet  # committed: that lease is ours
+        if following is not None:
+            following.gen = gen
 
     async def _after_failure(self, claim: Claim, failure: Failure) -> str:
         if failure.kind == "wait":
@@ -913,6 +963,14 @@ class OutboxWorker:
             _hint(error),
         )
         return "failed"
+
+
+@dataclass
+class _Run:
+    """One delivery task's run of a lane (``_deliver``), as its end tells ``_finished``."""
+
+    #: Its last message was delivered and settled quietly (``Claim.quiet``).
+    quiet: bool = False
 
 
 def _in_digest(alert: Alert) -> bool:
