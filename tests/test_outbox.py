@@ -371,6 +371,42 @@ async def test_one_pass_claims_every_channel_head_at_once_and_a_failing_one_hold
     assert by_alert[failed].attempts == 2 and all(r.attempts == 1 for r in rows if r.alert_id != failed)
 
 
+async def test_deliveries_that_finish_while_a_settle_runs_are_settled_together_once_each(genie):
+    """Three channels' posts are with Slack; the test holds their outbox rows (a write
+    transaction of its own) while Slack answers, so the first settle waits: those that finish
+    meanwhile are settled together in the next transaction (one ``delivered_at``; one each
+    would be three). Each post is shown once and recorded once."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from storage.models import OutboxMessage
+
+    channels = {"Payments": "C0PAY", "Search": "C0SEARCH", "Ops": "C0OPS"}
+    for team, channel in channels.items():
+        await add_team(genie.sessionmaker, team, channel)
+    genie.fake.fail("chat.postMessage", delay=0.5, times=3)
+    await genie.rt.worker.stop()
+    fired = [await fire(genie.sessionmaker, team, f"{team} is down") for team in channels]
+    genie.rt.worker.start()
+    genie.rt.wake_outbox()
+    await genie.fake.wait_for("chat.postMessage", count=3)
+    async with genie.sessionmaker.begin() as session:  # the settles wait for this transaction
+        await session.execute(update(OutboxMessage).where(OutboxMessage.alert_id.in_(fired)).values(last_error=None))
+        await asyncio.sleep(1.5)  # every answer is in meanwhile
+
+    rows = await eventually(lambda: delivered(genie.sessionmaker, count=3))
+    # The first alone (or all three, if they were all in before it began), then the others together.
+    assert len({r.delivered_at for r in rows}) <= 2
+    for alert_id, channel in zip(fired, channels.values(), strict=True):
+        assert [alert_of(m) for m in genie.fake.messages(channel)] == [alert_id]
+    assert len(genie.fake.calls("chat.postMessage")) == 3 and all(r.attempts == 1 for r in rows)
+    async with genie.sessionmaker() as session:
+        shown = {alert_of(m): m["ts"] for channel in channels.values() for m in genie.fake.messages(channel)}
+        for alert_id in fired:
+            assert (await session.get(Alert, alert_id)).slack_ts == shown[alert_id]
+
+
 async def test_the_assign_select_shows_the_team_as_it_is_at_each_render(genie):
     """The worker reads the team's members with the alert (and reuses what it parsed while they
     are the same): a member removed, deactivated or renamed since is never offered, one added

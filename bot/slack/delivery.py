@@ -303,6 +303,8 @@ class OutboxWorker:
         self._woken_any = 0  # the count at the last wake for no channel in particular
         self._truncated = False  # the last look had more due heads than places
         self._capped = False  # the loop sleeps its poll interval because every place is busy
+        self._settles: list[_Settle] = []  # deliveries waiting for the next settling transaction
+        self._settler: asyncio.Task | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -846,33 +848,70 @@ class OutboxWorker:
         digest_ts: str | None = None,
     ) -> None:
         """Record delivery (and where the alert's or the digest's message is), and claim the
-        lane's next message if it is due, in one transaction."""
+        lane's next message if it is due, in one transaction — shared: the deliveries that
+        finish while a settling transaction runs are settled together in the next one
+        (``_settle_batches``), so a busy worker spends one transaction on several messages.
+        Returns once committed (raises if it was not)."""
         claim.done = True
-        gen, quiet = self._gen, False
-        async with self.sessionmaker.begin() as session:
-            now = utcnow()
-            if alert_id is not None:
-                await alerts.record_slack_message(session, alert_id, channel, ts)
-            if digest_ts is not None and claim.digest_id is not None:
-                await outbox.record_digest_message(session, claim.digest_id, digest_ts)
-            if claim.refresh_digest is not None:
-                await outbox.refresh_digest(session, claim.refresh_digest, now)
-            covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
-            following = None
-            if self._stopping:
-                pass
-            elif claim.more_behind or covered < len(claim.covers) or self._woken_since(claim):
-                row = await outbox.claim_next(session, claim.channel, now, self.lease, lane=claim.lane)
-                if row is not None:
-                    following = await self._claimed(session, row, now)
-            else:
-                # Its lane held nothing more when it was claimed, and nothing was queued to its
-                # channel since (any process wakes this worker for every channel it queues to):
-                # the lane is empty, no need to look.
-                quiet = True
-        claim.covered, claim.next, claim.quiet = covered, following, quiet  # committed: that lease is ours
-        if following is not None:
-            following.gen = gen
+        settle = _Settle(claim, alert_id, channel, ts, digest_ts, asyncio.get_running_loop().create_future())
+        self._settles.append(settle)
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_batches(), name="genie-outbox-settle")
+        await settle.committed
+
+    async def _settle_batches(self) -> None:
+        """Settle what is waiting, in one transaction, until nothing is. If that transaction
+        fails, each is tried again in its own (one bad settle must not fail the others)."""
+        batch: list[_Settle] = []
+        try:
+            while self._settles:
+                batch, self._settles = self._settles, []
+                gen = self._gen
+                try:
+                    async with self.sessionmaker.begin() as session:
+                        now = utcnow()
+                        results = [await self._settle_one(session, settle, now) for settle in batch]
+                except Exception as err:
+                    if len(batch) == 1:
+                        _resolve(batch[0], error=err)
+                        continue
+                    for settle in batch:
+                        gen = self._gen
+                        try:
+                            async with self.sessionmaker.begin() as session:
+                                result = await self._settle_one(session, settle, utcnow())
+                        except Exception as one_err:
+                            _resolve(settle, error=one_err)
+                        else:
+                            _resolve(settle, result, gen)
+                    continue
+                for settle, result in zip(batch, results, strict=True):
+                    _resolve(settle, result, gen)
+        except BaseException as err:  # cancelled (shutdown): nobody may wait for ever
+            for settle in [*batch, *self._settles]:
+                _resolve(settle, error=err if isinstance(err, Exception) else asyncio.CancelledError())
+            self._settles = []
+            raise
+
+    async def _settle_one(self, session: AsyncSession, settle: _Settle, now: datetime) -> tuple:
+        """One delivery's part of a settling transaction: ``(covered, next claim, quiet)``."""
+        claim = settle.claim
+        if settle.alert_id is not None:
+            await alerts.record_slack_message(session, settle.alert_id, settle.channel, settle.ts)
+        if settle.digest_ts is not None and claim.digest_id is not None:
+            await outbox.record_digest_message(session, claim.digest_id, settle.digest_ts)
+        if claim.refresh_digest is not None:
+            await outbox.refresh_digest(session, claim.refresh_digest, now)
+        covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
+        if self._stopping:
+            return covered, None, False
+        if claim.more_behind or covered < len(claim.covers) or self._woken_since(claim):
+            row = await outbox.claim_next(session, claim.channel, now, self.lease, lane=claim.lane)
+            return covered, None if row is None else await self._claimed(session, row, now), False
+        # Its lane held nothing more when it was claimed, and nothing was queued to its channel
+        # since (any process wakes this worker for every channel it queues to): the lane is
+        # empty, no need to look.
+        return covered, None, True
 
     async def _after_failure(self, claim: Claim, failure: Failure) -> str:
         if failure.kind == "wait":
@@ -963,6 +1002,34 @@ class OutboxWorker:
             _hint(error),
         )
         return "failed"
+
+
+@dataclass
+class _Settle:
+    """A delivery waiting to be recorded (``OutboxWorker._settle``)."""
+
+    claim: Claim
+    alert_id: int | None
+    channel: str | None
+    ts: str | None
+    digest_ts: str | None
+    committed: asyncio.Future
+
+
+def _resolve(settle: _Settle, result: tuple | None = None, gen: int = 0, *, error: BaseException | None = None) -> None:
+    """Tell the delivery waiting for ``settle`` how it went (its claim then holds what was
+    settled: how many later updates it covered, the lane's next message, whether it was quiet)."""
+    if error is None and result is not None:
+        claim = settle.claim
+        claim.covered, claim.next, claim.quiet = result  # committed: that lease is ours
+        if claim.next is not None:
+            claim.next.gen = gen
+    if settle.committed.done():  # its delivery was cancelled (a stop that timed out)
+        return
+    if error is not None:
+        settle.committed.set_exception(error)
+    else:
+        settle.committed.set_result(None)
 
 
 @dataclass
