@@ -295,16 +295,13 @@ class Lanes:
     later: list[int]
     #: ``post_lane_in_flight`` (for an update-lane update; else False).
     post_in_flight: bool
-    #: More messages wait behind it in its lane than the ones it covers (among the next
-    #: ``COALESCE_WINDOW``; that many counts as more): settling it should claim the next.
-    more_behind: bool
 
 
 @functools.cache
 def lane_columns() -> tuple:
-    """``later_updates``, ``post_lane_in_flight`` and how many messages wait behind the message
-    (up to ``COALESCE_WINDOW``) as scalar columns with bound parameters (``lane_params``), built
-    once, to read in the same statement as the alert (``render.with_team_and_owner``)."""
+    """``later_updates`` and ``post_lane_in_flight`` as scalar columns with bound parameters
+    (``lane_params``), built once, to read in the same statement as the alert
+    (``render.with_team_and_owner``)."""
     lane, channel = bindparam("lane_lane", type_=String()), bindparam("lane_channel", type_=String())
     head, alert_id = bindparam("lane_head", type_=Integer()), bindparam("lane_alert", type_=Integer())
     now = bindparam("lane_now", type_=OutboxMessage.locked_until.type)
@@ -321,7 +318,6 @@ def lane_columns() -> tuple:
         .where(later_o.id.in_(window), later_o.alert_id == alert_id, later_o.kind == UPDATE_ALERT)
         .scalar_subquery()
     )
-    behind = select(func.count()).select_from(window.subquery("lane_behind")).scalar_subquery()
     p = aliased(OutboxMessage, name="post_in_flight")
     in_flight = (
         select(p.id)
@@ -329,7 +325,7 @@ def lane_columns() -> tuple:
         .limit(1)
         .scalar_subquery()
     )
-    return (later, behind, in_flight)
+    return (later, in_flight)
 
 
 def lane_params(message: OutboxMessage, now: datetime) -> dict[str, Any]:
@@ -344,14 +340,13 @@ def lane_params(message: OutboxMessage, now: datetime) -> dict[str, Any]:
 
 def lanes_of(message: OutboxMessage, values: tuple) -> Lanes:
     """``lane_columns``' values, as read for ``message``."""
-    later, behind, in_flight = values
+    later, in_flight = values
     covers = [int(i) for i in later.split(",")] if later else []
     if message.kind not in (POST_ALERT, UPDATE_ALERT):
         covers = []
     return Lanes(
         later=covers,
         post_in_flight=message.kind == UPDATE_ALERT and message.lane == UPDATE_LANE and in_flight is not None,
-        more_behind=int(behind or 0) > len(covers) or int(behind or 0) >= COALESCE_WINDOW,
     )
 
 
@@ -389,6 +384,44 @@ async def mark_delivered(session: AsyncSession, message_id: int, now: datetime, 
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
+
+
+async def deliver_and_claim_next(
+    session: AsyncSession, message_id: int, channel: str, lane: str, now: datetime, lease: timedelta = LEASE
+) -> OutboxMessage | None:
+    """``mark_delivered(message_id)`` (covering nothing) and ``claim_next`` of its lane in one
+    statement: the message settled, and its lane's next message claimed if it is due and not
+    leased — returned, or None. (The next head is the lane's oldest pending message other than
+    this one: the subquery sees the lane as it was before the statement.)"""
+    if not session.get_bind().dialect.update_returning:
+        await mark_delivered(session, message_id, now)
+        return await claim_next(session, channel, now, lease, lane=lane)
+    settled = OutboxMessage.id == message_id
+    o = aliased(OutboxMessage, name="lane_next")
+    following = (
+        select(func.min(o.id)).where(o.lane == lane, o.channel == channel, _pending(o), o.id != message_id)
+    ).scalar_subquery()
+    statement = (
+        update(OutboxMessage)
+        .where(
+            settled
+            | and_(OutboxMessage.id == following, _pending(), OutboxMessage.next_attempt_at <= now, _lease_free(now))
+        )
+        .values(
+            delivered_at=case((settled, now), else_=OutboxMessage.delivered_at),
+            locked_until=case((settled, None), else_=now + lease),
+            last_error=case((settled, None), else_=OutboxMessage.last_error),
+            attempts=case((settled, OutboxMessage.attempts), else_=OutboxMessage.attempts + 1),
+            first_attempt_at=case(
+                (settled, OutboxMessage.first_attempt_at), else_=func.coalesce(OutboxMessage.first_attempt_at, now)
+            ),
+        )
+        .returning(OutboxMessage)
+    )
+    rows = (
+        await session.execute(statement, execution_options={"synchronize_session": False, "populate_existing": True})
+    ).scalars()
+    return next((row for row in rows if row.id != message_id), None)
 
 
 def backoff(attempts: int) -> timedelta:

@@ -5,14 +5,17 @@
     rt.wake_outbox(channel)        # after a commit that enqueued something: deliver now
     await worker.stop()            # lets the calls in flight finish
 
-The loop claims due lane heads (``bot.services.outbox``: one claim per short transaction
-that also reads what to send, a lease that is renewed while a call lasts), delivers different
-channels — and the two lanes of a channel, ``post`` and ``update`` — concurrently (at most
-``concurrency`` at once, not counting those waiting for their channel's pace) and one lane
-strictly in ``id`` order — settling a message claims the
-lane's next one in the same transaction, so a busy channel is one transaction per message —
-then sleeps until the next message is due, ``wake()`` is called, or ``poll_interval`` passes
-(other processes enqueue too).
+The loop claims due lane heads (``bot.services.outbox``: every due head it has room for in one
+short transaction — the look, one ``UPDATE … RETURNING`` and, for each, a read of what to send —
+with a lease that is renewed while a call lasts), delivers different channels — and the two
+lanes of a channel, ``post`` and ``update`` — concurrently (at most ``concurrency`` at once, not
+counting those waiting for their channel's pace) and one lane strictly in ``id`` order —
+settling a message claims the lane's next one in the same transaction, and the deliveries that
+finish while a settle runs are settled together in the next (``_settle_batches``), so a busy
+worker is less than one transaction per message. A delivery whose settle found nothing more
+due in its lane, with nothing queued to its channel since it was claimed (``wake`` counts), does
+not make the loop look again: a click's update is two transactions. The loop then sleeps until the next message is due, ``wake()`` is called, or ``poll_interval``
+passes (other processes enqueue too, and wake this one: ``bot.wakeup``).
 
 **Pacing.** Slack takes about one ``chat.postMessage`` per second per channel, with short
 bursts. Rather than learn that from 429s (each costs a round trip and a ``Retry-After`` wait for
@@ -250,13 +253,9 @@ class Claim:
     wait_for_post: bool = False
     #: The channel's next message, claimed when this one was settled.
     next: Claim | None = None
-    #: Messages may wait behind it in its lane (beyond those it covers): settling it claims
-    #: the next. False only when the claiming read saw none (``outbox.Lanes.more_behind``).
-    more_behind: bool = True
     #: The worker's wake count when the look that claimed it began (``OutboxWorker.wake``).
     gen: int = 0
-    #: Settled with its lane empty and nothing queued to its channel since it was claimed:
-    #: the worker need not look again for it.
+    #: Settled, and its lane had nothing more due.
     quiet: bool = False
 
     @property
@@ -341,9 +340,9 @@ class OutboxWorker:
         current message claims the next one, and when that finds none the delivery ends with a
         look of its own (``_finished``). So a burst of clicks on one channel's alerts is not one
         pass over the outbox per click, each a transaction. (Only when both of its lanes are: the
-        new message may be in either.) Every wake is counted, per channel: a delivery that
-        settles with its lane empty claims the lane's next message only if its channel was
-        woken since it was claimed (``_woken_since``)."""
+        new message may be in either.) Every wake is counted, per channel: a delivery that ends
+        with nothing more due in its lane makes the loop look again only if its channel was
+        woken since it was claimed (``_woken_since``: such a wake may have been skipped)."""
         self._gen += 1
         if channel is None:
             self._woken_any = self._gen
@@ -407,8 +406,9 @@ class OutboxWorker:
         """Deliveries holding a place: in flight and not waiting for their channel's token."""
         return len(self._inflight) - len(self._pacing)
 
-    def _woken_since(self, claim: Claim) -> bool:
-        return max(self._woken_any, self._woken.get(claim.channel, 0)) > claim.gen
+    def _woken_since(self, channel: str, gen: int) -> bool:
+        """Was ``channel`` woken (or everything) since the wake count was ``gen``?"""
+        return max(self._woken_any, self._woken.get(channel, 0)) > gen
 
     async def _fill(self) -> list[asyncio.Task]:
         """Claim the due channel heads (channels not already in flight here) and start delivering
@@ -485,7 +485,7 @@ class OutboxWorker:
                 if claim.kind == outbox.UPDATE_ALERT and await outbox.post_lane_in_flight(session, row, now):
                     claim.wait_for_post = True
                 return claim
-            claim.covers, claim.more_behind = lanes.later, lanes.more_behind
+            claim.covers = lanes.later
             try:
                 claim.view = view_of(found)
             except Exception as err:  # a bug drawing this alert: this message is retried with backoff
@@ -498,10 +498,12 @@ class OutboxWorker:
         if self._inflight.get(key) is task:
             del self._inflight[key]
         # The channel's next message may be due now, or a place is free for a head the last look
-        # had no room for, or the loop sleeps its poll interval: look. Not after a delivery that
-        # settled with its lane empty and nothing queued to its channel since (a click's update):
-        # that look would find nothing new.
-        if not (run.quiet and not self._truncated and not self._capped):
+        # had no room for, or the loop sleeps its poll interval: look. Not after a delivery whose
+        # settle found nothing more due in its lane, with nothing queued to its channel since it
+        # was claimed (a wake skipped while the lane was in flight): a click's update — that look
+        # would find nothing new.
+        quiet = run.quiet and run.channel is not None and not self._woken_since(run.channel, run.gen)
+        if not (quiet and not self._truncated and not self._capped):
             self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error("Outbox delivery task crashed", exc_info=task.exception())
@@ -550,7 +552,7 @@ class OutboxWorker:
             if outcome == "delivered":
                 delivered += 1 + claim.covered
             if run is not None:
-                run.quiet = outcome == "delivered" and claim.quiet
+                run.quiet, run.channel, run.gen = outcome == "delivered" and claim.quiet, claim.channel, claim.gen
             claim = claim.next
         return delivered
 
@@ -902,15 +904,17 @@ class OutboxWorker:
             await outbox.record_digest_message(session, claim.digest_id, settle.digest_ts)
         if claim.refresh_digest is not None:
             await outbox.refresh_digest(session, claim.refresh_digest, now)
-        covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
         if self._stopping:
-            return covered, None, False
-        if claim.more_behind or covered < len(claim.covers) or self._woken_since(claim):
+            return await outbox.mark_delivered(session, claim.id, now, also=claim.covers), None, False
+        if claim.covers:
+            covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
             row = await outbox.claim_next(session, claim.channel, now, self.lease, lane=claim.lane)
-            return covered, None if row is None else await self._claimed(session, row, now), False
-        # Its lane held nothing more when it was claimed, and nothing was queued to its channel
-        # since (any process wakes this worker for every channel it queues to): the lane is
-        # empty, no need to look.
+        else:  # one statement
+            covered = 0
+            row = await outbox.deliver_and_claim_next(session, claim.id, claim.channel, claim.lane, now, self.lease)
+        if row is not None:
+            return covered, await self._claimed(session, row, now), False
+        # Nothing more due in its lane: the loop need not look again for it (``_finished``).
         return covered, None, True
 
     async def _after_failure(self, claim: Claim, failure: Failure) -> str:
@@ -1036,8 +1040,11 @@ def _resolve(settle: _Settle, result: tuple | None = None, gen: int = 0, *, erro
 class _Run:
     """One delivery task's run of a lane (``_deliver``), as its end tells ``_finished``."""
 
-    #: Its last message was delivered and settled quietly (``Claim.quiet``).
+    #: Its last message was delivered and its settle found nothing more due in its lane
+    #: (``Claim.quiet``); that message's channel, and the wake count when it was claimed.
     quiet: bool = False
+    channel: str | None = None
+    gen: int = 0
 
 
 def _in_digest(alert: Alert) -> bool:
