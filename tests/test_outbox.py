@@ -340,6 +340,145 @@ async def test_fifty_alerts_in_three_channels_arrive_once_each_and_in_order(geni
     assert len(answered) == 51 and set(answered) == {i for ids in fired.values() for i in ids}
 
 
+async def test_one_pass_claims_every_channel_head_at_once_and_a_failing_one_holds_only_its_channel(genie):
+    """Nine alerts wait in three channels when the worker looks: one transaction claims the three
+    channels' heads (one statement, one instant: their ``first_attempt_at`` is the same). The
+    first post of that batch fails (a 500: it may have posted): its channel waits for its retry,
+    which looks before posting again; the other two go on. Every alert is shown once, each
+    channel in order."""
+    channels = {"Payments": "C0PAY", "Search": "C0SEARCH", "Ops": "C0OPS"}
+    for team, channel in channels.items():
+        await add_team(genie.sessionmaker, team, channel)
+    await genie.rt.worker.stop()  # so that all nine wait when it looks
+    genie.fake.fail("chat.postMessage", status=500)
+    fired: dict[str, list[int]] = {channel: [] for channel in channels.values()}
+    for i in range(9):
+        team = list(channels)[i % 3]
+        fired[channels[team]].append(await fire(genie.sessionmaker, team, f"Alert number {i}"))
+    genie.rt.worker.start()
+    genie.rt.wake_outbox()
+
+    rows = await eventually(lambda: delivered(genie.sessionmaker, count=9), timeout=30)
+    for channel, ids in fired.items():
+        assert [alert_of(m) for m in genie.fake.messages(channel)] == ids
+    posts = [alert_of(c.args) for c in genie.fake.calls("chat.postMessage")]
+    failed = posts[0]
+    assert len(posts) == 10 and sorted(posts) == sorted([failed, *[i for ids in fired.values() for i in ids]])
+    assert len(genie.fake.calls("conversations.history")) == 1  # the retry looked, for the doubtful one
+    by_alert = {r.alert_id: r for r in rows}
+    heads = [by_alert[ids[0]] for ids in fired.values()]
+    assert len({r.first_attempt_at for r in heads}) == 1  # claimed together
+    assert by_alert[failed].attempts == 2 and all(r.attempts == 1 for r in rows if r.alert_id != failed)
+
+
+async def test_deliveries_that_finish_while_a_settle_runs_are_settled_together_once_each(genie):
+    """Three channels' posts are with Slack; the test holds their outbox rows (a write
+    transaction of its own) while Slack answers, so the first settle waits: those that finish
+    meanwhile are settled together in the next transaction (one ``delivered_at``; one each
+    would be three). Each post is shown once and recorded once."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from storage.models import OutboxMessage
+
+    channels = {"Payments": "C0PAY", "Search": "C0SEARCH", "Ops": "C0OPS"}
+    for team, channel in channels.items():
+        await add_team(genie.sessionmaker, team, channel)
+    genie.fake.fail("chat.postMessage", delay=0.5, times=3)
+    await genie.rt.worker.stop()
+    fired = [await fire(genie.sessionmaker, team, f"{team} is down") for team in channels]
+    genie.rt.worker.start()
+    genie.rt.wake_outbox()
+    await genie.fake.wait_for("chat.postMessage", count=3)
+    async with genie.sessionmaker.begin() as session:  # the settles wait for this transaction
+        await session.execute(update(OutboxMessage).where(OutboxMessage.alert_id.in_(fired)).values(last_error=None))
+        await asyncio.sleep(1.5)  # every answer is in meanwhile
+
+    rows = await eventually(lambda: delivered(genie.sessionmaker, count=3))
+    # The first alone (or all three, if they were all in before it began), then the others together.
+    assert len({r.delivered_at for r in rows}) <= 2
+    for alert_id, channel in zip(fired, channels.values(), strict=True):
+        assert [alert_of(m) for m in genie.fake.messages(channel)] == [alert_id]
+    assert len(genie.fake.calls("chat.postMessage")) == 3 and all(r.attempts == 1 for r in rows)
+    async with genie.sessionmaker() as session:
+        shown = {alert_of(m): m["ts"] for channel in channels.values() for m in genie.fake.messages(channel)}
+        for alert_id in fired:
+            assert (await session.get(Alert, alert_id)).slack_ts == shown[alert_id]
+
+
+async def test_the_assign_select_shows_the_team_as_it_is_at_each_render(genie):
+    """The worker reads the team's members with the alert (and reuses what it parsed while they
+    are the same): a member removed, deactivated or renamed since is never offered, one added
+    is."""
+    from sqlalchemy import update
+
+    from bot.services import users
+    from storage.models import User
+
+    for email, name in [("alice@example.com", "Alice"), ("bob@example.com", "Bob"), ("carol@example.com", "Carol")]:
+        await genie.add_user(email, name)
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    async with genie.sessionmaker.begin() as session:
+        for email in ("alice@example.com", "bob@example.com", "carol@example.com"):
+            await teams.add_member(session, "Payments", email)
+    alert_id = await fire(genie.sessionmaker, "Payments", "Disk full", genie.rt, alias="disk")
+    other_id = await fire(genie.sessionmaker, "Payments", "CPU hot", genie.rt)
+    await eventually(lambda: delivered(genie.sessionmaker, count=2))
+
+    def offered(blocks: list[dict]) -> list[str]:
+        [select] = [e for b in blocks if b["type"] == "actions" for e in b["elements"] if e["type"] == "static_select"]
+        return [o["text"]["text"] for o in select["options"]]
+
+    shown = {alert_of(m): m for m in genie.fake.messages("C0PAY")}
+    assert offered(shown[alert_id]["blocks"]) == offered(shown[other_id]["blocks"]) == ["Alice", "Bob", "Carol"]
+
+    async with genie.sessionmaker.begin() as session:
+        await teams.remove_member(session, "Payments", "bob@example.com")
+        await users.set_active(session, "carol@example.com", False)
+        await session.execute(update(User).where(User.email == "alice@example.com").values(name="Alice Smith"))
+    await genie.add_user("dave@example.com", "Dave")
+    async with genie.sessionmaker.begin() as session:
+        await teams.add_member(session, "Payments", "dave@example.com")
+        await alerts.acknowledge(session, await alerts.get(session, alert_id), Actor(via="api", label="Alertmanager"))
+    genie.rt.wake_outbox()
+    [update_call] = await genie.fake.wait_for("chat.update")
+    assert offered(update_call.args["blocks"]) == ["Alice Smith", "Dave"]
+
+    async with genie.sessionmaker.begin() as session:
+        await teams.remove_member(session, "Payments", "dave@example.com")
+        await alerts.acknowledge(session, await alerts.get(session, other_id), Actor(via="api", label="Alertmanager"))
+    genie.rt.wake_outbox()
+    second = (await genie.fake.wait_for("chat.update", count=2))[1]
+    assert offered(second.args["blocks"]) == ["Alice Smith"]
+    async with genie.sessionmaker() as session:
+        expected = await alert_view(session, await session.get(Alert, other_id))
+    assert second.args["blocks"] == alert_message(expected, f"{genie.url}/alerts/{other_id}")[1]
+
+
+async def test_a_change_queued_while_its_alert_update_is_with_slack_goes_out_right_after_it(genie):
+    """An update whose lane held nothing more when it was claimed settles without looking for a
+    next message — unless something was queued to its channel meanwhile: the close queued while
+    the acknowledgement is with Slack follows it at once, not at the worker's next poll."""
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    alert_id = await fire(genie.sessionmaker, "Payments", "Disk full", genie.rt)
+    await eventually(lambda: delivered(genie.sessionmaker, alert_id))
+    genie.fake.fail("chat.update", delay=1)
+    async with genie.sessionmaker.begin() as session:
+        await alerts.acknowledge(session, await alerts.get(session, alert_id), Actor(via="api", label="Alertmanager"))
+    genie.rt.wake_outbox("C0PAY")
+    [first] = await genie.fake.wait_for("chat.update")
+    async with genie.sessionmaker.begin() as session:
+        await alerts.close(session, await alerts.get(session, alert_id), Actor(via="api", label="Alertmanager"))
+    genie.rt.wake_outbox("C0PAY")
+
+    first, second = await genie.fake.wait_for("chat.update", count=2, timeout=10)
+    assert second.at - first.at < 1.8  # the ack's 1 s, then at once (the poll would be 2 s after the wake)
+    assert "Closed by Alertmanager" in block_text(second.args["blocks"]).replace("*", "")
+    rows = await eventually(lambda: delivered(genie.sessionmaker, alert_id, count=3))
+    assert [r.attempts for r in rows] == [1, 1, 1]
+
+
 # --- crashes ---------------------------------------------------------------------------------------
 @pytest.fixture
 def serve(tmp_path: Path, db_url: str, fake_slack: FakeSlack):

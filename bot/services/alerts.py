@@ -25,7 +25,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from bot.ids import Intent, is_id
 from bot.services import access, alert_people, outbox, teams, users
@@ -1274,27 +1273,11 @@ async def team_and_owner(session: AsyncSession, alert: Alert) -> tuple[Team | No
     return team, owner
 
 
-async def with_team_and_owner(
-    session: AsyncSession, alert_id: int
-) -> tuple[Alert, Team | None, int | None, str | None] | None:
-    """``(alert, team, owner id, owner name)`` in one query — what the outbox worker reads for
-    every post and update. None when the alert no longer exists."""
-    owner = aliased(User)
-    row = (
-        await session.execute(
-            select(Alert, Team, owner.id, owner.name)
-            .outerjoin(Team, Team.id == Alert.team_id)
-            .outerjoin(owner, owner.id == Alert.owner_user_id)
-            .where(Alert.id == alert_id)
-        )
-    ).first()
-    return None if row is None else (row[0], row[1], row[2], row[3])
-
-
 async def assignable_names(session: AsyncSession, team_id: int | None) -> list[tuple[int, str]]:
-    """``(id, name)`` of the active members of the team, by name: who an alert may be assigned
-    to (what ``assign`` accepts), read as plain rows — a hundred ``User`` objects cost far more
-    to build than the select shows."""
+    """``(id, name)`` of the active members of the team, by name (then id: the order
+    ``bot.slack.render`` reads them in for the worker): who an alert may be assigned to (what
+    ``assign`` accepts), read as plain rows — a hundred ``User`` objects cost far more to build
+    than the select shows."""
     if team_id is None:
         return []
     return [
@@ -1303,7 +1286,7 @@ async def assignable_names(session: AsyncSession, team_id: int | None) -> list[t
             select(User.id, User.name)
             .join(TeamMember, TeamMember.user_id == User.id)
             .where(TeamMember.team_id == team_id, User.is_active.is_(True))
-            .order_by(User.name)
+            .order_by(User.name, User.id)
         )
     ]
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, select, union_all, update
+from sqlalchemy import Integer, String, and_, bindparam, case, cast, func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -210,6 +210,30 @@ async def claim(
     return await repo.update_one(session, statement, OutboxMessage, message_id)
 
 
+async def claim_many(
+    session: AsyncSession, message_ids: list[int], now: datetime, lease: timedelta = LEASE
+) -> list[OutboxMessage]:
+    """``claim`` of several channel heads in one statement (a pass of the worker claims every
+    due head it has room for at once): the ones this worker won, in the order of
+    ``message_ids``; another worker's are left out."""
+    if not message_ids:
+        return []
+    if not session.get_bind().dialect.update_returning:
+        claimed = [await claim(session, message_id, now, lease) for message_id in message_ids]
+        return [row for row in claimed if row is not None]
+    statement = (
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(message_ids), _pending(), _lease_free(now))
+        .values(**_claim_values(now, lease))
+        .returning(OutboxMessage)
+    )
+    rows = (
+        await session.execute(statement, execution_options={"synchronize_session": False, "populate_existing": True})
+    ).scalars()
+    won = {row.id: row for row in rows}
+    return [won[message_id] for message_id in message_ids if message_id in won]
+
+
 async def claim_next(
     session: AsyncSession, channel: str, now: datetime, lease: timedelta = LEASE, lane: str = POST_LANE
 ) -> OutboxMessage | None:
@@ -262,6 +286,70 @@ async def later_updates(session: AsyncSession, message: OutboxMessage) -> list[i
     return list(await session.scalars(select(OutboxMessage.id).where(OutboxMessage.id.in_(window), same)))
 
 
+@dataclass(frozen=True)
+class Lanes:
+    """What the worker reads about a claimed alert message's lanes, in the statement that reads
+    the alert (``lane_columns``): one snapshot with the picture it draws."""
+
+    #: ``later_updates``: the updates of the alert that this delivery covers.
+    later: list[int]
+    #: ``post_lane_in_flight`` (for an update-lane update; else False).
+    post_in_flight: bool
+
+
+@functools.cache
+def lane_columns() -> tuple:
+    """``later_updates`` and ``post_lane_in_flight`` as scalar columns with bound parameters
+    (``lane_params``), built once, to read in the same statement as the alert
+    (``render.with_team_and_owner``)."""
+    lane, channel = bindparam("lane_lane", type_=String()), bindparam("lane_channel", type_=String())
+    head, alert_id = bindparam("lane_head", type_=Integer()), bindparam("lane_alert", type_=Integer())
+    now = bindparam("lane_now", type_=OutboxMessage.locked_until.type)
+    w = aliased(OutboxMessage, name="lane_window")
+    window = (
+        select(w.id)
+        .where(w.lane == lane, w.channel == channel, _pending(w), w.id > head)
+        .order_by(w.id)
+        .limit(COALESCE_WINDOW)
+    )
+    later_o = aliased(OutboxMessage, name="later_update")
+    later = (
+        select(func.aggregate_strings(cast(later_o.id, String), ","))
+        .where(later_o.id.in_(window), later_o.alert_id == alert_id, later_o.kind == UPDATE_ALERT)
+        .scalar_subquery()
+    )
+    p = aliased(OutboxMessage, name="post_in_flight")
+    in_flight = (
+        select(p.id)
+        .where(p.lane == POST_LANE, p.channel == channel, _pending(p), p.alert_id == alert_id, p.locked_until >= now)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (later, in_flight)
+
+
+def lane_params(message: OutboxMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "lane_lane": message.lane,
+        "lane_channel": message.channel,
+        "lane_head": message.id,
+        "lane_alert": message.alert_id,
+        "lane_now": now,
+    }
+
+
+def lanes_of(message: OutboxMessage, values: tuple) -> Lanes:
+    """``lane_columns``' values, as read for ``message``."""
+    later, in_flight = values
+    covers = [int(i) for i in later.split(",")] if later else []
+    if message.kind not in (POST_ALERT, UPDATE_ALERT):
+        covers = []
+    return Lanes(
+        later=covers,
+        post_in_flight=message.kind == UPDATE_ALERT and message.lane == UPDATE_LANE and in_flight is not None,
+    )
+
+
 async def renew(
     session: AsyncSession, message_id: int, held_until: datetime, now: datetime, lease: timedelta = LEASE
 ) -> datetime | None:
@@ -296,6 +384,44 @@ async def mark_delivered(session: AsyncSession, message_id: int, now: datetime, 
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
+
+
+async def deliver_and_claim_next(
+    session: AsyncSession, message_id: int, channel: str, lane: str, now: datetime, lease: timedelta = LEASE
+) -> OutboxMessage | None:
+    """``mark_delivered(message_id)`` (covering nothing) and ``claim_next`` of its lane in one
+    statement: the message settled, and its lane's next message claimed if it is due and not
+    leased — returned, or None. (The next head is the lane's oldest pending message other than
+    this one: the subquery sees the lane as it was before the statement.)"""
+    if not session.get_bind().dialect.update_returning:
+        await mark_delivered(session, message_id, now)
+        return await claim_next(session, channel, now, lease, lane=lane)
+    settled = OutboxMessage.id == message_id
+    o = aliased(OutboxMessage, name="lane_next")
+    following = (
+        select(func.min(o.id)).where(o.lane == lane, o.channel == channel, _pending(o), o.id != message_id)
+    ).scalar_subquery()
+    statement = (
+        update(OutboxMessage)
+        .where(
+            settled
+            | and_(OutboxMessage.id == following, _pending(), OutboxMessage.next_attempt_at <= now, _lease_free(now))
+        )
+        .values(
+            delivered_at=case((settled, now), else_=OutboxMessage.delivered_at),
+            locked_until=case((settled, None), else_=now + lease),
+            last_error=case((settled, None), else_=OutboxMessage.last_error),
+            attempts=case((settled, OutboxMessage.attempts), else_=OutboxMessage.attempts + 1),
+            first_attempt_at=case(
+                (settled, OutboxMessage.first_attempt_at), else_=func.coalesce(OutboxMessage.first_attempt_at, now)
+            ),
+        )
+        .returning(OutboxMessage)
+    )
+    rows = (
+        await session.execute(statement, execution_options={"synchronize_session": False, "populate_existing": True})
+    ).scalars()
+    return next((row for row in rows if row.id != message_id), None)
 
 
 def backoff(attempts: int) -> timedelta:

@@ -5,14 +5,17 @@
     rt.wake_outbox(channel)        # after a commit that enqueued something: deliver now
     await worker.stop()            # lets the calls in flight finish
 
-The loop claims due lane heads (``bot.services.outbox``: one claim per short transaction
-that also reads what to send, a lease that is renewed while a call lasts), delivers different
-channels — and the two lanes of a channel, ``post`` and ``update`` — concurrently (at most
-``concurrency`` at once, not counting those waiting for their channel's pace) and one lane
-strictly in ``id`` order — settling a message claims the
-lane's next one in the same transaction, so a busy channel is one transaction per message —
-then sleeps until the next message is due, ``wake()`` is called, or ``poll_interval`` passes
-(other processes enqueue too).
+The loop claims due lane heads (``bot.services.outbox``: every due head it has room for in one
+short transaction — the look, one ``UPDATE … RETURNING`` and, for each, a read of what to send —
+with a lease that is renewed while a call lasts), delivers different channels — and the two
+lanes of a channel, ``post`` and ``update`` — concurrently (at most ``concurrency`` at once, not
+counting those waiting for their channel's pace) and one lane strictly in ``id`` order —
+settling a message claims the lane's next one in the same transaction, and the deliveries that
+finish while a settle runs are settled together in the next (``_settle_batches``), so a busy
+worker is less than one transaction per message. A delivery whose settle found nothing more
+due in its lane, with nothing queued to its channel since it was claimed (``wake`` counts), does
+not make the loop look again: a click's update is two transactions. The loop then sleeps until the next message is due, ``wake()`` is called, or ``poll_interval``
+passes (other processes enqueue too, and wake this one: ``bot.wakeup``).
 
 **Pacing.** Slack takes about one ``chat.postMessage`` per second per channel, with short
 bursts. Rather than learn that from 429s (each costs a round trip and a ``Retry-After`` wait for
@@ -53,7 +56,6 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
@@ -65,7 +67,7 @@ from bot.runtime import Runtime
 from bot.services import alerts, outbox, slack_directory
 from bot.services.paging import PAGE
 from bot.slack.paging import send_page
-from bot.slack.render import current_view, digest_view
+from bot.slack.render import digest_view, view_of, with_team_and_owner
 from storage.base import utcnow
 from storage.models import Alert, OutboxMessage, SlackDigest
 
@@ -251,6 +253,10 @@ class Claim:
     wait_for_post: bool = False
     #: The channel's next message, claimed when this one was settled.
     next: Claim | None = None
+    #: The worker's wake count when the look that claimed it began (``OutboxWorker.wake``).
+    gen: int = 0
+    #: Settled, and its lane had nothing more due.
+    quiet: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -289,6 +295,15 @@ class OutboxWorker:
         self._gauges_at = 0.0
         self._digests_at = 0.0
         self._next_due: datetime | None = None
+        # Wakes, counted: a claim remembers the count when its look began, so settling it knows
+        # whether anything was queued to its channel since (``_woken_since``).
+        self._gen = 0
+        self._woken: dict[str, int] = {}  # channel -> the count at its last wake
+        self._woken_any = 0  # the count at the last wake for no channel in particular
+        self._truncated = False  # the last look had more due heads than places
+        self._capped = False  # the loop sleeps its poll interval because every place is busy
+        self._settles: list[_Settle] = []  # deliveries waiting for the next settling transaction
+        self._settler: asyncio.Task | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -325,7 +340,17 @@ class OutboxWorker:
         current message claims the next one, and when that finds none the delivery ends with a
         look of its own (``_finished``). So a burst of clicks on one channel's alerts is not one
         pass over the outbox per click, each a transaction. (Only when both of its lanes are: the
-        new message may be in either.)"""
+        new message may be in either.) Every wake is counted, per channel: a delivery that ends
+        with nothing more due in its lane makes the loop look again only if its channel was
+        woken since it was claimed (``_woken_since``: such a wake may have been skipped)."""
+        self._gen += 1
+        if channel is None:
+            self._woken_any = self._gen
+        else:
+            if len(self._woken) >= 10_000:  # forget them all: every claim then counts as woken
+                self._woken.clear()
+                self._woken_any = self._gen
+            self._woken[channel] = self._gen
         if channel is not None and all((channel, lane) in self._inflight for lane in outbox.LANES):
             return
         self._wake.set()
@@ -381,32 +406,33 @@ class OutboxWorker:
         """Deliveries holding a place: in flight and not waiting for their channel's token."""
         return len(self._inflight) - len(self._pacing)
 
+    def _woken_since(self, channel: str, gen: int) -> bool:
+        """Was ``channel`` woken (or everything) since the wake count was ``gen``?"""
+        return max(self._woken_any, self._woken.get(channel, 0)) > gen
+
     async def _fill(self) -> list[asyncio.Task]:
-        """Claim due channel heads (channels not already in flight here) and start delivering them."""
+        """Claim the due channel heads (channels not already in flight here) and start delivering
+        them: one transaction that looks, claims them all in one statement and reads what each
+        sends (``_claimed``)."""
         free = min(self.concurrency - self._busy(), MAX_IN_FLIGHT - len(self._inflight))
         if free <= 0 or self._stopping:
             return []
-        async with self.sessionmaker() as session:
-            heads, self._next_due = await outbox.heads(session, utcnow(), limit=free)
+        gen, now = self._gen, utcnow()
+        async with self.sessionmaker.begin() as session:
+            heads, self._next_due = await outbox.heads(session, now, limit=free)
+            wanted = [head.id for head in heads if (head.channel, head.lane) not in self._inflight]
+            rows = await outbox.claim_many(session, wanted, now, self.lease)  # others' are left out
+            claims = [await self._claimed(session, row, now) for row in rows]
+        self._truncated = len(heads) >= free
         started = []
-        for head in heads:
-            if self._stopping or (head.channel, head.lane) in self._inflight:
-                continue
-            claim = await self._claim(head.id)
-            if claim is None:  # another worker got there first
-                continue
-            task = asyncio.create_task(self._deliver(claim), name=f"genie-outbox-{claim.id}")
+        for claim in claims:  # committed: those leases are ours (delivered even if stopping)
+            claim.gen = gen
+            state = _Run()
+            task = asyncio.create_task(self._deliver(claim, state), name=f"genie-outbox-{claim.id}")
             self._inflight[claim.key] = task
-            task.add_done_callback(partial(self._finished, claim.key))
+            task.add_done_callback(partial(self._finished, claim.key, state))
             started.append(task)
         return started
-
-    async def _claim(self, message_id: int) -> Claim | None:
-        """Take a channel head's lease and read what to send, in one transaction."""
-        now = utcnow()
-        async with self.sessionmaker.begin() as session:
-            row = await outbox.claim(session, message_id, now, self.lease)
-            return None if row is None else await self._claimed(session, row, now)
 
     async def _claimed(self, session: AsyncSession, row: OutboxMessage, now: datetime) -> Claim:
         """A claim of ``row`` (just leased in ``session``'s transaction), with the alert it posts
@@ -445,31 +471,46 @@ class OutboxWorker:
             claim.collapsed = await outbox.storm(session, row, now, self.storm_rule)
             if claim.collapsed is not None and claim.collapsed.head_collapsed:
                 return claim
-        if claim.kind == outbox.UPDATE_ALERT and await outbox.post_lane_in_flight(session, row, now):
-            claim.wait_for_post = True
-            return claim
         if claim.kind in (outbox.POST_ALERT, outbox.UPDATE_ALERT) and claim.alert_id is not None:
-            claim.covers = await outbox.later_updates(session, row)
+            # One statement: the alert, all it draws, and its lanes (one snapshot: the picture
+            # drawn includes every change the updates it covers report).
+            found = await with_team_and_owner(
+                session, claim.alert_id, outbox.lane_columns(), outbox.lane_params(row, now)
+            )
+            lanes = outbox.lanes_of(row, found.extra) if found is not None else None
+            if lanes is not None and lanes.post_in_flight:
+                claim.wait_for_post = True
+                return claim
+            if found is None:
+                if claim.kind == outbox.UPDATE_ALERT and await outbox.post_lane_in_flight(session, row, now):
+                    claim.wait_for_post = True
+                return claim
+            claim.covers = lanes.later
             try:
-                found = await current_view(session, claim.alert_id)
-            except SQLAlchemyError:
-                raise  # the database failed: the claim is rolled back, the loop backs off
+                claim.view = view_of(found)
             except Exception as err:  # a bug drawing this alert: this message is retried with backoff
                 claim.render_error, claim.covers = err, []
             else:
-                if found is not None:
-                    claim.alert, claim.view = found
+                claim.alert = found.alert
         return claim
 
-    def _finished(self, key: tuple[str, str], task: asyncio.Task) -> None:
+    def _finished(self, key: tuple[str, str], run: _Run, task: asyncio.Task) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
-        self._wake.set()  # the channel's next message may be due now
+        # The channel's next message may be due now, or a place is free for a head the last look
+        # had no room for, or the loop sleeps its poll interval: look. Not after a delivery whose
+        # settle found nothing more due in its lane, with nothing queued to its channel since it
+        # was claimed (a wake skipped while the lane was in flight): a click's update — that look
+        # would find nothing new.
+        quiet = run.quiet and run.channel is not None and not self._woken_since(run.channel, run.gen)
+        if not (quiet and not self._truncated and not self._capped):
+            self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error("Outbox delivery task crashed", exc_info=task.exception())
 
     async def _idle_delay(self) -> float:
-        if self._busy() >= self.concurrency or len(self._inflight) >= MAX_IN_FLIGHT:
+        self._capped = self._busy() >= self.concurrency or len(self._inflight) >= MAX_IN_FLIGHT
+        if self._capped:
             return self.poll_interval  # a finishing delivery wakes the loop
         due = self._next_due  # from _fill's look at the outbox, a moment ago
         if due is None:
@@ -502,13 +543,16 @@ class OutboxWorker:
         metrics.OUTBOX_FAILED_MESSAGES.set(stats.failed)
 
     # --- one message ---------------------------------------------------------------------------
-    async def _deliver(self, claim: Claim | None) -> int:
+    async def _deliver(self, claim: Claim | None, run: _Run | None = None) -> int:
         """Deliver a channel's messages in order, from the claimed one on, for as long as the
         next one is due when one is settled (settling claims it); the number delivered."""
         delivered = 0
         while claim is not None:
-            if await self._deliver_one(claim) == "delivered":
+            outcome = await self._deliver_one(claim)
+            if outcome == "delivered":
                 delivered += 1 + claim.covered
+            if run is not None:
+                run.quiet, run.channel, run.gen = outcome == "delivered" and claim.quiet, claim.channel, claim.gen
             claim = claim.next
         return delivered
 
@@ -807,23 +851,72 @@ class OutboxWorker:
         digest_ts: str | None = None,
     ) -> None:
         """Record delivery (and where the alert's or the digest's message is), and claim the
-        lane's next message if it is due, in one transaction."""
+        lane's next message if it is due, in one transaction — shared: the deliveries that
+        finish while a settling transaction runs are settled together in the next one
+        (``_settle_batches``), so a busy worker spends one transaction on several messages.
+        Returns once committed (raises if it was not)."""
         claim.done = True
-        async with self.sessionmaker.begin() as session:
-            now = utcnow()
-            if alert_id is not None:
-                await alerts.record_slack_message(session, alert_id, channel, ts)
-            if digest_ts is not None and claim.digest_id is not None:
-                await outbox.record_digest_message(session, claim.digest_id, digest_ts)
-            if claim.refresh_digest is not None:
-                await outbox.refresh_digest(session, claim.refresh_digest, now)
+        settle = _Settle(claim, alert_id, channel, ts, digest_ts, asyncio.get_running_loop().create_future())
+        self._settles.append(settle)
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_batches(), name="genie-outbox-settle")
+        await settle.committed
+
+    async def _settle_batches(self) -> None:
+        """Settle what is waiting, in one transaction, until nothing is. If that transaction
+        fails, each is tried again in its own (one bad settle must not fail the others)."""
+        batch: list[_Settle] = []
+        try:
+            while self._settles:
+                batch, self._settles = self._settles, []
+                gen = self._gen
+                try:
+                    async with self.sessionmaker.begin() as session:
+                        now = utcnow()
+                        results = [await self._settle_one(session, settle, now) for settle in batch]
+                except Exception as err:
+                    if len(batch) == 1:
+                        _resolve(batch[0], error=err)
+                        continue
+                    for settle in batch:
+                        gen = self._gen
+                        try:
+                            async with self.sessionmaker.begin() as session:
+                                result = await self._settle_one(session, settle, utcnow())
+                        except Exception as one_err:
+                            _resolve(settle, error=one_err)
+                        else:
+                            _resolve(settle, result, gen)
+                    continue
+                for settle, result in zip(batch, results, strict=True):
+                    _resolve(settle, result, gen)
+        except BaseException as err:  # cancelled (shutdown): nobody may wait for ever
+            for settle in [*batch, *self._settles]:
+                _resolve(settle, error=err if isinstance(err, Exception) else asyncio.CancelledError())
+            self._settles = []
+            raise
+
+    async def _settle_one(self, session: AsyncSession, settle: _Settle, now: datetime) -> tuple:
+        """One delivery's part of a settling transaction: ``(covered, next claim, quiet)``."""
+        claim = settle.claim
+        if settle.alert_id is not None:
+            await alerts.record_slack_message(session, settle.alert_id, settle.channel, settle.ts)
+        if settle.digest_ts is not None and claim.digest_id is not None:
+            await outbox.record_digest_message(session, claim.digest_id, settle.digest_ts)
+        if claim.refresh_digest is not None:
+            await outbox.refresh_digest(session, claim.refresh_digest, now)
+        if self._stopping:
+            return await outbox.mark_delivered(session, claim.id, now, also=claim.covers), None, False
+        if claim.covers:
             covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
-            following = None
-            if not self._stopping:
-                row = await outbox.claim_next(session, claim.channel, now, self.lease, lane=claim.lane)
-                if row is not None:
-                    following = await self._claimed(session, row, now)
-        claim.covered, claim.next = covered, following  # committed: that lease is ours
+            row = await outbox.claim_next(session, claim.channel, now, self.lease, lane=claim.lane)
+        else:  # one statement
+            covered = 0
+            row = await outbox.deliver_and_claim_next(session, claim.id, claim.channel, claim.lane, now, self.lease)
+        if row is not None:
+            return covered, await self._claimed(session, row, now), False
+        # Nothing more due in its lane: the loop need not look again for it (``_finished``).
+        return covered, None, True
 
     async def _after_failure(self, claim: Claim, failure: Failure) -> str:
         if failure.kind == "wait":
@@ -914,6 +1007,45 @@ class OutboxWorker:
             _hint(error),
         )
         return "failed"
+
+
+@dataclass
+class _Settle:
+    """A delivery waiting to be recorded (``OutboxWorker._settle``)."""
+
+    claim: Claim
+    alert_id: int | None
+    channel: str | None
+    ts: str | None
+    digest_ts: str | None
+    committed: asyncio.Future
+
+
+def _resolve(settle: _Settle, result: tuple | None = None, gen: int = 0, *, error: BaseException | None = None) -> None:
+    """Tell the delivery waiting for ``settle`` how it went (its claim then holds what was
+    settled: how many later updates it covered, the lane's next message, whether it was quiet)."""
+    if error is None and result is not None:
+        claim = settle.claim
+        claim.covered, claim.next, claim.quiet = result  # committed: that lease is ours
+        if claim.next is not None:
+            claim.next.gen = gen
+    if settle.committed.done():  # its delivery was cancelled (a stop that timed out)
+        return
+    if error is not None:
+        settle.committed.set_exception(error)
+    else:
+        settle.committed.set_result(None)
+
+
+@dataclass
+class _Run:
+    """One delivery task's run of a lane (``_deliver``), as its end tells ``_finished``."""
+
+    #: Its last message was delivered and its settle found nothing more due in its lane
+    #: (``Claim.quiet``); that message's channel, and the wake count when it was claimed.
+    quiet: bool = False
+    channel: str | None = None
+    gen: int = 0
 
 
 def _in_digest(alert: Alert) -> bool:

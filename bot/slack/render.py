@@ -2,21 +2,27 @@
 link into its ``LinkView``).
 
 Read at delivery time (and on every click), so a Slack message always shows the alert's
-current state, including the current members in the Assign… select."""
+current state, including the current members in the Assign… select: the worker reads all of it
+in one statement (``with_team_and_owner``), the members as one JSON value that is also the key
+of a parsed-list cache (compared in full, so the select never shows a removed member)."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import json
+from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, Text, bindparam, case, cast, func, or_, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from bot.blocks.alerts import AlertView, PersonRef
 from bot.blocks.digest import GROUPS, TOP, DigestAlert, DigestView
 from bot.blocks.linking import LinkView
 from bot.services import alerts
 from storage.base import utcnow
-from storage.models import Alert, SlackDigest, SlackLink, Team
+from storage.models import Alert, SlackDigest, SlackLink, Team, TeamMember, User
 
 
 def _ref(entry: Any) -> PersonRef | None:
@@ -57,22 +63,119 @@ async def alert_view(session: AsyncSession, alert: Alert, *, with_members: bool 
     )
 
 
-async def current_view(session: AsyncSession, alert_id: int) -> tuple[Alert, AlertView] | None:
-    """The alert and its view as they are now, in two queries (the alert with its team's and
-    owner's names, then the team's assignable members): what the outbox worker renders for
-    every post and update. None when the alert no longer exists."""
-    found = await alerts.with_team_and_owner(session, alert_id)
-    if found is None:
-        return None
-    alert, team, owner_id, owner_name = found
-    return alert, _view(
-        alert,
-        team.name if team else None,
-        owner_id,
-        owner_name,
-        await alerts.assignable_names(session, alert.team_id),
-        await alerts.owner_slack_user(session, owner_id, team),
+async def current_view(
+    session: AsyncSession, alert_id: int, extra: tuple[ColumnElement, ...] = (), params: dict[str, Any] | None = None
+) -> tuple[Alert, AlertView] | None:
+    """The alert and its view as they are now, in one query (``with_team_and_owner``): what the
+    outbox worker renders for every post and update. None when the alert no longer exists."""
+    found = await with_team_and_owner(session, alert_id, extra, params)
+    return None if found is None else (found.alert, view_of(found))
+
+
+def view_of(found: AlertRead) -> AlertView:
+    """The view of an alert as ``with_team_and_owner`` read it."""
+    return _view(
+        found.alert,
+        found.team.name if found.team else None,
+        found.owner_id,
+        found.owner_name,
+        found.members,
+        found.owner_slack,
     )
+
+
+class AlertRead(NamedTuple):
+    """What the outbox worker reads to draw an alert (``with_team_and_owner``)."""
+
+    alert: Alert
+    team: Team | None
+    owner_id: int | None
+    owner_name: str | None
+    #: The assignee's Slack user in the workspace of the alert's channel (``owner_slack_user``).
+    owner_slack: str | None
+    #: ``assignable_names`` of the alert's team.
+    members: tuple[tuple[int, str], ...]
+    #: The values of the caller's ``extra`` columns, in order.
+    extra: tuple[Any, ...] = ()
+
+
+async def with_team_and_owner(
+    session: AsyncSession, alert_id: int, extra: tuple[ColumnElement, ...] = (), params: dict[str, Any] | None = None
+) -> AlertRead | None:
+    """The alert, its team, its assignee's id, name and Slack user, and the team's assignable
+    members, in one query — what the outbox worker reads for every post and update. ``extra``:
+    more columns to read in the same statement (built once, with bound ``params``: the outbox's
+    look at the message's lanes), so everything drawn comes from one snapshot. None when the
+    alert no longer exists."""
+    statement = _render_read(session.get_bind().dialect.name, extra)
+    row = (await session.execute(statement, {"render_alert_id": alert_id, **(params or {})})).first()
+    if row is None:
+        return None
+    alert, team, owner_id, owner_name, owner_slack, members = row[:6]
+    return AlertRead(alert, team, owner_id, owner_name, owner_slack, _members(alert.team_id, members), tuple(row[6:]))
+
+
+@functools.cache
+def _render_read(dialect: str, extra: tuple[ColumnElement, ...]):
+    """``with_team_and_owner``'s statement, built once per dialect and set of extra columns
+    (building it cost more CPU than running it). The owner is joined as ``User`` itself: the
+    query has no other user, and an ``aliased`` entity's column adapter was a large part of the
+    worker's render."""
+    workspace = func.coalesce(func.nullif(Team.enterprise_id, ""), func.nullif(Team.slack_team_id, ""))
+    # alert_people.slack_links for one person: their link in that workspace; with none recorded,
+    # their only link (several: none, no guess).
+    owner_slack = (
+        select(case((func.count() == 1, func.max(SlackLink.slack_user_id))))
+        .where(SlackLink.user_id == Alert.owner_user_id, or_(workspace.is_(None), SlackLink.workspace_id == workspace))
+        .scalar_subquery()
+    )
+    return (
+        select(Alert, Team, User.id, User.name, owner_slack, _members_json(dialect), *extra)
+        .outerjoin(Team, Team.id == Alert.team_id)
+        .outerjoin(User, User.id == Alert.owner_user_id)
+        .where(Alert.id == bindparam("render_alert_id"))
+    )
+
+
+def _members_json(dialect: str):
+    """``assignable_names`` of ``Alert.team_id`` as one JSON array of ``[id, name]``, in the
+    same order: one value made by the database rather than a row per member (and the cache's
+    key: ``_members``)."""
+    member = aliased(User, name="member")  # not the owner joined outside
+    members = (
+        select(member.id.label("id"), member.name.label("name"))
+        .join(TeamMember, TeamMember.user_id == member.id)
+        .where(TeamMember.team_id == Alert.team_id, member.is_active.is_(True))
+    )
+    if dialect == "postgresql":
+        pair = func.json_build_array(member.id, member.name)
+        return (
+            members.with_only_columns(cast(func.json_agg(aggregate_order_by(pair, member.name, member.id)), Text))
+            .correlate(Alert)
+            .scalar_subquery()
+        )
+    # SQLite (before 3.44) has no ORDER BY inside an aggregate: it aggregates an ordered
+    # subquery, which it keeps in order (an aggregate's ordered subquery is never flattened).
+    ordered = members.order_by(member.name, member.id).correlate(Alert).subquery("assignable")
+    return select(func.json_group_array(func.json_array(ordered.c.id, ordered.c.name))).scalar_subquery()
+
+
+#: team id -> (the members' JSON as last read, the members): a render whose JSON is the same
+#: (compared in full: never stale) reuses the parsed list.
+_MEMBERS_CACHE: dict[int, tuple[str, tuple[tuple[int, str], ...]]] = {}
+
+
+def _members(team_id: int | None, raw: str | None) -> tuple[tuple[int, str], ...]:
+    if team_id is None or not raw:
+        return ()
+    cached = _MEMBERS_CACHE.get(team_id)
+    if cached is not None and cached[0] == raw:
+        return cached[1]
+    members = tuple((int(user_id), str(name)) for user_id, name in json.loads(raw))
+    if len(_MEMBERS_CACHE) >= 1024:
+        _MEMBERS_CACHE.clear()
+    _MEMBERS_CACHE[team_id] = (raw, members)
+    return members
 
 
 def _view(
