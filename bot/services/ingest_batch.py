@@ -63,9 +63,15 @@ class IngestBatcher:
         self._sessionmaker = sessionmaker
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task | None = None
-        #: Batches committed and alerts in them (tests and the statement benchmark read them).
+        #: Alerts taken into a transaction, batches committed and the alerts in them (tests read them).
+        self.taken = 0
         self.batches = 0
         self.written = 0
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for the next transaction (the writer is busy with the previous)."""
+        return len(self._waiting)
 
     async def create(self, key: str, data: alerts.CreateAlert | Exception, request_id: str) -> Created:
         loop = asyncio.get_running_loop()
@@ -79,6 +85,7 @@ class IngestBatcher:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                self.taken += len(batch)
                 await self._write(batch)
         except BaseException:  # cancelled (shutdown): nobody is left waiting forever
             for waiting in self._waiting:
