@@ -266,7 +266,12 @@ async def test_sigkill_in_the_middle_of_alert_batches_keeps_each_alert_whole_and
             server = GenieServer.start(env, port, cwd=tmp_path, log_path=tmp_path / f"batch-{kill}.log")
             await server.wait_healthy(timeout=60)
             posters = [asyncio.create_task(post(server.url, i)) for i in range(POSTERS)]
-            await asyncio.sleep(rng.uniform(0.3, 1.5))
+            # Under load: once this process has accepted some (a busy machine may take a while),
+            # then at a random moment.
+            deadline, floor = time.monotonic() + 60, len(accepted) + rng.randint(20, 60)
+            while len(accepted) < floor and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(rng.uniform(0, 0.5))
             server.kill()
             await asyncio.wait_for(asyncio.gather(*posters), timeout=30)
         server = GenieServer.start(env, port, cwd=tmp_path, log_path=tmp_path / "batch-final.log")
