@@ -1075,6 +1075,33 @@ async def test_alerts_of_one_moment_share_a_transaction_and_dedupe_exactly_withi
     assert len(api.genie.fake.messages("C0PAY")) == 3  # wake-the-writer, ahead, disk: once each
 
 
+async def test_eight_alerts_in_one_batch_cost_the_statements_of_one(api: Api):
+    """The batch's database work does not grow with its size: its keys in one statement, its
+    alerts in one upsert, then one executemany each for the timeline, the Slack posts and the
+    request records — five statements for one alert or for eight."""
+    engine = api.genie.sessionmaker.kw["bind"].sync_engine
+    writes: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "genie-ingest-writer":
+            if not statement.lstrip().upper().startswith(("BEGIN", "SAVEPOINT", "RELEASE")):
+                writes.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        key = api.keys["Payments"]
+        responses, transactions = await in_one_batch(
+            api, [(key, {"message": f"Disk {i} full", "alias": f"disk-{i}"}) for i in range(8)]
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert transactions == 1 and [r.status_code for r in responses] == [202] * 8
+    # wake-the-writer alone, "ahead" alone, then the eight: five statements each
+    assert len(writes) == 3 * 5, "\n".join(w[:40] for w in writes)
+    assert await api.genie.scalar("SELECT count(*) FROM outbox WHERE kind = 'alert.post'") == 10
+
+
 @asynccontextmanager
 async def poisoned(genie: Genie, message: str):
     """A trigger that makes the database refuse an alert with this message: bad data that only

@@ -54,6 +54,7 @@ from storage.models import (
     AlertEvent,
     AlertStatus,
     ApiRequest,
+    OutboxMessage,
     Page,
     Team,
     TeamApiKey,
@@ -456,8 +457,8 @@ async def create_alerts(
     request after it would. The statement also returns the owning team's escalation policy, so
     an alert of a team without one costs no query for it. A new alert has ``count`` 1; a
     de-duplicated one at least 2. Then the timeline rows and the API request rows of the whole
-    batch are one executemany each; the Slack posts go through ``outbox.enqueue`` (written
-    together at the flush)."""
+    batch are one executemany each, and so are its Slack posts and updates (the rows
+    ``outbox.enqueue`` would add one by one)."""
     now = now or utcnow()
     outcomes: list[Created | GenieError | None] = [None] * len(batch)
     # 1. Who owns each alert, and the people it names (reads only; none for most alerts).
@@ -516,6 +517,7 @@ async def create_alerts(
             written[n] = by_key[(values["team_id"], values["alias"])]
     # 3. Their timeline rows, Slack messages and escalations, in the batch's order.
     events: list[dict[str, Any]] = []
+    posts: list[dict[str, Any]] = []
     requests: list[dict[str, Any]] = []
     escalating: list[tuple[int, Alert, Team, int]] = []
     for n, (i, team, actor, people, values) in enumerate(planned):
@@ -532,16 +534,7 @@ async def create_alerts(
                     )
                 )
             if team.slack_channel_id:
-                await outbox.enqueue(
-                    session,
-                    team.slack_channel_id,
-                    outbox.POST_ALERT,
-                    alert_id=row.id,
-                    now=now,
-                    slack_team_id=team.slack_team_id,
-                    enterprise_id=team.enterprise_id,
-                    flush=False,
-                )
+                posts.append(_outbox_row(team.slack_channel_id, outbox.POST_ALERT, row.id, team, outbox.POST_LANE, now))
         else:
             events.append(
                 _event_row(
@@ -553,15 +546,12 @@ async def create_alerts(
                     request_id=item.request_id,
                 )
             )
-            # Only what ``refresh_in_slack`` reads: where its message is (or its digest).
-            shown = Alert(
-                id=row.id,
-                team_id=row.team_id,
-                slack_channel=row.slack_channel,
-                slack_ts=row.slack_ts,
-                slack_digest_id=row.slack_digest_id,
-            )
-            await refresh_in_slack(session, shown, now, flush=False)
+            # ``refresh_in_slack``: its digest when it was collapsed into one, else its message.
+            if row.slack_digest_id is not None and not row.slack_ts:
+                await outbox.refresh_digest(session, row.slack_digest_id, now)
+            elif row.slack_channel:
+                lane = outbox.UPDATE_LANE if row.slack_ts else outbox.POST_LANE  # outbox.lane_for
+                posts.append(_outbox_row(row.slack_channel, outbox.UPDATE_ALERT, row.id, team, lane, now))
         requests.append(
             dict(
                 request_id=item.request_id,
@@ -579,6 +569,8 @@ async def create_alerts(
             escalating.append((i, Alert(id=row.id, team_id=row.team_id), team, row.policy_id))
     if events:
         await session.execute(_insert(AlertEvent), events)
+    if posts:
+        await session.execute(_insert(OutboxMessage), posts)
     if escalating:
         from bot.services import paging  # (it builds on this module)
 
@@ -618,6 +610,24 @@ def _event_row(
         anonymous=False,
         note=note,
         request_id=request_id,
+    )
+
+
+def _outbox_row(channel: str, kind: str, alert_id: int, team: Team, lane: str, now: datetime) -> dict[str, Any]:
+    """The row ``outbox.enqueue`` adds for an alert's post or update, as the values of an
+    executemany: the ORM's unit of work inserted a batch's messages one statement each."""
+    return dict(
+        channel=channel,
+        kind=kind,
+        lane=lane,
+        alert_id=alert_id,
+        digest_id=None,
+        payload=None,
+        created_at=now,
+        slack_team_id=team.slack_team_id,
+        enterprise_id=team.enterprise_id,
+        next_attempt_at=now,
+        attempts=0,
     )
 
 

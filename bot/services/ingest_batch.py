@@ -9,7 +9,7 @@ once — and, in one transaction:
   is checked in the transaction that writes its alert, as before, so a key rotated or revoked by
   any process's commit is refused by every process from the next batch on (nothing remembered);
 - writes the alerts (``alerts.create_alerts``: one upsert for the batch, the timeline and API
-  request rows as executemany, the Slack posts through ``outbox.enqueue``);
+  request rows and the Slack posts as executemany);
 - commits, and only then answers each request: 202 still means committed.
 
 A request that is refused (no such key: 401; a body found bad once the key is known: 422; a team
