@@ -16,7 +16,10 @@ A request that is refused (no such key: 401; a body found bad once the key is kn
 it may not post for: 403) writes nothing and is answered with the others. A batch that fails as
 a whole (something only the database catches in one of its alerts, a lost connection, a
 deadlock) is rolled back and its requests are written one by one, each in its own transaction:
-the bad one fails alone (503, as before), the others are accepted.
+the bad one fails alone (503, as before), the others are accepted. Writing again is safe even
+when the failure was the COMMIT's answer lost after the database had committed it: each alert's
+request record (``api_request``, keyed by the request id) is in the same transaction, so its
+second write fails on that key and writes nothing.
 
 One writer per process, on SQLite (one connection) as on PostgreSQL: the batch grows with the
 load, so one transaction carries it all.
