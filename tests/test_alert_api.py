@@ -8,17 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from bot.blocks.alerts import ButtonValue
 from bot.ids import Action
 from bot.services import alerts, teams, users
-from tests.conftest import SECRET_KEY, Genie, eventually
+from storage.session import make_engine
+from tests.conftest import SECRET_KEY, Genie, eventually, genie_env
+from tests.processes import GenieServer, clean_env, free_port
 from tests.slack_driver import SlackUser
 from tests.test_cli import base_env, ok
 from tests.test_cli import genie as run_genie
@@ -951,7 +954,9 @@ async def test_an_alert_taken_in_costs_five_statements_and_wakes_no_idle_loop(ap
         task = asyncio.current_task()
         name = task.get_name() if task is not None else ""
         if not statement.lstrip().upper().startswith(("BEGIN", "SAVEPOINT", "RELEASE")):
-            by_task.setdefault(name if name.startswith("genie-") else "request", []).append(statement)
+            # The request's writes are made by the process's ingest writer (``ingest_batch``).
+            loop = name.startswith("genie-") and name != "genie-ingest-writer"
+            by_task.setdefault(name if loop else "request", []).append(statement)
 
     event.listen(engine, "before_cursor_execute", count)
     try:
@@ -983,3 +988,209 @@ async def test_concurrent_acknowledges_apply_exactly_once(api: Api):
     assert len(acked) == 1
     assert all(f"already acknowledged by {acked[0][0]}" in s["status"] for s in statuses if not s["isSuccess"])
     assert (await api.get(alert["id"]))["report"]["acknowledgedBy"] == acked[0][0]
+
+
+# --- group commit (bot.services.ingest_batch) ----------------------------------------------------
+@asynccontextmanager
+async def database_held(genie: Genie):
+    """Another connection holds what the ingest writer's transaction needs (SQLite: the write
+    lock; PostgreSQL: the key table), so that alerts posted meanwhile wait for one batch."""
+    engine = make_engine(genie.settings.database_url)
+    try:
+        async with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (storage.session)
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("LOCK TABLE team_api_key IN ACCESS EXCLUSIVE MODE"))
+            yield
+    finally:
+        await engine.dispose()
+
+
+async def in_one_batch(api: Api, bodies: list[tuple[str | None, Any]]) -> tuple[list[httpx.Response], int]:
+    """POST each ``(key, body)`` so that all of them are taken by the writer together: a first
+    alert keeps the writer waiting on the held database while the others queue behind it.
+    Returns the answers and how many transactions committed them."""
+    await api.create(alias="wake-the-writer")  # the process's writer exists from its first alert
+    batcher = api.genie.app.state.ingest_batcher
+    batches, taken = batcher.batches, batcher.taken + 1
+    async with database_held(api.genie):
+        first = asyncio.create_task(api.call("POST", "/v2/alerts", {"message": "ahead", "alias": "ahead"}))
+        await eventually(lambda: _true(batcher.taken == taken and batcher.waiting == 0))
+        assert not first.done()
+        posted = [asyncio.create_task(api.call("POST", "/v2/alerts", body, key=key)) for key, body in bodies]
+        await eventually(lambda: _true(batcher.waiting == len(bodies)))
+        assert batcher.taken == taken
+    responses = await asyncio.gather(first, *posted)
+    envelope(responses[0], 202)
+    return list(responses[1:]), batcher.batches - batches - 1  # (the first, "ahead", alone)
+
+
+async def _true(value: Any) -> Any:
+    return value
+
+
+async def test_alerts_of_one_moment_share_a_transaction_and_dedupe_exactly_within_it(api: Api):
+    """Four alerts with one alias in one batch: the first creates it, the next three count it
+    (2, 3, 4) with their timeline rows in order, as four requests one after the other would; an
+    unknown key (401), a bad body (422) and another team's alert in the same batch are answered
+    as alone, and only the de-duplication's alert is posted to Slack once."""
+    before = await counts(api.genie)
+    key = api.keys["Payments"]
+    bodies: list[tuple[str | None, Any]] = [
+        (key, {"message": "Disk full", "alias": "disk"}),
+        (key, {"message": "Disk full", "alias": "disk"}),
+        ("not-a-key", {"message": "Disk full", "alias": "disk"}),
+        (api.keys["Search"], {"message": "Disk full", "alias": "disk"}),
+        (key, {"alias": "disk"}),  # no message: 422
+        (key, {"message": "Disk full", "alias": "disk"}),
+        (key, {"message": "Disk full", "alias": "disk", "note": "fourth"}),
+    ]
+    responses, transactions = await in_one_batch(api, bodies)
+    assert transactions == 1
+    assert [r.status_code for r in responses] == [202, 202, 401, 202, 422, 202, 202]
+    assert envelope(responses[2], 401)["message"] == "Could not authenticate"
+    assert envelope(responses[4], 422)["errors"] == {"message": "Message can not be empty."}
+    statuses = [await api.status(envelope(responses[i], 202)["requestId"]) for i in (0, 1, 5, 6)]
+    assert [s["status"] for s in statuses] == ["Created alert"] + ["Alert is deduplicated"] * 3
+    assert len({s["alertId"] for s in statuses}) == 1
+    alert = await api.get(statuses[0]["alertId"])
+    assert alert["count"] == 4
+    assert [(e[0], e[3]) for e in await events(api.genie, alert["tinyId"])] == [
+        ("create", None),
+        ("deduplicate", "count is now 2"),
+        ("deduplicate", "count is now 3"),
+        ("deduplicate", "count is now 4"),
+    ]
+    search = await api.status(envelope(responses[3], 202)["requestId"], team="Search")
+    assert (await api.get(search["alertId"], team="Search"))["count"] == 1  # its own team's alias
+    after = await counts(api.genie)
+    # wake-the-writer, ahead, Payments' disk, Search's disk; 8 timeline rows; 4 posts, 3 updates.
+    assert {t: after[t] - before[t] for t in TABLES} == {
+        "alert": 4,
+        "alert_event": 7,
+        "outbox": 7,
+        "api_request": 7,
+    }
+    await eventually(lambda: _true(len(api.genie.fake.messages("C0PAY")) == 3))
+    await asyncio.sleep(0.3)
+    assert len(api.genie.fake.messages("C0PAY")) == 3  # wake-the-writer, ahead, disk: once each
+
+
+async def test_eight_alerts_in_one_batch_cost_the_statements_of_one(api: Api):
+    """The batch's database work does not grow with its size: its keys in one statement, its
+    alerts in one upsert, then one executemany each for the timeline, the Slack posts and the
+    request records — five statements for one alert or for eight."""
+    engine = api.genie.sessionmaker.kw["bind"].sync_engine
+    writes: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "genie-ingest-writer":
+            if not statement.lstrip().upper().startswith(("BEGIN", "SAVEPOINT", "RELEASE")):
+                writes.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        key = api.keys["Payments"]
+        responses, transactions = await in_one_batch(
+            api, [(key, {"message": f"Disk {i} full", "alias": f"disk-{i}"}) for i in range(8)]
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert transactions == 1 and [r.status_code for r in responses] == [202] * 8
+    # wake-the-writer alone, "ahead" alone, then the eight: five statements each
+    assert len(writes) == 3 * 5, "\n".join(w[:40] for w in writes)
+    assert await api.genie.scalar("SELECT count(*) FROM outbox WHERE kind = 'alert.post'") == 10
+
+
+@asynccontextmanager
+async def poisoned(genie: Genie, message: str):
+    """A trigger that makes the database refuse an alert with this message: bad data that only
+    the database catches."""
+    engine = make_engine(genie.settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text(
+                        "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN "
+                        f"IF NEW.message = '{message}' THEN RAISE EXCEPTION 'poisoned alert'; END IF; "
+                        "RETURN NEW; END $$ LANGUAGE plpgsql"
+                    )
+                )
+                await conn.execute(
+                    text(
+                        "CREATE TRIGGER refuse_poison BEFORE INSERT ON alert "
+                        "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+                    )
+                )
+            else:
+                await conn.execute(
+                    text(
+                        f"CREATE TRIGGER refuse_poison BEFORE INSERT ON alert WHEN NEW.message = '{message}' "
+                        "BEGIN SELECT RAISE(ABORT, 'poisoned alert'); END"
+                    )
+                )
+        yield
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("DROP TRIGGER refuse_poison" + (" ON alert" if conn.dialect.name == "postgresql" else ""))
+            )
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("DROP FUNCTION refuse_poison()"))
+        await engine.dispose()
+
+
+async def test_one_alert_the_database_refuses_fails_alone_in_its_batch(api: Api):
+    """The batch's transaction fails on it; the batch is written again one alert at a time: the
+    bad one is a 503 with nothing of it written, the others are accepted once each."""
+    before = await counts(api.genie)
+    key = api.keys["Payments"]
+    bodies: list[tuple[str | None, Any]] = [(key, {"message": f"fine {i}", "alias": f"fine-{i}"}) for i in range(5)]
+    bodies.insert(2, (key, {"message": "poison", "alias": "poison"}))
+    async with poisoned(api.genie, "poison"):
+        responses, transactions = await in_one_batch(api, bodies)
+    assert transactions == 5  # the batch failed; then each good one in its own
+    assert [r.status_code for r in responses] == [202, 202, 503, 202, 202, 202]
+    assert "please retry" in envelope(responses[2], 503)["message"]
+    for i in (0, 1, 3, 4, 5):
+        status = await api.status(envelope(responses[i], 202)["requestId"])
+        assert status["status"] == "Created alert"
+    assert await api.genie.scalar("SELECT count(*) FROM alert WHERE message = 'poison'") == 0
+    after = await counts(api.genie)
+    assert {t: after[t] - before[t] for t in TABLES} == {t: 7 for t in TABLES}  # 5 + ahead + wake-the-writer
+    assert await api.genie.scalar("SELECT count(*) FROM api_request WHERE alias = 'poison'") == 0
+
+
+async def test_a_rotated_key_is_refused_at_once_by_every_process(api: Api, tmp_path):
+    """Two processes on one database (this one and a ``genie serve``): the key is rotated (by a
+    third connection) and the very next alert with the old key is a 401 in both — the key is
+    read in each batch's own transaction, never remembered — and the new key works in both."""
+    port = free_port()
+    other = GenieServer.start(
+        clean_env(**genie_env(api.genie.settings.database_url, api.genie.fake, f"http://127.0.0.1:{port}")),
+        port,
+        cwd=tmp_path,
+    )
+    try:
+        await other.wait_healthy(timeout=60)
+        old = api.keys["Payments"]
+        async with httpx.AsyncClient(base_url=other.url, timeout=10) as there:
+
+            async def post(client: httpx.AsyncClient, key: str, alias: str) -> int:
+                response = await client.post(
+                    "/v2/alerts", headers={"Authorization": f"GenieKey {key}"}, json={"message": "m", "alias": alias}
+                )
+                return response.status_code
+
+            for client in (api.genie.http, there):  # both have taken (and could remember) the key
+                assert [await post(client, old, f"before-{i}") for i in range(3)] == [202] * 3
+            async with api.genie.sessionmaker.begin() as s:
+                new = await alerts.team_key(s, await teams.require_team(s, "Payments"), rotate=True)
+            assert await post(there, old, "after") == 401
+            assert await post(api.genie.http, old, "after") == 401
+            assert await post(there, new, "new-there") == 202
+            assert await post(api.genie.http, new, "new-here") == 202
+            assert await api.genie.scalar("SELECT count(*) FROM alert WHERE alias = 'after'") == 0
+    finally:
+        other.stop()

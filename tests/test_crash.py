@@ -210,3 +210,127 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_url, fa
     assert not twice, twice
     assert not never, never
     assert failed == 0
+
+
+BATCH_KILLS = int(os.environ.get("GENIE_CRASH_BATCH_KILLS", "6"))
+#: Monitoring tools posting at once: enough that the ingest writer's transactions carry several
+#: alerts each (``bot.services.ingest_batch``).
+POSTERS = 16
+
+
+async def test_sigkill_in_the_middle_of_alert_batches_keeps_each_alert_whole_and_once(db_url, fake_slack, tmp_path):
+    """``genie serve`` is SIGKILLed at random moments while many clients post alerts at once, so
+    that a kill lands while a batch of alerts is being written (or committed, or answered).
+    After a restart: every alert answered 202 is there exactly once, and every alert there is
+    whole — its creation on the timeline, its request's record and its Slack post, none of
+    those without their alert — whether or not its client heard the 202."""
+    rng = random.Random(SEED + 1)
+    engine = make_engine(db_url)
+    db = make_sessionmaker(engine)
+    keys = await _setup(db, people=0)
+    port = free_port()
+    env = clean_env(
+        DATABASE_URL=db_url,
+        GENIE_SECRET_KEY=SECRET_KEY,
+        GENIE_BASE_URL=f"http://127.0.0.1:{port}",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_BOT_TOKEN="xoxb-test-token",
+        SLACK_API_URL=fake_slack.api_url,
+        GENIE_OUTBOX_LEASE_SECONDS="2",
+    )
+    accepted: list[str] = []
+    counter: Counter = Counter()
+    names = list(keys)
+
+    async def post(url: str, poster: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+            while True:
+                n = counter["sent"]
+                counter["sent"] += 1
+                alias = f"batch-{n}"
+                try:
+                    response = await http.post(
+                        "/v2/alerts",
+                        headers={"Authorization": f"GenieKey {keys[names[(n + poster) % len(names)]]}"},
+                        json={"message": f"Alert {n}", "alias": alias},
+                    )
+                except TRANSPORT_ERRORS:
+                    counter["unanswered"] += 1
+                    return
+                if response.status_code == 202:
+                    accepted.append(alias)
+
+    server = None
+    try:
+        for kill in range(BATCH_KILLS):
+            server = GenieServer.start(env, port, cwd=tmp_path, log_path=tmp_path / f"batch-{kill}.log")
+            await server.wait_healthy(timeout=60)
+            posters = [asyncio.create_task(post(server.url, i)) for i in range(POSTERS)]
+            # Under load: once this process has accepted some (a busy machine may take a while),
+            # then at a random moment.
+            deadline, floor = time.monotonic() + 60, len(accepted) + rng.randint(20, 60)
+            while len(accepted) < floor and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(rng.uniform(0, 0.5))
+            server.kill()
+            await asyncio.wait_for(asyncio.gather(*posters), timeout=30)
+        server = GenieServer.start(env, port, cwd=tmp_path, log_path=tmp_path / "batch-final.log")
+        await server.wait_healthy(timeout=60)  # migrations and recovery, as after any crash
+        server.stop()
+        async with db() as s:
+
+            async def rows(sql: str) -> list:
+                return list((await s.execute(text(sql))).all())
+
+            stored = Counter(alias for (alias,) in await rows("SELECT alias FROM alert WHERE alias LIKE 'batch-%'"))
+            counted = await rows("SELECT alias, count FROM alert WHERE alias LIKE 'batch-%' AND count <> 1")
+            # Per alert: its creation, its request's record, its post (exactly one each).
+            whole = await rows(
+                "SELECT a.alias, "
+                "(SELECT count(*) FROM alert_event e WHERE e.alert_id = a.id AND e.action = 'create'), "
+                "(SELECT count(*) FROM api_request r WHERE r.alert_id = a.id), "
+                "(SELECT count(*) FROM outbox o WHERE o.alert_id = a.id AND o.kind = 'alert.post') "
+                "FROM alert a WHERE a.alias LIKE 'batch-%'"
+            )
+            orphans = await rows(
+                "SELECT 'event', count(*) FROM alert_event e WHERE NOT EXISTS "
+                "(SELECT 1 FROM alert a WHERE a.id = e.alert_id) "
+                "UNION ALL SELECT 'outbox', count(*) FROM outbox o WHERE o.alert_id IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM alert a WHERE a.id = o.alert_id) "
+                "UNION ALL SELECT 'request', count(*) FROM api_request r WHERE r.action = 'Create' AND "
+                "(r.alert_id IS NULL OR NOT EXISTS (SELECT 1 FROM alert a WHERE a.id = r.alert_id))"
+            )
+            # Alerts of one batch share their creation time (one transaction, one clock reading).
+            batched = await rows(
+                "SELECT count(*) FROM alert WHERE alias LIKE 'batch-%' GROUP BY created_at HAVING count(*) > 1"
+            )
+    finally:
+        if server is not None:
+            server.kill()
+        await engine.dispose()
+
+    lost = [a for a in accepted if stored[a] == 0]
+    twice = {a: n for a, n in stored.items() if n > 1}
+    broken = [r for r in whole if tuple(r[1:]) != (1, 1, 1)]
+    report(
+        "test_crash::sigkill_mid_batch",
+        backend=db_url.split(":")[0],
+        seed=SEED + 1,
+        kills=BATCH_KILLS,
+        alerts_sent=counter["sent"],
+        alerts_accepted=len(accepted),
+        alerts_stored=sum(stored.values()),
+        in_flight_at_kills=counter["unanswered"],
+        batches_of_several=len(batched),
+        largest_batch=max((n for (n,) in batched), default=1),
+        lost=len(lost),
+        stored_twice=len(twice),
+        not_whole=len(broken),
+    )
+    assert accepted, "the kills came too early for anything to happen"
+    assert counter["unanswered"] >= BATCH_KILLS, "every kill should find requests in flight"
+    assert batched, "no transaction carried more than one alert: the test did not exercise batches"
+    assert not lost, lost
+    assert not twice and not counted, (twice, counted)
+    assert not broken, broken[:10]
+    assert [n for _, n in orphans] == [0, 0, 0], orphans

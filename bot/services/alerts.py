@@ -19,7 +19,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, bindparam, cast, exists, func, literal, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -39,6 +53,7 @@ from storage.models import (
     AlertEvent,
     AlertStatus,
     ApiRequest,
+    OutboxMessage,
     Page,
     Team,
     TeamApiKey,
@@ -135,18 +150,33 @@ async def team_key(session: AsyncSession, team: Team, rotate: bool = False) -> s
 
 
 async def team_for_key(session: AsyncSession, presented: str) -> Team | None:
-    if not presented or len(presented) > 200:
-        return None
-    row = (
-        await session.execute(
-            select(TeamApiKey.key, Team)
-            .join(Team, Team.id == TeamApiKey.team_id)
-            .where(TeamApiKey.key_hash == _hash_key(presented))
-        )
-    ).first()  # the key and its team in one round trip: every API request begins with it
-    if row is None or not hmac.compare_digest(row[0].encode(), presented.encode()):
-        return None
-    return row[1]
+    return (await teams_for_keys(session, [presented])).get(presented)
+
+
+async def teams_for_keys(session: AsyncSession, presented: list[str]) -> dict[str, Team]:
+    """The team of each presented key that is a team's current key, read in one statement (the
+    key and its team in one round trip: every API request begins with it; a batch of alerts
+    reads all its keys at once, ``bot.services.ingest_batch``). Read in the caller's
+    transaction, never remembered across transactions: a key rotated or revoked by a commit
+    before is refused, whichever process asks."""
+    wanted = {_hash_key(k): k for k in presented if k and len(k) <= 200}
+    if not wanted:
+        return {}
+    rows = await session.execute(_keys_query(), {"key_hashes": list(wanted)})
+    return {
+        wanted[key_hash]: team
+        for key_hash, key, team in rows
+        if hmac.compare_digest(key.encode(), wanted[key_hash].encode())
+    }
+
+
+@functools.cache
+def _keys_query() -> Any:
+    return (
+        select(TeamApiKey.key_hash, TeamApiKey.key, Team)
+        .join(Team, Team.id == TeamApiKey.team_id)
+        .where(TeamApiKey.key_hash.in_(bindparam("key_hashes", expanding=True)))
+    )
 
 
 async def grant_post(session: AsyncSession, team: Team, for_team: Team) -> None:
@@ -374,139 +404,277 @@ async def _owner_team(session: AsyncSession, key_team: Team, responders: list[di
     return key_team
 
 
+@dataclass
+class NewAlert:
+    """One create request of a batch (``create_alerts``): the key's team, the validated body and
+    the API request id it is recorded under."""
+
+    key_team: Team
+    data: CreateAlert
+    request_id: str
+
+
+@dataclass
+class Created:
+    """What became of a ``NewAlert``: its alert, whether it is new (else de-duplicated), the
+    channel its post or update was queued to, and whether it started an escalation (then the
+    engine is woken: ``Runtime.wake_outbox(paging=True)``)."""
+
+    alert_id: int
+    created: bool
+    channel: str | None
+    escalated: bool
+
+
 async def create_alert(
     session: AsyncSession, key_team: Team, data: CreateAlert, request_id: str, now: datetime | None = None
 ) -> tuple[Alert, bool]:
-    """``(alert, created)``. An open alert with the same alias (in the owning team) is
-    de-duplicated: its count goes up and no second Slack message is posted.
+    """``(alert, created)``: ``create_alerts`` for one alert (its refusal raised), with the
+    alert read back as an object (heartbeats use it; the API needs only ``Created``)."""
+    [outcome] = await create_alerts(session, [NewAlert(key_team, data, request_id)], now)
+    if isinstance(outcome, GenieError):
+        raise outcome
+    alert = await session.get(Alert, outcome.alert_id, populate_existing=True)
+    assert alert is not None
+    return alert, outcome.created
 
-    The alert is written by one ``INSERT … ON CONFLICT (team_id, alias) WHERE status = 'open'
-    DO UPDATE SET count = count + 1 … RETURNING`` (SQLite ≥ 3.35, PostgreSQL): the partial
-    unique index ``uq_alert_open_alias`` makes the de-duplication exact — of concurrent
-    requests with one alias, one inserts and the others count, with no read first and no
-    savepoint — and the statement also returns the owning team's escalation policy, so an
-    alert of a team without one costs no query for it. A new alert has ``count`` 1; a
-    de-duplicated one at least 2."""
+
+async def create_alerts(
+    session: AsyncSession, batch: list[NewAlert], now: datetime | None = None
+) -> list[Created | GenieError]:
+    """Create (or de-duplicate) the alerts of ``batch`` in the caller's transaction, in order:
+    for each, ``Created`` or the refusal (``Forbidden``: a team it may not post for) — a refused
+    one writes nothing and does not stop the others. An open alert with the same alias (in the
+    owning team) is de-duplicated: its count goes up and no second Slack message is posted.
+
+    The alerts are written by ``INSERT … ON CONFLICT (team_id, alias) WHERE status = 'open'
+    DO UPDATE SET count = count + 1 … RETURNING`` (SQLite ≥ 3.35, PostgreSQL), one statement for
+    the batch (``_upsert_open_alerts``): the partial unique index ``uq_alert_open_alias`` makes
+    the de-duplication exact — of concurrent requests with one alias, one inserts and the others
+    count, with no read first and no savepoint. Two of the batch with one alias go in successive
+    statements (one statement may not touch a row twice), so the second counts the first as a
+    request after it would. The statement also returns the owning team's escalation policy, so
+    an alert of a team without one costs no query for it. A new alert has ``count`` 1; a
+    de-duplicated one at least 2. Then the timeline rows and the API request rows of the whole
+    batch are one executemany each, and so are its Slack posts and updates (the rows
+    ``outbox.enqueue`` would add one by one)."""
     now = now or utcnow()
-    team = await _owner_team(session, key_team, data.responders)
-    actor = Actor(via="api", label=data.user or f"API ({key_team.name})")
-    uid = str(uuid.uuid4())
-    alias = data.alias or uid
-    # Resolved before the write (names are rare in alerts; without any this reads nothing). An
-    # alert that turns out de-duplicated does not use them.
-    people = await alert_people.for_create(session, data, team)
-    values = dict(
-        uid=uid,
-        team_id=team.id,
-        message=data.message,
-        alias=alias,
-        description=data.description,
-        tags=data.tags,
-        details=data.details,
-        responders=data.responders,
-        entity=data.entity,
-        source=data.source,
-        priority=data.priority,
-        reported_by=data.user,
-        status=AlertStatus.OPEN,
-        acknowledged=False,
-        count=1,
+    outcomes: list[Created | GenieError | None] = [None] * len(batch)
+    # 1. Who owns each alert, and the people it names (reads only; none for most alerts).
+    planned: list[tuple[int, Team, Actor, alert_people.Found, dict[str, Any]]] = []
+    for i, item in enumerate(batch):
+        data = item.data
+        try:
+            team = await _owner_team(session, item.key_team, data.responders)
+            # Resolved before the write (names are rare in alerts; without any this reads
+            # nothing). An alert that turns out de-duplicated does not use them.
+            people = await alert_people.for_create(session, data, team)
+        except GenieError as refused:
+            outcomes[i] = refused
+            continue
+        uid = str(uuid.uuid4())
+        values = dict(
+            uid=uid,
+            team_id=team.id,
+            message=data.message,
+            alias=data.alias or uid,
+            description=data.description,
+            tags=data.tags,
+            details=data.details,
+            responders=data.responders,
+            entity=data.entity,
+            source=data.source,
+            priority=data.priority,
+            reported_by=data.user,
+            status=AlertStatus.OPEN.value,
+            acknowledged=False,
+            count=1,
+            created_at=now,
+            updated_at=now,
+            last_occurred_at=now,
+            slack_channel=team.slack_channel_id,
+            people=people.stored,
+        )
+        actor = Actor(via="api", label=data.user or f"API ({item.key_team.name})")
+        planned.append((i, team, actor, people, values))
+    # 2. The writes: one upsert per round (the n-th alert of the batch with an alias is in round n).
+    rounds: list[list[int]] = []
+    seen: dict[tuple[int, str], int] = {}
+    for n, (_, _, _, _, values) in enumerate(planned):
+        key = (values["team_id"], values["alias"])
+        depth = seen.get(key, 0)
+        seen[key] = depth + 1
+        if depth == len(rounds):
+            rounds.append([])
+        rounds[depth].append(n)
+    written: dict[int, Any] = {}
+    for members in rounds:
+        rows = await _upsert_open_alerts(session, [planned[n][4] for n in members])
+        by_key = {(row.team_id, row.alias): row for row in rows}
+        for n in members:
+            values = planned[n][4]
+            written[n] = by_key[(values["team_id"], values["alias"])]
+    # 3. Their timeline rows, Slack messages and escalations, in the batch's order.
+    events: list[dict[str, Any]] = []
+    posts: list[dict[str, Any]] = []
+    requests: list[dict[str, Any]] = []
+    escalating: list[tuple[int, Alert, Team, int]] = []
+    for n, (i, team, actor, people, values) in enumerate(planned):
+        item, row = batch[i], written[n]
+        created = row.count == 1
+        if created:
+            events.append(
+                _event_row(row.id, AlertAction.CREATE, actor, now, note=item.data.note, request_id=item.request_id)
+            )
+            if people.summary:  # who the names in it were resolved to (the message shows them)
+                events.append(
+                    _event_row(
+                        row.id, AlertAction.RESOLVE, actor, now, reason=people.summary, request_id=item.request_id
+                    )
+                )
+            if team.slack_channel_id:
+                posts.append(_outbox_row(team.slack_channel_id, outbox.POST_ALERT, row.id, team, outbox.POST_LANE, now))
+        else:
+            events.append(
+                _event_row(
+                    row.id,
+                    AlertAction.DEDUPLICATE,
+                    actor,
+                    now,
+                    reason=f"count is now {row.count}",
+                    request_id=item.request_id,
+                )
+            )
+            # ``refresh_in_slack``: its digest when it was collapsed into one, else its message.
+            if row.slack_digest_id is not None and not row.slack_ts:
+                await outbox.refresh_digest(session, row.slack_digest_id, now)
+            elif row.slack_channel:
+                lane = outbox.UPDATE_LANE if row.slack_ts else outbox.POST_LANE  # outbox.lane_for
+                posts.append(_outbox_row(row.slack_channel, outbox.UPDATE_ALERT, row.id, team, lane, now))
+        requests.append(
+            dict(
+                request_id=item.request_id,
+                team_id=item.key_team.id,
+                action="Create",
+                alert_id=row.id,
+                alias=values["alias"],
+                success=True,
+                status="Created alert" if created else "Alert is deduplicated",
+                processed_at=now,
+            )
+        )
+        outcomes[i] = Created(row.id, created, row.slack_channel, escalated=False)
+        if created and row.policy_id is not None:
+            escalating.append((i, Alert(id=row.id, team_id=row.team_id), team, row.policy_id))
+    if events:
+        await session.execute(_insert(AlertEvent), events)
+    if posts:
+        await session.execute(_insert(OutboxMessage), posts)
+    if escalating:
+        from bot.services import paging  # (it builds on this module)
+
+        for i, alert, team, policy_id in escalating:
+            started = await paging.start(session, alert, team, now, policy_id=policy_id)
+            outcome = outcomes[i]
+            assert isinstance(outcome, Created)
+            outcome.escalated = started is not None
+    if requests:
+        await session.execute(_insert(ApiRequest), requests)
+    return [o for o in outcomes if o is not None]
+
+
+def _event_row(
+    alert_id: int,
+    action: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    reason: str | None = None,
+    note: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """A timeline row as ``record`` writes it, for an API actor (no Genie user, no Slack
+    identity), as the values of an executemany."""
+    return dict(
+        alert_id=alert_id,
+        at=now,
+        action=action,
+        outcome="applied",
+        reason=reason,
+        via=actor.via,
+        actor_user_id=None,
+        actor_name=actor.name[:200],
+        slack_workspace_id=None,
+        slack_user_id=None,
+        anonymous=False,
+        note=note,
+        request_id=request_id,
+    )
+
+
+def _outbox_row(channel: str, kind: str, alert_id: int, team: Team, lane: str, now: datetime) -> dict[str, Any]:
+    """The row ``outbox.enqueue`` adds for an alert's post or update, as the values of an
+    executemany: the ORM's unit of work inserted a batch's messages one statement each."""
+    return dict(
+        channel=channel,
+        kind=kind,
+        lane=lane,
+        alert_id=alert_id,
+        digest_id=None,
+        payload=None,
         created_at=now,
-        updated_at=now,
-        last_occurred_at=now,
-        slack_channel=team.slack_channel_id,
-        people=people.stored,
+        slack_team_id=team.slack_team_id,
+        enterprise_id=team.enterprise_id,
+        next_attempt_at=now,
+        attempts=0,
     )
-    alert, policy_id = await _upsert_open_alert(session, values, now)
-    created = alert.count == 1
-    if not created:
-        await record(
-            session,
-            alert,
-            AlertAction.DEDUPLICATE,
-            "applied",
-            actor,
-            request_id=request_id,
-            now=now,
-            reason=f"count is now {alert.count}",
-            flush=False,
-        )
-        await refresh_in_slack(session, alert, now, flush=False)
-    else:
-        await record(
-            session,
-            alert,
-            AlertAction.CREATE,
-            "applied",
-            actor,
-            note=data.note,
-            request_id=request_id,
-            now=now,
-            flush=False,
-        )
-        if people.summary:  # who the names in it were resolved to (the message shows them)
-            await record(
-                session,
-                alert,
-                AlertAction.RESOLVE,
-                "applied",
-                actor,
-                reason=people.summary,
-                request_id=request_id,
-                now=now,
-                flush=False,
-            )
-        if team.slack_channel_id:
-            await outbox.enqueue(
-                session,
-                team.slack_channel_id,
-                outbox.POST_ALERT,
-                alert_id=alert.id,
-                now=now,
-                slack_team_id=team.slack_team_id,
-                enterprise_id=team.enterprise_id,
-                flush=False,
-            )
-        if policy_id is not None:
-            from bot.services import paging  # (it builds on this module)
 
-            await paging.start(session, alert, team, now, policy_id=policy_id)
-    session.add(
-        ApiRequest(
-            request_id=request_id,
-            team_id=key_team.id,
-            action="Create",
-            alert_id=alert.id,
-            alias=alias,
-            success=True,
-            status="Created alert" if created else "Alert is deduplicated",
-            processed_at=now,
-        )
+
+@functools.cache
+def _insert(model: type) -> Any:
+    """A plain INSERT of ``model``'s table, built once (executemany: every row the same keys)."""
+    return insert(model.__table__)
+
+
+async def _upsert_open_alerts(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Any]:
+    """The alerts inserted, or the open ones with their team and alias counted once more, as
+    rows ``(id, team_id, alias, count, slack_channel, slack_ts, slack_digest_id, policy_id)``
+    (``policy_id``: its team's escalation policy, None: none), in any order. No two ``rows``
+    may share a team and alias. See ``create_alerts``."""
+    statement = _upsert_statement(session.get_bind().dialect.name)
+    return list((await session.execute(statement, rows)).all())
+
+
+@functools.cache
+def _upsert_statement(dialect: str) -> Any:
+    """Built once per dialect: building it cost more CPU than running it."""
+    table = Alert.__table__
+    statement = {"postgresql": pg_insert, "sqlite": sqlite_insert}[dialect](table)
+    # Correlated with the row written: in a RETURNING clause neither database takes SQLAlchemy's
+    # correlation (SQLite names RETURNING's columns unqualified), so it is written out.
+    policy = literal_column(
+        "(SELECT escalation_policy.id FROM escalation_policy WHERE escalation_policy.team_id = alert.team_id)"
     )
-    return alert, created
-
-
-async def _upsert_open_alert(session: AsyncSession, values: dict[str, Any], now: datetime) -> tuple[Alert, int | None]:
-    """The alert inserted, or the open one with its team and alias counted once more; and the
-    id of its team's escalation policy (None: none). See ``create_alert``."""
-    from storage.models import EscalationPolicy
-
-    insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}[session.get_bind().dialect.name]
-    policy = select(EscalationPolicy.id).where(EscalationPolicy.team_id == values["team_id"]).scalar_subquery()
-    statement = (
-        insert(Alert)
-        .values(**values)
-        .on_conflict_do_update(
-            index_elements=[Alert.team_id, Alert.alias],
-            # Literally the index's own predicate: PostgreSQL infers a partial index only from
-            # a WHERE it can match to it (a bound parameter does not).
-            index_where=text("status = 'open'"),
-            set_={"count": Alert.count + 1, "last_occurred_at": now, "updated_at": now},
-        )
-        .returning(Alert, policy.label("policy_id"))
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.team_id, table.c.alias],
+        # Literally the index's own predicate: PostgreSQL infers a partial index only from
+        # a WHERE it can match to it (a bound parameter does not).
+        index_where=text("status = 'open'"),
+        set_={
+            "count": table.c.count + 1,
+            "last_occurred_at": statement.excluded.last_occurred_at,
+            "updated_at": statement.excluded.updated_at,
+        },
+    ).returning(
+        table.c.id,
+        table.c.team_id,
+        table.c.alias,
+        table.c.count,
+        table.c.slack_channel,
+        table.c.slack_ts,
+        table.c.slack_digest_id,
+        policy.label("policy_id"),
     )
-    alert, policy_id = (await session.execute(statement, execution_options={"populate_existing": True})).one()
-    return alert, policy_id
 
 
 # --- finding ---------------------------------------------------------------------------------

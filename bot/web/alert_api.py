@@ -6,7 +6,8 @@ OpsGenie contact point and OpsGenie scripts work by changing only the base URL.
          -H "Content-Type: application/json" -d '{"message": "Disk full on db-1", "alias": "db-1-disk"}'
     → 202 {"result": "Request will be processed", "took": 0.012, "requestId": "…"}
 
-Handlers only parse HTTP and call ``bot.services.alerts`` in one transaction; every response,
+Handlers only parse HTTP and call ``bot.services.alerts`` in one transaction (a created alert
+in the transaction of its moment's batch: ``bot.services.ingest_batch``); every response,
 errors included, carries ``took`` and ``requestId`` (also in ``X-Request-ID``).
 
 Where Genie differs from OpsGenie, on purpose:
@@ -50,7 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from bot.ids import is_id
-from bot.services import access, alert_people, alerts, paging, teams, users
+from bot.services import access, alert_people, alerts, ingest_batch, paging, teams, users
 from bot.services.alerts import Actor, AlreadyDone, Forbidden, ValidationFailed
 from bot.services.errors import AlreadyExists, GenieError, InvalidInput, NotFound
 from storage.base import utcnow
@@ -548,15 +549,32 @@ async def _find(session: AsyncSession, request: Request, team: Team) -> Alert:
 
 @endpoint
 async def create_alert(request: Request, call: Call) -> Response:
+    """Written with the other alerts of the moment in one transaction (``ingest_batch``): the
+    202 comes once that transaction committed, as it always did."""
     key = presented_key(request)
     raw = await read_body(request)
-    async with request.app.state.runtime.sessionmaker.begin() as session:
-        team = await key_team(session, key)
+    data: alerts.CreateAlert | Exception
+    try:
         data = alerts.parse_create(parse_json(raw))
-        alert, _ = await alerts.create_alert(session, team, data, call.request_id)
-        call.paging = paging.started_in(session)  # the engine looks only when a timer was set
-    call.outbox_channel = alert.slack_channel  # its post (or, de-duplicated, its update) goes there
+    except (ApiError, ValidationFailed) as err:  # answered once the key is known good (else 401)
+        data = err
+    try:
+        done = await _batcher(request).create(key, data, call.request_id)
+    except ingest_batch.UnknownKey:
+        raise ApiError(401, "Could not authenticate") from None
+    call.outbox_channel = done.channel  # its post (or, de-duplicated, its update) goes there
+    call.paging = done.escalated  # the engine looks only when a timer was set
     return call.accepted()  # committed: a 202 alert is never lost
+
+
+def _batcher(request: Request) -> ingest_batch.IngestBatcher:
+    """The process's one ingest writer (made with the app's first alert)."""
+    state = request.app.state
+    batcher = getattr(state, "ingest_batcher", None)
+    if batcher is None:
+        runtime = state.runtime
+        batcher = state.ingest_batcher = ingest_batch.IngestBatcher(lambda: runtime.sessionmaker)
+    return batcher
 
 
 @endpoint
