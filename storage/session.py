@@ -10,7 +10,8 @@ Because every transaction takes SQLite's one write lock, a process keeps a singl
 starts the moment the previous one ends. With a pool of several, they queued inside SQLite's
 busy handler instead, which sleeps and retries (up to 100 ms a time): under load most of the
 time went to sleeping while the lock sat free (bench/RESULTS.md). Other processes on the same
-file still wait through the busy timeout. Never open a second session while holding one.
+file still wait for the lock (polling, up to ``SQLITE_BUSY_TIMEOUT_MS``). Never open a second
+session while holding one.
 
 On PostgreSQL each process keeps a pool of ``GENIE_DB_POOL_SIZE`` connections (default 20)
 and may open ``POOL_OVERFLOW`` (10) more for a moment. SQLAlchemy's default, 5 + 10, was smaller

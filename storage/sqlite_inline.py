@@ -33,9 +33,16 @@ RESTART checkpoint — most frames are already copied by the PASSIVE ones, so th
 one fsync. When no frame has been added since its last look and the file is larger than
 ``TRUNCATE_WAL_OVER_BYTES``, it truncates the file the same way.
 
-Everything else a statement does runs on the loop: a report that scans a large table blocks
-the loop for its duration (bench/RESULTS.md has a figure). ``GENIE_SQLITE_DRIVER=thread``
-gives aiosqlite's thread back (``storage.session``).
+Everything else a statement does runs on the loop, and a session's statements run one after
+the other without suspending (none of them waits). Two bounds keep a long one from freezing the
+server: a read (SELECT, or a WITH that writes nothing) still running after
+``OFFLOAD_READS_AFTER_S`` is interrupted by SQLite's progress callback and run again on a
+worker thread, same connection and transaction, the loop awaiting it (a write is never
+interrupted: SQLite would roll back its whole transaction); and a statement that ends
+``YIELD_AFTER_S`` after the connection last let the loop go ends with ``asyncio.sleep(0)``.
+Measured: an admin's 30-day report at 100k alerts held the loop ~800 ms without them; with
+them an admin's 7- or 30-day report held it 17–41 ms at a time (bench/RESULTS.md). ``GENIE_SQLITE_DRIVER=thread`` gives aiosqlite's thread
+back (``storage.session``).
 """
 
 from __future__ import annotations
@@ -58,11 +65,12 @@ FIRST_RETRY_S = 0.001
 MAX_RETRY_S = 0.025
 #: The checkpoint thread's pace; the WAL size (frames, one page each) at which it starts the
 #: WAL over (SQLite's automatic checkpoint ran at 1,000 pages, ~4 MB); the file size over which
-#: it truncates an idle WAL; how long it waits for the write lock.
+#: it truncates an idle WAL; how long it waits for the write lock (the loop's connection begins
+#: nothing meanwhile; another process's transactions may take it first: then the next look).
 CHECKPOINT_EVERY_S = 0.25
 RESTART_AT_FRAMES = 1000
 TRUNCATE_WAL_OVER_BYTES = 4 * 1024 * 1024
-CHECKPOINT_LOCK_WAIT_MS = 2000
+CHECKPOINT_LOCK_WAIT_MS = 200
 
 #: A read (SELECT, or WITH … SELECT) still running after this long on the loop is interrupted
 #: and run again on a worker thread, the loop awaiting it: a report over a large table does not

@@ -246,3 +246,22 @@ async def test_a_long_read_moves_off_the_loop_inside_its_transaction_and_writes_
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 300001
     await engine.dispose()
+
+
+async def test_genie_sqlite_driver_thread_gives_aiosqlite_back_and_bad_values_stop_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import aiosqlite
+
+    from bot.config import ConfigError, Settings
+
+    monkeypatch.setenv("GENIE_SQLITE_DRIVER", "thread")
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'genie.db'}")
+    async with engine.begin() as conn:
+        assert isinstance((await conn.get_raw_connection()).driver_connection, aiosqlite.Connection)
+        assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 30000
+    await engine.dispose()
+
+    with pytest.raises(ConfigError, match="GENIE_SQLITE_DRIVER"):
+        Settings.from_env({"GENIE_SQLITE_DRIVER": "threads"})
+    assert Settings.from_env({"GENIE_SQLITE_DRIVER": "thread"})
