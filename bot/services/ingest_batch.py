@@ -99,10 +99,6 @@ class IngestBatcher:
     async def _write(self, batch: list[_Waiting]) -> None:
         try:
             outcomes = await self._transaction(batch)
-        except asyncio.CancelledError:
-            for waiting in batch:
-                _fail(waiting, GenieError("Genie is shutting down; please retry."))
-            raise
         except Exception as err:
             if len(batch) == 1:
                 _fail(batch[0], err)
@@ -111,6 +107,10 @@ class IngestBatcher:
             for waiting in batch:
                 await self._write([waiting])
             return
+        except BaseException:  # cancelled (shutdown): its requests are answered, not left waiting
+            for waiting in batch:
+                _fail(waiting, GenieError("Genie is shutting down; please retry."))
+            raise
         self.batches += 1
         self.written += len(batch)
         for waiting, outcome in zip(batch, outcomes, strict=True):
