@@ -561,6 +561,43 @@ async def test_killed_before_slack_posted_is_delivered_once_after_restart(serve,
         assert all([(await session.get(Alert, a)).slack_ts for a in (alert_id, quiet_id)])
 
 
+async def test_killed_while_a_settle_batch_waits_redelivers_each_post_once_by_adopting_it(serve, db, fake_slack):
+    """Three channels' posts are in Slack and answered while the test holds their outbox rows,
+    so the settle waits (one transaction for the ones that finished together); the process is
+    killed right then. Nothing of that settle was recorded: after the lease runs out the next
+    process finds each post in its channel's history and adopts it — no second post."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from storage.models import OutboxMessage
+
+    channels = {"Payments": "C0PAY", "Search": "C0SEARCH", "Ops": "C0OPS"}
+    for team, channel in channels.items():
+        await add_team(db, team, channel)
+    first = await serve()
+    fake_slack.fail("chat.postMessage", delay=0.5, times=3)
+    fired = [await fire(db, team, f"{team} is down") for team in channels]
+    await fake_slack.wait_for("chat.postMessage", count=3, timeout=15)
+    async with db.begin() as session:  # the settle waits for this transaction
+        await session.execute(update(OutboxMessage).where(OutboxMessage.alert_id.in_(fired)).values(last_error=None))
+        await asyncio.sleep(1.5)  # every answer is in, the settle waits
+        first.kill()
+    rows = await outbox_rows(db)
+    assert [r.delivered_at for r in rows] == [None] * 3  # killed before the settle committed
+
+    second = await serve()
+    rows = await eventually(lambda: delivered(db, count=3), timeout=30)
+    for alert_id, channel in zip(fired, channels.values(), strict=True):
+        assert [alert_of(m) for m in fake_slack.messages(channel)] == [alert_id]
+        assert len(posts_of(fake_slack, alert_id)) == 1  # adopted, not posted again
+    assert all(r.attempts == 2 and r.failed_at is None for r in rows)
+    assert second.log().count("adopting it") == 3
+    async with db() as session:
+        for alert_id in fired:
+            assert (await session.get(Alert, alert_id)).slack_ts is not None
+
+
 # --- messages as typed intents --------------------------------------------------------------------
 async def test_intents_are_drawn_at_delivery_and_rows_queued_before_them_still_deliver(genie):
     """A DM queued as an intent is drawn by its builder when delivered, its values escaped; rows

@@ -396,12 +396,37 @@ async def deliver_and_claim_next(
     if not session.get_bind().dialect.update_returning:
         await mark_delivered(session, message_id, now)
         return await claim_next(session, channel, now, lease, lane=lane)
+    params = {
+        "settle_id": message_id,
+        "settle_lane": lane,
+        "settle_channel": channel,
+        "settle_now": now,
+        "settle_until": now + lease,
+    }
+    rows = (
+        await session.execute(
+            _deliver_and_claim_next(),
+            params,
+            execution_options={"synchronize_session": False, "populate_existing": True},
+        )
+    ).scalars()
+    return next((row for row in rows if row.id != message_id), None)
+
+
+@functools.cache
+def _deliver_and_claim_next():
+    """``deliver_and_claim_next``'s statement, built once (building it cost more CPU than running
+    it: every delivered message runs it), its values bound parameters."""
+    message_id = bindparam("settle_id", type_=Integer())
+    lane, channel = bindparam("settle_lane", type_=String()), bindparam("settle_channel", type_=String())
+    now = bindparam("settle_now", type_=OutboxMessage.next_attempt_at.type)
+    until = bindparam("settle_until", type_=OutboxMessage.locked_until.type)
     settled = OutboxMessage.id == message_id
     o = aliased(OutboxMessage, name="lane_next")
     following = (
         select(func.min(o.id)).where(o.lane == lane, o.channel == channel, _pending(o), o.id != message_id)
     ).scalar_subquery()
-    statement = (
+    return (
         update(OutboxMessage)
         .where(
             settled
@@ -409,7 +434,7 @@ async def deliver_and_claim_next(
         )
         .values(
             delivered_at=case((settled, now), else_=OutboxMessage.delivered_at),
-            locked_until=case((settled, None), else_=now + lease),
+            locked_until=case((settled, None), else_=until),
             last_error=case((settled, None), else_=OutboxMessage.last_error),
             attempts=case((settled, OutboxMessage.attempts), else_=OutboxMessage.attempts + 1),
             first_attempt_at=case(
@@ -418,10 +443,6 @@ async def deliver_and_claim_next(
         )
         .returning(OutboxMessage)
     )
-    rows = (
-        await session.execute(statement, execution_options={"synchronize_session": False, "populate_existing": True})
-    ).scalars()
-    return next((row for row in rows if row.id != message_id), None)
 
 
 def backoff(attempts: int) -> timedelta:
