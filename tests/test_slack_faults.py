@@ -89,7 +89,13 @@ async def test_a_click_is_acked_and_committed_whatever_slack_does(world, fault, 
         # Not deliverable: failed, counted, logged as an error with the fix, and listed for operators.
         [row] = await eventually(lambda: _failed_update(world, alert_id), timeout=10)
         assert row.last_error == code and row.attempts == 1
-        assert sample("genie_outbox_failed_total") == failed_before + 1
+
+        # Counted and logged once the worker's transaction has ended (the row is seen committed
+        # a moment before: the session's close may yield to the loop).
+        async def counted() -> bool:
+            return sample("genie_outbox_failed_total") == failed_before + 1
+
+        await eventually(counted, timeout=2)
         assert sample("genie_outbox_errors_total", error=code) == errors_before + 1
         said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "bot.slack.delivery"]
         assert any(code in line and CHANNEL in line and f"alert #{alert_id}" in line for line in said), said
