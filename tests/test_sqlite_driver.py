@@ -112,17 +112,18 @@ def short_lock_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_a_lock_held_past_the_deadline_fails_with_database_is_locked(short_lock_deadline: None, genie: Genie):
     key = await _team_key(genie)
-    holder = LockHolder(_path(genie), hold=1.5)
+    holder = LockHolder(_path(genie), hold=3.0)
     await holder.start_and_wait()
 
-    # The same error SQLite's busy timeout gave, after the same deadline (0.3 s here).
+    # The same error SQLite's busy timeout gave, after the same deadline (0.3 s here), long
+    # before the lock is released (a loaded CI machine took 1.2 s).
     started = time.monotonic()
     with pytest.raises(OperationalError, match="database is locked") as raised:
         async with genie.sessionmaker.begin() as session:
             await session.execute(text("SELECT 1"))
     waited = time.monotonic() - started
     assert isinstance(raised.value.orig, sqlite3.OperationalError)
-    assert 0.3 <= waited < 1.2, waited
+    assert 0.3 <= waited < 2.5, waited
 
     # An alert sent meanwhile is refused, not taken: nothing was committed.
     response = await _post_alert(genie, key, "too-late")
