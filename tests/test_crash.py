@@ -95,13 +95,10 @@ async def _confirm_links(url: str, fake, confirmed: list[tuple[str, str]], count
                 await browser.aclose()
 
 
-async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_url, fake_slack, tmp_path):
-    rng = random.Random(SEED)
-    engine = make_engine(db_url)
-    db = make_sessionmaker(engine)
-    keys = await _setup(db, people=150)
-    port = free_port()
-    env = clean_env(
+def _serve_env(db_url: str, fake_slack, port: int) -> dict[str, str]:
+    """``genie serve``'s environment in these tests: a short outbox lease, so that a killed
+    process's claims are taken over within the test."""
+    return clean_env(
         DATABASE_URL=db_url,
         GENIE_SECRET_KEY=SECRET_KEY,
         GENIE_BASE_URL=f"http://127.0.0.1:{port}",
@@ -110,6 +107,15 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_url, fa
         SLACK_API_URL=fake_slack.api_url,
         GENIE_OUTBOX_LEASE_SECONDS="2",
     )
+
+
+async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(db_url, fake_slack, tmp_path):
+    rng = random.Random(SEED)
+    engine = make_engine(db_url)
+    db = make_sessionmaker(engine)
+    keys = await _setup(db, people=150)
+    port = free_port()
+    env = _serve_env(db_url, fake_slack, port)
     # Slack posts at once but answers late: a kill often lands between the post and its record.
     fake_slack.fail("chat.postMessage", delay=0.25, times=100_000)
     accepted: list[str] = []
@@ -229,15 +235,7 @@ async def test_sigkill_in_the_middle_of_alert_batches_keeps_each_alert_whole_and
     db = make_sessionmaker(engine)
     keys = await _setup(db, people=0)
     port = free_port()
-    env = clean_env(
-        DATABASE_URL=db_url,
-        GENIE_SECRET_KEY=SECRET_KEY,
-        GENIE_BASE_URL=f"http://127.0.0.1:{port}",
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_BOT_TOKEN="xoxb-test-token",
-        SLACK_API_URL=fake_slack.api_url,
-        GENIE_OUTBOX_LEASE_SECONDS="2",
-    )
+    env = _serve_env(db_url, fake_slack, port)
     accepted: list[str] = []
     counter: Counter = Counter()
     names = list(keys)

@@ -615,18 +615,14 @@ def _event_row(
 def _outbox_row(channel: str, kind: str, alert_id: int, team: Team, lane: str, now: datetime) -> dict[str, Any]:
     """The row ``outbox.enqueue`` adds for an alert's post or update, as the values of an
     executemany: the ORM's unit of work inserted a batch's messages one statement each."""
-    return dict(
-        channel=channel,
-        kind=kind,
-        lane=lane,
+    return outbox.message_values(
+        channel,
+        kind,
+        now,
         alert_id=alert_id,
-        digest_id=None,
-        payload=None,
-        created_at=now,
         slack_team_id=team.slack_team_id,
         enterprise_id=team.enterprise_id,
-        next_attempt_at=now,
-        attempts=0,
+        lane=lane,
     )
 
 

@@ -111,6 +111,35 @@ def intent(name: Intent, /, **values: Any) -> dict[str, Any]:
     return {"intent": str(name), "values": values}
 
 
+def message_values(
+    channel: str,
+    kind: str,
+    now: datetime,
+    *,
+    alert_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+    slack_team_id: str | None = None,
+    enterprise_id: str | None = None,
+    lane: str = POST_LANE,
+    digest_id: int | None = None,
+) -> dict[str, Any]:
+    """The columns of a new outbox message, due now: ``enqueue``'s row, and each row of a batch
+    written with one executemany (``alerts.create_alerts``)."""
+    return dict(
+        channel=channel,
+        kind=kind,
+        lane=lane,
+        alert_id=alert_id,
+        digest_id=digest_id,
+        payload=payload,
+        created_at=now,
+        slack_team_id=slack_team_id,
+        enterprise_id=enterprise_id,
+        next_attempt_at=now,
+        attempts=0,
+    )
+
+
 async def enqueue(
     session: AsyncSession,
     channel: str,
@@ -125,19 +154,18 @@ async def enqueue(
     lane: str = POST_LANE,
     digest_id: int | None = None,
 ) -> OutboxMessage:
-    now = now or utcnow()
     message = OutboxMessage(
-        channel=channel,
-        kind=kind,
-        lane=lane,
-        alert_id=alert_id,
-        digest_id=digest_id,
-        payload=payload,
-        created_at=now,
-        slack_team_id=slack_team_id,
-        enterprise_id=enterprise_id,
-        next_attempt_at=now,
-        attempts=0,
+        **message_values(
+            channel,
+            kind,
+            now or utcnow(),
+            alert_id=alert_id,
+            payload=payload,
+            slack_team_id=slack_team_id,
+            enterprise_id=enterprise_id,
+            lane=lane,
+            digest_id=digest_id,
+        )
     )
     session.add(message)
     session.info.setdefault(_ENQUEUED, set()).add(channel)
