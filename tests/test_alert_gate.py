@@ -421,6 +421,36 @@ async def test_api_close_updates_the_message_and_home_lists_open_alerts(world):
     assert f"#{alert_id}*" not in block_text(home["blocks"])
 
 
+async def test_home_lists_the_ten_newest_open_alerts_of_every_team_and_those_assigned(world):
+    """Newest first across the person's teams and what is assigned to them in another team;
+    closed ones and other teams' unassigned ones are not listed; at most ten."""
+    async with world.sessionmaker.begin() as s:
+        await teams.add_team(s, "Ops", "C0OPS")
+        await teams.add_member(s, "Ops", "alice@example.com")
+        alice = await users.require_user(s, "alice@example.com")
+        made = []
+        for i, team in enumerate(["Payments", "Ops", "Search", "Payments", "Ops"] * 3):
+            owner = await teams.require_team(s, team)
+            alert, _ = await alerts.create_alert(s, owner, CreateAlert(message=f"Home row {i}"), str(uuid.uuid4()))
+            made.append((alert, team))
+        # Search's last one is Alice's (assigned while she was in Search); one of Payments' newest is closed.
+        search = [a for a, team in made if team == "Search"]
+        await teams.add_member(s, "Search", "alice@example.com")
+        await alerts.assign(s, search[-1], Actor(via="api", label="Tool"), alice)
+        await teams.remove_member(s, "Search", "alice@example.com")
+        closed = [a for a, team in made if team == "Payments"][-1]
+        await alerts.close(s, closed, Actor(via="api", label="Tool"))
+    expected = [a.id for a, team in reversed(made) if a.id != closed.id and (team != "Search" or a.id == search[-1].id)]
+    world.fake.clear()
+    await world.slack.open_home(ALICE)
+    home = (await world.fake.wait_for("views.publish", user_id="U0ALICE"))[-1].args["view"]
+    words = block_text(home["blocks"])
+    listed = [a.id for a, _ in made if f"#{a.id}*" in words]
+    assert sorted(listed, reverse=True) == expected[:10]
+    positions = [words.index(f"#{i}*") for i in expected[:10]]
+    assert positions == sorted(positions)  # newest first
+
+
 async def _genie_cli(world, tmp_path, *args: str) -> tuple[int, str, str]:
     """Run the real `genie` command without blocking the event loop the server shares."""
     env = {"DATABASE_URL": world.settings.database_url, "GENIE_SECRET_KEY": "k" * 32, "PATH": "/usr/bin:/bin"}

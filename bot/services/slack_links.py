@@ -566,10 +566,17 @@ async def link_for_user_in_workspace(session: AsyncSession, user_id: int, worksp
     )
 
 
-async def links_of_user(session: AsyncSession, user_id: int) -> list[SlackLink]:
-    return list(
-        await session.scalars(select(SlackLink).where(SlackLink.user_id == user_id).order_by(SlackLink.created_at))
-    )
+async def links_of_user(
+    session: AsyncSession, user_id: int, *, verified_only: bool = False, besides: int | None = None
+) -> list[SlackLink]:
+    """The person's Slack links, oldest first; ``verified_only``: those made by a confirmed
+    matching email; ``besides``: not that one."""
+    query = select(SlackLink).where(SlackLink.user_id == user_id)
+    if verified_only:
+        query = query.where(SlackLink.email_verified.is_(True))
+    if besides is not None:
+        query = query.where(SlackLink.id != besides)
+    return list(await session.scalars(query.order_by(SlackLink.created_at)))
 
 
 async def all_links(session: AsyncSession, email: str | None = None) -> list[SlackLink]:

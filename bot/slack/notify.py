@@ -59,9 +59,7 @@ async def queue_owner_dm(session, link: SlackLink, email: str, message: dict[str
 
 async def verified_links(session, user_id: int, *, besides: int | None = None) -> list[SlackLink]:
     """The person's Slack links that verifiably are theirs (made by a confirmed matching email)."""
-    return [
-        link for link in await slack_links.links_of_user(session, user_id) if link.email_verified and link.id != besides
-    ]
+    return await slack_links.links_of_user(session, user_id, verified_only=True, besides=besides)
 
 
 async def queue_new_link_notices(rt: Runtime, session, link: SlackLink, why: str) -> int:
