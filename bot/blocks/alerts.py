@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import (
@@ -220,47 +221,142 @@ def _button(text: str, action_id: str, value: str, style: str | None = None) -> 
     return button
 
 
-def _actions(view: AlertView) -> dict:
-    """The alert's actions block, as ``ActionsBlock(…).to_dict()`` of the buttons and the
-    Assign… select gives it (same keys, same order), built directly: the models' ``to_dict``
-    walked every option's dict again (~60 % of an alert message's render with 100 members), and
-    the worker renders the alert for every post and update (bench/RESULTS.md)."""
+def _label(name: str) -> str:
+    limit = Option.label_max_length
+    return name if len(name) <= limit else _clip(name, limit)
+
+
+def _buttons(view: AlertView) -> list[dict]:
     value = ButtonValue(view.id).encode()
     elements: list[dict] = []
     if not view.acknowledged:
         elements.append(_button("Acknowledge", Action.ALERT_ACKNOWLEDGE, value, "primary"))
         elements.append(_button("I've got it", Action.ALERT_TAKE, value))
     elements.append(_button("Close", Action.ALERT_CLOSE, value))
+    return elements
+
+
+def _select(view: AlertView, members: Sequence[tuple[int, str]], options: Any) -> dict:
+    """The Assign… select with ``options`` (a list, or None to leave them out)."""
+    select: dict = {"action_id": Action.ALERT_ASSIGN}
+    owner = next(((uid, name) for uid, name in members if uid == view.owner_id), None)
+    if owner is not None:
+        select["initial_option"] = _option(_label(owner[1]), ButtonValue(view.id, user=owner[0]).encode())
+    if options is not None:
+        select["options"] = options
+    select["placeholder"] = {"emoji": True, "text": "Assign…", "type": "plain_text"}
+    select["type"] = "static_select"
+    return select
+
+
+def _actions(view: AlertView) -> dict:
+    """The alert's actions block, as ``ActionsBlock(…).to_dict()`` of the buttons and the
+    Assign… select gives it (same keys, same order), built directly: the models' ``to_dict``
+    walked every option's dict again (~60 % of an alert message's render with 100 members), and
+    the worker renders the alert for every post and update (bench/RESULTS.md)."""
+    elements = _buttons(view)
     members = view.members[:MAX_SELECT_OPTIONS]
     if members:
-        limit = Option.label_max_length
-        options = [
-            _option(name if len(name) <= limit else _clip(name, limit), ButtonValue(view.id, user=uid).encode())
-            for uid, name in members
-        ]
-        select: dict = {"action_id": Action.ALERT_ASSIGN}
-        initial = next((o for o, (uid, _) in zip(options, members) if uid == view.owner_id), None)
-        if initial is not None:
-            select["initial_option"] = initial
-        select["options"] = options
-        select["placeholder"] = {"emoji": True, "text": "Assign…", "type": "plain_text"}
-        select["type"] = "static_select"
-        elements.append(select)
+        options = [_option(_label(name), ButtonValue(view.id, user=uid).encode()) for uid, name in members]
+        elements.append(_select(view, members, options))
     return {"block_id": f"alert-{view.id}", "elements": elements, "type": "actions"}
+
+
+def _mrkdwn(text: str) -> dict:
+    """``MarkdownTextObject(text=text).to_dict()`` of a non-empty text."""
+    return {"text": text, "type": "mrkdwn"}
+
+
+def _section(text: str) -> dict:
+    """``SectionBlock(text=MarkdownTextObject(text=text)).to_dict()``, with its limit checked,
+    built directly like ``_actions``: the models' validation and ``to_dict`` (``dir()`` of every
+    object) were most of what remained of an alert message's render, and the worker renders the
+    alert for every post and update (bench/RESULTS.md, "Round three")."""
+    if len(text) > SectionBlock.text_max_length:
+        raise SlackObjectFormationError(f"text attribute cannot exceed {SectionBlock.text_max_length} characters")
+    return {"text": _mrkdwn(text), "type": "section"}
 
 
 def alert_message(view: AlertView, web_url: str | None = None) -> tuple[str, list[dict]]:
     """``(fallback text, blocks)`` for the alert's channel message, showing its current state.
     ``web_url``: the alert's page on Genie's web side (``/alerts/{id}``), linked as "Open in Genie"."""
+    text, blocks = _alert_blocks(view, web_url)
+    if view.status != AlertStatus.CLOSED:
+        blocks.append(_actions(view))
+    return text, blocks
+
+
+def alert_message_json(view: AlertView, web_url: str | None = None) -> tuple[str, str]:
+    """``alert_message`` with its blocks as the JSON text Slack takes (slack-sdk sends a string
+    as it is: what the outbox worker sends). The same blocks (``json.loads`` of it equals
+    ``alert_message``'s), made for less: the Assign… select's options — up to 100, the bulk of
+    the message, the same for every alert of the team but for the alert's id in their values —
+    are joined from a template made once per member list (``_options_template``) instead of
+    being built as dicts and encoded one by one for every post and update
+    (bench/RESULTS.md, "Round three")."""
+    text, blocks = _alert_blocks(view, web_url)
+    members = view.members[:MAX_SELECT_OPTIONS]
+    if view.status == AlertStatus.CLOSED:
+        return text, json.dumps(blocks)
+    if not members or type(view.id) is not int:
+        blocks.append(_actions(view))
+        return text, json.dumps(blocks)
+    template = _options_template(members)
+    # The actions block with the select last and its options left out; its JSON ends with the
+    # select's, the elements' and the block's closing "}]}": the options go before them.
+    actions = {"block_id": f"alert-{view.id}", "type": "actions"}
+    actions["elements"] = [*_buttons(view), _select(view, members, None)]
+    head, shell = json.dumps(blocks), json.dumps(actions)
+    assert head.endswith("]") and shell.endswith("}]}")
+    options = str(view.id).join(template)
+    return text, f'{head[:-1]}, {shell[:-3]}, "options": {options}}}]}}]'
+
+
+#: A member list (as the view has it) -> its options' JSON, split where the alert's id goes.
+_OPTIONS_TEMPLATES: dict[tuple, tuple[str, ...]] = {}
+
+
+def _options_template(members: Sequence[tuple[int, str]]) -> tuple[str, ...]:
+    """The JSON array of the Assign… options of ``members`` for any alert: ``str(alert_id)``
+    joins its pieces into the array ``_actions`` would encode (each option's value names the
+    alert and the member; labels clipped and checked as ``_option`` does). Made once per member
+    list: the worker's member lists come from ``render._members``, the same tuple while the
+    team's members are unchanged."""
+    key = tuple(members) if not isinstance(members, tuple) else members
+    try:
+        found = _OPTIONS_TEMPLATES.get(key)
+    except TypeError:  # unhashable entries (lists): made each time
+        found, key = None, None
+    if found is not None:
+        return found
+    pieces, before = [], "["
+    for uid, name in members:
+        label = _label(name)
+        # What _option checks; the value is at most '{"alert":<MAX_ID>,"user":<MAX_ID>}' long.
+        if type(uid) is not int or not 0 <= uid <= MAX_ID:
+            raise SlackObjectFormationError(f"option value for user {uid!r} is not an id")
+        _option(label, ButtonValue(MAX_ID, user=MAX_ID).encode())
+        text = json.dumps({"type": "plain_text", "text": label, "emoji": True})
+        pieces.append(f'{before}{{"text": {text}, "value": "{{\\"alert\\":')
+        before = f',\\"user\\":{uid}}}"}}, '
+    pieces.append(before[: -len(", ")] + "]")
+    found = tuple(pieces)
+    if key is not None:
+        if len(_OPTIONS_TEMPLATES) >= 256:
+            _OPTIONS_TEMPLATES.clear()
+        _OPTIONS_TEMPLATES[key] = found
+    return found
+
+
+def _alert_blocks(view: AlertView, web_url: str | None) -> tuple[str, list[dict]]:
+    """``(fallback text, blocks)`` of the alert message but for its actions block."""
     icon = PRIORITY_ICON.get(view.priority, "")
     title = f"{icon} *{view.priority}* · #{view.id} · {_esc(view.message)}"
     if view.count > 1:
         title += f"  _(×{view.count})_"
-    blocks: list[dict] = [SectionBlock(text=MarkdownTextObject(text=title)).to_dict()]
+    blocks: list[dict] = [_section(title)]
     if view.description:
-        blocks.append(
-            SectionBlock(text=MarkdownTextObject(text=_clip(_esc(view.description), SECTION_LIMIT))).to_dict()
-        )
+        blocks.append(_section(_clip(_esc(view.description), SECTION_LIMIT)))
     facts = []
     if view.team_name:
         facts.append(f"*Team*\n{_esc(view.team_name)}")
@@ -279,13 +375,11 @@ def alert_message(view: AlertView, web_url: str | None = None) -> tuple[str, lis
         shown = person_text(person) if person is not None else _esc(value)
         facts.append(_clip(f"*{_esc(key)}*\n{shown}", FIELD_LIMIT))
     if facts:
-        blocks.append(SectionBlock(fields=[MarkdownTextObject(text=f) for f in facts[:10]]).to_dict())
-    context = [MarkdownTextObject(text=status_line(view))]
+        blocks.append({"fields": [_mrkdwn(f) for f in facts[: SectionBlock.fields_max_length]], "type": "section"})
+    context = [_mrkdwn(status_line(view))]
     if web_url:
-        context.append(MarkdownTextObject(text=f"<{_esc(web_url)}|Open in Genie>"))
-    blocks.append(ContextBlock(elements=context).to_dict())
-    if view.status != AlertStatus.CLOSED:
-        blocks.append(_actions(view))
+        context.append(_mrkdwn(f"<{_esc(web_url)}|Open in Genie>"))
+    blocks.append({"elements": context, "type": "context"})
     state = (
         AlertStatus.CLOSED
         if view.status == AlertStatus.CLOSED

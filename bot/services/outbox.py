@@ -36,7 +36,6 @@ from typing import Any
 
 from sqlalchemy import Integer, String, and_, bindparam, case, cast, func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from bot.ids import Intent
 from bot.services.errors import InvalidInput, NotFound
@@ -66,7 +65,16 @@ LANES = (POST_LANE, UPDATE_LANE)
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 
 
+#: The outbox table itself: the worker's hot statements (the look, the claims, the settle) are
+#: Core statements on it, built once, and return plain rows of its columns — which read like an
+#: ``OutboxMessage`` (``row.id``, ``row.channel`` …) without the ORM building an instance and
+#: refreshing the identity map for each (``_BulkORMUpdate`` and ``instances()`` were a good
+#: part of a delivered update's CPU: bench/RESULTS.md, "Round three").
+_T = OutboxMessage.__table__
+
+
 def _pending(o=OutboxMessage):
+    """``o``: the entity, an alias of it, or a table's columns (``_T.c``)."""
     return and_(o.delivered_at.is_(None), o.failed_at.is_(None))
 
 
@@ -80,29 +88,30 @@ def _heads(lane: str):
     messages, not with how many messages wait in them."""
 
     def first_after(previous_channel):
-        o = aliased(OutboxMessage)
+        o = _T.alias().c
         query = select(o.id).where(_pending(o), o.lane == lane)
         if previous_channel is not None:
             query = query.where(o.channel > previous_channel)
         return query.order_by(o.channel, o.id).limit(1).scalar_subquery()
 
-    head = aliased(OutboxMessage)
-    heads = select(head.channel, head.id).where(head.id == first_after(None)).cte(f"outbox_head_{lane}", recursive=True)
+    head = _T.alias()
+    heads = (
+        select(head.c.channel, head.c.id)
+        .where(head.c.id == first_after(None))
+        .cte(f"outbox_head_{lane}", recursive=True)
+    )
     previous = heads.alias(f"previous_{lane}")
-    following = aliased(OutboxMessage)
+    following = _T.alias()
     return heads.union_all(
-        select(following.channel, following.id)
+        select(following.c.channel, following.c.id)
         .select_from(previous)
-        .join(following, following.id == first_after(previous.c.channel))
+        .join(following, following.c.id == first_after(previous.c.channel))
     )
 
 
-def _ready_at():
+def _ready_at(o=_T.c):
     """When a pending message may be claimed: when it is due, or its lease runs out if later."""
-    return case(
-        (OutboxMessage.locked_until > OutboxMessage.next_attempt_at, OutboxMessage.locked_until),
-        else_=OutboxMessage.next_attempt_at,
-    )
+    return case((o.locked_until > o.next_attempt_at, o.locked_until), else_=o.next_attempt_at)
 
 
 def intent(name: Intent, /, **values: Any) -> dict[str, Any]:
@@ -183,33 +192,36 @@ def enqueued_channels(session: AsyncSession) -> set[str]:
     return set(session.info.get(_ENQUEUED, ()))
 
 
-async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[list[OutboxMessage], datetime | None]:
+async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[list[Any], datetime | None]:
     """``(due, next_at)``: up to ``limit`` channel heads that are due and not leased, soonest
-    first, and when the next head becomes claimable (None: nothing pending). One query: the
-    worker's whole look at the outbox on each pass."""
+    first (rows: ``id``, ``channel``, ``lane``, ``next_attempt_at``, ``locked_until``), and when
+    the next head becomes claimable (None: nothing pending). One query: the worker's whole look
+    at the outbox on each pass."""
     rows = (await session.execute(_heads_query(), {"heads_limit": limit + 1})).all()
-    due = [m for m, _ in rows if _due(m, now)][:limit]
-    later = [at for m, at in rows if not _due(m, now)]
-    next_at = min(later) if later else (rows[-1][1] if len(rows) > limit else None)
+    due = [row for row in rows if _due(row, now)][:limit]
+    later = [row.ready_at for row in rows if not _due(row, now)]
+    next_at = min(later) if later else (rows[-1].ready_at if len(rows) > limit else None)
     return due, next_at
 
 
 @functools.cache
 def _heads_query():
     """The heads query, built once (building the two recursive CTEs cost as much CPU as running
-    them: during a storm the worker looks on every wake); its limit is a bound parameter."""
+    them: during a storm the worker looks on every wake); its limit is a bound parameter. It
+    reads what ``_due`` needs of each head and what the worker claims by."""
     post_heads, update_heads = (_heads(lane) for lane in LANES)
     head = union_all(select(post_heads.c.id), select(update_heads.c.id)).subquery("outbox_heads")
     ready_at = _ready_at().label("ready_at")
+    c = _T.c
     return (
-        select(OutboxMessage, ready_at)
-        .join(head, OutboxMessage.id == head.c.id)
-        .order_by(ready_at, OutboxMessage.id)
+        select(c.id, c.channel, c.lane, c.next_attempt_at, c.locked_until, ready_at)
+        .select_from(_T.join(head, c.id == head.c.id))
+        .order_by(ready_at, c.id)
         .limit(bindparam("heads_limit"))
     )
 
 
-def _due(message: OutboxMessage, now: datetime) -> bool:
+def _due(message: Any, now: datetime) -> bool:
     return message.next_attempt_at <= now and (message.locked_until is None or message.locked_until < now)
 
 
@@ -221,8 +233,8 @@ def _claim_values(now: datetime, lease: timedelta) -> dict[str, Any]:
     )
 
 
-def _lease_free(now: datetime):
-    return (OutboxMessage.locked_until.is_(None)) | (OutboxMessage.locked_until < now)
+def _lease_free(now: Any, o=OutboxMessage):
+    return (o.locked_until.is_(None)) | (o.locked_until < now)
 
 
 async def claim(
@@ -240,26 +252,46 @@ async def claim(
 
 async def claim_many(
     session: AsyncSession, message_ids: list[int], now: datetime, lease: timedelta = LEASE
-) -> list[OutboxMessage]:
+) -> list[Any]:
     """``claim`` of several channel heads in one statement (a pass of the worker claims every
     due head it has room for at once): the ones this worker won, in the order of
-    ``message_ids``; another worker's are left out."""
+    ``message_ids``, as rows of the outbox's columns (as now updated); another worker's are
+    left out."""
     if not message_ids:
         return []
     if not session.get_bind().dialect.update_returning:
         claimed = [await claim(session, message_id, now, lease) for message_id in message_ids]
         return [row for row in claimed if row is not None]
-    statement = (
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(message_ids), _pending(), _lease_free(now))
-        .values(**_claim_values(now, lease))
-        .returning(OutboxMessage)
-    )
-    rows = (
-        await session.execute(statement, execution_options={"synchronize_session": False, "populate_existing": True})
-    ).scalars()
+    await _flushed(session)
+    params = {"claim_ids": list(message_ids), "claim_now": now, "claim_until": now + lease}
+    rows = (await session.execute(_claim_many(), params)).all()
     won = {row.id: row for row in rows}
     return [won[message_id] for message_id in message_ids if message_id in won]
+
+
+@functools.cache
+def _claim_many():
+    """``claim_many``'s statement: a Core ``UPDATE … RETURNING`` of the table's columns, built
+    once, its values bound parameters (the ids an expanding one)."""
+    c = _T.c
+    now = bindparam("claim_now", type_=c.locked_until.type)
+    return (
+        update(_T)
+        .where(c.id.in_(bindparam("claim_ids", expanding=True)), _pending(c), _lease_free(now, c))
+        .values(
+            locked_until=bindparam("claim_until", type_=c.locked_until.type),
+            attempts=c.attempts + 1,
+            first_attempt_at=func.coalesce(c.first_attempt_at, now),
+        )
+        .returning(*c)
+    )
+
+
+async def _flushed(session: AsyncSession) -> None:
+    """Flush the session's pending ORM changes before a Core statement (which, unlike an ORM
+    one, does not autoflush): what it reads or writes must see them."""
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
 
 
 async def claim_next(
@@ -333,27 +365,27 @@ def lane_columns() -> tuple:
     lane, channel = bindparam("lane_lane", type_=String()), bindparam("lane_channel", type_=String())
     head, alert_id = bindparam("lane_head", type_=Integer()), bindparam("lane_alert", type_=Integer())
     now = bindparam("lane_now", type_=OutboxMessage.locked_until.type)
-    w = aliased(OutboxMessage, name="lane_window")
+    w = _T.alias("lane_window").c
     window = (
         select(w.id)
         .where(w.lane == lane, w.channel == channel, _pending(w), w.id > head)
         .order_by(w.id)
         .limit(COALESCE_WINDOW)
     )
-    later_o = aliased(OutboxMessage, name="later_update")
+    later_o = _T.alias("later_update").c
     later = (
         select(func.aggregate_strings(cast(later_o.id, String), ","))
         .where(later_o.id.in_(window), later_o.alert_id == alert_id, later_o.kind == UPDATE_ALERT)
         .scalar_subquery()
     )
-    p = aliased(OutboxMessage, name="post_in_flight")
+    p = _T.alias("post_in_flight").c
     in_flight = (
         select(p.id)
         .where(p.lane == POST_LANE, p.channel == channel, _pending(p), p.alert_id == alert_id, p.locked_until >= now)
         .limit(1)
         .scalar_subquery()
     )
-    return (later, in_flight)
+    return (later.label("lane_later"), in_flight.label("lane_in_flight"))
 
 
 def lane_params(message: OutboxMessage, now: datetime) -> dict[str, Any]:
@@ -416,11 +448,12 @@ async def mark_delivered(session: AsyncSession, message_id: int, now: datetime, 
 
 async def deliver_and_claim_next(
     session: AsyncSession, message_id: int, channel: str, lane: str, now: datetime, lease: timedelta = LEASE
-) -> OutboxMessage | None:
+) -> Any | None:
     """``mark_delivered(message_id)`` (covering nothing) and ``claim_next`` of its lane in one
     statement: the message settled, and its lane's next message claimed if it is due and not
     leased — returned, or None. (The next head is the lane's oldest pending message other than
-    this one: the subquery sees the lane as it was before the statement.)"""
+    this one: the subquery sees the lane as it was before the statement.) The next message is a
+    row of the outbox's columns, as ``claim_many``'s are."""
     if not session.get_bind().dialect.update_returning:
         await mark_delivered(session, message_id, now)
         return await claim_next(session, channel, now, lease, lane=lane)
@@ -431,45 +464,37 @@ async def deliver_and_claim_next(
         "settle_now": now,
         "settle_until": now + lease,
     }
-    rows = (
-        await session.execute(
-            _deliver_and_claim_next(),
-            params,
-            execution_options={"synchronize_session": False, "populate_existing": True},
-        )
-    ).scalars()
+    await _flushed(session)
+    rows = (await session.execute(_deliver_and_claim_next(), params)).all()
     return next((row for row in rows if row.id != message_id), None)
 
 
 @functools.cache
 def _deliver_and_claim_next():
     """``deliver_and_claim_next``'s statement, built once (building it cost more CPU than running
-    it: every delivered message runs it), its values bound parameters."""
+    it: every delivered message runs it), its values bound parameters; a Core statement on the
+    table (``_T``), returning its columns."""
     message_id = bindparam("settle_id", type_=Integer())
     lane, channel = bindparam("settle_lane", type_=String()), bindparam("settle_channel", type_=String())
-    now = bindparam("settle_now", type_=OutboxMessage.next_attempt_at.type)
-    until = bindparam("settle_until", type_=OutboxMessage.locked_until.type)
-    settled = OutboxMessage.id == message_id
-    o = aliased(OutboxMessage, name="lane_next")
+    c = _T.c
+    now = bindparam("settle_now", type_=c.next_attempt_at.type)
+    until = bindparam("settle_until", type_=c.locked_until.type)
+    settled = c.id == message_id
+    o = _T.alias("lane_next").c
     following = (
         select(func.min(o.id)).where(o.lane == lane, o.channel == channel, _pending(o), o.id != message_id)
     ).scalar_subquery()
     return (
-        update(OutboxMessage)
-        .where(
-            settled
-            | and_(OutboxMessage.id == following, _pending(), OutboxMessage.next_attempt_at <= now, _lease_free(now))
-        )
+        update(_T)
+        .where(settled | and_(c.id == following, _pending(c), c.next_attempt_at <= now, _lease_free(now, c)))
         .values(
-            delivered_at=case((settled, now), else_=OutboxMessage.delivered_at),
+            delivered_at=case((settled, now), else_=c.delivered_at),
             locked_until=case((settled, None), else_=until),
-            last_error=case((settled, None), else_=OutboxMessage.last_error),
-            attempts=case((settled, OutboxMessage.attempts), else_=OutboxMessage.attempts + 1),
-            first_attempt_at=case(
-                (settled, OutboxMessage.first_attempt_at), else_=func.coalesce(OutboxMessage.first_attempt_at, now)
-            ),
+            last_error=case((settled, None), else_=c.last_error),
+            attempts=case((settled, c.attempts), else_=c.attempts + 1),
+            first_attempt_at=case((settled, c.first_attempt_at), else_=func.coalesce(c.first_attempt_at, now)),
         )
-        .returning(OutboxMessage)
+        .returning(*c)
     )
 
 

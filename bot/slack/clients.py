@@ -19,6 +19,7 @@ slack-sdk does by default.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -64,6 +65,20 @@ def why(err: Exception) -> str:
     if isinstance(err, SlackApiError):
         return str(err.response.get("error"))
     return type(err).__name__
+
+
+def client_logger() -> logging.Logger:
+    """The logger of Genie's slack-sdk clients (Bolt's copies it to each request's client): a
+    child of slack-sdk's, so its records go where slack-sdk's go, with its level set. slack-sdk
+    formats every request and every answer for its debug log — the JSON body whole, a message's
+    blocks with 100 Assign… options included — whenever its logger's *own* level is DEBUG or
+    unset (it tests ``logger.level``, not whether debug is enabled): 0.3–0.4 ms of CPU per
+    ``chat.update`` formatted and thrown away (bench/RESULTS.md, "Round three"). Here the level
+    is INFO unless debug is enabled where the records go."""
+    logger = logging.getLogger("slack_sdk.web.genie")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.INFO)
+    return logger
 
 
 def interactive_retry_handlers() -> list:
@@ -129,6 +144,7 @@ class SlackClients:
             base_url=self.settings.slack_api_url,
             timeout=SLACK_TIMEOUT,
             retry_handlers=interactive_retry_handlers(),
+            logger=client_logger(),
         )
 
     async def token_for(self, team_id: str | None, enterprise_id: str | None) -> str | None:
@@ -158,6 +174,7 @@ class SlackClients:
             timeout=SLACK_TIMEOUT,
             retry_handlers=interactive_retry_handlers() if retries else [],
             session=self.session(),
+            logger=client_logger(),
         )
 
     async def only_installation(self) -> tuple[str | None, str | None] | None:

@@ -59,13 +59,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
-from bot.blocks.alerts import alert_message
+from bot.blocks.alerts import alert_message_json
 from bot.blocks.digest import DigestView, digest_message
 from bot.blocks.messages import draw, intent_of
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.services import alerts, outbox, slack_directory
 from bot.services.paging import PAGE
+from bot.slack.clients import client_logger
 from bot.slack.paging import send_page
 from bot.slack.render import digest_view, view_of, with_team_and_owner
 from storage.base import utcnow
@@ -107,7 +108,11 @@ def make_delivery_client(settings: Settings) -> AsyncWebClient:
     """The worker's own client. No retry handlers (``[]``; None would mean slack-sdk's default
     connection retry): backoff and ``Retry-After`` are the worker's, recorded in the database."""
     return AsyncWebClient(
-        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT, retry_handlers=[]
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_url,
+        timeout=SLACK_TIMEOUT,
+        retry_handlers=[],
+        logger=client_logger(),  # not slack-sdk's debug formatting of every call (clients.client_logger)
     )
 
 
@@ -227,9 +232,10 @@ class Claim:
     enterprise_id: str | None = None
     #: The Web API client for that workspace, resolved when delivery starts.
     client: Any = None
-    #: An alert post or update: the alert as it was read in the claiming transaction, and what
-    #: to draw (``render.current_view``); ``render_error`` if reading it failed.
-    alert: Alert | None = None
+    #: An alert post or update: the alert as it was read in the claiming transaction (a row of
+    #: its columns: ``render.with_team_and_owner``), and what to draw (``render.view_of``);
+    #: ``render_error`` if reading it failed.
+    alert: Any = None
     view: Any = None
     render_error: BaseException | None = None
     #: Later updates of the same alert that this delivery covers (``outbox.later_updates``), if
@@ -669,14 +675,15 @@ class OutboxWorker:
             )
         return client
 
-    def _render(self, claim: Claim) -> tuple[Alert, str, list[dict]]:
+    def _render(self, claim: Claim) -> tuple[Any, str, str]:
         """The alert as it was when the message was claimed (so a late message still shows the
-        current state)."""
+        current state): the alert's row, the fallback text, and the blocks as JSON text
+        (``alert_message_json``: slack-sdk sends it as it is)."""
         if claim.render_error is not None:
             raise claim.render_error
         if claim.alert is None:
             raise Undeliverable("the alert no longer exists")
-        text, blocks = alert_message(claim.view, f"{self.rt.settings.base_url.rstrip('/')}/alerts/{claim.view.id}")
+        text, blocks = alert_message_json(claim.view, f"{self.rt.settings.base_url.rstrip('/')}/alerts/{claim.view.id}")
         return claim.alert, text, blocks
 
     async def _post_alert(self, claim: Claim) -> None:

@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, Text, bindparam, case, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from bot.blocks.alerts import AlertView, PersonRef
 from bot.blocks.digest import GROUPS, TOP, DigestAlert, DigestView
@@ -76,7 +75,7 @@ def view_of(found: AlertRead) -> AlertView:
     """The view of an alert as ``with_team_and_owner`` read it."""
     return _view(
         found.alert,
-        found.team.name if found.team else None,
+        found.team_name,
         found.owner_id,
         found.owner_name,
         found.members,
@@ -87,8 +86,9 @@ def view_of(found: AlertRead) -> AlertView:
 class AlertRead(NamedTuple):
     """What the outbox worker reads to draw an alert (``with_team_and_owner``)."""
 
-    alert: Alert
-    team: Team | None
+    #: A row of the alert's columns (``row.id``, ``row.slack_ts`` … as on an ``Alert``).
+    alert: Any
+    team_name: str | None
     owner_id: int | None
     owner_name: str | None
     #: The assignee's Slack user in the workspace of the alert's channel (``owner_slack_user``).
@@ -111,29 +111,45 @@ async def with_team_and_owner(
     row = (await session.execute(statement, {"render_alert_id": alert_id, **(params or {})})).first()
     if row is None:
         return None
-    alert, team, owner_id, owner_name, owner_slack, members = row[:6]
-    return AlertRead(alert, team, owner_id, owner_name, owner_slack, _members(alert.team_id, members), tuple(row[6:]))
+    n = len(_ALERT.c)
+    team_name, owner_id, owner_name, owner_slack, members = row[n : n + 5]
+    return AlertRead(
+        row, team_name, owner_id, owner_name, owner_slack, _members(row.team_id, members), tuple(row[n + 5 :])
+    )
+
+
+_ALERT, _TEAM, _USER = Alert.__table__, Team.__table__, User.__table__
 
 
 @functools.cache
 def _render_read(dialect: str, extra: tuple[ColumnElement, ...]):
     """``with_team_and_owner``'s statement, built once per dialect and set of extra columns
-    (building it cost more CPU than running it). The owner is joined as ``User`` itself: the
-    query has no other user, and an ``aliased`` entity's column adapter was a large part of the
-    worker's render."""
-    workspace = func.coalesce(func.nullif(Team.enterprise_id, ""), func.nullif(Team.slack_team_id, ""))
+    (building it cost more CPU than running it). A Core statement on the tables, read as plain
+    rows: the ORM building an ``Alert`` and a ``Team`` instance for every render was a good part
+    of a delivered update's CPU (bench/RESULTS.md, "Round three"). The owner is joined as the
+    user table itself: the query has no other user. ``extra`` must be Core columns too."""
+    alert, team, user = _ALERT.c, _TEAM.c, _USER.c
+    link = SlackLink.__table__.c
+    workspace = func.coalesce(func.nullif(team.enterprise_id, ""), func.nullif(team.slack_team_id, ""))
     # alert_people.slack_links for one person: their link in that workspace; with none recorded,
     # their only link (several: none, no guess).
     owner_slack = (
-        select(case((func.count() == 1, func.max(SlackLink.slack_user_id))))
-        .where(SlackLink.user_id == Alert.owner_user_id, or_(workspace.is_(None), SlackLink.workspace_id == workspace))
+        select(case((func.count() == 1, func.max(link.slack_user_id))))
+        .where(link.user_id == alert.owner_user_id, or_(workspace.is_(None), link.workspace_id == workspace))
         .scalar_subquery()
     )
     return (
-        select(Alert, Team, User.id, User.name, owner_slack, _members_json(dialect), *extra)
-        .outerjoin(Team, Team.id == Alert.team_id)
-        .outerjoin(User, User.id == Alert.owner_user_id)
-        .where(Alert.id == bindparam("render_alert_id"))
+        select(
+            *alert,
+            team.name.label("render_team_name"),
+            user.id.label("render_owner_id"),
+            user.name.label("render_owner_name"),
+            owner_slack.label("render_owner_slack"),
+            _members_json(dialect).label("render_members"),
+            *extra,
+        )
+        .select_from(_ALERT.outerjoin(_TEAM, team.id == alert.team_id).outerjoin(_USER, user.id == alert.owner_user_id))
+        .where(alert.id == bindparam("render_alert_id"))
     )
 
 
@@ -141,22 +157,23 @@ def _members_json(dialect: str):
     """``assignable_names`` of ``Alert.team_id`` as one JSON array of ``[id, name]``, in the
     same order: one value made by the database rather than a row per member (and the cache's
     key: ``_members``)."""
-    member = aliased(User, name="member")  # not the owner joined outside
+    member_table = _USER.alias("member")  # not the owner joined outside
+    member, team_member = member_table.c, TeamMember.__table__
     members = (
         select(member.id.label("id"), member.name.label("name"))
-        .join(TeamMember, TeamMember.user_id == member.id)
-        .where(TeamMember.team_id == Alert.team_id, member.is_active.is_(True))
+        .select_from(member_table.join(team_member, team_member.c.user_id == member.id))
+        .where(team_member.c.team_id == _ALERT.c.team_id, member.is_active.is_(True))
     )
     if dialect == "postgresql":
         pair = func.json_build_array(member.id, member.name)
         return (
             members.with_only_columns(cast(func.json_agg(aggregate_order_by(pair, member.name, member.id)), Text))
-            .correlate(Alert)
+            .correlate(_ALERT)
             .scalar_subquery()
         )
     # SQLite (before 3.44) has no ORDER BY inside an aggregate: it aggregates an ordered
     # subquery, which it keeps in order (an aggregate's ordered subquery is never flattened).
-    ordered = members.order_by(member.name, member.id).correlate(Alert).subquery("assignable")
+    ordered = members.order_by(member.name, member.id).correlate(_ALERT).subquery("assignable")
     return select(func.json_group_array(func.json_array(ordered.c.id, ordered.c.name))).scalar_subquery()
 
 
