@@ -18,9 +18,11 @@ work it guards (a click's, ``bot.listeners.actions.alerts``) without lengthening
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,11 +45,23 @@ async def first_delivery(session: AsyncSession, event_id: str, now: datetime | N
     """Record ``event_id``; False when it was recorded before (by this or another process).
     Concurrent deliveries of one event race on the primary key: exactly one insert wins, the
     others insert nothing (and wait for the winner's transaction to end first, on PostgreSQL)."""
-    now = now or utcnow()
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    result = await session.execute(
-        insert(SlackEvent)
-        .values(event_id=event_id, received_at=now)
+    statement = _take_in(session.get_bind().dialect.name)
+    result = await session.execute(statement, {"event_id": event_id, "received_at": now or utcnow()})
+    return result.rowcount == 1
+
+
+@functools.cache
+def _take_in(dialect: str):
+    """``first_delivery``'s ``INSERT … ON CONFLICT DO NOTHING``, built once per dialect with bind
+    parameters (it is in every click's transaction; building it per call cost as much CPU as
+    running it)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    table = SlackEvent.__table__
+    return (
+        insert(table)
+        .values(
+            event_id=bindparam("event_id", type_=table.c.event_id.type),
+            received_at=bindparam("received_at", type_=table.c.received_at.type),
+        )
         .on_conflict_do_nothing(index_elements=["event_id"])
     )
-    return result.rowcount == 1
