@@ -30,6 +30,7 @@ import cProfile
 import dataclasses
 import os
 import pstats
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,7 @@ async def main(backend: str, n: int) -> None:
     finally:
         fake.stdin.close()
         fake.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
         if backend != "sqlite":
             _psql(f'DROP DATABASE IF EXISTS "{name}"')
 
