@@ -48,6 +48,7 @@ back (``storage.session``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -87,10 +88,13 @@ _SQLITE_INTERRUPT = 9
 _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1024)
 def reads_only(sql: str) -> bool:
     """A statement that cannot write, so may be interrupted and run again: SQLite rolls back
     the whole transaction when an INSERT, UPDATE or DELETE in it is interrupted, a SELECT's
-    interruption changes nothing. A WITH that names no write anywhere counts as a SELECT."""
+    interruption changes nothing. A WITH that names no write anywhere counts as a SELECT.
+    Remembered per statement text (SQLAlchemy hands the same compiled strings again and again;
+    the search over a long WITH was a measurable part of a delivery's render read)."""
     head = sql.lstrip()[:6].upper()
     return head == "SELECT" or (head[:4] == "WITH" and _WRITES.search(sql) is None)
 
