@@ -5,6 +5,13 @@ after the ack — without HTTP, Bolt or the delivery around it.
     python -m bench.click_cpu                 # SQLite, 400 clicks
     python -m bench.click_cpu postgres 400    # PostgreSQL (a scratch database on 127.0.0.1:5432)
     PROFILE=1 python -m bench.click_cpu       # and cProfile's top functions by own time
+    python -m bench.click_cpu sqlite 400 request   # the whole request, in process (below)
+
+``request``: each click is the signed HTTP body the load generator sends (the whole alert
+message, 100 Assign… options), through what ``bot.server`` does with it — the screen
+(signature, parse), Bolt's dispatch (its middlewares, Genie's, the listener, the ack) — and the
+listener's work after the ack, its transaction included; no HTTP server, no outbox worker (the
+``chat.update`` each click queues is not delivered). The fake Slack answers Bolt's ``auth.test``.
 
 Each click is Acknowledge on a different open alert of Payments by a linked member (the layout
 of ``bench/seed.py``, 1,000 rows of each kind), one after another. Prints CPU (the process's,
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import json
 import os
 import pstats
 import subprocess
@@ -23,6 +31,8 @@ import sys
 import tempfile
 import time
 import uuid
+
+from sqlalchemy import text
 
 from bench import seed as seedmod
 from bot.services import actions
@@ -36,7 +46,62 @@ def _psql(sql: str) -> None:
     subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c", sql], check=True)
 
 
-async def main(backend: str, n: int) -> None:
+async def _request_clicks(url: str, sessionmaker, layout):
+    """A click as ``bot.server``'s ``/slack/events`` route takes it, minus HTTP (see above)."""
+    from bench.payloads import click as click_body
+    from bench.run import alert_message_template
+    from bot.config import Settings
+    from bot.server import build_bolt_app, make_runtime
+    from bot.slack.screening import screen
+    from tests.fake_slack import FakeSlack
+
+    fake = FakeSlack().start()
+    secret = "bench-signing-secret"
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": url,
+            "GENIE_SECRET_KEY": "x" * 40,
+            "SLACK_SIGNING_SECRET": secret,
+            "SLACK_BOT_TOKEN": "xoxb-bench",
+            "SLACK_API_URL": fake.api_url,
+        }
+    )
+    rt = await make_runtime(settings, sessionmaker)
+    bolt = build_bolt_app(rt)
+    message = alert_message_template(layout)
+
+    def body(i: int) -> tuple[bytes, dict]:
+        raw, headers = click_body(
+            secret,
+            user_id=layout.clickers[i % len(layout.clickers)],
+            team_id=seedmod.WORKSPACE,
+            team_domain="acme",
+            channel=seedmod.PAYMENTS_CHANNEL,
+            alert_id=layout.hot_alerts[i],
+            response_url=f"{fake.url}/response/{i}",
+            message=message,
+        )
+        return raw, {k.lower(): v for k, v in headers.items()}
+
+    bodies = [body(i) for i in range(len(layout.hot_alerts))]  # signed before the clock starts
+
+    async def click(i: int) -> None:
+        raw, headers = bodies[i]
+        request = screen(raw, headers, secret)
+        if isinstance(request, tuple):
+            raise SystemExit(f"click {i} was refused: {request}")
+        answer = await bolt.async_dispatch(request)
+        if answer.status != 200:
+            raise SystemExit(f"click {i} was answered {answer.status}")
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        while pending:  # Bolt runs the listener after the ack, in a task of its own
+            await asyncio.wait(pending)
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+
+    return click
+
+
+async def main(backend: str, n: int, mode: str = "transaction") -> None:
     work = tempfile.mkdtemp()
     name = f"click_cpu_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     if backend == "sqlite":
@@ -58,6 +123,8 @@ async def main(backend: str, n: int) -> None:
             if not result.applied:
                 raise SystemExit(f"click {i} was not applied: {result}")
 
+        if mode == "request":
+            click = await _request_clicks(url, sessionmaker, layout)
         warm = 20
         for i in range(warm):
             await click(i)
@@ -73,6 +140,16 @@ async def main(backend: str, n: int) -> None:
         print(
             f"{backend}: {cpu / (n - warm) * 1000:.2f} ms CPU, {wall / (n - warm) * 1000:.2f} ms wall per click transaction"
         )
+        if mode == "request":
+            async with sessionmaker() as session:
+                done = await session.scalar(
+                    text("SELECT COUNT(*) FROM alert WHERE acknowledged AND id IN (SELECT value FROM json_each(:ids))")
+                    if backend == "sqlite"
+                    else text("SELECT COUNT(*) FROM alert WHERE acknowledged AND id = ANY(:ids)"),
+                    {"ids": json.dumps(layout.hot_alerts[:n]) if backend == "sqlite" else layout.hot_alerts[:n]},
+                )
+            if done != n:
+                raise SystemExit(f"{n - done} of the {n} clicks were not applied")
         if profile:
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         await engine.dispose()
@@ -82,4 +159,10 @@ async def main(backend: str, n: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "sqlite", int(sys.argv[2]) if len(sys.argv) > 2 else 400))
+    asyncio.run(
+        main(
+            sys.argv[1] if len(sys.argv) > 1 else "sqlite",
+            int(sys.argv[2]) if len(sys.argv) > 2 else 400,
+            sys.argv[3] if len(sys.argv) > 3 else "transaction",
+        )
+    )

@@ -15,7 +15,7 @@ from bot.slack.clients import SLACK_FAILURES
 logger = logging.getLogger(__name__)
 
 
-#: Where ``drop_event_retries`` leaves the replay key of an alert click for the click's own
+#: Where ``middleware.replay_key`` leaves the replay key of an alert click for the click's own
 #: transaction to take in (``slack_events.first_delivery``), after the ack.
 REPLAY_KEY = "genie_replay_key"
 ALERT_CLICKS = frozenset({Action.ALERT_ACKNOWLEDGE, Action.ALERT_CLOSE, Action.ALERT_ASSIGN, Action.ALERT_TAKE})

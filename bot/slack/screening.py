@@ -125,15 +125,15 @@ def screen(
     raw: bytes, headers: Mapping[str, str], signing_secret: str | None, query: Mapping[str, str] | None = None
 ) -> tuple[int, str] | AsyncBoltRequest:
     """``(status, text)`` to answer a POST to /slack/events with instead of handing it to Bolt,
-    or the ``AsyncBoltRequest`` to hand it (``app.async_dispatch``) — built once, as Bolt's
-    Starlette adapter builds it: parsing a click's body (the whole alert message, form-encoded
-    JSON) is a good part of a click's cost, and was done twice.
+    or the ``AsyncBoltRequest`` to hand it (``app.async_dispatch``) — built once
+    (``bolt_request``), as Bolt's Starlette adapter would build it: parsing a click's body (the
+    whole alert message, form-encoded JSON) is a good part of a click's cost.
 
     Bolt parses the body and digs into it (``to_action``, ``to_view`` … for every middleware
     and listener call) before its error handling is in place: a body it cannot parse, or a
     payload of an odd shape (``"actions": []``, ``"user": "x"``), is a 500 there. So the
-    signature is checked first (401, as Bolt would), then the body is parsed exactly as Bolt
-    parses it and looked at as Bolt will look at it: what fails is a 400. A well-formed request
+    signature is checked first (401, as Bolt would), then the body is parsed to what Bolt's
+    parse gives (``parse_body``) and looked at as Bolt will look at it: what fails is a 400. A well-formed request
     of a kind Genie has no listener for is acknowledged (200) and ignored."""
     try:
         text = raw.decode("utf-8")
