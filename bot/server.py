@@ -41,6 +41,7 @@ from bot.services.keys import resolve_secret_keys
 from bot.slack.clients import BOT_SCOPES, SlackClients
 from bot.slack.screening import screen
 from bot.web.admin import routes as admin_routes
+from bot.web.alert_api import not_supported as api_not_supported
 from bot.web.alert_api import routes as api_routes
 from bot.web.alert_pages import routes as alert_page_routes
 from bot.web.heartbeat_api import routes as heartbeat_routes
@@ -248,17 +249,22 @@ def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
     """The app. ``run_background=False`` (``genie serve --no-worker``): serve only, and wake the
     ``genie worker`` process(es) after each commit instead of running the loops here."""
     install_log_redaction()  # before anything logs a link URL or a query with its parameters
-    # Heartbeats before the alert API: its last route answers every other /v2 path.
+    # The alert API first: Starlette tries the routes in order, and POST /v2/alerts is the path a
+    # storm takes (it was the 72nd route tried: 66 µs a request, 2–3 µs now). Heartbeats before the
+    # API's two catch-alls, which answer every other /v2 path. No other route starts with /v2 or
+    # the JSM prefix, so the order decides nothing else.
+    catch_all = [r for r in api_routes if getattr(r, "endpoint", None) is api_not_supported]
     routes: list = (
-        list(page_routes)
+        [r for r in api_routes if r not in catch_all]
+        + list(heartbeat_routes)
+        + catch_all
+        + list(page_routes)
         + list(admin_routes)
         + list(alert_page_routes)
         + list(oncall_page_routes)
         + list(report_routes)
         + list(notification_routes)
         + list(slack_signin_routes)
-        + list(heartbeat_routes)
-        + list(api_routes)
     )
     socket_mode = None
     if rt.settings.slack_mode in ("single", "oauth"):
@@ -326,8 +332,11 @@ def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
             if rt.clients is not None:
                 await rt.clients.close()
 
-    routes += [
+    # Slack's requests first too (every click; no other route is /slack/events): behind the
+    # 190-odd others, finding it cost ~0.1 ms of a click's CPU.
+    routes = [
         Route("/slack/events", slack_events, methods=["POST"]),
+        *routes,
         *health_routes(rt),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"),
     ]

@@ -23,6 +23,17 @@ second write fails on that key and writes nothing.
 
 One writer per process, on SQLite (one connection) as on PostgreSQL: the batch grows with the
 load, so one transaction carries it all.
+
+**Gathering under load.** Left to itself the writer falls into step with its clients: the
+requests a commit answers come back while the next transaction, holding only the one request
+that arrived meanwhile, is in flight — with 8 clients, batches of 1 and 7 in turn (or two
+cohorts of 4), so every alert paid for half a transaction more than it had to. So once a
+writer has just committed a batch of several, it waits — at most ``GATHER_S`` (2 ms) — until
+as many requests wait as that batch and the ones queued behind it held, then writes them in
+one transaction: with 8 clients, batches of 8 (bench/RESULTS.md, "Round three"). A writer that
+was idle still writes a lone alert at once; the wait is only ever between two batches of a busy
+writer, and a 202 still comes only after its commit. (PostgreSQL's ``commit_delay`` does the
+same for WAL flushes.)
 """
 
 from __future__ import annotations
@@ -42,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 #: The most alerts one transaction writes; more waiting go in the next.
 MAX_BATCH = 200
+#: Under load, the longest the writer waits for a batch as large as its last one (see above).
+GATHER_S = 0.002
 
 
 class UnknownKey(GenieError):
@@ -70,6 +83,9 @@ class IngestBatcher:
         self.taken = 0
         self.batches = 0
         self.written = 0
+        #: Set when ``_gather_for`` requests wait (the writer is gathering a batch: ``_gather``).
+        self._gathered: asyncio.Event | None = None
+        self._gather_for = 0
 
     @property
     def waiting(self) -> int:
@@ -80,21 +96,41 @@ class IngestBatcher:
         loop = asyncio.get_running_loop()
         waiting = _Waiting(key, data, request_id, loop.create_future())
         self._waiting.append(waiting)
+        if self._gathered is not None and len(self._waiting) >= self._gather_for:
+            self._gathered.set()
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write_all(), name="genie-ingest-writer")
         return await waiting.answer
 
     async def _write_all(self) -> None:
+        last, target = 0, 0  # the previous batch's size (0: none yet), and the next one's goal
         try:
-            while self._waiting:
+            while True:
+                if last > 1 and len(self._waiting) < target:
+                    await self._gather(target)
+                if not self._waiting:
+                    break
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
                 self.taken += len(batch)
                 await self._write(batch)
+                last, target = len(batch), min(MAX_BATCH, len(batch) + len(self._waiting))
         except BaseException:  # cancelled (shutdown): nobody is left waiting forever
             for waiting in self._waiting:
                 _fail(waiting, GenieError("Genie is shutting down; please retry."))
             self._waiting = []
             raise
+
+    async def _gather(self, count: int) -> None:
+        """Wait, at most ``GATHER_S``, until ``count`` requests wait: the clients the last commit
+        answered send their next alerts now (see the module's docstring)."""
+        self._gathered, self._gather_for = asyncio.Event(), count
+        try:
+            async with asyncio.timeout(GATHER_S):
+                await self._gathered.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._gathered = None
 
     async def _write(self, batch: list[_Waiting]) -> None:
         try:
