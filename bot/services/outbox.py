@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, bindparam, case, cast, func, select, union_all, update
+from sqlalchemy import Integer, String, and_, bindparam, case, cast, exists, func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.ids import Intent
@@ -748,7 +748,9 @@ async def storm(session: AsyncSession, head: OutboxMessage, now: datetime, rule:
                 OutboxMessage.channel == head.channel,
                 _pending(),
                 OutboxMessage.kind.in_((POST_ALERT, UPDATE_ALERT)),
-                OutboxMessage.alert_id.in_(select(Alert.id).where(Alert.slack_digest_id == digest.id)),
+                # Per waiting message, its alert by primary key: "alert_id IN (every alert of
+                # the digest)" read the whole storm so far on every look, growing with it.
+                exists().where(Alert.id == OutboxMessage.alert_id, Alert.slack_digest_id == digest.id),
                 _lease_free(now) | (OutboxMessage.id == head.id) if head_collapsed else _lease_free(now),
             )
             .values(delivered_at=now, digest_id=digest.id, locked_until=None, last_error=None)
