@@ -26,11 +26,8 @@ import cProfile
 import json
 import os
 import pstats
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 
 from sqlalchemy import text
 
@@ -38,12 +35,6 @@ from bench import seed as seedmod
 from bot.services import actions
 from bot.services.slack_links import SlackIdentity
 from storage.session import make_engine, make_sessionmaker
-
-PG = "postgresql+asyncpg://postgres@127.0.0.1:5432"
-
-
-def _psql(sql: str) -> None:
-    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c", sql], check=True)
 
 
 async def _request_clicks(url: str, sessionmaker, layout):
@@ -102,16 +93,7 @@ async def _request_clicks(url: str, sessionmaker, layout):
 
 
 async def main(backend: str, n: int, mode: str = "transaction") -> None:
-    work = tempfile.mkdtemp()
-    name = f"click_cpu_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{work}/genie.db"
-    else:
-        _psql(f'CREATE DATABASE "{name}"')
-        url = f"{PG}/{name}"
-    try:
-        env = {**os.environ, "DATABASE_URL": url, "GENIE_SECRET_KEY": "x" * 40}
-        subprocess.run([sys.executable, "-m", "bot", "db", "upgrade"], env=env, check=True, capture_output=True)
+    with seedmod.scratch_database(backend, "click_cpu") as url:
         layout = await seedmod.seed(url, 1000, hot=n + 50, confirms=0, password_hash="x")
         engine = make_engine(url)
         sessionmaker = make_sessionmaker(engine)
@@ -153,9 +135,6 @@ async def main(backend: str, n: int, mode: str = "transaction") -> None:
         if profile:
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         await engine.dispose()
-    finally:
-        if backend != "sqlite":
-            _psql(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 if __name__ == "__main__":

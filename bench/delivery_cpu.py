@@ -30,12 +30,9 @@ import cProfile
 import dataclasses
 import os
 import pstats
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 
 from bench import seed as seedmod
 from bot import metrics
@@ -46,15 +43,10 @@ from bot.services.slack_links import SlackIdentity
 from bot.slack.delivery import OutboxWorker, make_delivery_client
 from storage.session import make_engine, make_sessionmaker
 
-PG = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 FAKE = (
     "import sys; from tests.fake_slack import FakeSlack; f = FakeSlack().start(); "
     "print(f.api_url, flush=True); sys.stdin.read(); f.stop()"
 )
-
-
-def _psql(sql: str) -> None:
-    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c", sql], check=True)
 
 
 def _delivered() -> float:
@@ -64,13 +56,11 @@ def _delivered() -> float:
 
 
 async def main(backend: str, n: int) -> None:
-    work = tempfile.mkdtemp()
-    name = f"delivery_cpu_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{work}/genie.db"
-    else:
-        _psql(f'CREATE DATABASE "{name}"')
-        url = f"{PG}/{name}"
+    with seedmod.scratch_database(backend, "delivery_cpu") as url:
+        await _measure(backend, url, n)
+
+
+async def _measure(backend: str, url: str, n: int) -> None:
     fake = subprocess.Popen(
         [sys.executable, "-c", FAKE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ
     )
@@ -84,11 +74,6 @@ async def main(backend: str, n: int) -> None:
             "SLACK_BOT_TOKEN": "xoxb-bench-token",
             "SLACK_API_URL": api_url,
         }
-        upgrade = subprocess.run(
-            [sys.executable, "-m", "bot", "db", "upgrade"], env={**os.environ, **env}, capture_output=True, text=True
-        )
-        if upgrade.returncode:
-            raise SystemExit(upgrade.stderr)
         warm = 20
         layout = await seedmod.seed(url, 1000, hot=2 * warm + 2 * n + 10, confirms=0, password_hash="x")
         # No pacing (beyond what GENIE_SLACK_* allow): a delivery that waits for its token makes
@@ -174,9 +159,6 @@ async def main(backend: str, n: int) -> None:
     finally:
         fake.stdin.close()
         fake.wait(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
-        if backend != "sqlite":
-            _psql(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 if __name__ == "__main__":

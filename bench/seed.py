@@ -18,7 +18,15 @@ The world at size ``n``:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +34,43 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from storage.models import LinkRequest
+
+#: Where in-process measurements (``bench.click_cpu``, ``bench.delivery_cpu``) make their
+#: PostgreSQL scratch databases.
+SCRATCH_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c", sql], check=True)
+
+
+@contextlib.contextmanager
+def scratch_database(backend: str, prefix: str) -> Iterator[str]:
+    """The URL of an empty database of its own, migrated to head (``genie db upgrade``), for an
+    in-process measurement: a SQLite file in a temporary directory, or a PostgreSQL database;
+    removed afterwards."""
+    work = tempfile.mkdtemp()
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{work}/genie.db"
+    else:
+        _psql(f'CREATE DATABASE "{name}"')
+        url = f"{SCRATCH_PG}/{name}"
+    try:
+        upgrade = subprocess.run(
+            [sys.executable, "-m", "bot", "db", "upgrade"],
+            env={**os.environ, "DATABASE_URL": url, "GENIE_SECRET_KEY": "x" * 40},
+            capture_output=True,
+            text=True,
+        )
+        if upgrade.returncode:
+            raise SystemExit(upgrade.stderr)
+        yield url
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if backend != "sqlite":
+            _psql(f'DROP DATABASE IF EXISTS "{name}"')
+
 
 WORKSPACE = "T0GENIE01"  # tests.fake_slack.TEAM_ID: the workspace the fake Slack says it is
 PAYMENTS_CHANNEL = "C0PAY"
