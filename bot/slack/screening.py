@@ -94,7 +94,7 @@ def malformed(body: dict) -> str | None:
 def parse_body(text: str, content_type: str | None) -> Any:
     """Bolt's ``parse_body`` (``slack_bolt.request.internals``), step for step, with one change:
     a form-encoded body is split and %-decoded by ``yarl.query_to_pairs`` — the same result as
-    the ``urllib.parse.parse_qsl(keep_blank_values=True)`` Bolt calls (tests/test_trust_guards.py
+    the ``urllib.parse.parse_qsl(keep_blank_values=True)`` Bolt calls (tests/test_screening.py
     checks that on adversarial input), in C. A click's body is the whole alert message, ~22 KB
     with ~4,900 %-escapes (the Assign… select's 100 options): urllib's pure-Python ``unquote``
     took 1.1 ms of it, more than the rest of a bare Bolt ack."""
@@ -113,7 +113,7 @@ def bolt_request(text: str, headers: Mapping[str, str], query: Mapping[str, str]
     """The ``AsyncBoltRequest`` Bolt's constructor builds from ``text`` (HTTP mode), its body
     parsed by ``parse_body`` above: the raw body (which Bolt's own signature check reads),
     headers, query, content type and context are Bolt's own, built as its ``__init__`` builds
-    them (tests/test_trust_guards.py compares the two requests attribute by attribute)."""
+    them (tests/test_screening.py compares the two requests attribute by attribute)."""
     request = AsyncBoltRequest(body="", query=query, headers=headers)  # type: ignore[arg-type]
     request.raw_body = text
     request.body = parse_body(text, request.content_type)
