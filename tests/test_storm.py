@@ -332,38 +332,43 @@ async def test_an_update_waits_for_its_alerts_message_in_flight_in_the_post_lane
 
 
 @pytest.mark.parametrize(
-    "genie_settings", [{"GENIE_SLACK_CHANNEL_RATE": "1", "GENIE_SLACK_CHANNEL_BURST": "1"}], ids=["paced"]
+    "genie_settings", [{"GENIE_SLACK_CHANNEL_RATE": "0.2", "GENIE_SLACK_CHANNEL_BURST": "1"}], ids=["paced"]
 )
 async def test_channels_waiting_for_their_pace_do_not_hold_back_other_channels(genie):
-    """Thirty teams' channels, three alerts each, Slack's pace of one post a second per channel.
+    """Thirty teams' channels, two alerts each, a pace of one post every 5 s per channel.
     A delivery waiting for its channel's token holds none of the worker's places (8): every
     channel's first alert is posted at once. Holding them, channels 9 to 30 waited until one
-    of the first eight had posted all three (2 s and more), and 30 channels drained at 8 posts
-    a second instead of 30."""
+    of the first eight had posted both (5 s and more), and 30 channels drained at 8 posts
+    per pace interval instead of 30.
+
+    The pace is slow on purpose: the guarded wait (a whole interval, 5 s) stays far from how
+    long 30 posts take on a loaded CI machine (up to 1.8 s seen on PostgreSQL at a 1 s pace,
+    which made a 1 s bound flaky)."""
     channels = [f"C0PACE{i:02d}" for i in range(30)]
     async with genie.sessionmaker.begin() as session:
         for i, channel in enumerate(channels):
             await teams.add_team(session, f"Team {i:02d}", channel)
     started = time.monotonic()
     async with genie.sessionmaker.begin() as session:
-        for round_ in range(3):
+        for round_ in range(2):
             for i in range(len(channels)):
                 team = await teams.require_team(session, f"Team {i:02d}")
                 await alerts.create_alert(
                     session, team, CreateAlert(message=f"Queue {round_} is slow"), request_id=str(uuid.uuid4())
                 )
     genie.rt.wake_outbox()
-    await genie.fake.wait_for("chat.postMessage", count=90, timeout=20)
+    await genie.fake.wait_for("chat.postMessage", count=60, timeout=25)
     posts = genie.fake.calls("chat.postMessage")
     first = {}
     for call in posts:
         first.setdefault(call.args["channel"], call.at)
     assert set(first) == set(channels)
     # Each channel's first post needs no token from the past: all 30 go out together, well within
-    # one second of pace (before: the first eight, then one more channel per drained channel).
+    # one interval of pace (before: the first eight, then one more channel per drained channel,
+    # each a whole interval later).
     spread = max(first.values()) - min(first.values())
-    assert spread < 1.0, f"the channels' first posts spread over {spread:.1f} s"
-    for channel in channels:  # and each channel still at Slack's pace
+    assert spread < 3.5, f"the channels' first posts spread over {spread:.1f} s"
+    for channel in channels:  # and each channel still at its pace
         at = sorted(c.at for c in posts if c.args["channel"] == channel)
-        assert at[2] - at[0] >= 1.9, (channel, at)
-    assert time.monotonic() - started < 15
+        assert at[1] - at[0] >= 4.9, (channel, at)
+    assert time.monotonic() - started < 20
