@@ -363,7 +363,7 @@ async def start_genie(
             "--format",
             "raw",
             "--rate",
-            "100",
+            os.environ.get("BENCH_PYSPY_RATE", "100"),  # samples a second (a short row needs more)
             *os.environ.get("BENCH_PYSPY_FLAGS", "--nonblocking").split(),
             "-o",
             str(profile / f"{name}.txt"),
