@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from bot.services import alerts, users
+from bot.services import alerts, outbox, users
 from bot.services.alerts import Actor
 from bot.services.slack_links import SlackIdentity
 from storage.base import utcnow
-from storage.models import Alert, AlertAction
+from storage.models import Alert, AlertAction, SlackDigest
 from tests.conftest import eventually
 from tests.fake_slack import TEAM_ID
 from tests.test_alert_gate import _fire, world  # noqa: F401 - the fixture
@@ -86,3 +86,101 @@ async def genie_max_ids(session, alert_id: int) -> tuple[int, int]:
     )
     message = await session.scalar(text("SELECT COALESCE(MAX(id), 0) FROM outbox WHERE alert_id = :a"), {"a": alert_id})
     return event, message
+
+
+@pytest.mark.parametrize("state", ["posted", "not_posted", "no_channel"])
+async def test_an_acknowledgement_writes_the_rows_the_orm_wrote_whatever_the_alerts_message(world, state):
+    """``alerts.acknowledge`` writes its timeline row and its message update with the UPDATE
+    itself on PostgreSQL (``_stop_and_record_statement``, one statement) and by ``_applied``
+    after it elsewhere: either way the rows are the ORM's — the update lane once the alert's post
+    is recorded, its post lane before, no message when it has no channel — and the worker is
+    woken for the channel queued to."""
+    genie = world
+    alert_id, _ = await _fire(genie)
+
+    async def posted() -> bool:
+        return bool(await genie.scalar("SELECT slack_ts FROM alert WHERE id = :a", a=alert_id))
+
+    await eventually(posted)
+    async with genie.sessionmaker() as session:
+        if state != "posted":
+            channel = ", slack_channel = NULL" if state == "no_channel" else ""
+            await session.execute(text(f"UPDATE alert SET slack_ts = NULL{channel} WHERE id = :a"), {"a": alert_id})
+        alice = await users.user_by_email(session, "alice@example.com")
+        actor = Actor(via="slack", user=alice, identity=SlackIdentity(TEAM_ID, "U0ALICE"))
+        alert = await session.get(Alert, alert_id)
+        now = utcnow()
+        before = await genie_max_ids(session, alert_id)
+        # The ORM's rows, as ``record`` and ``refresh_in_slack`` write them …
+        await alerts.record(
+            session, alert, AlertAction.ACKNOWLEDGE, "applied", actor, reason="member", note="a note", now=now
+        )
+        await alerts.refresh_in_slack(session, alert, now)
+        session.info.clear()
+        # … then the transition's own.
+        await alerts.acknowledge(session, alert, actor, why="member", note="a note", now=now)
+        woken = outbox.enqueued_channels(session)
+        events = (
+            await session.execute(
+                text("SELECT * FROM alert_event WHERE alert_id = :a AND id > :i ORDER BY id"),
+                {"a": alert_id, "i": before[0]},
+            )
+        ).all()
+        messages = (
+            await session.execute(
+                text("SELECT * FROM outbox WHERE alert_id = :a AND id > :i ORDER BY id"),
+                {"a": alert_id, "i": before[1]},
+            )
+        ).all()
+        acknowledged = await session.scalar(text("SELECT acknowledged FROM alert WHERE id = :a"), {"a": alert_id})
+        await session.rollback()
+    assert acknowledged
+    orm_event, core_event = _raw(events)
+    assert orm_event == core_event
+    assert "a note" in core_event and "member" in core_event
+    if state == "no_channel":
+        assert messages == [] and woken == set()
+        return
+    orm_message, core_message = _raw(messages)
+    assert orm_message == core_message
+    assert ("update" if state == "posted" else "post") in core_message  # the lane
+    assert woken == {core_message[0]}
+
+
+async def test_acknowledging_an_alert_collapsed_into_a_digest_refreshes_the_digest_only(world):
+    """An alert a storm collapsed into a digest has no message of its own: acknowledging it
+    queues a refresh of the digest's message, and no update of the alert's."""
+    genie = world
+    alert_id, _ = await _fire(genie)
+
+    async def posted() -> bool:
+        return bool(await genie.scalar("SELECT slack_ts FROM alert WHERE id = :a", a=alert_id))
+
+    await eventually(posted)
+    async with genie.sessionmaker() as session:
+        channel = await session.scalar(text("SELECT slack_channel FROM alert WHERE id = :a"), {"a": alert_id})
+        digest = SlackDigest(channel=channel, slack_team_id=TEAM_ID, storm_priority="P3", slack_ts="1700000000.000100")
+        session.add(digest)
+        await session.flush()
+        await session.execute(
+            text("UPDATE alert SET slack_ts = NULL, slack_digest_id = :d WHERE id = :a"),
+            {"a": alert_id, "d": digest.id},
+        )
+        alice = await users.user_by_email(session, "alice@example.com")
+        actor = Actor(via="slack", user=alice, identity=SlackIdentity(TEAM_ID, "U0ALICE"))
+        alert = await session.get(Alert, alert_id)
+        before = await genie_max_ids(session, alert_id)
+        await alerts.acknowledge(session, alert, actor, why="member")
+        updates = await session.scalar(
+            text("SELECT count(*) FROM outbox WHERE alert_id = :a AND id > :i"), {"a": alert_id, "i": before[1]}
+        )
+        refreshes = await session.scalar(
+            text("SELECT count(*) FROM outbox WHERE kind = 'digest' AND digest_id = :d AND delivered_at IS NULL"),
+            {"d": digest.id},
+        )
+        events = await session.scalar(
+            text("SELECT count(*) FROM alert_event WHERE alert_id = :a AND id > :i AND outcome = 'applied'"),
+            {"a": alert_id, "i": before[0]},
+        )
+        await session.rollback()
+    assert (updates, refreshes, events) == (0, 1, 1)

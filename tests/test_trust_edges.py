@@ -291,6 +291,21 @@ async def test_a_replayed_signed_click_or_command_is_taken_in_once(genie):
     assert await genie.scalar("SELECT count(*) FROM alert_event WHERE alert_id = :a", a=alert_id) == 3
 
 
+async def test_a_replayed_click_on_an_unknown_alert_is_answered_once(genie):
+    """The replay guard and the gate's read are one statement on PostgreSQL; a click on an alert
+    that does not exist still takes its body in: the first delivery is told, the replays not."""
+    await _payments(genie)
+    body = _click_body(987654, response_url=genie.fake.response_url("gone"))
+    ts = int(time.time())
+    for _ in range(3):
+        assert (await genie.slack.post(body, "application/x-www-form-urlencoded", timestamp=ts)).status_code == 200
+    told = await genie.fake.wait_for("response_url", count=1)
+    assert "doesn't exist" in told[0].args["text"]
+    await asyncio.sleep(0.3)  # (the replays' work, had they done any, is after their acks)
+    assert len(genie.fake.calls("response_url")) == 1
+    assert await genie.scalar("SELECT count(*) FROM slack_event WHERE event_id LIKE 'body:%'") == 1
+
+
 # --- Slack Connect clickers (item 12) -------------------------------------------------------------
 async def test_a_slack_connect_clicker_is_external_even_with_a_linked_users_id(genie):
     """U0ALICE is linked in the host workspace. A click from a user of another organization in a

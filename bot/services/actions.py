@@ -114,7 +114,8 @@ class ActionResult:
     decision: Decision | None = None
     alert_id: int | None = None
     #: What became of the click, for operators (``genie_gate_decisions``): applied, noop
-    #: (someone got there first), denied, or invalid (no such alert, action or assignee) …
+    #: (someone got there first), denied, or invalid (no such alert, action or assignee) — or
+    #: replayed (the signed body was taken in before: nothing done, nobody told, not counted) …
     outcome: str = "applied"
     #: … and why, as a short label: the gate's reason (member, not_linked …) or what was invalid.
     reason: str = ""
@@ -140,11 +141,17 @@ async def act(
     anonymous_default: bool,
     assignee_id: int | None = None,
     after_link: bool = False,
+    replay: str | None = None,
 ) -> ActionResult:
+    """A click: the gate's facts read now, ``decide``, the transition, all on the timeline.
+    ``replay``: the click's replay key (``slack_events.body_key``), taken in with the facts
+    (``access.gate_facts``); a body taken in before changes nothing (outcome ``replayed``)."""
     if action not in ACTIONS:
         return ActionResult(False, "That action isn't one Genie knows.", outcome="invalid", reason="unknown_action")
     action = AlertAction(action)
-    facts = await access.gate_facts(session, identity, alert_id, anonymous_default)
+    facts = await access.gate_facts(session, identity, alert_id, anonymous_default, replay=replay)
+    if facts is access.REPLAYED:
+        return ActionResult(False, outcome="replayed", reason="replayed")
     return await _decide_and_apply(
         session, facts, action, via="slack", identity=identity, assignee_id=assignee_id, after_link=after_link
     )

@@ -17,13 +17,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     JSON,
     ColumnElement,
     String,
+    and_,
     bindparam,
+    case,
     cast,
     exists,
     func,
@@ -802,29 +804,65 @@ async def _transition(session: AsyncSession, alert: Alert, criteria: list, value
     return await repo.update_one(session, statement, Alert, alert.id) is not None
 
 
-async def _stop_transition(session: AsyncSession, alert: Alert, kind: str, values: dict[str, Any]) -> tuple[bool, bool]:
+class _Record(NamedTuple):
+    """What an applied stopping change puts on the timeline (``_applied``'s row)."""
+
+    actor: Actor
+    now: datetime
+    reason: str | None
+    note: str | None
+    request_id: str | None
+
+
+async def _stop_transition(
+    session: AsyncSession, alert: Alert, kind: str, values: dict[str, Any], record: _Record | None = None
+) -> tuple[bool, bool, bool]:
     """The conditional UPDATE of a change that stops the escalation (``kind``: acknowledge or
-    close, whose conditions are ``_STOPS``): ``(changed, escalated)`` — whether the alert has a
-    timer or pages to stop, read in the same ``UPDATE … RETURNING`` (without RETURNING:
-    assumed, and ``paging.stop`` looks). When changed, ``alert`` holds the row as updated.
+    close, whose conditions are ``_STOPS``): ``(changed, escalated, recorded)`` — whether the
+    alert has a timer or pages to stop, read in the same ``UPDATE … RETURNING`` (without
+    RETURNING: assumed, and ``paging.stop`` looks), and whether ``record``'s timeline row and the
+    update of the alert's message were written by it too. When changed, ``alert`` holds the row
+    as updated.
 
     The statement is Core, on the table, built once per kind (``_stop_statement``): the ORM's
     bulk UPDATE of the entity cost more CPU than the rest of the click's statements together.
     What the ORM did around it is done here: the session's pending changes are flushed first
     (its autoflush), and the returned row is put into ``alert`` as its loaded state (its
-    ``populate_existing``)."""
+    ``populate_existing``).
+
+    On PostgreSQL, with ``record``, the UPDATE, the timeline row and the message's update are one
+    statement (``_stop_and_record_statement``: the two INSERTs are data-modifying CTEs that read
+    the updated row, so they are written exactly when the UPDATE changed it): one round trip
+    instead of three, each of which costs the process a loopback send and the server's wake-up."""
     if not session.get_bind().dialect.update_returning:
         statement = update(Alert).where(Alert.id == alert.id, *_STOPS[kind]).values(**values)
-        return await repo.update_one(session, statement, Alert, alert.id) is not None, True
+        return await repo.update_one(session, statement, Alert, alert.id) is not None, True, False
     if session.new or session.dirty or session.deleted:
         await session.flush()
     params = {"alert_id": alert.id, **{f"new_{key}": value for key, value in values.items()}}
-    row = (await session.execute(_stop_statement(kind, tuple(values)), params)).first()
+    together = record is not None and session.get_bind().dialect.name == "postgresql"
+    if together:
+        event = _event_values(
+            alert.id, kind, "applied", record.actor, record.now, record.reason, record.note, record.request_id
+        )
+        params.update({f"event_{key}": value for key, value in event.items() if key != "alert_id"})
+        params["queued_at"] = record.now
+        statement = _stop_and_record_statement(kind, tuple(values))
+    else:
+        statement = _stop_statement(kind, tuple(values))
+    row = (await session.execute(statement, params)).first()
     if row is None:
-        return False, False
+        return False, False, False
     for key, value in zip(_alert_keys(), row, strict=False):
         set_committed_value(alert, key, value)
-    return True, bool(row[-1])
+    if not together:
+        return True, bool(row[-1]), False
+    escalated, queued = row[-2], row[-1]
+    if queued is not None:
+        outbox.note_enqueued(session, queued)
+    elif alert.slack_digest_id is not None and not alert.slack_ts:
+        await refresh_in_slack(session, alert, record.now, orm=False)  # its digest stands for it
+    return True, bool(escalated), True
 
 
 #: The condition each stopping change needs (``_stop_transition``): only one of any number of
@@ -863,6 +901,67 @@ def _stop_statement(kind: str, columns: tuple[str, ...]):
         .values({column: bindparam(f"new_{column}") for column in columns})
         .returning(*table.columns, (timer.exists() | paged.exists()).label("escalated"))
     )
+
+
+@functools.cache
+def _stop_and_record_statement(kind: str, columns: tuple[str, ...]):
+    """PostgreSQL: ``_stop_statement`` and what ``_applied`` writes after it, in one statement —
+
+        WITH stopped AS (UPDATE alert … RETURNING *, escalated),
+             recorded AS (INSERT INTO alert_event … SELECT … FROM stopped),
+             queued AS (INSERT INTO outbox … SELECT … FROM stopped LEFT JOIN team …
+                        WHERE it has a channel and is not only in a digest RETURNING channel)
+        SELECT stopped.*, (SELECT channel FROM queued) FROM stopped
+
+    The timeline row's values are bound parameters (``event_*``: ``_event_values``); the
+    message's are what ``refresh_in_slack`` would queue, read from the updated row: its channel,
+    the update lane once its post is recorded (``outbox.lane_for``), else its post lane, and its
+    team's workspace. An alert collapsed into a storm digest (no message of its own) queues
+    nothing here: the caller refreshes its digest. When the UPDATE changes nothing, neither
+    INSERT writes anything (they select from its empty result)."""
+    stopped = _stop_statement(kind, columns).cte("stopped")
+    s = stopped.c
+    events = AlertEvent.__table__
+    event_columns = list(_event_values(0, kind, "applied", Actor(via="slack"), utcnow(), None, None, None))
+    recorded = (
+        insert(events)
+        .from_select(
+            event_columns,
+            select(
+                *[
+                    s.id if name == "alert_id" else bindparam(f"event_{name}", type_=events.c[name].type)
+                    for name in event_columns
+                ]
+            ),
+        )
+        .cte("recorded")
+    )
+    messages, team = OutboxMessage.__table__, Team.__table__
+    posted = and_(s.slack_ts.is_not(None), s.slack_ts != "")
+    at = bindparam("queued_at", type_=messages.c.created_at.type)
+    values = {
+        "channel": s.slack_channel,
+        "kind": literal(outbox.UPDATE_ALERT, messages.c.kind.type),
+        "lane": case((posted, literal(outbox.UPDATE_LANE)), else_=literal(outbox.POST_LANE)),
+        "alert_id": s.id,
+        "created_at": at,
+        "slack_team_id": team.c.slack_team_id,
+        "enterprise_id": team.c.enterprise_id,
+        "next_attempt_at": at,
+        "attempts": literal(0, messages.c.attempts.type),
+    }
+    queued = (
+        insert(messages)
+        .from_select(
+            list(values),
+            select(*values.values())
+            .select_from(stopped.outerjoin(team, team.c.id == s.team_id))
+            .where(s.slack_channel.is_not(None), s.slack_channel != "", or_(s.slack_digest_id.is_(None), posted)),
+        )
+        .returning(messages.c.channel)
+        .cte("queued")
+    )
+    return select(*s, select(queued.c.channel).scalar_subquery().label("queued")).add_cte(recorded)
 
 
 def _ago(then: datetime | None, now: datetime) -> str:
@@ -929,7 +1028,7 @@ async def acknowledge(
     now: datetime | None = None,
 ) -> Alert:
     now = now or utcnow()
-    changed, escalated = await _stop_transition(
+    changed, escalated, recorded = await _stop_transition(
         session,
         alert,
         AlertAction.ACKNOWLEDGE,
@@ -940,12 +1039,14 @@ async def acknowledge(
             acknowledged_by_slack=actor.anonymous_slack_user,
             updated_at=now,
         ),
+        record=_Record(actor, now, why, note, request_id),
     )
     if not changed:
         raise await _noop(session, alert, AlertAction.ACKNOWLEDGE, actor, now, request_id)
-    await _applied(
-        session, alert, AlertAction.ACKNOWLEDGE, actor, reason=why, note=note, request_id=request_id, now=now
-    )
+    if not recorded:
+        await _applied(
+            session, alert, AlertAction.ACKNOWLEDGE, actor, reason=why, note=note, request_id=request_id, now=now
+        )
     if escalated:
         await _stop_paging(session, alert, actor, now, f"acknowledged by {actor.name}")
     return alert
@@ -968,7 +1069,7 @@ async def close(
     now: datetime | None = None,
 ) -> Alert:
     now = now or utcnow()
-    changed, escalated = await _stop_transition(
+    changed, escalated, recorded = await _stop_transition(
         session,
         alert,
         AlertAction.CLOSE,
@@ -979,10 +1080,12 @@ async def close(
             closed_by_slack=actor.anonymous_slack_user,
             updated_at=now,
         ),
+        record=_Record(actor, now, why, note, request_id),
     )
     if not changed:
         raise await _noop(session, alert, AlertAction.CLOSE, actor, now, request_id)
-    await _applied(session, alert, AlertAction.CLOSE, actor, reason=why, note=note, request_id=request_id, now=now)
+    if not recorded:
+        await _applied(session, alert, AlertAction.CLOSE, actor, reason=why, note=note, request_id=request_id, now=now)
     if escalated:
         await _stop_paging(session, alert, actor, now, f"closed by {actor.name}")
     return alert

@@ -190,6 +190,13 @@ async def enqueue_row(
     (none to build, none for the unit of work to flush at the commit): for a hot path that needs
     nothing back — a click's update of its alert's message (``alerts._applied``)."""
     await session.execute(_insert_message(), message_values(channel, kind, now, alert_id=alert_id, **values))
+    note_enqueued(session, channel)
+
+
+def note_enqueued(session: AsyncSession, channel: str) -> None:
+    """``session`` queued a message to ``channel`` (by a statement of its own: ``enqueue_row``, or
+    a click's transition on PostgreSQL, ``alerts._stop_and_record_statement``): the worker is woken
+    for it after the commit (``enqueued_channels``)."""
     session.info.setdefault(_ENQUEUED, set()).add(channel)
 
 

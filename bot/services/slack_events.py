@@ -65,3 +65,11 @@ def _take_in(dialect: str):
         )
         .on_conflict_do_nothing(index_elements=["event_id"])
     )
+
+
+def taken_in():
+    """PostgreSQL: ``first_delivery``'s INSERT as a data-modifying CTE returning the id it took in
+    (no row: it was taken in before), for a statement that reads what the request needs in the
+    same round trip (``access.gate_facts``: a click's gate). Its parameters are
+    ``first_delivery``'s: ``event_id`` and ``received_at``."""
+    return _take_in("postgresql").returning(SlackEvent.__table__.c.event_id).cte("taken_in")

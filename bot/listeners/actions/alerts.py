@@ -74,8 +74,6 @@ async def _decide(body: dict, context: AsyncBoltContext, respond, action: AlertA
         )
         return
     async with rt.sessionmaker.begin() as session:
-        if replay is not None and not await slack_events.first_delivery(session, replay):
-            return _replayed(replay)
         result = await actions.act(
             session,
             identity,
@@ -83,7 +81,10 @@ async def _decide(body: dict, context: AsyncBoltContext, respond, action: AlertA
             value.alert,
             anonymous_default=rt.settings.allow_anonymous_actions,
             assignee_id=value.user,
+            replay=replay,  # taken in with the gate's facts (one round trip on PostgreSQL)
         )
+    if result.outcome == "replayed":
+        return _replayed(replay)
     metrics.count_decision(action, result.outcome, result.reason)  # committed: it is on the timeline
     if result.applied:
         for channel in outbox.enqueued_channels(session) or {result.channel}:
