@@ -1032,8 +1032,16 @@ class OutboxWorker:
             if following is None:
                 # Nothing more due in its lane: the loop need not look again for it (``_finished``).
                 _resolve(settle, (0, None, True), gen)
+                continue
+            try:
+                claim = await self._claimed_alone(following[0], now, following[1])
+            except Exception:  # a bug: the settle is committed; the next message's lease runs out
+                logger.exception(
+                    "Could not take up outbox message %s after settling %s", following[0].id, settle.claim.id
+                )
+                _resolve(settle, (0, None, False), gen)
             else:
-                _resolve(settle, (0, await self._claimed_alone(following[0], now, following[1]), False), gen)
+                _resolve(settle, (0, claim, False), gen)
 
     async def _settle_one(self, session: AsyncSession, settle: _Settle, now: datetime) -> tuple:
         """One delivery's part of a settling transaction: ``(covered, next claim, quiet)``."""
