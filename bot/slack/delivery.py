@@ -468,11 +468,14 @@ class OutboxWorker:
     async def _claim_and_read(
         self, session: AsyncSession, which: str, params: dict[str, Any], now: datetime
     ) -> list[tuple[Any, Drawn]]:
-        """PostgreSQL: run ``_claiming_read(which)`` (in ``session``, in autocommit: one round
-        trip) — each claimed message (a ``outbox.MessageRow``) with what it draws; for
-        ``"settle"`` the settled message is among them (``params["settle_id"]``)."""
+        """PostgreSQL: run ``_claiming_read(which)`` in ``session`` (in autocommit: one round
+        trip; or in a settling transaction, after what it recorded) — each claimed message (a
+        ``outbox.MessageRow``) with what it draws; for ``"settle"`` the settled message is among
+        them (``params["settle_id"]``)."""
         if which == "claim" and not params["claim_ids"]:
             return []
+        if session.new or session.dirty or session.deleted:
+            await session.flush()  # a Core statement does not autoflush: it must see them
         result = await session.execute(_claiming_read(which), {**params, "lane_now": now})
         n = outbox.MESSAGE_COLUMNS
         return [
@@ -1057,6 +1060,13 @@ class OutboxWorker:
         if claim.covers:
             covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
             row = await outbox.claim_next(session, claim.channel, now, self.lease, lane=claim.lane)
+        elif self._one_statement:  # one statement: settled, the next claimed and read
+            params = outbox.settle_params(claim.id, claim.channel, claim.lane, now, self.lease)
+            rows = await self._claim_and_read(session, "settle", params, now)
+            following = next(((row, drawn) for row, drawn in rows if row.id != claim.id), None)
+            if following is not None:
+                return 0, await self._claimed(session, following[0], now, following[1]), False
+            return 0, None, True
         else:  # one statement
             covered = 0
             row = await outbox.deliver_and_claim_next(session, claim.id, claim.channel, claim.lane, now, self.lease)
