@@ -33,9 +33,25 @@ import random
 from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, bindparam, case, cast, exists, func, select, union_all, update
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.ids import Intent
@@ -290,18 +306,24 @@ def claim_params(message_ids: list[int], now: datetime, lease: timedelta = LEASE
 
 
 @functools.cache
-def _claim_many():
+def _claim_many(as_array: bool = False):
     """``claim_many``'s statement: a Core ``UPDATE … RETURNING`` of the table's columns, built
     once, its values bound parameters (the ids an expanding one). Only a message that is still
     due: the look that found the heads may be another statement's snapshot (on PostgreSQL the
     worker looks and claims in two autocommit statements), and a head rescheduled since by its
-    own worker (``mark_retry``) must wait for its time."""
+    own worker (``mark_retry``) must wait for its time. ``as_array`` (PostgreSQL): the ids as one
+    array parameter (``id = ANY(…)``), not an expanding one whose list is rendered into the
+    statement's text at each execution."""
     c = _T.c
     now = bindparam("claim_now", type_=c.locked_until.type)
+    if as_array:
+        wanted = c.id == any_(bindparam("claim_ids", type_=ARRAY(Integer())))
+    else:
+        wanted = c.id.in_(bindparam("claim_ids", expanding=True))
     return (
         update(_T)
         .where(
-            c.id.in_(bindparam("claim_ids", expanding=True)),
+            wanted,
             _pending(c),
             c.next_attempt_at <= now,
             _lease_free(now, c),
@@ -433,7 +455,9 @@ def _lane_columns(lane: Any, channel: Any, head: Any, alert_id: Any, correlate: 
     )
     later_o = _T.alias("later_update").c
     later = correlated(
-        select(func.aggregate_strings(cast(later_o.id, String), ",")).where(
+        # The separator as SQL text: a Python string would be a literal-execute parameter,
+        # which makes SQLAlchemy render the statement's text anew on every execution.
+        select(func.aggregate_strings(cast(later_o.id, String), literal_column("','"))).where(
             later_o.id.in_(correlated(window)), later_o.alert_id == alert_id, later_o.kind == UPDATE_ALERT
         )
     ).scalar_subquery()
@@ -457,8 +481,9 @@ def lane_params(message: OutboxMessage, now: datetime) -> dict[str, Any]:
 
 
 def draws_alert(message: Any) -> Any:
-    """SQL: the message (a row of ``claim_cte``'s) draws its alert (a post or an update)."""
-    return message.kind.in_((POST_ALERT, UPDATE_ALERT)) & message.alert_id.is_not(None)
+    """SQL: the message (a row of ``claim_cte``'s) draws its alert (a post or an update). (Not
+    ``IN``: a list is an expanding parameter, the statement's text rendered at each execution.)"""
+    return ((message.kind == POST_ALERT) | (message.kind == UPDATE_ALERT)) & message.alert_id.is_not(None)
 
 
 def lanes_of(message: OutboxMessage, values: tuple) -> Lanes:
@@ -551,7 +576,7 @@ def claim_cte(which: str) -> Any:
 
 @functools.cache
 def _claim_cte(which: str) -> Any:
-    statements = {"claim": _claim_many, "settle": _deliver_and_claim_next}
+    statements = {"claim": partial(_claim_many, as_array=True), "settle": _deliver_and_claim_next}
     return statements[which]().cte(f"outbox_{which}")
 
 
