@@ -7,18 +7,20 @@
 
 The loop claims due lane heads (``bot.services.outbox``: every due head it has room for in one
 short transaction — the look, one ``UPDATE … RETURNING`` and, for each, a read of what to send —
-with a lease that is renewed while a call lasts; on PostgreSQL no transaction: the look, then one
-statement that claims and reads, in autocommit — ``_claiming_read``), delivers different channels — and the two
-lanes of a channel, ``post`` and ``update`` — concurrently (at most ``concurrency`` at once, not
-counting those waiting for their channel's pace) and one lane strictly in ``id`` order —
-settling a message claims the lane's next one in the same transaction, and the deliveries that
-finish while a settle runs are settled together in the next (``_settle_batches``), so a busy
-worker is less than one transaction per message. On PostgreSQL a settle that records nothing but
-its delivery (``_settles_alone``: an update, a DM) is one statement in autocommit that also
-claims the lane's next message and reads what it draws: one round trip per message. A delivery whose settle found nothing more
-due in its lane, with nothing queued to its channel since it was claimed (``wake`` counts), does
-not make the loop look again: a click's update is two transactions. The loop then sleeps until the next message is due, ``wake()`` is called, or ``poll_interval``
-passes (other processes enqueue too, and wake this one: ``bot.wakeup``).
+with a lease that is renewed while a call lasts; on PostgreSQL no transaction: the look, then
+one statement that claims and reads, in autocommit — ``_claiming_read``), delivers different
+channels — and the two lanes of a channel, ``post`` and ``update`` — concurrently (at most
+``concurrency`` at once, not counting those waiting for their channel's pace) and one lane
+strictly in ``id`` order — settling a message claims the lane's next one in the same
+transaction, and the deliveries that finish while a settle runs are settled together in the next
+(``_settle_batches``), so a busy worker is less than one transaction per message. On PostgreSQL
+a settle that records nothing but its delivery (``_settles_alone``: an update, a DM) is one
+statement in autocommit that also claims the lane's next message and reads what it draws: one
+round trip per message. A delivery whose settle found nothing more due in its lane, with nothing
+queued to its channel since it was claimed (``wake`` counts), does not make the loop look again:
+a click's update is two transactions (on PostgreSQL three statements and none). The loop then
+sleeps until the next message is due, ``wake()`` is called, or ``poll_interval`` passes (other
+processes enqueue too, and wake this one: ``bot.wakeup``).
 
 **Pacing.** Slack takes about one ``chat.postMessage`` per second per channel, with short
 bursts. Rather than learn that from 429s (each costs a round trip and a ``Retry-After`` wait for
@@ -517,12 +519,12 @@ class OutboxWorker:
         storm rule — is done in a transaction of its own now, the lease being ours; if that
         fails the claim carries the error and is retried (``Claim.claim_error``)."""
         claim = self._claim_of(row, now)
-        if not (claim.kind == outbox.DIGEST and claim.digest_id is not None) and not self._storm_candidate(claim):
-            return await self._claimed(None, row, now, drawn, claim)
         try:
+            if not (claim.kind == outbox.DIGEST and claim.digest_id is not None) and not self._storm_candidate(claim):
+                return await self._claimed(None, row, now, drawn, claim)
             async with self.sessionmaker.begin() as session:
                 return await self._claimed(session, row, now, drawn, claim)
-        except Exception as err:
+        except Exception as err:  # committed, so ours: delivering it fails and it is retried
             claim.claim_error = err
             return claim
 
