@@ -618,6 +618,8 @@ class OutboxWorker:
             return
         self._digests_at = time.monotonic()
         async with self.sessionmaker() as session:
+            if self._one_statement:
+                await _autocommit(session)  # a read: no BEGIN, no ROLLBACK
             if await outbox.open_digest_count(session) == 0:
                 return
         async with self.sessionmaker.begin() as session:
@@ -630,6 +632,8 @@ class OutboxWorker:
             return
         self._gauges_at = time.monotonic()
         async with self.sessionmaker() as session:
+            if self._one_statement:
+                await _autocommit(session)  # reads: no BEGIN, no ROLLBACK
             stats = await outbox.stats(session)
         metrics.OUTBOX_DEPTH.set(stats.pending)
         metrics.OUTBOX_OLDEST_AGE.set(stats.oldest_pending_age)
