@@ -11,7 +11,9 @@ caller's session). The worker (``bot.slack.delivery``) then claims due messages 
   waits behind the post in the post lane, so an update never precedes its alert's post;
 - **one deliverer**: a claim is a conditional UPDATE that takes a lease (``locked_until``), so
   any number of workers and processes can share the outbox; a worker that dies leaves a lease
-  that expires and the message is taken over;
+  that expires and the message is taken over. (On PostgreSQL the worker runs a claim as a
+  data-modifying CTE, ``claim_cte``, in the statement that reads what it claimed: one round
+  trip, no transaction);
 - **retries**: failures reschedule with exponential backoff (or Slack's ``Retry-After``), and
   a channel waits while its head message waits; permanent errors mark the message failed
   (visible to operators) and the channel moves on;
