@@ -5,6 +5,8 @@ alert, the render, slack-sdk's call to the fake Slack, and the settle — nothin
     python -m bench.delivery_cpu --db postgres -n 300   # PostgreSQL (a scratch database on 127.0.0.1:5432)
     PROFILE=1 python -m bench.delivery_cpu              # and cProfile's top functions by own CPU time
                                                         # (PROFILE=single / queued: of one way only)
+    python -m bench.delivery_cpu --db postgres --round-trips  # and the worker's round trips to
+                                                        # PostgreSQL per update (asyncpg's calls counted)
 
 The layout of ``bench/seed.py`` (1,000 rows of each kind): open alerts of Payments already
 posted to Slack (``C0PAY``), 100 members in the Assign… select. Each is acknowledged by a
@@ -49,18 +51,50 @@ FAKE = (
 )
 
 
+#: Round trips to PostgreSQL (``--round-trips``): asyncpg's calls that each wait for an answer.
+ROUND_TRIPS = [0]
+
+
+def _count_round_trips() -> None:
+    """Count asyncpg's calls that are each one round trip (BEGIN / COMMIT / ROLLBACK go through
+    ``Connection.execute``; a statement through ``PreparedStatement.fetch``, plus ``prepare``
+    when it is not in the connection's statement cache yet; a ping through ``fetchrow``)."""
+    import asyncpg
+    from asyncpg.prepared_stmt import PreparedStatement
+
+    def counted(cls, name):
+        original = getattr(cls, name)
+
+        async def call(*args, **kwargs):
+            ROUND_TRIPS[0] += 1
+            return await original(*args, **kwargs)
+
+        setattr(cls, name, call)
+
+    for cls, name in [
+        (asyncpg.Connection, "execute"),
+        (asyncpg.Connection, "prepare"),
+        (asyncpg.Connection, "fetchrow"),
+        (asyncpg.Connection, "fetch"),
+        (PreparedStatement, "fetch"),
+    ]:
+        counted(cls, name)
+
+
 def _delivered() -> float:
     """Updates the worker has delivered so far (its counter, read without a collection of the
     whole registry, which cost more than the look it replaced)."""
     return metrics.OUTBOX_DELIVERED.labels(kind="alert.update")._value.get()
 
 
-async def main(backend: str, n: int) -> None:
+async def main(backend: str, n: int, round_trips: bool = False) -> None:
+    if round_trips:
+        _count_round_trips()
     with seedmod.scratch_database(backend, "delivery_cpu") as url:
-        await _measure(backend, url, n)
+        await _measure(backend, url, n, round_trips)
 
 
-async def _measure(backend: str, url: str, n: int) -> None:
+async def _measure(backend: str, url: str, n: int, round_trips: bool = False) -> None:
     fake = subprocess.Popen(
         [sys.executable, "-c", FAKE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ
     )
@@ -106,13 +140,15 @@ async def _measure(backend: str, url: str, n: int) -> None:
         rt.worker.start()
         profile = cProfile.Profile(time.process_time) if os.environ.get("PROFILE") else None
 
+        trips = {"single": 0, "queued": 0}
+
         async def one_at_a_time(count: int, measure: bool) -> float:
             cpu = 0.0
             measure = measure and os.environ.get("PROFILE") != "queued"
             for i in range(count):
                 await click(i)
                 target = _delivered() + 1
-                start = time.process_time()
+                start, before = time.process_time(), ROUND_TRIPS[0]
                 if measure and profile:
                     profile.enable()
                 rt.wake_outbox("C0PAY", paging=False)
@@ -120,6 +156,8 @@ async def _measure(backend: str, url: str, n: int) -> None:
                 if measure and profile:
                     profile.disable()
                 cpu += time.process_time() - start
+                if measure:
+                    trips["single"] += ROUND_TRIPS[0] - before
             return cpu
 
         async def queued(count: int, measure: bool) -> float:
@@ -128,7 +166,7 @@ async def _measure(backend: str, url: str, n: int) -> None:
             for i in range(count):
                 await click(i)
             target = _delivered() + count
-            start = time.process_time()
+            start, before = time.process_time(), ROUND_TRIPS[0]
             if measure and profile:
                 profile.enable()
             rt.worker.start()
@@ -136,6 +174,8 @@ async def _measure(backend: str, url: str, n: int) -> None:
             await drained(target)
             if measure and profile:
                 profile.disable()
+            if measure:
+                trips["queued"] += ROUND_TRIPS[0] - before
             return time.process_time() - start
 
         await one_at_a_time(warm, False)
@@ -151,6 +191,11 @@ async def _measure(backend: str, url: str, n: int) -> None:
             f"{backend}: {single / n * 1000:.2f} ms CPU per update delivered one at a time, "
             f"{busy / n * 1000:.2f} ms per update queued ({n} each; {pending} left pending)"
         )
+        if round_trips:
+            print(
+                f"{backend}: {trips['single'] / n:.2f} round trips per update delivered one at a time, "
+                f"{trips['queued'] / n:.2f} per update queued (the CPU figures above include counting them)"
+            )
         if profile:
             profile.dump_stats(f"/tmp/delivery_cpu_{backend}.prof")  # for a closer look (pstats)
             pstats.Stats(profile).sort_stats("tottime").print_stats(30)
@@ -165,5 +210,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("-n", type=int, default=300, help="updates measured each way")
+    parser.add_argument(
+        "--round-trips", action="store_true", help="count the worker's round trips to PostgreSQL per update"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.db, args.n))
+    asyncio.run(main(args.db, args.n, args.round_trips))

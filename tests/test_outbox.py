@@ -479,6 +479,87 @@ async def test_a_change_queued_while_its_alert_update_is_with_slack_goes_out_rig
     assert [r.attempts for r in rows] == [1, 1, 1]
 
 
+async def test_two_workers_draining_one_lane_deliver_each_update_once_and_in_order(genie):
+    """Two workers (as two processes would) drain one channel's update lane while Slack is slow:
+    settling a message claims the lane's next one — on PostgreSQL in the one statement that also
+    reads what it draws, with no transaction around it — so each next message is claimed by one
+    of them only. Every update goes to Slack once, one at a time, in order, drawing its alert as
+    it is."""
+    from bot.slack.delivery import OutboxWorker, make_delivery_client
+
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    fired = [await fire(genie.sessionmaker, "Payments", f"Disk {i} full", genie.rt) for i in range(12)]
+    await eventually(lambda: delivered(genie.sessionmaker, count=12), timeout=10)
+    await genie.rt.worker.stop()
+    async with genie.sessionmaker.begin() as session:
+        for alert_id in fired:
+            await alerts.acknowledge(
+                session, await alerts.get(session, alert_id), Actor(via="api", label="Alertmanager")
+            )
+    genie.fake.fail("chat.update", delay=0.1, times=12)
+    other = OutboxWorker(genie.rt, make_delivery_client(genie.settings))
+    try:
+        other.start()
+        genie.rt.worker.start()
+        other.wake()
+        genie.rt.wake_outbox()
+        calls = await genie.fake.wait_for("chat.update", count=12, timeout=15)
+        rows = await eventually(lambda: delivered(genie.sessionmaker, count=24), timeout=10)
+    finally:
+        await other.stop()
+    assert len(genie.fake.calls("chat.update")) == 12 and all(r.attempts == 1 for r in rows)
+    posted = {alert_of(m): m["ts"] for m in genie.fake.messages("C0PAY")}
+    assert [call.args["ts"] for call in calls] == [posted[alert_id] for alert_id in fired]
+    for earlier, later in zip(calls, calls[1:]):
+        assert later.at - earlier.at >= 0.09  # one at a time: the next only once the last was answered
+    for call, alert_id in zip(calls, fired, strict=True):
+        assert f"Disk {fired.index(alert_id)} full" in block_text(call.args["blocks"])
+        assert "Acknowledged by Alertmanager" in block_text(call.args["blocks"]).replace("*", "")
+
+
+async def test_an_update_claimed_with_its_alerts_update_in_the_post_lane_waits_for_it(genie):
+    """An alert has an update queued before its post was recorded (in the post lane) and one
+    queued after (in the update lane); one pass claims both lane heads at once. The update lane's
+    waits until the post lane's has been answered, so the older picture cannot land last — also
+    on PostgreSQL, where the claim and the read are one statement whose read does not see that
+    statement's own claims (the other claimed rows count as in flight)."""
+    from bot.services import outbox
+
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    alert_id = await fire(genie.sessionmaker, "Payments", "Disk full", genie.rt)
+    await eventually(lambda: delivered(genie.sessionmaker, alert_id))
+    await genie.rt.worker.stop()
+    async with genie.sessionmaker.begin() as session:
+        for lane in (outbox.POST_LANE, outbox.UPDATE_LANE):
+            await outbox.enqueue(session, "C0PAY", outbox.UPDATE_ALERT, alert_id=alert_id, lane=lane)
+    genie.fake.fail("chat.update", delay=1)
+    genie.rt.worker.start()
+    genie.rt.wake_outbox()
+    first, second = await genie.fake.wait_for("chat.update", count=2, timeout=10)
+    assert second.at - first.at >= 0.9  # after the first was answered, not beside it
+    rows = await eventually(lambda: delivered(genie.sessionmaker, alert_id, count=3))
+    assert rows[1].attempts == 1 and rows[2].attempts >= 2  # the update lane's waited
+
+
+async def test_a_claim_takes_only_a_head_that_is_still_due(genie):
+    """The worker looks for due heads and claims them in another statement (on PostgreSQL with
+    no transaction around them): a head rescheduled in between (its delivery failed, it waits
+    for its backoff) is not claimed before its time."""
+    from bot.services import outbox
+    from storage.base import utcnow
+
+    await genie.rt.worker.stop()
+    await add_team(genie.sessionmaker, "Payments", "C0PAY")
+    alert_id = await fire(genie.sessionmaker, "Payments", "Disk full")
+    [row] = await outbox_rows(genie.sessionmaker, alert_id)
+    async with genie.sessionmaker.begin() as session:
+        assert await outbox.mark_retry(session, row.id, 1, "http_503", utcnow(), retry_after=60)
+    async with genie.sessionmaker.begin() as session:
+        assert await outbox.claim_many(session, [row.id], utcnow()) == []
+    [row] = await outbox_rows(genie.sessionmaker, alert_id)
+    assert row.attempts == 0 and row.delivered_at is None
+
+
 # --- crashes ---------------------------------------------------------------------------------------
 @pytest.fixture
 def serve(tmp_path: Path, db_url: str, fake_slack: FakeSlack):

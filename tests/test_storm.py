@@ -298,6 +298,52 @@ async def test_token_bucket_allows_a_burst_then_paces_and_obeys_retry_after():
     assert bucket.wait_time() == 0
 
 
+async def test_a_claimed_post_whose_storm_look_fails_is_retried_soon_and_posted_once(genie, caplog):
+    """On PostgreSQL a pass claims a channel's head and reads what it draws in one statement with
+    no transaction, and the storm rule then looks in a transaction of its own. When that one
+    fails (here the database refuses the digest), the claim is not stranded until its lease runs
+    out: its delivery fails and is retried with backoff like any failure — then the storm's
+    digest takes the alerts, none posted twice."""
+    if not genie.settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite claims, reads and applies the storm rule in one transaction")
+    from sqlalchemy import text
+
+    await genie.rt.worker.stop()
+    async with genie.sessionmaker.begin() as session:
+        await teams.add_team(session, "Payments", CHANNEL)
+    fired = await create(genie, 12, prefix="refused")
+    async with genie.sessionmaker.begin() as session:
+        await session.execute(
+            text(
+                "CREATE FUNCTION refuse_digest() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'digest refused'; END $$"
+            )
+        )
+        await session.execute(
+            text(
+                "CREATE TRIGGER refuse_digest BEFORE INSERT ON slack_digest FOR EACH ROW EXECUTE FUNCTION refuse_digest()"
+            )
+        )
+    started = time.monotonic()
+    genie.rt.worker.start()
+    genie.rt.wake_outbox(CHANNEL)
+
+    async def refused():
+        return await genie.scalar(
+            "SELECT attempts FROM outbox WHERE alert_id = :a AND last_error IS NOT NULL", a=fired[0]
+        )
+
+    assert await eventually(refused, timeout=10) == 1
+    async with genie.sessionmaker.begin() as session:
+        await session.execute(text("DROP TRIGGER refuse_digest ON slack_digest"))
+        await session.execute(text("DROP FUNCTION refuse_digest()"))
+    await eventually(lambda: asyncio.sleep(0, digests(genie.fake)), timeout=15)
+    assert time.monotonic() - started < 15  # the backoff's seconds, not the lease's minute
+    assert "digest refused" in caplog.text
+    posted = [alert_id for m in genie.fake.messages(CHANNEL) if (alert_id := _meta(m)[1].get("alert_id"))]
+    assert len(posted) == len(set(posted))
+
+
 async def test_an_update_waits_for_its_alerts_message_in_flight_in_the_post_lane(genie):
     """Per-alert order across the lanes: an update queued before the post was recorded travels
     behind the post; while another worker is sending it (leased, drawn from an older state), a

@@ -11,7 +11,9 @@ caller's session). The worker (``bot.slack.delivery``) then claims due messages 
   waits behind the post in the post lane, so an update never precedes its alert's post;
 - **one deliverer**: a claim is a conditional UPDATE that takes a lease (``locked_until``), so
   any number of workers and processes can share the outbox; a worker that dies leaves a lease
-  that expires and the message is taken over;
+  that expires and the message is taken over. (On PostgreSQL the worker runs a claim as a
+  data-modifying CTE, ``claim_cte``, in the statement that reads what it claimed: one round
+  trip, no transaction);
 - **retries**: failures reschedule with exponential backoff (or Slack's ``Retry-After``), and
   a channel waits while its head message waits; permanent errors mark the message failed
   (visible to operators) and the channel moves on;
@@ -30,11 +32,28 @@ from __future__ import annotations
 
 import functools
 import random
+from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, bindparam, case, cast, exists, func, select, union_all, update
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.ids import Intent
@@ -285,21 +304,39 @@ async def claim_many(
         claimed = [await claim(session, message_id, now, lease) for message_id in message_ids]
         return [row for row in claimed if row is not None]
     await _flushed(session)
-    params = {"claim_ids": list(message_ids), "claim_now": now, "claim_until": now + lease}
-    rows = (await session.execute(_claim_many(), params)).all()
+    rows = (await session.execute(_claim_many(), claim_params(message_ids, now, lease))).all()
     won = {row.id: row for row in rows}
     return [won[message_id] for message_id in message_ids if message_id in won]
 
 
+def claim_params(message_ids: list[int], now: datetime, lease: timedelta = LEASE) -> dict[str, Any]:
+    """The bound values of ``claim_many``'s statement (and of ``claim_cte("claim")``)."""
+    return {"claim_ids": list(message_ids), "claim_now": now, "claim_until": now + lease}
+
+
 @functools.cache
-def _claim_many():
+def _claim_many(as_array: bool = False):
     """``claim_many``'s statement: a Core ``UPDATE … RETURNING`` of the table's columns, built
-    once, its values bound parameters (the ids an expanding one)."""
+    once, its values bound parameters (the ids an expanding one). Only a message that is still
+    due: the look that found the heads may be another statement's snapshot (on PostgreSQL the
+    worker looks and claims in two autocommit statements), and a head rescheduled since by its
+    own worker (``mark_retry``) must wait for its time. ``as_array`` (PostgreSQL): the ids as one
+    array parameter (``id = ANY(…)``), not an expanding one whose list is rendered into the
+    statement's text at each execution."""
     c = _T.c
     now = bindparam("claim_now", type_=c.locked_until.type)
+    if as_array:
+        wanted = c.id == any_(bindparam("claim_ids", type_=ARRAY(Integer())))
+    else:
+        wanted = c.id.in_(bindparam("claim_ids", expanding=True))
     return (
         update(_T)
-        .where(c.id.in_(bindparam("claim_ids", expanding=True)), _pending(c), _lease_free(now, c))
+        .where(
+            wanted,
+            _pending(c),
+            c.next_attempt_at <= now,
+            _lease_free(now, c),
+        )
         .values(
             locked_until=bindparam("claim_until", type_=c.locked_until.type),
             attempts=c.attempts + 1,
@@ -386,6 +423,37 @@ def lane_columns() -> tuple:
     (``render.with_team_and_owner``)."""
     lane, channel = bindparam("lane_lane", type_=String()), bindparam("lane_channel", type_=String())
     head, alert_id = bindparam("lane_head", type_=Integer()), bindparam("lane_alert", type_=Integer())
+    return _lane_columns(lane, channel, head, alert_id)
+
+
+def claimed_lane_columns(claimed: Any, when: Any) -> tuple:
+    """``lane_columns`` of each row of ``claimed`` (a CTE of the outbox's columns: the messages
+    a statement has just claimed, ``claim_cte``) for which ``when`` holds (else NULL),
+    correlated to it rather than bound: read in the statement that claims them. ``lane_now`` is
+    still a bound parameter."""
+    c = claimed.c
+    later, in_flight = _lane_columns(c.lane, c.channel, c.id, c.alert_id, correlate=claimed)
+    # The statement's read sees the outbox as it was before its claim: a post-lane message of
+    # the same alert claimed by the same statement (a pass claims every due head at once) is in
+    # flight too, though the read sees it unleased.
+    also = claimed.alias(f"{claimed.name}_too").c
+    claimed_too = (
+        select(also.id)
+        .where(also.lane == POST_LANE, also.channel == c.channel, also.alert_id == c.alert_id, also.id != c.id)
+        .correlate(claimed)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        case((when, later)).label("lane_later"),
+        case((when, func.coalesce(in_flight, claimed_too))).label("lane_in_flight"),
+    )
+
+
+def _lane_columns(lane: Any, channel: Any, head: Any, alert_id: Any, correlate: Any = None) -> tuple:
+    def correlated(query):
+        return query if correlate is None else query.correlate(correlate)
+
     now = bindparam("lane_now", type_=OutboxMessage.locked_until.type)
     w = _T.alias("lane_window").c
     window = (
@@ -395,18 +463,19 @@ def lane_columns() -> tuple:
         .limit(COALESCE_WINDOW)
     )
     later_o = _T.alias("later_update").c
-    later = (
-        select(func.aggregate_strings(cast(later_o.id, String), ","))
-        .where(later_o.id.in_(window), later_o.alert_id == alert_id, later_o.kind == UPDATE_ALERT)
-        .scalar_subquery()
-    )
+    later = correlated(
+        # The separator as SQL text: a Python string would be a literal-execute parameter,
+        # which makes SQLAlchemy render the statement's text anew on every execution.
+        select(func.aggregate_strings(cast(later_o.id, String), literal_column("','"))).where(
+            later_o.id.in_(correlated(window)), later_o.alert_id == alert_id, later_o.kind == UPDATE_ALERT
+        )
+    ).scalar_subquery()
     p = _T.alias("post_in_flight").c
-    in_flight = (
+    in_flight = correlated(
         select(p.id)
         .where(p.lane == POST_LANE, p.channel == channel, _pending(p), p.alert_id == alert_id, p.locked_until >= now)
         .limit(1)
-        .scalar_subquery()
-    )
+    ).scalar_subquery()
     return (later.label("lane_later"), in_flight.label("lane_in_flight"))
 
 
@@ -418,6 +487,12 @@ def lane_params(message: OutboxMessage, now: datetime) -> dict[str, Any]:
         "lane_alert": message.alert_id,
         "lane_now": now,
     }
+
+
+def draws_alert(message: Any) -> Any:
+    """SQL: the message (a row of ``claim_cte``'s) draws its alert (a post or an update). (Not
+    ``IN``: a list is an expanding parameter, the statement's text rendered at each execution.)"""
+    return ((message.kind == POST_ALERT) | (message.kind == UPDATE_ALERT)) & message.alert_id.is_not(None)
 
 
 def lanes_of(message: OutboxMessage, values: tuple) -> Lanes:
@@ -479,16 +554,50 @@ async def deliver_and_claim_next(
     if not session.get_bind().dialect.update_returning:
         await mark_delivered(session, message_id, now)
         return await claim_next(session, channel, now, lease, lane=lane)
-    params = {
+    await _flushed(session)
+    rows = (
+        await session.execute(_deliver_and_claim_next(), settle_params(message_id, channel, lane, now, lease))
+    ).all()
+    return next((row for row in rows if row.id != message_id), None)
+
+
+def settle_params(message_id: int, channel: str, lane: str, now: datetime, lease: timedelta = LEASE) -> dict[str, Any]:
+    """The bound values of ``deliver_and_claim_next``'s statement (and of ``claim_cte("settle")``)."""
+    return {
         "settle_id": message_id,
         "settle_lane": lane,
         "settle_channel": channel,
         "settle_now": now,
         "settle_until": now + lease,
     }
-    await _flushed(session)
-    rows = (await session.execute(_deliver_and_claim_next(), params)).all()
-    return next((row for row in rows if row.id != message_id), None)
+
+
+def claim_cte(which: str) -> Any:
+    """A claiming statement as a data-modifying CTE (PostgreSQL only) of the outbox's columns,
+    for a statement that claims and reads what it claimed at once (``bot.slack.delivery``):
+    ``"claim"``, ``claim_many``'s (``claim_params``), or ``"settle"``,
+    ``deliver_and_claim_next``'s (``settle_params``: its rows are the settled message and the
+    lane's next one if it was claimed; ``settled_id`` tells them apart). The statement's other
+    parts see the tables as they were before it (one snapshot): a claimed row as the CTE
+    returns it, every other row unchanged by it."""
+    return _claim_cte(which)
+
+
+@functools.cache
+def _claim_cte(which: str) -> Any:
+    statements = {"claim": partial(_claim_many, as_array=True), "settle": _deliver_and_claim_next}
+    return statements[which]().cte(f"outbox_{which}")
+
+
+#: ``claim_cte("settle")``'s settled message (bound: ``settle_params``' ``settle_id``).
+settled_id = bindparam("settle_id", type_=Integer())
+
+
+#: A row of the outbox's columns read by position out of a wider row (``claim_cte``'s reads):
+#: ``row.id``, ``row.channel`` … as on an ``OutboxMessage``, like the rows ``claim_many`` returns.
+MessageRow = namedtuple("MessageRow", _T.c.keys())
+#: How many columns a ``MessageRow`` has (the first of a ``claim_cte`` read's row).
+MESSAGE_COLUMNS = len(_T.c)
 
 
 @functools.cache
@@ -496,7 +605,7 @@ def _deliver_and_claim_next():
     """``deliver_and_claim_next``'s statement, built once (building it cost more CPU than running
     it: every delivered message runs it), its values bound parameters; a Core statement on the
     table (``_T``), returning its columns."""
-    message_id = bindparam("settle_id", type_=Integer())
+    message_id = settled_id
     lane, channel = bindparam("settle_lane", type_=String()), bindparam("settle_channel", type_=String())
     c = _T.c
     now = bindparam("settle_now", type_=c.next_attempt_at.type)

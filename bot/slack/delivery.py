@@ -7,15 +7,20 @@
 
 The loop claims due lane heads (``bot.services.outbox``: every due head it has room for in one
 short transaction — the look, one ``UPDATE … RETURNING`` and, for each, a read of what to send —
-with a lease that is renewed while a call lasts), delivers different channels — and the two
-lanes of a channel, ``post`` and ``update`` — concurrently (at most ``concurrency`` at once, not
-counting those waiting for their channel's pace) and one lane strictly in ``id`` order —
-settling a message claims the lane's next one in the same transaction, and the deliveries that
-finish while a settle runs are settled together in the next (``_settle_batches``), so a busy
-worker is less than one transaction per message. A delivery whose settle found nothing more
-due in its lane, with nothing queued to its channel since it was claimed (``wake`` counts), does
-not make the loop look again: a click's update is two transactions. The loop then sleeps until the next message is due, ``wake()`` is called, or ``poll_interval``
-passes (other processes enqueue too, and wake this one: ``bot.wakeup``).
+with a lease that is renewed while a call lasts; on PostgreSQL no transaction: the look, then
+one statement that claims and reads, in autocommit — ``_claiming_read``), delivers different
+channels — and the two lanes of a channel, ``post`` and ``update`` — concurrently (at most
+``concurrency`` at once, not counting those waiting for their channel's pace) and one lane
+strictly in ``id`` order — settling a message claims the lane's next one in the same
+transaction, and the deliveries that finish while a settle runs are settled together in the next
+(``_settle_batches``), so a busy worker is less than one transaction per message. On PostgreSQL
+a settle that records nothing but its delivery (``_settles_alone``: an update, a DM) is one
+statement in autocommit that also claims the lane's next message and reads what it draws: one
+round trip per message. A delivery whose settle found nothing more due in its lane, with nothing
+queued to its channel since it was claimed (``wake`` counts), does not make the loop look again:
+a click's update is two transactions (on PostgreSQL three statements and none). The loop then
+sleeps until the next message is due, ``wake()`` is called, or ``poll_interval`` passes (other
+processes enqueue too, and wake this one: ``bot.wakeup``).
 
 **Pacing.** Slack takes about one ``chat.postMessage`` per second per channel, with short
 bursts. Rather than learn that from 429s (each costs a round trip and a ``Retry-After`` wait for
@@ -44,13 +49,14 @@ adopts it. If the history cannot be read, it posts anyway: a rare duplicate beat
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -68,9 +74,9 @@ from bot.services import alerts, outbox, slack_directory
 from bot.services.paging import PAGE
 from bot.slack.clients import client_logger
 from bot.slack.paging import send_page
-from bot.slack.render import digest_view, view_of, with_team_and_owner
+from bot.slack.render import READ_COLUMNS, AlertRead, digest_view, read_at, reads_of_each, view_of, with_team_and_owner
 from storage.base import utcnow
-from storage.models import Alert, OutboxMessage, SlackDigest
+from storage.models import Alert, SlackDigest
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +267,9 @@ class Claim:
     next: Claim | None = None
     #: The worker's wake count when the look that claimed it began (``OutboxWorker.wake``).
     gen: int = 0
+    #: Claimed by a statement of its own, the transaction that was to read the rest of what it
+    #: sends (a digest, the storm rule) failed: delivering it raises this (it is retried).
+    claim_error: BaseException | None = None
     #: Settled, and its lane had nothing more due.
     quiet: bool = False
 
@@ -309,6 +318,10 @@ class OutboxWorker:
         self._truncated = False  # the last look had more due heads than places
         self._capped = False  # the loop sleeps its poll interval because every place is busy
         self._settles: list[_Settle] = []  # deliveries waiting for the next settling transaction
+        # PostgreSQL: claim and read what is claimed in one statement, in autocommit
+        # (``_claiming_read``); SQLite keeps its transactions (BEGIN IMMEDIATE serialises them).
+        bind = getattr(self.sessionmaker, "kw", {}).get("bind")
+        self._one_statement = bind is not None and bind.dialect.name == "postgresql"
         self._settler: asyncio.Task | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -418,17 +431,31 @@ class OutboxWorker:
 
     async def _fill(self) -> list[asyncio.Task]:
         """Claim the due channel heads (channels not already in flight here) and start delivering
-        them: one transaction that looks, claims them all in one statement and reads what each
-        sends (``_claimed``)."""
+        them. SQLite: one transaction that looks, claims them all in one statement and reads
+        what each sends (``_claimed``). PostgreSQL: two statements in autocommit, no
+        transaction — the look, then (only if something is due) one statement that claims them
+        all and reads what each draws (``_claiming_read``); in READ COMMITTED each statement
+        of a transaction had its own snapshot anyway, and the claim is conditional (pending,
+        due, not leased), so the look is a hint either way."""
         free = min(self.concurrency - self._busy(), MAX_IN_FLIGHT - len(self._inflight))
         if free <= 0 or self._stopping:
             return []
         gen, now = self._gen, utcnow()
-        async with self.sessionmaker.begin() as session:
-            heads, self._next_due = await outbox.heads(session, now, limit=free)
-            wanted = [head.id for head in heads if (head.channel, head.lane) not in self._inflight]
-            rows = await outbox.claim_many(session, wanted, now, self.lease)  # others' are left out
-            claims = [await self._claimed(session, row, now) for row in rows]
+        if self._one_statement:
+            async with self.sessionmaker() as session:
+                await _autocommit(session)
+                heads, self._next_due = await outbox.heads(session, now, limit=free)
+                wanted = [head.id for head in heads if (head.channel, head.lane) not in self._inflight]
+                read = await self._claim_and_read(session, "claim", outbox.claim_params(wanted, now, self.lease), now)
+            order = {message_id: i for i, message_id in enumerate(wanted)}
+            read.sort(key=lambda claimed: order[claimed[0].id])
+            claims = [await self._claimed_alone(row, now, drawn) for row, drawn in read]
+        else:
+            async with self.sessionmaker.begin() as session:
+                heads, self._next_due = await outbox.heads(session, now, limit=free)
+                wanted = [head.id for head in heads if (head.channel, head.lane) not in self._inflight]
+                rows = await outbox.claim_many(session, wanted, now, self.lease)  # others' are left out
+                claims = [await self._claimed(session, row, now) for row in rows]
         self._truncated = len(heads) >= free
         started = []
         for claim in claims:  # committed: those leases are ours (delivered even if stopping)
@@ -440,13 +467,28 @@ class OutboxWorker:
             started.append(task)
         return started
 
-    async def _claimed(self, session: AsyncSession, row: OutboxMessage, now: datetime) -> Claim:
-        """A claim of ``row`` (just leased in ``session``'s transaction), with the alert it posts
-        or updates read in that same transaction: the later updates it covers first, then the
-        alert, so the picture drawn includes every change those updates report."""
+    async def _claim_and_read(
+        self, session: AsyncSession, which: str, params: dict[str, Any], now: datetime
+    ) -> list[tuple[Any, Drawn]]:
+        """PostgreSQL: run ``_claiming_read(which)`` in ``session`` (in autocommit: one round
+        trip; or in a settling transaction, after what it recorded) — each claimed message (a
+        ``outbox.MessageRow``) with what it draws; for ``"settle"`` the settled message is among
+        them (``params["settle_id"]``)."""
+        if which == "claim" and not params["claim_ids"]:
+            return []
+        if session.new or session.dirty or session.deleted:
+            await session.flush()  # a Core statement does not autoflush: it must see them
+        result = await session.execute(_claiming_read(which), {**params, "lane_now": now})
+        n = outbox.MESSAGE_COLUMNS
+        return [
+            (outbox.MessageRow._make(row[:n]), Drawn(read_at(row, n), tuple(row[n + READ_COLUMNS :]))) for row in result
+        ]
+
+    def _claim_of(self, row: Any, now: datetime) -> Claim:
+        """A claim of ``row`` (just leased) with only what the row itself says."""
         assert row.locked_until is not None
         earlier = row.first_attempt_at is not None and row.first_attempt_at < now - timedelta(milliseconds=1)
-        claim = Claim(
+        return Claim(
             slack_team_id=row.slack_team_id,
             enterprise_id=row.enterprise_id,
             id=row.id,
@@ -460,6 +502,47 @@ class OutboxWorker:
             lane=row.lane or outbox.POST_LANE,
             digest_id=row.digest_id,
         )
+
+    def _storm_candidate(self, claim: Claim) -> bool:
+        """The storm rule looks at this claim (an alert post at the head of its post lane)."""
+        return (
+            claim.kind == outbox.POST_ALERT
+            and claim.lane == outbox.POST_LANE
+            and claim.alert_id is not None
+            and self.storm_rule.threshold > 0
+            and not claim.maybe_posted_since  # it may be in Slack already: post (or adopt) it
+        )
+
+    async def _claimed_alone(self, row: Any, now: datetime, drawn: Drawn) -> Claim:
+        """A claim of ``row``, claimed (and committed) by a statement of its own that read what
+        it draws (``_claim_and_read``). What that statement cannot do — a digest's view, the
+        storm rule — is done in a transaction of its own now, the lease being ours; if that
+        fails the claim carries the error and is retried (``Claim.claim_error``)."""
+        claim = self._claim_of(row, now)
+        try:
+            if not (claim.kind == outbox.DIGEST and claim.digest_id is not None) and not self._storm_candidate(claim):
+                return await self._claimed(None, row, now, drawn, claim)
+            async with self.sessionmaker.begin() as session:
+                return await self._claimed(session, row, now, drawn, claim)
+        except Exception as err:  # committed, so ours: delivering it fails and it is retried
+            claim.claim_error = err
+            return claim
+
+    async def _claimed(
+        self,
+        session: AsyncSession | None,
+        row: Any,
+        now: datetime,
+        drawn: Drawn | None = None,
+        claim: Claim | None = None,
+    ) -> Claim:
+        """A claim of ``row`` (just leased in ``session``'s transaction), with the alert it posts
+        or updates read in that same transaction: the later updates it covers first, then the
+        alert, so the picture drawn includes every change those updates report (one statement:
+        one snapshot). ``drawn``: that read, already made by the statement that claimed it
+        (``_claim_and_read``; ``session`` is then only needed for a digest or the storm rule)."""
+        if claim is None:
+            claim = self._claim_of(row, now)
         if claim.kind == outbox.DIGEST and claim.digest_id is not None:
             claim.covers = await outbox.later_updates(session, row)
             claim.digest = await digest_view(session, claim.digest_id)
@@ -467,28 +550,32 @@ class OutboxWorker:
                 select(SlackDigest.slack_ts).where(SlackDigest.id == claim.digest_id)
             )
             return claim
-        if (
-            claim.kind == outbox.POST_ALERT
-            and claim.lane == outbox.POST_LANE
-            and claim.alert_id is not None
-            and self.storm_rule.threshold > 0
-            and not claim.maybe_posted_since  # it may be in Slack already: post (or adopt) it
-        ):
+        if self._storm_candidate(claim):
             claim.collapsed = await outbox.storm(session, row, now, self.storm_rule)
-            if claim.collapsed is not None and claim.collapsed.head_collapsed:
-                return claim
+            if claim.collapsed is not None:
+                if claim.collapsed.head_collapsed:
+                    return claim
+                drawn = None  # it collapsed others: drawn after that, as it left them
+            # (None: it collapsed nothing and changed neither this alert nor its updates.)
         if claim.kind in (outbox.POST_ALERT, outbox.UPDATE_ALERT) and claim.alert_id is not None:
             # One statement: the alert, all it draws, and its lanes (one snapshot: the picture
             # drawn includes every change the updates it covers report).
-            found = await with_team_and_owner(
-                session, claim.alert_id, outbox.lane_columns(), outbox.lane_params(row, now)
-            )
-            lanes = outbox.lanes_of(row, found.extra) if found is not None else None
+            if drawn is not None:
+                found, lanes = drawn.found, outbox.lanes_of(row, drawn.lanes)
+            else:
+                found = await with_team_and_owner(
+                    session, claim.alert_id, outbox.lane_columns(), outbox.lane_params(row, now)
+                )
+                lanes = outbox.lanes_of(row, found.extra) if found is not None else None
             if lanes is not None and lanes.post_in_flight:
                 claim.wait_for_post = True
                 return claim
             if found is None:
-                if claim.kind == outbox.UPDATE_ALERT and await outbox.post_lane_in_flight(session, row, now):
+                if (
+                    drawn is None
+                    and claim.kind == outbox.UPDATE_ALERT
+                    and await outbox.post_lane_in_flight(session, row, now)
+                ):
                     claim.wait_for_post = True
                 return claim
             claim.covers = lanes.later
@@ -531,6 +618,8 @@ class OutboxWorker:
             return
         self._digests_at = time.monotonic()
         async with self.sessionmaker() as session:
+            if self._one_statement:
+                await _autocommit(session)  # a read: no BEGIN, no ROLLBACK
             if await outbox.open_digest_count(session) == 0:
                 return
         async with self.sessionmaker.begin() as session:
@@ -543,6 +632,8 @@ class OutboxWorker:
             return
         self._gauges_at = time.monotonic()
         async with self.sessionmaker() as session:
+            if self._one_statement:
+                await _autocommit(session)  # reads: no BEGIN, no ROLLBACK
             stats = await outbox.stats(session)
         metrics.OUTBOX_DEPTH.set(stats.pending)
         metrics.OUTBOX_OLDEST_AGE.set(stats.oldest_pending_age)
@@ -628,6 +719,8 @@ class OutboxWorker:
             claim.locked_until = until
 
     async def _send(self, claim: Claim) -> None:
+        if claim.claim_error is not None:
+            raise claim.claim_error
         if claim.collapsed is not None and claim.collapsed.head_collapsed:
             await self._settle(claim)  # delivered in the digest when it was claimed
             return
@@ -877,15 +970,23 @@ class OutboxWorker:
             while self._settles:
                 batch, self._settles = self._settles, []
                 gen = self._gen
+                together = batch
+                if self._one_statement:
+                    alone = [settle for settle in batch if self._settles_alone(settle)]
+                    if alone:
+                        together = [settle for settle in batch if not self._settles_alone(settle)]
+                        await self._settle_alone(alone, gen)
+                    if not together:
+                        continue
                 try:
                     async with self.sessionmaker.begin() as session:
                         now = utcnow()
-                        results = [await self._settle_one(session, settle, now) for settle in batch]
+                        results = [await self._settle_one(session, settle, now) for settle in together]
                 except Exception as err:
-                    if len(batch) == 1:
-                        _resolve(batch[0], error=err)
+                    if len(together) == 1:
+                        _resolve(together[0], error=err)
                         continue
-                    for settle in batch:
+                    for settle in together:
                         gen = self._gen
                         try:
                             async with self.sessionmaker.begin() as session:
@@ -895,13 +996,61 @@ class OutboxWorker:
                         else:
                             _resolve(settle, result, gen)
                     continue
-                for settle, result in zip(batch, results, strict=True):
+                for settle, result in zip(together, results, strict=True):
                     _resolve(settle, result, gen)
         except BaseException as err:  # cancelled (shutdown): nobody may wait for ever
             for settle in [*batch, *self._settles]:
                 _resolve(settle, error=err if isinstance(err, Exception) else asyncio.CancelledError())
             self._settles = []
             raise
+
+    def _settles_alone(self, settle: _Settle) -> bool:
+        """PostgreSQL: this settle is one statement that needs no transaction — a delivery that
+        records nothing beside itself (no alert post's ts, no digest, no later updates covered):
+        ``deliver_and_claim_next`` with the read of what the lane's next message draws
+        (``_claiming_read("settle")``), in autocommit: one round trip instead of BEGIN, two
+        statements and COMMIT. One statement is atomic on its own."""
+        claim = settle.claim
+        return (
+            settle.alert_id is None
+            and settle.digest_ts is None
+            and claim.refresh_digest is None
+            and not claim.covers
+            and not self._stopping
+        )
+
+    async def _settle_alone(self, settles: list[_Settle], gen: int) -> None:
+        """Settle each of ``settles`` (``_settles_alone``) by its one statement, in autocommit,
+        on one connection; one that fails is told so and the others go on (on a fresh one)."""
+        settled: list[tuple[_Settle, list, datetime]] = []
+        waiting = list(settles)
+        while waiting:
+            try:
+                async with self.sessionmaker() as session:
+                    await _autocommit(session)
+                    while waiting:
+                        claim, now = waiting[0].claim, utcnow()
+                        params = outbox.settle_params(claim.id, claim.channel, claim.lane, now, self.lease)
+                        rows = await self._claim_and_read(session, "settle", params, now)
+                        settled.append((waiting.pop(0), rows, now))
+            except Exception as err:
+                if waiting:
+                    _resolve(waiting.pop(0), error=err)
+        for settle, rows, now in settled:
+            following = next(((row, drawn) for row, drawn in rows if row.id != settle.claim.id), None)
+            if following is None:
+                # Nothing more due in its lane: the loop need not look again for it (``_finished``).
+                _resolve(settle, (0, None, True), gen)
+                continue
+            try:
+                claim = await self._claimed_alone(following[0], now, following[1])
+            except Exception:  # a bug: the settle is committed; the next message's lease runs out
+                logger.exception(
+                    "Could not take up outbox message %s after settling %s", following[0].id, settle.claim.id
+                )
+                _resolve(settle, (0, None, False), gen)
+            else:
+                _resolve(settle, (0, claim, False), gen)
 
     async def _settle_one(self, session: AsyncSession, settle: _Settle, now: datetime) -> tuple:
         """One delivery's part of a settling transaction: ``(covered, next claim, quiet)``."""
@@ -917,6 +1066,13 @@ class OutboxWorker:
         if claim.covers:
             covered = await outbox.mark_delivered(session, claim.id, now, also=claim.covers)
             row = await outbox.claim_next(session, claim.channel, now, self.lease, lane=claim.lane)
+        elif self._one_statement:  # one statement: settled, the next claimed and read
+            params = outbox.settle_params(claim.id, claim.channel, claim.lane, now, self.lease)
+            rows = await self._claim_and_read(session, "settle", params, now)
+            following = next(((row, drawn) for row, drawn in rows if row.id != claim.id), None)
+            if following is not None:
+                return 0, await self._claimed(session, following[0], now, following[1]), False
+            return 0, None, True
         else:  # one statement
             covered = 0
             row = await outbox.deliver_and_claim_next(session, claim.id, claim.channel, claim.lane, now, self.lease)
@@ -1014,6 +1170,40 @@ class OutboxWorker:
             _hint(error),
         )
         return "failed"
+
+
+class Drawn(NamedTuple):
+    """What the statement that claimed a message read for it (``OutboxWorker._claim_and_read``):
+    its alert as ``render.with_team_and_owner`` reads it (None: not an alert message, or the
+    alert no longer exists), and the values of ``outbox.claimed_lane_columns``."""
+
+    found: AlertRead | None
+    lanes: tuple
+
+
+@functools.cache
+def _claiming_read(which: str) -> Any:
+    """PostgreSQL: ``outbox.claim_cte(which)`` — the claim of a pass's heads (``"claim"``) or a
+    settle and its lane's next message (``"settle"``) — and, for each message it claims, the
+    read of what it draws (``render.reads_of_each``: the alert, its team, owner, members, and
+    its lanes, ``outbox.claimed_lane_columns``), in ONE statement: the worker's claim and read
+    are one round trip, and need no transaction (atomic on its own). The read sees the tables
+    as they were before the claim (a data-modifying CTE's effects are not visible to the rest of
+    its statement) — one snapshot, as the separate read of the alert was (READ COMMITTED: a
+    statement's own); the claim changes only outbox rows the read does not count (the claimed
+    message, and the settled one before it: ``later`` counts only messages after the one
+    claimed, ``in_flight`` only the other lane's). Built once."""
+    claimed = outbox.claim_cte(which)
+    on = outbox.draws_alert(claimed.c)
+    if which == "settle":
+        on = on & (claimed.c.id != outbox.settled_id)
+    return reads_of_each(claimed, on, "postgresql", outbox.claimed_lane_columns(claimed, on))
+
+
+async def _autocommit(session: AsyncSession) -> None:
+    """Make ``session``'s statements each commit on their own (PostgreSQL; before its first):
+    SQLAlchemy's asyncpg adapter then sends no BEGIN and no COMMIT."""
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import namedtuple
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Text, bindparam, case, cast, func, or_, select
@@ -118,7 +119,36 @@ async def with_team_and_owner(
     )
 
 
-_ALERT, _TEAM, _USER = Alert.__table__, Team.__table__, User.__table__
+def reads_of_each(source: Any, on: ColumnElement, dialect: str, extra: tuple[ColumnElement, ...] = ()):
+    """``with_team_and_owner`` joined to each row of ``source`` (a CTE with an ``alert_id``
+    column: the outbox messages a statement claims, ``outbox.claim_cte``) whose ``on`` holds:
+    one statement that claims messages and reads what each draws. Its rows: ``source``'s
+    columns, then what ``read_at(row, len(source.c))`` reads (the alert's columns NULL where
+    ``on`` does not hold or the alert no longer exists), then ``extra``. Build it once."""
+    alert = _ALERT.c
+    return select(*source.c, *_ALERT.c, *_drawn(dialect), *extra).select_from(
+        _with_team_and_owner(source.outerjoin(_ALERT, (alert.id == source.c.alert_id) & on))
+    )
+
+
+#: An alert's columns read by position out of a wider row (``reads_of_each``): ``alert.slack_ts``
+#: … as on the rows ``with_team_and_owner`` reads.
+AlertRow = namedtuple("AlertRow", Alert.__table__.c.keys())  # type: ignore[misc]
+
+
+def read_at(row: Any, start: int) -> AlertRead | None:
+    """What ``reads_of_each`` read for one row, its alert's columns from ``start`` on (None: no
+    alert joined). ``extra`` is left empty: the caller reads its own columns by position."""
+    n = len(_ALERT.c)
+    if row[start] is None:
+        return None
+    alert = AlertRow._make(row[start : start + n])
+    team_name, owner_id, owner_name, owner_slack, members = row[start + n : start + n + 5]
+    return AlertRead(alert, team_name, owner_id, owner_name, owner_slack, _members(alert.team_id, members))
+
+
+#: Columns ``reads_of_each`` puts after the source's: the alert's, and the five ``_drawn``.
+READ_COLUMNS = len(Alert.__table__.c) + 5
 
 
 @functools.cache
@@ -128,6 +158,26 @@ def _render_read(dialect: str, extra: tuple[ColumnElement, ...]):
     rows: the ORM building an ``Alert`` and a ``Team`` instance for every render was a good part
     of a delivered update's CPU (bench/RESULTS.md, "Round three"). The owner is joined as the
     user table itself: the query has no other user. ``extra`` must be Core columns too."""
+    return (
+        select(*_ALERT.c, *_drawn(dialect), *extra)
+        .select_from(_with_team_and_owner(_ALERT))
+        .where(_ALERT.c.id == bindparam("render_alert_id"))
+    )
+
+
+def _with_team_and_owner(alerts: Any) -> Any:
+    """``alerts`` (the alert table, or a join ending in it) joined to the alert's team and to
+    its owner (the user table itself: the query has no other user)."""
+    alert, team, user = _ALERT.c, _TEAM.c, _USER.c
+    return alerts.outerjoin(_TEAM, team.id == alert.team_id).outerjoin(_USER, user.id == alert.owner_user_id)
+
+
+_ALERT, _TEAM, _USER = Alert.__table__, Team.__table__, User.__table__
+
+
+def _drawn(dialect: str) -> tuple:
+    """What is drawn beside the alert's own columns (built anew for each statement): its team's
+    name, its owner's id, name and Slack user, and the assignable members as JSON."""
     alert, team, user = _ALERT.c, _TEAM.c, _USER.c
     link = SlackLink.__table__.c
     workspace = func.coalesce(func.nullif(team.enterprise_id, ""), func.nullif(team.slack_team_id, ""))
@@ -139,17 +189,11 @@ def _render_read(dialect: str, extra: tuple[ColumnElement, ...]):
         .scalar_subquery()
     )
     return (
-        select(
-            *alert,
-            team.name.label("render_team_name"),
-            user.id.label("render_owner_id"),
-            user.name.label("render_owner_name"),
-            owner_slack.label("render_owner_slack"),
-            _members_json(dialect).label("render_members"),
-            *extra,
-        )
-        .select_from(_ALERT.outerjoin(_TEAM, team.id == alert.team_id).outerjoin(_USER, user.id == alert.owner_user_id))
-        .where(alert.id == bindparam("render_alert_id"))
+        team.name.label("render_team_name"),
+        user.id.label("render_owner_id"),
+        user.name.label("render_owner_name"),
+        owner_slack.label("render_owner_slack"),
+        _members_json(dialect).label("render_members"),
     )
 
 
