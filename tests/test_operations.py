@@ -9,6 +9,7 @@ deliveries, and against the README, which must name every metric."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 
 import httpx
@@ -266,3 +267,32 @@ def test_every_metric_is_named_in_the_readme():
     assert len(names) >= 9
     missing = [name for name in names if f"`{name}" not in readme]
     assert not missing, f"README.md does not document {missing}"
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+async def test_a_stop_signal_ends_genie_serve_after_it_closed_its_database(how, tmp_path):
+    """A supervisor's SIGTERM or a Ctrl-C: uvicorn shuts down gracefully, then Genie closes its
+    database pool and exits 0. (uvicorn raising the signal again after ``serve()`` killed the
+    process before the pool was closed on SIGTERM, and cancelled the close on SIGINT, logging an
+    ERROR at every Ctrl-C.)"""
+    port = free_port()
+    env = clean_env(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/genie.db",
+        GENIE_SECRET_KEY=SECRET_KEY,
+        GENIE_BASE_URL=f"http://127.0.0.1:{port}",
+        SLACK_SIGNING_SECRET="s" * 32,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_API_URL="http://127.0.0.1:9/api/",
+    )
+    server = GenieServer.start(env, port, cwd=tmp_path)
+    try:
+        await server.wait_healthy()
+        server.proc.send_signal(getattr(signal, how))
+        code = await asyncio.to_thread(server.proc.wait, 20)
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+    log = server.log()
+    assert code == 0, log
+    assert "Genie stopped; its database connections are closed" in log, log
+    assert "Exception closing connection" not in log and "CancelledError" not in log, log
