@@ -6,6 +6,7 @@ a metric, an ERROR log line and ``genie outbox list --failed`` — never silentl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -254,7 +255,13 @@ async def test_web_confirm_commits_and_the_dm_follows_or_is_visibly_failed(genie
     [row] = await eventually(settled, timeout=20)
     if fault == "user_not_found":  # permanent: failed, counted and listed for the operator
         assert row.failed_at and row.last_error == "user_not_found"
-        assert sample("genie_outbox_failed_total") == failed_before + 1
+
+        async def counted() -> bool:  # by the worker just after the failure is committed (seen first)
+            return sample("genie_outbox_failed_total") == failed_before + 1
+
+        await eventually(counted)
+        await asyncio.sleep(0.2)
+        assert sample("genie_outbox_failed_total") == failed_before + 1  # and once
         code, out, err = await _genie_cli(genie, tmp_path, "outbox", "list", "--failed", "--json")
         assert code == 0 and [(m["channel"], m["kind"], m["last_error"]) for m in json.loads(out)] == [
             ("U0ALICE", "message", "user_not_found")
