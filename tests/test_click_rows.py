@@ -26,11 +26,7 @@ def _raw(rows) -> list[tuple]:
 async def test_a_transitions_core_rows_are_the_rows_the_orm_wrote(world, who):
     genie = world
     alert_id, _ = await _fire(genie)
-
-    async def posted() -> bool:  # (its update then goes to the update lane)
-        return bool(await genie.scalar("SELECT slack_ts FROM alert WHERE id = :a", a=alert_id))
-
-    await eventually(posted)
+    await posted(genie, alert_id)  # (its update then goes to the update lane)
     async with genie.sessionmaker() as session:
         alice = await users.user_by_email(session, "alice@example.com")
         identity = SlackIdentity(TEAM_ID, "U0ALICE")
@@ -58,18 +54,7 @@ async def test_a_transitions_core_rows_are_the_rows_the_orm_wrote(world, who):
         await alerts.refresh_in_slack(session, alert, now, flush=False)
         # Core's way; the ORM's pending rows go first, as an autoflush would send them.
         await alerts._applied(session, alert, AlertAction.ACKNOWLEDGE, actor, now=now, reason="member", note="a note")
-        events = (
-            await session.execute(
-                text("SELECT * FROM alert_event WHERE alert_id = :a AND id > :i ORDER BY id"),
-                {"a": alert_id, "i": before[0]},
-            )
-        ).all()
-        messages = (
-            await session.execute(
-                text("SELECT * FROM outbox WHERE alert_id = :a AND id > :i ORDER BY id"),
-                {"a": alert_id, "i": before[1]},
-            )
-        ).all()
+        events, messages = await rows_since(session, alert_id, before)
         await session.rollback()  # (nothing for the worker to deliver)
     assert len(events) == 2 and len(messages) == 2
     orm_event, core_event = _raw(events)
@@ -78,6 +63,32 @@ async def test_a_transitions_core_rows_are_the_rows_the_orm_wrote(world, who):
     orm_message, core_message = _raw(messages)
     assert orm_message == core_message
     assert "update" in orm_message  # the lane
+
+
+async def posted(genie, alert_id: int) -> None:
+    """Until the alert's post is recorded (its ``slack_ts``)."""
+
+    async def recorded() -> bool:
+        return bool(await genie.scalar("SELECT slack_ts FROM alert WHERE id = :a", a=alert_id))
+
+    await eventually(recorded)
+
+
+async def rows_since(session, alert_id: int, before: tuple[int, int]) -> tuple[list, list]:
+    """The alert's timeline and outbox rows written after ``genie_max_ids`` gave ``before``."""
+    events = (
+        await session.execute(
+            text("SELECT * FROM alert_event WHERE alert_id = :a AND id > :i ORDER BY id"),
+            {"a": alert_id, "i": before[0]},
+        )
+    ).all()
+    messages = (
+        await session.execute(
+            text("SELECT * FROM outbox WHERE alert_id = :a AND id > :i ORDER BY id"),
+            {"a": alert_id, "i": before[1]},
+        )
+    ).all()
+    return events, messages
 
 
 async def genie_max_ids(session, alert_id: int) -> tuple[int, int]:
@@ -97,11 +108,7 @@ async def test_an_acknowledgement_writes_the_rows_the_orm_wrote_whatever_the_ale
     woken for the channel queued to."""
     genie = world
     alert_id, _ = await _fire(genie)
-
-    async def posted() -> bool:
-        return bool(await genie.scalar("SELECT slack_ts FROM alert WHERE id = :a", a=alert_id))
-
-    await eventually(posted)
+    await posted(genie, alert_id)
     async with genie.sessionmaker() as session:
         if state != "posted":
             channel = ", slack_channel = NULL" if state == "no_channel" else ""
@@ -120,18 +127,7 @@ async def test_an_acknowledgement_writes_the_rows_the_orm_wrote_whatever_the_ale
         # … then the transition's own.
         await alerts.acknowledge(session, alert, actor, why="member", note="a note", now=now)
         woken = outbox.enqueued_channels(session)
-        events = (
-            await session.execute(
-                text("SELECT * FROM alert_event WHERE alert_id = :a AND id > :i ORDER BY id"),
-                {"a": alert_id, "i": before[0]},
-            )
-        ).all()
-        messages = (
-            await session.execute(
-                text("SELECT * FROM outbox WHERE alert_id = :a AND id > :i ORDER BY id"),
-                {"a": alert_id, "i": before[1]},
-            )
-        ).all()
+        events, messages = await rows_since(session, alert_id, before)
         acknowledged = await session.scalar(text("SELECT acknowledged FROM alert WHERE id = :a"), {"a": alert_id})
         await session.rollback()
     assert acknowledged
@@ -152,11 +148,7 @@ async def test_acknowledging_an_alert_collapsed_into_a_digest_refreshes_the_dige
     queues a refresh of the digest's message, and no update of the alert's."""
     genie = world
     alert_id, _ = await _fire(genie)
-
-    async def posted() -> bool:
-        return bool(await genie.scalar("SELECT slack_ts FROM alert WHERE id = :a", a=alert_id))
-
-    await eventually(posted)
+    await posted(genie, alert_id)
     async with genie.sessionmaker() as session:
         channel = await session.scalar(text("SELECT slack_channel FROM alert WHERE id = :a"), {"a": alert_id})
         digest = SlackDigest(channel=channel, slack_team_id=TEAM_ID, storm_priority="P3", slack_ts="1700000000.000100")

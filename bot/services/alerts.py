@@ -815,14 +815,14 @@ class _Record(NamedTuple):
 
 
 async def _stop_transition(
-    session: AsyncSession, alert: Alert, kind: str, values: dict[str, Any], record: _Record | None = None
-) -> tuple[bool, bool, bool]:
+    session: AsyncSession, alert: Alert, kind: str, values: dict[str, Any], record: _Record
+) -> tuple[bool, bool]:
     """The conditional UPDATE of a change that stops the escalation (``kind``: acknowledge or
-    close, whose conditions are ``_STOPS``): ``(changed, escalated, recorded)`` — whether the
-    alert has a timer or pages to stop, read in the same ``UPDATE … RETURNING`` (without
-    RETURNING: assumed, and ``paging.stop`` looks), and whether ``record``'s timeline row and the
-    update of the alert's message were written by it too. When changed, ``alert`` holds the row
-    as updated.
+    close, whose conditions are ``_STOPS``) and, when it changed the alert, ``record``'s timeline
+    row and the update of the alert's message (``_applied``'s): ``(changed, escalated)`` —
+    whether the alert has a timer or pages to stop, read in the same ``UPDATE … RETURNING``
+    (without RETURNING: assumed, and ``paging.stop`` looks). When changed, ``alert`` holds the
+    row as updated.
 
     The statement is Core, on the table, built once per kind (``_stop_statement``): the ORM's
     bulk UPDATE of the entity cost more CPU than the rest of the click's statements together.
@@ -830,39 +830,52 @@ async def _stop_transition(
     (its autoflush), and the returned row is put into ``alert`` as its loaded state (its
     ``populate_existing``).
 
-    On PostgreSQL, with ``record``, the UPDATE, the timeline row and the message's update are one
-    statement (``_stop_and_record_statement``: the two INSERTs are data-modifying CTEs that read
-    the updated row, so they are written exactly when the UPDATE changed it): one round trip
-    instead of three, each of which costs the process a loopback send and the server's wake-up."""
+    On PostgreSQL the UPDATE, the timeline row and the message's update are one statement
+    (``_stop_and_record_statement``: the two INSERTs are data-modifying CTEs that read the
+    updated row, so they are written exactly when the UPDATE changed it): one round trip instead
+    of three, each of which costs the process a loopback send and the server's wake-up."""
+    together = False
     if not session.get_bind().dialect.update_returning:
         statement = update(Alert).where(Alert.id == alert.id, *_STOPS[kind]).values(**values)
-        return await repo.update_one(session, statement, Alert, alert.id) is not None, True, False
-    if session.new or session.dirty or session.deleted:
-        await session.flush()
-    params = {"alert_id": alert.id, **{f"new_{key}": value for key, value in values.items()}}
-    together = record is not None and session.get_bind().dialect.name == "postgresql"
-    if together:
-        event = _event_values(
-            alert.id, kind, "applied", record.actor, record.now, record.reason, record.note, record.request_id
-        )
-        params.update({f"event_{key}": value for key, value in event.items() if key != "alert_id"})
-        params["queued_at"] = record.now
-        statement = _stop_and_record_statement(kind, tuple(values))
+        changed, escalated = await repo.update_one(session, statement, Alert, alert.id) is not None, True
     else:
-        statement = _stop_statement(kind, tuple(values))
-    row = (await session.execute(statement, params)).first()
-    if row is None:
-        return False, False, False
-    for key, value in zip(_alert_keys(), row, strict=False):
-        set_committed_value(alert, key, value)
+        if session.new or session.dirty or session.deleted:
+            await session.flush()
+        params = {"alert_id": alert.id, **{f"new_{key}": value for key, value in values.items()}}
+        together = session.get_bind().dialect.name == "postgresql"
+        if together:
+            event = _event_values(
+                alert.id, kind, "applied", record.actor, record.now, record.reason, record.note, record.request_id
+            )
+            params.update({f"event_{key}": value for key, value in event.items() if key != "alert_id"})
+            params["queued_at"] = record.now
+            statement = _stop_and_record_statement(kind, tuple(values))
+        else:
+            statement = _stop_statement(kind, tuple(values))
+        row = (await session.execute(statement, params)).first()
+        if row is None:
+            return False, False
+        for key, value in zip(_alert_keys(), row, strict=False):
+            set_committed_value(alert, key, value)
+        changed, escalated = True, bool(row[-2] if together else row[-1])
+    if not changed:
+        return False, False
     if not together:
-        return True, bool(row[-1]), False
-    escalated, queued = row[-2], row[-1]
-    if queued is not None:
-        outbox.note_enqueued(session, queued)
+        await _applied(
+            session,
+            alert,
+            kind,
+            record.actor,
+            now=record.now,
+            reason=record.reason,
+            note=record.note,
+            request_id=record.request_id,
+        )
+    elif row[-1] is not None:  # the channel its update was queued to
+        outbox.note_enqueued(session, row[-1])
     elif alert.slack_digest_id is not None and not alert.slack_ts:
         await refresh_in_slack(session, alert, record.now, orm=False)  # its digest stands for it
-    return True, bool(escalated), True
+    return True, escalated
 
 
 #: The condition each stopping change needs (``_stop_transition``): only one of any number of
@@ -1028,7 +1041,7 @@ async def acknowledge(
     now: datetime | None = None,
 ) -> Alert:
     now = now or utcnow()
-    changed, escalated, recorded = await _stop_transition(
+    changed, escalated = await _stop_transition(
         session,
         alert,
         AlertAction.ACKNOWLEDGE,
@@ -1043,10 +1056,6 @@ async def acknowledge(
     )
     if not changed:
         raise await _noop(session, alert, AlertAction.ACKNOWLEDGE, actor, now, request_id)
-    if not recorded:
-        await _applied(
-            session, alert, AlertAction.ACKNOWLEDGE, actor, reason=why, note=note, request_id=request_id, now=now
-        )
     if escalated:
         await _stop_paging(session, alert, actor, now, f"acknowledged by {actor.name}")
     return alert
@@ -1069,7 +1078,7 @@ async def close(
     now: datetime | None = None,
 ) -> Alert:
     now = now or utcnow()
-    changed, escalated, recorded = await _stop_transition(
+    changed, escalated = await _stop_transition(
         session,
         alert,
         AlertAction.CLOSE,
@@ -1084,8 +1093,6 @@ async def close(
     )
     if not changed:
         raise await _noop(session, alert, AlertAction.CLOSE, actor, now, request_id)
-    if not recorded:
-        await _applied(session, alert, AlertAction.CLOSE, actor, reason=why, note=note, request_id=request_id, now=now)
     if escalated:
         await _stop_paging(session, alert, actor, now, f"closed by {actor.name}")
     return alert
