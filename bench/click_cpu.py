@@ -5,6 +5,7 @@ after the ack — without HTTP, Bolt or the delivery around it.
     python -m bench.click_cpu                 # SQLite, 400 clicks
     python -m bench.click_cpu postgres 400    # PostgreSQL (a scratch database on 127.0.0.1:5432)
     PROFILE=1 python -m bench.click_cpu       # and cProfile's top functions by own time
+                                              # (SORT=cumulative TOP=60: another order, more lines)
     python -m bench.click_cpu sqlite 400 request   # the whole request, in process (below)
 
 ``request``: each click is the signed HTTP body the load generator sends (the whole alert
@@ -133,7 +134,9 @@ async def main(backend: str, n: int, mode: str = "transaction") -> None:
             if done != n:
                 raise SystemExit(f"{n - done} of the {n} clicks were not applied")
         if profile:
-            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+            pstats.Stats(profile).sort_stats(os.environ.get("SORT", "tottime")).print_stats(
+                int(os.environ.get("TOP", "25"))
+            )
         await engine.dispose()
 
 

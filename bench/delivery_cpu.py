@@ -4,7 +4,8 @@ alert, the render, slack-sdk's call to the fake Slack, and the settle — nothin
     python -m bench.delivery_cpu                        # SQLite, 300 updates each way
     python -m bench.delivery_cpu --db postgres -n 300   # PostgreSQL (a scratch database on 127.0.0.1:5432)
     PROFILE=1 python -m bench.delivery_cpu              # and cProfile's top functions by own CPU time
-                                                        # (PROFILE=single / queued: of one way only)
+                                                        # (PROFILE=single / queued: of one way only;
+                                                        # SORT=cumulative TOP=60: another order, more lines)
     python -m bench.delivery_cpu --db postgres --round-trips  # and the worker's round trips to
                                                         # PostgreSQL per update (asyncpg's calls counted)
 
@@ -198,7 +199,9 @@ async def _measure(backend: str, url: str, n: int, round_trips: bool = False) ->
             )
         if profile:
             profile.dump_stats(f"/tmp/delivery_cpu_{backend}.prof")  # for a closer look (pstats)
-            pstats.Stats(profile).sort_stats("tottime").print_stats(30)
+            pstats.Stats(profile).sort_stats(os.environ.get("SORT", "tottime")).print_stats(
+                int(os.environ.get("TOP", "30"))
+            )
         await rt.clients.close()
         await engine.dispose()
     finally:

@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.services.click_batch import ClickBatcher
 from bot.services.slack_links import LinkTokens
 from bot.services.users import Invites
 from storage.base import utcnow
@@ -62,6 +63,15 @@ class Runtime:
     #: Clicks taken in whose work is not done yet (running or waiting for their turn).
     clicks_pending: int = 0
     _clicks_caught_up: asyncio.Event | None = field(default=None, repr=False)
+    _click_batcher: ClickBatcher | None = field(default=None, repr=False)
+
+    @property
+    def clicks(self) -> ClickBatcher:
+        """This process's click writer: the clicks of one moment share a transaction
+        (``bot.services.click_batch``)."""
+        if self._click_batcher is None:
+            self._click_batcher = ClickBatcher(lambda: self.sessionmaker)
+        return self._click_batcher
 
     @contextlib.asynccontextmanager
     async def after_ack(self):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+
+from storage.session import make_engine
 
 
 def walk(blocks: Any) -> Iterator[dict]:
@@ -91,3 +95,54 @@ async def link_through_slack(genie, who, email: str, name: str | None = None, *,
     if wait_home:
         await genie.fake.wait_for("views.publish", user_id=who.user_id)
     return browser
+
+
+@asynccontextmanager
+async def database_held(database_url: str, pg_table: str) -> AsyncIterator[None]:
+    """Another connection holds what a writer's transaction needs (SQLite: the write lock;
+    PostgreSQL: ``pg_table``), so that what is written meanwhile waits for one batch."""
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (storage.session)
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text(f"LOCK TABLE {pg_table} IN ACCESS EXCLUSIVE MODE"))
+            yield
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def refusing_rows(database_url: str, table: str, condition: str, error: str) -> AsyncIterator[None]:
+    """A trigger that makes the database refuse (with ``error``) each row inserted into
+    ``table`` for which ``condition`` (SQL on ``NEW``, the same on both databases) holds: bad
+    data that only the database catches."""
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text(
+                        "CREATE FUNCTION refuse_rows() RETURNS trigger AS $$ BEGIN "
+                        f"IF {condition} THEN RAISE EXCEPTION '{error}'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                    )
+                )
+                await conn.execute(
+                    text(
+                        f"CREATE TRIGGER refuse_rows BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse_rows()"
+                    )
+                )
+            else:
+                await conn.execute(
+                    text(
+                        f"CREATE TRIGGER refuse_rows BEFORE INSERT ON {table} WHEN {condition} "
+                        f"BEGIN SELECT RAISE(ABORT, '{error}'); END"
+                    )
+                )
+        yield
+    finally:
+        async with engine.begin() as conn:
+            postgres = conn.dialect.name == "postgresql"
+            await conn.execute(text("DROP TRIGGER refuse_rows" + (f" ON {table}" if postgres else "")))
+            if postgres:
+                await conn.execute(text("DROP FUNCTION refuse_rows()"))
+        await engine.dispose()

@@ -8,18 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from bot.blocks.alerts import ButtonValue
 from bot.ids import Action
-from bot.services import alerts, ingest_batch, teams, users
-from storage.session import make_engine
+from bot.services import alerts, group_commit, ingest_batch, teams, users
+from tests import helpers
 from tests.conftest import SECRET_KEY, Genie, eventually, genie_env
 from tests.processes import GenieServer, clean_env, free_port
 from tests.slack_driver import SlackUser
@@ -993,18 +992,9 @@ async def test_concurrent_acknowledges_apply_exactly_once(api: Api):
 
 
 # --- group commit (bot.services.ingest_batch) ----------------------------------------------------
-@asynccontextmanager
-async def database_held(genie: Genie):
-    """Another connection holds what the ingest writer's transaction needs (SQLite: the write
-    lock; PostgreSQL: the key table), so that alerts posted meanwhile wait for one batch."""
-    engine = make_engine(genie.settings.database_url)
-    try:
-        async with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (storage.session)
-            if conn.dialect.name == "postgresql":
-                await conn.execute(text("LOCK TABLE team_api_key IN ACCESS EXCLUSIVE MODE"))
-            yield
-    finally:
-        await engine.dispose()
+def database_held(genie: Genie):
+    """The ingest writer's first statement waits (on PostgreSQL it reads the key table)."""
+    return helpers.database_held(genie.settings.database_url, "team_api_key")
 
 
 async def in_one_batch(api: Api, bodies: list[tuple[str | None, Any]]) -> tuple[list[httpx.Response], int]:
@@ -1121,7 +1111,7 @@ async def test_eight_alerts_in_one_batch_cost_the_statements_of_one(api: Api):
 async def test_a_busy_writer_gathers_the_clients_it_answered_into_one_batch(monkeypatch):
     """Clients that post again as soon as they are answered (Alertmanager's, the benchmark's):
     without gathering, the writer takes the first one back alone while the others are still on
-    their way, and batches go 1, 7, 1, 7 …; gathering (``ingest_batch.GATHER_S``) waits for them,
+    their way, and batches go 1, 7, 1, 7 …; gathering (``group_commit.GATHER_S``) waits for them,
     so each transaction carries all eight. (The transaction is a stand-in here: the policy is
     what is tested; the database's part is the tests above.)"""
     sizes: list[int] = []
@@ -1133,7 +1123,7 @@ async def test_a_busy_writer_gathers_the_clients_it_answered_into_one_batch(monk
 
     monkeypatch.setattr(ingest_batch.IngestBatcher, "_transaction", transaction)
     # Turnarounds of 0–3 ms here, so a window that a loaded test machine cannot miss.
-    monkeypatch.setattr(ingest_batch, "GATHER_S", 0.05)
+    monkeypatch.setattr(group_commit, "GATHER_S", 0.05)
     batcher = ingest_batch.IngestBatcher(lambda: None)  # type: ignore[arg-type]
 
     async def client(i: int) -> None:
@@ -1146,43 +1136,9 @@ async def test_a_busy_writer_gathers_the_clients_it_answered_into_one_batch(monk
     assert sum(sizes[1:]) / len(sizes[1:]) >= 7, sizes  # ungathered: 4 (1, 7, 1, 7 …)
 
 
-@asynccontextmanager
-async def poisoned(genie: Genie, message: str):
-    """A trigger that makes the database refuse an alert with this message: bad data that only
-    the database catches."""
-    engine = make_engine(genie.settings.database_url)
-    try:
-        async with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                await conn.execute(
-                    text(
-                        "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN "
-                        f"IF NEW.message = '{message}' THEN RAISE EXCEPTION 'poisoned alert'; END IF; "
-                        "RETURN NEW; END $$ LANGUAGE plpgsql"
-                    )
-                )
-                await conn.execute(
-                    text(
-                        "CREATE TRIGGER refuse_poison BEFORE INSERT ON alert "
-                        "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
-                    )
-                )
-            else:
-                await conn.execute(
-                    text(
-                        f"CREATE TRIGGER refuse_poison BEFORE INSERT ON alert WHEN NEW.message = '{message}' "
-                        "BEGIN SELECT RAISE(ABORT, 'poisoned alert'); END"
-                    )
-                )
-        yield
-    finally:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text("DROP TRIGGER refuse_poison" + (" ON alert" if conn.dialect.name == "postgresql" else ""))
-            )
-            if conn.dialect.name == "postgresql":
-                await conn.execute(text("DROP FUNCTION refuse_poison()"))
-        await engine.dispose()
+def poisoned(genie: Genie, message: str):
+    """The database refuses an alert with this message: bad data that only the database catches."""
+    return helpers.refusing_rows(genie.settings.database_url, "alert", f"NEW.message = '{message}'", "poisoned alert")
 
 
 async def test_one_alert_the_database_refuses_fails_alone_in_its_batch(api: Api):

@@ -18,7 +18,7 @@ import enum
 import functools
 from dataclasses import dataclass
 
-from sqlalchemy import Integer, String, and_, bindparam, exists, func, select
+from sqlalchemy import Integer, String, and_, bindparam, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import slack_events
@@ -106,7 +106,9 @@ def _gate_statement(take_in: bool = False):
     is_member = exists().where(TeamMember.team_id == Alert.team_id, TeamMember.user_id == User.id)
     paged = (
         select(func.min(Page.step))
-        .where(Page.alert_id == Alert.id, Page.user_id == User.id, Page.status.in_(("queued", "sent")))
+        # (two comparisons, not IN (…): a literal IN list is an "expanding" parameter, whose SQL
+        # SQLAlchemy renders again on every execution)
+        .where(Page.alert_id == Alert.id, Page.user_id == User.id, or_(Page.status == "queued", Page.status == "sent"))
         .scalar_subquery()
     )
     workspace = bindparam("workspace", type_=String)
@@ -133,7 +135,10 @@ def _gate_statement(take_in: bool = False):
         )
         .outerjoin(User, User.id == SlackLink.user_id)
     )
-    return statement if take_in else statement.where(Alert.id == alert_id)
+    statement = statement if take_in else statement.where(Alert.id == alert_id)
+    # The facts as the row has them now, even for an alert, team or user the session loaded for
+    # an earlier click of the same transaction (``click_batch``): never what that click saw.
+    return statement.execution_options(populate_existing=True)
 
 
 #: ``gate_facts``' answer for a click whose signed body was taken in before (a replay).

@@ -233,6 +233,12 @@ def enqueued_channels(session: AsyncSession) -> set[str]:
     return set(session.info.get(_ENQUEUED, ()))
 
 
+def take_enqueued_channels(session: AsyncSession) -> set[str]:
+    """``enqueued_channels``, forgotten by ``session``: what one of several clicks sharing a
+    transaction queued since the one before it (``click_batch``)."""
+    return session.info.pop(_ENQUEUED, set())
+
+
 async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[list[Any], datetime | None]:
     """``(due, next_at)``: up to ``limit`` channel heads that are due and not leased, soonest
     first (rows: ``id``, ``channel``, ``lane``, ``next_attempt_at``, ``locked_until``), and when

@@ -10,7 +10,8 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from bot import metrics
 from bot.blocks.alerts import ButtonValue, refusal_message
 from bot.listeners.context import REPLAY_KEY, identity_from, runtime, tell
-from bot.services import actions, outbox, slack_events, slack_links
+from bot.services import slack_events, slack_links
+from bot.services.click_batch import Click
 from bot.services.slack_links import SlackProfile
 from storage.models import AlertAction
 
@@ -73,9 +74,10 @@ async def _decide(body: dict, context: AsyncBoltContext, respond, action: AlertA
             replace_original=False,
         )
         return
-    async with rt.sessionmaker.begin() as session:
-        result = await actions.act(
-            session,
+    # In a transaction shared with the other clicks of the moment (``click_batch``); answered
+    # once committed.
+    acted = await rt.clicks.act(
+        Click(
             identity,
             action,
             value.alert,
@@ -83,11 +85,13 @@ async def _decide(body: dict, context: AsyncBoltContext, respond, action: AlertA
             assignee_id=value.user,
             replay=replay,  # taken in with the gate's facts (one round trip on PostgreSQL)
         )
+    )
+    result = acted.result
     if result.outcome == "replayed":
         return _replayed(replay)
     metrics.count_decision(action, result.outcome, result.reason)  # committed: it is on the timeline
     if result.applied:
-        for channel in outbox.enqueued_channels(session) or {result.channel}:
+        for channel in acted.channels or {result.channel}:
             rt.wake_outbox(channel, paging=False)  # a click never starts an escalation
         return
     connect_url = then = None
