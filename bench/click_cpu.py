@@ -7,6 +7,8 @@ after the ack — without HTTP, Bolt or the delivery around it.
     PROFILE=1 python -m bench.click_cpu       # and cProfile's top functions by own time
                                               # (SORT=cumulative TOP=60: another order, more lines)
     python -m bench.click_cpu sqlite 400 request   # the whole request, in process (below)
+    python -m bench.click_cpu postgres 400 transaction 4   # 4 clicks per transaction, handed to
+                                              # the click writer together (group commit)
 
 ``request``: each click is the signed HTTP body the load generator sends (the whole alert
 message, 100 Assign… options), through what ``bot.server`` does with it — the screen
@@ -34,6 +36,7 @@ from sqlalchemy import text
 
 from bench import seed as seedmod
 from bot.services import actions
+from bot.services.click_batch import Click, ClickBatcher
 from bot.services.slack_links import SlackIdentity
 from storage.session import make_engine, make_sessionmaker
 
@@ -93,29 +96,50 @@ async def _request_clicks(url: str, sessionmaker, layout):
     return click
 
 
-async def main(backend: str, n: int, mode: str = "transaction") -> None:
+async def main(backend: str, n: int, mode: str = "transaction", per: int = 1) -> None:
     with seedmod.scratch_database(backend, "click_cpu") as url:
-        layout = await seedmod.seed(url, 1000, hot=n + 50, confirms=0, password_hash="x")
+        layout = await seedmod.seed(url, 1000, hot=n + 50 + per, confirms=0, password_hash="x")
         engine = make_engine(url)
         sessionmaker = make_sessionmaker(engine)
 
-        async def click(i: int) -> None:
+        async def one(i: int) -> None:
             who = SlackIdentity(seedmod.WORKSPACE, layout.clickers[i % len(layout.clickers)])
             async with sessionmaker.begin() as session:
                 result = await actions.act(session, who, "acknowledge", layout.hot_alerts[i], anonymous_default=False)
             if not result.applied:
                 raise SystemExit(f"click {i} was not applied: {result}")
 
+        writer = ClickBatcher(lambda: sessionmaker)
+
+        async def together(i: int) -> None:
+            """Clicks ``i`` … ``i + per - 1`` handed to the click writer at once: one transaction."""
+            clicks = [
+                Click(
+                    SlackIdentity(seedmod.WORKSPACE, layout.clickers[k % len(layout.clickers)]),
+                    "acknowledge",
+                    layout.hot_alerts[k],
+                    anonymous_default=False,
+                    replay=f"bench-{k}",
+                )
+                for k in range(i, i + per)
+            ]
+            for k, acted in zip(range(i, i + per), await asyncio.gather(*(writer.act(c) for c in clicks))):
+                if not acted.result.applied:
+                    raise SystemExit(f"click {k} was not applied: {acted.result}")
+
+        click = one if per == 1 else together
+
         if mode == "request":
             click = await _request_clicks(url, sessionmaker, layout)
-        warm = 20
-        for i in range(warm):
+        warm = 20 if per == 1 else per * (20 // per + 1)
+        n = warm + (n - warm) // per * per
+        for i in range(0, warm, per):
             await click(i)
         profile = cProfile.Profile() if os.environ.get("PROFILE") else None
         cpu, wall = time.process_time(), time.perf_counter()
         if profile:
             profile.enable()
-        for i in range(warm, n):
+        for i in range(warm, n, per):
             await click(i)
         if profile:
             profile.disable()
@@ -146,5 +170,6 @@ if __name__ == "__main__":
             sys.argv[1] if len(sys.argv) > 1 else "sqlite",
             int(sys.argv[2]) if len(sys.argv) > 2 else 400,
             sys.argv[3] if len(sys.argv) > 3 else "transaction",
+            int(sys.argv[4]) if len(sys.argv) > 4 else 1,
         )
     )

@@ -14,8 +14,9 @@ benchmark's own polling is not counted) and, with the inline connection
 (``storage.sqlite_inline``), the milliseconds the event loop spends inside ``sqlite3`` calls
 ("loop ms": the loop blocks for them) are counted too. Each
 statement is charged to the asyncio task that ran it: a request (the HTTP request, or the
-click's listener Bolt runs after the ack), the outbox worker (its loop and its deliveries),
-or one of the other background loops by name.
+click's listener Bolt runs after the ack), the writers its writes are handed to (group commit:
+``ingest-writer`` for an API alert, ``click-writer`` for a click), the outbox worker (its loop
+and its deliveries), or one of the other background loops by name.
 
 Requests are sent one at a time, each waited for (for a click: until its transition is
 committed and its ``chat.update`` delivered), so the counts per request are exact. Then the
@@ -91,7 +92,7 @@ class Counter:
         def _stmt(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
             cat = _category()
             self.statements[cat] += 1
-            if self.tracing and cat == "request":
+            if self.tracing and cat in ("request", "ingest-writer", "click-writer"):
                 self.trace.append((cat, " ".join(statement.split())[:110]))
 
         @event.listens_for(sync, "begin")

@@ -416,5 +416,7 @@ async def test_channels_waiting_for_their_pace_do_not_hold_back_other_channels(g
     assert spread < 3.5, f"the channels' first posts spread over {spread:.1f} s"
     for channel in channels:  # and each channel still at its pace
         at = sorted(c.at for c in posts if c.args["channel"] == channel)
-        assert at[1] - at[0] >= 4.5, (channel, at)  # a 5 s pace (less what a first call took longer)
+        # a 5 s pace, less what the first call took longer than the second on a loaded machine
+        # (0.7 s seen in CI); unpaced, the second post follows the first at once
+        assert at[1] - at[0] >= 3.0, (channel, at)
     assert time.monotonic() - started < 20
