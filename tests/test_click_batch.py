@@ -1,7 +1,8 @@
-"""Group commit for clicks (``bot.services.click_batch``): the clicks of one moment share one
-transaction, and each is decided and recorded exactly as it would be alone — who won a race, who
-is refused and why, what is on the timeline, which message is redrawn; a click the database
-refuses fails alone; the gate's facts are read by each click when it runs."""
+"""Group commit for clicks (``bot.services.click_batch``; SQLite): the clicks of one moment share
+one transaction, and each is decided and recorded exactly as it would be alone — who won a race,
+who is refused and why, what is on the timeline, which message is redrawn; a click the database
+refuses fails alone; the gate's facts are read by each click when it runs. On PostgreSQL each
+click has a transaction of its own, run at once."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ from tests.test_alert_gate import ALICE, BOB, MALLORY, _click, _events, _fire, _
 def database_held(genie):
     """A click's first statement waits (on PostgreSQL it reads the alert table)."""
     return helpers.database_held(genie.settings.database_url, "alert")
+
+
+def batched_here(genie) -> None:
+    if genie.settings.database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL runs each click in a transaction of its own, at once (click_batch)")
 
 
 async def in_one_batch(genie, clicks) -> tuple[list, int]:
@@ -63,6 +69,7 @@ async def test_clicks_of_one_moment_share_a_transaction_and_each_is_decided_as_a
     for the three, and the timeline, the messages and what each person is told are those of
     three clicks one after the other."""
     genie = world
+    batched_here(genie)
     one, _ = await _fire(genie, "one")
     two, _ = await _fire(genie, "two")
     answers, transactions = await in_one_batch(
@@ -103,6 +110,7 @@ async def test_a_click_the_database_refuses_fails_alone_in_its_batch(world):
     time: the other two are applied once each, the bad one changes nothing and its clicker is
     told something went wrong."""
     genie = world
+    batched_here(genie)
     ids = [(await _fire(genie, f"alert {i}"))[0] for i in range(3)]
     async with refusing_acknowledgements_of(genie, ids[1]):
         answers, transactions = await in_one_batch(genie, [(BOB, i, "alert_acknowledge") for i in ids])
@@ -117,10 +125,11 @@ async def test_a_click_the_database_refuses_fails_alone_in_its_batch(world):
 
 
 async def test_each_click_of_a_batch_reads_the_gate_s_facts_when_it_runs(world):
-    """Two clicks by Bob in one transaction, and between them another connection deactivates
-    him: the second is refused. (The session loaded Bob for the first click; the gate's query
-    must not answer the second from that.) PostgreSQL only: on SQLite the batch holds the
-    database's one write lock, so no change can land between two of its clicks."""
+    """Two clicks by Bob in one transaction (as a batch runs them), and between them another
+    connection deactivates him: the second is refused. (The session loaded Bob for the first
+    click; the gate's query must not answer the second from that.) Shown on PostgreSQL, where
+    another transaction can commit between two statements of ours; on SQLite a batch holds the
+    database's one write lock, so nothing can land between two of its clicks."""
     genie = world
     if not genie.settings.database_url.startswith("postgresql"):
         pytest.skip("SQLite: no other writer can commit while a batch's transaction runs")
@@ -138,3 +147,27 @@ async def test_each_click_of_a_batch_reads_the_gate_s_facts_when_it_runs(world):
     finally:
         await other.dispose()
     assert not second.applied and second.reason == "inactive", second
+
+
+async def test_on_postgresql_clicks_are_not_held_for_each_other(world):
+    """PostgreSQL: a click's transaction starts at once, beside the others' — one held up (here
+    by a lock on its alert) holds up no other click. (Batched, the second would wait for the
+    first's transaction.)"""
+    genie = world
+    if not genie.settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite: one connection, so transactions queue (and clicks are batched)")
+    one, _ = await _fire(genie, "one")
+    two, _ = await _fire(genie, "two")
+    blocks = {i: await _latest_blocks(genie, i) for i in (one, two)}
+    other = make_engine(genie.settings.database_url)
+    try:
+        async with other.begin() as conn:
+            await conn.execute(text("SELECT id FROM alert WHERE id = :a FOR UPDATE"), {"a": one})
+            await _click(genie, BOB, one, "alert_acknowledge", blocks=blocks[one])  # waits on the row lock
+            await _click(genie, ALICE, two, "alert_acknowledge", blocks=blocks[two])
+            assert await eventually(lambda: _acknowledged_by(genie, two)) == "Alice Smith"
+            assert await _acknowledged_by(genie, one) is None
+        await eventually(lambda: _acknowledged_by(genie, one))
+    finally:
+        await other.dispose()
+    assert await _acknowledged_by(genie, one) == "Bob Jones"

@@ -15,7 +15,7 @@ import logging
 import signal
 
 from bot.cli.common import admin_settings
-from bot.cli.serve import add_runtime_options, run_forever
+from bot.cli.serve import add_runtime_options, freeze_start_up, run_forever
 from bot.logs import install_log_redaction
 from migrations.apply import upgrade
 from storage.session import make_engine, make_sessionmaker
@@ -37,6 +37,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 await upgrade(engine)
             rt = await make_runtime(settings, make_sessionmaker(engine))
             background = Background(rt)
+            freeze_start_up()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
