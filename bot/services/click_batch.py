@@ -91,5 +91,5 @@ class ClickBatcher(GroupCommit[Click, Acted]):
                     assignee_id=click.assignee_id,
                     replay=click.replay,
                 )
-                done.append(Acted(result, frozenset(outbox.take_enqueued_channels(session))))
+                done.append(Acted(result, frozenset(outbox.enqueued_channels(session))))
         return done

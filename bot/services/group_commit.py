@@ -27,6 +27,7 @@ item at once; the wait is only ever between two batches of a busy writer. (Postg
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 from collections.abc import Callable
@@ -52,7 +53,7 @@ class _Waiting(Generic[Item]):
     answer: asyncio.Future
 
 
-class GroupCommit(Generic[Item, Answer]):
+class GroupCommit(abc.ABC, Generic[Item, Answer]):
     """One writer per process for one kind of write. Subclasses set ``name`` (the writer task's
     name), ``what`` (the items, in a log line) and ``max_batch``, and write a batch in
     ``_transaction``: one answer (or the exception that caller gets) per item, in order."""
@@ -93,8 +94,9 @@ class GroupCommit(Generic[Item, Answer]):
             self._writer = loop.create_task(self._write_all(), name=self.name)
         return await waiting.answer
 
+    @abc.abstractmethod
     async def _transaction(self, batch: list[Item]) -> list[Answer | Exception]:
-        raise NotImplementedError
+        """Write ``batch`` in one transaction: one answer (or the exception its caller gets) per item."""
 
     async def _write_all(self) -> None:
         last, target = 0, 0  # the previous batch's size (0: none yet), and the next one's goal

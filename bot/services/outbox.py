@@ -228,14 +228,10 @@ _ENQUEUED = "genie_outbox_channels"
 
 
 def enqueued_channels(session: AsyncSession) -> set[str]:
-    """The channels ``session`` queued messages to (to wake the worker for each after the commit:
-    a click also redraws page DMs and tells an assignee, in channels other than the alert's)."""
-    return set(session.info.get(_ENQUEUED, ()))
-
-
-def take_enqueued_channels(session: AsyncSession) -> set[str]:
-    """``enqueued_channels``, forgotten by ``session``: what one of several clicks sharing a
-    transaction queued since the one before it (``click_batch``)."""
+    """The channels ``session`` queued messages to since it was last asked, forgotten once told
+    (to wake the worker for each after the commit: a click also redraws page DMs and tells an
+    assignee, in channels other than the alert's; each of several clicks sharing a transaction
+    learns its own: ``click_batch``)."""
     return session.info.pop(_ENQUEUED, set())
 
 
