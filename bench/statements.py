@@ -15,7 +15,7 @@ benchmark's own polling is not counted) and, with the inline connection
 ("loop ms": the loop blocks for them) are counted too. Each
 statement is charged to the asyncio task that ran it: a request (the HTTP request, or the
 click's listener Bolt runs after the ack), the writers its writes are handed to (group commit:
-``ingest-writer`` for an API alert, ``click-writer`` for a click), the outbox worker (its loop
+``ingest-writer`` for an API alert, ``click-writer`` for a click on SQLite), the outbox worker (its loop
 and its deliveries), or one of the other background loops by name.
 
 Requests are sent one at a time, each waited for (for a click: until its transition is
