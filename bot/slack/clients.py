@@ -32,6 +32,7 @@ from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstall
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import jsontext
 from bot.config import Settings
 
 #: The bot scopes Genie asks for (manifest.yml's, and OAuth mode's install request).
@@ -111,6 +112,9 @@ class SlackClients:
                 connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS, keepalive_timeout=HTTP_KEEPALIVE),
                 # slack-sdk applies its timeout only to sessions it makes: the same one here.
                 timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT),
+                # slack-sdk sends a chat.postMessage / chat.update as JSON, which aiohttp encodes
+                # with this: orjson's text, read back as json.dumps' (``bot.jsontext``).
+                json_serialize=jsontext.dumps,
             )
             self._http_loop = loop
         for client in clients:

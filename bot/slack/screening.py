@@ -3,7 +3,6 @@ the shape of the body, before any listener sees it."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +22,8 @@ from slack_bolt.request.payload_utils import (
 )
 from slack_sdk.signature import SignatureVerifier
 from yarl import query_to_pairs
+
+from bot import jsontext
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +98,16 @@ def parse_body(text: str, content_type: str | None) -> Any:
     the ``urllib.parse.parse_qsl(keep_blank_values=True)`` Bolt calls (tests/test_screening.py
     checks that on adversarial input), in C. A click's body is the whole alert message, ~22 KB
     with ~4,900 %-escapes (the Assign… select's 100 options): urllib's pure-Python ``unquote``
-    took 1.1 ms of it, more than the rest of a bare Bolt ack."""
+    took 1.1 ms of it, more than the rest of a bare Bolt ack. The payload's JSON is decoded by
+    ``bot.jsontext.loads`` (orjson, with ``json.loads``' results)."""
     if not text:
         return {}
     if content_type == "application/json" or text.startswith("{"):
-        return json.loads(text)
+        return jsontext.loads(text)
     params = dict(query_to_pairs(text))
     if "payload" in text:  # (Bolt's test: the text, not the parsed names)
         payload = params.get("payload")
-        return json.loads(payload) if payload is not None else {}
+        return jsontext.loads(payload) if payload is not None else {}
     return params
 
 
