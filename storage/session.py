@@ -109,9 +109,6 @@ class CompiledCache:
             self._by_identity.clear()
         self._by_identity[place] = (key, compiled)
 
-    def __len__(self) -> int:
-        return len(self._by_value)
-
 
 def make_engine(url: str, **kwargs) -> AsyncEngine:
     kwargs.setdefault("execution_options", {"compiled_cache": CompiledCache(kwargs.get("query_cache_size", 500))})

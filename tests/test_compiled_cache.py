@@ -32,9 +32,6 @@ class _Counting:
     def __setitem__(self, key, value) -> None:
         self.lru[key] = value
 
-    def __len__(self) -> int:
-        return len(self.lru)
-
 
 async def _run(db_url: str, cache: CompiledCache, work) -> None:
     engine = make_engine(db_url, execution_options={"compiled_cache": cache})

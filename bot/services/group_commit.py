@@ -19,7 +19,7 @@ request record's key; a click: its replay key, in the same transaction).
 **Gathering under load.** Left to itself the writer falls into step with its callers: the ones a
 commit answers come back while the next transaction, holding only the one item that arrived
 meanwhile, is in flight — with 8 clients, batches of 1 and 7 in turn. So once a writer has just
-committed a batch of several, it waits — at most ``gather_s`` (2 ms) — until as many items wait
+committed a batch of several, it waits — at most ``GATHER_S`` (2 ms) — until as many items wait
 as that batch and the ones queued behind it held. A writer that was idle still writes a lone
 item at once; the wait is only ever between two batches of a busy writer. (PostgreSQL's
 ``commit_delay`` does the same for WAL flushes.)
@@ -80,10 +80,6 @@ class GroupCommit(abc.ABC, Generic[Item, Answer]):
         """Items waiting for the next transaction (the writer is busy with the previous)."""
         return len(self._waiting)
 
-    def gather_s(self) -> float:
-        """How long a busy writer waits to gather a batch (``GATHER_S``; a subclass may differ)."""
-        return GATHER_S
-
     async def submit(self, item: Item) -> Answer:
         loop = asyncio.get_running_loop()
         waiting = _Waiting(item, loop.create_future())
@@ -117,11 +113,11 @@ class GroupCommit(abc.ABC, Generic[Item, Answer]):
             raise
 
     async def _gather(self, count: int) -> None:
-        """Wait, at most ``gather_s()``, until ``count`` items wait: the callers the last commit
+        """Wait, at most ``GATHER_S``, until ``count`` items wait: the callers the last commit
         answered send their next ones now (see the module's docstring)."""
         self._gathered, self._gather_for = asyncio.Event(), count
         try:
-            async with asyncio.timeout(self.gather_s()):
+            async with asyncio.timeout(GATHER_S):
                 await self._gathered.wait()
         except TimeoutError:
             pass
