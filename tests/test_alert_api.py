@@ -944,11 +944,12 @@ async def test_an_alert_taken_in_costs_its_few_statements_and_wakes_no_idle_loop
     """The ingest's database work (bench/RESULTS.md, "Statements per request"): the key with its
     team, the alert's upsert (de-duplication and the team's escalation policy in the one
     statement), its timeline row, its outbox row and the request's record — new or
-    de-duplicated: five statements on SQLite, three on PostgreSQL (the last three rows in one
-    statement, ``alerts._insert_all``). And an alert of a team without an escalation policy does
-    not wake the escalation engine or the channel worker (each woken turn was 2–3 transactions)."""
+    de-duplicated: five statements on SQLite; on PostgreSQL two — the key, then the rest as one
+    statement in no transaction of its own (``alerts.create_alerts_at_once``). And an alert of a
+    team without an escalation policy does not wake the escalation engine or the channel worker
+    (each woken turn was 2–3 transactions)."""
     engine = api.genie.sessionmaker.kw["bind"].sync_engine
-    expected = 3 if engine.dialect.name == "postgresql" else 5
+    expected = 2 if engine.dialect.name == "postgresql" else 5
     by_task: dict[str, list[str]] = {}
 
     def count(conn, cursor, statement, *args):
@@ -1070,10 +1071,10 @@ async def test_alerts_of_one_moment_share_a_transaction_and_dedupe_exactly_withi
 async def test_eight_alerts_in_one_batch_cost_the_statements_of_one(api: Api):
     """The batch's database work does not grow with its size: its keys in one statement, its
     alerts in one upsert, then the timeline, the Slack posts and the request records — one
-    executemany each on SQLite (five statements for one alert or for eight), one statement for
-    the three on PostgreSQL (three), whose rows keep the batch's order."""
+    executemany each on SQLite (five statements for one alert or for eight); on PostgreSQL one
+    statement for all of it after the keys (two), whose rows keep the batch's order."""
     engine = api.genie.sessionmaker.kw["bind"].sync_engine
-    per_batch = 3 if engine.dialect.name == "postgresql" else 5
+    per_batch = 2 if engine.dialect.name == "postgresql" else 5
     writes: list[str] = []
 
     def count(conn, cursor, statement, *args):
@@ -1160,6 +1161,38 @@ async def test_one_alert_the_database_refuses_fails_alone_in_its_batch(api: Api)
     after = await counts(api.genie)
     assert {t: after[t] - before[t] for t in TABLES} == {t: 7 for t in TABLES}  # 5 + ahead + wake-the-writer
     assert await api.genie.scalar("SELECT count(*) FROM api_request WHERE alias = 'poison'") == 0
+
+
+async def test_alerts_written_at_once_stay_accepted_when_the_rest_of_their_batch_fails(api: Api):
+    """PostgreSQL writes most of a batch in one statement, committed on its own, and the rest (here
+    the second alert with one alias) in a transaction after. When that transaction fails, the
+    ones already written are still answered 202 (written again, they would be refused as
+    duplicate requests: a 503 for an alert that is in), and only the failing one is a 503.
+    SQLite (one transaction, written again one by one) answers the same."""
+    key = api.keys["Payments"]
+    bodies: list[tuple[str | None, Any]] = [
+        (key, {"message": "Disk full", "alias": "split-x"}),
+        (key, {"message": "Disk full", "alias": "split-x"}),
+        (key, {"message": "CPU hot", "alias": "split-y"}),
+    ]
+    refused = helpers.refusing_rows(
+        api.genie.settings.database_url, "alert_event", "NEW.action = 'deduplicate'", "no duplicates today"
+    )
+    async with refused:
+        responses, _ = await in_one_batch(api, bodies)
+    assert [r.status_code for r in responses] == [202, 503, 202]
+    for i in (0, 2):
+        assert (await api.status(envelope(responses[i], 202)["requestId"]))["status"] == "Created alert"
+    assert await api.genie.rows("SELECT alias, count FROM alert WHERE alias LIKE 'split-%' ORDER BY alias") == [
+        ("split-x", 1),
+        ("split-y", 1),
+    ]
+    recorded = await api.genie.rows("SELECT alias FROM api_request WHERE alias LIKE 'split-%' ORDER BY alias")
+    assert recorded == [("split-x",), ("split-y",)]
+    posts = await api.genie.scalar(
+        "SELECT count(*) FROM outbox o JOIN alert a ON a.id = o.alert_id WHERE a.alias LIKE 'split-%'"
+    )
+    assert posts == 2
 
 
 async def test_a_rotated_key_is_refused_at_once_by_every_process(api: Api, tmp_path):

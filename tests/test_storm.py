@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import httpx
 import pytest
 
 from bot.blocks.digest import DigestAlert, DigestView, digest_message
@@ -92,6 +93,10 @@ async def create(genie, count: int, *, priority: str = "P3", prefix: str = "stor
         genie.rt.wake_outbox(CHANNEL)
         await asyncio.sleep(0)  # as requests would: others get the database between batches
     return ids
+
+
+async def _is_zero(count) -> bool:
+    return await count == 0
 
 
 async def _own_message(genie, alert_id: int, timeout: float) -> dict:
@@ -233,6 +238,30 @@ async def test_a_storm_of_1000_alerts_becomes_one_digest_that_keeps_every_alert_
 
     await eventually(digest_refreshed, timeout=5)  # the digest stands for it: refreshed in place
     assert target not in alert_messages(fake)  # never a message of its own
+
+    # The same alert sent again to the API (a repeat, as Alertmanager sends one) is counted, and
+    # again its digest, not a message of its own, is what is refreshed.
+    again = max(digested)
+    alias = await genie.scalar("SELECT alias FROM alert WHERE id = :a", a=again)
+    async with genie.sessionmaker.begin() as session:
+        key = await alerts.team_key(session, await teams.require_team(session, "Payments"))
+    drained = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"
+    await eventually(lambda: _is_zero(genie.scalar(drained)), timeout=10)
+    digest_rows = "SELECT count(*) FROM outbox WHERE kind = 'digest' AND digest_id = :d"
+    refreshes = await genie.scalar(digest_rows, d=digest_id)
+    its_rows = await genie.scalar("SELECT count(*) FROM outbox WHERE alert_id = :a", a=again)
+    async with httpx.AsyncClient(base_url=genie.url) as client:
+        r = await client.post(
+            "/v2/alerts",
+            json={"message": "Disk full again", "alias": alias},
+            headers={"Authorization": f"GenieKey {key}"},
+        )
+    assert r.status_code == 202, r.text
+    assert await genie.scalar("SELECT count FROM alert WHERE id = :a", a=again) == 2
+    assert await genie.scalar(digest_rows, d=digest_id) == refreshes + 1
+    assert await genie.scalar("SELECT count(*) FROM outbox WHERE alert_id = :a", a=again) == its_rows
+    await eventually(lambda: _is_zero(genie.scalar(drained)), timeout=10)
+    assert again not in alert_messages(fake)
 
     # After the storm (a quiet spell with nothing more coming) the digest says it has passed …
     async def passed_shown():

@@ -468,29 +468,18 @@ async def create_alert(
     return alert, outcome.created
 
 
-async def create_alerts(
-    session: AsyncSession, batch: list[NewAlert], now: datetime | None = None
-) -> list[Created | GenieError]:
-    """Create (or de-duplicate) the alerts of ``batch`` in the caller's transaction, in order:
-    for each, ``Created`` or the refusal (``Forbidden``: a team it may not post for) — a refused
-    one writes nothing and does not stop the others. An open alert with the same alias (in the
-    owning team) is de-duplicated: its count goes up and no second Slack message is posted.
+#: One alert of a batch, planned (``_plan``): its index in the batch, owning team, actor, the
+#: people it names, and its row's values.
+_Planned = tuple[int, Team, Actor, alert_people.Found, dict[str, Any]]
 
-    The alerts are written by ``INSERT … ON CONFLICT (team_id, alias) WHERE status = 'open'
-    DO UPDATE SET count = count + 1 … RETURNING`` (SQLite ≥ 3.35, PostgreSQL), one statement for
-    the batch (``_upsert_open_alerts``): the partial unique index ``uq_alert_open_alias`` makes
-    the de-duplication exact — of concurrent requests with one alias, one inserts and the others
-    count, with no read first and no savepoint. Two of the batch with one alias go in successive
-    statements (one statement may not touch a row twice), so the second counts the first as a
-    request after it would. The statement also returns the owning team's escalation policy, so
-    an alert of a team without one costs no query for it. A new alert has ``count`` 1; a
-    de-duplicated one at least 2. Then the timeline rows and the API request rows of the whole
-    batch are one executemany each, and so are its Slack posts and updates (the rows
-    ``outbox.enqueue`` would add one by one)."""
-    now = now or utcnow()
+
+async def _plan(
+    session: AsyncSession, batch: list[NewAlert], now: datetime
+) -> tuple[list[Created | GenieError | None], list[_Planned]]:
+    """Who owns each alert of ``batch`` and the people it names (reads only; none for most
+    alerts), and its row's values; a refused one (``Forbidden``) is its outcome instead."""
     outcomes: list[Created | GenieError | None] = [None] * len(batch)
-    # 1. Who owns each alert, and the people it names (reads only; none for most alerts).
-    planned: list[tuple[int, Team, Actor, alert_people.Found, dict[str, Any]]] = []
+    planned: list[_Planned] = []
     for i, item in enumerate(batch):
         data = item.data
         try:
@@ -526,6 +515,31 @@ async def create_alerts(
         )
         actor = Actor(via="api", label=data.user or f"API ({item.key_team.name})")
         planned.append((i, team, actor, people, values))
+    return outcomes, planned
+
+
+async def create_alerts(
+    session: AsyncSession, batch: list[NewAlert], now: datetime | None = None
+) -> list[Created | GenieError]:
+    """Create (or de-duplicate) the alerts of ``batch`` in the caller's transaction, in order:
+    for each, ``Created`` or the refusal (``Forbidden``: a team it may not post for) — a refused
+    one writes nothing and does not stop the others. An open alert with the same alias (in the
+    owning team) is de-duplicated: its count goes up and no second Slack message is posted.
+
+    The alerts are written by ``INSERT … ON CONFLICT (team_id, alias) WHERE status = 'open'
+    DO UPDATE SET count = count + 1 … RETURNING`` (SQLite ≥ 3.35, PostgreSQL), one statement for
+    the batch (``_upsert_open_alerts``): the partial unique index ``uq_alert_open_alias`` makes
+    the de-duplication exact — of concurrent requests with one alias, one inserts and the others
+    count, with no read first and no savepoint. Two of the batch with one alias go in successive
+    statements (one statement may not touch a row twice), so the second counts the first as a
+    request after it would. The statement also returns the owning team's escalation policy, so
+    an alert of a team without one costs no query for it. A new alert has ``count`` 1; a
+    de-duplicated one at least 2. Then the timeline rows and the API request rows of the whole
+    batch are one executemany each, and so are its Slack posts and updates (the rows
+    ``outbox.enqueue`` would add one by one)."""
+    now = now or utcnow()
+    # 1. Who owns each alert, and the people it names (reads only; none for most alerts).
+    outcomes, planned = await _plan(session, batch, now)
     # 2. The writes: one upsert per round (the n-th alert of the batch with an alias is in round n).
     rounds: list[list[int]] = []
     seen: dict[tuple[int, str], int] = {}
@@ -607,6 +621,140 @@ async def create_alerts(
     return [o for o in outcomes if o is not None]
 
 
+async def create_alerts_at_once(
+    session: AsyncSession, batch: list[NewAlert], now: datetime | None = None
+) -> list[Created | GenieError | None]:
+    """PostgreSQL: ``create_alerts`` for a session in autocommit — what it can write as **one
+    statement** (``_pg_at_once``), which PostgreSQL runs as its own transaction: no BEGIN and
+    COMMIT round trips, one round trip for the writes of the whole batch. For each of ``batch``,
+    ``Created``, the refusal, or None: not written — write those with ``create_alerts`` in a
+    transaction. Left to it: an alert that names people (its timeline records whom they were
+    resolved to), the second of the batch with one team and alias, an alert of a team with an
+    escalation policy (``paging.start``), and a duplicate of an open alert collapsed into a
+    digest (``outbox.refresh_digest``); the statement checks the last two as it writes.
+
+    The statement writes exactly what ``create_alerts`` writes for the others: the alert (or
+    the open one counted once more), its timeline row, its Slack post (or its message's update)
+    and its request record, each table's rows in the batch's order. The caller's key was read
+    before, by a statement of its own: as in a transaction at READ COMMITTED, a key rotated by
+    a commit before that read is refused."""
+    now = now or utcnow()
+    outcomes, planned = await _plan(session, batch, now)
+    members: list[_Planned] = []
+    taken: set[tuple[int, str]] = set()
+    for plan in planned:
+        values = plan[4]
+        key = (values["team_id"], values["alias"])
+        if plan[3].summary is None and key not in taken:
+            taken.add(key)
+            members.append(plan)
+    if not members:
+        return outcomes
+    dialect = session.get_bind().dialect
+    statement, columns = _pg_at_once(dialect)
+    params: dict[str, Any] = {"now": now}
+    for c, (name, process) in enumerate(columns):
+        values = [plan[4][name] for plan in members]
+        params[f"a{c}"] = [process(v) for v in values] if process is not None else values
+    params["actor"] = [plan[2].name[:200] for plan in members]
+    params["note"] = [batch[plan[0]].data.note for plan in members]
+    params["request_id"] = [batch[plan[0]].request_id for plan in members]
+    params["key_team_id"] = [batch[plan[0]].key_team.id for plan in members]
+    params["slack_team_id"] = [plan[1].slack_team_id for plan in members]
+    params["enterprise_id"] = [plan[1].enterprise_id for plan in members]
+    for n, alert_id, created, channel in await session.execute(statement, params):
+        outcomes[members[n - 1][0]] = Created(alert_id, created, channel, escalated=False)
+    return outcomes
+
+
+#: The alert's columns ``create_alerts_at_once`` writes (``_plan``'s values).
+_AT_ONCE_COLUMNS = (
+    "uid",
+    "team_id",
+    "message",
+    "alias",
+    "description",
+    "tags",
+    "details",
+    "responders",
+    "entity",
+    "source",
+    "priority",
+    "reported_by",
+    "status",
+    "acknowledged",
+    "count",
+    "created_at",
+    "updated_at",
+    "last_occurred_at",
+    "slack_channel",
+    "people",
+)
+
+
+@functools.cache
+def _pg_at_once(dialect: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    """``create_alerts_at_once``'s statement, built once: the batch as arrays turned back into
+    rows by ``unnest``; the upsert of ``_upsert_statement`` (an alert of a team with an
+    escalation policy is not written; a duplicate of an open alert collapsed into a digest is
+    not counted: the conflict's WHERE); and, from its RETURNING, the timeline rows, Slack
+    messages and request records ``create_alerts`` writes, as data-modifying CTEs. Returns
+    ``(n, alert id, created, channel)`` per alert written (``n``: its place in the arrays, from 1)
+    and the alert columns' bind processors."""
+    quote = dialect.identifier_preparer.quote
+    arrays, selected, columns = _pg_arrays(dialect, "alert", _AT_ONCE_COLUMNS, "a")
+    c_team, c_alias = _AT_ONCE_COLUMNS.index("team_id"), _AT_ONCE_COLUMNS.index("alias")
+    names = ", ".join(quote(n) for n in _AT_ONCE_COLUMNS)
+    at = f"CAST(:now AS {AlertEvent.__table__.c.at.type.compile(dialect=dialect)})"
+    count = quote("count")
+    sql = f"""
+WITH u AS (
+  SELECT * FROM unnest({", ".join(arrays)}, CAST(:actor AS TEXT[]), CAST(:note AS TEXT[]),
+      CAST(:request_id AS TEXT[]), CAST(:key_team_id AS INTEGER[]), CAST(:slack_team_id AS TEXT[]),
+      CAST(:enterprise_id AS TEXT[]))
+    WITH ORDINALITY AS u({", ".join(f"c{c}" for c in range(len(arrays)))}, actor, note, request_id,
+      key_team_id, slack_team_id, enterprise_id, n)
+), up AS (
+  INSERT INTO alert ({names})
+  SELECT {", ".join(selected)} FROM u
+  WHERE NOT EXISTS (SELECT 1 FROM escalation_policy WHERE escalation_policy.team_id = u.c{c_team})
+  ORDER BY u.n
+  ON CONFLICT (team_id, alias) WHERE status = 'open' DO UPDATE
+    SET {count} = alert.{count} + 1, last_occurred_at = excluded.last_occurred_at,
+        updated_at = excluded.updated_at
+    WHERE alert.slack_digest_id IS NULL OR alert.slack_ts IS NOT NULL
+  RETURNING alert.id, alert.team_id, alert.alias, alert.{count}, alert.slack_channel, alert.slack_ts
+), j AS (
+  SELECT up.id, up.alias, up.{count} = 1 AS created, up.{count} AS times, up.slack_channel, up.slack_ts,
+    u.n, u.actor, u.note, u.request_id, u.key_team_id, u.slack_team_id, u.enterprise_id
+  FROM up JOIN u ON u.c{c_team} = up.team_id AND u.c{c_alias} = up.alias
+), ev AS (
+  INSERT INTO alert_event (alert_id, at, action, outcome, reason, via, actor_user_id, actor_name,
+    slack_workspace_id, slack_user_id, anonymous, note, request_id)
+  SELECT j.id, {at},
+    CASE WHEN j.created THEN '{AlertAction.CREATE}' ELSE '{AlertAction.DEDUPLICATE}' END, 'applied',
+    CASE WHEN j.created THEN NULL ELSE 'count is now ' || j.times END, 'api', NULL, j.actor, NULL, NULL,
+    false, CASE WHEN j.created THEN j.note END, j.request_id
+  FROM j ORDER BY j.n
+), ob AS (
+  INSERT INTO outbox (channel, kind, lane, alert_id, digest_id, payload, created_at, slack_team_id,
+    enterprise_id, next_attempt_at, attempts)
+  SELECT j.slack_channel,
+    CASE WHEN j.created THEN '{outbox.POST_ALERT}' ELSE '{outbox.UPDATE_ALERT}' END,
+    CASE WHEN j.slack_ts IS NULL THEN '{outbox.POST_LANE}' ELSE '{outbox.UPDATE_LANE}' END,
+    j.id, NULL, NULL, {at}, j.slack_team_id, j.enterprise_id, {at}, 0
+  FROM j WHERE j.slack_channel IS NOT NULL ORDER BY j.n
+), rq AS (
+  INSERT INTO api_request (request_id, team_id, action, alert_id, alias, success, status, processed_at)
+  SELECT j.request_id, j.key_team_id, 'Create', j.id, j.alias, true,
+    CASE WHEN j.created THEN 'Created alert' ELSE 'Alert is deduplicated' END, {at}
+  FROM j ORDER BY j.n
+)
+SELECT j.n, j.id, j.created, j.slack_channel FROM j"""
+    now = bindparam("now", type_=AlertEvent.__table__.c.at.type)
+    return text(sql).bindparams(now), columns
+
+
 async def _insert_all(session: AsyncSession, groups: tuple[tuple[type, list[dict[str, Any]]], ...]) -> None:
     """Insert each group's rows (every row of a group with the same keys), in order.
 
@@ -647,20 +795,7 @@ def _pg_insert_all(
     inserts: list[str] = []
     columns: list[list[tuple[str, Any]]] = []
     for g, (table_name, names) in enumerate(shape):
-        table = Alert.metadata.tables[table_name]
-        arrays, selected, processed = [], [], []
-        for c, name in enumerate(names):
-            kind = table.c[name].type
-            if isinstance(kind, JSON):
-                arrays.append(f"CAST(:g{g}c{c} AS TEXT[])")
-                selected.append(f"CAST(u.c{c} AS JSON)")
-            elif isinstance(kind, String):  # not VARCHAR(n)[]: that cast would cut a long value short
-                arrays.append(f"CAST(:g{g}c{c} AS TEXT[])")
-                selected.append(f"u.c{c}")
-            else:
-                arrays.append(f"CAST(:g{g}c{c} AS {kind.compile(dialect=dialect)}[])")
-                selected.append(f"u.c{c}")
-            processed.append((name, kind.bind_processor(dialect)))
+        arrays, selected, processed = _pg_arrays(dialect, table_name, names, f"g{g}c")
         inserts.append(
             f"INSERT INTO {quote(table_name)} ({', '.join(quote(n) for n in names)}) "
             f"SELECT {', '.join(selected)} FROM unnest({', '.join(arrays)}) WITH ORDINALITY "
@@ -670,6 +805,30 @@ def _pg_insert_all(
     *first, last = inserts
     sql = (f"WITH {', '.join(f'w{g} AS ({sql})' for g, sql in enumerate(first))} " if first else "") + last
     return text(sql), columns
+
+
+def _pg_arrays(
+    dialect: Any, table_name: str, names: tuple[str, ...], prefix: str
+) -> tuple[list[str], list[str], list[tuple[str, Any]]]:
+    """For ``unnest``: each of ``table_name``'s columns ``names`` as an array parameter
+    (``:<prefix><c>``), what selects it from ``u.c<c>``, and its name with the bind processor its
+    values go through (a JSON column's values are sent as their JSON text, as an executemany
+    sends them; a string's as TEXT, not VARCHAR(n)[]: that cast would cut a long value short)."""
+    table = Alert.metadata.tables[table_name]
+    arrays, selected, processed = [], [], []
+    for c, name in enumerate(names):
+        kind = table.c[name].type
+        if isinstance(kind, JSON):
+            arrays.append(f"CAST(:{prefix}{c} AS TEXT[])")
+            selected.append(f"CAST(u.c{c} AS JSON)")
+        elif isinstance(kind, String):
+            arrays.append(f"CAST(:{prefix}{c} AS TEXT[])")
+            selected.append(f"u.c{c}")
+        else:
+            arrays.append(f"CAST(:{prefix}{c} AS {kind.compile(dialect=dialect)}[])")
+            selected.append(f"u.c{c}")
+        processed.append((name, kind.bind_processor(dialect)))
+    return arrays, selected, processed
 
 
 def _event_row(

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.services import alerts
 from bot.services.alerts import Created, NewAlert
 from bot.services.errors import GenieError
@@ -61,20 +63,63 @@ class IngestBatcher(GroupCommit[_Ingest, Created]):
         return await self.submit(_Ingest(key, data, request_id))
 
     async def _transaction(self, batch: list[_Ingest]) -> list[Created | Exception]:
-        outcomes: list[Created | Exception | None] = [None] * len(batch)
+        sessionmaker = self._sessionmaker()
+        bind = getattr(sessionmaker, "kw", {}).get("bind")
+        if bind is None or bind.dialect.name != "postgresql":
+            return await self._in_transaction(batch)
+        # PostgreSQL: two statements, each its own transaction (autocommit) — the keys, then
+        # the writes of every alert that can go at once (``alerts.create_alerts_at_once``);
+        # the rest (rare kinds of alert) in a transaction after.
+        async with sessionmaker() as session:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            outcomes, todo = await self._keyed(session, batch)
+            if todo:
+                written = await alerts.create_alerts_at_once(session, [item for _, item in todo])
+                for (i, _), outcome in zip(todo, written, strict=True):
+                    outcomes[i] = outcome
+        # The ones written are committed: whatever happens to the rest, they are answered so.
+        # A failure of the rest is theirs alone (each written alone, as a failed batch is).
+        rest = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        if rest:
+            try:
+                written = await self._in_transaction([batch[i] for i in rest])
+            except Exception as err:
+                written = [err] if len(rest) == 1 else [await self._alone(batch[i]) for i in rest]
+            for i, outcome in zip(rest, written, strict=True):
+                outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
+
+    async def _alone(self, item: _Ingest) -> Created | Exception:
+        try:
+            [outcome] = await self._in_transaction([item])
+        except Exception as err:
+            return err
+        return outcome
+
+    async def _in_transaction(self, batch: list[_Ingest]) -> list[Created | Exception]:
         async with self._sessionmaker().begin() as session:
-            teams = await alerts.teams_for_keys(session, list({w.key for w in batch}))
-            todo: list[tuple[int, NewAlert]] = []
-            for i, waiting in enumerate(batch):
-                team = teams.get(waiting.key)
-                if team is None:
-                    outcomes[i] = UnknownKey("Could not authenticate")
-                elif isinstance(waiting.data, Exception):
-                    outcomes[i] = waiting.data
-                else:
-                    todo.append((i, NewAlert(team, waiting.data, waiting.request_id)))
+            outcomes, todo = await self._keyed(session, batch)
             if todo:
                 written = await alerts.create_alerts(session, [item for _, item in todo])
                 for (i, _), outcome in zip(todo, written, strict=True):
                     outcomes[i] = outcome
         return [o for o in outcomes if o is not None]
+
+    @staticmethod
+    async def _keyed(
+        session: AsyncSession, batch: list[_Ingest]
+    ) -> tuple[list[Created | Exception | None], list[tuple[int, NewAlert]]]:
+        """The teams of the batch's keys, read in one statement: each refused one's outcome
+        (401, or its body's error), and the others to write."""
+        outcomes: list[Created | Exception | None] = [None] * len(batch)
+        teams = await alerts.teams_for_keys(session, list({w.key for w in batch}))
+        todo: list[tuple[int, NewAlert]] = []
+        for i, waiting in enumerate(batch):
+            team = teams.get(waiting.key)
+            if team is None:
+                outcomes[i] = UnknownKey("Could not authenticate")
+            elif isinstance(waiting.data, Exception):
+                outcomes[i] = waiting.data
+            else:
+                todo.append((i, NewAlert(team, waiting.data, waiting.request_id)))
+        return outcomes, todo
