@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy import DateTime, MetaData, String, TypeDecorator, literal_column
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.elements import ColumnElement
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -19,6 +20,16 @@ NAMING_CONVENTION = {
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def constant(value: str) -> ColumnElement[str]:
+    """A string constant written into a statement's SQL rather than bound: compare a column
+    that a partial index's WHERE names (``alert.status``: ``uq_alert_open_alias`` is ``WHERE
+    status = 'open'``; ``page.status``) with this. SQLite cannot tell whether ``status = ?``
+    lets it use such an index until it sees the value, so it prepares the statement again on
+    every run (re-binding the parameter expires it): for the gate's query that was ~100 µs of
+    a click's CPU, against ~15 µs to run it. PostgreSQL's plans can use the partial index too."""
+    return literal_column("'" + value.replace("'", "''") + "'", String())
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.services import slack_events
 from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
-from storage.base import utcnow
+from storage.base import constant, utcnow
 from storage.models import Alert, Page, SlackLink, Team, TeamMember, TeamPostGrant, User, WorkspaceSetting
 
 ANONYMOUS_SETTING = "allow_anonymous_actions"
@@ -107,8 +107,12 @@ def _gate_statement(take_in: bool = False):
     paged = (
         select(func.min(Page.step))
         # (two comparisons, not IN (…): a literal IN list is an "expanding" parameter, whose SQL
-        # SQLAlchemy renders again on every execution)
-        .where(Page.alert_id == Alert.id, Page.user_id == User.id, or_(Page.status == "queued", Page.status == "sent"))
+        # SQLAlchemy renders again on every execution; constants, not parameters: ``constant``)
+        .where(
+            Page.alert_id == Alert.id,
+            Page.user_id == User.id,
+            or_(Page.status == constant("queued"), Page.status == constant("sent")),
+        )
         .scalar_subquery()
     )
     workspace = bindparam("workspace", type_=String)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.services import access, actions, alerts
 from bot.services.alerts import assignable_names
 from bot.services.errors import InvalidInput
+from storage.base import constant
 from storage.models import (
     Alert,
     AlertEvent,
@@ -120,9 +121,9 @@ def _where(user: User | None, f: ListFilters, team_id: int | None = None) -> lis
     """``user`` None: every alert (the operator's CLI, ``genie alert list``)."""
     clauses = [access.visible_alerts(user)] if user is not None else []
     if f.status == "open":
-        clauses += [Alert.status == "open", Alert.acknowledged.is_(False)]
+        clauses += [Alert.status == constant("open"), Alert.acknowledged.is_(False)]
     elif f.status == "acknowledged":
-        clauses += [Alert.status == "open", Alert.acknowledged.is_(True)]
+        clauses += [Alert.status == constant("open"), Alert.acknowledged.is_(True)]
     elif f.status == "closed":
         clauses.append(Alert.status == "closed")
     if f.team:  # the id looked up first: a literal lets the planner use (team_id, …) indexes

@@ -50,7 +50,7 @@ from bot.services import access, alert_people, outbox, teams, users
 from bot.services.errors import GenieError, NotFound
 from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
-from storage.base import utcnow
+from storage.base import constant, utcnow
 from storage.models import (
     Alert,
     AlertAction,
@@ -936,7 +936,7 @@ async def find(
         query = query.where(Alert.id == int(identifier))
     elif identifier_type == "alias":
         query = query.where(Alert.alias == identifier).order_by(
-            (Alert.status == AlertStatus.OPEN).desc(), Alert.id.desc()
+            (Alert.status == constant(AlertStatus.OPEN)).desc(), Alert.id.desc()
         )
     else:
         raise ValidationFailed({"identifierType": "identifierType must be one of id, alias, tiny"})
@@ -1040,8 +1040,8 @@ async def _stop_transition(
 #: The condition each stopping change needs (``_stop_transition``): only one of any number of
 #: concurrent acknowledgements (or closes) changes the row.
 _STOPS = {
-    AlertAction.ACKNOWLEDGE: (Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(False)),
-    AlertAction.CLOSE: (Alert.status == AlertStatus.OPEN,),
+    AlertAction.ACKNOWLEDGE: (Alert.status == constant(AlertStatus.OPEN), Alert.acknowledged.is_(False)),
+    AlertAction.CLOSE: (Alert.status == constant(AlertStatus.OPEN),),
 }
 
 
@@ -1062,8 +1062,8 @@ def _stop_statement(kind: str, columns: tuple[str, ...]):
     escalated (most: its team has no policy) costs no more."""
     table = Alert.__table__
     conditions = {
-        AlertAction.ACKNOWLEDGE: (table.c.status == AlertStatus.OPEN.value, table.c.acknowledged.is_(False)),
-        AlertAction.CLOSE: (table.c.status == AlertStatus.OPEN.value,),
+        AlertAction.ACKNOWLEDGE: (table.c.status == constant(AlertStatus.OPEN), table.c.acknowledged.is_(False)),
+        AlertAction.CLOSE: (table.c.status == constant(AlertStatus.OPEN),),
     }[kind]
     timer = select(AlertEscalation.__table__.c.alert_id).where(AlertEscalation.__table__.c.alert_id == table.c.id)
     paged = select(Page.__table__.c.id).where(Page.__table__.c.alert_id == table.c.id)
@@ -1286,7 +1286,10 @@ async def assign(
     if not await _transition(
         session,
         alert,
-        [Alert.status == AlertStatus.OPEN, or_(Alert.owner_user_id.is_(None), Alert.owner_user_id != owner.id)],
+        [
+            Alert.status == constant(AlertStatus.OPEN),
+            or_(Alert.owner_user_id.is_(None), Alert.owner_user_id != owner.id),
+        ],
         dict(owner_user_id=owner.id, updated_at=now),
     ):
         await session.refresh(alert)
@@ -1370,7 +1373,7 @@ async def unacknowledge(
     if not await _transition(
         session,
         alert,
-        [Alert.status == AlertStatus.OPEN, Alert.acknowledged.is_(True)],
+        [Alert.status == constant(AlertStatus.OPEN), Alert.acknowledged.is_(True)],
         dict(acknowledged=False, acknowledged_at=None, acknowledged_by=None, updated_at=now),
     ):
         raise await _noop(session, alert, AlertAction.UNACKNOWLEDGE, actor, now, request_id)
@@ -1391,7 +1394,7 @@ async def snooze(
     """Snooze an open alert until ``until`` (in the future: checked by the caller)."""
     now = now or utcnow()
     if not await _transition(
-        session, alert, [Alert.status == AlertStatus.OPEN], dict(snoozed_until=until, updated_at=now)
+        session, alert, [Alert.status == constant(AlertStatus.OPEN)], dict(snoozed_until=until, updated_at=now)
     ):
         raise await _noop(session, alert, AlertAction.SNOOZE, actor, now, request_id)
     await _applied(
@@ -1735,8 +1738,9 @@ async def open_alerts_for(session: AsyncSession, user_id: int, limit: int = 10) 
         await session.scalars(select(func.distinct(TeamMember.team_id)).where(TeamMember.user_id == user_id))
     )
     newest = [
-        select(Alert.id).where(Alert.team_id == team_id, Alert.status == AlertStatus.OPEN) for team_id in team_ids
-    ] + [select(Alert.id).where(Alert.owner_user_id == user_id, Alert.status == AlertStatus.OPEN)]
+        select(Alert.id).where(Alert.team_id == team_id, Alert.status == constant(AlertStatus.OPEN))
+        for team_id in team_ids
+    ] + [select(Alert.id).where(Alert.owner_user_id == user_id, Alert.status == constant(AlertStatus.OPEN))]
     parts = [select(part.order_by(Alert.id.desc()).limit(limit).subquery().c.id) for part in newest]
     ids = union_all(*parts).subquery()
     return list(

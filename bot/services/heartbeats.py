@@ -32,7 +32,7 @@ from bot.services.alerts import Actor, AlreadyDone, ValidationFailed
 from bot.services.errors import AlreadyExists, NotFound
 from bot.services.loop import BackgroundLoop
 from storage import repositories as repo
-from storage.base import utcnow
+from storage.base import constant, utcnow
 from storage.models import Alert, AlertStatus, Heartbeat, Team, TeamMember
 
 logger = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ async def ping(
         .where(
             Alert.team_id == heartbeat.team_id,
             Alert.alias == alias_of(heartbeat.name),
-            Alert.status == AlertStatus.OPEN,
+            Alert.status == constant(AlertStatus.OPEN),
         )
         .limit(1)
     )

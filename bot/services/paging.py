@@ -53,7 +53,7 @@ from bot.services import alert_people, alerts, escalation, notification_rules, o
 from bot.services.alerts import Actor, AlreadyDone
 from bot.services.errors import InvalidInput
 from bot.services.loop import BackgroundLoop
-from storage.base import utcnow
+from storage.base import constant, utcnow
 from storage.models import (
     Alert,
     AlertEscalation,
@@ -161,12 +161,12 @@ async def stop(session: AsyncSession, alert: Alert, actor: Actor, now: datetime,
     )
     sent = list(
         await session.scalars(
-            select(Page).where(Page.alert_id == alert.id, Page.status == SENT, Page.slack_ts.is_not(None))
+            select(Page).where(Page.alert_id == alert.id, Page.status == constant(SENT), Page.slack_ts.is_not(None))
         )
     )
     waiting = await session.execute(
         update(Page)
-        .where(Page.alert_id == alert.id, Page.status == WAITING)
+        .where(Page.alert_id == alert.id, Page.status == constant(WAITING))
         .values(status=CANCELLED, settled_at=now, locked_until=None)
         .execution_options(synchronize_session=False)
     )
@@ -647,7 +647,10 @@ async def next_due(session: AsyncSession) -> datetime | None:
     times = [
         await session.scalar(select(AlertEscalation.due_at).order_by(AlertEscalation.due_at).limit(1)),
         await session.scalar(
-            select(Page.due_at).where(Page.status == WAITING, Page.channel == SLACK_DM).order_by(Page.due_at).limit(1)
+            select(Page.due_at)
+            .where(Page.status == constant(WAITING), Page.channel == SLACK_DM)
+            .order_by(Page.due_at)
+            .limit(1)
         ),
     ]
     return min((t for t in times if t is not None), default=None)
@@ -660,7 +663,7 @@ async def release_due_dms(session: AsyncSession, now: datetime, limit: int = 100
     rows = list(
         await session.scalars(
             select(Page)
-            .where(Page.status == WAITING, Page.channel == SLACK_DM, Page.due_at <= now)
+            .where(Page.status == constant(WAITING), Page.channel == SLACK_DM, Page.due_at <= now)
             .order_by(Page.due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -712,7 +715,7 @@ async def fall_through(session: AsyncSession, page: Page, now: datetime, what: s
                 Page.user_id == page.user_id,
                 Page.step == page.step,
                 Page.repeat_round == page.repeat_round,
-                Page.status == WAITING,
+                Page.status == constant(WAITING),
                 Page.id != page.id,
             )
             .order_by(Page.due_at, Page.id)
@@ -755,7 +758,7 @@ async def claim_channel_pages(
         await session.scalars(
             select(Page.id)
             .where(
-                Page.status == WAITING,
+                Page.status == constant(WAITING),
                 Page.channel.in_([EMAIL, WEBHOOK]),
                 Page.due_at <= now,
                 (Page.locked_until.is_(None)) | (Page.locked_until < now),
@@ -771,7 +774,7 @@ async def claim_channel_pages(
             update(Page)
             .where(
                 Page.id == page_id,
-                Page.status == WAITING,
+                Page.status == constant(WAITING),
                 (Page.locked_until.is_(None)) | (Page.locked_until < now),
             )
             .values(locked_until=held, attempts=Page.attempts + 1)
@@ -785,7 +788,7 @@ async def claim_channel_pages(
 async def next_channel_due(session: AsyncSession) -> datetime | None:
     return await session.scalar(
         select(Page.due_at)
-        .where(Page.status == WAITING, Page.channel.in_([EMAIL, WEBHOOK]))
+        .where(Page.status == constant(WAITING), Page.channel.in_([EMAIL, WEBHOOK]))
         .order_by(Page.due_at)
         .limit(1)
     )
@@ -824,7 +827,7 @@ async def settle_channel_page(
         return False
     changed = await session.execute(
         update(Page)
-        .where(Page.id == page_id, Page.status == WAITING, Page.locked_until == held)
+        .where(Page.id == page_id, Page.status == constant(WAITING), Page.locked_until == held)
         .values(status=status, settled_at=now, locked_until=None, reason=f"{page.reason or ''}; {text}"[:300])
         .execution_options(synchronize_session=False)
     )
@@ -859,7 +862,7 @@ async def retry_channel_page(
     delay = channel_backoff(attempts)
     changed = await session.execute(
         update(Page)
-        .where(Page.id == page_id, Page.status == WAITING, Page.locked_until == held)
+        .where(Page.id == page_id, Page.status == constant(WAITING), Page.locked_until == held)
         .values(due_at=now + delay, locked_until=None, last_error=error[:300])
         .execution_options(synchronize_session=False)
     )
@@ -986,7 +989,7 @@ async def record_delivery(
     if status == FAILED and page.channel == SLACK_DM and page.user_id is not None:
         changed = await session.execute(
             update(Page)
-            .where(Page.id == page.id, Page.status == QUEUED)
+            .where(Page.id == page.id, Page.status == constant(QUEUED))
             .values(status=status, settled_at=now, reason=f"{page.reason or ''}; {text}"[:300])
             .execution_options(synchronize_session=False)
         )
@@ -995,7 +998,7 @@ async def record_delivery(
         return
     changed = await session.execute(
         update(Page)
-        .where(Page.id == page.id, Page.status == QUEUED)
+        .where(Page.id == page.id, Page.status == constant(QUEUED))
         .values(status=status, settled_at=now, reason=f"{page.reason or ''}; {text}"[:300], **placed)
         .execution_options(synchronize_session=False)
     )
