@@ -490,32 +490,35 @@ async def _plan(
         except GenieError as refused:
             outcomes[i] = refused
             continue
-        uid = str(uuid.uuid4())
-        values = dict(
-            uid=uid,
-            team_id=team.id,
-            message=data.message,
-            alias=data.alias or uid,
-            description=data.description,
-            tags=data.tags,
-            details=data.details,
-            responders=data.responders,
-            entity=data.entity,
-            source=data.source,
-            priority=data.priority,
-            reported_by=data.user,
-            status=AlertStatus.OPEN.value,
-            acknowledged=False,
-            count=1,
-            created_at=now,
-            updated_at=now,
-            last_occurred_at=now,
-            slack_channel=team.slack_channel_id,
-            people=people.stored,
-        )
+        values = _row_values(data, str(uuid.uuid4()), now, people.stored)
+        values.update(team_id=team.id, slack_channel=team.slack_channel_id)
         actor = Actor(via="api", label=data.user or f"API ({item.key_team.name})")
         planned.append((i, team, actor, people, values))
     return outcomes, planned
+
+
+def _row_values(data: CreateAlert, uid: str, now: datetime, people: dict[str, Any] | None) -> dict[str, Any]:
+    """A new alert's columns but its team's (``team_id``, ``slack_channel``)."""
+    return dict(
+        uid=uid,
+        message=data.message,
+        alias=data.alias or uid,
+        description=data.description,
+        tags=data.tags,
+        details=data.details,
+        responders=data.responders,
+        entity=data.entity,
+        source=data.source,
+        priority=data.priority,
+        reported_by=data.user,
+        status=AlertStatus.OPEN.value,
+        acknowledged=False,
+        count=1,
+        created_at=now,
+        updated_at=now,
+        last_occurred_at=now,
+        people=people,
+    )
 
 
 async def create_alerts(
@@ -621,47 +624,60 @@ async def create_alerts(
     return [o for o in outcomes if o is not None]
 
 
-async def create_alerts_at_once(
-    session: AsyncSession, batch: list[NewAlert], now: datetime | None = None
-) -> list[Created | GenieError | None]:
-    """PostgreSQL: ``create_alerts`` for a session in autocommit — what it can write as **one
-    statement** (``_pg_at_once``), which PostgreSQL runs as its own transaction: no BEGIN and
-    COMMIT round trips, one round trip for the writes of the whole batch. For each of ``batch``,
-    ``Created``, the refusal, or None: not written — write those with ``create_alerts`` in a
-    transaction. Left to it: an alert that names people (its timeline records whom they were
-    resolved to), the second of the batch with one team and alias, an alert of a team with an
-    escalation policy (``paging.start``), and a duplicate of an open alert collapsed into a
-    digest (``outbox.refresh_digest``); the statement checks the last two as it writes.
+def names_nobody(data: CreateAlert) -> bool:
+    """Whether ``data`` names no team and no person: its owner is its key's team and
+    ``alert_people.for_create`` reads nothing for it (``Found(None, None)``)."""
+    return (
+        not data.responders
+        and not (data.user and data.user.strip())
+        and not any(k in alert_people.DETAIL_KEYS and v.strip() for k, v in data.details.items())
+    )
 
-    The statement writes exactly what ``create_alerts`` writes for the others: the alert (or
-    the open one counted once more), its timeline row, its Slack post (or its message's update)
-    and its request record, each table's rows in the batch's order. The caller's key was read
-    before, by a statement of its own: as in a transaction at READ COMMITTED, a key rotated by
-    a commit before that read is refused."""
+
+async def create_alerts_at_once(
+    session: AsyncSession, batch: list[tuple[str, CreateAlert, str]], now: datetime | None = None
+) -> list[Created | None]:
+    """PostgreSQL: alerts of the API (``(presented key, body, request id)`` each) written as
+    **one statement** — its keys checked, its alerts, timeline rows, Slack posts and request
+    records written — which PostgreSQL runs as its own transaction when ``session`` is in
+    autocommit: one round trip for the whole batch, no BEGIN and COMMIT. For each of ``batch``,
+    ``Created``, or None: not written — write those with ``create_alerts`` in a transaction,
+    which also answers them (a wrong key: 401). Left to it: a key that is no team's current key,
+    an alert that names a team or people (``names_nobody``: the owner and the names need
+    reads), the second of the batch with one key and alias, an alert of a team with an
+    escalation policy (``paging.start``), and a duplicate of an open alert collapsed into a
+    digest (``outbox.refresh_digest``); the statement checks the key and the last two as it
+    writes.
+
+    It writes exactly what ``create_alerts`` writes for the others: the alert (or the open one
+    counted once more), its timeline row, its Slack post (or its message's update) and its
+    request record, each table's rows in the batch's order. The key is checked in the statement
+    that writes: a key rotated by any commit before it is refused."""
     now = now or utcnow()
-    outcomes, planned = await _plan(session, batch, now)
-    members: list[_Planned] = []
-    taken: set[tuple[int, str]] = set()
-    for plan in planned:
-        values = plan[4]
-        key = (values["team_id"], values["alias"])
-        if plan[3].summary is None and key not in taken:
-            taken.add(key)
-            members.append(plan)
+    outcomes: list[Created | None] = [None] * len(batch)
+    members: list[tuple[int, str, CreateAlert, str, dict[str, Any]]] = []
+    taken: set[tuple[str, str]] = set()
+    for i, (key, data, request_id) in enumerate(batch):
+        if not key or len(key) > 200 or not names_nobody(data):
+            continue
+        uid = str(uuid.uuid4())
+        values = _row_values(data, uid, now, people=None)
+        key_hash = _hash_key(key)
+        if (key_hash, values["alias"]) in taken:
+            continue
+        taken.add((key_hash, values["alias"]))
+        members.append((i, key_hash, data, request_id, values))
     if not members:
         return outcomes
     dialect = session.get_bind().dialect
     statement, columns = _pg_at_once(dialect)
     params: dict[str, Any] = {"now": now}
     for c, (name, process) in enumerate(columns):
-        values = [plan[4][name] for plan in members]
+        values = [m[4][name] for m in members]
         params[f"a{c}"] = [process(v) for v in values] if process is not None else values
-    params["actor"] = [plan[2].name[:200] for plan in members]
-    params["note"] = [batch[plan[0]].data.note for plan in members]
-    params["request_id"] = [batch[plan[0]].request_id for plan in members]
-    params["key_team_id"] = [batch[plan[0]].key_team.id for plan in members]
-    params["slack_team_id"] = [plan[1].slack_team_id for plan in members]
-    params["enterprise_id"] = [plan[1].enterprise_id for plan in members]
+    params["key_hash"] = [m[1] for m in members]
+    params["note"] = [m[2].note for m in members]
+    params["request_id"] = [m[3] for m in members]
     for n, alert_id, created, channel in await session.execute(statement, params):
         outcomes[members[n - 1][0]] = Created(alert_id, created, channel, escalated=False)
     return outcomes
@@ -670,7 +686,6 @@ async def create_alerts_at_once(
 #: The alert's columns ``create_alerts_at_once`` writes (``_plan``'s values).
 _AT_ONCE_COLUMNS = (
     "uid",
-    "team_id",
     "message",
     "alias",
     "description",
@@ -687,7 +702,6 @@ _AT_ONCE_COLUMNS = (
     "created_at",
     "updated_at",
     "last_occurred_at",
-    "slack_channel",
     "people",
 )
 
@@ -695,46 +709,51 @@ _AT_ONCE_COLUMNS = (
 @functools.cache
 def _pg_at_once(dialect: Any) -> tuple[Any, list[tuple[str, Any]]]:
     """``create_alerts_at_once``'s statement, built once: the batch as arrays turned back into
-    rows by ``unnest``; the upsert of ``_upsert_statement`` (an alert of a team with an
-    escalation policy is not written; a duplicate of an open alert collapsed into a digest is
+    rows by ``unnest``; each joined to the team whose current key it presents (``k``: a row
+    whose key is no team's is not written) unless that team has an escalation policy; the
+    upsert of ``_upsert_statement`` (a duplicate of an open alert collapsed into a digest is
     not counted: the conflict's WHERE); and, from its RETURNING, the timeline rows, Slack
     messages and request records ``create_alerts`` writes, as data-modifying CTEs. Returns
-    ``(n, alert id, created, channel)`` per alert written (``n``: its place in the arrays, from 1)
-    and the alert columns' bind processors."""
+    ``(n, alert id, created, channel)`` per alert written (``n``: its place in the arrays, from
+    1) and the alert columns' bind processors."""
     quote = dialect.identifier_preparer.quote
     arrays, selected, columns = _pg_arrays(dialect, "alert", _AT_ONCE_COLUMNS, "a")
-    c_team, c_alias = _AT_ONCE_COLUMNS.index("team_id"), _AT_ONCE_COLUMNS.index("alias")
-    names = ", ".join(quote(n) for n in _AT_ONCE_COLUMNS)
+    c_alias = _AT_ONCE_COLUMNS.index("alias")
+    names = ", ".join(quote(n) for n in (*_AT_ONCE_COLUMNS, "team_id", "slack_channel"))
+    selected_k = [column.replace("u.c", "k.c") for column in selected]
     at = f"CAST(:now AS {AlertEvent.__table__.c.at.type.compile(dialect=dialect)})"
     count = quote("count")
     sql = f"""
 WITH u AS (
-  SELECT * FROM unnest({", ".join(arrays)}, CAST(:actor AS TEXT[]), CAST(:note AS TEXT[]),
-      CAST(:request_id AS TEXT[]), CAST(:key_team_id AS INTEGER[]), CAST(:slack_team_id AS TEXT[]),
-      CAST(:enterprise_id AS TEXT[]))
-    WITH ORDINALITY AS u({", ".join(f"c{c}" for c in range(len(arrays)))}, actor, note, request_id,
-      key_team_id, slack_team_id, enterprise_id, n)
+  SELECT * FROM unnest({", ".join(arrays)}, CAST(:key_hash AS TEXT[]), CAST(:note AS TEXT[]),
+      CAST(:request_id AS TEXT[]))
+    WITH ORDINALITY AS u({", ".join(f"c{c}" for c in range(len(arrays)))}, key_hash, note, request_id, n)
+), k AS (
+  SELECT u.*, team.id AS team_id, team.name AS team_name, team.slack_channel_id, team.slack_team_id,
+    team.enterprise_id
+  FROM u JOIN team_api_key ON team_api_key.key_hash = u.key_hash JOIN team ON team.id = team_api_key.team_id
+  WHERE NOT EXISTS (SELECT 1 FROM escalation_policy WHERE escalation_policy.team_id = team.id)
 ), up AS (
   INSERT INTO alert ({names})
-  SELECT {", ".join(selected)} FROM u
-  WHERE NOT EXISTS (SELECT 1 FROM escalation_policy WHERE escalation_policy.team_id = u.c{c_team})
-  ORDER BY u.n
+  SELECT {", ".join(selected_k)}, k.team_id, k.slack_channel_id FROM k
+  ORDER BY k.n
   ON CONFLICT (team_id, alias) WHERE status = 'open' DO UPDATE
     SET {count} = alert.{count} + 1, last_occurred_at = excluded.last_occurred_at,
         updated_at = excluded.updated_at
     WHERE alert.slack_digest_id IS NULL OR alert.slack_ts IS NOT NULL
   RETURNING alert.id, alert.team_id, alert.alias, alert.{count}, alert.slack_channel, alert.slack_ts
 ), j AS (
-  SELECT up.id, up.alias, up.{count} = 1 AS created, up.{count} AS times, up.slack_channel, up.slack_ts,
-    u.n, u.actor, u.note, u.request_id, u.key_team_id, u.slack_team_id, u.enterprise_id
-  FROM up JOIN u ON u.c{c_team} = up.team_id AND u.c{c_alias} = up.alias
+  SELECT up.id, up.team_id, up.alias, up.{count} = 1 AS created, up.{count} AS times, up.slack_channel,
+    up.slack_ts, k.n, k.team_name, k.note, k.request_id, k.slack_team_id, k.enterprise_id
+  FROM up JOIN k ON k.team_id = up.team_id AND k.c{c_alias} = up.alias
 ), ev AS (
   INSERT INTO alert_event (alert_id, at, action, outcome, reason, via, actor_user_id, actor_name,
     slack_workspace_id, slack_user_id, anonymous, note, request_id)
   SELECT j.id, {at},
     CASE WHEN j.created THEN '{AlertAction.CREATE}' ELSE '{AlertAction.DEDUPLICATE}' END, 'applied',
-    CASE WHEN j.created THEN NULL ELSE 'count is now ' || j.times END, 'api', NULL, j.actor, NULL, NULL,
-    false, CASE WHEN j.created THEN j.note END, j.request_id
+    CASE WHEN j.created THEN NULL ELSE 'count is now ' || j.times END, 'api', NULL,
+    substr('API (' || j.team_name || ')', 1, 200), NULL, NULL, false, CASE WHEN j.created THEN j.note END,
+    j.request_id
   FROM j ORDER BY j.n
 ), ob AS (
   INSERT INTO outbox (channel, kind, lane, alert_id, digest_id, payload, created_at, slack_team_id,
@@ -746,7 +765,7 @@ WITH u AS (
   FROM j WHERE j.slack_channel IS NOT NULL ORDER BY j.n
 ), rq AS (
   INSERT INTO api_request (request_id, team_id, action, alert_id, alias, success, status, processed_at)
-  SELECT j.request_id, j.key_team_id, 'Create', j.id, j.alias, true,
+  SELECT j.request_id, j.team_id, 'Create', j.id, j.alias, true,
     CASE WHEN j.created THEN 'Created alert' ELSE 'Alert is deduplicated' END, {at}
   FROM j ORDER BY j.n
 )

@@ -67,16 +67,20 @@ class IngestBatcher(GroupCommit[_Ingest, Created]):
         bind = getattr(sessionmaker, "kw", {}).get("bind")
         if bind is None or bind.dialect.name != "postgresql":
             return await self._in_transaction(batch)
-        # PostgreSQL: two statements, each its own transaction (autocommit) — the keys, then
-        # the writes of every alert that can go at once (``alerts.create_alerts_at_once``);
-        # the rest (rare kinds of alert) in a transaction after.
-        async with sessionmaker() as session:
-            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            outcomes, todo = await self._keyed(session, batch)
-            if todo:
-                written = await alerts.create_alerts_at_once(session, [item for _, item in todo])
-                for (i, _), outcome in zip(todo, written, strict=True):
-                    outcomes[i] = outcome
+        # PostgreSQL: one statement in no transaction of its own (autocommit) for every alert
+        # that can go at once, keys checked in it (``alerts.create_alerts_at_once``); the rest
+        # (a wrong key, a bad body, rare kinds of alert) in a transaction after, as on SQLite.
+        outcomes: list[Created | Exception | None] = [None] * len(batch)
+        fit = [i for i, waiting in enumerate(batch) if not isinstance(waiting.data, Exception)]
+        if fit:
+            async with sessionmaker() as session:
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                at_once = await alerts.create_alerts_at_once(
+                    session,
+                    [(batch[i].key, batch[i].data, batch[i].request_id) for i in fit],  # type: ignore[misc]
+                )
+            for i, outcome in zip(fit, at_once, strict=True):
+                outcomes[i] = outcome
         # The ones written are committed: whatever happens to the rest, they are answered so.
         # A failure of the rest is theirs alone (each written alone, as a failed batch is).
         rest = [i for i, outcome in enumerate(outcomes) if outcome is None]
