@@ -27,7 +27,16 @@ _GENIE_KEY = re.compile(r"(GenieKey\s+)[^\s\"',}]+", re.IGNORECASE)
 _PAGERDUTY_KEY = re.compile(r"(Token\s+token=)[^\s\"',}]+", re.IGNORECASE)
 
 
+#: Where any of the above could begin (a superset, in one pass): most log texts have none of
+#: them, and four substitutions each cost ~4 µs of every request's access-log record.
+_MAYBE_SECRET = re.compile(
+    r"/(?:link|invite|account/email)/|[?&](?:apiKey|apikey|api_key|token)=|GenieKey|Token\s+token=", re.IGNORECASE
+)
+
+
 def redact(text: str) -> str:
+    if _MAYBE_SECRET.search(text) is None:
+        return text
     text = _PAGERDUTY_KEY.sub(r"\1[redacted]", text)
     return _GENIE_KEY.sub(r"\1[redacted]", _QUERY_KEY.sub(r"\1[redacted]", _LINK_PATH.sub(r"\1[redacted]", text)))
 

@@ -138,3 +138,63 @@ async def test_no_secret_in_the_genie_serve_log(db_url, fake_slack, tmp_path):
     assert "/link/[redacted]" in log and "POST /v2/alerts" in log, log
     assert not leaks(secrets, log), leaks(secrets, log)
     report("test_secrets_in_logs::genie_serve", secrets=len(secrets), log_lines=len(log.splitlines()))
+
+
+_SECRET_SHAPES = [
+    "/link/{s}",
+    "/invite/{s}",
+    "/account/email/{s}",
+    "?apiKey={s}",
+    "&api_key={s}",
+    "?token={s}",
+    "GenieKey {s}",
+    "geniekey\t{s}",
+    "Authorization: Token token={s}",
+    "TOKEN  TOKEN={s}",
+]
+
+
+def _redacted_in_full(text: str) -> str:
+    """``logs.redact`` without its quick look first: the four substitutions on every text."""
+    from bot import logs
+
+    text = logs._PAGERDUTY_KEY.sub(r"\1[redacted]", text)
+    for pattern in (logs._LINK_PATH, logs._QUERY_KEY, logs._GENIE_KEY):
+        text = pattern.sub(r"\1[redacted]", text)
+    return text
+
+
+def test_the_quick_look_before_redacting_never_lets_a_secret_through():
+    """``redact`` first looks whether a text could hold a secret at all (one pass of a pattern
+    that matches wherever any of the four could begin) and returns the others as they are: it
+    must give what the four substitutions give on every text — each shape of secret, in any
+    case, with text around it — and leave the texts without one unchanged."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from bot import logs
+
+    for shape in _SECRET_SHAPES:
+        text = f'127.0.0.1 - "POST {shape.format(s="s3cr3t-Value_9")} HTTP/1.1" 200'
+        assert "s3cr3t" not in logs.redact(text), text
+        assert logs.redact(text) == _redacted_in_full(text)
+    for plain in ("POST /slack/events", "GET /healthz HTTP/1.1", "token budget", "/links/a", ""):
+        assert logs.redact(plain) == plain == _redacted_in_full(plain)
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.sampled_from(_SECRET_SHAPES).map(lambda shape: shape.format(s="abc123")),
+                st.text(alphabet="/?&=: \tabcdeklnoprstuvwyAEGIKTK", max_size=12),
+            ),
+            max_size=5,
+        ),
+        st.booleans(),
+    )
+    def same(parts: list[str], upper: bool) -> None:
+        text = "".join(parts)
+        text = text.upper() if upper else text
+        assert logs.redact(text) == _redacted_in_full(text)
+
+    same()
