@@ -188,8 +188,10 @@ async def test_a_storm_of_1000_alerts_becomes_one_digest_that_keeps_every_alert_
     posted = [c for c in fake.calls("chat.postMessage") if _meta(c.args)[0] == EVENT_TYPE]
     assert len(posted) == len(own)  # no alert posted twice
     assert len([c for c in fake.calls("chat.postMessage") if _meta(c.args)[0] == DIGEST_EVENT_TYPE]) == 1
-    pending = await genie.scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL OR failed_at IS NOT NULL")
-    assert pending == 0
+    # Nothing pending or failed: the last refresh of the digest queued while the one before was
+    # in flight may still be on its way when the counts already add up (a failed row never goes).
+    pending = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL OR failed_at IS NOT NULL"
+    await eventually(lambda: _is_zero(genie.scalar(pending)), timeout=10)
     assert await genie.scalar(
         "SELECT count(*) FROM outbox WHERE kind = 'alert.post' AND digest_id = :d", d=digest_id
     ) == len(digested)

@@ -21,8 +21,18 @@ when the failure was the COMMIT's answer lost after the database had committed i
 request record (``api_request``, keyed by the request id) is in the same transaction, so its
 second write fails on that key and writes nothing.
 
+**PostgreSQL** writes most of a batch as one statement before that transaction
+(``alerts.create_alerts_at_once``, the session in autocommit: PostgreSQL runs the statement as
+its own transaction, one round trip, no BEGIN and COMMIT). The statement checks each key itself
+— as the transaction's read would, against every commit before it — and writes each alert with
+its timeline row, Slack post and request record. What it leaves (a wrong key, a bad body, an
+alert that names a team or people, a team with an escalation policy, a repeat of an alert
+collapsed into a digest, a second one with one alias) goes through the transaction above. The
+alerts it wrote are committed whatever becomes of that transaction: if it fails, only its own
+requests are written again one by one.
+
 One writer per process, on SQLite (one connection) as on PostgreSQL: the batch grows with the
-load, so one transaction carries it all. The writer, its gathering under load and its fallback
+load, so one transaction (or statement) carries it all. The writer, its gathering under load and its fallback
 are ``group_commit.GroupCommit``'s (shared with clicks).
 """
 
@@ -77,7 +87,7 @@ class IngestBatcher(GroupCommit[_Ingest, Created]):
                 await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 at_once = await alerts.create_alerts_at_once(
                     session,
-                    [(batch[i].key, batch[i].data, batch[i].request_id) for i in fit],  # type: ignore[misc]
+                    [(batch[i].key, batch[i].data, batch[i].request_id) for i in fit],
                 )
             for i, outcome in zip(fit, at_once, strict=True):
                 outcomes[i] = outcome
