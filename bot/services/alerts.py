@@ -717,10 +717,9 @@ def _pg_at_once(dialect: Any) -> tuple[Any, list[tuple[str, Any]]]:
     ``(n, alert id, created, channel)`` per alert written (``n``: its place in the arrays, from
     1) and the alert columns' bind processors."""
     quote = dialect.identifier_preparer.quote
-    arrays, selected, columns = _pg_arrays(dialect, "alert", _AT_ONCE_COLUMNS, "a")
+    arrays, selected, columns = _pg_arrays(dialect, "alert", _AT_ONCE_COLUMNS, "a", source="k")
     c_alias = _AT_ONCE_COLUMNS.index("alias")
     names = ", ".join(quote(n) for n in (*_AT_ONCE_COLUMNS, "team_id", "slack_channel"))
-    selected_k = [column.replace("u.c", "k.c") for column in selected]
     at = f"CAST(:now AS {AlertEvent.__table__.c.at.type.compile(dialect=dialect)})"
     count = quote("count")
     sql = f"""
@@ -735,7 +734,7 @@ WITH u AS (
   WHERE NOT EXISTS (SELECT 1 FROM escalation_policy WHERE escalation_policy.team_id = team.id)
 ), up AS (
   INSERT INTO alert ({names})
-  SELECT {", ".join(selected_k)}, k.team_id, k.slack_channel_id FROM k
+  SELECT {", ".join(selected)}, k.team_id, k.slack_channel_id FROM k
   ORDER BY k.n
   ON CONFLICT (team_id, alias) WHERE status = 'open' DO UPDATE
     SET {count} = alert.{count} + 1, last_occurred_at = excluded.last_occurred_at,
@@ -827,10 +826,10 @@ def _pg_insert_all(
 
 
 def _pg_arrays(
-    dialect: Any, table_name: str, names: tuple[str, ...], prefix: str
+    dialect: Any, table_name: str, names: tuple[str, ...], prefix: str, source: str = "u"
 ) -> tuple[list[str], list[str], list[tuple[str, Any]]]:
     """For ``unnest``: each of ``table_name``'s columns ``names`` as an array parameter
-    (``:<prefix><c>``), what selects it from ``u.c<c>``, and its name with the bind processor its
+    (``:<prefix><c>``), what selects it from ``<source>.c<c>``, and its name with the bind processor its
     values go through (a JSON column's values are sent as their JSON text, as an executemany
     sends them; a string's as TEXT, not VARCHAR(n)[]: that cast would cut a long value short)."""
     table = Alert.metadata.tables[table_name]
@@ -839,13 +838,13 @@ def _pg_arrays(
         kind = table.c[name].type
         if isinstance(kind, JSON):
             arrays.append(f"CAST(:{prefix}{c} AS TEXT[])")
-            selected.append(f"CAST(u.c{c} AS JSON)")
+            selected.append(f"CAST({source}.c{c} AS JSON)")
         elif isinstance(kind, String):
             arrays.append(f"CAST(:{prefix}{c} AS TEXT[])")
-            selected.append(f"u.c{c}")
+            selected.append(f"{source}.c{c}")
         else:
             arrays.append(f"CAST(:{prefix}{c} AS {kind.compile(dialect=dialect)}[])")
-            selected.append(f"u.c{c}")
+            selected.append(f"{source}.c{c}")
         processed.append((name, kind.bind_processor(dialect)))
     return arrays, selected, processed
 
@@ -1059,8 +1058,11 @@ async def _stop_transition(
 #: The condition each stopping change needs (``_stop_transition``): only one of any number of
 #: concurrent acknowledgements (or closes) changes the row.
 _STOPS = {
-    AlertAction.ACKNOWLEDGE: (Alert.status == constant(AlertStatus.OPEN), Alert.acknowledged.is_(False)),
-    AlertAction.CLOSE: (Alert.status == constant(AlertStatus.OPEN),),
+    AlertAction.ACKNOWLEDGE: (
+        Alert.__table__.c.status == constant(AlertStatus.OPEN),
+        Alert.__table__.c.acknowledged.is_(False),
+    ),
+    AlertAction.CLOSE: (Alert.__table__.c.status == constant(AlertStatus.OPEN),),
 }
 
 
@@ -1080,10 +1082,7 @@ def _stop_statement(kind: str, columns: tuple[str, ...]):
     — by primary key and index, in the transition's own statement, so that an alert never
     escalated (most: its team has no policy) costs no more."""
     table = Alert.__table__
-    conditions = {
-        AlertAction.ACKNOWLEDGE: (table.c.status == constant(AlertStatus.OPEN), table.c.acknowledged.is_(False)),
-        AlertAction.CLOSE: (table.c.status == constant(AlertStatus.OPEN),),
-    }[kind]
+    conditions = _STOPS[kind]
     timer = select(AlertEscalation.__table__.c.alert_id).where(AlertEscalation.__table__.c.alert_id == table.c.id)
     paged = select(Page.__table__.c.id).where(Page.__table__.c.alert_id == table.c.id)
     return (
