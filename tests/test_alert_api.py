@@ -1109,6 +1109,66 @@ async def test_eight_alerts_in_one_batch_cost_the_statements_of_one(api: Api):
     assert sorted(recorded) == sorted((r, "Created alert") for r in answered)
 
 
+async def test_a_batch_stores_every_value_as_the_orm_stores_it(api: Api):
+    """A batch's rows are written on the driver (SQLite: ``alerts._driver_statement``; PostgreSQL:
+    arrays) with SQLAlchemy's own bind processors for this database: read back raw, an alert,
+    its timeline row, its Slack post and its request record written by the batch equal the same
+    values written by the ORM. Above all the timestamps — SQLite compares them as text, and a
+    moment with no microseconds written another way ('03:04:05' against '03:04:05.000000') would
+    sort before its own second — and JSON (an absent list, ``null``) and booleans."""
+    from datetime import UTC, datetime
+
+    from storage.models import Alert, AlertEvent, ApiRequest, OutboxMessage
+
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # no microseconds
+    body = {"message": "Disk full", "alias": "raw", "tags": ["disk"], "details": {"host": "db-1"}, "note": "n"}
+    async with api.genie.sessionmaker.begin() as session:
+        team = await teams.team_by_name(session, "Payments")
+        data = alerts.parse_create(body)
+        [created] = await alerts.create_alerts(session, [alerts.NewAlert(team, data, "request-batch")], now=now)
+        values = alerts._row_values(data, str(uuid.uuid4()), now, None) | {"alias": "raw-orm"}
+        orm_alert = Alert(**values, team_id=team.id, slack_channel=team.slack_channel_id)
+        session.add(orm_alert)
+        await session.flush()
+        actor = alerts.Actor(via="api", label=f"API ({team.name})")
+        event = alerts._event_row(orm_alert.id, "create", actor, now, note="n", request_id="request-orm")
+        post = alerts._outbox_row(team.slack_channel_id, "alert.post", orm_alert.id, team, "post", now)
+        request = dict(
+            request_id="request-orm",
+            team_id=team.id,
+            action="Create",
+            alert_id=orm_alert.id,
+            alias="raw",
+            success=True,
+            status="Created alert",
+            processed_at=now,
+        )
+        session.add_all([AlertEvent(**event), OutboxMessage(**post), ApiRequest(**request)])
+        await session.flush()
+        connection = await session.connection()
+
+        async def raw(table: str, column: str, ids: tuple[Any, Any], skip: set[str]) -> list[dict[str, Any]]:
+            quoted = ", ".join(f"'{i}'" if isinstance(i, str) else str(i) for i in ids)
+            result = await connection.exec_driver_sql(f"SELECT * FROM {table} WHERE {column} IN ({quoted})")
+            rows = [dict(zip(result.keys(), row, strict=True)) for row in result.all()]
+            return [
+                {k: v for k, v in r.items() if k not in skip} for r in sorted(rows, key=lambda r: ids.index(r[column]))
+            ]
+
+        pair = (created.alert_id, orm_alert.id)
+        stored = {
+            "alert": await raw("alert", "id", pair, {"id", "uid", "alias", "tiny_id"}),
+            "alert_event": await raw("alert_event", "alert_id", pair, {"id", "alert_id", "request_id"}),
+            "outbox": await raw("outbox", "alert_id", pair, {"id", "alert_id"}),
+            "api_request": await raw(
+                "api_request", "request_id", ("request-batch", "request-orm"), {"id", "request_id", "alert_id"}
+            ),
+        }
+    for table, (batch, orm) in stored.items():
+        assert batch == orm, table
+    assert created.created and len(stored["alert"]) == 2
+
+
 async def test_a_busy_writer_gathers_the_clients_it_answered_into_one_batch(monkeypatch):
     """Clients that post again as soon as they are answered (Alertmanager's, the benchmark's):
     without gathering, the writer takes the first one back alone while the others are still on

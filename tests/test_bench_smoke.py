@@ -117,3 +117,17 @@ def test_statement_counts_run(tmp_path: Path) -> None:
         assert by_task.get("ingest-writer" if kind != "click" else "click-writer", 0) > 0, counted[kind]
         assert counted[kind]["per_request"]["statements"]["outbox"] > 0, counted[kind]  # it was delivered
     assert "idle (" in out.stdout
+
+
+def test_ingest_cpu_run() -> None:
+    """``bench/ingest_cpu.py`` (CPU per alert through the ASGI app, row 6c's inverse) runs to its
+    end: every alert it sends is accepted."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.ingest_cpu", "sqlite", "40", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "per alert accepted" in out.stdout and "4 clients" in out.stdout

@@ -109,11 +109,23 @@ class Found:
     summary: str | None
 
 
+def names_nobody(data: Any) -> bool:
+    """Whether a create request (``CreateAlert``) names no person: no reporter, no user
+    responder, none of ``DETAIL_KEYS`` — ``for_create`` has nothing to look up for it."""
+    return (
+        not (data.user and data.user.strip())
+        and not any(r.get("type") == "user" for r in data.responders)
+        and not any(k in DETAIL_KEYS and v.strip() for k, v in data.details.items())
+    )
+
+
 async def for_create(session: AsyncSession, data: Any, team: Team | None) -> Found:
     """Resolve the names a create request carries (``CreateAlert``). The reporter is a display
     name in OpsGenie ("Alertmanager"): kept only when it names a person. Names are looked up
     among the owning team's members only (``access.team_people``): its key is the only one that
     reads the alert, and a key learns nothing about other teams' people."""
+    if names_nobody(data):
+        return Found(None, None)  # most alerts: nothing to look up (nor a query to build)
     cache: dict[tuple, Named] = {}
     among = access.team_people(team.id) if team is not None else None
 
