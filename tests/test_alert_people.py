@@ -177,6 +177,26 @@ async def test_names_from_every_tool_become_mentions_and_the_rest_are_shown_as_g
         assert part in people, (part, people)
 
 
+@pytest.mark.parametrize(
+    "named, field, shown",
+    [
+        ({"user": "asmith@og.example"}, "Reported by", "<@U0ALICE>"),
+        ({"responders": [{"type": "user", "id": BOB_OPSGENIE_ID}]}, "Responders", "<@U0BOB>"),
+        ({"details": {"pagerduty_user": "PXPGF42"}}, "pagerduty_user", "<@U0BOB>"),
+    ],
+    ids=["reporter", "user-responder", "detail"],
+)
+async def test_each_kind_of_name_alone_is_resolved(world: Api, named: dict, field: str, shown: str):
+    """An alert is looked at for names only when it carries one (most carry none, and then no
+    query is built for them: ``alert_people.names_nobody``): a reporter, a user responder or a
+    tool's user in ``details``, each alone, is still resolved to its person."""
+    status = await world.create(message=f"Only a {field}", **named)
+    alert = await world.get(status["alertId"])
+    post = await _posted(world, alert["tinyId"])
+    assert _fields(post["blocks"])[field] == shown
+    assert any(line.startswith("People named") for line in await _logs(world, alert["id"]))
+
+
 async def test_what_was_resolved_is_kept_and_later_renders_do_not_resolve_again(world: Api):
     status = await world.create(
         message="Disk full",
