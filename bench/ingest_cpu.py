@@ -20,14 +20,18 @@ machine whose speed holds still for the minute it takes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import cProfile
 import os
 import pstats
 import sys
 import time
 
+from sqlalchemy import event
+
 from bench import payloads
 from bench import seed as seedmod
+from bench.statements import _category
 from storage.session import make_engine, make_sessionmaker
 
 PAYMENTS = 1
@@ -57,8 +61,16 @@ async def main(backend: str, n: int, clients: int) -> None:
                 "SLACK_API_URL": fake.api_url,
             }
         )
+        counted: collections.Counter[str] = collections.Counter()
+
+        @event.listens_for(engine.sync_engine, "before_cursor_execute")
+        def _statement(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
+            if counting:
+                counted[_category()] += 1
+
+        counting = False
         rt = await make_runtime(settings, sessionmaker)
-        app = build_asgi_app(rt)
+        app = build_asgi_app(rt, run_background=not os.environ.get("NO_BG"))
         statuses: dict[int, int] = {}
 
         async def post(i: int) -> None:
@@ -101,6 +113,7 @@ async def main(backend: str, n: int, clients: int) -> None:
             warm = 40
             await asyncio.gather(*(client(range(c, warm, clients)) for c in range(clients)))
             statuses.clear()
+            counting = True
             profile = cProfile.Profile() if os.environ.get("PROFILE") else None
             cpu, thread, wall = time.process_time(), time.thread_time(), time.perf_counter()
             if profile:
@@ -108,6 +121,7 @@ async def main(backend: str, n: int, clients: int) -> None:
             await asyncio.gather(*(client(range(warm + c, warm + n, clients)) for c in range(clients)))
             if profile:
                 profile.disable()
+            counting = False
             cpu, thread, wall = (
                 time.process_time() - cpu,
                 time.thread_time() - thread,
@@ -120,7 +134,8 @@ async def main(backend: str, n: int, clients: int) -> None:
             raise SystemExit(f"only {accepted} of {n} alerts were accepted: {statuses}")
         print(
             f"{backend}: {thread / n * 1000:.3f} ms CPU of the event loop's thread ({cpu / n * 1000:.3f} ms the "
-            f"process's) per alert accepted; {n / wall:,.0f} alerts/s, {clients} clients"
+            f"process's) per alert accepted; {n / wall:,.0f} alerts/s, {clients} clients; statements per alert: "
+            + ", ".join(f"{task} {count / n:.2f}" for task, count in sorted(counted.items()))
         )
         if profile:
             pstats.Stats(profile).sort_stats(os.environ.get("SORT", "tottime")).print_stats(

@@ -132,15 +132,17 @@ class Runtime:
             return self.slack
         return await self.clients.for_workspace(team_id, enterprise_id)
 
-    def wake_outbox(self, channel: str | None = None, *, paging: bool = True) -> None:
+    def wake_outbox(self, channel: str | None = None, *, paging: bool = True, lane: str | None = None) -> None:
         """After committing outbox rows (to ``channel``, when known): deliver now rather than at
         the worker's next poll. With ``paging`` (the default) the escalation engine and the
         channel worker look too (a new alert may start an escalation). The hot paths — a click,
         an API alert that started no escalation — pass ``paging=False``: a woken engine and
         worker each run a turn of two or three transactions, which on a busy process was more
-        database work than the click itself (bench/RESULTS.md, "Statements per request")."""
+        database work than the click itself (bench/RESULTS.md, "Statements per request").
+        ``lane``: the outbox lane of what was queued, when it is one known lane
+        (``OutboxWorker.wake``)."""
         if self.worker is not None:
-            self.worker.wake(channel)
+            self.worker.wake(channel, lane)
         if self.wakeup is not None:  # a worker in another process (genie serve --no-worker)
             self.wakeup.send(channel)
         if not paging:

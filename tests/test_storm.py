@@ -451,3 +451,54 @@ async def test_channels_waiting_for_their_pace_do_not_hold_back_other_channels(g
         # (0.7 s seen in CI); unpaced, the second post follows the first at once
         assert at[1] - at[0] >= 3.0, (channel, at)
     assert time.monotonic() - started < 20
+
+
+async def test_api_alerts_queued_behind_a_paced_post_make_the_worker_look_no_more(genie):
+    """A channel whose post lane is being delivered (here: its next post waiting for Slack's pace)
+    takes each new post when it settles the one before — settling claims the next. So API alerts
+    queued to it meanwhile wake no look at the outbox (``OutboxWorker.wake`` with the lane the
+    alert's post is in): during a storm every batch of alerts made one, a transaction each, and
+    the looks were a fifth of Genie's CPU per alert (bench/RESULTS.md, "Issue 14, eighth round").
+    Nothing waits for a look that did not happen: every alert is represented in the channel."""
+    from sqlalchemy import event
+
+    fake = genie.fake
+    fake.limit_per_channel(1.0, burst=3)
+    async with genie.sessionmaker.begin() as session:
+        key = await alerts.team_key(session, await teams.add_team(session, "Payments", CHANNEL))
+
+    async def post(i: int) -> None:
+        body = {"message": f"Disk full on host-{i}", "alias": f"paced-{i}"}
+        response = await genie.http.post("/v2/alerts", json=body, headers={"Authorization": f"GenieKey {key}"})
+        assert response.status_code == 202, response.text
+
+    for i in range(4):  # three go at once (the channel's burst), the fourth waits for its token
+        await post(i)
+
+    async def burst_posted():
+        return len(fake.messages(CHANNEL)) == 3
+
+    await eventually(burst_posted, timeout=5)
+    await asyncio.sleep(0.1)  # the fourth is claimed: the post lane is in flight
+    looks: list[str] = []
+
+    def look(conn, cursor, statement, *args):
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "genie-outbox-worker":
+            looks.append(statement)
+
+    engine = genie.sessionmaker.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", look)
+    try:
+        for i in range(4, 24):
+            await post(i)
+    finally:
+        event.remove(engine, "before_cursor_execute", look)
+    assert len(looks) <= 3, [s[:60] for s in looks]  # a woken look per alert was 20 or more
+
+    async def all_represented():
+        own = set(alert_messages(fake))
+        counted = sum(int(_meta(d)[1]["alerts"]) for d in digests(fake))
+        return len(own) + counted == 24
+
+    await eventually(all_represented, timeout=15)

@@ -447,12 +447,15 @@ class NewAlert:
 class Created:
     """What became of a ``NewAlert``: its alert, whether it is new (else de-duplicated), the
     channel its post or update was queued to, and whether it started an escalation (then the
-    engine is woken: ``Runtime.wake_outbox(paging=True)``)."""
+    engine is woken: ``Runtime.wake_outbox(paging=True)``), and the lane of what was queued
+    (``OutboxWorker.wake``: a channel delivering in that lane needs no look for it)."""
 
     alert_id: int
     created: bool
     channel: str | None
     escalated: bool
+    #: The outbox lane of what was queued to ``channel`` (None: not one known lane).
+    lane: str | None = None
 
 
 async def create_alert(
@@ -568,6 +571,7 @@ async def create_alerts(
     for n, (i, team, actor, people, values) in enumerate(planned):
         item, row = batch[i], written[n]
         created = row.count == 1
+        queued_lane: str | None = None  # the lane of its message queued to ``row.slack_channel``
         if created:
             events.append(
                 _event_row(row.id, AlertAction.CREATE, actor, now, note=item.data.note, request_id=item.request_id)
@@ -580,6 +584,7 @@ async def create_alerts(
                 )
             if team.slack_channel_id:
                 posts.append(_outbox_row(team.slack_channel_id, outbox.POST_ALERT, row.id, team, outbox.POST_LANE, now))
+                queued_lane = outbox.POST_LANE
         else:
             events.append(
                 _event_row(
@@ -595,8 +600,8 @@ async def create_alerts(
             if row.slack_digest_id is not None and not row.slack_ts:
                 await outbox.refresh_digest(session, row.slack_digest_id, now)
             elif row.slack_channel:
-                lane = outbox.UPDATE_LANE if row.slack_ts else outbox.POST_LANE  # outbox.lane_for
-                posts.append(_outbox_row(row.slack_channel, outbox.UPDATE_ALERT, row.id, team, lane, now))
+                queued_lane = outbox.UPDATE_LANE if row.slack_ts else outbox.POST_LANE  # outbox.lane_for
+                posts.append(_outbox_row(row.slack_channel, outbox.UPDATE_ALERT, row.id, team, queued_lane, now))
         requests.append(
             dict(
                 request_id=item.request_id,
@@ -609,7 +614,7 @@ async def create_alerts(
                 processed_at=now,
             )
         )
-        outcomes[i] = Created(row.id, created, row.slack_channel, escalated=False)
+        outcomes[i] = Created(row.id, created, row.slack_channel, escalated=False, lane=queued_lane)
         if created and row.policy_id is not None:
             escalating.append((i, Alert(id=row.id, team_id=row.team_id), team, row.policy_id))
     await _insert_all(session, ((AlertEvent, events), (OutboxMessage, posts), (ApiRequest, requests)))
@@ -675,7 +680,9 @@ async def create_alerts_at_once(
     params["note"] = [m[2].note for m in members]
     params["request_id"] = [m[3] for m in members]
     for n, alert_id, created, channel in await session.execute(statement, params):
-        outcomes[members[n - 1][0]] = Created(alert_id, created, channel, escalated=False)
+        # A new alert's post is in the post lane; a de-duplicated one's update in either.
+        lane = outbox.POST_LANE if created else None
+        outcomes[members[n - 1][0]] = Created(alert_id, created, channel, escalated=False, lane=lane)
     return outcomes
 
 

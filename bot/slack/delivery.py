@@ -353,13 +353,15 @@ class OutboxWorker:
                 )
             await asyncio.gather(*pending, return_exceptions=True)
 
-    def wake(self, channel: str | None = None) -> None:
+    def wake(self, channel: str | None = None, lane: str | None = None) -> None:
         """Something was committed to the outbox (to ``channel``, when known): look now rather
         than at the next poll. A channel this worker is delivering needs no look: settling its
         current message claims the next one, and when that finds none the delivery ends with a
         look of its own (``_finished``). So a burst of clicks on one channel's alerts is not one
-        pass over the outbox per click, each a transaction. (Only when both of its lanes are: the
-        new message may be in either.) Every wake is counted, per channel: a delivery that ends
+        pass over the outbox per click, each a transaction. Only when the lane of the new message
+        (``lane``, when the caller knows it: an API alert's post) is, or both lanes are: during a
+        storm each batch of new alerts woke a look that found the post lane paced (bench/RESULTS.md,
+        "Issue 14, eighth round"). Every wake is counted, per channel: a delivery that ends
         with nothing more due in its lane makes the loop look again only if its channel was
         woken since it was claimed (``_woken_since``: such a wake may have been skipped)."""
         self._gen += 1
@@ -370,7 +372,8 @@ class OutboxWorker:
                 self._woken.clear()
                 self._woken_any = self._gen
             self._woken[channel] = self._gen
-        if channel is not None and all((channel, lane) in self._inflight for lane in outbox.LANES):
+        lanes = outbox.LANES if lane is None else (lane,)
+        if channel is not None and all((channel, each) in self._inflight for each in lanes):
             return
         self._wake.set()
 

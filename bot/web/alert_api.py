@@ -82,8 +82,10 @@ class Call:
 
     request_id: str
     started: float
-    #: The Slack channel a handler queued a message to, when it knows (``Runtime.wake_outbox``).
+    #: The Slack channel a handler queued a message to, when it knows (``Runtime.wake_outbox``),
+    #: and its outbox lane, when it knows that.
     outbox_channel: str | None = None
+    outbox_lane: str | None = None
     #: Whether the escalation engine and channel worker should look too (``Runtime.wake_outbox``):
     #: a created alert says whether it started an escalation.
     paging: bool = True
@@ -117,7 +119,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             response = await handler(request, call)
             if request.method in ("POST", "PUT", "DELETE") and response.status_code < 300:
                 # Committed: let Slack hear of it now.
-                request.app.state.runtime.wake_outbox(call.outbox_channel, paging=call.paging)
+                request.app.state.runtime.wake_outbox(call.outbox_channel, paging=call.paging, lane=call.outbox_lane)
             return response
         except ApiError as err:
             extra = {"errors": err.errors} if err.errors else {}
@@ -563,6 +565,7 @@ async def create_alert(request: Request, call: Call) -> Response:
     except ingest_batch.UnknownKey:
         raise ApiError(401, "Could not authenticate") from None
     call.outbox_channel = done.channel  # its post (or, de-duplicated, its update) goes there
+    call.outbox_lane = done.lane
     call.paging = done.escalated  # the engine looks only when a timer was set
     return call.accepted()  # committed: a 202 alert is never lost
 
