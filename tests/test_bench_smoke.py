@@ -119,15 +119,17 @@ def test_statement_counts_run(tmp_path: Path) -> None:
     assert "idle (" in out.stdout
 
 
-def test_ingest_cpu_run() -> None:
-    """``bench/ingest_cpu.py`` (CPU per alert through the ASGI app, row 6c's inverse) runs to its
-    end: every alert it sends is accepted."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.ingest_cpu", "sqlite", "40", "4"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "per alert accepted" in out.stdout and "4 clients" in out.stdout
+def test_app_cpu_runs() -> None:
+    """``bench/app_cpu.py`` (CPU and statements per request through the ASGI app: rows 6c and 1a
+    without uvicorn) runs to its end for both kinds: every alert accepted, every click committed
+    and its update delivered."""
+    for kind in ("ingest", "click"):
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.app_cpu", kind, "sqlite", "30", "4"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"{kind} sqlite:" in out.stdout and "4 clients" in out.stdout, out.stdout

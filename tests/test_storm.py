@@ -502,3 +502,59 @@ async def test_api_alerts_queued_behind_a_paced_post_make_the_worker_look_no_mor
         return len(own) + counted == 24
 
     await eventually(all_represented, timeout=15)
+
+
+@pytest.mark.parametrize(
+    "genie_settings",
+    [{"GENIE_SLACK_UPDATE_RATE": "2", "GENIE_SLACK_UPDATE_BURST": "1", "GENIE_SLACK_DIGEST_THRESHOLD": "0"}],
+)
+async def test_clicks_queued_behind_a_paced_update_make_the_worker_look_no_more(genie):
+    """The same for clicks: a click's update of its alert's message is in the channel's update
+    lane; while that lane is delivering (an update waiting for its pace), clicks on the channel's
+    other alerts wake no look — each is taken when the one before settles — and every message
+    still shows its acknowledgement."""
+    from sqlalchemy import event
+
+    fake = genie.fake
+    await genie.add_user("alice@example.com", "Alice Smith")
+    async with genie.sessionmaker.begin() as session:
+        await teams.add_team(session, "Payments", CHANNEL)
+        await teams.add_member(session, "Payments", "alice@example.com")
+    await link_person(genie, ALICE.user_id, "alice@example.com")
+    ids = await create(genie, 10, prefix="clicked")
+    shown = [await _own_message(genie, alert_id, timeout=10) for alert_id in ids]
+
+    async def acknowledge(message: dict) -> None:
+        value = buttons(message["blocks"])["alert_acknowledge"]["value"]
+        r = await genie.slack.block_action(
+            ALICE, "alert_acknowledge", value, container="message", channel_id=CHANNEL, message_ts=message["ts"]
+        )
+        assert r.status_code == 200
+
+    async def updated(count: int):
+        return len(fake.calls("chat.update")) >= count
+
+    await acknowledge(shown[0])  # the lane's one token
+    await eventually(lambda: updated(1), timeout=5)
+    await acknowledge(shown[1])  # waits half a second for the next: the update lane is in flight
+    await asyncio.sleep(0.1)
+    looks: list[str] = []
+
+    def look(conn, cursor, statement, *args):
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "genie-outbox-worker":
+            looks.append(statement)
+
+    engine = genie.sessionmaker.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", look)
+    try:
+        for message in shown[2:]:
+            await acknowledge(message)
+    finally:
+        event.remove(engine, "before_cursor_execute", look)
+    assert len(looks) <= 3, [s[:60] for s in looks]  # a woken look per click was 8 or more
+
+    async def all_acknowledged():
+        return all("Acknowledged by" in block_text(m["blocks"]).replace("*", "") for m in alert_messages(fake).values())
+
+    await eventually(all_acknowledged, timeout=15)

@@ -1095,8 +1095,8 @@ async def _stop_transition(
             note=record.note,
             request_id=record.request_id,
         )
-    elif row[-1] is not None:  # the channel its update was queued to
-        outbox.note_enqueued(session, row[-1])
+    elif row[-1] is not None:  # the channel its update was queued to, in the lane the statement chose
+        outbox.note_enqueued(session, row[-1], outbox.lane_for(alert))
     elif alert.slack_digest_id is not None and not alert.slack_ts:
         await refresh_in_slack(session, alert, record.now, orm=False)  # its digest stands for it
     return True, escalated

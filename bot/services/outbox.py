@@ -196,7 +196,7 @@ async def enqueue(
         )
     )
     session.add(message)
-    session.info.setdefault(_ENQUEUED, set()).add(channel)
+    note_enqueued(session, channel, lane)
     if flush:
         await session.flush()
     return message
@@ -208,15 +208,17 @@ async def enqueue_row(
     """``enqueue``'s message inserted at once by one Core INSERT built once, with no ORM object
     (none to build, none for the unit of work to flush at the commit): for a hot path that needs
     nothing back — a click's update of its alert's message (``alerts._applied``)."""
-    await session.execute(_insert_message(), message_values(channel, kind, now, alert_id=alert_id, **values))
-    note_enqueued(session, channel)
+    row = message_values(channel, kind, now, alert_id=alert_id, **values)
+    await session.execute(_insert_message(), row)
+    note_enqueued(session, channel, row["lane"])
 
 
-def note_enqueued(session: AsyncSession, channel: str) -> None:
-    """``session`` queued a message to ``channel`` (by a statement of its own: ``enqueue_row``, or
-    a click's transition on PostgreSQL, ``alerts._stop_and_record_statement``): the worker is woken
-    for it after the commit (``enqueued_channels``)."""
-    session.info.setdefault(_ENQUEUED, set()).add(channel)
+def note_enqueued(session: AsyncSession, channel: str, lane: str | None = None) -> None:
+    """``session`` queued a message to ``channel`` in ``lane`` (None: not known) — ``enqueue``,
+    ``enqueue_row``, or a click's transition on PostgreSQL, ``alerts._stop_and_record_statement``:
+    the worker is woken for it after the commit (``enqueued_channels``)."""
+    queued = session.info.setdefault(_ENQUEUED, {})
+    queued[channel] = lane if queued.get(channel, lane) == lane else None  # two lanes: None
 
 
 @functools.cache
@@ -227,12 +229,13 @@ def _insert_message() -> Any:
 _ENQUEUED = "genie_outbox_channels"
 
 
-def enqueued_channels(session: AsyncSession) -> set[str]:
-    """The channels ``session`` queued messages to since it was last asked, forgotten once told
-    (to wake the worker for each after the commit: a click also redraws page DMs and tells an
-    assignee, in channels other than the alert's; each of several clicks sharing a transaction
-    learns its own: ``click_batch``)."""
-    return session.info.pop(_ENQUEUED, set())
+def enqueued_channels(session: AsyncSession) -> dict[str, str | None]:
+    """The channels ``session`` queued messages to since it was last asked, each with the lane
+    its messages are in (None: both, or not known), forgotten once told — to wake the worker for
+    each after the commit (``OutboxWorker.wake``: a channel delivering in that lane needs no
+    look). A click also redraws page DMs and tells an assignee, in channels other than the
+    alert's; each of several clicks sharing a transaction learns its own: ``click_batch``."""
+    return session.info.pop(_ENQUEUED, {})
 
 
 async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[list[Any], datetime | None]:

@@ -91,8 +91,8 @@ async def _decide(body: dict, context: AsyncBoltContext, respond, action: AlertA
         return _replayed(replay)
     metrics.count_decision(action, result.outcome, result.reason)  # committed: it is on the timeline
     if result.applied:
-        for channel in acted.channels or {result.channel}:
-            rt.wake_outbox(channel, paging=False)  # a click never starts an escalation
+        for channel, lane in (acted.channels or {result.channel: None}).items():
+            rt.wake_outbox(channel, paging=False, lane=lane)  # a click never starts an escalation
         return
     connect_url = then = None
     if result.needs_link:
