@@ -5,11 +5,13 @@ of its own tables (``bot.services.users``: users and web sessions, ``teams``, ``
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.base import UTCDateTime
 from storage.models import WorkspaceSetting
 
 
@@ -95,3 +97,59 @@ async def installations(session: AsyncSession) -> list[dict]:
         .all()
     )
     return [dict(r) for r in rows]
+
+
+# --- inserts on the driver (SQLite) ----------------------------------------------------------
+async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT ``rows`` (each with the same keys) into ``table`` in the session's transaction. On
+    SQLite the statement is compiled once per shape and run on the driver (``driver_statement``):
+    building and binding a plain INSERT through SQLAlchemy cost more CPU than SQLite spent running
+    it (bench/RESULTS.md, "Issue 14, eighth round"). Elsewhere SQLAlchemy's execute (PostgreSQL's
+    hot batches have statements of their own). Like any Core statement it does not autoflush."""
+    dialect = session.get_bind().dialect
+    if dialect.name != "sqlite":
+        await session.execute(insert(table), rows[0] if len(rows) == 1 else rows)
+        return
+    sql, columns = driver_statement(dialect, table, tuple(rows[0]))
+    connection = await session.connection()
+    if len(rows) == 1:
+        await connection.exec_driver_sql(sql, driver_row(columns, rows[0]))
+    else:
+        await connection.exec_driver_sql(sql, [driver_row(columns, row) for row in rows])
+
+
+@functools.lru_cache(maxsize=512)
+def driver_statement(
+    dialect: Any, table: Table, names: tuple[str, ...], statement: Any = None, rows: int = 1
+) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """SQLite: ``statement`` (default: a plain INSERT into ``table``) with the columns ``names``,
+    as the driver runs it — compiled once per shape — and each column with the bind processor
+    SQLAlchemy would apply to its values (its dialect's own: a datetime as SQLite's text, JSON as
+    its text, a boolean as 0/1), in parameter order; run it with ``exec_driver_sql`` and
+    ``driver_row``. ``rows``: that many rows in one multi-row VALUES (as SQLAlchemy renders an
+    executemany with RETURNING), the parameters row after row. Every parameter must be a
+    column's value (no other bound parameter in ``statement``)."""
+    assert dialect.paramstyle == "qmark", dialect.paramstyle
+    base = insert(table) if statement is None else statement
+    compiled = base.values({n: None for n in names}).compile(dialect=dialect)
+    order = tuple(compiled.positiontup)
+    assert sorted(order) == sorted(names), (order, names)  # every parameter is a row's column
+    sql = compiled.string
+    if rows > 1:
+        one = "(" + ", ".join("?" * len(order)) + ")"
+        head, sep, tail = sql.partition(f" VALUES {one}")
+        assert sep and one not in tail, sql
+        sql = f"{head} VALUES {', '.join([one] * rows)}{tail}"
+    columns = []
+    for n in order:
+        process = table.c[n].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None and isinstance(table.c[n].type, UTCDateTime):
+            # A batch's rows share their moment: formatted once, not once per column and row.
+            process = functools.lru_cache(maxsize=4)(process)
+        columns.append((n, process))
+    return sql, tuple(columns)
+
+
+def driver_row(columns: tuple[tuple[str, Any], ...], row: dict[str, Any]) -> tuple[Any, ...]:
+    """``row``'s values in ``driver_statement``'s order, each through its processor."""
+    return tuple(row[n] if process is None else process(row[n]) for n, process in columns)

@@ -1110,7 +1110,7 @@ async def test_eight_alerts_in_one_batch_cost_the_statements_of_one(api: Api):
 
 
 async def test_a_batch_stores_every_value_as_the_orm_stores_it(api: Api):
-    """A batch's rows are written on the driver (SQLite: ``alerts._driver_statement``; PostgreSQL:
+    """A batch's rows are written on the driver (SQLite: ``repo.insert_rows``, ``repo.driver_statement``; PostgreSQL:
     arrays) with SQLAlchemy's own bind processors for this database: read back raw, an alert,
     its timeline row, its Slack post and its request record written by the batch equal the same
     values written by the ORM. Above all the timestamps — SQLite compares them as text, and a

@@ -50,7 +50,7 @@ from bot.services import access, alert_people, outbox, teams, users
 from bot.services.errors import GenieError, NotFound
 from bot.services.slack_links import SlackIdentity
 from storage import repositories as repo
-from storage.base import UTCDateTime, constant, utcnow
+from storage.base import constant, utcnow
 from storage.models import (
     Alert,
     AlertAction,
@@ -784,16 +784,14 @@ async def _insert_all(session: AsyncSession, groups: tuple[tuple[type, list[dict
     data-modifying CTEs. An executemany is a round trip per table and, in the server, a statement
     executed per row: for a batch of alerts (timeline, Slack posts, request records) that was
     two thirds of the batch's statements' work in PostgreSQL. SQLite (inline, no round trips):
-    one executemany per table, compiled once and run on the driver (``_driver_statement``)."""
+    one executemany per table, compiled once and run on the driver (``repo.insert_rows``)."""
     groups = tuple((model, rows) for model, rows in groups if rows)
     if not groups:
         return
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":
-        connection = await session.connection()
         for model, rows in groups:
-            sql, columns = _driver_statement(dialect, model.__table__.name, tuple(rows[0]))
-            await connection.exec_driver_sql(sql, [_driver_row(columns, row) for row in rows])
+            await repo.insert_rows(session, model.__table__, rows)
         return
     shape = tuple((model.__table__.name, tuple(rows[0])) for model, rows in groups)
     statement, columns = _pg_insert_all(dialect, shape)
@@ -897,12 +895,6 @@ def _outbox_row(channel: str, kind: str, alert_id: int, team: Team, lane: str, n
     )
 
 
-@functools.cache
-def _insert(model: type) -> Any:
-    """A plain INSERT of ``model``'s table, built once (executemany: every row the same keys)."""
-    return insert(model.__table__)
-
-
 async def _upsert_open_alerts(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Any]:
     """The alerts inserted, or the open ones with their team and alias counted once more, as
     rows ``(id, team_id, alias, count, slack_channel, slack_ts, slack_digest_id, policy_id)``
@@ -911,47 +903,12 @@ async def _upsert_open_alerts(session: AsyncSession, rows: list[dict[str, Any]])
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
         return list((await session.execute(_upsert_statement(dialect.name), rows)).all())
-    # SQLite: the statement's SQL for this many rows, compiled once, on the driver (below).
-    sql, columns = _driver_statement(dialect, Alert.__tablename__, tuple(rows[0]), len(rows))
-    values = [v for row in rows for v in _driver_row(columns, row)]
+    # SQLite: the statement's SQL for this many rows, compiled once, on the driver.
+    sql, columns = repo.driver_statement(
+        dialect, Alert.__table__, tuple(rows[0]), _upsert_statement(dialect.name), len(rows)
+    )
+    values = [v for row in rows for v in repo.driver_row(columns, row)]
     return list((await (await session.connection()).exec_driver_sql(sql, tuple(values))).all())
-
-
-@functools.lru_cache(maxsize=512)
-def _driver_statement(dialect: Any, table_name: str, names: tuple[str, ...], upsert_rows: int = 0) -> tuple[str, Any]:
-    """SQLite: a batch's INSERT as the driver runs it, compiled once per shape, and each column
-    with the bind processor SQLAlchemy would apply to it (its dialect's own: a datetime as
-    SQLite's text, JSON as its text) — run with ``exec_driver_sql``, whose cost per row is the
-    driver's alone. Building and binding the same INSERT through SQLAlchemy cost more CPU than
-    SQLite spent running it (bench/RESULTS.md, "Issue 14, eighth round").
-
-    ``upsert_rows``: instead, ``_upsert_statement`` (de-duplication, RETURNING) for that many
-    rows in one multi-row VALUES, as SQLAlchemy renders an executemany with RETURNING."""
-    table = Alert.metadata.tables[table_name]
-    if upsert_rows:
-        compiled = _upsert_statement(dialect.name).values({n: None for n in names}).compile(dialect=dialect)
-    else:
-        compiled = insert(table).values({n: None for n in names}).compile(dialect=dialect)
-    order = tuple(compiled.positiontup)
-    assert sorted(order) == sorted(names), (order, names)  # every parameter is a row's column
-    sql = compiled.string
-    if upsert_rows > 1:
-        one = "(" + ", ".join("?" * len(order)) + ")"
-        head, sep, tail = sql.partition(f" VALUES {one}")
-        assert sep and one not in tail, sql
-        sql = f"{head} VALUES {', '.join([one] * upsert_rows)}{tail}"
-    columns = []
-    for n in order:
-        process = table.c[n].type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None and isinstance(table.c[n].type, UTCDateTime):
-            # A batch's rows share their moment (``now``): formatted once, not once per column and row.
-            process = functools.lru_cache(maxsize=4)(process)
-        columns.append((n, process))
-    return sql, tuple(columns)
-
-
-def _driver_row(columns: Any, row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[n] if process is None else process(row[n]) for n, process in columns)
 
 
 @functools.cache
@@ -970,7 +927,7 @@ def _upsert_statement(dialect: str) -> Any:
         # a WHERE it can match to it (a bound parameter does not).
         index_where=text("status = 'open'"),
         set_={
-            "count": table.c.count + literal_column("1"),  # (no parameter: ``_driver_statement``)
+            "count": table.c.count + literal_column("1"),  # (no parameter: ``repo.driver_statement``)
             "last_occurred_at": statement.excluded.last_occurred_at,
             "updated_at": statement.excluded.updated_at,
         },
@@ -1248,8 +1205,10 @@ async def _applied(
     would send them, so the rows keep the order the code made them in."""
     if session.new or session.dirty or session.deleted:
         await session.flush()
-    await session.execute(
-        _insert(AlertEvent), _event_values(alert.id, action, "applied", actor, now, reason, note, request_id)
+    await repo.insert_rows(
+        session,
+        AlertEvent.__table__,
+        [_event_values(alert.id, action, "applied", actor, now, reason, note, request_id)],
     )
     await refresh_in_slack(session, alert, now, orm=False)
 

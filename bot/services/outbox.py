@@ -209,7 +209,7 @@ async def enqueue_row(
     (none to build, none for the unit of work to flush at the commit): for a hot path that needs
     nothing back — a click's update of its alert's message (``alerts._applied``)."""
     row = message_values(channel, kind, now, alert_id=alert_id, **values)
-    await session.execute(_insert_message(), row)
+    await repo.insert_rows(session, OutboxMessage.__table__, [row])
     note_enqueued(session, channel, row["lane"])
 
 
@@ -219,11 +219,6 @@ def note_enqueued(session: AsyncSession, channel: str, lane: str | None = None) 
     the worker is woken for it after the commit (``enqueued_channels``)."""
     queued = session.info.setdefault(_ENQUEUED, {})
     queued[channel] = lane if queued.get(channel, lane) == lane else None  # two lanes: None
-
-
-@functools.cache
-def _insert_message() -> Any:
-    return OutboxMessage.__table__.insert()
 
 
 _ENQUEUED = "genie_outbox_channels"
