@@ -13,14 +13,17 @@ storm, one message per alert again. Nothing is lost, nothing posted twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from bot.blocks.digest import DigestAlert, DigestView, digest_message
 from bot.services import alerts, outbox, teams
@@ -453,6 +456,24 @@ async def test_channels_waiting_for_their_pace_do_not_hold_back_other_channels(g
     assert time.monotonic() - started < 20
 
 
+@contextlib.contextmanager
+def worker_looks(genie) -> Iterator[list[str]]:
+    """The statements the outbox worker's loop runs (its looks at the outbox) while in the block."""
+    looks: list[str] = []
+
+    def look(conn, cursor, statement, *args):
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "genie-outbox-worker":
+            looks.append(statement)
+
+    engine = genie.sessionmaker.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", look)
+    try:
+        yield looks
+    finally:
+        event.remove(engine, "before_cursor_execute", look)
+
+
 async def test_api_alerts_queued_behind_a_paced_post_make_the_worker_look_no_more(genie):
     """A channel whose post lane is being delivered (here: its next post waiting for Slack's pace)
     takes each new post when it settles the one before — settling claims the next. So API alerts
@@ -460,8 +481,6 @@ async def test_api_alerts_queued_behind_a_paced_post_make_the_worker_look_no_mor
     alert's post is in): during a storm every batch of alerts made one, a transaction each, and
     the looks were a fifth of Genie's CPU per alert (bench/RESULTS.md, "Issue 14, eighth round").
     Nothing waits for a look that did not happen: every alert is represented in the channel."""
-    from sqlalchemy import event
-
     fake = genie.fake
     fake.limit_per_channel(1.0, burst=3)
     async with genie.sessionmaker.begin() as session:
@@ -480,20 +499,9 @@ async def test_api_alerts_queued_behind_a_paced_post_make_the_worker_look_no_mor
 
     await eventually(burst_posted, timeout=5)
     await asyncio.sleep(0.1)  # the fourth is claimed: the post lane is in flight
-    looks: list[str] = []
-
-    def look(conn, cursor, statement, *args):
-        task = asyncio.current_task()
-        if task is not None and task.get_name() == "genie-outbox-worker":
-            looks.append(statement)
-
-    engine = genie.sessionmaker.kw["bind"].sync_engine
-    event.listen(engine, "before_cursor_execute", look)
-    try:
+    with worker_looks(genie) as looks:
         for i in range(4, 24):
             await post(i)
-    finally:
-        event.remove(engine, "before_cursor_execute", look)
     assert len(looks) <= 3, [s[:60] for s in looks]  # a woken look per alert was 20 or more
 
     async def all_represented():
@@ -513,8 +521,6 @@ async def test_clicks_queued_behind_a_paced_update_make_the_worker_look_no_more(
     lane; while that lane is delivering (an update waiting for its pace), clicks on the channel's
     other alerts wake no look — each is taken when the one before settles — and every message
     still shows its acknowledgement."""
-    from sqlalchemy import event
-
     fake = genie.fake
     await genie.add_user("alice@example.com", "Alice Smith")
     async with genie.sessionmaker.begin() as session:
@@ -538,20 +544,9 @@ async def test_clicks_queued_behind_a_paced_update_make_the_worker_look_no_more(
     await eventually(lambda: updated(1), timeout=5)
     await acknowledge(shown[1])  # waits half a second for the next: the update lane is in flight
     await asyncio.sleep(0.1)
-    looks: list[str] = []
-
-    def look(conn, cursor, statement, *args):
-        task = asyncio.current_task()
-        if task is not None and task.get_name() == "genie-outbox-worker":
-            looks.append(statement)
-
-    engine = genie.sessionmaker.kw["bind"].sync_engine
-    event.listen(engine, "before_cursor_execute", look)
-    try:
+    with worker_looks(genie) as looks:
         for message in shown[2:]:
             await acknowledge(message)
-    finally:
-        event.remove(engine, "before_cursor_execute", look)
     assert len(looks) <= 3, [s[:60] for s in looks]  # a woken look per click was 8 or more
 
     async def all_acknowledged():
