@@ -135,12 +135,13 @@ async def test_an_acknowledgement_writes_the_rows_the_orm_wrote_whatever_the_ale
     assert orm_event == core_event
     assert "a note" in core_event and "member" in core_event
     if state == "no_channel":
-        assert messages == [] and woken == set()
+        assert messages == [] and woken == {}
         return
     orm_message, core_message = _raw(messages)
     assert orm_message == core_message
-    assert ("update" if state == "posted" else "post") in core_message  # the lane
-    assert woken == {core_message[0]}
+    lane = "update" if state == "posted" else "post"
+    assert lane in core_message
+    assert woken == {core_message[0]: lane}  # the worker is woken for that channel's lane
 
 
 async def test_acknowledging_an_alert_collapsed_into_a_digest_refreshes_the_digest_only(world):
