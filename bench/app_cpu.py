@@ -112,16 +112,7 @@ async def main(kind: str, backend: str, n: int, clients: int) -> None:
             if kind == "ingest":
                 body, headers = payloads.create_alert(key, message=f"Storm alert {i}", alias=f"app-cpu-{i}")
                 return "/v2/alerts", body, headers
-            body, headers = payloads.click(
-                SECRET,
-                user_id=layout.clickers[i % len(layout.clickers)],
-                team_id=seedmod.WORKSPACE,
-                team_domain="acme",
-                channel=seedmod.PAYMENTS_CHANNEL,
-                alert_id=layout.hot_alerts[i],
-                response_url=f"{fake.url}/response/{i}",
-                message=message,
-            )
+            body, headers = layout.click(SECRET, i, response_url=f"{fake.url}/response/{i}", message=message)
             return "/slack/events", body, headers
 
         requests = [request(i) for i in range(warm + n)]  # signed before the clock starts

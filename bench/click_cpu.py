@@ -43,7 +43,6 @@ from storage.session import make_engine, make_sessionmaker
 
 async def _request_clicks(url: str, sessionmaker, layout):
     """A click as ``bot.server``'s ``/slack/events`` route takes it, minus HTTP (see above)."""
-    from bench.payloads import click as click_body
     from bench.run import alert_message_template
     from bot.config import Settings
     from bot.server import build_bolt_app, make_runtime
@@ -66,16 +65,7 @@ async def _request_clicks(url: str, sessionmaker, layout):
     message = alert_message_template(layout)
 
     def body(i: int) -> tuple[bytes, dict]:
-        raw, headers = click_body(
-            secret,
-            user_id=layout.clickers[i % len(layout.clickers)],
-            team_id=seedmod.WORKSPACE,
-            team_domain="acme",
-            channel=seedmod.PAYMENTS_CHANNEL,
-            alert_id=layout.hot_alerts[i],
-            response_url=f"{fake.url}/response/{i}",
-            message=message,
-        )
+        raw, headers = layout.click(secret, i, response_url=f"{fake.url}/response/{i}", message=message)
         return raw, {k.lower(): v for k, v in headers.items()}
 
     bodies = [body(i) for i in range(len(layout.hot_alerts))]  # signed before the clock starts

@@ -96,6 +96,22 @@ class Layout:
     def team_of_user(self, i: int) -> int:
         return (i - 1) % self.teams + 1
 
+    def click(self, secret: str, i: int, *, response_url: str, message: dict | None) -> tuple[bytes, dict]:
+        """The ``i``-th click of the layout, signed: Acknowledge on the ``i``-th open alert of
+        Payments by a linked member (``bench.payloads.click``)."""
+        from bench import payloads
+
+        return payloads.click(
+            secret,
+            user_id=self.clickers[i % len(self.clickers)],
+            team_id=WORKSPACE,
+            team_domain="acme",
+            channel=PAYMENTS_CHANNEL,
+            alert_id=self.hot_alerts[i],
+            response_url=response_url,
+            message=message,
+        )
+
 
 def _engine(url: str) -> AsyncEngine:
     """A plain engine: no BEGIN IMMEDIATE hook (bench reads never block Genie's writers)."""

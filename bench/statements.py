@@ -324,16 +324,7 @@ async def measure(backend: str, pg_url: str, n: int, idle: float, trace: bool) -
 
         # 3. click: Acknowledge on a different open alert each, by a linked member
         async def click(i: int) -> None:
-            body, headers = payloads.click(
-                SIGNING_SECRET,
-                user_id=layout.clickers[i % len(layout.clickers)],
-                team_id=WORKSPACE,
-                team_domain="acme",
-                channel=seeding.PAYMENTS_CHANNEL,
-                alert_id=layout.hot_alerts[i],
-                response_url=f"{fake.url}/response",
-                message=None,
-            )
+            body, headers = layout.click(SIGNING_SECRET, i, response_url=f"{fake.url}/response", message=None)
             r = await http.post("/slack/events", content=body, headers=headers)
             assert r.status_code == 200, r.text
 
