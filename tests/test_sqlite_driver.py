@@ -307,3 +307,104 @@ async def test_what_genie_runs_again_and_again_is_prepared_once(genie: Genie):
     assert len(ran) >= 8, ran  # the statements of the paths above were seen
     prepared_again = [(sql[:160], run, reprep) for sql, run, reprep in ran if reprep > 1]
     assert prepared_again == []
+
+
+async def test_statements_on_the_driver_return_what_sqlalchemy_returns(db_url: str):
+    """The hot statements a click, an API batch and a delivery run on the inline connection
+    directly (``repositories.run``: SQLAlchemy's compiled text, its bind and result processors,
+    its events) give the rows, values, types, names and rowcount SQLAlchemy's own execute gives
+    for the same statement and parameters — each run in a transaction rolled back, from the
+    same rows, and write the same text into the same rows: two pending posts (so that a claim's ``IN`` list is expanded for one and two),
+    an open alert. Each is seen by a ``before_cursor_execute`` listener once, as SQLAlchemy's
+    would be; a driver's error is SQLAlchemy's exception."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event, exc
+
+    from bot.services import outbox, slack_events
+    from bot.slack import render
+    from storage import repositories as repo
+    from storage.session import make_sessionmaker
+
+    engine = make_engine(db_url)
+    sessionmaker = make_sessionmaker(engine)
+    now = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
+    try:
+        async with sessionmaker.begin() as s:
+            team = await teams.add_team(s, "Payments", "C0PAY")
+            batch = [
+                alerts.NewAlert(team, alerts.parse_create({"message": f"Disk {i}", "alias": f"d-{i}"}), f"r-{i}")
+                for i in range(2)
+            ]
+            created = await alerts.create_alerts(s, batch, now=now)
+        first, second = (c.alert_id for c in created)
+        async with sessionmaker() as s:
+            posts = list((await s.execute(text("SELECT id FROM outbox ORDER BY id"))).scalars())
+        assert len(posts) == 2
+        later = datetime(2026, 1, 2, 3, 5, tzinfo=UTC)
+        columns = ("acknowledged", "acknowledged_at", "acknowledged_by", "updated_at")
+        cases = [
+            (outbox._heads_query(), {"heads_limit": 5}),
+            (outbox._claim_many(), outbox.claim_params(posts, later)),
+            (outbox._claim_many(), outbox.claim_params(posts[:1], later)),
+            (outbox._deliver_and_claim_next(), outbox.settle_params(posts[0], "C0PAY", "post", later)),
+            (
+                alerts._stop_statement("acknowledge", columns),
+                {"alert_id": first, "new_acknowledged": True, "new_acknowledged_at": later}
+                | {"new_acknowledged_by": "Alice", "new_updated_at": later},
+            ),
+            (render._render_read("sqlite", ()), {"render_alert_id": second}),
+            (slack_events._take_in("sqlite"), {"event_id": "Ev1", "received_at": later}),
+        ]
+        seen: list[str] = []
+
+        def count(conn, cursor, statement, *args):
+            if not statement.startswith("BEGIN"):
+                seen.append(statement)
+
+        async def written(s) -> list[tuple]:
+            """Every row the statements may write, as stored (SQLite's text, not read back)."""
+            tables = ("alert", "outbox", "slack_event")
+            return [tuple(r) for t in tables for r in await s.execute(text(f"SELECT * FROM {t} ORDER BY 1"))]
+
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        for statement, params in cases:
+            assert repo.prepared(engine.sync_engine.dialect, statement) is not None
+            async with sessionmaker() as s:
+                result = await s.execute(statement, params)
+                rows = [tuple(r) for r in result.all()] if result.returns_rows else []
+                expected = (list(result.keys()) if result.returns_rows else None, rows, result.rowcount)
+                stored = await written(s)
+                await s.rollback()
+            del seen[:]
+            async with sessionmaker() as s:
+                ran = await repo.run(s, statement, params)
+                got = (list(ran.rows[0]._fields) if ran.rows else expected[0], [tuple(r) for r in ran], ran.rowcount)
+                assert len(seen) == 1, seen
+                assert await written(s) == stored, str(statement)[:80]
+                await s.rollback()
+            assert got == expected, str(statement)[:80]
+            assert [[type(v) for v in row] for row in got[1]] == [[type(v) for v in row] for row in expected[1]]
+            assert expected[1] or expected[2] == 1, str(statement)[:80]  # each case finds its rows
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+        take_in = slack_events._take_in("sqlite")
+        async with sessionmaker() as s:  # one session, transaction after transaction: each its own
+            for event_id, commit in (("Ev2", True), ("Ev3", False), ("Ev4", True)):
+                async with s.begin() as transaction:
+                    assert (await repo.run(s, take_in, {"event_id": event_id, "received_at": later})).rowcount == 1
+                    if not commit:
+                        await transaction.rollback()
+        async with sessionmaker() as s:
+            assert list((await s.execute(text("SELECT event_id FROM slack_event ORDER BY 1"))).scalars()) == [
+                "Ev2",
+                "Ev4",
+            ]
+        async with sessionmaker() as s:
+            await repo.run(s, slack_events._take_in("sqlite"), {"event_id": "Ev1", "received_at": later})
+            with pytest.raises(exc.IntegrityError):
+                await repo.driver_execute(
+                    s, "INSERT INTO slack_event (event_id, received_at) VALUES (?, ?)", ("Ev1", "")
+                )
+            await s.rollback()
+    finally:
+        await engine.dispose()

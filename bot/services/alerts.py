@@ -908,7 +908,7 @@ async def _upsert_open_alerts(session: AsyncSession, rows: list[dict[str, Any]])
         dialect, Alert.__table__, tuple(rows[0]), _upsert_statement(dialect.name), len(rows)
     )
     values = [v for row in rows for v in repo.driver_row(columns, row)]
-    return list((await (await session.connection()).exec_driver_sql(sql, tuple(values))).all())
+    return (await repo.driver_execute(session, sql, tuple(values)))[0]
 
 
 @functools.cache
@@ -1033,7 +1033,7 @@ async def _stop_transition(
             statement = _stop_and_record_statement(kind, tuple(values))
         else:
             statement = _stop_statement(kind, tuple(values))
-        row = (await session.execute(statement, params)).first()
+        row = (await repo.run(session, statement, params)).first()
         if row is None:
             return False, False
         for key, value in zip(_alert_keys(), row, strict=False):

@@ -238,7 +238,7 @@ async def heads(session: AsyncSession, now: datetime, limit: int = 20) -> tuple[
     first (rows: ``id``, ``channel``, ``lane``, ``next_attempt_at``, ``locked_until``), and when
     the next head becomes claimable (None: nothing pending). One query: the worker's whole look
     at the outbox on each pass."""
-    rows = (await session.execute(_heads_query(), {"heads_limit": limit + 1})).all()
+    rows = (await repo.run(session, _heads_query(), {"heads_limit": limit + 1})).all()
     due = [row for row in rows if _due(row, now)][:limit]
     later = [row.ready_at for row in rows if not _due(row, now)]
     next_at = min(later) if later else (rows[-1].ready_at if len(rows) > limit else None)
@@ -304,7 +304,7 @@ async def claim_many(
         claimed = [await claim(session, message_id, now, lease) for message_id in message_ids]
         return [row for row in claimed if row is not None]
     await _flushed(session)
-    rows = (await session.execute(_claim_many(), claim_params(message_ids, now, lease))).all()
+    rows = (await repo.run(session, _claim_many(), claim_params(message_ids, now, lease))).all()
     won = {row.id: row for row in rows}
     return [won[message_id] for message_id in message_ids if message_id in won]
 
@@ -556,7 +556,7 @@ async def deliver_and_claim_next(
         return await claim_next(session, channel, now, lease, lane=lane)
     await _flushed(session)
     rows = (
-        await session.execute(_deliver_and_claim_next(), settle_params(message_id, channel, lane, now, lease))
+        await repo.run(session, _deliver_and_claim_next(), settle_params(message_id, channel, lane, now, lease))
     ).all()
     return next((row for row in rows if row.id != message_id), None)
 

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import repositories as repo
 from storage.base import utcnow
 from storage.models import SlackEvent
 
@@ -46,7 +47,7 @@ async def first_delivery(session: AsyncSession, event_id: str, now: datetime | N
     Concurrent deliveries of one event race on the primary key: exactly one insert wins, the
     others insert nothing (and wait for the winner's transaction to end first, on PostgreSQL)."""
     statement = _take_in(session.get_bind().dialect.name)
-    result = await session.execute(statement, {"event_id": event_id, "received_at": now or utcnow()})
+    result = await repo.run(session, statement, {"event_id": event_id, "received_at": now or utcnow()})
     return result.rowcount == 1
 
 

@@ -21,6 +21,7 @@ from bot.blocks.alerts import AlertView, PersonRef
 from bot.blocks.digest import GROUPS, TOP, DigestAlert, DigestView
 from bot.blocks.linking import LinkView
 from bot.services import alerts
+from storage import repositories as repo
 from storage.base import utcnow
 from storage.models import Alert, SlackDigest, SlackLink, Team, TeamMember, User
 
@@ -109,7 +110,7 @@ async def with_team_and_owner(
     look at the message's lanes), so everything drawn comes from one snapshot. None when the
     alert no longer exists."""
     statement = _render_read(session.get_bind().dialect.name, extra)
-    row = (await session.execute(statement, {"render_alert_id": alert_id, **(params or {})})).first()
+    row = (await repo.run(session, statement, {"render_alert_id": alert_id, **(params or {})})).first()
     if row is None:
         return None
     n = len(_ALERT.c)
