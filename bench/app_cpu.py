@@ -68,6 +68,7 @@ def _scope(path: str, body: bytes, headers: dict[str, str], i: int) -> dict:
 
 async def main(kind: str, backend: str, n: int, clients: int) -> None:
     from bench.run import alert_message_template
+    from bot.cli.serve import freeze_start_up
     from bot.config import Settings
     from bot.server import build_asgi_app, make_runtime
     from bot.services import alerts
@@ -105,6 +106,7 @@ async def main(kind: str, backend: str, n: int, clients: int) -> None:
 
         rt = await make_runtime(settings, sessionmaker)
         app = build_asgi_app(rt, run_background=not os.environ.get("NO_BG"))
+        freeze_start_up()  # as `genie serve` does once ready: start-up's objects out of the collector's reach
         statuses: collections.Counter[int] = collections.Counter()
         message = alert_message_template(layout) if kind == "click" else None
 
