@@ -136,7 +136,8 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - exercised by every test
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if not (inline and sqlite_inline.begin_at_once(conn)):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_size", pool_size())

@@ -435,6 +435,34 @@ class InlineCursor:
         return row
 
 
+def begin_at_once(connection: Any) -> bool:
+    """``BEGIN IMMEDIATE`` on SQLAlchemy's ``connection`` (its ``begin`` event), run on the
+    inline connection directly when it can be at once: True if it was. SQLAlchemy's
+    ``exec_driver_sql`` for it cost ~100 µs of CPU, SQLite ~5 µs, and every transaction begins
+    so (bench/RESULTS.md, "Issue 14, ninth round"). False — nothing done; the caller runs it
+    through SQLAlchemy, which waits off the loop — when another connection holds the write lock
+    or the checkpoint thread is taking it (``pausing``). SQLAlchemy's cursor events are fired for
+    it as for any statement, once it has run (so a BEGIN that waited is never counted twice)."""
+    inline = connection.connection.driver_connection
+    if not isinstance(inline, InlineConnection) or inline.pausing:
+        return False
+    cursor = inline._conn.cursor()
+    try:
+        cursor.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if not is_locked(error) or inline._conn.in_transaction:
+            raise
+        return False
+    finally:
+        cursor.close()
+    dispatch = connection.dispatch
+    for listener in dispatch.before_cursor_execute:
+        listener(connection, cursor, "BEGIN IMMEDIATE", (), None, False)
+    for listener in dispatch.after_cursor_execute:
+        listener(connection, cursor, "BEGIN IMMEDIATE", (), None, False)
+    return True
+
+
 def _main_file(conn: sqlite3.Connection) -> str:
     """The main database's file, or "" for an in-memory or temporary database."""
     for _seq, name, file in conn.execute("PRAGMA database_list").fetchall():

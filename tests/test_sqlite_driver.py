@@ -189,6 +189,36 @@ async def test_the_checkpoint_thread_stops_with_the_engine(tmp_path: Path):
     check.close()
 
 
+async def test_no_transaction_begins_while_the_checkpoint_thread_takes_the_lock(tmp_path: Path):
+    """A transaction's ``BEGIN IMMEDIATE`` runs on the connection at once
+    (``sqlite_inline.begin_at_once``) — but not while the checkpoint thread wants the write lock
+    to start the WAL over (``pausing``): then it waits, off the loop, and begins the moment the
+    thread is done; a transaction already begun is never held back."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'genie.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+            inline = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(inline, sqlite_inline.InlineConnection)
+
+        async def write() -> None:
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t DEFAULT VALUES"))
+
+        inline.pausing = True
+        try:
+            waiting = asyncio.create_task(write())
+            await asyncio.sleep(0.1)
+            assert not waiting.done() and not inline.in_transaction  # nothing began meanwhile
+        finally:
+            inline.pausing = False
+        await asyncio.wait_for(waiting, 5)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_in_memory_databases_still_work():
     engine = make_engine("sqlite+aiosqlite:///:memory:")
     async with engine.begin() as conn:
