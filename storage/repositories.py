@@ -12,8 +12,9 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import Table, exc, func, insert, select
+from sqlalchemy import Table, exc, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from storage.base import UTCDateTime
 from storage.models import WorkspaceSetting
@@ -41,6 +42,17 @@ async def update_one(session: AsyncSession, statement, entity: type, ident: Any)
     if result.rowcount != 1:
         return None
     return await session.get(entity, key, populate_existing=True)
+
+
+async def get(session: AsyncSession, entity: type, ident: Any) -> Any | None:
+    """``session.get(entity, ident)``: the session's own copy when it has one loaded and not
+    expired — as ``session.get`` answers it, without its trip through the async session's
+    greenlet (a click asks for the alert's team that its gate's read just loaded: ~100 µs of CPU
+    for a dictionary lookup) — else ``session.get``, which reads it."""
+    known = session.identity_map.get(identity_key(entity, ident))
+    if known is not None and not inspect(known).expired:
+        return known
+    return await session.get(entity, ident)
 
 
 # --- workspace settings ----------------------------------------------------------------------

@@ -177,3 +177,23 @@ async def test_acknowledging_an_alert_collapsed_into_a_digest_refreshes_the_dige
         )
         await session.rollback()
     assert (updates, refreshes, events) == (0, 1, 1)
+
+
+async def test_the_team_a_transition_reads_is_the_team_as_it_is_now(world):
+    """A click's update of the alert's message names the alert's team (``teams.team_by_id``):
+    taken from the session when its gate just loaded it, read again once the session's copy is
+    expired (as ``session.get`` does) — a change another transaction committed meanwhile is
+    seen, never the expired copy."""
+    from bot.services import teams
+
+    genie = world
+    async with genie.sessionmaker() as session:
+        team = await teams.team_by_name(session, "Payments")
+        team_id = team.id
+        assert await teams.team_by_id(session, team_id) is team
+        await session.commit()
+        session.expire(team)  # (as the gate's read, or a rollback, leaves what it loaded)
+        async with genie.sessionmaker.begin() as other:
+            (await teams.team_by_id(other, team_id)).slack_team_id = "T0OTHER"
+        again = await teams.team_by_id(session, team_id)
+        assert again.slack_team_id == "T0OTHER"

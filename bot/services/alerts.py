@@ -1036,8 +1036,10 @@ async def _stop_transition(
         row = (await repo.run(session, statement, params)).first()
         if row is None:
             return False, False
+        loaded = alert.__dict__  # (the session was flushed above: nothing of it is pending)
         for key, value in zip(_alert_keys(), row, strict=False):
-            set_committed_value(alert, key, value)
+            if key not in loaded or loaded[key] != value:
+                set_committed_value(alert, key, value)
         changed, escalated = True, bool(row[-2] if together else row[-1])
     if not changed:
         return False, False

@@ -21,7 +21,7 @@ async def team_by_name(session: AsyncSession, name: str) -> Team | None:
 
 
 async def team_by_id(session: AsyncSession, team_id: int) -> Team | None:
-    return await session.get(Team, team_id)
+    return await repo.get(session, Team, team_id)
 
 
 async def all_teams_with_members(session: AsyncSession) -> list[tuple[Team, list[User]]]:
