@@ -378,7 +378,9 @@ _PLANS: dict[int, tuple[Any, Plan | None]] = {}
 
 def _plan(dialect: Any, statement: Any) -> Plan | None:
     """``prepared``, remembered per statement object (hot statements are built once:
-    ``functools.cache``), the answer None included."""
+    ``functools.cache``), the answer None included. Not per engine: every SQLite engine here is
+    made by ``storage.session.make_engine`` with the same dialect options, so a statement's text
+    and processors are the same for each."""
     held = _PLANS.get(id(statement))
     if held is not None and held[0] is statement:
         return held[1]
