@@ -865,8 +865,14 @@ async def storm(session: AsyncSession, head: OutboxMessage, now: datetime, rule:
                 _pending(),
                 OutboxMessage.kind.in_((POST_ALERT, UPDATE_ALERT)),
                 # Per waiting message, its alert by primary key: "alert_id IN (every alert of
-                # the digest)" read the whole storm so far on every look, growing with it.
-                exists().where(Alert.id == OutboxMessage.alert_id, Alert.slack_digest_id == digest.id),
+                # the digest)" read the whole storm so far on every look, growing with it. The
+                # digest is compared through coalesce() so that no index serves it: with the
+                # column's statistics from before the storm (all NULL), PostgreSQL's planner
+                # took ``ix_alert_slack_digest_id`` as the inner side and scanned every alert of
+                # the digest once per waiting message (158 ms a look at 3,000 alerts).
+                exists().where(
+                    Alert.id == OutboxMessage.alert_id, func.coalesce(Alert.slack_digest_id, 0) == digest.id
+                ),
                 _lease_free(now) | (OutboxMessage.id == head.id) if head_collapsed else _lease_free(now),
             )
             .values(delivered_at=now, digest_id=digest.id, locked_until=None, last_error=None)
