@@ -34,7 +34,7 @@ from bot import metrics, wakeup
 from bot.background import Background
 from bot.config import SLACK_SETUP_HINT, Settings
 from bot.listeners import register_listeners
-from bot.logs import install_log_redaction
+from bot.logs import AccessLog, install_log_redaction
 from bot.runtime import Runtime
 from bot.services import users
 from bot.services.keys import resolve_secret_keys
@@ -104,11 +104,13 @@ class SecurityHeaders:
 class RequestMetrics:
     """Counts every HTTP request in ``genie_http_requests_total{method, route, status}`` (and its
     duration), labelled with the matched route's *template* — ``/link/{token}``, never the path:
-    link tokens and alert ids are in paths, and a label per path would grow without end."""
+    link tokens and alert ids are in paths, and a label per path would grow without end. And
+    notes it in the access log (``logs.AccessLog``: its path redacted)."""
 
-    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute], access_log: AccessLog | None = None) -> None:
         self.app = app
         self.routes = routes
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,6 +129,8 @@ class RequestMetrics:
             await self.app(scope, receive, send_and_note_status)
         finally:
             metrics.count_request(scope["method"], self.template(scope), status, time.perf_counter() - started)
+            if self.access_log is not None:
+                self.access_log.answered(scope, status)
 
     def template(self, scope: Scope) -> str:
         # Starlette's router notes the route it chose in the scope; match here when it did not
@@ -311,6 +315,7 @@ def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
     background = Background(rt) if run_background else None
     if background is None:
         rt.wakeup = wakeup.sender(rt.settings.database_url)
+    access_log = AccessLog()
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -331,6 +336,7 @@ def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
                 await rt.wakeup.close()
             if rt.clients is not None:
                 await rt.clients.close()
+            access_log.flush()  # (uvicorn lets the requests in flight finish first)
 
     # Slack's requests first too (every click; no other route is /slack/events): behind the
     # 190-odd others, finding it cost ~0.1 ms of a click's CPU.
@@ -350,7 +356,8 @@ def build_asgi_app(rt: Runtime, *, run_background: bool = True) -> Starlette:
     # Innermost: every body is capped while it streams in, before any handler parses or verifies it.
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders, hsts=rt.settings.secure_cookies)
-    app.add_middleware(RequestMetrics, routes=app.routes)
+    app.add_middleware(RequestMetrics, routes=app.routes, access_log=access_log)
+    app.state.access_log = access_log
     return app
 
 
@@ -374,5 +381,6 @@ def uvicorn_config(app: ASGIApp, settings: Settings, host: str, port: int, **opt
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or [],
         timeout_keep_alive=75,
+        access_log=False,  # Genie writes its own, in batches (``logs.AccessLog``)
         **options,
     )

@@ -7,20 +7,27 @@ the bot token, GENIE_SECRET_KEY and the password."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import html
 import json
 import logging
 import re
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import httpx
+import uvicorn
 
+from bot.config import Settings
+from bot.server import build_asgi_app, make_runtime
 from bot.services import alerts, teams, users
 from storage.session import make_engine, make_sessionmaker
-from tests.conftest import PASSWORD, SECRET_KEY, SIGNING_SECRET, Browser
+from tests.conftest import PASSWORD, SECRET_KEY, SIGNING_SECRET, Browser, genie_env
 from tests.fake_slack import FakeSlack
 from tests.hardening import bolt_idle, report
 from tests.helpers import buttons, connect_url, walk
+from tests.loopback import loopback_socket
 from tests.processes import GenieServer, clean_env, free_port
 from tests.slack_driver import SlackDriver, SlackUser
 
@@ -198,3 +205,61 @@ def test_the_quick_look_before_redacting_never_lets_a_secret_through():
         assert logs.redact(text) == _redacted_in_full(text)
 
     same()
+
+
+async def test_the_access_log_prints_each_request_once_redacted_in_batches_and_all_at_shutdown(
+    db_url, fake_slack, caplog, monkeypatch
+):
+    """``genie serve``'s access log (``logs.AccessLog``): uvicorn's line for every request, its
+    link token and query-string key redacted, the lines of a moment in one record — and the ones
+    still held when the server stops are printed as it stops (here nothing else prints them:
+    the batch's timer is an hour)."""
+    from bot.logs import AccessLog
+
+    monkeypatch.setattr(AccessLog, "FLUSH_S", 3600)
+    caplog.set_level(logging.INFO, logger="genie.access")
+    sock = loopback_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    engine = make_engine(db_url)
+    sessionmaker = make_sessionmaker(engine)
+    app = build_asgi_app(await make_runtime(Settings.from_env(genie_env(db_url, fake_slack, url)), sessionmaker))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        key = await _setup(sessionmaker)
+        token = "Zm9vYmFyYmF6cXV4LnRva2Vu.c2lnbmF0dXJlLXBhcnQ"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            answers = await asyncio.gather(
+                *[http.get(f"/link/{token}{i}") for i in range(6)],
+                *[http.get("/v2/alerts", params={"apiKey": key}) for _ in range(3)],
+                *[
+                    http.post("/v2/alerts", headers={"Authorization": f"GenieKey {key}"}, json={"message": f"m{i}"})
+                    for i in range(3)
+                ],
+            )
+        assert [a.status_code for a in answers[6:]] == [401] * 3 + [202] * 3
+        assert not [r for r in caplog.records if r.name == "genie.access"]  # held, not printed per request
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=10)
+        await engine.dispose()
+        sock.close()
+
+    records = [r for r in caplog.records if r.name == "genie.access"]
+    lines = "\n".join(r.getMessage() for r in records).splitlines()
+    assert len(records) == 1, records
+    shape = re.compile(r'INFO:     127\.0\.0\.1:\d+ - "(GET|POST) (\S+) HTTP/1\.1" (\d{3}) ([A-Za-z ]+)')
+    seen = collections.Counter()
+    for line in lines:
+        match = shape.fullmatch(line)
+        assert match, line
+        seen[match.groups()] += 1
+    link_status = answers[0].status_code
+    assert seen == {
+        ("GET", "/link/[redacted]", str(link_status), HTTPStatus(link_status).phrase): 6,
+        ("GET", "/v2/alerts?apiKey=[redacted]", "401", "Unauthorized"): 3,
+        ("POST", "/v2/alerts", "202", "Accepted"): 3,
+    }
+    assert not leaks({key, token}, "\n".join(lines))

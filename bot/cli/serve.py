@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from bot.cli.common import load_settings
-from bot.logs import install_log_redaction
+from bot.logs import install_log_redaction, print_access_log_as_is
 from migrations.apply import upgrade
 from storage.session import make_engine, make_sessionmaker
 
@@ -87,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(socket_mode=args.socket_mode)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
+    print_access_log_as_is()
     http = args.http if args.http != "auto" else ("httptools" if installed("httptools") else "h11")
 
     async def run(sock: socket.socket | None = None, background: bool = not args.no_worker) -> None:
