@@ -509,6 +509,15 @@ async def test_hostile_text_and_numbers_get_4xx_never_500(api: Api):
         ("POST", "/v2/alerts", rb'{"message": "nul \u0000 inside"}', 422),
         ("POST", "/v2/alerts", rb'{"message": "m", "alias": "\ud800"}', 422),
         ("POST", "/v2/alerts", rb'{"message": "m", "details": {"\u0000": "v"}}', 422),
+        # The same without a \u escape: a surrogate encoded as UTF-8 (which ``json`` decodes), and
+        # a UTF-16 body (which it also takes) holding one.
+        ("POST", "/v2/alerts", b'{"message": "m", "tags": ["\xed\xa0\x80"]}', 422),
+        (
+            "POST",
+            "/v2/alerts",
+            '{"message": "m", "alias": "?"}'.encode("utf-16-le").replace(b"?\x00", b"\x00\xd8"),
+            422,
+        ),
         (
             "POST",
             "/v2/alerts",

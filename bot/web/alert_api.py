@@ -210,6 +210,13 @@ def _all_storable(value: Any) -> bool:
     return True
 
 
+#: Where a body's text might not be storable: a ``\\u`` escape (the only way JSON text holds a NUL
+#: or a lone surrogate, but for the next two), a NUL byte (a raw one is refused by the parser;
+#: UTF-16 and UTF-32 bodies hold them), a surrogate encoded as UTF-8 (``json`` decodes bytes with
+#: ``surrogatepass``). A body with none has only storable text: ``parse_json`` need not look.
+_MAYBE_UNSTORABLE = re.compile(rb"\\u|\x00|\xed[\xa0-\xbf]")
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
     """A JSON object; an empty body is ``{}``. 400 for invalid JSON (OpsGenie's "syntax error
     only"), 422 for valid JSON that is not an object or holds text that can't be stored."""
@@ -221,6 +228,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, "Could not parse request body: it is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ValidationFailed({"body": "the request body must be a JSON object"})
+    if _MAYBE_UNSTORABLE.search(raw) is None:
+        return body
     bad = {
         str(k) if storable(str(k)) else "body": "text must be valid Unicode without NUL characters"
         for k, v in body.items()
