@@ -401,3 +401,63 @@ def prepared(dialect: Any, statement: Any) -> Plan | None:
     if compiled.insert_prefetch or compiled.update_prefetch or compiled.literal_execute_params:
         return None
     return Plan(statement, dialect, compiled)
+
+
+# --- a statement on the driver (PostgreSQL) ----------------------------------------------------
+#
+# The alert API's batch on PostgreSQL is one statement in autocommit (``alerts.
+# create_alerts_at_once``): through SQLAlchemy's execution — its execution context, the async
+# adapter's lock and prepared-statement cache, the greenlet its async session runs in, the
+# cursor result — it cost ~60–90 µs of CPU per alert more than the same statement on asyncpg
+# (bench/RESULTS.md, "Issue 14, tenth round"). ``driver_fetch`` runs it on the session's asyncpg
+# connection directly, with what SQLAlchemy does around a statement: its ``before_cursor_execute``
+# and ``after_cursor_execute`` events, its exceptions (a driver error raised as the DBAPIError
+# subclass SQLAlchemy raises), and a lost connection invalidated, so the pool never hands it out
+# again.
+
+
+@functools.lru_cache(maxsize=32)
+def _pg_driver_text(dialect: Any, statement: Any) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """``statement`` compiled for the driver (asyncpg's ``$n`` parameters), and each parameter's
+    name and bind processor in their order."""
+    compiled = statement.compile(dialect=dialect)
+    binds = compiled.binds
+    return compiled.string, tuple(
+        (name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in compiled.positiontup
+    )
+
+
+async def driver_fetch(session: AsyncSession, statement: Any, params: Mapping[str, Any]) -> list[Any]:
+    """PostgreSQL, the session's connection in autocommit: run ``statement`` (built once) with
+    ``params`` on the asyncpg connection itself and return its rows (each indexable by column
+    position: asyncpg's records, or SQLAlchemy's rows where it runs the statement); see
+    above. In a transaction, or on another database, through ``session.execute`` (the adapter
+    begins the transaction there)."""
+    connection = await session.connection()
+    sync = connection.sync_connection
+    dialect = sync.dialect
+    adapter = sync.connection.dbapi_connection
+    if dialect.driver != "asyncpg" or not getattr(adapter, "autocommit", False):
+        return list(await session.execute(statement, params))
+    sql, binds = _pg_driver_text(dialect, statement)
+    values = tuple(params[name] if process is None else process(params[name]) for name, process in binds)
+    dispatch = sync.dispatch
+    for listener in dispatch.before_cursor_execute:
+        listener(sync, None, sql, values, None, False)
+    try:
+        rows = await sync.connection.driver_connection.fetch(sql, *values)
+    except Exception as error:
+        dbapi = dialect.loaded_dbapi
+        try:
+            adapter._handle_exception(error)  # raises what SQLAlchemy's adapter raises for it
+        except dbapi.Error as translated:
+            lost = dialect.is_disconnect(translated, adapter, None)
+            if lost:
+                await connection.invalidate(translated)
+            raise exc.DBAPIError.instance(
+                sql, values, translated, dbapi.Error, dialect=dialect, connection_invalidated=lost
+            ) from error
+        raise
+    for listener in dispatch.after_cursor_execute:
+        listener(sync, None, sql, values, None, False)
+    return rows

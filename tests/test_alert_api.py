@@ -1264,6 +1264,47 @@ async def test_alerts_written_at_once_stay_accepted_when_the_rest_of_their_batch
     assert posts == 2
 
 
+async def test_a_connection_lost_under_the_batch_statement_is_never_handed_out_again(db_url: str):
+    """PostgreSQL runs the API's batch on the asyncpg connection itself (``repo.driver_fetch``).
+    When the server drops that connection (a failover, a restart), the statement fails as
+    SQLAlchemy's own execution would — a ``DBAPIError``, the connection invalidated — and the
+    pool opens a new one for the next batch instead of handing the dead one out again (with one
+    connection in the pool, none idle long enough to be pinged, every batch after would fail)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite: the batch runs in a transaction on its one connection, never on asyncpg")
+    from sqlalchemy import exc, text
+
+    from storage import repositories as repo
+    from storage.session import make_engine, make_sessionmaker
+
+    engine, killer = make_engine(db_url, pool_size=1, max_overflow=0), make_engine(db_url)
+    sessionmaker = make_sessionmaker(engine)
+    pid_now = text("SELECT pg_backend_pid() AS pid")
+
+    async def backend() -> int:
+        async with sessionmaker() as session:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            return (await repo.driver_fetch(session, pid_now, {}))[0][0]
+
+    try:
+        first = await backend()
+        async with killer.connect() as conn:
+            assert (await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": first})).scalar()
+        with pytest.raises(exc.DBAPIError) as lost:
+            await backend()
+        assert lost.value.connection_invalidated
+        assert await backend() not in (first, None)  # a new connection
+        # In a transaction — even as its first statement, which the adapter begins it for — it
+        # runs in that transaction: now() is the transaction's moment, not the statement's.
+        async with sessionmaker.begin() as session:
+            began = (await repo.driver_fetch(session, text("SELECT now()"), {}))[0][0]
+            await asyncio.sleep(0.01)
+            assert await session.scalar(text("SELECT now()")) == began
+    finally:
+        await engine.dispose()
+        await killer.dispose()
+
+
 async def test_a_rotated_key_is_refused_at_once_by_every_process(api: Api, tmp_path):
     """Two processes on one database (this one and a ``genie serve``): the key is rotated (by a
     third connection) and the very next alert with the old key is a 401 in both — the key is

@@ -679,7 +679,7 @@ async def create_alerts_at_once(
     params["key_hash"] = [m[1] for m in members]
     params["note"] = [m[2].note for m in members]
     params["request_id"] = [m[3] for m in members]
-    for n, alert_id, created, channel in await session.execute(statement, params):
+    for n, alert_id, created, channel in await repo.driver_fetch(session, statement, params):
         # A new alert's post is in the post lane; a de-duplicated one's update in either.
         lane = outbox.POST_LANE if created else None
         outcomes[members[n - 1][0]] = Created(alert_id, created, channel, escalated=False, lane=lane)
