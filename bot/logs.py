@@ -81,17 +81,17 @@ def install_log_redaction() -> None:
     logging.setLogRecordFactory(factory)
 
 
-#: uvicorn's access-log line (its default format), and the reason phrases it prints.
+#: The reason phrase uvicorn's access-log line prints after each status.
 _PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
 
 
 class AccessLog:
     """The access log ``genie serve`` prints — one line per answered request, uvicorn's own
     format (``INFO:     1.2.3.4:5678 - "POST /v2/alerts HTTP/1.1" 202 Accepted``) — written in
-    batches, as nginx's ``access_log … buffer= flush=``: the lines of up to ``FLUSH_S`` go out together, as one record of the logger
-    ``genie.access`` (``genie serve`` prints its message as it is, to stdout, as uvicorn does),
-    scrubbed when it is made as every record is (``install_log_redaction``: link tokens and keys
-    in paths and query strings).
+    batches, as nginx's ``access_log … buffer= flush=``: the lines of up to ``FLUSH_S`` go out
+    together, as one record of the logger ``genie.access`` (``genie serve`` prints its message
+    as it is, to stdout, as uvicorn does), scrubbed when it is made as every record is
+    (``install_log_redaction``: link tokens and keys in paths and query strings).
 
     uvicorn's own access log made a record, formatted it and wrote it to stdout for every
     request on the event loop, ~96 µs of CPU each (measured in ``genie serve`` during a storm;

@@ -105,7 +105,7 @@ class RequestMetrics:
     """Counts every HTTP request in ``genie_http_requests_total{method, route, status}`` (and its
     duration), labelled with the matched route's *template* — ``/link/{token}``, never the path:
     link tokens and alert ids are in paths, and a label per path would grow without end. And
-    notes it in the access log (``logs.AccessLog``: its path redacted)."""
+    notes it in the access log (``logs.AccessLog``)."""
 
     def __init__(self, app: ASGIApp, routes: list[BaseRoute], access_log: AccessLog | None = None) -> None:
         self.app = app
