@@ -89,9 +89,10 @@ class AccessLog:
     """The access log ``genie serve`` prints — one line per answered request, uvicorn's own
     format (``INFO:     1.2.3.4:5678 - "POST /v2/alerts HTTP/1.1" 202 Accepted``) — written in
     batches, as nginx's ``access_log … buffer= flush=``: the lines of up to ``FLUSH_S`` go out
-    together, as one record of the logger ``genie.access`` (``genie serve`` prints its message
-    as it is, to stdout, as uvicorn does), scrubbed when it is made as every record is
-    (``install_log_redaction``: link tokens and keys in paths and query strings).
+    together, as records of the logger ``genie.access`` of at most ``CHUNK_BYTES`` each
+    (``genie serve`` prints their messages as they are, to stdout, as uvicorn does), scrubbed
+    when made as every record is (``install_log_redaction``: link tokens and keys in paths and
+    query strings).
 
     uvicorn's own access log made a record, formatted it and wrote it to stdout for every
     request on the event loop, ~96 µs of CPU each (measured in ``genie serve`` during a storm;
@@ -102,6 +103,9 @@ class AccessLog:
     FLUSH_S = 0.5
     #: Lines held at most: more are printed at once.
     MAX_LINES = 1000
+    #: The most one record holds, in bytes with its newline: Linux's ``PIPE_BUF`` (4,096) less
+    #: room for anything a formatter adds.
+    CHUNK_BYTES = 4000
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("genie.access")
@@ -131,13 +135,24 @@ class AccessLog:
                 self.flush()
 
     def flush(self) -> None:
-        """Print the lines held (one record)."""
+        """Print the lines held: one record per ``CHUNK_BYTES`` of them at most, so that each is
+        one write a pipe keeps whole (``PIPE_BUF``) — ``genie serve --workers N`` processes
+        share one stdout, and a longer write could be cut into by another's."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._lines:
-            lines, self._lines = self._lines, []
-            self.logger.info("%s", "\n".join(lines))
+        lines, self._lines = self._lines, []
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
+            length = len(line.encode()) + 1
+            if chunk and size + length > self.CHUNK_BYTES:
+                self.logger.info("%s", "\n".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += length
+        if chunk:
+            self.logger.info("%s", "\n".join(chunk))
 
 
 def print_access_log_as_is(stream: TextIO | None = None) -> None:

@@ -263,3 +263,22 @@ async def test_the_access_log_prints_each_request_once_redacted_in_batches_and_a
         ("POST", "/v2/alerts", "202", "Accepted"): 3,
     }
     assert not leaks({key, token}, "\n".join(lines))
+
+
+async def test_the_access_log_prints_whole_lines_in_records_a_pipe_keeps_whole(caplog, monkeypatch):
+    """``genie serve --workers N`` processes share one stdout: each record the access log prints
+    is one write of at most 4,000 bytes (a pipe keeps a write of up to 4,096 whole), made of
+    whole lines, every line once and in order."""
+    from bot.logs import AccessLog
+
+    monkeypatch.setattr(AccessLog, "FLUSH_S", 3600)
+    caplog.set_level(logging.INFO, logger="genie.access")
+    log = AccessLog()
+    for i in range(300):
+        scope = {"client": ("10.0.0.5", 40000 + i), "method": "GET", "path": f"/alerts/{i}/" + "é" * (i % 90)}
+        log.answered(scope, 200)
+    log.flush()
+    printed = [r.getMessage() for r in caplog.records if r.name == "genie.access"]
+    assert len(printed) > 1 and all(len(text.encode()) + 1 <= 4000 for text in printed)
+    lines = "\n".join(printed).splitlines()
+    assert [line.split('"GET ')[1].split("/")[2] for line in lines] == [str(i) for i in range(300)]
