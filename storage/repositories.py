@@ -417,14 +417,9 @@ def prepared(dialect: Any, statement: Any) -> Plan | None:
 
 
 @functools.lru_cache(maxsize=32)
-def _pg_driver_text(dialect: Any, statement: Any) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """``statement`` compiled for the driver (asyncpg's ``$n`` parameters), and each parameter's
-    name and bind processor in their order."""
-    compiled = statement.compile(dialect=dialect)
-    binds = compiled.binds
-    return compiled.string, tuple(
-        (name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in compiled.positiontup
-    )
+def _pg_plan(dialect: Any, statement: Any) -> Plan:
+    """``statement`` as asyncpg runs it (``$n`` parameters): a ``Plan``, as SQLite's are."""
+    return Plan(statement, dialect, statement.compile(dialect=dialect))
 
 
 async def driver_fetch(session: AsyncSession, statement: Any, params: Mapping[str, Any]) -> list[Any]:
@@ -439,8 +434,7 @@ async def driver_fetch(session: AsyncSession, statement: Any, params: Mapping[st
     adapter = sync.connection.dbapi_connection
     if dialect.driver != "asyncpg" or not getattr(adapter, "autocommit", False):
         return list(await session.execute(statement, params))
-    sql, binds = _pg_driver_text(dialect, statement)
-    values = tuple(params[name] if process is None else process(params[name]) for name, process in binds)
+    sql, values = _pg_plan(dialect, statement).bind(dialect, params)
     dispatch = sync.dispatch
     for listener in dispatch.before_cursor_execute:
         listener(sync, None, sql, values, None, False)
